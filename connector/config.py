@@ -1,0 +1,366 @@
+"""The pipeline file: pydantic models (extra keys forbidden, frozen) and load_pipeline().
+
+A pipeline has one or more streams; each stream reads one source, maps its rows into one kind of Braze
+object, checks them, and delivers them to the pipeline's destination.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from connector.errors import ConfigError
+
+ObjectKindName = Literal["attributes", "events", "purchases", "canvas_trigger", "live_activity"]
+EndpointName = Literal["users_track", "users_track_sync", "canvas_trigger_send", "live_activity_update"]
+ValueType = Literal["auto", "string", "integer", "float", "boolean", "time", "date", "array", "object"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- values
+
+
+class Value(_Model):
+    """Where one value comes from: a source column or a constant (exactly one), and how to convert it.
+
+    Conversions: `type` casts the cell (`time` parses a date-time and sends ISO 8601 with an offset;
+    `date` sends YYYY-MM-DD; `array` splits a string on `split`; `object` parses a JSON string into a nested
+    object). `format` is a strptime format for time/date columns; `timezone` is the IANA zone for times
+    that carry no offset (default UTC). `on_empty` says what an empty cell does: `skip` leaves the Braze
+    value untouched (the key is not sent), `null` sends null (which removes the attribute at Braze),
+    `reject` rejects the row.
+    """
+
+    column: str | None = None
+    value: Any = None
+    type: ValueType = "auto"
+    format: str | None = None
+    timezone: str | None = None
+    split: str | None = None
+    on_empty: Literal["skip", "null", "reject"] = "skip"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Value:
+        if (self.column is None) == (self.value is None):
+            raise ValueError("give exactly one of 'column' (a source column) or 'value' (a constant)")
+        if self.split is not None and self.type not in ("array", "auto"):
+            raise ValueError("'split' only applies to type 'array'")
+        return self
+
+
+def _bare_column(v: Any) -> Any:
+    """A bare string where a Value is expected names a column: `email: email_col`."""
+    return {"column": v} if isinstance(v, str) else v
+
+
+ColumnValue = Annotated[Value, BeforeValidator(_bare_column)]
+
+
+class AttributeField(Value):
+    """One attribute written to the profile.
+
+    `to` is the Braze attribute name (standard field such as `first_name`, or a custom attribute); it
+    defaults to the column name. `op`: `set` (default), `inc` (increment by the cell's number), `add` /
+    `remove` (array add or remove; the cell is split on `split`, default ','), `merge` (nested object merged
+    with `_merge_objects: true`).
+    """
+
+    to: str | None = None
+    op: Literal["set", "inc", "add", "remove", "merge"] = "set"
+
+    @property
+    def target(self) -> str:
+        name = self.to or self.column
+        assert name is not None  # guaranteed by _target_named
+        return name
+
+    @model_validator(mode="after")
+    def _target_named(self) -> AttributeField:
+        if self.to is None and self.column is None:
+            raise ValueError("a constant attribute needs 'to' (the Braze attribute name)")
+        return self
+
+
+class Properties(_Model):
+    """Event, purchase, Canvas or Live Activity properties: listed columns and/or a JSON object column.
+
+    `columns` maps property name -> Value (or a bare column name). Keys from `json_column` come first; listed
+    columns override them.
+    """
+
+    columns: dict[str, ColumnValue] = Field(default_factory=dict)
+    json_column: str | None = None
+
+
+class UserAliasId(_Model):
+    name: ColumnValue
+    label: ColumnValue
+
+
+class Identifier(_Model):
+    """Exactly one identifier per object."""
+
+    external_id: ColumnValue | None = None
+    user_alias: UserAliasId | None = None
+    braze_id: ColumnValue | None = None
+    email: ColumnValue | None = None
+    phone: ColumnValue | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Identifier:
+        given = [k for k in ("external_id", "user_alias", "braze_id", "email", "phone") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of external_id, user_alias, braze_id, email, phone "
+                f"(got {', '.join(given) or 'none'})"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        for k in ("external_id", "user_alias", "braze_id", "email", "phone"):
+            if getattr(self, k) is not None:
+                return k
+        raise AssertionError("unreachable")
+
+
+class EventMapping(_Model):
+    name: ColumnValue
+    time: ColumnValue
+    app_id: ColumnValue | None = None
+    properties: Properties = Field(default_factory=Properties)
+
+
+class PurchaseMapping(_Model):
+    product_id: ColumnValue
+    currency: ColumnValue
+    price: ColumnValue
+    time: ColumnValue
+    quantity: ColumnValue | None = None
+    app_id: ColumnValue | None = None
+    properties: Properties = Field(default_factory=Properties)
+
+
+class CanvasMapping(_Model):
+    """One Canvas recipient per row; rows are packed up to 50 recipients per /canvas/trigger/send call."""
+
+    canvas_id: str
+    context: Properties = Field(default_factory=Properties)
+    send_to_existing_only: bool = True
+    attributes: list[AttributeField] = Field(default_factory=list)
+    prioritization: list[Literal["identified", "unidentified", "most_recently_updated", "least_recently_updated"]] = Field(
+        default_factory=lambda: ["identified", "most_recently_updated"]
+    )
+
+
+class LiveActivityMapping(_Model):
+    app_id: ColumnValue
+    activity_id: ColumnValue
+    content_state: Properties
+    end_activity: ColumnValue | None = None
+    dismissal_date: ColumnValue | None = None
+    stale_date: ColumnValue | None = None
+    notification_json_column: str | None = None
+
+
+# --------------------------------------------------------------------------- source
+
+
+class CsvOptions(_Model):
+    delimiter: str = ","
+    quote_char: str = '"'
+    encoding: str = "utf-8"
+    header: bool = True
+    column_names: list[str] | None = None
+    null_values: list[str] = Field(default_factory=lambda: ["", "NULL", "null", "NA", "N/A"])
+
+
+class Source(_Model):
+    """A file, a directory (every file of the format inside it, sorted) or a glob."""
+
+    path: str
+    format: Literal["auto", "csv", "parquet"] = "auto"
+    csv: CsvOptions = Field(default_factory=CsvOptions)
+    chunk_rows: Annotated[int, Field(gt=0, le=5_000_000)] = 50_000
+
+
+# --------------------------------------------------------------------------- stream
+
+
+class Stream(_Model):
+    name: str
+    source: Source
+    kind: ObjectKindName
+    identifier: Identifier | None = None
+    update_existing_only: bool | None = None
+    attributes: list[AttributeField] = Field(default_factory=list)
+    event: EventMapping | None = None
+    purchase: PurchaseMapping | None = None
+    canvas: CanvasMapping | None = None
+    live_activity: LiveActivityMapping | None = None
+    expectations: list[str] = Field(default_factory=list)
+    on_table_expectation_failure: Literal["fail", "warn"] = "fail"
+
+    @model_validator(mode="after")
+    def _mapping_matches_kind(self) -> Stream:
+        needs = {
+            "attributes": "attributes",
+            "events": "event",
+            "purchases": "purchase",
+            "canvas_trigger": "canvas",
+            "live_activity": "live_activity",
+        }[self.kind]
+        if self.kind == "attributes":
+            if not self.attributes:
+                raise ValueError("kind 'attributes' needs a non-empty 'attributes' list")
+        elif getattr(self, needs) is None:
+            raise ValueError(f"kind '{self.kind}' needs a '{needs}' mapping")
+        for other in ("event", "purchase", "canvas", "live_activity"):
+            if other != needs and getattr(self, other) is not None:
+                raise ValueError(f"'{other}' does not apply to kind '{self.kind}' (it needs '{needs}')")
+        if self.kind != "live_activity" and self.identifier is None:
+            raise ValueError(f"kind '{self.kind}' needs an 'identifier'")
+        if self.kind == "canvas_trigger" and self.identifier is not None and self.identifier.kind == "phone":
+            raise ValueError("Canvas recipients are identified by external_id, user_alias, braze_id or email, not phone")
+        return self
+
+
+# --------------------------------------------------------------------------- destination and writing
+
+
+class Destination(_Model):
+    """`url: local` starts the embedded emulator for the run. The key is read from `api_key_env`."""
+
+    url: str = "local"
+    api_key_env: str = "BRAZE_API_KEY"
+
+
+class RateLimit(_Model):
+    requests: Annotated[int, Field(gt=0)]
+    per_seconds: Annotated[float, Field(gt=0)]
+
+
+DEFAULT_RATE_LIMITS: dict[str, RateLimit] = {
+    "users_track": RateLimit(requests=3000, per_seconds=3),
+    "users_track_sync": RateLimit(requests=500, per_seconds=60),
+    "canvas_trigger_send": RateLimit(requests=250_000, per_seconds=3600),
+    "live_activity_update": RateLimit(requests=250_000, per_seconds=3600),
+}
+
+
+class Retry(_Model):
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 8
+    max_elapsed_s: Annotated[float, Field(gt=0)] = 300.0
+    initial_backoff_s: Annotated[float, Field(ge=0)] = 0.5
+    max_backoff_s: Annotated[float, Field(gt=0)] = 30.0
+
+
+class Write(_Model):
+    mode: Literal["auto", "bulk", "sync"] = "auto"
+    concurrency: Annotated[int, Field(ge=1, le=512)] = 16
+    batching: Literal["combined", "per_array"] = "combined"
+    max_objects_per_request: Annotated[int, Field(ge=1, le=75)] = 75
+    max_request_bytes: Annotated[int, Field(ge=1024, le=4_000_000)] = 3_900_000
+    rate_limits: dict[EndpointName, RateLimit] = Field(default_factory=dict)
+    retry: Retry = Field(default_factory=Retry)
+    timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    confirm_profiles: bool = False
+    # A request whose connection dropped after it was sent may or may not have been applied by Braze.
+    # `retry` resends it (at-least-once: events, purchases and `inc` may then count twice);
+    # `fail` marks its rows failed with outcome "unknown" for a human to check (at-most-once).
+    on_ambiguous: Literal["retry", "fail"] = "retry"
+    sync_max_duration_s: Annotated[float, Field(ge=0)] = 60.0
+
+    def rate_limit(self, endpoint: str) -> RateLimit:
+        return self.rate_limits.get(endpoint, DEFAULT_RATE_LIMITS[endpoint])  # type: ignore[call-overload]
+
+
+class Report(_Model):
+    dir: str = "reports/{pipeline}/{run_id}"
+    max_reject_fraction: Annotated[float, Field(ge=0, le=1)] = 0.05
+    sample_bodies: Annotated[int, Field(ge=0)] = 5
+
+
+class Pipeline(_Model):
+    name: str
+    description: str = ""
+    destination: Destination = Field(default_factory=Destination)
+    write: Write = Field(default_factory=Write)
+    report: Report = Field(default_factory=Report)
+    expectations_dir: str = "expectations"
+    streams: Annotated[list[Stream], Field(min_length=1)]
+
+    # Set by load_pipeline: the folder relative paths are resolved against.
+    base_dir: str = "."
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _format_errors(path: str, err: ValidationError) -> str:
+    lines = [f"{path}: the pipeline file is not valid ({err.error_count()} problem(s)):"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key; remove it or check its spelling (see pipeline.schema.json)"
+        elif e["type"] == "literal_error":
+            msg = f"{msg}"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        lines.append(f"  - {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def load_pipeline(path: str | Path) -> Pipeline:
+    """Read and validate a pipeline YAML file.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or breaks the schema; the message names the file,
+            the key and what is allowed.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: pipeline file not found") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the pipeline file ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: a pipeline file must be a YAML mapping with 'name' and 'streams'")
+    if "base_dir" in data:
+        raise ConfigError(f"{p}: 'base_dir' is set by the loader, remove it from the file")
+    data["base_dir"] = str(_project_root_for(p))
+    try:
+        return Pipeline.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(str(p), e)) from None
+
+
+def _project_root_for(pipeline_path: Path) -> Path:
+    """Relative paths in a pipeline file resolve against the folder holding pipelines/, else the file's folder."""
+    folder = pipeline_path.resolve().parent
+    return folder.parent if folder.name == "pipelines" else folder
+
+
+def pipeline_json_schema() -> dict[str, Any]:
+    schema = Pipeline.model_json_schema()
+    schema.get("properties", {}).pop("base_dir", None)
+    schema["title"] = "braze-connector pipeline file"
+    return schema

@@ -1,0 +1,75 @@
+"""Every exception the connector raises, under one root, named by what the caller must do.
+
+Messages say what failed, where (file, row, column) and how to fix it. They never contain the API key.
+"""
+
+from __future__ import annotations
+
+
+class ConnectorError(Exception):
+    """Root of every error the connector raises on purpose."""
+
+    exit_code: int = 1
+
+
+class ConfigError(ConnectorError):
+    """The pipeline file or the command line is wrong: fix it and run again (exit code 2)."""
+
+    exit_code = 2
+
+
+class SourceError(ConnectorError):
+    """A source file is missing, unreadable or not the declared format (exit code 2)."""
+
+    exit_code = 2
+
+
+class SuiteError(ConfigError):
+    """An expectation suite is missing or malformed."""
+
+
+class RowRejected(ConnectorError):
+    """One row breaks a rule. Collected into the rejects file, never propagated out of a run."""
+
+    def __init__(self, rule: str, reason: str, column: str | None = None) -> None:
+        super().__init__(reason)
+        self.rule = rule
+        self.reason = reason
+        self.column = column
+
+
+class ApiError(ConnectorError):
+    """Root of errors from the Braze API (or the emulator)."""
+
+    def __init__(self, message: str, status: int | None = None, body: object = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class TransientApiError(ApiError):
+    """5xx, 408, timeout or dropped connection: safe to retry with backoff (for idempotent payloads)."""
+
+
+class RateLimitedError(TransientApiError):
+    """HTTP 429: retry after the server's indicated wait."""
+
+    def __init__(self, message: str, retry_after: float | None = None, status: int | None = 429, body: object = None) -> None:
+        super().__init__(message, status=status, body=body)
+        self.retry_after = retry_after
+
+
+class PermanentApiError(ApiError):
+    """400/403/404/413: the request itself is wrong; resending it unchanged cannot succeed."""
+
+
+class AuthError(PermanentApiError):
+    """401: the API key is missing, wrong, or belongs to another instance. Aborts the run (exit code 3)."""
+
+    exit_code = 3
+
+
+class DestinationUnreachable(ConnectorError):
+    """The destination could not be reached after every retry (exit code 3)."""
+
+    exit_code = 3

@@ -1,0 +1,115 @@
+"""Small value types passed between the stages of a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Stage = Literal["parse", "mapping", "contract", "expectation", "destination"]
+ObjectKind = Literal["attributes", "events", "purchases", "canvas_trigger", "live_activity"]
+
+
+@dataclass(frozen=True, slots=True)
+class RowRef:
+    """Where a row came from: the source file and its row number.
+
+    For CSV the row number is the physical line number in the file (the header is line 1, so the first
+    data row is line 2). For Parquet it is the 1-based row index within the file.
+    """
+
+    file: str
+    row: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.row}"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A row that will not be delivered, with the rule it broke.
+
+    `values` holds the row's original columns (as read, before mapping) so the rejects file can carry them;
+    for a row that could not be parsed at all it holds {"_raw": "<the line as text>"}.
+    """
+
+    ref: RowRef
+    stage: Stage
+    rule: str
+    reason: str
+    column: str | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def message(self) -> str:
+        where = f"{self.ref.file}, row {self.ref.row}"
+        if self.column:
+            where += f", column '{self.column}'"
+        return f"{where}: [{self.rule}] {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A valid row that could not be delivered after every retry (or whose outcome is unknown)."""
+
+    ref: RowRef
+    error: str
+    status: int | None = None
+    outcome: Literal["failed", "unknown"] = "failed"
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Chunk:
+    """A bounded slice of one source file, as read.
+
+    `table` holds the rows that parsed (CSV: every column as a string, nulls where a null marker stood;
+    Parquet: the file's own types). `row_numbers[i]` is the RowRef row of `table` row i. `rejects` holds
+    the rows of this slice that could not be parsed (stage "parse").
+    """
+
+    file: str
+    table: Any  # pyarrow.Table
+    row_numbers: list[int]
+    rejects: list[Rejected] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.table.num_rows)
+
+    def ref(self, i: int) -> RowRef:
+        return RowRef(self.file, self.row_numbers[i])
+
+    def values(self, i: int) -> dict[str, Any]:
+        """The original columns of row i (for the rejects file)."""
+        return dict(self.table.slice(i, 1).to_pylist()[0])
+
+    def filter(self, keep: Any) -> Chunk:
+        """The rows where `keep` (a sequence of bools, one per row) is true; parse rejects are not carried."""
+        import pyarrow as pa
+
+        mask = pa.array(keep, type=pa.bool_())
+        kept = [n for n, k in zip(self.row_numbers, keep, strict=True) if k]
+        return Chunk(self.file, self.table.filter(mask), kept, [])
+
+
+@dataclass(slots=True)
+class MappedChunk:
+    """Braze objects built from a chunk, parallel lists: objects[i] came from chunk row indices[i].
+
+    `user_keys[i]` names the profile the object touches ("external_id:u1", "user_alias:name|label", ...) so
+    the writer can keep one user's objects in source order; for live activities it is the activity id.
+    """
+
+    kind: ObjectKind
+    chunk: Chunk
+    objects: list[dict[str, Any]]
+    indices: list[int]
+    user_keys: list[str]
+    rejects: list[Rejected] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+    def ref(self, j: int) -> RowRef:
+        return self.chunk.ref(self.indices[j])
+
+    def values(self, j: int) -> dict[str, Any]:
+        return self.chunk.values(self.indices[j])

@@ -59,6 +59,13 @@ class RateLimitedError(TransientApiError):
         self.retry_after = retry_after
 
 
+class AmbiguousApiError(TransientApiError):
+    """The connection dropped or timed out after the request was sent: Braze may or may not have applied it.
+
+    Safe to resend only when the payload is idempotent (plain attribute sets); see Write.on_ambiguous.
+    """
+
+
 class PermanentApiError(ApiError):
     """400/403/404/413: the request itself is wrong; resending it unchanged cannot succeed."""
 

@@ -1,0 +1,20 @@
+"""The local Braze API emulator: faithful endpoints, SQLite profile state, rate limits, fault injection.
+
+Modules: app (aiohttp routes, auth, limits, faults), handlers (endpoint semantics), rules and
+messaging_rules (validation and Braze's error texts), semantics (attribute writes), store (SQLite profiles,
+events, purchases, dispatches, ledger), limits (fixed windows, X-RateLimit-* headers), faults (seeded
+injection), server (EmulatorServer, start_subprocess, serve), cli (`braze-connector emulator`).
+
+    with EmulatorServer(api_keys=("test-key",), rate_limits={"users_track": (5, 1)},
+                        faults={"users_track:drop": 0.1}, seed=1) as emu:
+        emu.url, emu.stats(), emu.ledger(), emu.user("external_id", "u1")
+
+Inspection (same Bearer key): GET /_emulator/stats, /_emulator/ledger?since=SEQ&limit=N&applied=0|1,
+/_emulator/users/<kind>/<value>, /_emulator/dispatches; POST /_emulator/reset.
+"""
+
+from __future__ import annotations
+
+from connector.emulator.server import EmulatorProcess, EmulatorServer, build_config, serve, start_subprocess
+
+__all__ = ["EmulatorProcess", "EmulatorServer", "build_config", "serve", "start_subprocess"]

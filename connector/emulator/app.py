@@ -1,0 +1,217 @@
+"""The emulator's HTTP layer (aiohttp): auth, permissions, rate limits, faults, parsing, inspection routes.
+
+One catch-all handler keeps the hot path short. Everything runs on one event loop, so store writes are
+serialised; injected latency uses asyncio.sleep and never blocks other requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from connector.emulator import handlers, rules
+from connector.emulator.faults import ERROR_MESSAGES, FaultInjector
+from connector.emulator.limits import ENDPOINTS, PATH_TO_ENDPOINT, RateLimits
+from connector.emulator.store import IDENTIFIER_KINDS, LedgerEntry, Store
+
+logger = logging.getLogger(__name__)
+
+PERMISSIONS = {
+    "users_track": "users.track",
+    "users_track_sync": "users.track.sync",
+    "canvas_trigger_send": "canvas.trigger.send",
+    "live_activity_update": "messages.live_activity.update",
+}
+_EMPTY_LIMIT_HEADERS = {"X-RateLimit-Limit": "", "X-RateLimit-Remaining": "", "X-RateLimit-Reset": ""}
+_BASE_HEADERS = {"Cache-Control": "no-cache"}
+
+
+def parse_api_keys(keys: Any) -> dict[str, frozenset[str] | None]:
+    """Accept keys as a dict, or strings `KEY` / `KEY:perm1,perm2`; None means every permission."""
+    if isinstance(keys, dict):
+        return {k: (frozenset(v) if v is not None else None) for k, v in keys.items()}
+    if isinstance(keys, str):
+        keys = [keys]
+    out: dict[str, frozenset[str] | None] = {}
+    known = set(PERMISSIONS.values())
+    for item in keys:
+        key, sep, perms = item.rpartition(":")
+        names = [p.strip() for p in perms.split(",") if p.strip()]
+        if sep and key and names and all(p in known for p in names):
+            out[key] = frozenset(names)
+        else:
+            out[item] = None
+    return out
+
+
+@dataclass
+class EmulatorConfig:
+    """Everything the running app needs; built by EmulatorServer or the CLI."""
+
+    api_keys: dict[str, frozenset[str] | None]
+    behaviour: handlers.Behaviour = field(default_factory=handlers.Behaviour)
+    rate_limits: dict[str, Any] | None = None
+    latency_ms: float = 0.0
+    slow_ms: float = 1500.0
+    fault_rate: float = 0.0
+    faults: dict[str, float] | None = None
+    seed: int = 0
+    burst_429: int = 1
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body),
+        status=status,
+        content_type="application/json",
+        headers={**_BASE_HEADERS, **(headers or {})},
+    )
+
+
+class EmulatorApp:
+    """Holds the state (store, limits, faults) and the request handler."""
+
+    def __init__(self, config: EmulatorConfig, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.limits = RateLimits(config.rate_limits)
+        self.faults = FaultInjector(
+            fault_rate=config.fault_rate, faults=config.faults, seed=config.seed, burst_429=config.burst_429
+        )
+
+    def build(self) -> web.Application:
+        """The aiohttp application (bodies up to 16 MB are read so that 4 MB+ gets Braze's 413)."""
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    def _key(self, request: web.Request) -> str | None:
+        auth = request.headers.get("Authorization", "")
+        return auth[7:].strip() if auth[:7].lower() == "bearer " else None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Route one request."""
+        path = request.path
+        key = self._key(request)
+        valid = key is not None and key in self.config.api_keys
+        if path.startswith("/_emulator/"):
+            if not valid:
+                return _json(
+                    401,
+                    {"message": f"Invalid API key: {key}" if key else "Invalid API Key"},
+                    _EMPTY_LIMIT_HEADERS,
+                )
+            return await self.inspect(request, path)
+        endpoint = PATH_TO_ENDPOINT.get(path)
+        if not valid:
+            self.store.record(LedgerEntry(path, 401))
+            return _json(
+                401,
+                {"message": f"Invalid API key: {key}" if key else "Invalid API Key"},
+                _EMPTY_LIMIT_HEADERS,
+            )
+        if endpoint is None or request.method != "POST":
+            self.store.record(LedgerEntry(path, 404))
+            return _json(404, {"message": "Not Found"}, _EMPTY_LIMIT_HEADERS)
+        perms = self.config.api_keys[key]  # type: ignore[index]
+        if perms is not None and PERMISSIONS[endpoint] not in perms:
+            self.store.record(LedgerEntry(path, 403))
+            return _json(403, {"message": "Access Denied"}, self.limits.peek(endpoint))
+        decision = self.limits.admit(endpoint)
+        if not decision.allowed:
+            self.store.record(LedgerEntry(path, 429))
+            return _json(429, {"message": "Rate Limited"}, decision.headers)
+        return await self._serve(request, endpoint, path, decision.headers)
+
+    async def _serve(
+        self, request: web.Request, endpoint: str, path: str, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        raw = await request.read()
+        if len(raw) > rules.MAX_BODY_BYTES:
+            self.store.record(LedgerEntry(path, 413))
+            return _json(413, {"message": "Payload Too Large"}, headers)
+        fault = self.faults.draw(endpoint) if self.faults.enabled else None
+        delay = self.config.latency_ms + (self.config.slow_ms if fault == "slow" else 0.0)
+        if delay > 0:
+            await asyncio.sleep(delay / 1000.0)
+        if fault in ERROR_MESSAGES:
+            status = int(fault)
+            self.store.record(LedgerEntry(path, status, fault=fault))
+            if status == 429:
+                return _json(429, {"message": "Rate Limited"}, {"X-Ratelimit-Retry-After": "1"})
+            return _json(status, {"message": ERROR_MESSAGES[fault]}, headers)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            self.store.record(LedgerEntry(path, 400, fault=fault))
+            return _json(400, rules.MALFORMED_JSON_BODY, headers)
+        dropped = fault == "drop"
+        cfg = self.config
+        if endpoint == "users_track" or endpoint == "users_track_sync":
+            status, reply, entry = handlers.track(
+                self.store,
+                body,
+                cfg.behaviour,
+                endpoint=path,
+                sync=endpoint == "users_track_sync",
+                dropped=dropped,
+                fault=fault,
+            )
+        elif endpoint == "canvas_trigger_send":
+            status, reply, entry = handlers.canvas_trigger(
+                self.store, body, cfg.behaviour, endpoint=path, dropped=dropped, fault=fault
+            )
+        else:
+            status, reply, entry = handlers.live_activity(
+                self.store, body, endpoint=path, dropped=dropped, fault=fault
+            )
+        if dropped:
+            # Applied and committed; now the client never hears back (the case that makes clients resend).
+            logger.debug("dropping connection after applying %s (ledger status %s)", path, entry.status)
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError
+        return _json(status, reply, headers)
+
+    async def inspect(self, request: web.Request, path: str) -> web.Response:
+        """GET /_emulator/stats | ledger | users/<kind>/<value> | dispatches; POST /_emulator/reset."""
+        sub = path[len("/_emulator/") :]
+        if request.method == "POST" and sub == "reset":
+            self.store.reset()
+            return _json(200, {"message": "reset"})
+        if request.method != "GET":
+            return _json(404, {"message": "Not Found"})
+        if sub == "stats":
+            return _json(200, self.store.stats())
+        if sub == "ledger":
+            try:
+                since = int(request.query.get("since", "0"))
+                limit = min(int(request.query.get("limit", "1000")), 10_000)
+            except ValueError:
+                return _json(400, {"message": "since and limit must be integers"})
+            entries = self.store.ledger(since, limit)
+            if request.query.get("applied") == "0":
+                for e in entries:
+                    e.pop("applied")
+            return _json(200, {"entries": entries})
+        if sub == "dispatches":
+            return _json(200, {"dispatches": self.store.dispatches()})
+        if sub.startswith("users/"):
+            kind, _, value = sub[len("users/") :].partition("/")
+            if kind not in IDENTIFIER_KINDS or not value:
+                return _json(
+                    400, {"message": f"identifier kind must be one of {', '.join(IDENTIFIER_KINDS)}"}
+                )
+            profile = self.store.profile(kind, value)
+            if profile is None:
+                return _json(404, {"message": f"no profile with {kind} {value!r}"})
+            return _json(200, profile)
+        return _json(404, {"message": "Not Found"})
+
+
+__all__ = ["ENDPOINTS", "EmulatorApp", "EmulatorConfig", "parse_api_keys"]

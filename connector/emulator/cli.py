@@ -1,0 +1,99 @@
+"""`braze-connector emulator`: serve the local Braze API in the foreground (registered by connector/cli.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Annotated, Literal
+
+import typer
+
+from connector.emulator.faults import parse_fault
+from connector.emulator.limits import parse_rate_limit
+from connector.emulator.server import build_config, serve
+from connector.emulator.store import LEDGER_DETAILS
+
+DEV_KEY = "local-dev-key"
+
+
+def _say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def emulator_command(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(4010, help="Port to listen on (0 = a free port)."),
+    db: str = typer.Option(":memory:", help="SQLite file for the emulator's state (default: in memory)."),
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--api-key",
+            help="Accepted key (repeatable): KEY, or KEY:perm1,perm2 to limit its endpoint permissions.",
+        ),
+    ] = None,
+    batching: str = typer.Option(
+        "combined", help="Batch cap on /users/track: combined (75 total) or per_array (75 each)."
+    ),
+    latency_ms: float = typer.Option(0.0, help="Latency added to every API request (ms)."),
+    fault_rate: float = typer.Option(
+        0.0, help="Probability of a random fault per request (spread over all modes)."
+    ),
+    seed: int = typer.Option(0, help="Seed for fault injection (same seed = same fault sequence)."),
+    rate_limit: Annotated[
+        list[str] | None,
+        typer.Option("--rate-limit", help="ENDPOINT=N/SECONDS, e.g. users_track=3000/3 (repeatable)."),
+    ] = None,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fault", help="[ENDPOINT:]MODE=RATE, MODE one of 500,502,503,504,429,slow,drop (repeatable)."
+        ),
+    ] = None,
+    canvas: Annotated[
+        list[str] | None, typer.Option("--canvas", help="ID=active|paused|archived (repeatable).")
+    ] = None,
+    array_max_length: int = typer.Option(500, help="Maximum length of array attributes."),
+    slow_ms: float = typer.Option(1500.0, help="Extra latency of a 'slow' fault (ms)."),
+    burst_429: int = typer.Option(
+        1, help="How many 429s in a row one injected 429 fault produces (a burst)."
+    ),
+    ledger_detail: str = typer.Option(
+        "full",
+        help="Ledger 'applied' detail: full (objects as sent), ids (identifiers only) or none (counts only).",
+    ),
+) -> None:
+    """Serve the local Braze API emulator until Ctrl-C."""
+    try:
+        limits = dict(parse_rate_limit(r) for r in rate_limit or [])
+        faults = dict(parse_fault(f) for f in fault or [])
+        canvases: dict[str, str] = {}
+        for item in canvas or []:
+            cid, sep, state = item.partition("=")
+            if not sep or not cid:
+                raise ValueError(f"--canvas {item!r}: expected ID=active|paused|archived")
+            canvases[cid] = state
+        if ledger_detail not in LEDGER_DETAILS:
+            raise ValueError(f"--ledger-detail {ledger_detail!r}: use one of {', '.join(LEDGER_DETAILS)}")
+        if batching not in ("combined", "per_array"):
+            raise ValueError(f"--batching {batching!r}: use combined or per_array")
+        mode: Literal["combined", "per_array"] = "combined" if batching == "combined" else "per_array"
+        keys = list(api_key or [])
+        if not keys:
+            keys = [DEV_KEY]
+            _say(f"no --api-key given: accepting the dev key {DEV_KEY}")
+        config = build_config(
+            api_keys=keys, batching=mode, rate_limits=limits, latency_ms=latency_ms, fault_rate=fault_rate,
+            faults=faults, seed=seed, canvases=canvases, array_max_length=array_max_length, slow_ms=slow_ms, burst_429=burst_429,
+        )  # fmt: skip
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(code=2) from None
+    try:
+        asyncio.run(serve(config, host, port, db, announce=_say, ledger_detail=ledger_detail))
+    except OSError as e:
+        typer.echo(f"error: cannot listen on {host}:{port}: {e.strerror or e}", err=True)
+        raise typer.Exit(code=2) from None
+    except KeyboardInterrupt:
+        pass
+    _say("emulator stopped")

@@ -1,0 +1,267 @@
+"""Endpoint semantics: validate a parsed body, apply it to the store in one transaction, build Braze's reply.
+
+Each handler returns `(status, body, entry)`; the ledger entry is written inside the same transaction as
+the objects it applied. HTTP concerns (auth, limits, faults, parsing) live in app.py.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from connector.emulator import messaging_rules, rules
+from connector.emulator.semantics import apply_attribute
+from connector.emulator.store import LedgerEntry, Session, Store
+
+Result = tuple[int, dict[str, Any], LedgerEntry]
+ARRAYS = ("attributes", "events", "purchases")
+
+
+@dataclass
+class Behaviour:
+    """Configurable Braze behaviour (batching rule, array length, canvas states)."""
+
+    batching: Literal["combined", "per_array"] = "combined"
+    array_max_length: int = 500
+    canvases: dict[str, str] = field(default_factory=dict)
+
+
+def _identifier(
+    obj: dict[str, Any], keys: tuple[str, ...] = ("external_id", "user_alias", "braze_id", "email", "phone")
+) -> dict[str, Any]:
+    for k in keys:
+        if obj.get(k) is not None:
+            return {k: obj[k]}
+    return {}
+
+
+def _fail(endpoint: str, status: int, body: dict[str, Any], store: Store, fault: str | None) -> Result:
+    entry = LedgerEntry(endpoint, status, fault=fault)
+    store.record(entry)
+    return status, body, entry
+
+
+def _apply_attributes(
+    s: Session, pid: int, obj: dict[str, Any], behaviour: Behaviour, skip: str | None
+) -> int:
+    attrs = s.profile_attrs(pid)
+    merge = obj.get("_merge_objects") is True
+    points = 0
+    for key, value in obj.items():
+        if key in rules.CONTROL_KEYS or key == skip:
+            continue
+        points += apply_attribute(
+            attrs,
+            key,
+            value,
+            merge=merge,
+            max_len=behaviour.array_max_length,
+            standard=key in rules.STANDARD_FIELDS,
+        )
+    return points
+
+
+def _create_allowed(array: str, obj: dict[str, Any]) -> bool:
+    update_only = obj.get("_update_existing_only")
+    if obj.get("user_alias") is not None and obj.get("external_id") is None:
+        # Alias-only profiles are created only by attributes with an explicit `_update_existing_only: false`.
+        return array == "attributes" and update_only is False
+    return update_only is not True
+
+
+def track(store: Store, body: Any, behaviour: Behaviour, *, endpoint: str, sync: bool, dropped: bool = False,
+          fault: str | None = None, now: datetime | None = None) -> Result:  # fmt: skip
+    """POST /users/track and /users/track/sync."""
+    now = now or datetime.now(UTC)
+    if not isinstance(body, dict):
+        return _fail(endpoint, 400, rules.MALFORMED_JSON_BODY, store, fault)
+    arrays: dict[str, list[Any]] = {}
+    for name in ARRAYS:
+        if body.get(name) is None:
+            continue
+        if not isinstance(body[name], list):
+            return _fail(endpoint, 400, {"message": f"'{name}' must be an array"}, store, fault)
+        arrays[name] = body[name]
+    total = sum(len(v) for v in arrays.values())
+    too_many = (
+        total > 1
+        if sync
+        else (
+            total > rules.MAX_TRACK_OBJECTS
+            if behaviour.batching == "combined"
+            else any(len(v) > rules.MAX_TRACK_OBJECTS for v in arrays.values())
+        )
+    )
+    if too_many:
+        return _fail(endpoint, 400, {"message": rules.MSG_MAX_INPUT}, store, fault)
+    errors: list[dict[str, Any]] = []
+    valid: dict[str, list[tuple[int, dict[str, Any]]]] = {name: [] for name in arrays}
+    for name, items in arrays.items():
+        check = rules.CHECKS[name]
+        for i, obj in enumerate(items):
+            err = check(obj)
+            if err:
+                errors.append({"type": err, "input_array": name, "index": i})
+            else:
+                valid[name].append((i, obj))
+    if not any(valid.values()):
+        return _fail(endpoint, 400, {"message": rules.MSG_NO_VALID, "errors": errors}, store, fault)
+
+    entry = LedgerEntry(endpoint, 201, dropped=dropped, fault=fault)
+    counts = dict.fromkeys(ARRAYS, 0)
+    users: list[dict[str, Any]] = []
+    with store.transaction() as s:
+        touched: list[tuple[str, int, dict[str, Any]]] = []
+        for name in ARRAYS:
+            for i, obj in valid.get(name, []):
+                ident = _identifier(obj)
+                pid = s.resolve(obj, create=_create_allowed(name, obj))
+                if pid is None:
+                    continue  # unknown user in update-only mode: queued by Braze, applied to nobody
+                if name == "attributes":
+                    skip = next(iter(ident)) if not rules.primary_keys(obj) else None
+                    entry.data_points += _apply_attributes(s, pid, obj, behaviour, skip)
+                elif name == "events":
+                    t = rules.clamp_time(obj["time"], now)
+                    s.touch(pid)
+                    s.events.append((pid, obj["name"], t, t, 1))
+                    entry.data_points += 1
+                else:
+                    t = rules.clamp_time(obj["time"], now)
+                    s.touch(pid)
+                    s.purchases.append((pid, str(obj["product_id"]), t, t, int(obj.get("quantity", 1))))
+                    entry.data_points += 1
+                counts[name] += 1
+                entry.applied.append({"array": name, "index": i, "identifier": ident, "object": obj})
+                touched.append((name, pid, obj))
+        entry.counts = counts
+        if sync:
+            s.flush()
+            users = [_sync_user(store, name, pid, obj) for name, pid, obj in touched]
+        store.write_ledger(entry)
+    if sync:
+        return 201, {"users": users, "message": "success"}, entry
+    reply: dict[str, Any] = {f"{name}_processed": len(valid[name]) for name in ARRAYS if name in arrays}
+    reply["message"] = "success"
+    if errors:
+        reply["errors"] = errors
+    return 201, reply, entry
+
+
+def _sync_user(store: Store, array: str, pid: int, obj: dict[str, Any]) -> dict[str, Any]:
+    view = store.profile_by_pid(pid)
+    user: dict[str, Any] = _identifier(obj)
+    if array == "attributes":
+        attrs = view["attributes"]
+        user["custom_attributes"] = {
+            k: attrs.get(k) for k in obj if k not in rules.CONTROL_KEYS and k not in rules.STANDARD_FIELDS
+        }
+    elif array == "events":
+        agg = view["custom_events"][obj["name"]]
+        user["custom_events"] = [{"name": obj["name"], **agg}]
+    else:
+        pid_s = str(obj["product_id"])
+        user["purchase_events"] = [{"product_id": pid_s, **view["purchases"][pid_s]}]
+    return user
+
+
+_CANVAS_ID_MSG = "canvas_id must be a string of the Canvas api identifier"
+_NOTICES = {
+    "paused": "The Canvas is paused. Resume the Canvas to ensure trigger requests will take effect.",
+    "archived": "The Canvas is archived. Unarchive the Canvas to ensure trigger requests will take effect.",
+}
+
+
+def canvas_trigger(store: Store, body: Any, behaviour: Behaviour, *, endpoint: str, dropped: bool = False,
+                   fault: str | None = None) -> Result:  # fmt: skip
+    """POST /canvas/trigger/send."""
+    if not isinstance(body, dict):
+        return _fail(endpoint, 400, rules.MALFORMED_JSON_BODY, store, fault)
+    canvas_id = body.get("canvas_id")
+    if not isinstance(canvas_id, str) or not canvas_id:
+        return _fail(endpoint, 400, {"message": _CANVAS_ID_MSG}, store, fault)
+    recipients = body.get("recipients")
+    if recipients is not None and not isinstance(recipients, list):
+        return _fail(endpoint, 400, {"message": "'recipients' must be an array"}, store, fault)
+    if recipients and len(recipients) > rules.MAX_RECIPIENTS:
+        return _fail(endpoint, 400, {"message": rules.MSG_MAX_RECIPIENTS}, store, fault)
+    broadcast = body.get("broadcast") is True
+    if broadcast and recipients:
+        return _fail(
+            endpoint, 400, {"message": "'broadcast' cannot be true when 'recipients' are given"}, store, fault
+        )
+    if not broadcast and not recipients:
+        return _fail(endpoint, 400, {"message": rules.MSG_NO_RECIPIENTS}, store, fault)
+    for key in ("context", "canvas_entry_properties"):
+        ctx = body.get(key)
+        if ctx is not None and (not isinstance(ctx, dict) or rules.json_size(ctx) > rules.CONTEXT_BYTES):
+            return _fail(
+                endpoint, 400, {"message": f"'{key}' must be an object of at most 50 KB"}, store, fault
+            )
+    for rec in recipients or []:
+        err = messaging_rules.check_recipient(rec)
+        if err:
+            return _fail(endpoint, 400, {"message": err}, store, fault)
+    dispatch_id = uuid.uuid4().hex
+    state = behaviour.canvases.get(canvas_id, "active")
+    reply: dict[str, Any] = {}
+    if state in _NOTICES:
+        reply["notice"] = _NOTICES[state]
+    reply.update({"dispatch_id": dispatch_id, "message": "success"})
+    entry = LedgerEntry(endpoint, 201, dropped=dropped, fault=fault)
+    with store.transaction() as s:
+        sent: list[dict[str, Any]] = []
+        if state not in _NOTICES:
+            seen: set[str] = set()
+            top = body.get("context") or body.get("canvas_entry_properties") or {}
+            for rec in recipients or []:
+                key = messaging_rules.recipient_key(rec)
+                if key in seen:
+                    continue  # Braze collapses recipients that target the same user
+                seen.add(key)
+                create = rec.get("send_to_existing_only", True) is False
+                pid = s.resolve(rec, create=create, id_keys={"external_id": "external_user_id"})
+                if pid is None:
+                    continue
+                attrs = rec.get("attributes")
+                if isinstance(attrs, dict):
+                    entry.data_points += _apply_attributes(s, pid, attrs, behaviour, None)
+                ctx = {**top, **(rec.get("context") or rec.get("canvas_entry_properties") or {})}
+                ident = _identifier(rec, ("external_user_id", "user_alias", "braze_id", "email"))
+                sent.append({"identifier": ident, "context": ctx})
+            store.counter += 1
+            store.add_dispatch(dispatch_id, canvas_id, broadcast, sent, store.counter)
+        entry.counts = {"recipients": len(sent)}
+        entry.applied = [
+            {"canvas_id": canvas_id, "dispatch_id": dispatch_id, "state": state, **r} for r in sent
+        ]
+        if broadcast and state not in _NOTICES:
+            entry.applied.append({"canvas_id": canvas_id, "dispatch_id": dispatch_id, "broadcast": True})
+        store.write_ledger(entry)
+    return 201, reply, entry
+
+
+def live_activity(
+    store: Store, body: Any, *, endpoint: str, dropped: bool = False, fault: str | None = None
+) -> Result:
+    """POST /messages/live_activity/update."""
+    if not isinstance(body, dict):
+        return _fail(endpoint, 400, rules.MALFORMED_JSON_BODY, store, fault)
+    err = messaging_rules.check_live_activity(body)
+    if err:
+        return _fail(endpoint, 400, {"message": err}, store, fault)
+    entry = LedgerEntry(endpoint, 201, counts={"live_activities": 1}, dropped=dropped, fault=fault)
+    entry.applied = [
+        {
+            "app_id": body["app_id"],
+            "activity_id": body["activity_id"],
+            "end_activity": body.get("end_activity", False),
+        }
+    ]
+    with store.transaction():
+        store.counter += 1
+        store.add_live_activity(body, store.counter)
+        store.write_ledger(entry)
+    return 201, {"message": "success"}, entry

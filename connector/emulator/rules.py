@@ -1,0 +1,383 @@
+"""Braze's object rules as the emulator enforces them: identifiers, formats, sizes and error texts.
+
+The emulator is an independent oracle, so these rules are written from ../shared/braze-api.md and the
+recorded responses, not imported from the connector. Error `type` strings are prose, like the real API.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+from functools import lru_cache
+from typing import Any
+
+import orjson
+
+MAX_TRACK_OBJECTS = 75
+MAX_RECIPIENTS = 50
+MAX_BODY_BYTES = 4 * 1024 * 1024
+MAX_STRING = 255
+MAX_EXTERNAL_ID_BYTES = 987
+MAX_PROPERTIES = 256
+EVENT_PROPERTIES_BYTES = 100 * 1024
+PURCHASE_PROPERTIES_BYTES = 50 * 1024
+NESTED_BYTES = 100 * 1024
+CONTEXT_BYTES = 50 * 1024
+
+MSG_NO_VALID = "Valid data must be provided in the 'attributes', 'events', or 'purchases' fields."
+MSG_MAX_INPUT = "Max Input Length Exceeded"
+MSG_MAX_RECIPIENTS = "The max number of external_ids and aliases per request was exceeded"
+MSG_NO_RECIPIENTS = "No Recipients"
+MALFORMED_JSON_BODY: dict[str, str] = {
+    "error": "\nProblem:\n  message body does not match declared format\nResolution:\n  when specifying "
+    "application/json as content-type, you must pass valid application/json in the request's 'body' "
+}
+
+ERR_IDENTIFIER = "'external_id', 'braze_id', 'user_alias', 'email' or 'phone' is required"
+ERR_MULTIPLE = "Only one of 'external_id', 'braze_id', or 'user_alias' may be provided per object"
+ERR_EMAIL = "The value provided for the 'email' field is not a valid email."
+ERR_PHONE = "The value provided for the 'phone' field is not a valid phone number."
+
+PRIMARY_KEYS = ("external_id", "user_alias", "braze_id")
+CONTROL_KEYS = frozenset(
+    {
+        "external_id",
+        "user_alias",
+        "braze_id",
+        "_update_existing_only",
+        "push_token_import",
+        "_merge_objects",
+        "app_id",
+    }
+)
+# Standard fields that cost no data point (subscription state, push tokens).
+FREE_FIELDS = frozenset({"email_subscribe", "push_subscribe", "subscription_groups", "push_tokens"})
+SUBSCRIBE_STATES = frozenset({"opted_in", "subscribed", "unsubscribed"})
+GENDERS = frozenset({"M", "F", "O", "N", "P"})
+RESERVED_EVENT_KEYS = frozenset({"time", "event_name"})
+RESERVED_PURCHASE_KEYS = frozenset({"time", "event_name", "product_id", "quantity", "price", "currency"})
+
+CURRENCIES = frozenset(
+    (
+        "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN BWP BYN BZD "
+        "CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD "
+        "GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR KMF KPW KRW KWD KYD KZT "
+        "LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR "
+        "NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SLL SOS SRD "
+        "SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VES VND VUV WST XAF XCD "
+        "XOF XPF YER ZAR ZMW ZWL BTC"
+    ).split()
+)
+
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_PHONE_RE = re.compile(r"^\+?[1-9]\d{6,14}$")
+_COLON_MS_RE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d):(\d{3})(Z|[+-]\d\d:?\d\d)?$")
+_STRPTIME_FORMATS = ("%Y-%m-%d %H:%M:%S %z", "%m/%d/%Y", "%a %b %d %H:%M:%S %Z %Y", "%Y-%m-%dT%H:%M:%S%z")
+
+
+def parse_time(value: Any) -> datetime | None:
+    """Parse a Braze time string (ISO 8601 and the documented variants) to an aware UTC datetime."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return _parse_time(value)
+
+
+@lru_cache(maxsize=4096)
+def _parse_time(value: str) -> datetime | None:
+    text = value.strip()
+    dt: datetime | None = None
+    m = _COLON_MS_RE.match(text)
+    if m:
+        text = f"{m.group(1)}.{m.group(2)}{m.group(3) or ''}"
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        for fmt in _STRPTIME_FORMATS:
+            try:
+                dt = datetime.strptime(text, fmt)
+                break
+            except ValueError:
+                continue
+    if dt is None:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
+
+
+@lru_cache(maxsize=4096)
+def format_time(dt: datetime) -> str:
+    """Format as Braze echoes times: `YYYY-MM-DDTHH:MM:SS.mmmZ` (sorts lexicographically)."""
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def clamp_time(value: Any, now: datetime) -> str:
+    """Parse a valid time and clamp future times to now (Braze's documented behaviour)."""
+    dt = parse_time(value)
+    assert dt is not None  # callers validate first
+    return format_time(min(dt, now))
+
+
+def json_size(value: Any) -> int:
+    """Size in bytes of a value serialised as compact JSON."""
+    try:
+        return len(orjson.dumps(value))
+    except TypeError:
+        return MAX_BODY_BYTES
+
+
+def external_id_key(value: Any) -> str:
+    """Braze accepts numeric external ids (recorded cassettes); store every id as its string form."""
+    return str(value)
+
+
+def primary_keys(obj: dict[str, Any]) -> list[str]:
+    """The primary identifier keys present (non-null) on an object."""
+    return [k for k in PRIMARY_KEYS if obj.get(k) is not None]
+
+
+def _check_identifier(
+    obj: dict[str, Any], *, lookup_keys: tuple[str, ...] = ("email", "phone")
+) -> str | None:
+    prim = primary_keys(obj)
+    if len(prim) > 1:
+        return ERR_MULTIPLE
+    if not prim:
+        present = [k for k in lookup_keys if obj.get(k) not in (None, "")]
+        if not present:
+            return ERR_IDENTIFIER
+        if "email" in present:
+            return None if valid_email(obj["email"]) else ERR_EMAIL
+        return None if isinstance(obj["phone"], str) and _PHONE_RE.match(obj["phone"]) else ERR_PHONE
+    key = prim[0]
+    val = obj[key]
+    if key == "external_id":
+        if isinstance(val, bool) or not isinstance(val, str | int) or str(val) == "":
+            return "'external_id' must be a non-empty string"
+        if len(str(val).encode("utf-8")) > MAX_EXTERNAL_ID_BYTES:
+            return f"'external_id' must be at most {MAX_EXTERNAL_ID_BYTES} bytes"
+    elif key == "braze_id":
+        if not isinstance(val, str) or not val:
+            return "'braze_id' must be a non-empty string"
+    else:
+        if not (
+            isinstance(val, dict)
+            and isinstance(val.get("alias_name"), str)
+            and isinstance(val.get("alias_label"), str)
+            and val["alias_name"]
+            and val["alias_label"]
+        ):
+            return "'user_alias' must contain 'alias_name' and 'alias_label' strings"
+    return None
+
+
+def valid_email(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_STRING and bool(_EMAIL_RE.match(value))
+
+
+def _check_key(key: Any) -> str | None:
+    if not isinstance(key, str) or not key or len(key) > MAX_STRING or key.startswith("$"):
+        return f"'{str(key)[:64]}' is not a valid custom attribute name"
+    return None
+
+
+def _check_nested(value: Any, path: str) -> str | None:
+    if isinstance(value, dict):
+        if set(value) == {"$time"}:
+            return None if parse_time(value["$time"]) else f"'{path}' has an invalid '$time' value"
+        for k, v in value.items():
+            if (
+                not isinstance(k, str)
+                or not k
+                or " " in k
+                or "." in k
+                or k.startswith("$")
+                or len(k) > MAX_STRING
+            ):
+                return f"Nested custom attribute '{path}' has an invalid key '{str(k)[:64]}'"
+            err = _check_nested(v, f"{path}.{k}")
+            if err:
+                return err
+    elif isinstance(value, list):
+        for item in value:
+            err = _check_nested(item, path)
+            if err:
+                return err
+    elif isinstance(value, str) and len(value) > MAX_STRING:
+        return f"Nested custom attribute '{path}' has a string longer than {MAX_STRING} characters"
+    return None
+
+
+def _check_standard(key: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if key == "email":
+        return None if valid_email(value) else ERR_EMAIL
+    if key == "gender":
+        return None if isinstance(value, str) and value.upper() in GENDERS else "'gender' is not valid"
+    if key == "dob":
+        try:
+            date.fromisoformat(value)
+            return None if re.match(r"^\d{4}-\d\d-\d\d$", value) else "'dob' must be YYYY-MM-DD"
+        except (TypeError, ValueError):
+            return "'dob' must be YYYY-MM-DD"
+    if key in ("email_subscribe", "push_subscribe"):
+        if value not in SUBSCRIBE_STATES:
+            return f"'{key}' must be one of 'subscribed', 'unsubscribed' or 'opted_in'"
+    if key == "current_location":
+        ok = isinstance(value, dict) and all(
+            isinstance(value.get(c), int | float) and not isinstance(value.get(c), bool)
+            for c in ("longitude", "latitude")
+        )
+        return None if ok else "'current_location' must be an object with 'longitude' and 'latitude'"
+    if key == "subscription_groups":
+        ok = isinstance(value, list) and all(
+            isinstance(g, dict)
+            and "subscription_group_id" in g
+            and g.get("subscription_state") in ("subscribed", "unsubscribed")
+            for g in value
+        )
+        return (
+            None
+            if ok
+            else "'subscription_groups' must be an array of objects with 'subscription_group_id' and 'subscription_state'"
+        )
+    return None
+
+
+STANDARD_FIELDS = frozenset(
+    {
+        "first_name", "last_name", "home_city", "email", "phone", "country", "language", "dob", "gender",
+        "time_zone", "email_subscribe", "push_subscribe", "email_open_tracking_disabled",
+        "email_click_tracking_disabled", "date_of_first_session", "date_of_last_session",
+        "marked_email_as_spam_at", "current_location", "push_tokens", "subscription_groups", "facebook", "twitter",
+    }
+)  # fmt: skip
+
+
+def _check_custom(key: str, value: Any) -> str | None:
+    if isinstance(value, str):
+        return None if len(value) <= MAX_STRING else f"'{key}' is longer than {MAX_STRING} characters"
+    if isinstance(value, dict):
+        keys = set(value)
+        if keys == {"inc"}:
+            inc = value["inc"]
+            ok = isinstance(inc, int | float) and not isinstance(inc, bool)
+            return None if ok else f"'{key}' increment must be a number"
+        if keys and keys <= {"add", "remove"}:
+            for op in keys:
+                if not isinstance(value[op], list):
+                    return f"'{key}' {op} must be an array"
+                for item in value[op]:
+                    if isinstance(item, str) and len(item) > MAX_STRING:
+                        return f"'{key}' has a value longer than {MAX_STRING} characters"
+            return None
+        if keys and keys <= {"$add", "$remove", "$update"}:
+            for op in keys:
+                if not isinstance(value[op], list):
+                    return f"'{key}' {op} must be an array"
+            for item in value.get("$remove", []) + value.get("$update", []):
+                if (
+                    not isinstance(item, dict)
+                    or "$identifier_key" not in item
+                    or "$identifier_value" not in item
+                ):
+                    return f"'{key}' $remove/$update items need '$identifier_key' and '$identifier_value'"
+            return _check_nested(value.get("$add", []), key)
+        if json_size(value) > NESTED_BYTES:
+            return f"Nested custom attribute '{key}' is larger than 100 KB"
+        return _check_nested(value, key)
+    if isinstance(value, list):
+        if json_size(value) > NESTED_BYTES:
+            return f"Array custom attribute '{key}' is larger than 100 KB"
+        return _check_nested(value, key)
+    return None
+
+
+def _check_object(obj: Any, what: str) -> str | None:
+    if not isinstance(obj, dict):
+        return f"{what} object must be a JSON object"
+    return _check_identifier(obj)
+
+
+def _check_time(obj: dict[str, Any]) -> str | None:
+    if obj.get("time") is None:
+        return "'time' is required"
+    return None if parse_time(obj["time"]) is not None else "'time' is not valid"
+
+
+def check_attributes(obj: Any) -> str | None:
+    """Validate one attributes object; return Braze's prose error type, or None when valid."""
+    err = _check_object(obj, "Attributes")
+    if err:
+        return err
+    for key, value in obj.items():
+        if key in CONTROL_KEYS:
+            continue
+        if key in STANDARD_FIELDS:
+            err = _check_standard(key, value)
+        else:
+            err = _check_key(key) or _check_custom(key, value)
+        if err:
+            return err
+    return None
+
+
+def _check_properties(props: Any, reserved: frozenset[str], max_bytes: int) -> str | None:
+    if props is None:
+        return None
+    if not isinstance(props, dict):
+        return "'properties' must be an object"
+    if len(props) > MAX_PROPERTIES:
+        return f"'properties' has more than {MAX_PROPERTIES} keys"
+    for k, v in props.items():
+        if not k or len(k) > MAX_STRING or k.startswith("$"):
+            return f"'{k[:64]}' is not a valid property name"
+        if k in reserved:
+            return f"'{k}' is a reserved property name"
+        if isinstance(v, str) and len(v) > MAX_STRING:
+            return f"property '{k}' is longer than {MAX_STRING} characters"
+    if json_size(props) > max_bytes:
+        return f"'properties' is larger than {max_bytes // 1024} KB"
+    return None
+
+
+def check_event(obj: Any) -> str | None:
+    """Validate one event object; return the error type or None."""
+    err = _check_object(obj, "Event")
+    if err:
+        return err
+    name = obj.get("name")
+    if not isinstance(name, str) or not name:
+        return "'name' is required"
+    if len(name) > MAX_STRING:
+        return f"'name' is longer than {MAX_STRING} characters"
+    return _check_time(obj) or _check_properties(
+        obj.get("properties"), RESERVED_EVENT_KEYS, EVENT_PROPERTIES_BYTES
+    )
+
+
+def check_purchase(obj: Any) -> str | None:
+    """Validate one purchase object; return the error type or None."""
+    err = _check_object(obj, "Purchase")
+    if err:
+        return err
+    pid = obj.get("product_id")
+    if isinstance(pid, bool) or not isinstance(pid, str | int) or str(pid) == "":
+        return "'product_id' is required"
+    if len(str(pid)) > MAX_STRING:
+        return f"'product_id' is longer than {MAX_STRING} characters"
+    if obj.get("currency") not in CURRENCIES:
+        return "'currency' is not valid"
+    price = obj.get("price")
+    if isinstance(price, bool) or not isinstance(price, int | float):
+        return "'price' is not valid"
+    qty = obj.get("quantity", 1)
+    if isinstance(qty, bool) or not isinstance(qty, int) or not 1 <= qty <= 100:
+        return "'quantity' is not valid"
+    return _check_time(obj) or _check_properties(
+        obj.get("properties"), RESERVED_PURCHASE_KEYS, PURCHASE_PROPERTIES_BYTES
+    )
+
+
+CHECKS = {"attributes": check_attributes, "events": check_event, "purchases": check_purchase}

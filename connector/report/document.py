@@ -1,0 +1,125 @@
+"""Assemble the report.json document from a RunReport's counters."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from connector.report.run import RunReport
+
+EXIT_MEANINGS = {
+    0: "success: every valid row delivered, rejects under the threshold",
+    1: "rows rejected over the threshold, or rows not delivered",
+    2: "usage or pipeline-file error",
+    3: "destination fatal: bad API key, or unreachable after retries",
+}
+MAX_TIMELINE_POINTS = 600
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z") if dt else None
+
+
+def build_timeline(per_second: dict[int, list[int]]) -> tuple[list[list[int]], int]:
+    """[[second_offset, objects, requests], ...] with gaps filled; binned when the run is long."""
+    if not per_second:
+        return [], 1
+    span = max(per_second) + 1
+    bin_s = max(1, math.ceil(span / MAX_TIMELINE_POINTS))
+    points = [[i * bin_s, 0, 0] for i in range(math.ceil(span / bin_s))]
+    for sec, (objects, requests) in per_second.items():
+        points[sec // bin_s][1] += objects
+        points[sec // bin_s][2] += requests
+    return points, bin_s
+
+
+def _rate_limit(r: RunReport, duration: float) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for endpoint in sorted(set(r.rate_limits) | set(r.per_second_by_endpoint)):
+        counts: Counter[int] = r.per_second_by_endpoint.get(endpoint, Counter())
+        peak = max(counts.values(), default=0)
+        limit = r.rate_limits.get(endpoint)
+        out[endpoint] = {
+            "limit_per_s": limit,
+            "peak_requests_per_s": peak,
+            "mean_requests_per_s": round(sum(counts.values()) / duration, 3) if duration else 0.0,
+            "utilisation": round(peak / limit, 3) if limit else None,
+        }
+    return out
+
+
+def build_document(r: RunReport) -> dict[str, Any]:
+    """The report.json document (the caller holds the report's lock)."""
+    duration = r.duration_s if r.duration_s is not None else round(r.elapsed(), 3)
+    objects = r.objects_ok
+    total = sum(ep["requests"] for ep in r.requests.values())
+    timeline, bin_s = build_timeline(r.timeline)
+    lat = r.latency
+    by_endpoint = {
+        name: {**{k: v for k, v in ep.items() if k != "by_status"}, "by_status": dict(ep["by_status"])}
+        for name, ep in sorted(r.requests.items())
+    }
+    exit_code = r.exit_code
+    files = {
+        "report_json": str(r.report_dir / "report.json"),
+        "report_html": str(r.report_dir / "report.html"),
+        "rejects": str(r.rejects.path),
+        "failed": str(r.failed.path),
+        "confirmed": str(r.report_dir / "confirmed.jsonl") if r.confirmed_count else None,
+    }
+    doc: dict[str, Any] = {
+        "run_id": r.run_id,
+        "pipeline": r.pipeline_name,
+        "started_at": _iso(r.started),
+        "finished_at": _iso(r.finished),
+        "duration_s": duration,
+        "dry_run": r.dry_run,
+        "mode": r.mode,
+        "mode_reason": r.mode_reason,
+        "exit_code": exit_code,
+        "exit_meaning": EXIT_MEANINGS.get(exit_code, "unknown"),
+        "destination": dict(r.destination),
+        "rows": dict(r.rows),
+        "invariant_ok": r.invariant_ok,
+        "max_reject_fraction": r.max_reject_fraction,
+        "rejects": {
+            "by_stage": dict(r.by_stage.most_common()),
+            "by_rule": dict(r.by_rule.most_common()),
+            "file": files["rejects"],
+            "sample": list(r.sample),
+        },
+        "failed": {"count": r.rows["failed"], "file": files["failed"]},
+        "skipped": {"by_reason": dict(r.skipped_by_reason.most_common())},
+        "requests": {
+            "total": total,
+            "by_endpoint": by_endpoint,
+            "by_status": dict(sorted(r.by_status.items())),
+            "retries": r.retries,
+            "retry_reasons": dict(r.retry_reasons.most_common()),
+            "rate_limited": r.rate_limited,
+        },
+        "throughput": {
+            "objects_per_s": round(objects / duration, 3) if duration else 0.0,
+            "requests_per_s": round(total / duration, 3) if duration else 0.0,
+            "timeline_bin_s": bin_s,
+            "timeline": timeline,
+        },
+        "latency_ms": {
+            "p50": lat.percentile(50),
+            "p95": lat.percentile(95),
+            "p99": lat.percentile(99),
+            "max": round(lat.max, 3) if lat.n else None,
+        },
+        "rate_limit": _rate_limit(r, duration),
+        "table_checks": list(r.table_checks),
+        "warnings": list(r.warnings),
+        "streams": [dict(s) for s in r.streams.values()],
+        "confirmed": r.confirmed_count,
+        "sample_requests": [str(p) for p in r.sample_files],
+        "emulator": r.emulator,
+        "files": files,
+    }
+    return doc

@@ -1,0 +1,372 @@
+"""RunReport: thread-safe accounting of one run, feeding report.json, report.html and the row files."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+
+from connector.errors import ConnectorError
+from connector.records import Failed, Rejected, RowRef
+from connector.report.document import build_document
+from connector.report.sinks import CsvSink, FailedSink, ParquetSink, RejectsSink, to_text
+from connector.report.stats import LatencyHistogram
+
+log = logging.getLogger(__name__)
+
+SAMPLE_SIZE = 50
+
+
+class ReportInvariantError(ConnectorError):
+    """The row accounting does not add up: read != delivered + rejected + failed + skipped (a bug)."""
+
+
+class RunFailed(ConnectorError):
+    """Rows were rejected over the threshold or not delivered; see the rejects and failed files."""
+
+
+class RunReport:
+    """Everything that happened in one run; recorders are thread-safe and cheap."""
+
+    def __init__(
+        self,
+        pipeline_name: str,
+        *,
+        run_id: str | None = None,
+        dry_run: bool = False,
+        report_dir: Path,
+        source_format: Literal["csv", "parquet"] = "csv",
+        max_reject_fraction: float = 0.05,
+        sample_bodies: int = 5,
+        rate_limits: dict[str, float] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.pipeline_name = pipeline_name
+        self.started = datetime.now(UTC)
+        self.run_id = run_id or self.started.strftime("%Y%m%dT%H%M%SZ")
+        self.dry_run, self.max_reject_fraction, self.sample_bodies = (
+            dry_run,
+            max_reject_fraction,
+            sample_bodies,
+        )
+        self.report_dir = Path(report_dir)
+        self.report_dir.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        self._t0 = clock()
+        self._lock = threading.RLock()
+        self.rows = {"read": 0, "delivered": 0, "rejected": 0, "failed": 0, "skipped": 0}
+        self.by_stage: Counter[str] = Counter()
+        self.by_rule: Counter[str] = Counter()
+        self.skipped_by_reason: Counter[str] = Counter()
+        self.sample: list[dict[str, Any]] = []
+        self._sample_rules: Counter[str] = Counter()
+        self.rejects: CsvSink | ParquetSink = RejectsSink(self.report_dir, source_format)
+        self.failed: CsvSink = FailedSink(self.report_dir)
+        self._confirmed: Any = None
+        self.confirmed_count = 0
+        self.requests: dict[str, dict[str, Any]] = {}
+        self.by_status: Counter[str] = Counter()
+        self.retry_reasons: Counter[str] = Counter()
+        self.retries = self.rate_limited = self.objects_ok = 0
+        self.latency = LatencyHistogram()
+        self.timeline: dict[int, list[int]] = {}
+        self.per_second_by_endpoint: dict[str, Counter[int]] = {}
+        self.rate_limits = dict(rate_limits or {})
+        self.mode: str | None = None
+        self.mode_reason = ""
+        self.destination: dict[str, str | None] = {"kind": None, "url": None}
+        self.table_checks: list[dict[str, Any]] = []
+        self.warnings: list[str] = []
+        self.streams: dict[str, dict[str, Any]] = {}
+        self.sample_files: list[Path] = []
+        self.emulator: dict[str, Any] | None = None
+        self.finished: datetime | None = None
+        self.duration_s: float | None = None
+        self._exit_code: int | None = None
+        self.invariant_ok: bool | None = None
+
+    def elapsed(self) -> float:
+        """Seconds since the report was created (by the injected clock)."""
+        return float(self._clock() - self._t0)
+
+    # ---- row accounting -------------------------------------------------------------------------
+    def _count(self, key: str, n: int, stream: str | None) -> None:
+        self.rows[key] += n
+        if stream is not None:
+            self._stream(stream)[key] += n
+
+    def _stream(self, name: str) -> dict[str, Any]:
+        return self.streams.setdefault(
+            name,
+            {
+                "name": name,
+                "kind": None,
+                "source": None,
+                "read": 0,
+                "delivered": 0,
+                "rejected": 0,
+                "failed": 0,
+                "skipped": 0,
+            },
+        )
+
+    def add_stream(self, name: str, kind: str, source: str) -> None:
+        """Declare a stream (its per-stream counts start at zero)."""
+        with self._lock:
+            self._stream(name).update(kind=kind, source=source)
+
+    def add_read(self, n: int, stream: str | None = None) -> None:
+        """Count n source records read (including records that failed to parse)."""
+        with self._lock:
+            self._count("read", n, stream)
+
+    def add_delivered(self, n: int, stream: str | None = None) -> None:
+        """Count n rows acknowledged by the destination (or accepted in a dry run)."""
+        with self._lock:
+            self._count("delivered", n, stream)
+
+    def add_skipped(self, n: int, reason: str, stream: str | None = None) -> None:
+        """Count n rows deliberately not sent (e.g. unchanged since the last sync), by reason."""
+        with self._lock:
+            self._count("skipped", n, stream)
+            self.skipped_by_reason[reason] += n
+
+    def add_rejects(self, rejects: list[Rejected], stream: str | None = None) -> None:
+        """Stream rejected rows to the rejects file and count them by stage and rule."""
+        if not rejects:
+            return
+        rows = [(r.values, [r.ref.file, r.ref.row, r.stage, r.rule, r.column, r.reason]) for r in rejects]
+        self.rejects.write(rows)
+        with self._lock:
+            self._count("rejected", len(rejects), stream)
+            for r in rejects:
+                self.by_stage[r.stage] += 1
+                self.by_rule[r.rule] += 1
+                self._keep_sample(r)
+
+    def _keep_sample(self, r: Rejected) -> None:
+        full = len(self.sample) >= SAMPLE_SIZE
+        if full and r.rule in self._sample_rules:
+            return
+        value = r.values.get(r.column) if r.column else r.values.get("_raw")
+        text = to_text(value)
+        entry = {"file": r.ref.file, "row": r.ref.row, "stage": r.stage, "rule": r.rule, "column": r.column}
+        entry.update(value=text if text is None or len(text) <= 200 else text[:200] + "…", reason=r.reason)
+        if full:
+            # Make room for a rule not yet shown by replacing the last entry of the most common rule.
+            top = self._sample_rules.most_common(1)[0][0]
+            idx = max(i for i, s in enumerate(self.sample) if s["rule"] == top)
+            self._sample_rules[top] -= 1
+            self.sample[idx] = entry
+        else:
+            self.sample.append(entry)
+        self._sample_rules[r.rule] += 1
+
+    def add_failed(self, failed: list[Failed], stream: str | None = None) -> None:
+        """Stream rows that could not be delivered to failed.csv (a later run can retry them)."""
+        if not failed:
+            return
+        self.failed.write([(f.values, [f.ref.file, f.ref.row, f.status, f.outcome, f.error]) for f in failed])
+        with self._lock:
+            self._count("failed", len(failed), stream)
+
+    def add_confirmed(self, ref: RowRef, profile: dict[str, Any]) -> None:
+        """Append a profile confirmed by /users/track/sync to confirmed.jsonl."""
+        line = orjson.dumps({"file": ref.file, "row": ref.row, "profile": profile}, default=str) + b"\n"
+        with self._lock:
+            if self._confirmed is None:
+                self._confirmed = (self.report_dir / "confirmed.jsonl").open("wb")
+            self._confirmed.write(line)
+            self.confirmed_count += 1
+
+    # ---- requests -------------------------------------------------------------------------------
+    def record_request(
+        self,
+        endpoint: str,
+        status: int,
+        latency_ms: float,
+        objects: int,
+        retried: int = 0,
+        rate_limited: int = 0,
+    ) -> None:
+        """Record one completed request (its final status) with its latency and object count."""
+        sec = int(max(0.0, self.elapsed()))
+        with self._lock:
+            ep = self.requests.setdefault(
+                endpoint,
+                {"requests": 0, "objects": 0, "by_status": Counter(), "retries": 0, "rate_limited": 0},
+            )
+            ep["requests"] += 1
+            ep["objects"] += objects
+            ep["by_status"][str(status)] += 1
+            ep["retries"] += retried
+            ep["rate_limited"] += rate_limited + (status == 429)
+            self.by_status[str(status)] += 1
+            self.retries += retried
+            self.rate_limited += rate_limited + (status == 429)
+            self.latency.add(latency_ms)
+            slot = self.timeline.setdefault(sec, [0, 0])
+            ok = objects if 200 <= status < 300 else 0
+            self.objects_ok += ok
+            slot[0] += ok
+            slot[1] += 1
+            self.per_second_by_endpoint.setdefault(endpoint, Counter())[sec] += 1
+
+    def record_retry(self, endpoint: str, reason: str) -> None:
+        """Record one retry attempt as it happens (reason "rate_limited"/"429" counts as a 429)."""
+        with self._lock:
+            ep = self.requests.setdefault(
+                endpoint,
+                {"requests": 0, "objects": 0, "by_status": Counter(), "retries": 0, "rate_limited": 0},
+            )
+            ep["retries"] += 1
+            self.retries += 1
+            self.retry_reasons[reason] += 1
+            if reason in ("rate_limited", "429"):
+                ep["rate_limited"] += 1
+                self.rate_limited += 1
+
+    # ---- run facts ------------------------------------------------------------------------------
+    def set_mode(self, mode: str, reason: str) -> None:
+        """Record the delivery mode chosen and why."""
+        with self._lock:
+            self.mode, self.mode_reason = mode, reason
+
+    def set_destination(self, kind: str, url: str) -> None:
+        """Record where rows went; credentials, query and fragment are stripped from the URL."""
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        with self._lock:
+            self.destination = {
+                "kind": kind,
+                "url": urlunsplit((parts.scheme, netloc, parts.path, "", "")) or url,
+            }
+
+    def set_rate_limits(self, limits: dict[str, float]) -> None:
+        """Configured limit per endpoint, in requests per second (for the utilisation figures)."""
+        with self._lock:
+            self.rate_limits.update(limits)
+
+    def add_table_check(
+        self,
+        stream: str,
+        expectation: str,
+        column: str | None,
+        success: bool,
+        observed: Any,
+        detail: str,
+        action: str,
+    ) -> None:
+        """Record a table-level expectation result; action is "fail" or "warn"."""
+        check = {"stream": stream, "expectation": expectation, "column": column, "success": bool(success)}
+        check.update(observed=to_text(observed), detail=detail, action=action)
+        with self._lock:
+            self.table_checks.append(check)
+
+    def add_warning(self, text: str) -> None:
+        """Record a warning shown in the report (also logged)."""
+        log.warning("%s", text)
+        with self._lock:
+            self.warnings.append(text)
+
+    def add_sample_body(self, endpoint: str, body: bytes) -> None:
+        """Dry run: keep the first N request bodies under report_dir/sample_requests/."""
+        with self._lock:
+            if len(self.sample_files) >= self.sample_bodies:
+                return
+            folder = self.report_dir / "sample_requests"
+            folder.mkdir(exist_ok=True)
+            path = folder / f"{len(self.sample_files) + 1:03d}_{endpoint}.json"
+            self.sample_files.append(path)
+        path.write_bytes(body)
+
+    def set_emulator_stats(self, stats: dict[str, Any]) -> None:
+        """Attach the local emulator's /_emulator/stats (destination local)."""
+        with self._lock:
+            self.emulator = dict(stats)
+
+    # ---- end of run -----------------------------------------------------------------------------
+    def compute_exit_code(self) -> int:
+        """0 when nothing failed and rejects are within max_reject_fraction of rows read, else 1."""
+        with self._lock:
+            read, rejected = self.rows["read"], self.rows["rejected"]
+            over = read > 0 and rejected / read > self.max_reject_fraction
+            return 1 if self.rows["failed"] or over else 0
+
+    def finish(self, exit_code: int | None = None) -> None:
+        """Stamp the end, close the sinks and check read == delivered + rejected + failed + skipped.
+
+        The exit code is the larger of `exit_code` and the one the counts imply (compute_exit_code()).
+
+        Raises:
+            ReportInvariantError: the counts do not add up (the report stays writable).
+        """
+        with self._lock:
+            if self.finished is None:
+                self.finished = datetime.now(UTC)
+                self.duration_s = round(self.elapsed(), 3)
+                # Never claim success the counts contradict; a caller's 2 or 3 (fatal) wins over 1.
+                self._exit_code = max(exit_code or 0, self.compute_exit_code())
+                for sink in (self.rejects, self.failed):
+                    sink.close()
+                if self._confirmed is not None:
+                    self._confirmed.close()
+            r = self.rows
+            self.invariant_ok = r["read"] == r["delivered"] + r["rejected"] + r["failed"] + r["skipped"]
+            if not self.invariant_ok:
+                self._exit_code = max(self._exit_code or 0, 1)
+                raise ReportInvariantError(
+                    f"row accounting does not add up: read {r['read']} != delivered {r['delivered']} + rejected "
+                    f"{r['rejected']} + failed {r['failed']} + skipped {r['skipped']}"
+                )
+
+    @property
+    def exit_code(self) -> int:
+        """The run's exit code (as given to finish(), else derived from the counts)."""
+        return self.compute_exit_code() if self._exit_code is None else self._exit_code
+
+    def raise_on_failures(self) -> None:
+        """For library callers: raise RunFailed when the run did not succeed (exit code not 0)."""
+        r = self.rows
+        if self.exit_code:
+            raise RunFailed(
+                f"pipeline {self.pipeline_name} exit code {self.exit_code}: {r['failed']} of {r['read']} rows not delivered (see "
+                f"{self.failed.path}), {r['rejected']} rejected (see {self.rejects.path}; threshold "
+                f"{self.max_reject_fraction:.1%})"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report.json document."""
+        with self._lock:
+            return build_document(self)
+
+    def to_json(self) -> bytes:
+        """report.json as bytes (orjson, indented, sorted keys)."""
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+
+    def write(self, dir: Path | None = None) -> dict[str, Path]:
+        """Write report.json and report.html (beside the streamed rejects/failed files); return the paths."""
+        from connector.report_html import render_html
+
+        out = Path(dir) if dir is not None else self.report_dir
+        out.mkdir(parents=True, exist_ok=True)
+        for sink in (self.rejects, self.failed):
+            sink.flush()
+        data = self.to_dict()
+        paths = {"report_json": out / "report.json", "report_html": out / "report.html"}
+        paths["report_json"].write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+        paths["report_html"].write_text(render_html(data), encoding="utf-8")
+        paths.update(rejects=self.rejects.path, failed=self.failed.path)
+        if self._confirmed is not None:
+            paths["confirmed"] = self.report_dir / "confirmed.jsonl"
+        log.info("report written to %s (exit code %d)", paths["report_json"], self.exit_code)
+        return paths

@@ -1,0 +1,165 @@
+"""Streaming sinks for the rejects and failed files (CSV via the csv module, Parquet via pyarrow).
+
+CSV: the columns are the original row columns (union, as strings, first-seen order over the first batch),
+then the metadata columns. A column first seen after the header was written is appended to the rows written
+from then on, and on close the file is rewritten once (streamed, bounded memory) with the full header
+(original columns, late columns, metadata). Parquet: the schema is fixed from the first batch, all strings,
+missing columns null; columns first seen later go as a JSON object into the trailing ``_extra`` column.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+Row = tuple[dict[str, Any], list[Any]]
+REJECT_META = ["_source_file", "_row_number", "_stage", "_rule", "_column", "_reason"]
+FAILED_META = ["_source_file", "_row_number", "_status", "_outcome", "_error"]
+
+
+def to_text(value: Any) -> str | None:
+    """A cell as a string for the rejects/failed files (None stays None)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict | list | tuple):
+        return orjson.dumps(value, default=str).decode()
+    return str(value)
+
+
+class CsvSink:
+    """Streams rows (original columns + fixed metadata columns) to a CSV file; thread-safe."""
+
+    def __init__(self, path: Path, meta: list[str]) -> None:
+        self.path, self.meta, self.count = path, meta, 0
+        self._cols: list[str] = []
+        self._extra: list[str] = []
+        self._lock = threading.Lock()
+        self._fh = path.open("w", newline="", encoding="utf-8")
+        self._csv = csv.writer(self._fh)
+        self._header_written = False
+
+    def write(self, rows: list[Row]) -> None:
+        """Write (original values, metadata values) pairs."""
+        with self._lock:
+            if not self._header_written:
+                for values, _ in rows:
+                    self._cols.extend(c for c in values if c not in self._cols and c not in self.meta)
+                self._csv.writerow(self._cols + self.meta)
+                self._header_written = True
+            known = set(self._cols) | set(self._extra) | set(self.meta)
+            for values, meta in rows:
+                for c in values:
+                    if c not in known:
+                        known.add(c)
+                        self._extra.append(c)
+                cells = [to_text(values.get(c)) for c in self._cols] + [to_text(m) for m in meta]
+                cells += [to_text(values.get(c)) for c in self._extra]
+                self._csv.writerow(["" if c is None else c for c in cells])
+            self.count += len(rows)
+
+    def flush(self) -> None:
+        with self._lock:
+            if not self._fh.closed:
+                self._fh.flush()
+
+    def close(self) -> None:
+        """Close the file; rewrite it once with the full header when columns appeared late."""
+        with self._lock:
+            if self._fh.closed:
+                return
+            if not self._header_written:
+                self._csv.writerow(self.meta)
+            self._fh.close()
+            if self._extra:
+                self._rewrite()
+
+    def _rewrite(self) -> None:
+        n, m = len(self._cols), len(self.meta)
+        tmp = self.path.with_suffix(".tmp")
+        with (
+            self.path.open(newline="", encoding="utf-8") as src,
+            tmp.open("w", newline="", encoding="utf-8") as dst,
+        ):
+            reader, writer = csv.reader(src), csv.writer(dst)
+            next(reader)
+            writer.writerow(self._cols + self._extra + self.meta)
+            for row in reader:
+                extra = row[n + m :] + [""] * (len(self._extra) - len(row[n + m :]))
+                writer.writerow(row[:n] + extra + row[n : n + m])
+        os.replace(tmp, self.path)
+
+
+class ParquetSink:
+    """Streams rows to a Parquet file (all string columns) through a pyarrow ParquetWriter; thread-safe."""
+
+    def __init__(self, path: Path, meta: list[str]) -> None:
+        self.path, self.meta, self.count = path, meta, 0
+        self._cols: list[str] | None = None
+        self._writer: Any = None
+        self._lock = threading.Lock()
+
+    def write(self, rows: list[Row]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with self._lock:
+            if self._cols is None:
+                self._cols = []
+                for values, _ in rows:
+                    self._cols.extend(c for c in values if c not in self._cols and c not in self.meta)
+                names = self._cols + self.meta + ["_extra"]
+                schema = pa.schema([(c, pa.string()) for c in names])
+                self._writer = pq.ParquetWriter(self.path, schema)
+            cols: dict[str, list[str | None]] = {c: [] for c in self._cols + self.meta + ["_extra"]}
+            known = set(self._cols)
+            for values, meta in rows:
+                for c in self._cols:
+                    cols[c].append(to_text(values.get(c)))
+                for c, v in zip(self.meta, meta, strict=True):
+                    cols[c].append(to_text(v))
+                extra = {k: to_text(v) for k, v in values.items() if k not in known}
+                cols["_extra"].append(orjson.dumps(extra).decode() if extra else None)
+            self._writer.write_table(pa.table(cols, schema=self._writer.schema))
+            self.count += len(rows)
+
+    def flush(self) -> None:
+        """Parquet row groups are complete once written; nothing to flush."""
+
+    def close(self) -> None:
+        """Close the writer (an empty run still leaves a valid, empty Parquet file)."""
+        with self._lock:
+            if self._cols is None:
+                self._cols = []
+                self._write_empty()
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+
+    def _write_empty(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        names = self.meta + ["_extra"]
+        pq.write_table(pa.table({c: pa.array([], pa.string()) for c in names}), self.path)
+
+
+def RejectsSink(dir: Path, fmt: Literal["csv", "parquet"] = "csv") -> CsvSink | ParquetSink:  # noqa: N802
+    """The rejects file for a run: rejects.parquet for Parquet sources, else rejects.csv."""
+    if fmt == "parquet":
+        return ParquetSink(Path(dir) / "rejects.parquet", REJECT_META)
+    return CsvSink(Path(dir) / "rejects.csv", REJECT_META)
+
+
+def FailedSink(dir: Path) -> CsvSink:  # noqa: N802
+    """failed.csv: rows not delivered after every retry (a later run can retry them)."""
+    return CsvSink(Path(dir) / "failed.csv", FAILED_META)

@@ -1,0 +1,58 @@
+"""`braze-connector emulator` as a subprocess: announces its URL, serves Braze, stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import requests
+
+from connector.emulator import start_subprocess
+
+
+def test_subprocess_serves_and_stops() -> None:
+    proc = start_subprocess(
+        "--rate-limit", "users_track=2/60", "--canvas", "c9=paused", api_keys=("k1", "k2:users.track")
+    )
+    try:
+        assert proc.url.startswith("http://127.0.0.1:")
+        h = {"Authorization": "Bearer k1"}
+        r = requests.post(
+            proc.url + "/users/track",
+            json={"attributes": [{"external_id": "x", "a": 1}]},
+            headers=h,
+            timeout=10,
+        )
+        assert r.status_code == 201 and r.headers["X-RateLimit-Limit"] == "2"
+        r = requests.post(
+            proc.url + "/canvas/trigger/send",
+            json={"canvas_id": "c9", "broadcast": True},
+            headers=h,
+            timeout=10,
+        )
+        assert "paused" in r.json()["notice"]
+        r = requests.post(proc.url + "/canvas/trigger/send", json={"canvas_id": "c9", "broadcast": True},
+                          headers={"Authorization": "Bearer k2"}, timeout=10)  # fmt: skip
+        assert r.status_code == 403
+    finally:
+        proc.stop()
+    assert proc.proc.returncode == 0
+
+
+def test_default_dev_key_and_bad_options() -> None:
+    proc = start_subprocess(api_keys=())
+    try:
+        r = requests.get(
+            proc.url + "/_emulator/stats", headers={"Authorization": "Bearer local-dev-key"}, timeout=10
+        )
+        assert r.status_code == 200 and r.json()["data_points"] == 0
+    finally:
+        proc.stop()
+    bad = subprocess.run(
+        [sys.executable, "-m", "connector", "emulator", "--port", "0", "--fault", "boom=2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2
+    assert "--fault 'boom=2'" in bad.stderr and "Traceback" not in bad.stderr

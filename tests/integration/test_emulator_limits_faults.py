@@ -1,0 +1,122 @@
+"""Server-side rate limits and seeded fault injection, over real HTTP."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import requests
+
+from connector.emulator import EmulatorServer
+
+H = {"Authorization": "Bearer test-key"}
+BODY = {"attributes": [{"external_id": "u", "n": {"inc": 1}}]}
+
+
+def post(server: EmulatorServer, path: str = "/users/track", body: Any = BODY) -> requests.Response:
+    return requests.post(server.url + path, json=body, headers=H, timeout=10)
+
+
+def test_rate_limit_headers_and_429(emulator_factory: Any) -> None:
+    s = emulator_factory(rate_limits={"users_track": (5, 1.0)})
+    # Align to the start of a 1 s window so the five requests share one window.
+    time.sleep(1.0 - (time.time() % 1.0) + 0.02)
+    remaining = []
+    for _ in range(5):
+        r = post(s)
+        assert r.status_code == 201
+        assert r.headers["X-RateLimit-Limit"] == "5"
+        assert int(r.headers["X-RateLimit-Reset"]) == int(time.time()) + 1
+        remaining.append(int(r.headers["X-RateLimit-Remaining"]))
+    assert remaining == [4, 3, 2, 1, 0]
+    r = post(s)
+    assert r.status_code == 429
+    assert r.json() == {"message": "Rate Limited"}
+    assert r.headers["X-Ratelimit-Retry-After"] == "1"
+    assert "X-RateLimit-Limit" not in r.headers
+    time.sleep(float(r.headers["X-Ratelimit-Retry-After"]))
+    assert post(s).status_code == 201
+    assert s.user("external_id", "u")["attributes"]["n"] == 6  # the 429 applied nothing
+    assert s.stats()["requests"]["/users/track"] == {"201": 6, "429": 1}
+
+
+def test_send_endpoints_share_a_bucket(emulator: EmulatorServer) -> None:
+    r1 = post(emulator, "/canvas/trigger/send", {"canvas_id": "c", "broadcast": True})
+    r2 = post(
+        emulator, "/messages/live_activity/update", {"app_id": "a", "activity_id": "b", "content_state": {}}
+    )
+    assert r1.headers["X-RateLimit-Limit"] == r2.headers["X-RateLimit-Limit"] == "250000"
+    assert int(r2.headers["X-RateLimit-Remaining"]) == int(r1.headers["X-RateLimit-Remaining"]) - 1
+    assert int(r1.headers["X-RateLimit-Reset"]) % 3600 == 0  # hourly windows reset on the clock hour
+
+
+@pytest.mark.parametrize("mode", ["500", "502", "503", "504", "429"])
+def test_error_faults_apply_nothing(emulator_factory: Any, mode: str) -> None:
+    s = emulator_factory(faults={f"users_track:{mode}": 1.0})
+    r = post(s)
+    assert r.status_code == int(mode)
+    assert "message" in r.json()
+    if mode == "429":
+        assert r.headers["X-Ratelimit-Retry-After"] == "1"
+    assert s.user("external_id", "u") is None
+    assert s.stats()["requests"]["/users/track"] == {mode: 1}
+    assert (
+        post(
+            s, "/messages/live_activity/update", {"app_id": "a", "activity_id": "b", "content_state": {}}
+        ).status_code
+        == 201
+    )
+
+
+def test_slow_fault_and_latency_do_not_block_others(emulator_factory: Any) -> None:
+    s = emulator_factory(faults={"users_track:slow": 1.0}, slow_ms=800)
+    import threading
+
+    slow_status: list[int] = []
+    t = threading.Thread(target=lambda: slow_status.append(post(s).status_code))
+    start = time.monotonic()
+    t.start()
+    time.sleep(0.1)
+    fast = post(s, "/messages/live_activity/update", {"app_id": "a", "activity_id": "b", "content_state": {}})
+    fast_elapsed = time.monotonic() - start
+    t.join()
+    assert fast.status_code == 201 and fast_elapsed < 0.6
+    assert slow_status == [201] and time.monotonic() - start >= 0.8
+
+
+def test_drop_after_apply(emulator_factory: Any) -> None:
+    s = emulator_factory(faults={"users_track:drop": 1.0})
+    with pytest.raises(requests.ConnectionError):
+        post(s)
+    entry = s.ledger()[-1]
+    assert entry["dropped"] is True and entry["status"] == 201 and entry["objects"]["attributes"] == 1
+    assert s.user("external_id", "u")["attributes"]["n"] == 1  # applied although the client saw an error
+
+
+def _sequence(s: EmulatorServer, n: int) -> list[int]:
+    out = []
+    for _ in range(n):
+        try:
+            out.append(post(s).status_code)
+        except requests.ConnectionError:
+            out.append(-1)
+    return out
+
+
+def test_same_seed_same_fault_sequence(emulator_factory: Any) -> None:
+    opts = {"fault_rate": 0.6, "slow_ms": 1}
+    a = _sequence(emulator_factory(seed=7, **opts), 40)
+    b = _sequence(emulator_factory(seed=7, **opts), 40)
+    c = _sequence(emulator_factory(seed=8, **opts), 40)
+    assert a == b
+    assert a != c
+    assert len(set(a)) >= 4  # several modes actually occurred
+
+
+def test_429_fault_bursts_over_http(emulator_factory: Any) -> None:
+    s = emulator_factory(faults={"users_track:429": 0.25}, seed=11, burst_429=3)
+    seq = _sequence(s, 60)
+    runs = "".join("x" if code == 429 else "." for code in seq).split(".")
+    assert any(runs) and all(len(r) % 3 == 0 for r in runs[:-1] if r)
+    assert s.stats()["requests"]["/users/track"]["201"] == seq.count(201)

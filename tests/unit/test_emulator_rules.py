@@ -1,0 +1,175 @@
+"""Pure emulator logic: time parsing, object rules, attribute semantics, rate-limit windows, fault draws."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from connector.emulator import messaging_rules, rules
+from connector.emulator.app import parse_api_keys
+from connector.emulator.faults import FaultInjector, parse_fault
+from connector.emulator.limits import RateLimits, parse_rate_limit
+from connector.emulator.semantics import apply_attribute, deep_merge
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2013-07-16T19:20:30+01:00", "2013-07-16T18:20:30.000Z"),
+        ("2013-07-16T19:20:30:123Z", "2013-07-16T19:20:30.123Z"),
+        ("2013-07-16", "2013-07-16T00:00:00.000Z"),
+        ("12/01/2021", "2021-12-01T00:00:00.000Z"),
+        ("2019-02-15 00:00:00 -0500", "2019-02-15T05:00:00.000Z"),
+    ],
+)
+def test_parse_time(text: str, expected: str) -> None:
+    dt = rules.parse_time(text)
+    assert dt is not None and rules.format_time(dt) == expected
+
+
+@pytest.mark.parametrize("bad", ["", "yesterday", "2013-13-01", 1700000000, None])
+def test_parse_time_rejects(bad: Any) -> None:
+    assert rules.parse_time(bad) is None
+
+
+def test_clamp_future() -> None:
+    now = datetime(2024, 1, 1, tzinfo=UTC)
+    assert rules.clamp_time("2030-01-01T00:00:00Z", now) == "2024-01-01T00:00:00.000Z"
+    assert rules.clamp_time("2020-01-01T00:00:00Z", now) == "2020-01-01T00:00:00.000Z"
+
+
+def test_identifier_rules() -> None:
+    assert rules.check_attributes({"x": 1}) == rules.ERR_IDENTIFIER
+    assert (
+        rules.check_attributes({"external_id": "a", "user_alias": {"alias_name": "n", "alias_label": "l"}})
+        == rules.ERR_MULTIPLE
+    )
+    assert rules.check_attributes({"external_id": 12345}) is None  # Braze accepts numeric ids
+    assert rules.check_attributes({"email": "bad"}) == rules.ERR_EMAIL
+    assert rules.check_attributes({"phone": "+14155550100"}) is None
+    assert rules.check_attributes({"user_alias": {"alias_name": "n"}}) is not None
+    assert rules.check_attributes({"external_id": "é" * 494}) is not None  # 988 bytes
+
+
+def test_recipient_rules() -> None:
+    assert messaging_rules.check_recipient({"external_user_id": "a"}) is None
+    assert messaging_rules.check_recipient({"email": "a@b.co", "prioritization": ["unidentified"]}) is None
+    assert messaging_rules.check_recipient({"email": "a@b.co"}) is not None
+    assert (
+        messaging_rules.check_recipient(
+            {
+                "user_alias": {"alias_name": "n", "alias_label": "l"},
+                "send_to_existing_only": False,
+                "attributes": {},
+            }
+        )
+        is not None
+    )
+    assert (
+        messaging_rules.recipient_key({"user_alias": {"alias_name": "n", "alias_label": "l"}})
+        == "user_alias:n|l"
+    )
+
+
+def test_apply_attribute_semantics() -> None:
+    a: dict[str, Any] = {}
+    assert apply_attribute(a, "n", {"inc": 2}, merge=False, max_len=3, standard=False) == 1
+    apply_attribute(a, "n", {"inc": 2.5}, merge=False, max_len=3, standard=False)
+    assert a["n"] == 4.5
+    apply_attribute(a, "t", ["a", "b", "c", "d"], merge=False, max_len=3, standard=False)
+    assert a["t"] == ["b", "c", "d"]
+    assert apply_attribute(a, "t", {"add": ["b", "e"]}, merge=False, max_len=3, standard=False) == 2
+    assert a["t"] == ["d", "b", "e"]
+    apply_attribute(a, "country", "Australia", merge=False, max_len=3, standard=True)
+    apply_attribute(a, "gender", "f", merge=False, max_len=3, standard=True)
+    assert (a["country"], a["gender"]) == ("AU", "F")
+    apply_attribute(a, "country", "Atlantis", merge=False, max_len=3, standard=True)
+    assert a["country"] is None
+    assert apply_attribute(a, "email_subscribe", "opted_in", merge=False, max_len=3, standard=True) == 0
+    apply_attribute(a, "d", {"$time": "2024-01-02"}, merge=False, max_len=3, standard=False)
+    assert a["d"] == "2024-01-02T00:00:00.000Z"
+
+
+@given(
+    st.dictionaries(
+        st.text(min_size=1, max_size=3),
+        st.integers() | st.dictionaries(st.text(min_size=1, max_size=3), st.integers(), max_size=3),
+        max_size=4,
+    ),
+    st.dictionaries(
+        st.text(min_size=1, max_size=3),
+        st.integers() | st.dictionaries(st.text(min_size=1, max_size=3), st.integers(), max_size=3),
+        max_size=4,
+    ),
+)
+def test_deep_merge_keeps_all_keys_and_update_wins(base: dict[str, Any], update: dict[str, Any]) -> None:
+    merged = deep_merge(base, update)
+    assert set(merged) == set(base) | set(update)
+    for k, v in update.items():
+        if not isinstance(v, dict):
+            assert merged[k] == v
+
+
+def test_rate_limit_windows_with_fake_clock() -> None:
+    now = [100.2]
+    limits = RateLimits({"users_track": (2, 1.0)}, clock=lambda: now[0])
+    assert [limits.admit("users_track").allowed for _ in range(3)] == [True, True, False]
+    denied = limits.admit("users_track")
+    assert denied.headers == {"X-Ratelimit-Retry-After": "1"}
+    now[0] = 101.0
+    ok = limits.admit("users_track")
+    assert (
+        ok.allowed and ok.headers["X-RateLimit-Reset"] == "102" and ok.headers["X-RateLimit-Remaining"] == "1"
+    )
+    # The two send endpoints share one hourly bucket by default.
+    limits.admit("canvas_trigger_send")
+    assert limits.admit("live_activity_update").headers["X-RateLimit-Remaining"] == str(250_000 - 2)
+
+
+def test_option_parsers() -> None:
+    assert parse_rate_limit("users_track=5/1") == ("users_track", (5, 1.0))
+    for bad in ("nope=5/1", "users_track=5", "users_track=x/1", "users_track=0/1"):
+        with pytest.raises(ValueError, match="--rate-limit"):
+            parse_rate_limit(bad)
+    assert parse_fault("users_track:drop=0.5") == ("users_track:drop", 0.5)
+    with pytest.raises(ValueError, match="MODE"):
+        parse_fault("explode=0.1")
+    assert parse_api_keys(["a", "b:users.track,canvas.trigger.send", "c:d"]) == {
+        "a": None, "b": frozenset({"users.track", "canvas.trigger.send"}), "c:d": None,
+    }  # fmt: skip
+
+
+def test_fault_draws_are_seeded_per_endpoint() -> None:
+    a = FaultInjector(fault_rate=0.5, seed=3)
+    b = FaultInjector(fault_rate=0.5, seed=3)
+    seq_a = [a.draw("users_track") for _ in range(50)]
+    b.draw("canvas_trigger_send")  # other endpoints do not disturb the sequence
+    assert [b.draw("users_track") for _ in range(50)] == seq_a
+    assert 10 < sum(m is not None for m in seq_a) < 40
+    only = FaultInjector(faults={"users_track:503": 1.0})
+    assert only.draw("users_track") == "503" and only.draw("live_activity_update") is None
+
+
+def test_429_faults_come_in_bursts() -> None:
+    inj = FaultInjector(faults={"users_track:429": 0.2}, seed=5, burst_429=3)
+    seq = [inj.draw("users_track") for _ in range(200)]
+    first = seq.index("429")
+    assert seq[first : first + 3] == ["429", "429", "429"]
+    runs = "".join("x" if m else "." for m in seq).split(".")
+    assert all(len(r) % 3 == 0 for r in runs[:-1] if r)  # every finished burst is a multiple of three
+
+
+def test_rate_limit_overrides_accept_config_objects_and_strings() -> None:
+    from connector.config import RateLimit
+
+    limits = RateLimits(
+        {"users_track": RateLimit(requests=7, per_seconds=2), "users_track_sync": "3/60"}, clock=lambda: 10.0
+    )
+    assert limits.admit("users_track").headers["X-RateLimit-Limit"] == "7"
+    assert limits.admit("users_track_sync").headers["X-RateLimit-Limit"] == "3"
+    with pytest.raises(ValueError, match="unknown rate-limit endpoint"):
+        RateLimits({"users_delete": (1, 1)})

@@ -1,0 +1,99 @@
+"""Tests for connector.progress: plain log lines, rich display, disabled mode, thread safety."""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+
+import pytest
+
+from connector.progress import Progress
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_line_counts_rate_and_eta() -> None:
+    clock = FakeClock()
+    progress = Progress(total=1000, terminal=False, clock=clock, interval_s=3600)
+    with progress:
+        clock.t += 10
+        progress.update(read=250, delivered=200, rejected=30, failed=5, requests=4)
+        clock.t += 2
+        progress.update(requests=6)
+        line = progress.line()
+    assert line.startswith("progress: read 250/1,000 rows, delivered 200, rejected 30, failed 5, requests 10")
+    assert "(3.0/s)" in line  # 6 requests over the last 2 s
+    assert progress.eta_s() == pytest.approx(36.0)  # 750 rows left at 250 rows per 12 s
+    assert line.endswith("ETA 36s")
+
+
+def test_no_eta_without_total() -> None:
+    clock = FakeClock()
+    progress = Progress(terminal=False, clock=clock)
+    clock.t += 5
+    progress.update(read=10, requests=5)
+    assert progress.eta_s() is None
+    assert "ETA" not in progress.line()
+    assert "(1.0/s)" in progress.line()
+
+
+def test_plain_mode_logs_periodically(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="connector.progress")
+    with Progress(terminal=False, interval_s=0.05) as progress:
+        progress.update(read=7, delivered=5, rejected=2)
+        deadline = time.monotonic() + 5
+        while (
+            not any(r.message.startswith("progress:") for r in caplog.records) and time.monotonic() < deadline
+        ):
+            time.sleep(0.01)
+    messages = [r.message for r in caplog.records if r.name == "connector.progress"]
+    periodic = [m for m in messages if m.startswith("progress:")]
+    assert periodic and "read 7 rows, delivered 5, rejected 2" in periodic[0]
+    assert messages[-1].startswith("done: read 7 rows")
+
+
+def test_terminal_mode_renders_rich_display() -> None:
+    out = io.StringIO()
+    with Progress(total=10, terminal=True, stream=out) as progress:
+        progress.update(read=10, delivered=8, rejected=2, requests=3)
+    text = out.getvalue()
+    assert "delivered 8" in text and "rejected 2" in text and "10/10" in text
+
+
+def test_disabled_is_silent(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="connector.progress")
+    progress = Progress.disabled()
+    with progress:
+        progress.update(read=5)
+        progress.set_total(9)
+    assert progress.counts["read"] == 0
+    assert not [r for r in caplog.records if r.name == "connector.progress"]
+
+
+def test_update_is_thread_safe() -> None:
+    progress = Progress(terminal=False, interval_s=3600)
+
+    def work() -> None:
+        for _ in range(2000):
+            progress.update(read=1, delivered=1, requests=1)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert progress.counts == {
+        "read": 16000,
+        "delivered": 16000,
+        "rejected": 0,
+        "failed": 0,
+        "requests": 16000,
+    }

@@ -1,0 +1,177 @@
+"""RateLimiter: token buckets with a fake clock (no real waits), header learning, penalties, threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from connector.config import DEFAULT_RATE_LIMITS, RateLimit, Write
+from connector.ratelimit import BURST_FRACTION, MAX_RESET_S, RateLimiter
+
+
+class FakeClock:
+    """A monotonic clock that only moves when someone sleeps on it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def make(limits: dict[str, RateLimit] | None = None) -> tuple[RateLimiter, FakeClock]:
+    clock = FakeClock()
+    return RateLimiter(limits, clock=clock, sleep=clock.sleep), clock
+
+
+def max_in_window(times: list[float], window: float) -> int:
+    """The largest number of timestamps inside any half-open window [t, t + window)."""
+    best, j = 0, 0
+    for i in range(len(times)):
+        while times[i] - times[j] >= window:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+@pytest.mark.parametrize("endpoint", ["users_track", "users_track_sync"])
+def test_default_rate_never_exceeded_in_any_window_and_nearly_filled(endpoint: str) -> None:
+    limiter, clock = make()
+    limit = DEFAULT_RATE_LIMITS[endpoint]
+    n = limit.requests * 5
+    times = []
+    for _ in range(n):
+        limiter.acquire(endpoint)
+        times.append(clock())
+    assert max_in_window(times, limit.per_seconds) <= limit.requests
+    achieved = n / (times[-1] + 1e-9) * limit.per_seconds / limit.requests
+    assert 0.95 <= achieved <= 1.0
+
+
+def test_start_is_smoothed_not_a_full_window_burst() -> None:
+    limiter, clock = make()
+    granted_at_zero = 0
+    for _ in range(500):
+        limiter.acquire("users_track")
+        if clock() == 0.0:
+            granted_at_zero += 1
+    assert granted_at_zero == int(BURST_FRACTION * 3000)
+    assert clock() < 0.5  # 500 requests at ~970/s, not a stall until the 3 s window ends
+
+
+def test_custom_tiny_limit_respected() -> None:
+    limiter, clock = make({"users_track": RateLimit(requests=5, per_seconds=1)})
+    times = []
+    for _ in range(40):
+        limiter.acquire("users_track")
+        times.append(clock())
+    assert max_in_window(times, 1.0) <= 5
+    assert times[-1] > 39 / 5  # never faster than the limit
+
+
+def test_observe_remaining_zero_epoch_reset_pauses_until_reset() -> None:
+    limiter, clock = make()
+    epoch = 1_800_000_000.0
+    limiter.observe(
+        "users_track",
+        {"X-RateLimit-Limit": "3000", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(epoch + 2)},
+        now_epoch=epoch,
+    )
+    waited = limiter.acquire("users_track")
+    assert 2.0 <= waited < 2.1
+
+
+def test_observe_seconds_form_and_lower_case_names() -> None:
+    limiter, clock = make()
+    limiter.observe("users_track", {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1.5"})
+    assert 1.5 <= limiter.acquire("users_track") < 1.6
+
+
+def test_observe_ignores_empty_values_as_on_401() -> None:
+    limiter, clock = make()
+    limiter.observe(
+        "users_track", {"X-RateLimit-Limit": "", "X-RateLimit-Remaining": "", "X-RateLimit-Reset": ""}
+    )
+    assert limiter.acquire("users_track") == 0.0
+
+
+def test_low_remaining_slows_down_before_a_429() -> None:
+    limiter, clock = make()
+    limiter.observe("users_track", {"X-RateLimit-Remaining": "5", "X-RateLimit-Reset": "10"})
+    waits = [limiter.acquire("users_track") for _ in range(6)]
+    assert waits[:5] == [0.0] * 5  # within the budget and the bucket's burst
+    assert clock() >= 10.0  # the 6th waited for the server's window to reset
+
+
+def test_late_response_from_old_window_does_not_reopen_budget() -> None:
+    limiter, clock = make()
+    limiter.observe("users_track", {"X-RateLimit-Remaining": "2", "X-RateLimit-Reset": "10"})
+    limiter.acquire("users_track")
+    limiter.acquire("users_track")
+    limiter.observe("users_track", {"X-RateLimit-Remaining": "50", "X-RateLimit-Reset": "10"})  # stale
+    limiter.acquire("users_track")
+    assert clock() >= 10.0
+
+
+def test_penalize_pauses_every_endpoint_sharing_the_bucket() -> None:
+    limiter, clock = make()
+    assert limiter.bucket_name("canvas_trigger_send") == limiter.bucket_name("live_activity_update") == "send"
+    limiter.penalize("canvas_trigger_send", 3.0)
+    assert limiter.acquire("users_track") == 0.0
+    assert limiter.acquire("live_activity_update") >= 3.0
+    assert clock() >= 3.0
+
+
+def test_send_endpoints_split_when_limits_differ() -> None:
+    write = Write(rate_limits={"live_activity_update": RateLimit(requests=10, per_seconds=1)})
+    clock = FakeClock()
+    limiter = RateLimiter.from_write(write, clock=clock, sleep=clock.sleep)
+    assert limiter.bucket_name("live_activity_update") == "live_activity_update"
+    assert limiter.bucket_name("canvas_trigger_send") == "canvas_trigger_send"
+    assert limiter.rate("live_activity_update") < 10
+
+
+def test_unknown_endpoint_is_a_clear_error() -> None:
+    limiter, _ = make()
+    with pytest.raises(ValueError, match="unknown endpoint 'users_delete'"):
+        limiter.acquire("users_delete")
+
+
+def test_thread_safety_with_real_threads_and_tiny_limit() -> None:
+    limit = RateLimit(requests=40, per_seconds=0.5)
+    limiter = RateLimiter({"users_track": limit})
+    times: list[float] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        for _ in range(10):
+            limiter.acquire("users_track")
+            with lock:
+                times.append(time.monotonic())
+
+    start = time.monotonic()
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    times.sort()
+    assert len(times) == 80
+    # No token lost or granted twice: 80 requests take at least (80 - burst) / rate seconds.
+    assert times[-1] - start >= (80 - 1) / limiter.rate("users_track") - 0.02
+    assert max_in_window(times, limit.per_seconds) <= limit.requests + 1  # +1: OS sleep overshoot
+
+
+def test_garbled_far_future_reset_is_capped() -> None:
+    limiter, clock = make()
+    limiter.observe(
+        "users_track", {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "9999999999"}, now_epoch=1.8e9
+    )
+    assert limiter.acquire("users_track") <= MAX_RESET_S + 0.01

@@ -2,8 +2,37 @@
 
 from __future__ import annotations
 
-from connector.config import Pipeline, load_pipeline
-from connector.errors import ConfigError, ConnectorError, SourceError
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["ConfigError", "ConnectorError", "Pipeline", "SourceError", "load_pipeline"]
 __version__ = "0.1.0"
+
+from connector.config import Pipeline, load_pipeline  # noqa: E402
+from connector.errors import ConfigError, ConnectorError, SourceError  # noqa: E402
+
+if TYPE_CHECKING:
+    from connector.pipeline import run_pipeline
+    from connector.report import RunReport
+
+__all__ = [
+    "ConfigError",
+    "ConnectorError",
+    "Pipeline",
+    "RunReport",
+    "SourceError",
+    "load_pipeline",
+    "run_pipeline",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # run_pipeline and RunReport pull in pyarrow, requests and the writer: import them on first use only,
+    # so `import connector` (and the CLI's --help) stays fast.
+    if name == "run_pipeline":
+        from connector.pipeline import run_pipeline
+
+        return run_pipeline
+    if name == "RunReport":
+        from connector.report import RunReport
+
+        return RunReport
+    raise AttributeError(f"module 'connector' has no attribute {name!r}")

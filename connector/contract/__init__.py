@@ -1,0 +1,29 @@
+"""Braze's own object rules (identifiers, lengths, time formats, currencies, sizes) as cheap checks.
+
+`check_object(kind, obj)` returns the rules an object breaks (empty list = Braze should accept it).
+Rule ids (docs/ARCHITECTURE.md "Rule ids"), plus the more specific ones added here:
+
+| rule | meaning |
+|---|---|
+| identifier.missing / identifier.multiple | no identifier / more than one primary (Canvas: more than one of any) |
+| external_id.too_long | external_id over 987 bytes UTF-8 |
+| string.too_long | a string value (attribute, property, name, product_id, nested) over 255 characters |
+| key.invalid / key.reserved | key empty, over 255, leading `$` / a reserved event or purchase property key |
+| event.name_missing, time.missing, time.invalid | event name; time absent or not a Braze format |
+| purchase.product_id_missing, purchase.currency, purchase.price, purchase.quantity | purchase fields |
+| properties.too_large, properties.too_many | over 100 KB (events) / 50 KB (purchases); over 256 keys |
+| email.invalid, phone.invalid | email malformed; phone not E.164 where it identifies the user |
+| standard_field.<name> | gender, dob, email_subscribe, push_subscribe, country, current_location |
+| nested.invalid | nested key with a space, `.` or `$` (except `$time`), or a nested value over 100 KB |
+| canvas.context_too_large | Canvas context over 50 KB |
+| canvas.prioritization_missing | an email recipient without prioritization (added) |
+| canvas.attributes_missing | send_to_existing_only false without an attributes object (added) |
+| live_activity.missing_field | app_id, activity_id or content_state missing |
+"""
+
+from __future__ import annotations
+
+from connector.contract.base import CURRENCIES, Violation
+from connector.contract.objects import check_object
+
+__all__ = ["CURRENCIES", "Violation", "check_object"]

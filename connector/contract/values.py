@@ -1,0 +1,203 @@
+"""Checks of attribute values: standard fields, operators, arrays and nested objects."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+
+from connector.contract.base import (
+    _CONTROL,
+    _COUNTRY_RE,
+    _DATE_RE,
+    _GENDERS,
+    _OPS,
+    _SUBSCRIBE,
+    KB,
+    MAX_STRING,
+    Violation,
+    _key,
+    _short,
+)
+
+_SKIP, _PLAIN, _STD = 0, 1, 2
+# Cache of valid keys' classes (a pure function of the key), for top-level and recipient attributes.
+_KEY_CLASS: dict[bool, dict[str, int]] = {True: {}, False: {}}
+
+
+def _classify(k: Any, top: bool, field: str, out: list[Violation]) -> int | None:
+    """How an attribute key is checked (skip, plain, standard field), or None after a key.invalid."""
+    if k in _CONTROL or (top and k in ("email", "phone")):
+        cls = _SKIP
+    elif not _key(k, field, out):
+        return None
+    else:
+        cls = _STD if k in _STANDARD else _PLAIN
+    if len(_KEY_CLASS[top]) < 10_000:
+        _KEY_CLASS[top][k] = cls
+    return cls
+
+
+def _attributes(obj: dict[str, Any], out: list[Violation], prefix: str) -> None:
+    top = not prefix
+    classes = _KEY_CLASS[top]
+    for k, v in obj.items():
+        cls = classes.get(k)
+        if cls is None:
+            cls = _classify(k, top, prefix + k, out)
+            if cls is None:
+                continue
+        if cls == _SKIP or v is None:
+            continue
+        t = type(v)
+        if t is str:
+            if len(v) > MAX_STRING:
+                out.append(
+                    Violation(
+                        "string.too_long", f"attribute {k!r} is {len(v)} characters (max 255)", prefix + k
+                    )
+                )
+            elif cls == _STD:
+                _STANDARD[k](k, v, prefix + k, out)
+        elif t is bool or t is int:
+            if cls == _STD:
+                _STANDARD[k](k, v, prefix + k, out)
+        elif t is dict:
+            if k == "current_location":
+                _location(v, prefix + k, out)
+            elif v.keys() and v.keys() <= _OPS:
+                _op(k, v, prefix + k, out)
+            else:
+                _nested(v, prefix + k, out)
+        elif t is list:
+            _list(v, prefix + k, out)
+        elif t is float:
+            if not math.isfinite(v):
+                out.append(
+                    Violation("standard_field.number", f"attribute {k!r} is not a finite number", prefix + k)
+                )
+            elif cls == _STD:
+                _STANDARD[k](k, v, prefix + k, out)
+        elif cls == _STD or not isinstance(v, int | float | str):
+            _STANDARD.get(k, _not_json)(k, v, prefix + k, out)
+
+
+def _not_json(k: str, v: Any, field: str, out: list[Violation]) -> None:
+    out.append(Violation("nested.invalid", f"attribute {k!r} has a value of type {type(v).__name__}", field))
+
+
+def _check_standard(rule: str, ok: Any, expected: str) -> Any:
+    def check(k: str, v: Any, field: str, out: list[Violation]) -> None:
+        if not (isinstance(v, str) and ok(v)):
+            out.append(Violation(f"standard_field.{k}", f"{k} {_short(str(v))!r} is not {expected}", field))
+
+    return check
+
+
+_STANDARD = {
+    "gender": _check_standard("gender", lambda v: v in _GENDERS, "one of M, F, O, N, P"),
+    "dob": _check_standard("dob", lambda v: bool(_DATE_RE.match(v)), "a date YYYY-MM-DD"),
+    "email_subscribe": _check_standard(
+        "email_subscribe", lambda v: v in _SUBSCRIBE, "opted_in, subscribed or unsubscribed"
+    ),
+    "push_subscribe": _check_standard(
+        "push_subscribe", lambda v: v in _SUBSCRIBE, "opted_in, subscribed or unsubscribed"
+    ),
+    "country": _check_standard(
+        "country", lambda v: bool(_COUNTRY_RE.match(v)), "an ISO-3166 alpha-2 code such as 'FR'"
+    ),
+    "current_location": _check_standard(
+        "current_location", lambda v: False, "an object with longitude and latitude"
+    ),
+}
+
+
+def _location(v: dict[str, Any], field: str, out: list[Violation]) -> None:
+    for k in ("longitude", "latitude"):
+        x = v.get(k)
+        if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
+            out.append(
+                Violation("standard_field.current_location", f"current_location needs a numeric {k}", field)
+            )
+            return
+
+
+def _op(k: str, v: dict[str, Any], field: str, out: list[Violation]) -> None:
+    if "inc" in v:
+        n = v["inc"]
+        if isinstance(n, bool) or not isinstance(n, int | float) or not math.isfinite(n):
+            out.append(
+                Violation("standard_field.inc", f"inc of {k!r} needs a number, got {_short(repr(n))}", field)
+            )
+    for op in ("add", "remove"):
+        if op in v:
+            if not isinstance(v[op], list):
+                out.append(Violation("nested.invalid", f"{op} of {k!r} needs a list", field))
+            else:
+                _list(v[op], field, out)
+
+
+def _list(items: list[Any], field: str, out: list[Violation]) -> None:
+    for x in items:
+        if isinstance(x, str):
+            if len(x) > MAX_STRING:
+                out.append(
+                    Violation(
+                        "string.too_long", f"an item of {field!r} is {len(x)} characters (max 255)", field
+                    )
+                )
+                return
+        elif isinstance(x, dict):
+            _nested(x, field, out)
+            return
+    if len(items) > 50 and len(orjson.dumps(items)) > 100 * KB:
+        out.append(Violation("nested.invalid", f"{field!r} is over 100 KB", field))
+
+
+def _nested(v: dict[str, Any], field: str, out: list[Violation], limit: int = 100 * KB) -> None:
+    bad = _nested_keys(v)
+    if bad is not None:
+        out.append(
+            Violation(
+                "nested.invalid", f"nested key {_short(bad)!r} in {field!r} has a space, '.' or '$'", field
+            )
+        )
+        return
+    try:
+        size = len(orjson.dumps(v))
+    except (TypeError, orjson.JSONEncodeError):
+        out.append(Violation("nested.invalid", f"{field!r} is not JSON-serialisable", field))
+        return
+    if size > limit:
+        out.append(Violation("nested.invalid", f"{field!r} is {size // KB} KB (max {limit // KB} KB)", field))
+
+
+def _nested_keys(v: Any) -> str | None:
+    """The first invalid nested key, or a too-long nested string (returned as the key), else None."""
+    if isinstance(v, dict):
+        for k, x in v.items():
+            if (
+                not isinstance(k, str)
+                or not k
+                or len(k) > MAX_STRING
+                or " " in k
+                or "." in k
+                or (k[0] == "$" and k != "$time")
+            ):
+                return str(k)
+            if isinstance(x, str) and len(x) > MAX_STRING:
+                return f"{k} (value over 255 characters)"
+            if isinstance(x, dict | list):
+                bad = _nested_keys(x)
+                if bad is not None:
+                    return bad
+    elif isinstance(v, list):
+        for x in v:
+            if isinstance(x, str) and len(x) > MAX_STRING:
+                return "(list item over 255 characters)"
+            if isinstance(x, dict | list):
+                bad = _nested_keys(x)
+                if bad is not None:
+                    return bad
+    return None

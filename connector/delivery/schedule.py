@@ -1,0 +1,100 @@
+"""A bounded work queue that releases each request only after every earlier request touching one of its users.
+
+The submitting thread adds jobs in source order; worker threads take the jobs that are ready. A job that
+shares a user with an earlier unfinished job waits until that job is done (retries and splits included),
+so one user's updates are never in flight together and never swap, while different users run concurrently.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(eq=False, slots=True)
+class Job:
+    """One request waiting to be sent, with the users it touches and the jobs waiting on it."""
+
+    payload: Any
+    keys: frozenset[str]
+    waiting_on: int = 0
+    successors: list[Job] = field(default_factory=list)
+
+
+class OrderedQueue:
+    """Bounded queue of jobs with per-user ordering; `put` blocks while `capacity` jobs are unfinished."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = max(1, capacity)
+        self._lock = threading.Lock()
+        self._not_full = threading.Condition(self._lock)
+        self._ready_cv = threading.Condition(self._lock)
+        self._ready: deque[Job] = deque()
+        self._tails: dict[str, Job] = {}
+        self._unfinished = 0
+        self._closed = False
+
+    def put(self, payload: Any, keys: Iterable[str]) -> None:
+        """Add a job (blocks while the queue is full); it runs after earlier jobs sharing any of `keys`."""
+        job = Job(payload, frozenset(keys))
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the queue is closed")
+            while self._unfinished >= self._capacity:
+                self._not_full.wait()
+            self._unfinished += 1
+            tails = self._tails
+            for key in job.keys:
+                prev = tails.get(key)
+                if prev is not None:
+                    prev.successors.append(job)
+                    job.waiting_on += 1
+                tails[key] = job
+            if job.waiting_on == 0:
+                self._ready.append(job)
+                self._ready_cv.notify()
+
+    def get(self) -> Job | None:
+        """The next ready job, blocking; None once the queue is closed and every job has finished."""
+        with self._lock:
+            while not self._ready:
+                if self._closed and self._unfinished == 0:
+                    return None
+                self._ready_cv.wait()
+            return self._ready.popleft()
+
+    def done(self, job: Job) -> None:
+        """Mark a job finished (its final outcome recorded): release the jobs that waited on it."""
+        with self._lock:
+            self._unfinished -= 1
+            tails = self._tails
+            for key in job.keys:
+                if tails.get(key) is job:
+                    del tails[key]
+            released = 0
+            for nxt in job.successors:
+                nxt.waiting_on -= 1
+                if nxt.waiting_on == 0:
+                    self._ready.append(nxt)
+                    released += 1
+            job.successors = []
+            if released:
+                self._ready_cv.notify(released)
+            self._not_full.notify()
+            if self._closed and self._unfinished == 0:
+                self._ready_cv.notify_all()
+
+    def close(self) -> None:
+        """No more jobs: workers drain what is queued and then get None."""
+        with self._lock:
+            self._closed = True
+            self._ready_cv.notify_all()
+
+    @property
+    def unfinished(self) -> int:
+        """Jobs added and not yet done."""
+        with self._lock:
+            return self._unfinished

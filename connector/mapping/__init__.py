@@ -1,0 +1,3 @@
+"""The mapper's implementation: vectorised casts (casts), Value resolution (columns), object building (objects)."""
+
+from __future__ import annotations

@@ -1,0 +1,97 @@
+"""Resolve pipeline Values against a chunk's table: one cast column per Value, and the row errors they raise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from connector.config import Properties, Stream, Value
+from connector.errors import ConfigError
+from connector.mapping.casts import cast_array, zone
+
+# row index -> (rule, reason, source column)
+RowErrors = dict[int, tuple[str, str, str | None]]
+
+
+@dataclass(slots=True)
+class Column:
+    """Cast values of one Value for every row; `keep_null` means an empty cell is sent as null."""
+
+    values: list[Any]
+    keep_null: bool
+    column: str | None
+
+
+class Resolver:
+    """Casts the Values of one stream against one table, collecting the first error of each row."""
+
+    def __init__(self, stream: Stream, table: pa.Table, file: str) -> None:
+        self.stream = stream
+        self.table = table
+        self.file = file
+        self.n = int(table.num_rows)
+        self.errors: RowErrors = {}
+
+    def value(self, v: Value, key: str, default_type: str = "auto") -> Column:
+        """Cast one Value; empty cells with on_empty=reject become `value.required` row errors."""
+        kind = v.type if v.type != "auto" else default_type
+        if kind == "array" and v.type == "auto" and default_type == "auto":
+            kind = "auto"
+        tz = zone(v.timezone, f"stream '{self.stream.name}', {key}.timezone")
+        if v.column is None:
+            return self._constant(v, key, kind, tz)
+        if v.column not in self.table.column_names:
+            available = ", ".join(self.table.column_names) or "(none)"
+            raise ConfigError(
+                f"stream '{self.stream.name}': {key} reads column '{v.column}', which is not in {self.file}; "
+                f"available columns: {available}"
+            )
+        cast = cast_array(self.table.column(v.column), kind, fmt=v.format, tz=tz, split=v.split)
+        errs = self.errors
+        for i, (rule, reason) in cast.errors.items():
+            if i not in errs:
+                errs[i] = (rule, reason, v.column)
+        if v.on_empty == "reject":
+            for i, x in enumerate(cast.values):
+                if x is None and i not in errs:
+                    errs[i] = (
+                        "value.required",
+                        f"the cell is empty and '{key}' has on_empty: reject",
+                        v.column,
+                    )
+        return Column(cast.values, v.on_empty == "null", v.column)
+
+    def _constant(self, v: Value, key: str, kind: str, tz: str) -> Column:
+        cast = cast_array(pa.array([v.value]), kind, fmt=v.format, tz=tz, split=v.split)
+        if cast.errors:
+            reason = next(iter(cast.errors.values()))[1]
+            raise ConfigError(
+                f"stream '{self.stream.name}': the constant of {key} does not convert: {reason}"
+            )
+        return Column(cast.values * self.n, v.on_empty == "null", None)
+
+    def json_column(self, name: str, key: str) -> Column:
+        """A column of JSON objects (properties, notification); nulls inside the object are dropped."""
+        col = self.value(Value(column=name, type="object"), key)
+        col.values = [
+            None if d is None else {k: x for k, x in d.items() if x is not None} for d in col.values
+        ]
+        return col
+
+    def properties(self, props: Properties, key: str) -> tuple[Column | None, list[tuple[str, Column]]]:
+        """The JSON column (if any) and the listed property columns, in override order."""
+        js = self.json_column(props.json_column, f"{key}.json_column") if props.json_column else None
+        cols = [(name, self.value(v, f"{key}.columns.{name}")) for name, v in props.columns.items()]
+        return js, cols
+
+
+def build_properties(js: list[Any] | None, cols: list[tuple[str, list[Any]]], i: int) -> dict[str, Any]:
+    """Properties of row i: JSON keys first, listed columns override; nulls dropped."""
+    out: dict[str, Any] = dict(js[i]) if js is not None and js[i] else {}
+    for name, vals in cols:
+        x = vals[i]
+        if x is not None:
+            out[name] = x
+    return out

@@ -1,0 +1,294 @@
+"""Build Braze objects from a chunk: one object or one reject per row, checked against the contract."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from connector import contract
+from connector.config import AttributeField, Identifier, Stream
+from connector.mapping.columns import Column, Resolver, build_properties
+from connector.records import Chunk, MappedChunk, Rejected
+
+log = logging.getLogger(__name__)
+
+# Identifier key in /users/track objects -> (key in Canvas recipients, user_key prefix)
+_ID_KEYS = {
+    "external_id": ("external_user_id", "external_id:"),
+    "user_alias": ("user_alias", "user_alias:"),
+    "braze_id": ("braze_id", "braze_id:"),
+    "email": ("email", "email:"),
+    "phone": ("phone", "phone:"),
+}
+_OP_TYPE = {"set": "auto", "inc": "number", "add": "array", "remove": "array", "merge": "object"}
+
+Fields = list[tuple[str, list[Any], bool]]  # (Braze key, values, keep_null)
+
+
+def user_key(obj: dict[str, Any]) -> str:
+    """The profile (or activity) an object touches: "external_id:u1", "user_alias:name|label", ..."""
+    if "activity_id" in obj and "content_state" in obj:
+        return f"activity:{obj['activity_id']}"
+    v = obj.get("external_id", obj.get("external_user_id"))
+    if v is not None:
+        return f"external_id:{v}"
+    alias = obj.get("user_alias")
+    if isinstance(alias, dict):
+        return f"user_alias:{alias.get('alias_name')}|{alias.get('alias_label')}"
+    for k in ("braze_id", "email", "phone"):
+        if obj.get(k) is not None:
+            return f"{k}:{obj[k]}"
+    return ""
+
+
+def _identifier(res: Resolver, ident: Identifier) -> tuple[str, list[Any], str | None]:
+    """The identifier key, its per-row values (None when empty) and its source column."""
+    kind = ident.kind
+    if kind == "user_alias":
+        assert ident.user_alias is not None
+        names = res.value(ident.user_alias.name, "identifier.user_alias.name", "string")
+        labels = res.value(ident.user_alias.label, "identifier.user_alias.label", "string")
+        vals = [
+            {"alias_name": n, "alias_label": lb} if n is not None and lb is not None else None
+            for n, lb in zip(names.values, labels.values, strict=True)
+        ]
+        return kind, vals, names.column
+    col = res.value(getattr(ident, kind), f"identifier.{kind}", "string")
+    values: list[Any] = col.values
+    if kind in ("email", "phone"):
+        values = [None if x is None else str(x).strip() for x in values]
+    return kind, values, col.column
+
+
+def _attribute_fields(
+    res: Resolver, attrs: list[AttributeField], key: str
+) -> tuple[Fields, bool, dict[str, str]]:
+    """Per-attribute values already wrapped for their op; whether any merges; target -> source column."""
+    fields: Fields = []
+    merge = False
+    cols: dict[str, str] = {}
+    for n, a in enumerate(attrs):
+        col: Column = res.value(a, f"{key}[{n}] ({a.target})", _OP_TYPE[a.op])
+        vals = col.values
+        if a.op in ("inc", "add", "remove"):
+            vals = [None if x is None else {a.op: x} for x in vals]
+        merge = merge or a.op == "merge"
+        fields.append((a.target, vals, col.keep_null))
+        if col.column:
+            cols[a.target] = col.column
+    return fields, merge, cols
+
+
+def _fill(obj: dict[str, Any], fields: Fields, i: int) -> None:
+    for target, vals, keep_null in fields:
+        x = vals[i]
+        if x is not None or keep_null:
+            obj[target] = x
+
+
+def _build(stream: Stream, res: Resolver) -> tuple[Callable[[int], dict[str, Any]], dict[str, str]]:
+    """A function building row i's object, and a Braze key -> source column map for reject messages."""
+    kind = stream.kind
+    if kind == "live_activity":
+        return _live_activity(stream, res)
+    assert stream.identifier is not None
+    id_kind, ids, id_col = _identifier(res, stream.identifier)
+    cols: dict[str, str] = {id_kind: id_col, "_identifier": id_col} if id_col else {}
+    ueo = stream.update_existing_only
+
+    if kind == "attributes":
+        fields, merge, fcols = _attribute_fields(res, stream.attributes, "attributes")
+        cols.update(fcols)
+
+        def attributes(i: int) -> dict[str, Any]:
+            obj: dict[str, Any] = {}
+            if ids[i] is not None:
+                obj[id_kind] = ids[i]
+            if ueo is not None:
+                obj["_update_existing_only"] = ueo
+            if merge:
+                obj["_merge_objects"] = True
+            _fill(obj, fields, i)
+            return obj
+
+        return attributes, cols
+
+    if kind == "canvas_trigger":
+        return _canvas(stream, res, id_kind, ids, cols)
+
+    m = stream.event if kind == "events" else stream.purchase
+    assert m is not None
+    fields = []
+    for name, v, t in _event_slots(kind, m):
+        col = res.value(v, f"{kind[:-1]}.{name}", t)
+        fields.append((name, col.values, col.keep_null and name not in ("time", "name", "product_id")))
+        if col.column:
+            cols[name] = col.column
+    js, pcols = res.properties(m.properties, f"{kind[:-1]}.properties")
+    jsv = js.values if js else None
+    cols.update({f"properties.{name}": c.column for name, c in pcols if c.column})
+    if js is not None and js.column:
+        cols["properties"] = js.column
+    pv = [(name, c.values) for name, c in pcols]
+
+    def event(i: int) -> dict[str, Any]:
+        obj: dict[str, Any] = {}
+        if ids[i] is not None:
+            obj[id_kind] = ids[i]
+        _fill(obj, fields, i)
+        props = build_properties(jsv, pv, i)
+        if props:
+            obj["properties"] = props
+        if ueo is not None:
+            obj["_update_existing_only"] = ueo
+        return obj
+
+    return event, cols
+
+
+def _event_slots(kind: str, m: Any) -> list[tuple[str, Any, str]]:
+    if kind == "events":
+        slots = [("name", m.name, "string"), ("time", m.time, "time")]
+    else:
+        slots = [
+            ("product_id", m.product_id, "string"),
+            ("currency", m.currency, "string"),
+            ("price", m.price, "float"),
+            ("time", m.time, "time"),
+        ]
+        if m.quantity is not None:
+            slots.append(("quantity", m.quantity, "integer"))
+    if m.app_id is not None:
+        slots.append(("app_id", m.app_id, "string"))
+    return slots
+
+
+def _canvas(
+    stream: Stream, res: Resolver, id_kind: str, ids: list[Any], cols: dict[str, str]
+) -> tuple[Callable[[int], dict[str, Any]], dict[str, str]]:
+    c = stream.canvas
+    assert c is not None
+    rkey = _ID_KEYS[id_kind][0]
+    if id_kind in cols:
+        cols[rkey] = cols.pop(id_kind)
+    fields, merge, _ = _attribute_fields(res, c.attributes, "canvas.attributes")
+    js, pcols = res.properties(c.context, "canvas.context")
+    jsv = js.values if js else None
+    pv = [(name, col.values) for name, col in pcols]
+    prio = list(c.prioritization)
+    existing_only = c.send_to_existing_only
+
+    def recipient(i: int) -> dict[str, Any]:
+        obj: dict[str, Any] = {}
+        if ids[i] is not None:
+            obj[rkey] = ids[i]
+        if rkey == "email":
+            obj["prioritization"] = list(prio)
+        ctx = build_properties(jsv, pv, i)
+        if ctx:
+            obj["context"] = ctx
+        if not existing_only:
+            obj["send_to_existing_only"] = False
+        attrs: dict[str, Any] = {}
+        _fill(attrs, fields, i)
+        if attrs or not existing_only:
+            if merge and attrs:
+                attrs["_merge_objects"] = True
+            obj["attributes"] = attrs
+        return obj
+
+    return recipient, cols
+
+
+def _live_activity(stream: Stream, res: Resolver) -> tuple[Callable[[int], dict[str, Any]], dict[str, str]]:
+    m = stream.live_activity
+    assert m is not None
+    slots: list[tuple[str, Any, str]] = [
+        ("app_id", m.app_id, "string"),
+        ("activity_id", m.activity_id, "string"),
+    ]
+    for name, t in (("end_activity", "boolean"), ("dismissal_date", "time"), ("stale_date", "time")):
+        if getattr(m, name) is not None:
+            slots.append((name, getattr(m, name), t))
+    fields: Fields = []
+    cols: dict[str, str] = {}
+    for name, v, t in slots:
+        col = res.value(v, f"live_activity.{name}", t)
+        fields.append((name, col.values, False))
+        if col.column:
+            cols[name] = col.column
+    js, pcols = res.properties(m.content_state, "live_activity.content_state")
+    jsv = js.values if js else None
+    pv = [(name, col.values) for name, col in pcols]
+    notif = (
+        res.json_column(m.notification_json_column, "live_activity.notification_json_column").values
+        if m.notification_json_column
+        else None
+    )
+
+    def activity(i: int) -> dict[str, Any]:
+        obj: dict[str, Any] = {}
+        _fill(obj, fields, i)
+        obj["content_state"] = build_properties(jsv, pv, i)
+        if notif is not None and notif[i]:
+            obj["notification"] = notif[i]
+        return obj
+
+    return activity, cols
+
+
+class _RowValues:
+    """Original row values for rejects: row by row at first, the whole table at once if rejects pile up."""
+
+    def __init__(self, chunk: Chunk) -> None:
+        self.chunk = chunk
+        self.calls = 0
+        self.rows: list[dict[str, Any]] | None = None
+
+    def __call__(self, i: int) -> dict[str, Any]:
+        self.calls += 1
+        if self.rows is None and self.calls > 64:
+            self.rows = self.chunk.table.to_pylist()
+        return dict(self.rows[i]) if self.rows is not None else self.chunk.values(i)
+
+
+def map_chunk(stream: Stream, chunk: Chunk, now: datetime) -> MappedChunk:
+    """Map every row of a chunk to one Braze object or one reject (stage mapping or contract).
+
+    `now` is accepted for interface stability (future-time handling is Braze's: it clamps to now).
+    """
+    del now
+    res = Resolver(stream, chunk.table, chunk.file)
+    build, cols = _build(stream, res)
+    errors = res.errors
+    kind = stream.kind
+    check = contract.check_object
+    objects: list[dict[str, Any]] = []
+    indices: list[int] = []
+    keys: list[str] = []
+    rejects: list[Rejected] = []
+    row_values = _RowValues(chunk)
+    for i in range(res.n):
+        err = errors.get(i) if errors else None
+        if err is not None:
+            rejects.append(Rejected(chunk.ref(i), "mapping", err[0], err[1], err[2], row_values(i)))
+            continue
+        obj = build(i)
+        bad = check(kind, obj)
+        if bad:
+            first = bad[0]
+            reason = first.reason
+            if len(bad) > 1:
+                reason += f" (and {len(bad) - 1} more: {', '.join(v.rule for v in bad[1:])})"
+            field = first.field or "_identifier"
+            column = cols.get(field) or cols.get(field.split(".")[0])
+            rejects.append(Rejected(chunk.ref(i), "contract", first.rule, reason, column, row_values(i)))
+            continue
+        objects.append(obj)
+        indices.append(i)
+        keys.append(user_key(obj))
+    if rejects:
+        log.debug("stream %s, %s: %d of %d rows rejected", stream.name, chunk.file, len(rejects), res.n)
+    return MappedChunk(kind, chunk, objects, indices, keys, rejects)

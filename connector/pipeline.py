@@ -1,0 +1,378 @@
+"""run_pipeline(): the only module that knows the stage order (read, validate, map, deliver, report).
+
+For each stream: readers.read_source -> parse rejects -> SuiteRunner.validate -> Chunk.filter(keep) ->
+mapper.map_chunk -> mapping/contract rejects -> Writer.submit; then SuiteRunner.finish() for the
+table-level checks.
+
+Table-level checks with `on_table_expectation_failure: fail` are evaluated *before* delivery: when a
+stream's suites hold any table-level expectation, a first pass reads and validates the whole stream
+(nothing is sent); if a check fails, the second pass still rejects the bad rows but counts every valid
+row as skipped ("table check failed"), so a failing table is never delivered at all. With `warn` (and in
+`validate`) there is one pass and the checks are read at its end.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from connector import readers
+from connector.config import DEFAULT_RATE_LIMITS, Pipeline, Stream
+from connector.errors import ConfigError, ConnectorError
+from connector.mapper import map_chunk
+from connector.pipeline_setup import (
+    Destination,
+    choose_mode,
+    estimate_rows,
+    has_table_expectations,
+    is_parquet,
+    report_dir_for,
+    resolve_destination,
+)
+from connector.progress import Progress
+from connector.records import Chunk, Rejected
+from connector.report import ReportInvariantError, RunReport
+
+if TYPE_CHECKING:
+    from connector.client import BrazeClient
+    from connector.emulator import EmulatorServer
+    from connector.validation import SuiteRunner
+    from connector.writer import Writer
+
+__all__ = ["run_pipeline"]
+
+logger = logging.getLogger(__name__)
+
+SKIP_VALIDATE_ONLY = "validate only (nothing sent)"
+SKIP_TABLE_CHECK = "table check failed (stream not delivered)"
+
+
+@dataclass
+class _Plan:
+    """One stream, checked before anything is read: its files, suite and whether it needs a first pass."""
+
+    stream: Stream
+    files: list[Path]
+    rows: int
+    exact: bool
+    suite: SuiteRunner | None
+    table_first: bool
+
+
+def run_pipeline(
+    pipeline: Pipeline,
+    *,
+    mode: str | None = None,
+    report_dir: str | Path | None = None,
+    dry_run: bool = False,
+    validate_only: bool = False,
+    env: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+) -> RunReport:
+    """Run every stream of the pipeline and return the finished, written RunReport.
+
+    `validate_only` reads, validates and maps without any network; `dry_run` also builds the exact
+    request bodies (a sample is written under the report folder) and sends nothing. Errors found before
+    any row is read raise; once the run has started, every error ends up in the report's exit code
+    (2 source/suite, 3 destination fatal) and the report is always written.
+
+    Raises:
+        ConfigError: bad mode, destination URL, missing API key, or a missing/malformed suite (SuiteError).
+        SourceError: a stream's source matches no file or cannot be opened.
+    """
+    env = os.environ if env is None else env
+    if mode is not None and mode not in ("auto", "bulk", "sync"):
+        raise ConfigError(f"--mode {mode!r}: allowed values are auto, bulk, sync")
+    offline = dry_run or validate_only
+    dest = resolve_destination(pipeline, env, offline=offline)
+    plans = [_plan(pipeline, s, validate_only) for s in pipeline.streams]
+    started = datetime.now(UTC)
+    run_id = f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    out = report_dir_for(pipeline, report_dir, run_id)
+    # The rejects file is Parquet only when every source is (it holds the original columns of all streams).
+    all_parquet = all(p.files and all(is_parquet(p.stream.source, f) for f in p.files) for p in plans)
+    report = RunReport(
+        pipeline.name,
+        run_id=run_id,
+        dry_run=offline,
+        report_dir=out,
+        source_format="parquet" if all_parquet else "csv",
+        max_reject_fraction=pipeline.report.max_reject_fraction,
+        sample_bodies=pipeline.report.sample_bodies,
+    )
+    report.set_rate_limits({e: pipeline.write.rate_limit(e).requests / pipeline.write.rate_limit(e).per_seconds
+                            for e in DEFAULT_RATE_LIMITS})  # fmt: skip
+    for p in plans:
+        report.add_stream(p.stream.name, p.stream.kind, p.stream.source.path)
+    chosen, reason = choose_mode(pipeline, mode, [(p.stream, p.rows, p.exact) for p in plans])
+    if validate_only:
+        reason = f"validate only, nothing sent (a run would use {chosen}: {reason})"
+    report.set_mode(chosen, reason)
+    logger.info("pipeline %s run %s: mode %s (%s)", pipeline.name, run_id, chosen, reason)
+    run = _Run(pipeline, report, progress or Progress.disabled(), started, validate_only)
+    run.execute(plans, dest, chosen, dry_run)
+    return report
+
+
+def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool) -> _Plan:
+    base = Path(pipeline.base_dir)
+    files = readers.list_files(stream.source, base)
+    rows, exact = estimate_rows(stream.source, files)
+    suite = None
+    table_first = False
+    if stream.expectations:
+        suite = _suite(pipeline, stream)
+        table_first = (
+            not validate_only
+            and stream.on_table_expectation_failure == "fail"
+            and has_table_expectations(
+                suite, stream.expectations, pipeline.resolve(pipeline.expectations_dir)
+            )
+        )
+    return _Plan(stream, files, rows, exact, suite, table_first)
+
+
+def _suite(pipeline: Pipeline, stream: Stream) -> SuiteRunner:
+    from connector.validation import SuiteRunner  # Great Expectations is slow to import: only when used
+
+    return SuiteRunner(list(stream.expectations), pipeline.resolve(pipeline.expectations_dir))
+
+
+class _Run:
+    """The state of one run while its streams go through the stages."""
+
+    def __init__(self, pipeline: Pipeline, report: RunReport, progress: Progress, now: datetime,
+                 validate_only: bool) -> None:  # fmt: skip
+        self.pipeline = pipeline
+        self.report = report
+        self.progress = progress
+        self.now = now
+        self.validate_only = validate_only
+        self.writer: Writer | None = None
+        self.exit_code = 0
+        self._shown = dict.fromkeys(("read", "delivered", "rejected", "failed", "requests"), 0)
+
+    def execute(self, plans: list[_Plan], dest: Destination, mode: str, dry_run: bool) -> None:
+        """Deliver every stream, then finish and write the report whatever happened."""
+        report = self.report
+        errors: list[ConnectorError] = []
+        server: EmulatorServer | None = None
+        client: BrazeClient | None = None
+        try:
+            with self.progress:
+                self.progress.set_total(sum(p.rows for p in plans) or None)
+                try:
+                    if self.validate_only:
+                        report.set_destination("none", "")
+                    elif dry_run:
+                        report.set_destination("dry_run", dest.url or "local")
+                        self.writer = _writer(self.pipeline, None, report, mode, dry_run=True)
+                    else:
+                        if dest.kind == "local":
+                            server = _start_emulator(dest.api_key)
+                        url = server.url if server is not None else dest.url
+                        assert url is not None and dest.api_key is not None
+                        report.set_destination(dest.kind, url)
+                        client = _client(self.pipeline, url, dest.api_key)
+                        self.writer = _writer(self.pipeline, client, report, mode, dry_run=False)
+                    for plan in plans:
+                        if self.aborted():
+                            report.add_warning(f"stream {plan.stream.name}: not read, the run was aborted")
+                        else:
+                            self.stream(plan)
+                except ConnectorError as e:
+                    errors.append(e)
+                finally:
+                    # Also on a bug or Ctrl-C: wait for the requests in flight so their rows are counted.
+                    self._close_writer(errors)
+                    self.progress.set_total(report.rows["read"] or None)  # the estimate was approximate
+                    self._show()
+        finally:
+            if client is not None:
+                client.close()
+            if server is not None:
+                self._stop_emulator(server)
+            for err in errors:
+                self.exit_code = max(self.exit_code, err.exit_code)
+                report.add_warning(f"run stopped (exit code {err.exit_code}): {err}")
+            try:
+                report.finish(self.exit_code)
+            except ReportInvariantError as bug:
+                logger.error("%s", bug)
+                report.add_warning(str(bug))
+            report.write()
+
+    def _close_writer(self, errors: list[ConnectorError]) -> None:
+        if self.writer is None:
+            return
+        try:
+            self.writer.close()
+        except ConnectorError as e:
+            errors.append(e)
+
+    def _stop_emulator(self, server: EmulatorServer) -> None:
+        try:
+            self.report.set_emulator_stats(server.stats())
+        except Exception as e:  # the stats are a bonus; never lose the report over them
+            logger.warning("could not read the embedded emulator's stats: %s", e)
+        finally:
+            server.stop()
+
+    def aborted(self) -> bool:
+        """The writer stopped sending (bad key, destination unreachable): read nothing more."""
+        return self.writer is not None and self.writer.aborted
+
+    # ---- one stream -------------------------------------------------------------------------------
+    def stream(self, plan: _Plan) -> None:
+        """Run one stream through the stages (with the table-check first pass when it needs one)."""
+        stream, report = plan.stream, self.report
+        suite = plan.suite
+        deliver = self.writer is not None
+        if plan.table_first and suite is not None:
+            logger.info("stream %s: first pass for the table-level expectations", stream.name)
+            for chunk in self._chunks(plan):
+                suite.validate(chunk)
+            if not self._table_checks(stream, suite, delivered=False):
+                deliver = False
+            suite = _suite(self.pipeline, stream)  # a fresh runner for the row-level pass
+        skip_reason = SKIP_VALIDATE_ONLY if self.writer is None else SKIP_TABLE_CHECK
+        for chunk in self._chunks(plan):
+            self._chunk(stream, suite, chunk, deliver=deliver, skip_reason=skip_reason)
+            self._show()
+            if self.aborted():
+                report.add_warning(f"stream {stream.name}: stopped reading, the run was aborted")
+                break
+        if suite is not None and not plan.table_first and not self.aborted():  # partial data proves nothing
+            self._table_checks(stream, suite, delivered=deliver)
+
+    def _chunk(self, stream: Stream, suite: SuiteRunner | None, chunk: Chunk, *, deliver: bool,
+               skip_reason: str) -> None:  # fmt: skip
+        """One chunk through validate -> map -> deliver; every row read ends up counted exactly once."""
+        report = self.report
+        n_read = len(chunk) + len(chunk.rejects)
+        report.add_read(n_read, stream.name)
+        done = 0
+        try:
+            report.add_rejects(chunk.rejects, stream.name)
+            done += len(chunk.rejects)
+            if suite is not None and len(chunk):
+                keep, rejects = _reconcile(chunk, suite.validate(chunk))
+                report.add_rejects(rejects, stream.name)
+                done += len(rejects)
+                if rejects:
+                    chunk = chunk.filter(keep)
+            if len(chunk):
+                mapped = map_chunk(stream, chunk, self.now)
+                report.add_rejects(mapped.rejects, stream.name)
+                done += len(mapped.rejects)
+                _check_mapped(stream, chunk, mapped)
+                if deliver and self.writer is not None:
+                    self.writer.submit(stream, mapped)
+                elif len(mapped):
+                    report.add_skipped(len(mapped), skip_reason, stream.name)
+                done += len(mapped)
+        except ConnectorError as e:
+            # A suite that cannot run on this file (SuiteError) and the like: keep the accounting whole.
+            if n_read > done:
+                report.add_skipped(
+                    n_read - done, f"not processed: the run stopped ({type(e).__name__})", stream.name
+                )
+            raise
+
+    def _chunks(self, plan: _Plan) -> Iterator[Chunk]:
+        return readers.read_source(plan.stream.source, Path(self.pipeline.base_dir))
+
+    def _table_checks(self, stream: Stream, suite: SuiteRunner, *, delivered: bool) -> bool:
+        """Record the suite's table-level results; False when one failed and the stream's action is fail."""
+        action = stream.on_table_expectation_failure
+        ok = True
+        for c in suite.finish():
+            self.report.add_table_check(stream.name, c.expectation, c.column, c.success, c.observed, c.detail,
+                                        action)  # fmt: skip
+            if c.success:
+                continue
+            where = f"stream {stream.name}: table check {c.expectation}" + (
+                f" on '{c.column}'" if c.column else ""
+            )
+            text = f"{where} failed ({c.detail})"
+            if action == "warn":
+                self.report.add_warning(text)
+                continue
+            ok = False
+            self.exit_code = max(self.exit_code, 1)
+            if delivered:
+                text += "; it was found after the rows were sent"
+            elif self.writer is not None:
+                text += "; the stream's valid rows were not delivered"
+            self.report.add_warning(text)
+        return ok
+
+    def _show(self) -> None:
+        """Push the report's counts to the progress display (as increments)."""
+        if not self.progress.enabled:
+            return
+        r = self.report
+        now = dict(r.rows)
+        now["requests"] = sum(int(ep["requests"]) for ep in list(r.requests.values()))
+        delta = {k: now[k] - self._shown[k] for k in self._shown}
+        self._shown = {k: now[k] for k in self._shown}
+        self.progress.update(**delta)
+
+
+def _reconcile(chunk: Chunk, validation: Any) -> tuple[list[bool], list[Rejected]]:
+    """One reject per failing row (the first rule it broke), and keep=False exactly for those rows."""
+    keep = [bool(k) for k in validation.keep]
+    index = {row: i for i, row in enumerate(chunk.row_numbers)}
+    out: list[Rejected] = []
+    seen: set[int] = set()
+    for r in validation.rejects:
+        i = index.get(r.ref.row)
+        if i is None or i in seen:
+            continue
+        seen.add(i)
+        keep[i] = False
+        out.append(r)
+    for i, k in enumerate(keep):
+        if not k and i not in seen:
+            out.append(Rejected(chunk.ref(i), "expectation", "expectation", "the row failed an expectation",
+                                values=chunk.values(i)))  # fmt: skip
+    return keep, out
+
+
+def _check_mapped(stream: Stream, chunk: Chunk, mapped: Any) -> None:
+    if len(mapped) + len(mapped.rejects) != len(chunk):
+        logger.error(
+            "stream %s: mapper returned %d objects + %d rejects for %d rows; the report's accounting will not add up",
+            stream.name, len(mapped), len(mapped.rejects), len(chunk),
+        )  # fmt: skip
+
+
+def _start_emulator(api_key: str | None) -> EmulatorServer:
+    from connector.emulator import EmulatorServer
+
+    assert api_key is not None
+    server = EmulatorServer(api_keys=(api_key,))
+    server.start()
+    logger.info("destination local: embedded Braze emulator on %s", server.url)
+    return server
+
+
+def _client(pipeline: Pipeline, url: str, api_key: str) -> BrazeClient:
+    from connector.client import BrazeClient
+    from connector.ratelimit import RateLimiter
+
+    return BrazeClient(url, api_key, write=pipeline.write, limiter=RateLimiter.from_write(pipeline.write))
+
+
+def _writer(
+    pipeline: Pipeline, client: BrazeClient | None, report: RunReport, mode: str, *, dry_run: bool
+) -> Writer:
+    from connector.writer import Writer
+
+    return Writer(pipeline, client, report, mode="sync" if mode == "sync" else "bulk", dry_run=dry_run)

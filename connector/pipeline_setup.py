@@ -1,0 +1,206 @@
+"""What a run decides before it reads a row: destination and key, delivery mode, row estimates, report folder."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from connector.config import Pipeline, Source, Stream
+from connector.errors import ConfigError, SourceError
+
+logger = logging.getLogger(__name__)
+
+SYNC_KINDS = ("attributes", "events", "purchases")
+ENV_ENDPOINT = "BRAZE_REST_ENDPOINT"
+# CSV sources up to this size have their lines counted; bigger ones are estimated from a sample.
+COUNT_CSV_BYTES = 32 * 2**20
+SAMPLE_BYTES = 2**20
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where the run sends rows: the embedded emulator ("local"), a REST URL, or nowhere (offline)."""
+
+    kind: Literal["local", "rest", "none"]
+    url: str | None
+    api_key: str | None = field(default=None, repr=False)
+
+
+def resolve_destination(pipeline: Pipeline, env: Mapping[str, str], *, offline: bool) -> Destination:
+    """BRAZE_REST_ENDPOINT over destination.url; the key from env[destination.api_key_env].
+
+    `local` gets a fresh random key for the embedded emulator (never shown). Offline runs (validate, dry
+    run) need no key; the URL is still checked.
+
+    Raises:
+        ConfigError: a URL that is not http(s), a non-loopback URL without https, or a missing key.
+    """
+    override = (env.get(ENV_ENDPOINT) or "").strip()
+    url = override or pipeline.destination.url.strip()
+    where = f"{ENV_ENDPOINT}" if override else f"pipeline {pipeline.name}: destination.url"
+    if url == "local":
+        if offline:
+            return Destination("none", None)
+        return Destination("local", None, secrets.token_urlsafe(24))
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{where}: {url!r} is not a URL; use https://rest.<instance>.braze.com or 'local'")
+    if parts.username or parts.password:
+        raise ConfigError(
+            f"{where}: remove the credentials from the URL; the API key is read from an env var"
+        )
+    if parts.scheme != "https" and not _loopback(parts.hostname):
+        raise ConfigError(
+            f"{where}: {parts.scheme}://{parts.hostname} is not a loopback address, so it must use https://"
+        )
+    if offline:
+        return Destination("none", url)
+    var = pipeline.destination.api_key_env
+    key = (env.get(var) or "").strip()
+    if not key:
+        raise ConfigError(
+            f"the API key for {parts.hostname} is read from the environment variable {var}, which is not set "
+            f"(set it, or change destination.api_key_env in the pipeline file)"
+        )
+    return Destination("rest", url, key)
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+# ---- mode --------------------------------------------------------------------------------------------
+
+
+def choose_mode(
+    pipeline: Pipeline, override: str | None, streams: Sequence[tuple[Stream, int, bool]]
+) -> tuple[str, str]:
+    """(mode, reason in words): --mode over write.mode; auto picks sync for small or confirmed runs.
+
+    `streams` holds (stream, row count or estimate, exact?). Sync applies to attributes, events and
+    purchases streams only (Canvas and Live Activity streams use their own endpoints in either mode).
+    """
+    write = pipeline.write
+    if override not in (None, "auto"):
+        return str(override), f"--mode {override} given on the command line"
+    if override is None and write.mode != "auto":
+        return write.mode, f"write.mode is {write.mode} in the pipeline file"
+    user = [(s, n, exact) for s, n, exact in streams if s.kind in SYNC_KINDS]
+    if not user:
+        return "bulk", "auto: no attributes, events or purchases stream, so sync does not apply"
+    if write.confirm_profiles:
+        return "sync", "auto: write.confirm_profiles is true, which needs /users/track/sync"
+    rows = sum(n for _, n, _ in user)
+    exact = all(e for _, _, e in user)
+    limit = write.rate_limit("users_track_sync")
+    seconds = rows * limit.per_seconds / limit.requests
+    counted = f"{rows:,} rows" if exact else f"about {rows:,} rows"
+    at = f"at the sync limit of {limit.requests} requests per {limit.per_seconds:g} s, one row per request"
+    budget = f"write.sync_max_duration_s = {write.sync_max_duration_s:g} s"
+    if seconds <= write.sync_max_duration_s:
+        return "sync", f"auto: {counted} would take about {seconds:.0f} s {at}, within {budget}"
+    return "bulk", f"auto: {counted} would take about {seconds:.0f} s {at}, over {budget}"
+
+
+# ---- row estimates -----------------------------------------------------------------------------------
+
+
+def estimate_rows(source: Source, files: Sequence[Path]) -> tuple[int, bool]:
+    """Data rows in the source: (count, exact?). Parquet from its metadata (exact); CSV lines counted when small."""
+    total, exact = 0, True
+    for path in files:
+        if is_parquet(source, path):
+            total += _parquet_rows(path)
+        else:
+            n, e = _csv_rows(path, source.csv.header)
+            total += n
+            exact = exact and e
+    return total, exact
+
+
+def is_parquet(source: Source, path: Path) -> bool:
+    """Whether a source file is read as Parquet (explicit format, else the extension)."""
+    if source.format != "auto":
+        return source.format == "parquet"
+    return path.suffix.lower() in (".parquet", ".pq")
+
+
+def _parquet_rows(path: Path) -> int:
+    import pyarrow.parquet as pq  # only the footer is read
+
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except Exception as e:  # pyarrow raises several types for a damaged file
+        raise SourceError(f"{path}: cannot read the Parquet metadata ({e})") from None
+
+
+def _csv_rows(path: Path, header: bool) -> tuple[int, bool]:
+    """Line count (minus the header) when the file is small; else size / mean line length of a sample."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            if size <= COUNT_CSV_BYTES:
+                data = f.read()
+                lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+                # Lines, not records: blank lines and quoted line breaks make this an estimate too.
+                return max(0, lines - (1 if header else 0)), False
+            sample = f.read(SAMPLE_BYTES)
+    except OSError as e:
+        raise SourceError(f"{path}: cannot read the file ({e.strerror})") from None
+    per_line = len(sample) / max(1, sample.count(b"\n"))
+    return int(size / per_line) - (1 if header else 0), False
+
+
+# ---- table-level expectations ------------------------------------------------------------------------
+
+# Row-level (map) expectations report each failing row; every other expectation type is table-level, and so
+# is a map expectation with `mostly` < 1 (whether the whole stream met it is only known at the end).
+_ROW_LEVEL_PREFIX = "expect_column_values_to_"
+_TABLE_LEVEL_EXCEPTIONS = ("expect_column_values_to_be_unique",)
+
+
+def has_table_expectations(suite: Any, names: Sequence[str], expectations_dir: Path) -> bool:
+    """Whether the stream's suites hold any table-level expectation (row count, uniqueness, freshness, ...).
+
+    Asks the SuiteRunner when it says (`has_table_expectations`), else reads the suite files' types.
+    """
+    told = getattr(suite, "has_table_expectations", None)
+    if told is not None:
+        return bool(told() if callable(told) else told)
+    for name in names:
+        try:
+            doc = json.loads((expectations_dir / f"{name}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return True  # the SuiteRunner loaded it, so be safe: check the table first
+        for exp in doc.get("expectations", []) if isinstance(doc, dict) else []:
+            kind = str(exp.get("type") or exp.get("expectation_type") or "")
+            mostly = (exp.get("kwargs") or {}).get("mostly", 1)
+            if not kind.startswith(_ROW_LEVEL_PREFIX) or kind in _TABLE_LEVEL_EXCEPTIONS or mostly != 1:
+                return True
+    return False
+
+
+# ---- report folder -----------------------------------------------------------------------------------
+
+
+def report_dir_for(pipeline: Pipeline, override: str | Path | None, run_id: str) -> Path:
+    """--report-dir over report.dir, with {pipeline} and {run_id} filled in; relative to the current folder."""
+    template = str(override) if override is not None else pipeline.report.dir
+    text = template.replace("{pipeline}", pipeline.name).replace("{run_id}", run_id)
+    if "{" in text or "}" in text:
+        raise ConfigError(
+            f"report.dir {template!r}: only the placeholders {{pipeline}} and {{run_id}} are allowed"
+        )
+    return Path(text)

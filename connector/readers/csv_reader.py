@@ -1,0 +1,344 @@
+"""CSV -> chunks of string columns; malformed lines become parse rejects.
+
+CSV is read in byte blocks cut at line ends, so memory follows `chunk_rows`, not the file size. Each block
+takes a fast path (pyarrow parses it whole) when it is clean: it decodes in the declared encoding, has no
+lone quote in the middle of a field, and pyarrow finds one well-formed record per physical line. Any other
+block (a malformed line, undecodable bytes, a blank line, a quoted multi-line field) is parsed line by line
+with Python's csv module, which knows the physical line of every record, and its bad lines become
+`Rejected(stage="parse")`.
+
+Row numbers: the physical line number of the record's first line (the header is line 1). A quoted field
+may span lines; the record then carries the number of the line it starts on and the lines after it are
+not counted as rows. A quote left open is rejected as `csv.quoting` on its first line alone, and parsing
+resumes on the next line. Blank lines are not rows: they are skipped, neither read nor rejected.
+Encodings must be ASCII-compatible (utf-8, latin-1, cp1252, ...), since lines are cut on the byte b"\\n".
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from connector import config
+from connector.errors import SourceError
+from connector.readers.files import open_file
+from connector.records import Chunk, Rejected, RowRef
+
+log = logging.getLogger(__name__)
+
+_MAX_EXTEND = 1 << 20  # bytes a block may grow to close a quoted multi-line field
+_MIN_BLOCK = 64 << 10
+_MAX_BLOCK = 64 << 20
+
+
+class _Dialect:
+    """The CSV options of a source, checked once."""
+
+    def __init__(self, path: Path, opts: config.CsvOptions) -> None:
+        for name in ("delimiter", "quote_char"):
+            val = getattr(opts, name)
+            if len(val) != 1 or len(val.encode("ascii", "ignore")) != 1:
+                raise SourceError(f"{path}: csv.{name} must be one ASCII character, got {val!r}")
+        try:
+            "".encode(opts.encoding)
+        except LookupError:
+            raise SourceError(
+                f"{path}: unknown csv.encoding {opts.encoding!r}; use e.g. utf-8 or latin-1"
+            ) from None
+        self.delimiter = opts.delimiter
+        self.quote = opts.quote_char
+        self.encoding = opts.encoding
+        self.utf8 = opts.encoding.lower().replace("_", "-") in ("utf-8", "utf8", "utf-8-sig")
+        self.nulls = frozenset(opts.null_values)
+        q, d = (f"\\x{{{ord(c):02x}}}" for c in (opts.quote_char, opts.delimiter))
+        # A quote with a non-delimiter, non-quote, non-line-end byte on both sides: a quoting error or a
+        # literal quote inside an unquoted field; either way the block takes the careful path.
+        self.lone_quote = f"[^{d}{q}\\r\\n]{q}[^{d}{q}\\r\\n]"
+        self.qbyte = opts.quote_char.encode()
+
+    def reader(self, lines: Iterator[str]) -> Any:
+        return csv.reader(
+            lines, delimiter=self.delimiter, quotechar=self.quote, doublequote=True, strict=True
+        )
+
+
+def read_csv(path: Path, opts: config.CsvOptions, chunk_rows: int) -> Iterator[Chunk]:
+    """CSV as chunks of string columns; malformed lines become parse rejects."""
+    dialect = _Dialect(path, opts)
+    with open_file(path) as fh:
+        head = fh.read(4)
+        if head.startswith(b"PAR1"):
+            raise SourceError(
+                f"{path}: this is a Parquet file; set source.format: parquet (or rename it .parquet)"
+            )
+        if head.startswith(b"\xef\xbb\xbf") and dialect.utf8:
+            fh.seek(3)
+        else:
+            fh.seek(0)
+        line_no = 1
+        names: list[str]
+        if opts.header:
+            header = fh.readline()
+            if not header.strip():
+                raise SourceError(
+                    f"{path}: the file is empty or its first line is blank; a header line is expected"
+                )
+            try:
+                text = header.decode(dialect.encoding)
+                names = next(dialect.reader(iter([text])))
+            except (UnicodeDecodeError, csv.Error) as e:
+                raise SourceError(
+                    f"{path}, line 1: the header line cannot be read ({e}); check csv.encoding"
+                ) from None
+            line_no = 2
+            if opts.column_names is not None:
+                names = list(opts.column_names)
+        elif opts.column_names:
+            names = list(opts.column_names)
+        else:
+            raise SourceError(f"{path}: csv.header is false, so csv.column_names must list the columns")
+        _check_names(path, names)
+        est_line = max(len(header) if opts.header else 64, 16)
+        for block, first_line, n_lines in _blocks(fh, dialect, chunk_rows, est_line, line_no):
+            yield from _parse_block(path, block, first_line, n_lines, names, dialect, chunk_rows)
+
+
+def _check_names(path: Path, names: list[str]) -> None:
+    seen: set[str] = set()
+    for i, n in enumerate(names, start=1):
+        if not n:
+            raise SourceError(f"{path}: header column {i} has no name; name it or set csv.column_names")
+        if n in seen:
+            raise SourceError(
+                f"{path}: the header names column '{n}' twice; rename one or set csv.column_names"
+            )
+        seen.add(n)
+
+
+def _blocks(
+    fh: BinaryIO, dialect: _Dialect, chunk_rows: int, est_line: int, line_no: int
+) -> Iterator[tuple[bytes, int, int]]:
+    """Byte blocks of about `chunk_rows` lines, cut after a newline outside quotes: (bytes, first line, lines)."""
+    target = min(max(chunk_rows * est_line, _MIN_BLOCK), _MAX_BLOCK)
+    rest = b""
+    eof = False
+    while not eof or rest:
+        if not eof:
+            data = fh.read(max(target - len(rest), _MIN_BLOCK))
+            eof = not data
+            buf = rest + data
+        else:
+            buf = rest
+        if not buf:
+            return
+        if eof:
+            cut = len(buf)
+        else:
+            cut = buf.rfind(b"\n") + 1
+            if cut == 0:
+                rest = buf
+                continue
+            # A quoted field spanning the cut: extend line by line until the quotes balance (bounded).
+            # Every quote toggles the in-quotes state (doubled quotes toggle twice), so parity tells.
+            q = dialect.qbyte
+            first_cut = cut
+            odd = q in buf and buf.count(q, 0, cut) % 2 == 1
+            while odd and cut < first_cut + _MAX_EXTEND:
+                nxt = buf.find(b"\n", cut)
+                if nxt < 0:
+                    more = fh.read(_MIN_BLOCK)
+                    if not more:
+                        eof = True
+                        cut, odd = len(buf), False
+                        break
+                    buf += more
+                    continue
+                odd ^= buf.count(q, cut, nxt + 1) % 2 == 1
+                cut = nxt + 1
+            if odd:
+                cut = first_cut  # no balance in reach: a stray quote; the careful path rejects its line
+        block, rest = buf[:cut], buf[cut:]
+        n_lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+        yield block, line_no, n_lines
+        line_no += n_lines
+        if n_lines:
+            target = min(max(chunk_rows * max(len(block) // n_lines, 1), _MIN_BLOCK), _MAX_BLOCK)
+
+
+def _parse_block(
+    path: Path,
+    block: bytes,
+    first_line: int,
+    n_lines: int,
+    names: list[str],
+    dialect: _Dialect,
+    chunk_rows: int,
+) -> Iterator[Chunk]:
+    table = _fast_parse(block, n_lines, names, dialect)
+    if table is not None:
+        rows = list(range(first_line, first_line + n_lines))
+        rejects: list[Rejected] = []
+    else:
+        table, rows, rejects = _careful_parse(str(path), block, first_line, names, dialect)
+        if rejects:
+            log.info(
+                "%s: %d malformed line(s) between lines %d and %d",
+                path,
+                len(rejects),
+                first_line,
+                first_line + n_lines - 1,
+            )
+    if table.num_rows <= chunk_rows:
+        yield Chunk(str(path), table, rows, rejects)
+        return
+    prev_hi = 0
+    for off in range(0, table.num_rows, chunk_rows):
+        part = rows[off : off + chunk_rows]
+        last = off + chunk_rows >= table.num_rows
+        hi = part[-1]
+        mine = [r for r in rejects if r.ref.row > prev_hi and (last or r.ref.row <= hi)]
+        prev_hi = hi
+        yield Chunk(str(path), table.slice(off, chunk_rows), part, mine)
+
+
+def _fast_parse(block: bytes, n_lines: int, names: list[str], dialect: _Dialect) -> pa.Table | None:
+    """pyarrow parses a clean block whole; None when the block needs the careful path."""
+    if dialect.utf8:
+        data = block  # pyarrow checks UTF-8 itself and raises, which sends the block the careful way
+    else:
+        try:
+            data = block.decode(dialect.encoding).encode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if dialect.qbyte in data and _has_lone_quote(data, dialect):
+        return None
+    if data.startswith((b"\n", b"\r\n")) or b"\n\n" in data or b"\n\r\n" in data:
+        return None  # blank lines are skipped by the careful path
+    bad: list[int] = []
+
+    def on_invalid(row: Any) -> str:
+        bad.append(1)
+        return "skip"
+
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 20),
+            parse_options=pacsv.ParseOptions(
+                delimiter=dialect.delimiter,
+                quote_char=dialect.quote,
+                double_quote=True,
+                newlines_in_values=False,  # multi-line records fail the line count check below
+                ignore_empty_lines=False,
+                invalid_row_handler=on_invalid,
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in names},
+                null_values=sorted(dialect.nulls),
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowException):
+        return None
+    if bad or table.num_rows != n_lines:
+        return None  # malformed or multi-line records: the careful path knows their line numbers
+    return table
+
+
+def _has_lone_quote(data: bytes, dialect: _Dialect) -> bool:
+    """RE2 over the whole block (pyarrow.compute): many times faster than Python's re on large blocks."""
+    offsets = pa.array([0, len(data)], type=pa.int64()).buffers()[1]
+    arr = pa.LargeBinaryArray.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(data)])
+    return bool(pc.match_substring_regex(arr, dialect.lone_quote)[0].as_py())
+
+
+class _Feed:
+    """Decoded lines handed to csv.reader from a position, remembering how far it has read."""
+
+    def __init__(self, lines: list[tuple[int, str]], pos: int) -> None:
+        self.lines = lines
+        self.pos = pos
+
+    def __iter__(self) -> _Feed:
+        return self
+
+    def __next__(self) -> str:
+        if self.pos >= len(self.lines):
+            raise StopIteration
+        self.pos += 1
+        return self.lines[self.pos - 1][1]
+
+
+def _careful_parse(
+    file: str, block: bytes, first_line: int, names: list[str], dialect: _Dialect
+) -> tuple[pa.Table, list[int], list[Rejected]]:
+    """Parse a block record by record, rejecting undecodable, wrongly quoted and wrong-width lines."""
+    rejects: list[Rejected] = []
+    lines: list[tuple[int, str]] = []
+    for i, raw in enumerate(io.BytesIO(block)):
+        n = first_line + i
+        try:
+            lines.append((n, raw.decode(dialect.encoding)))
+        except UnicodeDecodeError as e:
+            shown = raw.decode(dialect.encoding, "backslashreplace").rstrip("\r\n")
+            reason = f"bytes at offset {e.start} of the line are not valid {dialect.encoding}; re-save the file as {dialect.encoding} or set csv.encoding"
+            rejects.append(Rejected(RowRef(file, n), "parse", "csv.encoding", reason, values={"_raw": shown}))
+    width = len(names)
+    cols: list[list[str | None]] = [[] for _ in names]
+    rows: list[int] = []
+    nulls = dialect.nulls
+    pos = 0
+    while pos < len(lines):
+        feed = _Feed(lines, pos)
+        reader = dialect.reader(feed)
+        pos = len(lines)
+        while True:
+            start = feed.pos
+            try:
+                rec = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as e:
+                n, text = lines[start]
+                reason = f"invalid quoting ({e}); close every quoted field and double quotes inside it"
+                rejects.append(
+                    Rejected(
+                        RowRef(file, n), "parse", "csv.quoting", reason, values={"_raw": text.rstrip("\r\n")}
+                    )
+                )
+                if feed.pos - start > 1:
+                    pos = start + 1  # an open quote swallowed later lines: resume right after its line
+                    break
+                continue
+            if not rec:
+                continue
+            if len(rec) != width:
+                text = "".join(t for _, t in lines[start : feed.pos]).rstrip("\r\n")
+                reason = (
+                    f"expected {width} fields, found {len(rec)}; check delimiters and quoting on this line"
+                )
+                rejects.append(
+                    Rejected(
+                        RowRef(file, lines[start][0]),
+                        "parse",
+                        "csv.column_count",
+                        reason,
+                        values={"_raw": text},
+                    )
+                )
+                continue
+            rows.append(lines[start][0])
+            for j, v in enumerate(rec):
+                cols[j].append(None if v in nulls else v)
+    table = pa.table({n: pa.array(c, type=pa.string()) for n, c in zip(names, cols, strict=True)})
+    rejects.sort(key=lambda r: r.ref.row)
+    return table, rows, rejects

@@ -1,0 +1,405 @@
+"""Deliver mapped objects to Braze: bulk or sync, concurrent workers, per-user order, every row accounted for.
+
+The submitting thread packs requests (batching) and puts them on a bounded queue that releases a request
+only after every earlier request touching one of its users has its final outcome (delivery.schedule).
+Worker threads send them through the client (which rate-limits and retries) and turn each reply into row
+outcomes: delivered; rejected by Braze (per-object errors, or a request-level 400/413 isolated by
+splitting); failed after the retries (outcome "unknown" when the connection dropped after sending); or
+skipped (dry run, aborted run). Every object submitted gets exactly one of these.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from connector import batching, config
+from connector.delivery import outcomes
+from connector.delivery.outcomes import ObjectError
+from connector.delivery.schedule import Job, OrderedQueue
+from connector.errors import (
+    AmbiguousApiError,
+    ApiError,
+    AuthError,
+    ConnectorError,
+    DestinationUnreachable,
+    PermanentApiError,
+    RateLimitedError,
+    TransientApiError,
+)
+from connector.records import Failed, MappedChunk, Rejected
+
+if TYPE_CHECKING:
+    from connector.client import BrazeClient
+    from connector.report import RunReport
+
+logger = logging.getLogger(__name__)
+
+# The array an object of each kind sits in (Braze's per-object errors name it as `input_array`).
+ARRAY_OF_KIND = {
+    "attributes": "attributes",
+    "events": "events",
+    "purchases": "purchases",
+    "canvas_trigger": "recipients",
+    "live_activity": "live_activity",
+}
+# Consecutive requests that got no HTTP reply at all (connection refused, after every retry) before the run
+# is aborted with DestinationUnreachable.
+UNREACHABLE_ABORT_AFTER = 3
+# Requests queued or in flight per worker: enough to keep the workers busy, few enough to bound memory.
+QUEUE_PER_WORKER = 4
+# Statuses for which a refused request is split to isolate the offending objects (others fail the rows).
+SPLIT_STATUSES = (400, 413)
+
+Packed = batching.Request
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """The objects of one submit() call and how their requests are built and sent."""
+
+    stream: str
+    endpoint: str
+    mapped: MappedChunk
+    idempotent: bool
+    canvas_id: str | None
+
+
+class Writer:
+    """Delivers MappedChunks to Braze and records every object's outcome in the RunReport."""
+
+    def __init__(
+        self,
+        pipeline: config.Pipeline,
+        client: BrazeClient | None,
+        report: RunReport,
+        *,
+        mode: Literal["bulk", "sync"],
+        dry_run: bool = False,
+    ) -> None:
+        if mode not in ("bulk", "sync"):
+            raise ValueError(f"writer mode must be 'bulk' or 'sync', not {mode!r}")
+        if client is None and not dry_run:
+            raise ValueError("a client is required unless dry_run is set")
+        self.pipeline = pipeline
+        self.write = pipeline.write
+        self.client = client
+        self.report = report
+        self.mode = mode
+        self.dry_run = dry_run
+        self._samples_left = pipeline.report.sample_bodies
+        self._lock = threading.Lock()
+        self._fatal: ConnectorError | None = None
+        self._abort_reason = ""
+        self._stop = threading.Event()
+        self._unreachable_run = 0
+        self._notices: set[str] = set()
+        self._closed = False
+        workers = 0 if dry_run else self.write.concurrency
+        self._queue = OrderedQueue(max(1, workers) * QUEUE_PER_WORKER)
+        self._threads = [
+            threading.Thread(target=self._work, name=f"braze-writer-{i}", daemon=True) for i in range(workers)
+        ]
+        for t in self._threads:
+            t.start()
+
+    # ---- public interface -------------------------------------------------------------------------
+    @property
+    def aborted(self) -> bool:
+        """True once a fatal destination error stopped sending (the caller can stop reading)."""
+        return self._stop.is_set()
+
+    def submit(self, stream: config.Stream, mapped: MappedChunk) -> None:
+        """Pack the chunk's objects into requests and queue them; blocks while the in-flight queue is full.
+
+        Only the objects are handled here: `mapped.rejects` are the caller's to record.
+        """
+        if self._closed:
+            raise RuntimeError("Writer.submit() called after close()")
+        n = len(mapped)
+        if n == 0:
+            return
+        if self._stop.is_set():
+            self.report.add_skipped(n, self._abort_reason, stream.name)
+            return
+        batch = self._batch(stream, mapped)
+        if self.dry_run:
+            for req in self._pack(batch, range(n)):
+                if self._samples_left > 0:
+                    self._samples_left -= 1
+                    self.report.add_sample_body(req.endpoint, req.body)
+            self.report.add_skipped(n, outcomes.DRY_RUN, stream.name)
+            return
+        for req in self._pack(batch, range(n)):
+            if self._stop.is_set():
+                self.report.add_skipped(len(req.items), self._abort_reason, batch.stream)
+            else:
+                self._queue.put((batch, req), req.user_keys())
+
+    def close(self) -> None:
+        """Wait for every queued and in-flight request, then re-raise a fatal destination error, if any.
+
+        Raises:
+            AuthError: the API key was refused (401) or lacks the permission (403); unsent rows are skipped.
+            DestinationUnreachable: consecutive requests got no HTTP reply after every retry.
+        """
+        if not self._closed:
+            self._closed = True
+            self._queue.close()
+            for t in self._threads:
+                t.join()
+        if self._fatal is not None:
+            raise self._fatal
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- packing (submitting thread) --------------------------------------------------------------
+    def _batch(self, stream: config.Stream, mapped: MappedChunk) -> _Batch:
+        kind = stream.kind
+        canvas_id = None
+        if kind == "canvas_trigger":
+            assert stream.canvas is not None
+            endpoint, idempotent, canvas_id = "canvas_trigger_send", False, stream.canvas.canvas_id
+        elif kind == "live_activity":
+            assert stream.live_activity is not None
+            # An update only sets state; with a notification, a resend would alert the user twice.
+            endpoint = "live_activity_update"
+            idempotent = stream.live_activity.notification_json_column is None
+        else:
+            endpoint = "users_track_sync" if self.mode == "sync" else "users_track"
+            # Plain attribute sets can be re-applied safely; `inc`, events and purchases would count twice.
+            idempotent = kind == "attributes" and all(f.op != "inc" for f in stream.attributes)
+        return _Batch(stream.name, endpoint, mapped, idempotent, canvas_id)
+
+    def _pack(self, batch: _Batch, positions: Iterable[int]) -> Iterator[Packed]:
+        """Requests for the objects at `positions` of the batch's chunk (each item's token is its position)."""
+        mapped = batch.mapped
+        objects, keys = mapped.objects, mapped.user_keys
+        array = ARRAY_OF_KIND[mapped.kind]
+        items = (batching.Item(array, objects[j], keys[j], j) for j in positions)
+        w = self.write
+        if batch.endpoint == "users_track":
+            yield from batching.pack_track(
+                items,
+                batching=w.batching,
+                max_objects=w.max_objects_per_request,
+                max_bytes=w.max_request_bytes,
+            )
+        elif batch.endpoint == "canvas_trigger_send":
+            assert batch.canvas_id is not None
+            yield from batching.pack_canvas(items, batch.canvas_id, max_bytes=w.max_request_bytes)
+        else:
+            yield from batching.pack_single(batch.endpoint, items, max_bytes=w.max_request_bytes)
+
+    # ---- sending (worker threads) -----------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            try:
+                self._run(job)
+            finally:
+                self._queue.done(job)
+
+    def _run(self, job: Job) -> None:
+        batch, req = job.payload
+        # Requests still to send for this job in source order; a split puts its halves in front.
+        todo: list[Packed] = [req]
+        while todo:
+            current = todo.pop(0)
+            if self._stop.is_set():
+                self.report.add_skipped(len(current.items), self._abort_reason, batch.stream)
+            elif current.oversize:
+                self._reject_oversize(batch, current)
+            else:
+                try:
+                    todo[:0] = self._send(batch, current)
+                except Exception:  # a bug must not lose rows: count them failed, keep the run going
+                    logger.exception("unexpected error while delivering a %s request", current.endpoint)
+                    self._fail(batch, current.items, "internal error while delivering (see the log)", None)
+
+    def _send(self, batch: _Batch, req: Packed) -> list[Packed]:
+        """Send one request and record its rows' outcomes; returns the requests still to send (split parts)."""
+        assert self.client is not None
+        n = len(req.items)
+        t0 = time.perf_counter()
+        try:
+            resp = self.client.post(req.endpoint, req.body, idempotent=batch.idempotent)
+        except AuthError as e:
+            self._record_error(req, e, t0)
+            self._abort(e, outcomes.ABORT_AUTH)
+            self.report.add_skipped(n, self._abort_reason, batch.stream)
+            return []
+        except PermanentApiError as e:
+            self._record_error(req, e, t0)
+            self._reachable()
+            if e.status == 403:
+                self._abort(AuthError(str(e), 403, e.body), outcomes.ABORT_FORBIDDEN)
+                self.report.add_skipped(n, self._abort_reason, batch.stream)
+                return []
+            if e.status in SPLIT_STATUSES:
+                return self._refused(batch, req, e.status, outcomes.parse_body(e.body))
+            # 404 and the like mean a wrong URL or endpoint, not a bad row: fail the rows (retryable later).
+            self._fail(batch, req.items, outcomes.error_text(e), e.status)
+            return []
+        except AmbiguousApiError as e:
+            self._record_error(req, e, t0)
+            self._fail(batch, req.items, outcomes.error_text(e), e.status, outcome="unknown")
+            return []
+        except TransientApiError as e:
+            self._record_error(req, e, t0)
+            self._fail(batch, req.items, outcomes.error_text(e), e.status)
+            if e.status is None and not isinstance(e, RateLimitedError):
+                self._unreachable(e)
+            else:
+                self._reachable()
+            return []
+        self._reachable()
+        self.report.record_request(
+            req.endpoint,
+            resp.status,
+            float(resp.elapsed_ms),
+            n,
+            max(0, resp.attempts - 1),
+            resp.rate_limited,
+        )
+        doc = outcomes.parse_body(resp.body)
+        errors = outcomes.object_errors(doc)
+        rejected = self._reject_named(batch, req, errors) if errors else 0
+        if n - rejected:
+            self.report.add_delivered(n - rejected, batch.stream)
+        if req.endpoint == "users_track_sync" and self.write.confirm_profiles and not rejected:
+            user = outcomes.confirmed_user(doc)
+            if user is not None:
+                self.report.add_confirmed(batch.mapped.ref(req.items[0].token), user)
+        if req.endpoint == "canvas_trigger_send":
+            self._notice(batch, doc)
+        return []
+
+    def _refused(self, batch: _Batch, req: Packed, status: int, doc: Any) -> list[Packed]:
+        """A request-level 400/413: reject the objects Braze names, else split until offenders stand alone."""
+        errors = outcomes.object_errors(doc)
+        if errors:
+            named = self._named(req, errors)
+            if named:
+                self._reject_named(batch, req, errors)
+                rest = [it.token for it in req.items if (it.array, it.index) not in named]
+                # The request was refused as a whole, so nothing in it was applied: resend the others.
+                return list(self._pack(batch, rest)) if rest else []
+        if len(req.items) > 1:
+            logger.info(
+                "%s: HTTP %s for %d objects; splitting the request", req.endpoint, status, len(req.items)
+            )
+            return list(batching.split(req))
+        self._reject_one(batch, req.items[0].token, outcomes.request_reason(status, doc))
+        return []
+
+    # ---- outcomes ---------------------------------------------------------------------------------
+    @staticmethod
+    def _named(req: Packed, errors: list[ObjectError]) -> dict[tuple[str, int], str]:
+        """(array, index) -> Braze's text for the errors that name an object of this request (first wins)."""
+        present = {(it.array, it.index) for it in req.items}
+        named: dict[tuple[str, int], str] = {}
+        for e in errors:
+            pos = (e.array, e.index)
+            if pos not in present:
+                logger.warning("Braze named %s[%d], which is not in the request; ignored", e.array, e.index)
+            elif pos not in named:
+                named[pos] = e.text
+        return named
+
+    def _reject_named(self, batch: _Batch, req: Packed, errors: list[ObjectError]) -> int:
+        """Reject the rows Braze's per-object errors point at; returns how many rows were rejected."""
+        named = self._named(req, errors)
+        if not named:
+            return 0
+        mapped = batch.mapped
+        rejects = [
+            Rejected(
+                mapped.ref(it.token),
+                "destination",
+                f"braze.{it.array}",
+                named[(it.array, it.index)],
+                values=mapped.values(it.token),
+            )
+            for it in req.items
+            if (it.array, it.index) in named
+        ]
+        self.report.add_rejects(rejects, batch.stream)
+        return len(rejects)
+
+    def _reject_one(self, batch: _Batch, j: int, reason: str) -> None:
+        mapped = batch.mapped
+        rejected = Rejected(mapped.ref(j), "destination", "braze.request", reason, values=mapped.values(j))
+        self.report.add_rejects([rejected], batch.stream)
+
+    def _reject_oversize(self, batch: _Batch, req: Packed) -> None:
+        """An object larger on its own than the request size cap: Braze would refuse it (413), so it is not sent."""
+        reason = (
+            f"the object alone makes a {len(req.body):,}-byte request, over write.max_request_bytes "
+            f"({self.write.max_request_bytes:,}); Braze refuses bodies over 4 MB with HTTP 413"
+        )
+        for it in req.items:
+            self._reject_one(batch, it.token, reason)
+
+    def _fail(self, batch: _Batch, items: list[batching.PackedItem], error: str, status: int | None,
+              outcome: Literal["failed", "unknown"] = "failed") -> None:  # fmt: skip
+        mapped = batch.mapped
+        self.report.add_failed(
+            [Failed(mapped.ref(it.token), error, status, outcome, mapped.values(it.token)) for it in items],
+            batch.stream,
+        )
+
+    def _record_error(self, req: Packed, e: ApiError, t0: float) -> None:
+        status = e.status if e.status is not None else 0
+        latency_ms = (time.perf_counter() - t0) * 1000.0
+        self.report.record_request(req.endpoint, status, latency_ms, len(req.items))
+
+    def _notice(self, batch: _Batch, doc: Any) -> None:
+        """A paused or archived Canvas answers 201 with a notice: warn once per Canvas and notice text."""
+        notice = outcomes.notice_of(doc)
+        if notice is None:
+            return
+        key = f"{batch.canvas_id}: {notice}"
+        with self._lock:
+            if key in self._notices:
+                return
+            self._notices.add(key)
+        self.report.add_warning(f"stream {batch.stream}: Canvas {key}")
+
+    # ---- aborting ---------------------------------------------------------------------------------
+    def _abort(self, error: ConnectorError, reason: str) -> None:
+        """Stop sending: the first fatal error wins; rows not yet sent are skipped with its reason."""
+        with self._lock:
+            if self._fatal is None:
+                self._fatal = error
+                self._abort_reason = reason
+                logger.error("%s; skipping the rows not yet sent", reason)
+        self._stop.set()
+
+    def _reachable(self) -> None:
+        if self._unreachable_run:
+            with self._lock:
+                self._unreachable_run = 0
+
+    def _unreachable(self, e: TransientApiError) -> None:
+        with self._lock:
+            self._unreachable_run += 1
+            count = self._unreachable_run
+        if count >= UNREACHABLE_ABORT_AFTER:
+            self._abort(
+                DestinationUnreachable(
+                    f"the Braze API stayed unreachable: {count} consecutive requests got no reply after every "
+                    f"retry (last error: {outcomes.error_text(e)})"
+                ),
+                outcomes.ABORT_UNREACHABLE,
+            )

@@ -1,0 +1,147 @@
+"""The `braze-connector run` / `validate` commands as a user runs them: messages, exit codes, no key leaks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from connector.cli import app
+from connector.emulator import EmulatorServer
+
+pytestmark = pytest.mark.timeout(120)
+
+SECRET = "sk-Distinctive-7f3a9c1e-KEY"
+USERS_CSV = "user_id,email,age\nu1,a@example.com,31\nu2,b@example.com,x\nu3,c@example.com,40\n"
+
+
+def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("BRAZE_")}
+    full.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "connector", *args],
+        cwd=cwd,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+
+
+def invoke(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Any:
+    """Run the CLI in-process (fast); stdout and stderr stay separate."""
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        clean = {k: None for k in os.environ if k.startswith("BRAZE_")}
+        return CliRunner().invoke(app, list(args), env={**clean, **(env or {})})
+    finally:
+        os.chdir(old)
+
+
+def write_pipeline(tmp_path: Path, stream: dict[str, Any] | None = None, **top: Any) -> Path:
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "data" / "users.csv").write_text(USERS_CSV, encoding="utf-8")
+    stream = stream or {
+        "name": "users",
+        "source": {"path": "data/users.csv"},
+        "kind": "attributes",
+        "identifier": {"external_id": "user_id"},
+        "attributes": [{"column": "email"}, {"column": "age", "type": "integer"}],
+    }
+    doc: dict[str, Any] = {"name": "clitest", "streams": [stream], "report": {"max_reject_fraction": 0.5}}
+    doc.update(top)
+    path = tmp_path / "pipelines" / "p.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return path
+
+
+def assert_clean_error(res: Any, *needles: str) -> None:
+    """Exit code 2, no exception escaped (no traceback), and the message names what is wrong."""
+    code = res.returncode if isinstance(res, subprocess.CompletedProcess) else res.exit_code
+    assert code == 2, res.stderr
+    if not isinstance(res, subprocess.CompletedProcess):
+        assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+    assert "Traceback" not in res.stdout + res.stderr
+    for n in needles:
+        assert n in res.stderr, res.stderr
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    assert_clean_error(invoke("run", cwd=tmp_path), "Missing argument")
+    path = write_pipeline(tmp_path)
+    assert_clean_error(invoke("run", str(path), "--mode", "fast", cwd=tmp_path), "fast")
+    assert_clean_error(invoke("validate", str(path), "--bogus", cwd=tmp_path), "--bogus")
+
+
+def test_bad_pipeline_file_names_file_key_and_allowed_values(tmp_path: Path) -> None:
+    bad = {
+        "name": "users",
+        "source": {"path": "data/users.csv"},
+        "kind": "attribute",
+        "identifier": {"external_id": "user_id"},
+    }
+    path = write_pipeline(tmp_path, bad)
+    # As a user sees it: a real process, whose stderr would show any traceback.
+    res = cli("run", str(path), cwd=tmp_path)
+    assert_clean_error(res, str(path), "streams.0.kind", "'attributes'", "'events'")
+    path.write_text(path.read_text() + "colour: blue\n", encoding="utf-8")
+    assert_clean_error(invoke("validate", str(path), cwd=tmp_path), "colour", "unknown key")
+    assert_clean_error(
+        invoke("validate", str(tmp_path / "nope.yaml"), cwd=tmp_path), "nope.yaml", "not found"
+    )
+
+
+def test_missing_source_and_http_destination_exit_2(tmp_path: Path) -> None:
+    stream = {
+        "name": "users",
+        "source": {"path": "data/absent.csv"},
+        "kind": "attributes",
+        "identifier": {"external_id": "user_id"},
+        "attributes": [{"column": "email"}],
+    }
+    assert_clean_error(invoke("validate", str(write_pipeline(tmp_path, stream)), cwd=tmp_path), "absent.csv")
+    path = write_pipeline(tmp_path, destination={"url": "http://rest.example.com"})
+    assert_clean_error(invoke("run", str(path), cwd=tmp_path, env={"BRAZE_API_KEY": SECRET}), "https")
+
+
+def test_validate_prints_the_summary_and_top_rules(tmp_path: Path) -> None:
+    path = write_pipeline(tmp_path)
+    res = invoke("validate", str(path), "--report-dir", "out/{pipeline}/{run_id}", "--quiet", cwd=tmp_path)
+    assert res.exit_code == 0, res.stderr
+    assert "read 3, delivered 0, rejected 1, failed 0, skipped 2" in res.stdout
+    assert "users.csv, row 3, column 'age': [cast.integer]" in res.stdout
+    reports = list((tmp_path / "out" / "clitest").glob("*/report.json"))
+    assert len(reports) == 1 and str(reports[0].relative_to(tmp_path)) in res.stdout
+
+
+def _grep_key(res: subprocess.CompletedProcess[str], folder: Path) -> None:
+    assert SECRET not in res.stdout and SECRET not in res.stderr
+    files = [f for f in folder.rglob("*") if f.is_file()]
+    assert files
+    for f in files:
+        assert SECRET.encode() not in f.read_bytes(), f
+
+
+def test_api_key_never_in_output_or_reports(emulator_factory: Any, tmp_path: Path) -> None:
+    em: EmulatorServer = emulator_factory(api_keys=(SECRET,))
+    path = write_pipeline(tmp_path)
+    env = {"BRAZE_REST_ENDPOINT": em.url, "BRAZE_API_KEY": SECRET}
+    ok = cli("run", str(path), "--mode", "bulk", "--report-dir", "ok", cwd=tmp_path, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert "delivered 2, rejected 1" in ok.stdout
+    _grep_key(ok, tmp_path / "ok")
+    # A refused key is where a leak would be most likely: an error message quoting the request.
+    other = emulator_factory(api_keys=("another-key",))
+    env["BRAZE_REST_ENDPOINT"] = other.url
+    bad = cli("run", str(path), "--mode", "bulk", "--report-dir", "bad", cwd=tmp_path, env=env)
+    assert bad.returncode == 3, bad.stderr
+    assert "Traceback" not in bad.stderr and "exit code 3" in bad.stderr
+    _grep_key(bad, tmp_path / "bad")

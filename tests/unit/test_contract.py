@@ -1,0 +1,249 @@
+"""contract.check_object: a passing and a failing object for every rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from connector.contract import CURRENCIES, Violation, check_object
+
+T = "2024-01-02T03:04:05.000Z"
+EV: dict[str, Any] = {"external_id": "u1", "name": "played", "time": T}
+PU: dict[str, Any] = {"external_id": "u1", "product_id": "sku", "currency": "USD", "price": 9.5, "time": T}
+LA: dict[str, Any] = {"app_id": "a", "activity_id": "act", "content_state": {"score": 1}}
+
+
+def _with(base: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in kw.items():
+        if v is ...:
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return out
+
+
+# (rule, kind, passing object, failing object)
+CASES: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
+    ("identifier.missing", "attributes", {"external_id": "u1", "a": 1}, {"a": 1}),
+    (
+        "identifier.missing",
+        "attributes",
+        {"user_alias": {"alias_name": "n", "alias_label": "l"}},
+        {"user_alias": {"alias_name": "n"}},
+    ),
+    (
+        "identifier.multiple",
+        "attributes",
+        {"external_id": "u1", "email": "a@b.co"},
+        {"external_id": "u1", "braze_id": "b1"},
+    ),
+    ("external_id.too_long", "attributes", {"external_id": "é" * 493}, {"external_id": "é" * 494}),
+    (
+        "string.too_long",
+        "attributes",
+        {"external_id": "u", "s": "x" * 255},
+        {"external_id": "u", "s": "x" * 256},
+    ),
+    (
+        "string.too_long",
+        "events",
+        _with(EV, properties={"p": "x" * 255}),
+        _with(EV, properties={"p": "x" * 256}),
+    ),
+    ("string.too_long", "events", _with(EV, name="n" * 255), _with(EV, name="n" * 256)),
+    ("string.too_long", "purchases", _with(PU, product_id="p" * 255), _with(PU, product_id="p" * 256)),
+    ("key.invalid", "attributes", {"external_id": "u", "k": 1}, {"external_id": "u", "$k": 1}),
+    ("key.invalid", "attributes", {"external_id": "u", "k" * 255: 1}, {"external_id": "u", "k" * 256: 1}),
+    ("key.invalid", "events", _with(EV, properties={"a": 1}), _with(EV, properties={"": 1})),
+    ("key.reserved", "events", _with(EV, properties={"price": 1}), _with(EV, properties={"event_name": 1})),
+    ("key.reserved", "purchases", _with(PU, properties={"name": 1}), _with(PU, properties={"quantity": 1})),
+    ("event.name_missing", "events", EV, _with(EV, name=...)),
+    ("event.name_missing", "events", EV, _with(EV, name="  ")),
+    ("time.missing", "events", EV, _with(EV, time=...)),
+    ("time.invalid", "events", _with(EV, time="2024-01-02T03:04:05+01:00"), _with(EV, time="yesterday")),
+    ("time.invalid", "purchases", _with(PU, time="2024-01-02"), _with(PU, time="2024-1-2")),
+    ("purchase.product_id_missing", "purchases", PU, _with(PU, product_id=...)),
+    ("purchase.currency", "purchases", _with(PU, currency="EUR"), _with(PU, currency="usd")),
+    ("purchase.currency", "purchases", _with(PU, currency="JPY"), _with(PU, currency="ABC")),
+    ("purchase.price", "purchases", _with(PU, price=-3), _with(PU, price="9.5")),
+    ("purchase.price", "purchases", _with(PU, price=0.0), _with(PU, price=float("nan"))),
+    ("purchase.quantity", "purchases", _with(PU, quantity=100), _with(PU, quantity=101)),
+    ("purchase.quantity", "purchases", _with(PU, quantity=1), _with(PU, quantity=1.5)),
+    (
+        "properties.too_large",
+        "events",
+        _with(EV, properties={"o": {"s": ["x" * 200] * 400}}),
+        _with(EV, properties={"o": {"s": ["x" * 200] * 600}}),
+    ),
+    (
+        "properties.too_large",
+        "purchases",
+        _with(PU, properties={"o": ["x" * 200] * 200}),
+        _with(PU, properties={"o": ["x" * 200] * 300}),
+    ),
+    (
+        "properties.too_many",
+        "events",
+        _with(EV, properties={f"p{i}": i for i in range(256)}),
+        _with(EV, properties={f"p{i}": i for i in range(257)}),
+    ),
+    ("email.invalid", "attributes", {"email": "a.b@x.example"}, {"email": "a b@x.example"}),
+    (
+        "email.invalid",
+        "attributes",
+        {"external_id": "u", "email": "a@b.co"},
+        {"external_id": "u", "email": "a@b"},
+    ),
+    ("phone.invalid", "attributes", {"phone": "+14155550100"}, {"phone": "4155550100"}),
+    (
+        "standard_field.gender",
+        "attributes",
+        {"external_id": "u", "gender": "F"},
+        {"external_id": "u", "gender": "female"},
+    ),
+    (
+        "standard_field.dob",
+        "attributes",
+        {"external_id": "u", "dob": "1980-12-31"},
+        {"external_id": "u", "dob": "31/12/1980"},
+    ),
+    (
+        "standard_field.email_subscribe",
+        "attributes",
+        {"external_id": "u", "email_subscribe": "opted_in"},
+        {"external_id": "u", "email_subscribe": "yes"},
+    ),
+    (
+        "standard_field.push_subscribe",
+        "attributes",
+        {"external_id": "u", "push_subscribe": "unsubscribed"},
+        {"external_id": "u", "push_subscribe": True},
+    ),
+    (
+        "standard_field.country",
+        "attributes",
+        {"external_id": "u", "country": "FR"},
+        {"external_id": "u", "country": "France"},
+    ),
+    (
+        "standard_field.current_location",
+        "attributes",
+        {"external_id": "u", "current_location": {"longitude": 1.5, "latitude": 2}},
+        {"external_id": "u", "current_location": {"longitude": 1.5}},
+    ),
+    (
+        "nested.invalid",
+        "attributes",
+        {"external_id": "u", "o": {"a_b": {"$time": "2020-01-01"}}},
+        {"external_id": "u", "o": {"a b": 1}},
+    ),
+    (
+        "nested.invalid",
+        "attributes",
+        {"external_id": "u", "o": {"ab": 1}},
+        {"external_id": "u", "o": {"a.b": 1}},
+    ),
+    (
+        "nested.invalid",
+        "attributes",
+        {"external_id": "u", "o": {"ab": 1}},
+        {"external_id": "u", "o": {"x": [{"$bad": 1}]}},
+    ),
+    (
+        "nested.invalid",
+        "attributes",
+        {"external_id": "u", "o": {"k": ["x" * 200] * 400}},
+        {"external_id": "u", "o": {"k": ["x" * 200] * 600}},
+    ),
+    (
+        "nested.invalid",
+        "events",
+        _with(EV, properties={"o": {"a": 1}}),
+        _with(EV, properties={"o": {"a.b": 1}}),
+    ),
+    (
+        "canvas.context_too_large",
+        "canvas_trigger",
+        {"external_user_id": "u", "context": {"k": "x" * 200}},
+        {"external_user_id": "u", "context": {f"k{i}": "x" * 250 for i in range(220)}},
+    ),
+    ("identifier.missing", "canvas_trigger", {"braze_id": "b"}, {"context": {"a": 1}}),
+    (
+        "identifier.multiple",
+        "canvas_trigger",
+        {"external_user_id": "u"},
+        {"external_user_id": "u", "braze_id": "b"},
+    ),
+    (
+        "canvas.prioritization_missing",
+        "canvas_trigger",
+        {"email": "a@b.co", "prioritization": ["identified"]},
+        {"email": "a@b.co"},
+    ),
+    (
+        "canvas.attributes_missing",
+        "canvas_trigger",
+        {"external_user_id": "u", "send_to_existing_only": False, "attributes": {"a": 1}},
+        {"external_user_id": "u", "send_to_existing_only": False},
+    ),
+    ("live_activity.missing_field", "live_activity", LA, _with(LA, app_id=...)),
+    ("live_activity.missing_field", "live_activity", LA, _with(LA, content_state=...)),
+    ("time.invalid", "live_activity", _with(LA, stale_date=T), _with(LA, stale_date="soon")),
+]
+
+
+@pytest.mark.parametrize(
+    ("rule", "kind", "good", "bad"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)]
+)
+def test_rule_passes_and_fails(rule: str, kind: str, good: dict[str, Any], bad: dict[str, Any]) -> None:
+    assert check_object(kind, good) == []  # type: ignore[arg-type]
+    found = check_object(kind, bad)  # type: ignore[arg-type]
+    assert rule in [v.rule for v in found], found
+    assert all(isinstance(v, Violation) and v.reason for v in found)
+
+
+def test_violation_is_frozen() -> None:
+    v = Violation("a", "b", "c")
+    with pytest.raises(AttributeError):
+        v.rule = "x"  # type: ignore[misc]
+
+
+def test_currency_list_is_iso_4217() -> None:
+    assert isinstance(CURRENCIES, frozenset) and {"USD", "EUR", "GBP", "JPY", "CHF"} <= CURRENCIES
+    assert all(len(c) == 3 and c.isupper() for c in CURRENCIES)
+    assert len(CURRENCIES) > 150
+
+
+def test_invalid_key_reported_every_time_despite_cache() -> None:
+    for _ in range(3):
+        assert [v.rule for v in check_object("attributes", {"external_id": "u", "$x": 1})] == ["key.invalid"]
+    assert check_object("attributes", {"external_id": "u", "x": 1}) == []
+
+
+def test_email_and_phone_are_attributes_when_primary_present() -> None:
+    assert check_object("attributes", {"external_id": "u", "phone": "0123"}) == []
+    assert [v.rule for v in check_object("attributes", {"email": "bad", "phone": "+33123456789"})] == [
+        "email.invalid"
+    ]
+
+
+def test_ops_checked() -> None:
+    assert (
+        check_object(
+            "attributes", {"external_id": "u", "n": {"inc": -2}, "t": {"add": ["a"], "remove": ["b"]}}
+        )
+        == []
+    )
+    assert [v.rule for v in check_object("attributes", {"external_id": "u", "t": {"add": ["x" * 300]}})] == [
+        "string.too_long"
+    ]
+    assert [v.rule for v in check_object("attributes", {"external_id": "u", "n": {"inc": "3"}})] == [
+        "standard_field.inc"
+    ]
+
+
+def test_recipient_attributes_checked_without_identifier() -> None:
+    obj = {"external_user_id": "u", "attributes": {"gender": "X"}}
+    assert [v.rule for v in check_object("canvas_trigger", obj)] == ["standard_field.gender"]

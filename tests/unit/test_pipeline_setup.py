@@ -1,0 +1,132 @@
+"""What a run decides before reading: destination and key, mode and its reason, row estimates, report folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from connector.config import Pipeline, Source, Stream
+from connector.errors import ConfigError
+from connector.pipeline_setup import choose_mode, estimate_rows, report_dir_for, resolve_destination
+
+
+def pipeline(**top: Any) -> Pipeline:
+    stream = {
+        "name": "users",
+        "source": {"path": "users.csv"},
+        "kind": "attributes",
+        "identifier": {"external_id": "id"},
+        "attributes": [{"column": "email"}],
+    }
+    return Pipeline.model_validate({"name": "p", "streams": [stream], **top})
+
+
+def canvas_stream() -> Stream:
+    return Stream.model_validate(
+        {
+            "name": "c",
+            "source": {"path": "c.csv"},
+            "kind": "canvas_trigger",
+            "identifier": {"external_id": "id"},
+            "canvas": {"canvas_id": "x"},
+        }
+    )
+
+
+# --------------------------------------------------------------------------- destination
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:4010", "http://localhost:9", "http://[::1]:80", "https://rest.iad-01.braze.com"]
+)
+def test_allowed_urls(url: str) -> None:
+    d = resolve_destination(pipeline(destination={"url": url}), {"BRAZE_API_KEY": "k"}, offline=False)
+    assert (d.kind, d.url, d.api_key) == ("rest", url, "k")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://rest.iad-01.braze.com", "must use https"),
+        ("http://10.0.0.7:4010", "must use https"),
+        ("ftp://127.0.0.1", "not a URL"),
+        ("rest.iad-01.braze.com", "not a URL"),
+        ("https://user:pw@rest.iad-01.braze.com", "credentials"),
+    ],
+)
+def test_refused_urls(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        resolve_destination(pipeline(destination={"url": url}), {"BRAZE_API_KEY": "k"}, offline=False)
+
+
+def test_env_endpoint_overrides_the_file_and_the_key_env_is_named() -> None:
+    p = pipeline(destination={"url": "local", "api_key_env": "TEAM_KEY"})
+    d = resolve_destination(
+        p, {"BRAZE_REST_ENDPOINT": "https://rest.fra-01.braze.eu", "TEAM_KEY": "s3"}, offline=False
+    )
+    assert (d.kind, d.url, d.api_key) == ("rest", "https://rest.fra-01.braze.eu", "s3")
+    with pytest.raises(ConfigError, match="TEAM_KEY"):
+        resolve_destination(p, {"BRAZE_REST_ENDPOINT": "https://rest.fra-01.braze.eu"}, offline=False)
+
+
+def test_offline_needs_no_key_and_local_gets_a_fresh_secret_key() -> None:
+    p = pipeline(destination={"url": "https://rest.iad-01.braze.com"})
+    assert resolve_destination(p, {}, offline=True).api_key is None
+    a = resolve_destination(pipeline(), {"BRAZE_API_KEY": "user-key"}, offline=False)
+    b = resolve_destination(pipeline(), {}, offline=False)
+    assert a.kind == b.kind == "local"
+    assert a.api_key and b.api_key and a.api_key != b.api_key and a.api_key != "user-key"
+    assert a.api_key not in repr(a)
+    assert resolve_destination(pipeline(), {}, offline=True).kind == "none"
+
+
+# --------------------------------------------------------------------------- mode
+
+
+def test_mode_precedence_and_reasons() -> None:
+    p = pipeline(write={"mode": "sync"})
+    s = p.streams[0]
+    assert choose_mode(p, "bulk", [(s, 10, True)]) == ("bulk", "--mode bulk given on the command line")
+    assert choose_mode(p, None, [(s, 10**6, True)]) == ("sync", "write.mode is sync in the pipeline file")
+    mode, reason = choose_mode(p, "auto", [(s, 10**6, True)])
+    assert mode == "bulk" and "1,000,000 rows" in reason and "over" in reason
+
+
+def test_auto_mode_thresholds() -> None:
+    p = pipeline(write={"sync_max_duration_s": 30})  # 500 per 60 s -> 250 rows fit in 30 s
+    s = p.streams[0]
+    assert choose_mode(p, None, [(s, 250, True)])[0] == "sync"
+    mode, reason = choose_mode(p, None, [(s, 251, False)])
+    assert mode == "bulk" and "about 251 rows" in reason and "30 s" in reason
+    # Canvas rows do not count towards the sync budget; a canvas-only pipeline is bulk.
+    assert choose_mode(p, None, [(s, 100, True), (canvas_stream(), 10**6, True)])[0] == "sync"
+    assert "sync does not apply" in choose_mode(p, None, [(canvas_stream(), 1, True)])[1]
+    confirm = pipeline(write={"confirm_profiles": True})
+    assert choose_mode(confirm, None, [(s, 10**6, True)]) == (
+        "sync",
+        "auto: write.confirm_profiles is true, which needs /users/track/sync",
+    )
+
+
+# --------------------------------------------------------------------------- estimates and folders
+
+
+def test_row_estimates(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"a": list(range(1234))}), tmp_path / "t.parquet")
+    assert estimate_rows(Source(path="t.parquet"), [tmp_path / "t.parquet"]) == (1234, True)
+    (tmp_path / "t.csv").write_text("a,b\n1,2\n3,4\n5,6", encoding="utf-8")
+    assert estimate_rows(Source(path="t.csv"), [tmp_path / "t.csv"]) == (3, False)
+    both = estimate_rows(Source(path="*", format="auto"), [tmp_path / "t.parquet", tmp_path / "t.csv"])
+    assert both == (1237, False)
+
+
+def test_report_dir_placeholders() -> None:
+    p = pipeline()
+    assert report_dir_for(p, None, "R1") == Path("reports/p/R1")
+    assert report_dir_for(p, "out/{run_id}-{pipeline}", "R1") == Path("out/R1-p")
+    with pytest.raises(ConfigError, match="placeholders"):
+        report_dir_for(p, "out/{date}", "R1")

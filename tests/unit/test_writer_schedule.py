@@ -1,0 +1,112 @@
+"""The writer's per-user ordered, bounded queue (connector.delivery.schedule)."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+
+from connector.delivery.schedule import OrderedQueue
+
+
+def _drain_ready(q: OrderedQueue) -> list[str]:
+    """Payloads of the jobs ready right now (taken, not done)."""
+    out = []
+    while True:
+        with q._lock:  # peek without blocking
+            if not q._ready:
+                return out
+        job = q.get()
+        assert job is not None
+        out.append(job.payload)
+
+
+def test_jobs_sharing_a_user_wait_for_the_earlier_one() -> None:
+    q = OrderedQueue(10)
+    for name, keys in (("a1", {"u1", "u2"}), ("b", {"u3"}), ("a2", {"u2"}), ("a3", {"u1", "u3"})):
+        q.put(name, keys)
+    jobs = {}
+    for _ in range(2):
+        job = q.get()
+        assert job is not None
+        jobs[job.payload] = job
+    assert set(jobs) == {"a1", "b"} and _drain_ready(q) == []
+    q.done(jobs["b"])  # a3 still waits on a1 (u1)
+    assert _drain_ready(q) == []
+    q.done(jobs["a1"])
+    assert sorted(_drain_ready(q)) == ["a2", "a3"]
+
+
+def test_put_blocks_while_full_and_resumes_when_a_job_is_done() -> None:
+    q = OrderedQueue(2)
+    q.put(1, {"a"})
+    q.put(2, {"b"})
+    added = threading.Event()
+
+    def third() -> None:
+        q.put(3, {"c"})
+        added.set()
+
+    t = threading.Thread(target=third, daemon=True)
+    t.start()
+    assert not added.wait(0.2)
+    job = q.get()
+    assert job is not None
+    q.done(job)
+    assert added.wait(5)
+    t.join(5)
+    assert q.unfinished == 2
+
+
+def test_get_returns_none_after_close_once_everything_is_done() -> None:
+    q = OrderedQueue(4)
+    q.put("x", {"u"})
+    q.close()
+    job = q.get()
+    assert job is not None and job.payload == "x"
+    with pytest.raises(RuntimeError):
+        q.put("y", {"u"})
+    q.done(job)
+    assert q.get() is None
+
+
+def test_concurrent_workers_keep_each_users_order() -> None:
+    """Random jobs over few users, many workers: each user's jobs run one at a time, in submission order."""
+    rng = random.Random(7)
+    q = OrderedQueue(8)
+    users = [f"u{i}" for i in range(6)]
+    seen: dict[str, list[int]] = {u: [] for u in users}
+    active: dict[str, int] = dict.fromkeys(users, 0)
+    lock = threading.Lock()
+    errors: list[str] = []
+
+    def worker() -> None:
+        while (job := q.get()) is not None:
+            with lock:
+                for u in job.keys:
+                    active[u] += 1
+                    if active[u] > 1:
+                        errors.append(f"{u} in flight twice")
+                    seen[u].append(job.payload)
+            time.sleep(rng.random() / 2000)
+            with lock:
+                for u in job.keys:
+                    active[u] -= 1
+            q.done(job)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(8)]
+    for t in threads:
+        t.start()
+    expected: dict[str, list[int]] = {u: [] for u in users}
+    for seq in range(600):
+        keys = set(rng.sample(users, rng.randint(1, 3)))
+        for u in keys:
+            expected[u].append(seq)
+        q.put(seq, keys)
+    q.close()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    assert seen == expected

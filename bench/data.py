@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 DATA_DIR = Path(__file__).resolve().parent / ".data"
-PLANS = np.array(["free", "pro", "team"])
+PLANS = np.array(["free", "basic", "pro", "enterprise"])
 COUNTRIES = np.array(["US", "GB", "FR", "DE", "AU", "BR", "JP", "IN"])
 FIRST = np.array(["Ann", "Bob", "Chloé", "Dmitri", "Eve", "Farah", "Gus", "Hana"])
 

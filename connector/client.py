@@ -1,6 +1,6 @@
-"""The Braze HTTP client: one pooled requests.Session, one status-to-action table, one tenacity retry policy.
+"""The Braze HTTP client: one status-to-action table and one tenacity retry policy over a transport.
 
-The only module importing requests and tenacity. `post()` acquires the rate limiter before every attempt,
+The only module importing tenacity; the HTTP itself is in transport.py (requests or aiohttp). `post()` acquires the rate limiter before every attempt,
 feeds every response's headers back to it, and retries transient failures (408, 5xx, 429, timeouts,
 dropped connections) with exponential backoff and jitter, honouring the server's wait headers on 429.
 The API key never appears in a log line or exception message.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import random
 import time
 import urllib.parse
@@ -19,9 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
-import requests
 import tenacity
-from requests.adapters import HTTPAdapter
 
 from connector import __version__
 from connector.batching import ENDPOINT_PATHS
@@ -36,17 +33,11 @@ from connector.errors import (
     TransientApiError,
 )
 from connector.ratelimit import EPOCH_THRESHOLD, RateLimiter
+from connector.transport import NotSent, SentLost, make_transport
 
 logger = logging.getLogger(__name__)
 
 Action = Literal["delivered", "permanent", "auth", "rate_limited", "transient"]
-CONNECT_TIMEOUT_S = 10.0
-_NOT_SENT_MARKERS = (
-    "NewConnectionError",
-    "ConnectTimeoutError",
-    "NameResolutionError",
-    "ConnectionRefusedError",
-)
 
 
 def action_for(status: int) -> Action:
@@ -105,7 +96,10 @@ class BrazeClient:
         clock: Callable[[], float] = time.monotonic,
         on_retry: Callable[[str, str], None] | None = None,
         seed: int | None = None,
+        transport: Literal["requests", "aiohttp"] | None = None,
     ) -> None:
+        """`transport` overrides write.transport; `auto` there means requests here (the pipeline picks
+        aiohttp for bulk runs)."""
         self._base = check_base_url(base_url)
         self._key = api_key
         self._write = write
@@ -114,28 +108,18 @@ class BrazeClient:
         self._clock = clock
         self._on_retry = on_retry
         self._random = random.Random(seed)
-        self._timeout = (min(CONNECT_TIMEOUT_S, write.timeout_s), write.timeout_s)
-        self._session = requests.Session()
-        # Resolve proxies and the CA bundle from the environment ONCE: with trust_env on, requests rescans
-        # os.environ on every request (about 1 ms of CPU each, a third of the budget at 1,000 requests/s),
-        # and a ~/.netrc entry could silently replace the Bearer header.
-        self._session.proxies.update(requests.utils.get_environ_proxies(self._base))
-        self._session.verify = (
-            os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-        )
-        self._session.trust_env = False
-        adapter = HTTPAdapter(
-            pool_connections=1, pool_maxsize=write.concurrency, pool_block=True, max_retries=0
-        )
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
-        self._session.headers.update(
-            {
-                "Authorization": f"Bearer {api_key}",
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                "User-Agent": f"braze-connector/{__version__}",
-            }
+        headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": f"braze-connector/{__version__}",
+        }
+        kind = transport or write.transport
+        if kind == "auto":
+            kind = "requests"
+        self.transport = kind
+        self._transport = make_transport(
+            kind, self._base, headers, concurrency=write.concurrency, timeout_s=write.timeout_s
         )
         retry = write.retry
         self._retrying = tenacity.Retrying(
@@ -151,7 +135,7 @@ class BrazeClient:
 
     def close(self) -> None:
         """Close the pooled connections."""
-        self._session.close()
+        self._transport.close()
 
     def __enter__(self) -> BrazeClient:
         return self
@@ -184,12 +168,21 @@ class BrazeClient:
         self._limiter.acquire(call.endpoint)
         call.attempts += 1
         try:
-            resp = self._session.post(call.url, data=call.body, timeout=self._timeout)
-        except requests.exceptions.RequestException as exc:
-            raise self._network_error(call, exc) from None
-        headers = {k.lower(): v for k, v in resp.headers.items()}
+            resp = self._transport.send(call.url, call.body)
+        except NotSent as exc:
+            raise TransientApiError(
+                self._scrub(f"{call.endpoint}: cannot connect to {self._base} ({exc})")
+            ) from None
+        except SentLost as exc:
+            raise AmbiguousApiError(
+                self._scrub(
+                    f"{call.endpoint}: the connection failed after the request was sent ({exc}); "
+                    "Braze may or may not have applied it"
+                )
+            ) from None
+        headers = resp.headers
         self._limiter.observe(call.endpoint, headers)
-        status = resp.status_code
+        status = resp.status
         action = action_for(status)
         if action == "delivered":
             return ApiResponse(
@@ -221,24 +214,6 @@ class BrazeClient:
                 self._limiter.penalize(call.endpoint, wait)
             raise RateLimitedError(text, retry_after=wait, status=status, body=body)
         raise TransientApiError(text, status=status, body=body)
-
-    def _network_error(self, call: _Call, exc: requests.exceptions.RequestException) -> TransientApiError:
-        kind = type(exc).__name__
-        not_sent = (
-            requests.exceptions.ConnectTimeout,
-            requests.exceptions.SSLError,
-            requests.exceptions.ProxyError,
-        )
-        if isinstance(exc, not_sent) or (
-            isinstance(exc, requests.exceptions.ConnectionError) and not _was_sent(exc)
-        ):
-            return TransientApiError(self._scrub(f"{call.endpoint}: cannot connect to {self._base} ({kind})"))
-        return AmbiguousApiError(
-            self._scrub(
-                f"{call.endpoint}: the connection failed after the request was sent ({kind}); "
-                "Braze may or may not have applied it"
-            )
-        )
 
     # ------------------------------------------------------------------ the retry policy
 
@@ -369,19 +344,3 @@ def _reason(exc: BaseException | None) -> str:
     if isinstance(exc, ApiError) and exc.status is not None:
         return str(exc.status)
     return "connection" if exc is not None else "unknown"
-
-
-def _was_sent(exc: BaseException) -> bool:
-    """False when the chain shows the connection was never made (nothing reached the server)."""
-    seen: set[int] = set()
-    todo: list[Any] = [exc]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if type(e).__name__ in _NOT_SENT_MARKERS or isinstance(e, ConnectionRefusedError):
-            return False
-        todo.extend([getattr(e, "reason", None), e.__cause__, e.__context__])
-        todo.extend(a for a in getattr(e, "args", ()) if isinstance(a, BaseException))
-    return True

@@ -275,6 +275,10 @@ class Write(_Model):
     # `retry` resends it (at-least-once: events, purchases and `inc` may then count twice);
     # `fail` marks its rows failed with outcome "unknown" for a human to check (at-most-once).
     on_ambiguous: Literal["retry", "fail"] = "retry"
+    # HTTP transport under the one retry policy. `auto`: aiohttp (one event-loop thread) for bulk runs,
+    # where requests+threads cannot reach 1,000 requests/s on two cores (bench/transport_choice.py);
+    # requests for sync runs, whose 500 requests/minute it handles easily.
+    transport: Literal["auto", "requests", "aiohttp"] = "auto"
     sync_max_duration_s: Annotated[float, Field(ge=0)] = 60.0
 
     def rate_limit(self, endpoint: str) -> RateLimit:

@@ -26,6 +26,14 @@ from connector.errors import (
 from connector.ratelimit import RateLimiter
 
 SOAK = os.environ.get("BRAZE_CONNECTOR_SOAK") == "1"
+_TRANSPORT = {"kind": "requests"}
+
+
+@pytest.fixture(autouse=True, params=["requests", "aiohttp"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every client test runs over both HTTP transports: same status table, same retry policy."""
+    _TRANSPORT["kind"] = request.param
+    return str(request.param)
 
 
 class FakeClock:
@@ -54,11 +62,14 @@ def make_client(
 ) -> BrazeClient:
     url = server if isinstance(server, str) else server.url
     w = Write(**write)
+    kind = _TRANSPORT["kind"]
     if clock is None:
-        return BrazeClient(url, key, write=w, limiter=RateLimiter(limits), on_retry=on_retry, seed=1)
+        return BrazeClient(
+            url, key, write=w, limiter=RateLimiter(limits), on_retry=on_retry, seed=1, transport=kind
+        )
     limiter = RateLimiter(limits, clock=clock, sleep=clock.sleep)
     return BrazeClient(
-        url, key, write=w, limiter=limiter, sleep=clock.sleep, clock=clock, on_retry=on_retry, seed=1
+        url, key, write=w, limiter=limiter, sleep=clock.sleep, clock=clock, on_retry=on_retry, seed=1, transport=kind
     )
 
 

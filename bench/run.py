@@ -1,0 +1,299 @@
+"""One benchmark runner for issue 5: delivery, local processing, memory, sync mode; ratios in one run.
+
+    python bench/run.py                       # everything, default sizes (about 10 minutes)
+    python bench/run.py delivery --rows 1000000
+    python bench/run.py local --rows 1000000
+    python bench/run.py memory --sizes 200000,2000000,10000000
+    python bench/run.py sync --seconds 60
+    python bench/run.py --quick               # tiny sizes: a smoke run (used by the test suite)
+
+Every HTTP target is an nginx sink on 127.0.0.1 (bench/sink.py) that answers like Braze after a fixed
+latency and enforces the rate limit with 429s. Baselines (the naive iterrows loop, the braze-client loop)
+run in the same invocation on the same sink and data, so the printed ratios compare like with like.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+from baselines import braze_client_loop, naive_loop  # noqa: E402
+from data import write_parquet  # noqa: E402
+from sink import NginxSink, nginx_available  # noqa: E402
+
+from connector.config import Pipeline  # noqa: E402
+from connector.pipeline import run_pipeline  # noqa: E402
+
+KEY = "bench-key-not-secret"
+
+
+def users_pipeline(path: Path, url: str, *, rps: int = 1000, concurrency: int = 160, suite: bool = True, **write: Any) -> Pipeline:
+    """The users table as an analyst would map it, with the 5-expectation suite."""
+    return Pipeline.model_validate(
+        {
+            "name": "bench_users",
+            "base_dir": str(ROOT),
+            "destination": {"url": url, "api_key_env": "BENCH_BRAZE_KEY"},
+            "write": {
+                "mode": "bulk",
+                "concurrency": concurrency,
+                "rate_limits": {"users_track": {"requests": rps, "per_seconds": 1}},
+                **write,
+            },
+            "report": {"dir": str(Path(tempfile.gettempdir()) / "bench-reports" / "{run_id}")},
+            "streams": [
+                {
+                    "name": "users",
+                    "source": {"path": str(path), "chunk_rows": 50_000},
+                    "kind": "attributes",
+                    "identifier": {"external_id": "user_id"},
+                    "attributes": [
+                        {"column": "first_name"},
+                        {"column": "email"},
+                        {"column": "country"},
+                        {"column": "plan"},
+                        {"column": "age", "type": "integer"},
+                        {"column": "lifetime_value", "type": "float"},
+                        {"column": "signup_at", "type": "time"},
+                    ],
+                    "expectations": ["bench_users_suite"] if suite else [],
+                }
+            ],
+        }
+    )
+
+
+def events_pipeline(path: Path, url: str) -> Pipeline:
+    return Pipeline.model_validate(
+        {
+            "name": "bench_events",
+            "base_dir": str(ROOT),
+            "destination": {"url": url, "api_key_env": "BENCH_BRAZE_KEY"},
+            "report": {"dir": str(Path(tempfile.gettempdir()) / "bench-reports" / "{run_id}")},
+            "streams": [
+                {
+                    "name": "events",
+                    "source": {"path": str(path), "chunk_rows": 50_000},
+                    "kind": "events",
+                    "identifier": {"external_id": "user_id"},
+                    "event": {
+                        "name": "event_name",
+                        "time": "event_time",
+                        "properties": {"columns": {"amount": "amount", "sku": "sku"}},
+                    },
+                }
+            ],
+        }
+    )
+
+
+def _run(pipeline: Pipeline, **kw: Any) -> tuple[dict[str, Any], float, float]:
+    env = {**os.environ, "BENCH_BRAZE_KEY": KEY}
+    t0, c0 = time.perf_counter(), time.process_time()
+    report = run_pipeline(pipeline, env=env, **kw)
+    return report.to_dict(), time.perf_counter() - t0, time.process_time() - c0
+
+
+# --------------------------------------------------------------------------- delivery
+
+
+def bench_delivery(rows: int, latencies: list[float], baseline_s: float, rps: int) -> list[str]:
+    path = write_parquet("users", rows)
+    out = [f"## Delivery: {rows:,}-row users Parquet, bulk mode, limit {rps} requests/s, 75 objects/request"]
+    for latency in latencies:
+        with NginxSink(latency_ms=latency, limit_rps=rps, burst=rps // 10) as sink:
+            rep, wall, cpu = _run(users_pipeline(path, sink.url, rps=rps))
+            r = rep["requests"]
+            achieved = r["total"] / max(rep["duration_s"], 1e-9)
+            sent_rps = rep["throughput"]["requests_per_s"]
+            naive = naive_loop(sink.url, KEY, path, baseline_s)
+            bc = braze_client_loop(sink.url, KEY, path, baseline_s)
+        status_429 = r["by_status"].get("429", 0) + r.get("rate_limited", 0)
+        out += [
+            f"latency {latency:.0f} ms: rows delivered {rep['rows']['delivered']:,} of {rep['rows']['read']:,} in {wall:.1f} s "
+            f"(exit {rep['exit_code']})",
+            f"  connector: {sent_rps:,.0f} requests/s = {sent_rps / rps:.1%} of the limit "
+            f"(whole run incl. read+validate+map: {achieved:,.0f}/s); 429s: {status_429}; "
+            f"CPU {cpu:.1f} s over {wall:.1f} s = {cpu / wall:.2f} cores of 2; "
+            f"{rep['throughput']['objects_per_s']:,.0f} objects/s; p50/p99 {rep['latency_ms']['p50']:.0f}/{rep['latency_ms']['p99']:.0f} ms",
+            f"  naive iterrows+requests.post loop: {naive['requests_per_s']:.1f} requests/s -> connector x{sent_rps / naive['requests_per_s']:.0f}",
+            f"  braze-client loop:                 {bc['requests_per_s']:.1f} requests/s -> connector x{sent_rps / bc['requests_per_s']:.0f}",
+        ]
+    return out
+
+
+# --------------------------------------------------------------------------- local processing
+
+
+_STAGES = {
+    "read (readers)": ("connector/readers",),
+    "expectations (GX)": ("connector/validation", "great_expectations"),
+    "map + cast (mapper)": ("connector/mapping", "connector/mapper.py"),
+    "contract checks": ("connector/contract",),
+    "pack + serialise (batching)": ("connector/batching.py",),
+    "report + rejects": ("connector/report",),
+}
+
+
+def _stage_breakdown(prof: cProfile.Profile) -> list[str]:
+    """Total time per stage: sum of tottime of functions whose file belongs to the stage."""
+    stats = pstats.Stats(prof)
+    totals = dict.fromkeys(_STAGES, 0.0)
+    other = 0.0
+    for (filename, _line, _fn), (_cc, _nc, tt, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        for stage, marks in _STAGES.items():
+            if any(m in filename for m in marks):
+                totals[stage] += tt
+                break
+        else:
+            other += tt
+    grand = sum(totals.values()) + other
+    lines = [f"    {k:30s} {v:6.2f} s  {v / grand:5.1%}" for k, v in totals.items()]
+    lines.append(f"    {'other (pyarrow, pandas, stdlib)':30s} {other:6.2f} s  {other / grand:5.1%}")
+    top = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:8]  # type: ignore[attr-defined]
+    lines.append("    hottest functions (own time):")
+    for (filename, line, fn), (_cc, nc, tt, _ct, _c) in top:
+        short = filename.split("site-packages/")[-1].replace(str(ROOT) + "/", "")
+        lines.append(f"      {tt:6.2f} s  {nc:>9,} calls  {short}:{line} {fn}")
+    return lines
+
+
+def _naive_local(path: Path, rows: int) -> float:
+    """The naive local loop: iterrows + dict + json.dumps per row (rows/s), on a slice of the table."""
+    import pandas as pd
+
+    df = pd.read_parquet(path).head(rows)
+    t0 = time.perf_counter()
+    for _, row in df.iterrows():
+        json.dumps({k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}, default=str)
+    return len(df) / (time.perf_counter() - t0)
+
+
+def bench_local(rows: int) -> list[str]:
+    out = [f"## Local processing (dry run: read + suite + map + contract + serialise), {rows:,} rows"]
+    for kind in ("users", "events"):
+        path = write_parquet(kind, rows)
+        pipe = users_pipeline(path, "local") if kind == "users" else events_pipeline(path, "local")
+        prof = cProfile.Profile()
+        prof.enable()
+        rep, wall, cpu = _run(pipe, dry_run=True)
+        prof.disable()
+        # The profile slows Python code down; measure the clean speed in a second, unprofiled run.
+        rep, wall, cpu = _run(pipe, dry_run=True)
+        rate = rep["rows"]["read"] / wall
+        out.append(
+            f"{kind}: {rate:,.0f} rows/s ({rep['rows']['read']:,} rows in {wall:.2f} s, CPU {cpu:.2f} s; "
+            f"valid {rep['rows']['skipped']:,}, rejected {rep['rows']['rejected']:,})"
+            + (" with the 5-expectation suite" if kind == "users" else "")
+        )
+        out.append("  per-stage own time (cProfile run):")
+        out += _stage_breakdown(prof)
+    naive = _naive_local(write_parquet("users", rows), min(rows, 50_000))
+    users_rate = float(out[1].split(":")[1].split("rows/s")[0].replace(",", ""))
+    out.append(f"naive iterrows + json loop: {naive:,.0f} rows/s -> connector users x{users_rate / naive:.0f}")
+    return out
+
+
+# --------------------------------------------------------------------------- memory
+
+
+_MEM_CHILD = r"""
+import os, resource, sys, time
+sys.path.insert(0, sys.argv[2]); sys.path.insert(0, sys.argv[2] + "/bench")
+from run import users_pipeline
+from connector.pipeline import run_pipeline
+from pathlib import Path
+t0 = time.perf_counter()
+rep = run_pipeline(users_pipeline(Path(sys.argv[1]), "local"), validate_only=True, env={"BENCH_BRAZE_KEY": "x"})
+print(rep.to_dict()["rows"]["read"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - t0)
+"""
+
+
+def bench_memory(sizes: list[int]) -> list[str]:
+    out = ["## Memory: peak RSS of `validate` on users Parquet (one fresh process per size)"]
+    base = None
+    for n in sizes:
+        path = write_parquet("users", n)
+        res = subprocess.run([sys.executable, "-c", _MEM_CHILD, str(path), str(ROOT)], capture_output=True, text=True, check=True)
+        read, rss_kb, secs = res.stdout.strip().splitlines()[-1].split()
+        mb = int(rss_kb) / 1024
+        base = base or mb
+        out.append(f"{n:>12,} rows: peak RSS {mb:7.1f} MB  (x{mb / base:.2f} of the smallest)  read {int(read):,} rows in {float(secs):.1f} s")
+    return out
+
+
+# --------------------------------------------------------------------------- sync
+
+
+def bench_sync(seconds: float, latency: float) -> list[str]:
+    rows = int(500 / 60 * seconds)
+    path = write_parquet("users", max(rows, 1000))
+    with NginxSink(latency_ms=latency, limit_rps=9, burst=20) as sink:
+        pipe = users_pipeline(path, sink.url, concurrency=8, suite=False)
+        data = pipe.model_dump()
+        data["write"]["mode"] = "sync"
+        data["write"]["rate_limits"] = {}
+        data["streams"][0]["source"]["path"] = str(path)
+        data["report"]["dir"] = str(Path(tempfile.gettempdir()) / "bench-reports" / "{run_id}")
+        # a bounded run: just enough rows for `seconds` at the limit
+        import pyarrow.parquet as pq
+
+        small = Path(tempfile.gettempdir()) / f"bench-sync-{rows}.parquet"
+        pq.write_table(pq.read_table(path).slice(0, rows), small)
+        data["streams"][0]["source"]["path"] = str(small)
+        rep, wall, _cpu = _run(Pipeline.model_validate(data), mode="sync")
+    r = rep["requests"]
+    per_min = r["total"] / rep["duration_s"] * 60
+    return [
+        f"## Sync mode: {rows} rows, one /users/track/sync request each, {latency:.0f} ms latency",
+        f"{per_min:,.0f} requests/minute = {per_min / 500:.1%} of 500/min; 429s: {r['by_status'].get('429', 0) + r.get('rate_limited', 0)}; "
+        f"delivered {rep['rows']['delivered']}/{rep['rows']['read']} in {wall:.1f} s",
+    ]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", nargs="*", default=["delivery", "local", "memory", "sync"])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--latencies", default="100,20,300")
+    ap.add_argument("--rps", type=int, default=1000)
+    ap.add_argument("--baseline-seconds", type=float, default=10)
+    ap.add_argument("--sizes", default="200000,2000000,10000000")
+    ap.add_argument("--seconds", type=float, default=60, help="sync mode duration")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    a = ap.parse_args()
+    if a.quick:
+        a.rows, a.latencies, a.baseline_seconds, a.sizes, a.seconds = 20_000, "100", 1.5, "20000,60000", 6
+    if ({"delivery", "sync"} & set(a.what)) and (reason := nginx_available()):
+        print(f"cannot run delivery/sync benches: {reason}", file=sys.stderr)
+        return 2
+    print(f"# bench/run.py {' '.join(sys.argv[1:])}  (python {sys.version.split()[0]}, {os.cpu_count()} cores)")
+    sections = {
+        "delivery": lambda: bench_delivery(a.rows, [float(x) for x in a.latencies.split(",")], a.baseline_seconds, a.rps),
+        "local": lambda: bench_local(a.rows),
+        "memory": lambda: bench_memory([int(x) for x in a.sizes.split(",")]),
+        "sync": lambda: bench_sync(a.seconds, 100),
+    }
+    for name in a.what:
+        for line in sections[name]():
+            print(line, flush=True)
+        print(flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

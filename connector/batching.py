@@ -1,20 +1,24 @@
 """Pack Braze objects into request bodies (75 combined or 75 per array, byte caps) and keep per-user order.
 
-Bodies are built from each object's orjson bytes exactly once; the packer streams (one open request at a
-time) so memory stays bounded whatever the input size. Every request records, for each object, the array
+Each request's objects are serialised with one orjson call per array (a window over the byte cap falls back
+to measuring object by object); the packer streams (reads at most one object past the request it yields) so
+memory stays bounded whatever the input size. No Python object is created per packed item. Every request records, for each object, the array
 it sits in and its index within that array, which is how Braze reports per-object errors
 (`input_array`, `index`).
 """
 
 from __future__ import annotations
 
-import threading
-from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Literal
 
 import orjson
+
+from connector.delivery.gate import OrderGate as OrderGate  # re-exported: per-user order lives there
+from connector.delivery.gate import Ticket as Ticket
 
 ENDPOINT_PATHS: dict[str, str] = {
     "users_track": "/users/track",
@@ -49,64 +53,183 @@ class PackedItem:
     user_key: str
 
 
-@dataclass(frozen=True, slots=True)
 class Request:
     """One HTTP request body ready to post, with the objects it carries in source order.
 
     `oversize` is set when a single object alone exceeds the byte cap: the writer rejects it instead of
-    sending it.
+    sending it. The objects are kept as parallel columns (array, index, token, user key); `items` builds
+    the PackedItem list only when asked (error handling), so the packing path creates no object per item.
     """
 
-    endpoint: str
-    body: bytes
-    items: list[PackedItem]
-    oversize: bool = False
+    __slots__ = (
+        "endpoint",
+        "body",
+        "oversize",
+        "_arrays",
+        "_indices",
+        "_tokens",
+        "_keys",
+        "_items",
+        "_where",
+    )
+
+    def __init__(
+        self, endpoint: str, body: bytes, items: Sequence[PackedItem], oversize: bool = False
+    ) -> None:
+        self.endpoint = endpoint
+        self.body = body
+        self.oversize = oversize
+        self._items: list[PackedItem] | None = list(items)
+        self._arrays: str | list[str] = [i.array for i in self._items]
+        self._indices: list[int] | None = [i.index for i in self._items]
+        self._tokens: list[Any] = [i.token for i in self._items]
+        self._keys: list[str] = [i.user_key for i in self._items]
+        self._where: dict[tuple[str, int], int] | None = None
+
+    @classmethod
+    def packed(
+        cls,
+        endpoint: str,
+        body: bytes,
+        arrays: str | list[str],
+        indices: list[int] | None,
+        tokens: list[Any],
+        keys: list[str],
+        oversize: bool = False,
+    ) -> Request:
+        """A request from columns: `arrays` is one name when every object sits in that array, and then
+        `indices` is None (object i is at index i)."""
+        self = cls.__new__(cls)
+        self.endpoint, self.body, self.oversize = endpoint, body, oversize
+        self._arrays, self._indices, self._tokens, self._keys = arrays, indices, tokens, keys
+        self._items = None
+        self._where = None
+        return self
+
+    @property
+    def items(self) -> list[PackedItem]:
+        """The objects in source order, each with its (array, index) in the body."""
+        if self._items is None:
+            n = len(self._tokens)
+            arrays = [self._arrays] * n if isinstance(self._arrays, str) else self._arrays
+            indices = range(n) if self._indices is None else self._indices
+            self._items = list(map(PackedItem, arrays, indices, self._tokens, self._keys))
+        return self._items
+
+    @property
+    def count(self) -> int:
+        """How many objects the request carries."""
+        return len(self._tokens)
+
+    @property
+    def tokens(self) -> list[Any]:
+        """The writer's tokens of the objects, in source order (do not modify)."""
+        return self._tokens
+
+    @property
+    def keys(self) -> list[str]:
+        """The user key of each object, in source order, repeats included (do not modify)."""
+        return self._keys
 
     def user_keys(self) -> set[str]:
         """The profiles this request touches."""
-        return {i.user_key for i in self.items}
+        return set(self._keys)
 
     def find(self, array: str, index: int) -> PackedItem | None:
         """The object Braze names by (input_array, index), or None if the pair is not in this request."""
-        for item in self.items:
-            if item.array == array and item.index == index:
-                return item
-        return None
+        if isinstance(self._arrays, str):
+            ok = array == self._arrays and 0 <= index < len(self._tokens)
+            return self.items[index] if ok else None
+        if self._where is None:
+            assert self._indices is not None
+            self._where = {
+                (a, i): k for k, (a, i) in enumerate(zip(self._arrays, self._indices, strict=True))
+            }
+        k = self._where.get((array, index))
+        return None if k is None else self.items[k]
+
+    def __repr__(self) -> str:
+        return f"Request({self.endpoint!r}, {len(self.body)} bytes, {self.count} objects, oversize={self.oversize})"
 
 
-class _TrackBatch:
-    """An open /users/track body: each array's serialised objects and the exact body size so far."""
+def _track_body(arrays: str | list[str], objs: list[Any]) -> tuple[bytes, list[int] | None]:
+    """A /users/track body for `objs` (source order) and each object's index in its array (None when every
+    object sits in the one array `arrays`). orjson.dumps of a list is exactly "[" + ",".join(items) + "]"."""
+    if isinstance(arrays, str):
+        return b'{"' + arrays.encode() + b'":' + orjson.dumps(objs) + b"}", None
+    groups: dict[str, list[Any]] = {}
+    indices: list[int] = []
+    for a, o in zip(arrays, objs, strict=True):
+        g = groups.get(a)
+        if g is None:
+            g = groups[a] = []
+        indices.append(len(g))
+        g.append(o)
+    order = [a for a in TRACK_ARRAYS if a in groups] + [a for a in groups if a not in TRACK_ARRAYS]
+    return b"{" + b",".join(
+        b'"' + a.encode() + b'":' + orjson.dumps(groups[a]) for a in order
+    ) + b"}", indices
 
-    def __init__(self) -> None:
-        self.parts: dict[str, list[bytes]] = {}
-        self.items: list[PackedItem] = []
-        self.size = 2  # "{}"
 
-    def added_size(self, array: str, data: bytes) -> int:
-        if array in self.parts:
-            return len(data) + 1  # ",obj"
-        # '"array":[obj]' plus a comma when another array is already present
-        return len(data) + len(array) + 5 + (1 if self.parts else 0)
+def _greedy(
+    arrays: str | list[str], objs: list[Any], combined: bool, max_objects: int, max_bytes: int
+) -> tuple[int, bool]:
+    """How many leading objects fit one body under the caps (exact byte count), and whether the first
+    object is over the byte cap on its own (then it is the request's only object)."""
+    dumps = orjson.dumps
+    single = arrays if isinstance(arrays, str) else None
+    counts: dict[str, int] = {}
+    size = 2  # "{}"
+    for k, obj in enumerate(objs):
+        a = single if single is not None else arrays[k]
+        ln = len(dumps(obj))
+        if k == 0 and ln + len(a) + 7 > max_bytes:  # '{"a":[obj]}'
+            return 1, True
+        c = counts.get(a, 0)
+        add = ln + 1 if c else ln + len(a) + 5 + (1 if counts else 0)  # ',obj' or ',"a":[obj]'
+        if k and ((k if combined else c) >= max_objects or size + add > max_bytes):
+            return k, False
+        size += add
+        counts[a] = c + 1
+    return len(objs), False
 
-    def add(self, item: Item, data: bytes) -> None:
-        self.size += self.added_size(item.array, data)
-        parts = self.parts.setdefault(item.array, [])
-        self.items.append(PackedItem(item.array, len(parts), item.token, item.user_key))
-        parts.append(data)
 
-    def count(self, array: str | None = None) -> int:
-        return len(self.items) if array is None else len(self.parts.get(array, ()))
+def _user_cut(keys: list[str], m: int, next_key: str | None) -> int:
+    """Where to close a request of keys[:m] followed by `next_key`: if the cut falls inside one user's run
+    and that user has no earlier object in the request, the run moves whole to the next request, so the
+    two requests share no user (input sorted by user would otherwise chain every request to the previous
+    one). Never returns 0."""
+    if next_key is None or m < 2 or keys[m - 1] != next_key:
+        return m
+    r = m - 1
+    while r > 0 and keys[r - 1] == next_key:
+        r -= 1
+    return r if r > 0 and next_key not in keys[:r] else m
 
-    def build(self, endpoint: str, oversize: bool = False) -> Request:
-        order = [a for a in TRACK_ARRAYS if a in self.parts] + [
-            a for a in self.parts if a not in TRACK_ARRAYS
-        ]
-        body = (
-            b"{"
-            + b",".join(b'"' + a.encode() + b'":[' + b",".join(self.parts[a]) + b"]" for a in order)
-            + b"}"
-        )
-        return Request(endpoint, body, self.items, oversize)
+
+def _next_request(
+    endpoint: str,
+    arrays: str | list[str],
+    objs: list[Any],
+    keys: list[str],
+    tokens: list[Any],
+    next_key: str | None,
+    caps: tuple[bool, int, int],
+) -> Request:
+    """The request that starts `objs` (a window already within the object cap); it holds the first
+    `request.count` of them."""
+    combined, max_objects, max_bytes = caps
+    m = _user_cut(keys, len(objs), next_key)
+    sub = arrays if isinstance(arrays, str) or m == len(objs) else arrays[:m]
+    body, indices = _track_body(sub, objs if m == len(objs) else objs[:m])
+    oversize = False
+    if len(body) > max_bytes:
+        m, oversize = _greedy(arrays, objs, combined, max_objects, max_bytes)
+        if not oversize:
+            m = _user_cut(keys, m, keys[m] if m < len(keys) else next_key)
+        sub = arrays if isinstance(arrays, str) else arrays[:m]
+        body, indices = _track_body(sub, objs[:m])
+    return Request.packed(endpoint, body, sub, indices, tokens[:m], keys[:m], oversize)
 
 
 def pack_track(
@@ -121,28 +244,80 @@ def pack_track(
 
     combined: at most `max_objects` objects in total per request; per_array: at most `max_objects` in
     each of attributes / events / purchases. No body exceeds `max_bytes` except a single object that is
-    larger on its own: it is yielded alone with `oversize=True`.
+    larger on its own: it is yielded alone with `oversize=True`. A request that would end inside one
+    user's run of objects ends before the run instead when that leaves the two requests no shared user
+    (see _user_cut). Reads at most one object past the request it yields.
     """
-    batch = _TrackBatch()
-    for item in items:
-        data = orjson.dumps(item.obj)
-        alone = _TrackBatch()
-        if 2 + alone.added_size(item.array, data) > max_bytes:
-            if batch.items:
-                yield batch.build(endpoint)
-                batch = _TrackBatch()
-            alone.add(item, data)
-            yield alone.build(endpoint, oversize=True)
-            continue
-        full = (
-            batch.count() >= max_objects if batching == "combined" else batch.count(item.array) >= max_objects
+    combined = batching == "combined"
+    caps = (combined, max_objects, max_bytes)
+    source = iter(items)
+    pending: list[Item] = []
+    while True:
+        rest: list[Item] = []
+        if combined:
+            window = pending + list(islice(source, max_objects + 1 - len(pending)))
+            nxt = window.pop() if len(window) > max_objects else None
+        else:
+            window, nxt, rest = _per_array_window(pending, source, max_objects)
+        if not window:
+            return
+        arrays = [it.array for it in window]
+        one: str | list[str] = arrays[0] if arrays.count(arrays[0]) == len(arrays) else arrays
+        next_key = None if nxt is None else nxt.user_key
+        objs, tokens = [it.obj for it in window], [it.token for it in window]
+        req = _next_request(endpoint, one, objs, [it.user_key for it in window], tokens, next_key, caps)
+        yield req
+        pending = window[req.count :] + ([nxt] if nxt is not None else []) + rest
+
+
+def _per_array_window(
+    pending: list[Item], source: Iterator[Item], max_objects: int
+) -> tuple[list[Item], Item | None, list[Item]]:
+    """The leading objects with at most `max_objects` in each array, the object after them (None at the
+    end), and the pending objects not read."""
+    counts: dict[str, int] = {}
+    window: list[Item] = []
+    for k, it in enumerate(itertools.chain(pending, source)):
+        c = counts.get(it.array, 0)
+        if c >= max_objects:
+            return window, it, pending[k + 1 :]
+        counts[it.array] = c + 1
+        window.append(it)
+    return window, None, []
+
+
+def pack_track_array(
+    array: str,
+    objects: Sequence[Any],
+    user_keys: Sequence[str],
+    positions: Sequence[int],
+    *,
+    max_objects: int = MAX_OBJECTS,
+    max_bytes: int = MAX_BYTES,
+    endpoint: str = "users_track",
+) -> Iterator[Request]:
+    """pack_track for objects that all sit in `array` (both batching modes are the same then), taken from
+    parallel columns at `positions`: each request's tokens are those positions. Serialises each window of
+    up to `max_objects` objects with one orjson call."""
+    caps = (True, max_objects, max_bytes)
+    pos = positions if isinstance(positions, range) and positions.step == 1 else list(positions)
+    contiguous = isinstance(pos, range)
+    n = len(pos)
+    start = 0
+    while start < n:
+        end = min(start + max_objects, n)
+        if contiguous:
+            lo, hi = pos[start], pos[start] + end - start
+            objs, keys, tokens = list(objects[lo:hi]), list(user_keys[lo:hi]), list(range(lo, hi))
+        else:
+            tokens = pos[start:end]  # type: ignore[assignment]
+            objs = [objects[j] for j in tokens]
+            keys = [user_keys[j] for j in tokens]
+        req = _next_request(
+            endpoint, array, objs, keys, tokens, user_keys[pos[end]] if end < n else None, caps
         )
-        if batch.items and (full or batch.size + batch.added_size(item.array, data) > max_bytes):
-            yield batch.build(endpoint)
-            batch = _TrackBatch()
-        batch.add(item, data)
-    if batch.items:
-        yield batch.build(endpoint)
+        yield req
+        start += req.count
 
 
 def pack_canvas(
@@ -226,68 +401,3 @@ def _rebuild(
         packed.append(PackedItem(item.array, len(target), item.token, item.user_key))
         target.append(parsed[item.array][item.index])
     return Request(request.endpoint, orjson.dumps(body), packed)
-
-
-@dataclass(eq=False, slots=True)
-class Ticket:
-    """Admission to the OrderGate: its FIFO sequence number and the user keys it holds."""
-
-    seq: int
-    keys: frozenset[str]
-    done: bool = field(default=False)
-
-
-class OrderGate:
-    """Keeps each user's requests in source order across concurrent workers (strict FIFO admission).
-
-    `enter(keys)` registers the request immediately (in call order) and blocks until no earlier, still
-    unfinished request shares a user key with it; `leave(ticket)` once the request has its final outcome
-    (retries and splits included). A later request never overtakes an earlier conflicting one; requests
-    for different users run concurrently.
-    """
-
-    def __init__(self) -> None:
-        self._cv = threading.Condition()
-        self._queues: dict[str, deque[int]] = {}
-        self._seq = 0
-
-    def enter(self, user_keys: Iterable[str], timeout: float | None = None) -> Ticket:
-        """Register and wait for the turn of a request touching `user_keys`.
-
-        Raises:
-            TimeoutError: `timeout` seconds passed first (the ticket is withdrawn).
-        """
-        with self._cv:
-            ticket = Ticket(self._seq, frozenset(user_keys))
-            self._seq += 1
-            for k in ticket.keys:
-                self._queues.setdefault(k, deque()).append(ticket.seq)
-            if not self._cv.wait_for(lambda: self._is_first(ticket), timeout):
-                self._remove(ticket)
-                raise TimeoutError(
-                    f"request {ticket.seq} waited over {timeout} s for an earlier request of its users"
-                )
-            return ticket
-
-    def leave(self, ticket: Ticket) -> None:
-        """The request is finished: let the next request of its users go."""
-        with self._cv:
-            if not ticket.done:
-                self._remove(ticket)
-
-    def pending(self) -> int:
-        """User keys with a registered, unfinished request (for tests and progress)."""
-        with self._cv:
-            return len(self._queues)
-
-    def _is_first(self, ticket: Ticket) -> bool:
-        return all(self._queues[k][0] == ticket.seq for k in ticket.keys)
-
-    def _remove(self, ticket: Ticket) -> None:
-        ticket.done = True
-        for k in ticket.keys:
-            q = self._queues[k]
-            q.remove(ticket.seq)
-            if not q:
-                del self._queues[k]
-        self._cv.notify_all()

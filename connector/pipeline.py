@@ -179,7 +179,7 @@ class _Run:
                         url = server.url if server is not None else dest.url
                         assert url is not None and dest.api_key is not None
                         report.set_destination(dest.kind, url)
-                        client = _client(self.pipeline, url, dest.api_key)
+                        client = _client(self.pipeline, url, dest.api_key, mode)
                         self.writer = _writer(self.pipeline, client, report, mode, dry_run=False)
                     for plan in plans:
                         if self.aborted():
@@ -363,11 +363,15 @@ def _start_emulator(api_key: str | None) -> EmulatorServer:
     return server
 
 
-def _client(pipeline: Pipeline, url: str, api_key: str) -> BrazeClient:
+def _client(pipeline: Pipeline, url: str, api_key: str, mode: str) -> BrazeClient:
     from connector.client import BrazeClient
     from connector.ratelimit import RateLimiter
 
-    return BrazeClient(url, api_key, write=pipeline.write, limiter=RateLimiter.from_write(pipeline.write))
+    transport = pipeline.write.transport
+    if transport == "auto":  # bulk needs aiohttp to fill 1,000 requests/s; sync's 500/minute suits requests
+        transport = "requests" if mode == "sync" else "aiohttp"
+    limiter = RateLimiter.from_write(pipeline.write)
+    return BrazeClient(url, api_key, write=pipeline.write, limiter=limiter, transport=transport)
 
 
 def _writer(

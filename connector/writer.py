@@ -136,9 +136,9 @@ class Writer:
             return
         for req in self._pack(batch, range(n)):
             if self._stop.is_set():
-                self.report.add_skipped(len(req.items), self._abort_reason, batch.stream)
+                self.report.add_skipped(req.count, self._abort_reason, batch.stream)
             else:
-                self._queue.put((batch, req), req.user_keys())
+                self._queue.put((batch, req), req.keys)
 
     def close(self) -> None:
         """Wait for every queued and in-flight request, then re-raise a fatal destination error, if any.
@@ -184,16 +184,20 @@ class Writer:
         mapped = batch.mapped
         objects, keys = mapped.objects, mapped.user_keys
         array = ARRAY_OF_KIND[mapped.kind]
-        items = (batching.Item(array, objects[j], keys[j], j) for j in positions)
         w = self.write
         if batch.endpoint == "users_track":
-            yield from batching.pack_track(
-                items,
-                batching=w.batching,
+            # One chunk is one kind, so every object sits in one array: "combined" and "per_array" coincide.
+            yield from batching.pack_track_array(
+                array,
+                objects,
+                keys,
+                positions if isinstance(positions, range) else list(positions),
                 max_objects=w.max_objects_per_request,
                 max_bytes=w.max_request_bytes,
             )
-        elif batch.endpoint == "canvas_trigger_send":
+            return
+        items = (batching.Item(array, objects[j], keys[j], j) for j in positions)
+        if batch.endpoint == "canvas_trigger_send":
             assert batch.canvas_id is not None
             yield from batching.pack_canvas(items, batch.canvas_id, max_bytes=w.max_request_bytes)
         else:
@@ -217,7 +221,7 @@ class Writer:
         while todo:
             current = todo.pop(0)
             if self._stop.is_set():
-                self.report.add_skipped(len(current.items), self._abort_reason, batch.stream)
+                self.report.add_skipped(current.count, self._abort_reason, batch.stream)
             elif current.oversize:
                 self._reject_oversize(batch, current)
             else:
@@ -230,7 +234,7 @@ class Writer:
     def _send(self, batch: _Batch, req: Packed) -> list[Packed]:
         """Send one request and record its rows' outcomes; returns the requests still to send (split parts)."""
         assert self.client is not None
-        n = len(req.items)
+        n = req.count
         t0 = time.perf_counter()
         try:
             resp = self.client.post(req.endpoint, req.body, idempotent=batch.idempotent)
@@ -362,7 +366,7 @@ class Writer:
     def _record_error(self, req: Packed, e: ApiError, t0: float) -> None:
         status = e.status if e.status is not None else 0
         latency_ms = (time.perf_counter() - t0) * 1000.0
-        self.report.record_request(req.endpoint, status, latency_ms, len(req.items))
+        self.report.record_request(req.endpoint, status, latency_ms, req.count)
 
     def _notice(self, batch: _Batch, doc: Any) -> None:
         """A paused or archived Canvas answers 201 with a notice: warn once per Canvas and notice text."""

@@ -38,7 +38,10 @@ class OrderedQueue:
         self._closed = False
 
     def put(self, payload: Any, keys: Iterable[str]) -> None:
-        """Add a job (blocks while the queue is full); it runs after earlier jobs sharing any of `keys`."""
+        """Add a job (blocks while the queue is full); it runs after earlier jobs sharing any of `keys`.
+
+        `keys` may repeat (a request's per-object user keys): one dict lookup per distinct key.
+        """
         job = Job(payload, frozenset(keys))
         with self._lock:
             if self._closed:
@@ -49,10 +52,11 @@ class OrderedQueue:
             tails = self._tails
             for key in job.keys:
                 prev = tails.get(key)
-                if prev is not None:
+                tails[key] = job
+                # one edge per earlier job, however many users the two share
+                if prev is not None and (not prev.successors or prev.successors[-1] is not job):
                     prev.successors.append(job)
                     job.waiting_on += 1
-                tails[key] = job
             if job.waiting_on == 0:
                 self._ready.append(job)
                 self._ready_cv.notify()

@@ -186,6 +186,11 @@ def _py_int(v: str | None) -> int | None:
 
 def _finite(res: Cast, kind: str, raw: pa.Array) -> Cast:
     vals = res.values
+    try:
+        if all(map(math.isfinite, filter(None, vals))):  # the common case, in C (filter drops None and 0)
+            return res
+    except (TypeError, OverflowError):
+        pass
     bad = [i for i, v in enumerate(vals) if isinstance(v, float) and not math.isfinite(v)]
     if bad:
         _fail(kind, raw.to_pylist(), bad, res.errors)

@@ -10,6 +10,7 @@ from typing import Any
 from connector import contract
 from connector.config import AttributeField, Identifier, Stream
 from connector.mapping.columns import Column, Resolver, build_properties
+from connector.mapping.fast import Batch, attribute_batch, event_batch
 from connector.records import Chunk, MappedChunk, Rejected
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ _ID_KEYS = {
 _OP_TYPE = {"set": "auto", "inc": "number", "add": "array", "remove": "array", "merge": "object"}
 
 Fields = list[tuple[str, list[Any], bool]]  # (Braze key, values, keep_null)
+Builder = tuple[Callable[[int], dict[str, Any]], dict[str, str], Callable[[], Batch] | None]
 
 
 def user_key(obj: dict[str, Any]) -> str:
@@ -88,11 +90,12 @@ def _fill(obj: dict[str, Any], fields: Fields, i: int) -> None:
             obj[target] = x
 
 
-def _build(stream: Stream, res: Resolver) -> tuple[Callable[[int], dict[str, Any]], dict[str, str]]:
-    """A function building row i's object, and a Braze key -> source column map for reject messages."""
+def _build(stream: Stream, res: Resolver) -> Builder:
+    """A function building row i's object, a Braze key -> source column map for reject messages, and
+    (attributes, events, purchases) a function building every row's object at once with the rows to check."""
     kind = stream.kind
     if kind == "live_activity":
-        return _live_activity(stream, res)
+        return *_live_activity(stream, res), None
     assert stream.identifier is not None
     id_kind, ids, id_col = _identifier(res, stream.identifier)
     cols: dict[str, str] = {id_kind: id_col, "_identifier": id_col} if id_col else {}
@@ -113,10 +116,10 @@ def _build(stream: Stream, res: Resolver) -> tuple[Callable[[int], dict[str, Any
             _fill(obj, fields, i)
             return obj
 
-        return attributes, cols
+        return attributes, cols, lambda: attribute_batch(id_kind, ids, ueo, merge, fields, res.n)
 
     if kind == "canvas_trigger":
-        return _canvas(stream, res, id_kind, ids, cols)
+        return *_canvas(stream, res, id_kind, ids, cols), None
 
     m = stream.event if kind == "events" else stream.purchase
     assert m is not None
@@ -145,7 +148,7 @@ def _build(stream: Stream, res: Resolver) -> tuple[Callable[[int], dict[str, Any
             obj["_update_existing_only"] = ueo
         return obj
 
-    return event, cols
+    return event, cols, lambda: event_batch(kind, id_kind, ids, fields, jsv, pv, ueo, res.n)
 
 
 def _event_slots(kind: str, m: Any) -> list[tuple[str, Any, str]]:
@@ -254,20 +257,31 @@ class _RowValues:
         return dict(self.rows[i]) if self.rows is not None else self.chunk.values(i)
 
 
-def map_chunk(stream: Stream, chunk: Chunk, now: datetime) -> MappedChunk:
+def map_chunk(stream: Stream, chunk: Chunk, now: datetime, *, fast: bool = True) -> MappedChunk:
     """Map every row of a chunk to one Braze object or one reject (stage mapping or contract).
 
     `now` is accepted for interface stability (future-time handling is Braze's: it clamps to now).
+    `fast=False` builds row by row and runs contract.check_object on every object: the reference the
+    batch path (connector/mapping/fast.py) is tested against; both give equal results.
     """
     del now
     res = Resolver(stream, chunk.table, chunk.file)
-    build, cols = _build(stream, res)
+    build, cols, batch_of = _build(stream, res)
     errors = res.errors
     kind = stream.kind
     check = contract.check_object
+    batch = batch_of() if fast and batch_of is not None else None
+    if batch is not None and not errors and not batch.suspect:
+        objs = batch.objects
+        keys = batch.keys if batch.keys is not None else [user_key(o) for o in objs]
+        return MappedChunk(kind, chunk, objs, list(range(res.n)), keys, [])
+    suspect = batch.suspect if batch is not None else None
+    fast_keys = batch.keys if batch is not None else None
+    if batch is not None:
+        build = batch.objects.__getitem__
     objects: list[dict[str, Any]] = []
     indices: list[int] = []
-    keys: list[str] = []
+    keys = []
     rejects: list[Rejected] = []
     row_values = _RowValues(chunk)
     for i in range(res.n):
@@ -276,19 +290,21 @@ def map_chunk(stream: Stream, chunk: Chunk, now: datetime) -> MappedChunk:
             rejects.append(Rejected(chunk.ref(i), "mapping", err[0], err[1], err[2], row_values(i)))
             continue
         obj = build(i)
-        bad = check(kind, obj)
-        if bad:
-            first = bad[0]
-            reason = first.reason
-            if len(bad) > 1:
-                reason += f" (and {len(bad) - 1} more: {', '.join(v.rule for v in bad[1:])})"
-            field = first.field or "_identifier"
-            column = cols.get(field) or cols.get(field.split(".")[0])
-            rejects.append(Rejected(chunk.ref(i), "contract", first.rule, reason, column, row_values(i)))
-            continue
+        clean = suspect is not None and i not in suspect
+        if not clean:
+            bad = check(kind, obj)
+            if bad:
+                first = bad[0]
+                reason = first.reason
+                if len(bad) > 1:
+                    reason += f" (and {len(bad) - 1} more: {', '.join(v.rule for v in bad[1:])})"
+                field = first.field or "_identifier"
+                column = cols.get(field) or cols.get(field.split(".")[0])
+                rejects.append(Rejected(chunk.ref(i), "contract", first.rule, reason, column, row_values(i)))
+                continue
         objects.append(obj)
         indices.append(i)
-        keys.append(user_key(obj))
+        keys.append(fast_keys[i] if clean and fast_keys is not None else user_key(obj))
     if rejects:
         log.debug("stream %s, %s: %d of %d rows rejected", stream.name, chunk.file, len(rejects), res.n)
     return MappedChunk(kind, chunk, objects, indices, keys, rejects)

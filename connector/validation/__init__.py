@@ -1,7 +1,7 @@
 """Great Expectations suites over streamed chunks: row-level rejects per chunk, table-level checks at finish.
 
-This is the only module that imports great_expectations (lazily, so a stream without suites never pays
-for the import). Suites are GX 1.x JSON files, ``expectations/<name>.json``:
+This package is the only one that imports great_expectations (lazily, so a stream without suites never
+pays for the import). Each GX suite is compiled once per runner and evaluated by GX on every chunk (plan.py). Suites are GX 1.x JSON files, ``expectations/<name>.json``:
 ``{"name": ..., "expectations": [{"type": "expect_...", "kwargs": {...}, "meta": {}}], "meta": {}}``.
 
 How each expectation is evaluated:
@@ -43,6 +43,7 @@ from typing import Any
 from ..errors import SuiteError
 from ..records import Chunk, Rejected
 from .aggregates import Aggregate, TableCheck
+from .plan import CompiledSuite, Outcome
 from .suites import SuiteExpectation, alias_column, load_suites, quiet, words
 from .values import as_number, as_utc
 
@@ -87,10 +88,10 @@ class SuiteRunner:
         self._table_wide = [e for e in self._gx_expectations if e.kind == "gx_table" and not e.columns]
         self._all_columns = bool(self._table_wide)
         self._aliases = {(e.alias, e.column) for e in self._gx_expectations if e.alias and e.column}
-        self._batch_definition: Any = None
-        # GX suites and their expectations, in order. Table-wide checks (column set, column count) get a
-        # suite of their own, run on the frame without the cast copies of columns that between checks read.
-        self._groups: list[tuple[Any, list[SuiteExpectation], bool]] = []
+        # GX suites (compiled once, see plan.py) and their expectations, in order. Table-wide checks (column
+        # set, column count) get a suite of their own, run on the frame without the cast copies of columns
+        # that between checks read.
+        self._groups: list[tuple[CompiledSuite, list[SuiteExpectation], bool]] = []
         if self._gx_expectations:
             self._setup_gx()
 
@@ -109,7 +110,7 @@ class SuiteRunner:
             context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
             source = context.data_sources.add_pandas("connector")
             asset = source.add_dataframe_asset("chunk")
-            self._batch_definition = asset.add_batch_definition_whole_dataframe("whole")
+            batch_definition = asset.add_batch_definition_whole_dataframe("whole")
             column_wise = [e for e in self._gx_expectations if e not in self._table_wide]
             for name, members, aliased in (
                 ("columns", column_wise, True),
@@ -119,7 +120,8 @@ class SuiteRunner:
                     suite = gx.ExpectationSuite(name=name)
                     for e in members:
                         suite.add_expectation(e.build_gx(self._now()))
-                    self._groups.append((context.suites.add(suite), members, aliased))
+                    compiled = CompiledSuite(context, batch_definition, context.suites.add(suite))
+                    self._groups.append((compiled, members, aliased))
 
     def validate(self, chunk: Chunk) -> ChunkValidation:
         """Validate one chunk: row-level rejects now, aggregates accumulated for finish()."""
@@ -176,30 +178,18 @@ class SuiteRunner:
             }
         )
 
-    def _run_gx(self, suite: Any, members: list[SuiteExpectation], df: Any) -> list[Any]:
-        """Validate a pandas frame against one GX suite; one result per expectation, in order."""
-        with quiet():
-            batch = self._batch_definition.get_batch(batch_parameters={"dataframe": df})
-            outcome = batch.validate(suite, result_format={"result_format": "COMPLETE"})
-        by_id = {r.expectation_config.id: r for r in outcome.results}
-        ordered = [by_id[x.id] for x in suite.expectations]
-        for e, r in zip(members, ordered, strict=True):
-            info = r.exception_info or {}
-            raised = info.get("raised_exception") or any(
-                isinstance(v, dict) and v.get("raised_exception") for v in info.values()
-            )
-            if raised:
-                message = info.get("exception_message") or next(
-                    (v.get("exception_message") for v in info.values() if isinstance(v, dict)),
-                    "unknown error",
-                )
-                raise SuiteError(f"{e.where()} could not be evaluated: {message}")
-        return ordered
+    def _run_gx(self, suite: CompiledSuite, members: list[SuiteExpectation], df: Any) -> list[Outcome]:
+        """Validate a pandas frame against one compiled GX suite; one outcome per expectation, in order."""
+        outcomes = suite.run(df)
+        for e, outcome in zip(members, outcomes, strict=True):
+            if outcome.error is not None:
+                raise SuiteError(f"{e.where()} could not be evaluated: {outcome.error}")
+        return outcomes
 
     def _collect(
         self,
         e: SuiteExpectation,
-        result: Any,
+        result: Outcome,
         df: Any,
         failures: dict[int, list[tuple[SuiteExpectation, str]]],
     ) -> None:
@@ -217,9 +207,9 @@ class SuiteRunner:
         if not indices:
             return
         # The original cell (not GX's copy, which holds the numeric cast for between checks on strings).
-        cells = df[e.column].to_numpy() if (e.column and df is not None) else None
-        for i in indices:
-            failures.setdefault(i, []).append((e, words(e, cells[i] if cells is not None else None)))
+        cells = _cells(df[e.column], indices) if (e.column and df is not None) else [None] * len(indices)
+        for i, cell in zip(indices, cells, strict=True):
+            failures.setdefault(i, []).append((e, words(e, cell)))
 
     def finish(self) -> list[TableCheck]:
         """Evaluate the table-level expectations over everything validated so far."""
@@ -241,6 +231,22 @@ class SuiteRunner:
             if not c.success:
                 logger.info("table expectation %s failed: %s", c.expectation, c.detail)
         return checks
+
+
+def _cells(series: Any, indices: list[int]) -> list[Any]:
+    """The cells at `indices` as ``series.to_numpy()`` gives them, converting only those rows.
+
+    For numpy and string dtypes the element type of ``to_numpy()`` depends on the dtype alone, so the subset
+    converts alike; for other extension dtypes (nullable ints, Arrow) it depends on whether the whole column
+    has nulls, so the whole column is converted.
+    """
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(series.dtype, np.dtype | pd.StringDtype):
+        return list(series.iloc[indices].to_numpy())
+    values = series.to_numpy()
+    return [values[i] for i in indices]
 
 
 def _empty_frame(n: int) -> Any:

@@ -306,6 +306,23 @@ def test_bulk_keeps_one_users_updates_in_order(
         assert server.user("external_id", f"u{u}")["attributes"]["plan"] == f"v{76 + u}"
 
 
+def test_bulk_input_sorted_by_user_packs_runs_whole_and_keeps_order(
+    emulator_factory: Callable[..., EmulatorServer], tmp_path: Path
+) -> None:
+    """Runs of 4 objects per user: requests close at 72 (not mid-run at 75), so no request waits on another."""
+    server = emulator_factory(**JITTER)
+    objects = [{"external_id": f"u{i // 4}", "plan": f"v{i}"} for i in range(600)]
+    pipeline = make_pipeline(concurrency=8)
+    writer, report = make_writer(pipeline, server.url, tmp_path)
+    writer.submit(stream_of(pipeline), mapped_chunk("attributes", objects))
+    writer.close()
+    assert rows(report) == {"delivered": 600, "rejected": 0, "failed": 0, "skipped": 0}
+    assert server.stats()["requests"]["/users/track"] == {"201": 9}  # ceil(600 / 72)
+    assert applied_ids(server) == Counter({f"u{u}": 4 for u in range(150)})
+    for u in range(150):
+        assert server.user("external_id", f"u{u}")["attributes"]["plan"] == f"v{4 * u + 3}"
+
+
 def test_dropped_after_apply_with_on_ambiguous_retry_resends_attribute_sets(
     emulator_factory: Callable[..., EmulatorServer], tmp_path: Path
 ) -> None:

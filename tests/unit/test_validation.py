@@ -461,3 +461,74 @@ def test_random_stream_matches_an_independent_oracle(tmp_path: Path) -> None:
     assert check(checks, "expect_column_values_to_be_unique").success is (surplus == 0)
     assert check(checks, "expect_column_mean_to_be_between").observed == pytest.approx(sum(ages) / len(ages))
     assert check(checks, "expect_table_row_count_to_equal").success is True
+
+
+def test_compiled_suite_matches_gx_batch_validate_chunk_after_chunk() -> None:
+    """The suite compiled once (plan.py) gives, chunk after chunk, what GX's own batch.validate gives."""
+    import great_expectations as gx
+    import pandas as pd
+
+    from connector.validation.plan import RESULT_FORMAT, CompiledSuite
+    from connector.validation.suites import quiet
+
+    with quiet():
+        context = gx.get_context(mode="ephemeral")
+        whole = (
+            context.data_sources.add_pandas("p")
+            .add_dataframe_asset("a")
+            .add_batch_definition_whole_dataframe("w")
+        )
+        suite = gx.ExpectationSuite(name="mix")
+        for expectation in (
+            gx.expectations.ExpectColumnValuesToNotBeNull(column="s"),
+            gx.expectations.ExpectColumnValuesToBeInSet(column="s", value_set=["a", "b"], mostly=0.5),
+            gx.expectations.ExpectColumnValuesToBeBetween(column="x", min_value=0, max_value=10),
+            gx.expectations.ExpectColumnValuesToMatchRegex(column="s", regex="^a"),
+            gx.expectations.ExpectColumnMedianToBeBetween(column="x", min_value=0, max_value=5),
+            gx.expectations.ExpectTableColumnCountToEqual(value=2),
+        ):
+            suite.add_expectation(expectation)
+        suite = context.suites.add(suite)
+    compiled = CompiledSuite(context, whole, suite)
+    frames = [
+        pd.DataFrame({"s": ["a", "z", None, "b"], "x": [1.0, 20.0, 3.0, None]}),
+        pd.DataFrame({"s": ["c"] * 5, "x": [-1.0] * 5}),  # every row fails after a mixed chunk
+        pd.DataFrame({"s": ["a", "a"], "x": [2.0, 3.0]}),  # then a clean, shorter chunk
+        pd.DataFrame({"s": ["q", "a", "a"], "x": [1.0, 2.0, 3.0], "extra": [0, 0, 0]}),
+    ]
+    keys = ("unexpected_index_list", "element_count", "missing_count", "unexpected_count", "observed_value")
+    for df in frames:
+        with quiet():
+            batch = whole.get_batch(batch_parameters={"dataframe": df})
+            expected = batch.validate(suite, result_format=RESULT_FORMAT)
+        by_id = {r.expectation_config.id: r for r in expected.results}
+        for e, got in zip(suite.expectations, compiled.run(df), strict=True):
+            want = by_id[e.id]
+            assert got.error is None
+            assert got.success == want.success, e.expectation_type
+            assert {k: got.result.get(k) for k in keys} == {k: want.result.get(k) for k in keys}
+
+
+def test_gx_evaluation_error_is_a_suite_error_naming_the_expectation(tmp_path: Path) -> None:
+    r = runner(
+        tmp_path,
+        exp("expect_column_values_to_not_be_null", column="s"),
+        exp("expect_column_median_to_be_between", column="s", min_value=1),
+    )
+    with pytest.raises(
+        SuiteError, match=r"expectation #2 expect_column_median_to_be_between could not be evaluated"
+    ):
+        r.validate(chunk({"s": ["a", None]}))
+
+
+def test_compiled_runner_keeps_chunks_apart(tmp_path: Path) -> None:
+    """A chunk full of failures, then a clean one, then a short one: no result of one chunk leaks into the next."""
+    r = runner(
+        tmp_path,
+        exp("expect_column_values_to_be_in_set", column="plan", value_set=["free"]),
+        exp("expect_column_values_to_be_between", column="age", min_value=0, max_value=9),
+    )
+    assert r.validate(chunk({"plan": ["x"] * 6, "age": ["50"] * 6})).keep == [False] * 6
+    assert r.validate(chunk({"plan": ["free"] * 8, "age": ["1"] * 8})).rejects == []
+    short = r.validate(chunk({"plan": ["free", "y"], "age": ["3", "4"]}, rows=[40, 41]))
+    assert [(x.ref.row, x.rule) for x in short.rejects] == [(41, "expect_column_values_to_be_in_set")]

@@ -110,3 +110,15 @@ def test_concurrent_workers_keep_each_users_order() -> None:
         t.join(30)
     assert not errors
     assert seen == expected
+
+
+def test_repeated_and_shared_keys_make_one_dependency_per_earlier_job() -> None:
+    q = OrderedQueue(10)
+    q.put("first", ["u1", "u1", "u2", "u2", "u1"])  # a request's per-object keys, repeats included
+    q.put("second", ["u2", "u1", "u1"])
+    first = q.get()
+    assert first is not None and first.payload == "first" and first.keys == frozenset({"u1", "u2"})
+    assert len(first.successors) == 1 and first.successors[0].waiting_on == 1
+    assert _drain_ready(q) == []
+    q.done(first)
+    assert _drain_ready(q) == ["second"]

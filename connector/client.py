@@ -58,7 +58,8 @@ class ApiResponse:
     """A delivered (2xx) response.
 
     `headers` has lower-case names; `attempts` counts every try (1 = no retry); `elapsed_ms` is the wall
-    time of the whole post() including limiter waits and backoff; `rate_limited` counts the 429s seen.
+    time of the whole post() including limiter waits and backoff; `rate_limited` counts the 429s seen;
+    `http_ms` is the round trip of the last attempt alone (what the server took, as the report shows it).
     """
 
     status: int
@@ -67,6 +68,7 @@ class ApiResponse:
     attempts: int
     elapsed_ms: float
     rate_limited: int = 0
+    http_ms: float = 0.0
 
 
 @dataclass(slots=True)
@@ -80,6 +82,7 @@ class _Call:
     start: float
     attempts: int = 0
     rate_limited: int = 0
+    http_ms: float = 0.0
 
 
 class BrazeClient:
@@ -96,7 +99,7 @@ class BrazeClient:
         clock: Callable[[], float] = time.monotonic,
         on_retry: Callable[[str, str], None] | None = None,
         seed: int | None = None,
-        transport: Literal["requests", "aiohttp"] | None = None,
+        transport: Literal["requests", "aiohttp", "aiohttp-process"] | None = None,
     ) -> None:
         """`transport` overrides write.transport; `auto` there means requests here (the pipeline picks
         aiohttp for bulk runs)."""
@@ -167,6 +170,7 @@ class BrazeClient:
     def _attempt(self, call: _Call) -> ApiResponse:
         self._limiter.acquire(call.endpoint)
         call.attempts += 1
+        sent = self._clock()
         try:
             resp = self._transport.send(call.url, call.body)
         except NotSent as exc:
@@ -180,6 +184,7 @@ class BrazeClient:
                     "Braze may or may not have applied it"
                 )
             ) from None
+        call.http_ms = (self._clock() - sent) * 1000
         headers = resp.headers
         self._limiter.observe(call.endpoint, headers)
         status = resp.status
@@ -192,6 +197,7 @@ class BrazeClient:
                 call.attempts,
                 (self._clock() - call.start) * 1000,
                 call.rate_limited,
+                call.http_ms,
             )
         body = _parse(resp.content)
         if body is None and resp.content:

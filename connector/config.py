@@ -6,11 +6,23 @@ object, checks them, and delivers them to the pipeline's destination.
 
 from __future__ import annotations
 
+import codecs
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from connector.errors import ConfigError
 
@@ -275,10 +287,11 @@ class Write(_Model):
     # `retry` resends it (at-least-once: events, purchases and `inc` may then count twice);
     # `fail` marks its rows failed with outcome "unknown" for a human to check (at-most-once).
     on_ambiguous: Literal["retry", "fail"] = "retry"
-    # HTTP transport under the one retry policy. `auto`: aiohttp (one event-loop thread) for bulk runs,
-    # where requests+threads cannot reach 1,000 requests/s on two cores (bench/transport_choice.py);
-    # requests for sync runs, whose 500 requests/minute it handles easily.
-    transport: Literal["auto", "requests", "aiohttp"] = "auto"
+    # HTTP transport under the one retry policy. `auto`: aiohttp in a child process for bulk runs, where
+    # requests+threads cannot reach 1,000 requests/s on two cores (bench/transport_choice.py) and aiohttp
+    # sharing the GIL with the local stages reaches ~870 (BENCHMARKS.md); requests for sync runs, whose
+    # 500 requests/minute it handles easily. `aiohttp` runs the event loop on a thread of this process.
+    transport: Literal["auto", "requests", "aiohttp", "aiohttp-process"] = "auto"
     sync_max_duration_s: Annotated[float, Field(ge=0)] = 60.0
 
     def rate_limit(self, endpoint: str) -> RateLimit:
@@ -303,12 +316,30 @@ class Pipeline(_Model):
     # Set by load_pipeline: the folder relative paths are resolved against.
     base_dir: str = "."
 
+    @field_validator("streams")
+    @classmethod
+    def _unique_stream_names(cls, streams: list[Stream]) -> list[Stream]:
+        seen: set[str] = set()
+        for s in streams:
+            if s.name in seen:
+                raise ValueError(
+                    f"two streams are named {s.name!r}; stream names must be unique (the report counts rows per stream)"
+                )
+            seen.add(s.name)
+        return streams
+
     def resolve(self, path: str) -> Path:
         p = Path(path)
         return p if p.is_absolute() else Path(self.base_dir) / p
 
 
 # --------------------------------------------------------------------------- loading
+
+
+def _given(value: Any) -> str:
+    """The value a user wrote, shown short in an error message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _format_errors(path: str, err: ValidationError) -> str:
@@ -318,12 +349,99 @@ def _format_errors(path: str, err: ValidationError) -> str:
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key; remove it or check its spelling (see pipeline.schema.json)"
-        elif e["type"] == "literal_error":
-            msg = f"{msg}"
         elif e["type"] == "missing":
             msg = "required key is missing"
+        elif e["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+        elif not isinstance(e.get("input"), dict | list):
+            msg = f"{msg} (got {_given(e.get('input'))})"
         lines.append(f"  - {loc}: {msg}")
     return "\n".join(lines)
+
+
+def _problems(pipeline: Pipeline) -> list[str]:
+    """Checks the models cannot make alone: suites exist, time zones, time formats, CSV dialect; one line each."""
+    out: list[str] = []
+    suites = pipeline.resolve(pipeline.expectations_dir)
+    for i, stream in enumerate(pipeline.streams):
+        for j, name in enumerate(stream.expectations):
+            if not (suites / f"{name}.json").is_file():
+                have = sorted(f.stem for f in suites.glob("*.json")) if suites.is_dir() else []
+                out.append(
+                    f"streams.{i}.expectations.{j}: no suite {name!r} ({suites / name}.json does not exist); "
+                    + (f"suites in {suites}: {', '.join(have)}" if have else f"expectations_dir {suites} holds no suites")
+                )
+        csv = stream.source.csv
+        for name in ("delimiter", "quote_char"):
+            val = getattr(csv, name)
+            if len(val) != 1 or not val.isascii():
+                out.append(f"streams.{i}.source.csv.{name}: must be one ASCII character such as ',' (got {val!r})")
+        try:
+            codecs.lookup(csv.encoding)
+        except LookupError:
+            out.append(
+                f"streams.{i}.source.csv.encoding: unknown encoding {csv.encoding!r}; use e.g. utf-8, utf-8-sig, latin-1, cp1252"
+            )
+        for loc, value in _values(stream, f"streams.{i}"):
+            if value.timezone is not None:
+                try:
+                    ZoneInfo(value.timezone)
+                except (ZoneInfoNotFoundError, ValueError):
+                    out.append(
+                        f"{loc}.timezone: unknown time zone {value.timezone!r}; use an IANA name such as 'Europe/Paris' or 'UTC'"
+                    )
+            if value.format is not None and (bad := _bad_time_format(value.format)):
+                out.append(
+                    f"{loc}.format: {bad}; use strptime directives such as '%Y-%m-%d %H:%M:%S' (or leave it out for ISO 8601)"
+                )
+    return out
+
+
+def _values(model: Any, loc: str) -> Iterator[tuple[str, Value]]:
+    """Every Value inside a model, with its key path."""
+    if isinstance(model, Value):
+        yield loc, model
+    if isinstance(model, BaseModel):
+        for name in type(model).model_fields:
+            yield from _values(getattr(model, name), f"{loc}.{name}")
+    elif isinstance(model, list | tuple):
+        for j, item in enumerate(model):
+            yield from _values(item, f"{loc}.{j}")
+    elif isinstance(model, dict):
+        for key, item in model.items():
+            yield from _values(item, f"{loc}.{key}")
+
+
+def _bad_time_format(fmt: str) -> str | None:
+    """Why a strptime format cannot work ("'Q' is a bad directive..."), or None."""
+    try:
+        datetime.strptime("", fmt)
+    except ValueError as e:
+        text = str(e)
+        if "bad directive" in text or "stray %" in text:
+            return text
+    return None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: let PyYAML report it
+                continue
+            if first != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} is given twice (first at line {first}); keep one",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)  # type: ignore[no-untyped-call,no-any-return]
 
 
 def load_pipeline(path: str | Path) -> Pipeline:
@@ -338,10 +456,14 @@ def load_pipeline(path: str | Path) -> Pipeline:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{p}: pipeline file not found") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{p}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); save the pipeline file as UTF-8"
+        ) from None
     except OSError as e:
-        raise ConfigError(f"{p}: cannot read the pipeline file ({e.strerror})") from None
+        raise ConfigError(f"{p}: cannot read the pipeline file ({e.strerror or e})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -352,9 +474,14 @@ def load_pipeline(path: str | Path) -> Pipeline:
         raise ConfigError(f"{p}: 'base_dir' is set by the loader, remove it from the file")
     data["base_dir"] = str(_project_root_for(p))
     try:
-        return Pipeline.model_validate(data)
+        pipeline = Pipeline.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_format_errors(str(p), e)) from None
+    problems = _problems(pipeline)
+    if problems:
+        head = f"{p}: the pipeline file is not valid ({len(problems)} problem(s)):"
+        raise ConfigError("\n".join([head, *(f"  - {x}" for x in problems)]))
+    return pipeline
 
 
 def _project_root_for(pipeline_path: Path) -> Path:

@@ -368,8 +368,8 @@ def _client(pipeline: Pipeline, url: str, api_key: str, mode: str) -> BrazeClien
     from connector.ratelimit import RateLimiter
 
     transport = pipeline.write.transport
-    if transport == "auto":  # bulk needs aiohttp to fill 1,000 requests/s; sync's 500/minute suits requests
-        transport = "requests" if mode == "sync" else "aiohttp"
+    if transport == "auto":  # bulk needs aiohttp on its own core to fill 1,000 requests/s; sync suits requests
+        transport = "requests" if mode == "sync" else "aiohttp-process"
     limiter = RateLimiter.from_write(pipeline.write)
     return BrazeClient(url, api_key, write=pipeline.write, limiter=limiter, transport=transport)
 

@@ -142,7 +142,9 @@ def _summary(d: dict[str, Any]) -> str:
         f"{_e(d['mode_reason'] or 'no reason recorded')}</dd><dt>Duration</dt><dd>{_n(d['duration_s'])} s</dd>"
         f"<dt>Destination</dt><dd>{_e(dest.get('kind') or '–')} <code>{_e(dest.get('url') or '')}</code></dd>"
         f"<dt>Throughput</dt><dd>{_n(d['throughput']['objects_per_s'])} objects/s · "
-        f"{_n(d['throughput']['requests_per_s'])} requests/s</dd></dl></div>"
+        f"{_n(d['throughput']['requests_per_s'])} requests/s over the run · "
+        f"{_n(d['throughput'].get('requests_per_s_sending', 0))} requests/s while sending "
+        f"({_n(d['throughput'].get('sending_s', 0))} s)</dd></dl></div>"
     )
 
 

@@ -13,6 +13,7 @@ exchange on one event-loop thread; the worker threads only wait on futures, reac
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from typing import Any, Protocol
 import aiohttp
 import requests
 from requests.adapters import HTTPAdapter
+
+logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
 _NOT_SENT_MARKERS = (
@@ -114,14 +117,7 @@ class AiohttpTransport:
         self._session = asyncio.run_coroutine_threadsafe(make(), self._loop).result()
 
     async def _post(self, url: str, body: bytes) -> Answer:
-        try:
-            async with self._session.post(url, data=body, proxy=self._proxy) as resp:
-                content = await resp.read()
-                return Answer(resp.status, {k.lower(): v for k, v in resp.headers.items()}, content)
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, aiohttp.ClientSSLError) as exc:
-            raise NotSent(type(exc).__name__) from None
-        except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
-            raise SentLost(type(exc).__name__) from None
+        return await post_once(self._session, url, body, self._proxy)
 
     def send(self, url: str, body: bytes) -> Answer:
         if self._closed:
@@ -141,10 +137,30 @@ class AiohttpTransport:
                 self._loop.close()
 
 
+async def post_once(session: aiohttp.ClientSession, url: str, body: bytes, proxy: str | None) -> Answer:
+    """One POST on an aiohttp session; NotSent / SentLost as the Transport protocol says."""
+    try:
+        async with session.post(url, data=body, proxy=proxy) as resp:
+            content = await resp.read()
+            return Answer(resp.status, {k.lower(): v for k, v in resp.headers.items()}, content)
+    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, aiohttp.ClientSSLError) as exc:
+        raise NotSent(type(exc).__name__) from None
+    except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
+        raise SentLost(type(exc).__name__) from None
+
+
 def make_transport(
     kind: str, base_url: str, headers: dict[str, str], *, concurrency: int, timeout_s: float
 ) -> Transport:
-    """`requests` or `aiohttp` (the client resolves `auto` before calling)."""
+    """`requests`, `aiohttp` or `aiohttp-process` (the client resolves `auto` before calling)."""
+    if kind == "aiohttp-process":
+        from connector.transport_process import ProcessTransport, ProcessTransportError
+
+        try:
+            return ProcessTransport(base_url, headers, concurrency=concurrency, timeout_s=timeout_s)
+        except ProcessTransportError as exc:
+            logger.warning("%s; sending from this process instead (slower on a busy run)", exc)
+            kind = "aiohttp"
     cls: Any = AiohttpTransport if kind == "aiohttp" else RequestsTransport
     return cls(base_url, headers, concurrency=concurrency, timeout_s=timeout_s)  # type: ignore[no-any-return]
 

@@ -51,7 +51,7 @@ ARRAY_OF_KIND = {
 # is aborted with DestinationUnreachable.
 UNREACHABLE_ABORT_AFTER = 3
 # Requests queued or in flight per worker: enough to keep the workers busy, few enough to bound memory.
-QUEUE_PER_WORKER = 4
+QUEUE_PER_WORKER = 8
 # Statuses for which a refused request is split to isolate the offending objects (others fail the rows).
 SPLIT_STATUSES = (400, 413)
 
@@ -271,7 +271,7 @@ class Writer:
         self.report.record_request(
             req.endpoint,
             resp.status,
-            float(resp.elapsed_ms),
+            float(resp.http_ms or resp.elapsed_ms),
             n,
             max(0, resp.attempts - 1),
             resp.rate_limited,

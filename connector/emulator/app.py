@@ -73,6 +73,23 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.
     )
 
 
+def _broadcast_audience(raw: bytes) -> str | None:
+    """The unique audience of a broadcast canvas trigger (Canvas id + `audience` object), or None.
+
+    Only `broadcast: true` calls target a segment or connected audience; calls naming recipients (with or
+    without `audience`) count against the shared 250,000/h bucket (braze-api.md §7.4).
+    """
+    if len(raw) > rules.MAX_BODY_BYTES:
+        return None
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(body, dict) or body.get("broadcast") is not True:
+        return None
+    return orjson.dumps([body.get("canvas_id"), body.get("audience")], option=orjson.OPT_SORT_KEYS).decode()
+
+
 class EmulatorApp:
     """Holds the state (store, limits, faults) and the request handler."""
 
@@ -122,7 +139,11 @@ class EmulatorApp:
         if perms is not None and PERMISSIONS[endpoint] not in perms:
             self.store.record(LedgerEntry(path, 403))
             return _json(403, {"message": "Access Denied"}, self.limits.peek(endpoint))
-        decision = self.limits.admit(endpoint)
+        audience = _broadcast_audience(await request.read()) if endpoint == "canvas_trigger_send" else None
+        if audience is None:
+            decision = self.limits.admit(endpoint)
+        else:
+            decision = self.limits.admit_broadcast(audience)
         if not decision.allowed:
             self.store.record(LedgerEntry(path, 429))
             return _json(429, {"message": "Rate Limited"}, decision.headers)

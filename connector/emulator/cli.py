@@ -42,12 +42,18 @@ def emulator_command(
     seed: int = typer.Option(0, help="Seed for fault injection (same seed = same fault sequence)."),
     rate_limit: Annotated[
         list[str] | None,
-        typer.Option("--rate-limit", help="ENDPOINT=N/SECONDS, e.g. users_track=3000/3 (repeatable)."),
+        typer.Option(
+            "--rate-limit",
+            help="ENDPOINT=N/SECONDS, e.g. users_track=3000/3; also broadcast=250/60 and "
+            "broadcast_audience=10/60 for broadcast canvas triggers (repeatable).",
+        ),
     ] = None,
     fault: Annotated[
         list[str] | None,
         typer.Option(
-            "--fault", help="[ENDPOINT:]MODE=RATE, MODE one of 500,502,503,504,429,slow,drop (repeatable)."
+            "--fault",
+            help="[ENDPOINT:]MODE=RATE, MODE one of 500,502,503,504,429,slow,drop,202 (repeatable; 202 = "
+            "applied but answered 202 queued, never drawn by --fault-rate).",
         ),
     ] = None,
     canvas: Annotated[
@@ -57,6 +63,11 @@ def emulator_command(
     slow_ms: float = typer.Option(1500.0, help="Extra latency of a 'slow' fault (ms)."),
     burst_429: int = typer.Option(
         1, help="How many 429s in a row one injected 429 fault produces (a burst)."
+    ),
+    nested_invalid: str = typer.Option(
+        "request",
+        help="What an invalid nested attribute drops: request (every nested update of the request) or "
+        "attribute (only that attribute's).",
     ),
     ledger_detail: str = typer.Option(
         "full",
@@ -78,6 +89,9 @@ def emulator_command(
         if batching not in ("combined", "per_array"):
             raise ValueError(f"--batching {batching!r}: use combined or per_array")
         mode: Literal["combined", "per_array"] = "combined" if batching == "combined" else "per_array"
+        if nested_invalid not in ("request", "attribute"):
+            raise ValueError(f"--nested-invalid {nested_invalid!r}: use request or attribute")
+        scope: Literal["request", "attribute"] = "request" if nested_invalid == "request" else "attribute"
         keys = list(api_key or [])
         if not keys:
             keys = [DEV_KEY]
@@ -85,6 +99,7 @@ def emulator_command(
         config = build_config(
             api_keys=keys, batching=mode, rate_limits=limits, latency_ms=latency_ms, fault_rate=fault_rate,
             faults=faults, seed=seed, canvases=canvases, array_max_length=array_max_length, slow_ms=slow_ms, burst_429=burst_429,
+            nested_invalid=scope,
         )  # fmt: skip
     except ValueError as e:
         typer.echo(f"error: {e}", err=True)

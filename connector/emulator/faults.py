@@ -1,4 +1,5 @@
-"""Seeded fault injection: 5xx, 429, slow responses and connections dropped after the request is applied.
+"""Seeded fault injection: 5xx, 429, slow responses, connections dropped after the request is applied, and
+202 `{"message":"queued"}` answers (the maintenance-window reply of the 2020 docs, braze-api.md §9.1, §14).
 
 Each endpoint draws from its own `random.Random` seeded from (seed, endpoint), so the same seed gives the
 same fault sequence per endpoint whatever the interleaving of other endpoints.
@@ -9,8 +10,11 @@ from __future__ import annotations
 import random
 from typing import Literal
 
-FaultMode = Literal["500", "502", "503", "504", "429", "slow", "drop"]
-MODES: tuple[str, ...] = ("500", "502", "503", "504", "429", "slow", "drop")
+FaultMode = Literal["500", "502", "503", "504", "429", "slow", "drop", "202"]
+MODES: tuple[str, ...] = ("500", "502", "503", "504", "429", "slow", "drop", "202")
+# `fault_rate` spreads over these only: 202 is opt-in (`202=RATE`), so existing seeds keep their sequences.
+SPREAD_MODES: tuple[str, ...] = MODES[:-1]
+QUEUED_BODY = {"message": "queued"}
 ERROR_MESSAGES = {
     "500": "Internal Server Error",
     "502": "Bad Gateway",
@@ -38,9 +42,10 @@ def parse_fault(text: str) -> tuple[str, float]:
 class FaultInjector:
     """Decides, per request, whether to inject a fault and which one.
 
-    `fault_rate` spreads that probability evenly over every mode; `faults` maps `MODE` or
+    `fault_rate` spreads that probability evenly over every mode but 202; `faults` maps `MODE` or
     `ENDPOINT:MODE` to a probability (per-endpoint entries win over global ones for that mode). A drawn
-    429 is followed by `burst_429 - 1` more 429s on that endpoint (Braze's limits refuse in bursts).
+    429 is followed by `burst_429 - 1` more 429s on that endpoint (Braze's limits refuse in bursts). A
+    drawn 202 still applies the request (queued, not lost) but answers 202 without per-object errors.
     """
 
     def __init__(
@@ -58,7 +63,7 @@ class FaultInjector:
         self.seed = seed
         self.burst_429 = burst_429
         self._burst_left: dict[str, int] = {}
-        self.global_rates = {m: fault_rate / len(MODES) for m in MODES} if fault_rate else {}
+        self.global_rates = {m: fault_rate / len(SPREAD_MODES) for m in SPREAD_MODES} if fault_rate else {}
         self.endpoint_rates: dict[str, dict[str, float]] = {}
         for key, rate in (faults or {}).items():
             endpoint, _, mode = key.rpartition(":")

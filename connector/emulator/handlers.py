@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from connector.emulator import messaging_rules, rules
+from connector.emulator.faults import QUEUED_BODY
+from connector.emulator.nested import NestedScope, plan_drops
 from connector.emulator.semantics import apply_attribute
 from connector.emulator.store import LedgerEntry, Session, Store
 
@@ -21,11 +23,12 @@ ARRAYS = ("attributes", "events", "purchases")
 
 @dataclass
 class Behaviour:
-    """Configurable Braze behaviour (batching rule, array length, canvas states)."""
+    """Configurable Braze behaviour (batching rule, array length, canvas states, nested-drop scope)."""
 
     batching: Literal["combined", "per_array"] = "combined"
     array_max_length: int = 500
     canvases: dict[str, str] = field(default_factory=dict)
+    nested_invalid: NestedScope = "request"
 
 
 def _identifier(
@@ -43,14 +46,30 @@ def _fail(endpoint: str, status: int, body: dict[str, Any], store: Store, fault:
     return status, body, entry
 
 
+def _accepted(fault: str | None) -> int:
+    """201, or 202 when the "queued" fault was drawn (the request is still applied)."""
+    return 202 if fault == "202" else 201
+
+
+def _reply(reply: dict[str, Any], entry: LedgerEntry) -> Result:
+    if entry.status == 202:
+        return 202, dict(QUEUED_BODY), entry
+    return 201, reply, entry
+
+
 def _apply_attributes(
-    s: Session, pid: int, obj: dict[str, Any], behaviour: Behaviour, skip: str | None
+    s: Session,
+    pid: int,
+    obj: dict[str, Any],
+    behaviour: Behaviour,
+    skip: str | None,
+    dropped: frozenset[str] = frozenset(),
 ) -> int:
     attrs = s.profile_attrs(pid)
     merge = obj.get("_merge_objects") is True
     points = 0
     for key, value in obj.items():
-        if key in rules.CONTROL_KEYS or key == skip:
+        if key in rules.CONTROL_KEYS or key == skip or key in dropped:
             continue
         points += apply_attribute(
             attrs,
@@ -108,8 +127,15 @@ def track(store: Store, body: Any, behaviour: Behaviour, *, endpoint: str, sync:
                 valid[name].append((i, obj))
     if not any(valid.values()):
         return _fail(endpoint, 400, {"message": rules.MSG_NO_VALID, "errors": errors}, store, fault)
+    drops = dict(
+        zip(
+            (i for i, _ in valid.get("attributes", [])),
+            plan_drops([obj for _, obj in valid.get("attributes", [])], behaviour.nested_invalid),
+            strict=True,
+        )
+    )
 
-    entry = LedgerEntry(endpoint, 201, dropped=dropped, fault=fault)
+    entry = LedgerEntry(endpoint, _accepted(fault), dropped=dropped, fault=fault)
     counts = dict.fromkeys(ARRAYS, 0)
     users: list[dict[str, Any]] = []
     with store.transaction() as s:
@@ -120,9 +146,12 @@ def track(store: Store, body: Any, behaviour: Behaviour, *, endpoint: str, sync:
                 pid = s.resolve(obj, create=_create_allowed(name, obj))
                 if pid is None:
                     continue  # unknown user in update-only mode: queued by Braze, applied to nobody
+                applied = {"array": name, "index": i, "identifier": ident, "object": obj}
                 if name == "attributes":
                     skip = next(iter(ident)) if not rules.primary_keys(obj) else None
-                    entry.data_points += _apply_attributes(s, pid, obj, behaviour, skip)
+                    entry.data_points += _apply_attributes(s, pid, obj, behaviour, skip, drops[i])
+                    if drops[i]:
+                        applied["nested_dropped"] = sorted(drops[i])
                 elif name == "events":
                     t = rules.clamp_time(obj["time"], now)
                     s.touch(pid)
@@ -134,7 +163,7 @@ def track(store: Store, body: Any, behaviour: Behaviour, *, endpoint: str, sync:
                     s.purchases.append((pid, str(obj["product_id"]), t, t, int(obj.get("quantity", 1))))
                     entry.data_points += 1
                 counts[name] += 1
-                entry.applied.append({"array": name, "index": i, "identifier": ident, "object": obj})
+                entry.applied.append(applied)
                 touched.append((name, pid, obj))
         entry.counts = counts
         if sync:
@@ -142,12 +171,12 @@ def track(store: Store, body: Any, behaviour: Behaviour, *, endpoint: str, sync:
             users = [_sync_user(store, name, pid, obj) for name, pid, obj in touched]
         store.write_ledger(entry)
     if sync:
-        return 201, {"users": users, "message": "success"}, entry
+        return _reply({"users": users, "message": "success"}, entry)
     reply: dict[str, Any] = {f"{name}_processed": len(valid[name]) for name in ARRAYS if name in arrays}
     reply["message"] = "success"
     if errors:
         reply["errors"] = errors
-    return 201, reply, entry
+    return _reply(reply, entry)
 
 
 def _sync_user(store: Store, array: str, pid: int, obj: dict[str, Any]) -> dict[str, Any]:
@@ -210,27 +239,29 @@ def canvas_trigger(store: Store, body: Any, behaviour: Behaviour, *, endpoint: s
     if state in _NOTICES:
         reply["notice"] = _NOTICES[state]
     reply.update({"dispatch_id": dispatch_id, "message": "success"})
-    entry = LedgerEntry(endpoint, 201, dropped=dropped, fault=fault)
+    entry = LedgerEntry(endpoint, _accepted(fault), dropped=dropped, fault=fault)
+    unique: dict[str, dict[str, Any]] = {}
+    for rec in recipients or []:
+        unique.setdefault(messaging_rules.recipient_key(rec), rec)  # Braze collapses repeated recipients
+    targets = list(unique.values())
+    drops = plan_drops([rec.get("attributes") or {} for rec in targets], behaviour.nested_invalid)
     with store.transaction() as s:
         sent: list[dict[str, Any]] = []
         if state not in _NOTICES:
-            seen: set[str] = set()
             top = body.get("context") or body.get("canvas_entry_properties") or {}
-            for rec in recipients or []:
-                key = messaging_rules.recipient_key(rec)
-                if key in seen:
-                    continue  # Braze collapses recipients that target the same user
-                seen.add(key)
+            for rec, drop in zip(targets, drops, strict=True):
                 create = rec.get("send_to_existing_only", True) is False
                 pid = s.resolve(rec, create=create, id_keys={"external_id": "external_user_id"})
                 if pid is None:
                     continue
                 attrs = rec.get("attributes")
                 if isinstance(attrs, dict):
-                    entry.data_points += _apply_attributes(s, pid, attrs, behaviour, None)
+                    entry.data_points += _apply_attributes(s, pid, attrs, behaviour, None, drop)
                 ctx = {**top, **(rec.get("context") or rec.get("canvas_entry_properties") or {})}
                 ident = _identifier(rec, ("external_user_id", "user_alias", "braze_id", "email"))
                 sent.append({"identifier": ident, "context": ctx})
+                if drop:
+                    sent[-1]["nested_dropped"] = sorted(drop)
             store.counter += 1
             store.add_dispatch(dispatch_id, canvas_id, broadcast, sent, store.counter)
         entry.counts = {"recipients": len(sent)}
@@ -240,7 +271,7 @@ def canvas_trigger(store: Store, body: Any, behaviour: Behaviour, *, endpoint: s
         if broadcast and state not in _NOTICES:
             entry.applied.append({"canvas_id": canvas_id, "dispatch_id": dispatch_id, "broadcast": True})
         store.write_ledger(entry)
-    return 201, reply, entry
+    return _reply(reply, entry)
 
 
 def live_activity(
@@ -252,7 +283,9 @@ def live_activity(
     err = messaging_rules.check_live_activity(body)
     if err:
         return _fail(endpoint, 400, {"message": err}, store, fault)
-    entry = LedgerEntry(endpoint, 201, counts={"live_activities": 1}, dropped=dropped, fault=fault)
+    entry = LedgerEntry(
+        endpoint, _accepted(fault), counts={"live_activities": 1}, dropped=dropped, fault=fault
+    )
     entry.applied = [
         {
             "app_id": body["app_id"],
@@ -264,4 +297,4 @@ def live_activity(
         store.counter += 1
         store.add_live_activity(body, store.counter)
         store.write_ledger(entry)
-    return 201, {"message": "success"}, entry
+    return _reply({"message": "success"}, entry)

@@ -1,7 +1,9 @@
 """Server-side rate limits: fixed windows aligned to the clock (Braze's hourly limits reset on the hour).
 
-Each endpoint maps to a bucket; by default the two send endpoints share the 250,000/h bucket. The headers
-follow the general Braze docs: X-RateLimit-Reset is the epoch second at which the window ends.
+Each endpoint maps to a bucket; by default the two send endpoints share the 250,000/h bucket. Broadcast
+canvas triggers are counted apart (braze-api.md §7.4): 250/min across all audiences and 10/min per unique
+audience (Canvas id + `audience` object), whichever is hit first. The headers follow the general Braze
+docs: X-RateLimit-Reset is the epoch second at which the window ends.
 """
 
 from __future__ import annotations
@@ -19,11 +21,15 @@ ENDPOINTS = {
     "live_activity_update": "/messages/live_activity/update",
 }
 PATH_TO_ENDPOINT = {path: name for name, path in ENDPOINTS.items()}
+BROADCAST_LIMITS = ("broadcast", "broadcast_audience")
+LIMIT_NAMES = (*ENDPOINTS, *BROADCAST_LIMITS)
 
 DEFAULT_LIMITS: dict[str, tuple[int, float]] = {
     "users_track": (3000, 3.0),
     "users_track_sync": (500, 60.0),
     "send": (250_000, 3600.0),
+    "broadcast": (250, 60.0),
+    "broadcast_audience": (10, 60.0),
 }
 DEFAULT_BUCKETS = {
     "users_track": "users_track",
@@ -48,14 +54,32 @@ class _Window:
         self.start = -1.0
         self.used = 0
 
+    def roll(self, now: float) -> float:
+        """Start a new window if the clock has left the current one; return when the window ends."""
+        start = math.floor(now / self.seconds) * self.seconds
+        if start != self.start:
+            self.start, self.used = start, 0
+        return start + self.seconds
+
+    def headers(self, reset: float) -> dict[str, str]:
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.limit - self.used),
+            "X-RateLimit-Reset": str(math.ceil(reset)),
+        }
+
+
+def _refuse(reset: float, now: float) -> Decision:
+    return Decision(False, {"X-Ratelimit-Retry-After": str(max(1, math.ceil(reset - now)))})
+
 
 def parse_rate_limit(text: str) -> tuple[str, tuple[int, float]]:
     """Parse `ENDPOINT=N/SECONDS` (e.g. `users_track=5/1`); ValueError with a clear message otherwise."""
     name, sep, spec = text.partition("=")
     n, slash, secs = spec.partition("/")
-    if not sep or not slash or name not in ENDPOINTS:
+    if not sep or not slash or name not in LIMIT_NAMES:
         raise ValueError(
-            f"--rate-limit {text!r}: expected ENDPOINT=N/SECONDS with ENDPOINT one of {', '.join(ENDPOINTS)}"
+            f"--rate-limit {text!r}: expected ENDPOINT=N/SECONDS with ENDPOINT one of {', '.join(LIMIT_NAMES)}"
         )
     try:
         limit, seconds = int(n), float(secs)
@@ -77,7 +101,10 @@ def normalise_limit(endpoint: str, value: Any) -> tuple[int, float]:
 
 
 class RateLimits:
-    """Per-endpoint fixed-window counters. `rate_limits` overrides give that endpoint its own bucket."""
+    """Per-endpoint fixed-window counters. `rate_limits` overrides give that endpoint its own bucket.
+
+    `broadcast` and `broadcast_audience` override the two broadcast limits (the second one per audience).
+    """
 
     def __init__(
         self, rate_limits: dict[str, Any] | None = None, clock: Callable[[], float] = time.time
@@ -85,32 +112,54 @@ class RateLimits:
         self.clock = clock
         self.bucket_of = dict(DEFAULT_BUCKETS)
         self.windows = {name: _Window(*lim) for name, lim in DEFAULT_LIMITS.items()}
+        self.audience_limit = DEFAULT_LIMITS["broadcast_audience"]
+        self.audiences: dict[str, _Window] = {}
         for endpoint, value in (rate_limits or {}).items():
-            if endpoint not in ENDPOINTS:
-                known = ", ".join(ENDPOINTS)
+            if endpoint not in LIMIT_NAMES:
+                known = ", ".join(LIMIT_NAMES)
                 raise ValueError(f"unknown rate-limit endpoint {endpoint!r}; use one of {known}")
-            self.bucket_of[endpoint] = endpoint
-            self.windows[endpoint] = _Window(*normalise_limit(endpoint, value))
+            limit = normalise_limit(endpoint, value)
+            if endpoint == "broadcast_audience":
+                self.audience_limit = limit
+            elif endpoint == "broadcast":
+                self.windows[endpoint] = _Window(*limit)
+            else:
+                self.bucket_of[endpoint] = endpoint
+                self.windows[endpoint] = _Window(*limit)
 
     def admit(self, endpoint: str) -> Decision:
         """Count one request against the endpoint's bucket; say whether it may proceed."""
         w = self.windows[self.bucket_of[endpoint]]
         now = self.clock()
-        start = math.floor(now / w.seconds) * w.seconds
-        if start != w.start:
-            w.start, w.used = start, 0
-        reset = start + w.seconds
+        reset = w.roll(now)
         if w.used >= w.limit:
-            return Decision(False, {"X-Ratelimit-Retry-After": str(max(1, math.ceil(reset - now)))})
+            return _refuse(reset, now)
         w.used += 1
-        return Decision(
-            True,
-            {
-                "X-RateLimit-Limit": str(w.limit),
-                "X-RateLimit-Remaining": str(w.limit - w.used),
-                "X-RateLimit-Reset": str(math.ceil(reset)),
-            },
-        )
+        return Decision(True, w.headers(reset))
+
+    def admit_broadcast(self, audience: str) -> Decision:
+        """Count one broadcast call against the shared broadcast window and its audience's window.
+
+        Refused (nothing counted) when either is full; the headers describe the window with less room.
+        """
+        now = self.clock()
+        shared = self.windows["broadcast"]
+        own = self.audiences.get(audience)
+        if own is None:
+            if len(self.audiences) >= 10_000:
+                self._forget_idle_audiences(now)
+            own = self.audiences[audience] = _Window(*self.audience_limit)
+        resets = [(w, w.roll(now)) for w in (own, shared)]
+        full = [reset for w, reset in resets if w.used >= w.limit]
+        if full:
+            return _refuse(max(full), now)
+        for w, _ in resets:
+            w.used += 1
+        w, reset = min(resets, key=lambda pair: pair[0].limit - pair[0].used)
+        return Decision(True, w.headers(reset))
+
+    def _forget_idle_audiences(self, now: float) -> None:
+        self.audiences = {k: w for k, w in self.audiences.items() if w.start + w.seconds > now}
 
     def peek(self, endpoint: str) -> dict[str, str]:
         """Headers describing the bucket without counting a request (for 4xx answered before admission)."""

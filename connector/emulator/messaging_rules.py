@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from connector.emulator.rules import CONTEXT_BYTES, ERR_EMAIL, json_size, parse_time, valid_email
+from connector.emulator.rules import (
+    CONTEXT_BYTES,
+    ERR_EMAIL,
+    check_attribute_fields,
+    json_size,
+    parse_time,
+    valid_email,
+)
 
 
 def check_recipient(rec: Any) -> str | None:
@@ -27,8 +34,12 @@ def check_recipient(rec: Any) -> str | None:
             return "'send_to_existing_only' cannot be used with user aliases"
     if rec.get("send_to_existing_only") is False and not isinstance(rec.get("attributes"), dict):
         return "'attributes' are required when 'send_to_existing_only' is false"
-    if rec.get("attributes") is not None and not isinstance(rec["attributes"], dict):
-        return "'attributes' must be an object"
+    if rec.get("attributes") is not None:
+        if not isinstance(rec["attributes"], dict):
+            return "'attributes' must be an object"
+        err = check_attribute_fields(rec["attributes"])
+        if err:
+            return f"Invalid recipient attributes: {err}"
     for key in ("context", "canvas_entry_properties", "trigger_properties"):
         if rec.get(key) is not None and (
             not isinstance(rec[key], dict) or json_size(rec[key]) > CONTEXT_BYTES

@@ -181,33 +181,6 @@ def _check_key(key: Any) -> str | None:
     return None
 
 
-def _check_nested(value: Any, path: str) -> str | None:
-    if isinstance(value, dict):
-        if set(value) == {"$time"}:
-            return None if parse_time(value["$time"]) else f"'{path}' has an invalid '$time' value"
-        for k, v in value.items():
-            if (
-                not isinstance(k, str)
-                or not k
-                or " " in k
-                or "." in k
-                or k.startswith("$")
-                or len(k) > MAX_STRING
-            ):
-                return f"Nested custom attribute '{path}' has an invalid key '{str(k)[:64]}'"
-            err = _check_nested(v, f"{path}.{k}")
-            if err:
-                return err
-    elif isinstance(value, list):
-        for item in value:
-            err = _check_nested(item, path)
-            if err:
-                return err
-    elif isinstance(value, str) and len(value) > MAX_STRING:
-        return f"Nested custom attribute '{path}' has a string longer than {MAX_STRING} characters"
-    return None
-
-
 def _check_standard(key: str, value: Any) -> str | None:
     if value is None:
         return None
@@ -230,6 +203,8 @@ def _check_standard(key: str, value: Any) -> str | None:
             for c in ("longitude", "latitude")
         )
         return None if ok else "'current_location' must be an object with 'longitude' and 'latitude'"
+    if key == "push_tokens":
+        return _check_push_tokens(value)
     if key == "subscription_groups":
         ok = isinstance(value, list) and all(
             isinstance(g, dict)
@@ -255,42 +230,52 @@ STANDARD_FIELDS = frozenset(
 )  # fmt: skip
 
 
+def is_nested(key: str, value: Any) -> bool:
+    """Whether `key: value` in an attributes object is a nested custom attribute update (see nested.py)."""
+    if key in CONTROL_KEYS or key in STANDARD_FIELDS:
+        return False
+    if isinstance(value, dict):
+        keys = set(value)
+        return not (keys == {"inc"} or (keys and keys <= {"add", "remove"}))
+    if isinstance(value, list):
+        return any(isinstance(v, dict | list) for v in value)
+    return False
+
+
+def _check_push_tokens(value: Any) -> str | None:
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        return "'push_tokens' must be an array of objects"
+    for t in value:
+        if not isinstance(t.get("app_id"), str) or not t["app_id"]:
+            return "push token 'app_id' must be a valid app identifier"
+        if not isinstance(t.get("token"), str) or not t["token"]:
+            return "push token 'token' must be a string"
+        device = t.get("device_id")
+        if device is not None and not (isinstance(device, str) and 8 <= len(device.encode("utf-8")) <= 255):
+            return "push token 'device_id' must be between 8 and 255 bytes"
+    return None
+
+
 def _check_custom(key: str, value: Any) -> str | None:
+    """Scalar and scalar-array custom attributes; nested ones are checked (and dropped) by nested.py."""
     if isinstance(value, str):
         return None if len(value) <= MAX_STRING else f"'{key}' is longer than {MAX_STRING} characters"
     if isinstance(value, dict):
-        keys = set(value)
-        if keys == {"inc"}:
+        if set(value) == {"inc"}:
             inc = value["inc"]
             ok = isinstance(inc, int | float) and not isinstance(inc, bool)
             return None if ok else f"'{key}' increment must be a number"
-        if keys and keys <= {"add", "remove"}:
-            for op in keys:
-                if not isinstance(value[op], list):
-                    return f"'{key}' {op} must be an array"
-                for item in value[op]:
-                    if isinstance(item, str) and len(item) > MAX_STRING:
-                        return f"'{key}' has a value longer than {MAX_STRING} characters"
-            return None
-        if keys and keys <= {"$add", "$remove", "$update"}:
-            for op in keys:
-                if not isinstance(value[op], list):
-                    return f"'{key}' {op} must be an array"
-            for item in value.get("$remove", []) + value.get("$update", []):
-                if (
-                    not isinstance(item, dict)
-                    or "$identifier_key" not in item
-                    or "$identifier_value" not in item
-                ):
-                    return f"'{key}' $remove/$update items need '$identifier_key' and '$identifier_value'"
-            return _check_nested(value.get("$add", []), key)
-        if json_size(value) > NESTED_BYTES:
-            return f"Nested custom attribute '{key}' is larger than 100 KB"
-        return _check_nested(value, key)
+        for op in value:  # {"add", "remove"}
+            if not isinstance(value[op], list):
+                return f"'{key}' {op} must be an array"
+            if any(isinstance(v, str) and len(v) > MAX_STRING for v in value[op]):
+                return f"'{key}' has a value longer than {MAX_STRING} characters"
+        return None
     if isinstance(value, list):
         if json_size(value) > NESTED_BYTES:
             return f"Array custom attribute '{key}' is larger than 100 KB"
-        return _check_nested(value, key)
+        if any(isinstance(v, str) and len(v) > MAX_STRING for v in value):
+            return f"'{key}' has a value longer than {MAX_STRING} characters"
     return None
 
 
@@ -306,21 +291,23 @@ def _check_time(obj: dict[str, Any]) -> str | None:
     return None if parse_time(obj["time"]) is not None else "'time' is not valid"
 
 
-def check_attributes(obj: Any) -> str | None:
-    """Validate one attributes object; return Braze's prose error type, or None when valid."""
-    err = _check_object(obj, "Attributes")
-    if err:
-        return err
+def check_attribute_fields(obj: dict[str, Any]) -> str | None:
+    """Validate the fields of an attributes object (not its identifier); nested values are left to nested.py."""
     for key, value in obj.items():
         if key in CONTROL_KEYS:
             continue
         if key in STANDARD_FIELDS:
             err = _check_standard(key, value)
         else:
-            err = _check_key(key) or _check_custom(key, value)
+            err = _check_key(key) or (None if is_nested(key, value) else _check_custom(key, value))
         if err:
             return err
     return None
+
+
+def check_attributes(obj: Any) -> str | None:
+    """Validate one attributes object; return Braze's prose error type, or None when valid."""
+    return _check_object(obj, "Attributes") or check_attribute_fields(obj)
 
 
 def _check_properties(props: Any, reserved: frozenset[str], max_bytes: int) -> str | None:

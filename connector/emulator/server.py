@@ -21,6 +21,7 @@ from aiohttp import web
 
 from connector.emulator.app import EmulatorApp, EmulatorConfig, parse_api_keys
 from connector.emulator.handlers import Behaviour
+from connector.emulator.nested import NESTED_SCOPES, NestedScope
 from connector.emulator.store import Store
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ def build_config(
     array_max_length: int = 500,
     slow_ms: float = 1500.0,
     burst_429: int = 1,
+    nested_invalid: NestedScope = "request",
 ) -> EmulatorConfig:
     """Validate options and build the app config (ValueError with a clear message when one is wrong)."""
     if batching not in ("combined", "per_array"):
@@ -46,13 +48,18 @@ def build_config(
     for cid, state in (canvases or {}).items():
         if state not in ("active", "paused", "archived"):
             raise ValueError(f"canvas {cid}: state must be active, paused or archived, not {state!r}")
+    if nested_invalid not in NESTED_SCOPES:
+        raise ValueError(f"nested_invalid must be 'request' or 'attribute', not {nested_invalid!r}")
     keys = parse_api_keys(api_keys)
     if not keys:
         raise ValueError("at least one API key is required")
     return EmulatorConfig(
         api_keys=keys,
         behaviour=Behaviour(
-            batching=batching, array_max_length=array_max_length, canvases=dict(canvases or {})
+            batching=batching,
+            array_max_length=array_max_length,
+            canvases=dict(canvases or {}),
+            nested_invalid=nested_invalid,
         ),
         rate_limits=rate_limits,
         latency_ms=latency_ms,

@@ -57,6 +57,8 @@ def build_document(r: RunReport) -> dict[str, Any]:
     objects = r.objects_ok
     total = sum(ep["requests"] for ep in r.requests.values())
     timeline, bin_s = build_timeline(r.timeline)
+    # Requests/s over the sending window alone (first request to last answer), not the reading before it.
+    sending = (r.last_answer_s - r.first_sent_s) if r.first_sent_s is not None and r.last_answer_s else 0.0
     lat = r.latency
     by_endpoint = {
         name: {**{k: v for k, v in ep.items() if k != "by_status"}, "by_status": dict(ep["by_status"])}
@@ -104,6 +106,8 @@ def build_document(r: RunReport) -> dict[str, Any]:
         "throughput": {
             "objects_per_s": round(objects / duration, 3) if duration else 0.0,
             "requests_per_s": round(total / duration, 3) if duration else 0.0,
+            "sending_s": round(sending, 3),
+            "requests_per_s_sending": round(total / sending, 3) if sending else 0.0,
             "timeline_bin_s": bin_s,
             "timeline": timeline,
         },

@@ -77,6 +77,9 @@ class RunReport:
         self.retry_reasons: Counter[str] = Counter()
         self.retries = self.rate_limited = self.objects_ok = 0
         self.latency = LatencyHistogram()
+        # The sending window: from the first request's start to the last answer (seconds since start).
+        self.first_sent_s: float | None = None
+        self.last_answer_s: float | None = None
         self.timeline: dict[int, list[int]] = {}
         self.per_second_by_endpoint: dict[str, Counter[int]] = {}
         self.rate_limits = dict(rate_limits or {})
@@ -198,8 +201,14 @@ class RunReport:
         rate_limited: int = 0,
     ) -> None:
         """Record one completed request (its final status) with its latency and object count."""
-        sec = int(max(0.0, self.elapsed()))
+        now = max(0.0, self.elapsed())
+        sec = int(now)
         with self._lock:
+            started = max(0.0, now - latency_ms / 1000)
+            if self.first_sent_s is None or started < self.first_sent_s:
+                self.first_sent_s = started
+            if self.last_answer_s is None or now > self.last_answer_s:
+                self.last_answer_s = now
             ep = self.requests.setdefault(
                 endpoint,
                 {"requests": 0, "objects": 0, "by_status": Counter(), "retries": 0, "rate_limited": 0},

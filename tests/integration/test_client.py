@@ -29,9 +29,9 @@ SOAK = os.environ.get("BRAZE_CONNECTOR_SOAK") == "1"
 _TRANSPORT = {"kind": "requests"}
 
 
-@pytest.fixture(autouse=True, params=["requests", "aiohttp"])
+@pytest.fixture(autouse=True, params=["requests", "aiohttp", "aiohttp-process"])
 def transport(request: pytest.FixtureRequest) -> str:
-    """Every client test runs over both HTTP transports: same status table, same retry policy."""
+    """Every client test runs over each HTTP transport: same status table, same retry policy."""
     _TRANSPORT["kind"] = request.param
     return str(request.param)
 

@@ -56,3 +56,34 @@ def test_default_dev_key_and_bad_options() -> None:
     )
     assert bad.returncode == 2
     assert "--fault 'boom=2'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_new_options_over_the_cli() -> None:
+    args = (
+        "--rate-limit",
+        "broadcast_audience=1/3600",
+        "--fault",
+        "users_track:202=1",
+        "--nested-invalid",
+        "attribute",
+    )
+    with start_subprocess(*args) as proc:
+        h = {"Authorization": "Bearer test-key"}
+        body = {"canvas_id": "c", "broadcast": True}
+        codes = [
+            requests.post(proc.url + "/canvas/trigger/send", json=body, headers=h, timeout=10).status_code
+            for _ in range(2)
+        ]
+        assert codes == [201, 429]
+        track = {"attributes": [{"external_id": "u", "bad": {"x": None}, "ok": {"x": 1}}]}
+        r = requests.post(proc.url + "/users/track", json=track, headers=h, timeout=10)
+        assert (r.status_code, r.json()) == (202, {"message": "queued"})
+        user = requests.get(proc.url + "/_emulator/users/external_id/u", headers=h, timeout=10).json()
+        assert user["attributes"] == {"ok": {"x": 1}}
+    bad = subprocess.run(
+        [sys.executable, "-m", "connector", "emulator", "--port", "0", "--nested-invalid", "all"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "--nested-invalid 'all'" in bad.stderr

@@ -78,7 +78,8 @@ def test_partial_errors_use_index_within_array(emulator: EmulatorServer) -> None
         ({"external_id": "a", "gender": "Q"}, "attributes"),
         ({"external_id": "a", "dob": "01/02/1990"}, "attributes"),
         ({"external_id": "a", "email_subscribe": "yes"}, "attributes"),
-        ({"external_id": "a", "obj": {"bad key": 1}}, "attributes"),
+        ({"external_id": "a", "push_tokens": [{"app_id": "app"}]}, "attributes"),
+        ({"external_id": "a", "n": {"inc": "1"}}, "attributes"),
         ({"phone": "12"}, "attributes"),
         ({"external_id": "a", "time": T}, "events"),
         ({"external_id": "a", "name": "e", "time": "yesterday"}, "events"),
@@ -260,6 +261,16 @@ def test_canvas_trigger_rules(emulator_factory: Any) -> None:
         ({"canvas_id": "c", "recipients": [{"email": "a@b.co"}]}, None),
         ({"canvas_id": "c", "recipients": [{"external_user_id": "n", "send_to_existing_only": False}]}, None),
         ({"canvas_id": "c", "broadcast": True, "context": {"x": "y" * 52_000}}, None),
+        # Recipient attributes are validated like an attributes object (they used to crash with a 500).
+        (
+            {"canvas_id": "c", "recipients": [{"external_user_id": "u0", "attributes": {"n": {"inc": "x"}}}]},
+            "Invalid recipient attributes: 'n' increment must be a number",
+        ),
+        (
+            {"canvas_id": "c", "recipients": [{"external_user_id": "u0", "attributes": {"t": {"add": "x"}}}]},
+            None,
+        ),
+        ({"canvas_id": "c", "recipients": [{"external_user_id": "u0", "attributes": {"$k": 1}}]}, None),
         (
             {
                 "canvas_id": "c",

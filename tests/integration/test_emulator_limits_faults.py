@@ -42,7 +42,7 @@ def test_rate_limit_headers_and_429(emulator_factory: Any) -> None:
 
 
 def test_send_endpoints_share_a_bucket(emulator: EmulatorServer) -> None:
-    r1 = post(emulator, "/canvas/trigger/send", {"canvas_id": "c", "broadcast": True})
+    r1 = post(emulator, "/canvas/trigger/send", {"canvas_id": "c", "recipients": [{"external_user_id": "u"}]})
     r2 = post(
         emulator, "/messages/live_activity/update", {"app_id": "a", "activity_id": "b", "content_state": {}}
     )
@@ -120,3 +120,70 @@ def test_429_fault_bursts_over_http(emulator_factory: Any) -> None:
     runs = "".join("x" if code == 429 else "." for code in seq).split(".")
     assert any(runs) and all(len(r) % 3 == 0 for r in runs[:-1] if r)
     assert s.stats()["requests"]["/users/track"]["201"] == seq.count(201)
+
+
+def _broadcast(s: EmulatorServer, canvas: str = "c", audience: Any = None) -> requests.Response:
+    body: dict[str, Any] = {"canvas_id": canvas, "broadcast": True}
+    if audience is not None:
+        body["audience"] = audience
+    return post(s, "/canvas/trigger/send", body)
+
+
+def test_broadcast_limit_per_unique_audience(emulator: EmulatorServer) -> None:
+    if time.time() % 60 > 55:  # keep the eleven calls inside one minute window
+        time.sleep(60 - time.time() % 60 + 0.05)
+    seen = [_broadcast(emulator) for _ in range(10)]
+    assert [r.status_code for r in seen] == [201] * 10
+    assert {r.headers["X-RateLimit-Limit"] for r in seen} == {"10"}  # the tighter of 10/min and 250/min
+    assert [int(r.headers["X-RateLimit-Remaining"]) for r in seen] == list(range(9, -1, -1))
+    assert int(seen[0].headers["X-RateLimit-Reset"]) % 60 == 0
+    refused = _broadcast(emulator)
+    assert (refused.status_code, refused.json()) == (429, {"message": "Rate Limited"})
+    assert 1 <= int(refused.headers["X-Ratelimit-Retry-After"]) <= 60
+    assert "X-RateLimit-Limit" not in refused.headers
+    # Another audience (other Canvas, or same Canvas with an `audience` object) has its own 10/min.
+    segment = {"custom_attribute": {"custom_attribute_name": "tier", "comparison": "equals", "value": 2}}
+    assert _broadcast(emulator, audience=segment).status_code == 201
+    assert _broadcast(emulator, canvas="other").status_code == 201
+    # Calls naming recipients use the 250,000/h bucket, which broadcasts did not touch.
+    r = post(emulator, "/canvas/trigger/send", {"canvas_id": "c", "recipients": [{"external_user_id": "u"}]})
+    assert r.status_code == 201
+    assert (r.headers["X-RateLimit-Limit"], r.headers["X-RateLimit-Remaining"]) == ("250000", "249999")
+    assert len(emulator.dispatches()) == 13  # the 429 dispatched nothing
+    assert emulator.stats()["requests"]["/canvas/trigger/send"] == {"201": 13, "429": 1}
+
+
+def test_broadcast_limit_across_audiences_and_overrides(emulator_factory: Any) -> None:
+    s = emulator_factory(rate_limits={"broadcast": (3, 3600), "broadcast_audience": "2/3600"})
+    one = {"AND": [{"push_subscription_status": {"comparison": "is", "value": "opted_in"}}, {"x": 1, "y": 2}]}
+    same = {
+        "AND": [{"push_subscription_status": {"value": "opted_in", "comparison": "is"}}, {"y": 2, "x": 1}]
+    }
+    assert _broadcast(s, audience=one).headers["X-RateLimit-Limit"] == "2"
+    assert _broadcast(s, audience=same).status_code == 201  # key order does not make a new audience
+    assert _broadcast(s, audience=one).status_code == 429
+    r = _broadcast(s, canvas="b")
+    assert (r.status_code, r.headers["X-RateLimit-Limit"], r.headers["X-RateLimit-Remaining"]) == (
+        201,
+        "3",
+        "0",
+    )
+    r = _broadcast(s, canvas="d")  # a fresh audience, but 3 per window across all audiences are used
+    assert r.status_code == 429 and int(r.headers["X-Ratelimit-Retry-After"]) > 60
+
+
+def test_queued_fault_applies_and_answers_202(emulator_factory: Any) -> None:
+    s = emulator_factory(faults={"202": 1.0})
+    mixed = {"attributes": [{"external_id": "u", "n": 1}, {"external_id": "v", "email": "bad"}]}
+    r = post(s, body=mixed)
+    assert (r.status_code, r.json()) == (202, {"message": "queued"})  # no per-object errors when queued
+    assert s.user("external_id", "u")["attributes"] == {"n": 1}  # queued means accepted: it is applied
+    assert post(s, body={"attributes": [{"email": "bad"}]}).status_code == 400  # invalid stays invalid
+    r = post(s, "/canvas/trigger/send", {"canvas_id": "c", "recipients": [{"external_user_id": "u"}]})
+    assert (r.status_code, r.json()) == (202, {"message": "queued"})
+    assert len(s.dispatches()) == 1
+    live = {"app_id": "a", "activity_id": "b", "content_state": {}}
+    assert post(s, "/messages/live_activity/update", live).status_code == 202
+    entry = s.ledger()[0]
+    assert (entry["status"], entry["fault"], entry["objects"]["attributes"]) == (202, "202", 1)
+    assert s.stats()["requests"]["/users/track"] == {"202": 1, "400": 1}

@@ -173,3 +173,25 @@ def test_rate_limit_overrides_accept_config_objects_and_strings() -> None:
     assert limits.admit("users_track_sync").headers["X-RateLimit-Limit"] == "3"
     with pytest.raises(ValueError, match="unknown rate-limit endpoint"):
         RateLimits({"users_delete": (1, 1)})
+
+
+def test_broadcast_windows_with_fake_clock() -> None:
+    now = [120.5]
+    limits = RateLimits({"broadcast": (3, 60)}, clock=lambda: now[0])
+    assert [limits.admit_broadcast("a").allowed for _ in range(3)] == [True, True, True]
+    denied = limits.admit_broadcast("b")
+    assert not denied.allowed and denied.headers == {"X-Ratelimit-Retry-After": "60"}
+    now[0] = 180.0  # the next minute: both windows start again
+    # The overall window (2 left) is tighter than the audience's (9 left), so the headers describe it.
+    assert limits.admit_broadcast("a").headers == {
+        "X-RateLimit-Limit": "3", "X-RateLimit-Remaining": "2", "X-RateLimit-Reset": "240",
+    }  # fmt: skip
+    assert limits.admit("canvas_trigger_send").headers["X-RateLimit-Remaining"] == str(250_000 - 1)
+    assert parse_rate_limit("broadcast_audience=5/60") == ("broadcast_audience", (5, 60.0))
+
+
+def test_fault_rate_never_draws_queued() -> None:
+    inj = FaultInjector(fault_rate=1.0, seed=1)
+    draws = {inj.draw("users_track") for _ in range(400)}
+    assert "202" not in draws and len(draws) == 7
+    assert FaultInjector(faults={"202": 1.0}).draw("canvas_trigger_send") == "202"

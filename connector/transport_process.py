@@ -1,0 +1,297 @@
+"""The aiohttp transport in a child process, so HTTP has a core (and a GIL) of its own.
+
+Why: in one process the bulk run is bound by one GIL. Reading, validating and mapping chunks on the main
+thread delays the event loop, and a bulk run plateaued near 870 requests/s at a 1,000/s limit on two
+cores (BENCHMARKS.md, delivery). Here the parent only writes each request to a pipe and reads its answer
+back; the child (`python -m connector.transport_process`) runs the aiohttp session and event loop.
+
+Protocol over the child's stdin/stdout, all integers big-endian:
+- parent -> child: one config frame (u32 length + JSON: headers, concurrency, timeouts, proxy;
+  the API key travels here, never in argv or the environment), then request frames
+  (u32 id, u32 url length, u32 body length, url, body).
+- child -> parent: one ready frame (id 0), then answer frames (u32 id, i32 status, u32 headers length,
+  u32 content length, headers as JSON, content). Status -1 means NotSent, -2 SentLost (content: why).
+
+Failure semantics match the in-process transports: a request the child never received is NotSent; a
+request in the child when it exited (or unanswered past every timeout) is SentLost, because Braze may
+have applied it. A dead child is restarted on the next send, a few times at most. Closing stdin lets
+the child finish what is in flight and exit; a parent that dies closes it too, so no child outlives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import struct
+import subprocess
+import sys
+import threading
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from connector.transport import CONNECT_TIMEOUT_S, Answer, NotSent, SentLost
+
+logger = logging.getLogger(__name__)
+
+_REQUEST = struct.Struct("!III")
+_ANSWER = struct.Struct("!IiII")
+_LENGTH = struct.Struct("!I")
+_NOT_SENT, _SENT_LOST = -1, -2
+START_TIMEOUT_S = 30.0
+MAX_RESTARTS = 3
+
+
+class ProcessTransportError(Exception):
+    """The HTTP child process could not be started (the caller may fall back to an in-process transport)."""
+
+
+class _Child:
+    """One child process: its pipes, the requests it holds, and the thread reading its answers."""
+
+    def __init__(self, config: bytes) -> None:
+        root = str(Path(__file__).resolve().parents[1])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "connector.transport_process"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=env,
+            )
+        except OSError as exc:
+            raise ProcessTransportError(f"cannot start the HTTP process: {exc}") from None
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.stdin: IO[bytes] = self.proc.stdin
+        self.stdout: IO[bytes] = self.proc.stdout
+        self.pending: dict[int, Future[Answer]] = {}
+        self.write_lock = threading.Lock()
+        self.alive = True
+        ready: Future[None] = Future()
+        self.reader = threading.Thread(target=self._read, args=(ready,), name="braze-http-reader", daemon=True)
+        try:
+            self.stdin.write(_LENGTH.pack(len(config)) + config)
+            self.stdin.flush()
+        except OSError as exc:
+            self.kill()
+            raise ProcessTransportError(f"the HTTP process did not start: {exc}") from None
+        self.reader.start()
+        try:
+            ready.result(timeout=START_TIMEOUT_S)
+        except (FutureTimeout, ProcessTransportError) as exc:
+            self.kill()
+            raise ProcessTransportError(f"the HTTP process did not start: {exc or 'timed out'}") from None
+
+    def _read(self, ready: Future[None]) -> None:
+        """Resolve each request's future from the child's answers, until the child's stdout closes."""
+        out = self.stdout
+        try:
+            while True:
+                head = out.read(_ANSWER.size)
+                if len(head) < _ANSWER.size:
+                    break
+                rid, status, n_headers, n_content = _ANSWER.unpack(head)
+                headers = out.read(n_headers)
+                content = out.read(n_content)
+                if rid == 0:
+                    ready.set_result(None)
+                    continue
+                future = self.pending.pop(rid, None)
+                if future is None:  # the sender gave up waiting (and reported SentLost)
+                    continue
+                if status == _NOT_SENT:
+                    future.set_exception(NotSent(content.decode("utf-8", "replace")))
+                elif status == _SENT_LOST:
+                    future.set_exception(SentLost(content.decode("utf-8", "replace")))
+                else:
+                    future.set_result(Answer(status, orjson.loads(headers), content))
+        finally:
+            self.alive = False
+            if not ready.done():
+                ready.set_exception(ProcessTransportError("it exited before it was ready"))
+            with self.write_lock:  # no new request can slip in between the check and the failure
+                lost, self.pending = self.pending, {}
+            for future in lost.values():
+                future.set_exception(SentLost("the HTTP process exited while the request was in flight"))
+
+    def send(self, url: bytes, body: bytes, wait_s: float) -> Answer:
+        future: Future[Answer] = Future()
+        with self.write_lock:
+            if not self.alive:
+                raise NotSent("the HTTP process has exited")
+            rid = next(_IDS)
+            self.pending[rid] = future
+            try:
+                self.stdin.write(_REQUEST.pack(rid, len(url), len(body)))
+                self.stdin.write(url)
+                self.stdin.write(body)
+                self.stdin.flush()
+            except (OSError, ValueError):
+                # The child is gone; it cannot have read a whole frame that the pipe refused.
+                self.pending.pop(rid, None)
+                self.alive = False
+                raise NotSent("the HTTP process has exited") from None
+        try:
+            return future.result(timeout=wait_s)
+        except FutureTimeout:
+            self.pending.pop(rid, None)
+            raise SentLost("no answer from the HTTP process in time") from None
+
+    def close(self, timeout_s: float) -> None:
+        with self.write_lock:
+            try:
+                self.stdin.close()  # EOF: the child answers what it holds, then exits
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self.reader.join(timeout=timeout_s)
+        self.stdout.close()
+
+    def kill(self) -> None:
+        self.alive = False
+        try:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+
+
+_IDS = itertools.count(1)
+
+
+class ProcessTransport:
+    """Transport protocol (send/close) over an aiohttp session that lives in a child process."""
+
+    def __init__(self, base_url: str, headers: dict[str, str], *, concurrency: int, timeout_s: float) -> None:
+        import requests
+
+        scheme = base_url.split(":", 1)[0]
+        proxy = requests.utils.get_environ_proxies(base_url).get(scheme)  # resolved once, like requests
+        self._config = orjson.dumps(
+            {
+                "headers": headers,
+                "concurrency": concurrency,
+                "sock_connect": min(CONNECT_TIMEOUT_S, timeout_s),
+                "sock_read": timeout_s,
+                "proxy": proxy,
+            }
+        )
+        # An answer can take the connect timeout plus the read timeout; past that (and a margin), the
+        # child is stuck and the request's outcome is unknown.
+        self._wait_s = CONNECT_TIMEOUT_S + timeout_s + 30.0
+        self._close_s = timeout_s + CONNECT_TIMEOUT_S
+        self._lock = threading.Lock()
+        self._closed = False
+        self._restarts = 0
+        self._child = _Child(self._config)
+
+    def _current(self) -> _Child:
+        with self._lock:
+            if self._closed:
+                raise NotSent("transport closed")
+            if self._child.alive:
+                return self._child
+            if self._restarts >= MAX_RESTARTS:
+                raise NotSent(f"the HTTP process exited {self._restarts + 1} times; not restarting it")
+            self._restarts += 1
+            logger.warning("the HTTP process exited (code %s); starting a new one", self._child.proc.poll())
+            self._child.close(1.0)
+            try:
+                self._child = _Child(self._config)
+            except ProcessTransportError as exc:
+                raise NotSent(str(exc)) from None
+            return self._child
+
+    def send(self, url: str, body: bytes) -> Answer:
+        return self._current().send(url.encode(), body, self._wait_s)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._child.close(self._close_s)
+
+    @property
+    def pid(self) -> int:
+        """The child's process id (tests use it to kill the child)."""
+        return self._child.proc.pid
+
+
+# ---------------------------------------------------------------------------------------- the child
+
+
+async def _serve() -> None:
+    import aiohttp
+
+    from connector.transport import post_once
+
+    loop = asyncio.get_running_loop()
+    # Our answers own the real stdout; anything else printed in this process goes to stderr.
+    out = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    reader = asyncio.StreamReader(limit=1 << 16)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", buffering=0))
+    w_transport, w_protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, out)
+    writer = asyncio.StreamWriter(w_transport, w_protocol, None, loop)
+
+    (n,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
+    cfg: dict[str, Any] = orjson.loads(await reader.readexactly(n))
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg["sock_connect"], sock_read=cfg["sock_read"])
+    limit = int(cfg["concurrency"])
+    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, ttl_dns_cache=300)
+    session = aiohttp.ClientSession(connector=connector, headers=cfg["headers"], timeout=timeout)
+    proxy = cfg.get("proxy")
+
+    def answer(rid: int, status: int, headers: bytes, content: bytes) -> None:
+        writer.write(_ANSWER.pack(rid, status, len(headers), len(content)) + headers + content)
+
+    async def one(rid: int, url: str, body: bytes) -> None:
+        try:
+            a = await post_once(session, url, body, proxy)
+            answer(rid, a.status, orjson.dumps(a.headers), a.content)
+        except NotSent as exc:
+            answer(rid, _NOT_SENT, b"{}", str(exc).encode())
+        except Exception as exc:  # SentLost, or anything unexpected: the outcome is unknown
+            answer(rid, _SENT_LOST, b"{}", (str(exc) or type(exc).__name__).encode())
+        await writer.drain()
+
+    answer(0, 0, b"{}", b"")
+    tasks: set[asyncio.Task[None]] = set()
+    try:
+        while True:
+            try:
+                rid, n_url, n_body = _REQUEST.unpack(await reader.readexactly(_REQUEST.size))
+                url = (await reader.readexactly(n_url)).decode()
+                body = await reader.readexactly(n_body)
+            except asyncio.IncompleteReadError:
+                break  # the parent closed our stdin (or exited)
+            task = asyncio.create_task(one(rid, url, body))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await writer.drain()
+    finally:
+        await session.close()
+        writer.close()
+
+
+def main() -> None:
+    try:
+        asyncio.run(_serve())
+    except (BrokenPipeError, ConnectionResetError, KeyboardInterrupt):
+        pass  # the parent went away: nobody is left to answer
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""The aiohttp-process transport against the real emulator: answers, a child that dies, secrets, fallback.
+
+The status table and retry policy over this transport are covered by test_client.py (parametrized over
+every transport); here is what only a transport in another process can get wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from connector.emulator import EmulatorServer
+from connector.transport import AiohttpTransport, NotSent, SentLost, make_transport
+from connector.transport_process import ProcessTransport
+
+KEY = "test-key"
+HEADERS = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+
+
+def attrs(*ids: str) -> bytes:
+    return orjson.dumps({"attributes": [{"external_id": i, "plan": "pro"} for i in ids]})
+
+
+@pytest.fixture
+def transport(emulator: EmulatorServer) -> Any:
+    t = ProcessTransport(emulator.url, HEADERS, concurrency=16, timeout_s=10)
+    yield t
+    t.close()
+
+
+def test_answers_come_back_to_the_right_caller(emulator: EmulatorServer, transport: ProcessTransport) -> None:
+    """64 concurrent sends, each gets its own answer (ids are not mixed up), and each was applied once."""
+    url = emulator.url + "/users/track"
+
+    def one(i: int) -> tuple[int, int, dict[str, Any]]:
+        a = transport.send(url, attrs(f"u{i}") if i % 2 else b"{not json")
+        return i, a.status, orjson.loads(a.content)
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(one, range(64)))
+    for i, status, doc in results:
+        if i % 2:
+            assert status == 201 and doc["attributes_processed"] == 1
+        else:
+            assert status == 400 and "message body does not match declared format" in doc["error"]
+    ledger = emulator.ledger()
+    applied = [e for e in ledger if e["status"] == 201]
+    assert len(applied) == 32
+    assert emulator.user("external_id", "u7")["attributes"]["plan"] == "pro"
+
+
+def test_headers_are_lower_case_and_rate_limit_headers_arrive(emulator: EmulatorServer, transport: ProcessTransport) -> None:
+    a = transport.send(emulator.url + "/users/track", attrs("h1"))
+    assert a.status == 201
+    assert "x-ratelimit-limit" in a.headers and "x-ratelimit-remaining" in a.headers
+    assert all(k == k.lower() for k in a.headers)
+
+
+def test_a_four_megabyte_body_crosses_the_pipe(emulator: EmulatorServer, transport: ProcessTransport) -> None:
+    big = b'{"attributes":[{"external_id":"b","x":"' + b"a" * (4 * 1024 * 1024 + 10) + b'"}]}'
+    a = transport.send(emulator.url + "/users/track", big)
+    assert a.status == 413
+
+
+def test_a_killed_child_loses_in_flight_requests_as_unknown_then_restarts(emulator_factory: Any) -> None:
+    """Requests in the child when it dies are SentLost (Braze may have applied them); the next send works."""
+    slow = emulator_factory(latency_ms=1500)
+    t = ProcessTransport(slow.url, HEADERS, concurrency=8, timeout_s=10)
+    try:
+        errors: list[BaseException] = []
+
+        def send() -> None:
+            try:
+                t.send(slow.url + "/users/track", attrs("k1"))
+            except BaseException as e:  # noqa: BLE001 - the test inspects it
+                errors.append(e)
+
+        threads = [threading.Thread(target=send) for _ in range(3)]
+        for th in threads:
+            th.start()
+        time.sleep(0.5)  # the three requests are in the child, waiting on the emulator's latency
+        os.kill(t.pid, signal.SIGKILL)
+        for th in threads:
+            th.join(timeout=10)
+        assert len(errors) == 3 and all(isinstance(e, SentLost) for e in errors), errors
+        old = t.pid
+        a = t.send(slow.url + "/users/track", attrs("k2"))
+        assert a.status == 201 and t.pid != old
+    finally:
+        t.close()
+
+
+def test_a_child_that_keeps_dying_is_not_restarted_for_ever(emulator: EmulatorServer) -> None:
+    t = ProcessTransport(emulator.url, HEADERS, concurrency=4, timeout_s=5)
+    try:
+        for _ in range(4):
+            os.kill(t.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5
+            while t._child.alive and time.monotonic() < deadline:  # the reader thread sees the EOF
+                time.sleep(0.01)
+            try:
+                t.send(emulator.url + "/users/track", attrs("d"))
+            except NotSent as e:
+                assert "not restarting" in str(e)
+                return
+        pytest.fail("the transport restarted its child more than MAX_RESTARTS times")
+    finally:
+        t.close()
+
+
+def test_the_api_key_is_not_in_the_childs_command_line_or_environment(transport: ProcessTransport) -> None:
+    proc = Path(f"/proc/{transport.pid}")
+    if not proc.exists():
+        pytest.skip("no /proc on this system")
+    assert KEY.encode() not in (proc / "cmdline").read_bytes()
+    assert KEY.encode() not in (proc / "environ").read_bytes()
+
+
+def test_close_ends_the_child_and_later_sends_are_not_sent(emulator: EmulatorServer) -> None:
+    t = ProcessTransport(emulator.url, HEADERS, concurrency=4, timeout_s=5)
+    assert t.send(emulator.url + "/users/track", attrs("c1")).status == 201
+    child = t._child.proc
+    t.close()
+    assert child.poll() is not None  # exited, and reaped
+    with pytest.raises(NotSent):
+        t.send(emulator.url + "/users/track", attrs("c2"))
+
+
+def test_unreachable_server_is_not_sent(transport: ProcessTransport) -> None:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    with pytest.raises(NotSent):
+        transport.send(f"http://127.0.0.1:{port}/users/track", attrs("x"))
+
+
+def test_a_child_that_cannot_start_falls_back_to_the_in_process_transport(
+    emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    with caplog.at_level(logging.WARNING, logger="connector.transport"):
+        t = make_transport("aiohttp-process", emulator.url, HEADERS, concurrency=4, timeout_s=5)
+    try:
+        assert isinstance(t, AiohttpTransport)
+        assert "sending from this process instead" in caplog.text
+        assert t.send(emulator.url + "/users/track", attrs("f1")).status == 201
+    finally:
+        t.close()

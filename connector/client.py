@@ -122,7 +122,7 @@ class BrazeClient:
             kind = "requests"
         self.transport = kind
         self._transport = make_transport(
-            kind, self._base, headers, concurrency=write.concurrency, timeout_s=write.timeout_s
+            kind, self._base, headers, concurrency=write.workers("bulk"), timeout_s=write.timeout_s
         )
         retry = write.retry
         self._retrying = tenacity.Retrying(

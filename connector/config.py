@@ -258,6 +258,9 @@ class RateLimit(_Model):
     per_seconds: Annotated[float, Field(gt=0)]
 
 
+BULK_WORKERS = 160
+SYNC_WORKERS = 16
+
 DEFAULT_RATE_LIMITS: dict[str, RateLimit] = {
     "users_track": RateLimit(requests=3000, per_seconds=3),
     "users_track_sync": RateLimit(requests=500, per_seconds=60),
@@ -275,7 +278,9 @@ class Retry(_Model):
 
 class Write(_Model):
     mode: Literal["auto", "bulk", "sync"] = "auto"
-    concurrency: Annotated[int, Field(ge=1, le=512)] = 16
+    # Requests in flight. None (the default): BULK_WORKERS in bulk mode, enough for 1,000 requests/s at up
+    # to ~150 ms latency (in flight = rate x latency); SYNC_WORKERS in sync mode (500 requests/minute).
+    concurrency: Annotated[int, Field(ge=1, le=512)] | None = None
     batching: Literal["combined", "per_array"] = "combined"
     max_objects_per_request: Annotated[int, Field(ge=1, le=75)] = 75
     max_request_bytes: Annotated[int, Field(ge=1024, le=4_000_000)] = 3_900_000
@@ -293,6 +298,12 @@ class Write(_Model):
     # 500 requests/minute it handles easily. `aiohttp` runs the event loop on a thread of this process.
     transport: Literal["auto", "requests", "aiohttp", "aiohttp-process"] = "auto"
     sync_max_duration_s: Annotated[float, Field(ge=0)] = 60.0
+
+    def workers(self, mode: str) -> int:
+        """Requests in flight for a run in `mode` (bulk or sync): `concurrency`, or that mode's default."""
+        if self.concurrency is not None:
+            return self.concurrency
+        return BULK_WORKERS if mode == "bulk" else SYNC_WORKERS
 
     def rate_limit(self, endpoint: str) -> RateLimit:
         return self.rate_limits.get(endpoint, DEFAULT_RATE_LIMITS[endpoint])  # type: ignore[call-overload]
@@ -362,6 +373,9 @@ def _format_errors(path: str, err: ValidationError) -> str:
 def _problems(pipeline: Pipeline) -> list[str]:
     """Checks the models cannot make alone: suites exist, time zones, time formats, CSV dialect; one line each."""
     out: list[str] = []
+    rest = pipeline.report.dir.replace("{pipeline}", "").replace("{run_id}", "")
+    if "{" in rest or "}" in rest:
+        out.append(f"report.dir: only the placeholders {{pipeline}} and {{run_id}} are allowed (got {pipeline.report.dir!r})")
     suites = pipeline.resolve(pipeline.expectations_dir)
     for i, stream in enumerate(pipeline.streams):
         for j, name in enumerate(stream.expectations):
@@ -424,11 +438,16 @@ def _bad_time_format(fmt: str) -> str | None:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last one)."""
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last one).
+
+    Keys brought in by a merge (`<<: *defaults`) may still be overridden, as YAML intends.
+    """
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: its keys may be overridden
+                continue
             key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
             try:
                 first = seen.setdefault(key, key_node.start_mark.line + 1)

@@ -99,7 +99,7 @@ class Writer:
         self._unreachable_run = 0
         self._notices: set[str] = set()
         self._closed = False
-        workers = 0 if dry_run else self.write.concurrency
+        workers = 0 if dry_run else self.write.workers(mode)
         self._queue = OrderedQueue(max(1, workers) * QUEUE_PER_WORKER)
         self._threads = [
             threading.Thread(target=self._work, name=f"braze-writer-{i}", daemon=True) for i in range(workers)

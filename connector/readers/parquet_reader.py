@@ -1,4 +1,10 @@
-"""Parquet -> chunks with the file's own types (row numbers are 1-based row indices)."""
+"""Parquet -> chunks with the file's own types (row numbers are 1-based row indices).
+
+The file is read with ``pre_buffer=False``: with pyarrow's default (True) the reader's read-range cache
+keeps the bytes of every row group it has read until the reader is closed, so memory grows with the file
+(about +270 MB over a 10M-row, 280 MB file) instead of following ``chunk_rows``. Pre-buffering only pays
+on high-latency filesystems; on local files the speed is the same.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ def read_parquet(path: Path, chunk_rows: int) -> Iterator[Chunk]:
     """Parquet batches with the file's own types; row numbers are 1-based row indices."""
     with open_file(path) as fh:
         try:
-            pf = pq.ParquetFile(fh)
+            pf = pq.ParquetFile(fh, pre_buffer=False)
         except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as e:
             raise SourceError(
                 f"{path}: not a readable Parquet file ({e}); check the file or set source.format"

@@ -51,6 +51,15 @@ def _rate_limit(r: RunReport, duration: float) -> dict[str, Any]:
     return out
 
 
+def _rows(r: RunReport) -> dict[str, int]:
+    """The row counts, plus `valid`: rows that passed every local check (parse, expectations, contract).
+
+    Valid rows are then delivered, rejected by Braze (stage destination), failed or skipped.
+    """
+    local_rejects = sum(n for stage, n in r.by_stage.items() if stage != "destination")
+    return {**r.rows, "valid": r.rows["read"] - local_rejects}
+
+
 def build_document(r: RunReport) -> dict[str, Any]:
     """The report.json document (the caller holds the report's lock)."""
     duration = r.duration_s if r.duration_s is not None else round(r.elapsed(), 3)
@@ -84,7 +93,7 @@ def build_document(r: RunReport) -> dict[str, Any]:
         "exit_code": exit_code,
         "exit_meaning": EXIT_MEANINGS.get(exit_code, "unknown"),
         "destination": dict(r.destination),
-        "rows": dict(r.rows),
+        "rows": _rows(r),
         "invariant_ok": r.invariant_ok,
         "max_reject_fraction": r.max_reject_fraction,
         "rejects": {

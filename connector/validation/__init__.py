@@ -23,7 +23,9 @@ How each expectation is evaluated:
   ``"now+1h"`` (units s, m, h, d). With datetime bounds the column is compared as UTC timestamps (string
   columns are parsed as ISO-8601; unparseable cells are ignored).
 - Uniqueness is checked across chunks with bounded memory: each non-null value is hashed to 8 bytes
-  (a 64-bit hash, so collisions are negligible) and duplicates are counted with ``np.unique`` at finish.
+  (a 64-bit hash, so collisions are negligible); past 1M hashes they are spilled to temporary files
+  partitioned by hash (aggregates.HashSpill) and duplicates are counted per partition with ``np.unique``
+  at finish, so RAM does not grow with the stream (the temporary disk use does: 8 bytes per value).
   Duplicate rows are NOT rejected row by row: streaming can only see duplicates inside one chunk, which
   would make the outcome depend on ``chunk_rows``. The check reports the number of surplus rows.
 - Aggregates count every row that parsed, including rows that row-level expectations reject.

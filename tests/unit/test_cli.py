@@ -112,6 +112,106 @@ def test_missing_source_and_http_destination_exit_2(tmp_path: Path) -> None:
     assert_clean_error(invoke("run", str(path), cwd=tmp_path, env={"BRAZE_API_KEY": SECRET}), "https")
 
 
+GOOD_STREAM = (
+    "  - name: users\n"
+    "    source: {path: data/users.csv}\n"
+    "    kind: attributes\n"
+    "    identifier: {external_id: user_id}\n"
+    "    attributes: [{column: email}]\n"
+)
+
+
+def _bad_stream(**replace: str) -> str:
+    text = GOOD_STREAM
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    return text
+
+
+# (file text after "name: clitest\nstreams:\n", what the message must say)
+MALFORMED: list[tuple[str, tuple[str, ...]]] = [
+    (
+        _bad_stream(**{"kind: attributes": "kind: attributes\n    kind: events"}),
+        ("line 6", "'kind' is given twice", "first at line 5"),
+    ),
+    (GOOD_STREAM + GOOD_STREAM, ("streams:", "two streams are named 'users'")),
+    (
+        _bad_stream(**{"{path: data/users.csv}": "{path: data/users.csv, chunk_rows: many}"}),
+        ("streams.0.source.chunk_rows", "integer", "(got 'many')"),
+    ),
+    (
+        _bad_stream(**{"kind: attributes": "kind: attribute"}),
+        ("streams.0.kind", "'live_activity'", "(got 'attribute')"),
+    ),
+    (
+        _bad_stream(**{"{column: email}": "{column: email, type: time, timezone: Mars/Base}"}),
+        ("streams.0.attributes.0.timezone", "Mars/Base", "IANA"),
+    ),
+    (
+        _bad_stream(**{"{column: email}": "{column: email, type: time, format: '%Y-%Q'}"}),
+        ("streams.0.attributes.0.format", "bad directive"),
+    ),
+    (
+        _bad_stream(**{"{path: data/users.csv}": "{path: data/users.csv, csv: {delimiter: ';;'}}"}),
+        ("streams.0.source.csv.delimiter", "one ASCII character", "';;'"),
+    ),
+    (
+        _bad_stream(**{"{path: data/users.csv}": "{path: data/users.csv, csv: {encoding: klingon}}"}),
+        ("streams.0.source.csv.encoding", "'klingon'", "utf-8"),
+    ),
+    (
+        _bad_stream(**{"attributes: [": "expectations: [no_such_suite]\n    attributes: ["}),
+        ("streams.0.expectations.0", "no suite 'no_such_suite'"),
+    ),
+    (_bad_stream(**{"    kind: attributes": "    kind: [attributes"}), ("not valid YAML at line", "column")),
+    (
+        GOOD_STREAM + "report: {dir: 'out/{date}'}\n",
+        ("report.dir", "{pipeline} and {run_id}", "'out/{date}'"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "needles"), MALFORMED, ids=[n[0] for _, n in MALFORMED])
+def test_malformed_pipeline_files_give_a_short_message_and_exit_2(
+    tmp_path: Path, body: str, needles: tuple[str, ...]
+) -> None:
+    path = write_pipeline(tmp_path)  # writes data/users.csv
+    path.write_text("name: clitest\nstreams:\n" + body, encoding="utf-8")
+    res = invoke("validate", str(path), cwd=tmp_path)
+    assert_clean_error(res, str(path), *needles)
+    assert len(res.stderr.splitlines()) <= 4, res.stderr  # short: no report summary, no traceback
+
+
+def test_yaml_merge_keys_may_be_overridden(tmp_path: Path) -> None:
+    """Duplicate keys are refused, but a key brought in by `<<: *anchor` may be overridden, as YAML intends."""
+    from connector.config import load_pipeline
+
+    path = write_pipeline(tmp_path)
+    second = GOOD_STREAM.replace("name: users", "name: users2").replace(
+        "{path: data/users.csv}", "{<<: *src, path: data/other.csv}"
+    )
+    first = GOOD_STREAM.replace("{path: data/users.csv}", "&src {path: data/users.csv, chunk_rows: 2}")
+    path.write_text("name: clitest\nstreams:\n" + first + second, encoding="utf-8")
+    p = load_pipeline(path)
+    assert [(s.source.path, s.source.chunk_rows) for s in p.streams] == [
+        ("data/users.csv", 2),
+        ("data/other.csv", 2),
+    ]
+
+
+def test_pipeline_file_that_is_not_utf8_or_a_report_dir_that_is_a_file(tmp_path: Path) -> None:
+    path = write_pipeline(tmp_path)
+    good = path.read_bytes()
+    path.write_bytes(b"\xff\xfe" + good)
+    res = cli("validate", str(path), cwd=tmp_path)  # a real process: a traceback would show on stderr
+    assert_clean_error(res, str(path), "not UTF-8", "0xff")
+    path.write_bytes(good)
+    (tmp_path / "taken").write_text("a file, not a folder")
+    res = invoke("validate", str(path), "--report-dir", "taken/{run_id}", cwd=tmp_path)
+    assert_clean_error(res, "--report-dir", "is a file, not a folder")
+    assert (tmp_path / "taken").is_file()
+
+
 def test_validate_prints_the_summary_and_top_rules(tmp_path: Path) -> None:
     path = write_pipeline(tmp_path)
     res = invoke("validate", str(path), "--report-dir", "out/{pipeline}/{run_id}", "--quiet", cwd=tmp_path)

@@ -191,6 +191,8 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
     ("live_activity.missing_field", "live_activity", LA, _with(LA, app_id=...)),
     ("live_activity.missing_field", "live_activity", LA, _with(LA, content_state=...)),
     ("time.invalid", "live_activity", _with(LA, stale_date=T), _with(LA, stale_date="soon")),
+    ("standard_field.number", "attributes", {"external_id": "u", "n": 1.5}, {"external_id": "u", "n": float("nan")}),
+    ("standard_field.number", "attributes", {"external_id": "u", "n": -2.0}, {"external_id": "u", "n": float("inf")}),
 ]
 
 

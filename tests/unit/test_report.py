@@ -46,7 +46,8 @@ def test_counts_and_invariant_hold(tmp_path: Path) -> None:
     report.add_skipped(1, "unchanged")
     report.finish()
     doc = report.to_dict()
-    assert doc["rows"] == {"read": 10, "delivered": 6, "rejected": 2, "failed": 1, "skipped": 1}
+    assert doc["rows"] == {"read": 10, "delivered": 6, "rejected": 2, "failed": 1, "skipped": 1,
+                           "valid": 10 - 2}  # fmt: skip
     assert doc["invariant_ok"] is True
     assert doc["skipped"]["by_reason"] == {"unchanged": 1}
     assert doc["rejects"]["by_stage"] == {"mapping": 2}
@@ -312,7 +313,7 @@ def test_report_json_keys_and_files(tmp_path: Path) -> None:
     paths = report.write()
     doc = orjson.loads(paths["report_json"].read_bytes())
     assert REQUIRED_KEYS <= doc.keys()
-    assert doc["rows"].keys() == {"read", "delivered", "rejected", "failed", "skipped"}
+    assert doc["rows"].keys() == {"read", "delivered", "rejected", "failed", "skipped", "valid"}
     assert doc["requests"].keys() >= {"total", "by_endpoint", "by_status", "retries", "rate_limited"}
     assert doc["throughput"].keys() >= {"objects_per_s", "requests_per_s", "timeline"}
     assert doc["latency_ms"].keys() == {"p50", "p95", "p99", "max"}

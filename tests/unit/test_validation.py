@@ -233,6 +233,47 @@ def test_uniqueness_passes_on_distinct_values(tmp_path: Path) -> None:
     assert (unique.success, unique.observed) == (True, 0)
 
 
+def test_uniqueness_spills_hashes_to_disk_and_counts_like_in_memory() -> None:
+    """Past spill_at hashes the store moves them to partition files: RAM stays bounded, counts stay exact."""
+    import numpy as np
+
+    from connector.validation.aggregates import HashSpill
+
+    rng = np.random.default_rng(5)
+    chunks = [
+        rng.integers(0, 60_000, 2_000).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) for _ in range(40)
+    ]
+    spill, memory = HashSpill(spill_at=5_000), HashSpill(spill_at=10**9)
+    peak = 0
+    for c in chunks:
+        spill.add(c)
+        memory.add(c)
+        peak = max(peak, spill._buffered)
+    assert spill.spilled > 0 and peak < 5_000 + 2_000
+    folder = Path(spill._dir.name) if spill._dir is not None else None
+    every = np.concatenate(chunks)
+    _, counts = np.unique(every, return_counts=True)
+    expected = (len(every), int((counts - 1).sum()), int((counts > 1).sum()))
+    assert spill.duplicates() == memory.duplicates() == expected
+    assert expected[1] > 0
+    assert folder is not None and not folder.exists()  # the temporary files are gone once counted
+
+
+def test_uniqueness_through_the_runner_when_hashes_spill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connector.validation import aggregates
+
+    monkeypatch.setattr(aggregates.HashSpill, "SPILL_AT", 3)
+    r = runner(tmp_path, exp("expect_column_values_to_be_unique", column="id"))
+    r.validate(chunk({"id": ["u1", "u2", "u3", None]}))
+    r.validate(chunk({"id": ["u4", "u1", None, "u2"]}))
+    r.validate(chunk({"id": ["u1", "u5"]}))
+    (unique,) = r.finish()
+    assert (unique.success, unique.observed) == (False, 3)
+    assert "3 duplicate rows (2 values occur more than once) in 8 non-null values" in unique.detail
+
+
 @pytest.mark.parametrize(("newest", "fresh"), [("2026-11-21T09:00:00", True), ("2026-11-21T07:00:00", False)])
 def test_freshness_max_with_relative_bound(tmp_path: Path, newest: str, fresh: bool) -> None:
     r = runner(tmp_path, exp("expect_column_max_to_be_between", column="ts", min_value="now-24h"))

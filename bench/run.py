@@ -123,8 +123,9 @@ def bench_delivery(rows: int, latencies: list[float], baseline_s: float, rps: in
     for latency in latencies:
         with NginxSink(latency_ms=latency, limit_rps=rps, burst=rps // 10) as sink:
             child0 = _children_cpu()
-            # Requests in flight needed = rate x latency (Little's law), with room for latency jitter.
-            concurrency = min(512, max(32, int(rps * latency / 1000 * 1.6)))
+            # Requests in flight needed = rate x latency (Little's law), with room for latency jitter; at
+            # least the default (160) that a pipeline without `concurrency` gets in bulk mode.
+            concurrency = min(512, max(160, int(rps * latency / 1000 * 1.6)))
             rep, wall, cpu = _run(users_pipeline(path, sink.url, rps=rps, transport=transport, concurrency=concurrency))
             child_cpu = _children_cpu() - child0
             r = rep["requests"]

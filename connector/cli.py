@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 from connector.config import load_pipeline, pipeline_json_schema
-from connector.errors import ConnectorError
+from connector.errors import ConfigError, ConnectorError
 from connector.report.document import EXIT_MEANINGS
 
 if TYPE_CHECKING:
@@ -102,6 +102,11 @@ def _summary(report: RunReport, paths: dict[str, Path]) -> list[str]:
         f"  rows: read {r['read']:,}, delivered {r['delivered']:,}, rejected {r['rejected']:,}, "
         f"failed {r['failed']:,}, skipped {r['skipped']:,}",
     ]
+    if report.retry:
+        lines.append(f"  retry of {report.retry['failed_file']}: {report.retry['rows']:,} failed row(s) sent again")
+    for w in report.warnings:
+        if w.startswith("retry:"):
+            lines.append(f"  warning: {w}")
     if report.skipped_by_reason:
         lines.append(
             "  skipped: " + ", ".join(f"{n:,} {why}" for why, n in report.skipped_by_reason.most_common())
@@ -134,13 +139,20 @@ def _summary(report: RunReport, paths: dict[str, Path]) -> list[str]:
 
 
 def _execute(pipeline: Path, *, mode: str | None, report_dir: Path | None, dry_run: bool, validate_only: bool,
-             quiet: bool) -> None:  # fmt: skip
+             quiet: bool, retry_failed: Path | None = None, include_unknown: bool = False) -> None:  # fmt: skip
     _setup_logging(quiet)
     from connector.pipeline import run_pipeline
     from connector.progress import Progress
 
     try:
         p = load_pipeline(pipeline)
+        retry = None
+        if retry_failed is not None:
+            from connector.readers import load_failed
+
+            retry = load_failed(retry_failed, include_unknown=include_unknown)
+        elif include_unknown:
+            raise ConfigError("--include-unknown goes with --retry-failed")
         progress = Progress.disabled() if quiet else Progress()
         report = run_pipeline(
             p,
@@ -149,6 +161,7 @@ def _execute(pipeline: Path, *, mode: str | None, report_dir: Path | None, dry_r
             dry_run=dry_run,
             validate_only=validate_only,
             progress=progress,
+            retry=retry,
         )
     except ConnectorError as e:
         _fail(e)
@@ -177,10 +190,19 @@ def run(
         bool, typer.Option(help="Build the exact request bodies, write a sample, send nothing.")
     ] = False,
     quiet: QuietOpt = False,
+    retry_failed: Annotated[
+        Path | None,
+        typer.Option(help="Send again only the rows of an earlier run's failed.csv (or its report folder)."),
+    ] = None,
+    include_unknown: Annotated[
+        bool,
+        typer.Option(help="With --retry-failed: also resend rows whose outcome was unknown (at least once)."),
+    ] = False,
 ) -> None:
     """Read, validate, map and deliver a pipeline's streams to Braze; exit code 0/1/2/3 (see README)."""
     _execute(pipeline, mode=mode.value if mode else None, report_dir=report_dir, dry_run=dry_run,
-             validate_only=False, quiet=quiet)  # fmt: skip
+             validate_only=False, quiet=quiet, retry_failed=retry_failed,
+             include_unknown=include_unknown)  # fmt: skip
 
 
 @app.command()

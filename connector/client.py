@@ -83,6 +83,7 @@ class _Call:
     attempts: int = 0
     rate_limited: int = 0
     http_ms: float = 0.0
+    maybe_applied: bool = False  # an attempt's connection dropped after sending
 
 
 class BrazeClient:
@@ -162,7 +163,19 @@ class BrazeClient:
                 f"unknown endpoint {endpoint!r}; use one of {', '.join(ENDPOINT_PATHS)}"
             ) from None
         call = _Call(endpoint, self._base + path, body, idempotent, self._clock())
-        response: ApiResponse = self._retrying(self._attempt, call)
+        try:
+            response: ApiResponse = self._retrying(self._attempt, call)
+        except TransientApiError as e:
+            if call.maybe_applied and not call.idempotent and not isinstance(e, AmbiguousApiError):
+                # A later attempt failed plainly, but an earlier one may have been applied: the rows'
+                # outcome is unknown, and a retry run must not resend them without being told to.
+                raise AmbiguousApiError(
+                    f"{e}; an earlier attempt's connection dropped after the request was sent, so Braze may "
+                    "have applied it",
+                    status=e.status,
+                    body=e.body,
+                ) from None
+            raise
         return response
 
     # ------------------------------------------------------------------ one attempt
@@ -178,6 +191,7 @@ class BrazeClient:
                 self._scrub(f"{call.endpoint}: cannot connect to {self._base} ({exc})")
             ) from None
         except SentLost as exc:
+            call.maybe_applied = True
             raise AmbiguousApiError(
                 self._scrub(
                     f"{call.endpoint}: the connection failed after the request was sent ({exc}); "

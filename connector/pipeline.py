@@ -4,6 +4,9 @@ For each stream: readers.read_source -> parse rejects -> SuiteRunner.validate ->
 mapper.map_chunk -> mapping/contract rejects -> Writer.submit; then SuiteRunner.finish() for the
 table-level checks.
 
+A retry run (`retry`, from a failed file) re-reads the same sources and keeps only the rows that failed;
+table-level checks are not evaluated again (a subset of the table proves nothing about the table).
+
 Table-level checks with `on_table_expectation_failure: fail` are evaluated *before* delivery: when a
 stream's suites hold any table-level expectation, a first pass reads and validates the whole stream
 (nothing is sent); if a check fails, the second pass still rejects the bad rows but counts every valid
@@ -76,6 +79,7 @@ def run_pipeline(
     validate_only: bool = False,
     env: Mapping[str, str] | None = None,
     progress: Progress | None = None,
+    retry: readers.RetrySet | None = None,
 ) -> RunReport:
     """Run every stream of the pipeline and return the finished, written RunReport.
 
@@ -93,7 +97,7 @@ def run_pipeline(
         raise ConfigError(f"--mode {mode!r}: allowed values are auto, bulk, sync")
     offline = dry_run or validate_only
     dest = resolve_destination(pipeline, env, offline=offline)
-    plans = [_plan(pipeline, s, validate_only) for s in pipeline.streams]
+    plans = [_plan(pipeline, s, validate_only, retry) for s in pipeline.streams]
     started = datetime.now(UTC)
     run_id = f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
     out = report_dir_for(pipeline, report_dir, run_id)
@@ -112,12 +116,14 @@ def run_pipeline(
                             for e in DEFAULT_RATE_LIMITS})  # fmt: skip
     for p in plans:
         report.add_stream(p.stream.name, p.stream.kind, p.stream.source.path)
+    if retry is not None:
+        _note_retry(report, retry, plans)
     chosen, reason = choose_mode(pipeline, mode, [(p.stream, p.rows, p.exact) for p in plans])
     if validate_only:
         reason = f"validate only, nothing sent (a run would use {chosen}: {reason})"
     report.set_mode(chosen, reason)
     logger.info("pipeline %s run %s: mode %s (%s)", pipeline.name, run_id, chosen, reason)
-    run = _Run(pipeline, report, progress or Progress.disabled(), started, validate_only)
+    run = _Run(pipeline, report, progress or Progress.disabled(), started, validate_only, retry)
     with _quiet_gc():
         run.execute(plans, dest, chosen, dry_run)
     return report
@@ -144,22 +150,41 @@ def _quiet_gc() -> Iterator[None]:
         gc.unfreeze()
 
 
-def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool) -> _Plan:
+def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool, retry: readers.RetrySet | None) -> _Plan:
     base = Path(pipeline.base_dir)
     files = readers.list_files(stream.source, base)
-    rows, exact = estimate_rows(stream.source, files)
+    if retry is not None:
+        files = [f for f in files if str(f) in retry.rows]
+        rows, exact = sum(len(retry.rows[str(f)]) for f in files), True
+    else:
+        rows, exact = estimate_rows(stream.source, files)
     suite = None
     table_first = False
     if stream.expectations:
         suite = _suite(pipeline, stream)
         table_first = (
-            not validate_only
+            retry is None
+            and not validate_only
             and stream.on_table_expectation_failure == "fail"
             and has_table_expectations(
                 suite, stream.expectations, pipeline.resolve(pipeline.expectations_dir)
             )
         )
     return _Plan(stream, files, rows, exact, suite, table_first)
+
+
+def _note_retry(report: RunReport, retry: readers.RetrySet, plans: list[_Plan]) -> None:
+    """Say what a retry run sends, and warn about failed rows no stream of this pipeline reads."""
+    report.retry = retry.describe()
+    mine = {str(f) for p in plans for f in p.files}
+    orphans = {f: len(rows) for f, rows in retry.rows.items() if f not in mine}
+    for f, n in sorted(orphans.items()):
+        report.add_warning(f"retry: {n:,} failed row(s) of {f} belong to no stream of this pipeline; not sent")
+    if retry.unknown_excluded:
+        report.add_warning(
+            f"retry: {retry.unknown_excluded:,} row(s) with outcome 'unknown' (Braze may have applied them) "
+            "were left out; add --include-unknown to send them again (at least once)"
+        )
 
 
 def _suite(pipeline: Pipeline, stream: Stream) -> SuiteRunner:
@@ -172,12 +197,13 @@ class _Run:
     """The state of one run while its streams go through the stages."""
 
     def __init__(self, pipeline: Pipeline, report: RunReport, progress: Progress, now: datetime,
-                 validate_only: bool) -> None:  # fmt: skip
+                 validate_only: bool, retry: readers.RetrySet | None = None) -> None:  # fmt: skip
         self.pipeline = pipeline
         self.report = report
         self.progress = progress
         self.now = now
         self.validate_only = validate_only
+        self.retry = retry
         self.writer: Writer | None = None
         self.exit_code = 0
         self._shown = dict.fromkeys(("read", "delivered", "rejected", "failed", "requests"), 0)
@@ -207,7 +233,7 @@ class _Run:
                         self.writer = _writer(self.pipeline, client, report, mode, dry_run=False)
                     for plan in plans:
                         if self.aborted():
-                            report.add_warning(f"stream {plan.stream.name}: not read, the run was aborted")
+                            self._list_unsent(plan, self._chunks(plan))
                         else:
                             self.stream(plan)
                 except ConnectorError as e:
@@ -255,7 +281,7 @@ class _Run:
     # ---- one stream -------------------------------------------------------------------------------
     def stream(self, plan: _Plan) -> None:
         """Run one stream through the stages (with the table-check first pass when it needs one)."""
-        stream, report = plan.stream, self.report
+        stream = plan.stream
         suite = plan.suite
         deliver = self.writer is not None
         if plan.table_first and suite is not None:
@@ -266,14 +292,15 @@ class _Run:
                 deliver = False
             suite = _suite(self.pipeline, stream)  # a fresh runner for the row-level pass
         skip_reason = SKIP_VALIDATE_ONLY if self.writer is None else SKIP_TABLE_CHECK
-        for chunk in self._chunks(plan):
+        chunks = self._chunks(plan)
+        for chunk in chunks:
             self._chunk(stream, suite, chunk, deliver=deliver, skip_reason=skip_reason)
             self._show()
             if self.aborted():
-                report.add_warning(f"stream {stream.name}: stopped reading, the run was aborted")
+                self._list_unsent(plan, chunks)
                 break
-        if suite is not None and not plan.table_first and not self.aborted():  # partial data proves nothing
-            self._table_checks(stream, suite, delivered=deliver)
+        if suite is not None and not plan.table_first and not self.aborted() and self.retry is None:
+            self._table_checks(stream, suite, delivered=deliver)  # partial data proves nothing: not on abort
 
     def _chunk(self, stream: Stream, suite: SuiteRunner | None, chunk: Chunk, *, deliver: bool,
                skip_reason: str) -> None:  # fmt: skip
@@ -309,8 +336,53 @@ class _Run:
                 )
             raise
 
+    def _list_unsent(self, plan: _Plan, chunks: Iterator[Chunk]) -> None:
+        """After an abort: read the rest of the stream without checking or sending it, so every row is
+        counted, and list its rows in the failed file as not sent (a --retry-failed run resumes there).
+        Unparseable rows are rejects as usual (that needs no network)."""
+        assert self.writer is not None
+        reason = self.writer.abort_reason
+        n = 0
+        for chunk in chunks:
+            self.report.add_read(len(chunk) + len(chunk.rejects), plan.stream.name)
+            self.report.add_rejects(chunk.rejects, plan.stream.name)
+            rows = chunk.table.to_pylist()
+            self.report.add_not_sent([(chunk.ref(i), v) for i, v in enumerate(rows)], reason, plan.stream.name)
+            n += len(rows)
+            self._show()
+        self.report.add_warning(
+            f"stream {plan.stream.name}: the run was aborted; {n:,} row(s) not yet processed were listed in "
+            "failed.csv as not_sent (send them with --retry-failed)"
+        )
+
     def _chunks(self, plan: _Plan) -> Iterator[Chunk]:
-        return readers.read_source(plan.stream.source, Path(self.pipeline.base_dir))
+        chunks = readers.read_source(plan.stream.source, Path(self.pipeline.base_dir), plan.files)
+        if self.retry is None:
+            return chunks
+        return self._retried(plan, chunks)
+
+    def _retried(self, plan: _Plan, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+        """Only the rows of the failed file; warn about failed rows the source no longer has."""
+        assert self.retry is not None
+        found: dict[str, int] = {}
+        for chunk in chunks:
+            wanted = self.retry.rows.get(chunk.file, set())
+            keep = [n in wanted for n in chunk.row_numbers]
+            rejects = [r for r in chunk.rejects if r.ref.row in wanted]
+            found[chunk.file] = found.get(chunk.file, 0) + sum(keep) + len(rejects)
+            if not any(keep) and not rejects:
+                continue
+            kept = chunk.filter(keep) if not all(keep) else chunk
+            kept.rejects = rejects
+            yield kept
+        for f in plan.files:
+            missing = len(self.retry.rows.get(str(f), ())) - found.get(str(f), 0)
+            if missing > 0:
+                self.exit_code = max(self.exit_code, 1)
+                self.report.add_warning(
+                    f"retry: {missing:,} failed row(s) of {f} are not in the file any more (was it replaced or "
+                    "shortened?); they were not sent"
+                )
 
     def _table_checks(self, stream: Stream, suite: SuiteRunner, *, delivered: bool) -> bool:
         """Record the suite's table-level results; False when one failed and the stream's action is fail."""

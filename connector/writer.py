@@ -109,6 +109,11 @@ class Writer:
 
     # ---- public interface -------------------------------------------------------------------------
     @property
+    def abort_reason(self) -> str:
+        """Why sending stopped ("" while it has not)."""
+        return self._abort_reason
+
+    @property
     def aborted(self) -> bool:
         """True once a fatal destination error stopped sending (the caller can stop reading)."""
         return self._stop.is_set()
@@ -123,10 +128,10 @@ class Writer:
         n = len(mapped)
         if n == 0:
             return
-        if self._stop.is_set():
-            self.report.add_skipped(n, self._abort_reason, stream.name)
-            return
         batch = self._batch(stream, mapped)
+        if self._stop.is_set():
+            self._not_sent(batch, range(n))
+            return
         if self.dry_run:
             for req in self._pack(batch, range(n)):
                 if self._samples_left > 0:
@@ -136,7 +141,7 @@ class Writer:
             return
         for req in self._pack(batch, range(n)):
             if self._stop.is_set():
-                self.report.add_skipped(req.count, self._abort_reason, batch.stream)
+                self._not_sent(batch, [it.token for it in req.items])
             else:
                 self._queue.put((batch, req), req.keys)
 
@@ -221,7 +226,7 @@ class Writer:
         while todo:
             current = todo.pop(0)
             if self._stop.is_set():
-                self.report.add_skipped(current.count, self._abort_reason, batch.stream)
+                self._not_sent(batch, [it.token for it in current.items])
             elif current.oversize:
                 self._reject_oversize(batch, current)
             else:
@@ -241,14 +246,14 @@ class Writer:
         except AuthError as e:
             self._record_error(req, e, t0)
             self._abort(e, outcomes.ABORT_AUTH)
-            self.report.add_skipped(n, self._abort_reason, batch.stream)
+            self._not_sent(batch, [it.token for it in req.items])
             return []
         except PermanentApiError as e:
             self._record_error(req, e, t0)
             self._reachable()
             if e.status == 403:
                 self._abort(AuthError(str(e), 403, e.body), outcomes.ABORT_FORBIDDEN)
-                self.report.add_skipped(n, self._abort_reason, batch.stream)
+                self._not_sent(batch, [it.token for it in req.items])
                 return []
             if e.status in SPLIT_STATUSES:
                 return self._refused(batch, req, e.status, outcomes.parse_body(e.body))
@@ -362,6 +367,12 @@ class Writer:
             [Failed(mapped.ref(it.token), error, status, outcome, mapped.values(it.token)) for it in items],
             batch.stream,
         )
+
+    def _not_sent(self, batch: _Batch, positions: Iterable[int]) -> None:
+        """Objects of a stopped run that were never sent: skipped, and listed for a retry run."""
+        mapped = batch.mapped
+        rows = [(mapped.ref(j), mapped.values(j)) for j in positions]
+        self.report.add_not_sent(rows, self._abort_reason, batch.stream)
 
     def _record_error(self, req: Packed, e: ApiError, t0: float) -> None:
         status = e.status if e.status is not None else 0

@@ -13,22 +13,23 @@ from pathlib import Path
 
 from connector import config
 from connector.readers.csv_reader import read_csv
+from connector.readers.failed import RetrySet, load_failed
 from connector.readers.files import format_of, list_files
 from connector.readers.parquet_reader import read_parquet
 from connector.records import Chunk
 
-__all__ = ["list_files", "read_csv", "read_parquet", "read_source"]
+__all__ = ["RetrySet", "list_files", "load_failed", "read_csv", "read_parquet", "read_source"]
 
 log = logging.getLogger(__name__)
 
 
-def read_source(source: config.Source, base_dir: Path) -> Iterator[Chunk]:
-    """Stream every file of a source as chunks of at most `source.chunk_rows` rows.
+def read_source(source: config.Source, base_dir: Path, files: list[Path] | None = None) -> Iterator[Chunk]:
+    """Stream every file of a source (or only `files`, from list_files) as chunks of at most `source.chunk_rows` rows.
 
     Raises:
         SourceError: a file is missing, unreadable or not in the declared format.
     """
-    for path in list_files(source, base_dir):
+    for path in list_files(source, base_dir) if files is None else files:
         fmt = format_of(path, source.format)
         log.info("reading %s (%s, chunks of %d rows)", path, fmt, source.chunk_rows)
         if fmt == "parquet":

@@ -102,7 +102,7 @@ def build_document(r: RunReport) -> dict[str, Any]:
             "file": files["rejects"],
             "sample": list(r.sample),
         },
-        "failed": {"count": r.rows["failed"], "file": files["failed"]},
+        "failed": {"count": r.rows["failed"], "not_sent": r.not_sent, "file": files["failed"]},
         "skipped": {"by_reason": dict(r.skipped_by_reason.most_common())},
         "requests": {
             "total": total,
@@ -133,6 +133,7 @@ def build_document(r: RunReport) -> dict[str, Any]:
         "confirmed": r.confirmed_count,
         "sample_requests": [str(p) for p in r.sample_files],
         "emulator": r.emulator,
+        "retry": r.retry,
         "files": files,
     }
     return doc

@@ -91,6 +91,8 @@ class RunReport:
         self.streams: dict[str, dict[str, Any]] = {}
         self.sample_files: list[Path] = []
         self.emulator: dict[str, Any] | None = None
+        self.retry: dict[str, Any] | None = None
+        self.not_sent = 0  # skipped rows of a stopped run, listed in the failed file for a retry run  # a retry run: which failed file, how many rows
         self.finished: datetime | None = None
         self.duration_s: float | None = None
         self._exit_code: int | None = None
@@ -180,6 +182,17 @@ class RunReport:
         self.failed.write([(f.values, [f.ref.file, f.ref.row, f.status, f.outcome, f.error]) for f in failed])
         with self._lock:
             self._count("failed", len(failed), stream)
+
+    def add_not_sent(self, rows: list[tuple[RowRef, dict[str, Any]]], reason: str, stream: str | None = None) -> None:
+        """Rows a stopped run did not send: counted skipped (with the reason) and written to the failed file
+        with outcome "not_sent", so a retry run (--retry-failed) picks them up; they are safe to send."""
+        if not rows:
+            return
+        self.failed.write([(values, [ref.file, ref.row, None, "not_sent", reason]) for ref, values in rows])
+        with self._lock:
+            self._count("skipped", len(rows), stream)
+            self.skipped_by_reason[reason] += len(rows)
+            self.not_sent += len(rows)
 
     def add_confirmed(self, ref: RowRef, profile: dict[str, Any]) -> None:
         """Append a profile confirmed by /users/track/sync to confirmed.jsonl."""

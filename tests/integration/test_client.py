@@ -234,6 +234,37 @@ def test_drop_after_apply_retried_when_on_ambiguous_retry(
     assert sum(e["objects"]["events"] for e in ledger) == 8 + dropped
 
 
+def test_an_earlier_dropped_attempt_makes_a_later_plain_failure_ambiguous(
+    emulator_factory: Callable[..., EmulatorServer],
+) -> None:
+    """Attempt 1 is applied then dropped, attempt 2 cannot connect: the outcome is unknown, not failed."""
+    server = emulator_factory(faults={"users_track:drop": 1.0})
+    event = body({"external_id": "u1"}, events=[{"external_id": "u1", "name": "e", "time": "2024-01-01T00:00:00Z"}])
+    ledgers: list[list[dict[str, Any]]] = []
+
+    def stop(endpoint: str, reason: str) -> None:
+        ledgers.append(server.ledger())
+        server.stop()
+
+    with make_client(server, clock=FakeClock(), on_ambiguous="retry", retry=Retry(max_attempts=2),
+                     on_retry=stop) as client:  # fmt: skip
+        with pytest.raises(AmbiguousApiError, match="an earlier attempt's connection dropped"):
+            client.post("users_track", event, idempotent=False)
+    assert sum(e["objects"]["events"] for e in ledgers[0]) == 1  # it was applied
+
+
+def test_an_earlier_dropped_attempt_of_an_idempotent_request_stays_a_plain_failure(
+    emulator_factory: Callable[..., EmulatorServer],
+) -> None:
+    """Attribute sets are safe to resend: a later plain failure stays transient (a retry run resends it)."""
+    server = emulator_factory(faults={"users_track:drop": 1.0})
+    with make_client(server, clock=FakeClock(), on_ambiguous="retry", retry=Retry(max_attempts=2),
+                     on_retry=lambda e, r: server.stop()) as client:  # fmt: skip
+        with pytest.raises(TransientApiError) as info:
+            client.post("users_track", body({"external_id": "u1", "plan": "pro"}), idempotent=True)
+    assert not isinstance(info.value, AmbiguousApiError)
+
+
 def test_drop_after_apply_raises_when_on_ambiguous_fail(
     emulator_factory: Callable[..., EmulatorServer],
 ) -> None:

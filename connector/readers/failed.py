@@ -1,0 +1,95 @@
+"""Read a run's failed file back: which source rows a retry run should send again.
+
+`failed.csv` holds every row that could not be delivered, with its original columns and `_source_file`,
+`_row_number`, `_status`, `_outcome` and `_error`. A retry run (`braze-connector run PIPELINE
+--retry-failed DIR`) re-reads the pipeline's own sources and keeps exactly those rows, so the rows keep
+their types (Parquet), file and row number, and go through the same checks as the first time.
+
+Rows whose outcome is "unknown" (the connection dropped after the request was sent: Braze may have applied
+it) are left out unless asked for, since resending them can count an event, a purchase or an `inc` twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from connector.errors import SourceError
+
+FAILED_FILE = "failed.csv"
+_NEEDED = ("_source_file", "_row_number", "_outcome")
+
+
+@dataclass
+class RetrySet:
+    """The rows to send again, by source file (the resolved path a run reports), and what was left out."""
+
+    failed_file: Path
+    rows: dict[str, set[int]] = field(default_factory=dict)
+    unknown_excluded: int = 0
+    include_unknown: bool = False
+
+    @property
+    def total(self) -> int:
+        return sum(len(r) for r in self.rows.values())
+
+    def describe(self) -> dict[str, object]:
+        """For report.json: where the rows came from and how many."""
+        return {
+            "failed_file": str(self.failed_file),
+            "rows": self.total,
+            "files": len(self.rows),
+            "unknown_outcome_excluded": self.unknown_excluded,
+            "include_unknown": self.include_unknown,
+        }
+
+
+def load_failed(path: str | Path, *, include_unknown: bool = False) -> RetrySet:
+    """Read a failed file (or the report folder holding `failed.csv`) into a RetrySet.
+
+    Raises:
+        SourceError: the file is missing, unreadable or not a failed file of this tool.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / FAILED_FILE
+    if not p.is_file():
+        raise SourceError(f"{p}: no failed file here; pass a run's failed.csv or the report folder holding it")
+    try:
+        reader = pacsv.open_csv(
+            p,
+            read_options=pacsv.ReadOptions(block_size=1 << 22),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=list(_NEEDED),
+                column_types={c: pa.string() for c in _NEEDED},
+                strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowKeyError, OSError) as exc:
+        if "include_columns" in str(exc) or "not found" in str(exc).lower():
+            raise SourceError(
+                f"{p}: not a failed file of braze-connector (it needs the columns {', '.join(_NEEDED)})"
+            ) from None
+        raise SourceError(f"{p}: cannot be read ({exc})") from None
+    out = RetrySet(p, include_unknown=include_unknown)
+    record = 0
+    try:
+        for batch in reader:
+            files, rows, kinds = (batch.column(i).to_pylist() for i in range(3))
+            for f, r, kind in zip(files, rows, kinds, strict=True):
+                record += 1
+                try:
+                    row = int(r)
+                except ValueError:
+                    raise SourceError(f"{p}, record {record}: _row_number {r!r} is not a row number") from None
+                if kind == "unknown" and not include_unknown:
+                    out.unknown_excluded += 1
+                    continue
+                out.rows.setdefault(f, set()).add(row)
+    except pa.ArrowInvalid as exc:
+        raise SourceError(f"{p}: cannot be read ({exc})") from None
+    return out

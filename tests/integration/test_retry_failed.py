@@ -1,0 +1,199 @@
+"""Retry runs: a later run sends again exactly the rows an earlier run left in failed.csv.
+
+The first run talks to an emulator that fails (503 on every request, or connections dropped after the
+request was applied); the retry run talks to a healthy one. Each run's rows add up, the retry sends only
+the failed rows (with their original file and row numbers), and rows whose outcome is unknown are resent
+only when asked.
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_pipeline_run import (
+    FAST_RETRY,
+    applied_by_identifier,
+    env_for,
+    events_stream,
+    project,
+    report_json,
+    users_stream,
+    write_events,
+)
+
+from connector.errors import SourceError
+from connector.pipeline import run_pipeline
+from connector.readers import load_failed
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def failed_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_retry_run_sends_exactly_the_failed_rows(emulator_factory: Any, tmp_path: Path) -> None:
+    write_events(tmp_path / "data" / "events.parquet", 120)
+    pipeline = project(tmp_path, [users_stream(), events_stream()],
+                       write={"retry": FAST_RETRY, "max_objects_per_request": 10})  # fmt: skip
+    down = emulator_factory(faults={"503": 1.0})
+    first = run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r1", env=env_for(down))
+    doc1 = report_json(first)
+    assert doc1["exit_code"] == 1 and doc1["rows"]["failed"] == 3 + 120 and doc1["rows"]["delivered"] == 0
+    failed = failed_rows(first.failed.path)
+    assert len(failed) == 123
+
+    up = emulator_factory()
+    retry = load_failed(tmp_path / "r1")  # the report folder works as well as the file
+    second = run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r2", env=env_for(up), retry=retry)
+    doc2 = report_json(second)
+    assert doc2["exit_code"] == 0 and doc2["invariant_ok"] is True
+    assert doc2["rows"] == {"read": 123, "delivered": 123, "rejected": 0, "failed": 0, "skipped": 0, "valid": 123}
+    assert doc2["retry"]["rows"] == 123 and doc2["retry"]["unknown_outcome_excluded"] == 0
+    applied = applied_by_identifier(up)
+    assert sum(n for (array, _), n in applied.items() if array == "attributes") == 3
+    assert sum(n for (array, _), n in applied.items() if array == "events") == 120
+    assert all(n == 1 for (array, _), n in applied.items() if array == "attributes")
+
+
+def test_a_retry_run_skips_rows_already_rejected_and_keeps_their_row_numbers(
+    emulator_factory: Any, tmp_path: Path
+) -> None:
+    """Only the failed rows are read back: the first run's rejects are not read again, row numbers stay."""
+    pipeline = project(tmp_path, [users_stream()], write={"retry": FAST_RETRY})
+    down = emulator_factory(faults={"503": 1.0})
+    first = run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r1", env=env_for(down))
+    assert {int(r["_row_number"]) for r in failed_rows(first.failed.path)} == {2, 6, 7}  # u1, u5, u6
+
+    up = emulator_factory()
+    second = run_pipeline(pipeline, mode="sync", report_dir=tmp_path / "r2", env=env_for(up),
+                          retry=load_failed(first.failed.path))  # fmt: skip
+    doc2 = report_json(second)
+    assert doc2["rows"]["read"] == 3 and doc2["rows"]["rejected"] == 0 and doc2["rows"]["delivered"] == 3
+    assert {k for (_a, k) in applied_by_identifier(up)} == {"u1", "u5", "u6"}
+
+
+def test_unknown_outcomes_are_resent_only_when_asked(emulator_factory: Any, tmp_path: Path) -> None:
+    """Dropped connections after Braze applied the request: with on_ambiguous fail, events are not resent."""
+    write_events(tmp_path / "data" / "events.parquet", 60)
+    pipeline = project(tmp_path, [events_stream()], write={
+        "retry": FAST_RETRY, "on_ambiguous": "fail", "max_objects_per_request": 10})  # fmt: skip
+    flaky = emulator_factory(faults={"drop": 1.0})
+    first = run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r1", env=env_for(flaky))
+    outcomes = Counter(r["_outcome"] for r in failed_rows(first.failed.path))
+    assert outcomes == {"unknown": 60}
+
+    up = emulator_factory()
+    cautious = run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r2", env=env_for(up),
+                            retry=load_failed(first.failed.path))  # fmt: skip
+    doc = report_json(cautious)
+    assert doc["rows"]["read"] == 0 and doc["retry"]["unknown_outcome_excluded"] == 60
+    assert any("--include-unknown" in w for w in doc["warnings"])
+    assert not up.ledger()
+
+    bold = run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r3", env=env_for(up),
+                        retry=load_failed(first.failed.path, include_unknown=True))  # fmt: skip
+    assert report_json(bold)["rows"]["delivered"] == 60
+
+
+def test_failed_rows_missing_from_a_replaced_source_are_reported(emulator_factory: Any, tmp_path: Path) -> None:
+    write_events(tmp_path / "data" / "events.parquet", 40)
+    pipeline = project(tmp_path, [events_stream()], write={"retry": FAST_RETRY, "max_objects_per_request": 10})
+    first = run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r1",
+                         env=env_for(emulator_factory(faults={"503": 1.0})))  # fmt: skip
+    assert report_json(first)["rows"]["failed"] == 40
+    write_events(tmp_path / "data" / "events.parquet", 25)  # the nightly export was replaced, shorter
+    second = run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r2", env=env_for(emulator_factory()),
+                          retry=load_failed(first.failed.path))  # fmt: skip
+    doc = report_json(second)
+    assert doc["rows"]["delivered"] == 25 and doc["exit_code"] == 1
+    assert any("15 failed row(s)" in w and "not in the file any more" in w for w in doc["warnings"])
+
+
+def test_not_a_failed_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n", encoding="utf-8")
+    with pytest.raises(SourceError, match="not a failed file"):
+        load_failed(tmp_path / "x.csv")
+    with pytest.raises(SourceError, match="no failed file here"):
+        load_failed(tmp_path / "nothing")
+
+
+def test_cli_retry_failed(emulator_factory: Any, tmp_path: Path) -> None:
+    pipeline = project(tmp_path, [users_stream()], write={"retry": FAST_RETRY})
+    first = run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r1",
+                         env=env_for(emulator_factory(faults={"503": 1.0})))  # fmt: skip
+    up = emulator_factory()
+    cmd = [sys.executable, "-m", "connector", "run", str(tmp_path / "pipelines" / "t.yaml"), "--quiet",
+           "--retry-failed", str(tmp_path / "r1"), "--report-dir", str(tmp_path / "r2")]  # fmt: skip
+    env = {"PATH": "/usr/bin:/bin", **env_for(up)}
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert f"retry of {first.failed.path}: 3 failed row(s) sent again" in res.stdout
+    bad = subprocess.run([*cmd[:5], "--include-unknown"], capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 2 and "--include-unknown goes with --retry-failed" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_resume_after_an_outage_applies_every_row_once(emulator_factory: Any, tmp_path: Path) -> None:
+    """Braze goes away mid-run (exit 3): the rows not yet processed are listed as not_sent, and a retry run
+    against a healthy Braze sends exactly what is missing; each event is applied once, never twice."""
+    import threading
+    import time
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = 1500
+    (tmp_path / "data").mkdir(exist_ok=True)
+    pq.write_table(pa.table({"user_id": [f"r{i}" for i in range(n)], "event": ["played"] * n,
+                             "ts": ["2026-01-02T10:00:00Z"] * n, "score": list(range(n))}),
+                   tmp_path / "data" / "events.parquet")  # fmt: skip
+    stream = events_stream()
+    stream["source"]["chunk_rows"] = 100
+    pipeline = project(tmp_path, [stream], write={"retry": FAST_RETRY, "max_objects_per_request": 10,
+                                                   "concurrency": 2, "on_ambiguous": "fail"})  # fmt: skip
+    db = str(tmp_path / "braze.sqlite")
+    first_em = emulator_factory(latency_ms=5, db=db)
+
+    def outage() -> None:
+        while first_em.stats()["requests"].get("/users/track", {}).get("201", 0) < 20:
+            time.sleep(0.01)
+        first_em.stop()
+
+    t = threading.Thread(target=outage)
+    t.start()
+    first = run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r1", env=env_for(first_em))
+    t.join(timeout=30)
+    doc1 = report_json(first)
+    assert doc1["exit_code"] == 3 and doc1["invariant_ok"] is True and doc1["rows"]["read"] == n
+    assert doc1["failed"]["not_sent"] > 0 and doc1["rows"]["delivered"] > 0
+    outcome = {int(r["_row_number"]): r["_outcome"] for r in failed_rows(first.failed.path)}
+    first_ledger = emulator_factory(db=db).ledger()  # what the first Braze applied before it went away
+
+    second_em = emulator_factory()
+    second = run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r2", env=env_for(second_em),
+                          retry=load_failed(tmp_path / "r1"))  # fmt: skip
+    doc2 = report_json(second)
+    assert doc2["exit_code"] == 0
+    unknown = {row for row, o in outcome.items() if o == "unknown"}
+    assert doc2["rows"]["delivered"] == len(outcome) - len(unknown)
+
+    applied: Counter[str] = Counter()
+    for ledger in (first_ledger, second_em.ledger()):
+        for entry in ledger:
+            for a in entry["applied"]:
+                applied[a["identifier"]["external_id"]] += 1
+    # every row applied exactly once, except rows whose outcome is unknown: at most once, and reported
+    for i in range(n):
+        row = i + 1  # Parquet rows are numbered from 1
+        if row in unknown:
+            assert applied[f"r{i}"] <= 1
+        else:
+            assert applied[f"r{i}"] == 1, (i, outcome.get(row))

@@ -139,7 +139,8 @@ def _summary(report: RunReport, paths: dict[str, Path]) -> list[str]:
 
 
 def _execute(pipeline: Path, *, mode: str | None, report_dir: Path | None, dry_run: bool, validate_only: bool,
-             quiet: bool, retry_failed: Path | None = None, include_unknown: bool = False) -> None:  # fmt: skip
+             quiet: bool, retry_failed: Path | None = None, include_unknown: bool = False,
+             full: bool = False) -> None:  # fmt: skip
     _setup_logging(quiet)
     from connector.pipeline import run_pipeline
     from connector.progress import Progress
@@ -162,6 +163,7 @@ def _execute(pipeline: Path, *, mode: str | None, report_dir: Path | None, dry_r
             validate_only=validate_only,
             progress=progress,
             retry=retry,
+            full=full,
         )
     except ConnectorError as e:
         _fail(e)
@@ -198,11 +200,14 @@ def run(
         bool,
         typer.Option(help="With --retry-failed: also resend rows whose outcome was unknown (at least once)."),
     ] = False,
+    full: Annotated[
+        bool, typer.Option(help="Delta streams: send every row even if unchanged (the state is refreshed).")
+    ] = False,
 ) -> None:
     """Read, validate, map and deliver a pipeline's streams to Braze; exit code 0/1/2/3 (see README)."""
     _execute(pipeline, mode=mode.value if mode else None, report_dir=report_dir, dry_run=dry_run,
              validate_only=False, quiet=quiet, retry_failed=retry_failed,
-             include_unknown=include_unknown)  # fmt: skip
+             include_unknown=include_unknown, full=full)  # fmt: skip
 
 
 @app.command()

@@ -218,6 +218,8 @@ class Stream(_Model):
     live_activity: LiveActivityMapping | None = None
     expectations: list[str] = Field(default_factory=list)
     on_table_expectation_failure: Literal["fail", "warn"] = "fail"
+    # Send only what changed since the last delivered run (connector/delta.py; the pipeline's state.path).
+    delta: bool = False
 
     @model_validator(mode="after")
     def _mapping_matches_kind(self) -> Stream:
@@ -240,6 +242,8 @@ class Stream(_Model):
             raise ValueError(f"kind '{self.kind}' needs an 'identifier'")
         if self.kind == "canvas_trigger" and self.identifier is not None and self.identifier.kind == "phone":
             raise ValueError("Canvas recipients are identified by external_id, user_alias, braze_id or email, not phone")
+        if self.delta and self.kind not in ("attributes", "events", "purchases"):
+            raise ValueError(f"delta applies to kinds attributes, events and purchases, not '{self.kind}'")
         return self
 
 
@@ -315,12 +319,19 @@ class Report(_Model):
     sample_bodies: Annotated[int, Field(ge=0)] = 5
 
 
+class State(_Model):
+    """Where delta sync remembers what Braze confirmed ({pipeline} is replaced by the pipeline name)."""
+
+    path: str = "state/{pipeline}.sqlite"
+
+
 class Pipeline(_Model):
     name: str
     description: str = ""
     destination: Destination = Field(default_factory=Destination)
     write: Write = Field(default_factory=Write)
     report: Report = Field(default_factory=Report)
+    state: State = Field(default_factory=State)
     expectations_dir: str = "expectations"
     streams: Annotated[list[Stream], Field(min_length=1)]
 

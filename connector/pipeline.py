@@ -46,6 +46,7 @@ from connector.report import ReportInvariantError, RunReport
 
 if TYPE_CHECKING:
     from connector.client import BrazeClient
+    from connector.delta import DeltaState
     from connector.emulator import EmulatorServer
     from connector.validation import SuiteRunner
     from connector.writer import Writer
@@ -56,6 +57,7 @@ logger = logging.getLogger(__name__)
 
 SKIP_VALIDATE_ONLY = "validate only (nothing sent)"
 SKIP_TABLE_CHECK = "table check failed (stream not delivered)"
+SKIP_UNCHANGED = "unchanged since the last delivered run (delta)"
 
 
 @dataclass
@@ -80,6 +82,7 @@ def run_pipeline(
     env: Mapping[str, str] | None = None,
     progress: Progress | None = None,
     retry: readers.RetrySet | None = None,
+    full: bool = False,
 ) -> RunReport:
     """Run every stream of the pipeline and return the finished, written RunReport.
 
@@ -124,9 +127,25 @@ def run_pipeline(
     report.set_mode(chosen, reason)
     logger.info("pipeline %s run %s: mode %s (%s)", pipeline.name, run_id, chosen, reason)
     run = _Run(pipeline, report, progress or Progress.disabled(), started, validate_only, retry)
-    with _quiet_gc():
-        run.execute(plans, dest, chosen, dry_run)
+    run.delta = _delta_state(pipeline, report, read_only=offline, full=full)
+    try:
+        with _quiet_gc():
+            run.execute(plans, dest, chosen, dry_run)
+    finally:
+        if run.delta is not None:
+            run.delta.close()
     return report
+
+
+def _delta_state(pipeline: Pipeline, report: RunReport, *, read_only: bool, full: bool) -> DeltaState | None:
+    """The delta-sync state file, when a stream has `delta: true`."""
+    if not any(s.delta for s in pipeline.streams):
+        return None
+    from connector.delta import DeltaState
+
+    path = pipeline.resolve(pipeline.state.path.replace("{pipeline}", pipeline.name))
+    report.delta = {"state_file": str(path), "full": full, "read_only": read_only}
+    return DeltaState(path, read_only=read_only, full=full)
 
 
 # Cyclic-GC thresholds while rows stream: a run allocates millions of short-lived dicts (freed by reference
@@ -204,6 +223,7 @@ class _Run:
         self.now = now
         self.validate_only = validate_only
         self.retry = retry
+        self.delta: DeltaState | None = None
         self.writer: Writer | None = None
         self.exit_code = 0
         self._shown = dict.fromkeys(("read", "delivered", "rejected", "failed", "requests"), 0)
@@ -222,7 +242,7 @@ class _Run:
                         report.set_destination("none", "")
                     elif dry_run:
                         report.set_destination("dry_run", dest.url or "local")
-                        self.writer = _writer(self.pipeline, None, report, mode, dry_run=True)
+                        self.writer = _writer(self.pipeline, None, report, mode, dry_run=True, delta=self.delta)
                     else:
                         if dest.kind == "local":
                             server = _start_emulator(dest.api_key)
@@ -230,7 +250,7 @@ class _Run:
                         assert url is not None and dest.api_key is not None
                         report.set_destination(dest.kind, url)
                         client = _client(self.pipeline, url, dest.api_key, mode)
-                        self.writer = _writer(self.pipeline, client, report, mode, dry_run=False)
+                        self.writer = _writer(self.pipeline, client, report, mode, dry_run=False, delta=self.delta)
                     for plan in plans:
                         if self.aborted():
                             self._list_unsent(plan, self._chunks(plan))
@@ -323,6 +343,11 @@ class _Run:
                 report.add_rejects(mapped.rejects, stream.name)
                 done += len(mapped.rejects)
                 _check_mapped(stream, chunk, mapped)
+                if self.delta is not None and stream.delta and deliver:
+                    id_key = stream.identifier.kind if stream.identifier is not None else None
+                    mapped, unchanged = self.delta.changed(stream.name, stream.kind, mapped, id_key)
+                    report.add_skipped(unchanged, SKIP_UNCHANGED, stream.name)
+                    done += unchanged
                 if deliver and self.writer is not None:
                     self.writer.submit(stream, mapped)
                 elif len(mapped):
@@ -471,8 +496,9 @@ def _client(pipeline: Pipeline, url: str, api_key: str, mode: str) -> BrazeClien
 
 
 def _writer(
-    pipeline: Pipeline, client: BrazeClient | None, report: RunReport, mode: str, *, dry_run: bool
-) -> Writer:
+    pipeline: Pipeline, client: BrazeClient | None, report: RunReport, mode: str, *, dry_run: bool,
+    delta: DeltaState | None = None,
+) -> Writer:  # fmt: skip
     from connector.writer import Writer
 
-    return Writer(pipeline, client, report, mode="sync" if mode == "sync" else "bulk", dry_run=dry_run)
+    return Writer(pipeline, client, report, mode="sync" if mode == "sync" else "bulk", dry_run=dry_run, delta=delta)

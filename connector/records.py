@@ -104,6 +104,8 @@ class MappedChunk:
     indices: list[int]
     user_keys: list[str]
     rejects: list[Rejected] = field(default_factory=list)
+    # Delta sync: the state key of each object (connector/delta.py), when the stream has `delta: true`.
+    delta_keys: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.objects)

@@ -35,6 +35,7 @@ from connector.records import Failed, MappedChunk, Rejected
 
 if TYPE_CHECKING:
     from connector.client import BrazeClient
+    from connector.delta import DeltaState
     from connector.report import RunReport
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class Writer:
         *,
         mode: Literal["bulk", "sync"],
         dry_run: bool = False,
+        delta: DeltaState | None = None,
     ) -> None:
         if mode not in ("bulk", "sync"):
             raise ValueError(f"writer mode must be 'bulk' or 'sync', not {mode!r}")
@@ -91,6 +93,7 @@ class Writer:
         self.report = report
         self.mode = mode
         self.dry_run = dry_run
+        self.delta = delta
         self._samples_left = pipeline.report.sample_bodies
         self._lock = threading.Lock()
         self._fatal: ConnectorError | None = None
@@ -284,6 +287,9 @@ class Writer:
         doc = outcomes.parse_body(resp.body)
         errors = outcomes.object_errors(doc)
         rejected = self._reject_named(batch, req, errors) if errors else 0
+        if batch.mapped.delta_keys is not None:
+            named = self._named(req, errors) if rejected else {}
+            self._settle(batch, [it.token for it in req.items if (it.array, it.index) not in named], True)
         if n - rejected:
             self.report.add_delivered(n - rejected, batch.stream)
         if req.endpoint == "users_track_sync" and self.write.confirm_profiles and not rejected:
@@ -344,12 +350,14 @@ class Writer:
             if (it.array, it.index) in named
         ]
         self.report.add_rejects(rejects, batch.stream)
+        self._settle(batch, [it.token for it in req.items if (it.array, it.index) in named], False)
         return len(rejects)
 
     def _reject_one(self, batch: _Batch, j: int, reason: str) -> None:
         mapped = batch.mapped
         rejected = Rejected(mapped.ref(j), "destination", "braze.request", reason, values=mapped.values(j))
         self.report.add_rejects([rejected], batch.stream)
+        self._settle(batch, [j], False)
 
     def _reject_oversize(self, batch: _Batch, req: Packed) -> None:
         """An object larger on its own than the request size cap: Braze would refuse it (413), so it is not sent."""
@@ -367,12 +375,21 @@ class Writer:
             [Failed(mapped.ref(it.token), error, status, outcome, mapped.values(it.token)) for it in items],
             batch.stream,
         )
+        self._settle(batch, [it.token for it in items], False)
 
     def _not_sent(self, batch: _Batch, positions: Iterable[int]) -> None:
         """Objects of a stopped run that were never sent: skipped, and listed for a retry run."""
         mapped = batch.mapped
-        rows = [(mapped.ref(j), mapped.values(j)) for j in positions]
+        tokens = list(positions)
+        rows = [(mapped.ref(j), mapped.values(j)) for j in tokens]
         self.report.add_not_sent(rows, self._abort_reason, batch.stream)
+        self._settle(batch, tokens, False)
+
+    def _settle(self, batch: _Batch, tokens: list[int], delivered: bool) -> None:
+        """Delta sync: tell the state which objects reached their final outcome."""
+        keys = batch.mapped.delta_keys
+        if self.delta is not None and keys is not None and tokens:
+            self.delta.settle(batch.stream, [keys[j] for j in tokens], delivered)
 
     def _record_error(self, req: Packed, e: ApiError, t0: float) -> None:
         status = e.status if e.status is not None else 0

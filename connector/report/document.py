@@ -134,6 +134,7 @@ def build_document(r: RunReport) -> dict[str, Any]:
         "sample_requests": [str(p) for p in r.sample_files],
         "emulator": r.emulator,
         "retry": r.retry,
+        "delta": r.delta,
         "files": files,
     }
     return doc

@@ -92,6 +92,7 @@ class RunReport:
         self.sample_files: list[Path] = []
         self.emulator: dict[str, Any] | None = None
         self.retry: dict[str, Any] | None = None
+        self.delta: dict[str, Any] | None = None  # delta sync: the state file
         self.not_sent = 0  # skipped rows of a stopped run, listed in the failed file for a retry run  # a retry run: which failed file, how many rows
         self.finished: datetime | None = None
         self.duration_s: float | None = None

@@ -1,0 +1,163 @@
+"""DeltaState: what is sent, skipped, remembered and forgotten (a real SQLite file under tmp_path)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from connector.delta import DeltaState
+from connector.records import Chunk, MappedChunk
+
+
+def chunk_of(objects: list[dict[str, Any]], keys: list[str], kind: str = "attributes") -> MappedChunk:
+    n = len(objects)
+    chunk = Chunk("users.csv", pa.table({"i": list(range(n))}), list(range(2, n + 2)))
+    return MappedChunk(kind, chunk, objects, list(range(n)), keys)  # type: ignore[arg-type]
+
+
+def users(*rows: tuple[str, dict[str, Any]]) -> MappedChunk:
+    return chunk_of([{"external_id": u, **attrs} for u, attrs in rows], [f"external_id:{u}" for u, _ in rows])
+
+
+def deliver_all(state: DeltaState, mapped: MappedChunk, ok: bool = True) -> None:
+    assert mapped.delta_keys is not None
+    state.settle("users", mapped.delta_keys, ok)
+
+
+def test_first_run_sends_all_then_unchanged_rows_are_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    s = DeltaState(path)
+    sent, unchanged = s.changed("users", "attributes", users(("u1", {"plan": "pro", "age": 30}), ("u2", {"plan": "free"})))
+    assert unchanged == 0 and sent.objects == [{"external_id": "u1", "plan": "pro", "age": 30},
+                                               {"external_id": "u2", "plan": "free"}]  # fmt: skip
+    deliver_all(s, sent)
+    s.close()
+
+    s = DeltaState(path)  # the next night
+    sent, unchanged = s.changed("users", "attributes", users(("u1", {"plan": "pro", "age": 31}), ("u2", {"plan": "free"})))
+    assert unchanged == 1
+    assert sent.objects == [{"external_id": "u1", "age": 31}]  # only the changed attribute
+    assert sent.indices == [0] and sent.user_keys == ["external_id:u1"]
+
+
+def test_operations_are_always_sent_and_never_remembered(tmp_path: Path) -> None:
+    s = DeltaState(tmp_path / "s.sqlite")
+    row = ("u1", {"plan": "pro", "logins": {"inc": 1}, "tags": {"add": ["a"]}})
+    sent, _ = s.changed("users", "attributes", users(row))
+    deliver_all(s, sent)
+    again, unchanged = s.changed("users", "attributes", users(row))
+    assert unchanged == 0 and again.objects == [{"external_id": "u1", "logins": {"inc": 1}, "tags": {"add": ["a"]}}]
+
+
+def test_a_failed_delivery_forgets_the_user(tmp_path: Path) -> None:
+    s = DeltaState(tmp_path / "s.sqlite")
+    sent, _ = s.changed("users", "attributes", users(("u1", {"plan": "pro", "age": 30})))
+    deliver_all(s, sent)
+    changed, _ = s.changed("users", "attributes", users(("u1", {"plan": "basic", "age": 30})))
+    assert changed.objects == [{"external_id": "u1", "plan": "basic"}]
+    deliver_all(s, changed, ok=False)  # Braze never got it
+    resend, unchanged = s.changed("users", "attributes", users(("u1", {"plan": "basic", "age": 30})))
+    assert unchanged == 0 and resend.objects == [{"external_id": "u1", "plan": "basic", "age": 30}]
+
+
+def test_later_rows_of_a_run_compare_with_what_the_run_just_sent(tmp_path: Path) -> None:
+    """Stored basic; this run has pro then basic for the same user: both must go, in order."""
+    s = DeltaState(tmp_path / "s.sqlite")
+    first, _ = s.changed("users", "attributes", users(("u1", {"plan": "basic"})))
+    deliver_all(s, first)
+    same_chunk, unchanged = s.changed("users", "attributes", users(("u1", {"plan": "pro"}), ("u1", {"plan": "basic"})))
+    assert unchanged == 0 and [o["plan"] for o in same_chunk.objects] == ["pro", "basic"]
+    next_chunk, unchanged = s.changed("users", "attributes", users(("u1", {"plan": "basic"})))
+    assert unchanged == 1  # same as the pending value just sent
+    deliver_all(s, same_chunk)
+    assert s.changed("users", "attributes", users(("u1", {"plan": "basic"})))[1] == 1
+
+
+def test_one_failure_among_a_users_objects_forgets_the_user(tmp_path: Path) -> None:
+    s = DeltaState(tmp_path / "s.sqlite")
+    both, _ = s.changed("users", "attributes", users(("u1", {"plan": "pro"}), ("u1", {"age": 40})))
+    assert both.delta_keys is not None
+    s.settle("users", [both.delta_keys[0]], False)
+    s.settle("users", [both.delta_keys[1]], True)
+    again, unchanged = s.changed("users", "attributes", users(("u1", {"plan": "pro", "age": 40})))
+    assert unchanged == 0 and again.objects == [{"external_id": "u1", "plan": "pro", "age": 40}]
+
+
+def test_a_crashed_runs_pending_decisions_are_discarded(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    s = DeltaState(path)
+    sent, _ = s.changed("users", "attributes", users(("u1", {"plan": "pro"})))
+    deliver_all(s, sent)
+    s.changed("users", "attributes", users(("u1", {"plan": "basic"})))  # sent, then the process died
+    s.close()
+    s = DeltaState(path)
+    again, unchanged = s.changed("users", "attributes", users(("u1", {"plan": "basic"})))
+    assert unchanged == 0 and again.objects == [{"external_id": "u1", "plan": "basic"}]
+
+
+def test_identifier_keys_are_always_sent_never_compared(tmp_path: Path) -> None:
+    s = DeltaState(tmp_path / "s.sqlite")
+    rows = chunk_of([{"email": "a@example.com", "plan": "pro", "_update_existing_only": True}], ["email:a@example.com"])
+    sent, _ = s.changed("users", "attributes", rows, id_key="email")
+    deliver_all(s, sent)
+    rows = chunk_of([{"email": "a@example.com", "plan": "free", "_update_existing_only": True}], ["email:a@example.com"])
+    changed, _ = s.changed("users", "attributes", rows, id_key="email")
+    assert changed.objects == [{"email": "a@example.com", "plan": "free", "_update_existing_only": True}]
+
+
+def test_events_already_delivered_are_skipped_once_only(tmp_path: Path) -> None:
+    s = DeltaState(tmp_path / "s.sqlite")
+    e1 = {"external_id": "u1", "name": "played", "time": "2026-01-01T00:00:00Z", "properties": {"score": 1}}
+    e2 = {**e1, "time": "2026-01-02T00:00:00Z"}
+    sent, unchanged = s.changed("events", "events", chunk_of([e1, e2, e1], ["u1"] * 3, "events"))
+    assert unchanged == 1 and sent.objects == [e1, e2]  # the identical third row is the same event
+    assert sent.delta_keys is not None
+    s.settle("events", [sent.delta_keys[0]], True)
+    s.settle("events", [sent.delta_keys[1]], False)
+    rerun, unchanged = s.changed("events", "events", chunk_of([e1, e2], ["u1"] * 2, "events"))
+    assert unchanged == 1 and rerun.objects == [e2]  # e1 was delivered; e2 failed, so it goes again
+
+
+def test_read_only_compares_without_writing(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    assert DeltaState(path, read_only=True).changed("users", "attributes", users(("u1", {"a": 1})))[1] == 0
+    assert not path.exists()
+    s = DeltaState(path)
+    deliver_all(s, s.changed("users", "attributes", users(("u1", {"a": 1})))[0])
+    s.close()
+    ro = DeltaState(path, read_only=True)
+    assert ro.changed("users", "attributes", users(("u1", {"a": 1})))[1] == 1
+    ro.changed("users", "attributes", users(("u1", {"a": 2})))
+    ro.close()
+    assert DeltaState(path).changed("users", "attributes", users(("u1", {"a": 1})))[1] == 1  # nothing pending
+
+
+def test_full_sends_everything_and_refreshes(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    s = DeltaState(path)
+    deliver_all(s, s.changed("users", "attributes", users(("u1", {"a": 1})))[0])
+    s.close()
+    full = DeltaState(path, full=True)
+    sent, unchanged = full.changed("users", "attributes", users(("u1", {"a": 1, "b": 2})))
+    assert unchanged == 0 and sent.objects == [{"external_id": "u1", "a": 1, "b": 2}]
+    deliver_all(full, sent)
+    full.close()
+    assert DeltaState(path).changed("users", "attributes", users(("u1", {"a": 1, "b": 2})))[1] == 1
+
+
+def test_streams_do_not_share_state(tmp_path: Path) -> None:
+    s = DeltaState(tmp_path / "s.sqlite")
+    sent, _ = s.changed("users", "attributes", users(("u1", {"a": 1})))
+    deliver_all(s, sent)
+    assert s.changed("other", "attributes", users(("u1", {"a": 1})))[1] == 0
+
+
+def test_a_user_never_sent_is_sent_even_without_attributes(tmp_path: Path) -> None:
+    """An identifier-only object creates the profile at Braze; the first time, it must go."""
+    s = DeltaState(tmp_path / "s.sqlite")
+    sent, unchanged = s.changed("users", "attributes", users(("u1", {})))
+    assert unchanged == 0 and sent.objects == [{"external_id": "u1"}]
+    deliver_all(s, sent)
+    assert s.changed("users", "attributes", users(("u1", {})))[1] == 1

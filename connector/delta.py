@@ -55,11 +55,11 @@ CREATE TABLE IF NOT EXISTS state (
 
 
 def _fp(value: Any) -> str:
-    return hashlib.blake2b(orjson.dumps(value, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
-
-
-def _is_operation(value: Any) -> bool:
-    return isinstance(value, dict) and bool(value) and set(value) <= _OPERATIONS
+    """A value's fingerprint: its JSON when short (cheaper than hashing), else an 8-byte BLAKE2b digest."""
+    raw = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    if len(raw) <= 24:
+        return raw.decode()
+    return "#" + hashlib.blake2b(raw, digest_size=8).hexdigest()
 
 
 class DeltaState:
@@ -104,30 +104,36 @@ class DeltaState:
         if n == 0:
             return mapped, 0
         control = _CONTROL | {id_key} if id_key else _CONTROL
-        if kind == "attributes":
-            keys = list(mapped.user_keys)
-            prints = [self._attribute_prints(obj, control) for obj in mapped.objects]
-        else:
-            keys = [_fp(obj) for obj in mapped.objects]
-            prints = [{} for _ in range(n)]
+        keys = list(mapped.user_keys) if kind == "attributes" else [_fp(obj) for obj in mapped.objects]
         known = self._lookup(stream, set(keys))
         keep: list[int] = []
         objects: list[dict[str, Any]] = []
         updates: dict[str, dict[str, str]] = {}
         inflight: dict[str, int] = {}
-        for j in range(n):
-            key, obj = keys[j], mapped.objects[j]
+        for j, obj in enumerate(mapped.objects):
+            key = keys[j]
             if kind == "attributes":
                 base = updates.get(key)
                 seen = base is not None or (key in known and not self.full)
                 if base is None:
                     base = {} if self.full else known.get(key, {})
-                fresh = {a: f for a, f in prints[j].items() if base.get(a) != f}
-                ops = [a for a, v in obj.items() if a not in control and _is_operation(v)]
-                if not fresh and not ops and seen:  # a user never sent is sent even with no attributes
-                    continue
-                updates[key] = {**base, **fresh}
-                sent = {a: v for a, v in obj.items() if a in control or a in fresh or a in ops}
+                sent: dict[str, Any] = {}
+                fresh: dict[str, str] = {}
+                ops = 0
+                for a, v in obj.items():
+                    if a in control:
+                        sent[a] = v
+                    elif type(v) is dict and v and v.keys() <= _OPERATIONS:
+                        sent[a] = v  # an operation: always sent, never remembered
+                        ops += 1
+                    else:
+                        f = _fp(v)
+                        if base.get(a) != f:
+                            fresh[a] = f
+                            sent[a] = v
+                if not fresh and not ops and seen:
+                    continue  # nothing changed (a user never sent goes even with no attributes)
+                updates[key] = {**base, **fresh} if fresh else base
                 objects.append(sent)
             else:
                 if not self.full and (key in known or key in updates):
@@ -148,10 +154,6 @@ class DeltaState:
             delta_keys=[keys[j] for j in keep],
         )
         return out, n - len(keep)
-
-    @staticmethod
-    def _attribute_prints(obj: dict[str, Any], control: frozenset[str]) -> dict[str, str]:
-        return {a: _fp(v) for a, v in obj.items() if a not in control and not _is_operation(v)}
 
     def _lookup(self, stream: str, keys: set[str]) -> dict[str, dict[str, str]]:
         """key -> the fingerprints to compare against (pending if a send is in flight, else confirmed)."""

@@ -5,6 +5,7 @@
     python bench/run.py local --rows 1000000
     python bench/run.py memory --sizes 200000,2000000,10000000
     python bench/run.py sync --seconds 60
+    python bench/run.py delta --rows 1000000
     python bench/run.py --quick               # tiny sizes: a smoke run (used by the test suite)
 
 Every HTTP target is an nginx sink on 127.0.0.1 (bench/sink.py) that answers like Braze after a fixed
@@ -283,6 +284,26 @@ def bench_sync(seconds: float, latency: float) -> list[str]:
     ]
 
 
+# --------------------------------------------------------------------------- delta
+
+
+def bench_delta(rows: int, rps: int) -> list[str]:
+    """A delta stream delivered twice (bulk, 100 ms sink): the first run sends everything, the re-run nothing."""
+    path = write_parquet("users", rows)
+    out = [f"## Delta sync: {rows:,}-row users Parquet, bulk, 100 ms, twice with the same state file"]
+    with tempfile.TemporaryDirectory() as state, NginxSink(latency_ms=100, limit_rps=rps, burst=rps // 10) as sink:
+        data = users_pipeline(path, sink.url, rps=rps).model_dump()
+        data["streams"][0]["delta"] = True
+        data["state"] = {"path": str(Path(state) / "state.sqlite")}
+        pipe = Pipeline.model_validate(data)
+        for label in ("first run (all new)", "re-run (unchanged)"):
+            rep, wall, cpu = _run(pipe)
+            out.append(f"{label}: {rows / wall:,.0f} rows/s end to end in {wall:.1f} s (CPU {cpu:.1f} s); "
+                       f"delivered {rep['rows']['delivered']:,}, skipped {rep['rows']['skipped']:,}, "
+                       f"requests {rep['requests']['total']:,}")  # fmt: skip
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", nargs="*", default=["delivery", "local", "memory", "sync"])
@@ -297,7 +318,7 @@ def main() -> int:
     a = ap.parse_args()
     if a.quick:
         a.rows, a.latencies, a.baseline_seconds, a.sizes, a.seconds = 20_000, "100", 1.5, "20000,60000", 6
-    if ({"delivery", "sync"} & set(a.what)) and (reason := nginx_available()):
+    if ({"delivery", "sync", "delta"} & set(a.what)) and (reason := nginx_available()):
         print(f"cannot run delivery/sync benches: {reason}", file=sys.stderr)
         return 2
     print(f"# bench/run.py {' '.join(sys.argv[1:])}  (python {sys.version.split()[0]}, {os.cpu_count()} cores)")
@@ -306,6 +327,7 @@ def main() -> int:
         "local": lambda: bench_local(a.rows),
         "memory": lambda: bench_memory([int(x) for x in a.sizes.split(",")]),
         "sync": lambda: bench_sync(a.seconds, 100),
+        "delta": lambda: bench_delta(a.rows, a.rps),
     }
     for name in a.what:
         for line in sections[name]():

@@ -54,6 +54,24 @@ CREATE TABLE IF NOT EXISTS state (
 """
 
 
+_SETTLE_OK = """
+UPDATE state SET
+    inflight = inflight - 1,
+    confirmed = CASE WHEN inflight > 1 THEN confirmed WHEN dirty THEN NULL ELSE pending END,
+    pending = CASE WHEN inflight > 1 THEN pending ELSE NULL END,
+    dirty = CASE WHEN inflight > 1 THEN dirty ELSE 0 END
+WHERE stream = ? AND key = ?
+"""
+_SETTLE_FAILED = """
+UPDATE state SET
+    inflight = inflight - 1,
+    confirmed = CASE WHEN inflight > 1 THEN confirmed ELSE NULL END,
+    pending = CASE WHEN inflight > 1 THEN pending ELSE NULL END,
+    dirty = CASE WHEN inflight > 1 THEN 1 ELSE 0 END
+WHERE stream = ? AND key = ?
+"""
+
+
 def _fp(value: Any) -> str:
     """A value's fingerprint: its JSON when short (cheaper than hashing), else an 8-byte BLAKE2b digest."""
     raw = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
@@ -194,20 +212,10 @@ class DeltaState:
         rows = [(stream, k) for k in keys]
         if not rows:
             return
+        # One statement per object; SET expressions all read the row as it was. When the user's last object
+        # in flight settles: promote what was sent, or forget the user if any of its objects failed.
+        sql = _SETTLE_OK if delivered else _SETTLE_FAILED
         with self._lock:
             self._db.execute("BEGIN")
-            if not delivered:
-                self._db.executemany("UPDATE state SET dirty = 1 WHERE stream = ? AND key = ?", rows)
-            self._db.executemany("UPDATE state SET inflight = inflight - 1 WHERE stream = ? AND key = ?", rows)
-            # The last object of a user settled: promote what was sent, or forget the user after a failure.
-            self._db.executemany(
-                "UPDATE state SET confirmed = CASE WHEN dirty THEN NULL ELSE pending END, pending = NULL, "
-                "dirty = 0 WHERE stream = ? AND key = ? AND inflight <= 0 AND (pending IS NOT NULL OR dirty)",
-                rows,
-            )
-            self._db.executemany(
-                "DELETE FROM state WHERE stream = ? AND key = ? AND confirmed IS NULL AND pending IS NULL "
-                "AND inflight <= 0",
-                rows,
-            )
+            self._db.executemany(sql, rows)
             self._db.execute("COMMIT")

@@ -261,7 +261,8 @@ def bench_memory(sizes: list[int]) -> list[str]:
 def bench_sync(seconds: float, latency: float) -> list[str]:
     rows = int(500 / 60 * seconds)
     path = write_parquet("users", max(rows, 1000))
-    with NginxSink(latency_ms=latency, limit_rps=9, burst=20) as sink:
+    # The sink enforces Braze's 500 per minute (nginx: a request every 120 ms, a burst of 10 allowed).
+    with NginxSink(latency_ms=latency, limit_rps=500, burst=10, per_minute=True) as sink:
         pipe = users_pipeline(path, sink.url, concurrency=8, suite=False)
         data = pipe.model_dump()
         data["write"]["mode"] = "sync"

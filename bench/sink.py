@@ -64,9 +64,12 @@ def _free_port() -> int:
 class NginxSink:
     """Start nginx on a free loopback port; use as a context manager. `.url` is the base URL."""
 
-    def __init__(self, latency_ms: float = 100.0, limit_rps: int | None = None, burst: int = 100) -> None:
+    def __init__(self, latency_ms: float = 100.0, limit_rps: int | None = None, burst: int = 100,
+                 per_minute: bool = False) -> None:  # fmt: skip
+        """`limit_rps`: requests per second enforced (per minute with `per_minute`, nginx's r/m)."""
         self.latency_ms = latency_ms
         self.limit_rps = limit_rps
+        self.per_minute = per_minute
         self.burst = burst
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -79,7 +82,8 @@ class NginxSink:
             raise RuntimeError(reason)
         limit_zone = limit_req = ""
         if self.limit_rps:
-            limit_zone = f"limit_req_zone $server_name zone=track:1m rate={self.limit_rps}r/s;"
+            unit = "r/m" if self.per_minute else "r/s"
+            limit_zone = f"limit_req_zone $server_name zone=track:1m rate={self.limit_rps}{unit};"
             limit_req = f"limit_req zone=track burst={self.burst} nodelay; limit_req_status 429;"
         sleep = f"echo_sleep {self.latency_ms / 1000:.3f};" if self.latency_ms > 0 else ""
         conf = _CONF.format(

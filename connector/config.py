@@ -159,6 +159,13 @@ class PurchaseMapping(_Model):
     properties: Properties = Field(default_factory=Properties)
 
 
+Prioritization = Literal["identified", "unidentified", "most_recently_updated", "least_recently_updated"]
+
+
+def _default_prioritization() -> list[Prioritization]:
+    return ["identified", "most_recently_updated"]
+
+
 class CanvasMapping(_Model):
     """One Canvas recipient per row; rows are packed up to 50 recipients per /canvas/trigger/send call."""
 
@@ -166,9 +173,7 @@ class CanvasMapping(_Model):
     context: Properties = Field(default_factory=Properties)
     send_to_existing_only: bool = True
     attributes: list[AttributeField] = Field(default_factory=list)
-    prioritization: list[Literal["identified", "unidentified", "most_recently_updated", "least_recently_updated"]] = Field(
-        default_factory=lambda: ["identified", "most_recently_updated"]
-    )
+    prioritization: list[Prioritization] = Field(default_factory=_default_prioritization)
 
 
 class LiveActivityMapping(_Model):

@@ -119,14 +119,15 @@ def run_pipeline(
                             for e in DEFAULT_RATE_LIMITS})  # fmt: skip
     for p in plans:
         report.add_stream(p.stream.name, p.stream.kind, p.stream.source.path)
-    if retry is not None:
-        _note_retry(report, retry, plans)
+    orphans = _note_retry(report, retry, plans) if retry is not None else 0
     chosen, reason = choose_mode(pipeline, mode, [(p.stream, p.rows, p.exact) for p in plans])
     if validate_only:
         reason = f"validate only, nothing sent (a run would use {chosen}: {reason})"
     report.set_mode(chosen, reason)
     logger.info("pipeline %s run %s: mode %s (%s)", pipeline.name, run_id, chosen, reason)
     run = _Run(pipeline, report, progress or Progress.disabled(), started, validate_only, retry)
+    if orphans:
+        run.exit_code = 1  # failed rows this run cannot send: not a success
     run.delta = _delta_state(pipeline, report, read_only=offline, full=full)
     try:
         with _quiet_gc():
@@ -173,6 +174,7 @@ def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool, retry: reader
     base = Path(pipeline.base_dir)
     files = readers.list_files(stream.source, base)
     if retry is not None:
+        retry.adopt(files, base)
         files = [f for f in files if str(f) in retry.rows]
         rows, exact = sum(len(retry.rows[str(f)]) for f in files), True
     else:
@@ -192,8 +194,8 @@ def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool, retry: reader
     return _Plan(stream, files, rows, exact, suite, table_first)
 
 
-def _note_retry(report: RunReport, retry: readers.RetrySet, plans: list[_Plan]) -> None:
-    """Say what a retry run sends, and warn about failed rows no stream of this pipeline reads."""
+def _note_retry(report: RunReport, retry: readers.RetrySet, plans: list[_Plan]) -> int:
+    """Say what a retry run sends; warn about failed rows no stream of this pipeline reads (their count)."""
     report.retry = retry.describe()
     mine = {str(f) for p in plans for f in p.files}
     orphans = {f: len(rows) for f, rows in retry.rows.items() if f not in mine}
@@ -204,6 +206,7 @@ def _note_retry(report: RunReport, retry: readers.RetrySet, plans: list[_Plan]) 
             f"retry: {retry.unknown_excluded:,} row(s) with outcome 'unknown' (Braze may have applied them) "
             "were left out; add --include-unknown to send them again (at least once)"
         )
+    return sum(orphans.values())
 
 
 def _suite(pipeline: Pipeline, stream: Stream) -> SuiteRunner:
@@ -372,7 +375,8 @@ class _Run:
             self.report.add_read(len(chunk) + len(chunk.rejects), plan.stream.name)
             self.report.add_rejects(chunk.rejects, plan.stream.name)
             rows = chunk.table.to_pylist()
-            self.report.add_not_sent([(chunk.ref(i), v) for i, v in enumerate(rows)], reason, plan.stream.name)
+            self.report.add_not_sent([(chunk.ref(i), v) for i, v in enumerate(rows)], reason, plan.stream.name,
+                                     checked=False)  # fmt: skip
             n += len(rows)
             self._show()
         self.report.add_warning(

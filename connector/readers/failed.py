@@ -33,6 +33,20 @@ class RetrySet:
     def total(self) -> int:
         return sum(len(r) for r in self.rows.values())
 
+    def adopt(self, files: list[Path], base_dir: Path) -> None:
+        """Re-key failed rows of a project that moved: a recorded path that names none of `files` but ends
+        with one file's path relative to `base_dir` (data/users.csv) is that file, when only one matches."""
+        current = {str(f) for f in files}
+        for f in files:
+            try:
+                rel = f.resolve().relative_to(base_dir.resolve())
+            except ValueError:
+                continue
+            tail = "/" + rel.as_posix()
+            matches = [p for p in self.rows if p not in current and p.replace("\\", "/").endswith(tail)]
+            if len(matches) == 1 and str(f) not in self.rows:
+                self.rows[str(f)] = self.rows.pop(matches[0])
+
     def describe(self) -> dict[str, object]:
         """For report.json: where the rows came from and how many."""
         return {

@@ -42,10 +42,13 @@ def _rate_limit(r: RunReport, duration: float) -> dict[str, Any]:
         counts: Counter[int] = r.per_second_by_endpoint.get(endpoint, Counter())
         peak = max(counts.values(), default=0)
         limit = r.rate_limits.get(endpoint)
+        # The mean over the seconds from this endpoint's first request to its last (the same one-second
+        # bins as the peak, so the mean never exceeds it).
+        span = (max(counts) - min(counts) + 1) if counts else 0
         out[endpoint] = {
             "limit_per_s": limit,
             "peak_requests_per_s": peak,
-            "mean_requests_per_s": round(sum(counts.values()) / duration, 3) if duration else 0.0,
+            "mean_requests_per_s": round(sum(counts.values()) / span, 3) if span else 0.0,
             "utilisation": round(peak / limit, 3) if limit else None,
         }
     return out
@@ -57,7 +60,7 @@ def _rows(r: RunReport) -> dict[str, int]:
     Valid rows are then delivered, rejected by Braze (stage destination), failed or skipped.
     """
     local_rejects = sum(n for stage, n in r.by_stage.items() if stage != "destination")
-    return {**r.rows, "valid": r.rows["read"] - local_rejects}
+    return {**r.rows, "valid": r.rows["read"] - local_rejects - r.unchecked}
 
 
 def build_document(r: RunReport) -> dict[str, Any]:

@@ -93,7 +93,8 @@ class RunReport:
         self.emulator: dict[str, Any] | None = None
         self.retry: dict[str, Any] | None = None
         self.delta: dict[str, Any] | None = None  # delta sync: the state file
-        self.not_sent = 0  # skipped rows of a stopped run, listed in the failed file for a retry run  # a retry run: which failed file, how many rows
+        self.not_sent = 0  # skipped rows of a stopped run, listed in the failed file for a retry run
+        self.unchecked = 0  # of those, rows read after the stop and never checked  # a retry run: which failed file, how many rows
         self.finished: datetime | None = None
         self.duration_s: float | None = None
         self._exit_code: int | None = None
@@ -184,7 +185,8 @@ class RunReport:
         with self._lock:
             self._count("failed", len(failed), stream)
 
-    def add_not_sent(self, rows: list[tuple[RowRef, dict[str, Any]]], reason: str, stream: str | None = None) -> None:
+    def add_not_sent(self, rows: list[tuple[RowRef, dict[str, Any]]], reason: str, stream: str | None = None,
+                     *, checked: bool = True) -> None:  # fmt: skip
         """Rows a stopped run did not send: counted skipped (with the reason) and written to the failed file
         with outcome "not_sent", so a retry run (--retry-failed) picks them up; they are safe to send."""
         if not rows:
@@ -194,6 +196,8 @@ class RunReport:
             self._count("skipped", len(rows), stream)
             self.skipped_by_reason[reason] += len(rows)
             self.not_sent += len(rows)
+            if not checked:  # read after the run stopped: never validated, so not counted as valid
+                self.unchecked += len(rows)
 
     def add_confirmed(self, ref: RowRef, profile: dict[str, Any]) -> None:
         """Append a profile confirmed by /users/track/sync to confirmed.jsonl."""

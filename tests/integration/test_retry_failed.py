@@ -197,3 +197,30 @@ def test_resume_after_an_outage_applies_every_row_once(emulator_factory: Any, tm
             assert applied[f"r{i}"] <= 1
         else:
             assert applied[f"r{i}"] == 1, (i, outcome.get(row))
+
+
+def test_a_moved_project_still_retries_and_unmatched_rows_fail_the_run(emulator_factory: Any, tmp_path: Path) -> None:
+    import shutil
+
+    from connector import load_pipeline
+
+    (tmp_path / "a").mkdir()
+    project(tmp_path / "a", [users_stream()], write={"retry": FAST_RETRY})
+    pipeline = load_pipeline(tmp_path / "a" / "pipelines" / "t.yaml")
+    first = run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r1",
+                         env=env_for(emulator_factory(faults={"503": 1.0})))  # fmt: skip
+    assert report_json(first)["rows"]["failed"] == 3
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # the project moved (another checkout, another box)
+    moved = load_pipeline(tmp_path / "b" / "pipelines" / "t.yaml")
+    up = emulator_factory()
+    doc = report_json(run_pipeline(moved, mode="bulk", report_dir=tmp_path / "r2", env=env_for(up),
+                                   retry=load_failed(tmp_path / "r1")))  # fmt: skip
+    assert doc["exit_code"] == 0 and doc["rows"]["delivered"] == 3
+
+    (tmp_path / "c").mkdir()
+    other = project(tmp_path / "c", [{**users_stream("data/people.csv"), "name": "people"}])
+    (tmp_path / "c" / "data" / "people.csv").write_text("user_id,email,first_name,age\n", encoding="utf-8")
+    doc = report_json(run_pipeline(other, mode="bulk", report_dir=tmp_path / "r3", env=env_for(up),
+                                   retry=load_failed(tmp_path / "r1")))  # fmt: skip
+    assert doc["exit_code"] == 1 and doc["rows"]["read"] == 0
+    assert any("3 failed row(s)" in w and "belong to no stream" in w for w in doc["warnings"])

@@ -107,8 +107,12 @@ def _parse_time(value: str) -> datetime | None:
 
 @lru_cache(maxsize=4096)
 def format_time(dt: datetime) -> str:
-    """Format as Braze echoes times: `YYYY-MM-DDTHH:MM:SS.mmmZ` (sorts lexicographically)."""
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    """Format as Braze echoes times: `YYYY-MM-DDTHH:MM:SS.mmmZ` (sorts lexicographically).
+
+    The year is zero-padded by hand: `strftime("%Y")` gives "999" for year 999 on glibc, which broke both
+    the ISO shape and the string min/max that aggregates event and purchase first/last.
+    """
+    return f"{dt.year:04d}" + dt.strftime("-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
 def clamp_time(value: Any, now: datetime) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
@@ -87,3 +89,24 @@ def test_new_options_over_the_cli() -> None:
         timeout=60,
     )
     assert bad.returncode == 2 and "--nested-invalid 'all'" in bad.stderr
+
+
+def test_latency_ms_option_delays_every_request_without_serialising() -> None:
+    with start_subprocess("--latency-ms", "500") as proc:
+        h = {"Authorization": "Bearer test-key"}
+
+        def one(i: int) -> tuple[int, float]:
+            body = {"attributes": [{"external_id": f"u{i}", "a": i}]}
+            t0 = time.monotonic()
+            status = requests.post(proc.url + "/users/track", json=body, headers=h, timeout=10).status_code
+            return status, time.monotonic() - t0
+
+        start = time.monotonic()
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            results = list(pool.map(one, range(20)))
+        wall = time.monotonic() - start
+        assert [status for status, _ in results] == [201] * 20
+        assert min(elapsed for _, elapsed in results) >= 0.5
+        assert wall < 1.5  # 3 x latency; one at a time would take 10 s
+        stats = requests.get(proc.url + "/_emulator/stats", headers=h, timeout=10).json()
+        assert stats["requests"]["/users/track"] == {"201": 20}

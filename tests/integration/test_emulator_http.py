@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -315,3 +316,190 @@ def test_live_activity(emulator: EmulatorServer) -> None:
     r = post(emulator, "/messages/live_activity/update", {**ok, "stale_date": "soon"})
     assert r.status_code == 400
     assert emulator.stats()["objects_applied"]["live_activities"] == 1
+
+
+def _ms(dt: datetime) -> str:
+    """`dt` the way the emulator echoes times (milliseconds, Z), truncated like its clock."""
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def _sync_clamped(server: EmulatorServer, body: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
+    """POST a sync body whose time is in the future; return the reply and the [before, after] clock bounds."""
+    before = datetime.now(UTC)
+    r = post(server, "/users/track/sync", body)
+    after = datetime.now(UTC)
+    assert r.status_code == 201, r.text
+    return r.json(), _ms(before), _ms(after)
+
+
+def test_sync_echoes_custom_event_first_last_count(emulator: EmulatorServer) -> None:
+    future = (datetime.now(UTC) + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ev = {"external_id": "u", "name": "rented_movie"}
+    # Another event on the profile: the echo lists only the event named in the request (braze-api.md §2).
+    assert post(emulator, "/users/track", {"events": [{**ev, "name": "other", "time": T}]}).status_code == 201
+
+    r = post(emulator, "/users/track/sync", {"events": [{**ev, "time": "2024-02-01T00:00:00Z"}]})
+    assert (r.status_code, r.json()) == (
+        201,
+        {
+            "users": [
+                {
+                    "external_id": "u",
+                    "custom_events": [
+                        {
+                            "name": "rented_movie",
+                            "first": "2024-02-01T00:00:00.000Z",
+                            "last": "2024-02-01T00:00:00.000Z",
+                            "count": 1,
+                        }
+                    ],
+                }
+            ],
+            "message": "success",
+        },
+    )
+    # An earlier event (with an offset) moves `first` back and leaves `last`.
+    r = post(emulator, "/users/track/sync", {"events": [{**ev, "time": "2024-01-01T01:00:00+01:00"}]})
+    assert r.json()["users"] == [
+        {
+            "external_id": "u",
+            "custom_events": [
+                {
+                    "name": "rented_movie",
+                    "first": "2024-01-01T00:00:00.000Z",
+                    "last": "2024-02-01T00:00:00.000Z",
+                    "count": 2,
+                }
+            ],
+        }
+    ]
+    # A future time is clamped to now (braze-api.md §4), so `last` is the request time, not the future one.
+    data, lo, hi = _sync_clamped(emulator, {"events": [{**ev, "time": future}]})
+    [user] = data["users"]
+    [agg] = user["custom_events"]
+    assert set(user) == {"external_id", "custom_events"} and set(agg) == {"name", "first", "last", "count"}
+    assert (agg["name"], agg["first"], agg["count"]) == ("rented_movie", "2024-01-01T00:00:00.000Z", 3)
+    assert lo <= agg["last"] <= hi
+    # The echo is the profile's state.
+    assert emulator.user("external_id", "u")["custom_events"]["rented_movie"] == {
+        k: agg[k] for k in ("first", "last", "count")
+    }
+
+
+def test_sync_echoes_purchase_events_by_alias(emulator: EmulatorServer) -> None:
+    alias = {"alias_name": "device123", "alias_label": "my_device_identifier"}
+    create = {"attributes": [{"user_alias": alias, "_update_existing_only": False, "seen": True}]}
+    assert post(emulator, "/users/track", create).status_code == 201
+    buy = {"user_alias": alias, "product_id": "Completed Order", "currency": "USD", "price": 219.98}
+    r = post(
+        emulator,
+        "/users/track/sync",
+        {"purchases": [{**buy, "quantity": 2, "time": "2022-12-06T19:20:45+01:00"}]},
+    )
+    assert (r.status_code, r.json()) == (
+        201,
+        {
+            "users": [
+                {
+                    "user_alias": alias,
+                    "purchase_events": [
+                        {
+                            "product_id": "Completed Order",
+                            "first": "2022-12-06T18:20:45.000Z",
+                            "last": "2022-12-06T18:20:45.000Z",
+                            "count": 2,  # quantity N counts as N purchases
+                        }
+                    ],
+                }
+            ],
+            "message": "success",
+        },
+    )
+    r = post(emulator, "/users/track/sync", {"purchases": [{**buy, "time": "2013-07-16T19:20:30+01:00"}]})
+    assert r.json()["users"][0]["purchase_events"] == [
+        {
+            "product_id": "Completed Order",
+            "first": "2013-07-16T18:20:30.000Z",
+            "last": "2022-12-06T18:20:45.000Z",
+            "count": 3,
+        }
+    ]
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    data, lo, hi = _sync_clamped(emulator, {"purchases": [{**buy, "time": future}]})
+    [user] = data["users"]
+    [agg] = user["purchase_events"]
+    assert set(user) == {"user_alias", "purchase_events"}
+    assert set(agg) == {"product_id", "first", "last", "count"}
+    assert (agg["product_id"], agg["first"], agg["count"]) == (
+        "Completed Order",
+        "2013-07-16T18:20:30.000Z",
+        4,
+    )
+    assert lo <= agg["last"] <= hi
+
+
+def test_sync_event_times_before_year_1000_keep_iso_and_order(emulator: EmulatorServer) -> None:
+    # Regression: years < 1000 were echoed as "999-…" and then sorted after "2024-…", so `last` stuck there.
+    ev = {"external_id": "u", "name": "e"}
+    post(emulator, "/users/track/sync", {"events": [{**ev, "time": "0999-01-01T00:00:00Z"}]})
+    r = post(emulator, "/users/track/sync", {"events": [{**ev, "time": "2024-01-01T00:00:00Z"}]})
+    assert r.json()["users"][0]["custom_events"] == [
+        {"name": "e", "first": "0999-01-01T00:00:00.000Z", "last": "2024-01-01T00:00:00.000Z", "count": 2}
+    ]
+
+
+LIVE = {"app_id": "app", "activity_id": "act", "content_state": {"score": 1}}
+BAD_DATES = [
+    "soon",
+    "",
+    "2024-02-30T00:00:00Z",
+    "2024-01-01T25:00:00Z",
+    1_700_000_000,
+    True,
+    {},
+    ["2024-01-01"],
+]
+
+
+@pytest.mark.parametrize("field", ["dismissal_date", "stale_date"])
+def test_live_activity_rejects_invalid_iso_dates(emulator: EmulatorServer, field: str) -> None:
+    for bad in BAD_DATES:
+        for extra in ({}, {"end_activity": True}):
+            r = post(emulator, "/messages/live_activity/update", {**LIVE, **extra, field: bad})
+            # A fatal 400 in Braze's `message` envelope (the `error` key is only for unparseable JSON).
+            assert (r.status_code, r.json()) == (400, {"message": f"'{field}' must be an ISO-8601 date"}), bad
+    # The other date valid does not rescue an invalid one.
+    other = "stale_date" if field == "dismissal_date" else "dismissal_date"
+    r = post(
+        emulator, "/messages/live_activity/update", {**LIVE, other: "2024-01-01T00:00:00Z", field: "soon"}
+    )
+    assert (r.status_code, r.json()) == (400, {"message": f"'{field}' must be an ISO-8601 date"})
+    stats = emulator.stats()
+    assert stats["requests"]["/messages/live_activity/update"] == {"400": 2 * len(BAD_DATES) + 1}
+    assert stats["objects_applied"]["live_activities"] == 0
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2023-02-28T00:00:00+0000",  # the docs' own example (offset without a colon)
+        "2023-02-27T16:55:49+0000",
+        "2024-01-01T00:00:00Z",
+        "2024-01-01T00:00:00.123+05:30",
+        "2024-01-01",
+        "2099-12-31T23:59:59Z",  # future: not clamped or refused
+    ],
+)
+def test_live_activity_accepts_valid_iso_dates(emulator: EmulatorServer, value: str) -> None:
+    bodies = [
+        {**LIVE, "dismissal_date": value},
+        {**LIVE, "end_activity": True, "dismissal_date": value},  # past + end_activity: removed at once
+        {**LIVE, "stale_date": value},
+        {**LIVE, "end_activity": False, "dismissal_date": value, "stale_date": value},
+    ]
+    for body in bodies:
+        r = post(emulator, "/messages/live_activity/update", body)
+        assert (r.status_code, r.json()) == (201, {"message": "success"}), body
+    assert emulator.stats()["objects_applied"]["live_activities"] == len(bodies)
+    applied = [e["applied"][0] for e in emulator.ledger()]
+    assert [a["end_activity"] for a in applied] == [False, True, False, False]

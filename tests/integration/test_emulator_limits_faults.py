@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -83,6 +84,42 @@ def test_slow_fault_and_latency_do_not_block_others(emulator_factory: Any) -> No
     t.join()
     assert fast.status_code == 201 and fast_elapsed < 0.6
     assert slow_status == [201] and time.monotonic() - start >= 0.8
+
+
+LATENCY_MS = 500
+LIVE = {"app_id": "a", "activity_id": "b", "content_state": {}}
+
+
+def _mixed_request(server: EmulatorServer, i: int) -> tuple[int, float]:
+    """One of the four endpoints (by i); returns its status and its own wall time."""
+    path, body = [
+        ("/users/track", {"attributes": [{"external_id": f"lat{i}", "n": i}]}),
+        (
+            "/users/track/sync",
+            {"events": [{"external_id": f"lat{i}", "name": "e", "time": "2024-01-01T00:00:00Z"}]},
+        ),
+        ("/canvas/trigger/send", {"canvas_id": "c", "recipients": [{"external_user_id": f"lat{i}"}]}),
+        ("/messages/live_activity/update", LIVE),
+    ][i % 4]
+    start = time.monotonic()
+    status = requests.post(server.url + path, json=body, headers=H, timeout=10).status_code
+    return status, time.monotonic() - start
+
+
+def test_latency_ms_does_not_serialise_concurrent_requests(emulator_factory: Any) -> None:
+    s = emulator_factory(latency_ms=LATENCY_MS)
+    n = 20
+    start = time.monotonic()
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        results = list(pool.map(lambda i: _mixed_request(s, i), range(n)))
+    wall = time.monotonic() - start
+    assert [status for status, _ in results] == [201] * n
+    assert min(elapsed for _, elapsed in results) >= LATENCY_MS / 1000  # every request was delayed...
+    assert wall < 3 * LATENCY_MS / 1000  # ...concurrently: serialised would take n x latency (10 s)
+    stats = s.stats()
+    assert sum(sum(codes.values()) for codes in stats["requests"].values()) == n
+    assert stats["objects_applied"]["attributes"] == stats["objects_applied"]["events"] == n // 4
+    assert stats["objects_applied"]["live_activities"] == n // 4
 
 
 def test_drop_after_apply(emulator_factory: Any) -> None:

@@ -36,6 +36,19 @@ def test_parse_time_rejects(bad: Any) -> None:
     assert rules.parse_time(bad) is None
 
 
+@pytest.mark.parametrize(
+    ("dt", "expected"),
+    [
+        (datetime(999, 1, 2, 3, 4, 5, 678_901, tzinfo=UTC), "0999-01-02T03:04:05.678Z"),
+        (datetime(1, 1, 1, tzinfo=UTC), "0001-01-01T00:00:00.000Z"),
+        (datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC), "9999-12-31T23:59:59.999Z"),
+    ],
+)
+def test_format_time_pads_the_year(dt: datetime, expected: str) -> None:
+    # strftime("%Y") gives "999" on glibc; the echo must stay ISO and sort as text (first/last aggregation).
+    assert rules.format_time(dt) == expected
+
+
 def test_clamp_future() -> None:
     now = datetime(2024, 1, 1, tzinfo=UTC)
     assert rules.clamp_time("2030-01-01T00:00:00Z", now) == "2024-01-01T00:00:00.000Z"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 MAX_STRING = 255
@@ -22,12 +23,19 @@ CURRENCIES: frozenset[str] = frozenset(
     XAG XAU XBA XBB XBC XBD XCD XCG XDR XOF XPD XPF XPT XSU XTS XUA XXX YER ZAR ZMW ZWG ZWL""".split()
 )
 
-_ISO_MS_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")  # the mapper's own output: checked first
+# The mapper's own output, checked first and for its shape only: the mapper writes it from a real datetime,
+# and columns.py takes it as valid without parsing (a 2023-02-30T00:00:00.000Z from elsewhere passes).
+_ISO_MS_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+# Braze's other time formats (ISO 8601 variants, `yyyy-MM-ddTHH:mm:ss:SSSZ`, `MM/dd/yyyy`), with their parts
+# captured so _valid_time can check they name a real instant. One space may precede the zone, not after a
+# fraction of a second (the forms Braze's parser takes).
 _TIME_RE = re.compile(
-    r"^(?:\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.:]\d{1,9})?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)?)?"
-    r"|\d{2}/\d{2}/\d{4})$"
+    r"(\d{4})-(\d\d)-(\d\d)"
+    r"(?:[T ](\d\d):(\d\d)(?::(\d\d)(\.\d{1,9}|:\d{3})?)?( ?)(?:Z|([+-])(\d\d)(?::?(\d\d))?)?)?"
+    r"|(\d\d)/(\d\d)/(\d{4})",
+    re.ASCII,
 )
-_DATE_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$")
+_DATE_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$")  # the shape only: see _valid_date
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 _PHONE_RE = re.compile(r"^\+[1-9]\d{1,14}$")
 _COUNTRY_RE = re.compile(r"^[A-Za-z]{2}$")
@@ -42,6 +50,9 @@ _RESERVED = {
 _PROPS_LIMIT = {"events": 100 * KB, "purchases": 50 * KB}
 _SUBSCRIBE = frozenset(("opted_in", "subscribed", "unsubscribed"))
 _GENDERS = frozenset(("M", "F", "O", "N", "P"))
+# Canvas recipient prioritization values (braze-api.md §6); `identified` and `unidentified` exclude each other.
+_PRIORITIZATION = frozenset(("identified", "unidentified", "most_recently_updated", "least_recently_updated"))
+_SUBSCRIPTION_GROUP_STATES = frozenset(("subscribed", "unsubscribed"))
 _OPS = frozenset(("inc", "add", "remove", "$add", "$remove", "$update"))
 
 
@@ -52,6 +63,45 @@ class Violation:
     rule: str
     reason: str
     field: str | None = None
+
+
+def _valid_date(v: str) -> bool:
+    """A real calendar date written YYYY-MM-DD (ASCII digits, nothing around it): what Braze takes as dob."""
+    if len(v) != 10 or not v.isascii() or not _DATE_RE.match(v):
+        return False
+    try:
+        date.fromisoformat(v)
+    except ValueError:
+        return False
+    return True
+
+
+def _valid_time(v: str) -> bool:
+    """One of Braze's time formats naming a real date and time (no 2023-02-30, 25:00 or +01:60)."""
+    m = _TIME_RE.fullmatch(v)
+    if m is None:
+        return False
+    y, mo, d, h, mi, sec, frac, space, sign, oh, om, us_mo, us_d, us_y = m.groups()
+    if us_y is not None:
+        y, mo, d = us_y, us_mo, us_d
+    if space and (frac or (sign is None and not v.endswith("Z"))):
+        return False  # a space before the zone only: not after a fraction, not trailing
+    try:
+        tz = UTC
+        if sign is not None:
+            offset = timedelta(hours=int(oh), minutes=int(om or 0))
+            if int(om or 0) > 59:
+                return False
+            tz = timezone(-offset if sign == "-" else offset)
+        datetime(int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(sec or 0), tzinfo=tz).astimezone(UTC)
+    except (ValueError, OverflowError):  # no such date or time, or an instant outside years 1-9999
+        return False
+    return True
+
+
+def _valid_email(v: object) -> bool:
+    """An email address Braze accepts: the address shape, at most 255 characters."""
+    return isinstance(v, str) and len(v) <= MAX_STRING and bool(_EMAIL_RE.match(v))
 
 
 def _short(s: str) -> str:

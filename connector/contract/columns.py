@@ -18,8 +18,6 @@ import pyarrow.compute as pc
 from connector.contract.base import (
     _CONTROL,
     _COUNTRY_RE,
-    _DATE_RE,
-    _EMAIL_RE,
     _GENDERS,
     _ISO_MS_RE,
     _PHONE_RE,
@@ -30,12 +28,14 @@ from connector.contract.base import (
     MAX_STRING,
     Violation,
     _key,
+    _valid_date,
+    _valid_email,
 )
 from connector.contract.values import _STANDARD
 
 Rows = set[int]
 _SETS = {"gender": _GENDERS, "email_subscribe": _SUBSCRIBE, "push_subscribe": _SUBSCRIBE}
-_REGEXES = {"dob": _DATE_RE, "country": _COUNTRY_RE}
+_FORMATS = {"dob": _valid_date, "country": _COUNTRY_RE.match}
 IDENTIFIER_KEYS = frozenset(("external_id", "user_alias", "braze_id", "email", "phone"))
 
 
@@ -131,10 +131,10 @@ def attribute_rows(key: str, values: Sequence[Any], keep_null: bool) -> Rows:
         return _present(values, keep_null)
     if key in _SETS:
         return _string_rows(values, _SETS[key].__contains__)
-    if key in _REGEXES:
-        match = _REGEXES[key].match
-        return _string_rows(values, lambda v: len(v) <= MAX_STRING and match(v))
-    if key in _STANDARD:  # current_location: only an object passes, checked by check_object
+    if key in _FORMATS:
+        ok = _FORMATS[key]
+        return _string_rows(values, lambda v: len(v) <= MAX_STRING and ok(v))
+    if key in _STANDARD:  # current_location, push_tokens, subscription_groups: objects, left to check_object
         return {i for i, v in enumerate(values) if v is not None}
     return _not_scalar(values)
 
@@ -156,7 +156,7 @@ def identifier_rows(sources: dict[str, list[Sequence[Any]]], n: int) -> Rows:
             i
             for i, (e, p) in enumerate(zip(emails, phone, strict=True))
             if not (
-                (e is not None and type(e) is str and _EMAIL_RE.match(e))
+                (e is not None and type(e) is str and _valid_email(e))
                 or (e is None and type(p) is str and phone_ok(p))
             )
         }
@@ -170,9 +170,13 @@ def identifier_rows(sources: dict[str, list[Sequence[Any]]], n: int) -> Rows:
         bad = {i for i, x in enumerate(values) if not _alias_ok(x)}
     else:
         bad = {i for i, x in enumerate(values) if x is None}
-    if email is not None and not (set(map(type, email)) == {str} and _all_match(email, _EMAIL_RE2)):
+    if email is not None and not (
+        (types := set(map(type, email))) == {str}
+        and _all_strings_fit(email, types)
+        and _all_match(email, _EMAIL_RE2)
+    ):
         bad.update(
-            i for i, e in enumerate(email) if e is not None and not (type(e) is str and _EMAIL_RE.match(e))
+            i for i, e in enumerate(email) if e is not None and not (type(e) is str and _valid_email(e))
         )
     return bad
 

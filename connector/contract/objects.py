@@ -8,13 +8,12 @@ from typing import Any
 import orjson
 
 from connector.contract.base import (
-    _EMAIL_RE,
     _ISO_MS_RE,
     _PHONE_RE,
     _PRIMARY,
+    _PRIORITIZATION,
     _PROPS_LIMIT,
     _RESERVED,
-    _TIME_RE,
     CURRENCIES,
     KB,
     MAX_EXTERNAL_ID_BYTES,
@@ -23,6 +22,8 @@ from connector.contract.base import (
     Violation,
     _key,
     _short,
+    _valid_email,
+    _valid_time,
 )
 from connector.contract.values import _attributes, _nested_keys
 from connector.records import ObjectKind
@@ -77,7 +78,7 @@ def _identifiers(obj: dict[str, Any], out: list[Violation]) -> None:
                     "phone.invalid", f"phone {_short(str(phone))!r} is not E.164 (+ and 2-15 digits)", "phone"
                 )
             )
-    if email is not None and (not isinstance(email, str) or not _EMAIL_RE.match(email)):
+    if email is not None and not _valid_email(email):
         out.append(
             Violation("email.invalid", f"email {_short(str(email))!r} is not a valid address", "email")
         )
@@ -116,7 +117,7 @@ def _time(obj: dict[str, Any], key: str, out: list[Violation], required: bool = 
     if t is None:
         if required:
             out.append(Violation("time.missing", f"{key} is required", key))
-    elif type(t) is not str or not (_ISO_MS_RE.fullmatch(t) or _TIME_RE.match(t)):
+    elif type(t) is not str or not (_ISO_MS_RE.fullmatch(t) or _valid_time(t)):
         out.append(
             Violation("time.invalid", f"{key} {_short(str(t))!r} is not ISO 8601 or a Braze time format", key)
         )
@@ -242,14 +243,23 @@ def _canvas(obj: dict[str, Any], out: list[Violation]) -> None:
         _external_id(obj["external_user_id"], "external_user_id", out)
     if obj.get("user_alias") is not None:
         _alias(obj["user_alias"], out)
+    if obj.get("user_alias") is not None and obj.get("send_to_existing_only") is not None:
+        out.append(
+            Violation(
+                "canvas.alias_send_to_existing_only",
+                "'send_to_existing_only' cannot be used with user aliases (Braze refuses the whole request)",
+                "send_to_existing_only",
+            )
+        )
+    prio = obj.get("prioritization")
     if obj.get("email") is not None:
-        if not isinstance(obj["email"], str) or not _EMAIL_RE.match(obj["email"]):
+        if not _valid_email(obj["email"]):
             out.append(
                 Violation(
                     "email.invalid", f"email {_short(str(obj['email']))!r} is not a valid address", "email"
                 )
             )
-        if not obj.get("prioritization"):
+        if not prio:
             out.append(
                 Violation(
                     "canvas.prioritization_missing",
@@ -257,6 +267,9 @@ def _canvas(obj: dict[str, Any], out: list[Violation]) -> None:
                     "prioritization",
                 )
             )
+            prio = None
+    if prio is not None:
+        _prioritization(prio, out)
     attrs = obj.get("attributes")
     if obj.get("send_to_existing_only") is False and not isinstance(attrs, dict):
         out.append(
@@ -268,18 +281,35 @@ def _canvas(obj: dict[str, Any], out: list[Violation]) -> None:
         )
     if isinstance(attrs, dict):
         _attributes(attrs, out, "attributes.")
-    ctx = obj.get("context")
-    if ctx is not None:
+    for key in ("context", "canvas_entry_properties", "trigger_properties"):
+        ctx = obj.get(key)
+        if ctx is None:
+            continue
         if not isinstance(ctx, dict):
-            out.append(Violation("nested.invalid", "context must be an object", "context"))
+            out.append(Violation("nested.invalid", f"{key} must be an object", key))
         else:
             size = len(orjson.dumps(ctx))
             if size > 50 * KB:
                 out.append(
-                    Violation(
-                        "canvas.context_too_large", f"context is {size // KB} KB (max 50 KB)", "context"
-                    )
+                    Violation("canvas.context_too_large", f"{key} is {size // KB} KB (max 50 KB)", key)
                 )
+
+
+def _prioritization(prio: Any, out: list[Violation]) -> None:
+    """An ordered, non-empty list of Braze's values, `identified` and `unidentified` not both."""
+    if not isinstance(prio, list) or not prio:
+        why = "is not a non-empty list"
+    elif not all(isinstance(p, str) and p in _PRIORITIZATION for p in prio):
+        bad = next(p for p in prio if not (isinstance(p, str) and p in _PRIORITIZATION))
+        why = (
+            f"has {_short(str(bad))!r}, not one of identified, unidentified, most_recently_updated, "
+            "least_recently_updated"
+        )
+    elif "identified" in prio and "unidentified" in prio:
+        why = "has both identified and unidentified"
+    else:
+        return
+    out.append(Violation("canvas.prioritization_invalid", f"prioritization {why}", "prioritization"))
 
 
 def _live_activity(obj: dict[str, Any], out: list[Violation]) -> None:

@@ -10,15 +10,17 @@ import orjson
 from connector.contract.base import (
     _CONTROL,
     _COUNTRY_RE,
-    _DATE_RE,
     _GENDERS,
     _OPS,
     _SUBSCRIBE,
+    _SUBSCRIPTION_GROUP_STATES,
     KB,
     MAX_STRING,
     Violation,
     _key,
     _short,
+    _valid_date,
+    _valid_email,
 )
 
 _SKIP, _PLAIN, _STD = 0, 1, 2
@@ -51,22 +53,26 @@ def _attributes(obj: dict[str, Any], out: list[Violation], prefix: str) -> None:
         if cls == _SKIP or v is None:
             continue
         t = type(v)
-        if t is str:
+        if cls == _STD:  # a standard field takes only its own format, whatever the value's type
+            if t is str and len(v) > MAX_STRING:
+                out.append(
+                    Violation(
+                        "string.too_long", f"attribute {k!r} is {len(v)} characters (max 255)", prefix + k
+                    )
+                )
+            else:
+                _STANDARD[k](k, v, prefix + k, out)
+        elif t is str:
             if len(v) > MAX_STRING:
                 out.append(
                     Violation(
                         "string.too_long", f"attribute {k!r} is {len(v)} characters (max 255)", prefix + k
                     )
                 )
-            elif cls == _STD:
-                _STANDARD[k](k, v, prefix + k, out)
         elif t is bool or t is int:
-            if cls == _STD:
-                _STANDARD[k](k, v, prefix + k, out)
+            pass
         elif t is dict:
-            if k == "current_location":
-                _location(v, prefix + k, out)
-            elif v.keys() and v.keys() <= _OPS:
+            if v.keys() and v.keys() <= _OPS:
                 _op(k, v, prefix + k, out)
             else:
                 _nested(v, prefix + k, out)
@@ -77,10 +83,8 @@ def _attributes(obj: dict[str, Any], out: list[Violation], prefix: str) -> None:
                 out.append(
                     Violation("standard_field.number", f"attribute {k!r} is not a finite number", prefix + k)
                 )
-            elif cls == _STD:
-                _STANDARD[k](k, v, prefix + k, out)
-        elif cls == _STD or not isinstance(v, int | float | str):
-            _STANDARD.get(k, _not_json)(k, v, prefix + k, out)
+        elif not isinstance(v, int | float | str):
+            _not_json(k, v, prefix + k, out)
 
 
 def _not_json(k: str, v: Any, field: str, out: list[Violation]) -> None:
@@ -95,9 +99,72 @@ def _check_standard(rule: str, ok: Any, expected: str) -> Any:
     return check
 
 
+def _current_location(k: str, v: Any, field: str, out: list[Violation]) -> None:
+    if type(v) is dict:
+        _location(v, field, out)
+    else:
+        out.append(
+            Violation(
+                "standard_field.current_location",
+                f"current_location {_short(str(v))!r} is not an object with longitude and latitude",
+                field,
+            )
+        )
+
+
+def _email(k: str, v: Any, field: str, out: list[Violation]) -> None:
+    """`email` among a Canvas recipient's attributes (top-level emails are checked as identifiers)."""
+    if not _valid_email(v):
+        out.append(Violation("email.invalid", f"email {_short(str(v))!r} is not a valid address", field))
+
+
+def _push_tokens(k: str, v: Any, field: str, out: list[Violation]) -> None:
+    """`[{"app_id", "token", "device_id"?}]`, device_id 8-255 bytes (BAD_PUSH_TOKEN_*, BAD_DEVICE_ID)."""
+    why = None
+    if type(v) is not list or not all(type(t) is dict for t in v):
+        why = "is not an array of objects"
+    else:
+        for t in v:
+            device = t.get("device_id")
+            if not isinstance(t.get("app_id"), str) or not t["app_id"]:
+                why = "has a token without an app_id"
+            elif not isinstance(t.get("token"), str) or not t["token"]:
+                why = "has a token whose token is not a non-empty string"
+            elif device is not None and not (
+                isinstance(device, str) and 8 <= len(device.encode("utf-8")) <= MAX_STRING
+            ):
+                why = "has a device_id that is not 8 to 255 bytes"
+            if why:
+                break
+    if why:
+        out.append(Violation("standard_field.push_tokens", f"push_tokens {why}", field))
+
+
+def _subscription_groups(k: str, v: Any, field: str, out: list[Violation]) -> None:
+    """`[{"subscription_group_id", "subscription_state": subscribed|unsubscribed}]` (BAD_SUBSCRIPTION_GROUP_*)."""
+    ok = type(v) is list and all(
+        type(g) is dict
+        and isinstance(g.get("subscription_group_id"), str)
+        and g["subscription_group_id"]
+        and g.get("subscription_state") in _SUBSCRIPTION_GROUP_STATES
+        for g in v
+    )
+    if not ok:
+        out.append(
+            Violation(
+                "standard_field.subscription_groups",
+                "subscription_groups is not an array of objects with a subscription_group_id and a "
+                "subscription_state of subscribed or unsubscribed",
+                field,
+            )
+        )
+
+
+# Standard profile fields with a format Braze enforces (braze-api.md §3.2, §1.5), by key. Any value of
+# such a key (string, number, object, list) goes to its check; None removes the field and is not checked.
 _STANDARD = {
     "gender": _check_standard("gender", lambda v: v in _GENDERS, "one of M, F, O, N, P"),
-    "dob": _check_standard("dob", lambda v: bool(_DATE_RE.match(v)), "a date YYYY-MM-DD"),
+    "dob": _check_standard("dob", _valid_date, "a calendar date YYYY-MM-DD"),
     "email_subscribe": _check_standard(
         "email_subscribe", lambda v: v in _SUBSCRIBE, "opted_in, subscribed or unsubscribed"
     ),
@@ -107,9 +174,10 @@ _STANDARD = {
     "country": _check_standard(
         "country", lambda v: bool(_COUNTRY_RE.match(v)), "an ISO-3166 alpha-2 code such as 'FR'"
     ),
-    "current_location": _check_standard(
-        "current_location", lambda v: False, "an object with longitude and latitude"
-    ),
+    "current_location": _current_location,
+    "push_tokens": _push_tokens,
+    "subscription_groups": _subscription_groups,
+    "email": _email,  # reached only for recipient attributes: top-level email is an identifier key
 }
 
 

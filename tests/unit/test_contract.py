@@ -12,6 +12,7 @@ T = "2024-01-02T03:04:05.000Z"
 EV: dict[str, Any] = {"external_id": "u1", "name": "played", "time": T}
 PU: dict[str, Any] = {"external_id": "u1", "product_id": "sku", "currency": "USD", "price": 9.5, "time": T}
 LA: dict[str, Any] = {"app_id": "a", "activity_id": "act", "content_state": {"score": 1}}
+ALIAS = {"alias_name": "n", "alias_label": "l"}
 
 
 def _with(base: dict[str, Any], **kw: Any) -> dict[str, Any]:
@@ -64,6 +65,31 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
     ("time.missing", "events", EV, _with(EV, time=...)),
     ("time.invalid", "events", _with(EV, time="2024-01-02T03:04:05+01:00"), _with(EV, time="yesterday")),
     ("time.invalid", "purchases", _with(PU, time="2024-01-02"), _with(PU, time="2024-1-2")),
+    (
+        "time.invalid",
+        "events",
+        _with(EV, time="2024-02-29T10:00:00Z"),
+        _with(EV, time="2023-02-29T10:00:00Z"),
+    ),
+    (
+        "time.invalid",
+        "events",
+        _with(EV, time="2024-01-02 23:59:59 +0100"),
+        _with(EV, time="2024-01-02 24:00:00"),
+    ),
+    (
+        "time.invalid",
+        "events",
+        _with(EV, time="2024-01-02T03:04:05:123Z"),
+        _with(EV, time="2024-01-02T03:04:05+01:60"),
+    ),
+    ("time.invalid", "events", _with(EV, time="12/31/2023"), _with(EV, time="31/12/2023")),
+    (
+        "time.invalid",
+        "events",
+        _with(EV, time="2024-01-02T03:04:05 Z"),
+        _with(EV, time="2024-01-02T03:04:05.1 Z"),
+    ),
     ("purchase.product_id_missing", "purchases", PU, _with(PU, product_id=...)),
     ("purchase.currency", "purchases", _with(PU, currency="EUR"), _with(PU, currency="usd")),
     ("purchase.currency", "purchases", _with(PU, currency="JPY"), _with(PU, currency="ABC")),
@@ -110,10 +136,97 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
         {"external_id": "u", "dob": "31/12/1980"},
     ),
     (
+        "standard_field.dob",
+        "attributes",
+        {"external_id": "u", "dob": "2024-02-29"},
+        {"external_id": "u", "dob": "2023-02-29"},
+    ),
+    (
+        "standard_field.dob",
+        "attributes",
+        {"external_id": "u", "dob": "2023-04-30"},
+        {"external_id": "u", "dob": "2023-02-30"},
+    ),
+    (
+        "standard_field.dob",
+        "attributes",
+        {"external_id": "u", "dob": "0001-01-01"},
+        {"external_id": "u", "dob": "0000-01-01"},
+    ),
+    (
+        "standard_field.dob",
+        "attributes",
+        {"external_id": "u", "dob": "1980-12-31"},
+        {"external_id": "u", "dob": "1980-12-31\n"},
+    ),
+    (
+        "standard_field.dob",
+        "canvas_trigger",
+        {"external_user_id": "u", "attributes": {"dob": "1980-12-31"}},
+        {"external_user_id": "u", "attributes": {"dob": {"inc": 1}}},  # an object is no date either
+    ),
+    (
+        "standard_field.gender",
+        "attributes",
+        {"external_id": "u", "gender": None},
+        {"external_id": "u", "gender": ["F"]},
+    ),
+    (
         "standard_field.email_subscribe",
         "attributes",
         {"external_id": "u", "email_subscribe": "opted_in"},
         {"external_id": "u", "email_subscribe": "yes"},
+    ),
+    (
+        "standard_field.email_subscribe",
+        "attributes",
+        {"external_id": "u", "email_subscribe": "subscribed"},
+        {"external_id": "u", "email_subscribe": {"add": ["subscribed"]}},
+    ),
+    (
+        "standard_field.current_location",
+        "attributes",
+        {"external_id": "u", "current_location": {"longitude": -73.99, "latitude": 40.75}},
+        {"external_id": "u", "current_location": [-73.99, 40.75]},
+    ),
+    (
+        "standard_field.push_tokens",
+        "attributes",
+        {"external_id": "u", "push_tokens": [{"app_id": "a", "token": "t", "device_id": "d" * 8}]},
+        {"external_id": "u", "push_tokens": [{"app_id": "a", "token": "t", "device_id": "d" * 7}]},
+    ),
+    (
+        "standard_field.push_tokens",
+        "attributes",
+        {"external_id": "u", "push_tokens": [{"app_id": "a", "token": "t"}]},
+        {"external_id": "u", "push_tokens": [{"app_id": "a"}]},
+    ),
+    (
+        "standard_field.push_tokens",
+        "attributes",
+        {"external_id": "u", "push_tokens": []},
+        {"external_id": "u", "push_tokens": {"app_id": "a", "token": "t"}},
+    ),
+    (
+        "standard_field.subscription_groups",
+        "attributes",
+        {
+            "external_id": "u",
+            "subscription_groups": [{"subscription_group_id": "g", "subscription_state": "unsubscribed"}],
+        },
+        {
+            "external_id": "u",
+            "subscription_groups": [{"subscription_group_id": "g", "subscription_state": "opted_in"}],
+        },
+    ),
+    (
+        "standard_field.subscription_groups",
+        "attributes",
+        {
+            "external_id": "u",
+            "subscription_groups": [{"subscription_group_id": "g", "subscription_state": "subscribed"}],
+        },
+        {"external_id": "u", "subscription_groups": [{"subscription_state": "subscribed"}]},
     ),
     (
         "standard_field.push_subscribe",
@@ -188,11 +301,93 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
         {"external_user_id": "u", "send_to_existing_only": False, "attributes": {"a": 1}},
         {"external_user_id": "u", "send_to_existing_only": False},
     ),
+    (
+        "canvas.alias_send_to_existing_only",
+        "canvas_trigger",
+        {"user_alias": ALIAS, "attributes": {"a": 1}},
+        {"user_alias": ALIAS, "send_to_existing_only": False, "attributes": {"a": 1}},
+    ),
+    (
+        "canvas.alias_send_to_existing_only",
+        "canvas_trigger",
+        {"external_user_id": "u", "send_to_existing_only": True},
+        {"user_alias": ALIAS, "send_to_existing_only": True},  # "can't be used with user aliases" at all
+    ),
+    (
+        "canvas.prioritization_invalid",
+        "canvas_trigger",
+        {"email": "a@b.co", "prioritization": ["unidentified", "least_recently_updated"]},
+        {"email": "a@b.co", "prioritization": ["identified", "newest"]},
+    ),
+    (
+        "canvas.prioritization_invalid",
+        "canvas_trigger",
+        {"email": "a@b.co", "prioritization": ["identified", "most_recently_updated"]},
+        {"email": "a@b.co", "prioritization": ["identified", "unidentified"]},
+    ),
+    (
+        "canvas.prioritization_invalid",
+        "canvas_trigger",
+        {"email": "a@b.co", "prioritization": ["most_recently_updated"]},
+        {"email": "a@b.co", "prioritization": "most_recently_updated"},
+    ),
+    (
+        "canvas.prioritization_invalid",
+        "canvas_trigger",
+        {"external_user_id": "u", "prioritization": ["identified"]},
+        {"external_user_id": "u", "prioritization": ["everyone"]},
+    ),
+    (
+        "canvas.context_too_large",
+        "canvas_trigger",
+        {"external_user_id": "u", "canvas_entry_properties": {"k": "x" * 200}},
+        {"external_user_id": "u", "canvas_entry_properties": {f"k{i}": "x" * 250 for i in range(220)}},
+    ),
+    (
+        "nested.invalid",
+        "canvas_trigger",
+        {"external_user_id": "u", "trigger_properties": {"k": 1}},
+        {"external_user_id": "u", "trigger_properties": ["k"]},
+    ),
+    (
+        "email.invalid",
+        "canvas_trigger",
+        {"external_user_id": "u", "attributes": {"email": "a@b.co"}},
+        {"external_user_id": "u", "attributes": {"email": "a@b"}},
+    ),
+    (
+        "email.invalid",
+        "canvas_trigger",
+        {"email": "a" * 249 + "@b.com", "prioritization": ["identified"]},
+        {"email": "a" * 250 + "@b.com", "prioritization": ["identified"]},
+    ),
+    (
+        "email.invalid",
+        "attributes",
+        {"external_id": "u", "email": "a" * 249 + "@b.com"},
+        {"external_id": "u", "email": "a" * 250 + "@b.com"},
+    ),
     ("live_activity.missing_field", "live_activity", LA, _with(LA, app_id=...)),
     ("live_activity.missing_field", "live_activity", LA, _with(LA, content_state=...)),
     ("time.invalid", "live_activity", _with(LA, stale_date=T), _with(LA, stale_date="soon")),
-    ("standard_field.number", "attributes", {"external_id": "u", "n": 1.5}, {"external_id": "u", "n": float("nan")}),
-    ("standard_field.number", "attributes", {"external_id": "u", "n": -2.0}, {"external_id": "u", "n": float("inf")}),
+    (
+        "time.invalid",
+        "live_activity",
+        _with(LA, dismissal_date="2024-02-29"),
+        _with(LA, dismissal_date="2023-02-30"),
+    ),
+    (
+        "standard_field.number",
+        "attributes",
+        {"external_id": "u", "n": 1.5},
+        {"external_id": "u", "n": float("nan")},
+    ),
+    (
+        "standard_field.number",
+        "attributes",
+        {"external_id": "u", "n": -2.0},
+        {"external_id": "u", "n": float("inf")},
+    ),
 ]
 
 
@@ -249,3 +444,23 @@ def test_ops_checked() -> None:
 def test_recipient_attributes_checked_without_identifier() -> None:
     obj = {"external_user_id": "u", "attributes": {"gender": "X"}}
     assert [v.rule for v in check_object("canvas_trigger", obj)] == ["standard_field.gender"]
+
+
+def test_alias_with_send_to_existing_only_false_is_rejected_with_braze_wording() -> None:
+    obj = {"user_alias": ALIAS, "send_to_existing_only": False, "attributes": {"plan": "x"}}
+    (v,) = check_object("canvas_trigger", obj)
+    assert v.rule == "canvas.alias_send_to_existing_only" and v.field == "send_to_existing_only"
+    assert "'send_to_existing_only' cannot be used with user aliases" in v.reason
+
+
+def test_column_prechecks_leave_bad_dates_and_long_emails_to_check_object() -> None:
+    """columns.py must flag every row check_object rejects (the fast mapping path relies on it)."""
+    from connector.contract import columns
+
+    dobs = ["1980-12-31", "2023-02-30", None, "2024-02-29", "2023-02-29", "1980-12-31\n"]
+    assert columns.attribute_rows("dob", dobs, False) == {1, 4, 5}
+    assert check_object("attributes", {"external_id": "u", "dob": "2024-02-29"}) == []
+    emails = ["a@b.co", "a" * 250 + "@b.com", None]
+    assert columns.identifier_rows({"external_id": [["u1", "u2", "u3"]], "email": [emails]}, 3) == {1}
+    assert columns.identifier_rows({"email": [emails]}, 3) == {1, 2}
+    assert columns.attribute_rows("push_tokens", [None, [{"app_id": "a", "token": "t"}]], False) == {1}

@@ -175,6 +175,14 @@ class CanvasMapping(_Model):
     attributes: list[AttributeField] = Field(default_factory=list)
     prioritization: list[Prioritization] = Field(default_factory=_default_prioritization)
 
+    @model_validator(mode="after")
+    def _prioritization_is_usable(self) -> CanvasMapping:
+        if not self.prioritization:
+            raise ValueError("prioritization must not be empty (Braze needs it for email recipients)")
+        if {"identified", "unidentified"} <= set(self.prioritization):
+            raise ValueError("prioritization cannot hold both 'identified' and 'unidentified' (Braze refuses it)")
+        return self
+
 
 class LiveActivityMapping(_Model):
     app_id: ColumnValue
@@ -247,6 +255,12 @@ class Stream(_Model):
             raise ValueError(f"kind '{self.kind}' needs an 'identifier'")
         if self.kind == "canvas_trigger" and self.identifier is not None and self.identifier.kind == "phone":
             raise ValueError("Canvas recipients are identified by external_id, user_alias, braze_id or email, not phone")
+        if (self.kind == "canvas_trigger" and self.canvas is not None and not self.canvas.send_to_existing_only
+                and self.identifier is not None and self.identifier.kind == "user_alias"):  # fmt: skip
+            raise ValueError(
+                "canvas.send_to_existing_only: false cannot be used with user_alias recipients (Braze refuses it); "
+                "use external_id, braze_id or email, or keep send_to_existing_only: true"
+            )
         if self.delta and self.kind not in ("attributes", "events", "purchases"):
             raise ValueError(f"delta applies to kinds attributes, events and purchases, not '{self.kind}'")
         return self

@@ -13,6 +13,8 @@ from connector.emulator.rules import (
     valid_email,
 )
 
+PRIORITIZATION_VALUES = frozenset(("identified", "unidentified", "most_recently_updated", "least_recently_updated"))
+
 
 def check_recipient(rec: Any) -> str | None:
     """Validate one canvas recipient; return a message for a 400, or None."""
@@ -26,6 +28,18 @@ def check_recipient(rec: Any) -> str | None:
             return ERR_EMAIL
         if not isinstance(rec.get("prioritization"), list) or not rec["prioritization"]:
             return "'prioritization' is required when a recipient is identified by 'email'"
+    if "prioritization" in rec:
+        prio = rec["prioritization"]
+        if (
+            not isinstance(prio, list)
+            or not prio
+            or not all(isinstance(p, str) and p in PRIORITIZATION_VALUES for p in prio)
+            or {"identified", "unidentified"} <= set(prio)
+        ):
+            return (
+                "'prioritization' must be a non-empty array of 'identified' or 'unidentified' (not both), "
+                "'most_recently_updated', 'least_recently_updated'"
+            )
     if ids[0] == "user_alias":
         alias = rec["user_alias"]
         if not isinstance(alias, dict) or not alias.get("alias_name") or not alias.get("alias_label"):

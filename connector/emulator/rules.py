@@ -102,7 +102,10 @@ def _parse_time(value: str) -> datetime | None:
         return None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+    try:
+        return dt.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59 is past year 9999 in UTC
+        return None
 
 
 @lru_cache(maxsize=4096)
@@ -199,7 +202,7 @@ def _check_standard(key: str, value: Any) -> str | None:
         except (TypeError, ValueError):
             return "'dob' must be YYYY-MM-DD"
     if key in ("email_subscribe", "push_subscribe"):
-        if value not in SUBSCRIBE_STATES:
+        if not isinstance(value, str) or value not in SUBSCRIBE_STATES:
             return f"'{key}' must be one of 'subscribed', 'unsubscribed' or 'opted_in'"
     if key == "current_location":
         ok = isinstance(value, dict) and all(

@@ -208,3 +208,29 @@ def test_fault_rate_never_draws_queued() -> None:
     draws = {inj.draw("users_track") for _ in range(400)}
     assert "202" not in draws and len(draws) == 7
     assert FaultInjector(faults={"202": 1.0}).draw("canvas_trigger_send") == "202"
+
+
+def test_unhashable_subscribe_states_and_overflowing_times_are_errors_not_crashes() -> None:
+    from connector.emulator.rules import parse_time
+
+    assert parse_time("9999-12-31T23:59:59-23:59") is None
+    for key in ("email_subscribe", "push_subscribe"):
+        for bad in ({"a": 1}, ["subscribed"]):
+            assert rules._check_standard(key, bad) == f"'{key}' must be one of 'subscribed', 'unsubscribed' or 'opted_in'"
+
+
+@pytest.mark.parametrize(
+    ("prioritization", "ok"),
+    [
+        (["identified", "most_recently_updated"], True),
+        (["unidentified", "least_recently_updated"], True),
+        (["identified", "unidentified"], False),
+        (["newest"], False),
+        ([], False),
+        ("identified", False),
+    ],
+)
+def test_canvas_prioritization_values(prioritization: Any, ok: bool) -> None:
+    rec = {"email": "a@example.com", "prioritization": prioritization}
+    err = messaging_rules.check_recipient(rec)
+    assert (err is None) is ok, err

@@ -40,6 +40,6 @@ def test_quick_bench_runs_every_section() -> None:
     assert re.search(r"braze-client loop: +[\d.]+ requests/s -> connector x\d+", out), out
     assert re.search(r"users: [\d,]+ rows/s .*5-expectation suite", out), out
     assert re.search(r"map \+ cast \+ contract \(mapper\) +[\d.]+ s", out), out
-    assert len(re.findall(r"rows: peak RSS +[\d.]+ MB", out)) == 2, out
+    assert len(re.findall(r"rows: peak RSS +[\d.]+ MB", out)) == 6, out  # validate, dry-run, run; 2 sizes
     sync = re.search(r"delivered (\d+)/(\d+)", out.split("## Sync mode")[1])
     assert sync and sync.group(1) == sync.group(2), out

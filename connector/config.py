@@ -19,6 +19,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -356,6 +357,13 @@ class Pipeline(_Model):
 
     # Set by load_pipeline: the folder relative paths are resolved against.
     base_dir: str = "."
+    # Set by load_pipeline: the file this pipeline came from (messages name it).
+    _file: str | None = PrivateAttr(default=None)
+
+    @property
+    def origin(self) -> str:
+        """The pipeline file for messages, or `pipeline <name>` when built in code."""
+        return self._file or f"pipeline {self.name}"
 
     @field_validator("streams")
     @classmethod
@@ -526,6 +534,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
         pipeline = Pipeline.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_format_errors(str(p), e)) from None
+    pipeline._file = str(p)
     problems = _problems(pipeline)
     if problems:
         head = f"{p}: the pipeline file is not valid ({len(problems)} problem(s)):"

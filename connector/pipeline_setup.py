@@ -45,7 +45,7 @@ def resolve_destination(pipeline: Pipeline, env: Mapping[str, str], *, offline: 
     """
     override = (env.get(ENV_ENDPOINT) or "").strip()
     url = override or pipeline.destination.url.strip()
-    where = f"{ENV_ENDPOINT}" if override else f"pipeline {pipeline.name}: destination.url"
+    where = f"{ENV_ENDPOINT}" if override else f"{pipeline.origin}: destination.url"
     if url == "local":
         if offline:
             return Destination("none", None)

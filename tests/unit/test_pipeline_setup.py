@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +131,16 @@ def test_report_dir_placeholders() -> None:
     assert report_dir_for(p, "out/{run_id}-{pipeline}", "R1") == Path("out/R1-p")
     with pytest.raises(ConfigError, match="placeholders"):
         report_dir_for(p, "out/{date}", "R1")
+
+
+def test_a_bad_destination_url_names_the_pipeline_file(tmp_path: Path) -> None:
+    from connector.config import load_pipeline
+
+    f = tmp_path / "p.yaml"
+    f.write_text(
+        "name: x\ndestination: {url: 'ftp://x'}\nstreams:\n  - {name: u, source: {path: u.csv}, kind: attributes,"
+        " identifier: {external_id: user_id}, attributes: [{column: email}]}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(f))}: destination.url: 'ftp://x' is not a URL"):
+        resolve_destination(load_pipeline(f), {}, offline=True)

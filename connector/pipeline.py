@@ -16,12 +16,10 @@ row as skipped ("table check failed"), so a failing table is never delivered at 
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import secrets
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,16 +27,22 @@ from typing import TYPE_CHECKING, Any
 
 from connector import readers
 from connector.config import DEFAULT_RATE_LIMITS, Pipeline, Stream
+from connector.delta import SKIP_UNCHANGED
 from connector.errors import ConfigError, ConnectorError
 from connector.mapper import map_chunk
 from connector.pipeline_setup import (
     Destination,
     choose_mode,
+    delta_state,
     estimate_rows,
     has_table_expectations,
     is_parquet,
+    make_client,
+    make_writer,
+    quiet_gc,
     report_dir_for,
     resolve_destination,
+    start_emulator,
 )
 from connector.progress import Progress
 from connector.records import Chunk, Rejected
@@ -57,7 +61,6 @@ logger = logging.getLogger(__name__)
 
 SKIP_VALIDATE_ONLY = "validate only (nothing sent)"
 SKIP_TABLE_CHECK = "table check failed (stream not delivered)"
-SKIP_UNCHANGED = "unchanged since the last delivered run (delta)"
 
 
 @dataclass
@@ -128,46 +131,14 @@ def run_pipeline(
     run = _Run(pipeline, report, progress or Progress.disabled(), started, validate_only, retry)
     if orphans:
         run.exit_code = 1  # failed rows this run cannot send: not a success
-    run.delta = _delta_state(pipeline, report, read_only=offline, full=full)
+    run.delta = delta_state(pipeline, report, read_only=offline, full=full)
     try:
-        with _quiet_gc():
+        with quiet_gc():
             run.execute(plans, dest, chosen, dry_run)
     finally:
         if run.delta is not None:
             run.delta.close()
     return report
-
-
-def _delta_state(pipeline: Pipeline, report: RunReport, *, read_only: bool, full: bool) -> DeltaState | None:
-    """The delta-sync state file, when a stream has `delta: true`."""
-    if not any(s.delta for s in pipeline.streams):
-        return None
-    from connector.delta import DeltaState
-
-    path = pipeline.resolve(pipeline.state.path.replace("{pipeline}", pipeline.name))
-    report.delta = {"state_file": str(path), "full": full, "read_only": read_only}
-    return DeltaState(path, read_only=read_only, full=full)
-
-
-# Cyclic-GC thresholds while rows stream: a run allocates millions of short-lived dicts (freed by reference
-# counting), which trigger full collections over every long-lived object (Great Expectations alone brings
-# hundreds of thousands). Each stops every thread for tens of milliseconds; in a bulk run that showed as
-# dips of 15 % in requests/s (BENCHMARKS.md). Frozen objects are skipped by the collector.
-GC_THRESHOLDS = (50_000, 20, 100)
-
-
-@contextmanager
-def _quiet_gc() -> Iterator[None]:
-    """Freeze what exists (modules, suites) and collect less often during the run; restore afterwards."""
-    before = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
-        gc.unfreeze()
 
 
 def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool, retry: readers.RetrySet | None) -> _Plan:
@@ -245,15 +216,15 @@ class _Run:
                         report.set_destination("none", "")
                     elif dry_run:
                         report.set_destination("dry_run", dest.url or "local")
-                        self.writer = _writer(self.pipeline, None, report, mode, dry_run=True, delta=self.delta)
+                        self.writer = make_writer(self.pipeline, None, report, mode, dry_run=True, delta=self.delta)
                     else:
                         if dest.kind == "local":
-                            server = _start_emulator(dest.api_key)
+                            server = start_emulator(dest.api_key)
                         url = server.url if server is not None else dest.url
                         assert url is not None and dest.api_key is not None
                         report.set_destination(dest.kind, url)
-                        client = _client(self.pipeline, url, dest.api_key, mode)
-                        self.writer = _writer(self.pipeline, client, report, mode, dry_run=False, delta=self.delta)
+                        client = make_client(self.pipeline, url, dest.api_key, mode)
+                        self.writer = make_writer(self.pipeline, client, report, mode, dry_run=False, delta=self.delta)
                     for plan in plans:
                         if self.aborted():
                             self._list_unsent(plan, self._chunks(plan))
@@ -476,33 +447,3 @@ def _check_mapped(stream: Stream, chunk: Chunk, mapped: Any) -> None:
             "stream %s: mapper returned %d objects + %d rejects for %d rows; the report's accounting will not add up",
             stream.name, len(mapped), len(mapped.rejects), len(chunk),
         )  # fmt: skip
-
-
-def _start_emulator(api_key: str | None) -> EmulatorServer:
-    from connector.emulator import EmulatorServer
-
-    assert api_key is not None
-    server = EmulatorServer(api_keys=(api_key,))
-    server.start()
-    logger.info("destination local: embedded Braze emulator on %s", server.url)
-    return server
-
-
-def _client(pipeline: Pipeline, url: str, api_key: str, mode: str) -> BrazeClient:
-    from connector.client import BrazeClient
-    from connector.ratelimit import RateLimiter
-
-    transport = pipeline.write.transport
-    if transport == "auto":  # bulk needs aiohttp on its own core to fill 1,000 requests/s; sync suits requests
-        transport = "requests" if mode == "sync" else "aiohttp-process"
-    limiter = RateLimiter.from_write(pipeline.write)
-    return BrazeClient(url, api_key, write=pipeline.write, limiter=limiter, transport=transport)
-
-
-def _writer(
-    pipeline: Pipeline, client: BrazeClient | None, report: RunReport, mode: str, *, dry_run: bool,
-    delta: DeltaState | None = None,
-) -> Writer:  # fmt: skip
-    from connector.writer import Writer
-
-    return Writer(pipeline, client, report, mode="sync" if mode == "sync" else "bulk", dry_run=dry_run, delta=delta)

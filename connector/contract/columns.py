@@ -35,7 +35,7 @@ from connector.contract.values import _STANDARD
 
 Rows = set[int]
 _SETS = {"gender": _GENDERS, "email_subscribe": _SUBSCRIBE, "push_subscribe": _SUBSCRIBE}
-_FORMATS = {"dob": _valid_date, "country": _COUNTRY_RE.match}
+_FORMATS: dict[str, Callable[[str], object]] = {"dob": _valid_date, "country": _COUNTRY_RE.match}
 IDENTIFIER_KEYS = frozenset(("external_id", "user_alias", "braze_id", "email", "phone"))
 
 

@@ -1,4 +1,4 @@
-"""The pipeline file: pydantic models (extra keys forbidden, frozen) and load_pipeline().
+"""The pipeline file's pydantic models (extra keys forbidden, frozen); loading.py reads the YAML.
 
 A pipeline has one or more streams; each stream reads one source, maps its rows into one kind of Braze
 object, checks them, and delivers them to the pipeline's destination.
@@ -6,26 +6,18 @@ object, checks them, and delivers them to the pipeline's destination.
 
 from __future__ import annotations
 
-import codecs
-from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
-    ValidationError,
     field_validator,
     model_validator,
 )
-
-from connector.errors import ConfigError
 
 ObjectKindName = Literal["attributes", "events", "purchases", "canvas_trigger", "live_activity"]
 EndpointName = Literal["users_track", "users_track_sync", "canvas_trigger_send", "live_activity_update"]
@@ -380,176 +372,3 @@ class Pipeline(_Model):
     def resolve(self, path: str) -> Path:
         p = Path(path)
         return p if p.is_absolute() else Path(self.base_dir) / p
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def _given(value: Any) -> str:
-    """The value a user wrote, shown short in an error message."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _format_errors(path: str, err: ValidationError) -> str:
-    lines = [f"{path}: the pipeline file is not valid ({err.error_count()} problem(s)):"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key; remove it or check its spelling (see pipeline.schema.json)"
-        elif e["type"] == "missing":
-            msg = "required key is missing"
-        elif e["type"] == "value_error":
-            msg = msg.removeprefix("Value error, ")
-        elif not isinstance(e.get("input"), dict | list):
-            msg = f"{msg} (got {_given(e.get('input'))})"
-        lines.append(f"  - {loc}: {msg}")
-    return "\n".join(lines)
-
-
-def _problems(pipeline: Pipeline) -> list[str]:
-    """Checks the models cannot make alone: suites exist, time zones, time formats, CSV dialect; one line each."""
-    out: list[str] = []
-    rest = pipeline.report.dir.replace("{pipeline}", "").replace("{run_id}", "")
-    if "{" in rest or "}" in rest:
-        out.append(f"report.dir: only the placeholders {{pipeline}} and {{run_id}} are allowed (got {pipeline.report.dir!r})")
-    suites = pipeline.resolve(pipeline.expectations_dir)
-    for i, stream in enumerate(pipeline.streams):
-        for j, name in enumerate(stream.expectations):
-            if not (suites / f"{name}.json").is_file():
-                have = sorted(f.stem for f in suites.glob("*.json")) if suites.is_dir() else []
-                out.append(
-                    f"streams.{i}.expectations.{j}: no suite {name!r} ({suites / name}.json does not exist); "
-                    + (f"suites in {suites}: {', '.join(have)}" if have else f"expectations_dir {suites} holds no suites")
-                )
-        csv = stream.source.csv
-        for name in ("delimiter", "quote_char"):
-            val = getattr(csv, name)
-            if len(val) != 1 or not val.isascii():
-                out.append(f"streams.{i}.source.csv.{name}: must be one ASCII character such as ',' (got {val!r})")
-        try:
-            codecs.lookup(csv.encoding)
-        except LookupError:
-            out.append(
-                f"streams.{i}.source.csv.encoding: unknown encoding {csv.encoding!r}; use e.g. utf-8, utf-8-sig, latin-1, cp1252"
-            )
-        for loc, value in _values(stream, f"streams.{i}"):
-            if value.timezone is not None:
-                try:
-                    ZoneInfo(value.timezone)
-                except (ZoneInfoNotFoundError, ValueError):
-                    out.append(
-                        f"{loc}.timezone: unknown time zone {value.timezone!r}; use an IANA name such as 'Europe/Paris' or 'UTC'"
-                    )
-            if value.format is not None and (bad := _bad_time_format(value.format)):
-                out.append(
-                    f"{loc}.format: {bad}; use strptime directives such as '%Y-%m-%d %H:%M:%S' (or leave it out for ISO 8601)"
-                )
-    return out
-
-
-def _values(model: Any, loc: str) -> Iterator[tuple[str, Value]]:
-    """Every Value inside a model, with its key path."""
-    if isinstance(model, Value):
-        yield loc, model
-    if isinstance(model, BaseModel):
-        for name in type(model).model_fields:
-            yield from _values(getattr(model, name), f"{loc}.{name}")
-    elif isinstance(model, list | tuple):
-        for j, item in enumerate(model):
-            yield from _values(item, f"{loc}.{j}")
-    elif isinstance(model, dict):
-        for key, item in model.items():
-            yield from _values(item, f"{loc}.{key}")
-
-
-def _bad_time_format(fmt: str) -> str | None:
-    """Why a strptime format cannot work ("'Q' is a bad directive..."), or None."""
-    try:
-        datetime.strptime("", fmt)
-    except ValueError as e:
-        text = str(e)
-        if "bad directive" in text or "stray %" in text:
-            return text
-    return None
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last one).
-
-    Keys brought in by a merge (`<<: *defaults`) may still be overridden, as YAML intends.
-    """
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: its keys may be overridden
-                continue
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-            try:
-                first = seen.setdefault(key, key_node.start_mark.line + 1)
-            except TypeError:  # an unhashable key: let PyYAML report it
-                continue
-            if first != key_node.start_mark.line + 1:
-                raise yaml.constructor.ConstructorError(
-                    None,
-                    None,
-                    f"key {key!r} is given twice (first at line {first}); keep one",
-                    key_node.start_mark,
-                )
-        return super().construct_mapping(node, deep=deep)  # type: ignore[no-untyped-call,no-any-return]
-
-
-def load_pipeline(path: str | Path) -> Pipeline:
-    """Read and validate a pipeline YAML file.
-
-    Raises:
-        ConfigError: the file is missing, not YAML, or breaks the schema; the message names the file,
-            the key and what is allowed.
-    """
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: pipeline file not found") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(
-            f"{p}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); save the pipeline file as UTF-8"
-        ) from None
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read the pipeline file ({e.strerror or e})") from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: a pipeline file must be a YAML mapping with 'name' and 'streams'")
-    if "base_dir" in data:
-        raise ConfigError(f"{p}: 'base_dir' is set by the loader, remove it from the file")
-    data["base_dir"] = str(_project_root_for(p))
-    try:
-        pipeline = Pipeline.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(_format_errors(str(p), e)) from None
-    pipeline._file = str(p)
-    problems = _problems(pipeline)
-    if problems:
-        head = f"{p}: the pipeline file is not valid ({len(problems)} problem(s)):"
-        raise ConfigError("\n".join([head, *(f"  - {x}" for x in problems)]))
-    return pipeline
-
-
-def _project_root_for(pipeline_path: Path) -> Path:
-    """Relative paths in a pipeline file resolve against the folder holding pipelines/, else the file's folder."""
-    folder = pipeline_path.resolve().parent
-    return folder.parent if folder.name == "pipelines" else folder
-
-
-def pipeline_json_schema() -> dict[str, Any]:
-    schema = Pipeline.model_json_schema()
-    schema.get("properties", {}).pop("base_dir", None)
-    schema["title"] = "braze-connector pipeline file"
-    return schema

@@ -1,0 +1,68 @@
+"""The pipeline file: pydantic models (models.py) and load_pipeline() (loading.py).
+
+A pipeline has one or more streams; each stream reads one source, maps its rows into one kind of Braze
+object, checks them, and delivers them to the pipeline's destination.
+"""
+
+from connector.config.loading import load_pipeline, pipeline_json_schema
+from connector.config.models import (
+    BULK_WORKERS,
+    DEFAULT_RATE_LIMITS,
+    SYNC_WORKERS,
+    AttributeField,
+    CanvasMapping,
+    ColumnValue,
+    CsvOptions,
+    Destination,
+    EndpointName,
+    EventMapping,
+    Identifier,
+    LiveActivityMapping,
+    ObjectKindName,
+    Pipeline,
+    Prioritization,
+    Properties,
+    PurchaseMapping,
+    RateLimit,
+    Report,
+    Retry,
+    Source,
+    State,
+    Stream,
+    UserAliasId,
+    Value,
+    ValueType,
+    Write,
+)
+
+__all__ = [
+    "AttributeField",
+    "BULK_WORKERS",
+    "CanvasMapping",
+    "DEFAULT_RATE_LIMITS",
+    "ColumnValue",
+    "CsvOptions",
+    "Destination",
+    "EndpointName",
+    "EventMapping",
+    "Identifier",
+    "LiveActivityMapping",
+    "ObjectKindName",
+    "Pipeline",
+    "Prioritization",
+    "Properties",
+    "PurchaseMapping",
+    "RateLimit",
+    "Report",
+    "Retry",
+    "SYNC_WORKERS",
+    "Source",
+    "State",
+    "Stream",
+    "UserAliasId",
+    "Value",
+    "ValueType",
+    "Write",
+    "load_pipeline",
+    "pipeline_json_schema",
+]

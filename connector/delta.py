@@ -99,8 +99,9 @@ class DeltaState:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
             if not read_only:
-                # A crashed run's pending decisions: what it may have delivered is sent again.
-                self._db.execute("UPDATE state SET pending = NULL, inflight = 0, dirty = 0 "
+                # A crashed run's pending decisions: Braze may or may not have applied them, so the user's
+                # confirmed state is forgotten too, and everything is sent again (never lost).
+                self._db.execute("UPDATE state SET confirmed = NULL, pending = NULL, inflight = 0, dirty = 0 "
                                  "WHERE inflight != 0 OR pending IS NOT NULL OR dirty != 0")  # fmt: skip
         except (sqlite3.Error, OSError) as exc:
             raise ConfigError(f"state file {path}: cannot be opened ({exc}); check state.path") from None

@@ -24,6 +24,7 @@ import asyncio
 import itertools
 import logging
 import os
+import queue
 import struct
 import subprocess
 import sys
@@ -52,7 +53,11 @@ class ProcessTransportError(Exception):
 
 
 class _Child:
-    """One child process: its pipes, the requests it holds, and the thread reading its answers."""
+    """One child process: its pipes, the requests it holds, a thread writing them and one reading answers.
+
+    Writes go through a queue to a writer thread, so a child that stops reading cannot block a sender past
+    its deadline: the sender gives up (SentLost), kills the child, and every request it held fails too.
+    """
 
     def __init__(self, config: bytes) -> None:
         root = str(Path(__file__).resolve().parents[1])
@@ -71,7 +76,9 @@ class _Child:
         self.stdin: IO[bytes] = self.proc.stdin
         self.stdout: IO[bytes] = self.proc.stdout
         self.pending: dict[int, Future[Answer]] = {}
-        self.write_lock = threading.Lock()
+        self.written: set[int] = set()  # requests whose frame may have reached the child, even partly
+        self.lock = threading.Lock()  # guards pending, written and alive
+        self.outbox: queue.SimpleQueue[tuple[int, bytes, bytes] | None] = queue.SimpleQueue()
         self.alive = True
         ready: Future[None] = Future()
         self.reader = threading.Thread(target=self._read, args=(ready,), name="braze-http-reader", daemon=True)
@@ -82,6 +89,8 @@ class _Child:
             self.kill()
             raise ProcessTransportError(f"the HTTP process did not start: {exc}") from None
         self.reader.start()
+        self.writer = threading.Thread(target=self._write, name="braze-http-writer", daemon=True)
+        self.writer.start()
         try:
             ready.result(timeout=START_TIMEOUT_S)
         except (FutureTimeout, ProcessTransportError) as exc:
@@ -99,10 +108,13 @@ class _Child:
                 rid, status, n_headers, n_content = _ANSWER.unpack(head)
                 headers = out.read(n_headers)
                 content = out.read(n_content)
+                if len(headers) < n_headers or len(content) < n_content:
+                    break  # the child died mid-answer: this request's outcome is unknown (SentLost below)
                 if rid == 0:
                     ready.set_result(None)
                     continue
                 future = self.pending.pop(rid, None)
+                self.written.discard(rid)
                 if future is None:  # the sender gave up waiting (and reported SentLost)
                     continue
                 if status == _NOT_SENT:
@@ -112,43 +124,71 @@ class _Child:
                 else:
                     future.set_result(Answer(status, orjson.loads(headers), content))
         finally:
-            self.alive = False
             if not ready.done():
                 ready.set_exception(ProcessTransportError("it exited before it was ready"))
-            with self.write_lock:  # no new request can slip in between the check and the failure
+            with self.lock:  # no new request can slip in between the check and the failure
+                self.alive = False
                 lost, self.pending = self.pending, {}
-            for future in lost.values():
-                future.set_exception(SentLost("the HTTP process exited while the request was in flight"))
+                written = self.written
+            self.outbox.put(None)  # stop the writer
+            for rid, future in lost.items():
+                if rid in written:
+                    future.set_exception(SentLost("the HTTP process exited while the request was in flight"))
+                else:
+                    future.set_exception(NotSent("the HTTP process exited before the request reached it"))
 
-    def send(self, url: bytes, body: bytes, wait_s: float) -> Answer:
-        future: Future[Answer] = Future()
-        with self.write_lock:
-            if not self.alive:
-                raise NotSent("the HTTP process has exited")
-            rid = next(_IDS)
-            self.pending[rid] = future
+    def _write(self) -> None:
+        """Write queued requests to the child, in order, until the sentinel or a broken pipe."""
+        while True:
+            item = self.outbox.get()
+            if item is None:
+                return
+            rid, url, body = item
+            with self.lock:
+                if rid not in self.pending:  # its sender gave up already
+                    continue
+                self.written.add(rid)  # from here on the child may have it: outcome unknown if lost
             try:
                 self.stdin.write(_REQUEST.pack(rid, len(url), len(body)))
                 self.stdin.write(url)
                 self.stdin.write(body)
                 self.stdin.flush()
             except (OSError, ValueError):
-                # The child is gone; it cannot have read a whole frame that the pipe refused.
-                self.pending.pop(rid, None)
-                self.alive = False
-                raise NotSent("the HTTP process has exited") from None
+                # The child is gone; a frame the pipe refused was never read whole, so it was not sent.
+                with self.lock:
+                    self.written.discard(rid)
+                self.kill()
+                return
+
+    def send(self, url: bytes, body: bytes, wait_s: float) -> Answer:
+        future: Future[Answer] = Future()
+        with self.lock:
+            if not self.alive:
+                raise NotSent("the HTTP process has exited")
+            rid = next(_IDS)
+            self.pending[rid] = future
+        self.outbox.put((rid, url, body))
         try:
             return future.result(timeout=wait_s)
         except FutureTimeout:
-            self.pending.pop(rid, None)
+            # Neither taken nor answered in time: the child is stuck. Kill it so that every request it
+            # holds fails now (SentLost: it may have been applied) instead of hanging its sender.
+            with self.lock:
+                self.pending.pop(rid, None)
+                self.written.discard(rid)
+            logger.warning("the HTTP process did not answer within %.0f s; stopping it", wait_s)
+            self.kill()
             raise SentLost("no answer from the HTTP process in time") from None
 
     def close(self, timeout_s: float) -> None:
-        with self.write_lock:
-            try:
-                self.stdin.close()  # EOF: the child answers what it holds, then exits
-            except OSError:
-                pass
+        self.outbox.put(None)  # the writer finishes what is queued, then stops
+        self.writer.join(timeout=timeout_s)
+        if self.writer.is_alive():  # the child stopped reading
+            self.kill()
+        try:
+            self.stdin.close()  # EOF: the child answers what it holds, then exits
+        except (OSError, ValueError):
+            pass
         try:
             self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:

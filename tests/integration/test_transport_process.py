@@ -159,3 +159,31 @@ def test_a_child_that_cannot_start_falls_back_to_the_in_process_transport(
         assert t.send(emulator.url + "/users/track", attrs("f1")).status == 201
     finally:
         t.close()
+
+
+def test_a_child_that_stops_reading_cannot_hang_senders(emulator: EmulatorServer) -> None:
+    """SIGSTOP the child: a 4 MB send and a small one both give up within the deadline (the child is killed),
+    the small one unsent or unknown, and the transport serves the next request from a new child."""
+    t = ProcessTransport(emulator.url, HEADERS, concurrency=4, timeout_s=1)
+    t._wait_s = 2.0  # the real deadline is connect + read timeout + 30 s
+    try:
+        os.kill(t.pid, signal.SIGSTOP)
+        big = b'{"attributes":[{"external_id":"b","x":"' + b"a" * (4 * 1024 * 1024) + b'"}]}'
+        errors: list[BaseException] = []
+
+        def send(body: bytes) -> None:
+            try:
+                t.send(emulator.url + "/users/track", body)
+            except (NotSent, SentLost) as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=send, args=(b,)) for b in (big, attrs("s1"))]
+        started = time.monotonic()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(timeout=20)
+        assert time.monotonic() - started < 10 and len(errors) == 2, errors
+        assert t.send(emulator.url + "/users/track", attrs("s2")).status == 201
+    finally:
+        t.close()

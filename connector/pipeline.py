@@ -145,9 +145,10 @@ def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool, retry: reader
     base = Path(pipeline.base_dir)
     files = readers.list_files(stream.source, base)
     if retry is not None:
-        retry.adopt(files, base)
-        files = [f for f in files if str(f) in retry.rows]
-        rows, exact = sum(len(retry.rows[str(f)]) for f in files), True
+        retry.adopt(stream.name, files, base)
+        wanted = retry.for_stream(stream.name)
+        files = [f for f in files if str(f) in wanted]
+        rows, exact = sum(len(wanted[str(f)]) for f in files), True
     else:
         rows, exact = estimate_rows(stream.source, files)
     suite = None
@@ -168,10 +169,10 @@ def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool, retry: reader
 def _note_retry(report: RunReport, retry: readers.RetrySet, plans: list[_Plan]) -> int:
     """Say what a retry run sends; warn about failed rows no stream of this pipeline reads (their count)."""
     report.retry = retry.describe()
-    mine = {str(f) for p in plans for f in p.files}
-    orphans = {f: len(rows) for f, rows in retry.rows.items() if f not in mine}
-    for f, n in sorted(orphans.items()):
-        report.add_warning(f"retry: {n:,} failed row(s) of {f} belong to no stream of this pipeline; not sent")
+    orphans = retry.orphans({(p.stream.name, str(f)) for p in plans for f in p.files})
+    for (stream, f), n in sorted(orphans.items()):
+        of = f" (stream {stream})" if stream else ""
+        report.add_warning(f"retry: {n:,} failed row(s) of {f}{of} belong to no stream of this pipeline; not sent")
     if retry.unknown_excluded:
         report.add_warning(
             f"retry: {retry.unknown_excluded:,} row(s) with outcome 'unknown' (Braze may have applied them) "
@@ -364,9 +365,10 @@ class _Run:
     def _retried(self, plan: _Plan, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
         """Only the rows of the failed file; warn about failed rows the source no longer has."""
         assert self.retry is not None
+        by_file = self.retry.for_stream(plan.stream.name)
         found: dict[str, int] = {}
         for chunk in chunks:
-            wanted = self.retry.rows.get(chunk.file, set())
+            wanted = by_file.get(chunk.file, set())
             keep = [n in wanted for n in chunk.row_numbers]
             rejects = [r for r in chunk.rejects if r.ref.row in wanted]
             found[chunk.file] = found.get(chunk.file, 0) + sum(keep) + len(rejects)
@@ -376,7 +378,7 @@ class _Run:
             kept.rejects = rejects
             yield kept
         for f in plan.files:
-            missing = len(self.retry.rows.get(str(f), ())) - found.get(str(f), 0)
+            missing = len(by_file.get(str(f), ())) - found.get(str(f), 0)
             if missing > 0:
                 self.exit_code = max(self.exit_code, 1)
                 self.report.add_warning(

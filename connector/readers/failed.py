@@ -11,6 +11,7 @@ it) are left out unless asked for, since resending them can count an event, a pu
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,14 +19,20 @@ from connector.errors import SourceError
 
 FAILED_FILE = "failed.csv"
 _NEEDED = ("_source_file", "_row_number", "_outcome")
+_STREAM = "_stream"
+
+
+# A failed file written before the `_stream` column existed names no stream: its rows go to every stream
+# that reads their file.
+ANY_STREAM = ""
 
 
 @dataclass
 class RetrySet:
-    """The rows to send again, by source file (the resolved path a run reports), and what was left out."""
+    """The rows to send again, by (stream, source file as the run reported it), and what was left out."""
 
     failed_file: Path
-    rows: dict[str, set[int]] = field(default_factory=dict)
+    rows: dict[tuple[str, str], set[int]] = field(default_factory=dict)
     unknown_excluded: int = 0
     include_unknown: bool = False
 
@@ -33,26 +40,45 @@ class RetrySet:
     def total(self) -> int:
         return sum(len(r) for r in self.rows.values())
 
-    def adopt(self, files: list[Path], base_dir: Path) -> None:
+    def for_stream(self, stream: str) -> dict[str, set[int]]:
+        """file -> the row numbers this stream sends again."""
+        out: dict[str, set[int]] = {}
+        for (s, f), rows in self.rows.items():
+            if s in (stream, ANY_STREAM):
+                out.setdefault(f, set()).update(rows)
+        return out
+
+    def adopt(self, stream: str, files: list[Path], base_dir: Path) -> None:
         """Re-key failed rows of a project that moved: a recorded path that names none of `files` but ends
         with one file's path relative to `base_dir` (data/users.csv) is that file, when only one matches."""
         current = {str(f) for f in files}
+        mine = [k for k in self.rows if k[0] in (stream, ANY_STREAM) and k[1] not in current]
         for f in files:
             try:
                 rel = f.resolve().relative_to(base_dir.resolve())
             except ValueError:
                 continue
             tail = "/" + rel.as_posix()
-            matches = [p for p in self.rows if p not in current and p.replace("\\", "/").endswith(tail)]
-            if len(matches) == 1 and str(f) not in self.rows:
-                self.rows[str(f)] = self.rows.pop(matches[0])
+            matches = [k for k in mine if k[1].replace("\\", "/").endswith(tail)]
+            if len(matches) == 1 and (matches[0][0], str(f)) not in self.rows:
+                self.rows[(matches[0][0], str(f))] = self.rows.pop(matches[0])
+                mine.remove(matches[0])
+
+    def orphans(self, used: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """Failed rows no stream of this run reads, given the (stream, file) pairs it reads."""
+        files = {f for _s, f in used}
+        return {
+            (s, f): len(rows)
+            for (s, f), rows in self.rows.items()
+            if not ((s, f) in used or (s == ANY_STREAM and f in files))
+        }
 
     def describe(self) -> dict[str, object]:
         """For report.json: where the rows came from and how many."""
         return {
             "failed_file": str(self.failed_file),
             "rows": self.total,
-            "files": len(self.rows),
+            "files": len({f for _s, f in self.rows}),
             "unknown_outcome_excluded": self.unknown_excluded,
             "include_unknown": self.include_unknown,
         }
@@ -73,13 +99,19 @@ def load_failed(path: str | Path, *, include_unknown: bool = False) -> RetrySet:
     if not p.is_file():
         raise SourceError(f"{p}: no failed file here; pass a run's failed.csv or the report folder holding it")
     try:
+        with p.open(encoding="utf-8", newline="") as fh:
+            header = next(csv.reader(fh), [])
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{p}: cannot be read ({exc})") from None
+    columns = [*_NEEDED, _STREAM] if _STREAM in header else list(_NEEDED)
+    try:
         reader = pacsv.open_csv(
             p,
             read_options=pacsv.ReadOptions(block_size=1 << 22),
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
-                include_columns=list(_NEEDED),
-                column_types={c: pa.string() for c in _NEEDED},
+                include_columns=columns,
+                column_types={c: pa.string() for c in columns},
                 strings_can_be_null=False,
             ),
         )
@@ -94,7 +126,8 @@ def load_failed(path: str | Path, *, include_unknown: bool = False) -> RetrySet:
     try:
         for batch in reader:
             files, rows, kinds = (batch.column(i).to_pylist() for i in range(3))
-            for f, r, kind in zip(files, rows, kinds, strict=True):
+            streams = batch.column(3).to_pylist() if len(columns) == 4 else [ANY_STREAM] * len(files)
+            for f, r, kind, stream in zip(files, rows, kinds, streams, strict=True):
                 record += 1
                 try:
                     row = int(r)
@@ -103,7 +136,7 @@ def load_failed(path: str | Path, *, include_unknown: bool = False) -> RetrySet:
                 if kind == "unknown" and not include_unknown:
                     out.unknown_excluded += 1
                     continue
-                out.rows.setdefault(f, set()).add(row)
+                out.rows.setdefault((stream, f), set()).add(row)
     except pa.ArrowInvalid as exc:
         raise SourceError(f"{p}: cannot be read ({exc})") from None
     return out

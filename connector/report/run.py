@@ -181,7 +181,8 @@ class RunReport:
         """Stream rows that could not be delivered to failed.csv (a later run can retry them)."""
         if not failed:
             return
-        self.failed.write([(f.values, [f.ref.file, f.ref.row, f.status, f.outcome, f.error]) for f in failed])
+        self.failed.write([(f.values, [f.ref.file, f.ref.row, f.status, f.outcome, f.error, stream or ""])
+                           for f in failed])  # fmt: skip
         with self._lock:
             self._count("failed", len(failed), stream)
 
@@ -191,7 +192,8 @@ class RunReport:
         with outcome "not_sent", so a retry run (--retry-failed) picks them up; they are safe to send."""
         if not rows:
             return
-        self.failed.write([(values, [ref.file, ref.row, None, "not_sent", reason]) for ref, values in rows])
+        self.failed.write([(values, [ref.file, ref.row, None, "not_sent", reason, stream or ""])
+                           for ref, values in rows])  # fmt: skip
         with self._lock:
             self._count("skipped", len(rows), stream)
             self.skipped_by_reason[reason] += len(rows)

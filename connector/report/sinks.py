@@ -20,7 +20,7 @@ import orjson
 
 Row = tuple[dict[str, Any], list[Any]]
 REJECT_META = ["_source_file", "_row_number", "_stage", "_rule", "_column", "_reason"]
-FAILED_META = ["_source_file", "_row_number", "_status", "_outcome", "_error"]
+FAILED_META = ["_source_file", "_row_number", "_status", "_outcome", "_error", "_stream"]
 
 
 def to_text(value: Any) -> str | None:

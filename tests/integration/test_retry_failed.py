@@ -224,3 +224,42 @@ def test_a_moved_project_still_retries_and_unmatched_rows_fail_the_run(emulator_
                                    retry=load_failed(tmp_path / "r1")))  # fmt: skip
     assert doc["exit_code"] == 1 and doc["rows"]["read"] == 0
     assert any("3 failed row(s)" in w and "belong to no stream" in w for w in doc["warnings"])
+
+
+def test_a_retry_resends_a_shared_files_rows_only_in_the_stream_that_failed(
+    emulator_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One CSV feeds an events stream (delivered) and an attributes stream (failed: Braze went away between
+    them). The retry sends the two attribute rows, never the events again."""
+    import time
+
+    from connector import pipeline as pipeline_module
+
+    csv_text = "user_id,email,event,ts\nu1,a@example.com,signed_up,2026-01-01T10:00:00Z\n" \
+               "u2,b@example.com,signed_up,2026-01-01T10:00:00Z\n"  # fmt: skip
+    events = {"name": "ev", "source": {"path": "data/u.csv"}, "kind": "events", "identifier": {"external_id": "user_id"},
+              "event": {"name": "event", "time": {"column": "ts", "type": "time"}}}  # fmt: skip
+    attributes = {"name": "at", "source": {"path": "data/u.csv"}, "kind": "attributes",
+                  "identifier": {"external_id": "user_id"}, "attributes": [{"column": "email"}]}  # fmt: skip
+    pipeline = project(tmp_path, [events, attributes], write={"retry": FAST_RETRY})
+    (tmp_path / "data" / "u.csv").write_text(csv_text, encoding="utf-8")
+    first_em = emulator_factory()
+    original = pipeline_module._Run.stream
+
+    def stream_then_outage(self: Any, plan: Any) -> None:
+        original(self, plan)
+        if plan.stream.name == "ev":
+            time.sleep(1.0)  # the events are answered; then Braze goes away
+            first_em.stop()
+
+    monkeypatch.setattr(pipeline_module._Run, "stream", stream_then_outage)
+    first = report_json(run_pipeline(pipeline, mode="sync", report_dir=tmp_path / "r1", env=env_for(first_em)))
+    monkeypatch.setattr(pipeline_module._Run, "stream", original)
+    assert [(s["name"], s["delivered"], s["failed"]) for s in first["streams"]] == [("ev", 2, 0), ("at", 0, 2)]
+    assert {r["_stream"] for r in failed_rows(tmp_path / "r1" / "failed.csv")} == {"at"}
+
+    up = emulator_factory()
+    second = report_json(run_pipeline(pipeline, mode="sync", report_dir=tmp_path / "r2", env=env_for(up),
+                                      retry=load_failed(tmp_path / "r1")))  # fmt: skip
+    assert second["rows"]["read"] == 2 and second["rows"]["delivered"] == 2
+    assert applied_by_identifier(up) == Counter({("attributes", "u1"): 1, ("attributes", "u2"): 1})

@@ -198,15 +198,15 @@ def test_failed_file(tmp_path: Path) -> None:
         [Failed(RowRef("a.csv", 2), "HTTP 503 after 8 attempts", 503, "failed", {"external_id": "u1"})]
     )
     report.add_failed(
-        [Failed(RowRef("a.csv", 3), "connection dropped", None, "unknown", {"external_id": "u2"})]
+        [Failed(RowRef("a.csv", 3), "connection dropped", None, "unknown", {"external_id": "u2"})], "users"
     )
     report.finish()
     rows = _read_csv(report.failed.path)
     assert rows == [
         {"external_id": "u1", "_source_file": "a.csv", "_row_number": "2", "_status": "503", "_outcome": "failed",
-         "_error": "HTTP 503 after 8 attempts"},
+         "_error": "HTTP 503 after 8 attempts", "_stream": ""},
         {"external_id": "u2", "_source_file": "a.csv", "_row_number": "3", "_status": "", "_outcome": "unknown",
-         "_error": "connection dropped"},
+         "_error": "connection dropped", "_stream": "users"},
     ]  # fmt: skip
     assert report.to_dict()["failed"] == {"count": 2, "not_sent": 0, "file": str(report.failed.path)}
 

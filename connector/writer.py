@@ -286,9 +286,9 @@ class Writer:
         )
         doc = outcomes.parse_body(resp.body)
         errors = outcomes.object_errors(doc)
-        rejected = self._reject_named(batch, req, errors) if errors else 0
+        named = self._named(req, errors) if errors else {}
+        rejected = self._reject_named(batch, req, named)
         if batch.mapped.delta_keys is not None:
-            named = self._named(req, errors) if rejected else {}
             self._settle(batch, [it.token for it in req.items if (it.array, it.index) not in named], True)
         if n - rejected:
             self.report.add_delivered(n - rejected, batch.stream)
@@ -306,7 +306,7 @@ class Writer:
         if errors:
             named = self._named(req, errors)
             if named:
-                self._reject_named(batch, req, errors)
+                self._reject_named(batch, req, named)
                 rest = [it.token for it in req.items if (it.array, it.index) not in named]
                 # The request was refused as a whole, so nothing in it was applied: resend the others.
                 return list(self._pack(batch, rest)) if rest else []
@@ -332,9 +332,8 @@ class Writer:
                 named[pos] = e.text
         return named
 
-    def _reject_named(self, batch: _Batch, req: Packed, errors: list[ObjectError]) -> int:
-        """Reject the rows Braze's per-object errors point at; returns how many rows were rejected."""
-        named = self._named(req, errors)
+    def _reject_named(self, batch: _Batch, req: Packed, named: dict[tuple[str, int], str]) -> int:
+        """Reject the rows Braze's per-object errors point at (`_named`); returns how many were rejected."""
         if not named:
             return 0
         mapped = batch.mapped

@@ -194,9 +194,8 @@ class RunReport:
             return
         self.failed.write([(values, [ref.file, ref.row, None, "not_sent", reason, stream or ""])
                            for ref, values in rows])  # fmt: skip
+        self.add_skipped(len(rows), reason, stream)
         with self._lock:
-            self._count("skipped", len(rows), stream)
-            self.skipped_by_reason[reason] += len(rows)
             self.not_sent += len(rows)
             if not checked:  # read after the run stopped: never validated, so not counted as valid
                 self.unchecked += len(rows)

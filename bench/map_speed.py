@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from connector.config import Stream
-from connector.mapper import map_chunk
+from connector.mapping import map_chunk
 from connector.records import Chunk
 
 

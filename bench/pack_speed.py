@@ -18,7 +18,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from connector import batching  # noqa: E402
+from connector.delivery import batching  # noqa: E402
 
 PLANS = ("free", "pro", "team", "enterprise")
 COUNTRIES = ("US", "FR", "DE", "GB", "JP", "BR")
@@ -70,7 +70,7 @@ def main() -> None:
     def writer_pack() -> int:
         from types import SimpleNamespace
 
-        from connector.writer import Writer
+        from connector.delivery.writer import Writer
 
         w = Writer.__new__(Writer)
         w.write = SimpleNamespace(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from connector.version import __version__  # noqa: E402
 
 from connector.config import Pipeline, load_pipeline  # noqa: E402
 from connector.errors import ConfigError, ConnectorError, SourceError  # noqa: E402

@@ -27,33 +27,25 @@ from typing import TYPE_CHECKING, Any
 
 from connector import readers
 from connector.config import DEFAULT_RATE_LIMITS, Pipeline, Stream
-from connector.delta import SKIP_UNCHANGED
+from connector.config.destination import Destination, resolve_destination
+from connector.delivery.mode import choose_mode
+from connector.delta import SKIP_UNCHANGED, open_state
 from connector.errors import ConfigError, ConnectorError
-from connector.mapper import map_chunk
-from connector.pipeline_setup import (
-    Destination,
-    choose_mode,
-    delta_state,
-    estimate_rows,
-    has_table_expectations,
-    is_parquet,
-    make_client,
-    make_writer,
-    quiet_gc,
-    report_dir_for,
-    resolve_destination,
-    start_emulator,
-)
+from connector.mapping import map_chunk
 from connector.progress import Progress
+from connector.quiet_gc import quiet_gc
+from connector.readers.estimate import estimate_rows, is_parquet
 from connector.records import Chunk, Rejected
 from connector.report import ReportInvariantError, RunReport
+from connector.report.paths import report_dir_for
+from connector.validation.tables import has_table_expectations
 
 if TYPE_CHECKING:
-    from connector.client import BrazeClient
+    from connector.delivery.client import BrazeClient
+    from connector.delivery.writer import Writer
     from connector.delta import DeltaState
     from connector.emulator import EmulatorServer
     from connector.validation import SuiteRunner
-    from connector.writer import Writer
 
 __all__ = ["run_pipeline"]
 
@@ -131,7 +123,9 @@ def run_pipeline(
     run = _Run(pipeline, report, progress or Progress.disabled(), started, validate_only, retry)
     if orphans:
         run.exit_code = 1  # failed rows this run cannot send: not a success
-    run.delta = delta_state(pipeline, report, read_only=offline, full=full)
+    run.delta = open_state(pipeline, read_only=offline, full=full)
+    if run.delta is not None:
+        report.delta = {"state_file": str(run.delta.path), "full": full, "read_only": offline}
     try:
         with quiet_gc():
             run.execute(plans, dest, chosen, dry_run)
@@ -217,15 +211,19 @@ class _Run:
                         report.set_destination("none", "")
                     elif dry_run:
                         report.set_destination("dry_run", dest.url or "local")
-                        self.writer = make_writer(self.pipeline, None, report, mode, dry_run=True, delta=self.delta)
+                        self.writer = self._writer(None, mode, dry_run=True)
                     else:
                         if dest.kind == "local":
-                            server = start_emulator(dest.api_key)
+                            from connector.emulator.embedded import start_embedded
+
+                            server = start_embedded(dest.api_key)
                         url = server.url if server is not None else dest.url
                         assert url is not None and dest.api_key is not None
                         report.set_destination(dest.kind, url)
-                        client = make_client(self.pipeline, url, dest.api_key, mode)
-                        self.writer = make_writer(self.pipeline, client, report, mode, dry_run=False, delta=self.delta)
+                        from connector.delivery.client import client_for
+
+                        client = client_for(self.pipeline, url, dest.api_key, mode)
+                        self.writer = self._writer(client, mode, dry_run=False)
                     for plan in plans:
                         if self.aborted():
                             self._list_unsent(plan, self._chunks(plan))
@@ -252,6 +250,12 @@ class _Run:
                 logger.error("%s", bug)
                 report.add_warning(str(bug))
             report.write()
+
+    def _writer(self, client: BrazeClient | None, mode: str, *, dry_run: bool) -> Writer:
+        from connector.delivery.writer import Writer
+
+        return Writer(self.pipeline, client, self.report, mode="sync" if mode == "sync" else "bulk",
+                      dry_run=dry_run, delta=self.delta)  # fmt: skip
 
     def _close_writer(self, errors: list[ConnectorError]) -> None:
         if self.writer is None:

@@ -1,4 +1,4 @@
-"""The pipeline file: pydantic models (models.py) and load_pipeline() (loading.py).
+"""The pipeline file: pydantic models (models.py), load_pipeline() (loading.py), the destination (destination.py).
 
 A pipeline has one or more streams; each stream reads one source, maps its rows into one kind of Braze
 object, checks them, and delivers them to the pipeline's destination.

@@ -3,7 +3,8 @@
 Modules: app (aiohttp routes, auth, limits, faults), handlers (endpoint semantics), rules and
 messaging_rules (validation and Braze's error texts), semantics (attribute writes), store (SQLite profiles,
 events, purchases, dispatches, ledger), limits (fixed windows, X-RateLimit-* headers), faults (seeded
-injection), server (EmulatorServer, start_subprocess, serve), cli (`braze-connector emulator`).
+injection), server (EmulatorServer, start_subprocess, serve), embedded (start_embedded: the emulator a
+pipeline with `destination.url: local` starts for itself), cli (`braze-connector emulator`).
 
     with EmulatorServer(api_keys=("test-key",), rate_limits={"users_track": (5, 1)},
                         faults={"users_track:drop": 0.1}, seed=1) as emu:

@@ -1,3 +1,15 @@
-"""The mapper's implementation: vectorised casts (casts), Value resolution (columns), object building (objects)."""
+"""Mapping: a chunk of source rows -> Braze objects, with the contract's checks (mapping and contract rejects).
+
+Interface: `map_chunk(stream, chunk, now) -> MappedChunk` builds the objects exactly as ../shared/braze-api.md
+describes (attributes, events, purchases, Canvas recipients, Live Activity updates), runs the contract
+on each and puts rows that fail a cast (stage "mapping") or a contract rule (stage "contract") into
+`MappedChunk.rejects`; `user_key(obj) -> str` names the user an object belongs to.
+Inside: vectorised casts (casts.py), Value resolution (columns.py), Arrow fast paths (fast.py), object
+building (objects.py).
+"""
 
 from __future__ import annotations
+
+from connector.mapping.objects import map_chunk, user_key
+
+__all__ = ["map_chunk", "user_key"]

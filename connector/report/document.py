@@ -1,4 +1,4 @@
-"""Assemble the report.json document from a RunReport's counters."""
+"""Assemble the report.json document from a run's counters (ReportCounters)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from connector.report.run import RunReport
+    from connector.report.counters import ReportCounters
 
 EXIT_MEANINGS = {
     0: "success: every valid row delivered, rejects under the threshold",
@@ -36,7 +36,7 @@ def build_timeline(per_second: dict[int, list[int]]) -> tuple[list[list[int]], i
     return points, bin_s
 
 
-def _rate_limit(r: RunReport, duration: float) -> dict[str, Any]:
+def _rate_limit(r: ReportCounters, duration: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for endpoint in sorted(set(r.rate_limits) | set(r.per_second_by_endpoint)):
         counts: Counter[int] = r.per_second_by_endpoint.get(endpoint, Counter())
@@ -54,7 +54,7 @@ def _rate_limit(r: RunReport, duration: float) -> dict[str, Any]:
     return out
 
 
-def _rows(r: RunReport) -> dict[str, int]:
+def _rows(r: ReportCounters) -> dict[str, int]:
     """The row counts, plus `valid`: rows that passed every local check (parse, expectations, contract).
 
     Valid rows are then delivered, rejected by Braze (stage destination), failed or skipped.
@@ -63,7 +63,7 @@ def _rows(r: RunReport) -> dict[str, int]:
     return {**r.rows, "valid": r.rows["read"] - local_rejects - r.unchecked}
 
 
-def build_document(r: RunReport) -> dict[str, Any]:
+def build_document(r: ReportCounters) -> dict[str, Any]:
     """The report.json document (the caller holds the report's lock)."""
     duration = r.duration_s if r.duration_s is not None else round(r.elapsed(), 3)
     objects = r.objects_ok

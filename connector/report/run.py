@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
 from connector.errors import ConnectorError
 from connector.records import Failed, Rejected, RowRef
+from connector.report.counters import ReportCounters
 from connector.report.document import build_document
-from connector.report.sinks import CsvSink, FailedSink, ParquetSink, RejectsSink, to_text
-from connector.report.stats import LatencyHistogram
+from connector.report.sinks import to_text
 
 log = logging.getLogger(__name__)
 
@@ -33,76 +30,8 @@ class RunFailed(ConnectorError):
     """Rows were rejected over the threshold or not delivered; see the rejects and failed files."""
 
 
-class RunReport:
+class RunReport(ReportCounters):
     """Everything that happened in one run; recorders are thread-safe and cheap."""
-
-    def __init__(
-        self,
-        pipeline_name: str,
-        *,
-        run_id: str | None = None,
-        dry_run: bool = False,
-        report_dir: Path,
-        source_format: Literal["csv", "parquet"] = "csv",
-        max_reject_fraction: float = 0.05,
-        sample_bodies: int = 5,
-        rate_limits: dict[str, float] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.pipeline_name = pipeline_name
-        self.started = datetime.now(UTC)
-        self.run_id = run_id or self.started.strftime("%Y%m%dT%H%M%SZ")
-        self.dry_run, self.max_reject_fraction, self.sample_bodies = (
-            dry_run,
-            max_reject_fraction,
-            sample_bodies,
-        )
-        self.report_dir = Path(report_dir)
-        self.report_dir.mkdir(parents=True, exist_ok=True)
-        self._clock = clock
-        self._t0 = clock()
-        self._lock = threading.RLock()
-        self.rows = {"read": 0, "delivered": 0, "rejected": 0, "failed": 0, "skipped": 0}
-        self.by_stage: Counter[str] = Counter()
-        self.by_rule: Counter[str] = Counter()
-        self.skipped_by_reason: Counter[str] = Counter()
-        self.sample: list[dict[str, Any]] = []
-        self._sample_rules: Counter[str] = Counter()
-        self.rejects: CsvSink | ParquetSink = RejectsSink(self.report_dir, source_format)
-        self.failed: CsvSink = FailedSink(self.report_dir)
-        self._confirmed: Any = None
-        self.confirmed_count = 0
-        self.requests: dict[str, dict[str, Any]] = {}
-        self.by_status: Counter[str] = Counter()
-        self.retry_reasons: Counter[str] = Counter()
-        self.retries = self.rate_limited = self.objects_ok = 0
-        self.latency = LatencyHistogram()
-        # The sending window: from the first request's start to the last answer (seconds since start).
-        self.first_sent_s: float | None = None
-        self.last_answer_s: float | None = None
-        self.timeline: dict[int, list[int]] = {}
-        self.per_second_by_endpoint: dict[str, Counter[int]] = {}
-        self.rate_limits = dict(rate_limits or {})
-        self.mode: str | None = None
-        self.mode_reason = ""
-        self.destination: dict[str, str | None] = {"kind": None, "url": None}
-        self.table_checks: list[dict[str, Any]] = []
-        self.warnings: list[str] = []
-        self.streams: dict[str, dict[str, Any]] = {}
-        self.sample_files: list[Path] = []
-        self.emulator: dict[str, Any] | None = None
-        self.retry: dict[str, Any] | None = None
-        self.delta: dict[str, Any] | None = None  # delta sync: the state file
-        self.not_sent = 0  # skipped rows of a stopped run, listed in the failed file for a retry run
-        self.unchecked = 0  # of those, rows read after the stop and never checked  # a retry run: which failed file, how many rows
-        self.finished: datetime | None = None
-        self.duration_s: float | None = None
-        self._exit_code: int | None = None
-        self.invariant_ok: bool | None = None
-
-    def elapsed(self) -> float:
-        """Seconds since the report was created (by the injected clock)."""
-        return float(self._clock() - self._t0)
 
     # ---- row accounting -------------------------------------------------------------------------
     def _count(self, key: str, n: int, stream: str | None) -> None:
@@ -323,13 +252,6 @@ class RunReport:
             self.emulator = dict(stats)
 
     # ---- end of run -----------------------------------------------------------------------------
-    def compute_exit_code(self) -> int:
-        """0 when nothing failed and rejects are within max_reject_fraction of rows read, else 1."""
-        with self._lock:
-            read, rejected = self.rows["read"], self.rows["rejected"]
-            over = read > 0 and rejected / read > self.max_reject_fraction
-            return 1 if self.rows["failed"] or over else 0
-
     def finish(self, exit_code: int | None = None) -> None:
         """Stamp the end, close the sinks and check read == delivered + rejected + failed + skipped.
 
@@ -357,11 +279,6 @@ class RunReport:
                     f"{r['rejected']} + failed {r['failed']} + skipped {r['skipped']}"
                 )
 
-    @property
-    def exit_code(self) -> int:
-        """The run's exit code (as given to finish(), else derived from the counts)."""
-        return self.compute_exit_code() if self._exit_code is None else self._exit_code
-
     def raise_on_failures(self) -> None:
         """For library callers: raise RunFailed when the run did not succeed (exit code not 0)."""
         r = self.rows
@@ -383,7 +300,7 @@ class RunReport:
 
     def write(self, dir: Path | None = None) -> dict[str, Path]:
         """Write report.json and report.html (beside the streamed rejects/failed files); return the paths."""
-        from connector.report_html import render_html
+        from connector.report.html import render_html
 
         out = Path(dir) if dir is not None else self.report_dir
         out.mkdir(parents=True, exist_ok=True)

@@ -12,8 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
-from connector.client import BrazeClient, action_for, check_base_url, retry_after_s
 from connector.config import RateLimit, Retry, Write
+from connector.delivery.client import BrazeClient, action_for, check_base_url, retry_after_s
+from connector.delivery.ratelimit import RateLimiter
 from connector.emulator import EmulatorServer
 from connector.errors import (
     AmbiguousApiError,
@@ -23,7 +24,6 @@ from connector.errors import (
     RateLimitedError,
     TransientApiError,
 )
-from connector.ratelimit import RateLimiter
 
 SOAK = os.environ.get("BRAZE_CONNECTOR_SOAK") == "1"
 _TRANSPORT = {"kind": "requests"}

@@ -19,9 +19,10 @@ from typing import Any
 import orjson
 import pytest
 
+from connector.delivery.transport import NotSent, SentLost, make_transport
+from connector.delivery.transport.aiohttp_transport import AiohttpTransport
+from connector.delivery.transport.process import ProcessTransport
 from connector.emulator import EmulatorServer
-from connector.transport import AiohttpTransport, NotSent, SentLost, make_transport
-from connector.transport_process import ProcessTransport
 
 KEY = "test-key"
 HEADERS = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
@@ -151,7 +152,7 @@ def test_a_child_that_cannot_start_falls_back_to_the_in_process_transport(
     emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(sys, "executable", "/bin/false")
-    with caplog.at_level(logging.WARNING, logger="connector.transport"):
+    with caplog.at_level(logging.WARNING, logger="connector.delivery.transport"):
         t = make_transport("aiohttp-process", emulator.url, HEADERS, concurrency=4, timeout_s=5)
     try:
         assert isinstance(t, AiohttpTransport)

@@ -15,13 +15,13 @@ import pyarrow as pa
 import pytest
 
 from connector import config
-from connector.client import BrazeClient
+from connector.delivery.client import BrazeClient
+from connector.delivery.ratelimit import RateLimiter
+from connector.delivery.writer import Writer
 from connector.emulator import EmulatorServer
 from connector.errors import AuthError, DestinationUnreachable
-from connector.ratelimit import RateLimiter
 from connector.records import Chunk, MappedChunk, RowRef
 from connector.report import RunReport
-from connector.writer import Writer
 
 SOAK = os.environ.get("BRAZE_CONNECTOR_SOAK") == "1"
 pytestmark = pytest.mark.timeout(900 if SOAK else 60)

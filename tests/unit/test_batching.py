@@ -1,19 +1,16 @@
-"""batching: combined / per-array packing, byte caps, order, index mapping, canvas, split, OrderGate."""
+"""batching: combined / per-array packing, byte caps, order, index mapping, canvas, split."""
 
 from __future__ import annotations
 
 import random
-import threading
-import time
 from collections.abc import Iterator
 
 import orjson
 import pytest
 
-from connector.batching import (
+from connector.delivery.batching import (
     ENDPOINT_PATHS,
     Item,
-    OrderGate,
     Request,
     pack_canvas,
     pack_single,
@@ -160,93 +157,3 @@ def test_split_halves_and_remaps_indices() -> None:
 def test_endpoint_paths() -> None:
     assert ENDPOINT_PATHS["users_track"] == "/users/track"
     assert ENDPOINT_PATHS["live_activity_update"] == "/messages/live_activity/update"
-
-
-def test_order_gate_keeps_each_users_requests_in_order_under_threads() -> None:
-    gate = OrderGate()
-    rng = random.Random(7)
-    plan = [frozenset(f"u{rng.randrange(6)}" for _ in range(rng.randint(1, 3))) for _ in range(150)]
-    log: list[tuple[str, int]] = []
-    active: dict[str, int] = {}
-    lock = threading.Lock()
-    errors: list[str] = []
-    tickets_q: list[tuple[int, object]] = []
-    cv = threading.Condition()
-
-    def worker() -> None:
-        while True:
-            with cv:
-                while not tickets_q:
-                    cv.wait()
-                seq, ticket = tickets_q.pop(0)
-            if seq < 0:
-                return
-            with lock:
-                for k in plan[seq]:
-                    if active.get(k):
-                        errors.append(f"{k} in flight twice")
-                    active[k] = 1
-                    log.append((k, seq))
-            time.sleep(rng.random() / 2000)
-            with lock:
-                for k in plan[seq]:
-                    active[k] = 0
-            gate.leave(ticket)  # type: ignore[arg-type]
-
-    workers = [threading.Thread(target=worker) for _ in range(6)]
-    for w in workers:
-        w.start()
-    entered = []
-
-    def submitter() -> None:
-        for seq, keys in enumerate(plan):
-            ticket = gate.enter(keys, timeout=10)
-            entered.append(seq)
-            with cv:
-                tickets_q.append((seq, ticket))
-                cv.notify()
-        with cv:
-            tickets_q.extend((-1, None) for _ in workers)
-            cv.notify_all()
-
-    s = threading.Thread(target=submitter)
-    s.start()
-    s.join(timeout=20)
-    for w in workers:
-        w.join(timeout=20)
-    assert not errors
-    assert entered == list(range(150))
-    for user in {k for keys in plan for k in keys}:
-        seqs = [seq for k, seq in log if k == user]
-        assert seqs == sorted(seqs) and len(seqs) == sum(user in p for p in plan)
-    assert gate.pending() == 0
-
-
-def test_order_gate_later_request_never_overtakes_earlier_conflicting_one() -> None:
-    gate = OrderGate()
-    t1 = gate.enter({"a"})
-    order: list[str] = []
-
-    def enter(name: str, keys: set[str]) -> None:
-        t = gate.enter(keys, timeout=5)
-        order.append(name)
-        gate.leave(t)
-
-    second = threading.Thread(target=enter, args=("ab", {"a", "b"}))
-    second.start()
-    time.sleep(0.05)
-    third = threading.Thread(target=enter, args=("b", {"b"}))  # b is free, but "ab" came first
-    third.start()
-    time.sleep(0.05)
-    assert order == []
-    unrelated = gate.enter({"c"}, timeout=1)  # other users are not held up
-    gate.leave(t1)
-    second.join(5)
-    third.join(5)
-    assert order == ["ab", "b"]
-    gate.leave(unrelated)
-    with pytest.raises(TimeoutError):
-        blocker = gate.enter({"z"})
-        gate.enter({"z"}, timeout=0.01)
-    gate.leave(blocker)
-    assert gate.pending() == 0

@@ -10,7 +10,7 @@ import pytest
 
 from connector.config import Stream
 from connector.errors import ConfigError
-from connector.mapper import map_chunk, user_key
+from connector.mapping import map_chunk, user_key
 from connector.records import Chunk, MappedChunk
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)

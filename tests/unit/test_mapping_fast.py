@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connector.config import Stream
-from connector.mapper import map_chunk
+from connector.mapping import map_chunk
 from connector.records import Chunk, MappedChunk
 
 EXAMPLES = 600 if os.environ.get("BRAZE_CONNECTOR_SOAK") == "1" else 40

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from connector.config import Stream
 from connector.contract import check_object
-from connector.mapper import map_chunk
+from connector.mapping import map_chunk
 from connector.records import Chunk
 
 EXAMPLES = 1000 if os.environ.get("BRAZE_CONNECTOR_SOAK") == "1" else 60

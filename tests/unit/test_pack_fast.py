@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from connector.batching import Item, PackedItem, Request, pack_track, pack_track_array, split
+from connector.delivery.batching import Item, PackedItem, Request, pack_track, pack_track_array, split
 
 ARRAYS = ("attributes", "events", "purchases")
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from connector.config import DEFAULT_RATE_LIMITS, RateLimit, Write
-from connector.ratelimit import BURST_FRACTION, MAX_RESET_S, RateLimiter
+from connector.delivery.ratelimit import BURST_FRACTION, MAX_RESET_S, RateLimiter
 
 
 class FakeClock:

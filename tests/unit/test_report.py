@@ -1,4 +1,4 @@
-"""Tests for connector.report (RunReport, sinks, report.json) and connector.report_html."""
+"""Tests for connector.report (RunReport, sinks, report.json) and connector.report.html."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from connector.errors import ConnectorError
 from connector.records import Failed, Rejected, RowRef
 from connector.report import LatencyHistogram, ReportInvariantError, RunFailed, RunReport
-from connector.report_html import render_html
+from connector.report.html import render_html
 
 
 class FakeClock:

@@ -17,8 +17,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from connector import batching, config
-from connector.delivery import outcomes
+from connector import config
+from connector.delivery import batching, outcomes
 from connector.delivery.outcomes import ObjectError
 from connector.delivery.schedule import Job, OrderedQueue
 from connector.errors import (
@@ -34,7 +34,7 @@ from connector.errors import (
 from connector.records import Failed, MappedChunk, Rejected
 
 if TYPE_CHECKING:
-    from connector.client import BrazeClient
+    from connector.delivery.client import BrazeClient
     from connector.delta import DeltaState
     from connector.report import RunReport
 

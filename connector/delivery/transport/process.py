@@ -3,7 +3,7 @@
 Why: in one process the bulk run is bound by one GIL. Reading, validating and mapping chunks on the main
 thread delays the event loop, and a bulk run plateaued near 870 requests/s at a 1,000/s limit on two
 cores (BENCHMARKS.md, delivery). Here the parent only writes each request to a pipe and reads its answer
-back; the child (`python -m connector.transport_process`) runs the aiohttp session and event loop.
+back; the child (`python -m connector.delivery.transport.process`) runs the aiohttp session and event loop.
 
 Protocol over the child's stdin/stdout, all integers big-endian:
 - parent -> child: one config frame (u32 length + JSON: headers, concurrency, timeouts, proxy;
@@ -36,7 +36,7 @@ from typing import IO, Any
 
 import orjson
 
-from connector.transport import CONNECT_TIMEOUT_S, Answer, NotSent, SentLost
+from connector.delivery.transport.base import CONNECT_TIMEOUT_S, Answer, NotSent, SentLost
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class _Child:
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "connector.transport_process"],
+                [sys.executable, "-m", "connector.delivery.transport.process"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env=env,
@@ -273,7 +273,7 @@ class ProcessTransport:
 async def _serve() -> None:
     import aiohttp
 
-    from connector.transport import post_once
+    from connector.delivery.transport.aiohttp_transport import post_once
 
     loop = asyncio.get_running_loop()
     # Our answers own the real stdout; anything else printed in this process goes to stderr.

@@ -20,9 +20,11 @@ from typing import Any, Literal
 import orjson
 import tenacity
 
-from connector import __version__
-from connector.batching import ENDPOINT_PATHS
-from connector.config import Write
+from connector.version import __version__
+from connector.config import Pipeline, Write
+from connector.delivery.batching import ENDPOINT_PATHS
+from connector.delivery.ratelimit import EPOCH_THRESHOLD, RateLimiter
+from connector.delivery.transport import NotSent, SentLost, make_transport
 from connector.errors import (
     AmbiguousApiError,
     ApiError,
@@ -32,8 +34,6 @@ from connector.errors import (
     RateLimitedError,
     TransientApiError,
 )
-from connector.ratelimit import EPOCH_THRESHOLD, RateLimiter
-from connector.transport import NotSent, SentLost, make_transport
 
 logger = logging.getLogger(__name__)
 
@@ -364,3 +364,12 @@ def _reason(exc: BaseException | None) -> str:
     if isinstance(exc, ApiError) and exc.status is not None:
         return str(exc.status)
     return "connection" if exc is not None else "unknown"
+
+
+def client_for(pipeline: Pipeline, url: str, api_key: str, mode: str) -> BrazeClient:
+    """The client of a run: the pipeline's write settings, its rate limits and the transport for `mode`."""
+    transport = pipeline.write.transport
+    if transport == "auto":  # bulk needs aiohttp on its own core to fill 1,000 requests/s; sync suits requests
+        transport = "requests" if mode == "sync" else "aiohttp-process"
+    limiter = RateLimiter.from_write(pipeline.write)
+    return BrazeClient(url, api_key, write=pipeline.write, limiter=limiter, transport=transport)

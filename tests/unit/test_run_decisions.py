@@ -11,8 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from connector.config import Pipeline, Source, Stream
+from connector.config.destination import resolve_destination
+from connector.delivery.mode import choose_mode
 from connector.errors import ConfigError
-from connector.pipeline_setup import choose_mode, estimate_rows, report_dir_for, resolve_destination
+from connector.readers.estimate import estimate_rows
+from connector.report.paths import report_dir_for
 
 
 def pipeline(**top: Any) -> Pipeline:

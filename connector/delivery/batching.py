@@ -17,9 +17,6 @@ from typing import Any, Literal
 
 import orjson
 
-from connector.delivery.gate import OrderGate as OrderGate  # re-exported: per-user order lives there
-from connector.delivery.gate import Ticket as Ticket
-
 ENDPOINT_PATHS: dict[str, str] = {
     "users_track": "/users/track",
     "users_track_sync": "/users/track/sync",

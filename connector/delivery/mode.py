@@ -1,0 +1,39 @@
+"""The delivery mode of a run: bulk (/users/track) or sync (/users/track/sync, one row per request)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from connector.config import Pipeline, Stream
+
+SYNC_KINDS = ("attributes", "events", "purchases")
+
+
+def choose_mode(
+    pipeline: Pipeline, override: str | None, streams: Sequence[tuple[Stream, int, bool]]
+) -> tuple[str, str]:
+    """(mode, reason in words): --mode over write.mode; auto picks sync for small or confirmed runs.
+
+    `streams` holds (stream, row count or estimate, exact?). Sync applies to attributes, events and
+    purchases streams only (Canvas and Live Activity streams use their own endpoints in either mode).
+    """
+    write = pipeline.write
+    if override not in (None, "auto"):
+        return str(override), f"--mode {override} given on the command line"
+    if override is None and write.mode != "auto":
+        return write.mode, f"write.mode is {write.mode} in the pipeline file"
+    user = [(s, n, exact) for s, n, exact in streams if s.kind in SYNC_KINDS]
+    if not user:
+        return "bulk", "auto: no attributes, events or purchases stream, so sync does not apply"
+    if write.confirm_profiles:
+        return "sync", "auto: write.confirm_profiles is true, which needs /users/track/sync"
+    rows = sum(n for _, n, _ in user)
+    exact = all(e for _, _, e in user)
+    limit = write.rate_limit("users_track_sync")
+    seconds = rows * limit.per_seconds / limit.requests
+    counted = f"{rows:,} rows" if exact else f"about {rows:,} rows"
+    at = f"at the sync limit of {limit.requests} requests per {limit.per_seconds:g} s, one row per request"
+    budget = f"write.sync_max_duration_s = {write.sync_max_duration_s:g} s"
+    if seconds <= write.sync_max_duration_s:
+        return "sync", f"auto: {counted} would take about {seconds:.0f} s {at}, within {budget}"
+    return "bulk", f"auto: {counted} would take about {seconds:.0f} s {at}, over {budget}"

@@ -1,0 +1,34 @@
+"""What every transport shares: the raw Answer, the two failure kinds, and the Transport protocol.
+
+A transport sends one POST and returns the raw answer, or raises `NotSent` (nothing reached the server:
+safe to resend) or `SentLost` (the connection failed after the request was sent: Braze may or may not have
+applied it). Status codes, retries and the rate limiter are the client's business (delivery/client.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+CONNECT_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    headers: dict[str, str]  # lower-case names
+    content: bytes
+
+
+class NotSent(Exception):
+    """The request never reached the server (refused, DNS, connect timeout, TLS): safe to resend."""
+
+
+class SentLost(Exception):
+    """The connection failed after the request was sent (reset, read timeout): outcome unknown."""
+
+
+class Transport(Protocol):
+    def send(self, url: str, body: bytes) -> Answer: ...
+
+    def close(self) -> None: ...

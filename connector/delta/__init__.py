@@ -1,0 +1,29 @@
+"""Delta sync: what Braze confirmed, so a run sends only what changed (streams with `delta: true`).
+
+Interface: `open_state(pipeline, *, read_only, full) -> DeltaState | None` (None when no stream uses
+delta); `DeltaState.changed(stream, kind, mapped, id_key) -> (MappedChunk, unchanged)` reduces a mapped
+chunk to what differs from the confirmed state, and `DeltaState.settle(stream, keys, delivered)` confirms
+(a 2xx) or forgets (anything else) what was sent. `SKIP_UNCHANGED` is the skip reason of unchanged rows.
+The semantics are in state.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from connector.config import Pipeline
+from connector.delta.state import SKIP_UNCHANGED, DeltaState
+
+__all__ = ["SKIP_UNCHANGED", "DeltaState", "open_state", "state_path"]
+
+
+def state_path(pipeline: Pipeline) -> Path:
+    """The state file of a pipeline (`state.path` with {pipeline} filled in, relative to the pipeline file)."""
+    return Path(pipeline.resolve(pipeline.state.path.replace("{pipeline}", pipeline.name)))
+
+
+def open_state(pipeline: Pipeline, *, read_only: bool, full: bool) -> DeltaState | None:
+    """The delta-sync state, when a stream has `delta: true`."""
+    if not any(s.delta for s in pipeline.streams):
+        return None
+    return DeltaState(state_path(pipeline), read_only=read_only, full=full)

@@ -1,0 +1,98 @@
+"""The counters of one run (what report.json is built from), apart from the recorders that fill them."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from connector.report.sinks import CsvSink, FailedSink, ParquetSink, RejectsSink
+from connector.report.stats import LatencyHistogram
+
+
+class ReportCounters:
+    """The state of a run's report; RunReport (run.py) adds the thread-safe recorders."""
+
+    def __init__(
+        self,
+        pipeline_name: str,
+        *,
+        run_id: str | None = None,
+        dry_run: bool = False,
+        report_dir: Path,
+        source_format: Literal["csv", "parquet"] = "csv",
+        max_reject_fraction: float = 0.05,
+        sample_bodies: int = 5,
+        rate_limits: dict[str, float] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.pipeline_name = pipeline_name
+        self.started = datetime.now(UTC)
+        self.run_id = run_id or self.started.strftime("%Y%m%dT%H%M%SZ")
+        self.dry_run, self.max_reject_fraction, self.sample_bodies = (
+            dry_run,
+            max_reject_fraction,
+            sample_bodies,
+        )
+        self.report_dir = Path(report_dir)
+        self.report_dir.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        self._t0 = clock()
+        self._lock = threading.RLock()
+        self.rows = {"read": 0, "delivered": 0, "rejected": 0, "failed": 0, "skipped": 0}
+        self.by_stage: Counter[str] = Counter()
+        self.by_rule: Counter[str] = Counter()
+        self.skipped_by_reason: Counter[str] = Counter()
+        self.sample: list[dict[str, Any]] = []
+        self._sample_rules: Counter[str] = Counter()
+        self.rejects: CsvSink | ParquetSink = RejectsSink(self.report_dir, source_format)
+        self.failed: CsvSink = FailedSink(self.report_dir)
+        self._confirmed: Any = None
+        self.confirmed_count = 0
+        self.requests: dict[str, dict[str, Any]] = {}
+        self.by_status: Counter[str] = Counter()
+        self.retry_reasons: Counter[str] = Counter()
+        self.retries = self.rate_limited = self.objects_ok = 0
+        self.latency = LatencyHistogram()
+        # The sending window: from the first request's start to the last answer (seconds since start).
+        self.first_sent_s: float | None = None
+        self.last_answer_s: float | None = None
+        self.timeline: dict[int, list[int]] = {}
+        self.per_second_by_endpoint: dict[str, Counter[int]] = {}
+        self.rate_limits = dict(rate_limits or {})
+        self.mode: str | None = None
+        self.mode_reason = ""
+        self.destination: dict[str, str | None] = {"kind": None, "url": None}
+        self.table_checks: list[dict[str, Any]] = []
+        self.warnings: list[str] = []
+        self.streams: dict[str, dict[str, Any]] = {}
+        self.sample_files: list[Path] = []
+        self.emulator: dict[str, Any] | None = None
+        self.retry: dict[str, Any] | None = None
+        self.delta: dict[str, Any] | None = None  # delta sync: the state file
+        self.not_sent = 0  # skipped rows of a stopped run, listed in the failed file for a retry run
+        self.unchecked = 0  # of those, rows read after the stop and never checked  # a retry run: which failed file, how many rows
+        self.finished: datetime | None = None
+        self.duration_s: float | None = None
+        self._exit_code: int | None = None
+        self.invariant_ok: bool | None = None
+
+    def elapsed(self) -> float:
+        """Seconds since the report was created (by the injected clock)."""
+        return float(self._clock() - self._t0)
+
+    def compute_exit_code(self) -> int:
+        """0 when nothing failed and rejects are within max_reject_fraction of rows read, else 1."""
+        with self._lock:
+            read, rejected = self.rows["read"], self.rows["rejected"]
+            over = read > 0 and rejected / read > self.max_reject_fraction
+            return 1 if self.rows["failed"] or over else 0
+
+    @property
+    def exit_code(self) -> int:
+        """The run's exit code (as given to finish(), else derived from the counts)."""
+        return self.compute_exit_code() if self._exit_code is None else self._exit_code

@@ -7,7 +7,7 @@ the objects it applied. HTTP concerns (auth, limits, faults, parsing) live in ap
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -16,19 +16,38 @@ from connector.emulator.faults import QUEUED_BODY
 from connector.emulator.nested import NestedScope, plan_drops
 from connector.emulator.semantics import apply_attribute
 from connector.emulator.store import LedgerEntry, Session, Store
+from connector.emulator.workspace import Workspace
 
 Result = tuple[int, dict[str, Any], LedgerEntry]
 ARRAYS = ("attributes", "events", "purchases")
 
 
+Batching = Literal["combined", "per_array", "combined50"]
+BATCHING_MODES: tuple[str, ...] = ("combined", "per_array", "combined50")
+
+
 @dataclass
 class Behaviour:
-    """Configurable Braze behaviour (batching rule, array length, canvas states, nested-drop scope)."""
+    """Configurable Braze behaviour (batching rule, array length, nested-drop scope)."""
 
-    batching: Literal["combined", "per_array"] = "combined"
+    batching: Batching = "combined"
     array_max_length: int = 500
-    canvases: dict[str, str] = field(default_factory=dict)
     nested_invalid: NestedScope = "request"
+
+
+def _over_cap(arrays: dict[str, list[Any]], batching: Batching, sync: bool) -> bool:
+    """Whether a request holds more objects than Braze takes (then 400 Max Input Length Exceeded).
+
+    combined: 75 in all (the current default); per_array: 75 per array (legacy rate limits); combined50:
+    50 in all, the cap post_user_track.md gives MAU CY 24-25 contracts ("Each request may batch up to 50
+    updates combined across attribute, event, or purchase objects"); /users/track/sync: one object.
+    """
+    total = sum(len(v) for v in arrays.values())
+    if sync:
+        return total > 1
+    if batching == "per_array":
+        return any(len(v) > rules.MAX_TRACK_OBJECTS for v in arrays.values())
+    return total > (rules.MAX_TRACK_OBJECTS_MAU if batching == "combined50" else rules.MAX_TRACK_OBJECTS)
 
 
 def _identifier(
@@ -103,17 +122,7 @@ def track(store: Store, body: Any, behaviour: Behaviour, *, endpoint: str, sync:
         if not isinstance(body[name], list):
             return _fail(endpoint, 400, {"message": f"'{name}' must be an array"}, store, fault)
         arrays[name] = body[name]
-    total = sum(len(v) for v in arrays.values())
-    too_many = (
-        total > 1
-        if sync
-        else (
-            total > rules.MAX_TRACK_OBJECTS
-            if behaviour.batching == "combined"
-            else any(len(v) > rules.MAX_TRACK_OBJECTS for v in arrays.values())
-        )
-    )
-    if too_many:
+    if _over_cap(arrays, behaviour.batching, sync):
         return _fail(endpoint, 400, {"message": rules.MSG_MAX_INPUT}, store, fault)
     errors: list[dict[str, Any]] = []
     valid: dict[str, list[tuple[int, dict[str, Any]]]] = {name: [] for name in arrays}
@@ -196,6 +205,11 @@ def _sync_user(store: Store, array: str, pid: int, obj: dict[str, Any]) -> dict[
     return user
 
 
+# Braze's answer to a canvas_id it has no Canvas for, as recorded from the live API (braze_ruby VCR
+# cassette canvas/details/returns_error_when_no_canvas: 400 with this message for `canvas_id=non-existing`).
+# The docs publish no text for /canvas/trigger/send with an unknown or non-API-triggered Canvas; the errors
+# page's nearest row is the campaign one ("400 Invalid Campaign ID: No messaging API campaign was found"),
+# so a 400 in the fatal `message` envelope, with the text Braze was seen to use for an unknown Canvas id.
 _CANVAS_ID_MSG = "canvas_id must be a string of the Canvas api identifier"
 _NOTICES = {
     "paused": "The Canvas is paused. Resume the Canvas to ensure trigger requests will take effect.",
@@ -203,13 +217,18 @@ _NOTICES = {
 }
 
 
-def canvas_trigger(store: Store, body: Any, behaviour: Behaviour, *, endpoint: str, dropped: bool = False,
-                   fault: str | None = None) -> Result:  # fmt: skip
+def canvas_trigger(store: Store, body: Any, behaviour: Behaviour, workspace: Workspace, *, endpoint: str,
+                   dropped: bool = False, fault: str | None = None) -> Result:  # fmt: skip
     """POST /canvas/trigger/send."""
     if not isinstance(body, dict):
         return _fail(endpoint, 400, rules.MALFORMED_JSON_BODY, store, fault)
     canvas_id = body.get("canvas_id")
-    if not isinstance(canvas_id, str) or not canvas_id:
+    # Missing, not a string, or no Canvas of the workspace has that id.
+    if (
+        not isinstance(canvas_id, str)
+        or not canvas_id
+        or (state := workspace.canvas_state(canvas_id)) is None
+    ):
         return _fail(endpoint, 400, {"message": _CANVAS_ID_MSG}, store, fault)
     recipients = body.get("recipients")
     if recipients is not None and not isinstance(recipients, list):
@@ -234,7 +253,6 @@ def canvas_trigger(store: Store, body: Any, behaviour: Behaviour, *, endpoint: s
         if err:
             return _fail(endpoint, 400, {"message": err}, store, fault)
     dispatch_id = uuid.uuid4().hex
-    state = behaviour.canvases.get(canvas_id, "active")
     reply: dict[str, Any] = {}
     if state in _NOTICES:
         reply["notice"] = _NOTICES[state]

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 MAX_TRACK_OBJECTS = 75
+MAX_TRACK_OBJECTS_MAU = 50  # MAU CY 24-25 contracts (post_user_track.md), the `combined50` batching
 MAX_RECIPIENTS = 50
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_STRING = 255

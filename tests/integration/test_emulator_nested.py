@@ -98,7 +98,8 @@ def test_valid_nested_updates_are_untouched(emulator: EmulatorServer) -> None:
     assert "nested_dropped" not in emulator.ledger()[-1]["applied"][0]
 
 
-def test_canvas_recipient_attributes_follow_the_same_rule(emulator: EmulatorServer) -> None:
+def test_canvas_recipient_attributes_follow_the_same_rule(emulator_factory: Any) -> None:
+    emulator = emulator_factory(canvases=("c",))
     recipients = [
         {
             "external_user_id": "a",

@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connector.emulator import messaging_rules, rules
-from connector.emulator.app import parse_api_keys
 from connector.emulator.faults import FaultInjector, parse_fault
 from connector.emulator.limits import RateLimits, parse_rate_limit
 from connector.emulator.semantics import apply_attribute, deep_merge
+from connector.emulator.workspace import parse_api_keys
 
 
 @pytest.mark.parametrize(
@@ -234,3 +234,37 @@ def test_canvas_prioritization_values(prioritization: Any, ok: bool) -> None:
     rec = {"email": "a@example.com", "prioritization": prioritization}
     err = messaging_rules.check_recipient(rec)
     assert (err is None) is ok, err
+
+
+def test_workspace_permissions_and_the_sync_beta() -> None:
+    from connector.emulator.workspace import Workspace
+
+    keys = parse_api_keys(["plain", "syncer:users.track.sync", "both:users.track,users.track.sync", "a:b:c"])
+    assert keys["a:b:c"] is None  # not a permission list: a plain key that contains ':'
+    ws = Workspace(api_keys=keys)
+    assert [ws.allows("plain", e) for e in ("users_track", "users_track_sync", "canvas_trigger_send")] == [
+        True, False, True,
+    ]  # fmt: skip
+    assert (ws.allows("syncer", "users_track_sync"), ws.allows("syncer", "users_track")) == (True, False)
+    assert ws.allows("both", "users_track") and ws.allows("both", "users_track_sync")
+    beta = Workspace(api_keys=keys, sync_beta=True)
+    assert beta.allows("plain", "users_track_sync") and not beta.allows("syncer", "users_track")
+    assert not ws.knows(None) and not ws.knows("nope") and ws.knows("plain")
+    with pytest.raises(ValueError, match="unknown permission canvas.trigger"):
+        parse_api_keys(["k:canvas.trigger"])
+
+
+def test_canvas_registry() -> None:
+    from connector.emulator.workspace import Workspace, parse_canvases
+
+    assert parse_canvases(["a", "b=paused"]) == {"a": "active", "b": "paused"}
+    assert parse_canvases({"c": "archived"}) == {"c": "archived"} and parse_canvases(None) == {}
+    assert parse_canvases("solo") == {"solo": "active"}
+    for bad in (["=paused"], ["x=gone"], {"y": "stopped"}):
+        with pytest.raises(ValueError):
+            parse_canvases(bad)
+    ws = Workspace(api_keys={"k": None}, canvases={"a": "paused"})
+    assert (ws.canvas_state("a"), ws.canvas_state("b")) == ("paused", None)
+    anyone = Workspace(api_keys={"k": None}, canvases={"a": "paused"}, accept_any_canvas=True)
+    assert (anyone.canvas_state("a"), anyone.canvas_state("b")) == ("paused", "active")
+

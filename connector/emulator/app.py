@@ -23,7 +23,10 @@ from connector.emulator.workspace import Workspace
 logger = logging.getLogger(__name__)
 
 _EMPTY_LIMIT_HEADERS = {"X-RateLimit-Limit": "", "X-RateLimit-Remaining": "", "X-RateLimit-Reset": ""}
-_BASE_HEADERS = {"Cache-Control": "no-cache"}
+# As recorded from the live API (braze_ruby VCR cassettes): 200/201 answers carry the first; errors and the
+# 202s (queued catalog writes) the second.
+_CACHE_OK = {"Cache-Control": "max-age=0, private, must-revalidate"}
+_CACHE_ERROR = {"Cache-Control": "no-cache"}
 SERVED = tuple(f"POST {path}" for path in ENDPOINTS.values())
 
 
@@ -60,7 +63,7 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.
         body=orjson.dumps(body),
         status=status,
         content_type="application/json",
-        headers={**_BASE_HEADERS, **(headers or {})},
+        headers={**(_CACHE_OK if status in (200, 201) else _CACHE_ERROR), **(headers or {})},
     )
 
 

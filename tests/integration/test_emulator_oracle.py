@@ -100,6 +100,7 @@ def test_replay_matches_recorded_response(emulator_factory: Any, case: dict[str,
         else:
             assert got[key] == value  # same message texts and counts
     recorded = case["response_headers_selected"]
+    assert r.headers["Cache-Control"] == recorded["Cache-Control"][0]
     for name in LIMIT_HEADERS:
         assert name in r.headers
         if recorded[name] == [""]:
@@ -120,4 +121,5 @@ def test_a_recorded_canvas_trigger_is_refused_for_a_canvas_the_emulator_does_not
     # Braze's recorded answer for a canvas_id it has no Canvas for (GET /canvas/details?canvas_id=non-existing).
     (unknown,) = [c for c in CASES if c["path"].startswith("/canvas/details")]
     assert (r.status_code, r.json()) == (unknown["status"], unknown["response_body"])
+    assert r.headers["Cache-Control"] == unknown["response_headers_selected"]["Cache-Control"][0]
     assert server.dispatches() == []

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from connector.emulator import messaging_rules, rules
+from connector.emulator import attribute_rules, messaging_rules, rules
 from connector.emulator.faults import QUEUED_BODY
 from connector.emulator.nested import NestedScope, plan_drops
 from connector.emulator.semantics import apply_attribute
@@ -96,9 +96,15 @@ def _apply_attributes(
             value,
             merge=merge,
             max_len=behaviour.array_max_length,
-            standard=key in rules.STANDARD_FIELDS,
+            standard=key in attribute_rules.STANDARD_FIELDS,
         )
     return points
+
+
+def _check(array: str, obj: Any, sync: bool) -> str | None:
+    if array == "attributes":
+        return attribute_rules.check_attributes(obj, sync=sync)
+    return rules.check_event(obj) if array == "events" else rules.check_purchase(obj)
 
 
 def _create_allowed(array: str, obj: dict[str, Any]) -> bool:
@@ -127,22 +133,22 @@ def track(store: Store, body: Any, behaviour: Behaviour, *, endpoint: str, sync:
     errors: list[dict[str, Any]] = []
     valid: dict[str, list[tuple[int, dict[str, Any]]]] = {name: [] for name in arrays}
     for name, items in arrays.items():
-        check = rules.CHECKS[name]
         for i, obj in enumerate(items):
-            err = check(obj)
+            err = _check(name, obj, sync)
             if err:
                 errors.append({"type": err, "input_array": name, "index": i})
             else:
                 valid[name].append((i, obj))
     if not any(valid.values()):
         return _fail(endpoint, 400, {"message": rules.MSG_NO_VALID, "errors": errors}, store, fault)
-    drops = dict(
-        zip(
-            (i for i, _ in valid.get("attributes", [])),
-            plan_drops([obj for _, obj in valid.get("attributes", [])], behaviour.nested_invalid),
-            strict=True,
-        )
-    )
+    attr_objs = valid.get("attributes", [])
+    planned = plan_drops([obj for _, obj in attr_objs], behaviour.nested_invalid)
+    drops = dict(zip((i for i, _ in attr_objs), planned, strict=True))
+    # /users/track/sync leaves an update over a limit unchanged (and still answers 201): attribute_rules.
+    skips = {
+        i: attribute_rules.sync_skips(o, behaviour.array_max_length) if sync else frozenset()
+        for i, o in attr_objs
+    }
 
     entry = LedgerEntry(endpoint, _accepted(fault), dropped=dropped, fault=fault)
     counts = dict.fromkeys(ARRAYS, 0)
@@ -158,9 +164,11 @@ def track(store: Store, body: Any, behaviour: Behaviour, *, endpoint: str, sync:
                 applied = {"array": name, "index": i, "identifier": ident, "object": obj}
                 if name == "attributes":
                     skip = next(iter(ident)) if not rules.primary_keys(obj) else None
-                    entry.data_points += _apply_attributes(s, pid, obj, behaviour, skip, drops[i])
+                    entry.data_points += _apply_attributes(s, pid, obj, behaviour, skip, drops[i] | skips[i])
                     if drops[i]:
                         applied["nested_dropped"] = sorted(drops[i])
+                    if skips[i]:
+                        applied["not_updated"] = sorted(skips[i])
                 elif name == "events":
                     t = rules.clamp_time(obj["time"], now)
                     s.touch(pid)
@@ -194,7 +202,9 @@ def _sync_user(store: Store, array: str, pid: int, obj: dict[str, Any]) -> dict[
     if array == "attributes":
         attrs = view["attributes"]
         user["custom_attributes"] = {
-            k: attrs.get(k) for k in obj if k not in rules.CONTROL_KEYS and k not in rules.STANDARD_FIELDS
+            k: attrs.get(k)
+            for k in obj
+            if k not in rules.CONTROL_KEYS and k not in attribute_rules.STANDARD_FIELDS
         }
     elif array == "events":
         agg = view["custom_events"][obj["name"]]
@@ -273,13 +283,16 @@ def canvas_trigger(store: Store, body: Any, behaviour: Behaviour, workspace: Wor
                 if pid is None:
                     continue
                 attrs = rec.get("attributes")
+                ignored = messaging_rules.IGNORED_RECIPIENT_ATTRIBUTES & set(attrs or ())
                 if isinstance(attrs, dict):
-                    entry.data_points += _apply_attributes(s, pid, attrs, behaviour, None, drop)
+                    entry.data_points += _apply_attributes(s, pid, attrs, behaviour, None, drop | ignored)
                 ctx = {**top, **(rec.get("context") or rec.get("canvas_entry_properties") or {})}
                 ident = _identifier(rec, ("external_user_id", "user_alias", "braze_id", "email"))
                 sent.append({"identifier": ident, "context": ctx})
                 if drop:
                     sent[-1]["nested_dropped"] = sorted(drop)
+                if ignored:
+                    sent[-1]["ignored"] = sorted(ignored)
             store.counter += 1
             store.add_dispatch(dispatch_id, canvas_id, broadcast, sent, store.counter)
         entry.counts = {"recipients": len(sent)}

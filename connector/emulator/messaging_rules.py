@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from connector.emulator.rules import (
-    CONTEXT_BYTES,
-    ERR_EMAIL,
-    check_attribute_fields,
-    json_size,
-    parse_time,
-    valid_email,
-)
+from connector.emulator.attribute_rules import check_attribute_fields
+from connector.emulator.rules import CONTEXT_BYTES, ERR_EMAIL, json_size, parse_time, valid_email
 
+# "By default, subscription groups cannot be updated this way" (post_send_triggered_canvases.md, "Attributes
+# object for Canvas"). No error is documented for it and the page lists none for the send, so Braze takes
+# the request and leaves the groups alone: the emulator neither checks nor applies them (the ledger lists
+# them under `ignored`), and still sends the Canvas and applies the other attributes.
+IGNORED_RECIPIENT_ATTRIBUTES = frozenset({"subscription_groups"})
 PRIORITIZATION_VALUES = frozenset(("identified", "unidentified", "most_recently_updated", "least_recently_updated"))
 
 
@@ -51,7 +50,8 @@ def check_recipient(rec: Any) -> str | None:
     if rec.get("attributes") is not None:
         if not isinstance(rec["attributes"], dict):
             return "'attributes' must be an object"
-        err = check_attribute_fields(rec["attributes"])
+        attrs = {k: v for k, v in rec["attributes"].items() if k not in IGNORED_RECIPIENT_ATTRIBUTES}
+        err = check_attribute_fields(attrs)
         if err:
             return f"Invalid recipient attributes: {err}"
     for key in ("context", "canvas_entry_properties", "trigger_properties"):

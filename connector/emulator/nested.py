@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from connector.emulator.rules import MAX_STRING, NESTED_BYTES, is_nested, json_size, parse_time
+from connector.emulator.attribute_rules import is_nested
+from connector.emulator.rules import MAX_STRING, NESTED_BYTES, json_size, parse_time
 
 NestedScope = Literal["request", "attribute"]
 NESTED_SCOPES: tuple[str, ...] = ("request", "attribute")

@@ -281,6 +281,15 @@ def test_sync_skips_rule() -> None:
     assert attribute_rules.check_attributes(obj) == "'s' is longer than 255 characters"
 
 
+def test_apple_push_rules() -> None:
+    check = messaging_rules.check_apple_push
+    assert check({"alert": "hi"}) is None and check({"extra": {"k": 1}}) is None
+    assert check("hi") == "'notification' must be an apple_push object"
+    assert check({"extra": 1}) == check({"extra": {"aps": 1}}) == "Invalid Extra Push Payload"
+    assert check({"alert": "x" * 1900}) is None  # 1,912 bytes exactly
+    assert check({"alert": "x" * 1901}) == "Apple Push Length Exceeded"
+
+
 def test_subscription_group_id_is_a_uuid() -> None:
     ok = attribute_rules.valid_subscription_group_id
     assert ok("ed06e19a-69b1-4f9b-a452-2db2c4e303a8") and ok("ED06E19A-69B1-4F9B-A452-2DB2C4E303A8")

@@ -140,11 +140,12 @@ def test_sync_beta_canvas_and_batching_options_over_the_cli() -> None:
     for bad, shown in (
         (["--canvas", "c=stopped"], "--canvas 'c=stopped'"),
         (["--batching", "combined25"], "--batching 'combined25'"),
-        (["--api-key", "k:users.track.synx"], "unknown permission users.track.synx"),
+        (["--api-key", "secret-k:users.track.synx"], "unknown permission users.track.synx"),
     ):
         res = subprocess.run([sys.executable, "-m", "connector", "emulator", "--port", "0", *bad],
                              capture_output=True, text=True, timeout=60)  # fmt: skip
         assert res.returncode == 2 and shown in res.stderr and "Traceback" not in res.stderr, res.stderr
+        assert "secret" not in res.stderr  # a key is never echoed
 
 
 def test_help_names_the_new_options() -> None:

@@ -110,7 +110,7 @@ def test_latency_ms_option_delays_every_request_without_serialising() -> None:
         wall = time.monotonic() - start
         assert [status for status, _ in results] == [201] * 20
         assert min(elapsed for _, elapsed in results) >= 0.5
-        assert wall < 1.5  # 3 x latency; one at a time would take 10 s
+        assert wall < 5.0  # one at a time would take 10 s; the margin absorbs a busy machine
         stats = requests.get(proc.url + "/_emulator/stats", headers=h, timeout=10).json()
         assert stats["requests"]["/users/track"] == {"201": 20}
 

@@ -518,3 +518,21 @@ def test_canvas_other_identifiers(
 ) -> None:
     m = run({"kind": "canvas_trigger", "identifier": ident, "canvas": {"canvas_id": "cv"}}, cols)
     assert m.objects == [{key: value}]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize(
+    ("ident", "mapped"),
+    [("external_id", "email"), ("external_id", "phone"), ("email", "phone"), ("braze_id", "email")],
+)
+def test_an_empty_identifier_is_rejected_whatever_else_is_mapped(ident: str, mapped: str, fast: bool) -> None:
+    """Issue 11 point 1: never let a mapped email or phone attribute stand in for the configured identifier."""
+    spec = {"name": "s", "source": {"path": "in.csv"}, "kind": "attributes", "identifier": {ident: "i"},
+            "attributes": [{"column": "m", "to": mapped}]}  # fmt: skip
+    ok = "a@b.co" if ident == "email" else "u1"
+    value = "+33612345678" if mapped == "phone" else "c@d.co"
+    table = pa.table({"i": [ok, None], "m": [value, value]})
+    m = map_chunk(Stream.model_validate(spec), Chunk("in.csv", table, [2, 3]), NOW, fast=fast)
+    assert len(m.objects) == 1 and m.objects[0][ident] == ok
+    assert [(r.ref.row, r.stage, r.rule, r.column) for r in m.rejects] == [(3, "contract", "identifier.missing", "i")]
+    assert "identifier" in m.rejects[0].reason and "'i'" in m.rejects[0].reason

@@ -232,6 +232,8 @@ def _live_activity(stream: Stream, res: Resolver) -> tuple[Callable[[int], dict[
         if m.notification_json_column
         else None
     )
+    if m.notification_json_column:
+        cols["notification"] = m.notification_json_column
 
     def activity(i: int) -> dict[str, Any]:
         obj: dict[str, Any] = {}

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+import orjson
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 ValueType = Literal["auto", "string", "integer", "float", "boolean", "time", "date", "array", "object"]
 
@@ -147,11 +148,25 @@ def _default_prioritization() -> list[Prioritization]:
     return ["identified", "most_recently_updated"]
 
 
+CANVAS_PROPERTIES_BYTES = 50 * 1024  # "The context object has a maximum size limit of 50 KB"
+
+
 class CanvasMapping(_Model):
-    """One Canvas recipient per row; rows are packed up to 50 recipients per /canvas/trigger/send call."""
+    """One Canvas recipient per row; rows are packed up to 50 recipients per /canvas/trigger/send call.
+
+    `properties`: each recipient's Canvas entry properties, from columns and/or a JSON column (the older
+    spelling `context:` is still read). `shared_properties`: constants sent once per request at the top level,
+    for every recipient (a recipient's own keys win, as Braze documents). `properties_key` is the name both go
+    under: `canvas_entry_properties` (the default: what Braze's recorded traffic uses, read by every workspace)
+    or `context` (the current docs' name, for workspaces in the Canvas Context early access).
+    """
 
     canvas_id: str
-    context: Properties = Field(default_factory=Properties)
+    properties_key: Literal["canvas_entry_properties", "context"] = "canvas_entry_properties"
+    properties: Properties = Field(
+        default_factory=Properties, validation_alias=AliasChoices("properties", "context")
+    )
+    shared_properties: dict[str, Any] = Field(default_factory=dict)
     send_to_existing_only: bool = True
     attributes: list[AttributeField] = Field(default_factory=list)
     prioritization: list[Prioritization] = Field(default_factory=_default_prioritization)
@@ -162,6 +177,14 @@ class CanvasMapping(_Model):
             raise ValueError("prioritization must not be empty (Braze needs it for email recipients)")
         if {"identified", "unidentified"} <= set(self.prioritization):
             raise ValueError("prioritization cannot hold both 'identified' and 'unidentified' (Braze refuses it)")
+        if any(a.target == "subscription_groups" for a in self.attributes):
+            raise ValueError(
+                "attributes: subscription_groups cannot be set through Canvas recipient attributes (Braze does "
+                "not apply them this way); set them with an attributes stream"
+            )
+        size = len(orjson.dumps(self.shared_properties, default=str))
+        if size > CANVAS_PROPERTIES_BYTES:
+            raise ValueError(f"shared_properties is {size:,} bytes as JSON; Braze takes at most 50 KB")
         return self
 
 

@@ -100,11 +100,25 @@ class Stream(_Model):
 # --------------------------------------------------------------------------- destination and writing
 
 
+class EmbeddedEmulator(_Model):
+    """The workspace the embedded emulator plays for `url: local` (ignored for any other destination).
+
+    `sync_beta`: whether its key may call /users/track/sync (a Braze beta); None follows
+    `write.sync_endpoint` (granted only when `enabled`). `canvases`: the Canvas ids it has; None registers the
+    pipeline's own canvas_ids, unverified (the report says so), and a list makes any other id a per-row
+    reject as on Braze, so a typo shows before a real run.
+    """
+
+    sync_beta: bool | None = None
+    canvases: list[str] | None = None
+
+
 class Destination(_Model):
     """`url: local` starts the embedded emulator for the run. The key is read from `api_key_env`."""
 
     url: str = "local"
     api_key_env: str = "BRAZE_API_KEY"
+    emulator: EmbeddedEmulator = Field(default_factory=EmbeddedEmulator)
 
 
 class RateLimit(_Model):
@@ -135,7 +149,13 @@ class Write(_Model):
     # Requests in flight. None (the default): BULK_WORKERS in bulk mode, enough for 1,000 requests/s at up
     # to ~150 ms latency (in flight = rate x latency); SYNC_WORKERS in sync mode (500 requests/minute).
     concurrency: Annotated[int, Field(ge=1, le=512)] | None = None
-    batching: Literal["combined", "per_array"] = "combined"
+    # combined: 75 objects per /users/track request in all; per_array: 75 per array (legacy rate limits);
+    # combined50: 50 in all, the cap of MAU contracts (Monthly Active Users CY 24-25, post_user_track.md).
+    batching: Literal["combined", "per_array", "combined50"] = "combined"
+    # /users/track/sync is a beta (key permission users.track.sync). `auto`: mode auto picks it only after a
+    # probe shows the key can use it; `enabled`: the key has it; `disabled`: never used. In every case a
+    # 403/404 from it sends the rest of the run through /users/track, losing no row (delivery/writer.py).
+    sync_endpoint: Literal["auto", "enabled", "disabled"] = "auto"
     max_objects_per_request: Annotated[int, Field(ge=1, le=75)] = 75
     max_request_bytes: Annotated[int, Field(ge=1024, le=4_000_000)] = 3_900_000
     rate_limits: dict[EndpointName, RateLimit] = Field(default_factory=dict)
@@ -152,6 +172,16 @@ class Write(_Model):
     # 500 requests/minute it handles easily. `aiohttp` runs the event loop on a thread of this process.
     transport: Literal["auto", "requests", "aiohttp", "aiohttp-process"] = "auto"
     sync_max_duration_s: Annotated[float, Field(ge=0)] = 60.0
+
+    @model_validator(mode="after")
+    def _sync_allowed(self) -> Write:
+        if self.sync_endpoint == "disabled" and (self.mode == "sync" or self.confirm_profiles):
+            what = "mode: sync" if self.mode == "sync" else "confirm_profiles: true"
+            raise ValueError(
+                f"{what} needs /users/track/sync, but sync_endpoint is disabled; use mode auto or bulk, or "
+                "set sync_endpoint to auto or enabled if the API key has the users.track.sync permission"
+            )
+        return self
 
     def workers(self, mode: str) -> int:
         """Requests in flight for a run in `mode` (bulk or sync): `concurrency`, or that mode's default."""

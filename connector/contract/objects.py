@@ -290,6 +290,15 @@ def _canvas(obj: dict[str, Any], out: list[Violation]) -> None:
                 )
             )
         _attributes(attrs, out, "attributes.")
+    if obj.get("context") is not None and obj.get("canvas_entry_properties") is not None:
+        out.append(
+            Violation(
+                "canvas.properties_conflict",
+                "a recipient takes its Canvas entry properties as either context or canvas_entry_properties, "
+                "not both",
+                "canvas_entry_properties",
+            )
+        )
     for key in ("context", "canvas_entry_properties", "trigger_properties"):
         ctx = obj.get(key)
         if ctx is None:

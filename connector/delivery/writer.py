@@ -68,6 +68,7 @@ class _Batch:
     mapped: MappedChunk
     idempotent: bool
     canvas_id: str | None
+    canvas_extra: dict[str, Any] | None = None  # top-level keys of a Canvas request (shared properties)
 
 
 class Writer:
@@ -172,11 +173,14 @@ class Writer:
     # ---- packing (submitting thread) --------------------------------------------------------------
     def _batch(self, stream: config.Stream, mapped: MappedChunk) -> _Batch:
         kind = stream.kind
-        canvas_id = None
         if kind == "canvas_trigger":
-            assert stream.canvas is not None
-            endpoint, idempotent, canvas_id = "canvas_trigger_send", False, stream.canvas.canvas_id
-        elif kind == "live_activity":
+            c = stream.canvas
+            assert c is not None
+            shared: dict[str, Any] | None = (
+                {c.properties_key: dict(c.shared_properties)} if c.shared_properties else None
+            )
+            return _Batch(stream.name, "canvas_trigger_send", mapped, False, c.canvas_id, shared)
+        if kind == "live_activity":
             assert stream.live_activity is not None
             # An update only sets state; with a notification, a resend would alert the user twice.
             endpoint = "live_activity_update"
@@ -185,7 +189,7 @@ class Writer:
             endpoint = "users_track_sync" if self.mode == "sync" else "users_track"
             # Plain attribute sets can be re-applied safely; `inc`, events and purchases would count twice.
             idempotent = kind == "attributes" and all(f.op != "inc" for f in stream.attributes)
-        return _Batch(stream.name, endpoint, mapped, idempotent, canvas_id)
+        return _Batch(stream.name, endpoint, mapped, idempotent, None)
 
     def _pack(self, batch: _Batch, positions: Iterable[int]) -> Iterator[Packed]:
         """Requests for the objects at `positions` of the batch's chunk (each item's token is its position)."""
@@ -200,14 +204,16 @@ class Writer:
                 objects,
                 keys,
                 positions if isinstance(positions, range) else list(positions),
-                max_objects=w.max_objects_per_request,
+                max_objects=batching.objects_cap(w.batching, w.max_objects_per_request),
                 max_bytes=w.max_request_bytes,
             )
             return
         items = (batching.Item(array, objects[j], keys[j], j) for j in positions)
         if batch.endpoint == "canvas_trigger_send":
             assert batch.canvas_id is not None
-            yield from batching.pack_canvas(items, batch.canvas_id, max_bytes=w.max_request_bytes)
+            yield from batching.pack_canvas(
+                items, batch.canvas_id, max_bytes=w.max_request_bytes, extra=batch.canvas_extra
+            )
         else:
             yield from batching.pack_single(batch.endpoint, items, max_bytes=w.max_request_bytes)
 

@@ -179,7 +179,8 @@ def _canvas(
     if id_kind in cols:
         cols[rkey] = cols.pop(id_kind)
     fields, merge, _ = _attribute_fields(res, c.attributes, "canvas.attributes")
-    js, pcols = res.properties(c.context, "canvas.context")
+    js, pcols = res.properties(c.properties, "canvas.properties")
+    pkey = c.properties_key
     jsv = js.values if js else None
     pv = [(name, col.values) for name, col in pcols]
     prio = list(c.prioritization)
@@ -193,7 +194,7 @@ def _canvas(
             obj["prioritization"] = list(prio)
         ctx = build_properties(jsv, pv, i)
         if ctx:
-            obj["context"] = ctx
+            obj[pkey] = ctx
         if not existing_only:
             obj["send_to_existing_only"] = False
         attrs: dict[str, Any] = {}

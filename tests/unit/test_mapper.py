@@ -400,13 +400,21 @@ def test_canvas_recipients() -> None:
     assert m.objects == [
         {
             "external_user_id": "u1",
-            "context": {"coupon": "X1"},
+            "canvas_entry_properties": {"coupon": "X1"},  # the default name (`context:` is the old spelling)
             "send_to_existing_only": False,
             "attributes": {"first_name": "Ann"},
         },
         {"external_user_id": "u2", "send_to_existing_only": False, "attributes": {}},
     ]
     assert m.user_keys == ["external_id:u1", "external_id:u2"]
+
+
+@pytest.mark.parametrize("key", ["canvas_entry_properties", "context"])
+def test_canvas_properties_go_under_the_chosen_key(key: str) -> None:
+    spec = {"kind": "canvas_trigger", "identifier": {"external_id": "id"},
+            "canvas": {"canvas_id": "cv", "properties_key": key, "properties": {"columns": {"coupon": "cp"}}}}  # fmt: skip
+    m = run(spec, {"id": ["u1"], "cp": ["X1"]})
+    assert m.objects == [{"external_user_id": "u1", key: {"coupon": "X1"}}]
 
 
 def test_canvas_email_recipient_gets_prioritization() -> None:

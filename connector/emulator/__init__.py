@@ -1,13 +1,14 @@
 """The local Braze API emulator: faithful endpoints, SQLite profile state, rate limits, fault injection.
 
-Modules: app (aiohttp routes, auth, limits, faults), handlers (endpoint semantics), rules and
-messaging_rules (validation and Braze's error texts), semantics (attribute writes), store (SQLite profiles,
-events, purchases, dispatches, ledger), limits (fixed windows, X-RateLimit-* headers), faults (seeded
-injection), server (EmulatorServer, start_subprocess, serve), embedded (start_embedded: the emulator a
-pipeline with `destination.url: local` starts for itself), cli (`braze-connector emulator`).
+Modules: app (aiohttp routes, auth, limits, faults), workspace (keys and permissions, the sync beta,
+Canvases), handlers (endpoint semantics), rules, attribute_rules and messaging_rules (validation and Braze's
+error texts), nested (nested-attribute drops), semantics (attribute writes), store (SQLite profiles, events,
+purchases, dispatches, ledger), limits (fixed windows, X-RateLimit-* headers), faults (seeded injection),
+server (EmulatorServer, start_subprocess, serve), embedded (start_embedded: the emulator a pipeline with
+`destination.url: local` starts for itself), cli (`braze-connector emulator`).
 
-    with EmulatorServer(api_keys=("test-key",), rate_limits={"users_track": (5, 1)},
-                        faults={"users_track:drop": 0.1}, seed=1) as emu:
+    with EmulatorServer(api_keys=("test-key",), sync_beta=True, canvases=("cv1",),
+                        rate_limits={"users_track": (5, 1)}, faults={"users_track:drop": 0.1}, seed=1) as emu:
         emu.url, emu.stats(), emu.ledger(), emu.user("external_id", "u1")
 
 Inspection (same Bearer key): GET /_emulator/stats, /_emulator/ledger?since=SEQ&limit=N&applied=0|1,

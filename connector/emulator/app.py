@@ -18,42 +18,36 @@ from connector.emulator import handlers, rules
 from connector.emulator.faults import ERROR_MESSAGES, FaultInjector
 from connector.emulator.limits import ENDPOINTS, PATH_TO_ENDPOINT, RateLimits
 from connector.emulator.store import IDENTIFIER_KINDS, LedgerEntry, Store
+from connector.emulator.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
-PERMISSIONS = {
-    "users_track": "users.track",
-    "users_track_sync": "users.track.sync",
-    "canvas_trigger_send": "canvas.trigger.send",
-    "live_activity_update": "messages.live_activity.update",
-}
 _EMPTY_LIMIT_HEADERS = {"X-RateLimit-Limit": "", "X-RateLimit-Remaining": "", "X-RateLimit-Reset": ""}
-_BASE_HEADERS = {"Cache-Control": "no-cache"}
+# As recorded from the live API (braze_ruby VCR cassettes): 200/201 answers carry the first; errors and the
+# 202s (queued catalog writes) the second.
+_CACHE_OK = {"Cache-Control": "max-age=0, private, must-revalidate"}
+_CACHE_ERROR = {"Cache-Control": "no-cache"}
+SERVED = tuple(f"POST {path}" for path in ENDPOINTS.values())
 
 
-def parse_api_keys(keys: Any) -> dict[str, frozenset[str] | None]:
-    """Accept keys as a dict, or strings `KEY` / `KEY:perm1,perm2`; None means every permission."""
-    if isinstance(keys, dict):
-        return {k: (frozenset(v) if v is not None else None) for k, v in keys.items()}
-    if isinstance(keys, str):
-        keys = [keys]
-    out: dict[str, frozenset[str] | None] = {}
-    known = set(PERMISSIONS.values())
-    for item in keys:
-        key, sep, perms = item.rpartition(":")
-        names = [p.strip() for p in perms.split(",") if p.strip()]
-        if sep and key and names and all(p in known for p in names):
-            out[key] = frozenset(names)
-        else:
-            out[item] = None
-    return out
+def not_served(method: str, path: str) -> dict[str, Any]:
+    """The 404 body for a route the emulator does not serve: Braze's "Not Found", and what it does serve.
+
+    Braze answers an invalid URL with 404 Not Found (errors.md); the emulator names the request and lists
+    its endpoints, so that a call to a Braze endpoint it does not model is not mistaken for a typo.
+    """
+    return {
+        "message": f"Not Found: the Braze emulator does not serve {method} {path}; it serves "
+        + ", ".join(SERVED),
+        "served": list(SERVED),
+    }
 
 
 @dataclass
 class EmulatorConfig:
     """Everything the running app needs; built by EmulatorServer or the CLI."""
 
-    api_keys: dict[str, frozenset[str] | None]
+    workspace: Workspace
     behaviour: handlers.Behaviour = field(default_factory=handlers.Behaviour)
     rate_limits: dict[str, Any] | None = None
     latency_ms: float = 0.0
@@ -69,7 +63,7 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.
         body=orjson.dumps(body),
         status=status,
         content_type="application/json",
-        headers={**_BASE_HEADERS, **(headers or {})},
+        headers={**(_CACHE_OK if status in (200, 201) else _CACHE_ERROR), **(headers or {})},
     )
 
 
@@ -115,7 +109,8 @@ class EmulatorApp:
         """Route one request."""
         path = request.path
         key = self._key(request)
-        valid = key is not None and key in self.config.api_keys
+        workspace = self.config.workspace
+        valid = workspace.knows(key)
         if path.startswith("/_emulator/"):
             if not valid:
                 return _json(
@@ -125,7 +120,7 @@ class EmulatorApp:
                 )
             return await self.inspect(request, path)
         endpoint = PATH_TO_ENDPOINT.get(path)
-        if not valid:
+        if not valid:  # Braze checks the key before the route: a bad key gets 401 on any path (recorded)
             self.store.record(LedgerEntry(path, 401))
             return _json(
                 401,
@@ -134,9 +129,10 @@ class EmulatorApp:
             )
         if endpoint is None or request.method != "POST":
             self.store.record(LedgerEntry(path, 404))
-            return _json(404, {"message": "Not Found"}, _EMPTY_LIMIT_HEADERS)
-        perms = self.config.api_keys[key]  # type: ignore[index]
-        if perms is not None and PERMISSIONS[endpoint] not in perms:
+            return _json(404, not_served(request.method, path), _EMPTY_LIMIT_HEADERS)
+        if not workspace.allows(key, endpoint):  # type: ignore[arg-type]
+            # The key lacks the endpoint's permission (for /users/track/sync: the workspace is not in the
+            # beta, so no key carries it): errors.md's "403 Access Denied".
             self.store.record(LedgerEntry(path, 403))
             return _json(403, {"message": "Access Denied"}, self.limits.peek(endpoint))
         audience = _broadcast_audience(await request.read()) if endpoint == "canvas_trigger_send" else None
@@ -185,7 +181,7 @@ class EmulatorApp:
             )
         elif endpoint == "canvas_trigger_send":
             status, reply, entry = handlers.canvas_trigger(
-                self.store, body, cfg.behaviour, endpoint=path, dropped=dropped, fault=fault
+                self.store, body, cfg.behaviour, cfg.workspace, endpoint=path, dropped=dropped, fault=fault
             )
         else:
             status, reply, entry = handlers.live_activity(
@@ -235,4 +231,4 @@ class EmulatorApp:
         return _json(404, {"message": "Not Found"})
 
 
-__all__ = ["ENDPOINTS", "EmulatorApp", "EmulatorConfig", "parse_api_keys"]
+__all__ = ["ENDPOINTS", "SERVED", "EmulatorApp", "EmulatorConfig", "not_served"]

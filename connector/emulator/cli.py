@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 import typer
 
 from connector.emulator.faults import parse_fault
+from connector.emulator.handlers import BATCHING_MODES, Batching
 from connector.emulator.limits import parse_rate_limit
 from connector.emulator.server import build_config, serve
 from connector.emulator.store import LEDGER_DETAILS
+from connector.emulator.workspace import CANVAS_STATES
 
 DEV_KEY = "local-dev-key"
 
@@ -29,11 +31,21 @@ def emulator_command(
         list[str] | None,
         typer.Option(
             "--api-key",
-            help="Accepted key (repeatable): KEY, or KEY:perm1,perm2 to limit its endpoint permissions.",
+            help="Accepted key (repeatable): KEY (every endpoint but the beta /users/track/sync), or "
+            "KEY:perm1,perm2 for exactly those permissions, among users.track, users.track.sync, "
+            "canvas.trigger.send, messages.live_activity.update.",
         ),
     ] = None,
+    sync_beta: bool = typer.Option(
+        False,
+        "--sync-beta",
+        help="The workspace is in the /users/track/sync beta: every key may call it. Without it only keys "
+        "listing users.track.sync may; the others get 403 Access Denied.",
+    ),
     batching: str = typer.Option(
-        "combined", help="Batch cap on /users/track: combined (75 total) or per_array (75 each)."
+        "combined",
+        help="Batch cap on /users/track: combined (75 objects in all), per_array (75 per array, legacy rate "
+        "limits) or combined50 (50 in all, MAU CY 24-25 contracts); over it: 400 Max Input Length Exceeded.",
     ),
     latency_ms: float = typer.Option(0.0, help="Latency added to every API request (ms)."),
     fault_rate: float = typer.Option(
@@ -57,8 +69,18 @@ def emulator_command(
         ),
     ] = None,
     canvas: Annotated[
-        list[str] | None, typer.Option("--canvas", help="ID=active|paused|archived (repeatable).")
+        list[str] | None,
+        typer.Option(
+            "--canvas",
+            help="A Canvas id /canvas/trigger/send accepts: ID or ID=active|paused|archived (repeatable). "
+            "Other ids get 400 'canvas_id must be a string of the Canvas api identifier'.",
+        ),
     ] = None,
+    accept_any_canvas: bool = typer.Option(
+        False,
+        "--accept-any-canvas",
+        help="Accept any canvas_id (as an active Canvas) on /canvas/trigger/send.",
+    ),
     array_max_length: int = typer.Option(500, help="Maximum length of array attributes."),
     slow_ms: float = typer.Option(1500.0, help="Extra latency of a 'slow' fault (ms)."),
     burst_429: int = typer.Option(
@@ -74,21 +96,24 @@ def emulator_command(
         help="Ledger 'applied' detail: full (objects as sent), ids (identifiers only) or none (counts only).",
     ),
 ) -> None:
-    """Serve the local Braze API emulator until Ctrl-C."""
+    """Serve the local Braze API emulator until Ctrl-C.
+
+    It serves POST /users/track, /users/track/sync (a beta: --sync-beta, or a key listing users.track.sync), /canvas/trigger/send (the --canvas ids, or any with --accept-any-canvas) and /messages/live_activity/update; any other route is a 404 that lists these.
+
+    Inspection with the same key: GET /_emulator/stats, /_emulator/ledger, /_emulator/users/KIND/VALUE, /_emulator/dispatches; POST /_emulator/reset.
+    """
     try:
         limits = dict(parse_rate_limit(r) for r in rate_limit or [])
         faults = dict(parse_fault(f) for f in fault or [])
-        canvases: dict[str, str] = {}
         for item in canvas or []:
-            cid, sep, state = item.partition("=")
-            if not sep or not cid:
-                raise ValueError(f"--canvas {item!r}: expected ID=active|paused|archived")
-            canvases[cid] = state
+            cid, _, state = item.partition("=")
+            if not cid or state not in ("", *CANVAS_STATES):
+                raise ValueError(f"--canvas {item!r}: expected ID or ID=active|paused|archived")
         if ledger_detail not in LEDGER_DETAILS:
             raise ValueError(f"--ledger-detail {ledger_detail!r}: use one of {', '.join(LEDGER_DETAILS)}")
-        if batching not in ("combined", "per_array"):
-            raise ValueError(f"--batching {batching!r}: use combined or per_array")
-        mode: Literal["combined", "per_array"] = "combined" if batching == "combined" else "per_array"
+        if batching not in BATCHING_MODES:
+            raise ValueError(f"--batching {batching!r}: use {', '.join(BATCHING_MODES)}")
+        mode = cast(Batching, batching)
         if nested_invalid not in ("request", "attribute"):
             raise ValueError(f"--nested-invalid {nested_invalid!r}: use request or attribute")
         scope: Literal["request", "attribute"] = "request" if nested_invalid == "request" else "attribute"
@@ -97,9 +122,10 @@ def emulator_command(
             keys = [DEV_KEY]
             _say(f"no --api-key given: accepting the dev key {DEV_KEY}")
         config = build_config(
-            api_keys=keys, batching=mode, rate_limits=limits, latency_ms=latency_ms, fault_rate=fault_rate,
-            faults=faults, seed=seed, canvases=canvases, array_max_length=array_max_length, slow_ms=slow_ms, burst_429=burst_429,
-            nested_invalid=scope,
+            api_keys=keys, sync_beta=sync_beta, batching=mode, rate_limits=limits, latency_ms=latency_ms,
+            fault_rate=fault_rate, faults=faults, seed=seed, canvases=canvas or [],
+            accept_any_canvas=accept_any_canvas, array_max_length=array_max_length, slow_ms=slow_ms,
+            burst_429=burst_429, nested_invalid=scope,
         )  # fmt: skip
     except ValueError as e:
         typer.echo(f"error: {e}", err=True)

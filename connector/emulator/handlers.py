@@ -7,28 +7,47 @@ the objects it applied. HTTP concerns (auth, limits, faults, parsing) live in ap
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from connector.emulator import messaging_rules, rules
+from connector.emulator import attribute_rules, messaging_rules, rules
 from connector.emulator.faults import QUEUED_BODY
 from connector.emulator.nested import NestedScope, plan_drops
 from connector.emulator.semantics import apply_attribute
 from connector.emulator.store import LedgerEntry, Session, Store
+from connector.emulator.workspace import Workspace
 
 Result = tuple[int, dict[str, Any], LedgerEntry]
 ARRAYS = ("attributes", "events", "purchases")
 
 
+Batching = Literal["combined", "per_array", "combined50"]
+BATCHING_MODES: tuple[str, ...] = ("combined", "per_array", "combined50")
+
+
 @dataclass
 class Behaviour:
-    """Configurable Braze behaviour (batching rule, array length, canvas states, nested-drop scope)."""
+    """Configurable Braze behaviour (batching rule, array length, nested-drop scope)."""
 
-    batching: Literal["combined", "per_array"] = "combined"
+    batching: Batching = "combined"
     array_max_length: int = 500
-    canvases: dict[str, str] = field(default_factory=dict)
     nested_invalid: NestedScope = "request"
+
+
+def _over_cap(arrays: dict[str, list[Any]], batching: Batching, sync: bool) -> bool:
+    """Whether a request holds more objects than Braze takes (then 400 Max Input Length Exceeded).
+
+    combined: 75 in all (the current default); per_array: 75 per array (legacy rate limits); combined50:
+    50 in all, the cap post_user_track.md gives MAU CY 24-25 contracts ("Each request may batch up to 50
+    updates combined across attribute, event, or purchase objects"); /users/track/sync: one object.
+    """
+    total = sum(len(v) for v in arrays.values())
+    if sync:
+        return total > 1
+    if batching == "per_array":
+        return any(len(v) > rules.MAX_TRACK_OBJECTS for v in arrays.values())
+    return total > (rules.MAX_TRACK_OBJECTS_MAU if batching == "combined50" else rules.MAX_TRACK_OBJECTS)
 
 
 def _identifier(
@@ -77,9 +96,15 @@ def _apply_attributes(
             value,
             merge=merge,
             max_len=behaviour.array_max_length,
-            standard=key in rules.STANDARD_FIELDS,
+            standard=key in attribute_rules.STANDARD_FIELDS,
         )
     return points
+
+
+def _check(array: str, obj: Any, sync: bool) -> str | None:
+    if array == "attributes":
+        return attribute_rules.check_attributes(obj, sync=sync)
+    return rules.check_event(obj) if array == "events" else rules.check_purchase(obj)
 
 
 def _create_allowed(array: str, obj: dict[str, Any]) -> bool:
@@ -103,37 +128,27 @@ def track(store: Store, body: Any, behaviour: Behaviour, *, endpoint: str, sync:
         if not isinstance(body[name], list):
             return _fail(endpoint, 400, {"message": f"'{name}' must be an array"}, store, fault)
         arrays[name] = body[name]
-    total = sum(len(v) for v in arrays.values())
-    too_many = (
-        total > 1
-        if sync
-        else (
-            total > rules.MAX_TRACK_OBJECTS
-            if behaviour.batching == "combined"
-            else any(len(v) > rules.MAX_TRACK_OBJECTS for v in arrays.values())
-        )
-    )
-    if too_many:
+    if _over_cap(arrays, behaviour.batching, sync):
         return _fail(endpoint, 400, {"message": rules.MSG_MAX_INPUT}, store, fault)
     errors: list[dict[str, Any]] = []
     valid: dict[str, list[tuple[int, dict[str, Any]]]] = {name: [] for name in arrays}
     for name, items in arrays.items():
-        check = rules.CHECKS[name]
         for i, obj in enumerate(items):
-            err = check(obj)
+            err = _check(name, obj, sync)
             if err:
                 errors.append({"type": err, "input_array": name, "index": i})
             else:
                 valid[name].append((i, obj))
     if not any(valid.values()):
         return _fail(endpoint, 400, {"message": rules.MSG_NO_VALID, "errors": errors}, store, fault)
-    drops = dict(
-        zip(
-            (i for i, _ in valid.get("attributes", [])),
-            plan_drops([obj for _, obj in valid.get("attributes", [])], behaviour.nested_invalid),
-            strict=True,
-        )
-    )
+    attr_objs = valid.get("attributes", [])
+    planned = plan_drops([obj for _, obj in attr_objs], behaviour.nested_invalid)
+    drops = dict(zip((i for i, _ in attr_objs), planned, strict=True))
+    # /users/track/sync leaves an update over a limit unchanged (and still answers 201): attribute_rules.
+    skips = {
+        i: attribute_rules.sync_skips(o, behaviour.array_max_length) if sync else frozenset()
+        for i, o in attr_objs
+    }
 
     entry = LedgerEntry(endpoint, _accepted(fault), dropped=dropped, fault=fault)
     counts = dict.fromkeys(ARRAYS, 0)
@@ -149,9 +164,11 @@ def track(store: Store, body: Any, behaviour: Behaviour, *, endpoint: str, sync:
                 applied = {"array": name, "index": i, "identifier": ident, "object": obj}
                 if name == "attributes":
                     skip = next(iter(ident)) if not rules.primary_keys(obj) else None
-                    entry.data_points += _apply_attributes(s, pid, obj, behaviour, skip, drops[i])
+                    entry.data_points += _apply_attributes(s, pid, obj, behaviour, skip, drops[i] | skips[i])
                     if drops[i]:
                         applied["nested_dropped"] = sorted(drops[i])
+                    if skips[i]:
+                        applied["not_updated"] = sorted(skips[i])
                 elif name == "events":
                     t = rules.clamp_time(obj["time"], now)
                     s.touch(pid)
@@ -185,7 +202,9 @@ def _sync_user(store: Store, array: str, pid: int, obj: dict[str, Any]) -> dict[
     if array == "attributes":
         attrs = view["attributes"]
         user["custom_attributes"] = {
-            k: attrs.get(k) for k in obj if k not in rules.CONTROL_KEYS and k not in rules.STANDARD_FIELDS
+            k: attrs.get(k)
+            for k in obj
+            if k not in rules.CONTROL_KEYS and k not in attribute_rules.STANDARD_FIELDS
         }
     elif array == "events":
         agg = view["custom_events"][obj["name"]]
@@ -196,6 +215,11 @@ def _sync_user(store: Store, array: str, pid: int, obj: dict[str, Any]) -> dict[
     return user
 
 
+# Braze's answer to a canvas_id it has no Canvas for, as recorded from the live API (braze_ruby VCR
+# cassette canvas/details/returns_error_when_no_canvas: 400 with this message for `canvas_id=non-existing`).
+# The docs publish no text for /canvas/trigger/send with an unknown or non-API-triggered Canvas; the errors
+# page's nearest row is the campaign one ("400 Invalid Campaign ID: No messaging API campaign was found"),
+# so a 400 in the fatal `message` envelope, with the text Braze was seen to use for an unknown Canvas id.
 _CANVAS_ID_MSG = "canvas_id must be a string of the Canvas api identifier"
 _NOTICES = {
     "paused": "The Canvas is paused. Resume the Canvas to ensure trigger requests will take effect.",
@@ -203,13 +227,18 @@ _NOTICES = {
 }
 
 
-def canvas_trigger(store: Store, body: Any, behaviour: Behaviour, *, endpoint: str, dropped: bool = False,
-                   fault: str | None = None) -> Result:  # fmt: skip
+def canvas_trigger(store: Store, body: Any, behaviour: Behaviour, workspace: Workspace, *, endpoint: str,
+                   dropped: bool = False, fault: str | None = None) -> Result:  # fmt: skip
     """POST /canvas/trigger/send."""
     if not isinstance(body, dict):
         return _fail(endpoint, 400, rules.MALFORMED_JSON_BODY, store, fault)
     canvas_id = body.get("canvas_id")
-    if not isinstance(canvas_id, str) or not canvas_id:
+    # Missing, not a string, or no Canvas of the workspace has that id.
+    if (
+        not isinstance(canvas_id, str)
+        or not canvas_id
+        or (state := workspace.canvas_state(canvas_id)) is None
+    ):
         return _fail(endpoint, 400, {"message": _CANVAS_ID_MSG}, store, fault)
     recipients = body.get("recipients")
     if recipients is not None and not isinstance(recipients, list):
@@ -234,7 +263,6 @@ def canvas_trigger(store: Store, body: Any, behaviour: Behaviour, *, endpoint: s
         if err:
             return _fail(endpoint, 400, {"message": err}, store, fault)
     dispatch_id = uuid.uuid4().hex
-    state = behaviour.canvases.get(canvas_id, "active")
     reply: dict[str, Any] = {}
     if state in _NOTICES:
         reply["notice"] = _NOTICES[state]
@@ -255,13 +283,16 @@ def canvas_trigger(store: Store, body: Any, behaviour: Behaviour, *, endpoint: s
                 if pid is None:
                     continue
                 attrs = rec.get("attributes")
+                ignored = messaging_rules.IGNORED_RECIPIENT_ATTRIBUTES & set(attrs or ())
                 if isinstance(attrs, dict):
-                    entry.data_points += _apply_attributes(s, pid, attrs, behaviour, None, drop)
+                    entry.data_points += _apply_attributes(s, pid, attrs, behaviour, None, drop | ignored)
                 ctx = {**top, **(rec.get("context") or rec.get("canvas_entry_properties") or {})}
                 ident = _identifier(rec, ("external_user_id", "user_alias", "braze_id", "email"))
                 sent.append({"identifier": ident, "context": ctx})
                 if drop:
                     sent[-1]["nested_dropped"] = sorted(drop)
+                if ignored:
+                    sent[-1]["ignored"] = sorted(ignored)
             store.counter += 1
             store.add_dispatch(dispatch_id, canvas_id, broadcast, sent, store.counter)
         entry.counts = {"recipients": len(sent)}

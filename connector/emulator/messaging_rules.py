@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from connector.emulator.rules import (
-    CONTEXT_BYTES,
-    ERR_EMAIL,
-    check_attribute_fields,
-    json_size,
-    parse_time,
-    valid_email,
-)
+from connector.emulator.attribute_rules import check_attribute_fields
+from connector.emulator.rules import CONTEXT_BYTES, ERR_EMAIL, json_size, parse_time, valid_email
 
+# "By default, subscription groups cannot be updated this way" (post_send_triggered_canvases.md, "Attributes
+# object for Canvas"). No error is documented for it and the page lists none for the send, so Braze takes
+# the request and leaves the groups alone: the emulator neither checks nor applies them (the ledger lists
+# them under `ignored`), and still sends the Canvas and applies the other attributes.
+IGNORED_RECIPIENT_ATTRIBUTES = frozenset({"subscription_groups"})
+APPLE_PUSH_BYTES = 1912  # "JSON payload is more than 1,912 bytes" (errors.md), compact UTF-8 JSON here
+RESERVED_EXTRA_KEYS = frozenset({"ab", "aps"})
 PRIORITIZATION_VALUES = frozenset(("identified", "unidentified", "most_recently_updated", "least_recently_updated"))
 
 
@@ -51,7 +52,8 @@ def check_recipient(rec: Any) -> str | None:
     if rec.get("attributes") is not None:
         if not isinstance(rec["attributes"], dict):
             return "'attributes' must be an object"
-        err = check_attribute_fields(rec["attributes"])
+        attrs = {k: v for k, v in rec["attributes"].items() if k not in IGNORED_RECIPIENT_ATTRIBUTES}
+        err = check_attribute_fields(attrs)
         if err:
             return f"Invalid recipient attributes: {err}"
     for key in ("context", "canvas_entry_properties", "trigger_properties"):
@@ -84,8 +86,23 @@ def check_live_activity(body: dict[str, Any]) -> str | None:
         if body.get(key) is not None and parse_time(body[key]) is None:
             return f"'{key}' must be an ISO-8601 date"
     if body.get("notification") is not None:
-        if not isinstance(body["notification"], dict):
-            return "'notification' must be an apple_push object"
-        if json_size(body["notification"]) > 1912:
-            return "Apple Push Length Exceeded"
+        return check_apple_push(body["notification"])
+    return None
+
+
+def check_apple_push(push: Any) -> str | None:
+    """Validate a live activity `notification` (an apple_push object); return a 400 message or None.
+
+    The texts Braze names are used as they are (errors.md): `extra` that is not a dictionary is "Invalid
+    Extra Push Payload", a payload over 1,912 bytes "Apple Push Length Exceeded". apple_object.md also
+    rejects the keys `ab` and `aps` in `extra` (Braze's own); no text is given, so the same `extra` error.
+    A `notification` that is not an object has no named error either: a 400 in the same envelope, saying so.
+    """
+    if not isinstance(push, dict):
+        return "'notification' must be an apple_push object"
+    extra = push.get("extra")
+    if "extra" in push and (not isinstance(extra, dict) or RESERVED_EXTRA_KEYS & set(extra)):
+        return "Invalid Extra Push Payload"
+    if json_size(push) > APPLE_PUSH_BYTES:
+        return "Apple Push Length Exceeded"
     return None

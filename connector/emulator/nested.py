@@ -4,7 +4,8 @@ Braze does not reject an object for a bad nested value: "all nested custom attri
 request will be dropped from processing" (post_user_track.md, braze-api.md §1.6, §3.3). The same FAQ
 then says this "applies to all nested structures within that specific attribute", so the scope is a
 switch: `request` (default) drops every nested update of the request, `attribute` only the offending
-attribute's. The object itself is still processed and counted, and the reply carries no error.
+attribute's. The object itself is still processed and counted, and the reply carries no error. A nested
+date `{"$time": ...}` that is null or not a valid time is such an invalid value (the FAQ names both).
 """
 
 from __future__ import annotations
@@ -12,15 +13,33 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from connector.emulator.rules import MAX_STRING, NESTED_BYTES, is_nested, json_size, parse_time
+from connector.emulator.attribute_rules import is_nested
+from connector.emulator.rules import MAX_STRING, NESTED_BYTES, json_size, parse_time
 
 NestedScope = Literal["request", "attribute"]
 NESTED_SCOPES: tuple[str, ...] = ("request", "attribute")
 _OPS = frozenset({"$add", "$remove", "$update"})
+MAX_NESTED_YEAR = 3000
 
 
 def _bad_key(k: Any) -> bool:
     return not isinstance(k, str) or not k or " " in k or "." in k or k.startswith("$") or len(k) > MAX_STRING
+
+
+def _check_time(value: Any, path: str) -> str | None:
+    """A nested date `{"$time": ...}`: a parseable time string, never null (braze-api.md §3.3).
+
+    A year outside 0..3000 parses, but Braze does not store such a nested date ("For nested dates, a year
+    < 0 or > 3000 is not stored"); the docs give no finer rule, so it counts as the invalid value that drops
+    the nested updates, the only behaviour documented for a nested value Braze does not take.
+    """
+    dt = parse_time(value)
+    if dt is None:
+        kind = "a null" if value is None else "an invalid"
+        return f"'{path}' has {kind} '$time' value"
+    if dt.year > MAX_NESTED_YEAR:
+        return f"'{path}' has a '$time' year after {MAX_NESTED_YEAR}"
+    return None
 
 
 def _check_value(value: Any, path: str) -> str | None:
@@ -28,7 +47,7 @@ def _check_value(value: Any, path: str) -> str | None:
         return f"Nested custom attribute '{path}' has a null value"
     if isinstance(value, dict):
         if set(value) == {"$time"}:
-            return None if parse_time(value["$time"]) else f"'{path}' has an invalid '$time' value"
+            return _check_time(value["$time"], path)
         for k, v in value.items():
             if _bad_key(k):
                 return f"Nested custom attribute '{path}' has an invalid key '{str(k)[:64]}'"

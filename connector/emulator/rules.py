@@ -1,5 +1,7 @@
 """Braze's object rules as the emulator enforces them: identifiers, formats, sizes and error texts.
 
+Attributes objects (standard fields, custom attributes, subscription groups) are in attribute_rules.py.
+
 The emulator is an independent oracle, so these rules are written from ../shared/braze-api.md and the
 recorded responses, not imported from the connector. Error `type` strings are prose, like the real API.
 """
@@ -7,13 +9,14 @@ recorded responses, not imported from the connector. Error `type` strings are pr
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 import orjson
 
 MAX_TRACK_OBJECTS = 75
+MAX_TRACK_OBJECTS_MAU = 50  # MAU CY 24-25 contracts (post_user_track.md), the `combined50` batching
 MAX_RECIPIENTS = 50
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_STRING = 255
@@ -50,10 +53,6 @@ CONTROL_KEYS = frozenset(
         "app_id",
     }
 )
-# Standard fields that cost no data point (subscription state, push tokens).
-FREE_FIELDS = frozenset({"email_subscribe", "push_subscribe", "subscription_groups", "push_tokens"})
-SUBSCRIBE_STATES = frozenset({"opted_in", "subscribed", "unsubscribed"})
-GENDERS = frozenset({"M", "F", "O", "N", "P"})
 RESERVED_EVENT_KEYS = frozenset({"time", "event_name"})
 RESERVED_PURCHASE_KEYS = frozenset({"time", "event_name", "product_id", "quantity", "price", "currency"})
 
@@ -182,111 +181,8 @@ def valid_email(value: Any) -> bool:
     return isinstance(value, str) and len(value) <= MAX_STRING and bool(_EMAIL_RE.match(value))
 
 
-def _check_key(key: Any) -> str | None:
-    if not isinstance(key, str) or not key or len(key) > MAX_STRING or key.startswith("$"):
-        return f"'{str(key)[:64]}' is not a valid custom attribute name"
-    return None
-
-
-def _check_standard(key: str, value: Any) -> str | None:
-    if value is None:
-        return None
-    if key == "email":
-        return None if valid_email(value) else ERR_EMAIL
-    if key == "gender":
-        return None if isinstance(value, str) and value.upper() in GENDERS else "'gender' is not valid"
-    if key == "dob":
-        try:
-            date.fromisoformat(value)
-            return None if re.match(r"^\d{4}-\d\d-\d\d$", value) else "'dob' must be YYYY-MM-DD"
-        except (TypeError, ValueError):
-            return "'dob' must be YYYY-MM-DD"
-    if key in ("email_subscribe", "push_subscribe"):
-        if not isinstance(value, str) or value not in SUBSCRIBE_STATES:
-            return f"'{key}' must be one of 'subscribed', 'unsubscribed' or 'opted_in'"
-    if key == "current_location":
-        ok = isinstance(value, dict) and all(
-            isinstance(value.get(c), int | float) and not isinstance(value.get(c), bool)
-            for c in ("longitude", "latitude")
-        )
-        return None if ok else "'current_location' must be an object with 'longitude' and 'latitude'"
-    if key == "push_tokens":
-        return _check_push_tokens(value)
-    if key == "subscription_groups":
-        ok = isinstance(value, list) and all(
-            isinstance(g, dict)
-            and "subscription_group_id" in g
-            and g.get("subscription_state") in ("subscribed", "unsubscribed")
-            for g in value
-        )
-        return (
-            None
-            if ok
-            else "'subscription_groups' must be an array of objects with 'subscription_group_id' and 'subscription_state'"
-        )
-    return None
-
-
-STANDARD_FIELDS = frozenset(
-    {
-        "first_name", "last_name", "home_city", "email", "phone", "country", "language", "dob", "gender",
-        "time_zone", "email_subscribe", "push_subscribe", "email_open_tracking_disabled",
-        "email_click_tracking_disabled", "date_of_first_session", "date_of_last_session",
-        "marked_email_as_spam_at", "current_location", "push_tokens", "subscription_groups", "facebook", "twitter",
-    }
-)  # fmt: skip
-
-
-def is_nested(key: str, value: Any) -> bool:
-    """Whether `key: value` in an attributes object is a nested custom attribute update (see nested.py)."""
-    if key in CONTROL_KEYS or key in STANDARD_FIELDS:
-        return False
-    if isinstance(value, dict):
-        keys = set(value)
-        return not (keys == {"inc"} or (keys and keys <= {"add", "remove"}))
-    if isinstance(value, list):
-        return any(isinstance(v, dict | list) for v in value)
-    return False
-
-
-def _check_push_tokens(value: Any) -> str | None:
-    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
-        return "'push_tokens' must be an array of objects"
-    for t in value:
-        if not isinstance(t.get("app_id"), str) or not t["app_id"]:
-            return "push token 'app_id' must be a valid app identifier"
-        if not isinstance(t.get("token"), str) or not t["token"]:
-            return "push token 'token' must be a string"
-        device = t.get("device_id")
-        if device is not None and not (isinstance(device, str) and 8 <= len(device.encode("utf-8")) <= 255):
-            return "push token 'device_id' must be between 8 and 255 bytes"
-    return None
-
-
-def _check_custom(key: str, value: Any) -> str | None:
-    """Scalar and scalar-array custom attributes; nested ones are checked (and dropped) by nested.py."""
-    if isinstance(value, str):
-        return None if len(value) <= MAX_STRING else f"'{key}' is longer than {MAX_STRING} characters"
-    if isinstance(value, dict):
-        if set(value) == {"inc"}:
-            inc = value["inc"]
-            ok = isinstance(inc, int | float) and not isinstance(inc, bool)
-            return None if ok else f"'{key}' increment must be a number"
-        for op in value:  # {"add", "remove"}
-            if not isinstance(value[op], list):
-                return f"'{key}' {op} must be an array"
-            if any(isinstance(v, str) and len(v) > MAX_STRING for v in value[op]):
-                return f"'{key}' has a value longer than {MAX_STRING} characters"
-        return None
-    if isinstance(value, list):
-        if json_size(value) > NESTED_BYTES:
-            return f"Array custom attribute '{key}' is larger than 100 KB"
-        if any(isinstance(v, str) and len(v) > MAX_STRING for v in value):
-            return f"'{key}' has a value longer than {MAX_STRING} characters"
-    return None
-
-
-def _check_object(obj: Any, what: str) -> str | None:
+def check_object(obj: Any, what: str) -> str | None:
+    """A JSON object with a valid identifier, or the error type."""
     if not isinstance(obj, dict):
         return f"{what} object must be a JSON object"
     return _check_identifier(obj)
@@ -296,25 +192,6 @@ def _check_time(obj: dict[str, Any]) -> str | None:
     if obj.get("time") is None:
         return "'time' is required"
     return None if parse_time(obj["time"]) is not None else "'time' is not valid"
-
-
-def check_attribute_fields(obj: dict[str, Any]) -> str | None:
-    """Validate the fields of an attributes object (not its identifier); nested values are left to nested.py."""
-    for key, value in obj.items():
-        if key in CONTROL_KEYS:
-            continue
-        if key in STANDARD_FIELDS:
-            err = _check_standard(key, value)
-        else:
-            err = _check_key(key) or (None if is_nested(key, value) else _check_custom(key, value))
-        if err:
-            return err
-    return None
-
-
-def check_attributes(obj: Any) -> str | None:
-    """Validate one attributes object; return Braze's prose error type, or None when valid."""
-    return _check_object(obj, "Attributes") or check_attribute_fields(obj)
 
 
 def _check_properties(props: Any, reserved: frozenset[str], max_bytes: int) -> str | None:
@@ -338,7 +215,7 @@ def _check_properties(props: Any, reserved: frozenset[str], max_bytes: int) -> s
 
 def check_event(obj: Any) -> str | None:
     """Validate one event object; return the error type or None."""
-    err = _check_object(obj, "Event")
+    err = check_object(obj, "Event")
     if err:
         return err
     name = obj.get("name")
@@ -353,7 +230,7 @@ def check_event(obj: Any) -> str | None:
 
 def check_purchase(obj: Any) -> str | None:
     """Validate one purchase object; return the error type or None."""
-    err = _check_object(obj, "Purchase")
+    err = check_object(obj, "Purchase")
     if err:
         return err
     pid = obj.get("product_id")
@@ -372,6 +249,3 @@ def check_purchase(obj: Any) -> str | None:
     return _check_time(obj) or _check_properties(
         obj.get("properties"), RESERVED_PURCHASE_KEYS, PURCHASE_PROPERTIES_BYTES
     )
-
-
-CHECKS = {"attributes": check_attributes, "events": check_event, "purchases": check_purchase}

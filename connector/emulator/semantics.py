@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from connector.emulator.rules import FREE_FIELDS, format_time, parse_time
+from connector.emulator.attribute_rules import FREE_FIELDS
+from connector.emulator.rules import format_time, parse_time
 
 _COUNTRIES = {
     "australia": "AU",

@@ -15,14 +15,15 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 from aiohttp import web
 
-from connector.emulator.app import EmulatorApp, EmulatorConfig, parse_api_keys
-from connector.emulator.handlers import Behaviour
+from connector.emulator.app import EmulatorApp, EmulatorConfig
+from connector.emulator.handlers import BATCHING_MODES, Batching, Behaviour
 from connector.emulator.nested import NESTED_SCOPES, NestedScope
 from connector.emulator.store import Store
+from connector.emulator.workspace import Workspace, parse_api_keys, parse_canvases
 
 logger = logging.getLogger(__name__)
 
@@ -30,36 +31,44 @@ logger = logging.getLogger(__name__)
 def build_config(
     *,
     api_keys: Any = ("test-key",),
-    batching: Literal["combined", "per_array"] = "combined",
+    sync_beta: bool = False,
+    batching: Batching = "combined",
     rate_limits: dict[str, Any] | None = None,
     latency_ms: float = 0.0,
     fault_rate: float = 0.0,
     faults: dict[str, float] | None = None,
     seed: int = 0,
-    canvases: dict[str, str] | None = None,
+    canvases: Any = None,
+    accept_any_canvas: bool = False,
     array_max_length: int = 500,
     slow_ms: float = 1500.0,
     burst_429: int = 1,
     nested_invalid: NestedScope = "request",
 ) -> EmulatorConfig:
-    """Validate options and build the app config (ValueError with a clear message when one is wrong)."""
-    if batching not in ("combined", "per_array"):
-        raise ValueError(f"batching must be 'combined' or 'per_array', not {batching!r}")
-    for cid, state in (canvases or {}).items():
-        if state not in ("active", "paused", "archived"):
-            raise ValueError(f"canvas {cid}: state must be active, paused or archived, not {state!r}")
+    """Validate options and build the app config (ValueError with a clear message when one is wrong).
+
+    `api_keys`: strings `KEY` or `KEY:perm1,perm2`, or a dict key -> permissions (None = a plain key).
+    A plain key may call every endpoint but the beta `/users/track/sync`; `sync_beta=True` grants that one
+    to every key. `canvases`: the Canvas ids `/canvas/trigger/send` accepts, as `ID` / `ID=state` strings or
+    a dict id -> active|paused|archived; `accept_any_canvas=True` accepts any id (as active).
+    """
+    if batching not in BATCHING_MODES:
+        raise ValueError(f"batching must be one of {', '.join(BATCHING_MODES)}, not {batching!r}")
     if nested_invalid not in NESTED_SCOPES:
         raise ValueError(f"nested_invalid must be 'request' or 'attribute', not {nested_invalid!r}")
     keys = parse_api_keys(api_keys)
     if not keys:
         raise ValueError("at least one API key is required")
-    return EmulatorConfig(
+    workspace = Workspace(
         api_keys=keys,
+        sync_beta=bool(sync_beta),
+        canvases=parse_canvases(canvases),
+        accept_any_canvas=bool(accept_any_canvas),
+    )
+    return EmulatorConfig(
+        workspace=workspace,
         behaviour=Behaviour(
-            batching=batching,
-            array_max_length=array_max_length,
-            canvases=dict(canvases or {}),
-            nested_invalid=nested_invalid,
+            batching=batching, array_max_length=array_max_length, nested_invalid=nested_invalid
         ),
         rate_limits=rate_limits,
         latency_ms=latency_ms,
@@ -85,18 +94,22 @@ async def _start_site(app: web.Application, host: str, port: int) -> tuple[web.A
 class EmulatorServer:
     """The emulator in a background thread with its own event loop; a context manager.
 
-    `start()` binds (port 0 = a free port) and sets `.url`; `stop()` shuts down cleanly. Helpers `stats()`,
+    Options are build_config's: `sync_beta=True` serves /users/track/sync to every key (else only keys listing
+    `users.track.sync`), `canvases=("ID", "ID2=paused")` registers Canvas ids, `accept_any_canvas=True`
+    takes any id. `start()` binds (port 0 = a free port) and sets `.url`; `stop()` shuts down cleanly. Helpers `stats()`,
     `ledger()`, `user()`, `reset()` call the inspection endpoints with the first API key.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, db: str = ":memory:", api_keys: Any = ("test-key",),
-                 ledger_detail: str = "full", **options: Any) -> None:  # fmt: skip
+                 ledger_detail: str = "full", *, sync_beta: bool = False, canvases: Any = None,
+                 accept_any_canvas: bool = False, **options: Any) -> None:  # fmt: skip
         self.host = host
         self.port = port
         self.db = db
         self.ledger_detail = ledger_detail
-        self.config = build_config(api_keys=api_keys, **options)
-        self.api_key = next(iter(self.config.api_keys))
+        self.config = build_config(api_keys=api_keys, sync_beta=sync_beta, canvases=canvases,
+                                   accept_any_canvas=accept_any_canvas, **options)  # fmt: skip
+        self.api_key = next(iter(self.config.workspace.api_keys))
         self.url = ""
         self.store: Store | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -372,18 +372,15 @@ class Store:
         ]
 
     def reset(self) -> None:
-        """Delete all state."""
+        """Delete all state, caches included: afterwards the store is as a fresh one (ids, seq from 1)."""
         with self._lock:
-            for table in (
-                "profiles",
-                "aliases",
-                "events",
-                "purchases",
-                "dispatches",
-                "live_activities",
-                "ledger",
-            ):
+            tables = ("profiles", "aliases", "events", "purchases", "dispatches", "live_activities", "ledger")
+            for table in tables:
                 self.conn.execute(f"DELETE FROM {table}")
+            self.conn.execute("DELETE FROM sqlite_sequence WHERE name = 'ledger'")
+            # The identifier -> profile cache would send a returning user to a deleted profile.
+            self._drop_caches()
+            self.counter = 0
 
     def close(self) -> None:
         """Close the connection."""

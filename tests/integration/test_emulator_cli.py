@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -62,6 +63,8 @@ def test_default_dev_key_and_bad_options() -> None:
 
 def test_new_options_over_the_cli() -> None:
     args = (
+        "--canvas",
+        "c",
         "--rate-limit",
         "broadcast_audience=1/3600",
         "--fault",
@@ -110,3 +113,43 @@ def test_latency_ms_option_delays_every_request_without_serialising() -> None:
         assert wall < 1.5  # 3 x latency; one at a time would take 10 s
         stats = requests.get(proc.url + "/_emulator/stats", headers=h, timeout=10).json()
         assert stats["requests"]["/users/track"] == {"201": 20}
+
+
+def test_sync_beta_canvas_and_batching_options_over_the_cli() -> None:
+    sync = {"attributes": [{"external_id": "s", "a": 1}]}
+
+    def call(url: str, path: str, body: object, key: str) -> requests.Response:
+        return requests.post(url + path, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+
+    keys = ("plain", "syncer:users.track.sync")
+    with start_subprocess("--canvas", "c1", "--canvas", "c2=paused", "--batching", "combined50", api_keys=keys) as p:
+        assert call(p.url, "/users/track/sync", sync, "plain").json() == {"message": "Access Denied"}
+        assert call(p.url, "/users/track/sync", sync, "syncer").status_code == 201
+        assert call(p.url, "/canvas/trigger/send", {"canvas_id": "c1", "broadcast": True}, "plain").status_code == 201
+        r = call(p.url, "/canvas/trigger/send", {"canvas_id": "c2", "broadcast": True}, "plain")
+        assert "paused" in r.json()["notice"]
+        r = call(p.url, "/canvas/trigger/send", {"canvas_id": "c3", "broadcast": True}, "plain")
+        assert (r.status_code, r.json()) == (400, {"message": "canvas_id must be a string of the Canvas api identifier"})
+        big = {"attributes": [{"external_id": f"u{i}", "a": i} for i in range(51)]}
+        assert call(p.url, "/users/track", big, "plain").json() == {"message": "Max Input Length Exceeded"}
+        r = requests.get(p.url + "/segments/list", headers={"Authorization": "Bearer plain"}, timeout=10)
+        assert r.status_code == 404 and "POST /users/track/sync" in r.json()["served"]
+    with start_subprocess("--sync-beta", "--accept-any-canvas", api_keys=("plain",)) as p:
+        assert call(p.url, "/users/track/sync", sync, "plain").status_code == 201
+        assert call(p.url, "/canvas/trigger/send", {"canvas_id": "any", "broadcast": True}, "plain").status_code == 201
+    for bad, shown in (
+        (["--canvas", "c=stopped"], "--canvas 'c=stopped'"),
+        (["--batching", "combined25"], "--batching 'combined25'"),
+        (["--api-key", "k:users.track.synx"], "unknown permission users.track.synx"),
+    ):
+        res = subprocess.run([sys.executable, "-m", "connector", "emulator", "--port", "0", *bad],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert res.returncode == 2 and shown in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+def test_help_names_the_new_options() -> None:
+    res = subprocess.run([sys.executable, "-m", "connector", "emulator", "--help"], capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+    assert res.returncode == 0
+    for text in ("--sync-beta", "--accept-any-canvas", "--canvas", "combined50", "users.track.sync"):
+        assert text in res.stdout, text

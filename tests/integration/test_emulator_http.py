@@ -223,7 +223,7 @@ def test_sync_one_object_and_echo(emulator: EmulatorServer) -> None:
 
 
 def test_canvas_trigger_rules(emulator_factory: Any) -> None:
-    s = emulator_factory(canvases={"paused-c": "paused", "old-c": "archived"})
+    s = emulator_factory(canvases={"c": "active", "c1": "active", "paused-c": "paused", "old-c": "archived"})
     assert post(s, "/users/track", {"attributes": attrs(2)}).status_code == 201
     r = post(
         s,

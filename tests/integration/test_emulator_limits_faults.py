@@ -42,11 +42,13 @@ def test_rate_limit_headers_and_429(emulator_factory: Any) -> None:
     assert s.stats()["requests"]["/users/track"] == {"201": 6, "429": 1}
 
 
-def test_send_endpoints_share_a_bucket(emulator: EmulatorServer) -> None:
+def test_send_endpoints_share_a_bucket(emulator_factory: Any) -> None:
+    emulator = emulator_factory(canvases=("c",))
     r1 = post(emulator, "/canvas/trigger/send", {"canvas_id": "c", "recipients": [{"external_user_id": "u"}]})
     r2 = post(
         emulator, "/messages/live_activity/update", {"app_id": "a", "activity_id": "b", "content_state": {}}
     )
+    assert r1.status_code == r2.status_code == 201
     assert r1.headers["X-RateLimit-Limit"] == r2.headers["X-RateLimit-Limit"] == "250000"
     assert int(r2.headers["X-RateLimit-Remaining"]) == int(r1.headers["X-RateLimit-Remaining"]) - 1
     assert int(r1.headers["X-RateLimit-Reset"]) % 3600 == 0  # hourly windows reset on the clock hour
@@ -107,7 +109,7 @@ def _mixed_request(server: EmulatorServer, i: int) -> tuple[int, float]:
 
 
 def test_latency_ms_does_not_serialise_concurrent_requests(emulator_factory: Any) -> None:
-    s = emulator_factory(latency_ms=LATENCY_MS)
+    s = emulator_factory(latency_ms=LATENCY_MS, canvases=("c",))
     n = 20
     start = time.monotonic()
     with ThreadPoolExecutor(max_workers=n) as pool:
@@ -166,7 +168,8 @@ def _broadcast(s: EmulatorServer, canvas: str = "c", audience: Any = None) -> re
     return post(s, "/canvas/trigger/send", body)
 
 
-def test_broadcast_limit_per_unique_audience(emulator: EmulatorServer) -> None:
+def test_broadcast_limit_per_unique_audience(emulator_factory: Any) -> None:
+    emulator = emulator_factory(canvases=("c", "other"))
     if time.time() % 60 > 55:  # keep the eleven calls inside one minute window
         time.sleep(60 - time.time() % 60 + 0.05)
     seen = [_broadcast(emulator) for _ in range(10)]
@@ -191,7 +194,9 @@ def test_broadcast_limit_per_unique_audience(emulator: EmulatorServer) -> None:
 
 
 def test_broadcast_limit_across_audiences_and_overrides(emulator_factory: Any) -> None:
-    s = emulator_factory(rate_limits={"broadcast": (3, 3600), "broadcast_audience": "2/3600"})
+    s = emulator_factory(
+        rate_limits={"broadcast": (3, 3600), "broadcast_audience": "2/3600"}, canvases=("c", "b", "d")
+    )
     one = {"AND": [{"push_subscription_status": {"comparison": "is", "value": "opted_in"}}, {"x": 1, "y": 2}]}
     same = {
         "AND": [{"push_subscription_status": {"value": "opted_in", "comparison": "is"}}, {"y": 2, "x": 1}]
@@ -210,7 +215,7 @@ def test_broadcast_limit_across_audiences_and_overrides(emulator_factory: Any) -
 
 
 def test_queued_fault_applies_and_answers_202(emulator_factory: Any) -> None:
-    s = emulator_factory(faults={"202": 1.0})
+    s = emulator_factory(faults={"202": 1.0}, canvases=("c",))
     mixed = {"attributes": [{"external_id": "u", "n": 1}, {"external_id": "v", "email": "bad"}]}
     r = post(s, body=mixed)
     assert (r.status_code, r.json()) == (202, {"message": "queued"})  # no per-object errors when queued

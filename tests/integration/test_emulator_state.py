@@ -211,3 +211,27 @@ def test_ledger_detail_ids_and_none(emulator_factory: Any) -> None:
     track(none, **body)
     entry = none.ledger()[0]
     assert entry["applied"] == [] and entry["objects"]["attributes"] == 1
+
+
+def test_reset_forgets_identifiers_so_a_returning_user_is_written_again(emulator_factory: Any) -> None:
+    # Regression: the identifier -> profile cache outlived a reset, so a user seen before was written to
+    # the deleted profile (and vanished) instead of a new one.
+    s = emulator_factory(canvases=("c",))
+    h = {"Authorization": f"Bearer {s.api_key}"}
+    alias = {"alias_name": "dev", "alias_label": "device"}
+    track(s, attributes=[{"external_id": "u", "plan": "gold"},
+                         {"user_alias": alias, "_update_existing_only": False, "seen": True}])  # fmt: skip
+    assert s.user("external_id", "u") is not None
+    s.reset()
+    assert s.user("external_id", "u") is None and s.ledger() == [] and s.stats()["data_points"] == 0
+    track(s, attributes=[{"external_id": "u", "plan": "silver"}])
+    assert attrs_of(s, "u") == {"plan": "silver"}
+    track(s, attributes=[{"user_alias": alias, "_update_existing_only": False, "seen": False}])
+    assert s.user("user_alias", "dev|device")["attributes"] == {"seen": False}
+    r = requests.post(s.url + "/users/track/sync", json={"events": [{"external_id": "u", "name": "e", "time": T1}]},
+                      headers=h, timeout=10)  # fmt: skip
+    assert r.json()["users"][0]["custom_events"][0]["count"] == 1
+    body = {"canvas_id": "c", "recipients": [{"external_user_id": "u"}]}
+    assert requests.post(s.url + "/canvas/trigger/send", json=body, headers=h, timeout=10).status_code == 201
+    assert len(s.dispatches()[0]["recipients"]) == 1  # the returning user exists again for the send
+    assert [e["seq"] for e in s.ledger()] == [1, 2, 3, 4]  # numbering restarts like a fresh emulator

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connector.emulator import messaging_rules, rules
-from connector.emulator.app import parse_api_keys
+from connector.emulator import attribute_rules, messaging_rules, rules
 from connector.emulator.faults import FaultInjector, parse_fault
 from connector.emulator.limits import RateLimits, parse_rate_limit
 from connector.emulator.semantics import apply_attribute, deep_merge
+from connector.emulator.workspace import parse_api_keys
 
 
 @pytest.mark.parametrize(
@@ -56,16 +56,16 @@ def test_clamp_future() -> None:
 
 
 def test_identifier_rules() -> None:
-    assert rules.check_attributes({"x": 1}) == rules.ERR_IDENTIFIER
+    assert attribute_rules.check_attributes({"x": 1}) == rules.ERR_IDENTIFIER
     assert (
-        rules.check_attributes({"external_id": "a", "user_alias": {"alias_name": "n", "alias_label": "l"}})
+        attribute_rules.check_attributes({"external_id": "a", "user_alias": {"alias_name": "n", "alias_label": "l"}})
         == rules.ERR_MULTIPLE
     )
-    assert rules.check_attributes({"external_id": 12345}) is None  # Braze accepts numeric ids
-    assert rules.check_attributes({"email": "bad"}) == rules.ERR_EMAIL
-    assert rules.check_attributes({"phone": "+14155550100"}) is None
-    assert rules.check_attributes({"user_alias": {"alias_name": "n"}}) is not None
-    assert rules.check_attributes({"external_id": "é" * 494}) is not None  # 988 bytes
+    assert attribute_rules.check_attributes({"external_id": 12345}) is None  # Braze accepts numeric ids
+    assert attribute_rules.check_attributes({"email": "bad"}) == rules.ERR_EMAIL
+    assert attribute_rules.check_attributes({"phone": "+14155550100"}) is None
+    assert attribute_rules.check_attributes({"user_alias": {"alias_name": "n"}}) is not None
+    assert attribute_rules.check_attributes({"external_id": "é" * 494}) is not None  # 988 bytes
 
 
 def test_recipient_rules() -> None:
@@ -216,7 +216,7 @@ def test_unhashable_subscribe_states_and_overflowing_times_are_errors_not_crashe
     assert parse_time("9999-12-31T23:59:59-23:59") is None
     for key in ("email_subscribe", "push_subscribe"):
         for bad in ({"a": 1}, ["subscribed"]):
-            assert rules._check_standard(key, bad) == f"'{key}' must be one of 'subscribed', 'unsubscribed' or 'opted_in'"
+            assert attribute_rules.check_standard(key, bad) == f"'{key}' must be one of 'subscribed', 'unsubscribed' or 'opted_in'"
 
 
 @pytest.mark.parametrize(
@@ -234,3 +234,65 @@ def test_canvas_prioritization_values(prioritization: Any, ok: bool) -> None:
     rec = {"email": "a@example.com", "prioritization": prioritization}
     err = messaging_rules.check_recipient(rec)
     assert (err is None) is ok, err
+
+
+def test_workspace_permissions_and_the_sync_beta() -> None:
+    from connector.emulator.workspace import Workspace
+
+    keys = parse_api_keys(["plain", "syncer:users.track.sync", "both:users.track,users.track.sync", "a:b:c"])
+    assert keys["a:b:c"] is None  # not a permission list: a plain key that contains ':'
+    ws = Workspace(api_keys=keys)
+    assert [ws.allows("plain", e) for e in ("users_track", "users_track_sync", "canvas_trigger_send")] == [
+        True, False, True,
+    ]  # fmt: skip
+    assert (ws.allows("syncer", "users_track_sync"), ws.allows("syncer", "users_track")) == (True, False)
+    assert ws.allows("both", "users_track") and ws.allows("both", "users_track_sync")
+    beta = Workspace(api_keys=keys, sync_beta=True)
+    assert beta.allows("plain", "users_track_sync") and not beta.allows("syncer", "users_track")
+    assert not ws.knows(None) and not ws.knows("nope") and ws.knows("plain")
+    with pytest.raises(ValueError, match="unknown permission canvas.trigger"):
+        parse_api_keys(["k:canvas.trigger"])
+
+
+def test_canvas_registry() -> None:
+    from connector.emulator.workspace import Workspace, parse_canvases
+
+    assert parse_canvases(["a", "b=paused"]) == {"a": "active", "b": "paused"}
+    assert parse_canvases({"c": "archived"}) == {"c": "archived"} and parse_canvases(None) == {}
+    assert parse_canvases("solo") == {"solo": "active"}
+    for bad in (["=paused"], ["x=gone"], {"y": "stopped"}):
+        with pytest.raises(ValueError):
+            parse_canvases(bad)
+    ws = Workspace(api_keys={"k": None}, canvases={"a": "paused"})
+    assert (ws.canvas_state("a"), ws.canvas_state("b")) == ("paused", None)
+    anyone = Workspace(api_keys={"k": None}, canvases={"a": "paused"}, accept_any_canvas=True)
+    assert (anyone.canvas_state("a"), anyone.canvas_state("b")) == ("paused", "active")
+
+
+def test_sync_skips_rule() -> None:
+    obj = {
+        "external_id": "u", "first_name": "x" * 300, "s": "x" * 256, "ok": "x" * 255, "arr": ["a", "b", "c"],
+        "dupes": ["a", "a", "b", "b"], "long": ["x" * 256], "add": {"add": ["y" * 256]}, "inc": {"inc": 1},
+        "nested": {"k": "z" * 300},
+    }  # fmt: skip
+    # Standard fields and nested attributes follow their own rules; duplicates count once.
+    assert attribute_rules.sync_skips(obj, max_len=2) == {"s", "arr", "long", "add"}
+    assert attribute_rules.check_attributes(obj, sync=True) is None
+    assert attribute_rules.check_attributes(obj) == "'s' is longer than 255 characters"
+
+
+def test_apple_push_rules() -> None:
+    check = messaging_rules.check_apple_push
+    assert check({"alert": "hi"}) is None and check({"extra": {"k": 1}}) is None
+    assert check("hi") == "'notification' must be an apple_push object"
+    assert check({"extra": 1}) == check({"extra": {"aps": 1}}) == "Invalid Extra Push Payload"
+    assert check({"alert": "x" * 1900}) is None  # 1,912 bytes exactly
+    assert check({"alert": "x" * 1901}) == "Apple Push Length Exceeded"
+
+
+def test_subscription_group_id_is_a_uuid() -> None:
+    ok = attribute_rules.valid_subscription_group_id
+    assert ok("ed06e19a-69b1-4f9b-a452-2db2c4e303a8") and ok("ED06E19A-69B1-4F9B-A452-2DB2C4E303A8")
+    for bad in ("ed06e19a69b14f9ba4522db2c4e303a8", "{ed06e19a-69b1-4f9b-a452-2db2c4e303a8}", "", None, 1,
+                "ed06e19a-69b1-4f9b-a452-2db2c4e303a8 ", "urn:uuid:ed06e19a-69b1-4f9b-a452-2db2c4e303a8"):  # fmt: skip
+        assert not ok(bad), bad

@@ -5,8 +5,7 @@ Interface:
   `submit(stream, mapped)`, `close()`, `aborted`, `abort_reason`. Requests go out in source order per
   user (schedule.OrderedQueue); Braze's per-object errors come back to the rows (outcomes.py).
 - `batching`: request bodies (75 objects per /users/track array or combined, 50 combined on MAU contracts,
-  one per sync request, 50
-  Canvas recipients, one Live Activity update), `split` of a refused request.
+  one per sync request, 50 Canvas recipients, one Live Activity update), `split` of a refused request.
 - `ratelimit.RateLimiter`: a token bucket per endpoint that learns from X-RateLimit-* headers.
 - `client.BrazeClient` / `client.client_for(pipeline, url, key, mode)`: one retry policy (tenacity),
   Braze's status table, over a transport (transport/: requests, aiohttp, or aiohttp in a child process).

@@ -81,7 +81,11 @@ def emulator_command(
         "--accept-any-canvas",
         help="Accept any canvas_id (as an active Canvas) on /canvas/trigger/send.",
     ),
-    array_max_length: int = typer.Option(500, help="Maximum length of array attributes."),
+    array_max_length: int = typer.Option(
+        500,
+        help="Maximum length of array attributes: /users/track keeps the newest values, /users/track/sync "
+        "leaves a longer array unchanged (201).",
+    ),
     slow_ms: float = typer.Option(1500.0, help="Extra latency of a 'slow' fault (ms)."),
     burst_429: int = typer.Option(
         1, help="How many 429s in a row one injected 429 fault produces (a burst)."

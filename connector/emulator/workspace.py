@@ -52,8 +52,8 @@ def parse_api_keys(keys: Any) -> dict[str, Permissions]:
             continue
         unknown = sorted(set(names) - ALL_PERMISSIONS)
         if unknown:
-            raise ValueError(
-                f"API key {key[:4]}...: unknown permission {', '.join(unknown)}; "
+            raise ValueError(  # the key itself is never shown
+                f"an API key lists the unknown permission {', '.join(unknown)}; "
                 f"use {', '.join(sorted(ALL_PERMISSIONS))}"
             )
         out[key] = frozenset(names)

@@ -313,7 +313,7 @@ def test_limiter_learns_from_headers_and_avoids_429(emulator_factory: Callable[.
 def test_concurrent_posts_at_the_configured_rate_cause_no_429(
     emulator_factory: Callable[..., EmulatorServer],
 ) -> None:
-    """16 threads against a server enforcing the same limit as the client: the limit is filled, never exceeded.
+    """16 threads against a server enforcing the same limit as the client: the limit is never exceeded.
 
     Fast run: 150 per 1 s (what the in-process emulator sustains on 2 cores alongside the client).
     BRAZE_CONNECTOR_SOAK=1: Braze's default 3,000 per 3 s with the client's default settings.
@@ -347,10 +347,10 @@ def test_concurrent_posts_at_the_configured_rate_cause_no_429(
     assert not errors
     st = server.stats()["requests"]["/users/track"]
     assert st == {"201": total}
-    rate = total / (time.monotonic() - start)
-    assert rate <= limit.requests / limit.per_seconds
-    if not SOAK:  # the in-process emulator cannot serve 1,000 requests/s on 2 cores; bench/ measures that
-        assert rate >= 0.7 * limit.requests / limit.per_seconds  # the limit was actually pushed against
+    # An upper bound only: it fails when the client bursts, never because the machine is busy. That the
+    # bucket fills the limit is shown with an injected clock (tests/unit/test_ratelimit.py) and measured
+    # at 1,000 requests/s by bench/run.py delivery.
+    assert total / (time.monotonic() - start) <= limit.requests / limit.per_seconds
 
 
 def test_base_url_must_be_https_unless_loopback() -> None:

@@ -110,7 +110,7 @@ def test_latency_ms_option_delays_every_request_without_serialising() -> None:
         wall = time.monotonic() - start
         assert [status for status, _ in results] == [201] * 20
         assert min(elapsed for _, elapsed in results) >= 0.5
-        assert wall < 1.5  # 3 x latency; one at a time would take 10 s
+        assert wall < 5.0  # one at a time would take 10 s; the margin absorbs a busy machine
         stats = requests.get(proc.url + "/_emulator/stats", headers=h, timeout=10).json()
         assert stats["requests"]["/users/track"] == {"201": 20}
 
@@ -140,11 +140,12 @@ def test_sync_beta_canvas_and_batching_options_over_the_cli() -> None:
     for bad, shown in (
         (["--canvas", "c=stopped"], "--canvas 'c=stopped'"),
         (["--batching", "combined25"], "--batching 'combined25'"),
-        (["--api-key", "k:users.track.synx"], "unknown permission users.track.synx"),
+        (["--api-key", "secret-k:users.track.synx"], "unknown permission users.track.synx"),
     ):
         res = subprocess.run([sys.executable, "-m", "connector", "emulator", "--port", "0", *bad],
                              capture_output=True, text=True, timeout=60)  # fmt: skip
         assert res.returncode == 2 and shown in res.stderr and "Traceback" not in res.stderr, res.stderr
+        assert "secret" not in res.stderr  # a key is never echoed
 
 
 def test_help_names_the_new_options() -> None:

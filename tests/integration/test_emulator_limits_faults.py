@@ -73,7 +73,7 @@ def test_error_faults_apply_nothing(emulator_factory: Any, mode: str) -> None:
 
 
 def test_slow_fault_and_latency_do_not_block_others(emulator_factory: Any) -> None:
-    s = emulator_factory(faults={"users_track:slow": 1.0}, slow_ms=800)
+    s = emulator_factory(faults={"users_track:slow": 1.0}, slow_ms=4000)
     import threading
 
     slow_status: list[int] = []
@@ -84,8 +84,9 @@ def test_slow_fault_and_latency_do_not_block_others(emulator_factory: Any) -> No
     fast = post(s, "/messages/live_activity/update", {"app_id": "a", "activity_id": "b", "content_state": {}})
     fast_elapsed = time.monotonic() - start
     t.join()
-    assert fast.status_code == 201 and fast_elapsed < 0.6
-    assert slow_status == [201] and time.monotonic() - start >= 0.8
+    # The fast answer came while the slow one was still held (4 s): generous on a busy machine.
+    assert fast.status_code == 201 and fast_elapsed < 3.0
+    assert slow_status == [201] and time.monotonic() - start >= 4.0
 
 
 LATENCY_MS = 500
@@ -117,7 +118,7 @@ def test_latency_ms_does_not_serialise_concurrent_requests(emulator_factory: Any
     wall = time.monotonic() - start
     assert [status for status, _ in results] == [201] * n
     assert min(elapsed for _, elapsed in results) >= LATENCY_MS / 1000  # every request was delayed...
-    assert wall < 3 * LATENCY_MS / 1000  # ...concurrently: serialised would take n x latency (10 s)
+    assert wall < n * LATENCY_MS / 1000 / 2  # ...concurrently: serialised would take n x latency (10 s)
     stats = s.stats()
     assert sum(sum(codes.values()) for codes in stats["requests"].values()) == n
     assert stats["objects_applied"]["attributes"] == stats["objects_applied"]["events"] == n // 4

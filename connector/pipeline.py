@@ -29,6 +29,7 @@ from connector import readers
 from connector.config import DEFAULT_RATE_LIMITS, Pipeline, Stream
 from connector.config.destination import Destination, resolve_destination
 from connector.delivery.mode import choose_mode
+from connector.delivery.sync_access import needs_probe
 from connector.delta import SKIP_UNCHANGED, open_state
 from connector.errors import ConfigError, ConnectorError
 from connector.mapping import map_chunk
@@ -116,11 +117,14 @@ def run_pipeline(
         report.add_stream(p.stream.name, p.stream.kind, p.stream.source.path)
     orphans = _note_retry(report, retry, plans) if retry is not None else 0
     chosen, reason = choose_mode(pipeline, mode, [(p.stream, p.rows, p.exact) for p in plans])
+    if offline and needs_probe(pipeline, mode, chosen):
+        reason += " (a run first probes whether the key can use /users/track/sync, a Braze beta)"
     if validate_only:
         reason = f"validate only, nothing sent (a run would use {chosen}: {reason})"
     report.set_mode(chosen, reason)
     logger.info("pipeline %s run %s: mode %s (%s)", pipeline.name, run_id, chosen, reason)
     run = _Run(pipeline, report, progress or Progress.disabled(), started, validate_only, retry)
+    run.probe_sync = not offline and needs_probe(pipeline, mode, chosen)
     if orphans:
         run.exit_code = 1  # failed rows this run cannot send: not a success
     run.delta = open_state(pipeline, read_only=offline, full=full)
@@ -194,6 +198,7 @@ class _Run:
         self.retry = retry
         self.delta: DeltaState | None = None
         self.writer: Writer | None = None
+        self.probe_sync = False  # mode auto chose sync, pending the probe of the key (run_pipeline sets it)
         self.exit_code = 0
         self._shown = dict.fromkeys(("read", "delivered", "rejected", "failed", "requests"), 0)
 
@@ -216,12 +221,16 @@ class _Run:
                         if dest.kind == "local":
                             from connector.emulator.embedded import start_embedded
 
-                            server = start_embedded(dest.api_key)
+                            server = start_embedded(dest.api_key, self.pipeline, report.add_warning)
                         url = server.url if server is not None else dest.url
                         assert url is not None and dest.api_key is not None
                         report.set_destination(dest.kind, url)
                         from connector.delivery.client import client_for
 
+                        if self.probe_sync:  # mode auto chose sync: keep it only if the key may use it
+                            from connector.delivery.sync_access import probe_mode
+
+                            mode = probe_mode(self.pipeline, url, dest.api_key, report)
                         client = client_for(self.pipeline, url, dest.api_key, mode)
                         self.writer = self._writer(client, mode, dry_run=False)
                     for plan in plans:

@@ -1,37 +1,40 @@
-"""The pipeline file: pydantic models (models.py), load_pipeline() (loading.py), the destination (destination.py).
+"""The pipeline file: pydantic models (models.py; Values and object mappings in mappings.py), load_pipeline() (loading.py), the destination (destination.py).
 
 A pipeline has one or more streams; each stream reads one source, maps its rows into one kind of Braze
 object, checks them, and delivers them to the pipeline's destination.
 """
 
 from connector.config.loading import load_pipeline, pipeline_json_schema
+from connector.config.mappings import (
+    AttributeField,
+    CanvasMapping,
+    ColumnValue,
+    EventMapping,
+    Identifier,
+    LiveActivityMapping,
+    Prioritization,
+    Properties,
+    PurchaseMapping,
+    UserAliasId,
+    Value,
+    ValueType,
+)
 from connector.config.models import (
     BULK_WORKERS,
     DEFAULT_RATE_LIMITS,
     SYNC_WORKERS,
-    AttributeField,
-    CanvasMapping,
-    ColumnValue,
     CsvOptions,
     Destination,
+    EmbeddedEmulator,
     EndpointName,
-    EventMapping,
-    Identifier,
-    LiveActivityMapping,
     ObjectKindName,
     Pipeline,
-    Prioritization,
-    Properties,
-    PurchaseMapping,
     RateLimit,
     Report,
     Retry,
     Source,
     State,
     Stream,
-    UserAliasId,
-    Value,
-    ValueType,
     Write,
 )
 
@@ -43,6 +46,7 @@ __all__ = [
     "ColumnValue",
     "CsvOptions",
     "Destination",
+    "EmbeddedEmulator",
     "EndpointName",
     "EventMapping",
     "Identifier",

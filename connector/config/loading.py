@@ -13,7 +13,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from connector.config.models import Pipeline, Value
+from connector.config.mappings import Value
+from connector.config.models import Pipeline
 from connector.errors import ConfigError
 
 

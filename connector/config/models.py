@@ -7,184 +7,22 @@ object, checks them, and delivers them to the pipeline's destination.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    field_validator,
-    model_validator,
+from pydantic import Field, PrivateAttr, field_validator, model_validator
+
+from connector.config.mappings import (
+    AttributeField,
+    CanvasMapping,
+    EventMapping,
+    Identifier,
+    LiveActivityMapping,
+    PurchaseMapping,
+    _Model,
 )
 
 ObjectKindName = Literal["attributes", "events", "purchases", "canvas_trigger", "live_activity"]
 EndpointName = Literal["users_track", "users_track_sync", "canvas_trigger_send", "live_activity_update"]
-ValueType = Literal["auto", "string", "integer", "float", "boolean", "time", "date", "array", "object"]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# --------------------------------------------------------------------------- values
-
-
-class Value(_Model):
-    """Where one value comes from: a source column or a constant (exactly one), and how to convert it.
-
-    Conversions: `type` casts the cell (`time` parses a date-time and sends ISO 8601 with an offset;
-    `date` sends YYYY-MM-DD; `array` splits a string on `split`; `object` parses a JSON string into a nested
-    object). `format` is a strptime format for time/date columns; `timezone` is the IANA zone for times
-    that carry no offset (default UTC). `on_empty` says what an empty cell does: `skip` leaves the Braze
-    value untouched (the key is not sent), `null` sends null (which removes the attribute at Braze),
-    `reject` rejects the row.
-    """
-
-    column: str | None = None
-    value: Any = None
-    type: ValueType = "auto"
-    format: str | None = None
-    timezone: str | None = None
-    split: str | None = None
-    on_empty: Literal["skip", "null", "reject"] = "skip"
-
-    @model_validator(mode="after")
-    def _one_source(self) -> Value:
-        if (self.column is None) == (self.value is None):
-            raise ValueError("give exactly one of 'column' (a source column) or 'value' (a constant)")
-        if self.split is not None and self.type not in ("array", "auto"):
-            raise ValueError("'split' only applies to type 'array'")
-        return self
-
-
-def _bare_column(v: Any) -> Any:
-    """A bare string where a Value is expected names a column: `email: email_col`."""
-    return {"column": v} if isinstance(v, str) else v
-
-
-ColumnValue = Annotated[Value, BeforeValidator(_bare_column)]
-
-
-class AttributeField(Value):
-    """One attribute written to the profile.
-
-    `to` is the Braze attribute name (standard field such as `first_name`, or a custom attribute); it
-    defaults to the column name. `op`: `set` (default), `inc` (increment by the cell's number), `add` /
-    `remove` (array add or remove; the cell is split on `split`, default ','), `merge` (nested object merged
-    with `_merge_objects: true`).
-    """
-
-    to: str | None = None
-    op: Literal["set", "inc", "add", "remove", "merge"] = "set"
-
-    @property
-    def target(self) -> str:
-        name = self.to or self.column
-        assert name is not None  # guaranteed by _target_named
-        return name
-
-    @model_validator(mode="after")
-    def _target_named(self) -> AttributeField:
-        if self.to is None and self.column is None:
-            raise ValueError("a constant attribute needs 'to' (the Braze attribute name)")
-        return self
-
-
-class Properties(_Model):
-    """Event, purchase, Canvas or Live Activity properties: listed columns and/or a JSON object column.
-
-    `columns` maps property name -> Value (or a bare column name). Keys from `json_column` come first; listed
-    columns override them.
-    """
-
-    columns: dict[str, ColumnValue] = Field(default_factory=dict)
-    json_column: str | None = None
-
-
-class UserAliasId(_Model):
-    name: ColumnValue
-    label: ColumnValue
-
-
-class Identifier(_Model):
-    """Exactly one identifier per object."""
-
-    external_id: ColumnValue | None = None
-    user_alias: UserAliasId | None = None
-    braze_id: ColumnValue | None = None
-    email: ColumnValue | None = None
-    phone: ColumnValue | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Identifier:
-        given = [k for k in ("external_id", "user_alias", "braze_id", "email", "phone") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                "give exactly one of external_id, user_alias, braze_id, email, phone "
-                f"(got {', '.join(given) or 'none'})"
-            )
-        return self
-
-    @property
-    def kind(self) -> str:
-        for k in ("external_id", "user_alias", "braze_id", "email", "phone"):
-            if getattr(self, k) is not None:
-                return k
-        raise AssertionError("unreachable")
-
-
-class EventMapping(_Model):
-    name: ColumnValue
-    time: ColumnValue
-    app_id: ColumnValue | None = None
-    properties: Properties = Field(default_factory=Properties)
-
-
-class PurchaseMapping(_Model):
-    product_id: ColumnValue
-    currency: ColumnValue
-    price: ColumnValue
-    time: ColumnValue
-    quantity: ColumnValue | None = None
-    app_id: ColumnValue | None = None
-    properties: Properties = Field(default_factory=Properties)
-
-
-Prioritization = Literal["identified", "unidentified", "most_recently_updated", "least_recently_updated"]
-
-
-def _default_prioritization() -> list[Prioritization]:
-    return ["identified", "most_recently_updated"]
-
-
-class CanvasMapping(_Model):
-    """One Canvas recipient per row; rows are packed up to 50 recipients per /canvas/trigger/send call."""
-
-    canvas_id: str
-    context: Properties = Field(default_factory=Properties)
-    send_to_existing_only: bool = True
-    attributes: list[AttributeField] = Field(default_factory=list)
-    prioritization: list[Prioritization] = Field(default_factory=_default_prioritization)
-
-    @model_validator(mode="after")
-    def _prioritization_is_usable(self) -> CanvasMapping:
-        if not self.prioritization:
-            raise ValueError("prioritization must not be empty (Braze needs it for email recipients)")
-        if {"identified", "unidentified"} <= set(self.prioritization):
-            raise ValueError("prioritization cannot hold both 'identified' and 'unidentified' (Braze refuses it)")
-        return self
-
-
-class LiveActivityMapping(_Model):
-    app_id: ColumnValue
-    activity_id: ColumnValue
-    content_state: Properties
-    end_activity: ColumnValue | None = None
-    dismissal_date: ColumnValue | None = None
-    stale_date: ColumnValue | None = None
-    notification_json_column: str | None = None
 
 
 # --------------------------------------------------------------------------- source
@@ -262,11 +100,25 @@ class Stream(_Model):
 # --------------------------------------------------------------------------- destination and writing
 
 
+class EmbeddedEmulator(_Model):
+    """The workspace the embedded emulator plays for `url: local` (ignored for any other destination).
+
+    `sync_beta`: whether its key may call /users/track/sync (a Braze beta); None follows
+    `write.sync_endpoint` (granted only when `enabled`). `canvases`: the Canvas ids it has; None registers the
+    pipeline's own canvas_ids, unverified (the report says so), and a list makes any other id a per-row
+    reject as on Braze, so a typo shows before a real run.
+    """
+
+    sync_beta: bool | None = None
+    canvases: list[str] | None = None
+
+
 class Destination(_Model):
     """`url: local` starts the embedded emulator for the run. The key is read from `api_key_env`."""
 
     url: str = "local"
     api_key_env: str = "BRAZE_API_KEY"
+    emulator: EmbeddedEmulator = Field(default_factory=EmbeddedEmulator)
 
 
 class RateLimit(_Model):
@@ -297,7 +149,13 @@ class Write(_Model):
     # Requests in flight. None (the default): BULK_WORKERS in bulk mode, enough for 1,000 requests/s at up
     # to ~150 ms latency (in flight = rate x latency); SYNC_WORKERS in sync mode (500 requests/minute).
     concurrency: Annotated[int, Field(ge=1, le=512)] | None = None
-    batching: Literal["combined", "per_array"] = "combined"
+    # combined: 75 objects per /users/track request in all; per_array: 75 per array (legacy rate limits);
+    # combined50: 50 in all, the cap of MAU contracts (Monthly Active Users CY 24-25, post_user_track.md).
+    batching: Literal["combined", "per_array", "combined50"] = "combined"
+    # /users/track/sync is a beta (key permission users.track.sync). `auto`: mode auto picks it only after a
+    # probe shows the key can use it; `enabled`: the key has it; `disabled`: never used. In every case a
+    # 403/404 from it sends the rest of the run through /users/track, losing no row (delivery/writer.py).
+    sync_endpoint: Literal["auto", "enabled", "disabled"] = "auto"
     max_objects_per_request: Annotated[int, Field(ge=1, le=75)] = 75
     max_request_bytes: Annotated[int, Field(ge=1024, le=4_000_000)] = 3_900_000
     rate_limits: dict[EndpointName, RateLimit] = Field(default_factory=dict)
@@ -314,6 +172,16 @@ class Write(_Model):
     # 500 requests/minute it handles easily. `aiohttp` runs the event loop on a thread of this process.
     transport: Literal["auto", "requests", "aiohttp", "aiohttp-process"] = "auto"
     sync_max_duration_s: Annotated[float, Field(ge=0)] = 60.0
+
+    @model_validator(mode="after")
+    def _sync_allowed(self) -> Write:
+        if self.sync_endpoint == "disabled" and (self.mode == "sync" or self.confirm_profiles):
+            what = "mode: sync" if self.mode == "sync" else "confirm_profiles: true"
+            raise ValueError(
+                f"{what} needs /users/track/sync, but sync_endpoint is disabled; use mode auto or bulk, or "
+                "set sync_endpoint to auto or enabled if the API key has the users.track.sync permission"
+            )
+        return self
 
     def workers(self, mode: str) -> int:
         """Requests in flight for a run in `mode` (bulk or sync): `concurrency`, or that mode's default."""

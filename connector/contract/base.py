@@ -53,7 +53,13 @@ _GENDERS = frozenset(("M", "F", "O", "N", "P"))
 # Canvas recipient prioritization values (braze-api.md §6); `identified` and `unidentified` exclude each other.
 _PRIORITIZATION = frozenset(("identified", "unidentified", "most_recently_updated", "least_recently_updated"))
 _SUBSCRIPTION_GROUP_STATES = frozenset(("subscribed", "unsubscribed"))
-_OPS = frozenset(("inc", "add", "remove", "$add", "$remove", "$update"))
+# Braze's standard profile fields (braze-api.md §3.2): never custom (or nested custom) attributes.
+_STANDARD_NAMES = frozenset(
+    """first_name last_name home_city email phone country language dob gender time_zone email_subscribe
+    push_subscribe email_open_tracking_disabled email_click_tracking_disabled date_of_first_session
+    date_of_last_session marked_email_as_spam_at current_location push_tokens subscription_groups facebook
+    twitter""".split()
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,25 +84,31 @@ def _valid_date(v: str) -> bool:
 
 def _valid_time(v: str) -> bool:
     """One of Braze's time formats naming a real date and time (no 2023-02-30, 25:00 or +01:60)."""
+    return _parse_time(v) is not None
+
+
+def _parse_time(v: str) -> datetime | None:
+    """The UTC instant a Braze time string names, or None when it is not one (see _valid_time)."""
     m = _TIME_RE.fullmatch(v)
     if m is None:
-        return False
+        return None
     y, mo, d, h, mi, sec, frac, space, sign, oh, om, us_mo, us_d, us_y = m.groups()
     if us_y is not None:
         y, mo, d = us_y, us_mo, us_d
     if space and (frac or (sign is None and not v.endswith("Z"))):
-        return False  # a space before the zone only: not after a fraction, not trailing
+        return None  # a space before the zone only: not after a fraction, not trailing
     try:
         tz = UTC
         if sign is not None:
             offset = timedelta(hours=int(oh), minutes=int(om or 0))
             if int(om or 0) > 59:
-                return False
+                return None
             tz = timezone(-offset if sign == "-" else offset)
-        datetime(int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(sec or 0), tzinfo=tz).astimezone(UTC)
+        return datetime(int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(sec or 0), tzinfo=tz).astimezone(
+            UTC
+        )
     except (ValueError, OverflowError):  # no such date or time, or an instant outside years 1-9999
-        return False
-    return True
+        return None
 
 
 def _valid_email(v: object) -> bool:

@@ -280,7 +280,25 @@ def _canvas(obj: dict[str, Any], out: list[Violation]) -> None:
             )
         )
     if isinstance(attrs, dict):
+        if attrs.get("subscription_groups") is not None:
+            out.append(
+                Violation(
+                    "canvas.subscription_groups",
+                    "subscription_groups among a Canvas recipient's attributes are not applied by Braze (\"by "
+                    "default, subscription groups cannot be updated this way\"); set them with an attributes stream",
+                    "attributes.subscription_groups",
+                )
+            )
         _attributes(attrs, out, "attributes.")
+    if obj.get("context") is not None and obj.get("canvas_entry_properties") is not None:
+        out.append(
+            Violation(
+                "canvas.properties_conflict",
+                "a recipient takes its Canvas entry properties as either context or canvas_entry_properties, "
+                "not both",
+                "canvas_entry_properties",
+            )
+        )
     for key in ("context", "canvas_entry_properties", "trigger_properties"):
         ctx = obj.get(key)
         if ctx is None:
@@ -327,3 +345,24 @@ def _live_activity(obj: dict[str, Any], out: list[Violation]) -> None:
         out.append(
             Violation("live_activity.missing_field", "end_activity must be true or false", "end_activity")
         )
+    if "notification" in obj:
+        _notification(obj["notification"], out)
+
+
+APPLE_PUSH_BYTES = 1912  # "400 Apple Push Length Exceeded: JSON payload is more than 1,912 bytes" (errors.md)
+
+
+def _notification(push: Any, out: list[Violation]) -> None:
+    """A Live Activity `notification` is an apple_push object of at most 1,912 bytes (compact UTF-8 JSON)
+    whose `extra`, when given, is an object without Braze's own keys `ab` and `aps` (apple_object.md)."""
+    if not isinstance(push, dict):
+        why = "must be an apple_push object"
+    elif "extra" in push and not isinstance(push["extra"], dict):
+        why = "has an 'extra' that is not an object (Braze: Invalid Extra Push Payload)"
+    elif "extra" in push and {"ab", "aps"} & push["extra"].keys():
+        why = "has 'ab' or 'aps' in 'extra', keys Braze reserves (Invalid Extra Push Payload)"
+    elif (size := len(orjson.dumps(push))) > APPLE_PUSH_BYTES:
+        why = f"is {size:,} bytes (Braze: Apple Push Length Exceeded over {APPLE_PUSH_BYTES:,})"
+    else:
+        return
+    out.append(Violation("live_activity.notification", f"notification {why}", "notification"))

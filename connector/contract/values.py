@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import orjson
@@ -11,7 +12,7 @@ from connector.contract.base import (
     _CONTROL,
     _COUNTRY_RE,
     _GENDERS,
-    _OPS,
+    _STANDARD_NAMES,
     _SUBSCRIBE,
     _SUBSCRIPTION_GROUP_STATES,
     KB,
@@ -22,8 +23,15 @@ from connector.contract.base import (
     _valid_date,
     _valid_email,
 )
+from connector.contract.nested import check_nested, is_nested_update
+
+_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 _SKIP, _PLAIN, _STD = 0, 1, 2
+_SIMPLE_OPS = frozenset(("inc", "add", "remove"))
+# Braze's default array length (newest data_types.md; braze-api.md §3.3). /users/track trims a longer array
+# to its newest values; /users/track/sync answers 201 and leaves the attribute unchanged: a reject either way.
+MAX_ARRAY_VALUES = 500
 # Cache of valid keys' classes (a pure function of the key), for top-level and recipient attributes.
 _KEY_CLASS: dict[bool, dict[str, int]] = {True: {}, False: {}}
 
@@ -72,12 +80,17 @@ def _attributes(obj: dict[str, Any], out: list[Violation], prefix: str) -> None:
         elif t is bool or t is int:
             pass
         elif t is dict:
-            if v.keys() and v.keys() <= _OPS:
+            if v.keys() and v.keys() <= _SIMPLE_OPS:
                 _op(k, v, prefix + k, out)
-            else:
+            elif k in _STANDARD_NAMES:  # facebook, twitter: objects, not nested custom attributes
                 _nested(v, prefix + k, out)
+            else:
+                check_nested(k, v, prefix + k, out)
         elif t is list:
-            _list(v, prefix + k, out)
+            if k not in _STANDARD_NAMES and is_nested_update(v):
+                check_nested(k, v, prefix + k, out)
+            else:
+                _list(v, prefix + k, out, whole=True)
         elif t is float:
             if not math.isfinite(v):
                 out.append(
@@ -144,9 +157,8 @@ def _subscription_groups(k: str, v: Any, field: str, out: list[Violation]) -> No
     """`[{"subscription_group_id", "subscription_state": subscribed|unsubscribed}]` (BAD_SUBSCRIPTION_GROUP_*)."""
     ok = type(v) is list and all(
         type(g) is dict
-        and isinstance(g.get("subscription_group_id"), str)
-        and g["subscription_group_id"]
         and g.get("subscription_state") in _SUBSCRIPTION_GROUP_STATES
+        and "subscription_group_id" in g
         for g in v
     )
     if not ok:
@@ -158,6 +170,21 @@ def _subscription_groups(k: str, v: Any, field: str, out: list[Violation]) -> No
                 field,
             )
         )
+        return
+    bad = next((g["subscription_group_id"] for g in v if not _is_uuid(g["subscription_group_id"])), None)
+    if bad is not None:
+        out.append(
+            Violation(
+                "standard_field.subscription_groups",
+                f"subscription_group_id {_short(str(bad))!r} is not a subscription group UUID such as "
+                "'3d1e6b4c-0f2a-4c1e-9a7b-5e8d2f6c1a90' (Braze: BAD_SUBSCRIPTION_GROUP_ID)",
+                field,
+            )
+        )
+
+
+def _is_uuid(v: Any) -> bool:
+    return isinstance(v, str) and bool(_UUID_RE.match(v))
 
 
 # Standard profile fields with a format Braze enforces (braze-api.md §3.2, §1.5), by key. Any value of
@@ -206,7 +233,9 @@ def _op(k: str, v: dict[str, Any], field: str, out: list[Violation]) -> None:
                 _list(v[op], field, out)
 
 
-def _list(items: list[Any], field: str, out: list[Violation]) -> None:
+def _list(items: list[Any], field: str, out: list[Violation], *, whole: bool = False) -> None:
+    """A scalar array: each string at most 255 characters; set as a whole (`whole`), at most 500 distinct
+    values and 100 KB (an `add` to a full array is not over a limit: Braze drops the oldest value)."""
     for x in items:
         if isinstance(x, str):
             if len(x) > MAX_STRING:
@@ -219,8 +248,22 @@ def _list(items: list[Any], field: str, out: list[Violation]) -> None:
         elif isinstance(x, dict):
             _nested(x, field, out)
             return
-    if len(items) > 50 and len(orjson.dumps(items)) > 100 * KB:
-        out.append(Violation("nested.invalid", f"{field!r} is over 100 KB", field))
+    if not whole or len(items) <= 50:
+        return
+    try:
+        distinct = len(set(items))
+    except TypeError:  # an unhashable item (a list inside): only the size applies
+        distinct = 0
+    if distinct > MAX_ARRAY_VALUES:
+        out.append(
+            Violation(
+                "array.too_long",
+                f"{field!r} has {distinct} distinct values (Braze keeps at most {MAX_ARRAY_VALUES})",
+                field,
+            )
+        )
+    elif len(orjson.dumps(items)) > 100 * KB:
+        out.append(Violation("array.too_long", f"{field!r} is over 100 KB", field))
 
 
 def _nested(v: dict[str, Any], field: str, out: list[Violation], limit: int = 100 * KB) -> None:

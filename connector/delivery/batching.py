@@ -25,6 +25,9 @@ ENDPOINT_PATHS: dict[str, str] = {
 }
 TRACK_ARRAYS: tuple[str, ...] = ("attributes", "events", "purchases")
 MAX_OBJECTS = 75
+# MAU contracts ("Monthly Active Users CY 24-25", post_user_track.md): "up to 50 updates combined across
+# attribute, event, or purchase objects" per request; write.batching: combined50.
+MAX_OBJECTS_MAU = 50
 MAX_BYTES = 3_900_000
 MAX_RECIPIENTS = 50
 
@@ -229,10 +232,15 @@ def _next_request(
     return Request.packed(endpoint, body, sub, indices, tokens[:m], keys[:m], oversize)
 
 
+def objects_cap(batching: str, max_objects: int) -> int:
+    """Objects per /users/track request (per array with per_array): combined50 caps them at 50 in all."""
+    return min(max_objects, MAX_OBJECTS_MAU) if batching == "combined50" else max_objects
+
+
 def pack_track(
     items: Iterable[Item],
     *,
-    batching: Literal["combined", "per_array"] = "combined",
+    batching: Literal["combined", "per_array", "combined50"] = "combined",
     max_objects: int = MAX_OBJECTS,
     max_bytes: int = MAX_BYTES,
     endpoint: str = "users_track",
@@ -240,12 +248,13 @@ def pack_track(
     """Pack objects into /users/track bodies, in source order, streaming.
 
     combined: at most `max_objects` objects in total per request; per_array: at most `max_objects` in
-    each of attributes / events / purchases. No body exceeds `max_bytes` except a single object that is
+    each of attributes / events / purchases; combined50: at most 50 (and `max_objects`) in total. No body exceeds `max_bytes` except a single object that is
     larger on its own: it is yielded alone with `oversize=True`. A request that would end inside one
     user's run of objects ends before the run instead when that leaves the two requests no shared user
     (see _user_cut). Reads at most one object past the request it yields.
     """
-    combined = batching == "combined"
+    combined = batching != "per_array"
+    max_objects = objects_cap(batching, max_objects)
     caps = (combined, max_objects, max_bytes)
     source = iter(items)
     pending: list[Item] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from connector.config import Pipeline, Stream
+from connector.errors import ConfigError
 
 SYNC_KINDS = ("attributes", "events", "purchases")
 
@@ -16,8 +17,18 @@ def choose_mode(
 
     `streams` holds (stream, row count or estimate, exact?). Sync applies to attributes, events and
     purchases streams only (Canvas and Live Activity streams use their own endpoints in either mode).
+    `write.sync_endpoint: disabled` rules sync out; with `auto` a sync choice of mode auto still waits on
+    the probe (delivery/sync_access.py).
+
+    Raises:
+        ConfigError: `--mode sync` while write.sync_endpoint is disabled.
     """
     write = pipeline.write
+    if override == "sync" and write.sync_endpoint == "disabled":
+        raise ConfigError(
+            f"--mode sync: {pipeline.origin} sets write.sync_endpoint: disabled (the key cannot use "
+            "/users/track/sync, a Braze beta); use --mode bulk or auto, or change write.sync_endpoint"
+        )
     if override not in (None, "auto"):
         return str(override), f"--mode {override} given on the command line"
     if override is None and write.mode != "auto":
@@ -25,6 +36,8 @@ def choose_mode(
     user = [(s, n, exact) for s, n, exact in streams if s.kind in SYNC_KINDS]
     if not user:
         return "bulk", "auto: no attributes, events or purchases stream, so sync does not apply"
+    if write.sync_endpoint == "disabled":
+        return "bulk", "auto: write.sync_endpoint is disabled, so /users/track/sync is not used"
     if write.confirm_profiles:
         return "sync", "auto: write.confirm_profiles is true, which needs /users/track/sync"
     rows = sum(n for _, n, _ in user)

@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from connector import config
 from connector.delivery import batching, outcomes
+from connector.delivery.canvases import CANVAS_RULE, CanvasReplies
 from connector.delivery.outcomes import ObjectError
 from connector.delivery.schedule import Job, OrderedQueue
+from connector.delivery.sync_access import REFUSED_STATUSES, SyncRefusal
 from connector.errors import (
     AmbiguousApiError,
     ApiError,
@@ -68,6 +70,7 @@ class _Batch:
     mapped: MappedChunk
     idempotent: bool
     canvas_id: str | None
+    canvas_extra: dict[str, Any] | None = None  # top-level keys of a Canvas request (shared properties)
 
 
 class Writer:
@@ -100,7 +103,8 @@ class Writer:
         self._abort_reason = ""
         self._stop = threading.Event()
         self._unreachable_run = 0
-        self._notices: set[str] = set()
+        self._canvases = CanvasReplies(report)
+        self._sync = SyncRefusal(report, confirm_profiles=self.write.confirm_profiles)
         self._closed = False
         workers = 0 if dry_run else self.write.workers(mode)
         self._queue = OrderedQueue(max(1, workers) * QUEUE_PER_WORKER)
@@ -172,11 +176,14 @@ class Writer:
     # ---- packing (submitting thread) --------------------------------------------------------------
     def _batch(self, stream: config.Stream, mapped: MappedChunk) -> _Batch:
         kind = stream.kind
-        canvas_id = None
         if kind == "canvas_trigger":
-            assert stream.canvas is not None
-            endpoint, idempotent, canvas_id = "canvas_trigger_send", False, stream.canvas.canvas_id
-        elif kind == "live_activity":
+            c = stream.canvas
+            assert c is not None
+            shared: dict[str, Any] | None = (
+                {c.properties_key: dict(c.shared_properties)} if c.shared_properties else None
+            )
+            return _Batch(stream.name, "canvas_trigger_send", mapped, False, c.canvas_id, shared)
+        if kind == "live_activity":
             assert stream.live_activity is not None
             # An update only sets state; with a notification, a resend would alert the user twice.
             endpoint = "live_activity_update"
@@ -185,7 +192,7 @@ class Writer:
             endpoint = "users_track_sync" if self.mode == "sync" else "users_track"
             # Plain attribute sets can be re-applied safely; `inc`, events and purchases would count twice.
             idempotent = kind == "attributes" and all(f.op != "inc" for f in stream.attributes)
-        return _Batch(stream.name, endpoint, mapped, idempotent, canvas_id)
+        return _Batch(stream.name, endpoint, mapped, idempotent, None)
 
     def _pack(self, batch: _Batch, positions: Iterable[int]) -> Iterator[Packed]:
         """Requests for the objects at `positions` of the batch's chunk (each item's token is its position)."""
@@ -193,21 +200,23 @@ class Writer:
         objects, keys = mapped.objects, mapped.user_keys
         array = ARRAY_OF_KIND[mapped.kind]
         w = self.write
-        if batch.endpoint == "users_track":
+        if batch.endpoint == "users_track" or (batch.endpoint == "users_track_sync" and self._sync.refused):
             # One chunk is one kind, so every object sits in one array: "combined" and "per_array" coincide.
             yield from batching.pack_track_array(
                 array,
                 objects,
                 keys,
                 positions if isinstance(positions, range) else list(positions),
-                max_objects=w.max_objects_per_request,
+                max_objects=batching.objects_cap(w.batching, w.max_objects_per_request),
                 max_bytes=w.max_request_bytes,
             )
             return
         items = (batching.Item(array, objects[j], keys[j], j) for j in positions)
         if batch.endpoint == "canvas_trigger_send":
             assert batch.canvas_id is not None
-            yield from batching.pack_canvas(items, batch.canvas_id, max_bytes=w.max_request_bytes)
+            yield from batching.pack_canvas(
+                items, batch.canvas_id, max_bytes=w.max_request_bytes, extra=batch.canvas_extra
+            )
         else:
             yield from batching.pack_single(batch.endpoint, items, max_bytes=w.max_request_bytes)
 
@@ -230,6 +239,10 @@ class Writer:
             current = todo.pop(0)
             if self._stop.is_set():
                 self._not_sent(batch, [it.token for it in current.items])
+            elif current.endpoint == "users_track_sync" and self._sync.refused:
+                todo[:0] = self._pack(batch, current.tokens)  # queued before the refusal: resent in bulk
+            elif current.endpoint == "canvas_trigger_send" and (why := self._canvases.refused(batch.canvas_id)):
+                self._reject_rows(batch, [(j, CANVAS_RULE, why) for j in current.tokens])
             elif current.oversize:
                 self._reject_oversize(batch, current)
             else:
@@ -254,6 +267,13 @@ class Writer:
         except PermanentApiError as e:
             self._record_error(req, e, t0)
             self._reachable()
+            if req.endpoint == "users_track_sync" and e.status in REFUSED_STATUSES:
+                self._sync.refuse(e.status, e.body)  # the beta is not granted: nothing was applied
+                return list(self._pack(batch, req.tokens))
+            if req.endpoint == "canvas_trigger_send" and (why := self._canvases.refusal(e.status, e.body)):
+                why = self._canvases.refuse(batch.stream, batch.canvas_id, why)
+                self._reject_rows(batch, [(j, CANVAS_RULE, why) for j in req.tokens])
+                return []
             if e.status == 403:
                 self._abort(AuthError(str(e), 403, e.body), outcomes.ABORT_FORBIDDEN)
                 self._not_sent(batch, [it.token for it in req.items])
@@ -297,7 +317,7 @@ class Writer:
             if user is not None:
                 self.report.add_confirmed(batch.mapped.ref(req.items[0].token), user)
         if req.endpoint == "canvas_trigger_send":
-            self._notice(batch, doc)
+            self._canvases.notice(batch.stream, batch.canvas_id, doc)
         return []
 
     def _refused(self, batch: _Batch, req: Packed, status: int, doc: Any) -> list[Packed]:
@@ -334,29 +354,20 @@ class Writer:
 
     def _reject_named(self, batch: _Batch, req: Packed, named: dict[tuple[str, int], str]) -> int:
         """Reject the rows Braze's per-object errors point at (`_named`); returns how many were rejected."""
-        if not named:
-            return 0
-        mapped = batch.mapped
-        rejects = [
-            Rejected(
-                mapped.ref(it.token),
-                "destination",
-                f"braze.{it.array}",
-                named[(it.array, it.index)],
-                values=mapped.values(it.token),
-            )
-            for it in req.items
-            if (it.array, it.index) in named
-        ]
-        self.report.add_rejects(rejects, batch.stream)
-        self._settle(batch, [it.token for it in req.items if (it.array, it.index) in named], False)
-        return len(rejects)
+        hit = [it for it in req.items if (it.array, it.index) in named]
+        self._reject_rows(batch, [(it.token, f"braze.{it.array}", named[(it.array, it.index)]) for it in hit])
+        return len(hit)
 
     def _reject_one(self, batch: _Batch, j: int, reason: str) -> None:
-        mapped = batch.mapped
-        rejected = Rejected(mapped.ref(j), "destination", "braze.request", reason, values=mapped.values(j))
-        self.report.add_rejects([rejected], batch.stream)
-        self._settle(batch, [j], False)
+        self._reject_rows(batch, [(j, "braze.request", reason)])
+
+    def _reject_rows(self, batch: _Batch, rows: list[tuple[int, str, str]]) -> None:
+        """Reject objects (token, rule, reason) at the destination stage."""
+        if rows:
+            mapped = batch.mapped
+            rejects = [Rejected(mapped.ref(j), "destination", rule, why, values=mapped.values(j)) for j, rule, why in rows]
+            self.report.add_rejects(rejects, batch.stream)
+            self._settle(batch, [j for j, _, _ in rows], False)
 
     def _reject_oversize(self, batch: _Batch, req: Packed) -> None:
         """An object larger on its own than the request size cap: Braze would refuse it (413), so it is not sent."""
@@ -394,18 +405,6 @@ class Writer:
         status = e.status if e.status is not None else 0
         latency_ms = (time.perf_counter() - t0) * 1000.0
         self.report.record_request(req.endpoint, status, latency_ms, req.count)
-
-    def _notice(self, batch: _Batch, doc: Any) -> None:
-        """A paused or archived Canvas answers 201 with a notice: warn once per Canvas and notice text."""
-        notice = outcomes.notice_of(doc)
-        if notice is None:
-            return
-        key = f"{batch.canvas_id}: {notice}"
-        with self._lock:
-            if key in self._notices:
-                return
-            self._notices.add(key)
-        self.report.add_warning(f"stream {batch.stream}: Canvas {key}")
 
     # ---- aborting ---------------------------------------------------------------------------------
     def _abort(self, error: ConnectorError, reason: str) -> None:

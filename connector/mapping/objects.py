@@ -26,7 +26,9 @@ _ID_KEYS = {
 _OP_TYPE = {"set": "auto", "inc": "number", "add": "array", "remove": "array", "merge": "object"}
 
 Fields = list[tuple[str, list[Any], bool]]  # (Braze key, values, keep_null)
-Builder = tuple[Callable[[int], dict[str, Any]], dict[str, str], Callable[[], Batch] | None]
+# (row -> object, Braze key -> source column, every row at once (attributes, events, purchases),
+#  the configured identifier's values per row (None for Live Activity, which has none))
+Builder = tuple[Callable[[int], dict[str, Any]], dict[str, str], Callable[[], Batch] | None, list[Any] | None]
 
 
 def user_key(obj: dict[str, Any]) -> str:
@@ -95,7 +97,7 @@ def _build(stream: Stream, res: Resolver) -> Builder:
     (attributes, events, purchases) a function building every row's object at once with the rows to check."""
     kind = stream.kind
     if kind == "live_activity":
-        return *_live_activity(stream, res), None
+        return *_live_activity(stream, res), None, None
     assert stream.identifier is not None
     id_kind, ids, id_col = _identifier(res, stream.identifier)
     cols: dict[str, str] = {id_kind: id_col, "_identifier": id_col} if id_col else {}
@@ -116,10 +118,10 @@ def _build(stream: Stream, res: Resolver) -> Builder:
             _fill(obj, fields, i)
             return obj
 
-        return attributes, cols, lambda: attribute_batch(id_kind, ids, ueo, merge, fields, res.n)
+        return attributes, cols, lambda: attribute_batch(id_kind, ids, ueo, merge, fields, res.n), ids
 
     if kind == "canvas_trigger":
-        return *_canvas(stream, res, id_kind, ids, cols), None
+        return *_canvas(stream, res, id_kind, ids, cols), None, ids
 
     m = stream.event if kind == "events" else stream.purchase
     assert m is not None
@@ -148,7 +150,7 @@ def _build(stream: Stream, res: Resolver) -> Builder:
             obj["_update_existing_only"] = ueo
         return obj
 
-    return event, cols, lambda: event_batch(kind, id_kind, ids, fields, jsv, pv, ueo, res.n)
+    return event, cols, lambda: event_batch(kind, id_kind, ids, fields, jsv, pv, ueo, res.n), ids
 
 
 def _event_slots(kind: str, m: Any) -> list[tuple[str, Any, str]]:
@@ -177,7 +179,8 @@ def _canvas(
     if id_kind in cols:
         cols[rkey] = cols.pop(id_kind)
     fields, merge, _ = _attribute_fields(res, c.attributes, "canvas.attributes")
-    js, pcols = res.properties(c.context, "canvas.context")
+    js, pcols = res.properties(c.properties, "canvas.properties")
+    pkey = c.properties_key
     jsv = js.values if js else None
     pv = [(name, col.values) for name, col in pcols]
     prio = list(c.prioritization)
@@ -191,7 +194,7 @@ def _canvas(
             obj["prioritization"] = list(prio)
         ctx = build_properties(jsv, pv, i)
         if ctx:
-            obj["context"] = ctx
+            obj[pkey] = ctx
         if not existing_only:
             obj["send_to_existing_only"] = False
         attrs: dict[str, Any] = {}
@@ -230,6 +233,8 @@ def _live_activity(stream: Stream, res: Resolver) -> tuple[Callable[[int], dict[
         if m.notification_json_column
         else None
     )
+    if m.notification_json_column:
+        cols["notification"] = m.notification_json_column
 
     def activity(i: int) -> dict[str, Any]:
         obj: dict[str, Any] = {}
@@ -240,6 +245,18 @@ def _live_activity(stream: Stream, res: Resolver) -> tuple[Callable[[int], dict[
         return obj
 
     return activity, cols
+
+
+def _no_identifier(stream: Stream, chunk: Chunk, i: int, cols: dict[str, str], values: dict[str, Any]) -> Rejected:
+    """An empty configured identifier is always a reject, whatever else the object carries: with an `email`
+    or `phone` attribute mapped, Braze would otherwise look the user up by it and write into whichever
+    profile has that address (or create a stray email-only profile)."""
+    assert stream.identifier is not None
+    kind = stream.identifier.kind
+    column = cols.get("_identifier")
+    where = f"column '{column}'" if column else "its value"
+    reason = f"the identifier {kind} is empty ({where}); the row cannot be matched to a user"
+    return Rejected(chunk.ref(i), "contract", "identifier.missing", reason, column, values)
 
 
 class _RowValues:
@@ -266,12 +283,12 @@ def map_chunk(stream: Stream, chunk: Chunk, now: datetime, *, fast: bool = True)
     """
     del now
     res = Resolver(stream, chunk.table, chunk.file)
-    build, cols, batch_of = _build(stream, res)
+    build, cols, batch_of, ids = _build(stream, res)
     errors = res.errors
     kind = stream.kind
     check = contract.check_object
     batch = batch_of() if fast and batch_of is not None else None
-    if batch is not None and not errors and not batch.suspect:
+    if batch is not None and not errors and not batch.suspect and (ids is None or None not in ids):
         objs = batch.objects
         keys = batch.keys if batch.keys is not None else [user_key(o) for o in objs]
         return MappedChunk(kind, chunk, objs, list(range(res.n)), keys, [])
@@ -288,6 +305,9 @@ def map_chunk(stream: Stream, chunk: Chunk, now: datetime, *, fast: bool = True)
         err = errors.get(i) if errors else None
         if err is not None:
             rejects.append(Rejected(chunk.ref(i), "mapping", err[0], err[1], err[2], row_values(i)))
+            continue
+        if ids is not None and ids[i] is None:
+            rejects.append(_no_identifier(stream, chunk, i, cols, row_values(i)))
             continue
         obj = build(i)
         clean = suspect is not None and i not in suspect

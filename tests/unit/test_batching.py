@@ -12,6 +12,7 @@ from connector.delivery.batching import (
     ENDPOINT_PATHS,
     Item,
     Request,
+    objects_cap,
     pack_canvas,
     pack_single,
     pack_track,
@@ -64,7 +65,15 @@ def test_per_array_at_most_75_in_each_array_and_more_than_75_in_total() -> None:
             assert obj["seq"] == token
 
 
-@pytest.mark.parametrize("batching", ["combined", "per_array"])
+def test_combined50_at_most_50_in_total_for_mau_contracts() -> None:
+    reqs = list(pack_track(items(1000), batching="combined50"))
+    assert max(len(r.items) for r in reqs) == 50 and sum(len(r.items) for r in reqs) == 1000
+    assert [t for r in reqs for t, _ in objects_of(r)] == list(range(1000))
+    assert objects_cap("combined50", 75) == 50 and objects_cap("combined50", 20) == 20
+    assert objects_cap("combined", 75) == 75 and objects_cap("per_array", 75) == 75
+
+
+@pytest.mark.parametrize("batching", ["combined", "per_array", "combined50"])
 def test_source_order_kept_across_and_within_requests(batching: str) -> None:
     reqs = list(pack_track(items(600), batching=batching))  # type: ignore[arg-type]
     tokens = [p.token for r in reqs for p in r.items]

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from connector.config import Stream
+from connector.config import Stream, Write
 
 
 def canvas_stream(identifier: dict[str, Any], **canvas: Any) -> dict[str, Any]:
@@ -38,3 +38,31 @@ def test_prioritization_values_are_checked() -> None:
         Stream.model_validate(canvas_stream({"email": {"column": "e"}}, prioritization=["newest"]))
     ok = Stream.model_validate(canvas_stream({"email": {"column": "e"}}, prioritization=["unidentified"]))
     assert ok.canvas is not None and ok.canvas.prioritization == ["unidentified"]
+
+
+def test_subscription_groups_cannot_go_through_canvas_recipient_attributes() -> None:
+    ext = {"external_id": {"column": "id"}}
+    with pytest.raises(ValidationError, match="subscription_groups cannot be set through Canvas"):
+        Stream.model_validate(canvas_stream(ext, attributes=[{"column": "g", "to": "subscription_groups"}]))
+
+
+def test_canvas_properties_default_key_old_spelling_and_shared_size() -> None:
+    ext = {"external_id": {"column": "id"}}
+    new = Stream.model_validate(canvas_stream(ext, properties={"columns": {"a": "a"}}))
+    old = Stream.model_validate(canvas_stream(ext, context={"columns": {"a": "a"}}))  # the old spelling
+    assert new.canvas == old.canvas and new.canvas is not None
+    assert new.canvas.properties_key == "canvas_entry_properties" and new.canvas.properties.columns
+    with pytest.raises(ValidationError):  # both spellings at once
+        Stream.model_validate(canvas_stream(ext, properties={}, context={}))
+    with pytest.raises(ValidationError, match="50 KB"):
+        Stream.model_validate(canvas_stream(ext, shared_properties={"k": "x" * 52_000}))
+    with pytest.raises(ValidationError):
+        Stream.model_validate(canvas_stream(ext, properties_key="trigger_properties"))
+
+
+@pytest.mark.parametrize("write", [{"mode": "sync"}, {"confirm_profiles": True}])
+def test_sync_needs_the_sync_endpoint(write: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError, match="sync_endpoint is disabled"):
+        Write.model_validate({**write, "sync_endpoint": "disabled"})
+    assert Write.model_validate({**write, "sync_endpoint": "enabled"}).sync_endpoint == "enabled"
+    assert Write.model_validate({"batching": "combined50"}).batching == "combined50"

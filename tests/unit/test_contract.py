@@ -26,6 +26,7 @@ def _with(base: dict[str, Any], **kw: Any) -> dict[str, Any]:
 
 
 # (rule, kind, passing object, failing object)
+SG = "3d1e6b4c-0f2a-4c1e-9a7b-5e8d2f6c1a90"
 CASES: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
     ("identifier.missing", "attributes", {"external_id": "u1", "a": 1}, {"a": 1}),
     (
@@ -212,11 +213,11 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
         "attributes",
         {
             "external_id": "u",
-            "subscription_groups": [{"subscription_group_id": "g", "subscription_state": "unsubscribed"}],
+            "subscription_groups": [{"subscription_group_id": SG, "subscription_state": "unsubscribed"}],
         },
         {
             "external_id": "u",
-            "subscription_groups": [{"subscription_group_id": "g", "subscription_state": "opted_in"}],
+            "subscription_groups": [{"subscription_group_id": SG, "subscription_state": "opted_in"}],
         },
     ),
     (
@@ -224,9 +225,57 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
         "attributes",
         {
             "external_id": "u",
-            "subscription_groups": [{"subscription_group_id": "g", "subscription_state": "subscribed"}],
+            "subscription_groups": [{"subscription_group_id": SG, "subscription_state": "subscribed"}],
         },
         {"external_id": "u", "subscription_groups": [{"subscription_state": "subscribed"}]},
+    ),
+    (
+        "standard_field.subscription_groups",
+        "attributes",
+        {"external_id": "u", "subscription_groups": [{"subscription_group_id": SG.upper(), "subscription_state": "subscribed"}]},
+        {"external_id": "u", "subscription_groups": [{"subscription_group_id": "newsletter", "subscription_state": "subscribed"}]},
+    ),
+    (
+        "canvas.subscription_groups",
+        "canvas_trigger",
+        {"external_user_id": "u", "attributes": {"first_name": "A"}},
+        {"external_user_id": "u", "attributes": {"subscription_groups": [{"subscription_group_id": SG, "subscription_state": "subscribed"}]}},
+    ),
+    (
+        "array.too_long",
+        "attributes",
+        {"external_id": "u", "tags": [f"t{i % 500}" for i in range(700)]},
+        {"external_id": "u", "tags": [f"t{i}" for i in range(501)]},
+    ),
+    (
+        "array.too_long",
+        "attributes",
+        {"external_id": "u", "tags": ["x" * 200] * 400},
+        {"external_id": "u", "tags": [f"{i:03d}" + "x" * 250 for i in range(450)]},
+    ),
+    (
+        "live_activity.notification",
+        "live_activity",
+        _with(LA, notification={"alert": "Goal!", "extra": {"match": "m1"}}),
+        _with(LA, notification="Goal!"),
+    ),
+    (
+        "live_activity.notification",
+        "live_activity",
+        _with(LA, notification={"alert": "Goal!"}),
+        _with(LA, notification={"alert": "Goal!", "extra": "m1"}),
+    ),
+    (
+        "live_activity.notification",
+        "live_activity",
+        _with(LA, notification={"alert": "Goal!", "extra": {"k": "v"}}),
+        _with(LA, notification={"alert": "Goal!", "extra": {"aps": {}}}),
+    ),
+    (
+        "live_activity.notification",
+        "live_activity",
+        _with(LA, notification={"alert": "x" * 1890}),  # 1,902 bytes as compact JSON
+        _with(LA, notification={"alert": "x" * 1901}),
     ),
     (
         "standard_field.push_subscribe",

@@ -400,13 +400,21 @@ def test_canvas_recipients() -> None:
     assert m.objects == [
         {
             "external_user_id": "u1",
-            "context": {"coupon": "X1"},
+            "canvas_entry_properties": {"coupon": "X1"},  # the default name (`context:` is the old spelling)
             "send_to_existing_only": False,
             "attributes": {"first_name": "Ann"},
         },
         {"external_user_id": "u2", "send_to_existing_only": False, "attributes": {}},
     ]
     assert m.user_keys == ["external_id:u1", "external_id:u2"]
+
+
+@pytest.mark.parametrize("key", ["canvas_entry_properties", "context"])
+def test_canvas_properties_go_under_the_chosen_key(key: str) -> None:
+    spec = {"kind": "canvas_trigger", "identifier": {"external_id": "id"},
+            "canvas": {"canvas_id": "cv", "properties_key": key, "properties": {"columns": {"coupon": "cp"}}}}  # fmt: skip
+    m = run(spec, {"id": ["u1"], "cp": ["X1"]})
+    assert m.objects == [{"external_user_id": "u1", key: {"coupon": "X1"}}]
 
 
 def test_canvas_email_recipient_gets_prioritization() -> None:
@@ -518,3 +526,21 @@ def test_canvas_other_identifiers(
 ) -> None:
     m = run({"kind": "canvas_trigger", "identifier": ident, "canvas": {"canvas_id": "cv"}}, cols)
     assert m.objects == [{key: value}]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize(
+    ("ident", "mapped"),
+    [("external_id", "email"), ("external_id", "phone"), ("email", "phone"), ("braze_id", "email")],
+)
+def test_an_empty_identifier_is_rejected_whatever_else_is_mapped(ident: str, mapped: str, fast: bool) -> None:
+    """Issue 11 point 1: never let a mapped email or phone attribute stand in for the configured identifier."""
+    spec = {"name": "s", "source": {"path": "in.csv"}, "kind": "attributes", "identifier": {ident: "i"},
+            "attributes": [{"column": "m", "to": mapped}]}  # fmt: skip
+    ok = "a@b.co" if ident == "email" else "u1"
+    value = "+33612345678" if mapped == "phone" else "c@d.co"
+    table = pa.table({"i": [ok, None], "m": [value, value]})
+    m = map_chunk(Stream.model_validate(spec), Chunk("in.csv", table, [2, 3]), NOW, fast=fast)
+    assert len(m.objects) == 1 and m.objects[0][ident] == ok
+    assert [(r.ref.row, r.stage, r.rule, r.column) for r in m.rejects] == [(3, "contract", "identifier.missing", "i")]
+    assert "identifier" in m.rejects[0].reason and "'i'" in m.rejects[0].reason

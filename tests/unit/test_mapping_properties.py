@@ -119,7 +119,9 @@ def _independent_check(kind: str, obj: dict[str, Any]) -> None:
             assert prio and set(prio) <= PRIORITIZATION and not {"identified", "unidentified"} <= set(prio)
         if obj.get("send_to_existing_only") is False:
             assert "user_alias" not in obj and isinstance(obj["attributes"], dict)
-        assert len(orjson.dumps(obj.get("context", {}))) <= 50 * 1024  # context: free-form, 50 KB
+        assert not ("context" in obj and "canvas_entry_properties" in obj)
+        for key in ("context", "canvas_entry_properties"):
+            assert len(orjson.dumps(obj.get(key, {}))) <= 50 * 1024  # free-form, 50 KB
         _strings(obj.get("attributes", {}))
         return
     _identifier(obj, IDS)
@@ -285,7 +287,7 @@ CANVAS_SPECS = [
         "identifier": {"email": "c0"},
         "canvas": {
             "canvas_id": "cv",
-            "context": {"json_column": "c1", "columns": {"coupon": "c2"}},
+            "properties": {"json_column": "c1", "columns": {"coupon": "c2"}},
             "attributes": [
                 {"column": "c3", "to": "dob"},
                 {"column": "c4", "to": "gender"},
@@ -300,7 +302,8 @@ CANVAS_SPECS = [
             "canvas_id": "cv",
             "send_to_existing_only": False,
             "prioritization": ["unidentified", "least_recently_updated"],
-            "context": {"columns": {"coupon": "c1", "at": {"column": "c2", "type": "time"}}},
+            "properties_key": "context",
+            "properties": {"columns": {"coupon": "c1", "at": {"column": "c2", "type": "time"}}},
             "attributes": [
                 {"column": "c3", "to": "email"},
                 {"column": "c4", "to": "current_location", "type": "object"},

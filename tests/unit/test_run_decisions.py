@@ -13,6 +13,7 @@ import pytest
 from connector.config import Pipeline, Source, Stream
 from connector.config.destination import resolve_destination
 from connector.delivery.mode import choose_mode
+from connector.delivery.sync_access import needs_probe
 from connector.errors import ConfigError
 from connector.readers.estimate import estimate_rows
 from connector.report.paths import report_dir_for
@@ -114,6 +115,23 @@ def test_auto_mode_thresholds() -> None:
         "sync",
         "auto: write.confirm_profiles is true, which needs /users/track/sync",
     )
+
+
+def test_sync_endpoint_rules_sync_in_or_out() -> None:
+    s = pipeline().streams[0]
+    off = pipeline(write={"sync_endpoint": "disabled"})
+    assert choose_mode(off, None, [(s, 10, True)]) == (
+        "bulk",
+        "auto: write.sync_endpoint is disabled, so /users/track/sync is not used",
+    )
+    assert choose_mode(off, "bulk", [(s, 10, True)])[0] == "bulk"
+    with pytest.raises(ConfigError, match="--mode sync: .*sync_endpoint: disabled"):
+        choose_mode(off, "sync", [(s, 10, True)])
+    # A small auto run waits on the probe only when sync_endpoint is auto and mode auto chose sync.
+    auto, enabled = pipeline(), pipeline(write={"sync_endpoint": "enabled"})
+    assert choose_mode(auto, None, [(s, 10, True)])[0] == "sync" and needs_probe(auto, None, "sync")
+    assert not needs_probe(enabled, None, "sync") and not needs_probe(auto, "sync", "sync")
+    assert not needs_probe(auto, None, "bulk") and not needs_probe(pipeline(write={"mode": "sync"}), None, "sync")
 
 
 # --------------------------------------------------------------------------- estimates and folders

@@ -1,0 +1,104 @@
+"""Access to /users/track/sync, a Braze beta: the probe before an auto-mode run, the switch to bulk on refusal.
+
+`/users/track/sync` needs the key permission `users.track.sync`, which only workspaces in the beta have
+("contact your account manager", post_user_track_synchronous.md). A key without it gets 403 Access Denied
+(errors.md: "does not have sufficient permissions"); a workspace without the endpoint may answer 404. Two
+safeguards, so that no run fails or loses a row over it:
+
+- `probe_mode`: mode auto with `write.sync_endpoint: auto` picks sync only after a probe shows the key can use
+  it. The probe posts `{"attributes": []}`: an empty array holds no object, so nothing can be written whatever
+  Braze answers (side-effect free), and it costs one request of the 500/minute sync budget. Braze checks the
+  key's permission before it reads the body (a key-level refusal, as the emulator does), so 403/404 means no
+  access, and 400 (nothing to process) or a 2xx means access. Any other outcome (401, still 429/5xx after the
+  retries, no answer) proves nothing: bulk, which needs only `users.track`. Should Braze ever validate the
+  body first (a 400 without access), the switch below still catches the first real request.
+- `SyncRefusal`: whatever the mode came from (auto, `mode: sync`, `sync_endpoint: enabled`), a 403/404 from
+  the sync endpoint switches the rest of the run to /users/track; the refused rows are resent in bulk, with a
+  warning in the summary and the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from connector.config import Pipeline
+from connector.delivery import outcomes
+from connector.errors import ApiError, AuthError, PermanentApiError
+
+if TYPE_CHECKING:
+    from connector.report import RunReport
+
+logger = logging.getLogger(__name__)
+
+PROBE_BODY = b'{"attributes":[]}'
+REFUSED_STATUSES = (403, 404)
+
+
+def needs_probe(pipeline: Pipeline, override: str | None, chosen: str) -> bool:
+    """Whether the sync mode chosen still waits on the probe: mode auto picked it and sync_endpoint is auto."""
+    auto = override in (None, "auto") and pipeline.write.mode == "auto"
+    return auto and chosen == "sync" and pipeline.write.sync_endpoint == "auto"
+
+
+def probe_mode(pipeline: Pipeline, url: str, api_key: str, report: RunReport) -> str:
+    """Probe the key (see the module doc) and return the run's mode, also set in the report with its reason;
+    the probe counts as a request of the report."""
+    from connector.delivery.client import client_for
+
+    client = client_for(pipeline, url, api_key, "sync")
+    t0 = time.perf_counter()
+    status: int | None = None
+    try:
+        resp = client.post("users_track_sync", PROBE_BODY, idempotent=True)
+        status, access, seen = resp.status, True, f"HTTP {resp.status}"
+    except AuthError as e:  # 401: the key itself is refused; the run's first request says so (exit 3)
+        status, access, seen = e.status, False, f"HTTP {e.status}, inconclusive"
+    except PermanentApiError as e:
+        status, access = e.status, e.status not in REFUSED_STATUSES
+        seen = outcomes.request_reason(e.status, outcomes.parse_body(e.body))
+    except ApiError as e:
+        status, access, seen = e.status, False, f"{outcomes.error_text(e)}; inconclusive"
+    finally:
+        client.close()
+    report.record_request("users_track_sync", status or 0, (time.perf_counter() - t0) * 1000.0, 0)
+    reason = report.mode_reason
+    if access:
+        mode, reason = "sync", f"{reason}; a probe shows the key can use /users/track/sync ({seen} to an empty request)"
+    else:
+        mode, reason = "bulk", (
+            f"{reason}, but the key cannot use /users/track/sync, a Braze beta (probe: {seen}), so bulk; "
+            "set write.sync_endpoint: enabled or disabled to skip the probe"
+        )
+    report.set_mode(mode, reason)
+    logger.info("mode %s (%s)", mode, reason)
+    return mode
+
+
+class SyncRefusal:
+    """Remembers (thread-safe) that Braze refused /users/track/sync in this run; `refuse` records it once."""
+
+    def __init__(self, report: RunReport, *, confirm_profiles: bool = False) -> None:
+        self._report = report
+        self._confirm = confirm_profiles
+        self._lock = threading.Lock()
+        self.refused = False
+
+    def refuse(self, status: int | None, body: object) -> None:
+        """Switch the rest of the run to bulk: a warning and the report's mode say so, the first time only."""
+        with self._lock:
+            if self.refused:
+                return
+            self.refused = True
+        why = outcomes.request_reason(status, outcomes.parse_body(body))
+        report = self._report
+        unconfirmed = "; rows sent in bulk have no confirmed profile (confirm_profiles)" if self._confirm else ""
+        report.add_warning(
+            f"/users/track/sync refused the key ({why}): it needs the users.track.sync permission of Braze's "
+            "sync beta. The refused rows and the rest of the run went through /users/track (bulk), so no row "
+            f"was lost{unconfirmed}; set write.sync_endpoint: disabled to use bulk from the start"
+        )
+        report.set_mode("bulk", f"switched from sync after /users/track/sync refused the key ({why}); sync had "
+                        f"been chosen because {report.mode_reason}")  # fmt: skip

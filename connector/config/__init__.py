@@ -12,7 +12,6 @@ from connector.config.models import (
     AttributeField,
     CanvasMapping,
     ColumnValue,
-    CsvOptions,
     Destination,
     EndpointName,
     EventMapping,
@@ -26,7 +25,6 @@ from connector.config.models import (
     RateLimit,
     Report,
     Retry,
-    Source,
     State,
     Stream,
     UserAliasId,
@@ -34,6 +32,7 @@ from connector.config.models import (
     ValueType,
     Write,
 )
+from connector.config.sources import Connection, CsvOptions, Incremental, Source
 
 __all__ = [
     "AttributeField",
@@ -41,11 +40,13 @@ __all__ = [
     "CanvasMapping",
     "DEFAULT_RATE_LIMITS",
     "ColumnValue",
+    "Connection",
     "CsvOptions",
     "Destination",
     "EndpointName",
     "EventMapping",
     "Identifier",
+    "Incremental",
     "LiveActivityMapping",
     "ObjectKindName",
     "Pipeline",

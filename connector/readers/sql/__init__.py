@@ -46,7 +46,7 @@ def read_sql(source: Source, base_dir: Path, env: Mapping[str, str], since: Sinc
     assert source.connection is not None
     target = resolve_target(source.connection, base_dir, env)
     label = source_label(source, target)
-    with Database(target) as db:
+    with Database(target, label) as db:
         key = _key_columns(source, db)
         query, params = rows_query(source, db.dialect, since)
         log.info("reading %s (%s, chunks of %d rows)", label, target.shown, source.chunk_rows)
@@ -71,7 +71,7 @@ def count_sql(source: Source, base_dir: Path, env: Mapping[str, str], since: Sin
     """
     assert source.connection is not None
     target = resolve_target(source.connection, base_dir, env)
-    with Database(target) as db:
+    with Database(target, source_label(source, target)) as db:
         query, params = count_query(source, db.dialect, since)
         return int(db.scalar(query, params) or 0)
 

@@ -35,8 +35,10 @@ def placeholder(dialect: str, n: int) -> str:
 class Database:
     """An open connection to one source's database."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, label: str | None = None) -> None:
+        """`label` names the source in error messages (default: the connection's label)."""
         self.target = target
+        self.label = label or target.label
         self.dialect = target.dialect
         self._con: Any = None
         with self.errors("cannot connect"):
@@ -58,7 +60,7 @@ class Database:
 
     def errors(self, what: str) -> _Errors:
         """A context that turns driver errors into a SourceError: `<label>: <what>: <driver text>`."""
-        return _Errors(self.target, what)
+        return _Errors(self.target, self.label, what)
 
     # ---- queries ------------------------------------------------------------------------------------
     def batches(self, query: str, params: list[Any], rows: int) -> Iterator[pa.RecordBatch]:
@@ -93,6 +95,7 @@ class Database:
                     row = cur.fetchone()
                 finally:
                     cur.close()
+                    self._end()
         return None if row is None else row[0]
 
     def column(self, query: str, params: list[Any]) -> list[Any]:
@@ -108,6 +111,7 @@ class Database:
                     rows = cur.fetchall()
                 finally:
                     cur.close()
+                    self._end()
         return [r[0] for r in rows]
 
     def _drain(self, read: Callable[[], pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -120,33 +124,40 @@ class Database:
             yield batch
 
     def _pg_batches(self, query: str, params: list[Any], rows: int) -> Iterator[pa.RecordBatch]:
+        # The connection is not in autocommit mode: binding a timestamptz parameter in autocommit mode makes
+        # the driver wrap the statement in its own BEGIN/COMMIT, which would close the cursor at once.
         cur = self._con.cursor()
-        done = False
+        fetch = self._con.cursor()
         try:
             with self.errors("the query failed"):
-                cur.execute("BEGIN READ ONLY")
                 cur.execute(f"DECLARE {_CURSOR} NO SCROLL CURSOR FOR {query}", params or None)
                 # FETCH cannot run inside COPY, the driver's default way of reading results.
-                cur.adbc_statement.set_options(**{"adbc.postgresql.use_copy": "false"})
+                fetch.adbc_statement.set_options(**{"adbc.postgresql.use_copy": "false"})
             while True:
                 with self.errors("reading the rows failed"):
-                    cur.execute(f"FETCH FORWARD {int(rows)} FROM {_CURSOR}")
-                    table = cur.fetch_arrow_table()
+                    fetch.execute(f"FETCH FORWARD {int(rows)} FROM {_CURSOR}")
+                    table = fetch.fetch_arrow_table()
                 if table.num_rows == 0:
                     break
                 yield from table.to_batches()
-            done = True
         finally:
-            try:
-                cur.execute("COMMIT" if done else "ROLLBACK")
-            except Exception as e:  # the connection may be gone already; the first error is the one to show
-                log.debug("ending the read transaction: %s", self.target.scrub(str(e)))
+            fetch.close()
             cur.close()
+            self._end()
+
+    def _end(self) -> None:
+        """End the read-only transaction a PostgreSQL read ran in (nothing was written)."""
+        if self.dialect != "postgresql" or self._con is None:
+            return
+        try:
+            self._con.rollback()
+        except Exception as e:  # the connection may be gone already; the first error is the one to show
+            log.debug("ending the read transaction: %s", self.target.scrub(str(e)))
 
 
 class _Errors:
-    def __init__(self, target: Target, what: str) -> None:
-        self.target, self.what = target, what
+    def __init__(self, target: Target, label: str, what: str) -> None:
+        self.target, self.label, self.what = target, label, what
 
     def __enter__(self) -> None:
         return None
@@ -157,7 +168,7 @@ class _Errors:
         text = " ".join(self.target.scrub(str(exc)).split())
         if len(text) > 500:
             text = text[:497] + "..."
-        raise SourceError(f"{self.target.label}: {self.what}: {text}") from None
+        raise SourceError(f"{self.label}: {self.what}: {text}") from None
 
 
 def _driver(module: str, dialect: str) -> Any:
@@ -187,7 +198,7 @@ def _connect(target: Target) -> Any:
         return _driver("adbc_driver_sqlite.dbapi", "sqlite").connect(target.url)
     if target.dialect == "postgresql":
         url = "postgresql" + target.url[target.url.index(":") :]
-        return _driver("adbc_driver_postgresql.dbapi", "postgresql").connect(url, autocommit=True)
+        return _driver("adbc_driver_postgresql.dbapi", "postgresql").connect(url)
     if target.dialect == "snowflake":
         return _driver("adbc_driver_snowflake.dbapi", "snowflake").connect(target.url.split("://", 1)[1])
     from urllib.parse import urlsplit

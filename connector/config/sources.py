@@ -31,6 +31,14 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _one_of(model: BaseModel, names: tuple[str, ...], what: str) -> str:
+    """The one field of `names` that is set; ValueError naming them all when it is not exactly one."""
+    given = [k for k in names if getattr(model, k) is not None]
+    if len(given) != 1:
+        raise ValueError(f"give exactly one of {what} (got {', '.join(given) or 'none'})")
+    return given[0]
+
+
 class CsvOptions(_Model):
     delimiter: str = ","
     quote_char: str = '"'
@@ -53,12 +61,8 @@ class Connection(_Model):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Connection:
-        given = [k for k in ("url_env", "url", "duckdb") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                "give exactly one of url_env (the environment variable holding the database URL), url (a URL "
-                f"without a password) or duckdb (a DuckDB file or ':memory:') (got {', '.join(given) or 'none'})"
-            )
+        _one_of(self, ("url_env", "url", "duckdb"), "url_env (the environment variable holding the database "
+                "URL), url (a URL without a password) or duckdb (a DuckDB file or ':memory:')")  # fmt: skip
         if self.url_env is not None and not ENV_NAME.match(self.url_env):
             raise ValueError(f"url_env names an environment variable such as PG_URL (got {self.url_env!r})")
         if self.url is not None:
@@ -94,21 +98,16 @@ class Source(_Model):
 
     @model_validator(mode="after")
     def _one_form(self) -> Source:
-        given = [k for k in ("path", "sql", "table") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                "give exactly one of path (files), sql (a query) or table (a table or view) "
-                f"(got {', '.join(given) or 'none'})"
-            )
+        form = _one_of(self, ("path", "sql", "table"), "path (files), sql (a query) or table (a table or view)")
         if self.path is not None:
             if self.connection is not None:
                 raise ValueError("'connection' applies to sql and table sources, not to files (path)")
             return self
         if self.connection is None:
-            raise ValueError(f"a {given[0]} source needs a 'connection' (url_env, url or duckdb)")
+            raise ValueError(f"a {form} source needs a 'connection' (url_env, url or duckdb)")
         for name in FILE_ONLY:
             if name in self.model_fields_set:
-                raise ValueError(f"'{name}' applies to file sources (path), not to {given[0]} sources")
+                raise ValueError(f"'{name}' applies to file sources (path), not to {form} sources")
         if self.table is not None and not TABLE_NAME.match(self.table):
             raise ValueError(
                 f"table must be name, schema.name or catalog.schema.name of plain identifiers (got {self.table!r}); "

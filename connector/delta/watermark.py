@@ -39,6 +39,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
+from connector.delta.state import open_db
 from connector.errors import ConfigError, SourceError
 from connector.records import RowRef
 
@@ -118,10 +119,7 @@ class Watermarks:
         if read_only and not path.exists():
             return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db = open_db(path)
             if not read_only:
                 self.db.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:

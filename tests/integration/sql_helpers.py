@@ -1,13 +1,8 @@
-"""Helpers for SQL-source tests: run statements on PostgreSQL or DuckDB, and a pipeline over an SQL source."""
+"""Helpers for SQL-source tests: run statements on PostgreSQL or DuckDB."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import yaml
-
-from connector.config import Pipeline, load_pipeline
 
 
 def pg_exec(url: str, *statements: str) -> None:
@@ -27,13 +22,3 @@ def duck_exec(path: Path, *statements: str) -> None:
             con.execute(sql)
     finally:
         con.close()
-
-
-def sql_pipeline(tmp_path: Path, streams: list[dict[str, Any]], **top: Any) -> Pipeline:
-    """A pipeline file under tmp_path/pipelines (state under tmp_path/state); returns the loaded pipeline."""
-    doc: dict[str, Any] = {"name": "w", "streams": streams, "report": {"max_reject_fraction": 0.6}}
-    doc.update(top)
-    (tmp_path / "pipelines").mkdir(exist_ok=True)
-    path = tmp_path / "pipelines" / "w.yaml"
-    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
-    return load_pipeline(path)

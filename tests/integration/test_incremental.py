@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sql_helpers import duck_exec, pg_exec, sql_pipeline
+from sql_helpers import duck_exec, pg_exec
+from test_pipeline_run import project
 
 from connector.pipeline import run_pipeline
 
@@ -65,7 +66,7 @@ def test_cursor_ties_across_chunks_and_runs(postgres_url: str, emulator: Any, tm
         f"INSERT INTO ticks VALUES (1, 1, {t1}), (2, 1, {t1}), (3, 1, {t2}), (4, 1, {t2}), (5, 1, {t2}), "
         f"(6, 1, {t2}), (7, 1, {t2}), (8, 1, NULL)",
     )
-    pipeline = sql_pipeline(tmp_path, [ticks_stream()], state={"path": str(tmp_path / "state.sqlite")})
+    pipeline = project(tmp_path, [ticks_stream()], state={"path": str(tmp_path / "state.sqlite")})
     first = run(pipeline, emulator, tmp_path, "r1", postgres_url)
     assert first["rows"]["delivered"] == 8 and set(sent(emulator)) == {f"u{i}" for i in range(1, 9)}
 
@@ -95,7 +96,7 @@ def test_a_failed_run_then_a_rerun_sends_exactly_what_did_not_go_through(
         "INSERT INTO ticks2 SELECT g, 1, timestamptz '2024-01-01' + (g / 4) * interval '1 minute' "
         "FROM generate_series(1, 400) g",
     )
-    pipeline = sql_pipeline(
+    pipeline = project(
         tmp_path, [ticks_stream(50, "ticks2")], state={"path": str(tmp_path / "state.sqlite")},
         write={"retry": FAST_RETRY, "max_objects_per_request": 10, "concurrency": 4},
     )  # fmt: skip
@@ -124,14 +125,14 @@ def test_a_killed_run_then_a_rerun_loses_nothing_and_resends_at_most_what_was_in
         f"INSERT INTO ticks3 SELECT g, 1, timestamptz '2024-01-01' + (g / 3) * interval '1 second' "
         f"FROM generate_series(1, {n}) g",
     )
-    pipeline = sql_pipeline(
+    pipeline = project(
         tmp_path, [ticks_stream(100, "ticks3")], state={"path": str(tmp_path / "state.sqlite")},
         write={"max_objects_per_request": per_request, "concurrency": workers, "transport": "requests"},
     )  # fmt: skip
     em = emulator_factory(latency_ms=15)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PG_URL": postgres_url, "BRAZE_REST_ENDPOINT": em.url,
            "BRAZE_API_KEY": "test-key"}  # fmt: skip
-    cmd = [sys.executable, "-m", "connector", "run", str(tmp_path / "pipelines" / "w.yaml"), "--mode", "bulk",
+    cmd = [sys.executable, "-m", "connector", "run", str(tmp_path / "pipelines" / "t.yaml"), "--mode", "bulk",
            "--quiet", "--report-dir", str(tmp_path / "killed")]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -161,7 +162,7 @@ def test_duckdb_and_csv_sources_read_incrementally(emulator: Any, tmp_path: Path
     db = tmp_path / "w.duckdb"
     duck_exec(db, "CREATE TABLE ticks (id INTEGER PRIMARY KEY, v INTEGER, updated_at TIMESTAMP)",
               "INSERT INTO ticks VALUES (1, 1, '2024-01-01 00:00:00'), (2, 1, '2024-01-01 00:00:00')")  # fmt: skip
-    (tmp_path / "data").mkdir()
+    (tmp_path / "data").mkdir(exist_ok=True)
     csv_path = tmp_path / "data" / "ticks.csv"
     csv_path.write_text("user_id,v,updated_at\nc1,1,2024-01-01T00:00:00Z\nc2,1,2024-01-01T01:00:00+01:00\n")
     files = {
@@ -172,7 +173,7 @@ def test_duckdb_and_csv_sources_read_incrementally(emulator: Any, tmp_path: Path
         "attributes": [{"column": "v", "type": "integer"}],
         "incremental": {"cursor": "updated_at"},
     }
-    pipeline = sql_pipeline(tmp_path, [ticks_stream(1, conn={"duckdb": str(db)}), files],
+    pipeline = project(tmp_path, [ticks_stream(1, conn={"duckdb": str(db)}), files],
                             state={"path": str(tmp_path / "state.sqlite")})  # fmt: skip
     first = run(pipeline, emulator, tmp_path, "r1")
     assert first["rows"]["delivered"] == 4

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sql_helpers import duck_exec, pg_exec, sql_pipeline
+from sql_helpers import duck_exec, pg_exec
+from test_pipeline_run import project
 
 from connector.config import Source
 from connector.errors import SourceError
@@ -114,7 +115,7 @@ def test_postgres_types_reach_braze_as_braze_expects(postgres_url: str, emulator
         "identifier": {"external_id": "user_id"},
         "event": {"name": {"value": "click"}, "time": "at", "properties": {"json_column": "props"}},
     }
-    pipeline = sql_pipeline(tmp_path, [users, clicks])
+    pipeline = project(tmp_path, [users, clicks])
     env = {"PG_URL": postgres_url, "BRAZE_REST_ENDPOINT": emulator.url, "BRAZE_API_KEY": "test-key"}
     report = run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r", env=env)
     doc = json.loads((tmp_path / "r" / "report.json").read_text(encoding="utf-8"))
@@ -166,7 +167,7 @@ def test_duckdb_types_and_sql_over_parquet_files(emulator: Any, tmp_path: Path) 
         "identifier": {"external_id": "user_id"},
         "event": {"name": "name", "time": "at"},
     }
-    pipeline = sql_pipeline(tmp_path, [users, visits])
+    pipeline = project(tmp_path, [users, visits])
     env = {"BRAZE_REST_ENDPOINT": emulator.url, "BRAZE_API_KEY": "test-key"}
     report = run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r", env=env)
     assert report.exit_code == 0, report.warnings
@@ -191,7 +192,7 @@ def test_the_password_never_reaches_reports_logs_or_messages(
         "identifier": {"external_id": "user_id"},
         "attributes": [{"column": "email"}],
     }
-    pipeline = sql_pipeline(tmp_path, [stream])
+    pipeline = project(tmp_path, [stream])
     caplog.set_level(logging.DEBUG)
     env = {"PG_URL": with_password, "BRAZE_REST_ENDPOINT": emulator.url, "BRAZE_API_KEY": "test-key"}
     run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r", env=env)

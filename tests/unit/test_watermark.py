@@ -22,6 +22,14 @@ def take(marks: Watermarks, rows: list[tuple[int, int]], *, ordered: bool = True
     return mark.take(refs(*(r for r, _ in rows)), [v for _, v in rows], [f"id={r}" for r, _ in rows], below=not ordered)
 
 
+def confirmed(path: Path, rows: list[tuple[int, int]]) -> None:
+    """A run that read `rows` (ordered) and had them all confirmed, then stopped without finishing."""
+    marks = Watermarks(path)
+    take(marks, rows)
+    marks.settle("s", refs(*(r for r, _ in rows)), "delivered")
+    marks.close()
+
+
 def test_values_round_trip_through_their_text() -> None:
     for v in (datetime(2024, 5, 1, 10, tzinfo=UTC), datetime(2024, 5, 1, 10), date(2024, 5, 1), 42, 2.5,
               Decimal("12.50"), "2024-05-01"):  # fmt: skip
@@ -122,10 +130,7 @@ def test_read_only_runs_filter_but_write_nothing_and_full_reads_everything(tmp_p
 
 def test_a_new_cursor_column_starts_over(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
-    marks = Watermarks(path)
-    take(marks, [(1, 10)])
-    marks.settle("s", refs(1), "delivered")
-    marks.close()
+    confirmed(path, [(1, 10)])
     marks = Watermarks(path)
     assert marks.stored("s", "changed_at") is None
     mark = marks.mark("s", "changed_at", ordered=True)
@@ -136,10 +141,7 @@ def test_a_cursor_that_changes_type_is_a_clear_error(tmp_path: Path) -> None:
     from connector.errors import SourceError
 
     path = tmp_path / "s.sqlite"
-    marks = Watermarks(path)
-    take(marks, [(1, 10)])
-    marks.settle("s", refs(1), "delivered")
-    marks.close()
+    confirmed(path, [(1, 10)])
     mark = Watermarks(path).mark("s", "updated_at", ordered=False)
     with pytest.raises(SourceError, match="changed type"):
         mark.take(refs(2), [datetime(2024, 1, 1, tzinfo=UTC)], ["id=2"], below=True)

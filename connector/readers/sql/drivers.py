@@ -85,21 +85,11 @@ class Database:
 
     def scalar(self, query: str, params: list[Any]) -> Any:
         """The first column of the first row."""
-        with self.errors("the query failed"):
-            if self.dialect == "duckdb":
-                row = self._con.execute(query, params or None).fetchone()
-            else:
-                cur = self._con.cursor()
-                try:
-                    cur.execute(query, params or None)
-                    row = cur.fetchone()
-                finally:
-                    cur.close()
-                    self._end()
-        return None if row is None else row[0]
+        rows = self.column(query, params)
+        return rows[0] if rows else None
 
     def column(self, query: str, params: list[Any]) -> list[Any]:
-        """The first column of every row (small metadata queries only)."""
+        """The first column of every row (small queries only: counts, key columns)."""
         rows: list[Any] = []
         with self.errors("the query failed"):
             if self.dialect == "duckdb":

@@ -110,9 +110,7 @@ class Watermarks:
 
     def __init__(self, path: Path, *, read_only: bool = False, full: bool = False) -> None:
         """`read_only`: filter as usual but never write (validate, dry run, retry runs). `full`: read everything."""
-        self.path = path
-        self.read_only = read_only
-        self.full = full
+        self.path, self.read_only, self.full = path, read_only, full
         self.lock = threading.Lock()
         self._marks: dict[str, StreamMark] = {}
         self.db: sqlite3.Connection | None = None

@@ -30,7 +30,7 @@ from connector.config import DEFAULT_RATE_LIMITS, Pipeline, Stream
 from connector.config.destination import Destination, resolve_destination
 from connector.delivery.mode import choose_mode
 from connector.delivery.sync_access import needs_probe
-from connector.delta import SKIP_UNCHANGED, open_state
+from connector.delta import SKIP_UNCHANGED, open_incremental, open_state
 from connector.errors import ConfigError, ConnectorError
 from connector.mapping import map_chunk
 from connector.progress import Progress
@@ -44,7 +44,7 @@ from connector.validation.tables import has_table_expectations
 if TYPE_CHECKING:
     from connector.delivery.client import BrazeClient
     from connector.delivery.writer import Writer
-    from connector.delta import DeltaState
+    from connector.delta import DeltaState, Incremental
     from connector.emulator import EmulatorServer
     from connector.validation import SuiteRunner
 
@@ -66,6 +66,7 @@ class _Plan:
     exact: bool
     suite: SuiteRunner | None
     table_first: bool
+    since: readers.Since | None = None
 
 
 def run_pipeline(
@@ -96,7 +97,13 @@ def run_pipeline(
         raise ConfigError(f"--mode {mode!r}: allowed values are auto, bulk, sync")
     offline = dry_run or validate_only
     dest = resolve_destination(pipeline, env, offline=offline)
-    plans = [_plan(pipeline, s, validate_only, retry) for s in pipeline.streams]
+    incremental = open_incremental(pipeline, read_only=offline or retry is not None, full=full)
+    try:
+        plans = [_plan(pipeline, s, validate_only, retry, env, incremental) for s in pipeline.streams]
+    except BaseException:
+        if incremental is not None:
+            incremental.close()
+        raise
     started = datetime.now(UTC)
     run_id = f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
     out = report_dir_for(pipeline, report_dir, run_id)
@@ -114,7 +121,7 @@ def run_pipeline(
     report.set_rate_limits({e: pipeline.write.rate_limit(e).requests / pipeline.write.rate_limit(e).per_seconds
                             for e in DEFAULT_RATE_LIMITS})  # fmt: skip
     for p in plans:
-        report.add_stream(p.stream.name, p.stream.kind, p.stream.source.path)
+        report.add_stream(p.stream.name, p.stream.kind, p.stream.source.describe())
     orphans = _note_retry(report, retry, plans) if retry is not None else 0
     chosen, reason = choose_mode(pipeline, mode, [(p.stream, p.rows, p.exact) for p in plans])
     if offline and needs_probe(pipeline, mode, chosen):
@@ -127,6 +134,7 @@ def run_pipeline(
     run.probe_sync = not offline and needs_probe(pipeline, mode, chosen)
     if orphans:
         run.exit_code = 1  # failed rows this run cannot send: not a success
+    run.env, run.incremental = env, incremental
     run.delta = open_state(pipeline, read_only=offline, full=full)
     if run.delta is not None:
         report.delta = {"state_file": str(run.delta.path), "full": full, "read_only": offline}
@@ -136,13 +144,19 @@ def run_pipeline(
     finally:
         if run.delta is not None:
             run.delta.close()
+        if incremental is not None:
+            incremental.close()
     return report
 
 
-def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool, retry: readers.RetrySet | None) -> _Plan:
+def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool, retry: readers.RetrySet | None,
+          env: Mapping[str, str], incremental: Incremental | None) -> _Plan:  # fmt: skip
     base = Path(pipeline.base_dir)
     files = readers.list_files(stream.source, base)
-    if retry is not None:
+    since = incremental.since(stream) if incremental is not None else None
+    if stream.source.is_sql:
+        rows, exact = _sql_rows(pipeline, stream, retry, env, since)
+    elif retry is not None:
         retry.adopt(stream.name, files, base)
         wanted = retry.for_stream(stream.name)
         files = [f for f in files if str(f) in wanted]
@@ -161,7 +175,18 @@ def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool, retry: reader
                 suite, stream.expectations, pipeline.resolve(pipeline.expectations_dir)
             )
         )
-    return _Plan(stream, files, rows, exact, suite, table_first)
+    return _Plan(stream, files, rows, exact, suite, table_first, since)
+
+
+def _sql_rows(pipeline: Pipeline, stream: Stream, retry: readers.RetrySet | None, env: Mapping[str, str],
+              since: readers.Since | None) -> tuple[int, bool]:  # fmt: skip
+    """An SQL source's row count (its query runs once as COUNT(*), so a broken query stops the run here)."""
+    if retry is not None:
+        raise ConfigError(
+            f"{pipeline.origin}: stream {stream.name} reads an SQL source, which --retry-failed cannot re-read "
+            "by row; run the pipeline again (with incremental, the watermark resends exactly what did not go through)"
+        )
+    return readers.count_sql(stream.source, Path(pipeline.base_dir), env, since), True
 
 
 def _note_retry(report: RunReport, retry: readers.RetrySet, plans: list[_Plan]) -> int:
@@ -197,6 +222,8 @@ class _Run:
         self.validate_only = validate_only
         self.retry = retry
         self.delta: DeltaState | None = None
+        self.incremental: Incremental | None = None
+        self.env: Mapping[str, str] = os.environ
         self.writer: Writer | None = None
         self.probe_sync = False  # mode auto chose sync, pending the probe of the key (run_pipeline sets it)
         self.exit_code = 0
@@ -264,7 +291,8 @@ class _Run:
         from connector.delivery.writer import Writer
 
         return Writer(self.pipeline, client, self.report, mode="sync" if mode == "sync" else "bulk",
-                      dry_run=dry_run, delta=self.delta)  # fmt: skip
+                      dry_run=dry_run, delta=self.delta,
+                      settled=self.incremental.marks if self.incremental is not None else None)  # fmt: skip
 
     def _close_writer(self, errors: list[ConnectorError]) -> None:
         if self.writer is None:
@@ -301,12 +329,16 @@ class _Run:
             suite = _suite(self.pipeline, stream)  # a fresh runner for the row-level pass
         skip_reason = SKIP_VALIDATE_ONLY if self.writer is None else SKIP_TABLE_CHECK
         chunks = self._chunks(plan)
+        complete = True
         for chunk in chunks:
             self._chunk(stream, suite, chunk, deliver=deliver, skip_reason=skip_reason)
             self._show()
             if self.aborted():
+                complete = False
                 self._list_unsent(plan, chunks)
                 break
+        if self.incremental is not None:
+            self.incremental.finish(stream, complete)
         if suite is not None and not plan.table_first and not self.aborted() and self.retry is None:
             self._table_checks(stream, suite, delivered=deliver)  # partial data proves nothing: not on abort
 
@@ -314,6 +346,9 @@ class _Run:
                skip_reason: str) -> None:  # fmt: skip
         """One chunk through validate -> map -> deliver; every row read ends up counted exactly once."""
         report = self.report
+        inc = self.incremental
+        if inc is not None:
+            chunk = inc.take(stream, chunk)  # rows already confirmed at the watermark are not read again
         n_read = len(chunk) + len(chunk.rejects)
         report.add_read(n_read, stream.name)
         done = 0
@@ -323,23 +358,32 @@ class _Run:
             if suite is not None and len(chunk):
                 keep, rejects = _reconcile(chunk, suite.validate(chunk))
                 report.add_rejects(rejects, stream.name)
+                if inc is not None:
+                    inc.rejected(stream, rejects)
                 done += len(rejects)
                 if rejects:
                     chunk = chunk.filter(keep)
             if len(chunk):
                 mapped = map_chunk(stream, chunk, self.now)
                 report.add_rejects(mapped.rejects, stream.name)
+                if inc is not None:
+                    inc.rejected(stream, mapped.rejects)
                 done += len(mapped.rejects)
                 _check_mapped(stream, chunk, mapped)
                 if self.delta is not None and stream.delta and deliver:
                     id_key = stream.identifier.kind if stream.identifier is not None else None
+                    before = mapped
                     mapped, unchanged = self.delta.changed(stream.name, stream.kind, mapped, id_key)
+                    if inc is not None:
+                        inc.unchanged(stream, before, mapped)
                     report.add_skipped(unchanged, SKIP_UNCHANGED, stream.name)
                     done += unchanged
                 if deliver and self.writer is not None:
                     self.writer.submit(stream, mapped)
                 elif len(mapped):
                     report.add_skipped(len(mapped), skip_reason, stream.name)
+                    if inc is not None:
+                        inc.settle(stream, mapped, "failed")  # not delivered: the watermark stays before it
                 done += len(mapped)
         except ConnectorError as e:
             # A suite that cannot run on this file (SuiteError) and the like: keep the accounting whole.
@@ -370,7 +414,8 @@ class _Run:
         )
 
     def _chunks(self, plan: _Plan) -> Iterator[Chunk]:
-        chunks = readers.read_source(plan.stream.source, Path(self.pipeline.base_dir), plan.files)
+        chunks = readers.read_source(plan.stream.source, Path(self.pipeline.base_dir), plan.files,
+                                     env=self.env, since=plan.since)  # fmt: skip
         if self.retry is None:
             return chunks
         return self._retried(plan, chunks)

@@ -11,17 +11,26 @@ ObjectKind = Literal["attributes", "events", "purchases", "canvas_trigger", "liv
 
 @dataclass(frozen=True, slots=True)
 class RowRef:
-    """Where a row came from: the source file and its row number.
+    """Where a row came from: the source file and its row number (or, for SQL sources, its key).
 
     For CSV the row number is the physical line number in the file (the header is line 1, so the first
-    data row is line 2). For Parquet it is the 1-based row index within the file.
+    data row is line 2). For Parquet it is the 1-based row index within the file. For an SQL source `file`
+    names the source (`$PG_URL:public.users`), `row` is the 1-based position in the result, and `key`
+    ("id=42") names the row by its key columns when the source has a key; files and reports show the key
+    instead of the row number.
     """
 
     file: str
     row: int
+    key: str | None = None
+
+    @property
+    def where(self) -> int | str:
+        """The row for files and messages: its key when it has one, else its row number."""
+        return self.key if self.key is not None else self.row
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.row}"
+        return f"{self.file}:{self.where}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +49,8 @@ class Rejected:
     values: dict[str, Any] = field(default_factory=dict)
 
     def message(self) -> str:
-        where = f"{self.ref.file}, row {self.ref.row}"
+        ref = self.ref
+        where = f"{ref.file}, key {ref.key}" if ref.key is not None else f"{ref.file}, row {ref.row}"
         if self.column:
             where += f", column '{self.column}'"
         return f"{where}: [{self.rule}] {self.reason}"
@@ -63,19 +73,21 @@ class Chunk:
 
     `table` holds the rows that parsed (CSV: every column as a string, nulls where a null marker stood;
     Parquet: the file's own types). `row_numbers[i]` is the RowRef row of `table` row i. `rejects` holds
-    the rows of this slice that could not be parsed (stage "parse").
+    the rows of this slice that could not be parsed (stage "parse"). `keys[i]`, for SQL sources with key
+    columns, names row i by its key ("id=42").
     """
 
     file: str
     table: Any  # pyarrow.Table
     row_numbers: list[int]
     rejects: list[Rejected] = field(default_factory=list)
+    keys: list[str] | None = None
 
     def __len__(self) -> int:
         return int(self.table.num_rows)
 
     def ref(self, i: int) -> RowRef:
-        return RowRef(self.file, self.row_numbers[i])
+        return RowRef(self.file, self.row_numbers[i], None if self.keys is None else self.keys[i])
 
     def values(self, i: int) -> dict[str, Any]:
         """The original columns of row i (for the rejects file)."""
@@ -87,7 +99,8 @@ class Chunk:
 
         mask = pa.array(keep, type=pa.bool_())
         kept = [n for n, k in zip(self.row_numbers, keep, strict=True) if k]
-        return Chunk(self.file, self.table.filter(mask), kept, [])
+        keys = None if self.keys is None else [n for n, k in zip(self.keys, keep, strict=True) if k]
+        return Chunk(self.file, self.table.filter(mask), kept, [], keys)
 
 
 @dataclass(slots=True)

@@ -11,6 +11,10 @@ Expectation suites run before mapping and contract checks, so a defect a suite c
 - expected_rejects.csv: file,row,stage,rule for every bad row (CSV: physical line, header = line 1;
   Parquet: 1-based row index). `file` is relative to the project root.
 - expected_counts.json: per pipeline, rows read (parse rejects included), rejected by stage and by rule, valid.
+
+`warehouse.duckdb` (a small DuckDB database: table `users` with typed columns and an `updated_at` cursor, for
+pipelines/warehouse_users.yaml) is written by `main()` too; a database file is not byte-for-byte repeatable,
+so its *rows* are what stays fixed (`warehouse_rows()`).
 """
 
 from __future__ import annotations
@@ -421,6 +425,62 @@ def build_live_activities(rng: random.Random, n: int = 20) -> Table:
     return out.table()
 
 
+# --------------------------------------------------------------------------- warehouse (DuckDB)
+
+WAREHOUSE = "warehouse.duckdb"
+WAREHOUSE_COLUMNS = (
+    "user_id VARCHAR, email VARCHAR, first_name VARCHAR, country VARCHAR, plan VARCHAR, "
+    "lifetime_value DECIMAL(10, 2), marketing_opt_in BOOLEAN, signup_at TIMESTAMPTZ, "
+    "last_login TIMESTAMP, preferences JSON, updated_at TIMESTAMPTZ"
+)
+# The warehouse's deliberately bad rows: user number -> (stage, rule).
+WAREHOUSE_BAD = {17: ("contract", "email.invalid"), 101: ("contract", "identifier.missing")}
+
+
+def warehouse_rows(n: int = 200) -> list[tuple[object, ...]]:
+    """The rows of warehouse.duckdb's `users` table (deterministic); 2 bad ones (WAREHOUSE_BAD)."""
+    rng = random.Random(SEED + 13)
+    out: list[tuple[object, ...]] = []
+    for i in range(1, n + 1):
+        first = rng.choice(FIRST)
+        updated = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=rng.randint(0, 3 * 24 * 60))
+        prefs = {"newsletter": rng.random() < 0.5, "theme": rng.choice(["light", "dark"])}
+        row = (
+            f"w{i:04d}",
+            f"{first.lower()}{i}@example.com",
+            first,
+            rng.choice(COUNTRIES),
+            rng.choice(PLANS),
+            f"{rng.uniform(0, 2500):.2f}",
+            rng.random() < 0.6,
+            (datetime(2022, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randint(0, 3 * 365 * 86400))).isoformat(),
+            None if rng.random() < 0.2 else (updated - timedelta(hours=rng.randint(1, 48))).replace(tzinfo=None).isoformat(),
+            json.dumps(prefs),
+            updated.isoformat(),
+        )
+        if WAREHOUSE_BAD.get(i, ("", ""))[1] == "email.invalid":
+            row = (row[0], "not-an-email", *row[2:])
+        elif WAREHOUSE_BAD.get(i, ("", ""))[1] == "identifier.missing":
+            row = (None, None, *row[2:])  # with an email, Braze would take the email as the identifier
+        out.append(row)
+    return out
+
+
+def write_warehouse(path: Path) -> None:
+    """Write warehouse.duckdb (replacing it) from warehouse_rows()."""
+    import duckdb
+
+    path.unlink(missing_ok=True)
+    con = duckdb.connect(str(path))
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"CREATE TABLE users ({WAREHOUSE_COLUMNS})")
+        con.executemany(f"INSERT INTO users VALUES ({', '.join('?' * 11)})", warehouse_rows())
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+
+
 # --------------------------------------------------------------------------- expected results
 
 
@@ -432,6 +492,17 @@ def _counts(tables: list[Table]) -> dict[str, object]:
         "rejected": len(bad),
         "rejected_by_stage": dict(sorted(Counter(b.stage for b in bad).items())),
         "rejected_by_rule": dict(sorted(Counter(b.rule for b in bad).items())),
+        "valid": read - len(bad),
+    }
+
+
+def _warehouse_counts() -> dict[str, object]:
+    read, bad = len(warehouse_rows()), list(WAREHOUSE_BAD.values())
+    return {
+        "read": read,
+        "rejected": len(bad),
+        "rejected_by_stage": dict(sorted(Counter(b[0] for b in bad).items())),
+        "rejected_by_rule": dict(sorted(Counter(b[1] for b in bad).items())),
         "valid": read - len(bad),
     }
 
@@ -460,6 +531,7 @@ def build_all() -> dict[str, bytes]:
         "canvas_trigger": _counts([canvas]),
         "live_activity": _counts([live]),
         "quickstart": _counts([users, events, purchases]),
+        "warehouse_users": _warehouse_counts(),
     }
     files["expected_counts.json"] = (json.dumps(per_pipeline, indent=2) + "\n").encode()
     return files
@@ -473,6 +545,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for name, data in build_all().items():
         (args.out / name).write_bytes(data)
+    write_warehouse(args.out / WAREHOUSE)
 
 
 if __name__ == "__main__":

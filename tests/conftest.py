@@ -1,8 +1,15 @@
-"""Shared fixtures: a real Braze emulator on 127.0.0.1 (fresh per test) and a factory for custom ones."""
+"""Shared fixtures: a real Braze emulator on 127.0.0.1 (fresh per test), a factory for custom ones, and a
+PostgreSQL server on loopback for the session (SQL sources)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,3 +56,63 @@ def emulator_factory() -> Iterator[Callable[..., EmulatorServer]]:
     yield make
     for server in started:
         server.stop()
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _pg_bindir() -> Path | None:
+    """The newest Debian PostgreSQL server binaries, or pg_ctl on PATH."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    if found:
+        return found[-1].parent
+    on_path = shutil.which("pg_ctl")
+    return Path(on_path).parent if on_path else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server of its own (initdb in a temporary folder, trust auth, loopback, a free port) for
+    the session; its URL (user postgres, database postgres). As root the server runs as the `postgres` user,
+    since PostgreSQL refuses to run as root. Skipped where the server binaries are missing, except in CI."""
+    bindir = _pg_bindir()
+    if bindir is None or not (bindir / "initdb").exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL server binaries not found; CI must install them (apt-get install postgresql)")
+        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql to run these tests)")
+    root = Path(tempfile.mkdtemp(prefix="braze-pg-"))
+    runas: list[str] = []
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", "postgres"], check=True)
+        shutil.chown(root, "postgres")
+        os.chmod(root, 0o700)
+        runas = ["runuser", "-u", "postgres", "--"]
+    data, port = root / "data", _free_port()
+    log = root / "server.log"
+
+    def run(*cmd: str) -> None:
+        done = subprocess.run([*runas, *cmd], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"{' '.join(cmd)} failed: {done.stdout}{done.stderr}{tail}")
+
+    run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
+    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+    run(str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(log), "-w", "-t", "60", "start")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*runas, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                       capture_output=True, timeout=60)  # fmt: skip
+        shutil.rmtree(root, ignore_errors=True)

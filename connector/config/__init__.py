@@ -23,7 +23,6 @@ from connector.config.models import (
     BULK_WORKERS,
     DEFAULT_RATE_LIMITS,
     SYNC_WORKERS,
-    CsvOptions,
     Destination,
     EmbeddedEmulator,
     EndpointName,
@@ -32,11 +31,11 @@ from connector.config.models import (
     RateLimit,
     Report,
     Retry,
-    Source,
     State,
     Stream,
     Write,
 )
+from connector.config.sources import Connection, CsvOptions, Incremental, Source
 
 __all__ = [
     "AttributeField",
@@ -44,12 +43,14 @@ __all__ = [
     "CanvasMapping",
     "DEFAULT_RATE_LIMITS",
     "ColumnValue",
+    "Connection",
     "CsvOptions",
     "Destination",
     "EmbeddedEmulator",
     "EndpointName",
     "EventMapping",
     "Identifier",
+    "Incremental",
     "LiveActivityMapping",
     "ObjectKindName",
     "Pipeline",

@@ -20,30 +20,13 @@ from connector.config.mappings import (
     PurchaseMapping,
     _Model,
 )
+from connector.config.sources import Incremental, Source
 
 ObjectKindName = Literal["attributes", "events", "purchases", "canvas_trigger", "live_activity"]
 EndpointName = Literal["users_track", "users_track_sync", "canvas_trigger_send", "live_activity_update"]
 
 
-# --------------------------------------------------------------------------- source
-
-
-class CsvOptions(_Model):
-    delimiter: str = ","
-    quote_char: str = '"'
-    encoding: str = "utf-8"
-    header: bool = True
-    column_names: list[str] | None = None
-    null_values: list[str] = Field(default_factory=lambda: ["", "NULL", "null", "NA", "N/A"])
-
-
-class Source(_Model):
-    """A file, a directory (every file of the format inside it, sorted) or a glob."""
-
-    path: str
-    format: Literal["auto", "csv", "parquet"] = "auto"
-    csv: CsvOptions = Field(default_factory=CsvOptions)
-    chunk_rows: Annotated[int, Field(gt=0, le=5_000_000)] = 50_000
+# Sources (CsvOptions, Source, Connection, Incremental) are in sources.py.
 
 
 # --------------------------------------------------------------------------- stream
@@ -64,6 +47,8 @@ class Stream(_Model):
     on_table_expectation_failure: Literal["fail", "warn"] = "fail"
     # Send only what changed since the last delivered run (connector/delta.py; the pipeline's state.path).
     delta: bool = False
+    # Read only rows past the last confirmed cursor value (connector/delta/watermark.py; state.path).
+    incremental: Incremental | None = None
 
     @model_validator(mode="after")
     def _mapping_matches_kind(self) -> Stream:

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from connector import config
 from connector.delivery import batching, outcomes
@@ -33,7 +33,7 @@ from connector.errors import (
     RateLimitedError,
     TransientApiError,
 )
-from connector.records import Failed, MappedChunk, Rejected
+from connector.records import Failed, MappedChunk, Rejected, RowRef
 
 if TYPE_CHECKING:
     from connector.delivery.client import BrazeClient
@@ -59,6 +59,13 @@ QUEUE_PER_WORKER = 8
 SPLIT_STATUSES = (400, 413)
 
 Packed = batching.Request
+Outcome = Literal["delivered", "rejected", "failed"]
+
+
+class Settled(Protocol):
+    """Told each row's final outcome (incremental cursors: connector/delta/watermark.py)."""
+
+    def settle(self, stream: str, refs: list[RowRef], outcome: Outcome) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +92,7 @@ class Writer:
         mode: Literal["bulk", "sync"],
         dry_run: bool = False,
         delta: DeltaState | None = None,
+        settled: Settled | None = None,
     ) -> None:
         if mode not in ("bulk", "sync"):
             raise ValueError(f"writer mode must be 'bulk' or 'sync', not {mode!r}")
@@ -97,6 +105,7 @@ class Writer:
         self.mode = mode
         self.dry_run = dry_run
         self.delta = delta
+        self.settled = settled
         self._samples_left = pipeline.report.sample_bodies
         self._lock = threading.Lock()
         self._fatal: ConnectorError | None = None
@@ -308,8 +317,8 @@ class Writer:
         errors = outcomes.object_errors(doc)
         named = self._named(req, errors) if errors else {}
         rejected = self._reject_named(batch, req, named)
-        if batch.mapped.delta_keys is not None:
-            self._settle(batch, [it.token for it in req.items if (it.array, it.index) not in named], True)
+        if batch.mapped.delta_keys is not None or self.settled is not None:
+            self._settle(batch, [it.token for it in req.items if (it.array, it.index) not in named], "delivered")
         if n - rejected:
             self.report.add_delivered(n - rejected, batch.stream)
         if req.endpoint == "users_track_sync" and self.write.confirm_profiles and not rejected:
@@ -367,7 +376,7 @@ class Writer:
             mapped = batch.mapped
             rejects = [Rejected(mapped.ref(j), "destination", rule, why, values=mapped.values(j)) for j, rule, why in rows]
             self.report.add_rejects(rejects, batch.stream)
-            self._settle(batch, [j for j, _, _ in rows], False)
+            self._settle(batch, [j for j, _, _ in rows], "rejected")
 
     def _reject_oversize(self, batch: _Batch, req: Packed) -> None:
         """An object larger on its own than the request size cap: Braze would refuse it (413), so it is not sent."""
@@ -385,7 +394,7 @@ class Writer:
             [Failed(mapped.ref(it.token), error, status, outcome, mapped.values(it.token)) for it in items],
             batch.stream,
         )
-        self._settle(batch, [it.token for it in items], False)
+        self._settle(batch, [it.token for it in items], "failed")
 
     def _not_sent(self, batch: _Batch, positions: Iterable[int]) -> None:
         """Objects of a stopped run that were never sent: skipped, and listed for a retry run."""
@@ -393,13 +402,15 @@ class Writer:
         tokens = list(positions)
         rows = [(mapped.ref(j), mapped.values(j)) for j in tokens]
         self.report.add_not_sent(rows, self._abort_reason, batch.stream)
-        self._settle(batch, tokens, False)
+        self._settle(batch, tokens, "failed")
 
-    def _settle(self, batch: _Batch, tokens: list[int], delivered: bool) -> None:
-        """Delta sync: tell the state which objects reached their final outcome."""
+    def _settle(self, batch: _Batch, tokens: list[int], outcome: Outcome) -> None:
+        """Delta sync and incremental cursors: tell the state which objects reached their final outcome."""
         keys = batch.mapped.delta_keys
         if self.delta is not None and keys is not None and tokens:
-            self.delta.settle(batch.stream, [keys[j] for j in tokens], delivered)
+            self.delta.settle(batch.stream, [keys[j] for j in tokens], outcome == "delivered")
+        if self.settled is not None and tokens:
+            self.settled.settle(batch.stream, [batch.mapped.ref(j) for j in tokens], outcome)
 
     def _record_error(self, req: Packed, e: ApiError, t0: float) -> None:
         status = e.status if e.status is not None else 0

@@ -5,6 +5,10 @@ delta); `DeltaState.changed(stream, kind, mapped, id_key) -> (MappedChunk, uncha
 chunk to what differs from the confirmed state, and `DeltaState.settle(stream, keys, delivered)` confirms
 (a 2xx) or forgets (anything else) what was sent. `SKIP_UNCHANGED` is the skip reason of unchanged rows.
 The semantics are in state.py.
+
+Incremental cursors (streams with `incremental: {cursor: col}`): `open_incremental(pipeline, *, read_only,
+full) -> Incremental | None` keeps each stream's watermark in the same state file (watermark.py for the
+semantics, incremental.py for the pipeline's side).
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from connector.config import Pipeline
+from connector.delta.incremental import Incremental
 from connector.delta.state import SKIP_UNCHANGED, DeltaState
+from connector.delta.watermark import Watermarks
 
-__all__ = ["SKIP_UNCHANGED", "DeltaState", "open_state", "state_path"]
+__all__ = ["SKIP_UNCHANGED", "DeltaState", "Incremental", "Watermarks", "open_incremental", "open_state", "state_path"]
 
 
 def state_path(pipeline: Pipeline) -> Path:
@@ -27,3 +33,10 @@ def open_state(pipeline: Pipeline, *, read_only: bool, full: bool) -> DeltaState
     if not any(s.delta for s in pipeline.streams):
         return None
     return DeltaState(state_path(pipeline), read_only=read_only, full=full)
+
+
+def open_incremental(pipeline: Pipeline, *, read_only: bool, full: bool) -> Incremental | None:
+    """The watermarks of the incremental streams, when a stream has `incremental`."""
+    if not any(s.incremental is not None for s in pipeline.streams):
+        return None
+    return Incremental(Watermarks(state_path(pipeline), read_only=read_only, full=full))

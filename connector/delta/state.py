@@ -80,6 +80,15 @@ def _fp(value: Any) -> str:
     return "#" + hashlib.blake2b(raw, digest_size=8).hexdigest()
 
 
+def open_db(path: Path) -> sqlite3.Connection:
+    """The state file, opened for several threads (autocommit; WAL, so a killed run keeps what it committed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
 class DeltaState:
     """The state file of one run; thread-safe (the writer's workers settle outcomes concurrently)."""
 
@@ -93,10 +102,7 @@ class DeltaState:
             self._db: sqlite3.Connection | None = None
             return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db = open_db(path)
             self._db.executescript(_SCHEMA)
             if not read_only:
                 # A crashed run's pending decisions: Braze may or may not have applied them, so the user's

@@ -1,14 +1,16 @@
-"""CSV and Parquet sources -> an iterator of bounded chunks (the only package that reads tables with pyarrow).
+"""CSV, Parquet and SQL sources -> an iterator of bounded chunks (the only package that reads tables with pyarrow).
 
-`list_files` finds a source's files (a file, a directory's files of the format, or a glob's matches, sorted);
-`read_source` streams them as `Chunk`s of at most `source.chunk_rows` rows. Memory follows the chunk size,
-not the file size. See csv_reader for CSV row numbers, quoted multi-line fields and parse rejects.
+`list_files` finds a source's files (a file, a directory's files of the format, or a glob's matches, sorted;
+none for an SQL source); `read_source` streams them as `Chunk`s of at most `source.chunk_rows` rows. Memory
+follows the chunk size, not the file size. See csv_reader for CSV row numbers, quoted multi-line fields and
+parse rejects, sql/ for SQL sources (same chunks, rows named by their key), cursor.py for incremental
+cursors.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from connector import config
@@ -16,19 +18,45 @@ from connector.readers.csv_reader import read_csv
 from connector.readers.failed import RetrySet, load_failed
 from connector.readers.files import format_of, list_files
 from connector.readers.parquet_reader import read_parquet
+from connector.readers.sql import Since, count_sql, read_sql
 from connector.records import Chunk
 
-__all__ = ["RetrySet", "list_files", "load_failed", "read_csv", "read_parquet", "read_source"]
+__all__ = [
+    "RetrySet",
+    "Since",
+    "count_sql",
+    "list_files",
+    "load_failed",
+    "read_csv",
+    "read_parquet",
+    "read_source",
+    "read_sql",
+]
 
 log = logging.getLogger(__name__)
 
 
-def read_source(source: config.Source, base_dir: Path, files: list[Path] | None = None) -> Iterator[Chunk]:
-    """Stream every file of a source (or only `files`, from list_files) as chunks of at most `source.chunk_rows` rows.
+def read_source(
+    source: config.Source,
+    base_dir: Path,
+    files: list[Path] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    since: Since | None = None,
+) -> Iterator[Chunk]:
+    """Stream every file of a source (or only `files`, from list_files), or an SQL source's rows, as chunks
+    of at most `source.chunk_rows` rows. `env` holds an SQL connection's `url_env`; `since` bounds and orders
+    an SQL read by an incremental cursor (file rows are filtered by the caller).
 
     Raises:
-        SourceError: a file is missing, unreadable or not in the declared format.
+        SourceError: a file is missing, unreadable or not in the declared format; a database cannot be
+            reached or its query fails.
     """
+    if source.is_sql:
+        import os
+
+        yield from read_sql(source, base_dir, os.environ if env is None else env, since)
+        return
     for path in list_files(source, base_dir) if files is None else files:
         fmt = format_of(path, source.format)
         log.info("reading %s (%s, chunks of %d rows)", path, fmt, source.chunk_rows)

@@ -132,7 +132,10 @@ def load_failed(path: str | Path, *, include_unknown: bool = False) -> RetrySet:
                 try:
                     row = int(r)
                 except ValueError:
-                    raise SourceError(f"{p}, record {record}: _row_number {r!r} is not a row number") from None
+                    raise SourceError(
+                        f"{p}, record {record}: _row_number {r!r} is not a row number"
+                        + (" (a row of an SQL source, named by its key: run the pipeline again instead)" if "=" in r else "")
+                    ) from None
                 if kind == "unknown" and not include_unknown:
                     out.unknown_excluded += 1
                     continue

@@ -29,6 +29,8 @@ def list_files(source: config.Source, base_dir: Path) -> list[Path]:
     Raises:
         SourceError: nothing matches, or a file cannot be read.
     """
+    if source.path is None:
+        return []  # an SQL source
     raw = Path(source.path).expanduser()
     path = raw if raw.is_absolute() else Path(base_dir) / raw
     if _GLOB_CHARS.search(source.path):

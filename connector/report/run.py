@@ -79,7 +79,7 @@ class RunReport(ReportCounters):
         """Stream rejected rows to the rejects file and count them by stage and rule."""
         if not rejects:
             return
-        rows = [(r.values, [r.ref.file, r.ref.row, r.stage, r.rule, r.column, r.reason]) for r in rejects]
+        rows = [(r.values, [r.ref.file, r.ref.where, r.stage, r.rule, r.column, r.reason]) for r in rejects]
         self.rejects.write(rows)
         with self._lock:
             self._count("rejected", len(rejects), stream)
@@ -94,7 +94,7 @@ class RunReport(ReportCounters):
             return
         value = r.values.get(r.column) if r.column else r.values.get("_raw")
         text = to_text(value)
-        entry = {"file": r.ref.file, "row": r.ref.row, "stage": r.stage, "rule": r.rule, "column": r.column}
+        entry = {"file": r.ref.file, "row": r.ref.where, "stage": r.stage, "rule": r.rule, "column": r.column}
         entry.update(value=text if text is None or len(text) <= 200 else text[:200] + "…", reason=r.reason)
         if full:
             # Make room for a rule not yet shown by replacing the last entry of the most common rule.
@@ -110,7 +110,7 @@ class RunReport(ReportCounters):
         """Stream rows that could not be delivered to failed.csv (a later run can retry them)."""
         if not failed:
             return
-        self.failed.write([(f.values, [f.ref.file, f.ref.row, f.status, f.outcome, f.error, stream or ""])
+        self.failed.write([(f.values, [f.ref.file, f.ref.where, f.status, f.outcome, f.error, stream or ""])
                            for f in failed])  # fmt: skip
         with self._lock:
             self._count("failed", len(failed), stream)
@@ -121,7 +121,7 @@ class RunReport(ReportCounters):
         with outcome "not_sent", so a retry run (--retry-failed) picks them up; they are safe to send."""
         if not rows:
             return
-        self.failed.write([(values, [ref.file, ref.row, None, "not_sent", reason, stream or ""])
+        self.failed.write([(values, [ref.file, ref.where, None, "not_sent", reason, stream or ""])
                            for ref, values in rows])  # fmt: skip
         self.add_skipped(len(rows), reason, stream)
         with self._lock:
@@ -131,7 +131,7 @@ class RunReport(ReportCounters):
 
     def add_confirmed(self, ref: RowRef, profile: dict[str, Any]) -> None:
         """Append a profile confirmed by /users/track/sync to confirmed.jsonl."""
-        line = orjson.dumps({"file": ref.file, "row": ref.row, "profile": profile}, default=str) + b"\n"
+        line = orjson.dumps({"file": ref.file, "row": ref.where, "profile": profile}, default=str) + b"\n"
         with self._lock:
             if self._confirmed is None:
                 self._confirmed = (self.report_dir / "confirmed.jsonl").open("wb")

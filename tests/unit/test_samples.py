@@ -66,11 +66,24 @@ def test_generator_is_deterministic_and_matches_the_committed_files(tmp_path: Pa
     gen = _generator()
     gen.main(["--out", str(tmp_path)])
     written = sorted(p.name for p in tmp_path.iterdir())
-    assert written == sorted(gen.build_all())
-    for name in written:
+    assert written == sorted([*gen.build_all(), gen.WAREHOUSE])
+    for name in gen.build_all():
         assert (tmp_path / name).read_bytes() == (SAMPLES / name).read_bytes(), (
             f"{name} differs; rerun generate.py"
         )
+    # A DuckDB file is not byte-for-byte repeatable: its rows are.
+    assert _warehouse(tmp_path / gen.WAREHOUSE) == _warehouse(SAMPLES / gen.WAREHOUSE), "rerun generate.py"
+    assert len(_warehouse(SAMPLES / gen.WAREHOUSE)) == len(gen.warehouse_rows())
+
+
+def _warehouse(path: Path) -> list[tuple[Any, ...]]:
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return [tuple(r) for r in con.execute("SELECT * FROM users ORDER BY updated_at, user_id").fetchall()]
+    finally:
+        con.close()
 
 
 # --------------------------------------------------------------------------- pipelines, suites, schema
@@ -81,7 +94,11 @@ def test_every_pipeline_loads_and_its_sources_and_suites_exist(path: Path) -> No
     pipeline = load_pipeline(path)
     assert pipeline.destination.url == "local"
     for stream in pipeline.streams:
-        assert list_files(stream.source, Path(pipeline.base_dir))
+        if stream.source.is_sql:
+            assert stream.source.connection is not None and stream.source.connection.duckdb is not None
+            assert (Path(pipeline.base_dir) / stream.source.connection.duckdb).is_file()
+        else:
+            assert list_files(stream.source, Path(pipeline.base_dir))
         for suite in stream.expectations:
             assert (Path(pipeline.base_dir) / pipeline.expectations_dir / f"{suite}.json").is_file()
 
@@ -243,7 +260,7 @@ def test_expected_counts_agree_with_rejects_and_readers() -> None:
         "live_activity": ["live_activities.csv"],
         "quickstart": ["users.csv", "events.parquet", "purchases.csv"],
     }
-    assert set(counts) == set(files)
+    assert set(counts) == set(files) | {"warehouse_users"}  # the warehouse's rows are checked in the run test
     for pipeline, names in files.items():
         mine = [e for e in expected if e["file"].removeprefix("sample_data/") in names]
         read = 0

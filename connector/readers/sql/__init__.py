@@ -1,0 +1,126 @@
+"""SQL sources -> the same bounded `Chunk`s the file readers produce.
+
+`read_sql(source, base_dir, env, since=None)` streams a `sql` or `table` source in chunks of exactly
+`source.chunk_rows` rows (the last one shorter): PostgreSQL and SQLite through ADBC, DuckDB in-process,
+Snowflake and BigQuery through their ADBC drivers (optional extras); see drivers.py for how each stays in
+bounded memory. `Chunk.file` is the source's label (`$PG_URL:public.users`, `duckdb:data/w.duckdb:query`),
+`row_numbers` the 1-based position in the result and `keys` the row's key ("id=42") when the source has
+key columns: `source.key`, else a table's primary key. Types are normalised in types.py.
+
+`count_sql(...)` is the COUNT(*) of what `read_sql` would read (the progress total and the mode choice).
+The connection URL comes from the environment (`url_env`) and never appears in a message or a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pyarrow as pa
+
+from connector.config import Source
+from connector.errors import SourceError
+from connector.readers.sql.connection import Target, mask_url, resolve_target
+from connector.readers.sql.drivers import Database
+from connector.readers.sql.query import Since, count_query, primary_key_query, rows_query
+from connector.readers.sql.types import normalize
+from connector.records import Chunk
+
+__all__ = ["Since", "count_sql", "mask_url", "read_sql", "source_label"]
+
+log = logging.getLogger(__name__)
+
+
+def source_label(source: Source, target: Target) -> str:
+    """What rejects and failed files show as the row's source: connection label and table (or 'query')."""
+    return f"{target.label}:{source.table if source.table is not None else 'query'}"
+
+
+def read_sql(source: Source, base_dir: Path, env: Mapping[str, str], since: Since | None = None) -> Iterator[Chunk]:
+    """Stream the source's rows in chunks of `source.chunk_rows` (incremental: ordered by the cursor, >= its bound).
+
+    Raises:
+        SourceError: no connection, a failing query, a missing key or cursor column.
+    """
+    assert source.connection is not None
+    target = resolve_target(source.connection, base_dir, env)
+    label = source_label(source, target)
+    with Database(target, label) as db:
+        key = _key_columns(source, db)
+        query, params = rows_query(source, db.dialect, since)
+        log.info("reading %s (%s, chunks of %d rows)", label, target.shown, source.chunk_rows)
+        row = 1
+        checked = False
+        for table in _rechunk(db.batches(query, params, source.chunk_rows), source.chunk_rows):
+            table = normalize(table)
+            if not checked:
+                _check_columns(label, table, key, since)
+                checked = True
+            n = table.num_rows
+            keys = _key_texts(table, key) if key else None
+            yield Chunk(label, table, list(range(row, row + n)), keys=keys)
+            row += n
+
+
+def count_sql(source: Source, base_dir: Path, env: Mapping[str, str], since: Since | None = None) -> int:
+    """How many rows `read_sql` would read (a COUNT(*) on the database).
+
+    Raises:
+        SourceError: no connection, or the query fails (so a broken query is reported before any row is read).
+    """
+    assert source.connection is not None
+    target = resolve_target(source.connection, base_dir, env)
+    with Database(target, source_label(source, target)) as db:
+        query, params = count_query(source, db.dialect, since)
+        return int(db.scalar(query, params) or 0)
+
+
+def _key_columns(source: Source, db: Database) -> list[str]:
+    if source.key is not None:
+        return list(source.key)
+    if source.table is None:
+        return []
+    found = primary_key_query(db.dialect, source.table)
+    if found is None:
+        return []
+    return [str(c) for c in db.column(*found)]
+
+
+def _check_columns(label: str, table: pa.Table, key: list[str], since: Since | None) -> None:
+    names = set(table.column_names)
+    wanted = [("source.key", c) for c in key] + ([("incremental.cursor", since.cursor)] if since else [])
+    for where, col in wanted:
+        if col not in names:
+            raise SourceError(
+                f"{label}: {where} names column {col!r}, which the source does not return "
+                f"(columns: {', '.join(table.column_names)})"
+            )
+
+
+def _key_texts(table: pa.Table, key: list[str]) -> list[str]:
+    """'id=42' (or 'a=1, b=x' for a composite key) for every row."""
+    cols = [table.column(c).to_pylist() for c in key]
+    if len(key) == 1:
+        name = key[0]
+        return [f"{name}={v}" for v in cols[0]]
+    return [", ".join(f"{c}={v}" for c, v in zip(key, vals, strict=True)) for vals in zip(*cols, strict=True)]
+
+
+def _rechunk(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
+    """Tables of exactly `rows` rows (the last one shorter) from batches of any size."""
+    held: list[pa.RecordBatch] = []
+    count = 0
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        held.append(batch)
+        count += batch.num_rows
+        while count >= rows:
+            table = pa.Table.from_batches(held)
+            yield table.slice(0, rows)
+            rest = table.slice(rows)
+            held = rest.to_batches() if rest.num_rows else []
+            count = rest.num_rows
+    if count:
+        yield pa.Table.from_batches(held)

@@ -1,0 +1,200 @@
+"""One open database per SQL source, streaming Arrow record batches in bounded memory.
+
+- PostgreSQL (ADBC): a server-side cursor in a read-only transaction (`DECLARE ... NO SCROLL CURSOR`,
+  then `FETCH FORWARD n`), because the driver's streaming COPY path cannot take bound parameters and
+  fetches a parameterised query's whole result at once.
+- SQLite (ADBC) and Snowflake / BigQuery (ADBC, optional extras): the driver's record-batch stream.
+- DuckDB (in-process): the relation's Arrow reader.
+
+Every driver error becomes a `SourceError` naming the source (never the URL or its password).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pyarrow as pa
+
+from connector.errors import SourceError
+from connector.readers.sql.connection import Target
+
+log = logging.getLogger(__name__)
+
+_EXTRA = {"snowflake": "snowflake", "bigquery": "bigquery", "postgresql": "postgresql", "sqlite": "sqlite"}
+_CURSOR = "braze_connector_src"
+
+
+def placeholder(dialect: str, n: int) -> str:
+    """The n-th (1-based) bound parameter's marker in this dialect."""
+    return f"${n}" if dialect == "postgresql" else "?"
+
+
+class Database:
+    """An open connection to one source's database."""
+
+    def __init__(self, target: Target, label: str | None = None) -> None:
+        """`label` names the source in error messages (default: the connection's label)."""
+        self.target = target
+        self.label = label or target.label
+        self.dialect = target.dialect
+        self._con: Any = None
+        with self.errors("cannot connect"):
+            self._con = _connect(target)
+
+    def close(self) -> None:
+        if self._con is not None:
+            try:
+                self._con.close()
+            except Exception as e:  # closing never hides the run's own outcome
+                log.debug("closing %s: %s", self.target.label, self.target.scrub(str(e)))
+            self._con = None
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def errors(self, what: str) -> _Errors:
+        """A context that turns driver errors into a SourceError: `<label>: <what>: <driver text>`."""
+        return _Errors(self.target, self.label, what)
+
+    # ---- queries ------------------------------------------------------------------------------------
+    def batches(self, query: str, params: list[Any], rows: int) -> Iterator[pa.RecordBatch]:
+        """The query's rows as record batches of about `rows` rows (never the whole result at once)."""
+        if self.dialect == "postgresql":
+            yield from self._pg_batches(query, params, rows)
+        elif self.dialect == "duckdb":
+            with self.errors("the query failed"):
+                reader = self._con.sql(query, params=params or None).to_arrow_reader(rows)
+            yield from self._drain(lambda: reader.read_next_batch())
+        else:
+            cur = self._con.cursor()
+            try:
+                with self.errors("the query failed"):
+                    if self.dialect == "sqlite":
+                        cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(min(rows, 65536))})
+                    cur.execute(query, params or None)
+                    reader = cur.fetch_record_batch()
+                yield from self._drain(lambda: reader.read_next_batch())
+            finally:
+                cur.close()
+
+    def scalar(self, query: str, params: list[Any]) -> Any:
+        """The first column of the first row."""
+        rows = self.column(query, params)
+        return rows[0] if rows else None
+
+    def column(self, query: str, params: list[Any]) -> list[Any]:
+        """The first column of every row (small queries only: counts, key columns)."""
+        rows: list[Any] = []
+        with self.errors("the query failed"):
+            if self.dialect == "duckdb":
+                rows = self._con.execute(query, params or None).fetchall()
+            else:
+                cur = self._con.cursor()
+                try:
+                    cur.execute(query, params or None)
+                    rows = cur.fetchall()
+                finally:
+                    cur.close()
+                    self._end()
+        return [r[0] for r in rows]
+
+    def _drain(self, read: Callable[[], pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        while True:
+            with self.errors("reading the rows failed"):
+                try:
+                    batch = read()
+                except StopIteration:
+                    return
+            yield batch
+
+    def _pg_batches(self, query: str, params: list[Any], rows: int) -> Iterator[pa.RecordBatch]:
+        # The connection is not in autocommit mode: binding a timestamptz parameter in autocommit mode makes
+        # the driver wrap the statement in its own BEGIN/COMMIT, which would close the cursor at once.
+        cur = self._con.cursor()
+        fetch = self._con.cursor()
+        try:
+            with self.errors("the query failed"):
+                cur.execute(f"DECLARE {_CURSOR} NO SCROLL CURSOR FOR {query}", params or None)
+                # FETCH cannot run inside COPY, the driver's default way of reading results.
+                fetch.adbc_statement.set_options(**{"adbc.postgresql.use_copy": "false"})
+            while True:
+                with self.errors("reading the rows failed"):
+                    fetch.execute(f"FETCH FORWARD {int(rows)} FROM {_CURSOR}")
+                    table = fetch.fetch_arrow_table()
+                if table.num_rows == 0:
+                    break
+                yield from table.to_batches()
+        finally:
+            fetch.close()
+            cur.close()
+            self._end()
+
+    def _end(self) -> None:
+        """End the read-only transaction a PostgreSQL read ran in (nothing was written)."""
+        if self.dialect != "postgresql" or self._con is None:
+            return
+        try:
+            self._con.rollback()
+        except Exception as e:  # the connection may be gone already; the first error is the one to show
+            log.debug("ending the read transaction: %s", self.target.scrub(str(e)))
+
+
+class _Errors:
+    def __init__(self, target: Target, label: str, what: str) -> None:
+        self.target, self.label, self.what = target, label, what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, etype: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc is None or isinstance(exc, SourceError | StopIteration) or not isinstance(exc, Exception):
+            return
+        text = " ".join(self.target.scrub(str(exc)).split())
+        if len(text) > 500:
+            text = text[:497] + "..."
+        raise SourceError(f"{self.label}: {self.what}: {text}") from None
+
+
+def _driver(module: str, dialect: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        extra = _EXTRA.get(dialect)
+        hint = f"pip install 'braze-connector[{extra}]'" if extra in ("snowflake", "bigquery") else "reinstall braze-connector"
+        raise SourceError(f"{dialect} sources need the {module.split('.')[0]} package; {hint}") from None
+
+
+def _connect(target: Target) -> Any:
+    if target.dialect == "duckdb":
+        duckdb = _driver("duckdb", "duckdb")
+        if target.url == ":memory:":
+            return duckdb.connect(":memory:")
+        import os
+
+        if not os.path.isfile(target.url):
+            raise SourceError(f"{target.label}: the DuckDB database {target.url} does not exist; check source.connection.duckdb")
+        return duckdb.connect(target.url, read_only=True)
+    if target.dialect == "sqlite":
+        import os
+
+        if not os.path.isfile(target.url):
+            raise SourceError(f"{target.label}: the SQLite database {target.url} does not exist; check the URL")
+        return _driver("adbc_driver_sqlite.dbapi", "sqlite").connect(target.url)
+    if target.dialect == "postgresql":
+        url = "postgresql" + target.url[target.url.index(":") :]
+        return _driver("adbc_driver_postgresql.dbapi", "postgresql").connect(url)
+    if target.dialect == "snowflake":
+        return _driver("adbc_driver_snowflake.dbapi", "snowflake").connect(target.url.split("://", 1)[1])
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(target.url)
+    kwargs = {"adbc.bigquery.sql.project_id": parts.netloc}
+    if parts.path.strip("/"):
+        kwargs["adbc.bigquery.sql.dataset_id"] = parts.path.strip("/")
+    return _driver("adbc_driver_bigquery.dbapi", "bigquery").connect(db_kwargs=kwargs)

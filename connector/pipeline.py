@@ -31,6 +31,7 @@ from connector.config.destination import Destination, resolve_destination
 from connector.delivery.mode import choose_mode
 from connector.delta import SKIP_UNCHANGED, open_state
 from connector.errors import ConfigError, ConnectorError
+from connector.logs import run_context, stream_context
 from connector.mapping import map_chunk
 from connector.progress import Progress
 from connector.quiet_gc import quiet_gc
@@ -119,7 +120,8 @@ def run_pipeline(
     if validate_only:
         reason = f"validate only, nothing sent (a run would use {chosen}: {reason})"
     report.set_mode(chosen, reason)
-    logger.info("pipeline %s run %s: mode %s (%s)", pipeline.name, run_id, chosen, reason)
+    logger.info("pipeline %s run %s: mode %s (%s)", pipeline.name, run_id, chosen, reason,
+                extra={"pipeline": pipeline.name, "run_id": run_id})  # fmt: skip
     run = _Run(pipeline, report, progress or Progress.disabled(), started, validate_only, retry)
     if orphans:
         run.exit_code = 1  # failed rows this run cannot send: not a success
@@ -127,7 +129,7 @@ def run_pipeline(
     if run.delta is not None:
         report.delta = {"state_file": str(run.delta.path), "full": full, "read_only": offline}
     try:
-        with quiet_gc():
+        with quiet_gc(), run_context(pipeline.name, run_id):
             run.execute(plans, dest, chosen, dry_run)
     finally:
         if run.delta is not None:
@@ -195,7 +197,6 @@ class _Run:
         self.delta: DeltaState | None = None
         self.writer: Writer | None = None
         self.exit_code = 0
-        self._shown = dict.fromkeys(("read", "delivered", "rejected", "failed", "requests"), 0)
 
     def execute(self, plans: list[_Plan], dest: Destination, mode: str, dry_run: bool) -> None:
         """Deliver every stream, then finish and write the report whatever happened."""
@@ -205,6 +206,7 @@ class _Run:
         client: BrazeClient | None = None
         try:
             with self.progress:
+                self.progress.follow(report.progress_counts)
                 self.progress.set_total(sum(p.rows for p in plans) or None)
                 try:
                     if self.validate_only:
@@ -225,10 +227,11 @@ class _Run:
                         client = client_for(self.pipeline, url, dest.api_key, mode)
                         self.writer = self._writer(client, mode, dry_run=False)
                     for plan in plans:
-                        if self.aborted():
-                            self._list_unsent(plan, self._chunks(plan))
-                        else:
-                            self.stream(plan)
+                        with stream_context(plan.stream.name):
+                            if self.aborted():
+                                self._list_unsent(plan, self._chunks(plan))
+                            else:
+                                self.stream(plan)
                 except ConnectorError as e:
                     errors.append(e)
                 finally:
@@ -416,15 +419,8 @@ class _Run:
         return ok
 
     def _show(self) -> None:
-        """Push the report's counts to the progress display (as increments)."""
-        if not self.progress.enabled:
-            return
-        r = self.report
-        now = dict(r.rows)
-        now["requests"] = sum(int(ep["requests"]) for ep in list(r.requests.values()))
-        delta = {k: now[k] - self._shown[k] for k in self._shown}
-        self._shown = {k: now[k] for k in self._shown}
-        self.progress.update(**delta)
+        """Refresh the progress display now (it also polls the report's counts on its own)."""
+        self.progress.refresh()
 
 
 def _reconcile(chunk: Chunk, validation: Any) -> tuple[list[bool], list[Rejected]]:

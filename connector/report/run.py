@@ -138,6 +138,13 @@ class RunReport(ReportCounters):
             self._confirmed.write(line)
             self.confirmed_count += 1
 
+    def progress_counts(self) -> dict[str, int]:
+        """Rows read, delivered, rejected, skipped, failed and requests sent so far (for the progress display)."""
+        with self._lock:
+            out = dict(self.rows)
+            out["requests"] = sum(int(ep["requests"]) for ep in self.requests.values())
+        return out
+
     # ---- requests -------------------------------------------------------------------------------
     def record_request(
         self,
@@ -313,5 +320,6 @@ class RunReport(ReportCounters):
         paths.update(rejects=self.rejects.path, failed=self.failed.path)
         if self._confirmed is not None:
             paths["confirmed"] = self.report_dir / "confirmed.jsonl"
-        log.info("report written to %s (exit code %d)", paths["report_json"], self.exit_code)
+        log.info("report written to %s (exit code %d)", paths["report_json"], self.exit_code,
+                 extra={"counters": {**data["rows"], "exit_code": self.exit_code}})  # fmt: skip
         return paths

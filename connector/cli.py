@@ -24,8 +24,9 @@ app = typer.Typer(
     name="braze-connector",
     help="Move CSV and Parquet tables into Braze: validate, preview, deliver, report.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
@@ -60,6 +61,12 @@ LogLevelOpt = Annotated[
     typer.Option("--log-level", envvar="BRAZE_CONNECTOR_LOG_LEVEL",
                  help="debug, info, warning or error [default: info; warning with --quiet]."),
 ]  # fmt: skip
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option(help="Reuse a report folder that already holds a run (its files are replaced); by default "
+                      "such a run writes to a new folder beside it."),
+]  # fmt: skip
+
 
 # Exit codes 0/1 of validate and dry runs: nothing was sent, so "delivered" does not apply.
 OFFLINE_MEANINGS = {
@@ -72,6 +79,23 @@ class Mode(enum.StrEnum):
     auto = "auto"
     bulk = "bulk"
     sync = "sync"
+
+
+def _version(value: bool) -> None:
+    if value:
+        from connector.version import __version__
+
+        typer.echo(f"braze-connector {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Move CSV and Parquet tables into Braze: validate, preview, deliver, report."""
 
 
 def _fail(err: ConnectorError) -> NoReturn:
@@ -166,7 +190,8 @@ def _summary(report: RunReport, paths: dict[str, Path]) -> list[str]:
 
 def _execute(pipeline: Path, *, mode: str | None, report_dir: Path | None, dry_run: bool, validate_only: bool,
              quiet: bool, retry_failed: Path | None = None, include_unknown: bool = False,
-             full: bool = False, log_level: str | None = None, log_format: str = "text") -> None:  # fmt: skip
+             full: bool = False, log_level: str | None = None, log_format: str = "text",
+             overwrite: bool = False) -> None:  # fmt: skip
     console = _setup_logging(quiet, log_level, log_format)
     from connector.pipeline import run_pipeline
     from connector.progress import Progress
@@ -190,6 +215,7 @@ def _execute(pipeline: Path, *, mode: str | None, report_dir: Path | None, dry_r
             progress=progress,
             retry=retry,
             full=full,
+            overwrite=overwrite,
         )
     except ConnectorError as e:
         _fail(e)
@@ -229,22 +255,24 @@ def run(
     full: Annotated[
         bool, typer.Option(help="Delta streams: send every row even if unchanged (the state is refreshed).")
     ] = False,
+    overwrite: OverwriteOpt = False,
     log_level: LogLevelOpt = None,
     log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
     """Read, validate, map and deliver a pipeline's streams to Braze; exit code 0/1/2/3 (see README)."""
     _execute(pipeline, mode=mode.value if mode else None, report_dir=report_dir, dry_run=dry_run,
              validate_only=False, quiet=quiet, retry_failed=retry_failed,
-             include_unknown=include_unknown, full=full,
+             include_unknown=include_unknown, full=full, overwrite=overwrite,
              log_level=log_level.value if log_level else None, log_format=log_format.value)  # fmt: skip
 
 
 @app.command()
 def validate(pipeline: PipelineArg, report_dir: ReportDirOpt = None, quiet: QuietOpt = False,
-             log_level: LogLevelOpt = None, log_format: LogFormatOpt = LogFormat.text) -> None:  # fmt: skip
+             overwrite: OverwriteOpt = False, log_level: LogLevelOpt = None,
+             log_format: LogFormatOpt = LogFormat.text) -> None:  # fmt: skip
     """Read, validate and map every row without any network; report what would be rejected and why."""
     _execute(pipeline, mode=None, report_dir=report_dir, dry_run=False, validate_only=True, quiet=quiet,
-             log_level=log_level.value if log_level else None,
+             overwrite=overwrite, log_level=log_level.value if log_level else None,
              log_format=log_format.value)  # fmt: skip
 
 
@@ -259,4 +287,4 @@ _register_emulator()
 
 
 def main() -> None:
-    app()
+    app(prog_name="braze-connector")

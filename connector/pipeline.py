@@ -79,11 +79,13 @@ def run_pipeline(
     progress: Progress | None = None,
     retry: readers.RetrySet | None = None,
     full: bool = False,
+    overwrite: bool = False,
 ) -> RunReport:
     """Run every stream of the pipeline and return the finished, written RunReport.
 
     `validate_only` reads, validates and maps without any network; `dry_run` also builds the exact
-    request bodies (a sample is written under the report folder) and sends nothing. Errors found before
+    request bodies (a sample is written under the report folder) and sends nothing. A report folder that
+    already holds a run is left alone (the run writes beside it) unless `overwrite`. Errors found before
     any row is read raise; once the run has started, every error ends up in the report's exit code
     (2 source/suite, 3 destination fatal) and the report is always written.
 
@@ -99,7 +101,7 @@ def run_pipeline(
     plans = [_plan(pipeline, s, validate_only, retry) for s in pipeline.streams]
     started = datetime.now(UTC)
     run_id = f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-    out = report_dir_for(pipeline, report_dir, run_id)
+    out = report_dir_for(pipeline, report_dir, run_id, overwrite=overwrite)
     # The rejects file is Parquet only when every source is (it holds the original columns of all streams).
     all_parquet = all(p.files and all(is_parquet(p.stream.source, f) for f in p.files) for p in plans)
     report = RunReport(

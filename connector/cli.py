@@ -276,6 +276,34 @@ def validate(pipeline: PipelineArg, report_dir: ReportDirOpt = None, quiet: Quie
              log_format=log_format.value)  # fmt: skip
 
 
+@app.command()
+def history(
+    pipeline: PipelineArg,
+    last: Annotated[int, typer.Option(min=1, help="How many runs to list (the most recent).")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per run instead of a table.")] = False,
+) -> None:
+    """List a pipeline's last runs (report.history): when, kind, exit code, rows, 429s, duration."""
+    from connector.report.history import history_lines, history_path, read_history
+
+    try:
+        path = history_path(load_pipeline(pipeline))
+    except ConnectorError as e:
+        _fail(e)
+    if path is None:
+        _fail(ConfigError(f"{pipeline}: report.history is null: this pipeline keeps no run history"))
+    entries = read_history(path, last)
+    if not entries:
+        typer.echo(f"no runs recorded yet in {path}")
+        return
+    if as_json:
+        for entry in entries:
+            typer.echo(json.dumps(entry, sort_keys=True))
+        return
+    for line in history_lines(entries):
+        typer.echo(line)
+    typer.echo(f"({len(entries)} run(s) from {path}; reports under {Path(entries[-1]['report_dir']).parent})")
+
+
 def _register_emulator() -> None:
     # The emulator's options live beside the emulator (connector/emulator/cli.py).
     from connector.emulator.cli import emulator_command

@@ -38,6 +38,8 @@ from connector.quiet_gc import quiet_gc
 from connector.readers.estimate import estimate_rows, is_parquet
 from connector.records import Chunk, Rejected
 from connector.report import ReportInvariantError, RunReport
+from connector.report.history import append_history, history_path
+from connector.report.masking import columns_to_mask
 from connector.report.paths import report_dir_for
 from connector.validation.tables import has_table_expectations
 
@@ -116,7 +118,8 @@ def run_pipeline(
     report.set_rate_limits({e: pipeline.write.rate_limit(e).requests / pipeline.write.rate_limit(e).per_seconds
                             for e in DEFAULT_RATE_LIMITS})  # fmt: skip
     for p in plans:
-        report.add_stream(p.stream.name, p.stream.kind, p.stream.source.path)
+        report.add_stream(p.stream.name, p.stream.kind, p.stream.source.path,
+                          columns_to_mask(p.stream, pipeline.report.mask_columns))  # fmt: skip
     orphans = _note_retry(report, retry, plans) if retry is not None else 0
     chosen, reason = choose_mode(pipeline, mode, [(p.stream, p.rows, p.exact) for p in plans])
     if validate_only:
@@ -136,6 +139,9 @@ def run_pipeline(
     finally:
         if run.delta is not None:
             run.delta.close()
+    history = history_path(pipeline)
+    if history is not None:
+        append_history(history, report)
     return report
 
 

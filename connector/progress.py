@@ -151,7 +151,7 @@ class Progress:
             f"skipped {c['skipped']:,}, failed {c['failed']:,}, requests {c['requests']:,} "
             f"({self.requests_per_s():.1f}/s)"
         )
-        return text + (f", ETA {_duration(eta)}" if eta is not None else "")
+        return text + (f", ETA {duration_text(eta)}" if eta is not None else "")
 
     # ---- display --------------------------------------------------------------------------------
     def render_lines(self, width: int) -> list[str]:
@@ -227,7 +227,7 @@ def _fit_display(c: Mapping[str, int], total: int | None, rps: float, eta: float
     """Two lines within `width`: progress (bar when the total is known) and the counts."""
     settled = sum(c[k] for k in SETTLED)
     rate = f"{rps:,.1f} req/s"
-    when = f"ETA {_duration(eta)}" if eta is not None else "ETA -"
+    when = f"ETA {duration_text(eta)}" if eta is not None else "ETA -"
     clock = _clock_text(elapsed)
     if total:
         frac = min(1.0, settled / total)
@@ -272,7 +272,8 @@ def _clock_text(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
+    """42s, 3m05s, 2h10m."""
     s = int(round(seconds))
     if s >= 3600:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from dagster import (
-    AssetExecutionContext,
     AssetsDefinition,
     ConfigurableResource,
     Failure,
@@ -80,8 +79,7 @@ def braze_pipeline_asset(
            required_resource_keys={resource_key},
            description=f"Delivers {pipeline} to Braze (braze-connector).")  # fmt: skip
     def _braze_asset(context):  # type: ignore[no-untyped-def]  # Dagster reads the annotations: none (see above)
-        ctx: AssetExecutionContext = context
-        resource: BrazeResource = getattr(ctx.resources, resource_key)
+        resource = getattr(context.resources, resource_key)  # a BrazeResource
         report = resource.run(pipeline, mode=mode, report_dir=report_dir, dry_run=dry_run, full=full)
         meta = run_metadata(run_summary(report))
         if report.exit_code:

@@ -11,11 +11,12 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from scheduler_helpers import require, write_project
+from scheduler_helpers import require
 
 from connector.emulator import EmulatorServer
 
@@ -85,8 +86,9 @@ def run_dag(home: Path, tmp_path: Path, dag_id: str, pipeline: Path, conn: dict[
     return out, json.loads(result.read_text(encoding="utf-8"))
 
 
-def test_the_operator_delivers_and_pushes_the_report(airflow_home: Path, tmp_path: Path, emulator: EmulatorServer) -> None:
-    pipeline = write_project(tmp_path / "project")
+def test_the_operator_delivers_and_pushes_the_report(airflow_home: Path, tmp_path: Path, emulator: EmulatorServer,
+                                                     users_project: Callable[..., Path]) -> None:  # fmt: skip
+    pipeline = users_project(tmp_path / "project")
     host, port = emulator.url.removeprefix("http://").split(":")
     conn = {"conn_type": "generic", "host": host, "port": int(port), "schema": "http", "password": emulator.api_key}
     out, xcom = run_dag(airflow_home, tmp_path, "braze_ok", pipeline, conn)
@@ -100,8 +102,9 @@ def test_the_operator_delivers_and_pushes_the_report(airflow_home: Path, tmp_pat
     assert emulator.user("external_id", "u3")["attributes"]["age"] == 40  # delivered for real
 
 
-def test_a_failed_run_fails_the_task(airflow_home: Path, tmp_path: Path, emulator: EmulatorServer) -> None:
-    pipeline = write_project(tmp_path / "project")
+def test_a_failed_run_fails_the_task(airflow_home: Path, tmp_path: Path, emulator: EmulatorServer,
+                                     users_project: Callable[..., Path]) -> None:  # fmt: skip
+    pipeline = users_project(tmp_path / "project")
     conn = {"conn_type": "generic", "password": "wrong-key-4d2", "extra": {"endpoint": emulator.url}}
     out, xcom = run_dag(airflow_home, tmp_path, "braze_refused", pipeline, conn)
     # The operator's task fails; the run's state follows its leaf (the all_done reader, which succeeds).

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from scheduler_helpers import require, write_project
+from scheduler_helpers import require
 
 from connector.emulator import EmulatorServer
 
@@ -16,8 +17,9 @@ from connector.integrations.dagster import BrazeResource, braze_pipeline_asset  
 pytestmark = pytest.mark.timeout(300)
 
 
-def test_the_asset_delivers_and_records_the_counts(project: Path, tmp_path: Path, emulator: EmulatorServer) -> None:
-    users = braze_pipeline_asset(project, report_dir=tmp_path / "out")
+def test_the_asset_delivers_and_records_the_counts(tmp_path: Path, emulator: EmulatorServer,
+                                                   users_project: Callable[..., Path]) -> None:  # fmt: skip
+    users = braze_pipeline_asset(users_project(), report_dir=tmp_path / "out")
     assert users.key == dagster.AssetKey("braze_users")
     result = dagster.materialize(
         [users], resources={"braze": BrazeResource(api_key=emulator.api_key, endpoint=emulator.url)}
@@ -31,8 +33,9 @@ def test_the_asset_delivers_and_records_the_counts(project: Path, tmp_path: Path
     assert emulator.user("external_id", "u1")["attributes"]["age"] == 31
 
 
-def test_a_failed_run_fails_the_materialization(tmp_path: Path, emulator: EmulatorServer) -> None:
-    path = write_project(tmp_path, max_reject_fraction=0.1)  # 1 of 3 rejected: over the threshold, exit 1
+def test_a_failed_run_fails_the_materialization(tmp_path: Path, emulator: EmulatorServer,
+                                                users_project: Callable[..., Path]) -> None:  # fmt: skip
+    path = users_project(max_reject_fraction=0.1)  # 1 of 3 rejected: over the threshold, exit 1
     asset = braze_pipeline_asset(path, name="strict_users", report_dir=tmp_path / "out")
     result = dagster.materialize(
         [asset],

@@ -8,10 +8,10 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from connector.version import __version__
 
@@ -27,19 +27,13 @@ def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.
                           text=True, timeout=90)  # fmt: skip
 
 
-def project(tmp_path: Path, **report: object) -> Path:
-    (tmp_path / "data").mkdir(exist_ok=True)
-    (tmp_path / "data" / "users.csv").write_text(CSV, encoding="utf-8")
-    doc = {
-        "name": "ops",
-        "report": {"max_reject_fraction": 0.5, **report},
-        "streams": [{"name": "users", "source": {"path": "data/users.csv"}, "kind": "attributes",
-                     "identifier": {"external_id": "user_id"}, "attributes": [{"column": "age", "type": "integer"}]}],
-    }  # fmt: skip
-    (tmp_path / "pipelines").mkdir(exist_ok=True)
-    path = tmp_path / "pipelines" / "ops.yaml"
-    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
-    return path
+@pytest.fixture
+def project(make_project: Callable[..., Path]) -> Callable[..., Path]:
+    def make(**report: object) -> Path:
+        return make_project(name="ops", csv=CSV, attributes=[{"column": "age", "type": "integer"}],
+                            max_reject_fraction=0.5, **report)  # fmt: skip
+
+    return make
 
 
 def test_version_and_short_help(tmp_path: Path) -> None:
@@ -61,8 +55,8 @@ def test_shell_completion_completes_commands_and_options(tmp_path: Path) -> None
     assert cli(cwd=tmp_path, env=env).stdout.split() == ["--log-format"]
 
 
-def test_json_logs_with_the_run_context(tmp_path: Path) -> None:
-    path = project(tmp_path)
+def test_json_logs_with_the_run_context(tmp_path: Path, project: Callable[..., Path]) -> None:
+    path = project()
     res = cli("validate", str(path), "--log-format", "json", "--report-dir", "out", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     docs = [json.loads(line) for line in res.stderr.splitlines()]  # every stderr line is a JSON object
@@ -77,8 +71,8 @@ def test_json_logs_with_the_run_context(tmp_path: Path) -> None:
     assert res.stdout.startswith("validate ops")  # the summary stays plain text on stdout
 
 
-def test_log_level_and_text_timestamps(tmp_path: Path) -> None:
-    path = project(tmp_path)
+def test_log_level_and_text_timestamps(tmp_path: Path, project: Callable[..., Path]) -> None:
+    path = project()
     quiet = cli("validate", str(path), "--log-level", "warning", "--report-dir", "a", cwd=tmp_path)
     assert quiet.returncode == 0 and quiet.stderr == ""
     loud = cli("validate", str(path), "--report-dir", "b", cwd=tmp_path,
@@ -90,8 +84,8 @@ def test_log_level_and_text_timestamps(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "loud" in bad.stderr
 
 
-def test_a_report_folder_holding_a_run_is_never_overwritten(tmp_path: Path) -> None:
-    path = project(tmp_path)
+def test_a_report_folder_holding_a_run_is_never_overwritten(tmp_path: Path, project: Callable[..., Path]) -> None:
+    path = project()
     first = cli("validate", str(path), "--report-dir", "out", cwd=tmp_path)
     assert first.returncode == 0
     before = (tmp_path / "out" / "report.json").read_bytes()
@@ -107,8 +101,8 @@ def test_a_report_folder_holding_a_run_is_never_overwritten(tmp_path: Path) -> N
     assert len([p for p in tmp_path.iterdir() if p.name.startswith("out")]) == 2
 
 
-def test_report_dir_resolves_against_the_pipeline_file(tmp_path: Path) -> None:
-    path = project(tmp_path, dir="reports/{pipeline}/{run_id}")
+def test_report_dir_resolves_against_the_pipeline_file(tmp_path: Path, project: Callable[..., Path]) -> None:
+    path = project(dir="reports/{pipeline}/{run_id}")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     res = cli("validate", str(path), cwd=elsewhere)

@@ -6,10 +6,10 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from connector import load_pipeline, run_pipeline
 from connector.report.history import history_lines, history_path, read_history
@@ -19,24 +19,17 @@ pytestmark = pytest.mark.timeout(120)
 CSV = "user_id,email,age\nu1,ann@example.com,31\nu2,bob@example.com,x\nu3,not-an-email,40\n"
 
 
-def project(tmp_path: Path, **report: object) -> Path:
-    (tmp_path / "data").mkdir(parents=True, exist_ok=True)
-    (tmp_path / "data" / "users.csv").write_text(CSV, encoding="utf-8")
-    doc = {
-        "name": "hist",
-        "report": {"max_reject_fraction": 0.9, **report},
-        "streams": [{"name": "users", "source": {"path": "data/users.csv"}, "kind": "attributes",
-                     "identifier": {"external_id": "user_id"},
-                     "attributes": [{"column": "email"}, {"column": "age", "type": "integer"}]}],
-    }  # fmt: skip
-    (tmp_path / "pipelines").mkdir(exist_ok=True)
-    path = tmp_path / "pipelines" / "hist.yaml"
-    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
-    return path
+@pytest.fixture
+def project(make_project: Callable[..., Path]) -> Callable[..., Path]:
+    def make(root: Path | None = None, **report: object) -> Path:
+        return make_project(root, name="hist", csv=CSV, max_reject_fraction=0.9, **report,
+                            attributes=[{"column": "email"}, {"column": "age", "type": "integer"}])  # fmt: skip
+
+    return make
 
 
-def test_each_run_appends_its_summary_beside_the_reports(tmp_path: Path) -> None:
-    p = load_pipeline(project(tmp_path))
+def test_each_run_appends_its_summary_beside_the_reports(tmp_path: Path, project: Callable[..., Path]) -> None:
+    p = load_pipeline(project())
     path = history_path(p)
     assert path == tmp_path / "reports" / "hist" / "history.jsonl"
     first = run_pipeline(p, validate_only=True, env={})
@@ -52,8 +45,8 @@ def test_each_run_appends_its_summary_beside_the_reports(tmp_path: Path) -> None
     assert read_history(path, last=1) == entries[-1:]
 
 
-def test_a_torn_line_is_skipped_and_history_can_be_off(tmp_path: Path) -> None:
-    p = load_pipeline(project(tmp_path))
+def test_a_torn_line_is_skipped_and_history_can_be_off(tmp_path: Path, project: Callable[..., Path]) -> None:
+    p = load_pipeline(project())
     path = history_path(p)
     assert path is not None
     path.parent.mkdir(parents=True)
@@ -78,8 +71,8 @@ def test_the_table_fits_80_columns() -> None:
                                 "12.3k", "1h06m"]  # fmt: skip
 
 
-def test_the_history_command(tmp_path: Path) -> None:
-    path = project(tmp_path)
+def test_the_history_command(tmp_path: Path, project: Callable[..., Path]) -> None:
+    path = project()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRAZE_")}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:

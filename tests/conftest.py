@@ -12,6 +12,12 @@ import yaml
 from connector.emulator import EmulatorServer
 
 
+@pytest.fixture(autouse=True)
+def _history_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs of the repository's own pipelines append their history under tmp_path, not under reports/."""
+    monkeypatch.setenv("BRAZE_CONNECTOR_HISTORY", str(tmp_path / "history.jsonl"))
+
+
 @pytest.fixture
 def emulator() -> Iterator[EmulatorServer]:
     """A fresh in-process emulator accepting key "test-key"; has .url, .api_key, .stats(), .ledger(), .user()."""

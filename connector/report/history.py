@@ -1,7 +1,9 @@
 """Run history: each run appends one JSON line (its summary) to the pipeline's history file.
 
 The file is `report.history` (default `reports/{pipeline}/history.jsonl`, beside the run folders of the
-default `report.dir`), resolved against the pipeline's folder; `null` turns history off. Lines are
+default `report.dir`), resolved against the pipeline's folder; `null` turns history off. The
+environment variable BRAZE_CONNECTOR_HISTORY overrides it for every pipeline of the process: a file path,
+or `off` (test suites, one-off runs). Lines are
 appended whole in one write, so runs of one pipeline never interleave a line; a line that cannot be
 parsed (a run killed mid-write) is skipped when reading.
 """
@@ -9,7 +11,9 @@ parsed (a run killed mid-write) is skipped when reading.
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,9 +28,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def history_path(pipeline: Pipeline) -> Path | None:
-    """Where the pipeline's runs are listed, or None when `report.history` is null."""
-    template = pipeline.report.history
+ENV_HISTORY = "BRAZE_CONNECTOR_HISTORY"
+
+
+def history_path(pipeline: Pipeline, env: Mapping[str, str] | None = None) -> Path | None:
+    """Where the pipeline's runs are listed, or None when history is off (`report.history: null`, or
+    BRAZE_CONNECTOR_HISTORY=off in `env`, default the process environment)."""
+    override = (os.environ if env is None else env).get(ENV_HISTORY)
+    template = pipeline.report.history if not override else None if override == "off" else override
     if template is None:
         return None
     return pipeline.resolve(template.replace("{pipeline}", pipeline.name))

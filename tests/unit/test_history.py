@@ -28,6 +28,11 @@ def project(make_project: Callable[..., Path]) -> Callable[..., Path]:
     return make
 
 
+@pytest.fixture(autouse=True)
+def _configured_history(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BRAZE_CONNECTOR_HISTORY")  # these tests follow report.history (conftest sets it)
+
+
 def test_each_run_appends_its_summary_beside_the_reports(tmp_path: Path, project: Callable[..., Path]) -> None:
     p = load_pipeline(project())
     path = history_path(p)
@@ -59,6 +64,8 @@ def test_a_torn_line_is_skipped_and_history_can_be_off(tmp_path: Path, project: 
     assert history_path(off) is None
     run_pipeline(off, validate_only=True, env={})
     assert not list((tmp_path / "off").rglob("history.jsonl"))
+    assert history_path(p, {"BRAZE_CONNECTOR_HISTORY": "off"}) is None
+    assert history_path(off, {"BRAZE_CONNECTOR_HISTORY": "/x/h.jsonl"}) == Path("/x/h.jsonl")
 
 
 def test_the_table_fits_80_columns() -> None:

@@ -18,19 +18,29 @@ _TOKEN = re.compile(r"\$\$|\$\{([^}]*)\}")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def interpolate(data: Any, env: Mapping[str, str], file: str | Path, loc: str = "") -> Any:
+def interpolate(data: Any, env: Mapping[str, str], file: str | Path, loc: str = "",
+                memo: dict[int, Any] | None = None) -> Any:  # fmt: skip
     """A copy of `data` (parsed YAML) with every `${...}` in its string values filled from `env`.
+
+    A node that YAML aliases share (`*anchor`) is filled once and stays shared, so aliases never
+    multiply the work.
 
     Raises:
         ConfigError: a variable is unset and has no default, or a `${...}` is malformed.
     """
     if isinstance(data, str):
         return _fill(data, env, file, loc or "(top level)")
+    if not isinstance(data, dict | list):
+        return data
+    memo = {} if memo is None else memo
+    if id(data) in memo:
+        return memo[id(data)]
     if isinstance(data, dict):
-        return {k: interpolate(v, env, file, f"{loc}.{k}" if loc else str(k)) for k, v in data.items()}
-    if isinstance(data, list):
-        return [interpolate(v, env, file, f"{loc}.{i}" if loc else str(i)) for i, v in enumerate(data)]
-    return data
+        out: Any = {k: interpolate(v, env, file, f"{loc}.{k}" if loc else str(k), memo) for k, v in data.items()}
+    else:
+        out = [interpolate(v, env, file, f"{loc}.{i}" if loc else str(i), memo) for i, v in enumerate(data)]
+    memo[id(data)] = out
+    return out
 
 
 def _fill(text: str, env: Mapping[str, str], file: str | Path, loc: str) -> str:

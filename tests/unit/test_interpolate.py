@@ -55,3 +55,9 @@ def test_load_pipeline_fills_paths_and_numbers(tmp_path: Path) -> None:
     assert p.streams[0].source.path == "data/u.csv" and p.streams[0].source.chunk_rows == 200
     with pytest.raises(ConfigError, match=r"p\.yaml: streams\.0\.source\.path: environment variable DATA_DIR"):
         load_pipeline(path, env={})
+
+
+def test_aliased_nodes_stay_shared() -> None:
+    shared = {"path": "${D:-x}/f.csv"}
+    out = interpolate({"a": shared, "b": shared}, {}, "p.yaml")
+    assert out["a"] is out["b"] and out["a"] == {"path": "x/f.csv"}

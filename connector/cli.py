@@ -16,14 +16,17 @@ from connector.errors import ConfigError, ConnectorError
 from connector.report.document import EXIT_MEANINGS
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from connector.report import RunReport
 
 app = typer.Typer(
     name="braze-connector",
     help="Move CSV and Parquet tables into Braze: validate, preview, deliver, report.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
@@ -34,6 +37,35 @@ ReportDirOpt = Annotated[
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress display; only warnings in the log.")
 ]
+
+
+class LogFormat(enum.StrEnum):
+    text = "text"
+    json = "json"
+
+
+class LogLevel(enum.StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+LogFormatOpt = Annotated[
+    LogFormat,
+    typer.Option("--log-format", envvar="BRAZE_CONNECTOR_LOG_FORMAT",
+                 help="Log lines as text or JSON lines (ts, level, logger, run_id, pipeline, stream, message)."),
+]  # fmt: skip
+LogLevelOpt = Annotated[
+    LogLevel | None,
+    typer.Option("--log-level", envvar="BRAZE_CONNECTOR_LOG_LEVEL",
+                 help="debug, info, warning or error [default: info; warning with --quiet]."),
+]  # fmt: skip
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option(help="Reuse a report folder that already holds a run (its files are replaced); by default "
+                      "such a run writes to a new folder beside it."),
+]  # fmt: skip
 
 
 # Exit codes 0/1 of validate and dry runs: nothing was sent, so "delivered" does not apply.
@@ -47,6 +79,23 @@ class Mode(enum.StrEnum):
     auto = "auto"
     bulk = "bulk"
     sync = "sync"
+
+
+def _version(value: bool) -> None:
+    if value:
+        from connector.version import __version__
+
+        typer.echo(f"braze-connector {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Move CSV and Parquet tables into Braze: validate, preview, deliver, report."""
 
 
 def _fail(err: ConnectorError) -> NoReturn:
@@ -76,13 +125,14 @@ def check(pipeline: PipelineArg) -> None:
     typer.echo(f"{pipeline}: ok ({len(p.streams)} stream(s))")
 
 
-def _setup_logging(quiet: bool) -> None:
-    if logging.getLogger().handlers:  # an embedding program (or pytest) configured logging: leave it
-        return
-    level = logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("great_expectations", "urllib3", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def _setup_logging(quiet: bool, level: str | None, fmt: str) -> Console | None:
+    """Logging for the command line; the Console (on a terminal) is shared with the progress display."""
+    from connector.logs import setup_logging
+
+    ours = [h for h in logging.getLogger().handlers if not getattr(h, "_braze_connector", False)]
+    if ours:  # an embedding program (or pytest) configured logging: leave it
+        return None
+    return setup_logging(level or ("warning" if quiet else "info"), fmt)
 
 
 def _summary(report: RunReport, paths: dict[str, Path]) -> list[str]:
@@ -140,8 +190,9 @@ def _summary(report: RunReport, paths: dict[str, Path]) -> list[str]:
 
 def _execute(pipeline: Path, *, mode: str | None, report_dir: Path | None, dry_run: bool, validate_only: bool,
              quiet: bool, retry_failed: Path | None = None, include_unknown: bool = False,
-             full: bool = False) -> None:  # fmt: skip
-    _setup_logging(quiet)
+             full: bool = False, log_level: str | None = None, log_format: str = "text",
+             overwrite: bool = False) -> None:  # fmt: skip
+    console = _setup_logging(quiet, log_level, log_format)
     from connector.pipeline import run_pipeline
     from connector.progress import Progress
 
@@ -154,7 +205,7 @@ def _execute(pipeline: Path, *, mode: str | None, report_dir: Path | None, dry_r
             retry = load_failed(retry_failed, include_unknown=include_unknown)
         elif include_unknown:
             raise ConfigError("--include-unknown goes with --retry-failed")
-        progress = Progress.disabled() if quiet else Progress()
+        progress = Progress.disabled() if quiet else Progress(console=console)
         report = run_pipeline(
             p,
             mode=mode,
@@ -164,6 +215,7 @@ def _execute(pipeline: Path, *, mode: str | None, report_dir: Path | None, dry_r
             progress=progress,
             retry=retry,
             full=full,
+            overwrite=overwrite,
         )
     except ConnectorError as e:
         _fail(e)
@@ -203,17 +255,53 @@ def run(
     full: Annotated[
         bool, typer.Option(help="Delta streams: send every row even if unchanged (the state is refreshed).")
     ] = False,
+    overwrite: OverwriteOpt = False,
+    log_level: LogLevelOpt = None,
+    log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
     """Read, validate, map and deliver a pipeline's streams to Braze; exit code 0/1/2/3 (see README)."""
     _execute(pipeline, mode=mode.value if mode else None, report_dir=report_dir, dry_run=dry_run,
              validate_only=False, quiet=quiet, retry_failed=retry_failed,
-             include_unknown=include_unknown, full=full)  # fmt: skip
+             include_unknown=include_unknown, full=full, overwrite=overwrite,
+             log_level=log_level.value if log_level else None, log_format=log_format.value)  # fmt: skip
 
 
 @app.command()
-def validate(pipeline: PipelineArg, report_dir: ReportDirOpt = None, quiet: QuietOpt = False) -> None:
+def validate(pipeline: PipelineArg, report_dir: ReportDirOpt = None, quiet: QuietOpt = False,
+             overwrite: OverwriteOpt = False, log_level: LogLevelOpt = None,
+             log_format: LogFormatOpt = LogFormat.text) -> None:  # fmt: skip
     """Read, validate and map every row without any network; report what would be rejected and why."""
-    _execute(pipeline, mode=None, report_dir=report_dir, dry_run=False, validate_only=True, quiet=quiet)
+    _execute(pipeline, mode=None, report_dir=report_dir, dry_run=False, validate_only=True, quiet=quiet,
+             overwrite=overwrite, log_level=log_level.value if log_level else None,
+             log_format=log_format.value)  # fmt: skip
+
+
+@app.command()
+def history(
+    pipeline: PipelineArg,
+    last: Annotated[int, typer.Option(min=1, help="How many runs to list (the most recent).")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per run instead of a table.")] = False,
+) -> None:
+    """List a pipeline's last runs (report.history): when, kind, exit code, rows, 429s, duration."""
+    from connector.report.history import history_lines, history_path, read_history
+
+    try:
+        path = history_path(load_pipeline(pipeline))
+    except ConnectorError as e:
+        _fail(e)
+    if path is None:
+        _fail(ConfigError(f"{pipeline}: report.history is null: this pipeline keeps no run history"))
+    entries = read_history(path, last)
+    if not entries:
+        typer.echo(f"no runs recorded yet in {path}")
+        return
+    if as_json:
+        for entry in entries:
+            typer.echo(json.dumps(entry, sort_keys=True))
+        return
+    for line in history_lines(entries):
+        typer.echo(line)
+    typer.echo(f"({len(entries)} run(s) from {path}; reports under {Path(entries[-1]['report_dir']).parent})")
 
 
 def _register_emulator() -> None:
@@ -227,4 +315,4 @@ _register_emulator()
 
 
 def main() -> None:
-    app()
+    app(prog_name="braze-connector")

@@ -32,12 +32,15 @@ from connector.delivery.mode import choose_mode
 from connector.delivery.sync_access import needs_probe
 from connector.delta import SKIP_UNCHANGED, open_incremental, open_state
 from connector.errors import ConfigError, ConnectorError
+from connector.logs import run_context, stream_context
 from connector.mapping import map_chunk
 from connector.progress import Progress
 from connector.quiet_gc import quiet_gc
 from connector.readers.estimate import estimate_rows, is_parquet
 from connector.records import Chunk, Rejected
 from connector.report import ReportInvariantError, RunReport
+from connector.report.history import append_history, history_path
+from connector.report.masking import columns_to_mask
 from connector.report.paths import report_dir_for
 from connector.validation.tables import has_table_expectations
 
@@ -80,11 +83,13 @@ def run_pipeline(
     progress: Progress | None = None,
     retry: readers.RetrySet | None = None,
     full: bool = False,
+    overwrite: bool = False,
 ) -> RunReport:
     """Run every stream of the pipeline and return the finished, written RunReport.
 
     `validate_only` reads, validates and maps without any network; `dry_run` also builds the exact
-    request bodies (a sample is written under the report folder) and sends nothing. Errors found before
+    request bodies (a sample is written under the report folder) and sends nothing. A report folder that
+    already holds a run is left alone (the run writes beside it) unless `overwrite`. Errors found before
     any row is read raise; once the run has started, every error ends up in the report's exit code
     (2 source/suite, 3 destination fatal) and the report is always written.
 
@@ -106,7 +111,7 @@ def run_pipeline(
         raise
     started = datetime.now(UTC)
     run_id = f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-    out = report_dir_for(pipeline, report_dir, run_id)
+    out = report_dir_for(pipeline, report_dir, run_id, overwrite=overwrite)
     # The rejects file is Parquet only when every source is (it holds the original columns of all streams).
     all_parquet = all(p.files and all(is_parquet(p.stream.source, f) for f in p.files) for p in plans)
     report = RunReport(
@@ -121,7 +126,8 @@ def run_pipeline(
     report.set_rate_limits({e: pipeline.write.rate_limit(e).requests / pipeline.write.rate_limit(e).per_seconds
                             for e in DEFAULT_RATE_LIMITS})  # fmt: skip
     for p in plans:
-        report.add_stream(p.stream.name, p.stream.kind, p.stream.source.describe())
+        report.add_stream(p.stream.name, p.stream.kind, p.stream.source.describe(),
+                          columns_to_mask(p.stream, pipeline.report.mask_columns))  # fmt: skip
     orphans = _note_retry(report, retry, plans) if retry is not None else 0
     chosen, reason = choose_mode(pipeline, mode, [(p.stream, p.rows, p.exact) for p in plans])
     if offline and needs_probe(pipeline, mode, chosen):
@@ -129,7 +135,8 @@ def run_pipeline(
     if validate_only:
         reason = f"validate only, nothing sent (a run would use {chosen}: {reason})"
     report.set_mode(chosen, reason)
-    logger.info("pipeline %s run %s: mode %s (%s)", pipeline.name, run_id, chosen, reason)
+    logger.info("pipeline %s run %s: mode %s (%s)", pipeline.name, run_id, chosen, reason,
+                extra={"pipeline": pipeline.name, "run_id": run_id})  # fmt: skip
     run = _Run(pipeline, report, progress or Progress.disabled(), started, validate_only, retry)
     run.probe_sync = not offline and needs_probe(pipeline, mode, chosen)
     if orphans:
@@ -139,13 +146,16 @@ def run_pipeline(
     if run.delta is not None:
         report.delta = {"state_file": str(run.delta.path), "full": full, "read_only": offline}
     try:
-        with quiet_gc():
+        with quiet_gc(), run_context(pipeline.name, run_id):
             run.execute(plans, dest, chosen, dry_run)
     finally:
         if run.delta is not None:
             run.delta.close()
         if incremental is not None:
             incremental.close()
+    history = history_path(pipeline)
+    if history is not None:
+        append_history(history, report)
     return report
 
 
@@ -227,7 +237,6 @@ class _Run:
         self.writer: Writer | None = None
         self.probe_sync = False  # mode auto chose sync, pending the probe of the key (run_pipeline sets it)
         self.exit_code = 0
-        self._shown = dict.fromkeys(("read", "delivered", "rejected", "failed", "requests"), 0)
 
     def execute(self, plans: list[_Plan], dest: Destination, mode: str, dry_run: bool) -> None:
         """Deliver every stream, then finish and write the report whatever happened."""
@@ -237,6 +246,7 @@ class _Run:
         client: BrazeClient | None = None
         try:
             with self.progress:
+                self.progress.follow(report.progress_counts)
                 self.progress.set_total(sum(p.rows for p in plans) or None)
                 try:
                     if self.validate_only:
@@ -261,10 +271,11 @@ class _Run:
                         client = client_for(self.pipeline, url, dest.api_key, mode)
                         self.writer = self._writer(client, mode, dry_run=False)
                     for plan in plans:
-                        if self.aborted():
-                            self._list_unsent(plan, self._chunks(plan))
-                        else:
-                            self.stream(plan)
+                        with stream_context(plan.stream.name):
+                            if self.aborted():
+                                self._list_unsent(plan, self._chunks(plan))
+                            else:
+                                self.stream(plan)
                 except ConnectorError as e:
                     errors.append(e)
                 finally:
@@ -470,15 +481,8 @@ class _Run:
         return ok
 
     def _show(self) -> None:
-        """Push the report's counts to the progress display (as increments)."""
-        if not self.progress.enabled:
-            return
-        r = self.report
-        now = dict(r.rows)
-        now["requests"] = sum(int(ep["requests"]) for ep in list(r.requests.values()))
-        delta = {k: now[k] - self._shown[k] for k in self._shown}
-        self._shown = {k: now[k] for k in self._shown}
-        self.progress.update(**delta)
+        """Refresh the progress display now (it also polls the report's counts on its own)."""
+        self.progress.refresh()
 
 
 def _reconcile(chunk: Chunk, validation: Any) -> tuple[list[bool], list[Rejected]]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from connector.emulator import EmulatorServer
 
@@ -28,6 +29,12 @@ TEST_WORKSPACE: dict[str, Any] = {
     "sync_beta": True,
     "canvases": ("cv-1", "9b1d2c3e-4f5a-4b6c-8d7e-0f1a2b3c4d5e"),
 }
+
+
+@pytest.fixture(autouse=True)
+def _history_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs of the repository's own pipelines append their history under tmp_path, not under reports/."""
+    monkeypatch.setenv("BRAZE_CONNECTOR_HISTORY", str(tmp_path / "history.jsonl"))
 
 
 @pytest.fixture
@@ -56,6 +63,29 @@ def emulator_factory() -> Iterator[Callable[..., EmulatorServer]]:
     yield make
     for server in started:
         server.stop()
+
+
+def write_project(root: Path, *, name: str, csv: str, attributes: list[dict[str, Any]], **report: Any) -> Path:
+    """root/pipelines/<name>.yaml: one attributes stream (external_id user_id) reading root/data/users.csv."""
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    (root / "data" / "users.csv").write_text(csv, encoding="utf-8")
+    doc = {"name": name, "report": report,
+           "streams": [{"name": "users", "source": {"path": "data/users.csv"}, "kind": "attributes",
+                        "identifier": {"external_id": "user_id"}, "attributes": attributes}]}  # fmt: skip
+    (root / "pipelines").mkdir(exist_ok=True)
+    path = root / "pipelines" / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def make_project(tmp_path: Path) -> Callable[..., Path]:
+    """write_project() under tmp_path (or `root=`): a small project whose pipeline file it returns."""
+
+    def make(root: Path | None = None, **kwargs: Any) -> Path:
+        return write_project(root or tmp_path, **kwargs)
+
+    return make
 
 
 # --------------------------------------------------------------------------- PostgreSQL

@@ -4,7 +4,8 @@ and messages that name the file, the key, what is allowed and how to fix it."""
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from connector.config.interpolate import interpolate
 from connector.config.mappings import Value
 from connector.config.models import Pipeline
 from connector.errors import ConfigError
@@ -134,8 +136,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)  # type: ignore[no-untyped-call,no-any-return]
 
 
-def load_pipeline(path: str | Path) -> Pipeline:
-    """Read and validate a pipeline YAML file.
+def load_pipeline(path: str | Path, env: Mapping[str, str] | None = None) -> Pipeline:
+    """Read and validate a pipeline YAML file; `${VAR}` and `${VAR:-default}` are filled from `env`
+    (default: the process environment).
 
     Raises:
         ConfigError: the file is missing, not YAML, or breaks the schema; the message names the file,
@@ -160,6 +163,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
         raise ConfigError(f"{p}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: a pipeline file must be a YAML mapping with 'name' and 'streams'")
+    data = interpolate(data, os.environ if env is None else env, p)
     if "base_dir" in data:
         raise ConfigError(f"{p}: 'base_dir' is set by the loader, remove it from the file")
     data["base_dir"] = str(_project_root_for(p))

@@ -182,6 +182,10 @@ class Report(_Model):
     dir: str = "reports/{pipeline}/{run_id}"
     max_reject_fraction: Annotated[float, Field(ge=0, le=1)] = 0.05
     sample_bodies: Annotated[int, Field(ge=0)] = 5
+    # Each run appends its summary here ({pipeline} is filled in); null: no history.
+    history: str | None = "reports/{pipeline}/history.jsonl"
+    # Columns masked in the report's samples; null: identifiers, email and phone columns; []: none.
+    mask_columns: list[str] | None = None
 
 
 class State(_Model):

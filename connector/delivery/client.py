@@ -23,6 +23,7 @@ import tenacity
 from connector.config import Pipeline, Write
 from connector.delivery.batching import ENDPOINT_PATHS
 from connector.delivery.ratelimit import EPOCH_THRESHOLD, RateLimiter
+from connector.delivery.retry_log import RetryDigest
 from connector.delivery.transport import NotSent, SentLost, make_transport
 from connector.errors import (
     AmbiguousApiError,
@@ -112,6 +113,7 @@ class BrazeClient:
         self._clock = clock
         self._on_retry = on_retry
         self._random = random.Random(seed)
+        self._retry_log = RetryDigest(clock=clock)
         headers = {
             "Authorization": f"Bearer {api_key}",
             "Content-Type": "application/json",
@@ -138,7 +140,8 @@ class BrazeClient:
         self._max_elapsed_s = retry.max_elapsed_s
 
     def close(self) -> None:
-        """Close the pooled connections."""
+        """Close the pooled connections (and log the retries not yet summed up)."""
+        self._retry_log.flush()
         self._transport.close()
 
     def __enter__(self) -> BrazeClient:
@@ -266,11 +269,7 @@ class BrazeClient:
         call: _Call = state.args[0]
         exc = state.outcome.exception() if state.outcome else None
         reason = _reason(exc)
-        wait = state.upcoming_sleep or 0.0
-        # 429s are routine under load (the limiter adapts): INFO; other retries: WARNING.
-        level = logging.INFO if reason == "429" else logging.WARNING
-        msg = "%s: attempt %d failed (%s), retrying in %.2f s"
-        logger.log(level, msg, call.endpoint, state.attempt_number, reason, wait)
+        self._retry_log.note(call.endpoint, state.attempt_number, reason, state.upcoming_sleep or 0.0)
         if self._on_retry is not None:
             self._on_retry(call.endpoint, reason)
 

@@ -48,6 +48,7 @@ class ReportCounters:
         self.by_rule: Counter[str] = Counter()
         self.skipped_by_reason: Counter[str] = Counter()
         self.sample: list[dict[str, Any]] = []
+        self.masked: dict[str, frozenset[str]] = {}  # per stream: columns whose sample values are masked
         self._sample_rules: Counter[str] = Counter()
         self.rejects: CsvSink | ParquetSink = RejectsSink(self.report_dir, source_format)
         self.failed: CsvSink = FailedSink(self.report_dir)

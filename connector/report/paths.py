@@ -1,19 +1,33 @@
-"""The report folder of a run: --report-dir or report.dir, placeholders filled, checked writable up front."""
+"""The report folder of a run: --report-dir or report.dir, placeholders filled, checked writable up front.
+
+A folder that already holds a run (its report.json, failed.csv or rejects file) is never overwritten: the
+new run writes to a folder beside it named with its run id, unless the caller asks to overwrite.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 from pathlib import Path
 
 from connector.config import Pipeline
 from connector.errors import ConfigError
 
+log = logging.getLogger(__name__)
 
-def report_dir_for(pipeline: Pipeline, override: str | Path | None, run_id: str) -> Path:
-    """--report-dir over report.dir, with {pipeline} and {run_id} filled in; relative to the current folder.
+# What a run leaves in its folder (RunReport.write and the sinks).
+RUN_FILES = ("report.json", "report.html", "rejects.csv", "rejects.parquet", "failed.csv", "confirmed.jsonl")
+RUN_DIRS = ("sample_requests",)
 
-    A path that cannot become a writable folder is a ConfigError here, before anything is read (nothing is
-    created: RunReport makes the folder).
+
+def report_dir_for(pipeline: Pipeline, override: str | Path | None, run_id: str, *, overwrite: bool = False) -> Path:
+    """--report-dir over report.dir, with {pipeline} and {run_id} filled in.
+
+    A relative report.dir resolves against the pipeline's folder (like sources and state); a relative
+    --report-dir against the current folder. A folder holding an earlier run gives `<folder>-<run_id>`
+    instead, or with `overwrite` the earlier run's files are removed. A path that cannot become a
+    writable folder is a ConfigError here, before anything is read.
     """
     template = str(override) if override is not None else pipeline.report.dir
     key = "--report-dir" if override is not None else "report.dir"
@@ -22,11 +36,33 @@ def report_dir_for(pipeline: Pipeline, override: str | Path | None, run_id: str)
         raise ConfigError(
             f"{key} {template!r}: only the placeholders {{pipeline}} and {{run_id}} are allowed"
         )
-    path = Path(text)
+    path = Path(text) if override is not None else pipeline.resolve(text)
     problem = _unwritable(path)
     if problem:
         raise ConfigError(f"{key} {template!r}: cannot write the report to {path} ({problem}); choose another folder")
+    if holds_run(path):
+        if overwrite:
+            clear_run(path)
+            log.warning("report folder %s held an earlier run: its files were replaced (--overwrite)", path)
+        else:
+            taken = path
+            path = path.with_name(f"{path.name}-{run_id}")
+            log.warning("report folder %s already holds a run; this run's report goes to %s "
+                        "(--overwrite to replace it)", taken, path)  # fmt: skip
     return path
+
+
+def holds_run(path: Path) -> bool:
+    """True when `path` holds the files of a run."""
+    return any((path / name).exists() for name in RUN_FILES)
+
+
+def clear_run(path: Path) -> None:
+    """Remove an earlier run's files from `path` (other files are left alone)."""
+    for name in RUN_FILES:
+        (path / name).unlink(missing_ok=True)
+    for name in RUN_DIRS:
+        shutil.rmtree(path / name, ignore_errors=True)
 
 
 def _unwritable(path: Path) -> str | None:

@@ -15,6 +15,7 @@ from connector.errors import ConnectorError
 from connector.records import Failed, Rejected, RowRef
 from connector.report.counters import ReportCounters
 from connector.report.document import build_document
+from connector.report.masking import mask_sample
 from connector.report.sinks import to_text
 
 log = logging.getLogger(__name__)
@@ -54,10 +55,11 @@ class RunReport(ReportCounters):
             },
         )
 
-    def add_stream(self, name: str, kind: str, source: str) -> None:
-        """Declare a stream (its per-stream counts start at zero)."""
+    def add_stream(self, name: str, kind: str, source: str, masked: frozenset[str] = frozenset()) -> None:
+        """Declare a stream (its per-stream counts start at zero) and the columns its samples mask."""
         with self._lock:
             self._stream(name).update(kind=kind, source=source)
+            self.masked[name] = masked
 
     def add_read(self, n: int, stream: str | None = None) -> None:
         """Count n source records read (including records that failed to parse)."""
@@ -86,16 +88,21 @@ class RunReport(ReportCounters):
             for r in rejects:
                 self.by_stage[r.stage] += 1
                 self.by_rule[r.rule] += 1
-                self._keep_sample(r)
+                self._keep_sample(r, stream)
 
-    def _keep_sample(self, r: Rejected) -> None:
+    def _keep_sample(self, r: Rejected, stream: str | None = None) -> None:
         full = len(self.sample) >= SAMPLE_SIZE
         if full and r.rule in self._sample_rules:
             return
         value = r.values.get(r.column) if r.column else r.values.get("_raw")
         text = to_text(value)
-        entry = {"file": r.ref.file, "row": r.ref.where, "stage": r.stage, "rule": r.rule, "column": r.column}
-        entry.update(value=text if text is None or len(text) <= 200 else text[:200] + "…", reason=r.reason)
+        entry: dict[str, Any] = {"file": r.ref.file, "row": r.ref.where, "stage": r.stage, "rule": r.rule,
+                                 "column": r.column, "value": text, "reason": r.reason}  # fmt: skip
+        masked = self.masked.get(stream, frozenset()) if stream else frozenset().union(*self.masked.values())
+        entry = mask_sample(entry, masked)
+        shown = entry["value"]
+        if isinstance(shown, str) and len(shown) > 200:
+            entry["value"] = shown[:200] + "…"
         if full:
             # Make room for a rule not yet shown by replacing the last entry of the most common rule.
             top = self._sample_rules.most_common(1)[0][0]
@@ -137,6 +144,13 @@ class RunReport(ReportCounters):
                 self._confirmed = (self.report_dir / "confirmed.jsonl").open("wb")
             self._confirmed.write(line)
             self.confirmed_count += 1
+
+    def progress_counts(self) -> dict[str, int]:
+        """Rows read, delivered, rejected, skipped, failed and requests sent so far (for the progress display)."""
+        with self._lock:
+            out = dict(self.rows)
+            out["requests"] = sum(int(ep["requests"]) for ep in self.requests.values())
+        return out
 
     # ---- requests -------------------------------------------------------------------------------
     def record_request(
@@ -313,5 +327,6 @@ class RunReport(ReportCounters):
         paths.update(rejects=self.rejects.path, failed=self.failed.path)
         if self._confirmed is not None:
             paths["confirmed"] = self.report_dir / "confirmed.jsonl"
-        log.info("report written to %s (exit code %d)", paths["report_json"], self.exit_code)
+        log.info("report written to %s (exit code %d)", paths["report_json"], self.exit_code,
+                 extra={"counters": {**data["rows"], "exit_code": self.exit_code}})  # fmt: skip
         return paths

@@ -1,0 +1,98 @@
+"""Run history: one JSON line per run beside the reports; `braze-connector history` lists the last runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from connector import load_pipeline, run_pipeline
+from connector.report.history import history_lines, history_path, read_history
+
+pytestmark = pytest.mark.timeout(120)
+
+CSV = "user_id,email,age\nu1,ann@example.com,31\nu2,bob@example.com,x\nu3,not-an-email,40\n"
+
+
+@pytest.fixture
+def project(make_project: Callable[..., Path]) -> Callable[..., Path]:
+    def make(root: Path | None = None, **report: object) -> Path:
+        return make_project(root, name="hist", csv=CSV, max_reject_fraction=0.9, **report,
+                            attributes=[{"column": "email"}, {"column": "age", "type": "integer"}])  # fmt: skip
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _configured_history(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BRAZE_CONNECTOR_HISTORY")  # these tests follow report.history (conftest sets it)
+
+
+def test_each_run_appends_its_summary_beside_the_reports(tmp_path: Path, project: Callable[..., Path]) -> None:
+    p = load_pipeline(project())
+    path = history_path(p)
+    assert path == tmp_path / "reports" / "hist" / "history.jsonl"
+    first = run_pipeline(p, validate_only=True, env={})
+    second = run_pipeline(p, dry_run=True, env={})
+    assert first.report_dir.parent == path.parent  # the default report.dir: run folders beside the history
+    entries = read_history(path)
+    assert [e["run_id"] for e in entries] == [first.run_id, second.run_id]
+    assert [e["kind"] for e in entries] == ["validate", "dry_run"]
+    e = entries[0]
+    assert e["rows"] == {"read": 3, "delivered": 0, "rejected": 2, "failed": 0, "skipped": 1}
+    assert e["exit_code"] == 0 and e["rejects_by_stage"] == {"mapping": 1, "contract": 1}
+    assert e["report_dir"] == str(first.report_dir) and e["requests"] == 0 and e["rate_limited"] == 0
+    assert read_history(path, last=1) == entries[-1:]
+
+
+def test_a_torn_line_is_skipped_and_history_can_be_off(tmp_path: Path, project: Callable[..., Path]) -> None:
+    p = load_pipeline(project())
+    path = history_path(p)
+    assert path is not None
+    path.parent.mkdir(parents=True)
+    path.write_text('{"run_id": "old", "rows": {}}\n{"run_id": "torn", "ro', encoding="utf-8")
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write("\n")
+    run_pipeline(p, validate_only=True, env={})
+    assert [e["run_id"] for e in read_history(path)][0] == "old" and len(read_history(path)) == 2
+    off = load_pipeline(project(tmp_path / "off", history=None))
+    assert history_path(off) is None
+    run_pipeline(off, validate_only=True, env={})
+    assert not list((tmp_path / "off").rglob("history.jsonl"))
+    assert history_path(p, {"BRAZE_CONNECTOR_HISTORY": "off"}) is None
+    assert history_path(off, {"BRAZE_CONNECTOR_HISTORY": "/x/h.jsonl"}) == Path("/x/h.jsonl")
+
+
+def test_the_table_fits_80_columns() -> None:
+    entries = [{"started_at": "2024-05-01T12:00:00.123456Z", "kind": "dry_run", "exit_code": 1, "duration_s": 4000.2,
+                "rows": {"read": 123_456_789, "delivered": 123_456_789, "rejected": 12_345_678, "failed": 1_234_567},
+                "rate_limited": 12_345}]  # fmt: skip
+    lines = history_lines(entries)
+    assert all(len(line) <= 80 for line in lines), [len(x) for x in lines]
+    assert lines[1].split() == ["2024-05-01", "12:00", "dry_run", "1", "123.5M", "123.5M", "12.3M", "1.2M",
+                                "12.3k", "1h06m"]  # fmt: skip
+
+
+def test_the_history_command(tmp_path: Path, project: Callable[..., Path]) -> None:
+    path = project()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRAZE_")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "connector", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=90)  # fmt: skip
+
+    assert cli("history", str(path)).stdout.startswith("no runs recorded yet in ")
+    for _ in range(3):
+        assert cli("validate", str(path), "--quiet").returncode == 0
+    res = cli("history", str(path), "--last", "2")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith("started (UTC)") and len(lines) == 4  # header, 2 runs, footer
+    assert " validate " in lines[1] and lines[3].startswith("(2 run(s) from ")
+    docs = [json.loads(x) for x in cli("history", str(path), "--json").stdout.splitlines()]
+    assert len(docs) == 3 and all(d["pipeline"] == "hist" for d in docs)

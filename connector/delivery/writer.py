@@ -6,6 +6,10 @@ Worker threads send them through the client (which rate-limits and retries) and 
 outcomes: delivered; rejected by Braze (per-object errors, or a request-level 400/413 isolated by
 splitting); failed after the retries (outcome "unknown" when the connection dropped after sending); or
 skipped (dry run, aborted run). Every object submitted gets exactly one of these.
+
+A stop token (SIGTERM, SIGINT, an embedder) stops it like an abort: nothing new is sent, queued requests'
+rows are not_sent, and close() waits up to `write.stop_grace_s` for the answers of requests in flight; then
+it gives up on them (inflight.py): their rows are failed with outcome "unknown".
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from connector import config
 from connector.delivery import batching, outcomes
+from connector.delivery.inflight import InFlight
 from connector.delivery.outcomes import ObjectError
 from connector.delivery.schedule import Job, OrderedQueue
 from connector.errors import (
@@ -29,6 +34,7 @@ from connector.errors import (
     DestinationUnreachable,
     PermanentApiError,
     RateLimitedError,
+    RunStopped,
     TransientApiError,
 )
 from connector.records import Failed, MappedChunk, Rejected
@@ -37,6 +43,7 @@ if TYPE_CHECKING:
     from connector.delivery.client import BrazeClient
     from connector.delta import DeltaState
     from connector.report import RunReport
+    from connector.stop import StopToken
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +89,7 @@ class Writer:
         mode: Literal["bulk", "sync"],
         dry_run: bool = False,
         delta: DeltaState | None = None,
+        stop: StopToken | None = None,
     ) -> None:
         if mode not in ("bulk", "sync"):
             raise ValueError(f"writer mode must be 'bulk' or 'sync', not {mode!r}")
@@ -102,8 +110,12 @@ class Writer:
         self._unreachable_run = 0
         self._notices: set[str] = set()
         self._closed = False
+        self._token = stop
+        self._inflight = InFlight()
         workers = 0 if dry_run else self.write.workers(mode)
         self._queue = OrderedQueue(max(1, workers) * QUEUE_PER_WORKER)
+        if stop is not None:
+            stop.on_stop(self._queue.refuse_new)  # a submit blocked on a full queue returns at once
         self._threads = [
             threading.Thread(target=self._work, name=f"braze-writer-{i}", daemon=True) for i in range(workers)
         ]
@@ -113,8 +125,10 @@ class Writer:
     # ---- public interface -------------------------------------------------------------------------
     @property
     def abort_reason(self) -> str:
-        """Why sending stopped ("" while it has not)."""
-        return self._abort_reason
+        """Why sending stopped ("" while it has not): a fatal destination error, else a stop request."""
+        if self._abort_reason or self._token is None or not self._token.stopping:
+            return self._abort_reason
+        return outcomes.stopped_reason(self._token.reason)
 
     @property
     def aborted(self) -> bool:
@@ -132,7 +146,7 @@ class Writer:
         if n == 0:
             return
         batch = self._batch(stream, mapped)
-        if self._stop.is_set():
+        if self._halted():
             self._not_sent(batch, range(n))
             return
         if self.dry_run:
@@ -143,13 +157,14 @@ class Writer:
             self.report.add_skipped(n, outcomes.DRY_RUN, stream.name)
             return
         for req in self._pack(batch, range(n)):
-            if self._stop.is_set():
+            if self._halted() or not self._queue.put((batch, req), req.keys):
                 self._not_sent(batch, [it.token for it in req.items])
-            else:
-                self._queue.put((batch, req), req.keys)
 
     def close(self) -> None:
         """Wait for every queued and in-flight request, then re-raise a fatal destination error, if any.
+
+        After a stop, requests in flight are waited for until `write.stop_grace_s` after the stop (not at
+        all after a stop at once); then their rows are failed with outcome "unknown".
 
         Raises:
             AuthError: the API key was refused (401) or lacks the permission (403); unsent rows are skipped.
@@ -158,10 +173,18 @@ class Writer:
         if not self._closed:
             self._closed = True
             self._queue.close()
-            for t in self._threads:
-                t.join()
+            if self._wait_for_workers():
+                for t in self._threads:
+                    t.join()
+            else:
+                self._give_up()
         if self._fatal is not None:
             raise self._fatal
+
+    @property
+    def stopped(self) -> bool:
+        """A stop was requested: nothing new is sent."""
+        return self._token is not None and self._token.stopping
 
     def __enter__(self) -> Writer:
         return self
@@ -228,53 +251,38 @@ class Writer:
         todo: list[Packed] = [req]
         while todo:
             current = todo.pop(0)
-            if self._stop.is_set():
-                self._not_sent(batch, [it.token for it in current.items])
-            elif current.oversize:
+            ticket = None if self._halted() or current.oversize else self._inflight.begin(batch, current, todo)
+            if current.oversize:
                 self._reject_oversize(batch, current)
+            elif ticket is None:
+                self._not_sent(batch, [it.token for it in current.items])
             else:
                 try:
-                    todo[:0] = self._send(batch, current)
+                    more = self._send(batch, current, ticket)
                 except Exception:  # a bug must not lose rows: count them failed, keep the run going
                     logger.exception("unexpected error while delivering a %s request", current.endpoint)
                     self._fail(batch, current.items, "internal error while delivering (see the log)", None)
+                    continue
+                if more is None:
+                    return  # the run gave up waiting for this answer and recorded the job's rows itself
+                todo[:0] = more
 
-    def _send(self, batch: _Batch, req: Packed) -> list[Packed]:
-        """Send one request and record its rows' outcomes; returns the requests still to send (split parts)."""
+    def _send(self, batch: _Batch, req: Packed, ticket: int) -> list[Packed] | None:
+        """Send one request and record its rows' outcomes; returns the requests still to send (split parts),
+        or None when the stopped run gave up on the request (its rows are recorded already)."""
         assert self.client is not None
         n = req.count
         t0 = time.perf_counter()
         try:
             resp = self.client.post(req.endpoint, req.body, idempotent=batch.idempotent)
-        except AuthError as e:
-            self._record_error(req, e, t0)
-            self._abort(e, outcomes.ABORT_AUTH)
-            self._not_sent(batch, [it.token for it in req.items])
-            return []
-        except PermanentApiError as e:
-            self._record_error(req, e, t0)
-            self._reachable()
-            if e.status == 403:
-                self._abort(AuthError(str(e), 403, e.body), outcomes.ABORT_FORBIDDEN)
-                self._not_sent(batch, [it.token for it in req.items])
-                return []
-            if e.status in SPLIT_STATUSES:
-                return self._refused(batch, req, e.status, outcomes.parse_body(e.body))
-            # 404 and the like mean a wrong URL or endpoint, not a bad row: fail the rows (retryable later).
-            self._fail(batch, req.items, outcomes.error_text(e), e.status)
-            return []
-        except AmbiguousApiError as e:
-            self._record_error(req, e, t0)
-            self._fail(batch, req.items, outcomes.error_text(e), e.status, outcome="unknown")
-            return []
-        except TransientApiError as e:
-            self._record_error(req, e, t0)
-            self._fail(batch, req.items, outcomes.error_text(e), e.status)
-            if e.status is None and not isinstance(e, RateLimitedError):
-                self._unreachable(e)
-            else:
-                self._reachable()
-            return []
+        except Exception as e:
+            if not self._inflight.end(ticket):
+                return None
+            if isinstance(e, ApiError | RunStopped):
+                return self._send_failed(batch, req, e, t0)
+            raise
+        if not self._inflight.end(ticket):
+            return None
         self._reachable()
         self.report.record_request(
             req.endpoint,
@@ -298,6 +306,37 @@ class Writer:
                 self.report.add_confirmed(batch.mapped.ref(req.items[0].token), user)
         if req.endpoint == "canvas_trigger_send":
             self._notice(batch, doc)
+        return []
+
+    def _send_failed(self, batch: _Batch, req: Packed, e: ApiError | RunStopped, t0: float) -> list[Packed]:
+        """Record the rows of a request that got no 2xx (after the client's retries)."""
+        if isinstance(e, RunStopped):
+            self._not_sent(batch, [it.token for it in req.items])
+            return []
+        self._record_error(req, e, t0)
+        if isinstance(e, AuthError):
+            self._abort(e, outcomes.ABORT_AUTH)
+            self._not_sent(batch, [it.token for it in req.items])
+        elif isinstance(e, PermanentApiError):
+            self._reachable()
+            if e.status == 403:
+                self._abort(AuthError(str(e), 403, e.body), outcomes.ABORT_FORBIDDEN)
+                self._not_sent(batch, [it.token for it in req.items])
+                return []
+            if e.status in SPLIT_STATUSES:
+                return self._refused(batch, req, e.status, outcomes.parse_body(e.body))
+            # 404 and the like mean a wrong URL or endpoint, not a bad row: fail the rows (retryable later).
+            self._fail(batch, req.items, outcomes.error_text(e), e.status)
+        elif isinstance(e, AmbiguousApiError):
+            self._fail(batch, req.items, outcomes.error_text(e), e.status, outcome="unknown")
+        elif isinstance(e, TransientApiError):
+            self._fail(batch, req.items, outcomes.error_text(e), e.status)
+            if e.status is None and not isinstance(e, RateLimitedError):
+                self._unreachable(e)
+            else:
+                self._reachable()
+        else:
+            raise e
         return []
 
     def _refused(self, batch: _Batch, req: Packed, status: int, doc: Any) -> list[Packed]:
@@ -381,7 +420,7 @@ class Writer:
         mapped = batch.mapped
         tokens = list(positions)
         rows = [(mapped.ref(j), mapped.values(j)) for j in tokens]
-        self.report.add_not_sent(rows, self._abort_reason, batch.stream)
+        self.report.add_not_sent(rows, self.abort_reason, batch.stream)
         self._settle(batch, tokens, False)
 
     def _settle(self, batch: _Batch, tokens: list[int], delivered: bool) -> None:
@@ -407,7 +446,43 @@ class Writer:
             self._notices.add(key)
         self.report.add_warning(f"stream {batch.stream}: Canvas {key}")
 
-    # ---- aborting ---------------------------------------------------------------------------------
+    # ---- stopping and aborting ---------------------------------------------------------------------
+    def _halted(self) -> bool:
+        """Nothing new is sent: a fatal error aborted the run, or a stop was requested."""
+        return self._stop.is_set() or (self._token is not None and self._token.stopping)
+
+    def _wait_for_workers(self) -> bool:
+        """Wait for every queued and in-flight request; False when a stop's grace period ran out first."""
+        token = self._token
+        if token is None or not self._threads:
+            return True
+        grace = self.write.stop_grace_s
+        while not self._queue.wait_idle(0.2):
+            left = token.remaining(grace)
+            if left is not None and left <= 0:
+                return False
+        return True
+
+    def _give_up(self) -> None:
+        """The grace period is over: rows of requests still on the wire are failed with outcome "unknown",
+        rows of requests not sent yet are not_sent; workers that get an answer later record nothing."""
+        assert self._token is not None
+        grace = self.write.stop_grace_s
+        waited = "no wait: stopped at once" if self._token.immediate else f"write.stop_grace_s {grace:g} s"
+        error = f"no answer before the run {self._token.reason} ({waited}); Braze may have applied it"
+        given_up = self._inflight.give_up()
+        for g in given_up:
+            self._fail(g.batch, g.request.items, error, None, outcome="unknown")
+            for rest in g.rest:
+                self._not_sent(g.batch, [it.token for it in rest.items])
+        for batch, req in self._queue.drain():
+            self._not_sent(batch, [it.token for it in req.items])
+        if given_up:
+            logger.warning("gave up waiting for %d request(s) in flight; their rows are failed as unknown",
+                           len(given_up))  # fmt: skip
+        # Workers not on the wire finish at once (nothing more is sent); those on it record nothing more.
+        self._queue.wait_idle(5.0, allow=len(given_up))
+
     def _abort(self, error: ConnectorError, reason: str) -> None:
         """Stop sending: the first fatal error wins; rows not yet sent are skipped with its reason."""
         with self._lock:

@@ -3,6 +3,8 @@
 `list_files` finds a source's files (a file, a directory's files of the format, or a glob's matches, sorted);
 `read_source` streams them as `Chunk`s of at most `source.chunk_rows` rows. Memory follows the chunk size,
 not the file size. See csv_reader for CSV row numbers, quoted multi-line fields and parse rejects.
+`check_files` (preflight.py) opens every file of a stream before a run sends anything and checks its
+header or schema has the columns the stream needs; a zero-byte CSV is an empty table.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from connector.readers.csv_reader import read_csv
 from connector.readers.failed import RetrySet, load_failed
 from connector.readers.files import format_of, list_files
 from connector.readers.parquet_reader import read_parquet
+from connector.readers.preflight import check_files
 from connector.records import Chunk
 
-__all__ = ["RetrySet", "list_files", "load_failed", "read_csv", "read_parquet", "read_source"]
+__all__ = ["RetrySet", "check_files", "list_files", "load_failed", "read_csv", "read_parquet", "read_source"]
 
 log = logging.getLogger(__name__)
 

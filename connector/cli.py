@@ -43,6 +43,10 @@ OFFLINE_MEANINGS = {
 }
 
 
+# Warnings the summary repeats (the others are in the report): retry notes, empty sources, a stop.
+SUMMARY_WARNINGS = ("retry:", "empty source:", "stopped:", "lock file ")
+
+
 class Mode(enum.StrEnum):
     auto = "auto"
     bulk = "bulk"
@@ -105,7 +109,7 @@ def _summary(report: RunReport, paths: dict[str, Path]) -> list[str]:
     if report.retry:
         lines.append(f"  retry of {report.retry['failed_file']}: {report.retry['rows']:,} failed row(s) sent again")
     for w in report.warnings:
-        if w.startswith("retry:"):
+        if w.startswith(SUMMARY_WARNINGS):
             lines.append(f"  warning: {w}")
     if report.skipped_by_reason:
         lines.append(
@@ -144,6 +148,7 @@ def _execute(pipeline: Path, *, mode: str | None, report_dir: Path | None, dry_r
     _setup_logging(quiet)
     from connector.pipeline import run_pipeline
     from connector.progress import Progress
+    from connector.stop import StopToken, handle_signals
 
     try:
         p = load_pipeline(pipeline)
@@ -155,16 +160,20 @@ def _execute(pipeline: Path, *, mode: str | None, report_dir: Path | None, dry_r
         elif include_unknown:
             raise ConfigError("--include-unknown goes with --retry-failed")
         progress = Progress.disabled() if quiet else Progress()
-        report = run_pipeline(
-            p,
-            mode=mode,
-            report_dir=report_dir,
-            dry_run=dry_run,
-            validate_only=validate_only,
-            progress=progress,
-            retry=retry,
-            full=full,
-        )
+        stop = StopToken()
+        with handle_signals(stop):  # SIGINT/SIGTERM: stop gracefully, the second at once (exit 4, 130/143)
+            report = run_pipeline(
+                p,
+                mode=mode,
+                report_dir=report_dir,
+                dry_run=dry_run,
+                validate_only=validate_only,
+                progress=progress,
+                retry=retry,
+                full=full,
+                stop=stop,
+                raise_on_failure=False,
+            )
     except ConnectorError as e:
         _fail(e)
     except KeyboardInterrupt:

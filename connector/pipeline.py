@@ -12,6 +12,11 @@ stream's suites hold any table-level expectation, a first pass reads and validat
 (nothing is sent); if a check fails, the second pass still rejects the bad rows but counts every valid
 row as skipped ("table check failed"), so a failing table is never delivered at all. With `warn` (and in
 `validate`) there is one pass and the checks are read at its end.
+
+Before anything is read, every stream's files are opened and their columns checked (readers.check_files),
+and a sending run takes the pipeline's run lock (runlock.py). A stop token (connector.stop) ends the run
+early like an abort: the rest of the sources is read unchecked and listed as not_sent (not after a stop
+at once), requests in flight get write.stop_grace_s, and the report is written with exit code 4.
 """
 
 from __future__ import annotations
@@ -29,15 +34,17 @@ from connector import readers
 from connector.config import DEFAULT_RATE_LIMITS, Pipeline, Stream
 from connector.config.destination import Destination, resolve_destination
 from connector.delivery.mode import choose_mode
-from connector.delta import SKIP_UNCHANGED, open_state
+from connector.delta import SKIP_UNCHANGED, open_state, state_path
 from connector.errors import ConfigError, ConnectorError
-from connector.mapping import map_chunk
+from connector.mapping import columns_read, map_chunk
 from connector.progress import Progress
 from connector.quiet_gc import quiet_gc
 from connector.readers.estimate import estimate_rows, is_parquet
 from connector.records import Chunk, Rejected
-from connector.report import ReportInvariantError, RunReport
-from connector.report.paths import report_dir_for
+from connector.report import ReportInvariantError, RunFailed, RunReport
+from connector.report.paths import report_dir_for, report_root
+from connector.runlock import RunLocks, lock_file_for
+from connector.stop import StopToken
 from connector.validation.tables import has_table_expectations
 
 if TYPE_CHECKING:
@@ -65,6 +72,7 @@ class _Plan:
     exact: bool
     suite: SuiteRunner | None
     table_first: bool
+    empty: list[Path]
 
 
 def run_pipeline(
@@ -78,24 +86,45 @@ def run_pipeline(
     progress: Progress | None = None,
     retry: readers.RetrySet | None = None,
     full: bool = False,
+    stop: StopToken | None = None,
+    raise_on_failure: bool = True,
 ) -> RunReport:
     """Run every stream of the pipeline and return the finished, written RunReport.
 
     `validate_only` reads, validates and maps without any network; `dry_run` also builds the exact
     request bodies (a sample is written under the report folder) and sends nothing. Errors found before
     any row is read raise; once the run has started, every error ends up in the report's exit code
-    (2 source/suite, 3 destination fatal) and the report is always written.
+    (2 source/suite, 3 destination fatal, 4 stopped) and the report is always written. `stop.request()`
+    (from any thread) stops the run gracefully, a second request at once.
 
     Raises:
+        RunFailed: the report's exit code is not 0 (`.report` holds it), unless raise_on_failure=False.
         ConfigError: bad mode, destination URL, missing API key, or a missing/malformed suite (SuiteError).
-        SourceError: a stream's source matches no file or cannot be opened.
+        SourceError: a stream's source matches no file, cannot be opened or lacks a column it needs.
+        RunLocked: another run of this pipeline holds its lock (same report root or delta state).
     """
+    locks = RunLocks()
+    try:
+        report = _run_pipeline(pipeline, mode, report_dir, dry_run, validate_only, env, progress, retry, full,
+                               stop or StopToken(), locks)  # fmt: skip
+    finally:
+        locks.release()
+    if raise_on_failure and report.exit_code:
+        raise RunFailed(report)
+    return report
+
+
+def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path | None, dry_run: bool,
+                  validate_only: bool, env: Mapping[str, str] | None, progress: Progress | None,
+                  retry: readers.RetrySet | None, full: bool, stop: StopToken, locks: RunLocks) -> RunReport:  # fmt: skip
     env = os.environ if env is None else env
     if mode is not None and mode not in ("auto", "bulk", "sync"):
         raise ConfigError(f"--mode {mode!r}: allowed values are auto, bulk, sync")
     offline = dry_run or validate_only
     dest = resolve_destination(pipeline, env, offline=offline)
     plans = [_plan(pipeline, s, validate_only, retry) for s in pipeline.streams]
+    if not offline:
+        locks.acquire(pipeline.name, _lock_files(pipeline, report_dir))
     started = datetime.now(UTC)
     run_id = f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
     out = report_dir_for(pipeline, report_dir, run_id)
@@ -114,13 +143,18 @@ def run_pipeline(
                             for e in DEFAULT_RATE_LIMITS})  # fmt: skip
     for p in plans:
         report.add_stream(p.stream.name, p.stream.kind, p.stream.source.path)
+        for f in p.empty:
+            report.add_warning(f"empty source: stream {p.stream.name}: {f} is empty (0 bytes), read as a table "
+                               "with no rows")  # fmt: skip
+    for w in locks.warnings:
+        report.add_warning(w)
     orphans = _note_retry(report, retry, plans) if retry is not None else 0
     chosen, reason = choose_mode(pipeline, mode, [(p.stream, p.rows, p.exact) for p in plans])
     if validate_only:
         reason = f"validate only, nothing sent (a run would use {chosen}: {reason})"
     report.set_mode(chosen, reason)
     logger.info("pipeline %s run %s: mode %s (%s)", pipeline.name, run_id, chosen, reason)
-    run = _Run(pipeline, report, progress or Progress.disabled(), started, validate_only, retry)
+    run = _Run(pipeline, report, progress or Progress.disabled(), started, validate_only, retry, stop)
     if orphans:
         run.exit_code = 1  # failed rows this run cannot send: not a success
     run.delta = open_state(pipeline, read_only=offline, full=full)
@@ -147,8 +181,10 @@ def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool, retry: reader
         rows, exact = estimate_rows(stream.source, files)
     suite = None
     table_first = False
+    needed = columns_read(stream)
     if stream.expectations:
         suite = _suite(pipeline, stream)
+        needed = {**suite.needed_columns(), **needed}
         table_first = (
             retry is None
             and not validate_only
@@ -157,7 +193,17 @@ def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool, retry: reader
                 suite, stream.expectations, pipeline.resolve(pipeline.expectations_dir)
             )
         )
-    return _Plan(stream, files, rows, exact, suite, table_first)
+    empty = readers.check_files(stream.name, stream.source, files, needed)
+    return _Plan(stream, files, rows, exact, suite, table_first, empty)
+
+
+def _lock_files(pipeline: Pipeline, report_dir: str | Path | None) -> list[Path]:
+    """The run lock beside the pipeline's reports, and beside its delta state when a stream uses delta."""
+    paths = [lock_file_for(report_root(pipeline, report_dir), pipeline.name)]
+    if any(s.delta for s in pipeline.streams):
+        state = state_path(pipeline)
+        paths.append(state.with_name(state.name + ".lock"))
+    return paths
 
 
 def _note_retry(report: RunReport, retry: readers.RetrySet, plans: list[_Plan]) -> int:
@@ -185,8 +231,10 @@ class _Run:
     """The state of one run while its streams go through the stages."""
 
     def __init__(self, pipeline: Pipeline, report: RunReport, progress: Progress, now: datetime,
-                 validate_only: bool, retry: readers.RetrySet | None = None) -> None:  # fmt: skip
+                 validate_only: bool, retry: readers.RetrySet | None = None,
+                 stop: StopToken | None = None) -> None:  # fmt: skip
         self.pipeline = pipeline
+        self.stop = stop or StopToken()
         self.report = report
         self.progress = progress
         self.now = now
@@ -222,10 +270,10 @@ class _Run:
                         report.set_destination(dest.kind, url)
                         from connector.delivery.client import client_for
 
-                        client = client_for(self.pipeline, url, dest.api_key, mode)
+                        client = client_for(self.pipeline, url, dest.api_key, mode, self.stop)
                         self.writer = self._writer(client, mode, dry_run=False)
                     for plan in plans:
-                        if self.aborted():
+                        if self.halted():
                             self._list_unsent(plan, self._chunks(plan))
                         else:
                             self.stream(plan)
@@ -238,9 +286,10 @@ class _Run:
                     self._show()
         finally:
             if client is not None:
-                client.close()
+                client.close(self._close_wait())
             if server is not None:
                 self._stop_emulator(server)
+            self._note_stop()
             for err in errors:
                 self.exit_code = max(self.exit_code, err.exit_code)
                 report.add_warning(f"run stopped (exit code {err.exit_code}): {err}")
@@ -255,7 +304,7 @@ class _Run:
         from connector.delivery.writer import Writer
 
         return Writer(self.pipeline, client, self.report, mode="sync" if mode == "sync" else "bulk",
-                      dry_run=dry_run, delta=self.delta)  # fmt: skip
+                      dry_run=dry_run, delta=self.delta, stop=self.stop)  # fmt: skip
 
     def _close_writer(self, errors: list[ConnectorError]) -> None:
         if self.writer is None:
@@ -277,6 +326,34 @@ class _Run:
         """The writer stopped sending (bad key, destination unreachable): read nothing more."""
         return self.writer is not None and self.writer.aborted
 
+    def halted(self) -> bool:
+        """Aborted, or a stop was requested: nothing more is checked or sent."""
+        return self.stop.stopping or self.aborted()
+
+    def _halt_reason(self) -> str:
+        if self.writer is not None and self.writer.abort_reason:
+            return self.writer.abort_reason
+        return f"run {self.stop.reason}"
+
+    def _close_wait(self) -> float | None:
+        """After a stop, the HTTP connections are not waited for past the grace period (1 s at least)."""
+        left = self.stop.remaining(self.pipeline.write.stop_grace_s)
+        return None if left is None else max(1.0, left)
+
+    def _note_stop(self) -> None:
+        """A stopped run: its exit code (4, or 128 + the signal after a stop at once) and a warning."""
+        if not self.stop.stopping:
+            return
+        code = self.stop.exit_code
+        self.exit_code = max(self.exit_code, code)
+        r = self.report
+        how = "at once" if self.stop.immediate else "gracefully"
+        self.report.add_warning(
+            f"stopped: the run was {self.stop.reason} and stopped {how} (exit code {code}); "
+            f"{r.not_sent:,} row(s) not sent and {r.unknown:,} row(s) with an unknown outcome are listed in "
+            f"{r.failed.path} (send them with --retry-failed)"
+        )
+
     # ---- one stream -------------------------------------------------------------------------------
     def stream(self, plan: _Plan) -> None:
         """Run one stream through the stages (with the table-check first pass when it needs one)."""
@@ -286,7 +363,12 @@ class _Run:
         if plan.table_first and suite is not None:
             logger.info("stream %s: first pass for the table-level expectations", stream.name)
             for chunk in self._chunks(plan):
+                if self.halted():
+                    break
                 suite.validate(chunk)
+            if self.halted():  # nothing of this stream was counted yet: list it all
+                self._list_unsent(plan, self._chunks(plan))
+                return
             if not self._table_checks(stream, suite, delivered=False):
                 deliver = False
             suite = _suite(self.pipeline, stream)  # a fresh runner for the row-level pass
@@ -295,10 +377,10 @@ class _Run:
         for chunk in chunks:
             self._chunk(stream, suite, chunk, deliver=deliver, skip_reason=skip_reason)
             self._show()
-            if self.aborted():
+            if self.halted():
                 self._list_unsent(plan, chunks)
                 break
-        if suite is not None and not plan.table_first and not self.aborted() and self.retry is None:
+        if suite is not None and not plan.table_first and not self.halted() and self.retry is None:
             self._table_checks(stream, suite, delivered=deliver)  # partial data proves nothing: not on abort
 
     def _chunk(self, stream: Stream, suite: SuiteRunner | None, chunk: Chunk, *, deliver: bool,
@@ -341,13 +423,19 @@ class _Run:
             raise
 
     def _list_unsent(self, plan: _Plan, chunks: Iterator[Chunk]) -> None:
-        """After an abort: read the rest of the stream without checking or sending it, so every row is
-        counted, and list its rows in the failed file as not sent (a --retry-failed run resumes there).
-        Unparseable rows are rejects as usual (that needs no network)."""
-        assert self.writer is not None
-        reason = self.writer.abort_reason
+        """After an abort or a stop: read the rest of the stream without checking or sending it, so every
+        row is counted, and list its rows in the failed file as not sent (a --retry-failed run resumes
+        there). Unparseable rows are rejects as usual (that needs no network). A stop at once ends this
+        too: the rows not read are then counted nowhere (a warning says so)."""
+        reason = self._halt_reason()
         n = 0
         for chunk in chunks:
+            if self.stop.immediate:
+                self.report.add_warning(
+                    f"stream {plan.stream.name}: stopped at once; {n:,} row(s) listed as not_sent, the rest of "
+                    "the stream was not read and is not listed (a full run sends it)"
+                )
+                return
             self.report.add_read(len(chunk) + len(chunk.rejects), plan.stream.name)
             self.report.add_rejects(chunk.rejects, plan.stream.name)
             rows = chunk.table.to_pylist()
@@ -355,8 +443,11 @@ class _Run:
                                      checked=False)  # fmt: skip
             n += len(rows)
             self._show()
+        if not n:
+            return
+        what = "stopped" if self.stop.stopping and not self.aborted() else "aborted"
         self.report.add_warning(
-            f"stream {plan.stream.name}: the run was aborted; {n:,} row(s) not yet processed were listed in "
+            f"stream {plan.stream.name}: the run was {what}; {n:,} row(s) not yet processed were listed in "
             "failed.csv as not_sent (send them with --retry-failed)"
         )
 

@@ -42,7 +42,7 @@ class StopToken:
         self.signum: int | None = None
         self.requested_at: float | None = None
 
-    def request(self, reason: str = "stop requested by the caller", *, now: bool = False,
+    def request(self, reason: str = "stopped by the caller", *, now: bool = False,
                 signum: int | None = None) -> None:  # fmt: skip
         """Ask the run to stop; a second request (or now=True) asks it to stop at once.
 

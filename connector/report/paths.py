@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -27,6 +28,15 @@ def report_dir_for(pipeline: Pipeline, override: str | Path | None, run_id: str)
     if problem:
         raise ConfigError(f"{key} {template!r}: cannot write the report to {path} ({problem}); choose another folder")
     return path
+
+
+def report_root(pipeline: Pipeline, override: str | Path | None) -> Path:
+    """The folder a pipeline's runs share: the report folder's path up to the part holding {run_id} (the
+    folder itself when the template has none). The run lock of the pipeline lives there."""
+    template = str(override) if override is not None else pipeline.report.dir
+    parts = Path(template.replace("{pipeline}", pipeline.name)).parts
+    shared = [p for p in itertools.takewhile(lambda p: "{run_id}" not in p, parts)]
+    return Path(*shared) if shared else Path(".")
 
 
 def _unwritable(path: Path) -> str | None:

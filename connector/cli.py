@@ -135,7 +135,7 @@ def _summary(report: RunReport, paths: dict[str, Path]) -> list[str]:
     lines.append(f"          {paths.get('report_html')}")
     if r["rejected"]:
         lines.append(f"  rejects: {report.rejects.path}")
-    if r["failed"]:
+    if r["failed"] or report.not_sent:
         lines.append(f"  failed: {report.failed.path}")
     if report.sample_files:
         lines.append(f"  sample request bodies: {report.sample_files[0].parent}")

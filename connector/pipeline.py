@@ -348,10 +348,11 @@ class _Run:
         self.exit_code = max(self.exit_code, code)
         r = self.report
         how = "at once" if self.stop.immediate else "gracefully"
+        unknown = " (and --include-unknown for the unknown ones)" if r.unknown else ""
         self.report.add_warning(
-            f"stopped: the run was {self.stop.reason} and stopped {how} (exit code {code}); "
-            f"{r.not_sent:,} row(s) not sent and {r.unknown:,} row(s) with an unknown outcome are listed in "
-            f"{r.failed.path} (send them with --retry-failed)"
+            f"stopped: the run was {self.stop.reason}, {how} (exit code {code}); {r.not_sent:,} row(s) not sent "
+            f"and {r.unknown:,} with an unknown outcome are listed in {r.failed.path}: send them with "
+            f"--retry-failed{unknown}"
         )
 
     # ---- one stream -------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from connector import readers
 from connector.config import DEFAULT_RATE_LIMITS, Pipeline, Stream
 from connector.config.destination import Destination, resolve_destination
 from connector.delivery.mode import choose_mode
-from connector.delta import SKIP_UNCHANGED, open_state, state_path
+from connector.delta import SKIP_UNCHANGED, open_state
 from connector.errors import ConfigError, ConnectorError
 from connector.mapping import columns_read, map_chunk
 from connector.progress import Progress
@@ -42,8 +42,8 @@ from connector.quiet_gc import quiet_gc
 from connector.readers.estimate import estimate_rows, is_parquet
 from connector.records import Chunk, Rejected
 from connector.report import ReportInvariantError, RunFailed, RunReport
-from connector.report.paths import report_dir_for, report_root
-from connector.runlock import RunLocks, lock_file_for
+from connector.report.paths import report_dir_for
+from connector.runlock import RunLocks, lock_files
 from connector.stop import StopToken
 from connector.validation.tables import has_table_expectations
 
@@ -124,7 +124,7 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
     dest = resolve_destination(pipeline, env, offline=offline)
     plans = [_plan(pipeline, s, validate_only, retry) for s in pipeline.streams]
     if not offline:
-        locks.acquire(pipeline.name, _lock_files(pipeline, report_dir))
+        locks.acquire(pipeline.name, lock_files(pipeline, report_dir))
     started = datetime.now(UTC)
     run_id = f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
     out = report_dir_for(pipeline, report_dir, run_id)
@@ -197,15 +197,6 @@ def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool, retry: reader
     return _Plan(stream, files, rows, exact, suite, table_first, empty)
 
 
-def _lock_files(pipeline: Pipeline, report_dir: str | Path | None) -> list[Path]:
-    """The run lock beside the pipeline's reports, and beside its delta state when a stream uses delta."""
-    paths = [lock_file_for(report_root(pipeline, report_dir), pipeline.name)]
-    if any(s.delta for s in pipeline.streams):
-        state = state_path(pipeline)
-        paths.append(state.with_name(state.name + ".lock"))
-    return paths
-
-
 def _note_retry(report: RunReport, retry: readers.RetrySet, plans: list[_Plan]) -> int:
     """Say what a retry run sends; warn about failed rows no stream of this pipeline reads (their count)."""
     report.retry = retry.describe()
@@ -242,6 +233,7 @@ class _Run:
         self.retry = retry
         self.delta: DeltaState | None = None
         self.writer: Writer | None = None
+        self.cut_short = False  # a stop came before the work was done
         self.exit_code = 0
         self._shown = dict.fromkeys(("read", "delivered", "rejected", "failed", "requests"), 0)
 
@@ -279,9 +271,13 @@ class _Run:
                             self.stream(plan)
                 except ConnectorError as e:
                     errors.append(e)
+                except KeyboardInterrupt:  # no signal handlers (an embedder's main thread): a stop too
+                    self.stop.request("stopped by KeyboardInterrupt")
+                    raise
                 finally:
                     # Also on a bug or Ctrl-C: wait for the requests in flight so their rows are counted.
                     self._close_writer(errors)
+                    self.cut_short = self.stop.stopping  # a stop after this point cut nothing short
                     self.progress.set_total(report.rows["read"] or None)  # the estimate was approximate
                     self._show()
         finally:
@@ -342,7 +338,7 @@ class _Run:
 
     def _note_stop(self) -> None:
         """A stopped run: its exit code (4, or 128 + the signal after a stop at once) and a warning."""
-        if not self.stop.stopping:
+        if not self.cut_short:
             return
         code = self.stop.exit_code
         self.exit_code = max(self.exit_code, code)

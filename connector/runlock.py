@@ -18,14 +18,26 @@ import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
+from connector.config import Pipeline
+from connector.delta import state_path
 from connector.errors import ConfigError, RunLocked
+from connector.report.paths import report_root
 
-__all__ = ["RunLocks", "lock_file_for"]
+__all__ = ["RunLocks", "lock_file_for", "lock_files"]
 
 
 def lock_file_for(folder: Path, pipeline: str) -> Path:
     """The lock file of a pipeline in a folder: `.<pipeline>.lock` (name made file-safe)."""
     return folder / f".{re.sub(r'[^A-Za-z0-9._-]', '_', pipeline)}.lock"
+
+
+def lock_files(pipeline: Pipeline, report_dir: str | Path | None) -> list[Path]:
+    """A run's locks: beside the pipeline's reports, and beside its delta state when a stream uses delta."""
+    paths = [lock_file_for(report_root(pipeline, report_dir), pipeline.name)]
+    if any(s.delta for s in pipeline.streams):
+        state = state_path(pipeline)
+        paths.append(state.with_name(state.name + ".lock"))
+    return paths
 
 
 class RunLocks:

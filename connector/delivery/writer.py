@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from connector import config
 from connector.delivery import batching, outcomes
-from connector.delivery.inflight import InFlight
+from connector.delivery.inflight import InFlight, wait_for_jobs, waiting_over
 from connector.delivery.outcomes import ObjectError
 from connector.delivery.schedule import Job, OrderedQueue
 from connector.errors import (
@@ -64,6 +64,10 @@ QUEUE_PER_WORKER = 8
 SPLIT_STATUSES = (400, 413)
 
 Packed = batching.Request
+
+
+class _GivenUp(Exception):
+    """The stopped run gave up waiting for this request's answer: its rows are recorded already."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,18 +177,20 @@ class Writer:
         if not self._closed:
             self._closed = True
             self._queue.close()
-            if self._wait_for_workers():
+            grace = self.write.stop_grace_s
+            if not self._threads or wait_for_jobs(self._queue, self._token, grace):
                 for t in self._threads:
                     t.join()
-            else:
-                self._give_up()
+            else:  # the grace period is over: give up on the answers still awaited (inflight.py)
+                assert self._token is not None
+                self._inflight.give_up(
+                    self._queue,
+                    waiting_over(self._token, grace),
+                    unknown=lambda b, r, why: self._fail(b, r.items, why, None, outcome="unknown"),
+                    not_sent=lambda b, r: self._not_sent(b, [it.token for it in r.items]),
+                )
         if self._fatal is not None:
             raise self._fatal
-
-    @property
-    def stopped(self) -> bool:
-        """A stop was requested: nothing new is sent."""
-        return self._token is not None and self._token.stopping
 
     def __enter__(self) -> Writer:
         return self
@@ -251,38 +257,59 @@ class Writer:
         todo: list[Packed] = [req]
         while todo:
             current = todo.pop(0)
-            ticket = None if self._halted() or current.oversize else self._inflight.begin(batch, current, todo)
-            if current.oversize:
+            if self._halted():
+                self._not_sent(batch, [it.token for it in current.items])
+            elif current.oversize:
                 self._reject_oversize(batch, current)
-            elif ticket is None:
+            elif (ticket := self._inflight.begin(batch, current, todo)) is None:  # the stopped run gave up
                 self._not_sent(batch, [it.token for it in current.items])
             else:
                 try:
-                    more = self._send(batch, current, ticket)
+                    todo[:0] = self._send(batch, current, ticket)
+                except _GivenUp:
+                    return  # the stopped run gave up waiting for this answer and recorded the job's rows
                 except Exception:  # a bug must not lose rows: count them failed, keep the run going
                     logger.exception("unexpected error while delivering a %s request", current.endpoint)
                     self._fail(batch, current.items, "internal error while delivering (see the log)", None)
-                    continue
-                if more is None:
-                    return  # the run gave up waiting for this answer and recorded the job's rows itself
-                todo[:0] = more
 
-    def _send(self, batch: _Batch, req: Packed, ticket: int) -> list[Packed] | None:
-        """Send one request and record its rows' outcomes; returns the requests still to send (split parts),
-        or None when the stopped run gave up on the request (its rows are recorded already)."""
-        assert self.client is not None
+    def _send(self, batch: _Batch, req: Packed, ticket: int) -> list[Packed]:
+        """Send one request and record its rows' outcomes; returns the requests still to send (split parts)."""
         n = req.count
         t0 = time.perf_counter()
         try:
-            resp = self.client.post(req.endpoint, req.body, idempotent=batch.idempotent)
-        except Exception as e:
-            if not self._inflight.end(ticket):
-                return None
-            if isinstance(e, ApiError | RunStopped):
-                return self._send_failed(batch, req, e, t0)
-            raise
-        if not self._inflight.end(ticket):
-            return None
+            resp = self._post(batch, req, ticket)
+        except RunStopped:
+            self._not_sent(batch, [it.token for it in req.items])
+            return []
+        except AuthError as e:
+            self._record_error(req, e, t0)
+            self._abort(e, outcomes.ABORT_AUTH)
+            self._not_sent(batch, [it.token for it in req.items])
+            return []
+        except PermanentApiError as e:
+            self._record_error(req, e, t0)
+            self._reachable()
+            if e.status == 403:
+                self._abort(AuthError(str(e), 403, e.body), outcomes.ABORT_FORBIDDEN)
+                self._not_sent(batch, [it.token for it in req.items])
+                return []
+            if e.status in SPLIT_STATUSES:
+                return self._refused(batch, req, e.status, outcomes.parse_body(e.body))
+            # 404 and the like mean a wrong URL or endpoint, not a bad row: fail the rows (retryable later).
+            self._fail(batch, req.items, outcomes.error_text(e), e.status)
+            return []
+        except AmbiguousApiError as e:
+            self._record_error(req, e, t0)
+            self._fail(batch, req.items, outcomes.error_text(e), e.status, outcome="unknown")
+            return []
+        except TransientApiError as e:
+            self._record_error(req, e, t0)
+            self._fail(batch, req.items, outcomes.error_text(e), e.status)
+            if e.status is None and not isinstance(e, RateLimitedError):
+                self._unreachable(e)
+            else:
+                self._reachable()
+            return []
         self._reachable()
         self.report.record_request(
             req.endpoint,
@@ -308,36 +335,18 @@ class Writer:
             self._notice(batch, doc)
         return []
 
-    def _send_failed(self, batch: _Batch, req: Packed, e: ApiError | RunStopped, t0: float) -> list[Packed]:
-        """Record the rows of a request that got no 2xx (after the client's retries)."""
-        if isinstance(e, RunStopped):
-            self._not_sent(batch, [it.token for it in req.items])
-            return []
-        self._record_error(req, e, t0)
-        if isinstance(e, AuthError):
-            self._abort(e, outcomes.ABORT_AUTH)
-            self._not_sent(batch, [it.token for it in req.items])
-        elif isinstance(e, PermanentApiError):
-            self._reachable()
-            if e.status == 403:
-                self._abort(AuthError(str(e), 403, e.body), outcomes.ABORT_FORBIDDEN)
-                self._not_sent(batch, [it.token for it in req.items])
-                return []
-            if e.status in SPLIT_STATUSES:
-                return self._refused(batch, req, e.status, outcomes.parse_body(e.body))
-            # 404 and the like mean a wrong URL or endpoint, not a bad row: fail the rows (retryable later).
-            self._fail(batch, req.items, outcomes.error_text(e), e.status)
-        elif isinstance(e, AmbiguousApiError):
-            self._fail(batch, req.items, outcomes.error_text(e), e.status, outcome="unknown")
-        elif isinstance(e, TransientApiError):
-            self._fail(batch, req.items, outcomes.error_text(e), e.status)
-            if e.status is None and not isinstance(e, RateLimitedError):
-                self._unreachable(e)
-            else:
-                self._reachable()
-        else:
-            raise e
-        return []
+    def _post(self, batch: _Batch, req: Packed, ticket: int) -> Any:
+        """client.post, then claim the outcome: _GivenUp when the stopped run no longer waits for it."""
+        assert self.client is not None
+        try:
+            resp = self.client.post(req.endpoint, req.body, idempotent=batch.idempotent)
+        except BaseException:
+            if not self._inflight.end(ticket):
+                raise _GivenUp from None
+            raise
+        if not self._inflight.end(ticket):
+            raise _GivenUp
+        return resp
 
     def _refused(self, batch: _Batch, req: Packed, status: int, doc: Any) -> list[Packed]:
         """A request-level 400/413: reject the objects Braze names, else split until offenders stand alone."""
@@ -450,38 +459,6 @@ class Writer:
     def _halted(self) -> bool:
         """Nothing new is sent: a fatal error aborted the run, or a stop was requested."""
         return self._stop.is_set() or (self._token is not None and self._token.stopping)
-
-    def _wait_for_workers(self) -> bool:
-        """Wait for every queued and in-flight request; False when a stop's grace period ran out first."""
-        token = self._token
-        if token is None or not self._threads:
-            return True
-        grace = self.write.stop_grace_s
-        while not self._queue.wait_idle(0.2):
-            left = token.remaining(grace)
-            if left is not None and left <= 0:
-                return False
-        return True
-
-    def _give_up(self) -> None:
-        """The grace period is over: rows of requests still on the wire are failed with outcome "unknown",
-        rows of requests not sent yet are not_sent; workers that get an answer later record nothing."""
-        assert self._token is not None
-        grace = self.write.stop_grace_s
-        waited = "no wait: stopped at once" if self._token.immediate else f"write.stop_grace_s {grace:g} s"
-        error = f"no answer before the run {self._token.reason} ({waited}); Braze may have applied it"
-        given_up = self._inflight.give_up()
-        for g in given_up:
-            self._fail(g.batch, g.request.items, error, None, outcome="unknown")
-            for rest in g.rest:
-                self._not_sent(g.batch, [it.token for it in rest.items])
-        for batch, req in self._queue.drain():
-            self._not_sent(batch, [it.token for it in req.items])
-        if given_up:
-            logger.warning("gave up waiting for %d request(s) in flight; their rows are failed as unknown",
-                           len(given_up))  # fmt: skip
-        # Workers not on the wire finish at once (nothing more is sent); those on it record nothing more.
-        self._queue.wait_idle(5.0, allow=len(given_up))
 
     def _abort(self, error: ConnectorError, reason: str) -> None:
         """Stop sending: the first fatal error wins; rows not yet sent are skipped with its reason."""

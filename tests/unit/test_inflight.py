@@ -15,7 +15,7 @@ def test_the_worker_owns_an_answer_that_came_back_in_time() -> None:
     ticket = f.begin("batch", req("a"), [])
     assert ticket is not None and len(f) == 1
     assert f.end(ticket) is True
-    assert f.give_up() == [] and len(f) == 0
+    assert f.take_over() == [] and len(f) == 0
 
 
 def test_give_up_takes_the_requests_on_the_wire_with_what_their_jobs_had_left() -> None:
@@ -25,7 +25,7 @@ def test_give_up_takes_the_requests_on_the_wire_with_what_their_jobs_had_left() 
     t2 = f.begin("b2", req("b"), [])
     assert t1 is not None and t2 is not None
     assert f.end(t2) is True  # answered before the give-up
-    [g] = f.give_up()
+    [g] = f.take_over()
     assert g.batch == "b1" and g.request.endpoint == "a1" and [r.endpoint for r in g.rest] == ["a2", "a3"]
     assert rest == []  # the worker finds nothing left to send
     assert f.end(t1) is False  # a late answer is not the worker's to record

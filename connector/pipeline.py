@@ -429,8 +429,8 @@ class _Run:
         for chunk in chunks:
             if self.stop.immediate:
                 self.report.add_warning(
-                    f"stream {plan.stream.name}: stopped at once; {n:,} row(s) listed as not_sent, the rest of "
-                    "the stream was not read and is not listed (a full run sends it)"
+                    f"stopped: stream {plan.stream.name}: stopped at once; {n:,} row(s) listed as not_sent, the "
+                    "rest of the stream was not read and is not listed (a full run sends it)"
                 )
                 return
             self.report.add_read(len(chunk) + len(chunk.rejects), plan.stream.name)

@@ -28,6 +28,15 @@ def stopping_writer(pipeline: config.Pipeline, url: str, tmp_path: Path, token: 
     return Writer(pipeline, client, report, mode="bulk", stop=token), report
 
 
+def slow_setup(emulator_factory: Any, tmp_path: Path, emulator: dict[str, Any], **write: Any) -> Any:
+    """An emulator with `emulator` options, and a bulk writer with a stop token and `write` settings."""
+    emu: EmulatorServer = emulator_factory(**emulator)
+    pipeline = make_pipeline(max_objects_per_request=5, **write)
+    token = StopToken()
+    writer, report = stopping_writer(pipeline, emu.url, tmp_path, token)
+    return emu, pipeline, token, writer, report
+
+
 def when(condition: Callable[[], bool], then: Callable[[], None], timeout: float = 60.0) -> threading.Thread:
     """Run `then` on a thread as soon as `condition` holds."""
 
@@ -56,10 +65,8 @@ def by_outcome(report: RunReport) -> dict[str, set[str]]:
 def test_a_graceful_stop_keeps_the_answers_in_flight_and_sends_nothing_new(
     emulator_factory: Any, tmp_path: Path
 ) -> None:
-    emu: EmulatorServer = emulator_factory(latency_ms=150)
-    pipeline = make_pipeline(concurrency=4, max_objects_per_request=5, stop_grace_s=30)
-    token = StopToken()
-    writer, report = stopping_writer(pipeline, emu.url, tmp_path, token)
+    emu, pipeline, token, writer, report = slow_setup(emulator_factory, tmp_path, {"latency_ms": 150},
+                                                      concurrency=4, stop_grace_s=30)  # fmt: skip
     n = 400
     when(lambda: report.rows["delivered"] >= 20, token.request)
     writer.submit(stream_of(pipeline), mapped_chunk("attributes", objects(n)))  # returns once stopped
@@ -81,10 +88,8 @@ def test_a_graceful_stop_keeps_the_answers_in_flight_and_sends_nothing_new(
 def test_past_the_grace_period_requests_in_flight_are_unknown_and_recorded_once(
     emulator_factory: Any, tmp_path: Path
 ) -> None:
-    emu: EmulatorServer = emulator_factory(latency_ms=4000)
-    pipeline = make_pipeline(concurrency=4, max_objects_per_request=5, stop_grace_s=0.3)
-    token = StopToken()
-    writer, report = stopping_writer(pipeline, emu.url, tmp_path, token)
+    emu, pipeline, token, writer, report = slow_setup(emulator_factory, tmp_path, {"latency_ms": 4000},
+                                                      concurrency=4, stop_grace_s=0.3)  # fmt: skip
     n = 60  # 12 requests: 4 on the wire, the rest queued
     when(lambda: len(writer._inflight) == 4, token.request)
     writer.submit(stream_of(pipeline), mapped_chunk("attributes", objects(n)))
@@ -106,10 +111,8 @@ def test_past_the_grace_period_requests_in_flight_are_unknown_and_recorded_once(
 
 
 def test_a_stop_at_once_does_not_wait_at_all(emulator_factory: Any, tmp_path: Path) -> None:
-    emu: EmulatorServer = emulator_factory(latency_ms=3000)
-    pipeline = make_pipeline(concurrency=2, max_objects_per_request=5, stop_grace_s=600)
-    token = StopToken()
-    writer, report = stopping_writer(pipeline, emu.url, tmp_path, token)
+    emu, pipeline, token, writer, report = slow_setup(emulator_factory, tmp_path, {"latency_ms": 3000},
+                                                      concurrency=2, stop_grace_s=600)  # fmt: skip
     when(lambda: len(writer._inflight) == 2, lambda: token.request(now=True))
     writer.submit(stream_of(pipeline), mapped_chunk("attributes", objects(30)))
     writer.close()
@@ -121,11 +124,9 @@ def test_a_stop_at_once_does_not_wait_at_all(emulator_factory: Any, tmp_path: Pa
 
 def test_no_retry_after_a_stop(emulator_factory: Any, tmp_path: Path) -> None:
     """A request waiting to retry a 503 is not sent again once the run is stopped: its rows fail (503)."""
-    emu: EmulatorServer = emulator_factory(faults={"503": 1.0})
     retry = {"max_attempts": 5, "initial_backoff_s": 60, "max_backoff_s": 60, "max_elapsed_s": 300}
-    pipeline = make_pipeline(concurrency=2, max_objects_per_request=5, retry=retry)
-    token = StopToken()
-    writer, report = stopping_writer(pipeline, emu.url, tmp_path, token)
+    emu, pipeline, token, writer, report = slow_setup(emulator_factory, tmp_path, {"faults": {"503": 1.0}},
+                                                      concurrency=2, retry=retry)  # fmt: skip
     when(lambda: len(emu.ledger(applied=False)) >= 2, token.request)
     writer.submit(stream_of(pipeline), mapped_chunk("attributes", objects(20)))
     t0 = time.monotonic()

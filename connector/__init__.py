@@ -5,19 +5,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from connector.config import Pipeline, load_pipeline
-from connector.errors import ConfigError, ConnectorError, SourceError
+from connector.errors import ConfigError, ConnectorError, RunLocked, SourceError
+from connector.stop import StopToken
 from connector.version import __version__
 
 if TYPE_CHECKING:
     from connector.pipeline import run_pipeline
-    from connector.report import RunReport
+    from connector.report import RunFailed, RunReport
 
 __all__ = [
     "ConfigError",
     "ConnectorError",
     "Pipeline",
+    "RunFailed",
+    "RunLocked",
     "RunReport",
     "SourceError",
+    "StopToken",
     "__version__",
     "load_pipeline",
     "run_pipeline",
@@ -35,4 +39,8 @@ def __getattr__(name: str) -> Any:
         from connector.report import RunReport
 
         return RunReport
+    if name == "RunFailed":
+        from connector.report import RunFailed
+
+        return RunFailed
     raise AttributeError(f"module 'connector' has no attribute {name!r}")

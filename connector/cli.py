@@ -75,6 +75,10 @@ OFFLINE_MEANINGS = {
 }
 
 
+# Warnings the summary repeats (the others are in the report): retry notes, empty sources, a stop.
+SUMMARY_WARNINGS = ("retry:", "empty source:", "stopped:", "lock file ")
+
+
 class Mode(enum.StrEnum):
     auto = "auto"
     bulk = "bulk"
@@ -155,7 +159,7 @@ def _summary(report: RunReport, paths: dict[str, Path]) -> list[str]:
     if report.retry:
         lines.append(f"  retry of {report.retry['failed_file']}: {report.retry['rows']:,} failed row(s) sent again")
     for w in report.warnings:
-        if w.startswith("retry:"):
+        if w.startswith(SUMMARY_WARNINGS):
             lines.append(f"  warning: {w}")
     if report.skipped_by_reason:
         lines.append(
@@ -181,7 +185,7 @@ def _summary(report: RunReport, paths: dict[str, Path]) -> list[str]:
     lines.append(f"          {paths.get('report_html')}")
     if r["rejected"]:
         lines.append(f"  rejects: {report.rejects.path}")
-    if r["failed"]:
+    if r["failed"] or report.not_sent:
         lines.append(f"  failed: {report.failed.path}")
     if report.sample_files:
         lines.append(f"  sample request bodies: {report.sample_files[0].parent}")
@@ -195,6 +199,7 @@ def _execute(pipeline: Path, *, mode: str | None, report_dir: Path | None, dry_r
     console = _setup_logging(quiet, log_level, log_format)
     from connector.pipeline import run_pipeline
     from connector.progress import Progress
+    from connector.stop import StopToken, handle_signals
 
     try:
         p = load_pipeline(pipeline)
@@ -206,17 +211,21 @@ def _execute(pipeline: Path, *, mode: str | None, report_dir: Path | None, dry_r
         elif include_unknown:
             raise ConfigError("--include-unknown goes with --retry-failed")
         progress = Progress.disabled() if quiet else Progress(console=console)
-        report = run_pipeline(
-            p,
-            mode=mode,
-            report_dir=report_dir,
-            dry_run=dry_run,
-            validate_only=validate_only,
-            progress=progress,
-            retry=retry,
-            full=full,
-            overwrite=overwrite,
-        )
+        stop = StopToken()
+        with handle_signals(stop):  # SIGINT/SIGTERM: stop gracefully, the second at once (exit 4, 130/143)
+            report = run_pipeline(
+                p,
+                mode=mode,
+                report_dir=report_dir,
+                dry_run=dry_run,
+                validate_only=validate_only,
+                progress=progress,
+                retry=retry,
+                full=full,
+                overwrite=overwrite,
+                stop=stop,
+                raise_on_failure=False,
+            )
     except ConnectorError as e:
         _fail(e)
     except KeyboardInterrupt:

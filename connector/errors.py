@@ -80,3 +80,19 @@ class DestinationUnreachable(ConnectorError):
     """The destination could not be reached after every retry (exit code 3)."""
 
     exit_code = 3
+
+
+class RunStopped(ConnectorError):
+    """The run was asked to stop (SIGTERM, SIGINT or the caller's StopToken) before this request was sent.
+
+    Its rows are listed as not_sent; a later run resends them (exit code 4).
+    """
+
+    exit_code = 4
+
+
+class RunLocked(ConnectorError):
+    """Another run of this pipeline is using the same report folder or delta state: wait for it or stop it
+    (exit code 2)."""
+
+    exit_code = 2

@@ -12,6 +12,11 @@ stream's suites hold any table-level expectation, a first pass reads and validat
 (nothing is sent); if a check fails, the second pass still rejects the bad rows but counts every valid
 row as skipped ("table check failed"), so a failing table is never delivered at all. With `warn` (and in
 `validate`) there is one pass and the checks are read at its end.
+
+Before anything is read, every stream's files are opened and their columns checked (readers.check_files),
+and a sending run takes the pipeline's run lock (runlock.py). A stop token (connector.stop) ends the run
+early like an abort: the rest of the sources is read unchecked and listed as not_sent (not after a stop
+at once), requests in flight get write.stop_grace_s, and the report is written with exit code 4.
 """
 
 from __future__ import annotations
@@ -33,15 +38,17 @@ from connector.delivery.sync_access import needs_probe
 from connector.delta import SKIP_UNCHANGED, open_incremental, open_state
 from connector.errors import ConfigError, ConnectorError
 from connector.logs import run_context, stream_context
-from connector.mapping import map_chunk
+from connector.mapping import columns_read, map_chunk
 from connector.progress import Progress
 from connector.quiet_gc import quiet_gc
 from connector.readers.estimate import estimate_rows, is_parquet
 from connector.records import Chunk, Rejected
-from connector.report import ReportInvariantError, RunReport
+from connector.report import ReportInvariantError, RunFailed, RunReport
 from connector.report.history import append_history, history_path
 from connector.report.masking import columns_to_mask
 from connector.report.paths import report_dir_for
+from connector.runlock import RunLocks, lock_files
+from connector.stop import StopToken
 from connector.validation.tables import has_table_expectations
 
 if TYPE_CHECKING:
@@ -69,6 +76,7 @@ class _Plan:
     exact: bool
     suite: SuiteRunner | None
     table_first: bool
+    empty: list[Path]
     since: readers.Since | None = None
 
 
@@ -84,6 +92,8 @@ def run_pipeline(
     retry: readers.RetrySet | None = None,
     full: bool = False,
     overwrite: bool = False,
+    stop: StopToken | None = None,
+    raise_on_failure: bool = True,
 ) -> RunReport:
     """Run every stream of the pipeline and return the finished, written RunReport.
 
@@ -91,12 +101,30 @@ def run_pipeline(
     request bodies (a sample is written under the report folder) and sends nothing. A report folder that
     already holds a run is left alone (the run writes beside it) unless `overwrite`. Errors found before
     any row is read raise; once the run has started, every error ends up in the report's exit code
-    (2 source/suite, 3 destination fatal) and the report is always written.
+    (2 source/suite, 3 destination fatal, 4 stopped) and the report is always written. `stop.request()`
+    (from any thread) stops the run gracefully, a second request at once.
 
     Raises:
+        RunFailed: the report's exit code is not 0 (`.report` holds it), unless raise_on_failure=False.
         ConfigError: bad mode, destination URL, missing API key, or a missing/malformed suite (SuiteError).
-        SourceError: a stream's source matches no file or cannot be opened.
+        SourceError: a stream's source matches no file, cannot be opened or lacks a column it needs.
+        RunLocked: another run of this pipeline holds its lock (same report root or delta state).
     """
+    locks = RunLocks()
+    try:
+        report = _run_pipeline(pipeline, mode, report_dir, dry_run, validate_only, env, progress, retry, full,
+                               stop or StopToken(), locks, overwrite)  # fmt: skip
+    finally:
+        locks.release()
+    if raise_on_failure and report.exit_code:
+        raise RunFailed(report)
+    return report
+
+
+def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path | None, dry_run: bool,
+                  validate_only: bool, env: Mapping[str, str] | None, progress: Progress | None,
+                  retry: readers.RetrySet | None, full: bool, stop: StopToken, locks: RunLocks,
+                  overwrite: bool = False) -> RunReport:  # fmt: skip
     env = os.environ if env is None else env
     if mode is not None and mode not in ("auto", "bulk", "sync"):
         raise ConfigError(f"--mode {mode!r}: allowed values are auto, bulk, sync")
@@ -105,6 +133,8 @@ def run_pipeline(
     incremental = open_incremental(pipeline, read_only=offline or retry is not None, full=full)
     try:
         plans = [_plan(pipeline, s, validate_only, retry, env, incremental) for s in pipeline.streams]
+        if not offline:
+            locks.acquire(pipeline.name, lock_files(pipeline, report_dir))
     except BaseException:
         if incremental is not None:
             incremental.close()
@@ -128,6 +158,11 @@ def run_pipeline(
     for p in plans:
         report.add_stream(p.stream.name, p.stream.kind, p.stream.source.describe(),
                           columns_to_mask(p.stream, pipeline.report.mask_columns))  # fmt: skip
+        for f in p.empty:
+            report.add_warning(f"empty source: stream {p.stream.name}: {f} is empty (0 bytes), read as a table "
+                               "with no rows")  # fmt: skip
+    for w in locks.warnings:
+        report.add_warning(w)
     orphans = _note_retry(report, retry, plans) if retry is not None else 0
     chosen, reason = choose_mode(pipeline, mode, [(p.stream, p.rows, p.exact) for p in plans])
     if offline and needs_probe(pipeline, mode, chosen):
@@ -137,7 +172,7 @@ def run_pipeline(
     report.set_mode(chosen, reason)
     logger.info("pipeline %s run %s: mode %s (%s)", pipeline.name, run_id, chosen, reason,
                 extra={"pipeline": pipeline.name, "run_id": run_id})  # fmt: skip
-    run = _Run(pipeline, report, progress or Progress.disabled(), started, validate_only, retry)
+    run = _Run(pipeline, report, progress or Progress.disabled(), started, validate_only, retry, stop)
     run.probe_sync = not offline and needs_probe(pipeline, mode, chosen)
     if orphans:
         run.exit_code = 1  # failed rows this run cannot send: not a success
@@ -175,8 +210,10 @@ def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool, retry: reader
         rows, exact = estimate_rows(stream.source, files)
     suite = None
     table_first = False
+    needed = columns_read(stream)
     if stream.expectations:
         suite = _suite(pipeline, stream)
+        needed = {**suite.needed_columns(), **needed}
         table_first = (
             retry is None
             and not validate_only
@@ -185,7 +222,8 @@ def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool, retry: reader
                 suite, stream.expectations, pipeline.resolve(pipeline.expectations_dir)
             )
         )
-    return _Plan(stream, files, rows, exact, suite, table_first, since)
+    empty = readers.check_files(stream.name, stream.source, files, needed)
+    return _Plan(stream, files, rows, exact, suite, table_first, empty, since)
 
 
 def _sql_rows(pipeline: Pipeline, stream: Stream, retry: readers.RetrySet | None, env: Mapping[str, str],
@@ -224,8 +262,10 @@ class _Run:
     """The state of one run while its streams go through the stages."""
 
     def __init__(self, pipeline: Pipeline, report: RunReport, progress: Progress, now: datetime,
-                 validate_only: bool, retry: readers.RetrySet | None = None) -> None:  # fmt: skip
+                 validate_only: bool, retry: readers.RetrySet | None = None,
+                 stop: StopToken | None = None) -> None:  # fmt: skip
         self.pipeline = pipeline
+        self.stop = stop or StopToken()
         self.report = report
         self.progress = progress
         self.now = now
@@ -236,6 +276,7 @@ class _Run:
         self.env: Mapping[str, str] = os.environ
         self.writer: Writer | None = None
         self.probe_sync = False  # mode auto chose sync, pending the probe of the key (run_pipeline sets it)
+        self.cut_short = False  # a stop came before the work was done
         self.exit_code = 0
 
     def execute(self, plans: list[_Plan], dest: Destination, mode: str, dry_run: bool) -> None:
@@ -268,26 +309,31 @@ class _Run:
                             from connector.delivery.sync_access import probe_mode
 
                             mode = probe_mode(self.pipeline, url, dest.api_key, report)
-                        client = client_for(self.pipeline, url, dest.api_key, mode)
+                        client = client_for(self.pipeline, url, dest.api_key, mode, self.stop)
                         self.writer = self._writer(client, mode, dry_run=False)
                     for plan in plans:
                         with stream_context(plan.stream.name):
-                            if self.aborted():
+                            if self.halted():
                                 self._list_unsent(plan, self._chunks(plan))
                             else:
                                 self.stream(plan)
                 except ConnectorError as e:
                     errors.append(e)
+                except KeyboardInterrupt:  # no signal handlers (an embedder's main thread): a stop too
+                    self.stop.request("stopped by KeyboardInterrupt")
+                    raise
                 finally:
                     # Also on a bug or Ctrl-C: wait for the requests in flight so their rows are counted.
                     self._close_writer(errors)
+                    self.cut_short = self.stop.stopping  # a stop after this point cut nothing short
                     self.progress.set_total(report.rows["read"] or None)  # the estimate was approximate
                     self._show()
         finally:
             if client is not None:
-                client.close()
+                client.close(self._close_wait())
             if server is not None:
                 self._stop_emulator(server)
+            self._note_stop()
             for err in errors:
                 self.exit_code = max(self.exit_code, err.exit_code)
                 report.add_warning(f"run stopped (exit code {err.exit_code}): {err}")
@@ -303,7 +349,8 @@ class _Run:
 
         return Writer(self.pipeline, client, self.report, mode="sync" if mode == "sync" else "bulk",
                       dry_run=dry_run, delta=self.delta,
-                      settled=self.incremental.marks if self.incremental is not None else None)  # fmt: skip
+                      settled=self.incremental.marks if self.incremental is not None else None,
+                      stop=self.stop)  # fmt: skip
 
     def _close_writer(self, errors: list[ConnectorError]) -> None:
         if self.writer is None:
@@ -325,6 +372,35 @@ class _Run:
         """The writer stopped sending (bad key, destination unreachable): read nothing more."""
         return self.writer is not None and self.writer.aborted
 
+    def halted(self) -> bool:
+        """Aborted, or a stop was requested: nothing more is checked or sent."""
+        return self.stop.stopping or self.aborted()
+
+    def _halt_reason(self) -> str:
+        if self.writer is not None and self.writer.abort_reason:
+            return self.writer.abort_reason
+        return f"run {self.stop.reason}"
+
+    def _close_wait(self) -> float | None:
+        """After a stop, the HTTP connections are not waited for past the grace period (1 s at least)."""
+        left = self.stop.remaining(self.pipeline.write.stop_grace_s)
+        return None if left is None else max(1.0, left)
+
+    def _note_stop(self) -> None:
+        """A stopped run: its exit code (4, or 128 + the signal after a stop at once) and a warning."""
+        if not self.cut_short:
+            return
+        code = self.stop.exit_code
+        self.exit_code = max(self.exit_code, code)
+        r = self.report
+        how = "at once" if self.stop.immediate else "gracefully"
+        unknown = " (and --include-unknown for the unknown ones)" if r.unknown else ""
+        self.report.add_warning(
+            f"stopped: the run was {self.stop.reason}, {how} (exit code {code}); {r.not_sent:,} row(s) not sent "
+            f"and {r.unknown:,} with an unknown outcome are listed in {r.failed.path}: send them with "
+            f"--retry-failed{unknown}"
+        )
+
     # ---- one stream -------------------------------------------------------------------------------
     def stream(self, plan: _Plan) -> None:
         """Run one stream through the stages (with the table-check first pass when it needs one)."""
@@ -334,7 +410,12 @@ class _Run:
         if plan.table_first and suite is not None:
             logger.info("stream %s: first pass for the table-level expectations", stream.name)
             for chunk in self._chunks(plan):
+                if self.halted():
+                    break
                 suite.validate(chunk)
+            if self.halted():  # nothing of this stream was counted yet: list it all
+                self._list_unsent(plan, self._chunks(plan))
+                return
             if not self._table_checks(stream, suite, delivered=False):
                 deliver = False
             suite = _suite(self.pipeline, stream)  # a fresh runner for the row-level pass
@@ -344,13 +425,13 @@ class _Run:
         for chunk in chunks:
             self._chunk(stream, suite, chunk, deliver=deliver, skip_reason=skip_reason)
             self._show()
-            if self.aborted():
+            if self.halted():
                 complete = False
                 self._list_unsent(plan, chunks)
                 break
         if self.incremental is not None:
             self.incremental.finish(stream, complete)
-        if suite is not None and not plan.table_first and not self.aborted() and self.retry is None:
+        if suite is not None and not plan.table_first and not self.halted() and self.retry is None:
             self._table_checks(stream, suite, delivered=deliver)  # partial data proves nothing: not on abort
 
     def _chunk(self, stream: Stream, suite: SuiteRunner | None, chunk: Chunk, *, deliver: bool,
@@ -405,13 +486,19 @@ class _Run:
             raise
 
     def _list_unsent(self, plan: _Plan, chunks: Iterator[Chunk]) -> None:
-        """After an abort: read the rest of the stream without checking or sending it, so every row is
-        counted, and list its rows in the failed file as not sent (a --retry-failed run resumes there).
-        Unparseable rows are rejects as usual (that needs no network)."""
-        assert self.writer is not None
-        reason = self.writer.abort_reason
+        """After an abort or a stop: read the rest of the stream without checking or sending it, so every
+        row is counted, and list its rows in the failed file as not sent (a --retry-failed run resumes
+        there). Unparseable rows are rejects as usual (that needs no network). A stop at once ends this
+        too: the rows not read are then counted nowhere (a warning says so)."""
+        reason = self._halt_reason()
         n = 0
         for chunk in chunks:
+            if self.stop.immediate:
+                self.report.add_warning(
+                    f"stopped: stream {plan.stream.name}: stopped at once; {n:,} row(s) listed as not_sent, the "
+                    "rest of the stream was not read and is not listed (a full run sends it)"
+                )
+                return
             self.report.add_read(len(chunk) + len(chunk.rejects), plan.stream.name)
             self.report.add_rejects(chunk.rejects, plan.stream.name)
             rows = chunk.table.to_pylist()
@@ -419,8 +506,11 @@ class _Run:
                                      checked=False)  # fmt: skip
             n += len(rows)
             self._show()
+        if not n:
+            return
+        what = "stopped" if self.stop.stopping and not self.aborted() else "aborted"
         self.report.add_warning(
-            f"stream {plan.stream.name}: the run was aborted; {n:,} row(s) not yet processed were listed in "
+            f"stream {plan.stream.name}: the run was {what}; {n:,} row(s) not yet processed were listed in "
             "failed.csv as not_sent (send them with --retry-failed)"
         )
 

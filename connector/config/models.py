@@ -157,6 +157,9 @@ class Write(_Model):
     # 500 requests/minute it handles easily. `aiohttp` runs the event loop on a thread of this process.
     transport: Literal["auto", "requests", "aiohttp", "aiohttp-process"] = "auto"
     sync_max_duration_s: Annotated[float, Field(ge=0)] = 60.0
+    # After SIGTERM/SIGINT (or a stop token): how long requests already in flight may take to answer before
+    # their rows are given up as outcome "unknown". Nothing new is sent meanwhile.
+    stop_grace_s: Annotated[float, Field(ge=0, le=600)] = 10.0
 
     @model_validator(mode="after")
     def _sync_allowed(self) -> Write:

@@ -15,7 +15,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 import tenacity
@@ -32,9 +32,13 @@ from connector.errors import (
     ConfigError,
     PermanentApiError,
     RateLimitedError,
+    RunStopped,
     TransientApiError,
 )
 from connector.version import __version__
+
+if TYPE_CHECKING:
+    from connector.stop import StopToken
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +89,7 @@ class _Call:
     rate_limited: int = 0
     http_ms: float = 0.0
     maybe_applied: bool = False  # an attempt's connection dropped after sending
+    last_error: ApiError | None = None  # the failure of the previous attempt
 
 
 class BrazeClient:
@@ -102,9 +107,11 @@ class BrazeClient:
         on_retry: Callable[[str, str], None] | None = None,
         seed: int | None = None,
         transport: Literal["requests", "aiohttp", "aiohttp-process"] | None = None,
+        stop: StopToken | None = None,
     ) -> None:
         """`transport` overrides write.transport; `auto` there means requests here (the pipeline picks
-        aiohttp for bulk runs)."""
+        aiohttp for bulk runs). Once `stop` is requested nothing more is sent: no first attempt (RunStopped)
+        and no retry (the last failure is raised)."""
         self._base = check_base_url(base_url)
         self._key = api_key
         self._write = write
@@ -112,6 +119,7 @@ class BrazeClient:
         self._sleep = sleep
         self._clock = clock
         self._on_retry = on_retry
+        self._stop = stop
         self._random = random.Random(seed)
         self._retry_log = RetryDigest(clock=clock)
         headers = {
@@ -139,10 +147,11 @@ class BrazeClient:
         self._max_attempts = retry.max_attempts
         self._max_elapsed_s = retry.max_elapsed_s
 
-    def close(self) -> None:
-        """Close the pooled connections (and log the retries not yet summed up)."""
+    def close(self, wait_s: float | None = None) -> None:
+        """Close the pooled connections (and log the retries not yet summed up); `wait_s` bounds the wait
+        for requests still in flight."""
         self._retry_log.flush()
-        self._transport.close()
+        self._transport.close(wait_s)
 
     def __enter__(self) -> BrazeClient:
         return self
@@ -157,7 +166,9 @@ class BrazeClient:
             AuthError: 401 (never retried).
             PermanentApiError: 400/403/404/413 (with .status and .body).
             AmbiguousApiError: the connection dropped after sending and the payload may not be resent.
-            TransientApiError / RateLimitedError: still failing after the retry policy's caps.
+            TransientApiError / RateLimitedError: still failing after the retry policy's caps (or when the
+                run was stopped before the next attempt).
+            RunStopped: the run was stopped before the first attempt was sent.
         """
         try:
             path = ENDPOINT_PATHS[endpoint]
@@ -184,7 +195,9 @@ class BrazeClient:
     # ------------------------------------------------------------------ one attempt
 
     def _attempt(self, call: _Call) -> ApiResponse:
+        self._check_stop(call)
         self._limiter.acquire(call.endpoint)
+        self._check_stop(call)  # the limiter's wait ends early when the run is stopped
         call.attempts += 1
         sent = self._clock()
         try:
@@ -238,6 +251,14 @@ class BrazeClient:
             raise RateLimitedError(text, retry_after=wait, status=status, body=body)
         raise TransientApiError(text, status=status, body=body)
 
+    def _check_stop(self, call: _Call) -> None:
+        """No new attempt once the run is stopped: the previous failure stands, or nothing was sent."""
+        if self._stop is None or not self._stop.stopping:
+            return
+        if call.last_error is not None:
+            raise call.last_error
+        raise RunStopped(f"{call.endpoint}: not sent, the run was {self._stop.reason}")
+
     # ------------------------------------------------------------------ the retry policy
 
     def _should_retry(self, state: tenacity.RetryCallState) -> bool:
@@ -251,7 +272,7 @@ class BrazeClient:
 
     def _should_stop(self, state: tenacity.RetryCallState) -> bool:
         call: _Call = state.args[0]
-        if state.attempt_number >= self._max_attempts:
+        if state.attempt_number >= self._max_attempts or (self._stop is not None and self._stop.stopping):
             return True
         upcoming = state.upcoming_sleep or 0.0
         return self._clock() - call.start + upcoming > self._max_elapsed_s
@@ -268,6 +289,8 @@ class BrazeClient:
     def _before_sleep(self, state: tenacity.RetryCallState) -> None:
         call: _Call = state.args[0]
         exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, ApiError):
+            call.last_error = exc
         reason = _reason(exc)
         self._retry_log.note(call.endpoint, state.attempt_number, reason, state.upcoming_sleep or 0.0)
         if self._on_retry is not None:
@@ -365,10 +388,15 @@ def _reason(exc: BaseException | None) -> str:
     return "connection" if exc is not None else "unknown"
 
 
-def client_for(pipeline: Pipeline, url: str, api_key: str, mode: str) -> BrazeClient:
-    """The client of a run: the pipeline's write settings, its rate limits and the transport for `mode`."""
+def client_for(pipeline: Pipeline, url: str, api_key: str, mode: str, stop: StopToken | None = None) -> BrazeClient:
+    """The client of a run: the pipeline's write settings, its rate limits and the transport for `mode`.
+
+    With a stop token, its waits (rate limiter, backoff) end as soon as a stop is requested.
+    """
     transport = pipeline.write.transport
     if transport == "auto":  # bulk needs aiohttp on its own core to fill 1,000 requests/s; sync suits requests
         transport = "requests" if mode == "sync" else "aiohttp-process"
-    limiter = RateLimiter.from_write(pipeline.write)
-    return BrazeClient(url, api_key, write=pipeline.write, limiter=limiter, transport=transport)
+    sleep = stop.sleep if stop is not None else time.sleep
+    limiter = RateLimiter.from_write(pipeline.write, sleep=sleep)
+    return BrazeClient(url, api_key, write=pipeline.write, limiter=limiter, transport=transport, sleep=sleep,
+                       stop=stop)  # fmt: skip

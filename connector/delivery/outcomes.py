@@ -18,6 +18,11 @@ ABORT_ERROR = "run aborted: internal error"
 DRY_RUN = "dry run"
 
 
+def stopped_reason(why: str) -> str:
+    """The skip reason of rows a stopped run did not send, e.g. "run stopped by SIGTERM"."""
+    return f"run {why}"
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectError:
     """One entry of Braze's `errors[]`: the array and 0-based index within it, and Braze's `type` text."""

@@ -3,11 +3,15 @@
 The submitting thread adds jobs in source order; worker threads take the jobs that are ready. A job that
 shares a user with an earlier unfinished job waits until that job is done (retries and splits included),
 so one user's updates are never in flight together and never swap, while different users run concurrently.
+
+A stopped run calls `refuse_new()` (a blocked `put` returns False at once) and, when it gives up waiting,
+`drain()`: every job not yet taken by a worker is removed and returned, so its rows can be listed unsent.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,6 +26,7 @@ class Job:
     keys: frozenset[str]
     waiting_on: int = 0
     successors: list[Job] = field(default_factory=list)
+    dropped: bool = False  # removed by drain(): never released to a worker
 
 
 class OrderedQueue:
@@ -32,23 +37,31 @@ class OrderedQueue:
         self._lock = threading.Lock()
         self._not_full = threading.Condition(self._lock)
         self._ready_cv = threading.Condition(self._lock)
+        self._idle_cv = threading.Condition(self._lock)
         self._ready: deque[Job] = deque()
         self._tails: dict[str, Job] = {}
         self._unfinished = 0
         self._closed = False
+        self._refusing = False
+        self._drained = False
+        self._waiting: dict[Job, None] = {}  # added and not yet taken by a worker (ready or not), in order
 
-    def put(self, payload: Any, keys: Iterable[str]) -> None:
+    def put(self, payload: Any, keys: Iterable[str]) -> bool:
         """Add a job (blocks while the queue is full); it runs after earlier jobs sharing any of `keys`.
 
         `keys` may repeat (a request's per-object user keys): one dict lookup per distinct key.
+        Returns False, without adding it, once `refuse_new()` was called.
         """
         job = Job(payload, frozenset(keys))
         with self._lock:
             if self._closed:
                 raise RuntimeError("the queue is closed")
-            while self._unfinished >= self._capacity:
+            while self._unfinished >= self._capacity and not self._refusing:
                 self._not_full.wait()
+            if self._refusing:
+                return False
             self._unfinished += 1
+            self._waiting[job] = None
             tails = self._tails
             for key in job.keys:
                 prev = tails.get(key)
@@ -60,15 +73,18 @@ class OrderedQueue:
             if job.waiting_on == 0:
                 self._ready.append(job)
                 self._ready_cv.notify()
+        return True
 
     def get(self) -> Job | None:
         """The next ready job, blocking; None once the queue is closed and every job has finished."""
         with self._lock:
             while not self._ready:
-                if self._closed and self._unfinished == 0:
+                if self._closed and (self._unfinished == 0 or self._drained):
                     return None
                 self._ready_cv.wait()
-            return self._ready.popleft()
+            job = self._ready.popleft()
+            self._waiting.pop(job, None)
+            return job
 
     def done(self, job: Job) -> None:
         """Mark a job finished (its final outcome recorded): release the jobs that waited on it."""
@@ -81,21 +97,59 @@ class OrderedQueue:
             released = 0
             for nxt in job.successors:
                 nxt.waiting_on -= 1
-                if nxt.waiting_on == 0:
+                if nxt.waiting_on == 0 and not nxt.dropped:
                     self._ready.append(nxt)
                     released += 1
             job.successors = []
             if released:
                 self._ready_cv.notify(released)
             self._not_full.notify()
-            if self._closed and self._unfinished == 0:
-                self._ready_cv.notify_all()
+            if self._closed:
+                self._idle_cv.notify_all()  # wait_idle()
+                if self._unfinished == 0:
+                    self._ready_cv.notify_all()
 
     def close(self) -> None:
         """No more jobs: workers drain what is queued and then get None."""
         with self._lock:
             self._closed = True
             self._ready_cv.notify_all()
+            self._idle_cv.notify_all()
+
+    def refuse_new(self) -> None:
+        """From now on `put` adds nothing and returns False (a put blocked on a full queue too)."""
+        with self._lock:
+            self._refusing = True
+            self._not_full.notify_all()
+
+    def drain(self) -> list[Any]:
+        """Close the queue and remove every job no worker has taken; returns their payloads, oldest first.
+
+        Workers finishing the jobs they hold then get None.
+        """
+        with self._lock:
+            self._closed = self._refusing = self._drained = True
+            dropped = list(self._waiting)
+            for j in dropped:
+                j.dropped = True
+            self._waiting.clear()
+            self._ready.clear()
+            self._unfinished -= len(dropped)
+            self._ready_cv.notify_all()
+            self._idle_cv.notify_all()
+            self._not_full.notify_all()
+        return [j.payload for j in dropped]
+
+    def wait_idle(self, timeout: float, allow: int = 0) -> bool:
+        """Wait up to `timeout` s until the queue is closed with at most `allow` jobs unfinished."""
+        end = time.monotonic() + timeout
+        with self._lock:
+            while not (self._closed and self._unfinished <= allow):
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle_cv.wait(left)
+            return True
 
     @property
     def unfinished(self) -> int:

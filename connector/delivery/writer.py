@@ -6,6 +6,10 @@ Worker threads send them through the client (which rate-limits and retries) and 
 outcomes: delivered; rejected by Braze (per-object errors, or a request-level 400/413 isolated by
 splitting); failed after the retries (outcome "unknown" when the connection dropped after sending); or
 skipped (dry run, aborted run). Every object submitted gets exactly one of these.
+
+A stop token (SIGTERM, SIGINT, an embedder) stops it like an abort: nothing new is sent, queued requests'
+rows are not_sent, and close() waits up to `write.stop_grace_s` for the answers of requests in flight; then
+it gives up on them (inflight.py): their rows are failed with outcome "unknown".
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from connector import config
 from connector.delivery import batching, outcomes
 from connector.delivery.canvases import CANVAS_RULE, CanvasReplies
+from connector.delivery.inflight import InFlight, wait_for_jobs, waiting_over
 from connector.delivery.outcomes import ObjectError
 from connector.delivery.schedule import Job, OrderedQueue
 from connector.delivery.sync_access import REFUSED_STATUSES, SyncRefusal
@@ -31,6 +36,7 @@ from connector.errors import (
     DestinationUnreachable,
     PermanentApiError,
     RateLimitedError,
+    RunStopped,
     TransientApiError,
 )
 from connector.records import Failed, MappedChunk, Rejected, RowRef
@@ -39,6 +45,7 @@ if TYPE_CHECKING:
     from connector.delivery.client import BrazeClient
     from connector.delta import DeltaState
     from connector.report import RunReport
+    from connector.stop import StopToken
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +75,10 @@ class Settled(Protocol):
     def settle(self, stream: str, refs: list[RowRef], outcome: Outcome) -> None: ...
 
 
+class _GivenUp(Exception):
+    """The stopped run gave up waiting for this request's answer: its rows are recorded already."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Batch:
     """The objects of one submit() call and how their requests are built and sent."""
@@ -93,6 +104,7 @@ class Writer:
         dry_run: bool = False,
         delta: DeltaState | None = None,
         settled: Settled | None = None,
+        stop: StopToken | None = None,
     ) -> None:
         if mode not in ("bulk", "sync"):
             raise ValueError(f"writer mode must be 'bulk' or 'sync', not {mode!r}")
@@ -115,8 +127,12 @@ class Writer:
         self._canvases = CanvasReplies(report)
         self._sync = SyncRefusal(report, confirm_profiles=self.write.confirm_profiles)
         self._closed = False
+        self._token = stop
+        self._inflight = InFlight()
         workers = 0 if dry_run else self.write.workers(mode)
         self._queue = OrderedQueue(max(1, workers) * QUEUE_PER_WORKER)
+        if stop is not None:
+            stop.on_stop(self._queue.refuse_new)  # a submit blocked on a full queue returns at once
         self._threads = [
             threading.Thread(target=self._work, name=f"braze-writer-{i}", daemon=True) for i in range(workers)
         ]
@@ -126,8 +142,10 @@ class Writer:
     # ---- public interface -------------------------------------------------------------------------
     @property
     def abort_reason(self) -> str:
-        """Why sending stopped ("" while it has not)."""
-        return self._abort_reason
+        """Why sending stopped ("" while it has not): a fatal destination error, else a stop request."""
+        if self._abort_reason or self._token is None or not self._token.stopping:
+            return self._abort_reason
+        return outcomes.stopped_reason(self._token.reason)
 
     @property
     def aborted(self) -> bool:
@@ -145,7 +163,7 @@ class Writer:
         if n == 0:
             return
         batch = self._batch(stream, mapped)
-        if self._stop.is_set():
+        if self._halted():
             self._not_sent(batch, range(n))
             return
         if self.dry_run:
@@ -156,13 +174,14 @@ class Writer:
             self.report.add_skipped(n, outcomes.DRY_RUN, stream.name)
             return
         for req in self._pack(batch, range(n)):
-            if self._stop.is_set():
+            if self._halted() or not self._queue.put((batch, req), req.keys):
                 self._not_sent(batch, [it.token for it in req.items])
-            else:
-                self._queue.put((batch, req), req.keys)
 
     def close(self) -> None:
         """Wait for every queued and in-flight request, then re-raise a fatal destination error, if any.
+
+        After a stop, requests in flight are waited for until `write.stop_grace_s` after the stop (not at
+        all after a stop at once); then their rows are failed with outcome "unknown".
 
         Raises:
             AuthError: the API key was refused (401) or lacks the permission (403); unsent rows are skipped.
@@ -171,8 +190,18 @@ class Writer:
         if not self._closed:
             self._closed = True
             self._queue.close()
-            for t in self._threads:
-                t.join()
+            grace = self.write.stop_grace_s
+            if not self._threads or wait_for_jobs(self._queue, self._token, grace):
+                for t in self._threads:
+                    t.join()
+            else:  # the grace period is over: give up on the answers still awaited (inflight.py)
+                assert self._token is not None
+                self._inflight.give_up(
+                    self._queue,
+                    waiting_over(self._token, grace),
+                    unknown=lambda b, r, why: self._fail(b, r.items, why, None, outcome="unknown"),
+                    not_sent=lambda b, r: self._not_sent(b, [it.token for it in r.items]),
+                )
         if self._fatal is not None:
             raise self._fatal
 
@@ -246,7 +275,7 @@ class Writer:
         todo: list[Packed] = [req]
         while todo:
             current = todo.pop(0)
-            if self._stop.is_set():
+            if self._halted():
                 self._not_sent(batch, [it.token for it in current.items])
             elif current.endpoint == "users_track_sync" and self._sync.refused:
                 todo[:0] = self._pack(batch, current.tokens)  # queued before the refusal: resent in bulk
@@ -254,20 +283,26 @@ class Writer:
                 self._reject_rows(batch, [(j, CANVAS_RULE, why) for j in current.tokens])
             elif current.oversize:
                 self._reject_oversize(batch, current)
+            elif (ticket := self._inflight.begin(batch, current, todo)) is None:  # the stopped run gave up
+                self._not_sent(batch, [it.token for it in current.items])
             else:
                 try:
-                    todo[:0] = self._send(batch, current)
+                    todo[:0] = self._send(batch, current, ticket)
+                except _GivenUp:
+                    return  # the stopped run gave up waiting for this answer and recorded the job's rows
                 except Exception:  # a bug must not lose rows: count them failed, keep the run going
                     logger.exception("unexpected error while delivering a %s request", current.endpoint)
                     self._fail(batch, current.items, "internal error while delivering (see the log)", None)
 
-    def _send(self, batch: _Batch, req: Packed) -> list[Packed]:
+    def _send(self, batch: _Batch, req: Packed, ticket: int) -> list[Packed]:
         """Send one request and record its rows' outcomes; returns the requests still to send (split parts)."""
-        assert self.client is not None
         n = req.count
         t0 = time.perf_counter()
         try:
-            resp = self.client.post(req.endpoint, req.body, idempotent=batch.idempotent)
+            resp = self._post(batch, req, ticket)
+        except RunStopped:
+            self._not_sent(batch, [it.token for it in req.items])
+            return []
         except AuthError as e:
             self._record_error(req, e, t0)
             self._abort(e, outcomes.ABORT_AUTH)
@@ -328,6 +363,19 @@ class Writer:
         if req.endpoint == "canvas_trigger_send":
             self._canvases.notice(batch.stream, batch.canvas_id, doc)
         return []
+
+    def _post(self, batch: _Batch, req: Packed, ticket: int) -> Any:
+        """client.post, then claim the outcome: _GivenUp when the stopped run no longer waits for it."""
+        assert self.client is not None
+        try:
+            resp = self.client.post(req.endpoint, req.body, idempotent=batch.idempotent)
+        except BaseException:
+            if not self._inflight.end(ticket):
+                raise _GivenUp from None
+            raise
+        if not self._inflight.end(ticket):
+            raise _GivenUp
+        return resp
 
     def _refused(self, batch: _Batch, req: Packed, status: int, doc: Any) -> list[Packed]:
         """A request-level 400/413: reject the objects Braze names, else split until offenders stand alone."""
@@ -401,7 +449,7 @@ class Writer:
         mapped = batch.mapped
         tokens = list(positions)
         rows = [(mapped.ref(j), mapped.values(j)) for j in tokens]
-        self.report.add_not_sent(rows, self._abort_reason, batch.stream)
+        self.report.add_not_sent(rows, self.abort_reason, batch.stream)
         self._settle(batch, tokens, "failed")
 
     def _settle(self, batch: _Batch, tokens: list[int], outcome: Outcome) -> None:
@@ -417,7 +465,11 @@ class Writer:
         latency_ms = (time.perf_counter() - t0) * 1000.0
         self.report.record_request(req.endpoint, status, latency_ms, req.count)
 
-    # ---- aborting ---------------------------------------------------------------------------------
+    # ---- stopping and aborting ---------------------------------------------------------------------
+    def _halted(self) -> bool:
+        """Nothing new is sent: a fatal error aborted the run, or a stop was requested."""
+        return self._stop.is_set() or (self._token is not None and self._token.stopping)
+
     def _abort(self, error: ConnectorError, reason: str) -> None:
         """Stop sending: the first fatal error wins; rows not yet sent are skipped with its reason."""
         with self._lock:

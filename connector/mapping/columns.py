@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+from pydantic import BaseModel
 
-from connector.config import Properties, Stream, Value
+from connector.config import AttributeField, Properties, Stream, Value
 from connector.errors import ConfigError
 from connector.mapping.casts import cast_array, zone
 
@@ -85,6 +86,34 @@ class Resolver:
         js = self.json_column(props.json_column, f"{key}.json_column") if props.json_column else None
         cols = [(name, self.value(v, f"{key}.columns.{name}")) for name, v in props.columns.items()]
         return js, cols
+
+
+def columns_read(stream: Stream) -> dict[str, str]:
+    """Every source column the stream's mapping reads -> the first setting that reads it (pre-flight checks)."""
+    out: dict[str, str] = {}
+
+    def visit(node: Any, where: str) -> None:
+        if isinstance(node, Value):
+            if node.column is not None:
+                out.setdefault(node.column, where)
+        elif isinstance(node, BaseModel):
+            for name in type(node).model_fields:
+                value = getattr(node, name)
+                if name in ("json_column", "notification_json_column"):
+                    if isinstance(value, str):
+                        out.setdefault(value, f"{where}.{name}")
+                else:
+                    visit(value, f"{where}.{name}")
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                visit(item, f"{where}.{item.target}" if isinstance(item, AttributeField) else f"{where}[{i}]")
+        elif isinstance(node, dict):
+            for key, item in node.items():
+                visit(item, f"{where}.{key}")
+
+    for name in ("identifier", "attributes", "event", "purchase", "canvas", "live_activity"):
+        visit(getattr(stream, name), name)
+    return out
 
 
 def build_properties(js: list[Any] | None, cols: list[tuple[str, list[Any]]], i: int) -> dict[str, Any]:

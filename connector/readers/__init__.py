@@ -5,6 +5,8 @@ none for an SQL source); `read_source` streams them as `Chunk`s of at most `sour
 follows the chunk size, not the file size. See csv_reader for CSV row numbers, quoted multi-line fields and
 parse rejects, sql/ for SQL sources (same chunks, rows named by their key), cursor.py for incremental
 cursors.
+`check_files` (preflight.py) opens every file of a stream before a run sends anything and checks its
+header or schema has the columns the stream needs; a zero-byte CSV is an empty table.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from connector.readers.csv_reader import read_csv
 from connector.readers.failed import RetrySet, load_failed
 from connector.readers.files import format_of, list_files
 from connector.readers.parquet_reader import read_parquet
+from connector.readers.preflight import check_files
 from connector.readers.sql import Since, count_sql, read_sql
 from connector.records import Chunk
 
 __all__ = [
     "RetrySet",
+    "check_files",
     "Since",
     "count_sql",
     "list_files",

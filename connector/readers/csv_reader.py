@@ -71,44 +71,70 @@ class _Dialect:
 
 
 def read_csv(path: Path, opts: config.CsvOptions, chunk_rows: int) -> Iterator[Chunk]:
-    """CSV as chunks of string columns; malformed lines become parse rejects."""
+    """CSV as chunks of string columns; malformed lines become parse rejects. A zero-byte file is an
+    empty table: no chunk at all."""
     dialect = _Dialect(path, opts)
     with open_file(path) as fh:
-        head = fh.read(4)
-        if head.startswith(b"PAR1"):
-            raise SourceError(
-                f"{path}: this is a Parquet file; set source.format: parquet (or rename it .parquet)"
-            )
-        if head.startswith(b"\xef\xbb\xbf") and dialect.utf8:
-            fh.seek(3)
-        else:
-            fh.seek(0)
-        line_no = 1
-        names: list[str]
-        if opts.header:
-            header = fh.readline()
-            if not header.strip():
-                raise SourceError(
-                    f"{path}: the file is empty or its first line is blank; a header line is expected"
-                )
-            try:
-                text = header.decode(dialect.encoding)
-                names = next(dialect.reader(iter([text])))
-            except (UnicodeDecodeError, csv.Error) as e:
-                raise SourceError(
-                    f"{path}, line 1: the header line cannot be read ({e}); check csv.encoding"
-                ) from None
-            line_no = 2
-            if opts.column_names is not None:
-                names = list(opts.column_names)
-        elif opts.column_names:
-            names = list(opts.column_names)
-        else:
-            raise SourceError(f"{path}: csv.header is false, so csv.column_names must list the columns")
-        _check_names(path, names)
-        est_line = max(len(header) if opts.header else 64, 16)
+        head = _header(fh, path, opts, dialect)
+        if head is None:
+            log.warning("%s is empty (0 bytes): read as a table with no rows", path)
+            return
+        names, header_bytes = head
+        line_no = 2 if opts.header else 1
+        est_line = max(header_bytes if opts.header else 64, 16)
         for block, first_line, n_lines in _blocks(fh, dialect, chunk_rows, est_line, line_no):
             yield from _parse_block(path, block, first_line, n_lines, names, dialect, chunk_rows)
+
+
+def csv_columns(path: Path, opts: config.CsvOptions) -> list[str] | None:
+    """The columns of a CSV file (its header, or csv.column_names), read as read_csv would; None when the
+    file is empty (0 bytes, or a byte-order mark alone).
+
+    Raises:
+        SourceError: unreadable file, bad CSV options, or a header that cannot be read.
+    """
+    dialect = _Dialect(path, opts)
+    with open_file(path) as fh:
+        head = _header(fh, path, opts, dialect)
+    return None if head is None else head[0]
+
+
+def _header(fh: BinaryIO, path: Path, opts: config.CsvOptions, dialect: _Dialect) -> tuple[list[str], int] | None:
+    """Read the header (when there is one) and leave `fh` at the first data line: (names, header bytes);
+    None for an empty file."""
+    head = fh.read(4)
+    if head.startswith(b"PAR1"):
+        raise SourceError(
+            f"{path}: this is a Parquet file; set source.format: parquet (or rename it .parquet)"
+        )
+    bom = head.startswith(b"\xef\xbb\xbf") and dialect.utf8
+    if head == b"" or (bom and len(head) == 3):
+        return None
+    fh.seek(3 if bom else 0)
+    names: list[str]
+    header = b""
+    if opts.header:
+        header = fh.readline()
+        if not header.strip():
+            raise SourceError(
+                f"{path}: the first line is blank; a header line is expected (a 0-byte file is read as an "
+                "empty table)"
+            )
+        try:
+            text = header.decode(dialect.encoding)
+            names = next(dialect.reader(iter([text])))
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise SourceError(
+                f"{path}, line 1: the header line cannot be read ({e}); check csv.encoding"
+            ) from None
+        if opts.column_names is not None:
+            names = list(opts.column_names)
+    elif opts.column_names:
+        names = list(opts.column_names)
+    else:
+        raise SourceError(f"{path}: csv.header is false, so csv.column_names must list the columns")
+    _check_names(path, names)
+    return names, len(header)
 
 
 def _check_names(path: Path, names: list[str]) -> None:

@@ -15,6 +15,9 @@ EXIT_MEANINGS = {
     1: "rows rejected over the threshold, or rows not delivered",
     2: "usage or pipeline-file error",
     3: "destination fatal: bad API key, or unreachable after retries",
+    4: "stopped by a signal or the caller; unprocessed rows listed in failed.csv",
+    130: "stopped at once by a second SIGINT; rows in flight listed as unknown, rows not read not listed",
+    143: "stopped at once by a second SIGTERM; rows in flight listed as unknown, rows not read not listed",
 }
 MAX_TIMELINE_POINTS = 600
 
@@ -105,7 +108,7 @@ def build_document(r: ReportCounters) -> dict[str, Any]:
             "file": files["rejects"],
             "sample": list(r.sample),
         },
-        "failed": {"count": r.rows["failed"], "not_sent": r.not_sent, "file": files["failed"]},
+        "failed": {"count": r.rows["failed"], "not_sent": r.not_sent, "unknown": r.unknown, "file": files["failed"]},
         "skipped": {"by_reason": dict(r.skipped_by_reason.most_common())},
         "requests": {
             "total": total,

@@ -6,6 +6,7 @@ new run writes to a folder beside it named with its run id, unless the caller as
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
@@ -63,6 +64,17 @@ def clear_run(path: Path) -> None:
         (path / name).unlink(missing_ok=True)
     for name in RUN_DIRS:
         shutil.rmtree(path / name, ignore_errors=True)
+
+
+def report_root(pipeline: Pipeline, override: str | Path | None) -> Path:
+    """The folder a pipeline's runs share: the report folder's path up to the part holding {run_id} (the
+    folder itself when the template has none). The run lock of the pipeline lives there."""
+    template = str(override) if override is not None else pipeline.report.dir
+    parts = Path(template.replace("{pipeline}", pipeline.name)).parts
+    shared = Path(*itertools.takewhile(lambda p: "{run_id}" not in p, parts)) if parts else Path(".")
+    if "{run_id}" in parts[0] if parts else False:
+        shared = Path(".")
+    return shared if override is not None else pipeline.resolve(str(shared))
 
 
 def _unwritable(path: Path) -> str | None:

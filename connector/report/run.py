@@ -14,7 +14,7 @@ import orjson
 from connector.errors import ConnectorError
 from connector.records import Failed, Rejected, RowRef
 from connector.report.counters import ReportCounters
-from connector.report.document import build_document
+from connector.report.document import EXIT_MEANINGS, build_document
 from connector.report.masking import mask_sample
 from connector.report.sinks import to_text
 
@@ -28,7 +28,20 @@ class ReportInvariantError(ConnectorError):
 
 
 class RunFailed(ConnectorError):
-    """Rows were rejected over the threshold or not delivered; see the rejects and failed files."""
+    """The run did not succeed (exit code not 0): rows rejected over the threshold, not delivered, a failed
+    table check, a stop, ... The finished, written report is `.report`; `.exit_code` is its exit code."""
+
+    def __init__(self, report: RunReport) -> None:
+        r = report.rows
+        meaning = EXIT_MEANINGS.get(report.exit_code, "")
+        super().__init__(
+            f"pipeline {report.pipeline_name} exit code {report.exit_code} ({meaning}): {r['failed']} of "
+            f"{r['read']} rows not delivered (see {report.failed.path}), {r['rejected']} rejected (see "
+            f"{report.rejects.path}; threshold {report.max_reject_fraction:.1%}); report: "
+            f"{report.report_dir / 'report.json'}"
+        )
+        self.report = report
+        self.exit_code = report.exit_code
 
 
 class RunReport(ReportCounters):
@@ -121,6 +134,7 @@ class RunReport(ReportCounters):
                            for f in failed])  # fmt: skip
         with self._lock:
             self._count("failed", len(failed), stream)
+            self.unknown += sum(f.outcome == "unknown" for f in failed)
 
     def add_not_sent(self, rows: list[tuple[RowRef, dict[str, Any]]], reason: str, stream: str | None = None,
                      *, checked: bool = True) -> None:  # fmt: skip
@@ -295,13 +309,8 @@ class RunReport(ReportCounters):
 
     def raise_on_failures(self) -> None:
         """For library callers: raise RunFailed when the run did not succeed (exit code not 0)."""
-        r = self.rows
         if self.exit_code:
-            raise RunFailed(
-                f"pipeline {self.pipeline_name} exit code {self.exit_code}: {r['failed']} of {r['read']} rows not delivered (see "
-                f"{self.failed.path}), {r['rejected']} rejected (see {self.rejects.path}; threshold "
-                f"{self.max_reject_fraction:.1%})"
-            )
+            raise RunFailed(self)
 
     def to_dict(self) -> dict[str, Any]:
         """The report.json document."""

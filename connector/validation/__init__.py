@@ -125,6 +125,14 @@ class SuiteRunner:
                     compiled = CompiledSuite(context, batch_definition, context.suites.add(suite))
                     self._groups.append((compiled, members, aliased))
 
+    def needed_columns(self) -> dict[str, str]:
+        """Every column an expectation reads -> the first expectation reading it (pre-flight checks)."""
+        out: dict[str, str] = {}
+        for e in self._expectations:
+            for c in e.columns:
+                out.setdefault(c, e.where())
+        return out
+
     def validate(self, chunk: Chunk) -> ChunkValidation:
         """Validate one chunk: row-level rejects now, aggregates accumulated for finish()."""
         n = len(chunk)

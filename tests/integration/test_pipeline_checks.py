@@ -12,6 +12,7 @@ import yaml
 from connector import load_pipeline, run_pipeline
 from connector.config import Pipeline
 from connector.emulator import EmulatorServer
+from connector.errors import SourceError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -82,7 +83,7 @@ def test_row_expectations_reject_rows_before_delivery(emulator: EmulatorServer, 
 
 def test_failing_table_check_with_fail_stops_delivery(emulator: EmulatorServer, tmp_path: Path) -> None:
     p = project(tmp_path, [ROW_SUITE, table_suite(100)], action="fail")
-    report = run_pipeline(p, mode="bulk", report_dir=tmp_path / "out", env=env_for(emulator))
+    report = run_pipeline(p, mode="bulk", report_dir=tmp_path / "out", env=env_for(emulator), raise_on_failure=False)
     doc = doc_of(report)
     assert doc["exit_code"] == 1 and doc["invariant_ok"] is True
     assert doc["rows"] == {"read": 5, "delivered": 0, "rejected": 2, "failed": 0, "skipped": 3, "valid": 3}
@@ -114,7 +115,7 @@ def test_passing_table_check_delivers_once(emulator: EmulatorServer, tmp_path: P
 
 def test_validate_only_needs_no_network_and_fails_on_table_checks(tmp_path: Path) -> None:
     p = project(tmp_path, [ROW_SUITE, table_suite(100)], action="fail")
-    report = run_pipeline(p, report_dir=tmp_path / "out", validate_only=True, env={})
+    report = run_pipeline(p, report_dir=tmp_path / "out", validate_only=True, env={}, raise_on_failure=False)
     doc = doc_of(report)
     assert doc["exit_code"] == 1
     assert doc["rows"] == {"read": 5, "delivered": 0, "rejected": 2, "failed": 0, "skipped": 3, "valid": 3}
@@ -123,7 +124,7 @@ def test_validate_only_needs_no_network_and_fails_on_table_checks(tmp_path: Path
     assert doc["mode_reason"].startswith("validate only")
 
 
-def test_a_suite_that_cannot_run_stops_the_run_with_exit_2_and_a_report(
+def test_a_suite_needing_a_column_the_file_lacks_fails_before_anything_is_read(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:
     suite = {
@@ -131,9 +132,8 @@ def test_a_suite_that_cannot_run_stops_the_run_with_exit_2_and_a_report(
         "expectations": [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "tier"}}],
     }
     p = project(tmp_path, [suite], action="warn")
-    report = run_pipeline(p, mode="bulk", report_dir=tmp_path / "out", env=env_for(emulator))
-    doc = doc_of(report)
-    assert doc["exit_code"] == 2 and doc["invariant_ok"] is True
-    assert doc["rows"]["read"] == 5 and doc["rows"]["skipped"] == 5
-    assert any("tier" in w and "exit code 2" in w for w in doc["warnings"])
+    with pytest.raises(SourceError, match=r"users\.csv: stream 'users' reads column 'tier' \(suite 'needs_tier'") as info:
+        run_pipeline(p, mode="bulk", report_dir=tmp_path / "out", env=env_for(emulator))
+    assert info.value.exit_code == 2
+    assert not (tmp_path / "out").exists()  # pre-flight: no report, nothing sent
     assert emulator.stats()["requests"] == {}

@@ -18,7 +18,7 @@ from connector import load_pipeline, run_pipeline
 from connector.config import Pipeline
 from connector.emulator import EmulatorServer
 from connector.errors import ConfigError, SourceError
-from connector.report import RunReport
+from connector.report import RunFailed, RunReport
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -182,7 +182,7 @@ def test_dry_run_needs_no_key(tmp_path: Path) -> None:
 
 def test_threshold_exceeded_exits_1(emulator: EmulatorServer, tmp_path: Path) -> None:
     p = project(tmp_path, [users_stream()], report={"max_reject_fraction": 0.1})
-    report = run_pipeline(p, mode="bulk", report_dir=tmp_path / "out", env=env_for(emulator))
+    report = run_pipeline(p, mode="bulk", report_dir=tmp_path / "out", env=env_for(emulator), raise_on_failure=False)
     assert report_json(report)["exit_code"] == 1
     assert report.rows["delivered"] == len(GOOD_USERS)
 
@@ -190,7 +190,10 @@ def test_threshold_exceeded_exits_1(emulator: EmulatorServer, tmp_path: Path) ->
 def test_bad_key_exits_3_and_writes_the_report(emulator: EmulatorServer, tmp_path: Path) -> None:
     write_events(tmp_path / "data" / "events.parquet", 600)
     p = project(tmp_path, [events_stream(), users_stream()], write={"retry": FAST_RETRY})
-    report = run_pipeline(p, mode="bulk", report_dir=tmp_path / "out", env=env_for(emulator, "wrong-key"))
+    with pytest.raises(RunFailed, match="exit code 3") as info:
+        run_pipeline(p, mode="bulk", report_dir=tmp_path / "out", env=env_for(emulator, "wrong-key"))
+    report = info.value.report  # the library raises for a failed run, with the written report
+    assert info.value.exit_code == 3
     doc = report_json(report)
     assert doc["exit_code"] == 3
     assert doc["invariant_ok"] is True
@@ -207,7 +210,7 @@ def test_unreachable_destination_exits_3(tmp_path: Path) -> None:
     write_events(tmp_path / "data" / "events.parquet", 300)
     p = project(tmp_path, [events_stream()], write={"retry": FAST_RETRY, "concurrency": 2})
     env = {"BRAZE_REST_ENDPOINT": f"http://127.0.0.1:{port}", "BRAZE_API_KEY": "k"}
-    report = run_pipeline(p, mode="bulk", report_dir=tmp_path / "out", env=env)
+    report = run_pipeline(p, mode="bulk", report_dir=tmp_path / "out", env=env, raise_on_failure=False)
     doc = report_json(report)
     assert doc["exit_code"] == 3 and doc["invariant_ok"] is True
     assert doc["rows"]["read"] == doc["rows"]["failed"] + doc["rows"]["skipped"] + doc["rows"]["rejected"]

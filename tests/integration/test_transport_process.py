@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -188,3 +189,48 @@ def test_a_child_that_stops_reading_cannot_hang_senders(emulator: EmulatorServer
         assert t.send(emulator.url + "/users/track", attrs("s2")).status == 201
     finally:
         t.close()
+
+
+# A parent process that starts the transport, puts one request in flight, prints the child's pid, then waits.
+ORPHAN_PARENT = """
+import sys, threading, time
+from connector.delivery.transport.process import ProcessTransport
+t = ProcessTransport(sys.argv[1], {"Authorization": "Bearer test-key", "Content-Type": "application/json"},
+                     concurrency=4, timeout_s=30)
+threading.Thread(target=t.send, args=(sys.argv[1] + "/users/track", sys.argv[2].encode()), daemon=True).start()
+print(t.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    """True while the process exists and is not a zombie (an orphan's new parent may not reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def test_the_child_has_its_own_session_and_does_not_outlive_a_killed_parent(emulator_factory: Any) -> None:
+    """Ctrl-C in a terminal cannot reach the child (its own session); when the parent is SIGKILLed, the child
+    answers what it holds (the request in flight is applied) and exits."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("no /proc on this system")
+    slow = emulator_factory(latency_ms=1000)
+    parent = subprocess.Popen([sys.executable, "-c", ORPHAN_PARENT, slow.url, attrs("orphan").decode()],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert os.getsid(child) == child != os.getsid(parent.pid)
+        time.sleep(0.3)  # the request is in the child, waiting on the emulator's latency
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 30
+        while _running(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(child), "the HTTP child outlived its killed parent"
+        assert [e["status"] for e in slow.ledger()] == [201]  # in flight, still answered (then nobody read it)
+    finally:
+        parent.kill()

@@ -245,3 +245,15 @@ def test_api_key_never_in_output_or_reports(emulator_factory: Any, tmp_path: Pat
     assert bad.returncode == 3, bad.stderr
     assert "Traceback" not in bad.stderr and "exit code 3" in bad.stderr
     _grep_key(bad, tmp_path / "bad")
+
+
+def test_pre_flight_names_the_file_and_column_and_an_empty_csv_is_a_loud_warning(tmp_path: Path) -> None:
+    path = write_pipeline(tmp_path)
+    (tmp_path / "data" / "users.csv").write_text("user_id,email\nu1,a@example.com\n", encoding="utf-8")
+    assert_clean_error(invoke("validate", str(path), "--quiet", cwd=tmp_path),
+                       "users.csv: stream 'users' reads column 'age' (attributes.age)")  # fmt: skip
+    (tmp_path / "data" / "users.csv").write_bytes(b"")
+    res = invoke("validate", str(path), "--report-dir", "out", "--quiet", cwd=tmp_path)
+    assert res.exit_code == 0, res.stderr
+    assert "read 0," in res.stdout
+    assert "warning: empty source: stream users:" in res.stdout and "is empty (0 bytes)" in res.stdout

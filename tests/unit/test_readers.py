@@ -245,7 +245,7 @@ def test_directory_and_glob_sources_are_sorted(tmp_path: Path) -> None:
             Source(path="n.parquet"),
             "not a readable Parquet file",
         ),
-        (lambda d: (d / "e.csv").write_text(""), Source(path="e.csv"), "a header line is expected"),
+        (lambda d: (d / "e.csv").write_text("\na\n1\n"), Source(path="e.csv"), "a header line is expected"),
         (
             lambda d: (d / "dup.csv").write_text("a,a\n1,2\n"),
             Source(path="dup.csv"),

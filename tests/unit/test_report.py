@@ -95,8 +95,9 @@ def test_exit_code_threshold_and_raise_on_failures(tmp_path: Path) -> None:
     fatal = RunReport("p", report_dir=tmp_path / "d")
     fatal.finish(3)
     assert fatal.exit_code == 3
-    with pytest.raises(RunFailed, match="exit code 3"):
+    with pytest.raises(RunFailed, match="exit code 3") as info:
         fatal.raise_on_failures()
+    assert info.value.report is fatal and info.value.exit_code == 3
 
     claimed = RunReport("p", report_dir=tmp_path / "e")
     claimed.add_read(1)
@@ -208,7 +209,7 @@ def test_failed_file(tmp_path: Path) -> None:
         {"external_id": "u2", "_source_file": "a.csv", "_row_number": "3", "_status": "", "_outcome": "unknown",
          "_error": "connection dropped", "_stream": "users"},
     ]  # fmt: skip
-    assert report.to_dict()["failed"] == {"count": 2, "not_sent": 0, "file": str(report.failed.path)}
+    assert report.to_dict()["failed"] == {"count": 2, "not_sent": 0, "unknown": 1, "file": str(report.failed.path)}
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -122,3 +122,40 @@ def test_repeated_and_shared_keys_make_one_dependency_per_earlier_job() -> None:
     assert _drain_ready(q) == []
     q.done(first)
     assert _drain_ready(q) == ["second"]
+
+
+def test_refuse_new_wakes_a_blocked_put_and_adds_nothing() -> None:
+    q = OrderedQueue(1)
+    assert q.put("a", {"u1"}) is True
+    result: list[bool] = []
+    t = threading.Thread(target=lambda: result.append(q.put("b", {"u2"})))
+    t.start()
+    time.sleep(0.05)
+    assert result == []  # blocked: the queue is full
+    q.refuse_new()
+    t.join(10)
+    assert result == [False] and q.unfinished == 1
+    assert q.put("c", {"u3"}) is False
+
+
+def test_drain_removes_every_job_not_taken_and_frees_the_workers() -> None:
+    q = OrderedQueue(10)
+    for name, keys in (("a1", {"u1"}), ("b", {"u2"}), ("a2", {"u1"}), ("c", {"u3"})):
+        q.put(name, keys)
+    taken = q.get()
+    assert taken is not None and taken.payload == "a1"
+    assert q.drain() == ["b", "a2", "c"]  # oldest first, waiting ones (a2 waits on a1) included
+    assert q.unfinished == 1
+    assert not q.wait_idle(0.01) and q.wait_idle(0.01, allow=1)
+    q.done(taken)  # releasing a1 does not bring the dropped a2 back
+    assert q.get() is None and q.wait_idle(0.01)
+
+
+def test_wait_idle_waits_for_the_last_job() -> None:
+    q = OrderedQueue(4)
+    q.put("a", {"u1"})
+    job = q.get()
+    assert job is not None
+    q.close()
+    threading.Timer(0.05, q.done, args=(job,)).start()
+    assert q.wait_idle(30)

@@ -44,15 +44,18 @@ class AiohttpTransport:
             raise NotSent("transport closed")
         return asyncio.run_coroutine_threadsafe(self._post(url, body), self._loop).result()
 
-    def close(self) -> None:
+    def close(self, wait_s: float | None = None) -> None:
         if self._closed:
             return
         self._closed = True
+        wait = 10.0 if wait_s is None else wait_s
         try:
-            asyncio.run_coroutine_threadsafe(self._session.close(), self._loop).result(timeout=10)
+            asyncio.run_coroutine_threadsafe(self._session.close(), self._loop).result(timeout=wait)
+        except TimeoutError:
+            pass  # a stopped run does not wait past its bound; the loop stops below
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=wait)
             if not self._loop.is_running():
                 self._loop.close()
 

@@ -16,6 +16,7 @@ Failure semantics match the in-process transports: a request the child never rec
 request in the child when it exited (or unanswered past every timeout) is SentLost, because Braze may
 have applied it. A dead child is restarted on the next send, a few times at most. Closing stdin lets
 the child finish what is in flight and exit; a parent that dies closes it too, so no child outlives it.
+The child runs in a session of its own, so a terminal's Ctrl-C reaches only the parent, which stops it.
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ class _Child:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env=env,
+                # A session of its own: Ctrl-C in a terminal (SIGINT to the whole foreground process group)
+                # must not kill requests in flight; the parent stops the child by closing its stdin.
+                start_new_session=True,
             )
         except OSError as exc:
             raise ProcessTransportError(f"cannot start the HTTP process: {exc}") from None
@@ -254,12 +258,13 @@ class ProcessTransport:
     def send(self, url: str, body: bytes) -> Answer:
         return self._current().send(url.encode(), body, self._wait_s)
 
-    def close(self) -> None:
+    def close(self, wait_s: float | None = None) -> None:
+        """Close the child's stdin (it answers what it holds, then exits); kill it past `wait_s`."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-        self._child.close(self._close_s)
+        self._child.close(self._close_s if wait_s is None else wait_s)
 
     @property
     def pid(self) -> int:

@@ -59,8 +59,8 @@ class RequestsTransport:
             raise SentLost(kind) from None
         return Answer(resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, resp.content)
 
-    def close(self) -> None:
-        self._session.close()
+    def close(self, wait_s: float | None = None) -> None:
+        self._session.close()  # never waits: requests still in flight end on their own timeout
 
 
 def _was_sent(exc: BaseException) -> bool:

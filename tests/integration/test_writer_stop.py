@@ -1,0 +1,152 @@
+"""A stopped writer against the emulator: nothing new is sent, in-flight answers within the grace period are
+kept, unanswered requests are given up as unknown (recorded once), and every object has one outcome."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_writer import accounted, applied_ids, failed_file, make_pipeline, mapped_chunk, stream_of
+
+from connector import config
+from connector.delivery.client import client_for
+from connector.delivery.writer import Writer
+from connector.emulator import EmulatorServer
+from connector.report import RunReport
+from connector.stop import StopToken
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def stopping_writer(pipeline: config.Pipeline, url: str, tmp_path: Path, token: StopToken) -> tuple[Writer, RunReport]:
+    report = RunReport("t", report_dir=tmp_path / "report")
+    client = client_for(pipeline, url, "test-key", "bulk", token)
+    return Writer(pipeline, client, report, mode="bulk", stop=token), report
+
+
+def slow_setup(emulator_factory: Any, tmp_path: Path, emulator: dict[str, Any], **write: Any) -> Any:
+    """An emulator with `emulator` options, and a bulk writer with a stop token and `write` settings."""
+    emu: EmulatorServer = emulator_factory(**emulator)
+    pipeline = make_pipeline(max_objects_per_request=5, **write)
+    token = StopToken()
+    writer, report = stopping_writer(pipeline, emu.url, tmp_path, token)
+    return emu, pipeline, token, writer, report
+
+
+def when(condition: Callable[[], bool], then: Callable[[], None], timeout: float = 60.0) -> threading.Thread:
+    """Run `then` on a thread as soon as `condition` holds."""
+
+    def watch() -> None:
+        end = time.monotonic() + timeout
+        while not condition() and time.monotonic() < end:
+            time.sleep(0.005)
+        then()
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    return t
+
+
+def objects(n: int) -> list[dict[str, Any]]:
+    return [{"external_id": f"u{i}", "plan": "pro"} for i in range(n)]
+
+
+def by_outcome(report: RunReport) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for row in failed_file(report):
+        out.setdefault(row["_outcome"], set()).add("u" + row["id"].removeprefix("row"))
+    return out
+
+
+def test_a_graceful_stop_keeps_the_answers_in_flight_and_sends_nothing_new(
+    emulator_factory: Any, tmp_path: Path
+) -> None:
+    emu, pipeline, token, writer, report = slow_setup(emulator_factory, tmp_path, {"latency_ms": 150},
+                                                      concurrency=4, stop_grace_s=30)  # fmt: skip
+    n = 400
+    when(lambda: report.rows["delivered"] >= 20, token.request)
+    writer.submit(stream_of(pipeline), mapped_chunk("attributes", objects(n)))  # returns once stopped
+    writer.close()
+    writer.client.close()  # type: ignore[union-attr]
+    assert accounted(report) == n
+    assert report.rows["failed"] == 0  # every request in flight was answered within the grace period
+    assert 20 <= report.rows["delivered"] < n
+    assert report.rows["skipped"] == report.not_sent == n - report.rows["delivered"]
+    not_sent = by_outcome(report)["not_sent"]
+    applied = applied_ids(emu)
+    # Braze applied exactly the delivered rows, once each; the others are listed as not sent.
+    assert set(applied.values()) == {1}
+    assert set(applied) | not_sent == {f"u{i}" for i in range(n)} and not set(applied) & not_sent
+    reasons = {r["_error"] for r in failed_file(report)}
+    assert reasons == {"run stopped by the caller"}
+
+
+def test_past_the_grace_period_requests_in_flight_are_unknown_and_recorded_once(
+    emulator_factory: Any, tmp_path: Path
+) -> None:
+    emu, pipeline, token, writer, report = slow_setup(emulator_factory, tmp_path, {"latency_ms": 4000},
+                                                      concurrency=4, stop_grace_s=0.3)  # fmt: skip
+    n = 60  # 12 requests: 4 on the wire, the rest queued
+    when(lambda: len(writer._inflight) == 4, token.request)
+    writer.submit(stream_of(pipeline), mapped_chunk("attributes", objects(n)))
+    writer.close()  # no answer is waited for past the grace period: nothing delivered, 20 rows unknown
+    counts = dict(report.rows)
+    assert accounted(report) == n and counts["delivered"] == 0
+    outcomes = by_outcome(report)
+    assert len(outcomes["unknown"]) == 20 and len(outcomes["not_sent"]) == 40
+    assert report.unknown == 20
+    # The emulator applies the abandoned requests later: unknown was the honest outcome, and the workers
+    # that get those answers record nothing more.
+    end = time.monotonic() + 30
+    while sum(applied_ids(emu).values()) < 20 and time.monotonic() < end:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert set(applied_ids(emu)) == outcomes["unknown"]
+    assert dict(report.rows) == counts
+    writer.client.close(1.0)  # type: ignore[union-attr]
+
+
+def test_a_stop_at_once_does_not_wait_at_all(emulator_factory: Any, tmp_path: Path) -> None:
+    emu, pipeline, token, writer, report = slow_setup(emulator_factory, tmp_path, {"latency_ms": 3000},
+                                                      concurrency=2, stop_grace_s=600)  # fmt: skip
+    when(lambda: len(writer._inflight) == 2, lambda: token.request(now=True))
+    writer.submit(stream_of(pipeline), mapped_chunk("attributes", objects(30)))
+    writer.close()
+    # not waited for (600 s grace, 3 s answers): nothing delivered, the 10 rows on the wire unknown
+    assert report.rows["delivered"] == 0
+    assert accounted(report) == 30 and report.unknown == 10 and report.not_sent == 20
+    writer.client.close(1.0)  # type: ignore[union-attr]
+
+
+def test_no_retry_after_a_stop(emulator_factory: Any, tmp_path: Path) -> None:
+    """A request waiting to retry a 503 is not sent again once the run is stopped: its rows fail (503)."""
+    retry = {"max_attempts": 5, "initial_backoff_s": 60, "max_backoff_s": 60, "max_elapsed_s": 300}
+    emu, pipeline, token, writer, report = slow_setup(emulator_factory, tmp_path, {"faults": {"503": 1.0}},
+                                                      concurrency=2, retry=retry)  # fmt: skip
+    when(lambda: len(emu.ledger(applied=False)) >= 2, token.request)
+    writer.submit(stream_of(pipeline), mapped_chunk("attributes", objects(20)))
+    t0 = time.monotonic()
+    writer.close()
+    assert time.monotonic() - t0 < 30  # the 60 s backoff was cut short (generous bound)
+    assert accounted(report) == 20
+    rows = failed_file(report)
+    assert {r["_status"] for r in rows if r["_outcome"] == "failed"} == {"503"}
+    assert len([r for r in rows if r["_outcome"] == "failed"]) == 10
+    assert len(emu.ledger(applied=False)) == 2  # one attempt each, no retry
+    writer.client.close()  # type: ignore[union-attr]
+
+
+def test_a_stop_before_anything_is_sent_sends_nothing(emulator: EmulatorServer, tmp_path: Path) -> None:
+    pipeline = make_pipeline()
+    token = StopToken()
+    token.request("stopped by SIGTERM")
+    writer, report = stopping_writer(pipeline, emulator.url, tmp_path, token)
+    writer.submit(stream_of(pipeline), mapped_chunk("attributes", objects(10)))
+    writer.close()
+    writer.client.close()  # type: ignore[union-attr]
+    assert report.not_sent == 10 and writer.abort_reason == "run stopped by SIGTERM"
+    assert emulator.ledger(applied=False) == []

@@ -1,0 +1,81 @@
+"""RunLocks (connector/runlock.py): one holder at a time across processes, a killed holder's lock taken over."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from connector.errors import RunLocked
+from connector.runlock import RunLocks, lock_file_for
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from connector.runlock import RunLocks
+RunLocks().acquire("p", [Path(sys.argv[1])])
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def hold_in_another_process(path: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_lock_file_names_are_file_safe(tmp_path: Path) -> None:
+    assert lock_file_for(tmp_path, "daily users/eu") == tmp_path / ".daily_users_eu.lock"
+
+
+def test_a_second_holder_is_refused_with_the_pid_and_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "reports" / ".p.lock"
+    holder = hold_in_another_process(path)
+    try:
+        with pytest.raises(RunLocked) as info:
+            RunLocks().acquire("p", [path])
+        text = str(info.value)
+        assert f"pid {holder.pid}" in text and str(path) in text and "already running" in text
+        assert info.value.exit_code == 2
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / ".p.lock"
+    holder = hold_in_another_process(path)
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    assert json.loads(path.read_text())["pid"] == holder.pid  # the file still names the dead run
+    locks = RunLocks()
+    locks.acquire("p", [path])
+    [warning] = locks.warnings
+    assert f"pid {holder.pid}" in warning and "no longer running" in warning and "taken over" in warning
+    assert json.loads(path.read_text())["pid"] == os.getpid()
+    locks.release()
+    assert path.read_text() == ""  # released cleanly: the next run sees no leftover
+    again = RunLocks()
+    again.acquire("p", [path])
+    assert again.warnings == []
+    again.release()
+
+
+def test_two_holders_in_one_process_conflict_and_all_or_nothing(tmp_path: Path) -> None:
+    a, b = tmp_path / ".a.lock", tmp_path / ".b.lock"
+    first = RunLocks()
+    first.acquire("p", [b])
+    second = RunLocks()
+    with pytest.raises(RunLocked):
+        second.acquire("p", [a, b])
+    assert second.held == []  # a was released when b was refused
+    third = RunLocks()
+    third.acquire("p", [a])
+    third.release()
+    first.release()

@@ -8,6 +8,8 @@ from connector.config.loading import load_pipeline, pipeline_json_schema
 from connector.config.models import (
     BULK_WORKERS,
     DEFAULT_RATE_LIMITS,
+    MAX_COLUMNS,
+    MAX_FIELD_BYTES,
     SYNC_WORKERS,
     AttributeField,
     CanvasMapping,
@@ -40,6 +42,8 @@ __all__ = [
     "BULK_WORKERS",
     "CanvasMapping",
     "DEFAULT_RATE_LIMITS",
+    "MAX_COLUMNS",
+    "MAX_FIELD_BYTES",
     "ColumnValue",
     "CsvOptions",
     "Destination",

@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 
+from connector.config.paths import NAME_PATTERN, NAME_RULE
+
 ObjectKindName = Literal["attributes", "events", "purchases", "canvas_trigger", "live_activity"]
 EndpointName = Literal["users_track", "users_track_sync", "canvas_trigger_send", "live_activity_update"]
 ValueType = Literal["auto", "string", "integer", "float", "boolean", "time", "date", "array", "object"]
@@ -364,6 +366,15 @@ class Pipeline(_Model):
     def origin(self) -> str:
         """The pipeline file for messages, or `pipeline <name>` when built in code."""
         return self._file or f"pipeline {self.name}"
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        if not NAME_PATTERN.fullmatch(name):
+            raise ValueError(
+                f"name {name[:60]!r} is not allowed: it names the report and state files, so use {NAME_RULE}"
+            )
+        return name
 
     @field_validator("streams")
     @classmethod

@@ -109,6 +109,7 @@ def run_pipeline(
         source_format="parquet" if all_parquet else "csv",
         max_reject_fraction=pipeline.report.max_reject_fraction,
         sample_bodies=pipeline.report.sample_bodies,
+        csv_formula_escape=pipeline.report.csv_formula_escape,
     )
     report.set_rate_limits({e: pipeline.write.rate_limit(e).requests / pipeline.write.rate_limit(e).per_seconds
                             for e in DEFAULT_RATE_LIMITS})  # fmt: skip

@@ -339,6 +339,9 @@ class Report(_Model):
     dir: str = "reports/{pipeline}/{run_id}"
     max_reject_fraction: Annotated[float, Field(ge=0, le=1)] = 0.05
     sample_bodies: Annotated[int, Field(ge=0)] = 5
+    # rejects.csv and failed.csv: a cell a spreadsheet would run (=, +, -, @, tab, CR first) gets a leading
+    # quote (OWASP); false writes the cells as they are (the Parquet rejects file never escapes).
+    csv_formula_escape: bool = True
 
 
 class State(_Model):

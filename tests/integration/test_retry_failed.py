@@ -263,3 +263,30 @@ def test_a_retry_resends_a_shared_files_rows_only_in_the_stream_that_failed(
                                       retry=load_failed(tmp_path / "r1")))  # fmt: skip
     assert second["rows"]["read"] == 2 and second["rows"]["delivered"] == 2
     assert applied_by_identifier(up) == Counter({("attributes", "u1"): 1, ("attributes", "u2"): 1})
+
+
+def test_a_retry_reads_back_a_failed_file_whose_cells_were_escaped(
+    emulator_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """failed.csv neutralises cells a spreadsheet would run: here the file, the stream and the values start
+    with '=', '-' or '@'. The retry run still finds those rows, in that file and stream."""
+    from connector.config import Pipeline
+
+    monkeypatch.chdir(tmp_path)
+    Path("=users.csv").write_text("user_id,note\n-u1,=1+1\nu2,@SUM(A1)\n", encoding="utf-8")
+    stream = {"name": "=users", "source": {"path": "=users.csv"}, "kind": "attributes",
+              "identifier": {"external_id": "user_id"}, "attributes": [{"column": "note"}]}  # fmt: skip
+    pipeline = Pipeline.model_validate({"name": "t", "streams": [stream], "write": {"retry": FAST_RETRY}})
+    down = emulator_factory(faults={"503": 1.0})
+    first = run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r1", env=env_for(down))
+    rows = failed_rows(first.failed.path)
+    assert [(r["user_id"], r["note"], r["_source_file"], r["_stream"]) for r in rows] == [
+        ("'-u1", "'=1+1", "'=users.csv", "'=users"),
+        ("u2", "'@SUM(A1)", "'=users.csv", "'=users"),
+    ]
+    up = emulator_factory()
+    second = run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r2", env=env_for(up),
+                          retry=load_failed(first.failed.path))  # fmt: skip
+    doc = report_json(second)
+    assert doc["exit_code"] == 0 and doc["rows"]["delivered"] == 2 and doc["warnings"] == []
+    assert up.user("external_id", "-u1")["attributes"]["note"] == "=1+1"  # the source's value, unescaped

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from connector.version import __version__  # noqa: E402
-
 from connector.config import Pipeline, load_pipeline  # noqa: E402
 from connector.errors import ConfigError, ConnectorError, SourceError  # noqa: E402
+from connector.version import __version__  # noqa: E402
 
 if TYPE_CHECKING:
     from connector.pipeline import run_pipeline
     from connector.report import RunReport
 
 __all__ = [
+    "__version__",
     "ConfigError",
     "ConnectorError",
     "Pipeline",

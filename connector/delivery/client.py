@@ -20,7 +20,6 @@ from typing import Any, Literal
 import orjson
 import tenacity
 
-from connector.version import __version__
 from connector.config import Pipeline, Write
 from connector.delivery.batching import ENDPOINT_PATHS
 from connector.delivery.ratelimit import EPOCH_THRESHOLD, RateLimiter
@@ -34,6 +33,7 @@ from connector.errors import (
     RateLimitedError,
     TransientApiError,
 )
+from connector.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ class BrazeClient:
         if action == "delivered":
             return ApiResponse(
                 status,
-                _parse(resp.content),
+                self._delivered_body(resp.content),
                 headers,
                 call.attempts,
                 (self._clock() - call.start) * 1000,
@@ -215,7 +215,7 @@ class BrazeClient:
             )
         body = _parse(resp.content)
         if body is None and resp.content:
-            body = resp.content[:2000].decode("utf-8", "replace")
+            body = self._scrub(resp.content.decode("utf-8", "replace"))[:2000]  # masked before it is cut
         body = self._scrub_body(body)  # some servers echo the key they refused
         text = self._scrub(f"{call.endpoint}: HTTP {status} {_message(body)}".rstrip())
         if action == "auth":
@@ -274,13 +274,20 @@ class BrazeClient:
         if self._on_retry is not None:
             self._on_retry(call.endpoint, reason)
 
+    def _delivered_body(self, content: bytes) -> Any:
+        """A 2xx body, parsed; masked when it echoes the key (its errors[] texts reach the rejects file)."""
+        body = _parse(content)
+        if self._key and self._key.encode() in content:
+            body = self._scrub_body(body)
+        return body
+
     def _scrub_body(self, body: Any) -> Any:
         if not self._key:
             return body
         if isinstance(body, str):
             return self._scrub(body)
         if isinstance(body, dict):
-            return {k: self._scrub_body(v) for k, v in body.items()}
+            return {self._scrub_body(k): self._scrub_body(v) for k, v in body.items()}
         if isinstance(body, list):
             return [self._scrub_body(v) for v in body]
         return body

@@ -110,3 +110,23 @@ def test_latency_ms_option_delays_every_request_without_serialising() -> None:
         assert wall < 1.5  # 3 x latency; one at a time would take 10 s
         stats = requests.get(proc.url + "/_emulator/stats", headers=h, timeout=10).json()
         assert stats["requests"]["/users/track"] == {"201": 20}
+
+
+def test_listening_beyond_loopback_with_the_public_key_is_refused() -> None:
+    for args in (["--host", "0.0.0.0"], ["--host", "::", "--api-key", "local-dev-key"], ["--host", "192.0.2.7"]):
+        res = subprocess.run([sys.executable, "-m", "connector", "emulator", "--port", "0", *args],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert res.returncode == 2, res
+        assert "opens the emulator" in res.stderr and "give a key of your own with --api-key" in res.stderr
+        assert "listening" not in res.stdout
+
+
+def test_which_binds_are_allowed() -> None:
+    from connector.emulator.cli import public_bind_problem
+
+    for host in ("127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2"):
+        assert public_bind_problem(host, []) is None
+    assert public_bind_problem("0.0.0.0", ["my-own-key"]) is None
+    assert public_bind_problem("0.0.0.0", ["my-own-key:users.track"]) is None
+    assert public_bind_problem("0.0.0.0", ["my-own-key", "local-dev-key"]) is not None
+    assert public_bind_problem("emulator.example", []) is not None

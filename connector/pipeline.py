@@ -223,7 +223,7 @@ class _Run:
                         report.set_destination(dest.kind, url)
                         from connector.delivery.client import client_for
 
-                        client = client_for(self.pipeline, url, dest.api_key, mode)
+                        client = client_for(self.pipeline, url, dest.api_key, mode, on_retry=report.record_retry)
                         self.writer = self._writer(client, mode, dry_run=False)
                     for plan in plans:
                         if self.aborted():

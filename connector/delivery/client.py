@@ -8,11 +8,9 @@ The API key never appears in a log line or exception message.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import random
 import time
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -22,15 +20,16 @@ import tenacity
 
 from connector.config import Pipeline, Write
 from connector.delivery.batching import ENDPOINT_PATHS
-from connector.delivery.ratelimit import EPOCH_THRESHOLD, RateLimiter
+from connector.delivery.ratelimit import EPOCH_THRESHOLD, LimitBeyondWait, RateLimiter
 from connector.delivery.transport import NotSent, SentLost, make_transport
+from connector.delivery.urls import check_base_url
 from connector.errors import (
     AmbiguousApiError,
     ApiError,
     AuthError,
-    ConfigError,
     PermanentApiError,
     RateLimitedError,
+    RateLimitSpent,
     TransientApiError,
 )
 from connector.version import __version__
@@ -101,6 +100,7 @@ class BrazeClient:
         on_retry: Callable[[str, str], None] | None = None,
         seed: int | None = None,
         transport: Literal["requests", "aiohttp", "aiohttp-process"] | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         """`transport` overrides write.transport; `auto` there means requests here (the pipeline picks
         aiohttp for bulk runs)."""
@@ -110,6 +110,7 @@ class BrazeClient:
         self._limiter = limiter
         self._sleep = sleep
         self._clock = clock
+        self._wall = wall  # epoch seconds, to say when a spent rate limit resets
         self._on_retry = on_retry
         self._random = random.Random(seed)
         headers = {
@@ -155,6 +156,7 @@ class BrazeClient:
             PermanentApiError: 400/403/404/413 (with .status and .body).
             AmbiguousApiError: the connection dropped after sending and the payload may not be resent.
             TransientApiError / RateLimitedError: still failing after the retry policy's caps.
+            RateLimitSpent: the server's rate limit resets beyond write.retry.max_elapsed_s (not retried).
         """
         try:
             path = ENDPOINT_PATHS[endpoint]
@@ -165,6 +167,9 @@ class BrazeClient:
         call = _Call(endpoint, self._base + path, body, idempotent, self._clock())
         try:
             response: ApiResponse = self._retrying(self._attempt, call)
+        except RateLimitSpent as e:
+            e.maybe_applied = call.maybe_applied and not call.idempotent
+            raise
         except TransientApiError as e:
             if call.maybe_applied and not call.idempotent and not isinstance(e, AmbiguousApiError):
                 # A later attempt failed plainly, but an earlier one may have been applied: the rows'
@@ -181,7 +186,10 @@ class BrazeClient:
     # ------------------------------------------------------------------ one attempt
 
     def _attempt(self, call: _Call) -> ApiResponse:
-        self._limiter.acquire(call.endpoint)
+        try:
+            self._limiter.acquire(call.endpoint, max_wait=self._max_elapsed_s)
+        except LimitBeyondWait as exc:
+            raise self._spent(call.endpoint, exc.seconds) from None
         call.attempts += 1
         sent = self._clock()
         try:
@@ -232,8 +240,20 @@ class BrazeClient:
             wait = retry_after_s(headers)
             if wait is not None:
                 self._limiter.penalize(call.endpoint, wait)
+                if wait > self._max_elapsed_s:
+                    raise self._spent(call.endpoint, wait, status)
             raise RateLimitedError(text, retry_after=wait, status=status, body=body)
         raise TransientApiError(text, status=status, body=body)
+
+    def _spent(self, endpoint: str, wait: float, status: int | None = None) -> RateLimitSpent:
+        """The error that stops a run whose rate limit resets beyond the retry budget, saying when."""
+        resets = time.strftime("%H:%M:%S UTC", time.gmtime(self._wall() + wait))
+        return RateLimitSpent(
+            f"Braze's rate limit for {ENDPOINT_PATHS[endpoint]} is spent: it resets at {resets}, in "
+            f"{_duration(wait)}, beyond the retry budget (write.retry.max_elapsed_s: {self._max_elapsed_s:g} s); "
+            "the rows not sent are listed in failed.csv as not_sent: send them after the reset with --retry-failed",
+            endpoint=endpoint, wait_s=wait, resets_at=resets, status=status,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ the retry policy
 
@@ -296,35 +316,6 @@ class BrazeClient:
         return text.replace(self._key, "***") if self._key else text
 
 
-def check_base_url(base_url: str) -> str:
-    """The base URL without its trailing slash; plain HTTP only to loopback (the key travels in a header).
-
-    Raises:
-        ConfigError: not an http(s) URL, or http:// to a host that is not loopback.
-    """
-    parts = urllib.parse.urlsplit(base_url.strip())
-    host = (parts.hostname or "").lower()
-    if parts.scheme not in ("http", "https") or not host:
-        raise ConfigError(
-            f"REST endpoint {base_url!r} is not an http(s) URL such as https://rest.iad-01.braze.com"
-        )
-    if parts.scheme == "http" and not _is_loopback(host):
-        raise ConfigError(
-            f"REST endpoint {base_url!r} uses plain http to a non-loopback host; use https:// "
-            "(the API key would otherwise travel unencrypted)"
-        )
-    return base_url.strip().rstrip("/")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def retry_after_s(headers: dict[str, str], now_epoch: float | None = None) -> float | None:
     """Seconds to wait after a 429: X-Ratelimit-Retry-After, then Retry-After, then X-RateLimit-Reset."""
     for name in ("x-ratelimit-retry-after", "retry-after"):
@@ -373,10 +364,20 @@ def _reason(exc: BaseException | None) -> str:
     return "connection" if exc is not None else "unknown"
 
 
-def client_for(pipeline: Pipeline, url: str, api_key: str, mode: str) -> BrazeClient:
-    """The client of a run: the pipeline's write settings, its rate limits and the transport for `mode`."""
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def client_for(pipeline: Pipeline, url: str, api_key: str, mode: str,
+               on_retry: Callable[[str, str], None] | None = None) -> BrazeClient:  # fmt: skip
+    """The client of a run: the pipeline's write settings, its rate limits and the transport for `mode`;
+    `on_retry(endpoint, reason)` hears of every retry (the report counts them)."""
     transport = pipeline.write.transport
     if transport == "auto":  # bulk needs aiohttp on its own core to fill 1,000 requests/s; sync suits requests
         transport = "requests" if mode == "sync" else "aiohttp-process"
     limiter = RateLimiter.from_write(pipeline.write)
-    return BrazeClient(url, api_key, write=pipeline.write, limiter=limiter, transport=transport)
+    return BrazeClient(url, api_key, write=pipeline.write, limiter=limiter, transport=transport, on_retry=on_retry)

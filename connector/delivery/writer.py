@@ -29,6 +29,7 @@ from connector.errors import (
     DestinationUnreachable,
     PermanentApiError,
     RateLimitedError,
+    RateLimitSpent,
     TransientApiError,
 )
 from connector.records import Failed, MappedChunk, Rejected
@@ -246,6 +247,9 @@ class Writer:
         t0 = time.perf_counter()
         try:
             resp = self.client.post(req.endpoint, req.body, idempotent=batch.idempotent)
+        except RateLimitSpent as e:
+            self._limit_spent(batch, req, e, t0)
+            return []
         except AuthError as e:
             self._record_error(req, e, t0)
             self._abort(e, outcomes.ABORT_AUTH)
@@ -276,14 +280,8 @@ class Writer:
                 self._reachable()
             return []
         self._reachable()
-        self.report.record_request(
-            req.endpoint,
-            resp.status,
-            float(resp.http_ms or resp.elapsed_ms),
-            n,
-            max(0, resp.attempts - 1),
-            resp.rate_limited,
-        )
+        # Retries and the 429s they answered were counted as they happened (client on_retry).
+        self.report.record_request(req.endpoint, resp.status, float(resp.http_ms or resp.elapsed_ms), n)
         doc = outcomes.parse_body(resp.body)
         errors = outcomes.object_errors(doc)
         named = self._named(req, errors) if errors else {}
@@ -406,6 +404,17 @@ class Writer:
                 return
             self._notices.add(key)
         self.report.add_warning(f"stream {batch.stream}: Canvas {key}")
+
+    def _limit_spent(self, batch: _Batch, req: Packed, e: RateLimitSpent, t0: float) -> None:
+        """The rate limit resets beyond the retry budget: stop the run; this request's rows were not sent
+        (unknown when an earlier attempt of a non-idempotent request may have been applied)."""
+        if e.status is not None:  # a 429 answered it; else the limiter stopped it before sending
+            self._record_error(req, e, t0)
+        self._abort(e, e.reason)
+        if e.maybe_applied:
+            self._fail(batch, req.items, outcomes.error_text(e), e.status, outcome="unknown")
+        else:
+            self._not_sent(batch, [it.token for it in req.items])
 
     # ---- aborting ---------------------------------------------------------------------------------
     def _abort(self, error: ConnectorError, reason: str) -> None:

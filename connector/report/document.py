@@ -14,7 +14,7 @@ EXIT_MEANINGS = {
     0: "success: every valid row delivered, rejects under the threshold",
     1: "rows rejected over the threshold, or rows not delivered",
     2: "usage or pipeline-file error",
-    3: "destination fatal: bad API key, or unreachable after retries",
+    3: "destination fatal: bad API key, unreachable after retries, or rate limit spent beyond the retry budget",
 }
 MAX_TIMELINE_POINTS = 600
 

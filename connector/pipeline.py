@@ -115,15 +115,15 @@ def run_pipeline(
                             for e in DEFAULT_RATE_LIMITS})  # fmt: skip
     for p in plans:
         report.add_stream(p.stream.name, p.stream.kind, p.stream.source.path)
-    orphans = _note_retry(report, retry, plans) if retry is not None else 0
+    left_behind = _note_retry(report, retry, plans) if retry is not None else 0
     chosen, reason = choose_mode(pipeline, mode, [(p.stream, p.rows, p.exact) for p in plans])
     if validate_only:
         reason = f"validate only, nothing sent (a run would use {chosen}: {reason})"
     report.set_mode(chosen, reason)
     logger.info("pipeline %s run %s: mode %s (%s)", pipeline.name, run_id, chosen, reason)
     run = _Run(pipeline, report, progress or Progress.disabled(), started, validate_only, retry)
-    if orphans:
-        run.exit_code = 1  # failed rows this run cannot send: not a success
+    if left_behind:
+        run.exit_code = 1  # failed rows this run does not send (no stream, or unknown left out): not a success
     run.delta = open_state(pipeline, read_only=offline, full=full)
     if run.delta is not None:
         report.delta = {"state_file": str(run.delta.path), "full": full, "read_only": offline}
@@ -162,7 +162,8 @@ def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool, retry: reader
 
 
 def _note_retry(report: RunReport, retry: readers.RetrySet, plans: list[_Plan]) -> int:
-    """Say what a retry run sends; warn about failed rows no stream of this pipeline reads (their count)."""
+    """Say what a retry run sends; warn about the failed rows it leaves behind: those no stream of this
+    pipeline reads, and those of outcome unknown without --include-unknown. Returns how many it leaves."""
     report.retry = retry.describe()
     orphans = retry.orphans({(p.stream.name, str(f)) for p in plans for f in p.files})
     for (stream, f), n in sorted(orphans.items()):
@@ -173,7 +174,7 @@ def _note_retry(report: RunReport, retry: readers.RetrySet, plans: list[_Plan]) 
             f"retry: {retry.unknown_excluded:,} row(s) with outcome 'unknown' (Braze may have applied them) "
             "were left out; add --include-unknown to send them again (at least once)"
         )
-    return sum(orphans.values())
+    return sum(orphans.values()) + retry.unknown_excluded
 
 
 def _suite(pipeline: Pipeline, stream: Stream) -> SuiteRunner:

@@ -76,6 +76,7 @@ class ReportCounters:
         self.retry: dict[str, Any] | None = None
         self.delta: dict[str, Any] | None = None  # delta sync: the state file
         self.not_sent = 0  # skipped rows of a stopped run, listed in the failed file for a retry run
+        self.unknown = 0  # failed rows whose outcome is unknown (Braze may have applied them)
         self.unchecked = 0  # of those, rows read after the stop and never checked  # a retry run: which failed file, how many rows
         self.finished: datetime | None = None
         self.duration_s: float | None = None

@@ -105,7 +105,7 @@ def build_document(r: ReportCounters) -> dict[str, Any]:
             "file": files["rejects"],
             "sample": list(r.sample),
         },
-        "failed": {"count": r.rows["failed"], "not_sent": r.not_sent, "file": files["failed"]},
+        "failed": {"count": r.rows["failed"], "unknown": r.unknown, "not_sent": r.not_sent, "file": files["failed"]},
         "skipped": {"by_reason": dict(r.skipped_by_reason.most_common())},
         "requests": {
             "total": total,

@@ -114,6 +114,7 @@ class RunReport(ReportCounters):
                            for f in failed])  # fmt: skip
         with self._lock:
             self._count("failed", len(failed), stream)
+            self.unknown += sum(1 for f in failed if f.outcome == "unknown")
 
     def add_not_sent(self, rows: list[tuple[RowRef, dict[str, Any]]], reason: str, stream: str | None = None,
                      *, checked: bool = True) -> None:  # fmt: skip

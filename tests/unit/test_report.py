@@ -208,7 +208,7 @@ def test_failed_file(tmp_path: Path) -> None:
         {"external_id": "u2", "_source_file": "a.csv", "_row_number": "3", "_status": "", "_outcome": "unknown",
          "_error": "connection dropped", "_stream": "users"},
     ]  # fmt: skip
-    assert report.to_dict()["failed"] == {"count": 2, "not_sent": 0, "file": str(report.failed.path)}
+    assert report.to_dict()["failed"] == {"count": 2, "unknown": 1, "not_sent": 0, "file": str(report.failed.path)}
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

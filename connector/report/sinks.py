@@ -92,6 +92,9 @@ class CsvSink:
 
     def _rewrite(self) -> None:
         n, m = len(self._cols), len(self.meta)
+        # The csv module's field limit is process-wide (the CSV reader sets it per source); a rejected line
+        # kept whole in `_raw` may be longer: this file is ours, read it whatever its fields' size.
+        csv.field_size_limit(2**31 - 1)
         tmp = self.path.with_suffix(".tmp")
         with (
             self.path.open(newline="", encoding="utf-8") as src,

@@ -96,3 +96,16 @@ def test_late_columns_rewrite_keeps_the_escape(tmp_path: Path) -> None:
 @pytest.mark.parametrize("cell", HOSTILE)
 def test_restore_undoes_neutralise(cell: str) -> None:
     assert restore(neutralise(cell)) == cell
+
+
+def test_a_long_raw_line_survives_the_late_column_rewrite(tmp_path: Path) -> None:
+    import csv as csv_module
+
+    csv_module.field_size_limit(1024)  # as the CSV reader may have left it
+    report = RunReport("p", report_dir=tmp_path)
+    report.add_read(2)
+    report.add_rejects([Rejected(RowRef("f.csv", 2), "parse", "csv.column_count", "x", None, {"_raw": "y" * 5000})])
+    report.add_rejects([Rejected(RowRef("f.csv", 3), "mapping", "r", "x", None, {"late": "1"})])
+    report.finish()
+    rows = _rows(report.rejects.path)
+    assert rows[0][:2] == ["_raw", "late"] and len(rows[1][0]) == 5000

@@ -158,6 +158,7 @@ def _summary(report: RunReport, paths: dict[str, Path]) -> list[str]:
     ]
     if report.retry:
         lines.append(f"  retry of {report.retry['failed_file']}: {report.retry['rows']:,} failed row(s) sent again")
+    lines.extend(_unknown_lines(report))
     for w in report.warnings:
         if w.startswith(SUMMARY_WARNINGS):
             lines.append(f"  warning: {w}")
@@ -190,6 +191,19 @@ def _summary(report: RunReport, paths: dict[str, Path]) -> list[str]:
     if report.sample_files:
         lines.append(f"  sample request bodies: {report.sample_files[0].parent}")
     return lines
+
+
+def _unknown_lines(report: RunReport) -> list[str]:
+    """What a person must do about rows whose outcome is unknown (they may or may not be in Braze)."""
+    n = report.unknown
+    if not n:
+        return []
+    return [
+        f"  unknown: {n:,} failed row(s) may or may not have been applied by Braze (the connection dropped after "
+        "they were sent)",
+        "    check a few in Braze; then send them again with "
+        f"--retry-failed {report.failed.path} --include-unknown (events, purchases and inc may count twice)",
+    ]
 
 
 def _execute(pipeline: Path, *, mode: str | None, report_dir: Path | None, dry_run: bool, validate_only: bool,

@@ -66,6 +66,25 @@ class AmbiguousApiError(TransientApiError):
     """
 
 
+class RateLimitSpent(ApiError):
+    """The server's rate-limit window resets later than the retry budget allows (write.retry.max_elapsed_s):
+    stop sending, list the unsent rows for a retry after the reset (exit code 3)."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, endpoint: str, wait_s: float, resets_at: str, status: int | None = None) -> None:
+        super().__init__(message, status=status)
+        self.endpoint = endpoint
+        self.wait_s = wait_s
+        self.resets_at = resets_at
+        self.maybe_applied = False  # an earlier attempt of the request dropped after it was sent
+
+    @property
+    def reason(self) -> str:
+        """The skip reason of the rows a stopped run did not send."""
+        return f"run aborted: Braze's rate limit is spent until {self.resets_at}"
+
+
 class PermanentApiError(ApiError):
     """400/403/404/413: the request itself is wrong; resending it unchanged cannot succeed."""
 

@@ -152,6 +152,7 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
         source_format="parquet" if all_parquet else "csv",
         max_reject_fraction=pipeline.report.max_reject_fraction,
         sample_bodies=pipeline.report.sample_bodies,
+        csv_formula_escape=pipeline.report.csv_formula_escape,
     )
     report.set_rate_limits({e: pipeline.write.rate_limit(e).requests / pipeline.write.rate_limit(e).per_seconds
                             for e in DEFAULT_RATE_LIMITS})  # fmt: skip
@@ -163,7 +164,7 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
                                "with no rows")  # fmt: skip
     for w in locks.warnings:
         report.add_warning(w)
-    orphans = _note_retry(report, retry, plans) if retry is not None else 0
+    left_behind = _note_retry(report, retry, plans) if retry is not None else 0
     chosen, reason = choose_mode(pipeline, mode, [(p.stream, p.rows, p.exact) for p in plans])
     if offline and needs_probe(pipeline, mode, chosen):
         reason += " (a run first probes whether the key can use /users/track/sync, a Braze beta)"
@@ -174,8 +175,8 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
                 extra={"pipeline": pipeline.name, "run_id": run_id})  # fmt: skip
     run = _Run(pipeline, report, progress or Progress.disabled(), started, validate_only, retry, stop)
     run.probe_sync = not offline and needs_probe(pipeline, mode, chosen)
-    if orphans:
-        run.exit_code = 1  # failed rows this run cannot send: not a success
+    if left_behind:
+        run.exit_code = 1  # failed rows this run does not send (no stream, or unknown left out): not a success
     run.env, run.incremental = env, incremental
     run.delta = open_state(pipeline, read_only=offline, full=full)
     if run.delta is not None:
@@ -238,7 +239,8 @@ def _sql_rows(pipeline: Pipeline, stream: Stream, retry: readers.RetrySet | None
 
 
 def _note_retry(report: RunReport, retry: readers.RetrySet, plans: list[_Plan]) -> int:
-    """Say what a retry run sends; warn about failed rows no stream of this pipeline reads (their count)."""
+    """Say what a retry run sends; warn about the failed rows it leaves behind: those no stream of this
+    pipeline reads, and those of outcome unknown without --include-unknown. Returns how many it leaves."""
     report.retry = retry.describe()
     orphans = retry.orphans({(p.stream.name, str(f)) for p in plans for f in p.files})
     for (stream, f), n in sorted(orphans.items()):
@@ -249,7 +251,7 @@ def _note_retry(report: RunReport, retry: readers.RetrySet, plans: list[_Plan]) 
             f"retry: {retry.unknown_excluded:,} row(s) with outcome 'unknown' (Braze may have applied them) "
             "were left out; add --include-unknown to send them again (at least once)"
         )
-    return sum(orphans.values())
+    return sum(orphans.values()) + retry.unknown_excluded
 
 
 def _suite(pipeline: Pipeline, stream: Stream) -> SuiteRunner:
@@ -309,7 +311,8 @@ class _Run:
                             from connector.delivery.sync_access import probe_mode
 
                             mode = probe_mode(self.pipeline, url, dest.api_key, report)
-                        client = client_for(self.pipeline, url, dest.api_key, mode, self.stop)
+                        client = client_for(self.pipeline, url, dest.api_key, mode, self.stop,
+                                            on_retry=report.record_retry)
                         self.writer = self._writer(client, mode, dry_run=False)
                     for plan in plans:
                         with stream_context(plan.stream.name):

@@ -35,13 +35,15 @@ from connector.config.models import (
     Stream,
     Write,
 )
-from connector.config.sources import Connection, CsvOptions, Incremental, Source
+from connector.config.sources import MAX_COLUMNS, MAX_FIELD_BYTES, Connection, CsvOptions, Incremental, Source
 
 __all__ = [
     "AttributeField",
     "BULK_WORKERS",
     "CanvasMapping",
     "DEFAULT_RATE_LIMITS",
+    "MAX_COLUMNS",
+    "MAX_FIELD_BYTES",
     "ColumnValue",
     "Connection",
     "CsvOptions",

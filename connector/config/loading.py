@@ -136,6 +136,69 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)  # type: ignore[no-untyped-call,no-any-return]
 
 
+# Values in a pipeline file once its aliases are expanded: real files have hundreds. An alias bomb (each
+# level an alias repeating the one below) reaches billions from a few lines, and then every walk over the
+# values (validation, these checks) hangs; it is refused before anything is built.
+MAX_YAML_VALUES = 100_000
+
+
+def _parse_yaml(path: Path, text: str) -> Any:
+    """The YAML document, refused (ConfigError) when its aliases expand it past MAX_YAML_VALUES values,
+    when an alias refers to a node that holds it, or when it nests too deeply to read."""
+    loader = _UniqueKeyLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()  # type: ignore[no-untyped-call]
+        except RecursionError:
+            raise ConfigError(f"{path}: the YAML nests too deeply to read; a pipeline file needs a few levels") from None
+        if node is None:
+            return None
+        size = _expanded_size(node, MAX_YAML_VALUES)
+        if size is None:
+            raise ConfigError(f"{path}: a YAML alias (*name) refers to a block that contains it; remove that alias")
+        if size > MAX_YAML_VALUES:
+            raise ConfigError(
+                f"{path}: the YAML expands to over {MAX_YAML_VALUES:,} values once its aliases (*name) are "
+                "replaced by what they name (an alias bomb?); a pipeline file needs far fewer: remove the aliases "
+                "that repeat large blocks"
+            )
+        return loader.construct_document(node)  # type: ignore[no-untyped-call]
+    finally:
+        loader.dispose()  # type: ignore[no-untyped-call]
+
+
+def _expanded_size(root: yaml.Node, limit: int) -> int | None:
+    """How many nodes the document has with every alias expanded (capped just past `limit`), without
+    expanding anything: a node's size is computed once and counted at each reference. None: a cycle."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        kids = _children(node)
+        if children_done:
+            open_nodes.discard(key)
+            sizes[key] = min(1 + sum(sizes[id(k)] for k in kids), limit + 1)
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            return None  # reached again from below itself: a recursive alias
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((k, False) for k in kids if id(k) not in sizes)
+    return sizes[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
 def load_pipeline(path: str | Path, env: Mapping[str, str] | None = None) -> Pipeline:
     """Read and validate a pipeline YAML file; `${VAR}` and `${VAR:-default}` are filled from `env`
     (default: the process environment).
@@ -156,7 +219,7 @@ def load_pipeline(path: str | Path, env: Mapping[str, str] | None = None) -> Pip
     except OSError as e:
         raise ConfigError(f"{p}: cannot read the pipeline file ({e.strerror or e})") from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = _parse_yaml(p, text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

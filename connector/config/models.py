@@ -20,6 +20,7 @@ from connector.config.mappings import (
     PurchaseMapping,
     _Model,
 )
+from connector.config.paths import NAME_PATTERN, NAME_RULE
 from connector.config.sources import Incremental, Source
 
 ObjectKindName = Literal["attributes", "events", "purchases", "canvas_trigger", "live_activity"]
@@ -189,6 +190,9 @@ class Report(_Model):
     history: str | None = "reports/{pipeline}/history.jsonl"
     # Columns masked in the report's samples; null: identifiers, email and phone columns; []: none.
     mask_columns: list[str] | None = None
+    # rejects.csv and failed.csv: a cell a spreadsheet would run (=, +, -, @, tab, CR first) gets a leading
+    # quote (OWASP); false writes the cells as they are (the Parquet rejects file never escapes).
+    csv_formula_escape: bool = True
 
 
 class State(_Model):
@@ -216,6 +220,15 @@ class Pipeline(_Model):
     def origin(self) -> str:
         """The pipeline file for messages, or `pipeline <name>` when built in code."""
         return self._file or f"pipeline {self.name}"
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        if not NAME_PATTERN.fullmatch(name):
+            raise ValueError(
+                f"name {name[:60]!r} is not allowed: it names the report and state files, so use {NAME_RULE}"
+            )
+        return name
 
     @field_validator("streams")
     @classmethod

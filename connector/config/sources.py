@@ -39,6 +39,10 @@ def _one_of(model: BaseModel, names: tuple[str, ...], what: str) -> str:
     return given[0]
 
 
+MAX_FIELD_BYTES = 16 << 20
+MAX_COLUMNS = 10_000
+
+
 class CsvOptions(_Model):
     delimiter: str = ","
     quote_char: str = '"'
@@ -46,6 +50,8 @@ class CsvOptions(_Model):
     header: bool = True
     column_names: list[str] | None = None
     null_values: list[str] = Field(default_factory=lambda: ["", "NULL", "null", "NA", "N/A"])
+    # A longer field rejects its row (csv.field_too_large); a line over 4x this is not kept in memory.
+    max_field_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = MAX_FIELD_BYTES
 
 
 class Connection(_Model):
@@ -95,6 +101,8 @@ class Source(_Model):
     format: Literal["auto", "csv", "parquet"] = "auto"
     csv: CsvOptions = Field(default_factory=CsvOptions)
     chunk_rows: Annotated[int, Field(gt=0, le=5_000_000)] = 50_000
+    # A file with more columns is refused before any row is read (a CSV header, a Parquet schema).
+    max_columns: Annotated[int, Field(ge=1, le=1_000_000)] = MAX_COLUMNS
 
     @model_validator(mode="after")
     def _one_form(self) -> Source:

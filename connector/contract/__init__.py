@@ -7,7 +7,8 @@ Rule ids (docs/ARCHITECTURE.md "Rule ids"), plus the more specific ones added he
 |---|---|
 | identifier.missing / identifier.multiple | no identifier (always when the configured identifier cell is empty: mapping/objects.py) / more than one primary (Canvas: more than one of any) |
 | external_id.too_long | external_id over 987 bytes UTF-8 |
-| string.too_long | a string value (attribute, array item, property, name, product_id) over 255 characters |
+| identifier.control_character | a control character (U+0000-U+001F, U+007F-U+009F, e.g. NUL) in an identifier: external_id, user_alias, braze_id, email, phone, external_user_id (added) |
+| string.too_long | a string value (attribute, array item, property, name, product_id, nested) over 255 characters |
 | key.invalid / key.reserved | key empty, over 255, leading `$` / a reserved event or purchase property key |
 | event.name_missing, time.missing, time.invalid | event name; time absent, not a Braze format or no real date/time |
 | purchase.product_id_missing, purchase.currency, purchase.price, purchase.quantity | purchase fields |

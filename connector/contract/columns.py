@@ -31,6 +31,7 @@ from connector.contract.base import (
     _valid_date,
     _valid_email,
 )
+from connector.contract.characters import control_rows
 from connector.contract.values import _STANDARD
 
 Rows = set[int]
@@ -140,7 +141,12 @@ def attribute_rows(key: str, values: Sequence[Any], keep_null: bool) -> Rows:
 
 
 def identifier_rows(sources: dict[str, list[Sequence[Any]]], n: int) -> Rows:
-    """Suspect rows for `_identifiers`, from every value list feeding an identifier key of the objects."""
+    """Suspect rows for `_identifiers` and control characters, from every value list feeding an identifier
+    key of the objects."""
+    return _identifier_rows(sources, n) | control_rows(sources)
+
+
+def _identifier_rows(sources: dict[str, list[Sequence[Any]]], n: int) -> Rows:
     everything = set(range(n))
     if any(len(v) > 1 for v in sources.values()):
         return everything  # a key fed twice: the object holds one of the values, leave it to check_object

@@ -25,6 +25,7 @@ from connector.contract.base import (
     _valid_email,
     _valid_time,
 )
+from connector.contract.characters import check_identifier_characters
 from connector.contract.values import _attributes, _nested_keys
 from connector.records import ObjectKind
 
@@ -37,8 +38,10 @@ def check_object(kind: ObjectKind, obj: dict[str, Any]) -> list[Violation]:
         return out
     if kind == "canvas_trigger":
         _canvas(obj, out)
+        check_identifier_characters(obj, out)
         return out
     _identifiers(obj, out)
+    check_identifier_characters(obj, out)
     if kind == "attributes":
         _attributes(obj, out, "")
     else:

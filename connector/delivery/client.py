@@ -8,11 +8,9 @@ The API key never appears in a log line or exception message.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import random
 import time
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -22,16 +20,17 @@ import tenacity
 
 from connector.config import Pipeline, Write
 from connector.delivery.batching import ENDPOINT_PATHS
-from connector.delivery.ratelimit import EPOCH_THRESHOLD, RateLimiter
+from connector.delivery.ratelimit import EPOCH_THRESHOLD, LimitBeyondWait, RateLimiter
 from connector.delivery.retry_log import RetryDigest
 from connector.delivery.transport import NotSent, SentLost, make_transport
+from connector.delivery.urls import check_base_url
 from connector.errors import (
     AmbiguousApiError,
     ApiError,
     AuthError,
-    ConfigError,
     PermanentApiError,
     RateLimitedError,
+    RateLimitSpent,
     RunStopped,
     TransientApiError,
 )
@@ -108,6 +107,7 @@ class BrazeClient:
         seed: int | None = None,
         transport: Literal["requests", "aiohttp", "aiohttp-process"] | None = None,
         stop: StopToken | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         """`transport` overrides write.transport; `auto` there means requests here (the pipeline picks
         aiohttp for bulk runs). Once `stop` is requested nothing more is sent: no first attempt (RunStopped)
@@ -118,6 +118,7 @@ class BrazeClient:
         self._limiter = limiter
         self._sleep = sleep
         self._clock = clock
+        self._wall = wall  # epoch seconds, to say when a spent rate limit resets
         self._on_retry = on_retry
         self._stop = stop
         self._random = random.Random(seed)
@@ -169,6 +170,7 @@ class BrazeClient:
             TransientApiError / RateLimitedError: still failing after the retry policy's caps (or when the
                 run was stopped before the next attempt).
             RunStopped: the run was stopped before the first attempt was sent.
+            RateLimitSpent: the server's rate limit resets beyond write.retry.max_elapsed_s (not retried).
         """
         try:
             path = ENDPOINT_PATHS[endpoint]
@@ -179,6 +181,9 @@ class BrazeClient:
         call = _Call(endpoint, self._base + path, body, idempotent, self._clock())
         try:
             response: ApiResponse = self._retrying(self._attempt, call)
+        except RateLimitSpent as e:
+            e.maybe_applied = call.maybe_applied and not call.idempotent
+            raise
         except TransientApiError as e:
             if call.maybe_applied and not call.idempotent and not isinstance(e, AmbiguousApiError):
                 # A later attempt failed plainly, but an earlier one may have been applied: the rows'
@@ -196,7 +201,10 @@ class BrazeClient:
 
     def _attempt(self, call: _Call) -> ApiResponse:
         self._check_stop(call)
-        self._limiter.acquire(call.endpoint)
+        try:
+            self._limiter.acquire(call.endpoint, max_wait=self._max_elapsed_s)
+        except LimitBeyondWait as exc:
+            raise self._spent(call.endpoint, exc.seconds) from None
         self._check_stop(call)  # the limiter's wait ends early when the run is stopped
         call.attempts += 1
         sent = self._clock()
@@ -222,7 +230,7 @@ class BrazeClient:
         if action == "delivered":
             return ApiResponse(
                 status,
-                _parse(resp.content),
+                self._delivered_body(resp.content),
                 headers,
                 call.attempts,
                 (self._clock() - call.start) * 1000,
@@ -231,7 +239,7 @@ class BrazeClient:
             )
         body = _parse(resp.content)
         if body is None and resp.content:
-            body = resp.content[:2000].decode("utf-8", "replace")
+            body = self._scrub(resp.content.decode("utf-8", "replace"))[:2000]  # masked before it is cut
         body = self._scrub_body(body)  # some servers echo the key they refused
         text = self._scrub(f"{call.endpoint}: HTTP {status} {_message(body)}".rstrip())
         if action == "auth":
@@ -248,6 +256,8 @@ class BrazeClient:
             wait = retry_after_s(headers)
             if wait is not None:
                 self._limiter.penalize(call.endpoint, wait)
+                if wait > self._max_elapsed_s:
+                    raise self._spent(call.endpoint, wait, status)
             raise RateLimitedError(text, retry_after=wait, status=status, body=body)
         raise TransientApiError(text, status=status, body=body)
 
@@ -258,6 +268,16 @@ class BrazeClient:
         if call.last_error is not None:
             raise call.last_error
         raise RunStopped(f"{call.endpoint}: not sent, the run was {self._stop.reason}")
+
+    def _spent(self, endpoint: str, wait: float, status: int | None = None) -> RateLimitSpent:
+        """The error that stops a run whose rate limit resets beyond the retry budget, saying when."""
+        resets = time.strftime("%H:%M:%S UTC", time.gmtime(self._wall() + wait))
+        return RateLimitSpent(
+            f"Braze's rate limit for {ENDPOINT_PATHS[endpoint]} is spent: it resets at {resets}, in "
+            f"{_duration(wait)}, beyond the retry budget (write.retry.max_elapsed_s: {self._max_elapsed_s:g} s); "
+            "the rows not sent are listed in failed.csv as not_sent: send them after the reset with --retry-failed",
+            endpoint=endpoint, wait_s=wait, resets_at=resets, status=status,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ the retry policy
 
@@ -296,48 +316,26 @@ class BrazeClient:
         if self._on_retry is not None:
             self._on_retry(call.endpoint, reason)
 
+    def _delivered_body(self, content: bytes) -> Any:
+        """A 2xx body, parsed; masked when it echoes the key (its errors[] texts reach the rejects file)."""
+        body = _parse(content)
+        if self._key and self._key.encode() in content:
+            body = self._scrub_body(body)
+        return body
+
     def _scrub_body(self, body: Any) -> Any:
         if not self._key:
             return body
         if isinstance(body, str):
             return self._scrub(body)
         if isinstance(body, dict):
-            return {k: self._scrub_body(v) for k, v in body.items()}
+            return {self._scrub_body(k): self._scrub_body(v) for k, v in body.items()}
         if isinstance(body, list):
             return [self._scrub_body(v) for v in body]
         return body
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
-
-
-def check_base_url(base_url: str) -> str:
-    """The base URL without its trailing slash; plain HTTP only to loopback (the key travels in a header).
-
-    Raises:
-        ConfigError: not an http(s) URL, or http:// to a host that is not loopback.
-    """
-    parts = urllib.parse.urlsplit(base_url.strip())
-    host = (parts.hostname or "").lower()
-    if parts.scheme not in ("http", "https") or not host:
-        raise ConfigError(
-            f"REST endpoint {base_url!r} is not an http(s) URL such as https://rest.iad-01.braze.com"
-        )
-    if parts.scheme == "http" and not _is_loopback(host):
-        raise ConfigError(
-            f"REST endpoint {base_url!r} uses plain http to a non-loopback host; use https:// "
-            "(the API key would otherwise travel unencrypted)"
-        )
-    return base_url.strip().rstrip("/")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def retry_after_s(headers: dict[str, str], now_epoch: float | None = None) -> float | None:
@@ -388,10 +386,20 @@ def _reason(exc: BaseException | None) -> str:
     return "connection" if exc is not None else "unknown"
 
 
-def client_for(pipeline: Pipeline, url: str, api_key: str, mode: str, stop: StopToken | None = None) -> BrazeClient:
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def client_for(pipeline: Pipeline, url: str, api_key: str, mode: str, stop: StopToken | None = None,
+               on_retry: Callable[[str, str], None] | None = None) -> BrazeClient:  # fmt: skip
     """The client of a run: the pipeline's write settings, its rate limits and the transport for `mode`.
 
-    With a stop token, its waits (rate limiter, backoff) end as soon as a stop is requested.
+    With a stop token, its waits (rate limiter, backoff) end as soon as a stop is requested;
+    `on_retry(endpoint, reason)` hears of every retry (the report counts them).
     """
     transport = pipeline.write.transport
     if transport == "auto":  # bulk needs aiohttp on its own core to fill 1,000 requests/s; sync suits requests
@@ -399,4 +407,4 @@ def client_for(pipeline: Pipeline, url: str, api_key: str, mode: str, stop: Stop
     sleep = stop.sleep if stop is not None else time.sleep
     limiter = RateLimiter.from_write(pipeline.write, sleep=sleep)
     return BrazeClient(url, api_key, write=pipeline.write, limiter=limiter, transport=transport, sleep=sleep,
-                       stop=stop)  # fmt: skip
+                       stop=stop, on_retry=on_retry)  # fmt: skip

@@ -36,6 +36,7 @@ from connector.errors import (
     DestinationUnreachable,
     PermanentApiError,
     RateLimitedError,
+    RateLimitSpent,
     RunStopped,
     TransientApiError,
 )
@@ -303,6 +304,9 @@ class Writer:
         except RunStopped:
             self._not_sent(batch, [it.token for it in req.items])
             return []
+        except RateLimitSpent as e:
+            self._limit_spent(batch, req, e, t0)
+            return []
         except AuthError as e:
             self._record_error(req, e, t0)
             self._abort(e, outcomes.ABORT_AUTH)
@@ -340,14 +344,8 @@ class Writer:
                 self._reachable()
             return []
         self._reachable()
-        self.report.record_request(
-            req.endpoint,
-            resp.status,
-            float(resp.http_ms or resp.elapsed_ms),
-            n,
-            max(0, resp.attempts - 1),
-            resp.rate_limited,
-        )
+        # Retries and the 429s they answered were counted as they happened (client on_retry).
+        self.report.record_request(req.endpoint, resp.status, float(resp.http_ms or resp.elapsed_ms), n)
         doc = outcomes.parse_body(resp.body)
         errors = outcomes.object_errors(doc)
         named = self._named(req, errors) if errors else {}
@@ -469,6 +467,17 @@ class Writer:
     def _halted(self) -> bool:
         """Nothing new is sent: a fatal error aborted the run, or a stop was requested."""
         return self._stop.is_set() or (self._token is not None and self._token.stopping)
+
+    def _limit_spent(self, batch: _Batch, req: Packed, e: RateLimitSpent, t0: float) -> None:
+        """The rate limit resets beyond the retry budget: stop the run; this request's rows were not sent
+        (unknown when an earlier attempt of a non-idempotent request may have been applied)."""
+        if e.status is not None:  # a 429 answered it; else the limiter stopped it before sending
+            self._record_error(req, e, t0)
+        self._abort(e, e.reason)
+        if e.maybe_applied:
+            self._fail(batch, req.items, outcomes.error_text(e), e.status, outcome="unknown")
+        else:
+            self._not_sent(batch, [it.token for it in req.items])
 
     def _abort(self, error: ConnectorError, reason: str) -> None:
         """Stop sending: the first fatal error wins; rows not yet sent are skipped with its reason."""

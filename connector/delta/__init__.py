@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from connector.config import Pipeline
+from connector.config.paths import fill_template
 from connector.delta.incremental import Incremental
 from connector.delta.state import SKIP_UNCHANGED, DeltaState
 from connector.delta.watermark import Watermarks
@@ -24,8 +25,12 @@ __all__ = ["SKIP_UNCHANGED", "DeltaState", "Incremental", "Watermarks", "open_in
 
 
 def state_path(pipeline: Pipeline) -> Path:
-    """The state file of a pipeline (`state.path` with {pipeline} filled in, relative to the pipeline file)."""
-    return Path(pipeline.resolve(pipeline.state.path.replace("{pipeline}", pipeline.name)))
+    """The state file of a pipeline (`state.path` with {pipeline} filled in, relative to the pipeline file).
+
+    Raises:
+        ConfigError: the filled path leaves the folder `state.path` names (config.paths).
+    """
+    return fill_template(pipeline.state.path, "state.path", {"pipeline": pipeline.name}, Path(pipeline.base_dir))
 
 
 def open_state(pipeline: Pipeline, *, read_only: bool, full: bool) -> DeltaState | None:

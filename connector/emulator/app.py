@@ -56,6 +56,9 @@ class EmulatorConfig:
     faults: dict[str, float] | None = None
     seed: int = 0
     burst_429: int = 1
+    # A fault for the client's tests: every API reply echoes the caller's key (in `message`, and in a 2xx's
+    # `errors[]` naming the request's first object), as a careless server might.
+    echo_key: bool = False
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
@@ -84,6 +87,25 @@ def _broadcast_audience(raw: bytes) -> str | None:
     return orjson.dumps([body.get("canvas_id"), body.get("audience")], option=orjson.OPT_SORT_KEYS).decode()
 
 
+def _echo_key(response: web.StreamResponse, key: str, raw: bytes) -> None:
+    """Put the caller's key into a JSON reply: its message, and for a 2xx an error on the first object."""
+    if not isinstance(response, web.Response) or not isinstance(response.body, bytes):
+        return
+    try:
+        reply, sent = orjson.loads(response.body), orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return
+    if not isinstance(reply, dict):
+        return
+    reply["message"] = f"{reply.get('message', '')} (request made with key {key})"
+    arrays = [a for a in ("attributes", "events", "purchases", "recipients") if isinstance(sent, dict) and sent.get(a)]
+    if 200 <= response.status < 300 and arrays:
+        found = reply.get("errors")
+        errors: list[Any] = found if isinstance(found, list) else []
+        reply["errors"] = [*errors, {"type": f"key {key} is not allowed here", "input_array": arrays[0], "index": 0}]
+    response.body = orjson.dumps(reply)
+
+
 class EmulatorApp:
     """Holds the state (store, limits, faults) and the request handler."""
 
@@ -106,7 +128,13 @@ class EmulatorApp:
         return auth[7:].strip() if auth[:7].lower() == "bearer " else None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """Route one request."""
+        """Route one request (echoing the key into the reply with `echo_key`)."""
+        response = await self._route(request)
+        if self.config.echo_key and not request.path.startswith("/_emulator/"):
+            _echo_key(response, self._key(request) or "", await request.read())
+        return response
+
+    async def _route(self, request: web.Request) -> web.StreamResponse:
         path = request.path
         key = self._key(request)
         workspace = self.config.workspace

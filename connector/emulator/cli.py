@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import sys
 from typing import Annotated, Literal, cast
 
@@ -16,6 +17,33 @@ from connector.emulator.store import LEDGER_DETAILS
 from connector.emulator.workspace import CANVAS_STATES
 
 DEV_KEY = "local-dev-key"
+
+
+def public_bind_problem(host: str, keys: list[str]) -> str | None:
+    """Why the emulator must not listen on `host` with these keys, or None.
+
+    Beyond loopback its data (every profile in the ledger) and /_emulator/reset are open to the network;
+    the dev key is public (it is in the README), so only keys of one's own may open it.
+    """
+    if _is_loopback(host):
+        return None
+    public = [k for k in keys if k.partition(":")[0] == DEV_KEY] if keys else [DEV_KEY]
+    if not public:
+        return None
+    return (
+        f"--host {host} opens the emulator (every profile it holds, and /_emulator/reset) to the network, "
+        f"and the key {DEV_KEY} is public; give a key of your own with --api-key to listen beyond loopback, "
+        "or keep the default --host 127.0.0.1"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve anywhere
 
 
 def _say(text: str) -> None:
@@ -122,6 +150,9 @@ def emulator_command(
             raise ValueError(f"--nested-invalid {nested_invalid!r}: use request or attribute")
         scope: Literal["request", "attribute"] = "request" if nested_invalid == "request" else "attribute"
         keys = list(api_key or [])
+        problem = public_bind_problem(host, keys)
+        if problem:
+            raise ValueError(problem)
         if not keys:
             keys = [DEV_KEY]
             _say(f"no --api-key given: accepting the dev key {DEV_KEY}")

@@ -44,6 +44,7 @@ def build_config(
     slow_ms: float = 1500.0,
     burst_429: int = 1,
     nested_invalid: NestedScope = "request",
+    echo_key: bool = False,
 ) -> EmulatorConfig:
     """Validate options and build the app config (ValueError with a clear message when one is wrong).
 
@@ -77,6 +78,7 @@ def build_config(
         faults=faults,
         seed=seed,
         burst_429=burst_429,
+        echo_key=echo_key,
     )
 
 

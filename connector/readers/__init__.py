@@ -65,6 +65,6 @@ def read_source(
         fmt = format_of(path, source.format)
         log.info("reading %s (%s, chunks of %d rows)", path, fmt, source.chunk_rows)
         if fmt == "parquet":
-            yield from read_parquet(path, source.chunk_rows)
+            yield from read_parquet(path, source.chunk_rows, source.max_columns)
         else:
-            yield from read_csv(path, source.csv, source.chunk_rows)
+            yield from read_csv(path, source.csv, source.chunk_rows, source.max_columns)

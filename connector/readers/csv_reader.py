@@ -12,6 +12,10 @@ may span lines; the record then carries the number of the line it starts on and 
 not counted as rows. A quote left open is rejected as `csv.quoting` on its first line alone, and parsing
 resumes on the next line. Blank lines are not rows: they are skipped, neither read nor rejected.
 Encodings must be ASCII-compatible (utf-8, latin-1, cp1252, ...), since lines are cut on the byte b"\\n".
+
+Limits (csv_blocks.py reads the blocks in linear time): a field over `csv.max_field_bytes` rejects its row
+as `csv.field_too_large` (a line over 4 x that, `csv.record_too_large`, is skipped without being kept); a
+header over `source.max_columns` columns refuses the file.
 """
 
 from __future__ import annotations
@@ -29,14 +33,21 @@ import pyarrow.csv as pacsv
 
 from connector import config
 from connector.errors import SourceError
+from connector.readers.csv_blocks import (
+    FIELD_TOO_LARGE,
+    RECORD_TOO_LARGE,
+    Block,
+    longest_line,
+    oversize_reason,
+    read_blocks,
+    record_limit,
+)
 from connector.readers.files import open_file
 from connector.records import Chunk, Rejected, RowRef
 
 log = logging.getLogger(__name__)
 
-_MAX_EXTEND = 1 << 20  # bytes a block may grow to close a quoted multi-line field
-_MIN_BLOCK = 64 << 10
-_MAX_BLOCK = 64 << 20
+_CSV_FIELD_LIMIT = "field larger than field limit"
 
 
 class _Dialect:
@@ -58,6 +69,9 @@ class _Dialect:
         self.encoding = opts.encoding
         self.utf8 = opts.encoding.lower().replace("_", "-") in ("utf-8", "utf8", "utf-8-sig")
         self.nulls = frozenset(opts.null_values)
+        self.max_field = opts.max_field_bytes
+        self.max_record = record_limit(opts.max_field_bytes)
+        self.dbyte = opts.delimiter.encode()
         q, d = (f"\\x{{{ord(c):02x}}}" for c in (opts.quote_char, opts.delimiter))
         # A quote with a non-delimiter, non-quote, non-line-end byte on both sides: a quoting error or a
         # literal quote inside an unquoted field; either way the block takes the careful path.
@@ -70,23 +84,34 @@ class _Dialect:
         )
 
 
-def read_csv(path: Path, opts: config.CsvOptions, chunk_rows: int) -> Iterator[Chunk]:
+def read_csv(
+    path: Path, opts: config.CsvOptions, chunk_rows: int, max_columns: int = config.MAX_COLUMNS
+) -> Iterator[Chunk]:
     """CSV as chunks of string columns; malformed lines become parse rejects. A zero-byte file is an
-    empty table: no chunk at all."""
+    empty table: no chunk at all.
+
+    Raises:
+        SourceError: not a CSV file, no header, a header over `max_columns` columns or unreadable.
+    """
     dialect = _Dialect(path, opts)
     with open_file(path) as fh:
-        head = _header(fh, path, opts, dialect)
+        head = _header(fh, path, opts, dialect, max_columns)
         if head is None:
             log.warning("%s is empty (0 bytes): read as a table with no rows", path)
             return
         names, header_bytes = head
         line_no = 2 if opts.header else 1
         est_line = max(header_bytes if opts.header else 64, 16)
-        for block, first_line, n_lines in _blocks(fh, dialect, chunk_rows, est_line, line_no):
-            yield from _parse_block(path, block, first_line, n_lines, names, dialect, chunk_rows)
+        blocks = read_blocks(fh, quote=dialect.qbyte, delimiter=dialect.dbyte, chunk_rows=chunk_rows,
+                             est_line=est_line, line_no=line_no, max_field=dialect.max_field)  # fmt: skip
+        for block in blocks:
+            if block.rule:
+                yield _oversize(path, block, names, dialect)
+            else:
+                yield from _parse_block(path, block, names, dialect, chunk_rows)
 
 
-def csv_columns(path: Path, opts: config.CsvOptions) -> list[str] | None:
+def csv_columns(path: Path, opts: config.CsvOptions, max_columns: int = config.MAX_COLUMNS) -> list[str] | None:
     """The columns of a CSV file (its header, or csv.column_names), read as read_csv would; None when the
     file is empty (0 bytes, or a byte-order mark alone).
 
@@ -95,11 +120,12 @@ def csv_columns(path: Path, opts: config.CsvOptions) -> list[str] | None:
     """
     dialect = _Dialect(path, opts)
     with open_file(path) as fh:
-        head = _header(fh, path, opts, dialect)
+        head = _header(fh, path, opts, dialect, max_columns)
     return None if head is None else head[0]
 
 
-def _header(fh: BinaryIO, path: Path, opts: config.CsvOptions, dialect: _Dialect) -> tuple[list[str], int] | None:
+def _header(fh: BinaryIO, path: Path, opts: config.CsvOptions, dialect: _Dialect,
+            max_columns: int) -> tuple[list[str], int] | None:  # fmt: skip
     """Read the header (when there is one) and leave `fh` at the first data line: (names, header bytes);
     None for an empty file."""
     head = fh.read(4)
@@ -111,33 +137,54 @@ def _header(fh: BinaryIO, path: Path, opts: config.CsvOptions, dialect: _Dialect
     if head == b"" or (bom and len(head) == 3):
         return None
     fh.seek(3 if bom else 0)
+    start = fh.tell()
     names: list[str]
-    header = b""
     if opts.header:
-        header = fh.readline()
-        if not header.strip():
-            raise SourceError(
-                f"{path}: the first line is blank; a header line is expected (a 0-byte file is read as an "
-                "empty table)"
-            )
-        try:
-            text = header.decode(dialect.encoding)
-            names = next(dialect.reader(iter([text])))
-        except (UnicodeDecodeError, csv.Error) as e:
-            raise SourceError(
-                f"{path}, line 1: the header line cannot be read ({e}); check csv.encoding"
-            ) from None
+        names = _read_header(path, fh, dialect)
         if opts.column_names is not None:
             names = list(opts.column_names)
     elif opts.column_names:
         names = list(opts.column_names)
     else:
         raise SourceError(f"{path}: csv.header is false, so csv.column_names must list the columns")
-    _check_names(path, names)
-    return names, len(header)
+    _check_names(path, names, max_columns)
+    return names, fh.tell() - start
 
 
-def _check_names(path: Path, names: list[str]) -> None:
+def _read_header(path: Path, fh: BinaryIO, dialect: _Dialect) -> list[str]:
+    """The header line's names; a line too long to keep, or one that does not parse, is a SourceError."""
+    limit = record_limit(dialect.max_field)
+    header = fh.readline(limit + 1)
+    if len(header) > limit:
+        raise SourceError(
+            f"{path}, line 1: the header line is over {limit:,} bytes (4 x csv.max_field_bytes); "
+            "is this a CSV file? Raise source.csv.max_field_bytes if the header really is that long"
+        )
+    if not header.strip():
+        raise SourceError(
+            f"{path}: the first line is blank; a header line is expected (a 0-byte file is read as an empty table)"
+        )
+    try:
+        text = header.decode(dialect.encoding)
+        csv.field_size_limit(dialect.max_field)
+        return list(next(dialect.reader(iter([text]))))
+    except UnicodeDecodeError as e:
+        raise SourceError(f"{path}, line 1: the header line cannot be read ({e}); check csv.encoding") from None
+    except csv.Error as e:
+        if _CSV_FIELD_LIMIT in str(e):
+            raise SourceError(
+                f"{path}, line 1: a header name is over csv.max_field_bytes ({dialect.max_field:,}); "
+                "raise source.csv.max_field_bytes or fix the header"
+            ) from None
+        raise SourceError(f"{path}, line 1: the header line cannot be read ({e}); check its quoting") from None
+
+
+def _check_names(path: Path, names: list[str], max_columns: int) -> None:
+    if len(names) > max_columns:
+        raise SourceError(
+            f"{path}: the header has {len(names):,} columns, over source.max_columns ({max_columns:,}); "
+            "raise source.max_columns in the pipeline file if the file really has that many"
+        )
     seen: set[str] = set()
     for i, n in enumerate(names, start=1):
         if not n:
@@ -149,65 +196,17 @@ def _check_names(path: Path, names: list[str]) -> None:
         seen.add(n)
 
 
-def _blocks(
-    fh: BinaryIO, dialect: _Dialect, chunk_rows: int, est_line: int, line_no: int
-) -> Iterator[tuple[bytes, int, int]]:
-    """Byte blocks of about `chunk_rows` lines, cut after a newline outside quotes: (bytes, first line, lines)."""
-    target = min(max(chunk_rows * est_line, _MIN_BLOCK), _MAX_BLOCK)
-    rest = b""
-    eof = False
-    while not eof or rest:
-        if not eof:
-            data = fh.read(max(target - len(rest), _MIN_BLOCK))
-            eof = not data
-            buf = rest + data
-        else:
-            buf = rest
-        if not buf:
-            return
-        if eof:
-            cut = len(buf)
-        else:
-            cut = buf.rfind(b"\n") + 1
-            if cut == 0:
-                rest = buf
-                continue
-            # A quoted field spanning the cut: extend line by line until the quotes balance (bounded).
-            # Every quote toggles the in-quotes state (doubled quotes toggle twice), so parity tells.
-            q = dialect.qbyte
-            first_cut = cut
-            odd = q in buf and buf.count(q, 0, cut) % 2 == 1
-            while odd and cut < first_cut + _MAX_EXTEND:
-                nxt = buf.find(b"\n", cut)
-                if nxt < 0:
-                    more = fh.read(_MIN_BLOCK)
-                    if not more:
-                        eof = True
-                        cut, odd = len(buf), False
-                        break
-                    buf += more
-                    continue
-                odd ^= buf.count(q, cut, nxt + 1) % 2 == 1
-                cut = nxt + 1
-            if odd:
-                cut = first_cut  # no balance in reach: a stray quote; the careful path rejects its line
-        block, rest = buf[:cut], buf[cut:]
-        n_lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-        yield block, line_no, n_lines
-        line_no += n_lines
-        if n_lines:
-            target = min(max(chunk_rows * max(len(block) // n_lines, 1), _MIN_BLOCK), _MAX_BLOCK)
+def _oversize(path: Path, block: Block, names: list[str], dialect: _Dialect) -> Chunk:
+    """A line skipped unread for its size: a chunk with no rows and the line's parse reject."""
+    reason = oversize_reason(block.rule, dialect.max_field, block.size)
+    shown = block.data.decode(dialect.encoding, "backslashreplace").rstrip("\r\n") + "…"
+    reject = Rejected(RowRef(str(path), block.first_line), "parse", block.rule, reason, values={"_raw": shown})
+    empty = pa.table({n: pa.array([], type=pa.string()) for n in names})
+    return Chunk(str(path), empty, [], [reject])
 
 
-def _parse_block(
-    path: Path,
-    block: bytes,
-    first_line: int,
-    n_lines: int,
-    names: list[str],
-    dialect: _Dialect,
-    chunk_rows: int,
-) -> Iterator[Chunk]:
+def _parse_block(path: Path, blk: Block, names: list[str], dialect: _Dialect, chunk_rows: int) -> Iterator[Chunk]:
+    block, first_line, n_lines = blk.data, blk.first_line, blk.n_lines
     table = _fast_parse(block, n_lines, names, dialect)
     if table is not None:
         rows = list(range(first_line, first_line + n_lines))
@@ -244,6 +243,8 @@ def _fast_parse(block: bytes, n_lines: int, names: list[str], dialect: _Dialect)
             data = block.decode(dialect.encoding).encode("utf-8")
         except UnicodeDecodeError:
             return None
+    if len(block) > dialect.max_record and longest_line(block) > dialect.max_record:
+        return None  # the careful path rejects the long line
     if dialect.qbyte in data and _has_lone_quote(data, dialect):
         return None
     if data.startswith((b"\n", b"\r\n")) or b"\n\n" in data or b"\n\r\n" in data:
@@ -277,6 +278,8 @@ def _fast_parse(block: bytes, n_lines: int, names: list[str], dialect: _Dialect)
         return None
     if bad or table.num_rows != n_lines:
         return None  # malformed or multi-line records: the careful path knows their line numbers
+    if any((pc.max(pc.binary_length(c)).as_py() or 0) > dialect.max_field for c in table.columns):
+        return None  # a field over the limit: the careful path rejects its row
     return table
 
 
@@ -312,6 +315,11 @@ def _careful_parse(
     lines: list[tuple[int, str]] = []
     for i, raw in enumerate(io.BytesIO(block)):
         n = first_line + i
+        if len(raw) > dialect.max_record:
+            reason = oversize_reason(RECORD_TOO_LARGE, dialect.max_field, len(raw))
+            shown = raw[:200].decode(dialect.encoding, "backslashreplace") + "…"
+            rejects.append(Rejected(RowRef(file, n), "parse", RECORD_TOO_LARGE, reason, values={"_raw": shown}))
+            continue
         try:
             lines.append((n, raw.decode(dialect.encoding)))
         except UnicodeDecodeError as e:
@@ -323,6 +331,7 @@ def _careful_parse(
     rows: list[int] = []
     nulls = dialect.nulls
     pos = 0
+    csv.field_size_limit(dialect.max_field)  # the csv module's limit is process-wide: set it per block
     while pos < len(lines):
         feed = _Feed(lines, pos)
         reader = dialect.reader(feed)
@@ -335,12 +344,11 @@ def _careful_parse(
                 break
             except csv.Error as e:
                 n, text = lines[start]
-                reason = f"invalid quoting ({e}); close every quoted field and double quotes inside it"
-                rejects.append(
-                    Rejected(
-                        RowRef(file, n), "parse", "csv.quoting", reason, values={"_raw": text.rstrip("\r\n")}
-                    )
-                )
+                rule, reason = "csv.quoting", f"invalid quoting ({e}); close every quoted field and double quotes inside it"
+                if _CSV_FIELD_LIMIT in str(e):
+                    rule, reason = FIELD_TOO_LARGE, oversize_reason(FIELD_TOO_LARGE, dialect.max_field, 0)
+                    text = text[:200] + "…"
+                rejects.append(Rejected(RowRef(file, n), "parse", rule, reason, values={"_raw": text.rstrip("\r\n")}))
                 if feed.pos - start > 1:
                     pos = start + 1  # an open quote swallowed later lines: resume right after its line
                     break

@@ -15,6 +15,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from connector.cells import restore
 from connector.errors import SourceError
 
 FAILED_FILE = "failed.csv"
@@ -139,7 +140,8 @@ def load_failed(path: str | Path, *, include_unknown: bool = False) -> RetrySet:
                 if kind == "unknown" and not include_unknown:
                     out.unknown_excluded += 1
                     continue
-                out.rows.setdefault((stream, f), set()).add(row)
+                # Cells a spreadsheet would run were written with a leading quote (connector/cells.py).
+                out.rows.setdefault((restore(stream), restore(f)), set()).add(row)
     except pa.ArrowInvalid as exc:
         raise SourceError(f"{p}: cannot be read ({exc})") from None
     return out

@@ -47,7 +47,7 @@ def check_files(stream: str, source: config.Source, files: Sequence[Path], neede
 def columns_of(source: config.Source, path: Path) -> list[str] | None:
     """A file's column names (CSV header or Parquet schema); None for a zero-byte CSV."""
     if format_of(path, source.format) == "csv":
-        return csv_columns(path, source.csv)
+        return csv_columns(path, source.csv, source.max_columns)
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -29,6 +29,7 @@ class ReportCounters:
         sample_bodies: int = 5,
         rate_limits: dict[str, float] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        csv_formula_escape: bool = True,
     ) -> None:
         self.pipeline_name = pipeline_name
         self.started = datetime.now(UTC)
@@ -50,8 +51,8 @@ class ReportCounters:
         self.sample: list[dict[str, Any]] = []
         self.masked: dict[str, frozenset[str]] = {}  # per stream: columns whose sample values are masked
         self._sample_rules: Counter[str] = Counter()
-        self.rejects: CsvSink | ParquetSink = RejectsSink(self.report_dir, source_format)
-        self.failed: CsvSink = FailedSink(self.report_dir)
+        self.rejects: CsvSink | ParquetSink = RejectsSink(self.report_dir, source_format, escape=csv_formula_escape)
+        self.failed: CsvSink = FailedSink(self.report_dir, escape=csv_formula_escape)
         self._confirmed: Any = None
         self.confirmed_count = 0
         self.requests: dict[str, dict[str, Any]] = {}

@@ -14,7 +14,7 @@ EXIT_MEANINGS = {
     0: "success: every valid row delivered, rejects under the threshold",
     1: "rows rejected over the threshold, or rows not delivered",
     2: "usage or pipeline-file error",
-    3: "destination fatal: bad API key, or unreachable after retries",
+    3: "destination fatal: bad API key, unreachable after retries, or rate limit spent beyond the retry budget",
     4: "stopped by a signal or the caller; unprocessed rows listed in failed.csv",
     130: "stopped at once by a second SIGINT; rows in flight listed as unknown, rows not read not listed",
     143: "stopped at once by a second SIGTERM; rows in flight listed as unknown, rows not read not listed",

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from connector.config import Pipeline
+from connector.config.paths import fill_template
 from connector.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -32,12 +33,8 @@ def report_dir_for(pipeline: Pipeline, override: str | Path | None, run_id: str,
     """
     template = str(override) if override is not None else pipeline.report.dir
     key = "--report-dir" if override is not None else "report.dir"
-    text = template.replace("{pipeline}", pipeline.name).replace("{run_id}", run_id)
-    if "{" in text or "}" in text:
-        raise ConfigError(
-            f"{key} {template!r}: only the placeholders {{pipeline}} and {{run_id}} are allowed"
-        )
-    path = Path(text) if override is not None else pipeline.resolve(text)
+    path = fill_template(template, key, {"pipeline": pipeline.name, "run_id": run_id},
+                         None if override is not None else Path(pipeline.base_dir))
     problem = _unwritable(path)
     if problem:
         raise ConfigError(f"{key} {template!r}: cannot write the report to {path} ({problem}); choose another folder")

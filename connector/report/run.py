@@ -270,7 +270,8 @@ class RunReport(ReportCounters):
                 return
             folder = self.report_dir / "sample_requests"
             folder.mkdir(exist_ok=True)
-            path = folder / f"{len(self.sample_files) + 1:03d}_{endpoint}.json"
+            safe = "".join(c if c.isalnum() or c == "_" else "_" for c in endpoint)  # stays in the folder
+            path = folder / f"{len(self.sample_files) + 1:03d}_{safe}.json"
             self.sample_files.append(path)
         path.write_bytes(body)
 

@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import orjson
 
+from connector.cells import neutralise
+
 Row = tuple[dict[str, Any], list[Any]]
 REJECT_META = ["_source_file", "_row_number", "_stage", "_rule", "_column", "_reason"]
 FAILED_META = ["_source_file", "_row_number", "_status", "_outcome", "_error", "_stream"]
@@ -37,10 +39,15 @@ def to_text(value: Any) -> str | None:
 
 
 class CsvSink:
-    """Streams rows (original columns + fixed metadata columns) to a CSV file; thread-safe."""
+    """Streams rows (original columns + fixed metadata columns) to a CSV file; thread-safe.
 
-    def __init__(self, path: Path, meta: list[str]) -> None:
+    With `escape` (the default), cells and header names a spreadsheet would run as a formula get a
+    leading quote (connector/cells.py).
+    """
+
+    def __init__(self, path: Path, meta: list[str], *, escape: bool = True) -> None:
         self.path, self.meta, self.count = path, meta, 0
+        self._cell = neutralise if escape else _same
         self._cols: list[str] = []
         self._extra: list[str] = []
         self._lock = threading.Lock()
@@ -54,7 +61,7 @@ class CsvSink:
             if not self._header_written:
                 for values, _ in rows:
                     self._cols.extend(c for c in values if c not in self._cols and c not in self.meta)
-                self._csv.writerow(self._cols + self.meta)
+                self._csv.writerow([self._cell(c) for c in self._cols + self.meta])
                 self._header_written = True
             known = set(self._cols) | set(self._extra) | set(self.meta)
             for values, meta in rows:
@@ -64,7 +71,7 @@ class CsvSink:
                         self._extra.append(c)
                 cells = [to_text(values.get(c)) for c in self._cols] + [to_text(m) for m in meta]
                 cells += [to_text(values.get(c)) for c in self._extra]
-                self._csv.writerow(["" if c is None else c for c in cells])
+                self._csv.writerow(["" if c is None else self._cell(c) for c in cells])
             self.count += len(rows)
 
     def flush(self) -> None:
@@ -85,6 +92,9 @@ class CsvSink:
 
     def _rewrite(self) -> None:
         n, m = len(self._cols), len(self.meta)
+        # The csv module's field limit is process-wide (the CSV reader sets it per source); a rejected line
+        # kept whole in `_raw` may be longer: this file is ours, read it whatever its fields' size.
+        csv.field_size_limit(2**31 - 1)
         tmp = self.path.with_suffix(".tmp")
         with (
             self.path.open(newline="", encoding="utf-8") as src,
@@ -92,7 +102,7 @@ class CsvSink:
         ):
             reader, writer = csv.reader(src), csv.writer(dst)
             next(reader)
-            writer.writerow(self._cols + self._extra + self.meta)
+            writer.writerow([self._cell(c) for c in self._cols + self._extra + self.meta])
             for row in reader:
                 extra = row[n + m :] + [""] * (len(self._extra) - len(row[n + m :]))
                 writer.writerow(row[:n] + extra + row[n : n + m])
@@ -153,13 +163,17 @@ class ParquetSink:
         pq.write_table(pa.table({c: pa.array([], pa.string()) for c in names}), self.path)
 
 
-def RejectsSink(dir: Path, fmt: Literal["csv", "parquet"] = "csv") -> CsvSink | ParquetSink:  # noqa: N802
-    """The rejects file for a run: rejects.parquet for Parquet sources, else rejects.csv."""
+def RejectsSink(dir: Path, fmt: Literal["csv", "parquet"] = "csv", *, escape: bool = True) -> CsvSink | ParquetSink:  # noqa: N802
+    """The rejects file for a run: rejects.parquet for Parquet sources (never escaped), else rejects.csv."""
     if fmt == "parquet":
         return ParquetSink(Path(dir) / "rejects.parquet", REJECT_META)
-    return CsvSink(Path(dir) / "rejects.csv", REJECT_META)
+    return CsvSink(Path(dir) / "rejects.csv", REJECT_META, escape=escape)
 
 
-def FailedSink(dir: Path) -> CsvSink:  # noqa: N802
+def FailedSink(dir: Path, *, escape: bool = True) -> CsvSink:  # noqa: N802
     """failed.csv: rows not delivered after every retry (a later run can retry them)."""
-    return CsvSink(Path(dir) / "failed.csv", FAILED_META)
+    return CsvSink(Path(dir) / "failed.csv", FAILED_META, escape=escape)
+
+
+def _same(cell: str) -> str:
+    return cell

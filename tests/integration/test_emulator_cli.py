@@ -154,3 +154,23 @@ def test_help_names_the_new_options() -> None:
     assert res.returncode == 0
     for text in ("--sync-beta", "--accept-any-canvas", "--canvas", "combined50", "users.track.sync"):
         assert text in res.stdout, text
+
+
+def test_listening_beyond_loopback_with_the_public_key_is_refused() -> None:
+    for args in (["--host", "0.0.0.0"], ["--host", "::", "--api-key", "local-dev-key"], ["--host", "192.0.2.7"]):
+        res = subprocess.run([sys.executable, "-m", "connector", "emulator", "--port", "0", *args],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert res.returncode == 2, res
+        assert "opens the emulator" in res.stderr and "give a key of your own with --api-key" in res.stderr
+        assert "listening" not in res.stdout
+
+
+def test_which_binds_are_allowed() -> None:
+    from connector.emulator.cli import public_bind_problem
+
+    for host in ("127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2"):
+        assert public_bind_problem(host, []) is None
+    assert public_bind_problem("0.0.0.0", ["my-own-key"]) is None
+    assert public_bind_problem("0.0.0.0", ["my-own-key:users.track"]) is None
+    assert public_bind_problem("0.0.0.0", ["my-own-key", "local-dev-key"]) is not None
+    assert public_bind_problem("emulator.example", []) is not None

@@ -101,6 +101,7 @@ def test_unknown_outcomes_are_resent_only_when_asked(emulator_factory: Any, tmp_
                             retry=load_failed(first.failed.path))  # fmt: skip
     doc = report_json(cautious)
     assert doc["rows"]["read"] == 0 and doc["retry"]["unknown_outcome_excluded"] == 60
+    assert doc["exit_code"] == 1  # it sent nothing and left 60 rows behind: not a success
     assert any("--include-unknown" in w for w in doc["warnings"])
     assert not up.ledger()
 
@@ -187,8 +188,8 @@ def test_resume_after_an_outage_applies_every_row_once(emulator_factory: Any, tm
     second = run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r2", env=env_for(second_em),
                           retry=load_failed(tmp_path / "r1"))  # fmt: skip
     doc2 = report_json(second)
-    assert doc2["exit_code"] == 0
     unknown = {row for row, o in outcome.items() if o == "unknown"}
+    assert doc2["exit_code"] == (1 if unknown else 0)  # unknown rows left out: the retry is not a success
     assert doc2["rows"]["delivered"] == len(outcome) - len(unknown)
 
     applied: Counter[str] = Counter()
@@ -269,3 +270,61 @@ def test_a_retry_resends_a_shared_files_rows_only_in_the_stream_that_failed(
                                       retry=load_failed(tmp_path / "r1")))  # fmt: skip
     assert second["rows"]["read"] == 2 and second["rows"]["delivered"] == 2
     assert applied_by_identifier(up) == Counter({("attributes", "u1"): 1, ("attributes", "u2"): 1})
+
+
+def test_a_retry_reads_back_a_failed_file_whose_cells_were_escaped(
+    emulator_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """failed.csv neutralises cells a spreadsheet would run: here the file, the stream and the values start
+    with '=', '-' or '@'. The retry run still finds those rows, in that file and stream."""
+    from connector.config import Pipeline
+
+    monkeypatch.chdir(tmp_path)
+    Path("=users.csv").write_text("user_id,note\n-u1,=1+1\nu2,@SUM(A1)\n", encoding="utf-8")
+    stream = {"name": "=users", "source": {"path": "=users.csv"}, "kind": "attributes",
+              "identifier": {"external_id": "user_id"}, "attributes": [{"column": "note"}]}  # fmt: skip
+    pipeline = Pipeline.model_validate({"name": "t", "streams": [stream], "write": {"retry": FAST_RETRY}})
+    down = emulator_factory(faults={"503": 1.0})
+    first = run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r1", env=env_for(down))
+    rows = failed_rows(first.failed.path)
+    assert [(r["user_id"], r["note"], r["_source_file"], r["_stream"]) for r in rows] == [
+        ("'-u1", "'=1+1", "'=users.csv", "'=users"),
+        ("u2", "'@SUM(A1)", "'=users.csv", "'=users"),
+    ]
+    up = emulator_factory()
+    second = run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r2", env=env_for(up),
+                          retry=load_failed(first.failed.path))  # fmt: skip
+    doc = report_json(second)
+    assert doc["exit_code"] == 0 and doc["rows"]["delivered"] == 2 and doc["warnings"] == []
+    assert up.user("external_id", "-u1")["attributes"]["note"] == "=1+1"  # the source's value, unescaped
+
+
+def test_the_summary_says_what_unknown_rows_are_and_a_retry_leaving_them_does_not_exit_0(
+    emulator_factory: Any, tmp_path: Path
+) -> None:
+    """Braze was down for a while (connections dropped after sending): the rows are unknown. The CLI says how
+    many and what to do; a retry without --include-unknown leaves them and exits 1, with it exits 0."""
+    write_events(tmp_path / "data" / "events.parquet", 30)
+    project(tmp_path, [events_stream()], write={"retry": FAST_RETRY, "on_ambiguous": "fail",
+                                                 "max_objects_per_request": 10})  # fmt: skip
+    yaml_file = str(tmp_path / "pipelines" / "t.yaml")
+
+    def cli(server: Any, *args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "connector", "run", yaml_file, "--quiet", "--mode", "bulk", *args]
+        env = {"PATH": "/usr/bin:/bin", **env_for(server)}
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+
+    first = cli(emulator_factory(faults={"drop": 1.0}), "--report-dir", str(tmp_path / "r1"))
+    failed_csv = tmp_path / "r1" / "failed.csv"
+    assert first.returncode == 1, first.stderr
+    assert "unknown: 30 failed row(s) may or may not have been applied by Braze" in first.stdout
+    assert f"--retry-failed {failed_csv} --include-unknown" in first.stdout
+
+    up = emulator_factory()
+    cautious = cli(up, "--retry-failed", str(failed_csv), "--report-dir", str(tmp_path / "r2"))
+    assert cautious.returncode == 1, cautious.stdout
+    assert "30 row(s) with outcome 'unknown'" in cautious.stdout and "--include-unknown" in cautious.stdout
+    assert not up.ledger()
+    bold = cli(up, "--retry-failed", str(failed_csv), "--include-unknown", "--report-dir", str(tmp_path / "r3"))
+    assert bold.returncode == 0, bold.stdout
+    assert "unknown:" not in bold.stdout

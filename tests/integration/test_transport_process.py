@@ -234,3 +234,26 @@ def test_the_child_has_its_own_session_and_does_not_outlive_a_killed_parent(emul
         assert [e["status"] for e in slow.ledger()] == [201]  # in flight, still answered (then nobody read it)
     finally:
         parent.kill()
+
+
+def test_the_child_inherits_no_variable_holding_the_key(emulator_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "sk-Child-Env-3b9f0d"
+    emulator = emulator_factory(api_keys=(secret,))
+    monkeypatch.setenv("BRAZE_API_KEY", secret)
+    monkeypatch.setenv("MY_CRM_KEY", secret)  # the variable destination.api_key_env may name
+    monkeypatch.setenv("NOTES", f"key={secret};")
+    monkeypatch.setenv("BRAZE_OTHER_TOKEN", "another")
+    monkeypatch.setenv("BRAZE_REST_ENDPOINT", emulator.url)  # not a secret: kept
+    headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+    t = ProcessTransport(emulator.url, headers, concurrency=4, timeout_s=10)
+    try:
+        environ = Path(f"/proc/{t.pid}/environ")
+        if not environ.exists():
+            pytest.skip("no /proc on this system")
+        names = {v.split(b"=", 1)[0] for v in environ.read_bytes().split(b"\0") if v}
+        assert secret.encode() not in environ.read_bytes()
+        assert not names & {b"BRAZE_API_KEY", b"MY_CRM_KEY", b"NOTES", b"BRAZE_OTHER_TOKEN"}
+        assert {b"BRAZE_REST_ENDPOINT", b"PATH"} <= names
+        assert t.send(emulator.url + "/users/track", attrs("u1")).status == 201  # the key reached the child
+    finally:
+        t.close()

@@ -78,7 +78,7 @@ def make_writer(
     client = None
     if url is not None:
         limiter = RateLimiter.from_write(pipeline.write)
-        client = BrazeClient(url, key, write=pipeline.write, limiter=limiter)
+        client = BrazeClient(url, key, write=pipeline.write, limiter=limiter, on_retry=report.record_retry)
     return Writer(pipeline, client, report, mode=mode, dry_run=dry_run), report  # type: ignore[arg-type]
 
 

@@ -513,3 +513,37 @@ def test_column_prechecks_leave_bad_dates_and_long_emails_to_check_object() -> N
     assert columns.identifier_rows({"external_id": [["u1", "u2", "u3"]], "email": [emails]}, 3) == {1}
     assert columns.identifier_rows({"email": [emails]}, 3) == {1, 2}
     assert columns.attribute_rows("push_tokens", [None, [{"app_id": "a", "token": "t"}]], False) == {1}
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "bad", "good"),
+    [
+        ("attributes", "external_id", {"external_id": "u\x001", "a": 1}, {"external_id": "u1", "a": 1}),
+        ("attributes", "user_alias", {"user_alias": {"alias_name": "n", "alias_label": "crm\n"}}, {"user_alias": ALIAS}),
+        ("attributes", "braze_id", {"braze_id": "b\x7f"}, {"braze_id": "b"}),
+        ("attributes", "email", {"email": "a\t@b.co"}, {"email": "a@b.co"}),
+        ("events", "external_id", _with(EV, external_id="u\x1b[31m"), EV),
+        ("purchases", "external_id", _with(PU, external_id="\x85u"), PU),
+        ("canvas_trigger", "external_user_id", {"external_user_id": "u\x00"}, {"external_user_id": "u"}),
+    ],
+)
+def test_control_characters_in_identifiers_are_rejected(
+    kind: str, field: str, bad: dict[str, Any], good: dict[str, Any]
+) -> None:
+    found = [v for v in check_object(kind, bad) if v.rule == "identifier.control_character"]  # type: ignore[arg-type]
+    assert len(found) == 1 and found[0].field == field, found
+    assert "control character U+" in found[0].reason
+    assert check_object(kind, good) == []  # type: ignore[arg-type]
+
+
+def test_control_characters_elsewhere_are_left_alone() -> None:
+    assert check_object("attributes", {"external_id": "u", "bio": "line 1\nline 2", "x": "é ü 中"}) == []
+
+
+def test_the_column_precheck_flags_control_characters_in_identifiers() -> None:
+    from connector.contract import columns
+
+    ids = ["u1", "u\x002", None, "u3\r", "u4"]
+    assert columns.identifier_rows({"external_id": [ids]}, 5) == {1, 2, 3}  # None: identifier.missing
+    aliases = [ALIAS, {"alias_name": "n\x00", "alias_label": "l"}]
+    assert columns.identifier_rows({"user_alias": [aliases]}, 2) == {1}

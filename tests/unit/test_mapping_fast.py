@@ -389,3 +389,16 @@ def test_vectorised_patterns_accept_only_what_the_python_patterns_accept(s: str)
         assert _EMAIL_RE.match(s)
     if _all_match([s], _ISO_MS_RE2):
         assert _ISO_MS_RE.fullmatch(s)
+
+
+def test_control_characters_in_identifiers_are_rejected_on_both_paths() -> None:
+    spec = {"kind": "attributes", "identifier": {"external_id": "id"}, "attributes": [{"column": "a"}]}
+    table = _strings(id=["u1", "u\x002", "u3\n", "u4"], a=["x", "y", "z", "w"])
+    mapped = _same(spec, table)
+    assert [(r.ref.row, r.rule) for r in mapped.rejects] == [
+        (3, "identifier.control_character"),
+        (4, "identifier.control_character"),
+    ]
+    ev = {"kind": "events", "identifier": {"external_id": "id"}, "event": {"name": "n", "time": "t"}}
+    table = _strings(id=["u1", "\x00"], n=["e", "e"], t=["2024-01-01T00:00:00Z"] * 2)
+    assert [r.rule for r in _same(ev, table).rejects] == ["identifier.control_character"]

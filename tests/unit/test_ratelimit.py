@@ -175,3 +175,46 @@ def test_garbled_far_future_reset_is_capped() -> None:
         "users_track", {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "9999999999"}, now_epoch=1.8e9
     )
     assert limiter.acquire("users_track") <= MAX_RESET_S + 0.01
+
+
+def test_after_a_429_pause_waiting_workers_resume_spread_at_the_servers_rate() -> None:
+    """160 workers against a server allowing 10 per second: all wait out the pause, then reserve at once.
+
+    The limiter has seen the server's limit (X-RateLimit-Limit 10, resets within 1 s); after the 429 it paces
+    at that limit, so the reservations spread over the following windows, never more than 10 in a second
+    (before, the 60-request burst and the configured 970/s sent them all into the next window together)."""
+    clock = FakeClock()
+    limiter = RateLimiter(clock=clock, sleep=lambda s: None)  # every worker reserves at the same instant
+    limiter.observe("users_track", {"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "3", "X-RateLimit-Reset": "1"})
+    limiter.penalize("users_track", 1.0)  # a 429 with X-Ratelimit-Retry-After: 1
+    sends = sorted(limiter.acquire("users_track") for _ in range(160))
+    assert sends[0] >= 1.0  # nothing before the server's window resets
+    assert max_in_window(sends, 1.0) <= 10
+    assert sends[-1] < 1.0 + 160 / 8  # and no slower than needed (8.9 per second)
+
+
+def test_the_servers_limit_is_taken_only_after_it_paused_the_bucket() -> None:
+    limiter, clock = make()
+    rate = limiter.rate("users_track")
+    limiter.observe("users_track", {"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "9", "X-RateLimit-Reset": "1"})
+    assert limiter.rate("users_track") == rate  # a lower reported limit alone changes nothing
+    limiter.observe("users_track", {"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1"})
+    assert limiter.rate("users_track") < 10  # its window was spent: pace at its limit
+    big, _ = make()
+    big.penalize("users_track", 1.0)
+    big.observe("users_track", {"X-RateLimit-Limit": "3000", "X-RateLimit-Remaining": "5", "X-RateLimit-Reset": "3"})
+    assert big.rate("users_track") == rate  # a server allowing as much as configured: unchanged
+
+
+def test_a_wait_beyond_max_wait_raises_only_for_a_server_pause() -> None:
+    from connector.delivery.ratelimit import LimitBeyondWait
+
+    limiter, clock = make()
+    limiter.observe("users_track", {"X-RateLimit-Limit": "20", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "3000"})
+    with pytest.raises(LimitBeyondWait) as err:
+        limiter.acquire("users_track", max_wait=300)
+    assert err.value.seconds >= 2999 and clock() == 0.0  # raised at once, nothing reserved
+    assert limiter.acquire("users_track", max_wait=None) >= 2999  # without a limit it waits, as before
+    slow, clock2 = make({"users_track": RateLimit(requests=1, per_seconds=3600)})
+    slow.acquire("users_track", max_wait=300)
+    assert slow.acquire("users_track", max_wait=300) > 300  # a slow limit of one's own is not the server's

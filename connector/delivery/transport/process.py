@@ -7,7 +7,8 @@ back; the child (`python -m connector.delivery.transport.process`) runs the aioh
 
 Protocol over the child's stdin/stdout, all integers big-endian:
 - parent -> child: one config frame (u32 length + JSON: headers, concurrency, timeouts, proxy;
-  the API key travels here, never in argv or the environment), then request frames
+  the API key travels here, never in argv or the environment: `child_env` drops every variable holding
+  it, and BRAZE_* key variables), then request frames
   (u32 id, u32 url length, u32 body length, url, body).
 - child -> parent: one ready frame (id 0), then answer frames (u32 id, i32 status, u32 headers length,
   u32 content length, headers as JSON, content). Status -1 means NotSent, -2 SentLost (content: why).
@@ -30,6 +31,7 @@ import struct
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
@@ -60,9 +62,9 @@ class _Child:
     its deadline: the sender gives up (SentLost), kills the child, and every request it held fails too.
     """
 
-    def __init__(self, config: bytes) -> None:
+    def __init__(self, config: bytes, secrets: tuple[str, ...] = ()) -> None:
         root = str(Path(__file__).resolve().parents[1])
-        env = dict(os.environ)
+        env = child_env(os.environ, secrets)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         try:
             self.proc = subprocess.Popen(
@@ -210,6 +212,30 @@ class _Child:
 
 
 _IDS = itertools.count(1)
+_SECRET_WORDS = ("KEY", "TOKEN", "SECRET")
+
+
+def child_env(environ: Mapping[str, str], secrets: tuple[str, ...]) -> dict[str, str]:
+    """The child's environment: ours without the API key, which reaches it only in the config frame.
+
+    Left out: any variable whose value holds one of `secrets` (the key, whatever variable
+    destination.api_key_env names), and any BRAZE_* variable named like a key, token or secret.
+    """
+    out: dict[str, str] = {}
+    for name, value in environ.items():
+        upper = name.upper()
+        if "BRAZE" in upper and any(w in upper for w in _SECRET_WORDS):
+            continue
+        if any(s and s in value for s in secrets):
+            continue
+        out[name] = value
+    return out
+
+
+def _secrets_of(headers: dict[str, str]) -> tuple[str, ...]:
+    auth = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+    key = auth.partition(" ")[2].strip()
+    return (key,) if key else ()
 
 
 class ProcessTransport:
@@ -236,7 +262,8 @@ class ProcessTransport:
         self._lock = threading.Lock()
         self._closed = False
         self._restarts = 0
-        self._child = _Child(self._config)
+        self._secrets = _secrets_of(headers)
+        self._child = _Child(self._config, self._secrets)
 
     def _current(self) -> _Child:
         with self._lock:
@@ -250,7 +277,7 @@ class ProcessTransport:
             logger.warning("the HTTP process exited (code %s); starting a new one", self._child.proc.poll())
             self._child.close(1.0)
             try:
-                self._child = _Child(self._config)
+                self._child = _Child(self._config, self._secrets)
             except ProcessTransportError as exc:
                 raise NotSent(str(exc)) from None
             return self._child

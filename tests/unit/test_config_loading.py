@@ -85,7 +85,7 @@ def test_ordinary_names_pass(name: str) -> None:
 
 def test_derived_paths_stay_inside_their_root(tmp_path: Path) -> None:
     p = _pipeline("users", base_dir=str(tmp_path))
-    assert report_dir_for(p, None, "R1") == Path("reports/users/R1")
+    assert report_dir_for(p, None, "R1") == tmp_path / "reports" / "users" / "R1"  # beside the pipeline file, like state
     assert state_path(p) == tmp_path / "state" / "users.sqlite"
     # A name built without validation (model_construct skips it) is still caught where paths are made.
     evil = p.model_copy(update={"name": "../../../x"})

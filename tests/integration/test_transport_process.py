@@ -257,3 +257,10 @@ def test_the_child_inherits_no_variable_holding_the_key(emulator_factory: Any, m
         assert t.send(emulator.url + "/users/track", attrs("u1")).status == 201  # the key reached the child
     finally:
         t.close()
+
+
+def test_the_child_imports_the_same_connector_package_as_its_parent() -> None:
+    import connector
+    from connector.delivery.transport.process import package_root
+
+    assert package_root() / "connector" == Path(connector.__file__).resolve().parent

@@ -55,6 +55,11 @@ class ProcessTransportError(Exception):
     """The HTTP child process could not be started (the caller may fall back to an in-process transport)."""
 
 
+def package_root() -> Path:
+    """The folder holding the `connector` package this module belongs to (the child imports the same code)."""
+    return Path(__file__).resolve().parents[3]
+
+
 class _Child:
     """One child process: its pipes, the requests it holds, a thread writing them and one reading answers.
 
@@ -63,7 +68,7 @@ class _Child:
     """
 
     def __init__(self, config: bytes, secrets: tuple[str, ...] = ()) -> None:
-        root = str(Path(__file__).resolve().parents[1])
+        root = str(package_root())
         env = child_env(os.environ, secrets)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         try:

@@ -29,6 +29,7 @@ from connector import readers
 from connector.config import DEFAULT_RATE_LIMITS, Pipeline, Stream
 from connector.config.destination import Destination, resolve_destination
 from connector.delivery.mode import choose_mode
+from connector.delivery.resume import uncarried
 from connector.delta import SKIP_UNCHANGED, open_state
 from connector.errors import ConfigError, ConnectorError
 from connector.mapping import map_chunk
@@ -42,6 +43,8 @@ from connector.validation.tables import has_table_expectations
 
 if TYPE_CHECKING:
     from connector.delivery.client import BrazeClient
+    from connector.delivery.journal import Journal
+    from connector.delivery.resume import ResumeSet
     from connector.delivery.writer import Writer
     from connector.delta import DeltaState
     from connector.emulator import EmulatorServer
@@ -78,27 +81,34 @@ def run_pipeline(
     progress: Progress | None = None,
     retry: readers.RetrySet | None = None,
     full: bool = False,
+    resume: ResumeSet | None = None,
 ) -> RunReport:
     """Run every stream of the pipeline and return the finished, written RunReport.
 
     `validate_only` reads, validates and maps without any network; `dry_run` also builds the exact
     request bodies (a sample is written under the report folder) and sends nothing. Errors found before
     any row is read raise; once the run has started, every error ends up in the report's exit code
-    (2 source/suite, 3 destination fatal) and the report is always written.
+    (2 source/suite, 3 destination fatal) and the report is always written. A delivering run keeps a
+    journal (delivery.journal); `resume` continues an interrupted run from its journal, in its folder.
 
     Raises:
         ConfigError: bad mode, destination URL, missing API key, or a missing/malformed suite (SuiteError).
         SourceError: a stream's source matches no file or cannot be opened.
     """
     env = os.environ if env is None else env
+    if resume is not None:
+        if validate_only or dry_run or retry is not None:
+            raise ConfigError("--resume continues a delivering run: not with validate, --dry-run or --retry-failed")
+        mode = mode or resume.mode
     if mode is not None and mode not in ("auto", "bulk", "sync"):
         raise ConfigError(f"--mode {mode!r}: allowed values are auto, bulk, sync")
     offline = dry_run or validate_only
     dest = resolve_destination(pipeline, env, offline=offline)
     plans = [_plan(pipeline, s, validate_only, retry) for s in pipeline.streams]
     started = datetime.now(UTC)
-    run_id = f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-    out = report_dir_for(pipeline, report_dir, run_id)
+    run_id = f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}" if resume is None else resume.run_id
+    out = report_dir_for(pipeline, report_dir, run_id) if resume is None else resume.run_dir
+    resume_warnings = resume.check(pipeline, {p.stream.name: p.files for p in plans}) if resume else []
     # The rejects file is Parquet only when every source is (it holds the original columns of all streams).
     all_parquet = all(p.files and all(is_parquet(p.stream.source, f) for f in p.files) for p in plans)
     report = RunReport(
@@ -115,23 +125,37 @@ def run_pipeline(
     for p in plans:
         report.add_stream(p.stream.name, p.stream.kind, p.stream.source.path)
     orphans = _note_retry(report, retry, plans) if retry is not None else 0
+    for w in resume_warnings:
+        report.add_warning(w)
+    report.resume = resume.summary if resume is not None else None
     chosen, reason = choose_mode(pipeline, mode, [(p.stream, p.rows, p.exact) for p in plans])
+    if resume is not None and mode == resume.mode:
+        reason = f"resumed run {resume.run_id}: the mode of its first attempt"
     if validate_only:
         reason = f"validate only, nothing sent (a run would use {chosen}: {reason})"
     report.set_mode(chosen, reason)
     logger.info("pipeline %s run %s: mode %s (%s)", pipeline.name, run_id, chosen, reason)
-    run = _Run(pipeline, report, progress or Progress.disabled(), started, validate_only, retry)
+    run = _Run(pipeline, report, progress or Progress.disabled(), started, validate_only, retry, resume)
     if orphans:
         run.exit_code = 1  # failed rows this run cannot send: not a success
     run.delta = open_state(pipeline, read_only=offline, full=full)
     if run.delta is not None:
         report.delta = {"state_file": str(run.delta.path), "full": full, "read_only": offline}
+    if not offline:
+        from connector.delivery.resume import open_journal
+
+        run.journal = open_journal(pipeline, out, run_id, started, chosen, {p.stream.name: p.files for p in plans},
+                                   resume)  # fmt: skip
     try:
         with quiet_gc():
             run.execute(plans, dest, chosen, dry_run)
+        if run.journal is not None:
+            run.journal.close(report.exit_code)  # the end record: this attempt finished and wrote its report
     finally:
         if run.delta is not None:
             run.delta.close()
+        if run.journal is not None:
+            run.journal.close()
     return report
 
 
@@ -185,13 +209,16 @@ class _Run:
     """The state of one run while its streams go through the stages."""
 
     def __init__(self, pipeline: Pipeline, report: RunReport, progress: Progress, now: datetime,
-                 validate_only: bool, retry: readers.RetrySet | None = None) -> None:  # fmt: skip
+                 validate_only: bool, retry: readers.RetrySet | None = None,
+                 resume: ResumeSet | None = None) -> None:  # fmt: skip
         self.pipeline = pipeline
         self.report = report
         self.progress = progress
         self.now = now
         self.validate_only = validate_only
         self.retry = retry
+        self.resume = resume
+        self.journal: Journal | None = None
         self.delta: DeltaState | None = None
         self.writer: Writer | None = None
         self.exit_code = 0
@@ -255,7 +282,7 @@ class _Run:
         from connector.delivery.writer import Writer
 
         return Writer(self.pipeline, client, self.report, mode="sync" if mode == "sync" else "bulk",
-                      dry_run=dry_run, delta=self.delta)  # fmt: skip
+                      dry_run=dry_run, delta=self.delta, journal=None if dry_run else self.journal)  # fmt: skip
 
     def _close_writer(self, errors: list[ConnectorError]) -> None:
         if self.writer is None:
@@ -311,12 +338,18 @@ class _Run:
         try:
             report.add_rejects(chunk.rejects, stream.name)
             done += len(chunk.rejects)
+            carried = self._carry(stream, chunk, sending=deliver and self.writer is not None)
+            done += sum(carried) if carried else 0
             if suite is not None and len(chunk):
-                keep, rejects = _reconcile(chunk, suite.validate(chunk))
+                keep, rejects = _reconcile(chunk, suite.validate(chunk))  # every row: table checks see the table
+                if carried:
+                    keep, rejects = uncarried(chunk, carried, keep, rejects)
                 report.add_rejects(rejects, stream.name)
                 done += len(rejects)
-                if rejects:
+                if not all(keep):
                     chunk = chunk.filter(keep)
+            elif carried:
+                chunk = chunk.filter([not c for c in carried])
             if len(chunk):
                 mapped = map_chunk(stream, chunk, self.now)
                 report.add_rejects(mapped.rejects, stream.name)
@@ -350,15 +383,22 @@ class _Run:
         for chunk in chunks:
             self.report.add_read(len(chunk) + len(chunk.rejects), plan.stream.name)
             self.report.add_rejects(chunk.rejects, plan.stream.name)
-            rows = chunk.table.to_pylist()
-            self.report.add_not_sent([(chunk.ref(i), v) for i, v in enumerate(rows)], reason, plan.stream.name,
-                                     checked=False)  # fmt: skip
+            carried = self._carry(plan.stream, chunk, sending=False)
+            rows = [(chunk.ref(i), v) for i, v in enumerate(chunk.table.to_pylist()) if not carried or not carried[i]]
+            self.report.add_not_sent(rows, reason, plan.stream.name, checked=False)
             n += len(rows)
             self._show()
         self.report.add_warning(
             f"stream {plan.stream.name}: the run was aborted; {n:,} row(s) not yet processed were listed in "
             "failed.csv as not_sent (send them with --retry-failed)"
         )
+
+    def _carry(self, stream: Stream, chunk: Chunk, *, sending: bool) -> list[bool] | None:
+        """A resumed run: count the outcomes the journal already holds for the chunk's rows (True = carried)."""
+        if self.resume is None:
+            return None
+        return self.resume.carry(stream, chunk, self.report, sending=sending,
+                                 on_ambiguous=self.pipeline.write.on_ambiguous)  # fmt: skip
 
     def _chunks(self, plan: _Plan) -> Iterator[Chunk]:
         chunks = readers.read_source(plan.stream.source, Path(self.pipeline.base_dir), plan.files)

@@ -59,7 +59,9 @@ class ApiResponse:
 
     `headers` has lower-case names; `attempts` counts every try (1 = no retry); `elapsed_ms` is the wall
     time of the whole post() including limiter waits and backoff; `rate_limited` counts the 429s seen;
-    `http_ms` is the round trip of the last attempt alone (what the server took, as the report shows it).
+    `http_ms` is the round trip of the last attempt alone (what the server took, as the report shows it);
+    `resent_after_drop`: an earlier attempt's connection dropped after sending, so Braze may have applied the
+    body twice (the rows are reported as possibly duplicated).
     """
 
     status: int
@@ -69,6 +71,7 @@ class ApiResponse:
     elapsed_ms: float
     rate_limited: int = 0
     http_ms: float = 0.0
+    resent_after_drop: bool = False
 
 
 @dataclass(slots=True)
@@ -84,6 +87,7 @@ class _Call:
     rate_limited: int = 0
     http_ms: float = 0.0
     maybe_applied: bool = False  # an attempt's connection dropped after sending
+    resent_after_drop: bool = False  # an attempt went out after one that may have been applied
 
 
 class BrazeClient:
@@ -165,16 +169,21 @@ class BrazeClient:
         call = _Call(endpoint, self._base + path, body, idempotent, self._clock())
         try:
             response: ApiResponse = self._retrying(self._attempt, call)
-        except TransientApiError as e:
+        except ApiError as e:
+            e.resent_after_drop = call.resent_after_drop
+            if not isinstance(e, TransientApiError):
+                raise
             if call.maybe_applied and not call.idempotent and not isinstance(e, AmbiguousApiError):
                 # A later attempt failed plainly, but an earlier one may have been applied: the rows'
                 # outcome is unknown, and a retry run must not resend them without being told to.
-                raise AmbiguousApiError(
+                ambiguous = AmbiguousApiError(
                     f"{e}; an earlier attempt's connection dropped after the request was sent, so Braze may "
                     "have applied it",
                     status=e.status,
                     body=e.body,
-                ) from None
+                )
+                ambiguous.resent_after_drop = call.resent_after_drop
+                raise ambiguous from None
             raise
         return response
 
@@ -183,6 +192,8 @@ class BrazeClient:
     def _attempt(self, call: _Call) -> ApiResponse:
         self._limiter.acquire(call.endpoint)
         call.attempts += 1
+        if call.maybe_applied:
+            call.resent_after_drop = True
         sent = self._clock()
         try:
             resp = self._transport.send(call.url, call.body)
@@ -212,6 +223,7 @@ class BrazeClient:
                 (self._clock() - call.start) * 1000,
                 call.rate_limited,
                 call.http_ms,
+                call.resent_after_drop,
             )
         body = _parse(resp.content)
         if body is None and resp.content:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from connector import config
 from connector.delivery import batching, outcomes
+from connector.delivery.journal import Journal, RowLog
 from connector.delivery.outcomes import ObjectError
 from connector.delivery.schedule import Job, OrderedQueue
 from connector.errors import (
@@ -27,6 +28,7 @@ from connector.errors import (
     AuthError,
     ConnectorError,
     DestinationUnreachable,
+    JournalError,
     PermanentApiError,
     RateLimitedError,
     TransientApiError,
@@ -70,6 +72,16 @@ class _Batch:
     canvas_id: str | None
 
 
+def is_idempotent(stream: config.Stream) -> bool:
+    """Whether Braze may apply the stream's objects twice with no harm: plain attribute sets (`inc`, events
+    and purchases would count twice, a Canvas would send twice) and Live Activity updates without a
+    notification (an update only sets state; a notification would alert the user twice)."""
+    if stream.kind == "live_activity":
+        assert stream.live_activity is not None
+        return stream.live_activity.notification_json_column is None
+    return stream.kind == "attributes" and all(f.op != "inc" for f in stream.attributes)
+
+
 class Writer:
     """Delivers MappedChunks to Braze and records every object's outcome in the RunReport."""
 
@@ -82,6 +94,7 @@ class Writer:
         mode: Literal["bulk", "sync"],
         dry_run: bool = False,
         delta: DeltaState | None = None,
+        journal: Journal | None = None,
     ) -> None:
         if mode not in ("bulk", "sync"):
             raise ValueError(f"writer mode must be 'bulk' or 'sync', not {mode!r}")
@@ -94,6 +107,7 @@ class Writer:
         self.mode = mode
         self.dry_run = dry_run
         self.delta = delta
+        self._log = RowLog(journal, report)  # journal records (on disk before a request leaves), duplicates
         self._samples_left = pipeline.report.sample_bodies
         self._lock = threading.Lock()
         self._fatal: ConnectorError | None = None
@@ -175,17 +189,12 @@ class Writer:
         canvas_id = None
         if kind == "canvas_trigger":
             assert stream.canvas is not None
-            endpoint, idempotent, canvas_id = "canvas_trigger_send", False, stream.canvas.canvas_id
+            endpoint, canvas_id = "canvas_trigger_send", stream.canvas.canvas_id
         elif kind == "live_activity":
-            assert stream.live_activity is not None
-            # An update only sets state; with a notification, a resend would alert the user twice.
             endpoint = "live_activity_update"
-            idempotent = stream.live_activity.notification_json_column is None
         else:
             endpoint = "users_track_sync" if self.mode == "sync" else "users_track"
-            # Plain attribute sets can be re-applied safely; `inc`, events and purchases would count twice.
-            idempotent = kind == "attributes" and all(f.op != "inc" for f in stream.attributes)
-        return _Batch(stream.name, endpoint, mapped, idempotent, canvas_id)
+        return _Batch(stream.name, endpoint, mapped, is_idempotent(stream), canvas_id)
 
     def _pack(self, batch: _Batch, positions: Iterable[int]) -> Iterator[Packed]:
         """Requests for the objects at `positions` of the batch's chunk (each item's token is its position)."""
@@ -243,6 +252,12 @@ class Writer:
         """Send one request and record its rows' outcomes; returns the requests still to send (split parts)."""
         assert self.client is not None
         n = req.count
+        try:
+            rid = self._log.sending(batch.stream, batch.mapped, [it.token for it in req.items])
+        except JournalError as e:
+            self._abort(e, outcomes.ABORT_JOURNAL)
+            self._not_sent(batch, [it.token for it in req.items])
+            return []
         t0 = time.perf_counter()
         try:
             resp = self.client.post(req.endpoint, req.body, idempotent=batch.idempotent)
@@ -265,11 +280,12 @@ class Writer:
             return []
         except AmbiguousApiError as e:
             self._record_error(req, e, t0)
-            self._fail(batch, req.items, outcomes.error_text(e), e.status, outcome="unknown")
+            self._fail(batch, req.items, outcomes.error_text(e), e.status, outcome="unknown",
+                       dup=e.resent_after_drop)  # fmt: skip
             return []
         except TransientApiError as e:
             self._record_error(req, e, t0)
-            self._fail(batch, req.items, outcomes.error_text(e), e.status)
+            self._fail(batch, req.items, outcomes.error_text(e), e.status, dup=e.resent_after_drop)
             if e.status is None and not isinstance(e, RateLimitedError):
                 self._unreachable(e)
             else:
@@ -288,6 +304,9 @@ class Writer:
         errors = outcomes.object_errors(doc)
         named = self._named(req, errors) if errors else {}
         rejected = self._reject_named(batch, req, named)
+        refused = [it.token for it in req.items if (it.array, it.index) in named]
+        self._log.delivered(batch.stream, batch.mapped, rid, [it.token for it in req.items], refused,
+                            dup=resp.resent_after_drop)  # fmt: skip
         if batch.mapped.delta_keys is not None:
             self._settle(batch, [it.token for it in req.items if (it.array, it.index) not in named], True)
         if n - rejected:
@@ -309,11 +328,13 @@ class Writer:
                 self._reject_named(batch, req, named)
                 rest = [it.token for it in req.items if (it.array, it.index) not in named]
                 # The request was refused as a whole, so nothing in it was applied: resend the others.
+                self._log.outcome(batch.stream, batch.mapped, rest, "N")
                 return list(self._pack(batch, rest)) if rest else []
         if len(req.items) > 1:
             logger.info(
                 "%s: HTTP %s for %d objects; splitting the request", req.endpoint, status, len(req.items)
             )
+            self._log.outcome(batch.stream, batch.mapped, [it.token for it in req.items], "N")
             return list(batching.split(req))
         self._reject_one(batch, req.items[0].token, outcomes.request_reason(status, doc))
         return []
@@ -349,13 +370,17 @@ class Writer:
             if (it.array, it.index) in named
         ]
         self.report.add_rejects(rejects, batch.stream)
-        self._settle(batch, [it.token for it in req.items if (it.array, it.index) in named], False)
+        tokens = [it.token for it in req.items if (it.array, it.index) in named]
+        for r, j in zip(rejects, tokens, strict=True):
+            self._log.outcome(batch.stream, batch.mapped, [j], "R", r.rule, r.reason)
+        self._settle(batch, tokens, False)
         return len(rejects)
 
     def _reject_one(self, batch: _Batch, j: int, reason: str) -> None:
         mapped = batch.mapped
         rejected = Rejected(mapped.ref(j), "destination", "braze.request", reason, values=mapped.values(j))
         self.report.add_rejects([rejected], batch.stream)
+        self._log.outcome(batch.stream, batch.mapped, [j], "R", rejected.rule, reason)
         self._settle(batch, [j], False)
 
     def _reject_oversize(self, batch: _Batch, req: Packed) -> None:
@@ -368,13 +393,16 @@ class Writer:
             self._reject_one(batch, it.token, reason)
 
     def _fail(self, batch: _Batch, items: list[batching.PackedItem], error: str, status: int | None,
-              outcome: Literal["failed", "unknown"] = "failed") -> None:  # fmt: skip
+              outcome: Literal["failed", "unknown"] = "failed", dup: bool = False) -> None:  # fmt: skip
         mapped = batch.mapped
         self.report.add_failed(
             [Failed(mapped.ref(it.token), error, status, outcome, mapped.values(it.token)) for it in items],
             batch.stream,
         )
-        self._settle(batch, [it.token for it in items], False)
+        tokens = [it.token for it in items]
+        code = "U" if outcome == "unknown" else "F"
+        self._log.outcome(batch.stream, mapped, tokens, code, status, error, dup=dup)
+        self._settle(batch, tokens, False)
 
     def _not_sent(self, batch: _Batch, positions: Iterable[int]) -> None:
         """Objects of a stopped run that were never sent: skipped, and listed for a retry run."""
@@ -382,6 +410,7 @@ class Writer:
         tokens = list(positions)
         rows = [(mapped.ref(j), mapped.values(j)) for j in tokens]
         self.report.add_not_sent(rows, self._abort_reason, batch.stream)
+        self._log.outcome(batch.stream, batch.mapped, tokens, "N")
         self._settle(batch, tokens, False)
 
     def _settle(self, batch: _Batch, tokens: list[int], delivered: bool) -> None:

@@ -76,6 +76,11 @@ class ReportCounters:
         self.delta: dict[str, Any] | None = None  # delta sync: the state file
         self.not_sent = 0  # skipped rows of a stopped run, listed in the failed file for a retry run
         self.unchecked = 0  # of those, rows read after the stop and never checked  # a retry run: which failed file, how many rows
+        # Rows Braze may have applied more than once, by reason, and their file (created with the first).
+        self.possibly_duplicated = 0
+        self.duplicated_by_reason: Counter[str] = Counter()
+        self.duplicated: CsvSink | None = None
+        self.resume: dict[str, Any] | None = None  # a resumed run: its journal and what it carried over
         self.finished: datetime | None = None
         self.duration_s: float | None = None
         self._exit_code: int | None = None

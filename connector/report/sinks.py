@@ -21,6 +21,7 @@ import orjson
 Row = tuple[dict[str, Any], list[Any]]
 REJECT_META = ["_source_file", "_row_number", "_stage", "_rule", "_column", "_reason"]
 FAILED_META = ["_source_file", "_row_number", "_status", "_outcome", "_error", "_stream"]
+DUPLICATED_META = ["_source_file", "_row_number", "_stream", "_reason"]
 
 
 def to_text(value: Any) -> str | None:
@@ -158,6 +159,11 @@ def RejectsSink(dir: Path, fmt: Literal["csv", "parquet"] = "csv") -> CsvSink | 
     if fmt == "parquet":
         return ParquetSink(Path(dir) / "rejects.parquet", REJECT_META)
     return CsvSink(Path(dir) / "rejects.csv", REJECT_META)
+
+
+def DuplicatedSink(dir: Path) -> CsvSink:  # noqa: N802
+    """possibly_duplicated.csv: rows Braze may have applied more than once (source file, row, why)."""
+    return CsvSink(Path(dir) / "possibly_duplicated.csv", DUPLICATED_META)
 
 
 def FailedSink(dir: Path) -> CsvSink:  # noqa: N802

@@ -47,7 +47,7 @@ def test_counts_and_invariant_hold(tmp_path: Path) -> None:
     report.finish()
     doc = report.to_dict()
     assert doc["rows"] == {"read": 10, "delivered": 6, "rejected": 2, "failed": 1, "skipped": 1,
-                           "valid": 10 - 2}  # fmt: skip
+                           "valid": 10 - 2, "possibly_duplicated": 0}  # fmt: skip
     assert doc["invariant_ok"] is True
     assert doc["skipped"]["by_reason"] == {"unchanged": 1}
     assert doc["rejects"]["by_stage"] == {"mapping": 2}
@@ -290,7 +290,7 @@ def test_retries_rate_limited_and_endpoint_breakdown(tmp_path: Path) -> None:
 REQUIRED_KEYS = {
     "run_id", "pipeline", "started_at", "finished_at", "duration_s", "dry_run", "mode", "mode_reason", "exit_code",
     "destination", "rows", "invariant_ok", "rejects", "failed", "skipped", "requests", "throughput", "latency_ms",
-    "rate_limit", "table_checks", "warnings", "streams", "emulator", "files",
+    "rate_limit", "table_checks", "warnings", "streams", "emulator", "files", "possibly_duplicated", "resume",
 }  # fmt: skip
 
 
@@ -313,7 +313,7 @@ def test_report_json_keys_and_files(tmp_path: Path) -> None:
     paths = report.write()
     doc = orjson.loads(paths["report_json"].read_bytes())
     assert REQUIRED_KEYS <= doc.keys()
-    assert doc["rows"].keys() == {"read", "delivered", "rejected", "failed", "skipped", "valid"}
+    assert doc["rows"].keys() == {"read", "delivered", "rejected", "failed", "skipped", "valid", "possibly_duplicated"}
     assert doc["requests"].keys() >= {"total", "by_endpoint", "by_status", "retries", "rate_limited"}
     assert doc["throughput"].keys() >= {"objects_per_s", "requests_per_s", "timeline"}
     assert doc["latency_ms"].keys() == {"p50", "p95", "p99", "max"}

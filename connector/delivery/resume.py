@@ -125,9 +125,8 @@ def load_journal(run_dir: Path) -> RunJournal:
                 fr.dup.update(dict.fromkeys(rec[3], DUP_DROPPED))
         elif tag == "p":
             files[rec[1]].dup.update(dict.fromkeys(rec[2], DUP_RESUMED))
-    if header is None:
-        raise ConfigError(f"--resume: {path} holds no run (it was cut off before its first record)")
-    return RunJournal(path, header, attempts, rows, ended, lines.valid_bytes, lines.torn_bytes)
+    # No whole first record: the run was stopped before it could send anything; resuming starts it afresh.
+    return RunJournal(path, header or {}, attempts, rows, ended, lines.valid_bytes, lines.torn_bytes)
 
 
 def find_run_dir(pipeline: Pipeline, report_dir: str | Path | None) -> Path:

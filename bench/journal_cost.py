@@ -26,11 +26,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-import connector.delivery.resume as resume_module  # noqa: E402
 from data import write_parquet  # noqa: E402
 from run import KEY, users_pipeline  # noqa: E402
 from sink import NginxSink, nginx_available  # noqa: E402
 
+import connector.delivery.resume as resume_module  # noqa: E402
 from connector.pipeline import run_pipeline  # noqa: E402
 
 SHIPPED = resume_module.open_journal

@@ -99,7 +99,7 @@ def run_pipeline(
     if resume is not None:
         if validate_only or dry_run or retry is not None:
             raise ConfigError("--resume continues a delivering run: not with validate, --dry-run or --retry-failed")
-        mode = mode or resume.mode
+        mode, full, retry = mode or resume.mode, full or resume.full, resume.retry_set()  # as the run began
     if mode is not None and mode not in ("auto", "bulk", "sync"):
         raise ConfigError(f"--mode {mode!r}: allowed values are auto, bulk, sync")
     offline = dry_run or validate_only
@@ -144,8 +144,8 @@ def run_pipeline(
     if not offline:
         from connector.delivery.resume import open_journal
 
-        run.journal = open_journal(pipeline, out, run_id, started, chosen, {p.stream.name: p.files for p in plans},
-                                   resume)  # fmt: skip
+        run.journal = open_journal(pipeline, out, {p.stream.name: p.files for p in plans}, resume, run_id=run_id,
+                                   started=started.isoformat(), mode=chosen, full=full, retry=report.retry)  # fmt: skip
     try:
         with quiet_gc():
             run.execute(plans, dest, chosen, dry_run)

@@ -20,7 +20,6 @@ from typing import Any, Literal
 import orjson
 import tenacity
 
-from connector.version import __version__
 from connector.config import Pipeline, Write
 from connector.delivery.batching import ENDPOINT_PATHS
 from connector.delivery.ratelimit import EPOCH_THRESHOLD, RateLimiter
@@ -34,6 +33,7 @@ from connector.errors import (
     RateLimitedError,
     TransientApiError,
 )
+from connector.version import __version__
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import glob
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -25,6 +25,7 @@ from connector.delivery.journal import JOURNAL_FILE, Journal, decode, read_journ
 from connector.delivery.outcomes import DUP_DROPPED, DUP_RESUMED
 from connector.delivery.writer import is_idempotent
 from connector.errors import ConfigError, SourceError
+from connector.readers.failed import RetrySet, load_failed
 from connector.records import Chunk, Failed, Rejected
 
 if TYPE_CHECKING:
@@ -159,16 +160,20 @@ def _started(journal: Path) -> str:
     try:
         with journal.open("rb") as fh:
             first = decode(fh.readline())
+        mtime = journal.stat().st_mtime
     except OSError:
         return ""
-    return str(first.get("started", "")) if isinstance(first, dict) else ""
+    if isinstance(first, dict) and first.get("started"):
+        return str(first["started"])
+    return datetime.fromtimestamp(mtime, UTC).isoformat()  # killed before its first record: when it began
 
 
-def open_journal(pipeline: Pipeline, out: Path, run_id: str, started: datetime, mode: str,
-                 files: dict[str, list[Path]], resume: ResumeSet | None) -> Journal:  # fmt: skip
-    """The run's journal: a new one in the report folder, or the resumed run's, appended to."""
-    header = {"run_id": run_id, "pipeline": pipeline.name, "attempt": 1, "started": started.isoformat(),
-              "mode": mode, "on_ambiguous": pipeline.write.on_ambiguous, "sources": fingerprints(files)}  # fmt: skip
+def open_journal(pipeline: Pipeline, out: Path, files: dict[str, list[Path]], resume: ResumeSet | None,
+                 **facts: Any) -> Journal:  # fmt: skip
+    """The run's journal: a new one in the report folder, or the resumed run's, appended to. `facts` (run_id,
+    started, mode, full, retry) go into its header, so a resumed run can begin as the run did."""
+    header = {"pipeline": pipeline.name, "attempt": 1, **facts, "on_ambiguous": pipeline.write.on_ambiguous,
+              "sources": fingerprints(files)}  # fmt: skip
     if resume is not None:
         return resume.open_journal(header)
     out.mkdir(parents=True, exist_ok=True)
@@ -203,6 +208,7 @@ class ResumeSet:
         self.run_id: str = str(h.get("run_id", self.run_dir.name))
         self.pipeline: str = str(h.get("pipeline", ""))
         self.mode: str | None = h.get("mode")
+        self.full = bool(h.get("full"))
         self.summary: dict[str, Any] = {
             "journal": str(self.journal.path),
             "attempt": self.journal.attempts + 1,
@@ -213,6 +219,13 @@ class ResumeSet:
         self._log: Journal | None = None
 
     # ---- before the run ---------------------------------------------------------------------------
+    def retry_set(self) -> RetrySet | None:
+        """The failed rows the interrupted run was sending again (--retry-failed), read from the same file."""
+        retry = self.journal.header.get("retry")
+        if not retry:
+            return None
+        return load_failed(retry["failed_file"], include_unknown=bool(retry.get("include_unknown")))
+
     def check(self, pipeline: Pipeline, files: dict[str, list[Path]]) -> list[str]:
         """Refuse a different pipeline or changed sources; return warnings (streams or files gone, a torn tail).
 

@@ -197,3 +197,25 @@ def test_the_cli_resumes_the_latest_run_of_the_pipeline(emulator_factory: Any, t
         assert none.exit_code == 2 and "no run of pipeline t" in none.output
     finally:
         os.chdir(cwd)
+
+
+def test_an_interrupted_retry_run_resumes_with_the_same_failed_rows(emulator_factory: Any, tmp_path: Path) -> None:
+    """The journal remembers the failed file a --retry-failed run was sending: a resume sends only those."""
+    from connector.readers import load_failed
+
+    write_events(tmp_path / "data" / "events.parquet", ROWS)
+    pipeline = project(tmp_path, [events_stream()], write={"retry": FAST_RETRY, "max_objects_per_request": 10,
+                                                           "concurrency": 1})  # fmt: skip
+    flaky = emulator_factory(faults={"503": 0.5}, seed=3)
+    run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r1", env=env_for(flaky))
+    failed = {int(r["_row_number"]) for r in csv_rows(tmp_path / "r1" / "failed.csv")}
+    assert 0 < len(failed) < ROWS
+    retry_dir = tmp_path / "r2"
+    run_pipeline(pipeline, mode="bulk", report_dir=retry_dir, env=env_for(emulator_factory()),
+                 retry=load_failed(tmp_path / "r1"))  # fmt: skip
+    cut_after_request(retry_dir, 1)
+    fresh = emulator_factory()
+    doc = report_json(run_pipeline(pipeline, env=env_for(fresh), resume=ResumeSet(retry_dir)))
+    assert set(applied_rows(fresh)) == failed
+    assert doc["retry"]["rows"] == len(failed) and doc["rows"]["delivered"] == len(failed)
+    assert doc["rows"]["read"] == len(failed) and doc["rows"]["possibly_duplicated"] == 10

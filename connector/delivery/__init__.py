@@ -1,7 +1,7 @@
 """Delivery: mapped objects -> Braze, inside its rate limits, with every object's outcome mapped to its row.
 
 Interface:
-- `writer.Writer(pipeline, client, report, mode="bulk"|"sync", dry_run=False, delta=None)`:
+- `writer.Writer(pipeline, client, report, mode="bulk"|"sync", dry_run=False, delta=None, journal=None)`:
   `submit(stream, mapped)`, `close()`, `aborted`, `abort_reason`. Requests go out in source order per
   user (schedule.OrderedQueue); Braze's per-object errors come back to the rows (outcomes.py).
 - `batching`: request bodies (75 objects per /users/track array or combined, one per sync request, 50
@@ -10,4 +10,6 @@ Interface:
 - `client.BrazeClient` / `client.client_for(pipeline, url, key, mode)`: one retry policy (tenacity),
   Braze's status table, over a transport (transport/: requests, aiohttp, or aiohttp in a child process).
 - `mode.choose_mode(pipeline, override, streams) -> (mode, reason)`: bulk or sync for a run.
+- `journal.Journal`: journal.log, each request's source rows on disk before it leaves, then their outcomes;
+  `resume.ResumeSet`: an interrupted run's journal read back, carried into the resumed run's report.
 """

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from connector.report.sinks import CsvSink, FailedSink, ParquetSink, RejectsSink
+from connector.report.sinks import DUPLICATED_FILE, CsvSink, FailedSink, ParquetSink, RejectsSink
 from connector.report.stats import LatencyHistogram
 
 
@@ -80,6 +80,7 @@ class ReportCounters:
         self.possibly_duplicated = 0
         self.duplicated_by_reason: Counter[str] = Counter()
         self.duplicated: CsvSink | None = None
+        (self.report_dir / DUPLICATED_FILE).unlink(missing_ok=True)  # a reused folder's is not this run's
         self.resume: dict[str, Any] | None = None  # a resumed run: its journal and what it carried over
         self.finished: datetime | None = None
         self.duration_s: float | None = None

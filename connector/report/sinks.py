@@ -22,6 +22,7 @@ Row = tuple[dict[str, Any], list[Any]]
 REJECT_META = ["_source_file", "_row_number", "_stage", "_rule", "_column", "_reason"]
 FAILED_META = ["_source_file", "_row_number", "_status", "_outcome", "_error", "_stream"]
 DUPLICATED_META = ["_source_file", "_row_number", "_stream", "_reason"]
+DUPLICATED_FILE = "possibly_duplicated.csv"
 
 
 def to_text(value: Any) -> str | None:
@@ -163,7 +164,7 @@ def RejectsSink(dir: Path, fmt: Literal["csv", "parquet"] = "csv") -> CsvSink | 
 
 def DuplicatedSink(dir: Path) -> CsvSink:  # noqa: N802
     """possibly_duplicated.csv: rows Braze may have applied more than once (source file, row, why)."""
-    return CsvSink(Path(dir) / "possibly_duplicated.csv", DUPLICATED_META)
+    return CsvSink(Path(dir) / DUPLICATED_FILE, DUPLICATED_META)
 
 
 def FailedSink(dir: Path) -> CsvSink:  # noqa: N802

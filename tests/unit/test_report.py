@@ -426,3 +426,22 @@ def test_objects_per_s_counts_only_acknowledged_objects(tmp_path: Path) -> None:
     assert doc["throughput"]["objects_per_s"] == 25.0
     assert doc["requests"]["by_endpoint"]["users_track"]["objects"] == 150
     assert "no response: 1" in render_html(doc)
+
+
+def test_possibly_duplicated_rows_are_counted_listed_and_a_stale_list_is_removed(tmp_path: Path) -> None:
+    (tmp_path / "possibly_duplicated.csv").write_text("left over from an earlier run in this folder\n")
+    report = RunReport("p", report_dir=tmp_path)
+    assert not (tmp_path / "possibly_duplicated.csv").exists()
+    report.add_read(3, stream="s")
+    report.add_delivered(3, stream="s")
+    report.add_possibly_duplicated([RowRef("a.csv", 2), RowRef("a.csv", 3)], "resent", stream="s")
+    report.add_possibly_duplicated([], "nothing")
+    report.finish()
+    paths = report.write()
+    doc = orjson.loads(paths["report_json"].read_bytes())
+    assert doc["rows"]["possibly_duplicated"] == 2 and doc["invariant_ok"] is True
+    assert doc["possibly_duplicated"] == {"count": 2, "by_reason": {"resent": 2},
+                                          "file": str(tmp_path / "possibly_duplicated.csv")}  # fmt: skip
+    assert (tmp_path / "possibly_duplicated.csv").read_text().splitlines() == [
+        "_source_file,_row_number,_stream,_reason", "a.csv,2,s,resent", "a.csv,3,s,resent"]  # fmt: skip
+    assert "possibly applied more than once" in paths["report_html"].read_text(encoding="utf-8")

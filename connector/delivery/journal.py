@@ -110,6 +110,16 @@ def decode(line: bytes) -> Any:
         return None
 
 
+class _Flush:
+    """One write + fdatasync of the records gathered meanwhile; `done` is set once it is over."""
+
+    __slots__ = ("done", "ok")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.ok = False
+
+
 class Journal:
     """Appends a run's records to journal.log; thread-safe. `sending()` returns once its record is durable.
 
@@ -132,19 +142,18 @@ class Journal:
             raise JournalError(f"{path}: the run journal cannot be written ({exc})") from None
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # the flusher waits here for records
-        self._flushed = threading.Condition(self._lock)  # senders wait here for their record on disk
         self._buf: list[bytes] = []
-        self._appended = 0  # records appended so far
-        self._durable = 0  # records written (and synced) so far
+        self._flush = _Flush()  # the flush that will carry the records now in _buf
         self._files: dict[tuple[str, str], int] = {}
         self._next_id = 0
         self._error: str | None = None
         self._closing = False
         self._append(dict(header, k="run", v=FORMAT_VERSION))
+        first = self._flush
         self._thread = threading.Thread(target=self._flush_loop, name="braze-journal", daemon=True)
         self._thread.start()
         try:
-            self._wait(self._appended)
+            self._wait(first)
         except JournalError:
             self.close()
             raise
@@ -163,8 +172,8 @@ class Journal:
             self._next_id += 1
             rid = self._next_id
             self._add(encode(["s", rid, n, rows]))
-            seq = self._appended
-        self._wait(seq)
+            flush = self._flush
+        self._wait(flush)
         return rid
 
     def delivered(self, rid: int, mapped: MappedChunk, refused: Sequence[int] = (), *, dup: bool = False) -> None:
@@ -229,15 +238,14 @@ class Journal:
         if self._closing:
             raise JournalError(f"{self.path}: the run journal is closed")
         self._buf.append(line)
-        self._appended += 1
-        self._work.notify()
+        if len(self._buf) == 1:
+            self._work.notify()
 
-    def _wait(self, seq: int) -> None:
-        with self._lock:
-            while self._durable < seq and self._error is None:
-                self._flushed.wait()
-            if self._durable < seq:
-                raise JournalError(str(self._error))
+    def _wait(self, flush: _Flush) -> None:
+        """Until `flush` is on disk; each waiter wakes once, when its own flush is done (group commit)."""
+        flush.done.wait()
+        if not flush.ok:
+            raise JournalError(str(self._error))
 
     def _flush_loop(self) -> None:
         while True:
@@ -248,7 +256,7 @@ class Journal:
                     return
                 data = b"".join(self._buf)
                 self._buf.clear()
-                upto = self._appended
+                flush, self._flush = self._flush, _Flush()
             try:
                 view = memoryview(data)
                 while view:
@@ -259,12 +267,13 @@ class Journal:
             except OSError as exc:
                 with self._lock:
                     self._error = f"{self.path}: the run journal cannot be written ({exc})"
-                    self._flushed.notify_all()
+                    pending = self._flush
                 logger.error("%s", self._error)
+                flush.done.set()
+                pending.done.set()  # records appended meanwhile fail too (and nothing more can be)
                 return
-            with self._lock:
-                self._durable = upto
-                self._flushed.notify_all()
+            flush.ok = True
+            flush.done.set()
 
 
 class RowLog:

@@ -14,7 +14,6 @@ changed since the interrupted run is refused.
 from __future__ import annotations
 
 import glob
-import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,8 +29,6 @@ from connector.records import Chunk, Failed, Rejected
 
 if TYPE_CHECKING:
     from connector.report import RunReport
-
-logger = logging.getLogger(__name__)
 
 # Row states as the journal leaves them (one byte per row number).
 SENT, DELIVERED, REFUSED, FAILED, UNKNOWN, NOT_APPLIED = 1, 2, 3, 4, 5, 6
@@ -73,10 +70,10 @@ class RunJournal:
 
 
 def load_journal(run_dir: Path) -> RunJournal:
-    """Read `run_dir/journal.log`.
+    """Read `run_dir/journal.log` (one without a whole first record reads as no attempt: nothing was sent).
 
     Raises:
-        ConfigError: there is no journal, or it holds no run.
+        ConfigError: there is no journal.
     """
     path = run_dir / JOURNAL_FILE
     if not path.is_file():

@@ -141,12 +141,13 @@ def run_pipeline(
     run.delta = open_state(pipeline, read_only=offline, full=full)
     if run.delta is not None:
         report.delta = {"state_file": str(run.delta.path), "full": full, "read_only": offline}
-    if not offline:
-        from connector.delivery.resume import open_journal
-
-        run.journal = open_journal(pipeline, out, {p.stream.name: p.files for p in plans}, resume, run_id=run_id,
-                                   started=started.isoformat(), mode=chosen, full=full, retry=report.retry)  # fmt: skip
     try:
+        if not offline:
+            from connector.delivery.resume import open_journal
+
+            run.journal = open_journal(pipeline, out, {p.stream.name: p.files for p in plans}, resume,
+                                       run_id=run_id, started=started.isoformat(), mode=chosen, full=full,
+                                       retry=report.retry)  # fmt: skip
         with quiet_gc():
             run.execute(plans, dest, chosen, dry_run)
         if run.journal is not None:

@@ -219,3 +219,37 @@ def test_an_interrupted_retry_run_resumes_with_the_same_failed_rows(emulator_fac
     assert set(applied_rows(fresh)) == failed
     assert doc["retry"]["rows"] == len(failed) and doc["rows"]["delivered"] == len(failed)
     assert doc["rows"]["read"] == len(failed) and doc["rows"]["possibly_duplicated"] == 10
+
+
+def test_a_journal_that_cannot_be_written_stops_the_run_before_a_request_leaves(
+    emulator: Any, tmp_path: Path
+) -> None:
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full")
+    from test_writer import make_pipeline, mapped_chunk
+
+    from connector.delivery.client import BrazeClient
+    from connector.delivery.journal import Journal
+    from connector.delivery.outcomes import ABORT_JOURNAL
+    from connector.delivery.ratelimit import RateLimiter
+    from connector.delivery.writer import Writer
+    from connector.errors import JournalError
+    from connector.report import RunReport
+
+    pipeline = make_pipeline("events", max_objects_per_request=5)
+    report = RunReport("t", report_dir=tmp_path / "report")
+    journal = Journal(tmp_path / "report" / JOURNAL_FILE, {"run_id": "r"})
+    full = os.open("/dev/full", os.O_WRONLY)
+    os.dup2(full, journal._fd)  # the disk is full from now on
+    os.close(full)
+    client = BrazeClient(emulator.url, "test-key", write=pipeline.write,
+                         limiter=RateLimiter.from_write(pipeline.write))  # fmt: skip
+    writer = Writer(pipeline, client, report, mode="bulk", journal=journal)
+    objects = [{"external_id": f"u{i}", "name": "e", "time": "2026-01-01T00:00:00Z"} for i in range(20)]
+    writer.submit(pipeline.streams[0], mapped_chunk("events", objects))
+    with pytest.raises(JournalError, match="cannot be written"):
+        writer.close()
+    client.close()
+    journal.close()
+    assert emulator.ledger() == []  # nothing left without its record on disk
+    assert writer.abort_reason == ABORT_JOURNAL and report.rows["skipped"] == 20 and report.not_sent == 20

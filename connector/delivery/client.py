@@ -23,7 +23,7 @@ import tenacity
 from connector.config import Pipeline, Write
 from connector.delivery.batching import ENDPOINT_PATHS
 from connector.delivery.ratelimit import EPOCH_THRESHOLD, RateLimiter
-from connector.delivery.transport import NotSent, SentLost, make_transport
+from connector.delivery.transport import Gate, NotSent, SentLost, make_transport
 from connector.errors import (
     AmbiguousApiError,
     ApiError,
@@ -86,6 +86,7 @@ class _Call:
     attempts: int = 0
     rate_limited: int = 0
     http_ms: float = 0.0
+    gate: Gate | None = None  # the transport calls it before the body leaves (the journal's record on disk)
     maybe_applied: bool = False  # an attempt's connection dropped after sending
     resent_after_drop: bool = False  # an attempt went out after one that may have been applied
 
@@ -151,8 +152,11 @@ class BrazeClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def post(self, endpoint: str, body: bytes, *, idempotent: bool) -> ApiResponse:
+    def post(self, endpoint: str, body: bytes, *, idempotent: bool, gate: Gate | None = None) -> ApiResponse:
         """POST `body` to the endpoint (a name from ENDPOINT_PATHS), retrying what is safe to retry.
+
+        `gate` is called before the body first leaves (the run journal's record on disk); what it raises
+        (JournalError) comes out of post() unchanged, and nothing was sent.
 
         Raises:
             AuthError: 401 (never retried).
@@ -166,7 +170,7 @@ class BrazeClient:
             raise ValueError(
                 f"unknown endpoint {endpoint!r}; use one of {', '.join(ENDPOINT_PATHS)}"
             ) from None
-        call = _Call(endpoint, self._base + path, body, idempotent, self._clock())
+        call = _Call(endpoint, self._base + path, body, idempotent, self._clock(), gate=gate)
         try:
             response: ApiResponse = self._retrying(self._attempt, call)
         except ApiError as e:
@@ -196,7 +200,7 @@ class BrazeClient:
             call.resent_after_drop = True
         sent = self._clock()
         try:
-            resp = self._transport.send(call.url, call.body)
+            resp = self._transport.send(call.url, call.body, call.gate)
         except NotSent as exc:
             raise TransientApiError(
                 self._scrub(f"{call.endpoint}: cannot connect to {self._base} ({exc})")

@@ -252,15 +252,15 @@ class Writer:
         """Send one request and record its rows' outcomes; returns the requests still to send (split parts)."""
         assert self.client is not None
         n = req.count
-        try:
-            rid = self._log.sending(batch.stream, batch.mapped, [it.token for it in req.items])
-        except JournalError as e:
-            self._abort(e, outcomes.ABORT_JOURNAL)
-            self._not_sent(batch, [it.token for it in req.items])
-            return []
+        tokens = [it.token for it in req.items]
         t0 = time.perf_counter()
         try:
-            resp = self.client.post(req.endpoint, req.body, idempotent=batch.idempotent)
+            rid, gate = self._log.sending(batch.stream, batch.mapped, tokens)
+            resp = self.client.post(req.endpoint, req.body, idempotent=batch.idempotent, gate=gate)
+        except JournalError as e:  # the request's record is not on disk: it was not sent
+            self._abort(e, outcomes.ABORT_JOURNAL)
+            self._not_sent(batch, tokens)
+            return []
         except AuthError as e:
             self._record_error(req, e, t0)
             self._abort(e, outcomes.ABORT_AUTH)
@@ -305,8 +305,7 @@ class Writer:
         named = self._named(req, errors) if errors else {}
         rejected = self._reject_named(batch, req, named)
         refused = [it.token for it in req.items if (it.array, it.index) in named]
-        self._log.delivered(batch.stream, batch.mapped, rid, [it.token for it in req.items], refused,
-                            dup=resp.resent_after_drop)  # fmt: skip
+        self._log.delivered(batch.stream, batch.mapped, rid, tokens, refused, dup=resp.resent_after_drop)
         if batch.mapped.delta_keys is not None:
             self._settle(batch, [it.token for it in req.items if (it.array, it.index) not in named], True)
         if n - rejected:

@@ -3,7 +3,7 @@
 An interruption is made exact here by cutting a finished run's journal after the k-th request record (as
 kill -9 would leave it: requests before it answered, request k sent with no answer, the rest never sent)
 and resuming against a fresh emulator, whose ledger then holds exactly what the resumed run sent.
-(tests/integration/test_crash_resume.py kills real runs.)
+(test_crash_resume.py kills real runs.)
 """
 
 from __future__ import annotations

@@ -6,9 +6,10 @@ row, whether Braze confirmed it, refused it, never got it, or got it without the
 (`--resume`, connector/delivery/resume.py). A line whose checksum does not match is a write the machine did
 not finish: reading stops there, and a resumed run cuts it off before appending.
 
-Durability: a request's record is on disk (fdatasync) before the request is sent. Workers wait for one
-shared flush (group commit), so the cost is one fdatasync per batch of requests, not per request; outcome
-records ride along with the next flush and are synced at the end. Records (JSON):
+Durability: a request's record is on disk (fdatasync) before the request is sent. The records of the
+requests leaving meanwhile share one flush (group commit, at most one fdatasync per SYNC_GAP_S), and the
+wait happens at the transport (a gate the HTTP process's writer thread calls once per flush), not in every
+sender. Outcome records ride along with the next flush, and are synced at the end. Records (JSON):
 
 - `{"k": "run", ...}`: an attempt starts (run id, pipeline, attempt number, mode, on_ambiguous, and the
   size and modification time of every source file); indices below are per attempt;

@@ -78,8 +78,8 @@ def load_journal(run_dir: Path) -> RunJournal:
     path = run_dir / JOURNAL_FILE
     if not path.is_file():
         raise ConfigError(
-            f"--resume {run_dir}: no {JOURNAL_FILE} there; only a run that sent rows can be resumed (not "
-            "validate or --dry-run). Pass the run's report folder"
+            f"--resume {run_dir}: no {JOURNAL_FILE} there, so that run sent nothing (validate, --dry-run, or "
+            "stopped before its first request): run the pipeline again, or pass another run's report folder"
         )
     lines = read_journal(path)
     header: dict[str, Any] | None = None

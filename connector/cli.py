@@ -18,6 +18,8 @@ from connector.report.document import EXIT_MEANINGS
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from connector.config import Pipeline
+    from connector.delivery.resume import ResumeSet
     from connector.report import RunReport
 
 app = typer.Typer(
@@ -159,6 +161,7 @@ def _summary(report: RunReport, paths: dict[str, Path]) -> list[str]:
     if report.retry:
         lines.append(f"  retry of {report.retry['failed_file']}: {report.retry['rows']:,} failed row(s) sent again")
     lines.extend(_unknown_lines(report))
+    lines.extend(_resume_lines(report))
     for w in report.warnings:
         if w.startswith(SUMMARY_WARNINGS):
             lines.append(f"  warning: {w}")
@@ -206,10 +209,36 @@ def _unknown_lines(report: RunReport) -> list[str]:
     ]
 
 
+def _resume_lines(report: RunReport) -> list[str]:
+    """What a resumed run carried over, and the rows Braze may have applied twice (delivering runs)."""
+    lines = []
+    if report.resume:
+        c = report.resume["carried"]
+        lines.append(f"  resumed (attempt {report.resume['attempt']}): outcomes carried over: delivered "
+                     f"{c['delivered']:,}, rejected {c['rejected']:,}, failed {c['failed']:,}, unknown "
+                     f"{c['unknown']:,}; {report.resume['resent_unanswered']:,} unanswered row(s) sent again")  # fmt: skip
+    if not report.dry_run:
+        where = f" (listed in {report.duplicated.path})" if report.duplicated is not None else ""
+        lines.append(f"  possibly duplicated: {report.possibly_duplicated:,} row(s) Braze may have applied more "
+                     f"than once{where}")  # fmt: skip
+    return lines
+
+
+def _resume_set(pipeline: Pipeline, resume: bool, run_dir: Path | None, report_dir: Path | None) -> ResumeSet | None:
+    """The run to resume: RUN_DIR, else the pipeline's latest run (None without --resume)."""
+    if not resume:
+        if run_dir is not None:
+            raise ConfigError(f"unexpected argument {run_dir}: a run folder goes with --resume")
+        return None
+    from connector.delivery.resume import ResumeSet, find_run_dir
+
+    return ResumeSet(run_dir if run_dir is not None else find_run_dir(pipeline, report_dir))
+
+
 def _execute(pipeline: Path, *, mode: str | None, report_dir: Path | None, dry_run: bool, validate_only: bool,
              quiet: bool, retry_failed: Path | None = None, include_unknown: bool = False,
              full: bool = False, log_level: str | None = None, log_format: str = "text",
-             overwrite: bool = False) -> None:  # fmt: skip
+             overwrite: bool = False, resume: bool = False, run_dir: Path | None = None) -> None:  # fmt: skip
     console = _setup_logging(quiet, log_level, log_format)
     from connector.pipeline import run_pipeline
     from connector.progress import Progress
@@ -224,6 +253,7 @@ def _execute(pipeline: Path, *, mode: str | None, report_dir: Path | None, dry_r
             retry = load_failed(retry_failed, include_unknown=include_unknown)
         elif include_unknown:
             raise ConfigError("--include-unknown goes with --retry-failed")
+        resumed = _resume_set(p, resume, run_dir, report_dir)
         progress = Progress.disabled() if quiet else Progress(console=console)
         stop = StopToken()
         with handle_signals(stop):  # SIGINT/SIGTERM: stop gracefully, the second at once (exit 4, 130/143)
@@ -237,6 +267,7 @@ def _execute(pipeline: Path, *, mode: str | None, report_dir: Path | None, dry_r
                 retry=retry,
                 full=full,
                 overwrite=overwrite,
+                resume=resumed,
                 stop=stop,
                 raise_on_failure=False,
             )
@@ -261,6 +292,9 @@ def _execute(pipeline: Path, *, mode: str | None, report_dir: Path | None, dry_r
 @app.command()
 def run(
     pipeline: PipelineArg,
+    run_dir: Annotated[
+        Path | None, typer.Argument(help="With --resume: the run's report folder (default: the latest run).")
+    ] = None,
     mode: Annotated[Mode | None, typer.Option(help="Override write.mode: auto, bulk or sync.")] = None,
     report_dir: ReportDirOpt = None,
     dry_run: Annotated[
@@ -281,11 +315,19 @@ def run(
     overwrite: OverwriteOpt = False,
     log_level: LogLevelOpt = None,
     log_format: LogFormatOpt = LogFormat.text,
+    resume: Annotated[
+        bool,
+        typer.Option(help="Continue an interrupted run from its journal: send only what it did not deliver."),
+    ] = False,
 ) -> None:
-    """Read, validate, map and deliver a pipeline's streams to Braze; exit code 0/1/2/3 (see README)."""
+    """Read, validate, map and deliver a pipeline's streams to Braze; exit code 0/1/2/3 (see README).
+
+    `run PIPELINE --resume [RUN_DIR]` continues an interrupted run (its report folder; default the latest).
+    """
     _execute(pipeline, mode=mode.value if mode else None, report_dir=report_dir, dry_run=dry_run,
              validate_only=False, quiet=quiet, retry_failed=retry_failed,
-             include_unknown=include_unknown, full=full, overwrite=overwrite,
+             include_unknown=include_unknown, full=full, overwrite=overwrite, resume=resume,
+             run_dir=run_dir,
              log_level=log_level.value if log_level else None, log_format=log_format.value)  # fmt: skip
 
 

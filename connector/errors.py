@@ -39,7 +39,13 @@ class RowRejected(ConnectorError):
 
 
 class ApiError(ConnectorError):
-    """Root of errors from the Braze API (or the emulator)."""
+    """Root of errors from the Braze API (or the emulator).
+
+    `resent_after_drop`: the client sent the body again after an attempt whose connection dropped after
+    sending, so Braze may have applied it more than once.
+    """
+
+    resent_after_drop: bool = False
 
     def __init__(self, message: str, status: int | None = None, body: object = None) -> None:
         super().__init__(message)
@@ -113,5 +119,10 @@ class RunStopped(ConnectorError):
 class RunLocked(ConnectorError):
     """Another run of this pipeline is using the same report folder or delta state: wait for it or stop it
     (exit code 2)."""
+
+
+class JournalError(ConnectorError):
+    """The run journal (journal.log in the report folder) cannot be written or read: free disk space or
+    fix the folder's permissions. Nothing more is sent once it fails (exit code 2)."""
 
     exit_code = 2

@@ -34,6 +34,7 @@ from connector import readers
 from connector.config import DEFAULT_RATE_LIMITS, Pipeline, Stream
 from connector.config.destination import Destination, resolve_destination
 from connector.delivery.mode import choose_mode
+from connector.delivery.resume import uncarried
 from connector.delivery.sync_access import needs_probe
 from connector.delta import SKIP_UNCHANGED, open_incremental, open_state
 from connector.errors import ConfigError, ConnectorError
@@ -53,6 +54,8 @@ from connector.validation.tables import has_table_expectations
 
 if TYPE_CHECKING:
     from connector.delivery.client import BrazeClient
+    from connector.delivery.journal import Journal
+    from connector.delivery.resume import ResumeSet
     from connector.delivery.writer import Writer
     from connector.delta import DeltaState, Incremental
     from connector.emulator import EmulatorServer
@@ -94,6 +97,7 @@ def run_pipeline(
     overwrite: bool = False,
     stop: StopToken | None = None,
     raise_on_failure: bool = True,
+    resume: ResumeSet | None = None,
 ) -> RunReport:
     """Run every stream of the pipeline and return the finished, written RunReport.
 
@@ -102,7 +106,8 @@ def run_pipeline(
     already holds a run is left alone (the run writes beside it) unless `overwrite`. Errors found before
     any row is read raise; once the run has started, every error ends up in the report's exit code
     (2 source/suite, 3 destination fatal, 4 stopped) and the report is always written. `stop.request()`
-    (from any thread) stops the run gracefully, a second request at once.
+    (from any thread) stops the run gracefully, a second request at once. A delivering run keeps a
+    journal (delivery.journal); `resume` continues an interrupted run from its journal, in its folder.
 
     Raises:
         RunFailed: the report's exit code is not 0 (`.report` holds it), unless raise_on_failure=False.
@@ -113,7 +118,7 @@ def run_pipeline(
     locks = RunLocks()
     try:
         report = _run_pipeline(pipeline, mode, report_dir, dry_run, validate_only, env, progress, retry, full,
-                               stop or StopToken(), locks, overwrite)  # fmt: skip
+                               stop or StopToken(), locks, overwrite, resume)  # fmt: skip
     finally:
         locks.release()
     if raise_on_failure and report.exit_code:
@@ -124,8 +129,12 @@ def run_pipeline(
 def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path | None, dry_run: bool,
                   validate_only: bool, env: Mapping[str, str] | None, progress: Progress | None,
                   retry: readers.RetrySet | None, full: bool, stop: StopToken, locks: RunLocks,
-                  overwrite: bool = False) -> RunReport:  # fmt: skip
+                  overwrite: bool = False, resume: ResumeSet | None = None) -> RunReport:  # fmt: skip
     env = os.environ if env is None else env
+    if resume is not None:
+        if validate_only or dry_run or retry is not None:
+            raise ConfigError("--resume continues a delivering run: not with validate, --dry-run or --retry-failed")
+        mode, full, retry = mode or resume.mode, full or resume.full, resume.retry_set()  # as the run began
     if mode is not None and mode not in ("auto", "bulk", "sync"):
         raise ConfigError(f"--mode {mode!r}: allowed values are auto, bulk, sync")
     offline = dry_run or validate_only
@@ -140,8 +149,9 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
             incremental.close()
         raise
     started = datetime.now(UTC)
-    run_id = f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-    out = report_dir_for(pipeline, report_dir, run_id, overwrite=overwrite)
+    run_id = f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}" if resume is None else resume.run_id
+    out = report_dir_for(pipeline, report_dir, run_id, overwrite=overwrite) if resume is None else resume.run_dir
+    resume_warnings = resume.check(pipeline, {p.stream.name: p.files for p in plans}) if resume else []
     # The rejects file is Parquet only when every source is (it holds the original columns of all streams).
     all_parquet = all(p.files and all(is_parquet(p.stream.source, f) for f in p.files) for p in plans)
     report = RunReport(
@@ -165,7 +175,12 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
     for w in locks.warnings:
         report.add_warning(w)
     left_behind = _note_retry(report, retry, plans) if retry is not None else 0
+    for w in resume_warnings:
+        report.add_warning(w)
+    report.resume = resume.summary if resume is not None else None
     chosen, reason = choose_mode(pipeline, mode, [(p.stream, p.rows, p.exact) for p in plans])
+    if resume is not None and mode == resume.mode:
+        reason = f"resumed run {resume.run_id}: the mode of its first attempt"
     if offline and needs_probe(pipeline, mode, chosen):
         reason += " (a run first probes whether the key can use /users/track/sync, a Braze beta)"
     if validate_only:
@@ -173,7 +188,8 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
     report.set_mode(chosen, reason)
     logger.info("pipeline %s run %s: mode %s (%s)", pipeline.name, run_id, chosen, reason,
                 extra={"pipeline": pipeline.name, "run_id": run_id})  # fmt: skip
-    run = _Run(pipeline, report, progress or Progress.disabled(), started, validate_only, retry, stop)
+    run = _Run(pipeline, report, progress or Progress.disabled(), started, validate_only, retry, stop,
+               resume)  # fmt: skip
     run.probe_sync = not offline and needs_probe(pipeline, mode, chosen)
     if left_behind:
         run.exit_code = 1  # failed rows this run does not send (no stream, or unknown left out): not a success
@@ -182,13 +198,23 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
     if run.delta is not None:
         report.delta = {"state_file": str(run.delta.path), "full": full, "read_only": offline}
     try:
+        if not offline:
+            from connector.delivery.resume import open_journal
+
+            run.journal = open_journal(pipeline, out, {p.stream.name: p.files for p in plans}, resume,
+                                       run_id=run_id, started=started.isoformat(), mode=chosen, full=full,
+                                       retry=report.retry)  # fmt: skip
         with quiet_gc(), run_context(pipeline.name, run_id):
             run.execute(plans, dest, chosen, dry_run)
+        if run.journal is not None:
+            run.journal.close(report.exit_code)  # the end record: this attempt finished and wrote its report
     finally:
         if run.delta is not None:
             run.delta.close()
         if incremental is not None:
             incremental.close()
+        if run.journal is not None:
+            run.journal.close()
     history = history_path(pipeline)
     if history is not None:
         append_history(history, report)
@@ -265,7 +291,7 @@ class _Run:
 
     def __init__(self, pipeline: Pipeline, report: RunReport, progress: Progress, now: datetime,
                  validate_only: bool, retry: readers.RetrySet | None = None,
-                 stop: StopToken | None = None) -> None:  # fmt: skip
+                 stop: StopToken | None = None, resume: ResumeSet | None = None) -> None:  # fmt: skip
         self.pipeline = pipeline
         self.stop = stop or StopToken()
         self.report = report
@@ -273,6 +299,8 @@ class _Run:
         self.now = now
         self.validate_only = validate_only
         self.retry = retry
+        self.resume = resume
+        self.journal: Journal | None = None
         self.delta: DeltaState | None = None
         self.incremental: Incremental | None = None
         self.env: Mapping[str, str] = os.environ
@@ -353,7 +381,7 @@ class _Run:
         return Writer(self.pipeline, client, self.report, mode="sync" if mode == "sync" else "bulk",
                       dry_run=dry_run, delta=self.delta,
                       settled=self.incremental.marks if self.incremental is not None else None,
-                      stop=self.stop)  # fmt: skip
+                      stop=self.stop, journal=None if dry_run else self.journal)  # fmt: skip
 
     def _close_writer(self, errors: list[ConnectorError]) -> None:
         if self.writer is None:
@@ -450,14 +478,20 @@ class _Run:
         try:
             report.add_rejects(chunk.rejects, stream.name)
             done += len(chunk.rejects)
+            carried = self._carry(stream, chunk, sending=deliver and self.writer is not None)
+            done += sum(carried) if carried else 0
             if suite is not None and len(chunk):
-                keep, rejects = _reconcile(chunk, suite.validate(chunk))
+                keep, rejects = _reconcile(chunk, suite.validate(chunk))  # every row: table checks see the table
+                if carried:
+                    keep, rejects = uncarried(chunk, carried, keep, rejects)
                 report.add_rejects(rejects, stream.name)
                 if inc is not None:
                     inc.rejected(stream, rejects)
                 done += len(rejects)
-                if rejects:
+                if not all(keep):
                     chunk = chunk.filter(keep)
+            elif carried:
+                chunk = chunk.filter([not c for c in carried])
             if len(chunk):
                 mapped = map_chunk(stream, chunk, self.now)
                 report.add_rejects(mapped.rejects, stream.name)
@@ -504,9 +538,9 @@ class _Run:
                 return
             self.report.add_read(len(chunk) + len(chunk.rejects), plan.stream.name)
             self.report.add_rejects(chunk.rejects, plan.stream.name)
-            rows = chunk.table.to_pylist()
-            self.report.add_not_sent([(chunk.ref(i), v) for i, v in enumerate(rows)], reason, plan.stream.name,
-                                     checked=False)  # fmt: skip
+            carried = self._carry(plan.stream, chunk, sending=False)
+            rows = [(chunk.ref(i), v) for i, v in enumerate(chunk.table.to_pylist()) if not carried or not carried[i]]
+            self.report.add_not_sent(rows, reason, plan.stream.name, checked=False)
             n += len(rows)
             self._show()
         if not n:
@@ -516,6 +550,13 @@ class _Run:
             f"stream {plan.stream.name}: the run was {what}; {n:,} row(s) not yet processed were listed in "
             "failed.csv as not_sent (send them with --retry-failed)"
         )
+
+    def _carry(self, stream: Stream, chunk: Chunk, *, sending: bool) -> list[bool] | None:
+        """A resumed run: count the outcomes the journal already holds for the chunk's rows (True = carried)."""
+        if self.resume is None:
+            return None
+        return self.resume.carry(stream, chunk, self.report, sending=sending,
+                                 on_ambiguous=self.pipeline.write.on_ambiguous)  # fmt: skip
 
     def _chunks(self, plan: _Plan) -> Iterator[Chunk]:
         chunks = readers.read_source(plan.stream.source, Path(self.pipeline.base_dir), plan.files,

@@ -1,7 +1,8 @@
 """Delivery: mapped objects -> Braze, inside its rate limits, with every object's outcome mapped to its row.
 
 Interface:
-- `writer.Writer(pipeline, client, report, mode="bulk"|"sync", dry_run=False, delta=None, stop=None)`:
+- `writer.Writer(pipeline, client, report, mode="bulk"|"sync", dry_run=False, delta=None, settled=None,
+  stop=None, journal=None)`:
   `submit(stream, mapped)`, `close()`, `aborted`, `abort_reason`. Requests go out in source order per
   user (schedule.OrderedQueue); Braze's per-object errors come back to the rows (outcomes.py). Once the
   stop token (connector.stop) is requested nothing new is sent, and close() waits `write.stop_grace_s`
@@ -9,11 +10,13 @@ Interface:
 - `batching`: request bodies (75 objects per /users/track array or combined, 50 combined on MAU contracts,
   one per sync request, 50 Canvas recipients, one Live Activity update), `split` of a refused request.
 - `ratelimit.RateLimiter`: a token bucket per endpoint that learns from X-RateLimit-* headers.
-- `client.BrazeClient` / `client.client_for(pipeline, url, key, mode, stop=None)`: one retry policy
+- `client.BrazeClient` / `client.client_for(pipeline, url, key, mode, stop=None, on_retry=None)`: one retry policy
   (tenacity), Braze's status table, over a transport (transport/: requests, aiohttp, or aiohttp in a child
   process); no attempt or retry after a stop (`RunStopped` when nothing was sent).
 - `mode.choose_mode(pipeline, override, streams) -> (mode, reason)`: bulk or sync for a run;
   `sync_access.probe_mode(...)` checks that the key has the /users/track/sync beta before auto uses it, and
   `sync_access.SyncRefusal` sends the rest of a run to bulk when the sync endpoint refuses the key.
 - `canvases.CanvasReplies`: Canvas-level answers (paused/archived notices, a refused canvas_id).
+- `journal.Journal`: journal.log, each request's source rows on disk before it leaves, then their outcomes;
+  `resume.ResumeSet`: an interrupted run's journal read back, carried into the resumed run's report.
 """

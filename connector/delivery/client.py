@@ -22,7 +22,7 @@ from connector.config import Pipeline, Write
 from connector.delivery.batching import ENDPOINT_PATHS
 from connector.delivery.ratelimit import EPOCH_THRESHOLD, LimitBeyondWait, RateLimiter
 from connector.delivery.retry_log import RetryDigest
-from connector.delivery.transport import NotSent, SentLost, make_transport
+from connector.delivery.transport import Gate, NotSent, SentLost, make_transport
 from connector.delivery.urls import check_base_url
 from connector.errors import (
     AmbiguousApiError,
@@ -63,7 +63,9 @@ class ApiResponse:
 
     `headers` has lower-case names; `attempts` counts every try (1 = no retry); `elapsed_ms` is the wall
     time of the whole post() including limiter waits and backoff; `rate_limited` counts the 429s seen;
-    `http_ms` is the round trip of the last attempt alone (what the server took, as the report shows it).
+    `http_ms` is the round trip of the last attempt alone (what the server took, as the report shows it);
+    `resent_after_drop`: an earlier attempt's connection dropped after sending, so Braze may have applied the
+    body twice (the rows are reported as possibly duplicated).
     """
 
     status: int
@@ -73,6 +75,7 @@ class ApiResponse:
     elapsed_ms: float
     rate_limited: int = 0
     http_ms: float = 0.0
+    resent_after_drop: bool = False
 
 
 @dataclass(slots=True)
@@ -87,8 +90,10 @@ class _Call:
     attempts: int = 0
     rate_limited: int = 0
     http_ms: float = 0.0
+    gate: Gate | None = None  # the transport calls it before the body leaves (the journal's record on disk)
     maybe_applied: bool = False  # an attempt's connection dropped after sending
     last_error: ApiError | None = None  # the failure of the previous attempt
+    resent_after_drop: bool = False  # an attempt went out after one that may have been applied
 
 
 class BrazeClient:
@@ -160,8 +165,11 @@ class BrazeClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def post(self, endpoint: str, body: bytes, *, idempotent: bool) -> ApiResponse:
+    def post(self, endpoint: str, body: bytes, *, idempotent: bool, gate: Gate | None = None) -> ApiResponse:
         """POST `body` to the endpoint (a name from ENDPOINT_PATHS), retrying what is safe to retry.
+
+        `gate` is called before the body first leaves (the run journal's record on disk); what it raises
+        (JournalError) comes out of post() unchanged, and nothing was sent.
 
         Raises:
             AuthError: 401 (never retried).
@@ -178,22 +186,27 @@ class BrazeClient:
             raise ValueError(
                 f"unknown endpoint {endpoint!r}; use one of {', '.join(ENDPOINT_PATHS)}"
             ) from None
-        call = _Call(endpoint, self._base + path, body, idempotent, self._clock())
+        call = _Call(endpoint, self._base + path, body, idempotent, self._clock(), gate=gate)
         try:
             response: ApiResponse = self._retrying(self._attempt, call)
-        except RateLimitSpent as e:
-            e.maybe_applied = call.maybe_applied and not call.idempotent
-            raise
-        except TransientApiError as e:
+        except ApiError as e:
+            e.resent_after_drop = call.resent_after_drop
+            if isinstance(e, RateLimitSpent):
+                e.maybe_applied = call.maybe_applied and not call.idempotent
+                raise
+            if not isinstance(e, TransientApiError):
+                raise
             if call.maybe_applied and not call.idempotent and not isinstance(e, AmbiguousApiError):
                 # A later attempt failed plainly, but an earlier one may have been applied: the rows'
                 # outcome is unknown, and a retry run must not resend them without being told to.
-                raise AmbiguousApiError(
+                ambiguous = AmbiguousApiError(
                     f"{e}; an earlier attempt's connection dropped after the request was sent, so Braze may "
                     "have applied it",
                     status=e.status,
                     body=e.body,
-                ) from None
+                )
+                ambiguous.resent_after_drop = call.resent_after_drop
+                raise ambiguous from None
             raise
         return response
 
@@ -207,9 +220,11 @@ class BrazeClient:
             raise self._spent(call.endpoint, exc.seconds) from None
         self._check_stop(call)  # the limiter's wait ends early when the run is stopped
         call.attempts += 1
+        if call.maybe_applied:
+            call.resent_after_drop = True
         sent = self._clock()
         try:
-            resp = self._transport.send(call.url, call.body)
+            resp = self._transport.send(call.url, call.body, call.gate)
         except NotSent as exc:
             raise TransientApiError(
                 self._scrub(f"{call.endpoint}: cannot connect to {self._base} ({exc})")
@@ -236,6 +251,7 @@ class BrazeClient:
                 (self._clock() - call.start) * 1000,
                 call.rate_limited,
                 call.http_ms,
+                call.resent_after_drop,
             )
         body = _parse(resp.content)
         if body is None and resp.content:

@@ -15,6 +15,10 @@ ABORT_AUTH = "run aborted: API key refused (HTTP 401)"
 ABORT_FORBIDDEN = "run aborted: access denied (HTTP 403)"
 ABORT_UNREACHABLE = "run aborted: destination unreachable"
 ABORT_ERROR = "run aborted: internal error"
+ABORT_JOURNAL = "run aborted: the run journal cannot be written"
+# Why a row may have been applied more than once (report.json possibly_duplicated, its file's _reason).
+DUP_DROPPED = "sent again after an attempt whose connection dropped after sending"
+DUP_RESUMED = "sent before the run was interrupted, with no answer; sent again by --resume"
 DRY_RUN = "dry run"
 
 

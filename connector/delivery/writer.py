@@ -25,6 +25,7 @@ from connector import config
 from connector.delivery import batching, outcomes
 from connector.delivery.canvases import CANVAS_RULE, CanvasReplies
 from connector.delivery.inflight import InFlight, wait_for_jobs, waiting_over
+from connector.delivery.journal import Journal, RowLog
 from connector.delivery.outcomes import ObjectError
 from connector.delivery.schedule import Job, OrderedQueue
 from connector.delivery.sync_access import REFUSED_STATUSES, SyncRefusal
@@ -34,6 +35,7 @@ from connector.errors import (
     AuthError,
     ConnectorError,
     DestinationUnreachable,
+    JournalError,
     PermanentApiError,
     RateLimitedError,
     RateLimitSpent,
@@ -44,6 +46,7 @@ from connector.records import Failed, MappedChunk, Rejected, RowRef
 
 if TYPE_CHECKING:
     from connector.delivery.client import BrazeClient
+    from connector.delivery.transport import Gate
     from connector.delta import DeltaState
     from connector.report import RunReport
     from connector.stop import StopToken
@@ -92,6 +95,16 @@ class _Batch:
     canvas_extra: dict[str, Any] | None = None  # top-level keys of a Canvas request (shared properties)
 
 
+def is_idempotent(stream: config.Stream) -> bool:
+    """Whether Braze may apply the stream's objects twice with no harm: plain attribute sets (`inc`, events
+    and purchases would count twice, a Canvas would send twice) and Live Activity updates without a
+    notification (an update only sets state; a notification would alert the user twice)."""
+    if stream.kind == "live_activity":
+        assert stream.live_activity is not None
+        return stream.live_activity.notification_json_column is None
+    return stream.kind == "attributes" and all(f.op != "inc" for f in stream.attributes)
+
+
 class Writer:
     """Delivers MappedChunks to Braze and records every object's outcome in the RunReport."""
 
@@ -106,6 +119,7 @@ class Writer:
         delta: DeltaState | None = None,
         settled: Settled | None = None,
         stop: StopToken | None = None,
+        journal: Journal | None = None,
     ) -> None:
         if mode not in ("bulk", "sync"):
             raise ValueError(f"writer mode must be 'bulk' or 'sync', not {mode!r}")
@@ -119,6 +133,7 @@ class Writer:
         self.dry_run = dry_run
         self.delta = delta
         self.settled = settled
+        self._log = RowLog(journal, report)  # journal records (on disk before a request leaves), duplicates
         self._samples_left = pipeline.report.sample_bodies
         self._lock = threading.Lock()
         self._fatal: ConnectorError | None = None
@@ -223,15 +238,10 @@ class Writer:
             )
             return _Batch(stream.name, "canvas_trigger_send", mapped, False, c.canvas_id, shared)
         if kind == "live_activity":
-            assert stream.live_activity is not None
-            # An update only sets state; with a notification, a resend would alert the user twice.
             endpoint = "live_activity_update"
-            idempotent = stream.live_activity.notification_json_column is None
         else:
             endpoint = "users_track_sync" if self.mode == "sync" else "users_track"
-            # Plain attribute sets can be re-applied safely; `inc`, events and purchases would count twice.
-            idempotent = kind == "attributes" and all(f.op != "inc" for f in stream.attributes)
-        return _Batch(stream.name, endpoint, mapped, idempotent, None)
+        return _Batch(stream.name, endpoint, mapped, is_idempotent(stream), None)
 
     def _pack(self, batch: _Batch, positions: Iterable[int]) -> Iterator[Packed]:
         """Requests for the objects at `positions` of the batch's chunk (each item's token is its position)."""
@@ -298,11 +308,17 @@ class Writer:
     def _send(self, batch: _Batch, req: Packed, ticket: int) -> list[Packed]:
         """Send one request and record its rows' outcomes; returns the requests still to send (split parts)."""
         n = req.count
+        tokens = [it.token for it in req.items]
         t0 = time.perf_counter()
         try:
-            resp = self._post(batch, req, ticket)
+            rid, gate = self._log.sending(batch.stream, batch.mapped, tokens)
+            resp = self._post(batch, req, ticket, gate)
+        except JournalError as e:  # the request's record is not on disk: it was not sent
+            self._abort(e, outcomes.ABORT_JOURNAL)
+            self._not_sent(batch, tokens)
+            return []
         except RunStopped:
-            self._not_sent(batch, [it.token for it in req.items])
+            self._not_sent(batch, tokens)
             return []
         except RateLimitSpent as e:
             self._limit_spent(batch, req, e, t0)
@@ -333,11 +349,12 @@ class Writer:
             return []
         except AmbiguousApiError as e:
             self._record_error(req, e, t0)
-            self._fail(batch, req.items, outcomes.error_text(e), e.status, outcome="unknown")
+            self._fail(batch, req.items, outcomes.error_text(e), e.status, outcome="unknown",
+                       dup=e.resent_after_drop)  # fmt: skip
             return []
         except TransientApiError as e:
             self._record_error(req, e, t0)
-            self._fail(batch, req.items, outcomes.error_text(e), e.status)
+            self._fail(batch, req.items, outcomes.error_text(e), e.status, dup=e.resent_after_drop)
             if e.status is None and not isinstance(e, RateLimitedError):
                 self._unreachable(e)
             else:
@@ -350,6 +367,8 @@ class Writer:
         errors = outcomes.object_errors(doc)
         named = self._named(req, errors) if errors else {}
         rejected = self._reject_named(batch, req, named)
+        refused = [it.token for it in req.items if (it.array, it.index) in named]
+        self._log.delivered(batch.stream, batch.mapped, rid, tokens, refused, dup=resp.resent_after_drop)
         if batch.mapped.delta_keys is not None or self.settled is not None:
             self._settle(batch, [it.token for it in req.items if (it.array, it.index) not in named], "delivered")
         if n - rejected:
@@ -362,11 +381,12 @@ class Writer:
             self._canvases.notice(batch.stream, batch.canvas_id, doc)
         return []
 
-    def _post(self, batch: _Batch, req: Packed, ticket: int) -> Any:
-        """client.post, then claim the outcome: _GivenUp when the stopped run no longer waits for it."""
+    def _post(self, batch: _Batch, req: Packed, ticket: int, gate: Gate | None = None) -> Any:
+        """client.post, then claim the outcome: _GivenUp when the stopped run no longer waits for it.
+        `gate` runs before the body first leaves (the journal's record on disk)."""
         assert self.client is not None
         try:
-            resp = self.client.post(req.endpoint, req.body, idempotent=batch.idempotent)
+            resp = self.client.post(req.endpoint, req.body, idempotent=batch.idempotent, gate=gate)
         except BaseException:
             if not self._inflight.end(ticket):
                 raise _GivenUp from None
@@ -384,11 +404,13 @@ class Writer:
                 self._reject_named(batch, req, named)
                 rest = [it.token for it in req.items if (it.array, it.index) not in named]
                 # The request was refused as a whole, so nothing in it was applied: resend the others.
+                self._log.outcome(batch.stream, batch.mapped, rest, "N")
                 return list(self._pack(batch, rest)) if rest else []
         if len(req.items) > 1:
             logger.info(
                 "%s: HTTP %s for %d objects; splitting the request", req.endpoint, status, len(req.items)
             )
+            self._log.outcome(batch.stream, batch.mapped, [it.token for it in req.items], "N")
             return list(batching.split(req))
         self._reject_one(batch, req.items[0].token, outcomes.request_reason(status, doc))
         return []
@@ -422,6 +444,8 @@ class Writer:
             mapped = batch.mapped
             rejects = [Rejected(mapped.ref(j), "destination", rule, why, values=mapped.values(j)) for j, rule, why in rows]
             self.report.add_rejects(rejects, batch.stream)
+            for r, (j, _, _) in zip(rejects, rows, strict=True):
+                self._log.outcome(batch.stream, mapped, [j], "R", r.rule, r.reason)
             self._settle(batch, [j for j, _, _ in rows], "rejected")
 
     def _reject_oversize(self, batch: _Batch, req: Packed) -> None:
@@ -434,13 +458,16 @@ class Writer:
             self._reject_one(batch, it.token, reason)
 
     def _fail(self, batch: _Batch, items: list[batching.PackedItem], error: str, status: int | None,
-              outcome: Literal["failed", "unknown"] = "failed") -> None:  # fmt: skip
+              outcome: Literal["failed", "unknown"] = "failed", dup: bool = False) -> None:  # fmt: skip
         mapped = batch.mapped
         self.report.add_failed(
             [Failed(mapped.ref(it.token), error, status, outcome, mapped.values(it.token)) for it in items],
             batch.stream,
         )
-        self._settle(batch, [it.token for it in items], "failed")
+        tokens = [it.token for it in items]
+        code = "U" if outcome == "unknown" else "F"
+        self._log.outcome(batch.stream, mapped, tokens, code, status, error, dup=dup)
+        self._settle(batch, tokens, "failed")
 
     def _not_sent(self, batch: _Batch, positions: Iterable[int]) -> None:
         """Objects of a stopped run that were never sent: skipped, and listed for a retry run."""
@@ -448,6 +475,7 @@ class Writer:
         tokens = list(positions)
         rows = [(mapped.ref(j), mapped.values(j)) for j in tokens]
         self.report.add_not_sent(rows, self.abort_reason, batch.stream)
+        self._log.outcome(batch.stream, batch.mapped, tokens, "N")
         self._settle(batch, tokens, "failed")
 
     def _settle(self, batch: _Batch, tokens: list[int], outcome: Outcome) -> None:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from connector.report.sinks import CsvSink, FailedSink, ParquetSink, RejectsSink
+from connector.report.sinks import DUPLICATED_FILE, CsvSink, FailedSink, ParquetSink, RejectsSink
 from connector.report.stats import LatencyHistogram
 
 
@@ -79,6 +79,12 @@ class ReportCounters:
         self.not_sent = 0  # skipped rows of a stopped run, listed in the failed file for a retry run
         self.unknown = 0  # failed rows with outcome "unknown" (Braze may have applied them)
         self.unchecked = 0  # of those, rows read after the stop and never checked  # a retry run: which failed file, how many rows
+        # Rows Braze may have applied more than once, by reason, and their file (created with the first).
+        self.possibly_duplicated = 0
+        self.duplicated_by_reason: Counter[str] = Counter()
+        self.duplicated: CsvSink | None = None
+        (self.report_dir / DUPLICATED_FILE).unlink(missing_ok=True)  # a reused folder's is not this run's
+        self.resume: dict[str, Any] | None = None  # a resumed run: its journal and what it carried over
         self.finished: datetime | None = None
         self.duration_s: float | None = None
         self._exit_code: int | None = None

@@ -63,7 +63,8 @@ def _rows(r: ReportCounters) -> dict[str, int]:
     Valid rows are then delivered, rejected by Braze (stage destination), failed or skipped.
     """
     local_rejects = sum(n for stage, n in r.by_stage.items() if stage != "destination")
-    return {**r.rows, "valid": r.rows["read"] - local_rejects - r.unchecked}
+    valid = r.rows["read"] - local_rejects - r.unchecked
+    return {**r.rows, "valid": valid, "possibly_duplicated": r.possibly_duplicated}
 
 
 def build_document(r: ReportCounters) -> dict[str, Any]:
@@ -86,6 +87,7 @@ def build_document(r: ReportCounters) -> dict[str, Any]:
         "rejects": str(r.rejects.path),
         "failed": str(r.failed.path),
         "confirmed": str(r.report_dir / "confirmed.jsonl") if r.confirmed_count else None,
+        "possibly_duplicated": str(r.duplicated.path) if r.duplicated is not None else None,
     }
     doc: dict[str, Any] = {
         "run_id": r.run_id,
@@ -110,6 +112,11 @@ def build_document(r: ReportCounters) -> dict[str, Any]:
         },
         "failed": {"count": r.rows["failed"], "not_sent": r.not_sent, "unknown": r.unknown, "file": files["failed"]},
         "skipped": {"by_reason": dict(r.skipped_by_reason.most_common())},
+        "possibly_duplicated": {
+            "count": r.possibly_duplicated,
+            "by_reason": dict(r.duplicated_by_reason.most_common()),
+            "file": files["possibly_duplicated"],
+        },
         "requests": {
             "total": total,
             "by_endpoint": by_endpoint,
@@ -141,6 +148,7 @@ def build_document(r: ReportCounters) -> dict[str, Any]:
         "emulator": r.emulator,
         "retry": r.retry,
         "delta": r.delta,
+        "resume": r.resume,
         "files": files,
     }
     return doc

@@ -207,6 +207,25 @@ def _reject_sample(d: dict[str, Any]) -> str:
     )
 
 
+def _duplicates(d: dict[str, Any]) -> str:
+    """Rows Braze may have applied more than once, and what a resumed run carried over."""
+    dup = d.get("possibly_duplicated") or {}
+    resume = d.get("resume")
+    if not dup.get("count") and not resume:
+        return ""
+    text = f"<p><b>{dup.get('count', 0):,}</b> row(s) possibly applied more than once by Braze"
+    if dup.get("count"):
+        reasons = "; ".join(f"{n:,} {_e(why)}" for why, n in dup.get("by_reason", {}).items())
+        text += f" ({reasons}); listed in <code>{_e(dup.get('file'))}</code>"
+    text += ".</p>"
+    if resume:
+        carried = ", ".join(f"{k} {v:,}" for k, v in resume.get("carried", {}).items())
+        text += (f"<p class=\"sub\">Resumed run (attempt {_e(resume.get('attempt'))}) from "
+                 f"<code>{_e(resume.get('journal'))}</code>; outcomes carried over from earlier attempts: "
+                 f"{_e(carried or 'none')}.</p>")  # fmt: skip
+    return f'<div class="card"><h2>Possible duplicates</h2>{text}</div>'
+
+
 def _table_checks(d: dict[str, Any]) -> str:
     out = ""
     if d["table_checks"]:
@@ -250,6 +269,7 @@ def render_html(d: dict[str, Any]) -> str:
     chart = f'<div class="card"><h2>Throughput over time</h2>{_chart(tp["timeline"], tp.get("timeline_bin_s", 1))}</div>'
     parts = [
         _summary(d),
+        _duplicates(d),
         _warnings(d),
         chart,
         _requests(d),

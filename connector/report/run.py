@@ -16,7 +16,7 @@ from connector.records import Failed, Rejected, RowRef
 from connector.report.counters import ReportCounters
 from connector.report.document import EXIT_MEANINGS, build_document
 from connector.report.masking import mask_sample
-from connector.report.sinks import to_text
+from connector.report.sinks import DuplicatedSink, to_text
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,19 @@ class RunReport(ReportCounters):
             out["requests"] = sum(int(ep["requests"]) for ep in self.requests.values())
         return out
 
+    def add_possibly_duplicated(self, refs: list[RowRef], reason: str, stream: str | None = None) -> None:
+        """Rows Braze may have applied more than once (a resend after a dropped attempt, or a resumed row
+        that had no answer): counted, and listed in possibly_duplicated.csv. Their outcome is counted apart."""
+        if not refs:
+            return
+        with self._lock:
+            if self.duplicated is None:
+                self.duplicated = DuplicatedSink(self.report_dir)
+            self.possibly_duplicated += len(refs)
+            self.duplicated_by_reason[reason] += len(refs)
+            sink = self.duplicated
+        sink.write([({}, [ref.file, ref.where, stream or "", reason]) for ref in refs])
+
     # ---- requests -------------------------------------------------------------------------------
     def record_request(
         self,
@@ -295,8 +308,9 @@ class RunReport(ReportCounters):
                 self.duration_s = round(self.elapsed(), 3)
                 # Never claim success the counts contradict; a caller's 2 or 3 (fatal) wins over 1.
                 self._exit_code = max(exit_code or 0, self.compute_exit_code())
-                for sink in (self.rejects, self.failed):
-                    sink.close()
+                for sink in (self.rejects, self.failed, self.duplicated):
+                    if sink is not None:
+                        sink.close()
                 if self._confirmed is not None:
                     self._confirmed.close()
             r = self.rows
@@ -328,13 +342,16 @@ class RunReport(ReportCounters):
 
         out = Path(dir) if dir is not None else self.report_dir
         out.mkdir(parents=True, exist_ok=True)
-        for sink in (self.rejects, self.failed):
-            sink.flush()
+        for sink in (self.rejects, self.failed, self.duplicated):
+            if sink is not None:
+                sink.flush()
         data = self.to_dict()
         paths = {"report_json": out / "report.json", "report_html": out / "report.html"}
         paths["report_json"].write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
         paths["report_html"].write_text(render_html(data), encoding="utf-8")
         paths.update(rejects=self.rejects.path, failed=self.failed.path)
+        if self.duplicated is not None:
+            paths["possibly_duplicated"] = self.duplicated.path
         if self._confirmed is not None:
             paths["confirmed"] = self.report_dir / "confirmed.jsonl"
         log.info("report written to %s (exit code %d)", paths["report_json"], self.exit_code,

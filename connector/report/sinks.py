@@ -23,6 +23,8 @@ from connector.cells import neutralise
 Row = tuple[dict[str, Any], list[Any]]
 REJECT_META = ["_source_file", "_row_number", "_stage", "_rule", "_column", "_reason"]
 FAILED_META = ["_source_file", "_row_number", "_status", "_outcome", "_error", "_stream"]
+DUPLICATED_META = ["_source_file", "_row_number", "_stream", "_reason"]
+DUPLICATED_FILE = "possibly_duplicated.csv"
 
 
 def to_text(value: Any) -> str | None:
@@ -168,6 +170,11 @@ def RejectsSink(dir: Path, fmt: Literal["csv", "parquet"] = "csv", *, escape: bo
     if fmt == "parquet":
         return ParquetSink(Path(dir) / "rejects.parquet", REJECT_META)
     return CsvSink(Path(dir) / "rejects.csv", REJECT_META, escape=escape)
+
+
+def DuplicatedSink(dir: Path, *, escape: bool = True) -> CsvSink:  # noqa: N802
+    """possibly_duplicated.csv: rows Braze may have applied more than once (source file, row, why)."""
+    return CsvSink(Path(dir) / DUPLICATED_FILE, DUPLICATED_META, escape=escape)
 
 
 def FailedSink(dir: Path, *, escape: bool = True) -> CsvSink:  # noqa: N802

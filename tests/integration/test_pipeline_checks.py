@@ -75,7 +75,8 @@ def test_row_expectations_reject_rows_before_delivery(emulator: EmulatorServer, 
     p = project(tmp_path, [ROW_SUITE])
     report = run_pipeline(p, mode="bulk", report_dir=tmp_path / "out", env=env_for(emulator))
     doc = doc_of(report)
-    assert doc["rows"] == {"read": 5, "delivered": 3, "rejected": 2, "failed": 0, "skipped": 0, "valid": 3}
+    assert doc["rows"] == {"read": 5, "delivered": 3, "rejected": 2, "failed": 0, "skipped": 0, "valid": 3,
+                           "possibly_duplicated": 0}  # fmt: skip
     assert doc["rejects"]["by_stage"] == {"expectation": 2}
     assert emulator.user("external_id", "u2") is None and emulator.user("external_id", "u3") is None
     assert emulator.user("external_id", "u4")["attributes"]["plan"] == "silver"  # type: ignore[index]
@@ -86,7 +87,8 @@ def test_failing_table_check_with_fail_stops_delivery(emulator: EmulatorServer, 
     report = run_pipeline(p, mode="bulk", report_dir=tmp_path / "out", env=env_for(emulator), raise_on_failure=False)
     doc = doc_of(report)
     assert doc["exit_code"] == 1 and doc["invariant_ok"] is True
-    assert doc["rows"] == {"read": 5, "delivered": 0, "rejected": 2, "failed": 0, "skipped": 3, "valid": 3}
+    assert doc["rows"] == {"read": 5, "delivered": 0, "rejected": 2, "failed": 0, "skipped": 3, "valid": 3,
+                           "possibly_duplicated": 0}  # fmt: skip
     assert list(doc["skipped"]["by_reason"]) == ["table check failed (stream not delivered)"]
     [check] = doc["table_checks"]
     assert check["expectation"] == "expect_table_row_count_to_be_between" and check["success"] is False
@@ -118,7 +120,8 @@ def test_validate_only_needs_no_network_and_fails_on_table_checks(tmp_path: Path
     report = run_pipeline(p, report_dir=tmp_path / "out", validate_only=True, env={}, raise_on_failure=False)
     doc = doc_of(report)
     assert doc["exit_code"] == 1
-    assert doc["rows"] == {"read": 5, "delivered": 0, "rejected": 2, "failed": 0, "skipped": 3, "valid": 3}
+    assert doc["rows"] == {"read": 5, "delivered": 0, "rejected": 2, "failed": 0, "skipped": 3, "valid": 3,
+                           "possibly_duplicated": 0}  # fmt: skip
     assert list(doc["skipped"]["by_reason"]) == ["validate only (nothing sent)"]
     assert doc["requests"]["total"] == 0 and doc["destination"]["kind"] == "none"
     assert doc["mode_reason"].startswith("validate only")

@@ -127,6 +127,7 @@ def test_run_delivers_and_the_ledger_equals_the_report(emulator: EmulatorServer,
         "failed": 0,
         "skipped": 0,
         "valid": 3 + 390,
+        "possibly_duplicated": 0,
     }
     assert bad_events == 10
     assert doc["rejects"]["by_rule"]["cast.integer"] == 1

@@ -111,7 +111,7 @@ def test_quickstart_then_canvas_run_and_the_ledger_equals_the_report(
     want = EXPECTED["quickstart"]
     assert doc["exit_code"] == 0 and doc["invariant_ok"] is True
     assert doc["rows"] == {"read": want["read"], "delivered": want["valid"], "rejected": want["rejected"],
-                           "failed": 0, "skipped": 0, "valid": want["valid"]}  # fmt: skip
+                           "failed": 0, "skipped": 0, "valid": want["valid"], "possibly_duplicated": 0}  # fmt: skip
     assert doc["mode"] == "bulk" and doc["requests"]["rate_limited"] == 0
     applied = _applied(emulator)
     per_stream = {s["name"]: s["delivered"] for s in doc["streams"]}

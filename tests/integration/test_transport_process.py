@@ -264,3 +264,32 @@ def test_the_child_imports_the_same_connector_package_as_its_parent() -> None:
     from connector.delivery.transport.process import package_root
 
     assert package_root() / "connector" == Path(connector.__file__).resolve().parent
+
+
+@pytest.mark.parametrize("kind", ["aiohttp-process", "aiohttp", "requests"])
+def test_a_request_leaves_only_after_its_gate_and_a_failing_gate_stops_it(emulator: EmulatorServer, kind: str) -> None:
+    """The run journal's gate: the request waits for it; if it raises, the sender gets the error, unsent."""
+    t = make_transport(kind, emulator.url, HEADERS, concurrency=4, timeout_s=10)
+    url = emulator.url + "/users/track"
+    opened = threading.Event()
+    try:
+        def late_gate() -> None:
+            assert opened.wait(10)
+
+        result: list[int] = []
+        sender = threading.Thread(target=lambda: result.append(t.send(url, attrs("g1"), late_gate).status))
+        sender.start()
+        time.sleep(0.2)
+        assert emulator.ledger() == [] and not result  # held back by its gate
+        opened.set()
+        sender.join(10)
+        assert result == [201] and len(emulator.ledger()) == 1
+
+        def broken_gate() -> None:
+            raise OSError("journal.log: No space left on device")
+
+        with pytest.raises(OSError, match="No space left"):
+            t.send(url, attrs("g2"), broken_gate)
+        assert len(emulator.ledger()) == 1 and t.send(url, attrs("g3")).status == 201  # the transport goes on
+    finally:
+        t.close()

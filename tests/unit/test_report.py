@@ -47,7 +47,7 @@ def test_counts_and_invariant_hold(tmp_path: Path) -> None:
     report.finish()
     doc = report.to_dict()
     assert doc["rows"] == {"read": 10, "delivered": 6, "rejected": 2, "failed": 1, "skipped": 1,
-                           "valid": 10 - 2}  # fmt: skip
+                           "valid": 10 - 2, "possibly_duplicated": 0}  # fmt: skip
     assert doc["invariant_ok"] is True
     assert doc["skipped"]["by_reason"] == {"unchanged": 1}
     assert doc["rejects"]["by_stage"] == {"mapping": 2}
@@ -291,7 +291,7 @@ def test_retries_rate_limited_and_endpoint_breakdown(tmp_path: Path) -> None:
 REQUIRED_KEYS = {
     "run_id", "pipeline", "started_at", "finished_at", "duration_s", "dry_run", "mode", "mode_reason", "exit_code",
     "destination", "rows", "invariant_ok", "rejects", "failed", "skipped", "requests", "throughput", "latency_ms",
-    "rate_limit", "table_checks", "warnings", "streams", "emulator", "files",
+    "rate_limit", "table_checks", "warnings", "streams", "emulator", "files", "possibly_duplicated", "resume",
 }  # fmt: skip
 
 
@@ -314,7 +314,7 @@ def test_report_json_keys_and_files(tmp_path: Path) -> None:
     paths = report.write()
     doc = orjson.loads(paths["report_json"].read_bytes())
     assert REQUIRED_KEYS <= doc.keys()
-    assert doc["rows"].keys() == {"read", "delivered", "rejected", "failed", "skipped", "valid"}
+    assert doc["rows"].keys() == {"read", "delivered", "rejected", "failed", "skipped", "valid", "possibly_duplicated"}
     assert doc["requests"].keys() >= {"total", "by_endpoint", "by_status", "retries", "rate_limited"}
     assert doc["throughput"].keys() >= {"objects_per_s", "requests_per_s", "timeline"}
     assert doc["latency_ms"].keys() == {"p50", "p95", "p99", "max"}
@@ -427,3 +427,22 @@ def test_objects_per_s_counts_only_acknowledged_objects(tmp_path: Path) -> None:
     assert doc["throughput"]["objects_per_s"] == 25.0
     assert doc["requests"]["by_endpoint"]["users_track"]["objects"] == 150
     assert "no response: 1" in render_html(doc)
+
+
+def test_possibly_duplicated_rows_are_counted_listed_and_a_stale_list_is_removed(tmp_path: Path) -> None:
+    (tmp_path / "possibly_duplicated.csv").write_text("left over from an earlier run in this folder\n")
+    report = RunReport("p", report_dir=tmp_path)
+    assert not (tmp_path / "possibly_duplicated.csv").exists()
+    report.add_read(3, stream="s")
+    report.add_delivered(3, stream="s")
+    report.add_possibly_duplicated([RowRef("a.csv", 2), RowRef("a.csv", 3)], "resent", stream="s")
+    report.add_possibly_duplicated([], "nothing")
+    report.finish()
+    paths = report.write()
+    doc = orjson.loads(paths["report_json"].read_bytes())
+    assert doc["rows"]["possibly_duplicated"] == 2 and doc["invariant_ok"] is True
+    assert doc["possibly_duplicated"] == {"count": 2, "by_reason": {"resent": 2},
+                                          "file": str(tmp_path / "possibly_duplicated.csv")}  # fmt: skip
+    assert (tmp_path / "possibly_duplicated.csv").read_text().splitlines() == [
+        "_source_file,_row_number,_stream,_reason", "a.csv,2,s,resent", "a.csv,3,s,resent"]  # fmt: skip
+    assert "possibly applied more than once" in paths["report_html"].read_text(encoding="utf-8")

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from connector.delivery.transport.base import CONNECT_TIMEOUT_S, Answer, NotSent, SentLost, Transport
+from connector.delivery.transport.base import CONNECT_TIMEOUT_S, Answer, Gate, NotSent, SentLost, Transport
 
-__all__ = ["CONNECT_TIMEOUT_S", "Answer", "NotSent", "SentLost", "Transport", "make_transport"]
+__all__ = ["CONNECT_TIMEOUT_S", "Answer", "Gate", "NotSent", "SentLost", "Transport", "make_transport"]
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import threading
 import aiohttp
 import requests
 
-from connector.delivery.transport.base import CONNECT_TIMEOUT_S, Answer, NotSent, SentLost
+from connector.delivery.transport.base import CONNECT_TIMEOUT_S, Answer, Gate, NotSent, SentLost
 
 
 class AiohttpTransport:
@@ -39,9 +39,11 @@ class AiohttpTransport:
     async def _post(self, url: str, body: bytes) -> Answer:
         return await post_once(self._session, url, body, self._proxy)
 
-    def send(self, url: str, body: bytes) -> Answer:
+    def send(self, url: str, body: bytes, gate: Gate | None = None) -> Answer:
         if self._closed:
             raise NotSent("transport closed")
+        if gate is not None:
+            gate()
         return asyncio.run_coroutine_threadsafe(self._post(url, body), self._loop).result()
 
     def close(self, wait_s: float | None = None) -> None:

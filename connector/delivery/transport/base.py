@@ -7,6 +7,7 @@ applied it). Status codes, retries and the rate limiter are the client's busines
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,8 +29,14 @@ class SentLost(Exception):
     """The connection failed after the request was sent (reset, read timeout): outcome unknown."""
 
 
+# Called right before a request leaves: returns when it may (its journal record is on disk), or raises to
+# stop it (the exception reaches the sender; nothing was sent). The process transport calls it on its writer
+# thread, so the senders do not each wait for the journal.
+Gate = Callable[[], None]
+
+
 class Transport(Protocol):
-    def send(self, url: str, body: bytes) -> Answer: ...
+    def send(self, url: str, body: bytes, gate: Gate | None = None) -> Answer: ...
 
     def close(self, wait_s: float | None = None) -> None:
         """Release the connections; `wait_s` bounds any wait for requests still in flight."""

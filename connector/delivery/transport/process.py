@@ -39,7 +39,7 @@ from typing import IO, Any
 
 import orjson
 
-from connector.delivery.transport.base import CONNECT_TIMEOUT_S, Answer, NotSent, SentLost
+from connector.delivery.transport.base import CONNECT_TIMEOUT_S, Answer, Gate, NotSent, SentLost
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class _Child:
         self.pending: dict[int, Future[Answer]] = {}
         self.written: set[int] = set()  # requests whose frame may have reached the child, even partly
         self.lock = threading.Lock()  # guards pending, written and alive
-        self.outbox: queue.SimpleQueue[tuple[int, bytes, bytes] | None] = queue.SimpleQueue()
+        self.outbox: queue.SimpleQueue[tuple[int, bytes, bytes, Gate | None] | None] = queue.SimpleQueue()
         self.alive = True
         ready: Future[None] = Future()
         self.reader = threading.Thread(target=self._read, args=(ready,), name="braze-http-reader", daemon=True)
@@ -154,7 +154,9 @@ class _Child:
             item = self.outbox.get()
             if item is None:
                 return
-            rid, url, body = item
+            rid, url, body, gate = item
+            if gate is not None and not self._passes(rid, gate):
+                continue
             with self.lock:
                 if rid not in self.pending:  # its sender gave up already
                     continue
@@ -171,14 +173,26 @@ class _Child:
                 self.kill()
                 return
 
-    def send(self, url: bytes, body: bytes, wait_s: float) -> Answer:
+    def _passes(self, rid: int, gate: Gate) -> bool:
+        """Wait for the request's gate (its journal record on disk); if it raises, the sender gets that error."""
+        try:
+            gate()
+            return True
+        except Exception as exc:
+            with self.lock:
+                future = self.pending.pop(rid, None)
+            if future is not None:
+                future.set_exception(exc)
+            return False
+
+    def send(self, url: bytes, body: bytes, wait_s: float, gate: Gate | None = None) -> Answer:
         future: Future[Answer] = Future()
         with self.lock:
             if not self.alive:
                 raise NotSent("the HTTP process has exited")
             rid = next(_IDS)
             self.pending[rid] = future
-        self.outbox.put((rid, url, body))
+        self.outbox.put((rid, url, body, gate))
         try:
             return future.result(timeout=wait_s)
         except FutureTimeout:
@@ -287,8 +301,8 @@ class ProcessTransport:
                 raise NotSent(str(exc)) from None
             return self._child
 
-    def send(self, url: str, body: bytes) -> Answer:
-        return self._current().send(url.encode(), body, self._wait_s)
+    def send(self, url: str, body: bytes, gate: Gate | None = None) -> Answer:
+        return self._current().send(url.encode(), body, self._wait_s, gate)
 
     def close(self, wait_s: float | None = None) -> None:
         """Close the child's stdin (it answers what it holds, then exits); kill it past `wait_s`."""

@@ -13,7 +13,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
-from connector.delivery.transport.base import CONNECT_TIMEOUT_S, Answer, NotSent, SentLost
+from connector.delivery.transport.base import CONNECT_TIMEOUT_S, Answer, Gate, NotSent, SentLost
 
 _NOT_SENT_MARKERS = (
     "NewConnectionError",
@@ -42,7 +42,9 @@ class RequestsTransport:
         self._session.mount("https://", adapter)
         self._session.headers.update(headers)
 
-    def send(self, url: str, body: bytes) -> Answer:
+    def send(self, url: str, body: bytes, gate: Gate | None = None) -> Answer:
+        if gate is not None:
+            gate()
         try:
             resp = self._session.post(url, data=body, timeout=self._timeout)
         except requests.exceptions.RequestException as exc:

@@ -1,0 +1,327 @@
+"""Resuming an interrupted run from its journal (`braze-connector run PIPELINE --resume [RUN_DIR]`).
+
+The resumed run re-reads the same sources into the same report folder and appends to the same journal.
+Every row whose outcome the journal holds keeps it (delivered, refused by Braze, failed, unknown) and is
+not sent again; rows the run never sent, or sent to a request refused as a whole, go through the stages as
+usual. Rows whose request left without an answer (the run stopped first) follow `write.on_ambiguous`:
+`retry` sends them again and lists them as possibly duplicated, `fail` lists them in failed.csv with
+outcome `unknown` (idempotent attribute sets are always sent again). A finished run resumed sends nothing.
+
+Row numbers name rows only while the files stay the same, so a source whose size or modification time
+changed since the interrupted run is refused.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from connector.config import Pipeline, Stream
+from connector.delivery.journal import JOURNAL_FILE, Journal, decode, read_journal
+from connector.delivery.outcomes import DUP_DROPPED, DUP_RESUMED
+from connector.delivery.writer import is_idempotent
+from connector.errors import ConfigError, SourceError
+from connector.readers.failed import RetrySet, load_failed
+from connector.records import Chunk, Failed, Rejected
+
+if TYPE_CHECKING:
+    from connector.report import RunReport
+
+# Row states as the journal leaves them (one byte per row number).
+SENT, DELIVERED, REFUSED, FAILED, UNKNOWN, NOT_APPLIED = 1, 2, 3, 4, 5, 6
+_CODES = {"R": REFUSED, "F": FAILED, "U": UNKNOWN, "N": NOT_APPLIED}
+NO_ANSWER = "sent before the run was interrupted and no answer came: Braze may have applied it; not sent again"
+
+
+@dataclass
+class FileRows:
+    """What the journal says about the rows of one (stream, source file)."""
+
+    states: bytearray = field(default_factory=bytearray)
+    detail: dict[int, tuple[Any, Any]] = field(default_factory=dict)  # (rule, reason) or (status, error)
+    dup: dict[int, str] = field(default_factory=dict)  # rows possibly applied twice, and why
+
+    def set(self, rows: list[int], state: int) -> None:
+        states = self.states
+        top = max(rows, default=-1)
+        if top >= len(states):
+            states.extend(bytes(top + 1 - len(states)))
+        for r in rows:
+            states[r] = state
+
+    def state(self, row: int) -> int:
+        return self.states[row] if row < len(self.states) else 0
+
+
+@dataclass
+class RunJournal:
+    """A run's journal, read back: its header, every row's last state, and how the last attempt ended."""
+
+    path: Path
+    header: dict[str, Any]
+    attempts: int
+    rows: dict[tuple[str, str], FileRows]
+    ended: dict[str, Any] | None
+    valid_bytes: int
+    torn_bytes: int
+
+
+def load_journal(run_dir: Path) -> RunJournal:
+    """Read `run_dir/journal.log` (one without a whole first record reads as no attempt: nothing was sent).
+
+    Raises:
+        ConfigError: there is no journal.
+    """
+    path = run_dir / JOURNAL_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"--resume {run_dir}: no {JOURNAL_FILE} there, so that run sent nothing (validate, --dry-run, or "
+            "stopped before its first request): run the pipeline again, or pass another run's report folder"
+        )
+    lines = read_journal(path)
+    header: dict[str, Any] | None = None
+    attempts = 0
+    rows: dict[tuple[str, str], FileRows] = {}
+    files: dict[int, FileRows] = {}
+    sent: dict[int, tuple[FileRows, list[int]]] = {}
+    ended: dict[str, Any] | None = None
+    for rec in lines.records:
+        if isinstance(rec, dict):
+            kind = rec.get("k")
+            if kind == "run":
+                header, attempts, ended = rec, attempts + 1, None
+                files, sent = {}, {}
+            elif kind == "file":
+                files[rec["i"]] = rows.setdefault((rec["stream"], rec["file"]), FileRows())
+            elif kind == "end":
+                ended = rec
+            continue
+        tag = rec[0]
+        if tag == "s":
+            fr = files[rec[2]]
+            fr.set(rec[3], SENT)
+            sent[rec[1]] = (fr, rec[3])
+        elif tag == "d":
+            if rec[1] not in sent:
+                continue
+            fr, sent_rows = sent.pop(rec[1])
+            refused = set(rec[3])
+            done = [r for r in sent_rows if r not in refused]
+            fr.set(done, DELIVERED)
+            if rec[2]:
+                fr.dup.update(dict.fromkeys(done, DUP_DROPPED))
+        elif tag == "o":
+            fr = files[rec[1]]
+            state = _CODES[rec[2]]
+            fr.set(rec[3], state)
+            if state != NOT_APPLIED:
+                fr.detail.update(dict.fromkeys(rec[3], (rec[4], rec[5])))
+            if rec[6]:
+                fr.dup.update(dict.fromkeys(rec[3], DUP_DROPPED))
+        elif tag == "p":
+            files[rec[1]].dup.update(dict.fromkeys(rec[2], DUP_RESUMED))
+    # No whole first record: the run was stopped before it could send anything; resuming starts it afresh.
+    return RunJournal(path, header or {}, attempts, rows, ended, lines.valid_bytes, lines.torn_bytes)
+
+
+def find_run_dir(pipeline: Pipeline, report_dir: str | Path | None) -> Path:
+    """The latest run of this pipeline (by start time) under report.dir or --report-dir.
+
+    The latest one, finished or not: resuming an older run after a newer one delivered would send stale
+    rows after fresh ones.
+
+    Raises:
+        ConfigError: no run with a journal is there.
+    """
+    template = str(report_dir) if report_dir is not None else pipeline.report.dir
+    text = template.replace("{pipeline}", pipeline.name)
+    pattern = text.replace("{run_id}", "*")
+    found: list[tuple[str, str, Path]] = []
+    for d in glob.glob(pattern):
+        journal = Path(d) / JOURNAL_FILE
+        if journal.is_file():
+            found.append((_started(journal), d, Path(d)))
+    if not found:
+        raise ConfigError(
+            f"--resume: no run of pipeline {pipeline.name} with a {JOURNAL_FILE} under {pattern}; pass the "
+            "run's report folder (braze-connector run PIPELINE --resume RUN_DIR)"
+        )
+    return max(found)[2]
+
+
+def _started(journal: Path) -> str:
+    """When the run of this journal started (its first record), "" when unreadable."""
+    try:
+        with journal.open("rb") as fh:
+            first = decode(fh.readline())
+        mtime = journal.stat().st_mtime
+    except OSError:
+        return ""
+    if isinstance(first, dict) and first.get("started"):
+        return str(first["started"])
+    return datetime.fromtimestamp(mtime, UTC).isoformat()  # killed before its first record: when it began
+
+
+def open_journal(pipeline: Pipeline, out: Path, files: dict[str, list[Path]], resume: ResumeSet | None,
+                 **facts: Any) -> Journal:  # fmt: skip
+    """The run's journal: a new one in the report folder, or the resumed run's, appended to. `facts` (run_id,
+    started, mode, full, retry) go into its header, so a resumed run can begin as the run did."""
+    header = {"pipeline": pipeline.name, "attempt": 1, **facts, "on_ambiguous": pipeline.write.on_ambiguous,
+              "sources": fingerprints(files)}  # fmt: skip
+    if resume is not None:
+        return resume.open_journal(header)
+    out.mkdir(parents=True, exist_ok=True)
+    return Journal(out / JOURNAL_FILE, header)
+
+
+def uncarried(chunk: Chunk, carried: list[bool], keep: list[bool], rejects: list[Rejected]
+              ) -> tuple[list[bool], list[Rejected]]:  # fmt: skip
+    """Rows whose outcome was carried over are neither kept nor rejected again (the suite saw every row)."""
+    gone = {n for n, c in zip(chunk.row_numbers, carried, strict=True) if c}
+    return [k and not c for k, c in zip(keep, carried, strict=True)], [r for r in rejects if r.ref.row not in gone]
+
+
+def fingerprints(files: dict[str, list[Path]]) -> dict[str, dict[str, list[int]]]:
+    """stream -> file -> [size, modification time in ns]: what a resumed run checks the sources against."""
+    out: dict[str, dict[str, list[int]]] = {}
+    for stream, paths in files.items():
+        entry = out.setdefault(stream, {})
+        for p in paths:
+            st = p.stat()
+            entry[str(p)] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+class ResumeSet:
+    """The journal of the run being resumed, applied chunk by chunk to the rows read again."""
+
+    def __init__(self, run_dir: Path, journal: RunJournal | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.journal = journal if journal is not None else load_journal(self.run_dir)
+        h = self.journal.header
+        self.run_id: str = str(h.get("run_id", self.run_dir.name))
+        self.pipeline: str = str(h.get("pipeline", ""))
+        self.mode: str | None = h.get("mode")
+        self.full = bool(h.get("full"))
+        self.summary: dict[str, Any] = {
+            "journal": str(self.journal.path),
+            "attempt": self.journal.attempts + 1,
+            "previous_exit_code": (self.journal.ended or {}).get("exit_code"),
+            "carried": {"delivered": 0, "rejected": 0, "failed": 0, "unknown": 0},
+            "resent_unanswered": 0,
+        }
+        self._log: Journal | None = None
+
+    # ---- before the run ---------------------------------------------------------------------------
+    def retry_set(self) -> RetrySet | None:
+        """The failed rows the interrupted run was sending again (--retry-failed), read from the same file."""
+        retry = self.journal.header.get("retry")
+        if not retry:
+            return None
+        return load_failed(retry["failed_file"], include_unknown=bool(retry.get("include_unknown")))
+
+    def check(self, pipeline: Pipeline, files: dict[str, list[Path]]) -> list[str]:
+        """Refuse a different pipeline or changed sources; return warnings (streams or files gone, a torn tail).
+
+        Raises:
+            ConfigError: the journal belongs to another pipeline.
+            SourceError: a source file changed since the interrupted run.
+        """
+        if self.pipeline and self.pipeline != pipeline.name:
+            raise ConfigError(
+                f"--resume {self.run_dir}: that run is of pipeline {self.pipeline!r}, not {pipeline.name!r}"
+            )
+        before: dict[str, dict[str, list[int]]] = self.journal.header.get("sources") or {}
+        now = fingerprints(files)
+        warnings: list[str] = []
+        for stream, old in before.items():
+            for f, (size, mtime) in old.items():
+                cur = now.get(stream, {}).get(f)
+                if cur is None:
+                    warnings.append(f"resume: {f} (stream {stream}) is no longer a source of this pipeline; the "
+                                    "outcomes of its rows are not in this report")  # fmt: skip
+                elif cur != [size, mtime]:
+                    raise SourceError(
+                        f"--resume: {f} changed since run {self.run_id} was interrupted (size {size:,} -> "
+                        f"{cur[0]:,} bytes, or its modification time), so the journal's row numbers may name other "
+                        "rows now. Restore the file, or start a new run (rows already delivered would be sent again)"
+                    )
+        if self.journal.torn_bytes:
+            warnings.append(f"resume: the last {self.journal.torn_bytes:,} byte(s) of {self.journal.path} were an "
+                            "unfinished write (the run was stopped mid-record); they were cut off")  # fmt: skip
+        return warnings
+
+    def header(self, base: dict[str, Any]) -> dict[str, Any]:
+        """The next attempt's journal header."""
+        return {**base, "run_id": self.run_id, "attempt": self.journal.attempts + 1}
+
+    def open_journal(self, header: dict[str, Any]) -> Journal:
+        """Append the next attempt to the same journal (a torn tail is cut off first)."""
+        self._log = Journal(self.journal.path, self.header(header), keep_bytes=self.journal.valid_bytes)
+        return self._log
+
+    # ---- while reading ------------------------------------------------------------------------------
+    def carry(self, stream: Stream, chunk: Chunk, report: RunReport, *, sending: bool = True,
+              on_ambiguous: str = "retry") -> list[bool] | None:  # fmt: skip
+        """Record in `report` the outcomes this chunk's rows already have; True for each row carried over.
+
+        None when no row of the chunk is in the journal. Rows sent without an answer are sent again (and
+        listed as possibly duplicated) when `sending` and on_ambiguous is retry or the stream's objects are
+        idempotent; otherwise they are carried as unknown. `sending` is False for rows a stopped run only lists.
+        """
+        fr = self.journal.rows.get((stream.name, chunk.file))
+        if fr is None or not len(chunk):
+            return None
+        resend = sending and (on_ambiguous == "retry" or is_idempotent(stream))
+        carried = [False] * len(chunk)
+        delivered = 0
+        rejects: list[Rejected] = []
+        failed: list[Failed] = []
+        dups: dict[str, list[int]] = {}
+        again: list[int] = []
+        for i, row in enumerate(chunk.row_numbers):
+            state = fr.state(row)
+            if state == 0 or state == NOT_APPLIED:
+                if row in fr.dup:  # an earlier attempt may have applied it
+                    dups.setdefault(fr.dup[row], []).append(i)
+                continue
+            if state == SENT and resend:
+                again.append(i)
+                dups.setdefault(DUP_RESUMED, []).append(i)
+                continue
+            carried[i] = True
+            if row in fr.dup:
+                dups.setdefault(fr.dup[row], []).append(i)
+            if state == DELIVERED:
+                delivered += 1
+            elif state == REFUSED:
+                rule, reason = fr.detail.get(row, ("braze.request", "refused by Braze"))
+                rejects.append(Rejected(chunk.ref(i), "destination", str(rule), str(reason), values=chunk.values(i)))
+            else:  # failed, unknown, or sent without an answer and not sent again
+                status, error = (None, NO_ANSWER) if state == SENT else fr.detail.get(row, (None, NO_ANSWER))
+                outcome: Literal["failed", "unknown"] = "failed" if state == FAILED else "unknown"
+                failed.append(Failed(chunk.ref(i), str(error), status, outcome, chunk.values(i)))
+        self._record(stream.name, chunk, report, delivered, rejects, failed, dups, again)
+        return carried if any(carried) else None
+
+    def _record(self, stream: str, chunk: Chunk, report: RunReport, delivered: int, rejects: list[Rejected],
+                failed: list[Failed], dups: dict[str, list[int]], again: list[int]) -> None:  # fmt: skip
+        carried = self.summary["carried"]
+        if delivered:
+            report.add_delivered(delivered, stream)
+            carried["delivered"] += delivered
+        report.add_rejects(rejects, stream)
+        carried["rejected"] += len(rejects)
+        report.add_failed(failed, stream)
+        for f in failed:
+            carried[f.outcome] += 1
+        for reason, idx in dups.items():
+            report.add_possibly_duplicated([chunk.ref(i) for i in idx], reason, stream)
+        if again:
+            self.summary["resent_unanswered"] += len(again)
+            if self._log is not None:
+                self._log.resent(stream, chunk.file, [chunk.row_numbers[i] for i in again])
+

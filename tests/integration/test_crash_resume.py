@@ -1,0 +1,214 @@
+"""kill -9 at random points of a bulk run of events and purchases, then `run --resume`, against the emulator.
+
+Each trial starts the CLI (`braze-connector run ... -q`) in a child process, kills it with SIGKILL at a random
+point (before the first request, after the k-th request record, at a random time, or while the report is
+being written), sometimes kills the resumed run too, and resumes until a run finishes. Then the emulator's
+ledger must show every valid row applied at least once, no invalid row applied, and every row applied more
+than once listed in possibly_duplicated.csv; the report must count every valid row delivered.
+
+The children are forked from a forkserver that has imported the connector once, so a trial costs its run,
+not an interpreter start. Bounded by default (10 trials, 800 rows); larger with
+BRAZE_CONNECTOR_CRASH_TRIALS=50 BRAZE_CONNECTOR_CRASH_ROWS=20000.
+"""
+
+from __future__ import annotations
+
+import csv
+import multiprocessing
+import os
+import random
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from connector.emulator import EmulatorServer
+
+TRIALS = int(os.environ.get("BRAZE_CONNECTOR_CRASH_TRIALS", "10"))
+ROWS = int(os.environ.get("BRAZE_CONNECTOR_CRASH_ROWS", "800"))
+SEED = int(os.environ.get("BRAZE_CONNECTOR_CRASH_SEED", "20261202"))
+KEY = "crash-key"
+BAD_EVERY = 97  # events without a time: rejected locally, never sent
+
+pytestmark = pytest.mark.timeout(120 + 20 * TRIALS)
+
+
+def run_cli(args: list[str], env: dict[str, str], log: str) -> None:
+    """The child: `braze-connector ARGS` with its output in `log` (runs in a forked process)."""
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.environ.update(env)
+    from connector.cli import app
+
+    app(args=args, prog_name="braze-connector")
+
+
+def write_project(root: Path, rows: int, transport: str) -> tuple[Path, set[tuple[str, int]]]:
+    """Events (Parquet) and purchases (CSV) with a row id in their properties; returns the valid rows."""
+    n_events, n_purchases = rows * 3 // 4, rows // 4
+    data = root / "data"
+    data.mkdir(parents=True)
+    ts = [None if i % BAD_EVERY == 5 else f"2026-01-{1 + i % 28:02d}T10:00:00Z" for i in range(n_events)]
+    pq.write_table(pa.table({"user_id": [f"u{i % 40}" for i in range(n_events)], "ts": ts,
+                             "rid": list(range(n_events))}), data / "events.parquet")  # fmt: skip
+    lines = ["user_id,product_id,price,purchased_at,rid"]
+    lines += [f"u{i % 40},sku{i % 7},{1 + i % 9}.5,2026-02-{1 + i % 28:02d}T09:00:00Z,{i}" for i in range(n_purchases)]
+    (data / "purchases.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    valid = {("events", i) for i in range(n_events) if ts[i] is not None}
+    valid |= {("purchases", i) for i in range(n_purchases)}
+    doc = {
+        "name": "crash",
+        "destination": {"url": "http://127.0.0.1:9", "api_key_env": "BRAZE_API_KEY"},
+        "write": {"mode": "bulk", "concurrency": 4, "max_objects_per_request": 20, "transport": transport,
+                  "retry": {"max_attempts": 4, "initial_backoff_s": 0.01, "max_backoff_s": 0.05}},
+        "report": {"max_reject_fraction": 0.5},
+        "streams": [
+            {"name": "events", "source": {"path": "data/events.parquet", "chunk_rows": 200}, "kind": "events",
+             "identifier": {"external_id": "user_id"},
+             "event": {"name": {"value": "played"}, "time": {"column": "ts", "type": "time"},
+                       "properties": {"columns": {"rid": "rid"}}}},
+            {"name": "purchases", "source": {"path": "data/purchases.csv", "chunk_rows": 100},
+             "kind": "purchases", "identifier": {"external_id": "user_id"},
+             "purchase": {"product_id": "product_id", "currency": {"value": "USD"},
+                          "price": {"column": "price", "type": "float"},
+                          "time": {"column": "purchased_at", "type": "time"},
+                          "properties": {"columns": {"rid": "rid"}}}},
+        ],
+    }  # fmt: skip
+    path = root / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return path, valid
+
+
+def applied(em: EmulatorServer) -> Counter[tuple[str, int]]:
+    """(stream, rid) -> how many times the emulator applied that row's event or purchase."""
+    out: Counter[tuple[str, int]] = Counter()
+    since = 0
+    while True:
+        entries = em.ledger(since=since)
+        if not entries:
+            return out
+        for e in entries:
+            since = max(since, int(e["seq"]))
+            for a in e["applied"]:
+                if a["array"] in ("events", "purchases"):
+                    out[(a["array"], int(a["object"]["properties"]["rid"]))] += 1
+
+
+def settled_ledger(em: EmulatorServer) -> Counter[tuple[str, int]]:
+    """The ledger once it stopped growing (a killed run's HTTP child may still finish its requests)."""
+    last = applied(em)
+    while True:
+        time.sleep(0.1)
+        now = applied(em)
+        if now == last:
+            return now
+        last = now
+
+
+def sends(journal: Path) -> int:
+    try:
+        return journal.read_bytes().count(b' ["s",')
+    except OSError:
+        return -1
+
+
+def kill_at(ctx: Any, args: list[str], env: dict[str, str], log: str, run_dir: Path | None, how: str,
+            k: int, delay: float) -> int | None:  # fmt: skip
+    """Start the CLI, kill -9 it at the chosen point; returns its exit code if it finished first."""
+    proc = ctx.Process(target=run_cli, args=(args, env, log))
+    proc.start()
+    deadline = time.monotonic() + 60
+    t0 = time.monotonic()
+    while proc.is_alive() and time.monotonic() < deadline:
+        if run_dir is None:  # a fresh run: its folder is the only one under runs/
+            dirs = list(Path(args[args.index("--report-dir") + 1]).parent.glob("*"))
+            journal = dirs[0] / "journal.log" if dirs else None
+        else:
+            journal = run_dir / "journal.log"
+        if journal is not None:
+            if how == "requests" and sends(journal) >= k:
+                break
+            if how == "report" and (journal.parent / "report.json").exists():
+                break
+        if how == "time" and time.monotonic() - t0 >= delay:
+            break
+        time.sleep(0.001)
+    proc.kill()
+    proc.join(30)
+    return None if proc.exitcode == -9 else proc.exitcode
+
+
+def finish(ctx: Any, args: list[str], env: dict[str, str], log: str) -> int:
+    proc = ctx.Process(target=run_cli, args=(args, env, log))
+    proc.start()
+    proc.join(120)
+    assert proc.exitcode is not None, "a resumed run did not finish"
+    return int(proc.exitcode)
+
+
+@pytest.fixture(scope="module")
+def forkserver() -> Any:
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["test_crash_resume", "connector.cli", "connector.pipeline",
+                                "connector.delivery.writer", "connector.delivery.client", "connector.readers",
+                                "connector.delivery.transport.aiohttp_transport", "aiohttp"])  # fmt: skip
+    return ctx
+
+
+def test_kill_9_at_random_points_then_resume_applies_every_row_and_lists_every_duplicate(
+    forkserver: Any, tmp_path: Path
+) -> None:
+    rng = random.Random(SEED)
+    hows = ["requests", "requests", "time", "report", "first"]
+    for trial in range(TRIALS):
+        root = tmp_path / f"t{trial}"
+        transport = "aiohttp-process" if trial % 5 == 4 else "aiohttp"
+        pipeline, valid = write_project(root, ROWS, transport)
+        n_requests = len(valid) // 20 + 2
+        with EmulatorServer(api_keys=(KEY,), latency_ms=rng.choice([0, 5, 20])) as em:
+            env = {"BRAZE_API_KEY": KEY, "BRAZE_REST_ENDPOINT": em.url}
+            log = str(root / "cli.log")
+            runs = root / "runs"
+            how = hows[trial % len(hows)]
+            k = 0 if how == "first" else rng.randint(1, n_requests)
+            delay = rng.uniform(0.0, 2.0)
+            args = ["run", str(pipeline), "--report-dir", str(runs / "{run_id}"), "-q"]
+            kill_at(forkserver, args, env, log, None, "requests" if how == "first" else how, k, delay)
+            if not list(runs.glob("*/journal.log")):  # killed before its journal: nothing sent, start again
+                assert not applied(em), f"trial {trial}: rows applied by a run that left no journal"
+                for d in runs.glob("*"):
+                    shutil.rmtree(d)
+                kill_at(forkserver, args, env, log, None, "requests", rng.randint(1, n_requests), delay)
+            [run_dir] = list(runs.iterdir())
+            resume = ["run", str(pipeline), "--resume", str(run_dir), "-q"]
+            if trial % 3 == 2:  # kill the resumed run too
+                kill_at(forkserver, resume, env, log, run_dir, "requests", rng.randint(1, n_requests), delay)
+            code = finish(forkserver, resume, env, log)
+            ledger = settled_ledger(em)
+        context = f"trial {trial} ({how}, k={k}, {transport}); log {log}"
+        assert code == 0, context
+        doc = yaml.safe_load((run_dir / "report.json").read_text(encoding="utf-8"))
+        assert doc["invariant_ok"] is True and doc["rows"]["delivered"] == len(valid), context
+        assert set(ledger) == valid, context  # every valid row applied, no invalid row
+        listed: set[tuple[str, int]] = set()
+        dup_file = run_dir / "possibly_duplicated.csv"
+        if dup_file.exists():
+            with dup_file.open(encoding="utf-8", newline="") as f:
+                listed = {(r["_stream"], _rid(r)) for r in csv.DictReader(f)}
+        twice = {row for row, n in ledger.items() if n > 1}
+        assert twice <= listed, f"{context}: applied twice but not listed: {sorted(twice - listed)[:5]}"
+        assert doc["rows"]["possibly_duplicated"] == len(listed), context
+
+
+def _rid(row: dict[str, str]) -> int:
+    """The rid of a listed row: Parquet rows are 1-based indices, CSV rows physical lines (header = 1)."""
+    n = int(row["_row_number"])
+    return n - 1 if row["_source_file"].endswith(".parquet") else n - 2

@@ -1,0 +1,167 @@
+"""Reading a journal back into row states, and carrying those outcomes into a resumed run's report."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from test_journal import HEADER, mapped
+
+from connector.config import Pipeline, Stream
+from connector.delivery.journal import JOURNAL_FILE, Journal
+from connector.delivery.outcomes import DUP_DROPPED, DUP_RESUMED
+from connector.delivery.resume import (
+    DELIVERED,
+    FAILED,
+    NOT_APPLIED,
+    REFUSED,
+    SENT,
+    UNKNOWN,
+    ResumeSet,
+    find_run_dir,
+    load_journal,
+)
+from connector.errors import ConfigError, SourceError
+from connector.records import Chunk
+from connector.report import RunReport
+
+EVENTS = {"name": "ev", "source": {"path": "a.csv"}, "kind": "events", "identifier": {"external_id": "user_id"},
+          "event": {"name": {"value": "x"}, "time": {"value": "2026-01-01T00:00:00Z"}}}  # fmt: skip
+ATTRS = {"name": "us", "source": {"path": "a.csv"}, "kind": "attributes", "identifier": {"external_id": "user_id"},
+         "attributes": [{"column": "user_id", "to": "uid"}]}  # fmt: skip
+
+
+def stream(doc: dict[str, Any]) -> Stream:
+    return Pipeline.model_validate({"name": "p", "streams": [doc]}).streams[0]
+
+
+def chunk(file: str, rows: list[int]) -> Chunk:
+    return Chunk(file, pa.table({"user_id": [f"u{r}" for r in rows]}), list(rows))
+
+
+def journal_of_one_attempt(run_dir: Path, stream_name: str = "ev") -> None:
+    """Rows 2..9 of a.csv: 2-3 delivered (3 after a dropped attempt), 4 refused, 5 failed, 6 unknown,
+    7 sent with no answer, 8 not applied (a refused request), 9 never sent."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    m = mapped("a.csv", [2, 3, 4, 5, 6, 7, 8])
+    j = Journal(run_dir / JOURNAL_FILE, {**HEADER, "pipeline": "p", "mode": "bulk"})
+    r1 = j.sending(stream_name, m, [0, 1, 2])
+    j.outcome(stream_name, m, [2], "R", "braze.events", "bad name")
+    j.delivered(r1, m, [2], dup=True)
+    j.sending(stream_name, m, [3, 4])
+    j.outcome(stream_name, m, [3], "F", 503, "HTTP 503")
+    j.outcome(stream_name, m, [4], "U", None, "dropped", dup=True)
+    j.sending(stream_name, m, [5])  # the run was killed here
+    j.sending(stream_name, m, [6])
+    j.outcome(stream_name, m, [6], "N")
+    j.close()
+
+
+def test_every_row_gets_its_last_state(tmp_path: Path) -> None:
+    journal_of_one_attempt(tmp_path)
+    run = load_journal(tmp_path)
+    fr = run.rows[("ev", "a.csv")]
+    assert [fr.state(r) for r in range(2, 10)] == [DELIVERED, DELIVERED, REFUSED, FAILED, UNKNOWN, SENT,
+                                                   NOT_APPLIED, 0]  # fmt: skip
+    assert fr.detail[4] == ("braze.events", "bad name") and fr.detail[5] == (503, "HTTP 503")
+    assert fr.dup == {2: DUP_DROPPED, 3: DUP_DROPPED, 6: DUP_DROPPED} and run.attempts == 1 and run.ended is None
+
+
+@pytest.mark.parametrize(("on_ambiguous", "resent"), [("retry", True), ("fail", False)])
+def test_carried_outcomes_go_to_the_report_and_unanswered_rows_follow_on_ambiguous(
+    tmp_path: Path, on_ambiguous: str, resent: bool
+) -> None:
+    journal_of_one_attempt(tmp_path / "run")
+    resume = ResumeSet(tmp_path / "run")
+    report = RunReport("p", report_dir=tmp_path / "run")
+    report.add_read(8, "ev")
+    carried = resume.carry(stream(EVENTS), chunk("a.csv", list(range(2, 10))), report, on_ambiguous=on_ambiguous)
+    assert carried == [True, True, True, True, True, not resent, False, False]
+    assert report.rows["delivered"] == 2 and report.rows["rejected"] == 1
+    assert report.rows["failed"] == (2 if resent else 3)
+    assert report.by_rule == {"braze.events": 1}
+    dups = dict(report.duplicated_by_reason)
+    assert dups == ({DUP_DROPPED: 3, DUP_RESUMED: 1} if resent else {DUP_DROPPED: 3})
+    assert resume.summary["carried"] == {"delivered": 2, "rejected": 1, "failed": 1, "unknown": 1 + (not resent)}
+    assert resume.summary["resent_unanswered"] == int(resent)
+
+
+def test_unanswered_attribute_sets_are_sent_again_even_with_on_ambiguous_fail(tmp_path: Path) -> None:
+    journal_of_one_attempt(tmp_path / "run", stream_name="us")
+    resume = ResumeSet(tmp_path / "run")
+    report = RunReport("p", report_dir=tmp_path / "run")
+    carried = resume.carry(stream(ATTRS), chunk("a.csv", [7]), report, on_ambiguous="fail")
+    assert carried is None and report.possibly_duplicated == 1
+
+
+def test_rows_a_stopped_run_only_lists_are_not_marked_as_sent_again(tmp_path: Path) -> None:
+    journal_of_one_attempt(tmp_path / "run")
+    resume = ResumeSet(tmp_path / "run")
+    report = RunReport("p", report_dir=tmp_path / "run")
+    carried = resume.carry(stream(EVENTS), chunk("a.csv", [7, 9]), report, sending=False)
+    assert carried == [True, False] and report.rows["failed"] == 1 and resume.summary["resent_unanswered"] == 0
+
+
+def test_the_resumed_attempt_appends_and_a_later_read_sees_both(tmp_path: Path) -> None:
+    journal_of_one_attempt(tmp_path / "run")
+    resume = ResumeSet(tmp_path / "run")
+    j = resume.open_journal({"run_id": "ignored", "pipeline": "p"})
+    m = mapped("a.csv", [7, 9])
+    j.resent("ev", "a.csv", [7])
+    rid = j.sending("ev", m, [0, 1])
+    j.delivered(rid, m)
+    j.close(exit_code=0)
+    again = load_journal(tmp_path / "run")
+    fr = again.rows[("ev", "a.csv")]
+    assert again.attempts == 2 and again.ended == {"k": "end", "exit_code": 0}
+    assert again.header["run_id"] == "r1" and again.header["attempt"] == 2
+    assert fr.state(7) == DELIVERED and fr.state(9) == DELIVERED and fr.dup[7] == DUP_RESUMED
+
+
+def test_a_changed_source_or_another_pipeline_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / "a.csv"
+    src.write_text("user_id\nu1\n", encoding="utf-8")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    header = {**HEADER, "pipeline": "p", "sources": {"ev": {str(src): [src.stat().st_size, src.stat().st_mtime_ns]}}}
+    Journal(run_dir / JOURNAL_FILE, header).close()
+    pipeline = Pipeline.model_validate({"name": "p", "streams": [EVENTS]})
+    assert ResumeSet(run_dir).check(pipeline, {"ev": [src]}) == []
+    gone = ResumeSet(run_dir).check(pipeline, {"ev": []})
+    assert len(gone) == 1 and "no longer a source" in gone[0]
+    with pytest.raises(ConfigError, match="of pipeline 'p', not 'q'"):
+        ResumeSet(run_dir).check(pipeline.model_copy(update={"name": "q"}), {"ev": [src]})
+    src.write_text("user_id\nu1\nu2\n", encoding="utf-8")
+    with pytest.raises(SourceError, match="changed since run r1"):
+        ResumeSet(run_dir).check(pipeline, {"ev": [src]})
+
+
+def test_the_latest_run_is_found_finished_or_not(tmp_path: Path) -> None:
+    pipeline = Pipeline.model_validate({"name": "p", "streams": [EVENTS],
+                                        "report": {"dir": str(tmp_path / "reports" / "{pipeline}" / "{run_id}")}})  # fmt: skip
+    with pytest.raises(ConfigError, match="no run of pipeline p"):
+        find_run_dir(pipeline, None)
+    for name, started in (("b", "2026-01-02T00:00:00+00:00"), ("a", "2026-01-03T00:00:00+00:00")):
+        d = tmp_path / "reports" / "p" / name
+        d.mkdir(parents=True)
+        Journal(d / JOURNAL_FILE, {**HEADER, "started": started}).close(exit_code=0)
+    assert find_run_dir(pipeline, None).name == "a"
+    killed = tmp_path / "reports" / "p" / "c"  # killed before its first record was written
+    killed.mkdir()
+    (killed / JOURNAL_FILE).write_bytes(b"")
+    future = time.time() + 86400 * 3650
+    os.utime(killed / JOURNAL_FILE, (future, future))
+    assert find_run_dir(pipeline, None).name == "c"
+    assert ResumeSet(killed).journal.attempts == 0
+    assert find_run_dir(pipeline, tmp_path / "reports" / "p" / "b").name == "b"
+
+
+def test_a_chunk_the_journal_does_not_know_is_not_carried(tmp_path: Path) -> None:
+    journal_of_one_attempt(tmp_path / "run")
+    report = RunReport("p", report_dir=tmp_path / "run")
+    assert ResumeSet(tmp_path / "run").carry(stream(EVENTS), chunk("b.csv", [2, 3]), report) is None
+    assert report.rows["delivered"] == 0

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from connector.version import __version__  # noqa: E402
-
-from connector.config import Pipeline, load_pipeline  # noqa: E402
-from connector.errors import ConfigError, ConnectorError, SourceError  # noqa: E402
+from connector.config import Pipeline, load_pipeline
+from connector.errors import ConfigError, ConnectorError, SourceError
+from connector.version import __version__
 
 if TYPE_CHECKING:
     from connector.pipeline import run_pipeline
@@ -19,6 +18,7 @@ __all__ = [
     "Pipeline",
     "RunReport",
     "SourceError",
+    "__version__",
     "load_pipeline",
     "run_pipeline",
 ]

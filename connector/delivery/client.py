@@ -20,10 +20,9 @@ from typing import Any, Literal
 import orjson
 import tenacity
 
-from connector.version import __version__
 from connector.config import Pipeline, Write
 from connector.delivery.batching import ENDPOINT_PATHS
-from connector.delivery.ratelimit import EPOCH_THRESHOLD, RateLimiter
+from connector.delivery.ratelimit import EPOCH_THRESHOLD, Limiter, RateLimiter
 from connector.delivery.transport import NotSent, SentLost, make_transport
 from connector.errors import (
     AmbiguousApiError,
@@ -34,6 +33,7 @@ from connector.errors import (
     RateLimitedError,
     TransientApiError,
 )
+from connector.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class BrazeClient:
         api_key: str,
         *,
         write: Write,
-        limiter: RateLimiter,
+        limiter: Limiter,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         on_retry: Callable[[str, str], None] | None = None,
@@ -366,10 +366,11 @@ def _reason(exc: BaseException | None) -> str:
     return "connection" if exc is not None else "unknown"
 
 
-def client_for(pipeline: Pipeline, url: str, api_key: str, mode: str) -> BrazeClient:
-    """The client of a run: the pipeline's write settings, its rate limits and the transport for `mode`."""
+def client_for(pipeline: Pipeline, url: str, api_key: str, mode: str, limiter: Limiter | None = None) -> BrazeClient:
+    """The client of a run: the pipeline's write settings, its rate limits (or `limiter`, e.g. the shared one)
+    and the transport for `mode`."""
     transport = pipeline.write.transport
     if transport == "auto":  # bulk needs aiohttp on its own core to fill 1,000 requests/s; sync suits requests
         transport = "requests" if mode == "sync" else "aiohttp-process"
-    limiter = RateLimiter.from_write(pipeline.write)
+    limiter = limiter or RateLimiter.from_write(pipeline.write)
     return BrazeClient(url, api_key, write=pipeline.write, limiter=limiter, transport=transport)

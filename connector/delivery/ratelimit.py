@@ -25,6 +25,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from connector.config import DEFAULT_RATE_LIMITS, RateLimit, Write
 
@@ -199,3 +200,13 @@ def _number(value: object) -> float | None:
     except ValueError:
         return None
     return x if math.isfinite(x) else None
+
+
+class Limiter(Protocol):
+    """What the client needs of a limiter: RateLimiter here, or shared_limits.SharedRateLimiter (Redis)."""
+
+    def acquire(self, endpoint: str, n: int = 1) -> float: ...
+
+    def observe(self, endpoint: str, headers: Mapping[str, str], now_epoch: float | None = None) -> None: ...
+
+    def penalize(self, endpoint: str, seconds: float) -> None: ...

@@ -1,13 +1,19 @@
-"""Shared fixtures: a real Braze emulator on 127.0.0.1 (fresh per test) and a factory for custom ones."""
+"""Shared fixtures: a real Braze emulator on 127.0.0.1 (fresh per test), a factory for custom ones, and a
+throwaway redis-server (shared rate limits)."""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from connector.emulator import EmulatorServer
+
+sys.path.insert(0, os.path.dirname(__file__))
+from redis_server import RedisServer, redis_server_path  # noqa: E402
 
 
 @pytest.fixture
@@ -31,3 +37,15 @@ def emulator_factory() -> Iterator[Callable[..., EmulatorServer]]:
     yield make
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A fresh redis-server on a free loopback port (stopped at teardown); skipped where redis-server is not
+    installed, except in CI (CI=true), where that is a failure."""
+    if redis_server_path() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server is required in CI (.ci/run installs it)")
+        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
+    with RedisServer() as server:
+        yield server

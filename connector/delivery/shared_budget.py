@@ -154,7 +154,8 @@ class Shape:
     name: str
     interval_us: float
     capacity: float
-    requests: int  # the limit's allowance per window
+    requests: int  # the limit: requests per window of per_seconds
+    per_seconds: float
 
 
 def shapes_of(write: Write) -> dict[str, Shape]:
@@ -166,6 +167,7 @@ def shapes_of(write: Write) -> dict[str, Shape]:
             US / local.rate(ep),
             max(1.0, BURST_FRACTION * write.rate_limit(ep).requests),
             write.rate_limit(ep).requests,
+            write.rate_limit(ep).per_seconds,
         )
         for ep in DEFAULT_RATE_LIMITS
     }

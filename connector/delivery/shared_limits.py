@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from connector.config import Write
-from connector.delivery.ratelimit import MAX_RESET_S
+from connector.delivery.ratelimit import MAX_RESET_S, SAFETY
 from connector.delivery.shared_budget import (
     ACQUIRE,
     BUDGET,
@@ -200,7 +200,7 @@ class SharedRateLimiter:
         try:
             count, rejoin_us = self._heartbeat_script(
                 keys=[self._workers_key, self._rejoin_key],
-                args=[self.worker_id, int(WORKER_TTL_S * US), int(REJOIN_S * US), "1" if asking else "0"],
+                args=[self.worker_id, int(WORKER_TTL_S * US), int(self._rejoin_us()), "1" if asking else "0"],
             )
         except self._redis_errors as e:
             self._lose(e)
@@ -312,11 +312,22 @@ class SharedRateLimiter:
                 self._end_fallback(now)
                 return now, False
             slot = max(now, known.tat, known.pause_until)
-            if slot >= self._rejoin_at:
-                return self._rejoin_at, False  # no local slot after the common rejoin time
-            known.tat = slot + n * shape.interval_us / US * self._divisor
+            interval = self._local_interval(shape)
+            if slot >= self._rejoin_at - interval:
+                return self._rejoin_at, False  # the last local slot is one interval before the shared budget resumes
+            known.tat = slot + n * interval
             self.stats["granted_local"] += n
             return slot, True
+
+    def _local_interval(self, shape: Shape) -> float:
+        """Seconds between this process's slots on its local share: the local bucket's formula (ratelimit.py)
+        for the limit divided by the workers, with a burst of one."""
+        return shape.per_seconds / max(SAFETY * shape.requests / self._divisor - 1.0, 0.5)
+
+    def _rejoin_us(self) -> float:
+        """The common rejoin time, from now: REJOIN_S for every process to hear of it, plus one local interval
+        (the gap between the last local slots and the first shared one)."""
+        return (REJOIN_S + max(self._local_interval(s) for s in self._by_bucket.values())) * US
 
     def _learn_pause(self, known: _Known, until: float) -> None:
         if until > known.pause_until + 0.001:
@@ -335,7 +346,9 @@ class SharedRateLimiter:
             now = self._clock()
             self._divisor = self._workers(now) or self._target.expected_workers
             for name, known in self._known.items():
-                known.tat = max(known.tat, known.last_slot + self._by_bucket[name].interval_us / US)
+                # Two of its own intervals after the last shared slot it knew of: the other processes' last
+                # slots (at most a few intervals later) and everyone's first local slot fit under the limit.
+                known.tat = max(known.tat, known.last_slot + 2 * self._local_interval(self._by_bucket[name]))
             if self._mode == "shared":
                 self._lost_at = now
                 self.stats["fallbacks"] += 1

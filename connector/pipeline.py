@@ -29,12 +29,14 @@ from connector import readers
 from connector.config import DEFAULT_RATE_LIMITS, Pipeline, Stream
 from connector.config.destination import Destination, resolve_destination
 from connector.delivery.mode import choose_mode
+from connector.delivery.shared_budget import SharedTarget, resolve_shared_limits
 from connector.delta import SKIP_UNCHANGED, open_state
 from connector.errors import ConfigError, ConnectorError
 from connector.mapping import map_chunk
 from connector.progress import Progress
 from connector.quiet_gc import quiet_gc
 from connector.readers.estimate import estimate_rows, is_parquet
+from connector.readers.partition import Partition, partition_rows, plan_partition
 from connector.records import Chunk, Rejected
 from connector.report import ReportInvariantError, RunReport
 from connector.report.paths import report_dir_for
@@ -42,6 +44,7 @@ from connector.validation.tables import has_table_expectations
 
 if TYPE_CHECKING:
     from connector.delivery.client import BrazeClient
+    from connector.delivery.shared_limits import SharedRateLimiter
     from connector.delivery.writer import Writer
     from connector.delta import DeltaState
     from connector.emulator import EmulatorServer
@@ -65,6 +68,7 @@ class _Plan:
     exact: bool
     suite: SuiteRunner | None
     table_first: bool
+    split_root: Path | None = None  # --partition by identifier: rows are filtered (readers/partition.py)
 
 
 def run_pipeline(
@@ -78,6 +82,7 @@ def run_pipeline(
     progress: Progress | None = None,
     retry: readers.RetrySet | None = None,
     full: bool = False,
+    partition: Partition | None = None,
 ) -> RunReport:
     """Run every stream of the pipeline and return the finished, written RunReport.
 
@@ -95,10 +100,11 @@ def run_pipeline(
         raise ConfigError(f"--mode {mode!r}: allowed values are auto, bulk, sync")
     offline = dry_run or validate_only
     dest = resolve_destination(pipeline, env, offline=offline)
-    plans = [_plan(pipeline, s, validate_only, retry) for s in pipeline.streams]
+    shared = resolve_shared_limits(pipeline, env, offline=offline)
+    plans = [_plan(pipeline, s, validate_only, retry, partition) for s in pipeline.streams]
     started = datetime.now(UTC)
-    run_id = f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-    out = report_dir_for(pipeline, report_dir, run_id)
+    run_id = f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}" + (f"-{partition.label}" if partition else "")
+    out = report_dir_for(pipeline, report_dir, run_id, partition.label if partition else None)
     # The rejects file is Parquet only when every source is (it holds the original columns of all streams).
     all_parquet = all(p.files and all(is_parquet(p.stream.source, f) for f in p.files) for p in plans)
     report = RunReport(
@@ -114,6 +120,9 @@ def run_pipeline(
                             for e in DEFAULT_RATE_LIMITS})  # fmt: skip
     for p in plans:
         report.add_stream(p.stream.name, p.stream.kind, p.stream.source.path)
+    if partition is not None:
+        report.partition = {"k": partition.k, "n": partition.n,
+                            "by": {p.stream.name: "file" if p.split_root is None else "identifier" for p in plans}}  # fmt: skip
     orphans = _note_retry(report, retry, plans) if retry is not None else 0
     chosen, reason = choose_mode(pipeline, mode, [(p.stream, p.rows, p.exact) for p in plans])
     if validate_only:
@@ -121,6 +130,8 @@ def run_pipeline(
     report.set_mode(chosen, reason)
     logger.info("pipeline %s run %s: mode %s (%s)", pipeline.name, run_id, chosen, reason)
     run = _Run(pipeline, report, progress or Progress.disabled(), started, validate_only, retry)
+    run.partition = partition
+    run.shared = shared
     if orphans:
         run.exit_code = 1  # failed rows this run cannot send: not a success
     run.delta = open_state(pipeline, read_only=offline, full=full)
@@ -135,9 +146,13 @@ def run_pipeline(
     return report
 
 
-def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool, retry: readers.RetrySet | None) -> _Plan:
+def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool, retry: readers.RetrySet | None,
+          partition: Partition | None = None) -> _Plan:  # fmt: skip
     base = Path(pipeline.base_dir)
     files = readers.list_files(stream.source, base)
+    split_root = None
+    if partition is not None:
+        files, split_root = plan_partition(stream, files, base, partition)
     if retry is not None:
         retry.adopt(stream.name, files, base)
         wanted = retry.for_stream(stream.name)
@@ -145,6 +160,8 @@ def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool, retry: reader
         rows, exact = sum(len(wanted[str(f)]) for f in files), True
     else:
         rows, exact = estimate_rows(stream.source, files)
+    if split_root is not None and partition is not None:
+        rows, exact = rows // partition.n, False  # about 1/N of the rows hash to this partition
     suite = None
     table_first = False
     if stream.expectations:
@@ -157,7 +174,7 @@ def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool, retry: reader
                 suite, stream.expectations, pipeline.resolve(pipeline.expectations_dir)
             )
         )
-    return _Plan(stream, files, rows, exact, suite, table_first)
+    return _Plan(stream, files, rows, exact, suite, table_first, split_root)
 
 
 def _note_retry(report: RunReport, retry: readers.RetrySet, plans: list[_Plan]) -> int:
@@ -194,6 +211,9 @@ class _Run:
         self.retry = retry
         self.delta: DeltaState | None = None
         self.writer: Writer | None = None
+        self.shared: SharedTarget | None = None
+        self.limiter: SharedRateLimiter | None = None
+        self.partition: Partition | None = None
         self.exit_code = 0
         self._shown = dict.fromkeys(("read", "delivered", "rejected", "failed", "requests"), 0)
 
@@ -222,7 +242,7 @@ class _Run:
                         report.set_destination(dest.kind, url)
                         from connector.delivery.client import client_for
 
-                        client = client_for(self.pipeline, url, dest.api_key, mode)
+                        client = client_for(self.pipeline, url, dest.api_key, mode, self._shared_limiter())
                         self.writer = self._writer(client, mode, dry_run=False)
                     for plan in plans:
                         if self.aborted():
@@ -239,6 +259,7 @@ class _Run:
         finally:
             if client is not None:
                 client.close()
+            self._close_shared_limiter()
             if server is not None:
                 self._stop_emulator(server)
             for err in errors:
@@ -264,6 +285,20 @@ class _Run:
             self.writer.close()
         except ConnectorError as e:
             errors.append(e)
+
+    def _shared_limiter(self) -> SharedRateLimiter | None:
+        """The limiter shared through Redis (write.shared_limits); losing Redis is a warning in the report."""
+        if self.shared is None:
+            return None
+        from connector.delivery.shared_limits import SharedRateLimiter
+
+        self.limiter = SharedRateLimiter(self.pipeline.write, self.shared, on_warning=self.report.add_warning)
+        return self.limiter
+
+    def _close_shared_limiter(self) -> None:
+        if self.limiter is not None:
+            self.report.shared_limits = self.limiter.summary()
+            self.limiter.close()
 
     def _stop_emulator(self, server: EmulatorServer) -> None:
         try:
@@ -362,6 +397,8 @@ class _Run:
 
     def _chunks(self, plan: _Plan) -> Iterator[Chunk]:
         chunks = readers.read_source(plan.stream.source, Path(self.pipeline.base_dir), plan.files)
+        if plan.split_root is not None and self.partition is not None:
+            chunks = partition_rows(chunks, plan.stream, plan.split_root, self.partition)
         if self.retry is None:
             return chunks
         return self._retried(plan, chunks)

@@ -379,12 +379,3 @@ class SharedRateLimiter:
             self._wake.clear()
             if not self._stop.is_set():
                 self.beat()
-
-
-def shared_limiter_for(
-    write: Write, target: SharedTarget | None, on_warning: Callable[[str], None] | None = None
-) -> SharedRateLimiter | None:
-    """The run's shared limiter, or None when the pipeline has no `write.shared_limits`."""
-    if target is None:
-        return None
-    return SharedRateLimiter(write, target, on_warning=on_warning)

@@ -138,6 +138,8 @@ def build_document(r: ReportCounters) -> dict[str, Any]:
         "emulator": r.emulator,
         "retry": r.retry,
         "delta": r.delta,
+        "shared_limits": r.shared_limits,
+        "partition": r.partition,
         "files": files,
     }
     return doc

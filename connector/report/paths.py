@@ -9,18 +9,27 @@ from connector.config import Pipeline
 from connector.errors import ConfigError
 
 
-def report_dir_for(pipeline: Pipeline, override: str | Path | None, run_id: str) -> Path:
-    """--report-dir over report.dir, with {pipeline} and {run_id} filled in; relative to the current folder.
+def report_dir_for(pipeline: Pipeline, override: str | Path | None, run_id: str,
+                   partition: str | None = None) -> Path:  # fmt: skip
+    """--report-dir over report.dir, with {pipeline}, {run_id} and {partition} (`p2of4`, or `all`) filled in;
+    relative to the current folder.
 
     A path that cannot become a writable folder is a ConfigError here, before anything is read (nothing is
-    created: RunReport makes the folder).
+    created: RunReport makes the folder). So is a partitioned run whose folder names neither {run_id} nor
+    {partition}: the partitions would overwrite each other's reports.
     """
     template = str(override) if override is not None else pipeline.report.dir
     key = "--report-dir" if override is not None else "report.dir"
+    if partition is not None and "{run_id}" not in template and "{partition}" not in template:
+        raise ConfigError(
+            f"{key} {template!r}: a partitioned run needs its own report folder; put {{partition}} (or {{run_id}}) "
+            "in it, e.g. reports/{pipeline}/2024-06-01/{partition}"
+        )
     text = template.replace("{pipeline}", pipeline.name).replace("{run_id}", run_id)
+    text = text.replace("{partition}", partition or "all")
     if "{" in text or "}" in text:
         raise ConfigError(
-            f"{key} {template!r}: only the placeholders {{pipeline}} and {{run_id}} are allowed"
+            f"{key} {template!r}: only the placeholders {{pipeline}}, {{run_id}} and {{partition}} are allowed"
         )
     path = Path(text)
     problem = _unwritable(path)

@@ -10,6 +10,7 @@ loaded machine that cannot keep the workers busy does not fail the test. Counts,
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -157,3 +158,50 @@ def test_a_killed_worker_holds_no_tokens(redis_server: Any, emulator_process: Em
     assert emulator_429s(emulator_process) == 0
     # After the victim's last reservations (at most HORIZON_S = 1 s ahead) the survivor gets the whole budget.
     assert_throughput([out], after=killed_at + 1.5)
+
+
+def test_partitioned_pipelines_share_the_budget_and_their_reports_merge(
+    redis_server: Any, emulator_process: EmulatorProcess, tmp_path: Path
+) -> None:
+    """Four `run --partition K/4` processes of one pipeline with write.shared_limits: no 429, every row once."""
+    users = 1200
+    (tmp_path / "users.csv").write_text("user_id,plan\n" + "".join(f"u{i:05d},p{i % 3}\n" for i in range(users)))
+    ns = f"t-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "users.yaml").write_text(f"""
+name: users_parts
+destination: {{url: {emulator_process.url}, api_key_env: TEST_BRAZE_KEY}}
+write:
+  mode: bulk
+  transport: requests
+  concurrency: 8
+  max_objects_per_request: 10
+  rate_limits: {{users_track: {{requests: {LIMIT}, per_seconds: 1}}}}
+  shared_limits: {{redis_url_env: TEST_REDIS_URL, namespace: {ns}}}
+report: {{dir: "{tmp_path}/reports/{{partition}}"}}
+streams:
+  - name: users
+    source: {{path: users.csv}}
+    kind: attributes
+    identifier: {{external_id: user_id}}
+    attributes: [{{column: plan}}]
+""")
+    env = {**os.environ, "TEST_BRAZE_KEY": "test-key", "TEST_REDIS_URL": redis_server.url}
+    procs = [subprocess.Popen([sys.executable, "-m", "connector", "run", str(tmp_path / "users.yaml"), "--partition",
+                               f"{k}/4", "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for k in (1, 2, 3, 4)]  # fmt: skip
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, out + err[-3000:]
+    assert emulator_429s(emulator_process) == 0
+    dirs = [tmp_path / "reports" / f"p{k}of4" for k in (1, 2, 3, 4)]
+    docs = [json.loads((d / "report.json").read_text()) for d in dirs]
+    for d in docs:
+        assert d["requests"]["rate_limited"] == 0
+        assert d["shared_limits"]["granted_shared"] == d["requests"]["total"] and d["shared_limits"]["fallbacks"] == 0
+    res = subprocess.run([sys.executable, "-m", "connector", "report", "merge", *map(str, dirs)], capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    merged = json.loads((tmp_path / "reports" / "merged" / "report.json").read_text())
+    assert merged["rows"]["read"] == merged["rows"]["delivered"] == users and merged["invariant_ok"]
+    req = urllib.request.Request(emulator_process.url + "/_emulator/stats", headers={"Authorization": "Bearer test-key"})
+    assert json.loads(urllib.request.urlopen(req, timeout=30).read())["objects_applied"]["attributes"] == users

@@ -3,6 +3,7 @@
 `list_files` finds a source's files (a file, a directory's files of the format, or a glob's matches, sorted);
 `read_source` streams them as `Chunk`s of at most `source.chunk_rows` rows. Memory follows the chunk size,
 not the file size. See csv_reader for CSV row numbers, quoted multi-line fields and parse rejects.
+`partition` splits a stream for `run --partition K/N` (whole files, or rows by identifier hash).
 """
 
 from __future__ import annotations

@@ -144,15 +144,7 @@ class RateLimiter:
 
     def observe(self, endpoint: str, headers: Mapping[str, str], now_epoch: float | None = None) -> None:
         """Learn from a response's X-RateLimit-Limit / -Remaining / -Reset headers (any case; blanks ignored)."""
-        limit = remaining = reset = None
-        for key, value in headers.items():
-            k = key.lower()
-            if k == "x-ratelimit-remaining":
-                remaining = _number(value)
-            elif k == "x-ratelimit-reset":
-                reset = _number(value)
-            elif k == "x-ratelimit-limit":
-                limit = _number(value)
+        limit, remaining, reset = rate_headers(headers)
         if remaining is None or reset is None:
             return
         if reset > EPOCH_THRESHOLD:
@@ -191,6 +183,16 @@ class RateLimiter:
         b = self._bucket(endpoint)
         with b.lock:
             b.pause_until(self._clock() + seconds)
+
+
+def rate_headers(headers: Mapping[str, str]) -> tuple[float | None, float | None, float | None]:
+    """X-RateLimit-Limit, -Remaining and -Reset as numbers (any header case; None when absent or blank)."""
+    found: dict[str, float | None] = {}
+    for key, value in headers.items():
+        k = key.lower()
+        if k in ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"):
+            found[k] = _number(value)
+    return found.get("x-ratelimit-limit"), found.get("x-ratelimit-remaining"), found.get("x-ratelimit-reset")
 
 
 def _number(value: object) -> float | None:

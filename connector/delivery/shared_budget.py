@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from connector.config import DEFAULT_RATE_LIMITS, Pipeline, Write
-from connector.delivery.ratelimit import BURST_FRACTION, EPOCH_THRESHOLD, MAX_RESET_S, RateLimiter, _number
+from connector.delivery.ratelimit import (
+    BURST_FRACTION,
+    EPOCH_THRESHOLD,
+    MAX_RESET_S,
+    RateLimiter,
+    rate_headers,
+)
 from connector.errors import ConfigError
 
 US = 1_000_000  # microseconds: Redis TIME and the scripts count in them
@@ -175,13 +181,7 @@ def shapes_of(write: Write) -> dict[str, Shape]:
 
 def read_window(headers: Mapping[str, str], now_epoch: float | None) -> tuple[float, float] | None:
     """(remaining, seconds to the reset) from X-RateLimit-Remaining/-Reset (epoch or seconds), or None."""
-    remaining = reset = None
-    for key, value in headers.items():
-        k = key.lower()
-        if k == "x-ratelimit-remaining":
-            remaining = _number(value)
-        elif k == "x-ratelimit-reset":
-            reset = _number(value)
+    _limit, remaining, reset = rate_headers(headers)
     if remaining is None or reset is None:
         return None
     seconds = reset - (time.time() if now_epoch is None else now_epoch) if reset > EPOCH_THRESHOLD else reset

@@ -254,17 +254,14 @@ class SharedRateLimiter:
 
     @property
     def mode(self) -> Mode:
-        """The mode: "shared", "local" (Redis lost: this process's share) or "rejoining" (Redis back, share until the rejoin)."""
+        """"shared"; "local" (Redis lost: this process's share); "rejoining" (Redis back, share until the rejoin)."""
         return self._mode
 
     # ---- internals ---------------------------------------------------------------------------------
     def _shape(self, endpoint: str) -> Shape:
-        try:
-            return self._shapes[endpoint]
-        except KeyError:
-            raise ValueError(
-                f"unknown endpoint {endpoint!r}; use one of {', '.join(sorted(self._shapes))}"
-            ) from None
+        if endpoint not in self._shapes:
+            raise ValueError(f"unknown endpoint {endpoint!r}; use one of {', '.join(sorted(self._shapes))}")
+        return self._shapes[endpoint]
 
     def _count(self, key: str, n: int) -> None:
         with self._lock:

@@ -47,16 +47,6 @@ def limiter(redis_url: str, ns: str, write: Write, clock: Recorder | None = None
                              heartbeat=False, **kw)  # fmt: skip
 
 
-def max_in_window(times: list[float], window: float) -> int:
-    times = sorted(times)
-    best, j = 0, 0
-    for i in range(len(times)):
-        while times[i] - times[j] >= window:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
-
-
 def test_two_limiters_draw_slots_from_one_budget(redis_server: Any) -> None:
     ns = uuid.uuid4().hex
     write = write_at(100)
@@ -68,7 +58,8 @@ def test_two_limiters_draw_slots_from_one_budget(redis_server: Any) -> None:
         got = lim._reserve(shape, lim._known[shape.name], 1)
         assert got is not None
         slots.append(got[0])
-    assert max_in_window(slots, 1.0) <= 100
+    slots.sort()
+    assert all(b - a >= 1.0 for a, b in zip(slots, slots[100:], strict=False))  # never 101 in one second
     # One budget, not two: 90 slots at the steady rate (97 a second after a burst of 2) span ~0.9 s.
     assert max(slots) - min(slots) >= (90 - 2) / 97.0 - 0.05
     other = limiter(redis_server.url, uuid.uuid4().hex, write)  # another namespace: its own budget
@@ -88,24 +79,18 @@ def test_slots_further_than_the_horizon_are_asked_again(redis_server: Any) -> No
     lim.close()
 
 
-def test_a_429_pause_reaches_every_process(redis_server: Any) -> None:
+@pytest.mark.parametrize(
+    "tell",
+    [lambda lim: lim.penalize("users_track", 0.6),  # a 429 with a wait
+     lambda lim: lim.observe("users_track", {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "0.6"})],
+    ids=["429 pause", "exhausted window"],
+)  # fmt: skip
+def test_a_pause_reaches_every_process(redis_server: Any, tell: Any) -> None:
     ns = uuid.uuid4().hex
     a = limiter(redis_server.url, ns, write_at(1000))
     clock = Recorder()
     b = limiter(redis_server.url, ns, write_at(1000), clock)
-    a.penalize("users_track", 0.5)
-    b.acquire("users_track")
-    assert clock.slept and 0.4 < sum(clock.slept) <= 0.55
-    a.close()
-    b.close()
-
-
-def test_an_exhausted_window_pauses_every_process_until_its_reset(redis_server: Any) -> None:
-    ns = uuid.uuid4().hex
-    a = limiter(redis_server.url, ns, write_at(1000))
-    clock = Recorder()
-    b = limiter(redis_server.url, ns, write_at(1000), clock)
-    a.observe("users_track", {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "0.6"})
+    tell(a)
     b.acquire("users_track")
     assert 0.5 < sum(clock.slept) <= 0.65
     a.close()

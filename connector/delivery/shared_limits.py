@@ -254,7 +254,7 @@ class SharedRateLimiter:
 
     @property
     def mode(self) -> Mode:
-        """"shared"; "local" (Redis lost: this process's share); "rejoining" (Redis back, share until the rejoin)."""
+        """Where slots come from: "shared", "local" (Redis lost: its share), "rejoining" (share until the rejoin)."""
         return self._mode
 
     # ---- internals ---------------------------------------------------------------------------------

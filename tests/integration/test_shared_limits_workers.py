@@ -144,7 +144,7 @@ def test_redis_stopped_mid_run_no_429_burst_and_the_run_completes(redis_server: 
 def test_a_killed_worker_holds_no_tokens(redis_server: Any, emulator_process: EmulatorProcess) -> None:
     ns = f"t-{uuid.uuid4().hex[:8]}"
     ttl = "2"
-    survivor = start_worker(emulator_process, redis_server.url, ns, "a", 110, "--worker-ttl", ttl)
+    survivor = start_worker(emulator_process, redis_server.url, ns, "a", 220, "--worker-ttl", ttl)
     victim = start_worker(emulator_process, redis_server.url, ns, "b", 1000, "--worker-ttl", ttl)
     client = wait_for_workers(redis_server.url, ns, 2, [survivor, victim])
     time.sleep(2)
@@ -154,7 +154,7 @@ def test_a_killed_worker_holds_no_tokens(redis_server: Any, emulator_process: Em
     time.sleep(float(ttl) + 2)
     assert client.zcard(f"braze-connector:{{{ns}}}:workers") == 1  # its heartbeat expired; the survivor's is fresh
     out = finish(survivor)
-    assert out["statuses"] == {"201": 110}
+    assert out["statuses"] == {"201": 220}
     assert emulator_429s(emulator_process) == 0
     # After the victim's last reservations (at most HORIZON_S = 1 s ahead) the survivor gets the whole budget.
     assert_throughput([out], after=killed_at + 1.5)

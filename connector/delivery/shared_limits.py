@@ -60,6 +60,7 @@ WORKER_TTL_S = 10.0
 HORIZON_S = 1.0
 REJOIN_S = 2.0
 REDIS_TIMEOUT_S = 2.0
+MAX_CONNECTIONS = 16
 LOW_REMAINING = 0.1  # share X-RateLimit-Remaining once under this fraction of the limit (+ the burst)
 
 
@@ -122,13 +123,18 @@ class SharedRateLimiter:
             for name in self._by_bucket
         }
         self._workers_key, self._rejoin_key = f"{prefix}:workers", f"{prefix}:rejoin"
-        self._redis = redis.Redis.from_url(
+        # A bounded pool that makes a thread wait for a free connection (up to the timeout) rather than fail:
+        # 160 sending threads must not look like a lost Redis.
+        pool = redis.BlockingConnectionPool.from_url(
             target.url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=REDIS_TIMEOUT_S,
             socket_timeout=REDIS_TIMEOUT_S,
             socket_connect_timeout=REDIS_TIMEOUT_S,
             retry=Retry(NoBackoff(), 0),
             client_name=f"braze-connector-{os.getpid()}",
         )
+        self._redis = redis.Redis(connection_pool=pool)
         self._acquire_script = self._redis.register_script(ACQUIRE)
         self._pause_script = self._redis.register_script(PAUSE)
         self._budget_script = self._redis.register_script(BUDGET)

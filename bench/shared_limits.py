@@ -1,12 +1,17 @@
 """N workers, one Braze budget: aggregate % of the limit and 429s, with and without the shared limiter.
 
-    python bench/shared_limits.py                      # N = 1, 2, 4; 600,000 rows; limit 1,000 requests/s
-    python bench/shared_limits.py --workers 1,2 --rows 100000 --quick-calibration
+    python bench/shared_limits.py                                # pipelines: N = 1, 2, 4; 600,000 rows
+    python bench/shared_limits.py --transport aiohttp            # the HTTP loop in each worker's own process
+    python bench/shared_limits.py --workload client              # BrazeClient processes alone
+    python bench/shared_limits.py --workers 1,2 --rows 100000 --calibration-seconds 1   # a short run
 
-Each worker is a whole pipeline process (`braze-connector run PIPELINE --partition K/N`) over one users
-Parquet file (bench/data.py), bulk mode, 75 objects per request, against an nginx sink (bench/sink.py) that
-answers after `--latency-ms` and enforces the limit with limit_req (429 above it, burst 10 % of a second).
-The sink logs every request's time and status; the figures come from that log, not from the workers:
+`--workload pipeline` (default): each worker is a whole pipeline process (`braze-connector run PIPELINE
+--partition K/N`) over one users Parquet file (bench/data.py), bulk mode, 75 objects per request.
+`--workload client`: each worker is tests/integration/limiter_worker.py (a BrazeClient with 160 threads
+posting small bodies), the limiter without reading and mapping competing for the cores. The target is an
+nginx sink (bench/sink.py) that answers after `--latency-ms` and enforces the limit with limit_req (429
+above it, a burst of 10 % of a second: stricter than Braze's fixed windows). The sink logs every
+request's arrival and status; the figures come from that log, not from the workers:
 
 - aggregate: 2xx answers per second from the first request to the last, as a % of the limit;
 - 429s: answers the sink refused.
@@ -46,6 +51,7 @@ name: bench_shared
 destination: {{url: {url}, api_key_env: BENCH_BRAZE_KEY}}
 write:
   mode: bulk
+  transport: {transport}
   rate_limits: {{users_track: {{requests: {limit}, per_seconds: 1}}}}
   {shared}
 report: {{dir: "{reports}/{{partition}}"}}
@@ -63,13 +69,15 @@ streams:
 """
 
 
-def run_workers(n: int, how: str, data: Path, sink: NginxSink, rps: int, redis_url: str) -> dict[str, Any]:
+def run_workers(n: int, how: str, data: Path, sink: NginxSink, rps: int, redis_url: str,
+                transport: str = "auto") -> dict[str, Any]:  # fmt: skip
     """Start N partition processes at once; wait for all; read the sink's log of what they sent."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-shared-"))
     limit = rps // n if how == "split" else rps
     shared = f"shared_limits: {{namespace: bench-{uuid.uuid4().hex[:8]}}}" if how == "shared" else ""
     pipe = tmp / "pipeline.yaml"
-    pipe.write_text(_PIPELINE.format(url=sink.url, limit=limit, shared=shared, reports=tmp / "reports", data=data))
+    pipe.write_text(_PIPELINE.format(url=sink.url, limit=limit, shared=shared, reports=tmp / "reports", data=data,
+                                     transport=transport))
     env = {**os.environ, "BENCH_BRAZE_KEY": KEY, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
     before = len(sink.requests())
     t0 = time.time()
@@ -80,13 +88,32 @@ def run_workers(n: int, how: str, data: Path, sink: NginxSink, rps: int, redis_u
     for p in procs:
         p.communicate()
         codes.append(p.returncode)
-    wall = time.time() - t0
-    log = sink.requests()[before:]
-    ok = [t for t, status in log if 200 <= status < 300]
+    return _measured(n, how, sink.requests()[before:], time.time() - t0, codes)
+
+
+def run_clients(n: int, how: str, requests: int, sink: NginxSink, rps: int, redis_url: str) -> dict[str, Any]:
+    """N client processes (tests/integration/limiter_worker.py: BrazeClient + limiter, 160 threads, tiny
+    bodies): the limiter alone, without reading and mapping competing for the cores."""
+    worker = ROOT / "tests" / "integration" / "limiter_worker.py"
+    ns = f"bench-{uuid.uuid4().hex[:8]}"
+    limit = rps // n if how == "split" else rps
+    extra = ["--redis", redis_url, "--namespace", ns, "--workers", str(n)] if how == "shared" else []
+    before = len(sink.requests())
+    t0 = time.time()
+    procs = [subprocess.Popen([sys.executable, str(worker), sink.url, "--requests", str(requests // n), "--threads", "160",
+                               "--limit", str(limit), "--tag", f"w{k}", *extra],
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
+             for k in range(n)]  # fmt: skip
+    codes = [p.wait() for p in procs]
+    return _measured(n, how, sink.requests()[before:], time.time() - t0, codes)
+
+
+def _measured(n: int, how: str, log: list[tuple[float, int]], wall: float, codes: list[int]) -> dict[str, Any]:
+    ok = sum(1 for _t, status in log if 200 <= status < 300)
     refused = sum(1 for _t, status in log if status == 429)
     span = (max(t for t, _ in log) - min(t for t, _ in log)) if len(log) > 1 else 0.0
-    return {"workers": n, "how": how, "ok": len(ok), "429": refused, "span": span, "wall": wall, "codes": codes,
-            "rate": len(ok) / span if span else 0.0}  # fmt: skip
+    return {"workers": n, "how": how, "ok": ok, "429": refused, "span": span, "wall": wall, "codes": codes,
+            "rate": ok / span if span else 0.0}  # fmt: skip
 
 
 def main() -> int:
@@ -97,13 +124,17 @@ def main() -> int:
     ap.add_argument("--latency-ms", type=float, default=100)
     ap.add_argument("--modes", default="none,split,shared")
     ap.add_argument("--calibration-seconds", type=float, default=5)
+    ap.add_argument("--transport", default="auto", help="write.transport of the workers (auto: aiohttp in a child)")
+    ap.add_argument("--workload", choices=("pipeline", "client"), default="pipeline",
+                    help="pipeline: `run --partition K/N` processes; client: BrazeClient processes alone")  # fmt: skip
     a = ap.parse_args()
     if reason := nginx_available():
         print(f"cannot run: {reason}", file=sys.stderr)
         return 2
     data = write_parquet("users", a.rows)
     print(f"# bench/shared_limits.py {' '.join(sys.argv[1:])}  (python {sys.version.split()[0]}, {os.cpu_count()} cores)")
-    print(f"# {a.rows:,} users rows in {a.rows // 75 + 1:,} requests; sink at {a.latency_ms:.0f} ms enforcing {a.rps:,} requests/s")
+    print(f"# {a.workload} workers; {a.rows:,} users rows in {a.rows // 75 + 1:,} requests; sink at {a.latency_ms:.0f} ms "
+          f"enforcing {a.rps:,} requests/s (burst {a.rps // 10}); transport {a.transport}")  # fmt: skip
     rows = []
     with RedisServer() as redis, NginxSink(latency_ms=a.latency_ms, limit_rps=a.rps, burst=a.rps // 10,
                                            access_log=True) as sink:  # fmt: skip
@@ -114,7 +145,10 @@ def main() -> int:
             for how in a.modes.split(","):
                 if n == 1 and how == "split":
                     continue  # the same as none
-                r = run_workers(n, how, data, sink, a.rps, redis.url)
+                if a.workload == "client":
+                    r = run_clients(n, how, a.rows // 75, sink, a.rps, redis.url)
+                else:
+                    r = run_workers(n, how, data, sink, a.rps, redis.url, a.transport)
                 rows.append(r)
                 print(f"  N={n} {how:6s}: {r['ok']:,} delivered in {r['span']:.1f} s = {r['rate']:,.0f}/s = "
                       f"{r['rate'] / a.rps:.1%} of the limit; 429s {r['429']:,}; exit codes {r['codes']}; "

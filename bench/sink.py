@@ -98,7 +98,7 @@ class NginxSink:
             limit_req=limit_req,
             header_limit=self.limit_rps or 3000,
             sleep=sleep,
-            access_log=(f"log_format timing '$msec $status'; access_log {self._tmp}/access.log timing;"
+            access_log=(f"log_format timing '$msec $request_time $status'; access_log {self._tmp}/access.log timing;"
                         if self.access_log else "access_log off;"),
         )
         conf_path = self._tmp / "nginx.conf"
@@ -116,14 +116,14 @@ class NginxSink:
         raise RuntimeError(f"nginx did not start; see {self._tmp / 'error.log'}")
 
     def requests(self) -> list[tuple[float, int]]:
-        """(epoch seconds, status) of every request answered so far (needs access_log=True)."""
+        """(arrival, epoch seconds; status) of every request answered so far (needs access_log=True)."""
         path = self._tmp / "access.log"
         if not path.exists():
             return []
         out = []
         for line in path.read_text().splitlines():
-            t, _, status = line.partition(" ")
-            out.append((float(t), int(status)))
+            done, took, status = line.split()
+            out.append((float(done) - float(took), int(status)))
         return out
 
     def __exit__(self, *exc: object) -> None:

@@ -26,7 +26,8 @@ from connector.errors import ConfigError
 US = 1_000_000  # microseconds: Redis TIME and the scripts count in them
 
 # KEYS: tat, pause, budget, rejoin. ARGV: interval_us, capacity, n, horizon_us.
-# Returns {granted (1/0), wait_us (to the slot, or until asking again), pause_us (a pause still ahead)}.
+# Returns {granted (1/0), wait_us (to the slot, or until asking again), pause_us (a pause still ahead),
+# now (Redis TIME, microseconds: the caller estimates its clock's offset from it)}.
 ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -57,10 +58,10 @@ local slot = math.max(now, new_tat - C * T)
 local ahead = 0
 if pause > now then ahead = pause - now end
 if slot - now > horizon then
-  return {0, slot - horizon - now, ahead}
+  return {0, slot - horizon - now, ahead, now}
 end
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 60000)
-return {1, slot - now, ahead}
+return {1, slot - now, ahead, now}
 """
 
 # KEYS: pause. ARGV: seconds_us. No slot is granted before now + seconds.

@@ -64,6 +64,30 @@ MAX_CONNECTIONS = 16
 LOW_REMAINING = 0.1  # share X-RateLimit-Remaining once under this fraction of the limit (+ the burst)
 
 
+class _Offset:
+    """This process's clock minus Redis's, from the calls' round trips (Redis TIME lies between a call's
+    send and its answer): the bounds tighten to the fastest round trip seen, so a slow answer (a thread
+    waiting for the GIL) does not move the slots it converts. Bounds that contradict each other (a clock
+    stepped) start again."""
+
+    def __init__(self) -> None:
+        self.base: int | None = None  # Redis microseconds subtracted before converting (float precision)
+        self.lo, self.hi = -math.inf, math.inf
+        self._lock = threading.Lock()
+
+    def local(self, redis_us: int, sent: float, answered: float) -> float:
+        """The local clock reading matching Redis time `redis_us`."""
+        with self._lock:
+            if self.base is None:
+                self.base = redis_us
+            at = (redis_us - self.base) / US
+            lo, hi = max(self.lo, sent - at), min(self.hi, answered - at)
+            if lo > hi:
+                lo, hi = sent - at, answered - at
+            self.lo, self.hi = lo, hi
+            return at + (lo + hi) / 2
+
+
 class _Known:
     """What this process knows of one bucket (its monotonic clock), and its slots on the local share."""
 
@@ -104,6 +128,7 @@ class SharedRateLimiter:
         self._warn = on_warning or logger.warning
         self._lock = threading.Lock()
         self._known = {name: _Known() for name in self._by_bucket}
+        self._offset = _Offset()
         self._mode: Mode = "shared"
         self._rejoin_at = math.inf
         self._divisor = target.expected_workers
@@ -288,13 +313,13 @@ class SharedRateLimiter:
     def _reserve(self, shape: Shape, known: _Known, n: int) -> tuple[float, int] | None:
         """A shared slot (local clock) and the pause epoch it was taken under; None when Redis failed."""
         while True:
+            sent = self._clock()
             reply = self._call(self._acquire_script, keys=self._keys[shape.name],
                                args=[shape.interval_us, shape.capacity, n, int(HORIZON_S * US)])  # fmt: skip
             if reply is None:
                 return None
-            granted, wait_us, pause_us = (int(x) for x in reply)
-            # Redis's "now" lies between the call and this line: reading the clock after it errs late.
-            now = self._clock()
+            granted, wait_us, pause_us, redis_now = (int(x) for x in reply)
+            now = self._offset.local(redis_now, sent, self._clock())
             with self._lock:
                 if pause_us > 0:
                     self._learn_pause(known, now + pause_us / US)

@@ -191,3 +191,22 @@ def test_resolve_shared_limits_reads_the_url_from_the_environment() -> None:
         resolve_shared_limits(pipeline, {"REDIS_URL": "http://cache"}, offline=False)
     with pytest.raises(ValueError, match="namespace"):
         Pipeline.model_validate({**data, "write": {"shared_limits": {"namespace": "has space"}}})
+
+
+def test_a_run_without_redis_warns_in_its_report_and_delivers(emulator: Any, tmp_path: Any) -> None:
+    from connector.pipeline import run_pipeline
+
+    (tmp_path / "u.csv").write_text("user_id,plan\n" + "".join(f"u{i},p\n" for i in range(30)))
+    pipeline = Pipeline.model_validate({
+        "name": "no_redis", "base_dir": str(tmp_path),
+        "destination": {"url": emulator.url, "api_key_env": "K"},
+        "write": {"mode": "bulk", "transport": "requests", "max_objects_per_request": 5,
+                  "shared_limits": {"redis_url_env": "R", "namespace": "ns", "expected_workers": 2}},
+        "streams": [{"name": "s", "source": {"path": "u.csv"}, "kind": "attributes",
+                     "identifier": {"external_id": "user_id"}, "attributes": [{"column": "plan"}]}],
+    })  # fmt: skip
+    report = run_pipeline(pipeline, report_dir=tmp_path / "r", env={"K": "test-key", "R": "redis://127.0.0.1:1/0"})
+    doc = report.to_dict()
+    assert doc["rows"]["delivered"] == 30 and doc["exit_code"] == 0
+    assert any("Redis at redis://127.0.0.1:1/0 is unreachable" in w for w in doc["warnings"])
+    assert doc["shared_limits"]["fallbacks"] == 1 and doc["shared_limits"]["granted_local"] == 6

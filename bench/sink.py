@@ -25,7 +25,7 @@ error_log {tmp}/error.log error;
 daemon off;
 events {{ worker_connections 8192; }}
 http {{
-  access_log off;
+  {access_log}
   client_body_buffer_size 4m;
   client_max_body_size 8m;
   keepalive_requests 1000000;
@@ -65,8 +65,10 @@ class NginxSink:
     """Start nginx on a free loopback port; use as a context manager. `.url` is the base URL."""
 
     def __init__(self, latency_ms: float = 100.0, limit_rps: int | None = None, burst: int = 100,
-                 per_minute: bool = False) -> None:  # fmt: skip
-        """`limit_rps`: requests per second enforced (per minute with `per_minute`, nginx's r/m)."""
+                 per_minute: bool = False, access_log: bool = False) -> None:  # fmt: skip
+        """`limit_rps`: requests per second enforced (per minute with `per_minute`, nginx's r/m);
+        `access_log`: log each request's time and status (read them with `requests()`)."""
+        self.access_log = access_log
         self.latency_ms = latency_ms
         self.limit_rps = limit_rps
         self.per_minute = per_minute
@@ -83,7 +85,9 @@ class NginxSink:
         limit_zone = limit_req = ""
         if self.limit_rps:
             unit = "r/m" if self.per_minute else "r/s"
-            limit_zone = f"limit_req_zone $server_name zone=track:1m rate={self.limit_rps}{unit};"
+            # Keyed by the port: nginx does not count requests whose key is empty, as $server_name is here
+            # (keyed by it, this sink enforced no limit at all).
+            limit_zone = f"limit_req_zone $server_port zone=track:1m rate={self.limit_rps}{unit};"
             limit_req = f"limit_req zone=track burst={self.burst} nodelay; limit_req_status 429;"
         sleep = f"echo_sleep {self.latency_ms / 1000:.3f};" if self.latency_ms > 0 else ""
         conf = _CONF.format(
@@ -94,6 +98,8 @@ class NginxSink:
             limit_req=limit_req,
             header_limit=self.limit_rps or 3000,
             sleep=sleep,
+            access_log=(f"log_format timing '$msec $request_time $status'; access_log {self._tmp}/access.log timing;"
+                        if self.access_log else "access_log off;"),
         )
         conf_path = self._tmp / "nginx.conf"
         conf_path.write_text(conf)
@@ -108,6 +114,17 @@ class NginxSink:
                 time.sleep(0.05)
         self.__exit__()
         raise RuntimeError(f"nginx did not start; see {self._tmp / 'error.log'}")
+
+    def requests(self) -> list[tuple[float, int]]:
+        """(arrival, epoch seconds; status) of every request answered so far (needs access_log=True)."""
+        path = self._tmp / "access.log"
+        if not path.exists():
+            return []
+        out = []
+        for line in path.read_text().splitlines():
+            done, took, status = line.split()
+            out.append((float(done) - float(took), int(status)))
+        return out
 
     def __exit__(self, *exc: object) -> None:
         if self._proc and self._proc.poll() is None:

@@ -238,7 +238,8 @@ def _resume_set(pipeline: Pipeline, resume: bool, run_dir: Path | None, report_d
 def _execute(pipeline: Path, *, mode: str | None, report_dir: Path | None, dry_run: bool, validate_only: bool,
              quiet: bool, retry_failed: Path | None = None, include_unknown: bool = False,
              full: bool = False, log_level: str | None = None, log_format: str = "text",
-             overwrite: bool = False, resume: bool = False, run_dir: Path | None = None) -> None:  # fmt: skip
+             overwrite: bool = False, resume: bool = False, run_dir: Path | None = None,
+             partition: str | None = None) -> None:  # fmt: skip
     console = _setup_logging(quiet, log_level, log_format)
     from connector.pipeline import run_pipeline
     from connector.progress import Progress
@@ -253,6 +254,11 @@ def _execute(pipeline: Path, *, mode: str | None, report_dir: Path | None, dry_r
             retry = load_failed(retry_failed, include_unknown=include_unknown)
         elif include_unknown:
             raise ConfigError("--include-unknown goes with --retry-failed")
+        part = None
+        if partition is not None:
+            from connector.readers.partition import Partition
+
+            part = Partition.parse(partition)
         resumed = _resume_set(p, resume, run_dir, report_dir)
         progress = Progress.disabled() if quiet else Progress(console=console)
         stop = StopToken()
@@ -268,6 +274,7 @@ def _execute(pipeline: Path, *, mode: str | None, report_dir: Path | None, dry_r
                 full=full,
                 overwrite=overwrite,
                 resume=resumed,
+                partition=part,
                 stop=stop,
                 raise_on_failure=False,
             )
@@ -319,6 +326,10 @@ def run(
         bool,
         typer.Option(help="Continue an interrupted run from its journal: send only what it did not deliver."),
     ] = False,
+    partition: Annotated[
+        str | None,
+        typer.Option(help="K/N: process only partition K of N of each stream (whole files, or rows by identifier)."),
+    ] = None,
 ) -> None:
     """Read, validate, map and deliver a pipeline's streams to Braze; exit code 0/1/2/3 (see README).
 
@@ -327,7 +338,7 @@ def run(
     _execute(pipeline, mode=mode.value if mode else None, report_dir=report_dir, dry_run=dry_run,
              validate_only=False, quiet=quiet, retry_failed=retry_failed,
              include_unknown=include_unknown, full=full, overwrite=overwrite, resume=resume,
-             run_dir=run_dir,
+             run_dir=run_dir, partition=partition,
              log_level=log_level.value if log_level else None, log_format=log_format.value)  # fmt: skip
 
 
@@ -377,6 +388,36 @@ def _register_emulator() -> None:
 
 
 _register_emulator()
+
+report_app = typer.Typer(help="Work with run reports.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("merge")
+def report_merge(
+    dirs: Annotated[list[Path], typer.Argument(help="Report folders of the partitions of one run.")],
+    out: Annotated[Path | None, typer.Option(help="Where to write the merged report (default: merged/ beside them).")] = None,
+) -> None:
+    """Combine the reports of a partitioned run (--partition K/N) into one report.json and report.html.
+
+    Exit code: the merged run's (the worst partition's); 2 when the reports cannot be merged.
+    """
+    from connector.report.merge import write_merged
+
+    try:
+        doc, folder = write_merged(dirs, out)
+    except ConnectorError as e:
+        _fail(e)
+    r, part = doc["rows"], doc["partition"]
+    typer.echo(f"merged {len(part['k'])} of {part['n']} partition(s) of {doc['pipeline']}: exit code {doc['exit_code']}, "
+               f"{doc['exit_meaning']}")  # fmt: skip
+    typer.echo(f"  rows: read {r['read']:,}, delivered {r['delivered']:,}, rejected {r['rejected']:,}, "
+               f"failed {r['failed']:,}, skipped {r['skipped']:,}; invariant {'holds' if doc['invariant_ok'] else 'BROKEN'}")  # fmt: skip
+    for w in doc["warnings"][:1] if part["missing"] else []:
+        typer.echo(f"  warning: {w}")
+    typer.echo(f"  report: {folder / 'report.json'}")
+    typer.echo(f"          {folder / 'report.html'}")
+    raise typer.Exit(code=int(doc["exit_code"]))
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ from connector.config import DEFAULT_RATE_LIMITS, Pipeline, Stream
 from connector.config.destination import Destination, resolve_destination
 from connector.delivery.mode import choose_mode
 from connector.delivery.resume import uncarried
+from connector.delivery.shared_budget import SharedTarget, resolve_shared_limits
 from connector.delivery.sync_access import needs_probe
 from connector.delta import SKIP_UNCHANGED, open_incremental, open_state
 from connector.errors import ConfigError, ConnectorError
@@ -43,6 +44,7 @@ from connector.mapping import columns_read, map_chunk
 from connector.progress import Progress
 from connector.quiet_gc import quiet_gc
 from connector.readers.estimate import estimate_rows, is_parquet
+from connector.readers.partition import Partition, partition_rows, plan_partition
 from connector.records import Chunk, Rejected
 from connector.report import ReportInvariantError, RunFailed, RunReport
 from connector.report.history import append_history, history_path
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
     from connector.delivery.client import BrazeClient
     from connector.delivery.journal import Journal
     from connector.delivery.resume import ResumeSet
+    from connector.delivery.shared_limits import SharedRateLimiter
     from connector.delivery.writer import Writer
     from connector.delta import DeltaState, Incremental
     from connector.emulator import EmulatorServer
@@ -81,6 +84,7 @@ class _Plan:
     table_first: bool
     empty: list[Path]
     since: readers.Since | None = None
+    split_root: Path | None = None  # --partition by identifier: rows are filtered (readers/partition.py)
 
 
 def run_pipeline(
@@ -98,6 +102,7 @@ def run_pipeline(
     stop: StopToken | None = None,
     raise_on_failure: bool = True,
     resume: ResumeSet | None = None,
+    partition: Partition | None = None,
 ) -> RunReport:
     """Run every stream of the pipeline and return the finished, written RunReport.
 
@@ -118,7 +123,7 @@ def run_pipeline(
     locks = RunLocks()
     try:
         report = _run_pipeline(pipeline, mode, report_dir, dry_run, validate_only, env, progress, retry, full,
-                               stop or StopToken(), locks, overwrite, resume)  # fmt: skip
+                               stop or StopToken(), locks, overwrite, resume, partition)  # fmt: skip
     finally:
         locks.release()
     if raise_on_failure and report.exit_code:
@@ -129,7 +134,8 @@ def run_pipeline(
 def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path | None, dry_run: bool,
                   validate_only: bool, env: Mapping[str, str] | None, progress: Progress | None,
                   retry: readers.RetrySet | None, full: bool, stop: StopToken, locks: RunLocks,
-                  overwrite: bool = False, resume: ResumeSet | None = None) -> RunReport:  # fmt: skip
+                  overwrite: bool = False, resume: ResumeSet | None = None,
+                  partition: Partition | None = None) -> RunReport:  # fmt: skip
     env = os.environ if env is None else env
     if resume is not None:
         if validate_only or dry_run or retry is not None:
@@ -139,18 +145,23 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
         raise ConfigError(f"--mode {mode!r}: allowed values are auto, bulk, sync")
     offline = dry_run or validate_only
     dest = resolve_destination(pipeline, env, offline=offline)
+    shared = resolve_shared_limits(pipeline, env, offline=offline)
     incremental = open_incremental(pipeline, read_only=offline or retry is not None, full=full)
     try:
-        plans = [_plan(pipeline, s, validate_only, retry, env, incremental) for s in pipeline.streams]
+        plans = [_plan(pipeline, s, validate_only, retry, env, incremental, partition) for s in pipeline.streams]
         if not offline:
-            locks.acquire(pipeline.name, lock_files(pipeline, report_dir))
+            locks.acquire(pipeline.name, lock_files(pipeline, report_dir, partition.label if partition else None))
     except BaseException:
         if incremental is not None:
             incremental.close()
         raise
     started = datetime.now(UTC)
-    run_id = f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}" if resume is None else resume.run_id
-    out = report_dir_for(pipeline, report_dir, run_id, overwrite=overwrite) if resume is None else resume.run_dir
+    label = partition.label if partition else None
+    if resume is None:
+        run_id = f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}" + (f"-{label}" if label else "")
+        out = report_dir_for(pipeline, report_dir, run_id, overwrite=overwrite, partition=label)
+    else:
+        run_id, out = resume.run_id, resume.run_dir
     resume_warnings = resume.check(pipeline, {p.stream.name: p.files for p in plans}) if resume else []
     # The rejects file is Parquet only when every source is (it holds the original columns of all streams).
     all_parquet = all(p.files and all(is_parquet(p.stream.source, f) for f in p.files) for p in plans)
@@ -174,6 +185,9 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
                                "with no rows")  # fmt: skip
     for w in locks.warnings:
         report.add_warning(w)
+    if partition is not None:
+        report.partition = {"k": partition.k, "n": partition.n,
+                            "by": {p.stream.name: "file" if p.split_root is None else "identifier" for p in plans}}  # fmt: skip
     left_behind = _note_retry(report, retry, plans) if retry is not None else 0
     for w in resume_warnings:
         report.add_warning(w)
@@ -194,6 +208,8 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
     if left_behind:
         run.exit_code = 1  # failed rows this run does not send (no stream, or unknown left out): not a success
     run.env, run.incremental = env, incremental
+    run.partition = partition
+    run.shared = shared
     run.delta = open_state(pipeline, read_only=offline, full=full)
     if run.delta is not None:
         report.delta = {"state_file": str(run.delta.path), "full": full, "read_only": offline}
@@ -222,9 +238,18 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
 
 
 def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool, retry: readers.RetrySet | None,
-          env: Mapping[str, str], incremental: Incremental | None) -> _Plan:  # fmt: skip
+          env: Mapping[str, str], incremental: Incremental | None,
+          partition: Partition | None = None) -> _Plan:  # fmt: skip
     base = Path(pipeline.base_dir)
     files = readers.list_files(stream.source, base)
+    split_root = None
+    if partition is not None:
+        if stream.source.is_sql:
+            raise ConfigError(
+                f"{pipeline.origin}: stream {stream.name} reads an SQL source, which --partition cannot split yet; "
+                "partition the query itself (e.g. WHERE hashtext(id) % N = K) in one pipeline file per worker"
+            )
+        files, split_root = plan_partition(stream, files, base, partition)
     since = incremental.since(stream) if incremental is not None else None
     if stream.source.is_sql:
         rows, exact = _sql_rows(pipeline, stream, retry, env, since)
@@ -235,6 +260,8 @@ def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool, retry: reader
         rows, exact = sum(len(wanted[str(f)]) for f in files), True
     else:
         rows, exact = estimate_rows(stream.source, files)
+    if split_root is not None and partition is not None:
+        rows, exact = rows // partition.n, False  # about 1/N of the rows hash to this partition
     suite = None
     table_first = False
     needed = columns_read(stream)
@@ -250,7 +277,7 @@ def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool, retry: reader
             )
         )
     empty = readers.check_files(stream.name, stream.source, files, needed)
-    return _Plan(stream, files, rows, exact, suite, table_first, empty, since)
+    return _Plan(stream, files, rows, exact, suite, table_first, empty, since, split_root)
 
 
 def _sql_rows(pipeline: Pipeline, stream: Stream, retry: readers.RetrySet | None, env: Mapping[str, str],
@@ -307,6 +334,9 @@ class _Run:
         self.writer: Writer | None = None
         self.probe_sync = False  # mode auto chose sync, pending the probe of the key (run_pipeline sets it)
         self.cut_short = False  # a stop came before the work was done
+        self.shared: SharedTarget | None = None
+        self.limiter: SharedRateLimiter | None = None
+        self.partition: Partition | None = None
         self.exit_code = 0
 
     def execute(self, plans: list[_Plan], dest: Destination, mode: str, dry_run: bool) -> None:
@@ -340,7 +370,8 @@ class _Run:
 
                             mode = probe_mode(self.pipeline, url, dest.api_key, report)
                         client = client_for(self.pipeline, url, dest.api_key, mode, self.stop,
-                                            on_retry=report.record_retry)
+                                            on_retry=report.record_retry,
+                                            limiter=self._shared_limiter())
                         self.writer = self._writer(client, mode, dry_run=False)
                     for plan in plans:
                         with stream_context(plan.stream.name):
@@ -362,6 +393,7 @@ class _Run:
         finally:
             if client is not None:
                 client.close(self._close_wait())
+            self._close_shared_limiter()
             if server is not None:
                 self._stop_emulator(server)
             self._note_stop()
@@ -390,6 +422,20 @@ class _Run:
             self.writer.close()
         except ConnectorError as e:
             errors.append(e)
+
+    def _shared_limiter(self) -> SharedRateLimiter | None:
+        """The limiter shared through Redis (write.shared_limits); losing Redis is a warning in the report."""
+        if self.shared is None:
+            return None
+        from connector.delivery.shared_limits import SharedRateLimiter
+
+        self.limiter = SharedRateLimiter(self.pipeline.write, self.shared, on_warning=self.report.add_warning)
+        return self.limiter
+
+    def _close_shared_limiter(self) -> None:
+        if self.limiter is not None:
+            self.report.shared_limits = self.limiter.summary()
+            self.limiter.close()
 
     def _stop_emulator(self, server: EmulatorServer) -> None:
         try:
@@ -561,6 +607,8 @@ class _Run:
     def _chunks(self, plan: _Plan) -> Iterator[Chunk]:
         chunks = readers.read_source(plan.stream.source, Path(self.pipeline.base_dir), plan.files,
                                      env=self.env, since=plan.since)  # fmt: skip
+        if plan.split_root is not None and self.partition is not None:
+            chunks = partition_rows(chunks, plan.stream, plan.split_root, self.partition)
         if self.retry is None:
             return chunks
         return self._retried(plan, chunks)

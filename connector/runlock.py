@@ -31,9 +31,11 @@ def lock_file_for(folder: Path, pipeline: str) -> Path:
     return folder / f".{re.sub(r'[^A-Za-z0-9._-]', '_', pipeline)}.lock"
 
 
-def lock_files(pipeline: Pipeline, report_dir: str | Path | None) -> list[Path]:
-    """A run's locks: beside the pipeline's reports, and beside its delta state when a stream uses delta."""
-    paths = [lock_file_for(report_root(pipeline, report_dir), pipeline.name)]
+def lock_files(pipeline: Pipeline, report_dir: str | Path | None, partition: str | None = None) -> list[Path]:
+    """A run's locks: beside the pipeline's reports, and beside its delta state when a stream uses delta.
+    Each partition of a `--partition K/N` run has its own report lock, so the N parts run side by side."""
+    name = pipeline.name if partition is None else f"{pipeline.name}.{partition}"
+    paths = [lock_file_for(report_root(pipeline, report_dir), name)]
     if any(s.delta for s in pipeline.streams):
         state = state_path(pipeline)
         paths.append(state.with_name(state.name + ".lock"))

@@ -1,5 +1,5 @@
 """Shared fixtures: a real Braze emulator on 127.0.0.1 (fresh per test), a factory for custom ones, and a
-PostgreSQL server on loopback for the session (SQL sources)."""
+PostgreSQL server on loopback for the session (SQL sources); a throwaway redis-server (shared rate limits)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,6 +36,8 @@ TEST_WORKSPACE: dict[str, Any] = {
 def _history_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Runs of the repository's own pipelines append their history under tmp_path, not under reports/."""
     monkeypatch.setenv("BRAZE_CONNECTOR_HISTORY", str(tmp_path / "history.jsonl"))
+sys.path.insert(0, os.path.dirname(__file__))
+from redis_server import RedisServer, redis_server_path  # noqa: E402
 
 
 @pytest.fixture
@@ -146,3 +149,15 @@ def postgres_url() -> Iterator[str]:
         subprocess.run([*runas, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
                        capture_output=True, timeout=60)  # fmt: skip
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A fresh redis-server on a free loopback port (stopped at teardown); skipped where redis-server is not
+    installed, except in CI (CI=true), where that is a failure."""
+    if redis_server_path() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server is required in CI (.ci/run installs it)")
+        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
+    with RedisServer() as server:
+        yield server

@@ -46,9 +46,9 @@ def _format_errors(path: str, err: ValidationError) -> str:
 def _problems(pipeline: Pipeline) -> list[str]:
     """Checks the models cannot make alone: suites exist, time zones, time formats, CSV dialect; one line each."""
     out: list[str] = []
-    rest = pipeline.report.dir.replace("{pipeline}", "").replace("{run_id}", "")
+    rest = pipeline.report.dir.replace("{pipeline}", "").replace("{run_id}", "").replace("{partition}", "")
     if "{" in rest or "}" in rest:
-        out.append(f"report.dir: only the placeholders {{pipeline}} and {{run_id}} are allowed (got {pipeline.report.dir!r})")
+        out.append(f"report.dir: only the placeholders {{pipeline}}, {{run_id}} and {{partition}} are allowed (got {pipeline.report.dir!r})")
     suites = pipeline.resolve(pipeline.expectations_dir)
     for i, stream in enumerate(pipeline.streams):
         for j, name in enumerate(stream.expectations):

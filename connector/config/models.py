@@ -50,6 +50,9 @@ class Stream(_Model):
     delta: bool = False
     # Read only rows past the last confirmed cursor value (connector/delta/watermark.py; state.path).
     incremental: Incremental | None = None
+    # `run --partition K/N`: whole files (a source of several files) or a hash of the identifier (one file,
+    # or `identifier`: one user's rows in one partition even across files); readers/partition.py.
+    partition_by: Literal["auto", "file", "identifier"] = "auto"
 
     @model_validator(mode="after")
     def _mapping_matches_kind(self) -> Stream:
@@ -130,6 +133,20 @@ class Retry(_Model):
     max_backoff_s: Annotated[float, Field(gt=0)] = 30.0
 
 
+class SharedLimits(_Model):
+    """Share the rate limits with every process using the same namespace (one Braze workspace) through Redis.
+
+    The Redis URL is read from the environment variable `redis_url_env` (it may hold a password), never
+    from the file. `namespace` names the budget: processes with one namespace draw from one per-endpoint
+    budget. When Redis cannot be reached, a process sends at its share of the limit (the limit divided by
+    the workers seen in Redis recently; `expected_workers` when it never reached Redis) until Redis is back.
+    """
+
+    redis_url_env: str = "REDIS_URL"
+    namespace: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")]
+    expected_workers: Annotated[int, Field(ge=1, le=10_000)] = 4
+
+
 class Write(_Model):
     mode: Literal["auto", "bulk", "sync"] = "auto"
     # Requests in flight. None (the default): BULK_WORKERS in bulk mode, enough for 1,000 requests/s at up
@@ -158,6 +175,8 @@ class Write(_Model):
     # 500 requests/minute it handles easily. `aiohttp` runs the event loop on a thread of this process.
     transport: Literal["auto", "requests", "aiohttp", "aiohttp-process"] = "auto"
     sync_max_duration_s: Annotated[float, Field(ge=0)] = 60.0
+    # One budget for several processes (Airflow workers, partitions of one table): see SharedLimits.
+    shared_limits: SharedLimits | None = None
     # After SIGTERM/SIGINT (or a stop token): how long requests already in flight may take to answer before
     # their rows are given up as outcome "unknown". Nothing new is sent meanwhile.
     stop_grace_s: Annotated[float, Field(ge=0, le=600)] = 10.0

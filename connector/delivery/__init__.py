@@ -10,7 +10,10 @@ Interface:
 - `batching`: request bodies (75 objects per /users/track array or combined, 50 combined on MAU contracts,
   one per sync request, 50 Canvas recipients, one Live Activity update), `split` of a refused request.
 - `ratelimit.RateLimiter`: a token bucket per endpoint that learns from X-RateLimit-* headers.
-- `client.BrazeClient` / `client.client_for(pipeline, url, key, mode, stop=None, on_retry=None)`: one retry policy
+- `shared_limits.SharedRateLimiter`: the same interface (`ratelimit.Limiter`), one budget per endpoint
+  shared through Redis by every process of a namespace (`write.shared_limits`), a local share without it.
+- `client.BrazeClient` / `client.client_for(pipeline, url, key, mode, stop=None, on_retry=None,
+  limiter=None)`: one retry policy
   (tenacity), Braze's status table, over a transport (transport/: requests, aiohttp, or aiohttp in a child
   process); no attempt or retry after a stop (`RunStopped` when nothing was sent).
 - `mode.choose_mode(pipeline, override, streams) -> (mode, reason)`: bulk or sync for a run;

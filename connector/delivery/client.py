@@ -20,7 +20,7 @@ import tenacity
 
 from connector.config import Pipeline, Write
 from connector.delivery.batching import ENDPOINT_PATHS
-from connector.delivery.ratelimit import EPOCH_THRESHOLD, LimitBeyondWait, RateLimiter
+from connector.delivery.ratelimit import EPOCH_THRESHOLD, LimitBeyondWait, Limiter, RateLimiter
 from connector.delivery.retry_log import RetryDigest
 from connector.delivery.transport import Gate, NotSent, SentLost, make_transport
 from connector.delivery.urls import check_base_url
@@ -105,7 +105,7 @@ class BrazeClient:
         api_key: str,
         *,
         write: Write,
-        limiter: RateLimiter,
+        limiter: Limiter,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         on_retry: Callable[[str, str], None] | None = None,
@@ -411,16 +411,17 @@ def _duration(seconds: float) -> str:
 
 
 def client_for(pipeline: Pipeline, url: str, api_key: str, mode: str, stop: StopToken | None = None,
-               on_retry: Callable[[str, str], None] | None = None) -> BrazeClient:  # fmt: skip
+               on_retry: Callable[[str, str], None] | None = None, limiter: Limiter | None = None) -> BrazeClient:  # fmt: skip
     """The client of a run: the pipeline's write settings, its rate limits and the transport for `mode`.
 
     With a stop token, its waits (rate limiter, backoff) end as soon as a stop is requested;
-    `on_retry(endpoint, reason)` hears of every retry (the report counts them).
+    `on_retry(endpoint, reason)` hears of every retry (the report counts them); `limiter` replaces the
+    local one (the shared limiter of `write.shared_limits`).
     """
     transport = pipeline.write.transport
     if transport == "auto":  # bulk needs aiohttp on its own core to fill 1,000 requests/s; sync suits requests
         transport = "requests" if mode == "sync" else "aiohttp-process"
     sleep = stop.sleep if stop is not None else time.sleep
-    limiter = RateLimiter.from_write(pipeline.write, sleep=sleep)
+    limiter = limiter or RateLimiter.from_write(pipeline.write, sleep=sleep)
     return BrazeClient(url, api_key, write=pipeline.write, limiter=limiter, transport=transport, sleep=sleep,
                        stop=stop, on_retry=on_retry)  # fmt: skip

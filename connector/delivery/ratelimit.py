@@ -33,6 +33,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from connector.config import DEFAULT_RATE_LIMITS, RateLimit, Write
 
@@ -196,15 +197,7 @@ class RateLimiter:
 
     def observe(self, endpoint: str, headers: Mapping[str, str], now_epoch: float | None = None) -> None:
         """Learn from a response's X-RateLimit-Limit / -Remaining / -Reset headers (any case; blanks ignored)."""
-        limit = remaining = reset = None
-        for key, value in headers.items():
-            k = key.lower()
-            if k == "x-ratelimit-remaining":
-                remaining = _number(value)
-            elif k == "x-ratelimit-reset":
-                reset = _number(value)
-            elif k == "x-ratelimit-limit":
-                limit = _number(value)
+        limit, remaining, reset = rate_headers(headers)
         if remaining is None or reset is None:
             return
         if reset > EPOCH_THRESHOLD:
@@ -246,6 +239,16 @@ class RateLimiter:
             b.pause_until(now + seconds, now)
 
 
+def rate_headers(headers: Mapping[str, str]) -> tuple[float | None, float | None, float | None]:
+    """X-RateLimit-Limit, -Remaining and -Reset as numbers (any header case; None when absent or blank)."""
+    found: dict[str, float | None] = {}
+    for key, value in headers.items():
+        k = key.lower()
+        if k in ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"):
+            found[k] = _number(value)
+    return found.get("x-ratelimit-limit"), found.get("x-ratelimit-remaining"), found.get("x-ratelimit-reset")
+
+
 def _number(value: object) -> float | None:
     """A header value as a finite number, or None (empty strings appear on 401 responses)."""
     try:
@@ -253,3 +256,13 @@ def _number(value: object) -> float | None:
     except ValueError:
         return None
     return x if math.isfinite(x) else None
+
+
+class Limiter(Protocol):
+    """What the client needs of a limiter: RateLimiter here, or shared_limits.SharedRateLimiter (Redis)."""
+
+    def acquire(self, endpoint: str, n: int = 1, *, max_wait: float | None = None) -> float: ...
+
+    def observe(self, endpoint: str, headers: Mapping[str, str], now_epoch: float | None = None) -> None: ...
+
+    def penalize(self, endpoint: str, seconds: float) -> None: ...

@@ -7,6 +7,7 @@ parse rejects, sql/ for SQL sources (same chunks, rows named by their key), curs
 cursors.
 `check_files` (preflight.py) opens every file of a stream before a run sends anything and checks its
 header or schema has the columns the stream needs; a zero-byte CSV is an empty table.
+`partition` splits a stream for `run --partition K/N` (whole files, or rows by identifier hash).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ Interface: `RunReport(pipeline_name, *, run_id, dry_run, report_dir, ...)` with 
 `record_request`, `record_retry`, ...), `finish(exit_code)` (checks read = delivered + rejected + failed
 + skipped) and `write() -> paths`; `exit_code`, `raise_on_failures()` (RunFailed). Rejected and failed
 rows stream to disk through the sinks as they arrive (sinks.py); the JSON document is built in
-document.py, the HTML page in html.py; `paths.report_dir_for` picks and checks the run's folder.
+document.py, the HTML page in html.py; `paths.report_dir_for` picks and checks the run's folder;
+`merge.write_merged` sums the reports of a partitioned run's partitions (`report merge`).
 """
 
 from __future__ import annotations

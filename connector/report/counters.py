@@ -76,6 +76,8 @@ class ReportCounters:
         self.emulator: dict[str, Any] | None = None
         self.retry: dict[str, Any] | None = None
         self.delta: dict[str, Any] | None = None  # delta sync: the state file
+        self.shared_limits: dict[str, Any] | None = None  # write.shared_limits: the budget shared through Redis
+        self.partition: dict[str, Any] | None = None  # run --partition K/N: which part of each stream
         self.not_sent = 0  # skipped rows of a stopped run, listed in the failed file for a retry run
         self.unknown = 0  # failed rows with outcome "unknown" (Braze may have applied them)
         self.unchecked = 0  # of those, rows read after the stop and never checked  # a retry run: which failed file, how many rows

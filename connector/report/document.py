@@ -149,6 +149,8 @@ def build_document(r: ReportCounters) -> dict[str, Any]:
         "retry": r.retry,
         "delta": r.delta,
         "resume": r.resume,
+        "shared_limits": r.shared_limits,
+        "partition": r.partition,
         "files": files,
     }
     return doc

@@ -263,6 +263,18 @@ def _details(d: dict[str, Any]) -> str:
     return out + f'<div class="card"><h2>Files</h2><dl>{items}</dl></div>'
 
 
+def _partitions(d: dict[str, Any]) -> str:
+    """A merged report (report merge): one line per partition, with its own report."""
+    parts = d.get("partitions")
+    if not parts:
+        return ""
+    keys = ["read", "delivered", "rejected", "failed", "skipped"]
+    rows = [[_e(p["partition"]), f"<code>{_e(p['run_id'])}</code>", _e(p["exit_code"]), *[p["rows"][k] for k in keys],
+             _n(p["latency_ms"].get("p95")), f"<code>{_e(p['files'].get('report_json'))}</code>"] for p in parts]  # fmt: skip
+    headers = ["partition", "run", "exit", *keys, "p95 ms", "report"]
+    return f'<div class="card"><h2>Partitions</h2>{_table(headers, rows, {3, 4, 5, 6, 7})}</div>'
+
+
 def render_html(d: dict[str, Any]) -> str:
     """The report page for a report.json document."""
     tp = d["throughput"]
@@ -277,7 +289,7 @@ def render_html(d: dict[str, Any]) -> str:
         _table_checks(d),
         _reject_sample(d),
     ]
-    body = "".join(parts) + _details(d)
+    body = "".join(parts) + _partitions(d) + _details(d)
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'

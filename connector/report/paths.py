@@ -23,17 +23,25 @@ RUN_FILES = ("report.json", "report.html", "rejects.csv", "rejects.parquet", "fa
 RUN_DIRS = ("sample_requests",)
 
 
-def report_dir_for(pipeline: Pipeline, override: str | Path | None, run_id: str, *, overwrite: bool = False) -> Path:
+def report_dir_for(pipeline: Pipeline, override: str | Path | None, run_id: str, *, overwrite: bool = False,
+                   partition: str | None = None) -> Path:
     """--report-dir over report.dir, with {pipeline} and {run_id} filled in.
 
-    A relative report.dir resolves against the pipeline's folder (like sources and state); a relative
+    {partition} is `p2of4` (or `all`); a partitioned run whose folder names neither {run_id} nor {partition}
+    is a ConfigError (the partitions would overwrite each other's reports). A relative report.dir resolves against the pipeline's folder (like sources and state); a relative
     --report-dir against the current folder. A folder holding an earlier run gives `<folder>-<run_id>`
     instead, or with `overwrite` the earlier run's files are removed. A path that cannot become a
     writable folder is a ConfigError here, before anything is read.
     """
     template = str(override) if override is not None else pipeline.report.dir
     key = "--report-dir" if override is not None else "report.dir"
-    path = fill_template(template, key, {"pipeline": pipeline.name, "run_id": run_id},
+    if partition is not None and "{run_id}" not in template and "{partition}" not in template:
+        raise ConfigError(
+            f"{key} {template!r}: a partitioned run needs its own report folder; put {{partition}} (or {{run_id}}) "
+            "in it, e.g. reports/{pipeline}/2024-06-01/{partition}"
+        )
+    values = {"pipeline": pipeline.name, "run_id": run_id, "partition": partition or "all"}
+    path = fill_template(template, key, values,
                          None if override is not None else Path(pipeline.base_dir))
     problem = _unwritable(path)
     if problem:

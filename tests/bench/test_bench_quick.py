@@ -43,3 +43,24 @@ def test_quick_bench_runs_every_section() -> None:
     assert len(re.findall(r"rows: peak RSS +[\d.]+ MB", out)) == 6, out  # validate, dry-run, run; 2 sizes
     sync = re.search(r"delivered (\d+)/(\d+)", out.split("## Sync mode")[1])
     assert sync and sync.group(1) == sync.group(2), out
+
+
+def test_shared_limits_bench_runs() -> None:
+    """bench/shared_limits.py end to end at a tiny size (2 partitions sharing the budget through Redis)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from redis_server import redis_server_path
+
+    reason = nginx_available() or (None if redis_server_path() else "redis-server is not installed")
+    if reason:
+        if os.environ.get("BENCH_REQUIRE_NGINX") == "1":
+            pytest.fail(f"nginx and redis-server are required here: {reason}")
+        pytest.skip(reason)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "shared_limits.py"), "--workers", "2", "--modes", "shared",
+         "--rows", "20000", "--calibration-seconds", "0.5"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    row = re.search(r"N=2 shared: ([\d,]+) delivered .*exit codes \[0, 0\]", res.stdout)
+    assert row and int(row.group(1).replace(",", "")) >= 267, res.stdout  # every request of 20,000 rows
+    assert "| 2 | shared (Redis) |" in res.stdout

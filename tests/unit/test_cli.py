@@ -166,7 +166,7 @@ MALFORMED: list[tuple[str, tuple[str, ...]]] = [
     (_bad_stream(**{"    kind: attributes": "    kind: [attributes"}), ("not valid YAML at line", "column")),
     (
         GOOD_STREAM + "report: {dir: 'out/{date}'}\n",
-        ("report.dir", "{pipeline} and {run_id}", "'out/{date}'"),
+        ("report.dir", "{pipeline}, {run_id} and {partition}", "'out/{date}'"),
     ),
 ]
 

@@ -1,0 +1,168 @@
+"""N workers, one Braze budget: aggregate % of the limit and 429s, with and without the shared limiter.
+
+    python bench/shared_limits.py                                # pipelines: N = 1, 2, 4; 600,000 rows
+    python bench/shared_limits.py --transport aiohttp            # the HTTP loop in each worker's own process
+    python bench/shared_limits.py --workload client              # BrazeClient processes alone
+    python bench/shared_limits.py --workers 1,2 --rows 100000 --calibration-seconds 1   # a short run
+
+`--workload pipeline` (default): each worker is a whole pipeline process (`braze-connector run PIPELINE
+--partition K/N`) over one users Parquet file (bench/data.py), bulk mode, 75 objects per request.
+`--workload client`: each worker is tests/integration/limiter_worker.py (a BrazeClient with 160 threads
+posting small bodies), the limiter without reading and mapping competing for the cores. The target is an
+nginx sink (bench/sink.py) that answers after `--latency-ms` and enforces the limit with limit_req (429
+above it, a burst of 10 % of a second: stricter than Braze's fixed windows). The sink logs every
+request's arrival and status; the figures come from that log, not from the workers:
+
+- aggregate: 2xx answers per second from the first request to the last, as a % of the limit;
+- 429s: answers the sink refused.
+
+Three ways to run N workers: `none` (each worker has the whole limit, as N pipelines without
+write.shared_limits), `split` (each worker has 1/N of the limit, a static split), `shared` (the limit in
+write.shared_limits on a redis-server started here). The calibration line is the naive iterrows loop of
+bench/baselines.py against the same sink, so figures from another machine can be compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from baselines import naive_loop  # noqa: E402
+from data import write_parquet  # noqa: E402
+from redis_server import RedisServer  # noqa: E402
+from sink import NginxSink, nginx_available  # noqa: E402
+
+KEY = "bench-key-not-secret"
+
+_PIPELINE = """
+name: bench_shared
+destination: {{url: {url}, api_key_env: BENCH_BRAZE_KEY}}
+write:
+  mode: bulk
+  transport: {transport}
+  rate_limits: {{users_track: {{requests: {limit}, per_seconds: 1}}}}
+  {shared}
+report: {{dir: "{reports}/{{partition}}"}}
+streams:
+  - name: users
+    source: {{path: {data}, chunk_rows: 50000}}
+    kind: attributes
+    identifier: {{external_id: user_id}}
+    attributes:
+      - {{column: first_name}}
+      - {{column: email}}
+      - {{column: country}}
+      - {{column: plan}}
+      - {{column: age, type: integer}}
+"""
+
+
+def run_workers(n: int, how: str, data: Path, sink: NginxSink, rps: int, redis_url: str,
+                transport: str = "auto") -> dict[str, Any]:  # fmt: skip
+    """Start N partition processes at once; wait for all; read the sink's log of what they sent."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-shared-"))
+    limit = rps // n if how == "split" else rps
+    shared = f"shared_limits: {{namespace: bench-{uuid.uuid4().hex[:8]}}}" if how == "shared" else ""
+    pipe = tmp / "pipeline.yaml"
+    pipe.write_text(_PIPELINE.format(url=sink.url, limit=limit, shared=shared, reports=tmp / "reports", data=data,
+                                     transport=transport))
+    env = {**os.environ, "BENCH_BRAZE_KEY": KEY, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
+    before = len(sink.requests())
+    t0 = time.time()
+    procs = [subprocess.Popen([sys.executable, "-m", "connector", "run", str(pipe), "--partition", f"{k}/{n}", "--quiet"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for k in range(1, n + 1)]  # fmt: skip
+    codes = []
+    for p in procs:
+        p.communicate()
+        codes.append(p.returncode)
+    return _measured(n, how, sink.requests()[before:], time.time() - t0, codes)
+
+
+def run_clients(n: int, how: str, requests: int, sink: NginxSink, rps: int, redis_url: str) -> dict[str, Any]:
+    """N client processes (tests/integration/limiter_worker.py: BrazeClient + limiter, 160 threads, tiny
+    bodies): the limiter alone, without reading and mapping competing for the cores."""
+    worker = ROOT / "tests" / "integration" / "limiter_worker.py"
+    ns = f"bench-{uuid.uuid4().hex[:8]}"
+    limit = rps // n if how == "split" else rps
+    extra = ["--redis", redis_url, "--namespace", ns, "--workers", str(n)] if how == "shared" else []
+    before = len(sink.requests())
+    t0 = time.time()
+    procs = [subprocess.Popen([sys.executable, str(worker), sink.url, "--requests", str(requests // n), "--threads", "160",
+                               "--limit", str(limit), "--tag", f"w{k}", *extra],
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
+             for k in range(n)]  # fmt: skip
+    codes = [p.wait() for p in procs]
+    return _measured(n, how, sink.requests()[before:], time.time() - t0, codes)
+
+
+def _measured(n: int, how: str, log: list[tuple[float, int]], wall: float, codes: list[int]) -> dict[str, Any]:
+    ok = sum(1 for _t, status in log if 200 <= status < 300)
+    refused = sum(1 for _t, status in log if status == 429)
+    span = (max(t for t, _ in log) - min(t for t, _ in log)) if len(log) > 1 else 0.0
+    return {"workers": n, "how": how, "ok": ok, "429": refused, "span": span, "wall": wall, "codes": codes,
+            "rate": ok / span if span else 0.0}  # fmt: skip
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workers", default="1,2,4")
+    ap.add_argument("--rows", type=int, default=600_000)
+    ap.add_argument("--rps", type=int, default=1000)
+    ap.add_argument("--latency-ms", type=float, default=100)
+    ap.add_argument("--modes", default="none,split,shared")
+    ap.add_argument("--calibration-seconds", type=float, default=5)
+    ap.add_argument("--transport", default="auto", help="write.transport of the workers (auto: aiohttp in a child)")
+    ap.add_argument("--workload", choices=("pipeline", "client"), default="pipeline",
+                    help="pipeline: `run --partition K/N` processes; client: BrazeClient processes alone")  # fmt: skip
+    a = ap.parse_args()
+    if reason := nginx_available():
+        print(f"cannot run: {reason}", file=sys.stderr)
+        return 2
+    data = write_parquet("users", a.rows)
+    print(f"# bench/shared_limits.py {' '.join(sys.argv[1:])}  (python {sys.version.split()[0]}, {os.cpu_count()} cores)")
+    print(f"# {a.workload} workers; {a.rows:,} users rows in {a.rows // 75 + 1:,} requests; sink at {a.latency_ms:.0f} ms "
+          f"enforcing {a.rps:,} requests/s (burst {a.rps // 10}); transport {a.transport}")  # fmt: skip
+    rows = []
+    with RedisServer() as redis, NginxSink(latency_ms=a.latency_ms, limit_rps=a.rps, burst=a.rps // 10,
+                                           access_log=True) as sink:  # fmt: skip
+        calib = naive_loop(sink.url, KEY, data, a.calibration_seconds)
+        print(f"calibration (bench/baselines.py naive loop, {a.calibration_seconds:.0f} s): "
+              f"{calib['requests_per_s']:.1f} requests/s", flush=True)  # fmt: skip
+        for n in (int(x) for x in a.workers.split(",")):
+            for how in a.modes.split(","):
+                if n == 1 and how == "split":
+                    continue  # the same as none
+                if a.workload == "client":
+                    r = run_clients(n, how, a.rows // 75, sink, a.rps, redis.url)
+                else:
+                    r = run_workers(n, how, data, sink, a.rps, redis.url, a.transport)
+                rows.append(r)
+                print(f"  N={n} {how:6s}: {r['ok']:,} delivered in {r['span']:.1f} s = {r['rate']:,.0f}/s = "
+                      f"{r['rate'] / a.rps:.1%} of the limit; 429s {r['429']:,}; exit codes {r['codes']}; "
+                      f"wall {r['wall']:.1f} s", flush=True)  # fmt: skip
+    print()
+    print("| workers | limiter | requests/s (2xx, first to last request) | % of the limit | 429s | wall |")
+    print("|---|---|---|---|---|---|")
+    names = {"none": "none (each the whole limit)", "split": "static split (limit / N each)",
+             "shared": "shared (Redis)"}  # fmt: skip
+    for r in rows:
+        print(f"| {r['workers']} | {names[r['how']]} | {r['rate']:,.0f} | {r['rate'] / a.rps:.1%} | {r['429']:,} | "
+              f"{r['wall']:.1f} s |")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Worker processes sharing one budget through a real redis-server, against the emulator in its own process.
+
+Each worker (limiter_worker.py) runs a BrazeClient with the shared limiter. The emulator counts requests in
+fixed one-second windows and says how many it has left in X-RateLimit-Remaining; the lowest value seen per
+window gives the requests it admitted there. Throughput is judged only over windows during which some
+thread of some worker was waiting for a token the whole time: there the limiter was the bottleneck, so a
+loaded machine that cannot keep the workers busy does not fail the test. Counts, never durations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from connector.emulator.server import EmulatorProcess, start_subprocess
+
+WORKER = Path(__file__).with_name("limiter_worker.py")
+LIMIT = 20  # requests per one-second window at the emulator and in the workers' pipeline settings
+
+
+@pytest.fixture
+def emulator_process() -> Iterator[EmulatorProcess]:
+    with start_subprocess("--rate-limit", f"users_track={LIMIT}/1") as emu:
+        yield emu
+
+
+def start_worker(emu: EmulatorProcess, redis_url: str | None, namespace: str, tag: str, requests: int,
+                 *extra: str) -> subprocess.Popen[str]:  # fmt: skip
+    cmd = [sys.executable, str(WORKER), emu.url, "--requests", str(requests), "--threads", "4",
+           "--limit", str(LIMIT), "--namespace", namespace, "--tag", tag, *extra]  # fmt: skip
+    if redis_url:
+        cmd += ["--redis", redis_url]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 180) -> dict[str, Any]:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def wait_for_workers(redis_url: str, namespace: str, n: int, procs: list[subprocess.Popen[str]]) -> redis.Redis:
+    """Wait until n workers of the namespace heartbeat (they are past their imports and sending)."""
+    client = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + 90
+    while client.zcard(f"braze-connector:{{{namespace}}}:workers") < n:
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.2)
+    return client
+
+
+def emulator_429s(emu: EmulatorProcess) -> int:
+    req = urllib.request.Request(emu.url + "/_emulator/stats", headers={"Authorization": "Bearer test-key"})
+    stats = json.loads(urllib.request.urlopen(req, timeout=30).read())
+    return int(stats["requests"].get("/users/track", {}).get("429", 0))
+
+
+def admitted_per_window(outs: list[dict[str, Any]]) -> dict[int, int]:
+    """Requests the emulator admitted per window (keyed by the window's start, epoch seconds)."""
+    lowest: dict[int, int] = {}
+    for o in outs:
+        for reset, remaining in o["windows"].items():
+            start = int(reset) - 1
+            lowest[start] = min(lowest.get(start, LIMIT), int(remaining))
+    return {start: LIMIT - low for start, low in lowest.items()}
+
+
+def saturated_windows(outs: list[dict[str, Any]], after: float = 0.0) -> list[int]:
+    """Windows [s, s + 1) covered the whole time by some thread waiting in acquire() (and starting after `after`)."""
+    spans = sorted((a, b) for o in outs for a, b in o["waits"] if b > a)
+    merged: list[list[float]] = []
+    for a, b in spans:
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    out = []
+    for a, b in merged:
+        s = int(a) + 1
+        while s + 1 <= b:
+            if s >= after:
+                out.append(s)
+            s += 1
+    return out
+
+
+def assert_throughput(outs: list[dict[str, Any]], after: float = 0.0, min_windows: int = 3) -> None:
+    admitted = admitted_per_window(outs)
+    busy = [s for s in saturated_windows(outs, after) if s in admitted]
+    assert len(busy) >= min_windows, f"too few windows with workers waiting on tokens: {busy}"
+    got = sum(admitted[s] for s in busy)
+    assert got >= 0.9 * LIMIT * len(busy), {s: admitted[s] for s in busy}
+    assert max(admitted.values()) <= LIMIT
+
+
+def test_four_workers_share_one_budget_without_a_429(redis_server: Any, emulator_process: EmulatorProcess) -> None:
+    ns = f"t-{uuid.uuid4().hex[:8]}"
+    procs = [start_worker(emulator_process, redis_server.url, ns, f"w{i}", 45) for i in range(4)]
+    outs = [finish(p) for p in procs]
+    assert all(o["statuses"] == {"201": 45} for o in outs), [o["statuses"] for o in outs]
+    assert sum(o["retries"].get("429", 0) for o in outs) == 0
+    assert emulator_429s(emulator_process) == 0
+    assert all(o["summary"]["granted_shared"] == 45 and o["summary"]["workers_seen_max"] >= 2 for o in outs)
+    assert_throughput(outs)
+
+
+def test_without_the_shared_limiter_the_same_workers_draw_429s(emulator_process: EmulatorProcess) -> None:
+    """The control: four local limiters at the full limit each overrun the emulator's budget."""
+    procs = [start_worker(emulator_process, None, "none", f"w{i}", 30) for i in range(4)]
+    outs = [finish(p) for p in procs]
+    assert all(o["statuses"] == {"201": 30} for o in outs)  # delivered in the end, through retries
+    assert emulator_429s(emulator_process) > 0
+
+
+def test_redis_stopped_mid_run_no_429_burst_and_the_run_completes(redis_server: Any,
+                                                                  emulator_process: EmulatorProcess) -> None:  # fmt: skip
+    ns = f"t-{uuid.uuid4().hex[:8]}"
+    procs = [start_worker(emulator_process, redis_server.url, ns, f"w{i}", 50) for i in range(4)]
+    wait_for_workers(redis_server.url, ns, 4, procs)
+    time.sleep(2)  # every worker has counted the others (a heartbeat a second)
+    redis_server.stop()
+    time.sleep(4)  # on their local shares
+    redis_server.start()  # empty, as after a crash: they find it again and rejoin together
+    outs = [finish(p) for p in procs]
+    assert all(o["statuses"] == {"201": 50} for o in outs), [o["statuses"] for o in outs]
+    summaries = [o["summary"] for o in outs]
+    assert any(s["fallbacks"] >= 1 and s["granted_local"] > 0 for s in summaries), summaries
+    assert emulator_429s(emulator_process) == 0, summaries
+    admitted = admitted_per_window(outs)
+    assert max(admitted.values()) <= LIMIT
+
+
+def test_a_killed_worker_holds_no_tokens(redis_server: Any, emulator_process: EmulatorProcess) -> None:
+    ns = f"t-{uuid.uuid4().hex[:8]}"
+    ttl = "2"
+    survivor = start_worker(emulator_process, redis_server.url, ns, "a", 220, "--worker-ttl", ttl)
+    victim = start_worker(emulator_process, redis_server.url, ns, "b", 1000, "--worker-ttl", ttl)
+    client = wait_for_workers(redis_server.url, ns, 2, [survivor, victim])
+    time.sleep(2)
+    victim.kill()
+    killed_at = time.time()
+    victim.communicate()
+    time.sleep(float(ttl) + 2)
+    assert client.zcard(f"braze-connector:{{{ns}}}:workers") == 1  # its heartbeat expired; the survivor's is fresh
+    out = finish(survivor)
+    assert out["statuses"] == {"201": 220}
+    assert emulator_429s(emulator_process) == 0
+    # After the victim's last reservations (at most HORIZON_S = 1 s ahead) the survivor gets the whole budget.
+    assert_throughput([out], after=killed_at + 1.5)
+
+
+def test_partitioned_pipelines_share_the_budget_and_their_reports_merge(
+    redis_server: Any, emulator_process: EmulatorProcess, tmp_path: Path
+) -> None:
+    """Four `run --partition K/4` processes of one pipeline with write.shared_limits: no 429, every row once."""
+    users = 1200
+    (tmp_path / "users.csv").write_text("user_id,plan\n" + "".join(f"u{i:05d},p{i % 3}\n" for i in range(users)))
+    ns = f"t-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "users.yaml").write_text(f"""
+name: users_parts
+destination: {{url: {emulator_process.url}, api_key_env: TEST_BRAZE_KEY}}
+write:
+  mode: bulk
+  transport: requests
+  concurrency: 8
+  max_objects_per_request: 10
+  rate_limits: {{users_track: {{requests: {LIMIT}, per_seconds: 1}}}}
+  shared_limits: {{redis_url_env: TEST_REDIS_URL, namespace: {ns}}}
+report: {{dir: "{tmp_path}/reports/{{partition}}"}}
+streams:
+  - name: users
+    source: {{path: users.csv}}
+    kind: attributes
+    identifier: {{external_id: user_id}}
+    attributes: [{{column: plan}}]
+""")
+    env = {**os.environ, "TEST_BRAZE_KEY": "test-key", "TEST_REDIS_URL": redis_server.url}
+    procs = [subprocess.Popen([sys.executable, "-m", "connector", "run", str(tmp_path / "users.yaml"), "--partition",
+                               f"{k}/4", "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for k in (1, 2, 3, 4)]  # fmt: skip
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, out + err[-3000:]
+    assert emulator_429s(emulator_process) == 0
+    dirs = [tmp_path / "reports" / f"p{k}of4" for k in (1, 2, 3, 4)]
+    docs = [json.loads((d / "report.json").read_text()) for d in dirs]
+    for d in docs:
+        assert d["requests"]["rate_limited"] == 0
+        assert d["shared_limits"]["granted_shared"] == d["requests"]["total"] and d["shared_limits"]["fallbacks"] == 0
+    res = subprocess.run([sys.executable, "-m", "connector", "report", "merge", *map(str, dirs)], capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    merged = json.loads((tmp_path / "reports" / "merged" / "report.json").read_text())
+    assert merged["rows"]["read"] == merged["rows"]["delivered"] == users and merged["invariant_ok"]
+    req = urllib.request.Request(emulator_process.url + "/_emulator/stats", headers={"Authorization": "Bearer test-key"})
+    assert json.loads(urllib.request.urlopen(req, timeout=30).read())["objects_applied"]["attributes"] == users

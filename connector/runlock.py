@@ -32,9 +32,15 @@ def lock_file_for(folder: Path, pipeline: str) -> Path:
 
 
 def lock_files(pipeline: Pipeline, report_dir: str | Path | None) -> list[Path]:
-    """A run's locks: beside the pipeline's reports, and beside its delta state when a stream uses delta."""
-    paths = [lock_file_for(report_root(pipeline, report_dir), pipeline.name)]
-    if any(s.delta for s in pipeline.streams):
+    """A run's locks: beside the pipeline's reports (report.dir's, and --report-dir's when given: another
+    --report-dir must not let two runs of one pipeline send the same rows at once), and beside its state
+    when a stream uses delta or an incremental cursor."""
+    paths = [lock_file_for(report_root(pipeline, None), pipeline.name)]
+    if report_dir is not None:
+        chosen = lock_file_for(report_root(pipeline, report_dir), pipeline.name)
+        if chosen.resolve() != paths[0].resolve():
+            paths.append(chosen)
+    if any(s.delta or s.incremental is not None for s in pipeline.streams):
         state = state_path(pipeline)
         paths.append(state.with_name(state.name + ".lock"))
     return paths

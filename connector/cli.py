@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     name="braze-connector",
-    help="Move CSV and Parquet tables into Braze: validate, preview, deliver, report.",
+    help="Move CSV, Parquet and SQL tables into Braze: validate, preview, deliver, report.",
     no_args_is_help=True,
     add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
@@ -101,7 +101,7 @@ def _main(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    """Move CSV and Parquet tables into Braze: validate, preview, deliver, report."""
+    """Move CSV, Parquet and SQL tables into Braze: validate, preview, deliver, report."""
 
 
 def _fail(err: ConnectorError) -> NoReturn:
@@ -202,10 +202,11 @@ def _unknown_lines(report: RunReport) -> list[str]:
     if not n:
         return []
     return [
-        f"  unknown: {n:,} failed row(s) may or may not have been applied by Braze (the connection dropped after "
-        "they were sent)",
+        f"  unknown: {n:,} failed row(s) may or may not have been applied by Braze (sent, but no answer came: "
+        "the connection dropped, or a stopped run stopped waiting)",
         "    check a few in Braze; then send them again with "
-        f"--retry-failed {report.failed.path} --include-unknown (events, purchases and inc may count twice)",
+        f"--retry-failed {report.failed.path} --include-unknown, or --resume the run (events, purchases and inc "
+        "may count twice; possibly_duplicated.csv lists them)",
     ]
 
 
@@ -331,7 +332,7 @@ def run(
         typer.Option(help="K/N: process only partition K of N of each stream (whole files, or rows by identifier)."),
     ] = None,
 ) -> None:
-    """Read, validate, map and deliver a pipeline's streams to Braze; exit code 0/1/2/3 (see README).
+    """Read, validate, map and deliver a pipeline's streams to Braze; exit code 0/1/2/3/4, 130/143 after a second signal (see README).
 
     `run PIPELINE --resume [RUN_DIR]` continues an interrupted run (its report folder; default the latest).
     """

@@ -120,6 +120,8 @@ class RunLocked(ConnectorError):
     """Another run of this pipeline is using the same report folder or delta state: wait for it or stop it
     (exit code 2)."""
 
+    exit_code = 2
+
 
 class JournalError(ConnectorError):
     """The run journal (journal.log in the report folder) cannot be written or read: free disk space or

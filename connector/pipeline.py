@@ -36,7 +36,7 @@ from connector.config.destination import Destination, resolve_destination
 from connector.delivery.mode import choose_mode
 from connector.delivery.resume import uncarried
 from connector.delivery.shared_budget import SharedTarget, resolve_shared_limits
-from connector.delivery.sync_access import needs_probe
+from connector.delivery.sync_access import asked_for_sync, needs_probe
 from connector.delta import SKIP_UNCHANGED, open_incremental, open_state
 from connector.errors import ConfigError, ConnectorError
 from connector.logs import run_context, stream_context
@@ -205,6 +205,7 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
     run = _Run(pipeline, report, progress or Progress.disabled(), started, validate_only, retry, stop,
                resume)  # fmt: skip
     run.probe_sync = not offline and needs_probe(pipeline, mode, chosen)
+    run.sync_asked = asked_for_sync(pipeline, mode)
     if left_behind:
         run.exit_code = 1  # failed rows this run does not send (no stream, or unknown left out): not a success
     run.env, run.incremental = env, incremental
@@ -332,6 +333,7 @@ class _Run:
         self.incremental: Incremental | None = None
         self.env: Mapping[str, str] = os.environ
         self.writer: Writer | None = None
+        self.sync_asked = False  # sync was asked for: an inconclusive probe keeps it
         self.probe_sync = False  # mode auto chose sync, pending the probe of the key (run_pipeline sets it)
         self.cut_short = False  # a stop came before the work was done
         self.shared: SharedTarget | None = None
@@ -368,7 +370,7 @@ class _Run:
                         if self.probe_sync:  # mode auto chose sync: keep it only if the key may use it
                             from connector.delivery.sync_access import probe_mode
 
-                            mode = probe_mode(self.pipeline, url, dest.api_key, report)
+                            mode = probe_mode(self.pipeline, url, dest.api_key, report, asked=self.sync_asked)
                         client = client_for(self.pipeline, url, dest.api_key, mode, self.stop,
                                             on_retry=report.record_retry,
                                             limiter=self._shared_limiter())

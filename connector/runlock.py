@@ -32,11 +32,17 @@ def lock_file_for(folder: Path, pipeline: str) -> Path:
 
 
 def lock_files(pipeline: Pipeline, report_dir: str | Path | None, partition: str | None = None) -> list[Path]:
-    """A run's locks: beside the pipeline's reports, and beside its delta state when a stream uses delta.
-    Each partition of a `--partition K/N` run has its own report lock, so the N parts run side by side."""
+    """A run's locks: beside the pipeline's reports (report.dir's, and --report-dir's when given: another
+    --report-dir must not let two runs of one pipeline send the same rows at once), and beside its state
+    when a stream uses delta or an incremental cursor. Each partition of a `--partition K/N` run has report
+    locks of its own, so the N parts run side by side."""
     name = pipeline.name if partition is None else f"{pipeline.name}.{partition}"
-    paths = [lock_file_for(report_root(pipeline, report_dir), name)]
-    if any(s.delta for s in pipeline.streams):
+    paths = [lock_file_for(report_root(pipeline, None), name)]
+    if report_dir is not None:
+        chosen = lock_file_for(report_root(pipeline, report_dir), name)
+        if chosen.resolve() != paths[0].resolve():
+            paths.append(chosen)
+    if any(s.delta or s.incremental is not None for s in pipeline.streams):
         state = state_path(pipeline)
         paths.append(state.with_name(state.name + ".lock"))
     return paths

@@ -138,9 +138,13 @@ def find_run_dir(pipeline: Pipeline, report_dir: str | Path | None) -> Path:
     """
     template = str(report_dir) if report_dir is not None else pipeline.report.dir
     text = template.replace("{pipeline}", pipeline.name)
-    pattern = text.replace("{run_id}", "*")
+    base = Path(text) if report_dir is not None else pipeline.resolve(text)  # report.dir: beside the pipeline
+    pattern = str(base).replace("{run_id}", "*")
+    candidates = glob.glob(pattern)
+    if "{run_id}" not in text:  # a fixed folder: a later run that found it taken wrote to <folder>-<run_id>
+        candidates += glob.glob(glob.escape(str(base)) + "-*")
     found: list[tuple[str, str, Path]] = []
-    for d in glob.glob(pattern):
+    for d in candidates:
         journal = Path(d) / JOURNAL_FILE
         if journal.is_file():
             found.append((_started(journal), d, Path(d)))

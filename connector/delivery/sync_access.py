@@ -5,8 +5,9 @@
 (errors.md: "does not have sufficient permissions"); a workspace without the endpoint may answer 404. Two
 safeguards, so that no run fails or loses a row over it:
 
-- `probe_mode`: mode auto with `write.sync_endpoint: auto` picks sync only after a probe shows the key can use
-  it. The probe posts `{"attributes": []}`: an empty array holds no object, so nothing can be written whatever
+- `probe_mode`: every run that chose sync probes the key first; mode auto with `write.sync_endpoint: auto`
+  keeps sync only when the probe shows the key can use it, and a run that asked for sync keeps it unless the
+  probe is refused (403/404). The probe posts `{"attributes": []}`: an empty array holds no object, so nothing can be written whatever
   Braze answers (side-effect free), and it costs one request of the 500/minute sync budget. Braze checks the
   key's permission before it reads the body (a key-level refusal, as the emulator does), so 403/404 means no
   access, and 400 (nothing to process) or a 2xx means access. Any other outcome (401, still 429/5xx after the
@@ -38,14 +39,23 @@ REFUSED_STATUSES = (403, 404)
 
 
 def needs_probe(pipeline: Pipeline, override: str | None, chosen: str) -> bool:
-    """Whether the sync mode chosen still waits on the probe: mode auto picked it and sync_endpoint is auto."""
-    auto = override in (None, "auto") and pipeline.write.mode == "auto"
-    return auto and chosen == "sync" and pipeline.write.sync_endpoint == "auto"
+    """Whether the sync mode chosen is probed first: always. Requests are packed for the endpoint they go to
+    (one row per sync request), so a refusal found before packing lets the whole run go in full bulk
+    requests, where a refusal found mid-run could only resend the rows already packed one per request."""
+    return chosen == "sync"
 
 
-def probe_mode(pipeline: Pipeline, url: str, api_key: str, report: RunReport) -> str:
+def asked_for_sync(pipeline: Pipeline, override: str | None) -> bool:
+    """Sync was asked for (--mode sync, write.mode: sync, or sync_endpoint: enabled), not merely allowed: a
+    probe that proves nothing then keeps sync; only a 403/404 turns the run to bulk."""
+    if override not in (None, "auto"):
+        return override == "sync"
+    return pipeline.write.mode == "sync" or pipeline.write.sync_endpoint == "enabled"
+
+
+def probe_mode(pipeline: Pipeline, url: str, api_key: str, report: RunReport, *, asked: bool = False) -> str:
     """Probe the key (see the module doc) and return the run's mode, also set in the report with its reason;
-    the probe counts as a request of the report."""
+    the probe counts as a request of the report. With `asked`, an inconclusive probe keeps sync."""
     from connector.delivery.client import client_for
 
     client = client_for(pipeline, url, api_key, "sync")
@@ -63,6 +73,8 @@ def probe_mode(pipeline: Pipeline, url: str, api_key: str, report: RunReport) ->
         status, access, seen = e.status, False, f"{outcomes.error_text(e)}; inconclusive"
     finally:
         client.close()
+    if asked and not access and status not in REFUSED_STATUSES:
+        access = True  # sync was asked for: only a refusal turns it down (a 401 then stops the run itself)
     report.record_request("users_track_sync", status or 0, (time.perf_counter() - t0) * 1000.0, 0)
     reason = report.mode_reason
     if access:
@@ -70,8 +82,14 @@ def probe_mode(pipeline: Pipeline, url: str, api_key: str, report: RunReport) ->
     else:
         mode, reason = "bulk", (
             f"{reason}, but the key cannot use /users/track/sync, a Braze beta (probe: {seen}), so bulk; "
-            "set write.sync_endpoint: enabled or disabled to skip the probe"
+            "set write.sync_endpoint: disabled to use bulk from the start"
         )
+        if asked:
+            report.add_warning(
+                f"sync was asked for, but /users/track/sync refused the key (probe: {seen}): it needs the "
+                "users.track.sync permission of Braze's sync beta, so the run used /users/track (bulk); "
+                "with destination local, set destination.emulator.sync_beta: true to try sync"
+            )
     report.set_mode(mode, reason)
     logger.info("mode %s (%s)", mode, reason)
     return mode

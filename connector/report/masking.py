@@ -63,5 +63,15 @@ def mask_sample(entry: dict[str, Any], masked: frozenset[str]) -> dict[str, Any]
     out = dict(entry, value=hidden)
     reason = entry.get("reason")
     if isinstance(reason, str):
-        out["reason"] = reason.replace(value, hidden)
+        out["reason"] = _hide(reason, value, hidden)
     return out
+
+
+def _hide(reason: str, value: str, hidden: str) -> str:
+    """`reason` with `value` masked, also where the reason quotes only its start (long values are cut)."""
+    if value in reason:
+        return reason.replace(value, hidden)
+    for k in range(min(len(value), 400) - 1, 3, -1):  # the longest start of the value the reason holds
+        if value[:k] in reason:
+            return reason.replace(value[:k], hidden)
+    return reason

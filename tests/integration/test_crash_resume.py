@@ -187,7 +187,7 @@ def test_kill_9_at_random_points_then_resume_applies_every_row_and_lists_every_d
                 for d in runs.glob("*"):
                     shutil.rmtree(d)
                 kill_at(forkserver, args, env, log, None, "requests", rng.randint(1, n_requests), delay)
-            [run_dir] = list(runs.iterdir())
+            [run_dir] = [d for d in runs.iterdir() if d.is_dir()]
             resume = ["run", str(pipeline), "--resume", str(run_dir), "-q"]
             if trial % 3 == 2:  # kill the resumed run too
                 kill_at(forkserver, resume, env, log, run_dir, "requests", rng.randint(1, n_requests), delay)

@@ -182,3 +182,22 @@ def test_runs_sharing_a_delta_state_are_refused_even_with_other_report_folders(
     report = run_pipeline(p, mode="bulk", report_dir=tmp_path / "elsewhere", env=env_for(emulator),
                           raise_on_failure=False)  # fmt: skip
     assert report.rows["delivered"] == 3
+
+
+def test_another_report_dir_does_not_let_a_second_run_of_the_pipeline_start(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """Both runs also lock the root of the pipeline's own report.dir, whatever --report-dir says."""
+    from connector.runlock import lock_files
+
+    p = project(tmp_path, [users_stream()])
+    first = lock_files(p, tmp_path / "one")
+    held = RunLocks()
+    held.acquire("t", first)  # a run writing its report to ./one
+    try:
+        with pytest.raises(RunLocked) as info:
+            run_pipeline(p, mode="bulk", report_dir=tmp_path / "two", env=env_for(emulator))
+        assert info.value.exit_code == 2 and emulator.ledger(applied=False) == []
+    finally:
+        held.release()
+    assert run_pipeline(p, mode="bulk", report_dir=tmp_path / "two", env=env_for(emulator)).rows["delivered"] == 3

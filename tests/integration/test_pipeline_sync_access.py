@@ -86,9 +86,33 @@ def test_a_probe_answered_404_means_no_sync(emulator: EmulatorServer, tmp_path: 
 
 @pytest.mark.parametrize(("write", "mode"), [({"mode": "sync"}, None), ({"sync_endpoint": "enabled"}, None),
                                              ({}, "sync")])  # fmt: skip
-def test_a_403_from_sync_mid_run_sends_the_rest_in_bulk_losing_no_row(
+def test_a_sync_run_whose_key_lacks_the_beta_goes_bulk_in_full_requests(
     emulator_factory: Factory, tmp_path: Path, write: dict[str, Any], mode: str | None
 ) -> None:
+    """Sync asked for (mode, enabled, --mode): the probe's 403 turns the run to bulk before anything is
+    packed, so the rows go 75 to a request, not one per request."""
+    em = emulator_factory(sync_beta=False)
+    _, doc = _run(_pipeline(tmp_path, 60, write), em, tmp_path, mode=mode)
+    assert doc["rows"] == {**doc["rows"], "read": 60, "delivered": 59, "rejected": 1, "failed": 0, "skipped": 0}
+    assert doc["exit_code"] == 0 and doc["mode"] == "bulk" and "cannot use /users/track/sync" in doc["mode_reason"]
+    [warning] = doc["warnings"]
+    assert "sync was asked for" in warning and "sync_beta: true" in warning
+    stats = em.stats()["requests"]
+    assert stats["/users/track/sync"] == {"403": 1}  # the probe only
+    assert stats["/users/track"] == {"201": 1}  # 59 rows in one bulk request
+
+
+@pytest.mark.parametrize(("write", "mode"), [({"mode": "sync"}, None), ({"sync_endpoint": "enabled"}, None),
+                                             ({}, "sync")])  # fmt: skip
+def test_a_403_from_sync_mid_run_sends_the_rest_in_bulk_losing_no_row(
+    emulator_factory: Factory, tmp_path: Path, write: dict[str, Any], mode: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The permission is lost after the probe (simulated: no probe): the refused rows and the rest of the
+    run go through /users/track, each user's rows still in order."""
+    import connector.pipeline
+
+    monkeypatch.setattr(connector.pipeline, "needs_probe", lambda *a: False)
     em = emulator_factory(sync_beta=False)
     _, doc = _run(_pipeline(tmp_path, 60, write), em, tmp_path, mode=mode)
     assert doc["rows"] == {**doc["rows"], "read": 60, "delivered": 59, "rejected": 1, "failed": 0, "skipped": 0}

@@ -50,7 +50,7 @@ def first_run(tmp_path: Path, emulator_factory: Any, **write: Any) -> tuple[Any,
     pipeline = project(tmp_path, [events_stream()], write={"retry": FAST_RETRY, "max_objects_per_request": 10,
                                                            "concurrency": 1, **write})  # fmt: skip
     run_dir = tmp_path / "run"
-    report = run_pipeline(pipeline, mode="bulk", report_dir=run_dir, env=env_for(emulator_factory()))
+    report = run_pipeline(pipeline, raise_on_failure=False, mode="bulk", report_dir=run_dir, env=env_for(emulator_factory()))
     assert report_json(report)["rows"]["delivered"] == ROWS
     return pipeline, run_dir
 
@@ -71,10 +71,10 @@ def test_resuming_a_finished_run_sends_nothing_twice(emulator_factory: Any, tmp_
     write_events(tmp_path / "data" / "events.parquet", ROWS)
     pipeline = project(tmp_path, [events_stream()], write={"max_objects_per_request": 10})
     em = emulator_factory()
-    first = run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "run", env=env_for(em))
+    first = run_pipeline(pipeline, raise_on_failure=False, mode="bulk", report_dir=tmp_path / "run", env=env_for(em))
     before = len(em.ledger())
     for attempt in (2, 3):
-        again = run_pipeline(pipeline, report_dir=None, env=env_for(em), resume=ResumeSet(tmp_path / "run"))
+        again = run_pipeline(pipeline, raise_on_failure=False, report_dir=None, env=env_for(em), resume=ResumeSet(tmp_path / "run"))
         doc = report_json(again)
         assert len(em.ledger()) == before  # nothing sent
         assert doc["run_id"] == first.run_id and doc["exit_code"] == 0 and doc["invariant_ok"] is True
@@ -90,7 +90,7 @@ def test_a_resumed_run_sends_exactly_the_rows_not_confirmed(emulator_factory: An
     assert len(unanswered) == 10
 
     fresh = emulator_factory()
-    report = run_pipeline(pipeline, env=env_for(fresh), resume=ResumeSet(run_dir))
+    report = run_pipeline(pipeline, raise_on_failure=False, env=env_for(fresh), resume=ResumeSet(run_dir))
     doc = report_json(report)
     sent = applied_rows(fresh)
     assert set(sent) == set(unanswered) | set(range(81, ROWS + 1))  # request 8 again, 9..20 for the first time
@@ -104,7 +104,7 @@ def test_a_resumed_run_sends_exactly_the_rows_not_confirmed(emulator_factory: An
     assert any("unfinished write" in w for w in doc["warnings"])
 
     # Resumed again, it sends nothing and still lists the same possible duplicates.
-    report3 = run_pipeline(pipeline, env=env_for(fresh), resume=ResumeSet(run_dir))
+    report3 = run_pipeline(pipeline, raise_on_failure=False, env=env_for(fresh), resume=ResumeSet(run_dir))
     doc3 = report_json(report3)
     assert applied_rows(fresh) == sent and doc3["requests"]["total"] == 0
     assert doc3["rows"]["delivered"] == ROWS and doc3["rows"]["possibly_duplicated"] == 10
@@ -116,7 +116,7 @@ def test_with_on_ambiguous_fail_unanswered_rows_are_listed_unknown_not_sent(
     pipeline, run_dir = first_run(tmp_path, emulator_factory, on_ambiguous="fail")
     unanswered = cut_after_request(run_dir, 3)
     fresh = emulator_factory()
-    doc = report_json(run_pipeline(pipeline, env=env_for(fresh), resume=ResumeSet(run_dir)))
+    doc = report_json(run_pipeline(pipeline, raise_on_failure=False, env=env_for(fresh), resume=ResumeSet(run_dir)))
     assert set(applied_rows(fresh)) == set(range(31, ROWS + 1))
     assert doc["exit_code"] == 1 and doc["invariant_ok"] is True
     assert doc["rows"]["delivered"] == ROWS - 10 and doc["rows"]["failed"] == 10
@@ -132,7 +132,7 @@ def test_a_source_changed_since_the_interruption_is_refused(emulator_factory: An
     before = (run_dir / "report.json").read_bytes()
     write_events(tmp_path / "data" / "events.parquet", ROWS + 5)  # the export was replaced
     with pytest.raises(SourceError, match="changed since run"):
-        run_pipeline(pipeline, env=env_for(emulator_factory()), resume=ResumeSet(run_dir))
+        run_pipeline(pipeline, raise_on_failure=False, env=env_for(emulator_factory()), resume=ResumeSet(run_dir))
     assert (run_dir / "report.json").read_bytes() == before  # the interrupted run's files are untouched
 
 
@@ -141,7 +141,7 @@ def test_resume_refuses_another_pipeline_a_dry_run_and_a_folder_without_journal(
 ) -> None:
     pipeline, run_dir = first_run(tmp_path, emulator_factory)
     with pytest.raises(ConfigError, match="not with validate, --dry-run"):
-        run_pipeline(pipeline, dry_run=True, resume=ResumeSet(run_dir))
+        run_pipeline(pipeline, raise_on_failure=False, dry_run=True, resume=ResumeSet(run_dir))
     other = pipeline.model_copy(update={"name": "other"})
     with pytest.raises(ConfigError, match="of pipeline 't'"):
         run_pipeline(other, env=env_for(emulator_factory()), resume=ResumeSet(run_dir))
@@ -157,7 +157,7 @@ def test_rows_resent_after_a_dropped_connection_are_listed_as_possibly_duplicate
     retry = {**FAST_RETRY, "max_attempts": 10, "max_elapsed_s": 30}
     pipeline = project(tmp_path, [events_stream()], write={"retry": retry, "max_objects_per_request": 10})
     em = emulator_factory(faults={"drop": 0.3}, seed=11)
-    doc = report_json(run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "run", env=env_for(em)))
+    doc = report_json(run_pipeline(pipeline, raise_on_failure=False, mode="bulk", report_dir=tmp_path / "run", env=env_for(em)))
     applied = applied_rows(em)
     assert doc["rows"]["delivered"] == ROWS and sum(applied.values()) > ROWS
     listed = {int(r["_row_number"]) for r in csv_rows(tmp_path / "run" / "possibly_duplicated.csv")}
@@ -182,12 +182,12 @@ def test_the_cli_resumes_the_latest_run_of_the_pipeline(emulator_factory: Any, t
     try:
         first = CliRunner().invoke(app, ["run", "pipelines/t.yaml", "--mode", "bulk", "--report-dir", runs, "-q"], env=env)
         assert first.exit_code == 0, first.output
-        [run_dir] = list((tmp_path / "runs").iterdir())
+        [run_dir] = [d for d in (tmp_path / "runs").iterdir() if d.is_dir()]
         cut_after_request(run_dir, 5)
         again = CliRunner().invoke(app, ["run", "pipelines/t.yaml", "--resume", "--report-dir", runs, "-q"], env=env)
         assert again.exit_code == 0, again.output
         assert "resumed (attempt 2)" in again.output and "possibly duplicated: 10 row(s)" in again.output
-        assert list((tmp_path / "runs").iterdir()) == [run_dir]
+        assert [d for d in (tmp_path / "runs").iterdir() if d.is_dir()] == [run_dir]
         explicit = CliRunner().invoke(app, ["run", "pipelines/t.yaml", "--resume", str(run_dir), "-q"], env=env)
         assert explicit.exit_code == 0 and "resumed (attempt 3)" in explicit.output
         stray = CliRunner().invoke(app, ["run", "pipelines/t.yaml", str(run_dir)], env=env)
@@ -207,15 +207,15 @@ def test_an_interrupted_retry_run_resumes_with_the_same_failed_rows(emulator_fac
     pipeline = project(tmp_path, [events_stream()], write={"retry": FAST_RETRY, "max_objects_per_request": 10,
                                                            "concurrency": 1})  # fmt: skip
     flaky = emulator_factory(faults={"503": 0.5}, seed=3)
-    run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r1", env=env_for(flaky))
+    run_pipeline(pipeline, raise_on_failure=False, mode="bulk", report_dir=tmp_path / "r1", env=env_for(flaky))
     failed = {int(r["_row_number"]) for r in csv_rows(tmp_path / "r1" / "failed.csv")}
     assert 0 < len(failed) < ROWS
     retry_dir = tmp_path / "r2"
-    run_pipeline(pipeline, mode="bulk", report_dir=retry_dir, env=env_for(emulator_factory()),
+    run_pipeline(pipeline, raise_on_failure=False, mode="bulk", report_dir=retry_dir, env=env_for(emulator_factory()),
                  retry=load_failed(tmp_path / "r1"))  # fmt: skip
     cut_after_request(retry_dir, 1)
     fresh = emulator_factory()
-    doc = report_json(run_pipeline(pipeline, env=env_for(fresh), resume=ResumeSet(retry_dir)))
+    doc = report_json(run_pipeline(pipeline, raise_on_failure=False, env=env_for(fresh), resume=ResumeSet(retry_dir)))
     assert set(applied_rows(fresh)) == failed
     assert doc["retry"]["rows"] == len(failed) and doc["rows"]["delivered"] == len(failed)
     assert doc["rows"]["read"] == len(failed) and doc["rows"]["possibly_duplicated"] == 10

@@ -67,7 +67,7 @@ def test_json_logs_with_the_run_context(tmp_path: Path, project: Callable[..., P
     assert reading["stream"] == "users" and reading["level"] == "info"
     written = next(d for d in docs if d["message"].startswith("report written"))
     assert written["counters"] == {"read": 3, "delivered": 0, "rejected": 1, "failed": 0, "skipped": 2,
-                                   "valid": 2, "exit_code": 0}  # fmt: skip
+                                   "valid": 2, "possibly_duplicated": 0, "exit_code": 0}  # fmt: skip
     assert res.stdout.startswith("validate ops")  # the summary stays plain text on stdout
 
 

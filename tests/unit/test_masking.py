@@ -39,6 +39,14 @@ def test_masked_values_keep_their_shape_only() -> None:
     assert mask_sample(raw, frozenset()) is raw  # masking off: the line is shown
 
 
+def test_a_long_value_the_reason_quotes_cut_short_is_masked_there_too() -> None:
+    value = "jane.doe.secret.person" + "y" * 300 + "@bigcorp.com"
+    entry = {"column": "email", "value": value, "reason": f"email '{value[:40]}...' is not a valid address"}
+    out = mask_sample(entry, frozenset({"email"}))
+    assert "jane.doe.secret" not in out["reason"] and "jane.doe.secret" not in out["value"]
+    assert out["reason"].endswith("...' is not a valid address")
+
+
 def test_report_html_and_json_samples_are_masked_but_rejects_csv_is_not(tmp_path: Path) -> None:
     (tmp_path / "u.csv").write_text("user_id,email,age\nu1,bad-email-x,31\nsecret-id-77,c@example.com,x\n")
     doc = {"name": "mask", "report": {"max_reject_fraction": 1.0},

@@ -13,7 +13,7 @@ import pytest
 from connector.config import Pipeline, Source, Stream
 from connector.config.destination import resolve_destination
 from connector.delivery.mode import choose_mode
-from connector.delivery.sync_access import needs_probe
+from connector.delivery.sync_access import asked_for_sync, needs_probe
 from connector.errors import ConfigError
 from connector.readers.estimate import estimate_rows
 from connector.report.paths import report_dir_for
@@ -127,11 +127,14 @@ def test_sync_endpoint_rules_sync_in_or_out() -> None:
     assert choose_mode(off, "bulk", [(s, 10, True)])[0] == "bulk"
     with pytest.raises(ConfigError, match="--mode sync: .*sync_endpoint: disabled"):
         choose_mode(off, "sync", [(s, 10, True)])
-    # A small auto run waits on the probe only when sync_endpoint is auto and mode auto chose sync.
+    # Every run that chose sync probes the key first (a refusal found before packing keeps bulk requests
+    # full); a run that asked for sync keeps it unless the probe is refused.
     auto, enabled = pipeline(), pipeline(write={"sync_endpoint": "enabled"})
     assert choose_mode(auto, None, [(s, 10, True)])[0] == "sync" and needs_probe(auto, None, "sync")
-    assert not needs_probe(enabled, None, "sync") and not needs_probe(auto, "sync", "sync")
-    assert not needs_probe(auto, None, "bulk") and not needs_probe(pipeline(write={"mode": "sync"}), None, "sync")
+    assert needs_probe(enabled, None, "sync") and needs_probe(auto, "sync", "sync")
+    assert not needs_probe(auto, None, "bulk")
+    assert not asked_for_sync(auto, None) and asked_for_sync(auto, "sync") and asked_for_sync(enabled, None)
+    assert asked_for_sync(pipeline(write={"mode": "sync"}), None) and not asked_for_sync(enabled, "bulk")
 
 
 # --------------------------------------------------------------------------- estimates and folders

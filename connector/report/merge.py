@@ -24,7 +24,7 @@ from connector.errors import ConfigError
 from connector.report.document import EXIT_MEANINGS, build_timeline
 from connector.report.run import SAMPLE_SIZE
 
-ROW_KEYS = ("read", "delivered", "rejected", "failed", "skipped", "valid")
+ROW_KEYS = ("read", "delivered", "rejected", "failed", "skipped", "valid", "possibly_duplicated")
 
 
 def load_report(folder: Path) -> dict[str, Any]:
@@ -118,7 +118,13 @@ def merge_reports(docs: list[dict[str, Any]], out: Path) -> dict[str, Any]:
             "file": None,
             "sample": [s for d in docs for s in d["rejects"]["sample"]][:SAMPLE_SIZE],
         },
-        "failed": {"count": rows["failed"], "not_sent": sum(int(d["failed"]["not_sent"]) for d in docs), "file": None},
+        "failed": {"count": rows["failed"], "not_sent": sum(int(d["failed"]["not_sent"]) for d in docs),
+                   "unknown": sum(int(d["failed"].get("unknown", 0)) for d in docs), "file": None},
+        "possibly_duplicated": {
+            "count": rows["possibly_duplicated"],
+            "by_reason": _sum_counts(d.get("possibly_duplicated", {}).get("by_reason", {}) for d in docs),
+            "file": None,
+        },
         "skipped": {"by_reason": _sum_counts(d["skipped"]["by_reason"] for d in docs)},
         "requests": requests,
         "throughput": {

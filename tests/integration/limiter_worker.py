@@ -35,9 +35,9 @@ class Recording:
         self.waits: list[tuple[float, float]] = []
         self._lock = threading.Lock()
 
-    def acquire(self, endpoint: str, n: int = 1) -> float:
+    def acquire(self, endpoint: str, n: int = 1, *, max_wait: float | None = None) -> float:
         t0 = time.time()
-        waited = self.inner.acquire(endpoint, n)
+        waited = self.inner.acquire(endpoint, n, max_wait=max_wait)
         with self._lock:
             self.waits.append((t0, time.time()))
         return waited

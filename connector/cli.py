@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -253,6 +254,13 @@ def _execute(pipeline: Path, *, mode: str | None, report_dir: Path | None, dry_r
             from connector.readers import load_failed
 
             retry = load_failed(retry_failed, include_unknown=include_unknown)
+            if not (dry_run or validate_only):
+                from datetime import UTC, datetime
+
+                from connector.delivery.resume import mark_retried
+
+                stamp = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+                mark_retried(retry.failed_file, f"started {stamp}, pid {os.getpid()}")
         elif include_unknown:
             raise ConfigError("--include-unknown goes with --retry-failed")
         part = None

@@ -50,7 +50,7 @@ from connector.report import ReportInvariantError, RunFailed, RunReport
 from connector.report.history import append_history, history_path
 from connector.report.masking import columns_to_mask
 from connector.report.paths import report_dir_for
-from connector.runlock import RunLocks, lock_files
+from connector.runlock import RunLocks, lock_files, shared_lock_files
 from connector.stop import StopToken
 from connector.validation.tables import has_table_expectations
 
@@ -150,7 +150,9 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
     try:
         plans = [_plan(pipeline, s, validate_only, retry, env, incremental, partition) for s in pipeline.streams]
         if not offline:
-            locks.acquire(pipeline.name, lock_files(pipeline, report_dir, partition.label if partition else None))
+            label = partition.label if partition else None
+            locks.acquire(pipeline.name, lock_files(pipeline, report_dir, label),
+                          shared=shared_lock_files(pipeline, report_dir, label))  # fmt: skip
     except BaseException:
         if incremental is not None:
             incremental.close()
@@ -370,7 +372,8 @@ class _Run:
                         if self.probe_sync:  # mode auto chose sync: keep it only if the key may use it
                             from connector.delivery.sync_access import probe_mode
 
-                            mode = probe_mode(self.pipeline, url, dest.api_key, report, asked=self.sync_asked)
+                            mode = probe_mode(self.pipeline, url, dest.api_key, report, asked=self.sync_asked,
+                                              embedded=server is not None)
                         client = client_for(self.pipeline, url, dest.api_key, mode, self.stop,
                                             on_retry=report.record_retry,
                                             limiter=self._shared_limiter())
@@ -474,10 +477,17 @@ class _Run:
         r = self.report
         how = "at once" if self.stop.immediate else "gracefully"
         unknown = " (and --include-unknown for the unknown ones)" if r.unknown else ""
+        if self.stop.immediate:  # the rows never read are listed nowhere but in the journal
+            self.report.add_warning(
+                f"stopped: the run was {self.stop.reason}, {how} (exit code {code}); the rows it had not read are "
+                f"not in {r.failed.path}: finish the run with --resume {r.report_dir} (it sends every row not "
+                "confirmed, read or not); not with --retry-failed, which sends only the rows listed"
+            )
+            return
         self.report.add_warning(
             f"stopped: the run was {self.stop.reason}, {how} (exit code {code}); {r.not_sent:,} row(s) not sent "
-            f"and {r.unknown:,} with an unknown outcome are listed in {r.failed.path}: send them with "
-            f"--retry-failed{unknown}"
+            f"and {r.unknown:,} with an unknown outcome are listed in {r.failed.path}: finish the run with "
+            f"--resume {r.report_dir} (or send the listed rows with --retry-failed{unknown})"
         )
 
     # ---- one stream -------------------------------------------------------------------------------

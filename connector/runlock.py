@@ -23,28 +23,50 @@ from connector.delta import state_path
 from connector.errors import ConfigError, RunLocked
 from connector.report.paths import report_root
 
-__all__ = ["RunLocks", "lock_file_for", "lock_files"]
+__all__ = ["RunLocks", "lock_file_for", "lock_files", "shared_lock_files"]
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
 def lock_file_for(folder: Path, pipeline: str) -> Path:
     """The lock file of a pipeline in a folder: `.<pipeline>.lock` (name made file-safe)."""
-    return folder / f".{re.sub(r'[^A-Za-z0-9._-]', '_', pipeline)}.lock"
+    return folder / f".{_safe(pipeline)}.lock"
+
+
+def _roots(pipeline: Pipeline, report_dir: str | Path | None) -> list[Path]:
+    """report.dir's root, and --report-dir's when given and different."""
+    roots = [report_root(pipeline, None)]
+    if report_dir is not None:
+        chosen = report_root(pipeline, report_dir)
+        if chosen.resolve() != roots[0].resolve():
+            roots.append(chosen)
+    return roots
 
 
 def lock_files(pipeline: Pipeline, report_dir: str | Path | None, partition: str | None = None) -> list[Path]:
-    """A run's locks: beside the pipeline's reports (report.dir's, and --report-dir's when given: another
-    --report-dir must not let two runs of one pipeline send the same rows at once), and beside its state
-    when a stream uses delta or an incremental cursor. Each partition of a `--partition K/N` run has report
-    locks of its own, so the N parts run side by side."""
+    """A run's exclusive locks: beside the pipeline's reports (report.dir's, and --report-dir's when given:
+    another --report-dir must not let two runs of one pipeline send the same rows at once), and beside its
+    state when a stream uses delta or an incremental cursor. A partition of a `--partition K/N` run locks
+    `.<pipeline>.pKofN.lock` instead, and holds the pipeline's lock shared (shared_lock_files)."""
     name = pipeline.name if partition is None else f"{pipeline.name}.{partition}"
-    paths = [lock_file_for(report_root(pipeline, None), name)]
-    if report_dir is not None:
-        chosen = lock_file_for(report_root(pipeline, report_dir), name)
-        if chosen.resolve() != paths[0].resolve():
-            paths.append(chosen)
+    paths = [lock_file_for(root, name) for root in _roots(pipeline, report_dir)]
     if any(s.delta or s.incremental is not None for s in pipeline.streams):
         state = state_path(pipeline)
         paths.append(state.with_name(state.name + ".lock"))
+    return paths
+
+
+def shared_lock_files(pipeline: Pipeline, report_dir: str | Path | None, partition: str | None = None) -> list[Path]:
+    """What a partition holds shared: the pipeline's own lock (so no unpartitioned run starts beside the
+    partitions, nor they beside it) and `.<pipeline>.nN.lock` of its N (so partitions of another N are
+    refused: they would split the rows differently and send some twice). None for an unpartitioned run."""
+    if partition is None:
+        return []
+    n = partition.rsplit("of", 1)[-1]
+    paths = [lock_file_for(root, pipeline.name) for root in _roots(pipeline, report_dir)]
+    paths.append(lock_file_for(_roots(pipeline, None)[0], f"{pipeline.name}.n{n}"))
     return paths
 
 
@@ -55,7 +77,7 @@ class RunLocks:
         self.held: list[tuple[Path, int]] = []
         self.warnings: list[str] = []
 
-    def acquire(self, pipeline: str, paths: list[Path]) -> None:
+    def acquire(self, pipeline: str, paths: list[Path], shared: list[Path] | None = None) -> None:
         """Lock every path (created with its folder when missing), or none.
 
         Raises:
@@ -63,20 +85,42 @@ class RunLocks:
             ConfigError: a lock file cannot be created.
         """
         try:
+            for path in shared or []:
+                self.held.append((path, self._lock(pipeline, path, shared=True)))
+                if path.name.startswith(f".{_safe(pipeline)}.n"):
+                    self._refuse_other_partitionings(pipeline, path)
             for path in paths:
                 self.held.append((path, self._lock(pipeline, path)))
         except BaseException:
             self.release()
             raise
 
-    def _lock(self, pipeline: str, path: Path) -> int:
+    def _refuse_other_partitionings(self, pipeline: str, mine: Path) -> None:
+        """Partitions of another N hold their `.nM.lock` shared: an exclusive try on it fails while they run."""
+        for other in mine.parent.glob(f".{_safe(pipeline)}.n*.lock"):
+            if other == mine:
+                continue
+            fd = os.open(other, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            except BlockingIOError:
+                raise RunLocked(
+                    f"pipeline {pipeline!r} is already running as partitions of another count ({other}): "
+                    "partitions of two different counts split the rows differently and would send some twice; "
+                    "wait for them to end"
+                ) from None
+            finally:
+                os.close(fd)
+
+    def _lock(self, pipeline: str, path: Path, shared: bool = False) -> int:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise ConfigError(f"cannot create the run lock {path} ({e.strerror}); check the folder's permissions") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _read(fd)
             os.close(fd)
@@ -88,6 +132,8 @@ class RunLocks:
                 f"{path}. Wait for that run to end, or stop it (kill -TERM {pid}); two runs at once would send "
                 "rows twice and overwrite each other's report and state"
             ) from None
+        if shared:
+            return fd  # held by several partitions at once: the file names none of them
         left = _read(fd)
         if left.get("pid"):
             self.warnings.append(f"lock file {path} was left by {_describe(left)}; taken over")
@@ -100,9 +146,12 @@ class RunLocks:
     def release(self) -> None:
         """Empty and unlock every lock file held (safe to call twice)."""
         held, self.held = self.held, []
-        for _, fd in held:
+        for _, fd in reversed(held):
             try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours alone: an exclusive lock, or a shared one's last holder
                 os.ftruncate(fd, 0)
+            except BlockingIOError:
+                pass  # other partitions still hold this shared lock: its last holder empties it
             finally:
                 os.close(fd)  # closing the last descriptor drops the flock
 

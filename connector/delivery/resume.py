@@ -199,11 +199,32 @@ def fingerprints(files: dict[str, list[Path]]) -> dict[str, dict[str, list[int]]
     return out
 
 
+# Written into a run's folder when a --retry-failed run resends its failed.csv: that run is then not resumed.
+RETRIED_MARK = "retried_by.txt"
+
+
+def mark_retried(failed_file: Path, by: str) -> None:
+    """Note in the folder of `failed_file` that a --retry-failed run (`by`) resends its rows (best effort)."""
+    try:
+        (Path(failed_file).parent / RETRIED_MARK).write_text(by + "\n", encoding="utf-8")
+    except OSError:
+        pass  # a read-only folder: the retry still runs; a later --resume of it would resend
+
+
 class ResumeSet:
     """The journal of the run being resumed, applied chunk by chunk to the rows read again."""
 
     def __init__(self, run_dir: Path, journal: RunJournal | None = None) -> None:
         self.run_dir = Path(run_dir)
+        retried = self.run_dir / RETRIED_MARK
+        if retried.is_file():
+            by = retried.read_text(encoding="utf-8", errors="replace").strip()
+            raise ConfigError(
+                f"--resume {self.run_dir}: a --retry-failed run ({by}) already sent this run's failed rows again; "
+                "resuming would send them a second time. Resume that retry run if it was interrupted; rows this "
+                "run never read are in no failed file: run the pipeline again for them (with delta: true only "
+                "what Braze does not have is sent)"
+            )
         self.journal = journal if journal is not None else load_journal(self.run_dir)
         h = self.journal.header
         self.run_id: str = str(h.get("run_id", self.run_dir.name))

@@ -53,7 +53,8 @@ def asked_for_sync(pipeline: Pipeline, override: str | None) -> bool:
     return pipeline.write.mode == "sync" or pipeline.write.sync_endpoint == "enabled"
 
 
-def probe_mode(pipeline: Pipeline, url: str, api_key: str, report: RunReport, *, asked: bool = False) -> str:
+def probe_mode(pipeline: Pipeline, url: str, api_key: str, report: RunReport, *, asked: bool = False,
+               embedded: bool = False) -> str:
     """Probe the key (see the module doc) and return the run's mode, also set in the report with its reason;
     the probe counts as a request of the report. With `asked`, an inconclusive probe keeps sync."""
     from connector.delivery.client import client_for
@@ -88,7 +89,10 @@ def probe_mode(pipeline: Pipeline, url: str, api_key: str, report: RunReport, *,
             report.add_warning(
                 f"sync was asked for, but /users/track/sync refused the key (probe: {seen}): it needs the "
                 "users.track.sync permission of Braze's sync beta, so the run used /users/track (bulk); "
-                "with destination local, set destination.emulator.sync_beta: true to try sync"
+                + ("set destination.emulator.sync_beta: true to try sync on the embedded emulator"
+                   if embedded else
+                   "ask Braze for the beta (a local emulator: start it with --sync-beta, or "
+                   "--api-key KEY:users.track.sync)")
             )
     report.set_mode(mode, reason)
     logger.info("mode %s (%s)", mode, reason)

@@ -239,11 +239,14 @@ class EmulatorApp:
                 limit = min(int(request.query.get("limit", "1000")), 10_000)
             except ValueError:
                 return _json(400, {"message": "since and limit must be integers"})
-            entries = self.store.ledger(since, limit)
+            entries = self.store.ledger(since, limit + 1)
+            more = len(entries) > limit  # a page: the caller asks again with since=next_since
+            entries = entries[:limit]
             if request.query.get("applied") == "0":
                 for e in entries:
                     e.pop("applied")
-            return _json(200, {"entries": entries})
+            page = {"more": more, "next_since": entries[-1]["seq"] if entries else since, "limit": limit}
+            return _json(200, {"entries": entries, **page})
         if sub == "dispatches":
             return _json(200, {"dispatches": self.store.dispatches()})
         if sub.startswith("users/"):

@@ -72,13 +72,12 @@ def clear_run(path: Path) -> None:
 
 
 def report_root(pipeline: Pipeline, override: str | Path | None) -> Path:
-    """The folder a pipeline's runs share: the report folder's path up to the part holding {run_id} (the
-    folder itself when the template has none). The run lock of the pipeline lives there."""
+    """The folder a pipeline's runs share: the report folder's path up to the part holding {run_id} or
+    {partition} (the folder itself when the template has neither). The run lock of the pipeline lives there."""
     template = str(override) if override is not None else pipeline.report.dir
     parts = Path(template.replace("{pipeline}", pipeline.name)).parts
-    shared = Path(*itertools.takewhile(lambda p: "{run_id}" not in p, parts)) if parts else Path(".")
-    if "{run_id}" in parts[0] if parts else False:
-        shared = Path(".")
+    fixed = list(itertools.takewhile(lambda p: "{run_id}" not in p and "{partition}" not in p, parts))
+    shared = Path(*fixed) if fixed else Path(".")
     return shared if override is not None else pipeline.resolve(str(shared))
 
 

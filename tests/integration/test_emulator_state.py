@@ -196,7 +196,11 @@ def test_ledger_pages_and_can_omit_applied(emulator: EmulatorServer) -> None:
         timeout=10,
     )
     assert r.json() == {"entries": [{"seq": 2, "endpoint": "/users/track", "status": 201, "data_points": 1, "dropped": False, "fault": None,
-                                     "objects": {"attributes": 1, "events": 0, "purchases": 0, "recipients": 0, "live_activities": 0}}]}  # fmt: skip
+                                     "objects": {"attributes": 1, "events": 0, "purchases": 0, "recipients": 0, "live_activities": 0}}],
+                        "more": True, "next_since": 2, "limit": 1}  # fmt: skip
+    last = requests.get(emulator.url + "/_emulator/ledger?since=2", headers={"Authorization": "Bearer test-key"},
+                        timeout=10).json()  # fmt: skip
+    assert (last["more"], last["next_since"], [e["seq"] for e in last["entries"]]) == (False, 3, [3])
     assert [e["seq"] for e in emulator.ledger(applied=False)] == [1, 2, 3]
 
 

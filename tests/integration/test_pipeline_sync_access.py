@@ -96,7 +96,7 @@ def test_a_sync_run_whose_key_lacks_the_beta_goes_bulk_in_full_requests(
     assert doc["rows"] == {**doc["rows"], "read": 60, "delivered": 59, "rejected": 1, "failed": 0, "skipped": 0}
     assert doc["exit_code"] == 0 and doc["mode"] == "bulk" and "cannot use /users/track/sync" in doc["mode_reason"]
     [warning] = doc["warnings"]
-    assert "sync was asked for" in warning and "sync_beta: true" in warning
+    assert "sync was asked for" in warning and "--sync-beta" in warning
     stats = em.stats()["requests"]
     assert stats["/users/track/sync"] == {"403": 1}  # the probe only
     assert stats["/users/track"] == {"201": 1}  # 59 rows in one bulk request

@@ -253,3 +253,13 @@ def test_a_journal_that_cannot_be_written_stops_the_run_before_a_request_leaves(
     journal.close()
     assert emulator.ledger() == []  # nothing left without its record on disk
     assert writer.abort_reason == ABORT_JOURNAL and report.rows["skipped"] == 20 and report.not_sent == 20
+
+
+def test_a_run_whose_failed_rows_a_retry_run_resent_is_not_resumed(tmp_path: Path) -> None:
+    """--retry-failed marks the run it resends; --resume of that run would send those rows a second time."""
+    from connector.delivery.resume import mark_retried
+
+    (tmp_path / "run").mkdir()
+    mark_retried(tmp_path / "run" / "failed.csv", "started 2026-01-01T00:00:00Z, pid 1")
+    with pytest.raises(ConfigError, match="already sent this run's failed rows again"):
+        ResumeSet(tmp_path / "run")

@@ -79,3 +79,74 @@ def test_two_holders_in_one_process_conflict_and_all_or_nothing(tmp_path: Path) 
     third.acquire("p", [a])
     third.release()
     first.release()
+
+
+HOLD_PARTITION = """
+import sys, time
+from connector import load_pipeline
+from connector.runlock import RunLocks, lock_files, shared_lock_files
+p = load_pipeline(sys.argv[1])
+label = sys.argv[2] if sys.argv[2] != "-" else None
+RunLocks().acquire(p.name, lock_files(p, None, label), shared=shared_lock_files(p, None, label))
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def _pipeline_file(tmp_path: Path) -> Path:
+    (tmp_path / "p.yaml").write_text(
+        "name: p\nstreams:\n  - name: s\n    source: {path: x.csv}\n    kind: attributes\n"
+        "    identifier: {external_id: id}\n    attributes: [{column: a}]\n",
+        encoding="utf-8",
+    )
+    return tmp_path / "p.yaml"
+
+
+def _try(tmp_path: Path, label: str | None) -> None:
+    from connector import load_pipeline
+    from connector.runlock import lock_files, shared_lock_files
+
+    p = load_pipeline(_pipeline_file(tmp_path))
+    locks = RunLocks()
+    try:
+        locks.acquire(p.name, lock_files(p, None, label), shared=shared_lock_files(p, None, label))
+    finally:
+        locks.release()
+
+
+@pytest.mark.parametrize(
+    ("running", "starting", "refused"),
+    [
+        ("p1of2", "p2of2", False),  # the other part of the same split runs beside it
+        ("p1of2", "p1of2", True),  # the same part twice
+        ("p1of2", None, True),  # an unpartitioned run beside partitions
+        (None, "p1of2", True),  # partitions beside an unpartitioned run
+        ("p1of2", "p1of3", True),  # a split of another count would send some rows twice
+    ],
+)
+def test_partitions_lock_apart_but_not_beside_other_runs(
+    tmp_path: Path, running: str | None, starting: str | None, refused: bool
+) -> None:
+    _pipeline_file(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_PARTITION, str(tmp_path / "p.yaml"), running or "-"],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        if refused:
+            with pytest.raises(RunLocked):
+                _try(tmp_path, starting)
+        else:
+            _try(tmp_path, starting)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    _try(tmp_path, starting)  # free again once the holder is gone
+
+
+def test_a_partition_placeholder_is_not_part_of_the_lock_folder(tmp_path: Path) -> None:
+    from connector import load_pipeline
+    from connector.runlock import lock_files
+
+    p = load_pipeline(_pipeline_file(tmp_path))
+    (lock,) = lock_files(p, str(tmp_path / "reports" / "part" / "{partition}"), "p1of2")[1:]
+    assert lock == tmp_path / "reports" / "part" / ".p.p1of2.lock"

@@ -136,7 +136,10 @@ class RunLocks:
             return fd  # held by several partitions at once: the file names none of them
         left = _read(fd)
         if left.get("pid"):
-            self.warnings.append(f"lock file {path} was left by {_describe(left)}; taken over")
+            self.warnings.append(
+                f"lock file {path} was left by {_describe(left)}; taken over (if that run was delivering, "
+                "`braze-connector run PIPELINE --resume RUN_DIR` finishes it from its journal)"
+            )
         me = {"pid": os.getpid(), "host": socket.gethostname(), "pipeline": pipeline,
               "started_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")}  # fmt: skip
         os.ftruncate(fd, 0)

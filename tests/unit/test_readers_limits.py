@@ -1,14 +1,13 @@
 """Readers against hostile files: huge fields, huge headers, strings that are not UTF-8.
 
 The files are generated here, in a temporary folder. The huge-field size is BRAZE_TEST_FIELD_MB (default
-32; the issue's case is 200). Time is compared with reading an ordinary file of the same size in the same
-test, with a generous factor, never against the clock.
+32; the issue's case is 200). These tests check what is read, rejected and held in memory; the time a
+huge field takes against an ordinary file of the same size is measured by bench/reader_speed.py.
 """
 
 from __future__ import annotations
 
 import os
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -39,20 +38,6 @@ def _write_field_file(path: Path, field_mb: int) -> None:
         f.write(b"\n3,c\n")
 
 
-def _write_plain_file(path: Path, size_mb: int) -> None:
-    line = b"%d,an ordinary line of about a hundred bytes and padded with words to look like data....\n"
-    with path.open("wb") as f:
-        f.write(b"id,name\n")
-        n = size_mb * MB // len(line % 1000)
-        f.write(b"".join(line % (i % 1000) for i in range(n)))
-
-
-def _timed_read(path: Path, **source: object) -> tuple[list[Chunk], float]:
-    t0 = time.perf_counter()
-    chunks = _read(path, **source)
-    return chunks, time.perf_counter() - t0
-
-
 def _peak_bytes(path: Path) -> int:
     """The most memory Python objects held while reading the file (the reader's buffers are bytearrays)."""
     tracemalloc.start()
@@ -63,14 +48,11 @@ def _peak_bytes(path: Path) -> int:
         tracemalloc.stop()
 
 
-def test_a_huge_field_is_rejected_in_linear_time_and_bounded_memory(tmp_path: Path) -> None:
-    huge, plain = tmp_path / "huge.csv", tmp_path / "plain.csv"
-    _write_plain_file(plain, FIELD_MB)
-    _, t_plain = _timed_read(plain)
-    plain.unlink()
+def test_a_huge_field_is_rejected_in_bounded_memory(tmp_path: Path) -> None:
+    huge = tmp_path / "huge.csv"
     _write_field_file(huge, FIELD_MB)
     try:
-        chunks, t_huge = _timed_read(huge)  # default csv.max_field_bytes: 16 MiB
+        chunks = _read(huge)  # default csv.max_field_bytes: 16 MiB
         peak = _peak_bytes(huge)
     finally:
         huge.unlink()
@@ -81,22 +63,18 @@ def test_a_huge_field_is_rejected_in_linear_time_and_bounded_memory(tmp_path: Pa
     assert "csv.max_field_bytes (16,777,216 bytes); raise source.csv.max_field_bytes" in rejects[0].reason
     assert len(rejects[0].values["_raw"]) < 300  # the start of the line, not the line
     # The old reader copied the whole line on every read (32 MiB: 12 s; 200 MiB: never done) and kept it.
-    assert t_huge < 5 * t_plain + 2.0, (t_huge, t_plain)
     assert peak < 3 * 16 * MB, peak
 
 
-def test_a_large_field_under_the_limit_is_read_whole_in_linear_time(tmp_path: Path) -> None:
+def test_a_large_field_under_the_limit_is_read_whole(tmp_path: Path) -> None:
     size = min(FIELD_MB, 24)
-    big, plain = tmp_path / "big.csv", tmp_path / "plain.csv"
-    _write_plain_file(plain, size)
-    _, t_plain = _timed_read(plain)
+    big = tmp_path / "big.csv"
     _write_field_file(big, size)
-    chunks, t_big = _timed_read(big, csv=CsvOptions(max_field_bytes=32 * MB))
+    chunks = _read(big, csv=CsvOptions(max_field_bytes=32 * MB))
     rows = [r for c in chunks for r in c.table.to_pylist()]
     assert [r["id"] for r in rows] == ["1", "2", "3"]
     assert len(rows[1]["name"]) == size * MB
     assert not [r for c in chunks for r in c.rejects]
-    assert t_big < 5 * t_plain + 2.0, (t_big, t_plain)
 
 
 def test_a_field_over_the_limit_in_a_short_line_is_too_large_not_bad_quoting(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ def _history_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Runs of the repository's own pipelines append their history under tmp_path, not under reports/."""
     monkeypatch.setenv("BRAZE_CONNECTOR_HISTORY", str(tmp_path / "history.jsonl"))
 sys.path.insert(0, os.path.dirname(__file__))
-from redis_server import RedisServer, redis_server_path  # noqa: E402
+from redis_server import RedisServer, free_port, redis_server_path  # noqa: E402
 
 
 @pytest.fixture
@@ -103,12 +102,6 @@ def _pg_bindir() -> Path | None:
     return Path(on_path).parent if on_path else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL server of its own (initdb in a temporary folder, trust auth, loopback, a free port) for
@@ -131,7 +124,7 @@ def postgres_url() -> Iterator[str]:
         shutil.chown(root, "postgres")
         os.chmod(root, 0o700)
         runas = ["runuser", "-u", "postgres", "--"]
-    data, port = root / "data", _free_port()
+    data, port = root / "data", free_port()
     log = root / "server.log"
 
     def run(*cmd: str) -> None:

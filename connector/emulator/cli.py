@@ -12,7 +12,6 @@ import typer
 from connector.emulator.faults import parse_fault
 from connector.emulator.handlers import BATCHING_MODES, Batching
 from connector.emulator.limits import parse_rate_limit
-from connector.emulator.server import build_config, serve
 from connector.emulator.store import LEDGER_DETAILS
 from connector.emulator.workspace import CANVAS_STATES
 
@@ -156,6 +155,8 @@ def emulator_command(
         if not keys:
             keys = [DEV_KEY]
             _say(f"no --api-key given: accepting the dev key {DEV_KEY}")
+        from connector.emulator.server import build_config, serve  # aiohttp: only when serving
+
         config = build_config(
             api_keys=keys, sync_beta=sync_beta, batching=mode, rate_limits=limits, latency_ms=latency_ms,
             fault_rate=fault_rate, faults=faults, seed=seed, canvases=canvas or [],

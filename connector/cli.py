@@ -78,8 +78,9 @@ OFFLINE_MEANINGS = {
 }
 
 
-# Warnings the summary repeats (the others are in the report): retry notes, empty sources, a stop.
-SUMMARY_WARNINGS = ("retry:", "empty source:", "stopped:", "lock file ")
+# Warnings the summary repeats (the others are in the report): retry notes, empty sources, a stop, dates
+# read as day/month or month/day with nothing to tell which (mapping/dates.py).
+SUMMARY_WARNINGS = ("retry:", "empty source:", "stopped:", "lock file ", "ambiguous dates:")
 
 
 class Mode(enum.StrEnum):

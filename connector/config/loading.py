@@ -77,10 +77,13 @@ def _problems(pipeline: Pipeline) -> list[str]:
                     out.append(
                         f"{loc}.timezone: unknown time zone {value.timezone!r}; use an IANA name such as 'Europe/Paris' or 'UTC'"
                     )
-            if value.format is not None and (bad := _bad_time_format(value.format)):
-                out.append(
-                    f"{loc}.format: {bad}; use strptime directives such as '%Y-%m-%d %H:%M:%S' (or leave it out for ISO 8601)"
-                )
+            formats = [value.format] if isinstance(value.format, str) else value.format or []
+            for k, fmt in enumerate(formats):
+                if bad := _bad_time_format(fmt):
+                    at = f"{loc}.format" if isinstance(value.format, str) else f"{loc}.format.{k}"
+                    out.append(
+                        f"{at}: {bad}; use strptime directives such as '%Y-%m-%d %H:%M:%S' (or leave it out for ISO 8601)"
+                    )
     return out
 
 

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -238,18 +239,20 @@ def _resume_set(pipeline: Pipeline, resume: bool, run_dir: Path | None, report_d
     return ResumeSet(run_dir if run_dir is not None else find_run_dir(pipeline, report_dir))
 
 
-def _execute(pipeline: Path, *, mode: str | None, report_dir: Path | None, dry_run: bool, validate_only: bool,
+def _execute(pipeline: Path | Callable[[], Pipeline], *, mode: str | None, report_dir: Path | None, dry_run: bool, validate_only: bool,
              quiet: bool, retry_failed: Path | None = None, include_unknown: bool = False,
              full: bool = False, log_level: str | None = None, log_format: str = "text",
              overwrite: bool = False, resume: bool = False, run_dir: Path | None = None,
-             partition: str | None = None) -> None:  # fmt: skip
+             partition: str | None = None, after: Callable[[RunReport], list[str]] | None = None) -> None:  # fmt: skip
+    """Run a pipeline file (or the pipeline a function builds: upload) and print its summary; `after`
+    gives the summary's last lines (upload: the pipeline file it wrote)."""
     console = _setup_logging(quiet, log_level, log_format)
     from connector.pipeline import run_pipeline
     from connector.progress import Progress
     from connector.stop import StopToken, handle_signals
 
     try:
-        p = load_pipeline(pipeline)
+        p = load_pipeline(pipeline) if isinstance(pipeline, Path) else pipeline()
         retry = None
         if retry_failed is not None:
             from connector.readers import load_failed
@@ -297,7 +300,7 @@ def _execute(pipeline: Path, *, mode: str | None, report_dir: Path | None, dry_r
         "report_json": report.report_dir / "report.json",
         "report_html": report.report_dir / "report.html",
     }
-    for line in _summary(report, paths):
+    for line in _summary(report, paths) + (after(report) if after is not None else []):
         typer.echo(line)
     if report.exit_code >= 2:
         for w in report.warnings:
@@ -398,6 +401,16 @@ def _register_emulator() -> None:
 
 
 _register_emulator()
+
+
+def _register_upload() -> None:
+    # upload's flags live beside its command (connector/upload_cli.py); it runs through _execute like `run`.
+    from connector.upload_cli import upload_command
+
+    app.command("upload")(upload_command(_execute))
+
+
+_register_upload()
 
 report_app = typer.Typer(help="Work with run reports.", no_args_is_help=True)
 app.add_typer(report_app, name="report")

@@ -4,7 +4,7 @@ A pipeline has one or more streams; each stream reads one source, maps its rows 
 object, checks them, and delivers them to the pipeline's destination.
 """
 
-from connector.config.loading import load_pipeline, pipeline_json_schema
+from connector.config.loading import dump_pipeline, load_pipeline, pipeline_json_schema
 from connector.config.mappings import (
     AttributeField,
     CanvasMapping,
@@ -72,6 +72,7 @@ __all__ = [
     "Value",
     "ValueType",
     "Write",
+    "dump_pipeline",
     "load_pipeline",
     "pipeline_json_schema",
 ]

@@ -256,3 +256,14 @@ def pipeline_json_schema() -> dict[str, Any]:
     schema.get("properties", {}).pop("base_dir", None)
     schema["title"] = "braze-connector pipeline file"
     return schema
+
+
+def dump_pipeline(pipeline: Pipeline, header: str = "") -> str:
+    """A pipeline as the YAML of a pipeline file (keys at their defaults left out, but the destination and its
+    key's variable always shown); `header` becomes comments."""
+    data = pipeline.model_dump(mode="json", exclude_defaults=True, exclude={"base_dir"})
+    dest = pipeline.destination
+    shown = {"url": dest.url, "api_key_env": dest.api_key_env, **data.pop("destination", {})}
+    data = {k: v for k, v in data.items() if k in ("name", "description")} | {"destination": shown} | data
+    comments = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
+    return comments + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120)

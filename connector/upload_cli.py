@@ -135,7 +135,8 @@ def build_pipeline(spec: Any) -> Pipeline:
         raise SourceError(f"{spec.file}: not a file; upload takes one CSV or Parquet file (write a pipeline file "
                           "for a folder or a glob)")  # fmt: skip
 
-    return build_upload(spec, infer_types(Source(path=str(spec.file.resolve())), Path.cwd()))
+    types = infer_types(Source(path=str(spec.file.resolve())), Path.cwd(), date_formats=spec.date_formats)
+    return build_upload(spec, types)
 
 
 def write_pipeline_file(pipeline: Pipeline, folder: Path, spec: Any) -> Path:

@@ -35,8 +35,11 @@ _STRING_TYPES = (
 
 
 def infer_types(source: config.Source, base_dir: Path, *, sample_rows: int = SAMPLE_ROWS,
-                share: float = SHARE) -> dict[str, str]:  # fmt: skip
+                share: float = SHARE, date_formats: tuple[str, ...] = ()) -> dict[str, str]:  # fmt: skip
     """Column -> Value type ("auto" for plain strings) of the source's first file, in the file's order.
+
+    `date_formats` (upload's --date-format): a string column whose cells these strptime formats read is a
+    time column too.
 
     Raises:
         SourceError: the file is missing, unreadable or not CSV/Parquet.
@@ -52,7 +55,9 @@ def infer_types(source: config.Source, base_dir: Path, *, sample_rows: int = SAM
         for name in names:
             column = chunk.table.column(name)
             kind = _arrow_type(column.type)
-            types[name] = string_type(column, share) if kind == "auto" and _is_str(column.type) else kind
+            types[name] = (
+                string_type(column, share, date_formats) if kind == "auto" and _is_str(column.type) else kind
+            )
         break
     return types
 
@@ -79,7 +84,9 @@ def _arrow_type(t: pa.DataType) -> str:
     return "auto"
 
 
-def string_type(column: pa.ChunkedArray | pa.Array, share: float = SHARE) -> str:
+def string_type(
+    column: pa.ChunkedArray | pa.Array, share: float = SHARE, date_formats: tuple[str, ...] = ()
+) -> str:
     """The Value type most non-empty cells of a string column fit (at least `share` of them), else "auto"."""
     cells = pc.utf8_trim_whitespace(column)
     cells = pc.filter(cells, pc.and_(pc.is_valid(cells), pc.not_equal(cells, "")))
@@ -93,7 +100,21 @@ def string_type(column: pa.ChunkedArray | pa.Array, share: float = SHARE) -> str
     for kind in ("boolean", "integer", "float", "date", "time", "object"):
         if fits[kind] >= share * n:
             return kind
+    if date_formats and _read_by(cells, date_formats) >= share * n:
+        return "time"
     return "auto"
+
+
+def _read_by(cells: pa.Array, formats: tuple[str, ...]) -> int:
+    """How many cells one of the strptime formats reads (Arrow's strptime, vectorised)."""
+    read = pa.nulls(len(cells), pa.timestamp("s"))
+    for f in formats:
+        try:
+            parsed = pc.strptime(cells, format=f, unit="s", error_is_null=True)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue  # a directive Arrow does not know: the cast (pandas) still tries it at run time
+        read = pc.coalesce(read, parsed)
+    return int(pc.sum(pc.is_valid(read)).as_py() or 0)
 
 
 __all__ = ["infer_types", "string_type"]

@@ -179,6 +179,14 @@ def test_mapped_columns_with_types_and_names_and_a_format_list(
     text = pipeline_file(res.output).read_text(encoding="utf-8")
     assert "to: seen_at" in text and "- '%d.%m.%Y'" in text
 
+    # Without a type: a column the formats read is inferred as a time column.
+    (tmp_path / "e.csv").write_text('id,when\nu4,10.03.2022\nu5,"Jun 16, 2022"\n', encoding="utf-8")
+    res = invoke("upload", "e.csv", "--kind", "attributes", "--id", "id", "--date-format", "%d.%m.%Y",
+                 "--date-format", "%b %d, %Y", "--endpoint", emulator.url, "-q", cwd=tmp_path,
+                 env={"BRAZE_API_KEY": emulator.api_key})  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.dumps(emulator.user("external_id", "u5")).count("2022-06-16T00:00:00") == 1
+
 
 def test_ambiguous_slash_dates_are_flagged_in_the_summary_and_report(tmp_path: Path) -> None:
     (tmp_path / "a.csv").write_text("id,joined\nu1,07/09/2023\nu2,01/02/2023\n", encoding="utf-8")

@@ -135,6 +135,11 @@ def test_string_columns_take_the_type_95_percent_of_their_cells_fit() -> None:
     assert string_type(pa.array([str(i) for i in range(19)] + ["x"])) == "integer"  # 19 of 20: 95 %
     assert string_type(pa.array([str(i) for i in range(9)] + ["x"])) == "auto"  # 9 of 10
     assert string_type(pa.array([None, None], type=pa.string())) == "auto"
+    mixed = pa.array(["10.03.2022", "Jun 16, 2022"])
+    assert (
+        string_type(mixed) == "auto" and string_type(mixed, date_formats=("%d.%m.%Y", "%b %d, %Y")) == "time"
+    )
+    assert string_type(mixed, date_formats=("%d.%m.%Y",)) == "auto"  # half the cells only
 
 
 def test_infer_types_of_csv_and_parquet(tmp_path: Path) -> None:

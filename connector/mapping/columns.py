@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
@@ -32,6 +32,7 @@ class Resolver:
     def __init__(self, stream: Stream, table: pa.Table, file: str, dates: DateReadings | None = None) -> None:
         self.stream = stream
         self.dates = dates
+        self._timed: set[str] = set()  # columns already cast as times in this chunk
         self.table = table
         self.file = file
         self.n = int(table.num_rows)
@@ -51,8 +52,17 @@ class Resolver:
                 f"stream '{self.stream.name}': {key} reads column '{v.column}', which is not in {self.file}; "
                 f"available columns: {available}"
             )
-        reading = self.dates.column(v.column) if self.dates is not None and kind == "time" else None
-        cast = cast_array(self.table.column(v.column), kind, fmt=v.format, tz=tz, split=v.split, reading=reading)
+        reading = None
+        if self.dates is not None and kind == "time":
+            reading = self.dates.column(v.column)
+            if (
+                v.column in self._timed
+            ):  # a second Value on the column: the same reading, its cells counted once
+                reading = replace(reading)
+            self._timed.add(v.column)
+        cast = cast_array(
+            self.table.column(v.column), kind, fmt=v.format, tz=tz, split=v.split, reading=reading
+        )
         errs = self.errors
         for i, (rule, reason) in cast.errors.items():
             if i not in errs:

@@ -168,3 +168,23 @@ def test_a_column_holding_both_orders_reads_month_first_and_rejects_the_others()
     assert values(m) == {3: "2023-01-13T00:00:00.000Z"}
     assert [r.rule for r in m.rejects] == ["cast.time"]
     assert any("are day/month; they were rejected" in w for w in dates.warnings())
+
+
+def test_a_column_read_by_two_values_is_counted_once() -> None:
+    spec = {
+        "name": "ev",
+        "source": {"path": "in.csv"},
+        "kind": "events",
+        "identifier": {"external_id": "id"},
+        "event": {
+            "name": {"value": "e"},
+            "time": "d",
+            "properties": {"columns": {"day": {"column": "d", "type": "time"}}},
+        },
+    }
+    table = pa.table({"id": ["u1", "u2"], "d": ["07/09/2023", "01/02/2023"]})
+    dates = DateReadings("ev")
+    m = map_chunk(Stream.model_validate(spec), Chunk("in.csv", table, [2, 3]), NOW, dates=dates)
+    assert m.objects[0]["time"] == m.objects[0]["properties"]["day"] == "2023-07-09T00:00:00.000Z"
+    (w,) = dates.warnings()
+    assert "column 'd': 2 value(s) such as '07/09/2023'" in w

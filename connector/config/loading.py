@@ -266,4 +266,15 @@ def dump_pipeline(pipeline: Pipeline, header: str = "") -> str:
     shown = {"url": dest.url, "api_key_env": dest.api_key_env, **data.pop("destination", {})}
     data = {k: v for k, v in data.items() if k in ("name", "description")} | {"destination": shown} | data
     comments = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
-    return comments + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120)
+    return comments + yaml.safe_dump(_literal(data), sort_keys=False, allow_unicode=True, width=120)
+
+
+def _literal(data: Any) -> Any:
+    """Values with every `$` written `$$`, so loading the file (which fills `${VAR}`) gives them back as they are."""
+    if isinstance(data, str):
+        return data.replace("$", "$$")
+    if isinstance(data, dict):
+        return {k: _literal(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_literal(v) for v in data]
+    return data

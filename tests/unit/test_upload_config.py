@@ -109,7 +109,7 @@ def test_events_with_a_constant_name_and_a_json_properties_column() -> None:
 
 
 def test_the_written_file_loads_back_to_the_same_pipeline(tmp_path: Path) -> None:
-    p = build_upload(spec(kind="events", id_column="uid", event_name="signup", time_column="at",
+    p = build_upload(spec(kind="events", id_column="uid", event_name="paid ${HOME} $5 $$", time_column="at",
                           endpoint="https://rest.iad-01.braze.com", api_key_env="MY_KEY",
                           date_formats=("%d/%m/%Y",)),
                      {"uid": "auto", "at": "time", "properties": "object"})  # fmt: skip
@@ -121,6 +121,7 @@ def test_the_written_file_loads_back_to_the_same_pipeline(tmp_path: Path) -> Non
     path.write_text(text, encoding="utf-8")
     again = load_pipeline(path)
     assert again.model_dump(exclude={"base_dir"}) == p.model_dump(exclude={"base_dir"})
+    assert again.streams[0].event is not None and again.streams[0].event.name.value == "paid ${HOME} $5 $$"
 
 
 def test_string_columns_take_the_type_95_percent_of_their_cells_fit() -> None:

@@ -81,10 +81,10 @@ def upload_command(execute: Callable[..., None]) -> Callable[..., None]:
                                help="strptime format(s) of the time and date columns, tried in order (repeat it).")] = None,
         endpoint: Annotated[str, typer.Option(help="Braze REST endpoint, or 'local' for the embedded emulator.")] = "local",
         api_key_env: Annotated[str, typer.Option(help="The environment variable holding the API key.")] = "BRAZE_API_KEY",
-        name: Annotated[str | None, typer.Option(help="Pipeline name (reports, history) [default: upload-<file stem>].")] = None,
+        name: Annotated[str | None, typer.Option(help="Pipeline name (reports, history); default: upload-<file stem>.")] = None,
         mode: Annotated[UploadMode | None, typer.Option(help="auto, bulk or sync.")] = None,
-        report_dir: Annotated[Path | None, typer.Option(help="Report folder ({pipeline} and {run_id} are filled in) "
-                                                        "[default: reports/{pipeline}/{run_id}].")] = None,
+        report_dir: Annotated[Path | None, typer.Option(help="Report folder ({pipeline} and {run_id} are filled in); "
+                                                        "default: reports/{pipeline}/{run_id}.")] = None,
         dry_run: Annotated[bool, typer.Option(help="Build the exact request bodies, write a sample, send nothing.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display; only warnings in the log.")] = False,
         overwrite: Annotated[bool, typer.Option(help="Reuse a report folder that already holds a run.")] = False,

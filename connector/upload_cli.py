@@ -103,7 +103,7 @@ def upload_command(execute: Callable[..., None]) -> Callable[..., None]:
             event_name=event_name, time_column=time_column, product_column=product_column,
             price_column=price_column, currency_column=currency_column, quantity_column=quantity_column,
             date_formats=tuple(date_format or ()), endpoint=endpoint, api_key_env=api_key_env, name=name,
-            workdir=Path.cwd(),
+            workdir=Path.cwd(), report_dir=report_dir,
         )  # fmt: skip
         built: list[Pipeline] = []
 

@@ -59,6 +59,7 @@ class UploadSpec:
     api_key_env: str = "BRAZE_API_KEY"
     name: str | None = None
     workdir: Path = Path(".")  # reports/ and state/ go under it
+    report_dir: Path | None = None  # --report-dir (relative to workdir)
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,7 @@ def build_upload(spec: UploadSpec, columns: dict[str, str]) -> Pipeline:
         "name": name,
         "description": f"braze-connector upload {spec.file.name} --kind {spec.kind}",
         "destination": {"url": spec.endpoint, "api_key_env": spec.api_key_env},
-        "report": {"dir": str(workdir / "reports" / "{pipeline}" / "{run_id}"),
+        "report": {"dir": str(workdir / (spec.report_dir or Path("reports/{pipeline}/{run_id}"))),
                    "history": str(workdir / "reports" / "{pipeline}" / "history.jsonl")},
         "state": {"path": str(workdir / "state" / "{pipeline}.sqlite")},
         "streams": [stream],

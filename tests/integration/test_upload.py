@@ -220,3 +220,29 @@ def test_the_readme_upload_example_runs_against_the_sample_data(tmp_path: Path) 
         res = invoke(*command.split(), "-q", cwd=tmp_path)
         assert res.exit_code == 0, (command, res.output)
         assert report_of(res.output)["rows"]["delivered"] > 0 and pipeline_file(res.output).is_file()
+
+
+def test_report_dir_gets_the_pipeline_file_and_a_second_upload_a_folder_of_its_own(tmp_path: Path) -> None:
+    (tmp_path / "u.csv").write_text("id,plan\nu1,gold\n", encoding="utf-8")
+    args = (
+        "upload",
+        "u.csv",
+        "--kind",
+        "attributes",
+        "--id",
+        "id",
+        "--report-dir",
+        "out/last",
+        "--dry-run",
+        "-q",
+    )
+    first = invoke(*args, cwd=tmp_path)
+    second = invoke(*args, cwd=tmp_path)
+    assert first.exit_code == second.exit_code == 0, first.output + second.output
+    one, two = tmp_path / pipeline_file(first.output), tmp_path / pipeline_file(second.output)
+    assert one == tmp_path / "out" / "last" / "pipeline.yaml" and one.is_file()
+    assert two != one and two.is_file() and two.parent.parent == one.parent.parent
+    assert f"dir: {tmp_path / 'out' / 'last'}" in one.read_text(encoding="utf-8")
+    third = invoke("run", str(one), "-q", cwd=ROOT)
+    assert (tmp_path / pipeline_file(second.output)).is_file() and third.exit_code == 0, third.output
+    assert str(tmp_path / "out") in third.output  # the written file reports beside the upload's reports

@@ -17,6 +17,7 @@ import typer
 
 if TYPE_CHECKING:
     from connector.config import Pipeline
+    from connector.config.upload import UploadSpec
     from connector.report import RunReport
 
 PIPELINE_FILE = "pipeline.yaml"
@@ -122,7 +123,7 @@ def upload_command(execute: Callable[..., None]) -> Callable[..., None]:
     return upload
 
 
-def build_pipeline(spec: Any) -> Pipeline:
+def build_pipeline(spec: UploadSpec) -> Pipeline:
     """The file's inferred column types -> the upload's pipeline (SourceError, ConfigError: exit 2)."""
     from connector.config import Source
     from connector.config.upload import build_upload
@@ -139,7 +140,7 @@ def build_pipeline(spec: Any) -> Pipeline:
     return build_upload(spec, types)
 
 
-def write_pipeline_file(pipeline: Pipeline, folder: Path, spec: Any) -> Path:
+def write_pipeline_file(pipeline: Pipeline, folder: Path, spec: UploadSpec) -> Path:
     """Write the upload's pipeline file into its report folder; returns its path."""
     from connector.config import dump_pipeline
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import os
@@ -13,6 +12,15 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+from connector.cli_options import (
+    LogFormat,
+    LogFormatOpt,
+    LogLevelOpt,
+    Mode,
+    OverwriteOpt,
+    QuietOpt,
+    ReportDirOpt,
+)
 from connector.config import load_pipeline, pipeline_json_schema
 from connector.errors import ConfigError, ConnectorError
 from connector.report.document import EXIT_MEANINGS
@@ -35,43 +43,6 @@ app = typer.Typer(
 
 
 PipelineArg = Annotated[Path, typer.Argument(help="Pipeline YAML file.")]
-ReportDirOpt = Annotated[
-    Path | None, typer.Option("--report-dir", help="Report folder ({pipeline} and {run_id} are filled in).")
-]
-QuietOpt = Annotated[
-    bool, typer.Option("--quiet", "-q", help="No progress display; only warnings in the log.")
-]
-
-
-class LogFormat(enum.StrEnum):
-    text = "text"
-    json = "json"
-
-
-class LogLevel(enum.StrEnum):
-    debug = "debug"
-    info = "info"
-    warning = "warning"
-    error = "error"
-
-
-LogFormatOpt = Annotated[
-    LogFormat,
-    typer.Option("--log-format", envvar="BRAZE_CONNECTOR_LOG_FORMAT",
-                 help="Log lines as text or JSON lines (ts, level, logger, run_id, pipeline, stream, message)."),
-]  # fmt: skip
-LogLevelOpt = Annotated[
-    LogLevel | None,
-    typer.Option("--log-level", envvar="BRAZE_CONNECTOR_LOG_LEVEL",
-                 help="debug, info, warning or error [default: info; warning with --quiet]."),
-]  # fmt: skip
-OverwriteOpt = Annotated[
-    bool,
-    typer.Option(help="Reuse a report folder that already holds a run (its files are replaced); by default "
-                      "such a run writes to a new folder beside it."),
-]  # fmt: skip
-
-
 # Exit codes 0/1 of validate and dry runs: nothing was sent, so "delivered" does not apply.
 OFFLINE_MEANINGS = {
     0: "nothing sent; rejects under the threshold",
@@ -82,12 +53,6 @@ OFFLINE_MEANINGS = {
 # Warnings the summary repeats (the others are in the report): retry notes, empty sources, a stop, dates
 # read as day/month or month/day with nothing to tell which (mapping/dates.py).
 SUMMARY_WARNINGS = ("retry:", "empty source:", "stopped:", "lock file ", "ambiguous dates:")
-
-
-class Mode(enum.StrEnum):
-    auto = "auto"
-    bulk = "bulk"
-    sync = "sync"
 
 
 def _version(value: bool) -> None:

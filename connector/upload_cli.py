@@ -15,6 +15,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from connector.cli_options import (
+    LogFormat,
+    LogFormatOpt,
+    LogLevelOpt,
+    Mode,
+    OverwriteOpt,
+    QuietOpt,
+    ReportDirOpt,
+)
+
 if TYPE_CHECKING:
     from connector.config import Pipeline
     from connector.config.upload import UploadSpec
@@ -35,24 +45,6 @@ class IdType(enum.StrEnum):
     phone = "phone"
     braze_id = "braze_id"
     user_alias = "user_alias"
-
-
-class UploadMode(enum.StrEnum):
-    auto = "auto"
-    bulk = "bulk"
-    sync = "sync"
-
-
-class LogFormat(enum.StrEnum):
-    text = "text"
-    json = "json"
-
-
-class LogLevel(enum.StrEnum):
-    debug = "debug"
-    info = "info"
-    warning = "warning"
-    error = "error"
 
 
 def _col(help_text: str) -> Any:
@@ -83,14 +75,13 @@ def upload_command(execute: Callable[..., None]) -> Callable[..., None]:
         endpoint: Annotated[str, typer.Option(help="Braze REST endpoint, or 'local' for the embedded emulator.")] = "local",
         api_key_env: Annotated[str, typer.Option(help="The environment variable holding the API key.")] = "BRAZE_API_KEY",
         name: Annotated[str | None, typer.Option(help="Pipeline name (reports, history); default: upload-<file stem>.")] = None,
-        mode: Annotated[UploadMode | None, typer.Option(help="auto, bulk or sync.")] = None,
-        report_dir: Annotated[Path | None, typer.Option(help="Report folder ({pipeline} and {run_id} are filled in); "
-                                                        "default: reports/{pipeline}/{run_id}.")] = None,
+        mode: Annotated[Mode | None, typer.Option(help="auto, bulk or sync.")] = None,
+        report_dir: ReportDirOpt = None,
         dry_run: Annotated[bool, typer.Option(help="Build the exact request bodies, write a sample, send nothing.")] = False,
-        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display; only warnings in the log.")] = False,
-        overwrite: Annotated[bool, typer.Option(help="Reuse a report folder that already holds a run.")] = False,
-        log_level: Annotated[LogLevel | None, typer.Option(envvar="BRAZE_CONNECTOR_LOG_LEVEL", help="debug, info, warning or error.")] = None,
-        log_format: Annotated[LogFormat, typer.Option(envvar="BRAZE_CONNECTOR_LOG_FORMAT", help="text or json.")] = LogFormat.text,
+        quiet: QuietOpt = False,
+        overwrite: OverwriteOpt = False,
+        log_level: LogLevelOpt = None,
+        log_format: LogFormatOpt = LogFormat.text,
     ) -> None:  # fmt: skip
         """Send one CSV or Parquet file to Braze with inferred types; writes the equivalent pipeline file.
 

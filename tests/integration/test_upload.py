@@ -201,7 +201,7 @@ def test_ambiguous_slash_dates_are_flagged_in_the_summary_and_report(tmp_path: P
     assert any(w.startswith(warning) for w in report_of(res.output)["warnings"])
     html = (pipeline_file(res.output).parent / "report.html").read_text(encoding="utf-8")
     assert "ambiguous dates" in html
-    checked = invoke("validate", str(pipeline_file(res.output)), "-q", cwd=tmp_path)  # a pipeline file: the same
+    checked = invoke("validate", str(pipeline_file(res.output)), "-q", cwd=tmp_path)  # from a pipeline file
     assert f"  warning: {warning}" in checked.output and checked.exit_code == 0, checked.output
 
     (tmp_path / "b.csv").write_text("id,joined\nu1,07/09/2023\nu2,13/09/2023\n", encoding="utf-8")

@@ -8,14 +8,21 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
 from connector.cli import app
-from connector.emulator import EmulatorServer
+from connector.emulator import EmulatorServer, start_subprocess
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -248,3 +255,40 @@ def test_report_dir_gets_the_pipeline_file_and_a_second_upload_a_folder_of_its_o
     third = invoke("run", str(one), "-q", cwd=ROOT)
     assert (tmp_path / pipeline_file(second.output)).is_file() and third.exit_code == 0, third.output
     assert str(tmp_path / "out") in third.output  # the written file reports beside the upload's reports
+
+
+def test_sigterm_stops_an_upload_gracefully_with_every_row_counted(tmp_path: Path) -> None:
+    """The same stop as `run`: exit 4, the invariant holds, the report and the pipeline file are written."""
+    n = 20_000
+    pq.write_table(pa.table({"user_id": [f"u{i % 400}" for i in range(n)], "ts": ["2026-01-02T10:00:00Z"] * n,
+                             "score": list(range(n))}), tmp_path / "ev.parquet")  # fmt: skip
+    with start_subprocess("--latency-ms", "200") as emu:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BRAZE_")} | {
+            "BRAZE_API_KEY": "test-key"
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "connector", "upload", "ev.parquet", "--kind", "events", "--id", "user_id",
+             "--event-name", "played", "--time-column", "ts", "--endpoint", emu.url, "--mode", "bulk",
+             "--report-dir", "out", "-q"],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        end = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None and time.monotonic() < end, "the upload ended before it was signalled"
+            req = urllib.request.Request(
+                emu.url + "/_emulator/stats", headers={"Authorization": "Bearer test-key"}
+            )
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                if json.loads(resp.read())["objects_applied"]["events"] >= 300:
+                    break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 4, stderr
+    doc = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
+    r = doc["rows"]
+    assert (
+        doc["invariant_ok"] and r["read"] == n == r["delivered"] + r["rejected"] + r["failed"] + r["skipped"]
+    )
+    assert 0 < r["delivered"] < n and "test-key" not in stdout + stderr
+    assert (tmp_path / "out" / "pipeline.yaml").is_file() and "pipeline file: out/pipeline.yaml" in stdout

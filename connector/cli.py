@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+from connector.cli_options import (
+    LogFormat,
+    LogFormatOpt,
+    LogLevelOpt,
+    Mode,
+    OverwriteOpt,
+    QuietOpt,
+    ReportDirOpt,
+)
 from connector.config import load_pipeline, pipeline_json_schema
 from connector.errors import ConfigError, ConnectorError
 from connector.report.document import EXIT_MEANINGS
@@ -34,43 +43,6 @@ app = typer.Typer(
 
 
 PipelineArg = Annotated[Path, typer.Argument(help="Pipeline YAML file.")]
-ReportDirOpt = Annotated[
-    Path | None, typer.Option("--report-dir", help="Report folder ({pipeline} and {run_id} are filled in).")
-]
-QuietOpt = Annotated[
-    bool, typer.Option("--quiet", "-q", help="No progress display; only warnings in the log.")
-]
-
-
-class LogFormat(enum.StrEnum):
-    text = "text"
-    json = "json"
-
-
-class LogLevel(enum.StrEnum):
-    debug = "debug"
-    info = "info"
-    warning = "warning"
-    error = "error"
-
-
-LogFormatOpt = Annotated[
-    LogFormat,
-    typer.Option("--log-format", envvar="BRAZE_CONNECTOR_LOG_FORMAT",
-                 help="Log lines as text or JSON lines (ts, level, logger, run_id, pipeline, stream, message)."),
-]  # fmt: skip
-LogLevelOpt = Annotated[
-    LogLevel | None,
-    typer.Option("--log-level", envvar="BRAZE_CONNECTOR_LOG_LEVEL",
-                 help="debug, info, warning or error [default: info; warning with --quiet]."),
-]  # fmt: skip
-OverwriteOpt = Annotated[
-    bool,
-    typer.Option(help="Reuse a report folder that already holds a run (its files are replaced); by default "
-                      "such a run writes to a new folder beside it."),
-]  # fmt: skip
-
-
 # Exit codes 0/1 of validate and dry runs: nothing was sent, so "delivered" does not apply.
 OFFLINE_MEANINGS = {
     0: "nothing sent; rejects under the threshold",
@@ -78,14 +50,9 @@ OFFLINE_MEANINGS = {
 }
 
 
-# Warnings the summary repeats (the others are in the report): retry notes, empty sources, a stop.
-SUMMARY_WARNINGS = ("retry:", "empty source:", "stopped:", "lock file ")
-
-
-class Mode(enum.StrEnum):
-    auto = "auto"
-    bulk = "bulk"
-    sync = "sync"
+# Warnings the summary repeats (the others are in the report): retry notes, empty sources, a stop, dates
+# read as day/month or month/day with nothing to tell which (mapping/dates.py).
+SUMMARY_WARNINGS = ("retry:", "empty source:", "stopped:", "lock file ", "ambiguous dates:")
 
 
 def _version(value: bool) -> None:
@@ -237,18 +204,20 @@ def _resume_set(pipeline: Pipeline, resume: bool, run_dir: Path | None, report_d
     return ResumeSet(run_dir if run_dir is not None else find_run_dir(pipeline, report_dir))
 
 
-def _execute(pipeline: Path, *, mode: str | None, report_dir: Path | None, dry_run: bool, validate_only: bool,
+def _execute(pipeline: Path | Callable[[], Pipeline], *, mode: str | None, report_dir: Path | None, dry_run: bool, validate_only: bool,
              quiet: bool, retry_failed: Path | None = None, include_unknown: bool = False,
              full: bool = False, log_level: str | None = None, log_format: str = "text",
              overwrite: bool = False, resume: bool = False, run_dir: Path | None = None,
-             partition: str | None = None) -> None:  # fmt: skip
+             partition: str | None = None, after: Callable[[RunReport], list[str]] | None = None) -> None:  # fmt: skip
+    """Run a pipeline file (or the pipeline a function builds: upload) and print its summary; `after`
+    gives the summary's last lines (upload: the pipeline file it wrote)."""
     console = _setup_logging(quiet, log_level, log_format)
     from connector.pipeline import run_pipeline
     from connector.progress import Progress
     from connector.stop import StopToken, handle_signals
 
     try:
-        p = load_pipeline(pipeline)
+        p = load_pipeline(pipeline) if isinstance(pipeline, Path) else pipeline()
         retry = None
         if retry_failed is not None:
             from connector.readers import load_failed
@@ -296,7 +265,7 @@ def _execute(pipeline: Path, *, mode: str | None, report_dir: Path | None, dry_r
         "report_json": report.report_dir / "report.json",
         "report_html": report.report_dir / "report.html",
     }
-    for line in _summary(report, paths):
+    for line in _summary(report, paths) + (after(report) if after is not None else []):
         typer.echo(line)
     if report.exit_code >= 2:
         for w in report.warnings:
@@ -397,6 +366,16 @@ def _register_emulator() -> None:
 
 
 _register_emulator()
+
+
+def _register_upload() -> None:
+    # upload's flags live beside its command (connector/upload_cli.py); it runs through _execute like `run`.
+    from connector.upload_cli import upload_command
+
+    app.command("upload")(upload_command(_execute))
+
+
+_register_upload()
 
 report_app = typer.Typer(help="Work with run reports.", no_args_is_help=True)
 app.add_typer(report_app, name="report")

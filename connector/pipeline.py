@@ -40,7 +40,7 @@ from connector.delivery.sync_access import asked_for_sync, needs_probe
 from connector.delta import SKIP_UNCHANGED, open_incremental, open_state
 from connector.errors import ConfigError, ConnectorError
 from connector.logs import run_context, stream_context
-from connector.mapping import columns_read, map_chunk
+from connector.mapping import DateReadings, columns_read, map_chunk
 from connector.progress import Progress
 from connector.quiet_gc import quiet_gc
 from connector.readers.estimate import estimate_rows, is_parquet
@@ -341,6 +341,7 @@ class _Run:
         self.shared: SharedTarget | None = None
         self.limiter: SharedRateLimiter | None = None
         self.partition: Partition | None = None
+        self.dates: dict[str, DateReadings] = {}  # per stream: how slash dates were read (mapping/dates.py)
         self.exit_code = 0
 
     def execute(self, plans: list[_Plan], dest: Destination, mode: str, dry_run: bool) -> None:
@@ -520,6 +521,8 @@ class _Run:
                 break
         if self.incremental is not None:
             self.incremental.finish(stream, complete)
+        for w in self.dates[stream.name].warnings() if stream.name in self.dates else []:
+            self.report.add_warning(w)
         if suite is not None and not plan.table_first and not self.halted() and self.retry is None:
             self._table_checks(stream, suite, delivered=deliver)  # partial data proves nothing: not on abort
 
@@ -551,7 +554,8 @@ class _Run:
             elif carried:
                 chunk = chunk.filter([not c for c in carried])
             if len(chunk):
-                mapped = map_chunk(stream, chunk, self.now)
+                dates = self.dates.setdefault(stream.name, DateReadings(stream.name))
+                mapped = map_chunk(stream, chunk, self.now, dates=dates)
                 report.add_rejects(mapped.rejects, stream.name)
                 if inc is not None:
                     inc.rejected(stream, mapped.rejects)

@@ -1,10 +1,11 @@
-"""The pipeline file: pydantic models (models.py; Values and object mappings in mappings.py), load_pipeline() (loading.py), the destination (destination.py).
+"""The pipeline file: pydantic models (models.py; Values and object mappings in mappings.py), load_pipeline() and
+dump_pipeline() (loading.py), the destination (destination.py), the pipeline of an `upload` (upload.py).
 
 A pipeline has one or more streams; each stream reads one source, maps its rows into one kind of Braze
 object, checks them, and delivers them to the pipeline's destination.
 """
 
-from connector.config.loading import load_pipeline, pipeline_json_schema
+from connector.config.loading import dump_pipeline, load_pipeline, pipeline_json_schema
 from connector.config.mappings import (
     AttributeField,
     CanvasMapping,
@@ -72,6 +73,7 @@ __all__ = [
     "Value",
     "ValueType",
     "Write",
+    "dump_pipeline",
     "load_pipeline",
     "pipeline_json_schema",
 ]

@@ -77,10 +77,13 @@ def _problems(pipeline: Pipeline) -> list[str]:
                     out.append(
                         f"{loc}.timezone: unknown time zone {value.timezone!r}; use an IANA name such as 'Europe/Paris' or 'UTC'"
                     )
-            if value.format is not None and (bad := _bad_time_format(value.format)):
-                out.append(
-                    f"{loc}.format: {bad}; use strptime directives such as '%Y-%m-%d %H:%M:%S' (or leave it out for ISO 8601)"
-                )
+            formats = [value.format] if isinstance(value.format, str) else value.format or []
+            for k, fmt in enumerate(formats):
+                if bad := _bad_time_format(fmt):
+                    at = f"{loc}.format" if isinstance(value.format, str) else f"{loc}.format.{k}"
+                    out.append(
+                        f"{at}: {bad}; use strptime directives such as '%Y-%m-%d %H:%M:%S' (or leave it out for ISO 8601)"
+                    )
     return out
 
 
@@ -253,3 +256,25 @@ def pipeline_json_schema() -> dict[str, Any]:
     schema.get("properties", {}).pop("base_dir", None)
     schema["title"] = "braze-connector pipeline file"
     return schema
+
+
+def dump_pipeline(pipeline: Pipeline, header: str = "") -> str:
+    """A pipeline as the YAML of a pipeline file (keys at their defaults left out, but the destination and its
+    key's variable always shown); `header` becomes comments."""
+    data = pipeline.model_dump(mode="json", exclude_defaults=True, exclude={"base_dir"})
+    dest = pipeline.destination
+    shown = {"url": dest.url, "api_key_env": dest.api_key_env, **data.pop("destination", {})}
+    data = {k: v for k, v in data.items() if k in ("name", "description")} | {"destination": shown} | data
+    comments = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
+    return comments + yaml.safe_dump(_literal(data), sort_keys=False, allow_unicode=True, width=120)
+
+
+def _literal(data: Any) -> Any:
+    """Values with every `$` written `$$`, so loading the file (which fills `${VAR}`) gives them back as they are."""
+    if isinstance(data, str):
+        return data.replace("$", "$$")
+    if isinstance(data, dict):
+        return {k: _literal(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_literal(v) for v in data]
+    return data

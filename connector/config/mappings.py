@@ -25,7 +25,10 @@ class Value(_Model):
 
     Conversions: `type` casts the cell (`time` parses a date-time and sends ISO 8601 with an offset;
     `date` sends YYYY-MM-DD; `array` splits a string on `split`; `object` parses a JSON string into a nested
-    object). `format` is a strptime format for time/date columns; `timezone` is the IANA zone for times
+    object). `format` is a strptime format for time/date columns, or a list of them tried in order (a cell
+    matching none is rejected); without it a time column takes ISO 8601 and Braze's documented formats,
+    reading `07/09/2023` as the column's other values show (month/day when none does, with a warning);
+    `timezone` is the IANA zone for times
     that carry no offset (default UTC). `on_empty` says what an empty cell does: `skip` leaves the Braze
     value untouched (the key is not sent), `null` sends null (which removes the attribute at Braze),
     `reject` rejects the row.
@@ -34,7 +37,7 @@ class Value(_Model):
     column: str | None = None
     value: Any = None
     type: ValueType = "auto"
-    format: str | None = None
+    format: str | Annotated[list[str], Field(min_length=1)] | None = None
     timezone: str | None = None
     split: str | None = None
     on_empty: Literal["skip", "null", "reject"] = "skip"

@@ -4,7 +4,8 @@ Interface: `map_chunk(stream, chunk, now) -> MappedChunk` builds the objects exa
 describes (attributes, events, purchases, Canvas recipients, Live Activity updates), runs the contract
 on each and puts rows that fail a cast (stage "mapping") or a contract rule (stage "contract") into
 `MappedChunk.rejects`; `user_key(obj) -> str` names the user an object belongs to; `columns_read(stream)`
-lists the source columns a stream's mapping reads (checked before a run sends anything).
+lists the source columns a stream's mapping reads (checked before a run sends anything); `DateReadings`
+keeps, across a stream's chunks, how each time column reads `07/09/2023` and warns when nothing told.
 Inside: vectorised casts (casts.py), Value resolution (columns.py), Arrow fast paths (fast.py), object
 building (objects.py).
 """
@@ -12,6 +13,7 @@ building (objects.py).
 from __future__ import annotations
 
 from connector.mapping.columns import columns_read
+from connector.mapping.dates import DateReadings
 from connector.mapping.objects import map_chunk, user_key
 
-__all__ = ["columns_read", "map_chunk", "user_key"]
+__all__ = ["DateReadings", "columns_read", "map_chunk", "user_key"]

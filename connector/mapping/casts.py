@@ -9,6 +9,7 @@ and null after.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,19 +20,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connector.errors import ConfigError
+from connector.mapping.dates import MONTH_FIRST, DayMonth
+from connector.mapping.timeparse import BRAZE_TIME_FORMATS, arrow_iso, iso, parse, parse_each
 
 _TRUE = ["true", "1", "yes", "y", "t"]
 _FALSE = ["false", "0", "no", "n", "f"]
 _INT_RE = r"^[+-]?\d+(\.0*)?$"
 _FLOAT_RE = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
-_OFFSET_RE = r"\d{2}:\d{2}(?::\d{2}(?:[.:]\d+)?)?\s*(?:Z|z|[+-]\d{2}(?::?\d{2})?)$"
-# Braze's documented non-ISO time formats (braze-api.md §3.3), tried only on cells ISO parsing missed.
-_BRAZE_TIME_FORMATS = (
-    "%Y-%m-%dT%H:%M:%S:%f%z",
-    "%Y-%m-%dT%H:%M:%S:%f",
-    "%m/%d/%Y",
-    "%a %m %d %H:%M:%S.%z %Y",
-)
 _EXPECTED = {
     "integer": "an integer such as 42",
     "float": "a number such as 3.5",
@@ -74,10 +69,16 @@ def zone(name: str | None, where: str) -> str:
     return name
 
 
-def _fail(kind: str, raw: list[Any], bad: list[int], errors: dict[int, tuple[str, str]]) -> None:
+def _fail(kind: str, raw: list[Any], bad: list[int], errors: dict[int, tuple[str, str]],
+          formats: tuple[str, ...] = ()) -> None:  # fmt: skip
     rule = _RULE.get(kind, f"cast.{kind}")
+    expected = f"is not {_EXPECTED[kind]}"
+    if len(formats) == 1:
+        expected = f"does not match the format {formats[0]!r}"
+    elif formats:
+        expected = f"matches none of the formats {', '.join(map(repr, formats))} (tried in order)"
     for i in bad:
-        errors.setdefault(i, (rule, f"{quote(raw[i])} is not {_EXPECTED[kind]}"))
+        errors.setdefault(i, (rule, f"{quote(raw[i])} {expected}"))
 
 
 def _lost(before: pa.Array, after: pa.Array) -> list[int]:
@@ -99,10 +100,22 @@ def blank_to_null(arr: pa.Array) -> pa.Array:
     return arr
 
 
+@dataclass(frozen=True, slots=True)
+class Fmt:
+    """The strptime formats given for a time/date column (tried in order), and its slash-date reading."""
+
+    given: tuple[str, ...] = ()
+    reading: DayMonth | None = None
+
+
 def cast_array(
-    arr: pa.Array, kind: str, *, fmt: str | None = None, tz: str = "UTC", split: str | None = None
-) -> Cast:
-    """Cast a column to a Value type: auto, string, integer, float, number, boolean, time, date, array, object."""
+    arr: pa.Array, kind: str, *, fmt: str | Sequence[str] | None = None, tz: str = "UTC",
+    split: str | None = None, reading: DayMonth | None = None,
+) -> Cast:  # fmt: skip
+    """Cast a column to a Value type: auto, string, integer, float, number, boolean, time, date, array, object.
+
+    `fmt`: one strptime format or several, tried in order on the cells still unparsed. `reading`: the
+    column's day/month state for slash dates parsed without a format (dates.py)."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
     if pa.types.is_dictionary(arr.type):
@@ -111,14 +124,14 @@ def cast_array(
     fn = _CASTS.get(kind)
     if fn is None:
         raise ConfigError(f"unknown value type {kind!r}")
-    return fn(arr, fmt, tz, split)
+    return fn(arr, Fmt((fmt,) if isinstance(fmt, str) else tuple(fmt or ()), reading), tz, split)
 
 
 def _is_str(t: pa.DataType) -> bool:
     return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
 
 
-def _auto(arr: pa.Array, fmt: str | None, tz: str, split: str | None) -> Cast:
+def _auto(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
     t = arr.type
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
         return _time(arr, fmt, tz, split) if pa.types.is_timestamp(t) else _date(arr, fmt, tz, split)
@@ -131,7 +144,7 @@ def _auto(arr: pa.Array, fmt: str | None, tz: str, split: str | None) -> Cast:
     return Cast(arr.to_pylist())
 
 
-def _string(arr: pa.Array, fmt: str | None, tz: str, split: str | None) -> Cast:
+def _string(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
     t = arr.type
     if _is_str(t):
         return Cast(arr.to_pylist())
@@ -199,7 +212,7 @@ def _finite(res: Cast, kind: str, raw: pa.Array) -> Cast:
     return res
 
 
-def _integer(arr: pa.Array, fmt: str | None, tz: str, split: str | None) -> Cast:
+def _integer(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
     t = arr.type
     if pa.types.is_integer(t):
         return Cast(arr.to_pylist())
@@ -216,7 +229,7 @@ def _integer(arr: pa.Array, fmt: str | None, tz: str, split: str | None) -> Cast
     return _numeric_from_strings(_as_string(arr), "integer")
 
 
-def _float(arr: pa.Array, fmt: str | None, tz: str, split: str | None, kind: str = "float") -> Cast:
+def _float(arr: pa.Array, fmt: Fmt, tz: str, split: str | None, kind: str = "float") -> Cast:
     t = arr.type
     if pa.types.is_integer(t) and kind == "number":
         return Cast(arr.to_pylist())
@@ -225,15 +238,15 @@ def _float(arr: pa.Array, fmt: str | None, tz: str, split: str | None, kind: str
     return _numeric_from_strings(_as_string(arr), kind)
 
 
-def _number(arr: pa.Array, fmt: str | None, tz: str, split: str | None) -> Cast:
+def _number(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
     return _float(arr, fmt, tz, split, kind="number")
 
 
 def _as_string(arr: pa.Array) -> pa.Array:
-    return arr if _is_str(arr.type) else pa.array(_string(arr, None, "UTC", None).values, type=pa.string())
+    return arr if _is_str(arr.type) else pa.array(_string(arr, Fmt(), "UTC", None).values, type=pa.string())
 
 
-def _boolean(arr: pa.Array, fmt: str | None, tz: str, split: str | None) -> Cast:
+def _boolean(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
     t = arr.type
     if pa.types.is_boolean(t):
         return Cast(arr.to_pylist())
@@ -246,14 +259,7 @@ def _boolean(arr: pa.Array, fmt: str | None, tz: str, split: str | None) -> Cast
     return res
 
 
-def _iso(ts: pa.Array) -> list[Any]:
-    """ISO 8601 UTC with milliseconds ("2023-01-02T03:04:05.000Z"); a plain cast is ~30x faster than strftime."""
-    ms = pc.cast(pc.cast(ts, pa.timestamp("ms", tz="UTC"), safe=False), pa.timestamp("ms"))
-    text = pc.replace_substring(pc.cast(ms, pa.string()), " ", "T", max_replacements=1)
-    return pc.binary_join_element_wise(text, "Z", "").to_pylist()  # type: ignore[no-any-return]
-
-
-def _time(arr: pa.Array, fmt: str | None, tz: str, split: str | None) -> Cast:
+def _time(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
     t = arr.type
     if pa.types.is_timestamp(t):
         ts = (
@@ -261,28 +267,30 @@ def _time(arr: pa.Array, fmt: str | None, tz: str, split: str | None) -> Cast:
             if t.tz is not None
             else pc.assume_timezone(arr, tz, ambiguous="earliest", nonexistent="latest")
         )
-        return Cast(_iso(ts))
+        return Cast(iso(ts))
     if pa.types.is_date(t):
         ts = pc.assume_timezone(
             pc.cast(arr, pa.timestamp("s")), tz, ambiguous="earliest", nonexistent="latest"
         )
-        return Cast(_iso(ts))
+        return Cast(iso(ts))
     s = _as_string(arr)
-    if fmt is None:
-        fast = _arrow_iso(s, tz)
+    if not fmt.given:
+        fast = arrow_iso(s, tz)
         if fast is not None:
-            return Cast(_iso(fast))
+            return Cast(iso(fast))
     raw = s.to_pylist()
     ser = pd.Series(pc.utf8_trim_whitespace(s).to_pylist(), dtype=object)
-    if fmt is not None:
-        parsed = _parse(ser, fmt, tz)
+    if fmt.given:
+        parsed = parse_each(ser, fmt.given, tz)
     else:
-        parsed = _parse(ser, "ISO8601", tz)
+        parsed = parse(ser, "ISO8601", tz)
         missed = parsed.isna() & ser.notna()
-        for f in _BRAZE_TIME_FORMATS:
+        for f in BRAZE_TIME_FORMATS:
             if not missed.any():
                 break
-            parsed[missed] = _parse(ser[missed], f, tz)
+            if f == MONTH_FIRST:  # 07/09/2023: day/month or month/day, decided per column (dates.py)
+                f = (fmt.reading or DayMonth()).format_for(ser[missed])
+            parsed[missed] = parse(ser[missed], f, tz)
             missed = parsed.isna() & ser.notna()
     out = pa.array(parsed, type=pa.timestamp("us", tz="UTC"), from_pandas=True)
     year = pc.year(out)
@@ -290,70 +298,12 @@ def _time(arr: pa.Array, fmt: str | None, tz: str, split: str | None) -> Cast:
     out = pc.if_else(
         pc.and_(pc.greater_equal(year, 1), pc.less_equal(year, 3000)), out, pa.scalar(None, out.type)
     )
-    res = Cast(_iso(out))
-    _fail("time", raw, _lost(s, out), res.errors)
+    res = Cast(iso(out))
+    _fail("time", raw, _lost(s, out), res.errors, fmt.given)
     return res
 
 
-def _arrow_iso(s: pa.Array, tz: str) -> pa.Array | None:
-    """Arrow's C++ ISO 8601 cast for the common case; None when any cell needs the slower parser."""
-    trimmed = pc.utf8_trim_whitespace(s)
-    aware = pc.match_substring_regex(trimmed, _OFFSET_RE)
-    try:
-        if pc.all(pc.or_kleene(aware, pc.is_null(trimmed))).as_py():
-            return pc.cast(trimmed, pa.timestamp("ns", tz="UTC"))
-        if not pc.any(aware).as_py():
-            naive = pc.cast(trimmed, pa.timestamp("ns"))
-            return pc.assume_timezone(naive, tz, ambiguous="earliest", nonexistent="latest")
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    return None
-
-
-def _parse(ser: pd.Series, fmt: str, tz: str) -> pd.Series:
-    """Parse strings with one format to UTC (NaT where they do not parse); strings without an offset take `tz`."""
-    try:
-        return _parse_vector(ser, fmt, tz)
-    except (ValueError, OverflowError, TypeError):  # pandas refuses the vector (e.g. an out-of-range year)
-        parts = [
-            _parse_vector(ser[i : i + 1], fmt, tz) if _parses(ser[i : i + 1], fmt, tz) else None
-            for i in range(len(ser))
-        ]
-        result = pd.Series(pd.NaT, index=ser.index, dtype="datetime64[us, UTC]")
-        for part in parts:
-            if part is not None:
-                result[part.index] = part
-        return result
-
-
-def _parses(one: pd.Series, fmt: str, tz: str) -> bool:
-    try:
-        _parse_vector(one, fmt, tz)
-    except (ValueError, OverflowError, TypeError):
-        return False
-    return True
-
-
-def _parse_vector(ser: pd.Series, fmt: str, tz: str) -> pd.Series:
-    result = pd.Series(pd.NaT, index=ser.index, dtype="datetime64[us, UTC]")
-    if ser.empty:
-        return result
-    has_off = ser.str.contains(_OFFSET_RE, regex=True, na=False) if "%z" in fmt or fmt == "ISO8601" else None
-    aware = ser[has_off] if has_off is not None else ser.iloc[:0]
-    naive = ser[~has_off] if has_off is not None else ser
-    if not aware.empty:
-        result[aware.index] = pd.to_datetime(aware, format=fmt, errors="coerce", utc=True).astype(
-            result.dtype
-        )
-    if not naive.empty and naive.notna().any():
-        local = pd.to_datetime(naive, format=fmt, errors="coerce")
-        if getattr(local.dt, "tz", None) is None:
-            local = local.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
-        result[naive.index] = local.dt.tz_convert("UTC").astype(result.dtype)
-    return result
-
-
-def _date(arr: pa.Array, fmt: str | None, tz: str, split: str | None) -> Cast:
+def _date(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
     t = arr.type
     if pa.types.is_date(t):
         return Cast(pc.strftime(arr, format="%Y-%m-%d").to_pylist())
@@ -364,7 +314,7 @@ def _date(arr: pa.Array, fmt: str | None, tz: str, split: str | None) -> Cast:
     trimmed = pc.utf8_trim_whitespace(s)
     try:
         if (
-            fmt is not None
+            fmt.given
             or not pc.all(
                 pc.or_kleene(pc.match_substring_regex(trimmed, r"^\d{4}-\d{2}-\d{2}$"), pc.is_null(trimmed))
             ).as_py()
@@ -373,13 +323,19 @@ def _date(arr: pa.Array, fmt: str | None, tz: str, split: str | None) -> Cast:
         parsed = pc.cast(trimmed, pa.date32())
     except pa.ArrowInvalid:
         ser = pd.Series(trimmed.to_pylist(), dtype=object)
-        parsed = pa.array(pd.to_datetime(ser, format=fmt or "%Y-%m-%d", errors="coerce"), from_pandas=True)
+        days = pd.Series(pd.NaT, index=ser.index, dtype="datetime64[ns]")
+        for f in fmt.given or ("%Y-%m-%d",):
+            missed = days.isna() & ser.notna()
+            if not missed.any():
+                break
+            days[missed] = pd.to_datetime(ser[missed], format=f, errors="coerce")
+        parsed = pa.array(days, from_pandas=True)
     res = Cast(pc.strftime(parsed, format="%Y-%m-%d").to_pylist())
-    _fail("date", s.to_pylist(), _lost(s, parsed), res.errors)
+    _fail("date", s.to_pylist(), _lost(s, parsed), res.errors, fmt.given)
     return res
 
 
-def _array(arr: pa.Array, fmt: str | None, tz: str, split: str | None) -> Cast:
+def _array(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
     t = arr.type
     if pa.types.is_list(t) or pa.types.is_large_list(t):
         return Cast(
@@ -389,7 +345,7 @@ def _array(arr: pa.Array, fmt: str | None, tz: str, split: str | None) -> Cast:
     return Cast([None if p is None else ([x for x in (y.strip() for y in p) if x] or None) for p in parts])
 
 
-def _object(arr: pa.Array, fmt: str | None, tz: str, split: str | None) -> Cast:
+def _object(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
     t = arr.type
     if pa.types.is_struct(t) or pa.types.is_map(t):
         vals = arr.to_pylist()

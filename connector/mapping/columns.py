@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from connector.config import AttributeField, Properties, Stream, Value
 from connector.errors import ConfigError
 from connector.mapping.casts import cast_array, zone
+from connector.mapping.dates import DateReadings
 
 # row index -> (rule, reason, source column)
 RowErrors = dict[int, tuple[str, str, str | None]]
@@ -28,8 +29,10 @@ class Column:
 class Resolver:
     """Casts the Values of one stream against one table, collecting the first error of each row."""
 
-    def __init__(self, stream: Stream, table: pa.Table, file: str) -> None:
+    def __init__(self, stream: Stream, table: pa.Table, file: str, dates: DateReadings | None = None) -> None:
         self.stream = stream
+        self.dates = dates
+        self._timed: set[str] = set()  # columns already cast as times in this chunk
         self.table = table
         self.file = file
         self.n = int(table.num_rows)
@@ -49,7 +52,17 @@ class Resolver:
                 f"stream '{self.stream.name}': {key} reads column '{v.column}', which is not in {self.file}; "
                 f"available columns: {available}"
             )
-        cast = cast_array(self.table.column(v.column), kind, fmt=v.format, tz=tz, split=v.split)
+        reading = None
+        if self.dates is not None and kind == "time":
+            reading = self.dates.column(v.column)
+            if (
+                v.column in self._timed
+            ):  # a second Value on the column: the same reading, its cells counted once
+                reading = replace(reading)
+            self._timed.add(v.column)
+        cast = cast_array(
+            self.table.column(v.column), kind, fmt=v.format, tz=tz, split=v.split, reading=reading
+        )
         errs = self.errors
         for i, (rule, reason) in cast.errors.items():
             if i not in errs:

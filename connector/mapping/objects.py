@@ -10,6 +10,7 @@ from typing import Any
 from connector import contract
 from connector.config import AttributeField, Identifier, Stream
 from connector.mapping.columns import Column, Resolver, build_properties
+from connector.mapping.dates import DateReadings
 from connector.mapping.fast import Batch, attribute_batch, event_batch
 from connector.records import Chunk, MappedChunk, Rejected
 
@@ -274,15 +275,18 @@ class _RowValues:
         return dict(self.rows[i]) if self.rows is not None else self.chunk.values(i)
 
 
-def map_chunk(stream: Stream, chunk: Chunk, now: datetime, *, fast: bool = True) -> MappedChunk:
+def map_chunk(
+    stream: Stream, chunk: Chunk, now: datetime, *, fast: bool = True, dates: DateReadings | None = None
+) -> MappedChunk:
     """Map every row of a chunk to one Braze object or one reject (stage mapping or contract).
 
     `now` is accepted for interface stability (future-time handling is Braze's: it clamps to now).
     `fast=False` builds row by row and runs contract.check_object on every object: the reference the
-    batch path (connector/mapping/fast.py) is tested against; both give equal results.
+    batch path (connector/mapping/fast.py) is tested against; both give equal results. `dates` keeps how
+    each time column's slash dates are read across a stream's chunks (dates.py), for the report's warnings.
     """
     del now
-    res = Resolver(stream, chunk.table, chunk.file)
+    res = Resolver(stream, chunk.table, chunk.file, dates)
     build, cols, batch_of, ids = _build(stream, res)
     errors = res.errors
     kind = stream.kind

@@ -8,6 +8,7 @@ cursors.
 `check_files` (preflight.py) opens every file of a stream before a run sends anything and checks its
 header or schema has the columns the stream needs; a zero-byte CSV is an empty table.
 `partition` splits a stream for `run --partition K/N` (whole files, or rows by identifier hash).
+`infer.infer_types` guesses each column's Value type from a file's schema or first rows (`upload`).
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 
 ENV_HISTORY = "BRAZE_CONNECTOR_HISTORY"
+TREND_RUNS = 19  # report.html shows these earlier runs and the run itself
 
 
 def history_path(pipeline: Pipeline, env: Mapping[str, str] | None = None) -> Path | None:

@@ -8,6 +8,7 @@ number); the last runs' trend comes from the run history (trend.py).
 from __future__ import annotations
 
 import json
+import re
 from html import escape
 from typing import Any
 
@@ -37,7 +38,7 @@ th{color:#616e7c;font-weight:600;background:#f8fafc}td.num,th.num{text-align:rig
 grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:16px;margin:16px 0}.two .card{margin:0}.muted{color:#9aa5b1}.pass{color:#2f9e5b;font-weight:600}
 .fail{color:#d64545;font-weight:600}.warn{color:#b7791f;font-weight:600}code{font-size:12px;background:#f0f2f5;
 padding:1px 4px;border-radius:3px;word-break:break-all}ul{margin:0;padding-left:20px}
-code.rule{word-break:normal;overflow-wrap:anywhere}.chart text{font-size:11px;fill:#616e7c}
+code.rule{word-break:normal;overflow-wrap:break-word}.chart text{font-size:11px;fill:#616e7c}
 .chart .title{font-size:12px;fill:#323f4b;font-weight:600}
 """
 
@@ -71,17 +72,22 @@ def _table(headers: list[str], rows: list[list[Any]], numeric: set[int] | None =
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _rule(name: Any) -> str:
-    """A rule name in <code> that may wrap after `.`, `_`, `-`, `/` or `:` (its word boundaries)."""
-    text = "" if name is None else str(name)
+def _wrappable(value: Any, after: str = "._-/:") -> str:
+    """Escaped text with a line-break opportunity (<wbr>) after each of `after`: its word boundaries."""
+    text = "" if value is None else str(value)
     out, word = [], ""
     for ch in text:
         word += ch
-        if ch in "._-/:":
+        if ch in after:
             out.append(_e(word))
             word = ""
     out.append(_e(word))
-    return f'<code class="rule">{"<wbr>".join(p for p in out if p)}</code>'
+    return "<wbr>".join(p for p in out if p)
+
+
+def _rule(name: Any) -> str:
+    """A rule (or endpoint) name in <code> that wraps after `.`, `_`, `-`, `/` or `:`, never inside a word."""
+    return f'<code class="rule">{_wrappable(name)}</code>'
 
 
 def _bars(counts: dict[str, int], label: Any = None) -> str:
@@ -138,8 +144,8 @@ def _chart(timeline: list[list[int]], bin_s: int) -> str:
                  f'y2="{top + ph}" stroke="#e8a33d"/>{"".join(right_ticks)}<text class="title" x="{w - 12}" '
                  f'y="{mid:.0f}" transform="rotate(90 {w - 12} {mid:.0f})" text-anchor="middle">requests/s</text></g>')  # fmt: skip
     span = timeline[-1][0] + bin_s
-    ticks = "".join(f'<text x="{left + pw * i / 5:.1f}" y="{top + ph + 16}" text-anchor="middle">{span * i / 5:.0f}s'
-                    "</text>" for i in range(6))  # fmt: skip
+    ticks = "".join(f'<text x="{left + pw * i / 5:.1f}" y="{top + ph + 16}" text-anchor="middle">'
+                    f"{_axis(span * i / 5)}s</text>" for i in range(6))  # fmt: skip
     parts.append(f'<g class="axis axis-time">{ticks}<text class="title" x="{left + pw / 2:.0f}" y="{h - 4}" '
                  'text-anchor="middle">seconds since the first read</text></g>')  # fmt: skip
     parts.append("</svg>")
@@ -192,7 +198,7 @@ def _requests(d: dict[str, Any]) -> str:
         lim = rl.get(name, {})
         util = lim.get("utilisation")
         rows.append(
-            [f"<code>{_e(name)}</code>", ep["requests"], ep["objects"], statuses, ep["retries"], ep["rate_limited"],
+            [_rule(name), ep["requests"], ep["objects"], statuses, ep["retries"], ep["rate_limited"],
              lim.get("peak_requests_per_s"), lim.get("limit_per_s"), "–" if util is None else f"{util:.0%}"]
         )  # fmt: skip
     table = _table(
@@ -231,9 +237,12 @@ def _source_order(sample: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for s in sample:
         files.setdefault(s.get("file"), len(files))
 
-    def key(s: dict[str, Any]) -> tuple[int, int, int, str]:
-        row = s.get("row")
-        return (files[s.get("file")], 0, row, "") if isinstance(row, int) else (files[s.get("file")], 1, 0, str(row))
+    def key(s: dict[str, Any]) -> tuple[int, int, int, list[tuple[int, str]]]:
+        row, f = s.get("row"), files[s.get("file")]
+        if isinstance(row, int):
+            return (f, 0, row, [])
+        # A key such as id=7 before id=10: digit runs compare as numbers.
+        return (f, 1, 0, [(int(t), "") if t.isdigit() else (-1, t) for t in re.split(r"(\d+)", str(row)) if t])
 
     return sorted(sample, key=key)
 
@@ -241,7 +250,7 @@ def _source_order(sample: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _reject_sample(d: dict[str, Any]) -> str:
     rej = d["rejects"]
     sample = [
-        [_e(s["file"]), _n(s["row"]), _e(s["stage"]), f"<code>{_e(s['column'] or '')}</code>",
+        [_wrappable(s["file"], "/\\"), _n(s["row"]), _e(s["stage"]), f"<code>{_e(s['column'] or '')}</code>",
          f"<code>{_e(s.get('value'))}</code>" if s.get("value") else "", _rule(s["rule"]), _e(s["reason"])]
         for s in _source_order(rej.get("sample", []))
     ]  # fmt: skip

@@ -18,6 +18,7 @@ METRICS = (  # (title, how to read a value from a history entry, unit)
     ("429s", lambda e: e.get("rate_limited", 0), ""),
 )
 TABLE_ROWS = 10
+MIN_SLOTS = 10
 CSS = (
     ".trend{display:grid;grid-template-columns:repeat(auto-fit,minmax(170px,1fr));gap:12px;margin-bottom:12px}"
     ".trend figure{margin:0;background:#f8fafc;border-radius:6px;padding:8px 10px}.trend figcaption{display:flex;"
@@ -42,11 +43,12 @@ def _n(value: float) -> str:
 def _spark(title: str, values: list[float], codes: list[Any], unit: str) -> str:
     w, h, gap = 200, 48, 2
     top = max(values) or 1
-    bw = w / len(values)
-    bars = []
-    for i, (v, code) in enumerate(zip(values, codes, strict=True)):
+    slots = max(len(values), MIN_SLOTS)  # few runs: thin bars at the right, as they will be once more run
+    bw = w / slots
+    bars = [f'<line x1="0" x2="{w}" y1="{h - 4}" y2="{h - 4}" stroke="#cbd2d9"/>']
+    for i, (v, code) in enumerate(zip(values, codes, strict=True), start=slots - len(values)):
         bh = max((h - 6) * v / top, 1.0 if v else 0.0)
-        last = i == len(values) - 1
+        last = i == slots - 1
         fill = "#1f5fbf" if last else "#9db9e8"
         bars.append(f'<rect x="{i * bw + gap / 2:.1f}" y="{h - 4 - bh:.1f}" width="{max(bw - gap, 1):.1f}" '
                     f'height="{bh:.1f}" fill="{fill}"><title>{escape(_n(v))}{unit}</title></rect>')  # fmt: skip

@@ -8,6 +8,7 @@ can change a run's exit code; their failures are warnings.
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -36,7 +37,12 @@ def publish_run(pipeline: Pipeline, report: RunReport, env: Mapping[str, str]) -
                          "status": None, "error": None}  # fmt: skip
     report.write()
     if alerts is not None and fired:
-        summary, warning = send_alerts(alerts, report.to_dict(), env)
+        try:
+            summary, warning = send_alerts(alerts, report.to_dict(), env)
+        except Exception as e:  # an alert must never break the run: a bug here is a warning, like a failed post
+            # The frames, not the message: an exception's text might quote the URL.
+            log.debug("alert failed (%s) at:\n%s", type(e).__name__, "".join(traceback.format_tb(e.__traceback__)))
+            summary, warning = {**(report.alerts or {}), "error": type(e).__name__}, f"alert not sent: {type(e).__name__}"
         report.alerts = summary
         if warning:
             report.add_warning(warning)

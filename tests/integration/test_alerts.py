@@ -167,3 +167,44 @@ def test_a_redirect_is_not_followed() -> None:
         result = post_json(hook.url(), {"text": "x"}, 2.0)
     assert (result.delivered, result.status, result.error) == (False, 302, "HTTP 302")
     assert target.posts == [] and target.gets == []
+
+
+def test_the_cli_exit_code_is_the_same_with_a_dead_receiver_and_its_output_never_shows_the_url(
+    project: Callable[..., Path], tmp_path: Path
+) -> None:
+    import subprocess
+
+    path = project(max_reject_fraction=0.1)  # 20 % rejected: exit 1; the embedded emulator (url: local)
+    dead = f"http://127.0.0.1:{free_port()}/services/T0/B0/{SECRET}"
+    base = {k: v for k, v in os.environ.items() if k != HOOK}
+    base.update(BRAZE_API_KEY="test-key", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    codes, outputs = [], []
+    for env in (base, {**base, HOOK: dead}):
+        done = subprocess.run([sys.executable, "-m", "connector", "run", str(path), "--mode", "bulk", "--log-level", "debug"],
+                              capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+        codes.append(done.returncode)
+        outputs.append(done.stdout + done.stderr)
+    assert codes == [1, 1]
+    assert "not delivered to the webhook from $TEST_ALERT_WEBHOOK: connection refused" in outputs[1]
+    assert SECRET not in outputs[1] and dead not in outputs[1]
+    reports = "".join(f.read_text(errors="replace") for f in (tmp_path / "reports").rglob("*") if f.is_file())
+    assert "connection refused" in reports and SECRET not in reports
+
+
+def test_a_bug_while_alerting_is_a_warning_that_never_quotes_the_url(
+    project: Callable[..., Path], emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import connector.report.alerts as alerts_module
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError(f"boom near {SECRET}")
+
+    monkeypatch.setattr(alerts_module, "build_message", broken)
+    caplog.set_level(logging.DEBUG)
+    with WebhookReceiver() as hook:
+        report = run_pipeline(load_pipeline(project(rejects_over=0)), env=env_for(emulator, hook.url()))
+    assert report.exit_code == 0 and hook.posts == []
+    data = report_json(report)
+    assert "alert not sent: RuntimeError" in data["warnings"] and data["alerts"]["delivered"] is False
+    assert SECRET not in caplog.text and "RuntimeError" in caplog.text

@@ -217,6 +217,14 @@ class Report(_Model):
     # filled in; name it *.prom), replaced atomically by each run that sends; null: none.
     metrics_file: str | None = None
 
+    @field_validator("metrics_file")
+    @classmethod
+    def _metrics_placeholders(cls, value: str | None) -> str | None:
+        if value is not None and ("{" in value.replace("{pipeline}", "") or "}" in value.replace("{pipeline}", "")):
+            raise ValueError(f"only the placeholder {{pipeline}} is allowed (got {value!r}): the file describes "
+                             "the pipeline's last run, so each run replaces it")  # fmt: skip
+        return value
+
 
 class State(_Model):
     """Where delta sync remembers what Braze confirmed ({pipeline} is replaced by the pipeline name)."""

@@ -86,3 +86,11 @@ def test_validate_and_dry_runs_leave_the_file_alone(make_project: Callable[..., 
     run_pipeline(p, validate_only=True, env={})
     run_pipeline(p, dry_run=True, env={})
     assert not (tmp_path / "m.prom").exists()
+
+
+def test_only_the_pipeline_placeholder_is_allowed(make_project: Callable[..., Path]) -> None:
+    from connector.errors import ConfigError
+
+    path = make_project(name="m", csv="user_id,a\nu1,1\n", attributes=[{"column": "a"}], metrics_file="m/{run_id}.prom")
+    with pytest.raises(ConfigError, match=r"report.metrics_file: only the placeholder \{pipeline\} is allowed"):
+        load_pipeline(path)

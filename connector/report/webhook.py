@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import http.client
 import socket
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -39,7 +40,17 @@ _OPENER = urllib.request.build_opener(_NoRedirect())
 
 
 def post_json(url: str, payload: dict[str, Any], timeout_s: float) -> PostResult:
-    """POST `payload` as JSON to `url`; never raises for a network or HTTP failure."""
+    """POST `payload` as JSON to `url` within `timeout_s` in all (a receiver that trickles its answer byte
+    by byte is cut off too: the socket's own timeout is per read); never raises for a network or HTTP failure."""
+    done: list[PostResult] = []
+    worker = threading.Thread(target=lambda: done.append(_post(url, payload, timeout_s)), daemon=True,
+                              name="alert-webhook")  # fmt: skip
+    worker.start()
+    worker.join(timeout_s)
+    return done[0] if done else PostResult(False, None, f"timed out after {timeout_s:g} s")
+
+
+def _post(url: str, payload: dict[str, Any], timeout_s: float) -> PostResult:
     if not url.lower().startswith(("http://", "https://")):
         return PostResult(False, None, "the URL is not an http:// or https:// URL")
     body = orjson.dumps(payload)

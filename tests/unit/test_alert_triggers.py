@@ -1,5 +1,5 @@
 """Alerts: the config block, which triggers a finished run trips, and the message posted (no network here;
-tests/integration/test_alerts.py posts to a real receiver)."""
+tests/integration/test_alert_posts.py posts to a real receiver)."""
 
 from __future__ import annotations
 

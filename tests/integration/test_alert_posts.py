@@ -208,3 +208,31 @@ def test_a_bug_while_alerting_is_a_warning_that_never_quotes_the_url(
     data = report_json(report)
     assert "alert not sent: RuntimeError" in data["warnings"] and data["alerts"]["delivered"] is False
     assert SECRET not in caplog.text and "RuntimeError" in caplog.text
+
+
+def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_timeout() -> None:
+    """Each byte comes within the socket's timeout, so only a deadline for the whole post ends it."""
+    import socket
+    import threading
+    import time
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            for i in range(len(answer)):
+                try:
+                    conn.sendall(answer[i : i + 1])
+                except OSError:
+                    return
+                time.sleep(0.2)
+
+    threading.Thread(target=trickle, daemon=True).start()
+    try:
+        result = post_json(f"http://127.0.0.1:{listener.getsockname()[1]}/hook", {"text": "x"}, 0.5)
+    finally:
+        listener.close()
+    assert (result.delivered, result.error) == (False, "timed out after 0.5 s")

@@ -126,7 +126,8 @@ def run_pipeline(
         report = _run_pipeline(pipeline, mode, report_dir, dry_run, validate_only, env, progress, retry, full,
                                stop or StopToken(), locks, overwrite, resume, partition)  # fmt: skip
     except ConnectorError as e:  # before the first row (no report): still alert and update the metrics
-        publish_failure(pipeline, e, os.environ if env is None else env, offline=dry_run or validate_only)
+        publish_failure(pipeline, e, os.environ if env is None else env, offline=dry_run or validate_only,
+                        partition={"k": partition.k, "n": partition.n} if partition else None)
         raise
     finally:
         locks.release()

@@ -52,7 +52,8 @@ def publish_run(pipeline: Pipeline, report: RunReport, env: Mapping[str, str]) -
         write_metrics(path, report.to_dict())
 
 
-def publish_failure(pipeline: Pipeline, error: ConnectorError, env: Mapping[str, str], *, offline: bool) -> None:
+def publish_failure(pipeline: Pipeline, error: ConnectorError, env: Mapping[str, str], *, offline: bool,
+                    partition: dict[str, int] | None = None) -> None:  # fmt: skip
     """A run that stopped before reading a row (no report): its failure alert and its metrics file."""
     now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     doc: dict[str, Any] = {"pipeline": pipeline.name, "run_id": None, "exit_code": error.exit_code,
@@ -66,6 +67,6 @@ def publish_failure(pipeline: Pipeline, error: ConnectorError, env: Mapping[str,
         _, warning = send_alerts(only_failure, doc, env, detail=str(error))
         if warning:
             log.warning("%s", warning)
-    path = metrics_path(pipeline)
+    path = metrics_path(pipeline, partition)
     if path is not None and not offline:
         write_metrics(path, doc)

@@ -94,3 +94,17 @@ def test_only_the_pipeline_placeholder_is_allowed(make_project: Callable[..., Pa
     path = make_project(name="m", csv="user_id,a\nu1,1\n", attributes=[{"column": "a"}], metrics_file="m/{run_id}.prom")
     with pytest.raises(ConfigError, match=r"report.metrics_file: only the placeholder \{pipeline\} is allowed"):
         load_pipeline(path)
+
+
+def test_a_partition_failing_before_its_first_row_writes_its_own_file(make_project: Callable[..., Path],
+                                                                      tmp_path: Path) -> None:  # fmt: skip
+    from connector.errors import SourceError
+    from connector.report.publish import publish_failure
+
+    p = load_pipeline(make_project(name="m", csv="user_id,a\nu1,1\n", attributes=[{"column": "a"}],
+                                   metrics_file="{pipeline}.prom"))  # fmt: skip
+    publish_failure(p, SourceError("data/users.csv: gone"), {}, offline=False, partition={"k": 2, "n": 4})
+    got = samples((tmp_path / "m.p2of4.prom").read_text(), parse_openmetrics)
+    assert got[("braze_connector_last_run_success", (("pipeline", "m"),))] == 0
+    assert got[("braze_connector_last_run_exit_code", (("pipeline", "m"),))] == 2
+    assert not (tmp_path / "m.prom").exists()

@@ -79,7 +79,7 @@ OFFLINE_MEANINGS = {
 
 
 # Warnings the summary repeats (the others are in the report): retry notes, empty sources, a stop.
-SUMMARY_WARNINGS = ("retry:", "empty source:", "stopped:", "lock file ")
+SUMMARY_WARNINGS = ("retry:", "empty source:", "stopped:", "lock file ", "alert ")
 
 
 class Mode(enum.StrEnum):

@@ -186,6 +186,7 @@ def test_the_cli_exit_code_is_the_same_with_a_dead_receiver_and_its_output_never
         outputs.append(done.stdout + done.stderr)
     assert codes == [1, 1]
     assert "not delivered to the webhook from $TEST_ALERT_WEBHOOK: connection refused" in outputs[1]
+    assert "  warning: alert (failure) not delivered" in outputs[1]  # in the summary on stdout too
     assert SECRET not in outputs[1] and dead not in outputs[1]
     reports = "".join(f.read_text(errors="replace") for f in (tmp_path / "reports").rglob("*") if f.is_file())
     assert "connection refused" in reports and SECRET not in reports

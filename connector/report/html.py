@@ -107,7 +107,8 @@ def _code(value: Any) -> str:
 
 
 def _axis(value: float) -> str:
-    return f"{value:,.0f}" if value >= 10 or value == 0 else f"{value:.1f}"
+    """A tick label: whole numbers from 10 up, else at most two decimals (0.25, 0.5, 0.75, 1)."""
+    return f"{value:,.0f}" if value >= 10 else f"{value:.2f}".rstrip("0").rstrip(".")
 
 
 def _chart(timeline: list[list[int]], bin_s: int) -> str:

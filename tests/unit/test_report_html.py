@@ -56,7 +56,7 @@ def test_requests_per_second_has_an_axis_with_ticks_and_a_title(tmp_path: Path) 
     axis = re.search(r'<g class="axis axis-requests">(.*?)</g>', html)
     assert axis is not None
     ticks = re.findall(r"<text x=[^>]*>([^<]*)</text>", axis.group(1))
-    assert ticks == ["0", "0.5", "1.0", "1.5", "2.0"]  # 2 requests in the run's one second
+    assert ticks == ["0", "0.5", "1", "1.5", "2"]  # 2 requests in the run's one second
     assert ">requests/s</text>" in axis.group(1)
     assert re.search(r'<g class="axis axis-objects">.*>objects/s</text></g>', html)
     assert "seconds since the first read" in html

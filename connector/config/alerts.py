@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -31,6 +31,9 @@ class Alerts(_Model):
     duration_over_s: Annotated[float, Field(gt=0)] | None = None
     # Seconds the post may take before it counts as not delivered (it never changes the run's outcome).
     timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+    # full: `text` plus the structured fields; text: only {"text": ...}, for receivers that refuse unknown
+    # fields (Google Chat's webhooks do).
+    message: Literal["full", "text"] = "full"
     # Also alert on `validate` and `--dry-run` runs (by default only runs that send).
     dry_runs: bool = False
 

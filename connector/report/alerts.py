@@ -104,7 +104,8 @@ def send_alerts(alerts: Alerts, doc: Mapping[str, Any], env: Mapping[str, str], 
         return summary, None
     url = env.get(alerts.url_env, "").strip()
     if url:
-        result = post_json(url, build_message(doc, fired), alerts.timeout_s)
+        message = build_message(doc, fired)
+        result = post_json(url, message if alerts.message == "full" else {"text": message["text"]}, alerts.timeout_s)
         summary["posted"] = True
     else:
         result = PostResult(False, None, f"the environment variable {alerts.url_env} is not set")

@@ -237,3 +237,10 @@ def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_timeout() -> None
     finally:
         listener.close()
     assert (result.delivered, result.error) == (False, "timed out after 0.5 s")
+
+
+def test_message_text_posts_only_the_text(project: Callable[..., Path], emulator: EmulatorServer) -> None:
+    with WebhookReceiver() as hook:
+        run_pipeline(load_pipeline(project(rejects_over=0, message="text")), env=env_for(emulator, hook.url()))
+    assert len(hook.posts) == 1 and list(hook.posts[0][2]) == ["text"]
+    assert "• 2 rows rejected, over the alert's 0" in hook.posts[0][2]["text"]

@@ -65,8 +65,8 @@ def _chromium(args: list[str], timeout_s: float) -> str:
         raise RuntimeError("Chromium not found: apt-get install chromium")
     with tempfile.TemporaryDirectory(prefix="braze-chromium-") as profile:
         done = subprocess.run(
-            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-             f"--user-data-dir={profile}", "--virtual-time-budget=3000", *args],
+            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
+             "--no-first-run", f"--user-data-dir={profile}", "--virtual-time-budget=3000", *args],
             capture_output=True, text=True, timeout=timeout_s,
         )  # fmt: skip
     if done.returncode != 0:

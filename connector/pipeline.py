@@ -47,7 +47,7 @@ from connector.readers.estimate import estimate_rows, is_parquet
 from connector.readers.partition import Partition, partition_rows, plan_partition
 from connector.records import Chunk, Rejected
 from connector.report import ReportInvariantError, RunFailed, RunReport
-from connector.report.history import TREND_RUNS, append_history, history_path, read_history
+from connector.report.history import append_history, history_path, recent_runs
 from connector.report.masking import columns_to_mask
 from connector.report.paths import report_dir_for
 from connector.report.publish import publish_failure, publish_run
@@ -183,7 +183,7 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
         csv_formula_escape=pipeline.report.csv_formula_escape,
     )
     history = history_path(pipeline)
-    report.recent_runs = read_history(history, TREND_RUNS) if history is not None else []
+    report.recent_runs = recent_runs(history)
     report.set_rate_limits({e: pipeline.write.rate_limit(e).requests / pipeline.write.rate_limit(e).per_seconds
                             for e in DEFAULT_RATE_LIMITS})  # fmt: skip
     for p in plans:

@@ -88,6 +88,17 @@ def read_history(path: Path, last: int = 20) -> list[dict[str, Any]]:
     return list(out)
 
 
+def recent_runs(path: Path | None, last: int = TREND_RUNS) -> list[dict[str, Any]]:
+    """The runs report.html's trend shows (oldest first); a history that cannot be read is a warning."""
+    if path is None:
+        return []
+    try:
+        return read_history(path, last)
+    except OSError as e:
+        log.warning("could not read the history file %s for the report's trend: %s", path, e.strerror or e)
+        return []
+
+
 def history_lines(entries: list[dict[str, Any]]) -> list[str]:
     """A table of runs that fits 80 columns: when, kind, exit code, rows, 429s, duration."""
     lines = [f"{'started (UTC)':<16} {'kind':<8} {'exit':>4} {'read':>9} {'delivered':>9} {'rejected':>8} "

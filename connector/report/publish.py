@@ -64,7 +64,10 @@ def publish_failure(pipeline: Pipeline, error: ConnectorError, env: Mapping[str,
     if alerts is not None and alerts.on_failure and error.exit_code and (not offline or alerts.dry_runs):
         only_failure = alerts.model_copy(update={"rejects_over": None, "reject_fraction_over": None,
                                                  "rows_read_below": None, "duration_over_s": None})  # fmt: skip
-        _, warning = send_alerts(only_failure, doc, env, detail=str(error))
+        try:
+            _, warning = send_alerts(only_failure, doc, env, detail=str(error))
+        except Exception as e:  # the run's own error is what the caller must see, not a bug in alerting
+            warning = f"alert not sent: {type(e).__name__}"
         if warning:
             log.warning("%s", warning)
     path = metrics_path(pipeline, partition)

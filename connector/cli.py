@@ -50,9 +50,9 @@ OFFLINE_MEANINGS = {
 }
 
 
-# Warnings the summary repeats (the others are in the report): retry notes, empty sources, a stop, dates
+# Warnings the summary repeats (the others are in the report): retry notes, empty sources, a stop, alerts, dates
 # read as day/month or month/day with nothing to tell which (mapping/dates.py).
-SUMMARY_WARNINGS = ("retry:", "empty source:", "stopped:", "lock file ", "ambiguous dates:")
+SUMMARY_WARNINGS = ("retry:", "empty source:", "stopped:", "lock file ", "ambiguous dates:", "alert ")
 
 
 def _version(value: bool) -> None:

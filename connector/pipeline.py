@@ -47,9 +47,10 @@ from connector.readers.estimate import estimate_rows, is_parquet
 from connector.readers.partition import Partition, partition_rows, plan_partition
 from connector.records import Chunk, Rejected
 from connector.report import ReportInvariantError, RunFailed, RunReport
-from connector.report.history import append_history, history_path
+from connector.report.history import append_history, history_path, recent_runs
 from connector.report.masking import columns_to_mask
 from connector.report.paths import report_dir_for
+from connector.report.publish import publish_failure, publish_run
 from connector.runlock import RunLocks, lock_files, shared_lock_files
 from connector.stop import StopToken
 from connector.validation.tables import has_table_expectations
@@ -124,6 +125,10 @@ def run_pipeline(
     try:
         report = _run_pipeline(pipeline, mode, report_dir, dry_run, validate_only, env, progress, retry, full,
                                stop or StopToken(), locks, overwrite, resume, partition)  # fmt: skip
+    except ConnectorError as e:  # before the first row (no report): still alert and update the metrics
+        publish_failure(pipeline, e, os.environ if env is None else env, offline=dry_run or validate_only,
+                        partition={"k": partition.k, "n": partition.n} if partition else None)
+        raise
     finally:
         locks.release()
     if raise_on_failure and report.exit_code:
@@ -177,6 +182,8 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
         sample_bodies=pipeline.report.sample_bodies,
         csv_formula_escape=pipeline.report.csv_formula_escape,
     )
+    history = history_path(pipeline)
+    report.recent_runs = recent_runs(history)
     report.set_rate_limits({e: pipeline.write.rate_limit(e).requests / pipeline.write.rate_limit(e).per_seconds
                             for e in DEFAULT_RATE_LIMITS})  # fmt: skip
     for p in plans:
@@ -234,7 +241,6 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
             incremental.close()
         if run.journal is not None:
             run.journal.close()
-    history = history_path(pipeline)
     if history is not None:
         append_history(history, report)
     return report
@@ -411,7 +417,7 @@ class _Run:
             except ReportInvariantError as bug:
                 logger.error("%s", bug)
                 report.add_warning(str(bug))
-            report.write()
+            publish_run(self.pipeline, report, self.env)  # report.json/html, alerts, metrics file
 
     def _writer(self, client: BrazeClient | None, mode: str, *, dry_run: bool) -> Writer:
         from connector.delivery.writer import Writer

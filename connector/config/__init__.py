@@ -5,6 +5,7 @@ A pipeline has one or more streams; each stream reads one source, maps its rows 
 object, checks them, and delivers them to the pipeline's destination.
 """
 
+from connector.config.alerts import Alerts
 from connector.config.loading import dump_pipeline, load_pipeline, pipeline_json_schema
 from connector.config.mappings import (
     AttributeField,
@@ -40,6 +41,7 @@ from connector.config.models import (
 from connector.config.sources import MAX_COLUMNS, MAX_FIELD_BYTES, Connection, CsvOptions, Incremental, Source
 
 __all__ = [
+    "Alerts",
     "AttributeField",
     "BULK_WORKERS",
     "CanvasMapping",

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
+from connector.config.alerts import Alerts
 from connector.config.mappings import (
     AttributeField,
     CanvasMapping,
@@ -212,6 +213,17 @@ class Report(_Model):
     # rejects.csv and failed.csv: a cell a spreadsheet would run (=, +, -, @, tab, CR first) gets a leading
     # quote (OWASP); false writes the cells as they are (the Parquet rejects file never escapes).
     csv_formula_escape: bool = True
+    # An OpenMetrics text file of the run's counters for node_exporter's textfile collector ({pipeline} is
+    # filled in; name it *.prom), replaced atomically by each run that sends; null: none.
+    metrics_file: str | None = None
+
+    @field_validator("metrics_file")
+    @classmethod
+    def _metrics_placeholders(cls, value: str | None) -> str | None:
+        if value is not None and ("{" in value.replace("{pipeline}", "") or "}" in value.replace("{pipeline}", "")):
+            raise ValueError(f"only the placeholder {{pipeline}} is allowed (got {value!r}): the file describes "
+                             "the pipeline's last run, so each run replaces it")  # fmt: skip
+        return value
 
 
 class State(_Model):
@@ -227,6 +239,7 @@ class Pipeline(_Model):
     write: Write = Field(default_factory=Write)
     report: Report = Field(default_factory=Report)
     state: State = Field(default_factory=State)
+    alerts: Alerts | None = None
     expectations_dir: str = "expectations"
     streams: Annotated[list[Stream], Field(min_length=1)]
 

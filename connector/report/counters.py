@@ -87,6 +87,8 @@ class ReportCounters:
         self.duplicated: CsvSink | None = None
         (self.report_dir / DUPLICATED_FILE).unlink(missing_ok=True)  # a reused folder's is not this run's
         self.resume: dict[str, Any] | None = None  # a resumed run: its journal and what it carried over
+        self.alerts: dict[str, Any] | None = None  # `alerts:` in the pipeline: what fired, whether it was posted
+        self.recent_runs: list[dict[str, Any]] = []  # the history's last runs before this one (report.html trend)
         self.finished: datetime | None = None
         self.duration_s: float | None = None
         self._exit_code: int | None = None

@@ -151,6 +151,7 @@ def build_document(r: ReportCounters) -> dict[str, Any]:
         "resume": r.resume,
         "shared_limits": r.shared_limits,
         "partition": r.partition,
+        "alerts": r.alerts,
         "files": files,
     }
     return doc

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 
 ENV_HISTORY = "BRAZE_CONNECTOR_HISTORY"
+TREND_RUNS = 19  # report.html shows these earlier runs and the run itself
 
 
 def history_path(pipeline: Pipeline, env: Mapping[str, str] | None = None) -> Path | None:
@@ -85,6 +86,17 @@ def read_history(path: Path, last: int = 20) -> list[dict[str, Any]]:
             if isinstance(entry, dict):
                 out.append(entry)
     return list(out)
+
+
+def recent_runs(path: Path | None, last: int = TREND_RUNS) -> list[dict[str, Any]]:
+    """The runs report.html's trend shows (oldest first); a history that cannot be read is a warning."""
+    if path is None:
+        return []
+    try:
+        return read_history(path, last)
+    except OSError as e:
+        log.warning("could not read the history file %s for the report's trend: %s", path, e.strerror or e)
+        return []
 
 
 def history_lines(entries: list[dict[str, Any]]) -> list[str]:

@@ -1,10 +1,19 @@
-"""Render report.json as one self-contained HTML page (inline CSS and SVG, no scripts or external assets)."""
+"""Render report.json as one self-contained HTML page (inline CSS and SVG, no scripts or external assets).
+
+Rule names break only after `.`, `_`, `-`, `/` or `:` (a `<wbr>` there), so a long one wraps inside its
+column instead of widening the page; the sample of rejected rows is shown in source order (file, then row
+number); the last runs' trend comes from the run history (trend.py).
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from html import escape
 from typing import Any
+
+from connector.report.trend import CSS as TREND_CSS
+from connector.report.trend import render_trend
 
 CSS = """
 *{box-sizing:border-box}body{font:14px/1.45 -apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;
@@ -24,11 +33,13 @@ font-size:12px;text-transform:uppercase;letter-spacing:.04em}.s-delivered{border
 dt{color:#616e7c}dd{margin:0}table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{text-align:left;padding:6px 8px;border-bottom:1px solid #e4e7eb;vertical-align:top}
 th{color:#616e7c;font-weight:600;background:#f8fafc}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
-.bars{display:grid;grid-template-columns:minmax(160px,max-content) 1fr max-content;gap:6px 12px;align-items:center}
+.bars{display:grid;grid-template-columns:fit-content(45%) minmax(40px,1fr) max-content;gap:6px 12px;align-items:center}
 .bar{height:12px;background:#e8a33d;border-radius:3px;min-width:2px}.two{display:grid;
-grid-template-columns:1fr 1fr;gap:16px;margin:16px 0}.two .card{margin:0}.muted{color:#9aa5b1}.pass{color:#2f9e5b;font-weight:600}
+grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:16px;margin:16px 0}.two .card{margin:0}.muted{color:#9aa5b1}.pass{color:#2f9e5b;font-weight:600}
 .fail{color:#d64545;font-weight:600}.warn{color:#b7791f;font-weight:600}code{font-size:12px;background:#f0f2f5;
 padding:1px 4px;border-radius:3px;word-break:break-all}ul{margin:0;padding-left:20px}
+code.rule{word-break:normal;overflow-wrap:break-word}.chart text{font-size:11px;fill:#616e7c}
+.chart .title{font-size:12px;fill:#323f4b;font-weight:600}
 """
 
 
@@ -61,40 +72,65 @@ def _table(headers: list[str], rows: list[list[Any]], numeric: set[int] | None =
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _bars(counts: dict[str, int]) -> str:
+def _wrappable(value: Any, after: str = "._-/:") -> str:
+    """Escaped text with a line-break opportunity (<wbr>) after each of `after`: its word boundaries."""
+    text = "" if value is None else str(value)
+    out, word = [], ""
+    for ch in text:
+        word += ch
+        if ch in after:
+            out.append(_e(word))
+            word = ""
+    out.append(_e(word))
+    return "<wbr>".join(p for p in out if p)
+
+
+def _rule(name: Any) -> str:
+    """A rule (or endpoint) name in <code> that wraps after `.`, `_`, `-`, `/` or `:`, never inside a word."""
+    return f'<code class="rule">{_wrappable(name)}</code>'
+
+
+def _bars(counts: dict[str, int], label: Any = None) -> str:
     if not counts:
         return '<p class="muted">None.</p>'
     top = max(counts.values()) or 1
     items = "".join(
-        f'<div><code>{_e(k)}</code></div><div><div class="bar" style="width:{100 * v / top:.1f}%"></div></div>'
+        f'<div>{(label or _code)(k)}</div><div><div class="bar" style="width:{100 * v / top:.1f}%"></div></div>'
         f'<div class="num">{v:,}</div>'
         for k, v in counts.items()
     )
     return f'<div class="bars">{items}</div>'
 
 
+def _code(value: Any) -> str:
+    return f"<code>{_e(value)}</code>"
+
+
 def _axis(value: float) -> str:
-    return f"{value:,.0f}" if value >= 10 or value == 0 else f"{value:.1f}"
+    """A tick label: whole numbers from 10 up, else at most two decimals (0.25, 0.5, 0.75, 1)."""
+    return f"{value:,.0f}" if value >= 10 else f"{value:.2f}".rstrip("0").rstrip(".")
 
 
 def _chart(timeline: list[list[int]], bin_s: int) -> str:
-    """Objects delivered per second (bars) and requests per second (line) as an inline SVG."""
+    """Objects delivered per second (bars, left axis) and requests per second (line, right axis) as an
+    inline SVG, each axis with its ticks and title, time along the bottom."""
     if not timeline:
         return '<p class="muted">No requests were sent.</p>'
-    w, h, left, bottom, top = 1040, 220, 56, 28, 12
-    pw, ph = w - left - 10, h - bottom - top
+    w, h, left, right, bottom, top = 1040, 240, 64, 64, 40, 12
+    pw, ph = w - left - right, h - bottom - top
     objs = [p[1] / bin_s for p in timeline]
     reqs = [p[2] / bin_s for p in timeline]
     ymax = max(max(objs), 1.0)
     rmax = max(max(reqs), 1.0)
     bw = pw / len(timeline)
-    parts = [f'<svg viewBox="0 0 {w} {h}" width="100%" role="img" aria-label="throughput over time">']
+    parts = [f'<svg class="chart" viewBox="0 0 {w} {h}" width="100%" role="img" '
+             'aria-label="objects and requests per second over the run">']  # fmt: skip
+    left_ticks, right_ticks = [], []
     for i in range(5):
         y = top + ph - ph * i / 4
-        parts.append(f'<line x1="{left}" x2="{w - 10}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e4e7eb"/>')
-        parts.append(
-            f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#616e7c">{_axis(ymax * i / 4)}</text>'
-        )
+        parts.append(f'<line x1="{left}" x2="{w - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e4e7eb"/>')
+        left_ticks.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_axis(ymax * i / 4)}</text>')
+        right_ticks.append(f'<text x="{w - right + 6}" y="{y + 4:.1f}" fill="#b7791f">{_axis(rmax * i / 4)}</text>')
     for i, v in enumerate(objs):
         bh = ph * v / ymax
         parts.append(
@@ -102,16 +138,21 @@ def _chart(timeline: list[list[int]], bin_s: int) -> str:
         )
     pts = " ".join(f"{left + (i + 0.5) * bw:.1f},{top + ph - ph * v / rmax:.1f}" for i, v in enumerate(reqs))
     parts.append(f'<polyline points="{pts}" fill="none" stroke="#e8a33d" stroke-width="2"/>')
+    mid = top + ph / 2
+    parts.append(f'<g class="axis axis-objects">{"".join(left_ticks)}<text class="title" x="14" y="{mid:.0f}" '
+                 f'transform="rotate(-90 14 {mid:.0f})" text-anchor="middle">objects/s</text></g>')  # fmt: skip
+    parts.append(f'<g class="axis axis-requests"><line x1="{w - right}" x2="{w - right}" y1="{top}" '
+                 f'y2="{top + ph}" stroke="#e8a33d"/>{"".join(right_ticks)}<text class="title" x="{w - 12}" '
+                 f'y="{mid:.0f}" transform="rotate(90 {w - 12} {mid:.0f})" text-anchor="middle">requests/s</text></g>')  # fmt: skip
     span = timeline[-1][0] + bin_s
-    for i in range(6):
-        x = left + pw * i / 5
-        parts.append(
-            f'<text x="{x:.1f}" y="{h - 8}" font-size="11" text-anchor="middle" fill="#616e7c">{span * i / 5:.0f}s</text>'
-        )
+    ticks = "".join(f'<text x="{left + pw * i / 5:.1f}" y="{top + ph + 16}" text-anchor="middle">'
+                    f"{_axis(span * i / 5)}s</text>" for i in range(6))  # fmt: skip
+    parts.append(f'<g class="axis axis-time">{ticks}<text class="title" x="{left + pw / 2:.0f}" y="{h - 4}" '
+                 'text-anchor="middle">seconds since the first read</text></g>')  # fmt: skip
     parts.append("</svg>")
     legend = (
         '<div class="sub"><span style="color:#4c8bf5">■</span> objects/s (left axis) &nbsp; '
-        f'<span style="color:#e8a33d">━</span> requests/s (peak {_n(rmax)})</div>'
+        f'<span style="color:#e8a33d">━</span> requests/s (right axis, peak {_n(rmax)})</div>'
     )
     return "".join(parts) + legend
 
@@ -158,7 +199,7 @@ def _requests(d: dict[str, Any]) -> str:
         lim = rl.get(name, {})
         util = lim.get("utilisation")
         rows.append(
-            [f"<code>{_e(name)}</code>", ep["requests"], ep["objects"], statuses, ep["retries"], ep["rate_limited"],
+            [_rule(name), ep["requests"], ep["objects"], statuses, ep["retries"], ep["rate_limited"],
              lim.get("peak_requests_per_s"), lim.get("limit_per_s"), "–" if util is None else f"{util:.0%}"]
         )  # fmt: skip
     table = _table(
@@ -180,7 +221,7 @@ def _reject_bars(d: dict[str, Any]) -> str:
     rej = d["rejects"]
     return (
         f'<div class="two"><div class="card"><h2>Rejects by stage</h2>{_bars(rej["by_stage"])}</div>'
-        f'<div class="card"><h2>Rejects by rule</h2>{_bars(rej["by_rule"])}</div></div>'
+        f'<div class="card"><h2>Rejects by rule</h2>{_bars(rej["by_rule"], _rule)}</div></div>'
     )
 
 
@@ -191,13 +232,28 @@ def _warnings(d: dict[str, Any]) -> str:
     return f'<div class="card"><h2>Warnings ({len(d["warnings"])})</h2><ul>{items}</ul></div>'
 
 
+def _source_order(sample: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The sample by file (in the order files first appear), then row number (a key such as `id=42` after)."""
+    files: dict[Any, int] = {}
+    for s in sample:
+        files.setdefault(s.get("file"), len(files))
+
+    def key(s: dict[str, Any]) -> tuple[int, int, int, list[tuple[int, str]]]:
+        row, f = s.get("row"), files[s.get("file")]
+        if isinstance(row, int):
+            return (f, 0, row, [])
+        # A key such as id=7 before id=10: digit runs compare as numbers.
+        return (f, 1, 0, [(int(t), "") if t.isdigit() else (-1, t) for t in re.split(r"(\d+)", str(row)) if t])
+
+    return sorted(sample, key=key)
+
+
 def _reject_sample(d: dict[str, Any]) -> str:
     rej = d["rejects"]
     sample = [
-        [_e(s["file"]), _n(s["row"]), _e(s["stage"]), f"<code>{_e(s['column'] or '')}</code>",
-         f"<code>{_e(s.get('value'))}</code>" if s.get("value") else "", f"<code>{_e(s['rule'])}</code>",
-         _e(s["reason"])]
-        for s in rej.get("sample", [])
+        [_wrappable(s["file"], "/\\"), _n(s["row"]), _e(s["stage"]), f"<code>{_e(s['column'] or '')}</code>",
+         f"<code>{_e(s.get('value'))}</code>" if s.get("value") else "", _rule(s["rule"]), _e(s["reason"])]
+        for s in _source_order(rej.get("sample", []))
     ]  # fmt: skip
     table = _table(["file", "row", "stage", "column", "value", "rule", "reason"], sample) if sample else ""
     return (
@@ -205,6 +261,17 @@ def _reject_sample(d: dict[str, Any]) -> str:
         f'{table or "<p class=muted>No rows were rejected.</p>"}<p class="sub">All rejected rows: '
         f"<code>{_e(rej['file'])}</code> · failed rows: <code>{_e(d['failed']['file'])}</code></p></div>"
     )
+
+
+def _alerts(d: dict[str, Any]) -> str:
+    """The alerts this run fired (`alerts:` in the pipeline) and whether the webhook took them."""
+    alerts = d.get("alerts") or {}
+    if not alerts.get("fired"):
+        return ""
+    state = ("delivered" if alerts.get("delivered") else f"NOT delivered: {alerts.get('error') or 'pending'}")
+    items = "".join(f"<li><b>{_e(f['trigger'])}</b>: {_e(f['detail'])}</li>" for f in alerts["fired"])
+    return (f'<div class="card"><h2>Alerts</h2><ul>{items}</ul><p class="sub">Posted to the webhook from '
+            f"<code>${_e(alerts.get('url_env'))}</code>: {_e(state)}</p></div>")
 
 
 def _duplicates(d: dict[str, Any]) -> str:
@@ -275,15 +342,18 @@ def _partitions(d: dict[str, Any]) -> str:
     return f'<div class="card"><h2>Partitions</h2>{_table(headers, rows, {3, 4, 5, 6, 7})}</div>'
 
 
-def render_html(d: dict[str, Any]) -> str:
-    """The report page for a report.json document."""
+def render_html(d: dict[str, Any], recent_runs: list[dict[str, Any]] | None = None) -> str:
+    """The report page for a report.json document; `recent_runs` (the history's earlier runs, oldest
+    first) adds the trend of the last runs."""
     tp = d["throughput"]
     chart = f'<div class="card"><h2>Throughput over time</h2>{_chart(tp["timeline"], tp.get("timeline_bin_s", 1))}</div>'
     parts = [
         _summary(d),
+        _alerts(d),
         _duplicates(d),
         _warnings(d),
         chart,
+        render_trend(d, recent_runs) if recent_runs is not None else "",
         _requests(d),
         _reject_bars(d),
         _table_checks(d),
@@ -293,7 +363,7 @@ def render_html(d: dict[str, Any]) -> str:
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>{_e(d['pipeline'])} · run {_e(d['run_id'])}</title><style>{CSS}</style></head>"
+        f"<title>{_e(d['pipeline'])} · run {_e(d['run_id'])}</title><style>{CSS}{TREND_CSS}</style></head>"
         f'<body><main>{body}<p class="sub">braze-connector report · report.json beside this file holds the same '
         "figures.</p></main></body></html>\n"
     )

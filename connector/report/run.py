@@ -336,8 +336,11 @@ class RunReport(ReportCounters):
         """report.json as bytes (orjson, indented, sorted keys)."""
         return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
 
-    def write(self, dir: Path | None = None) -> dict[str, Path]:
-        """Write report.json and report.html (beside the streamed rejects/failed files); return the paths."""
+    def write(self, dir: Path | None = None, *, announce: bool = True) -> dict[str, Path]:
+        """Write report.json and report.html (beside the streamed rejects/failed files); return the paths.
+
+        `announce` logs where (off when the report is written again, e.g. with an alert's outcome).
+        """
         from connector.report.html import render_html
 
         out = Path(dir) if dir is not None else self.report_dir
@@ -348,12 +351,13 @@ class RunReport(ReportCounters):
         data = self.to_dict()
         paths = {"report_json": out / "report.json", "report_html": out / "report.html"}
         paths["report_json"].write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
-        paths["report_html"].write_text(render_html(data), encoding="utf-8")
+        paths["report_html"].write_text(render_html(data, self.recent_runs), encoding="utf-8")
         paths.update(rejects=self.rejects.path, failed=self.failed.path)
         if self.duplicated is not None:
             paths["possibly_duplicated"] = self.duplicated.path
         if self._confirmed is not None:
             paths["confirmed"] = self.report_dir / "confirmed.jsonl"
-        log.info("report written to %s (exit code %d)", paths["report_json"], self.exit_code,
-                 extra={"counters": {**data["rows"], "exit_code": self.exit_code}})  # fmt: skip
+        if announce:
+            log.info("report written to %s (exit code %d)", paths["report_json"], self.exit_code,
+                     extra={"counters": {**data["rows"], "exit_code": self.exit_code}})  # fmt: skip
         return paths

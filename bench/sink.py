@@ -32,7 +32,7 @@ http {{
   {limit_zone}
   server {{
     listen 127.0.0.1:{port} backlog=4096;
-    location ~ ^/users/track(/sync)?$ {{
+    location ~ ^(/w[0-9]+)?/users/track(/sync)?$ {{
       {limit_req}
       default_type application/json;
       add_header X-RateLimit-Limit {header_limit} always;
@@ -98,7 +98,7 @@ class NginxSink:
             limit_req=limit_req,
             header_limit=self.limit_rps or 3000,
             sleep=sleep,
-            access_log=(f"log_format timing '$msec $request_time $status'; access_log {self._tmp}/access.log timing;"
+            access_log=(f"log_format timing '$msec $request_time $status $uri'; access_log {self._tmp}/access.log timing;"
                         if self.access_log else "access_log off;"),
         )
         conf_path = self._tmp / "nginx.conf"
@@ -117,13 +117,19 @@ class NginxSink:
 
     def requests(self) -> list[tuple[float, int]]:
         """(arrival, epoch seconds; status) of every request answered so far (needs access_log=True)."""
+        return [(t, status) for t, status, _tag in self.tagged_requests()]
+
+    def tagged_requests(self) -> list[tuple[float, int, str]]:
+        """(arrival, status, tag) of every request answered so far: the tag is the base URL's `/wK` prefix
+        ("" without one), so a benchmark can tell its workers apart in the sink's own log."""
         path = self._tmp / "access.log"
         if not path.exists():
             return []
         out = []
         for line in path.read_text().splitlines():
-            done, took, status = line.split()
-            out.append((float(done) - float(took), int(status)))
+            done, took, status, uri = line.split()
+            tag = uri.split("/")[1] if uri.startswith("/w") else ""
+            out.append((float(done) - float(took), int(status), tag))
         return out
 
     def __exit__(self, *exc: object) -> None:

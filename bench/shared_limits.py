@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from baselines import naive_loop  # noqa: E402
 from data import write_parquet  # noqa: E402
 from redis_server import RedisServer  # noqa: E402
-from sink import NginxSink, nginx_available  # noqa: E402
+from sink import NginxSink, limit_req_refusals, nginx_available  # noqa: E402
 
 KEY = "bench-key-not-secret"
 
@@ -71,7 +71,7 @@ streams:
 
 
 def run_workers(n: int, how: str, data: Path, sink: NginxSink, rps: int, redis_url: str,
-                transport: str = "auto") -> dict[str, Any]:  # fmt: skip
+                transport: str = "auto", trace: bool = False) -> dict[str, Any]:  # fmt: skip
     """Start N partition processes at once (each with `rps` as its limit, or `rps` / N under a static split);
     wait for all; read the sink's log of what they sent."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-shared-"))
@@ -83,14 +83,24 @@ def run_workers(n: int, how: str, data: Path, sink: NginxSink, rps: int, redis_u
     env = {**os.environ, "BENCH_BRAZE_KEY": KEY, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
     before = len(sink.requests())
     t0 = time.time()
-    procs = [subprocess.Popen([sys.executable, "-m", "connector", "run", str(pipe), "--partition", f"{k}/{n}", "--quiet"],
+    traced = trace and how == "shared"
+    cli = [str(HERE / "traced_worker.py")] if traced else ["-m", "connector"]
+    procs = [subprocess.Popen([sys.executable, *cli, *([str(tmp / f"trace-w{k}.txt")] if traced else []), "run", str(pipe),
+                               "--partition", f"{k}/{n}", "--quiet"],
                               env={**env, "BENCH_PREFIX": f"/w{k}"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for k in range(1, n + 1)]  # fmt: skip
     codes = []
     for p in procs:
         p.communicate()
         codes.append(p.returncode)
-    return _measured(n, how, sink.tagged_requests()[before:], time.time() - t0, codes)
+    out = _measured(n, how, sink.tagged_requests()[before:], time.time() - t0, codes)
+    if traced:
+        grants = [tuple(map(float, line.split())) for f in tmp.glob("trace-w*.txt") for line in f.read_text().splitlines()]
+        out["replayed"] = {"slots": limit_req_refusals([g[0] for g in grants], sink.limit_rps or rps, sink.burst),
+                           "returns": limit_req_refusals([g[1] for g in grants], sink.limit_rps or rps, sink.burst),
+                           "arrivals": limit_req_refusals([t for t, _s, _w in out["log"]], sink.limit_rps or rps,
+                                                          sink.burst)}  # fmt: skip
+    return out
 
 
 def run_clients(n: int, how: str, requests: int, sink: NginxSink, rps: int, redis_url: str) -> dict[str, Any]:
@@ -116,8 +126,11 @@ def _measured(n: int, how: str, log: list[tuple[float, int, str]], wall: float, 
     span = (max(t for t, _s, _w in log) - min(t for t, _s, _w in log)) if len(log) > 1 else 0.0
     times = sorted(t for t, _s, _w in log)
     busiest = max((bisect.bisect_left(times, t + 0.1) - i for i, t in enumerate(times)), default=0)
+    # The longest time without an arrival while requests were due every millisecond: a stall somewhere
+    # between the workers' limiters and nginx's accounting; the requests held up then arrive together.
+    silence = max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
     return {"workers": n, "how": how, "ok": ok, "429": refused, "span": span, "wall": wall, "codes": codes,
-            "rate": ok / span if span else 0.0, "log": log, "busiest": busiest}  # fmt: skip
+            "rate": ok / span if span else 0.0, "log": log, "busiest": busiest, "silence": silence}  # fmt: skip
 
 
 def loop_seconds() -> tuple[float, float]:
@@ -154,6 +167,8 @@ def main() -> int:
     ap.add_argument("--calibration-seconds", type=float, default=5)
     ap.add_argument("--margin", type=float, default=0.0,
                     help="configure the workers' limit this fraction under the sink's (0.1: 900 of 1,000/s)")
+    ap.add_argument("--trace", action="store_true",
+                    help="record the shared limiter's grants (bench/traced_worker.py) and replay the sink's accounting on them")
     ap.add_argument("--windows", type=float, default=0, help="print the first SECONDS per 100 ms bin and worker")
     ap.add_argument("--transport", default="auto", help="write.transport of the workers (auto: aiohttp in a child)")
     ap.add_argument("--workload", choices=("pipeline", "client"), default="pipeline",
@@ -184,22 +199,29 @@ def main() -> int:
                 if a.workload == "client":
                     r = run_clients(n, how, a.rows // 75, sink, configured, redis.url)
                 else:
-                    r = run_workers(n, how, data, sink, configured, redis.url, a.transport)
+                    r = run_workers(n, how, data, sink, configured, redis.url, a.transport, a.trace)
                 rows.append(r)
                 print(f"  N={n} {how:6s}: {r['ok']:,} delivered in {r['span']:.1f} s = {r['rate']:,.0f}/s = "
                       f"{r['rate'] / a.rps:.1%} of the limit; 429s {r['429']:,}; busiest 100 ms: {r['busiest']}; "
+                      f"longest silence {r['silence'] * 1000:.0f} ms; "
                       f"exit codes {r['codes']}; "
                       f"wall {r['wall']:.1f} s", flush=True)  # fmt: skip
+                if "replayed" in r:
+                    rp = r["replayed"]
+                    print(f"    nginx's limit_req replayed on the budget's slots: {rp['slots']} refused; on acquire() "
+                          f"returns: {rp['returns']}; on the sink's arrivals: {rp['arrivals']} (the sink refused "
+                          f"{r['429']})", flush=True)  # fmt: skip
                 if a.windows:
                     print("\n".join(windows(r["log"], a.windows)), flush=True)
     print()
-    print("| workers | limiter | requests/s (2xx, first to last request) | % of the limit | 429s | wall |")
-    print("|---|---|---|---|---|---|")
+    print("| workers | limiter | requests/s (2xx, first to last request) | % of the limit | 429s | busiest 100 ms | "
+          "longest silence | wall |")
+    print("|---|---|---|---|---|---|---|---|")
     names = {"none": "none (each the whole limit)", "split": "static split (limit / N each)",
              "shared": "shared (Redis)"}  # fmt: skip
     for r in rows:
         print(f"| {r['workers']} | {names[r['how']]} | {r['rate']:,.0f} | {r['rate'] / a.rps:.1%} | {r['429']:,} | "
-              f"{r['wall']:.1f} s |")  # fmt: skip
+              f"{r['busiest']} | {r['silence'] * 1000:.0f} ms | {r['wall']:.1f} s |")  # fmt: skip
     return 0
 
 

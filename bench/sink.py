@@ -46,6 +46,25 @@ http {{
 """
 
 
+def limit_req_refusals(arrivals: list[float], rate_per_s: float, burst: int) -> int:
+    """How many of the requests arriving at `arrivals` (seconds) nginx's `limit_req ... burst=B nodelay`
+    refuses: its excess (requests above the rate) drains per whole millisecond of its clock, each accepted
+    request adds one, and a request that would take it above the burst is refused and not counted
+    (ngx_http_limit_req_module's lookup, in requests instead of its thousandths). Replayed on the sink's own
+    log it gives the sink's 429 count (within a few); replayed on when the workers' limiters granted, it
+    says whether they had sent within the sink's accounting."""
+    excess, last, refused = 0.0, None, 0
+    per_ms = rate_per_s / 1000
+    for t in sorted(arrivals):
+        ms = int(t * 1000)
+        new = 1.0 if last is None else max(excess - (ms - last) * per_ms, 0.0) + 1.0
+        if new > burst + 1:
+            refused += 1
+            continue
+        excess, last = new, ms
+    return refused
+
+
 def nginx_available() -> str | None:
     """The reason the sink cannot run here, or None when it can."""
     if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():

@@ -11,9 +11,11 @@ BENCHMARKS.md); bench/shared_limits.py measures that part.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +23,9 @@ import pytest
 from connector.config import RateLimit, Write
 from connector.delivery.shared_budget import SharedTarget
 from connector.delivery.shared_limits import SharedRateLimiter
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from sink import limit_req_refusals  # noqa: E402  (nginx's accounting, as bench/sink.py replays it)
 
 LIMIT = 1000  # requests per second: burst 20, steady rate 970/s (ratelimit.py)
 SKEWS = (3.0, -2.0, 0.5, 0.0)  # seconds each limiter's clock is off from the others
@@ -90,20 +95,6 @@ def worst_window_excess(slots: list[float], burst: float, rate: float, tolerance
     return worst
 
 
-def limit_req_refusals(slots: list[float], per_ms: float = LIMIT / 1000, burst: int = LIMIT // 10) -> int:
-    """What nginx's limit_req (rate LIMIT r/s, burst LIMIT/10, nodelay) would refuse of requests arriving at
-    `slots`: its excess drains per whole millisecond and a request over the burst is refused."""
-    excess, last, refused = 0.0, None, 0
-    for t in slots:
-        ms = int(t * 1000)
-        new = 1.0 if last is None else max(excess - (ms - last) * per_ms, 0.0) + 1.0
-        if new > burst + 1:
-            refused += 1
-            continue
-        excess, last = new, ms
-    return refused
-
-
 @pytest.mark.parametrize("threads", [1, 16])
 def test_limiters_starting_together_keep_every_window_in_the_budget(redis_server: Any, threads: int) -> None:
     slots, limiters = reserve_all(redis_server.url, per_limiter=192, threads=threads)
@@ -112,7 +103,7 @@ def test_limiters_starting_together_keep_every_window_in_the_budget(redis_server
         # 2 ms for each limiter's conversion of Redis time (half its calibrated bounds) and the scheduling
         # of the test's own threads; a first slow round trip alone would put slots up to 30 ms off.
         assert worst_window_excess(slots, burst=20, rate=970, tolerance_s=0.002) <= 1
-        assert limit_req_refusals(slots) == 0
+        assert limit_req_refusals(slots, LIMIT, LIMIT // 10) == 0  # the sink of bench/shared_limits.py
         for lim in limiters:
             assert lim.summary()["clock_uncertainty_ms"] <= 2.0
     finally:

@@ -4,6 +4,7 @@
     python bench/shared_limits.py --transport aiohttp            # the HTTP loop in each worker's own process
     python bench/shared_limits.py --workload client              # BrazeClient processes alone
     python bench/shared_limits.py --workers 1,2 --rows 100000 --calibration-seconds 1   # a short run
+    python bench/shared_limits.py --rows 150000 --trace --windows 2   # where requests bunch (BENCHMARKS.md)
 
 `--workload pipeline` (default): each worker is a whole pipeline process (`braze-connector run PIPELINE
 --partition K/N`) over one users Parquet file (bench/data.py), bulk mode, 75 objects per request.
@@ -14,7 +15,15 @@ above it, a burst of 10 % of a second: stricter than Braze's fixed windows). The
 request's arrival and status; the figures come from that log, not from the workers:
 
 - aggregate: 2xx answers per second from the first request to the last, as a % of the limit;
-- 429s: answers the sink refused.
+- 429s: answers the sink refused;
+- busiest 100 ms (most arrivals in any 100 ms) and longest silence (longest gap between two arrivals).
+
+Each worker's base URL ends in `/wK`, so the sink's log says who sent what: `--windows S` prints the first
+S seconds per 100 ms and worker. `--trace` runs the shared-limiter workers through bench/traced_worker.py,
+which records when the budget placed each request and when acquire() handed it over, and replays nginx's
+limit_req accounting (sink.limit_req_refusals) on those and on the sink's arrivals: refusals only on the
+arrivals mean the requests bunched after the limiter. `--margin 0.1` configures the workers 10 % under
+the sink's limit. The first calibration line is a 10M-iteration Python loop's CPU and wall time.
 
 Three ways to run N workers: `none` (each worker has the whole limit, as N pipelines without
 write.shared_limits), `split` (each worker has 1/N of the limit, a static split), `shared` (the limit in

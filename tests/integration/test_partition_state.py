@@ -114,6 +114,8 @@ def test_delta_and_incremental_partitions_run_together_with_a_state_file_each(em
         with sqlite3.connect(f) as db:
             keys.append({k for (k,) in db.execute("SELECT key FROM state WHERE confirmed IS NOT NULL")})
             assert db.execute("SELECT count(*) FROM state WHERE pending IS NOT NULL OR inflight != 0").fetchone() == (0,)
+            # each partition's own watermark: past its own files' cursors (every row confirmed)
+            assert [w[:2] for w in db.execute("SELECT * FROM watermark")] == [("scores", "updated")]
     assert not keys[0] & keys[1] and len(keys[0] | keys[1]) == USERS
 
     # A re-run sends nothing: delta skips the profiles, the watermarks skip the scores.

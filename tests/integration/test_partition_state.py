@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_incremental import last_seq
+from test_incremental import sent as applied  # external_id -> attributes objects applied
 
 pytestmark = pytest.mark.timeout(300)
 USERS = 300
@@ -75,20 +77,6 @@ def run_together(pipeline: Path, n: int = 2) -> list[dict[str, Any]]:
         assert p.returncode == 0, out + err[-3000:]
     reports = sorted((pipeline.parent / "reports").glob("*/report.json"), key=lambda f: f.stat().st_mtime)
     return [json.loads(f.read_text()) for f in reports[-n:]]
-
-
-def applied(em: Any, since: int = 0) -> Counter[str]:
-    """external_id -> attributes objects the emulator applied for it (after ledger entry `since`)."""
-    out: Counter[str] = Counter()
-    for entry in em.ledger(since):
-        for a in entry["applied"]:
-            out[a["identifier"]["external_id"]] += 1
-    return out
-
-
-def last_seq(em: Any) -> int:
-    entries = em.ledger()
-    return int(entries[-1]["seq"]) if entries else 0
 
 
 def rows(reports: list[dict[str, Any]], key: str) -> int:

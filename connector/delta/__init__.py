@@ -58,7 +58,7 @@ def check_partitioned_state(pipeline: Pipeline, partition: str | None) -> None:
         return
     raise ConfigError(
         f"{pipeline.origin}: stream(s) {', '.join(keeping)} keep state (delta or an incremental cursor) in "
-        f"state.path {pipeline.state.path!r}, one file for every partition; partitions cannot share it (a "
+        f"state.path {pipeline.state.path!r}, one file for all partitions; partitions cannot share it (a "
         "watermark would skip the other partitions' rows, and only one run at a time may write it). Give each "
         "partition its own: put {partition} in state.path, e.g. state: {path: \"state/{pipeline}.{partition}.sqlite\"}, "
         "and keep N the same from run to run"

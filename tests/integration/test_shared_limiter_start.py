@@ -100,12 +100,12 @@ def test_limiters_starting_together_keep_every_window_in_the_budget(redis_server
     slots, limiters = reserve_all(redis_server.url, per_limiter=192, threads=threads)
     try:
         assert len(slots) == 4 * 192
-        # 2 ms for each limiter's conversion of Redis time (half its calibrated bounds) and the scheduling
-        # of the test's own threads; a first slow round trip alone would put slots up to 30 ms off.
-        assert worst_window_excess(slots, burst=20, rate=970, tolerance_s=0.002) <= 1
+        # 5 ms for each limiter's conversion of Redis time (half its calibrated bounds, asserted below); a
+        # first slow round trip alone would put slots up to 30 ms off.
+        assert worst_window_excess(slots, burst=20, rate=970, tolerance_s=0.005) <= 1
         assert limit_req_refusals(slots, LIMIT, LIMIT // 10) == 0  # the sink of bench/shared_limits.py
         for lim in limiters:
-            assert lim.summary()["clock_uncertainty_ms"] <= 2.0
+            assert lim.summary()["clock_uncertainty_ms"] <= 5.0
     finally:
         for lim in limiters:
             lim.close()

@@ -32,7 +32,7 @@ http {{
   {limit_zone}
   server {{
     listen 127.0.0.1:{port} backlog=4096;
-    location ~ ^/users/track(/sync)?$ {{
+    location ~ ^(/w[0-9]+)?/users/track(/sync)?$ {{
       {limit_req}
       default_type application/json;
       add_header X-RateLimit-Limit {header_limit} always;
@@ -44,6 +44,25 @@ http {{
   }}
 }}
 """
+
+
+def limit_req_refusals(arrivals: list[float], rate_per_s: float, burst: int) -> int:
+    """How many of the requests arriving at `arrivals` (seconds) nginx's `limit_req ... burst=B nodelay`
+    refuses: its excess (requests above the rate) drains per whole millisecond of its clock, each accepted
+    request adds one, and a request that would take it above the burst is refused and not counted
+    (ngx_http_limit_req_module's lookup, in requests instead of its thousandths). Replayed on the sink's own
+    log it gives the sink's 429 count (within a few); replayed on when the workers' limiters granted, it
+    says whether they had sent within the sink's accounting."""
+    excess, last, refused = 0.0, None, 0
+    per_ms = rate_per_s / 1000
+    for t in sorted(arrivals):
+        ms = int(t * 1000)
+        new = 1.0 if last is None else max(excess - (ms - last) * per_ms, 0.0) + 1.0
+        if new > burst + 1:
+            refused += 1
+            continue
+        excess, last = new, ms
+    return refused
 
 
 def nginx_available() -> str | None:
@@ -98,7 +117,7 @@ class NginxSink:
             limit_req=limit_req,
             header_limit=self.limit_rps or 3000,
             sleep=sleep,
-            access_log=(f"log_format timing '$msec $request_time $status'; access_log {self._tmp}/access.log timing;"
+            access_log=(f"log_format timing '$msec $request_time $status $uri'; access_log {self._tmp}/access.log timing;"
                         if self.access_log else "access_log off;"),
         )
         conf_path = self._tmp / "nginx.conf"
@@ -117,13 +136,19 @@ class NginxSink:
 
     def requests(self) -> list[tuple[float, int]]:
         """(arrival, epoch seconds; status) of every request answered so far (needs access_log=True)."""
+        return [(t, status) for t, status, _tag in self.tagged_requests()]
+
+    def tagged_requests(self) -> list[tuple[float, int, str]]:
+        """(arrival, status, tag) of every request answered so far: the tag is the base URL's `/wK` prefix
+        ("" without one), so a benchmark can tell its workers apart in the sink's own log."""
         path = self._tmp / "access.log"
         if not path.exists():
             return []
         out = []
         for line in path.read_text().splitlines():
-            done, took, status = line.split()
-            out.append((float(done) - float(took), int(status)))
+            done, took, status, uri = line.split()
+            tag = uri.split("/")[1] if uri.startswith("/w") else ""
+            out.append((float(done) - float(took), int(status), tag))
         return out
 
     def __exit__(self, *exc: object) -> None:

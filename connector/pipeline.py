@@ -37,7 +37,7 @@ from connector.delivery.mode import choose_mode
 from connector.delivery.resume import uncarried
 from connector.delivery.shared_budget import SharedTarget, resolve_shared_limits
 from connector.delivery.sync_access import asked_for_sync, needs_probe
-from connector.delta import SKIP_UNCHANGED, open_incremental, open_state
+from connector.delta import SKIP_UNCHANGED, check_partitioned_state, open_incremental, open_state
 from connector.errors import ConfigError, ConnectorError
 from connector.logs import run_context, stream_context
 from connector.mapping import DateReadings, columns_read, map_chunk
@@ -151,11 +151,12 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
     offline = dry_run or validate_only
     dest = resolve_destination(pipeline, env, offline=offline)
     shared = resolve_shared_limits(pipeline, env, offline=offline)
-    incremental = open_incremental(pipeline, read_only=offline or retry is not None, full=full)
+    label = partition.label if partition else None
+    check_partitioned_state(pipeline, label)
+    incremental = open_incremental(pipeline, read_only=offline or retry is not None, full=full, partition=label)
     try:
         plans = [_plan(pipeline, s, validate_only, retry, env, incremental, partition) for s in pipeline.streams]
         if not offline:
-            label = partition.label if partition else None
             locks.acquire(pipeline.name, lock_files(pipeline, report_dir, label),
                           shared=shared_lock_files(pipeline, report_dir, label))  # fmt: skip
     except BaseException:
@@ -163,13 +164,12 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
             incremental.close()
         raise
     started = datetime.now(UTC)
-    label = partition.label if partition else None
     if resume is None:
         run_id = f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}" + (f"-{label}" if label else "")
         out = report_dir_for(pipeline, report_dir, run_id, overwrite=overwrite, partition=label)
     else:
         run_id, out = resume.run_id, resume.run_dir
-    resume_warnings = resume.check(pipeline, {p.stream.name: p.files for p in plans}) if resume else []
+    resume_warnings = resume.check(pipeline, {p.stream.name: p.files for p in plans}, label) if resume else []
     # The rejects file is Parquet only when every source is (it holds the original columns of all streams).
     all_parquet = all(p.files and all(is_parquet(p.stream.source, f) for f in p.files) for p in plans)
     report = RunReport(
@@ -220,7 +220,7 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
     run.env, run.incremental = env, incremental
     run.partition = partition
     run.shared = shared
-    run.delta = open_state(pipeline, read_only=offline, full=full)
+    run.delta = open_state(pipeline, read_only=offline, full=full, partition=label)
     if run.delta is not None:
         report.delta = {"state_file": str(run.delta.path), "full": full, "read_only": offline}
     try:

@@ -49,11 +49,12 @@ def lock_files(pipeline: Pipeline, report_dir: str | Path | None, partition: str
     """A run's exclusive locks: beside the pipeline's reports (report.dir's, and --report-dir's when given:
     another --report-dir must not let two runs of one pipeline send the same rows at once), and beside its
     state when a stream uses delta or an incremental cursor. A partition of a `--partition K/N` run locks
-    `.<pipeline>.pKofN.lock` instead, and holds the pipeline's lock shared (shared_lock_files)."""
+    `.<pipeline>.pKofN.lock` instead, and holds the pipeline's lock shared (shared_lock_files); its state
+    file is its own ({partition} in state.path: delta.check_partitioned_state)."""
     name = pipeline.name if partition is None else f"{pipeline.name}.{partition}"
     paths = [lock_file_for(root, name) for root in _roots(pipeline, report_dir)]
     if any(s.delta or s.incremental is not None for s in pipeline.streams):
-        state = state_path(pipeline)
+        state = state_path(pipeline, partition)
         paths.append(state.with_name(state.name + ".lock"))
     return paths
 

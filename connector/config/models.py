@@ -227,7 +227,8 @@ class Report(_Model):
 
 
 class State(_Model):
-    """Where delta sync remembers what Braze confirmed ({pipeline} is replaced by the pipeline name)."""
+    """Where delta sync and incremental cursors remember what Braze confirmed ({pipeline} is replaced by the
+    pipeline name, {partition} by a partitioned run's `p2of4` or `all`; partitioned runs need {partition})."""
 
     path: str = "state/{pipeline}.sqlite"
 

@@ -14,6 +14,7 @@ changed since the interrupted run is refused.
 from __future__ import annotations
 
 import glob
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -248,17 +249,25 @@ class ResumeSet:
             return None
         return load_failed(retry["failed_file"], include_unknown=bool(retry.get("include_unknown")))
 
-    def check(self, pipeline: Pipeline, files: dict[str, list[Path]]) -> list[str]:
-        """Refuse a different pipeline or changed sources; return warnings (streams or files gone, a torn tail).
+    def check(self, pipeline: Pipeline, files: dict[str, list[Path]], partition: str | None = None) -> list[str]:
+        """Refuse a different pipeline, another partition (`p2of4`, None: not partitioned) or changed sources;
+        return warnings (streams or files gone, a torn tail).
 
         Raises:
-            ConfigError: the journal belongs to another pipeline.
+            ConfigError: the journal belongs to another pipeline, or to another partition.
             SourceError: a source file changed since the interrupted run.
         """
         if self.pipeline and self.pipeline != pipeline.name:
             raise ConfigError(
                 f"--resume {self.run_dir}: that run is of pipeline {self.pipeline!r}, not {pipeline.name!r}"
             )
+        was = re.search(r"-p(\d+)of(\d+)$", self.run_id)
+        if (f"p{was[1]}of{was[2]}" if was else None) != partition:
+            # Another partition's rows (or every row) would be read again and sent, beside their own partition's.
+            how = f"with --partition {was[1]}/{was[2]}" if was else "without --partition"
+            raise ConfigError(f"--resume {self.run_dir}: run {self.run_id} was "
+                              + (f"partition {was[1]}/{was[2]}" if was else "not partitioned")
+                              + f"; resume it {how}, as it ran")  # fmt: skip
         before: dict[str, dict[str, list[int]]] = self.journal.header.get("sources") or {}
         now = fingerprints(files)
         warnings: list[str] = []

@@ -4,7 +4,8 @@ Braze's limits belong to the workspace, not to a process. `SharedRateLimiter` ha
 interface (`acquire`, `observe`, `penalize`; ratelimit.Limiter), so the client uses either. Design:
 
 - One GCRA per endpoint bucket, keyed by namespace and bucket, in an atomic Lua script that reads Redis
-  TIME: only differences computed inside Redis cross to a worker, so the workers' clocks never matter.
+  TIME: only differences computed inside Redis cross to a worker, so the workers' clocks never matter
+  (redis_clock.py converts a slot to the local clock, calibrated before the first grant).
   Same shape as the local bucket (ratelimit.py): a burst of BURST_FRACTION of the window and a steady
   rate of SAFETY * limit minus the burst, so every window of any alignment stays under the limit for all
   processes together. GCRA keeps one timestamp per bucket: there are no tokens a worker could hold.
@@ -40,6 +41,7 @@ from typing import Any, Literal
 
 from connector.config import Write
 from connector.delivery.ratelimit import MAX_RESET_S, SAFETY, LimitBeyondWait
+from connector.delivery.redis_clock import RedisClock
 from connector.delivery.shared_budget import (
     ACQUIRE,
     BUDGET,
@@ -62,30 +64,6 @@ REJOIN_S = 2.0
 REDIS_TIMEOUT_S = 2.0
 MAX_CONNECTIONS = 16
 LOW_REMAINING = 0.1  # share X-RateLimit-Remaining once under this fraction of the limit (+ the burst)
-
-
-class _Offset:
-    """This process's clock minus Redis's, from the calls' round trips (Redis TIME lies between a call's
-    send and its answer): the bounds tighten to the fastest round trip seen, so a slow answer (a thread
-    waiting for the GIL) does not move the slots it converts. Bounds that contradict each other (a clock
-    stepped) start again."""
-
-    def __init__(self) -> None:
-        self.base: int | None = None  # Redis microseconds subtracted before converting (float precision)
-        self.lo, self.hi = -math.inf, math.inf
-        self._lock = threading.Lock()
-
-    def local(self, redis_us: int, sent: float, answered: float) -> float:
-        """The local clock reading matching Redis time `redis_us`."""
-        with self._lock:
-            if self.base is None:
-                self.base = redis_us
-            at = (redis_us - self.base) / US
-            lo, hi = max(self.lo, sent - at), min(self.hi, answered - at)
-            if lo > hi:
-                lo, hi = sent - at, answered - at
-            self.lo, self.hi = lo, hi
-            return at + (lo + hi) / 2
 
 
 class _Known:
@@ -128,7 +106,7 @@ class SharedRateLimiter:
         self._warn = on_warning or logger.warning
         self._lock = threading.Lock()
         self._known = {name: _Known() for name in self._by_bucket}
-        self._offset = _Offset()
+        self._offset = RedisClock(clock)
         self._mode: Mode = "shared"
         self._rejoin_at = math.inf
         self._divisor = target.expected_workers
@@ -167,6 +145,11 @@ class SharedRateLimiter:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self.beat()
+        if self._mode == "shared":
+            try:  # before the first grant: its slots are converted with the fastest of these round trips
+                self._offset.calibrate(self._redis.time)
+            except self._redis_errors as e:
+                self._lose(e)
         self._thread: threading.Thread | None = None
         if heartbeat:
             self._thread = threading.Thread(
@@ -289,6 +272,10 @@ class SharedRateLimiter:
                 "asked_again": self.stats["asked_again"],
                 "fallbacks": self.stats["fallbacks"],
                 "fallback_s": lost,
+                # how far this process may place a slot from where the budget put it (half the width, ms)
+                "clock_uncertainty_ms": (
+                    round(self._offset.uncertainty * 500, 3) if math.isfinite(self._offset.uncertainty) else None
+                ),
             }
 
     @property

@@ -146,7 +146,7 @@ def merge_reports(docs: list[dict[str, Any]], out: Path) -> dict[str, Any]:
         "sample_requests": [],
         "emulator": None,
         "retry": None,
-        "delta": first.get("delta"),
+        "delta": _delta(docs),
         "shared_limits": None,
         "partition": {"n": n, "k": ks, "missing": missing},
         "partitions": [_partition_entry(d, k, n) for d, k in zip(docs, ks, strict=True)],
@@ -243,6 +243,15 @@ def _streams(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(out.values())
 
 
+def _delta(docs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The partitions' delta sections as one: each partition keeps its own state file (delta package doc)."""
+    deltas = [d["delta"] for d in docs if d.get("delta")]
+    if not deltas:
+        return None
+    files = sorted({str(x.get("state_file")) for x in deltas})
+    return {**deltas[0], "state_file": files[0] if len(files) == 1 else None, "state_files": files}
+
+
 def _partition_entry(d: dict[str, Any], k: int, n: int) -> dict[str, Any]:
     return {
         "partition": f"{k}/{n}",
@@ -255,5 +264,6 @@ def _partition_entry(d: dict[str, Any], k: int, n: int) -> dict[str, Any]:
         "latency_ms": d["latency_ms"],
         "by": d["partition"].get("by", {}),
         "shared_limits": d.get("shared_limits"),
+        "state_file": (d.get("delta") or {}).get("state_file"),
         "files": {key: d["files"].get(key) for key in ("report_json", "rejects", "failed")},
     }

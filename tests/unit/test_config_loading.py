@@ -10,9 +10,10 @@ import yaml
 
 from connector.config import Pipeline, load_pipeline
 from connector.config.paths import fill_template
-from connector.delta import state_path
+from connector.delta import check_partitioned_state, state_path
 from connector.errors import ConfigError
 from connector.report.paths import report_dir_for
+from connector.runlock import lock_files
 
 STREAM = (
     "streams:\n  - name: s\n    source: {path: x.csv}\n    kind: attributes\n"
@@ -97,3 +98,20 @@ def test_derived_paths_stay_inside_their_root(tmp_path: Path) -> None:
         fill_template("out/run-{run_id}", "--report-dir", {"run_id": "x/../../../etc"})
     assert fill_template("{run_id}", "--report-dir", {"run_id": "R1"}) == Path("R1")
     assert fill_template("/abs/reports", "report.dir", {"run_id": "R1"}) == Path("/abs/reports")
+
+
+def test_a_partition_has_a_state_file_and_lock_of_its_own(tmp_path: Path) -> None:
+    stream = {"name": "s", "source": {"path": "x.csv"}, "kind": "attributes", "delta": True,
+              "identifier": {"external_id": "id"}, "attributes": [{"column": "a"}]}  # fmt: skip
+    p = Pipeline.model_validate({"name": "users", "streams": [stream], "base_dir": str(tmp_path),
+                                 "state": {"path": "state/{pipeline}.{partition}.sqlite"}})  # fmt: skip
+    assert state_path(p, "p2of4") == tmp_path / "state" / "users.p2of4.sqlite"
+    assert state_path(p) == tmp_path / "state" / "users.all.sqlite"  # an unpartitioned run
+    assert tmp_path / "state" / "users.p2of4.sqlite.lock" in lock_files(p, None, "p2of4")
+    check_partitioned_state(p, "p2of4")  # fine: a file per partition
+    shared = p.model_copy(update={"state": p.state.model_copy(update={"path": "state/{pipeline}.sqlite"})})
+    check_partitioned_state(shared, None)  # unpartitioned: fine
+    with pytest.raises(ConfigError, match=r"stream\(s\) s keep state .*put \{partition\} in state.path"):
+        check_partitioned_state(shared, "p1of2")
+    stateless = _pipeline("users", base_dir=str(tmp_path))
+    check_partitioned_state(stateless, "p1of2")  # no stream keeps state: nothing to share

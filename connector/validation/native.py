@@ -147,7 +147,7 @@ def _nulls(null_is_bad: bool) -> Callable[[Any], Any]:
 def _membership(value_set: list[Any], *, inside: bool) -> Callable[[Any], Any]:
     """in_set (inside=True) / not_in_set as ``Series.isin``."""
     strings = [v for v in value_set if isinstance(v, str)]
-    numbers = [float(v) for v in value_set if exact_number(v)]
+    numbers = [float(v) + 0.0 for v in value_set if exact_number(v)]
     only_numbers = len(numbers) == len(value_set)
 
     def judge(column: Any) -> Any:
@@ -160,9 +160,9 @@ def _membership(value_set: list[Any], *, inside: bool) -> Callable[[Any], Any]:
         if _is_string(t):
             found = pc.is_in(column, value_set=pa.array(strings, type=t))
         elif (pa.types.is_integer(t) or pa.types.is_float64(t)) and only_numbers and _exact(column):
-            found = pc.is_in(
-                pc.cast(column, pa.float64(), safe=False), value_set=pa.array(numbers, pa.float64())
-            )
+            # + 0.0 turns -0.0 into 0.0: Arrow hashes the two apart, pandas holds them equal
+            as_float = pc.add(pc.cast(column, pa.float64(), safe=False), 0.0)
+            found = pc.is_in(as_float, value_set=pa.array(numbers, pa.float64()))
         else:
             return None
         return _skip_missing(column, pc.invert(found) if inside else found)

@@ -1,28 +1,30 @@
-"""Regex search over Arrow string columns with Python ``re`` semantics, RE2 (pyarrow) where it is the same.
+"""Regex search over Arrow string columns with GX's verdict: Python ``re`` or RE2 exactly where pandas uses them.
 
-GX's pandas engine tests ``column.astype(str).str.contains(regex)``: a ``re.search`` per value (pandas hands
-the pattern to pyarrow's RE2 only where the two agree). Here a pattern is compiled once into a `Pattern`:
+GX's pandas engine tests ``column.astype(str).str.contains(regex)`` on the non-null values. pandas (3.x,
+pyarrow-backed strings) hands the pattern to pyarrow's RE2 unless it holds lookarounds, backreferences,
+``\\s``/``\\S`` or ``\\u``/``\\U``/``\\N`` escapes, or unless ``\\d``/``\\w``/``\\b`` meet non-ASCII values or ``$``
+meets a newline: then it runs Python's ``re.search`` per value. A pattern is compiled once into a `Pattern`
+that makes the same choice per chunk:
 
-- RE2 (``pc.match_substring_regex``, search semantics) when Python's parse of the pattern holds nothing RE2
-  reads differently: no lookarounds, backreferences, conditionals, inline flags, ``\\s``/``\\S`` (RE2 misses
-  "\\x0b" and Unicode spaces), escapes of digits or ``\\u``/``\\U``/``\\N``, ``{,n}`` (a literal in RE2),
-  ``[:`` (a POSIX class in RE2), and RE2 compiles it. ``\\d``/``\\w``/``\\b`` are Unicode-aware in Python and
-  ASCII in RE2, so they use RE2 only on chunks whose values are all ASCII; ``$`` also matches before a final
-  newline in Python, so it uses RE2 only on chunks without newlines.
-- Python ``re.search`` otherwise, once per distinct value of the chunk.
-- None (`compile_pattern`) when Python cannot compile it: GX then evaluates it, and reports its own error.
+- Python ``re.search`` (once per distinct value) where pandas uses it;
+- RE2 (``pc.match_substring_regex``, search semantics) otherwise, when RE2 and Python read the pattern
+  alike;
+- None (`compile_pattern`) when they might not (inline flags, ``{,n}`` which RE2 reads as a literal,
+  ``[:`` a POSIX class in RE2, escaped digits, ``\\Z``, anything RE2 cannot compile) or when Python cannot
+  compile it: GX then evaluates that expectation, with whatever verdict or error it gives.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from re import _parser as _sre_parse  # type: ignore[attr-defined]  # Python's own parse of a pattern
 from typing import Any
 
-_UNSAFE_TEXT = re.compile(r"\\[0-9uUN]|\{,|\[:")
-_NEVER = {"ASSERT", "ASSERT_NOT", "GROUPREF", "GROUPREF_EXISTS", "GROUPREF_IGNORE", "GROUPREF_UNI_IGNORE"}
-_SPACE = {"CATEGORY_SPACE", "CATEGORY_NOT_SPACE"}
+_UNICODE_ESCAPE = re.compile(r"\\[uUN]")
+_DIALECTS_DIFFER = re.compile(r"\\[0-9Z]|\{,|\[:")
+_PYTHON_ALWAYS = {"ASSERT", "ASSERT_NOT", "GROUPREF", "CATEGORY_SPACE", "CATEGORY_NOT_SPACE"}
 _ASCII_ONLY = {
     "CATEGORY_DIGIT",
     "CATEGORY_NOT_DIGIT",
@@ -35,11 +37,11 @@ _ASCII_ONLY = {
 
 @dataclass(frozen=True, slots=True)
 class Pattern:
-    """One regex, compiled once: how to search a string column with Python's verdict."""
+    """One regex, compiled once: how to search a string column with GX's verdict."""
 
     text: str
     compiled: re.Pattern[str]
-    re2: bool  # RE2 may be used at all
+    re2: bool  # RE2 may be used at all (else Python's re, always)
     needs_ascii: bool  # ... only on chunks whose values are all ASCII
     needs_no_newline: bool  # ... only on chunks without a newline in any value
 
@@ -60,19 +62,22 @@ class Pattern:
 
 
 def compile_pattern(text: str) -> Pattern | None:
-    """The Pattern for `text`, or None when Python's ``re`` cannot compile it (left to GX)."""
+    """The Pattern for `text`, or None when GX must evaluate it (see the module docstring)."""
     try:
-        compiled = re.compile(text)
-        parsed = _sre_parse.parse(text)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "possible nested set" and the like: GX's pandas sees them too
+            compiled = re.compile(text)
+            parsed = _sre_parse.parse(text)
     except (re.error, TypeError, RecursionError, OverflowError):
         return None
     ops: set[str] = set()
     _collect(parsed, ops)
+    if ops & _PYTHON_ALWAYS or _UNICODE_ESCAPE.search(text):
+        return Pattern(text, compiled, False, False, False)
     flags = int(parsed.state.flags) & ~int(re.UNICODE)
-    re2 = not (ops & (_NEVER | _SPACE | {"INLINE_FLAGS"}) or flags or _UNSAFE_TEXT.search(text))
-    if re2 and not _re2_compiles(text):
-        re2 = False
-    return Pattern(text, compiled, re2, bool(ops & _ASCII_ONLY), "AT_END" in ops)
+    if flags or "INLINE_FLAGS" in ops or _DIALECTS_DIFFER.search(text) or not _re2_compiles(text):
+        return None
+    return Pattern(text, compiled, True, bool(ops & _ASCII_ONLY), "AT_END" in ops)
 
 
 def _collect(items: Any, ops: set[str]) -> None:

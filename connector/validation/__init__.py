@@ -158,7 +158,10 @@ class SuiteRunner:
             for i, cell in zip(indices, cells, strict=True):
                 failures.setdefault(i, []).append((e, words(e, cell)))
         rejects: list[Rejected] = []
-        for i in sorted(failures):
+        failing = sorted(failures)
+        # the original columns of every failing row, converted at once (Chunk.values gives the same per row)
+        originals = chunk.table.take(failing).to_pylist() if failing else []
+        for i, values in zip(failing, originals, strict=True):
             keep[i] = False
             first = failures[i][0][0]
             rejects.append(
@@ -168,7 +171,7 @@ class SuiteRunner:
                     rule=first.type,
                     reason="; ".join(reason for _, reason in failures[i]),
                     column=first.column,
-                    values=chunk.values(i),
+                    values=dict(values),
                 )
             )
         if rejects:

@@ -6,7 +6,8 @@ pyarrow-backed strings) hands the pattern to pyarrow's RE2 unless it holds looka
 meets a newline: then it runs Python's ``re.search`` per value. A pattern is compiled once into a `Pattern`
 that makes the same choice per chunk:
 
-- Python ``re.search`` (once per distinct value) where pandas uses it;
+- Python ``re.search`` (once per distinct value) where pandas uses it; for a pattern whose only such
+  feature is ``\\s``/``\\S``, RE2 with ``\\s`` spelled as Python's whitespace class gives the same verdict;
 - RE2 (``pc.match_substring_regex``, search semantics) otherwise, when RE2 and Python read the pattern
   alike;
 - None (`compile_pattern`) when they might not (inline flags, ``{,n}`` which RE2 reads as a literal,
@@ -22,9 +23,14 @@ from dataclasses import dataclass
 from re import _parser as _sre_parse  # type: ignore[attr-defined]  # Python's own parse of a pattern
 from typing import Any
 
+# Python's \\s on str patterns (str.isspace), in RE2 syntax; tests check it against every code point.
+PYTHON_SPACES = (
+    r"\x{9}-\x{d}\x{1c}-\x{20}\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}"
+)
 _UNICODE_ESCAPE = re.compile(r"\\[uUN]")
 _DIALECTS_DIFFER = re.compile(r"\\[0-9Z]|\{,|\[:")
-_PYTHON_ALWAYS = {"ASSERT", "ASSERT_NOT", "GROUPREF", "CATEGORY_SPACE", "CATEGORY_NOT_SPACE"}
+_SPACE = {"CATEGORY_SPACE", "CATEGORY_NOT_SPACE"}
+_PYTHON_ALWAYS = {"ASSERT", "ASSERT_NOT", "GROUPREF"} | _SPACE
 _ASCII_ONLY = {
     "CATEGORY_DIGIT",
     "CATEGORY_NOT_DIGIT",
@@ -41,7 +47,7 @@ class Pattern:
 
     text: str
     compiled: re.Pattern[str]
-    re2: bool  # RE2 may be used at all (else Python's re, always)
+    re2_text: str  # the pattern as RE2 reads it alike ("": Python's re, always)
     needs_ascii: bool  # ... only on chunks whose values are all ASCII
     needs_no_newline: bool  # ... only on chunks without a newline in any value
 
@@ -49,8 +55,8 @@ class Pattern:
         """A boolean Arrow array: does the pattern occur in each value (null stays null)."""
         import pyarrow.compute as pc
 
-        if self.re2 and self._re2_fits(strings):
-            return pc.match_substring_regex(strings, self.text)
+        if self.re2_text and self._re2_fits(strings):
+            return pc.match_substring_regex(strings, self.re2_text)
         return _search_python(self.compiled, strings)
 
     def _re2_fits(self, strings: Any) -> bool:
@@ -72,12 +78,49 @@ def compile_pattern(text: str) -> Pattern | None:
         return None
     ops: set[str] = set()
     _collect(parsed, ops)
-    if ops & _PYTHON_ALWAYS or _UNICODE_ESCAPE.search(text):
-        return Pattern(text, compiled, False, False, False)
+    ascii_only, newline = bool(ops & _ASCII_ONLY), "AT_END" in ops
+    python = Pattern(text, compiled, "", False, False)
     flags = int(parsed.state.flags) & ~int(re.UNICODE)
-    if flags or "INLINE_FLAGS" in ops or _DIALECTS_DIFFER.search(text) or not _re2_compiles(text):
+    differ = bool(flags or "INLINE_FLAGS" in ops or _DIALECTS_DIFFER.search(text))
+    if ops & _PYTHON_ALWAYS - _SPACE or _UNICODE_ESCAPE.search(text):
+        return python
+    if ops & _SPACE:  # pandas runs Python's re; RE2 agrees once \s is spelled as Python's class
+        spelled = None if differ else _spell_spaces(text)
+        if spelled is None or not _re2_compiles(spelled):
+            return python
+        return Pattern(text, compiled, spelled, ascii_only, newline)
+    if differ or not _re2_compiles(text):
         return None
-    return Pattern(text, compiled, True, bool(ops & _ASCII_ONLY), "AT_END" in ops)
+    return Pattern(text, compiled, text, ascii_only, newline)
+
+
+def _spell_spaces(text: str) -> str | None:
+    """`text` with ``\\s`` (and ``\\S`` outside classes) as Python's whitespace class; None if not possible."""
+    out: list[str] = []
+    i, in_class, class_body = 0, False, -1  # class_body: where a class's members start ("]" there is literal)
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            pair = text[i : i + 2]
+            if pair == "\\s":
+                out.append(PYTHON_SPACES if in_class else f"[{PYTHON_SPACES}]")
+            elif pair == "\\S":
+                if in_class:
+                    return None
+                out.append(f"[^{PYTHON_SPACES}]")
+            else:
+                out.append(pair)
+            i += 2
+            continue
+        if in_class:
+            if ch == "]" and i != class_body:
+                in_class = False
+        elif ch == "[":
+            in_class = True
+            class_body = i + 2 if text[i + 1 : i + 2] == "^" else i + 1
+        out.append(ch)
+        i += 1
+    return "".join(out)
 
 
 def _collect(items: Any, ops: set[str]) -> None:
@@ -118,11 +161,15 @@ def _re2_compiles(text: str) -> bool:
 
 
 def _search_python(compiled: re.Pattern[str], strings: Any) -> Any:
-    """``re.search`` once per distinct non-null value, spread back over the rows."""
+    """``re.search`` per value (once per distinct value when values repeat), spread back over the rows."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     distinct = pc.unique(strings).drop_null()
+    if 2 * len(distinct) > len(strings):  # mostly distinct values: matching the lot is cheaper than a lookup
+        return pa.array(
+            [None if v is None else compiled.search(v) is not None for v in strings.to_pylist()], pa.bool_()
+        )
     found = [v for v in distinct.to_pylist() if compiled.search(v) is not None]
     hits = pc.is_in(strings, value_set=pa.array(found, type=distinct.type))
     return pc.if_else(pc.is_null(strings), pa.scalar(None, pa.bool_()), hits)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -25,7 +26,7 @@ from hypothesis import strategies as st
 from connector.errors import SuiteError
 from connector.records import Chunk
 from connector.validation import SuiteRunner
-from connector.validation.patterns import compile_pattern
+from connector.validation.patterns import PYTHON_SPACES, compile_pattern
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
@@ -55,6 +56,8 @@ REGEXES = [
     r"\Aa|b$",
     r"(?<!a)b\s",
     r"[^\d]$",
+    r"^\S+\s[]\s]",
+    r"[^\s]$",
 ]
 # RE2 and Python may read these differently and pandas does not notice: GX evaluates them.
 GX_REGEXES = ["[0-9]{,2}5", "(?i)A", r"a\Z", "[[:alpha:]]", r"\1", "(?(1)a|b)", r"\p{L}"]
@@ -203,17 +206,29 @@ def test_all_null_and_dictionary_columns_match_gx(pairs: dict[str, Pair]) -> Non
 
 
 def test_regex_dialects_are_chosen_as_pandas_chooses_them() -> None:
-    def kind(text: str) -> tuple[bool, bool, bool] | None:
+    def kind(text: str) -> tuple[str, bool, bool] | None:
         p = compile_pattern(text)
-        return None if p is None else (p.re2, p.needs_ascii, p.needs_no_newline)
+        return None if p is None else (p.re2_text, p.needs_ascii, p.needs_no_newline)
 
-    assert kind("^[A-Z]{2}$") == (True, False, True)
-    assert kind(r"\d+") == (True, True, False)
-    assert kind(r"[^@\s]") == (False, False, False)  # RE2's \s misses \x0b and Unicode spaces
-    for python_only in ("a(?=b)", r"(.)\1", r"\u00e9", "(?<=a)b{,2}"):
-        assert kind(python_only) == (False, False, False), python_only
+    assert kind("^[A-Z]{2}$") == ("^[A-Z]{2}$", False, True)
+    assert kind(r"\d+") == (r"\d+", True, False)
+    # pandas runs Python's re for \s (RE2's misses \x0b and Unicode spaces): RE2 with Python's class instead
+    assert kind(r"[^@\s]\s\S$") == (f"[^@{PYTHON_SPACES}][{PYTHON_SPACES}][^{PYTHON_SPACES}]$", False, True)
+    assert kind(r"[\S]") == ("", False, False)
+    for python_only in ("a(?=b)", r"(.)\1", r"\u00e9", "(?<=a)b{,2}", r"\s{,2}"):
+        assert kind(python_only) == ("", False, False), python_only
     for gx in [*GX_REGEXES, "("]:
         assert kind(gx) is None, gx
+
+
+def test_python_spaces_is_pythons_whitespace_class_in_re2() -> None:
+    import pyarrow.compute as pc
+
+    chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    in_re2 = pc.match_substring_regex(pa.array(chars), f"^[{PYTHON_SPACES}]$").to_pylist()
+    assert [c for c, hit in zip(chars, in_re2, strict=True) if hit] == [
+        c for c in chars if re.match(r"\s", c)
+    ]
 
 
 @pytest.mark.parametrize("regex", GX_REGEXES)

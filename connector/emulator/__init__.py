@@ -17,6 +17,24 @@ Inspection (same Bearer key): GET /_emulator/stats, /_emulator/ledger?since=SEQ&
 
 from __future__ import annotations
 
-from connector.emulator.server import EmulatorProcess, EmulatorServer, build_config, serve, start_subprocess
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from connector.emulator.server import (
+        EmulatorProcess,
+        EmulatorServer,
+        build_config,
+        serve,
+        start_subprocess,
+    )
 
 __all__ = ["EmulatorProcess", "EmulatorServer", "build_config", "serve", "start_subprocess"]
+
+
+def __getattr__(name: str) -> Any:
+    """The server's names, imported on first use: aiohttp is slow to import and most runs never serve."""
+    if name in __all__:
+        from connector.emulator import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

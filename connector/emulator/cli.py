@@ -12,7 +12,6 @@ import typer
 from connector.emulator.faults import parse_fault
 from connector.emulator.handlers import BATCHING_MODES, Batching
 from connector.emulator.limits import parse_rate_limit
-from connector.emulator.server import build_config, serve
 from connector.emulator.store import LEDGER_DETAILS
 from connector.emulator.workspace import CANVAS_STATES
 
@@ -134,6 +133,8 @@ def emulator_command(
 
     Inspection with the same key: GET /_emulator/stats, /_emulator/ledger, /_emulator/users/KIND/VALUE, /_emulator/dispatches; POST /_emulator/reset.
     """
+    from connector.emulator.server import build_config, serve  # aiohttp: imported only when serving
+
     try:
         limits = dict(parse_rate_limit(r) for r in rate_limit or [])
         faults = dict(parse_fault(f) for f in fault or [])

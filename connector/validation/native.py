@@ -242,9 +242,11 @@ def _parse_numbers(strings: Any) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    plain = pc.and_(
-        pc.match_substring_regex(strings, _PLAIN_NUMBER), pc.less_equal(pc.utf8_length(strings), _PLAIN_CHARS)
-    )
+    lengths = pc.utf8_length(strings)
+    short = (pc.max(lengths).as_py() or 0) <= _PLAIN_CHARS
+    if short and pc.all(pc.ascii_is_decimal(strings), min_count=0).as_py():  # digits only, as CSV integers
+        return pc.cast(strings, pa.float64())
+    plain = pc.and_(pc.match_substring_regex(strings, _PLAIN_NUMBER), pc.less_equal(lengths, _PLAIN_CHARS))
     plain = pc.fill_null(plain, False)
     fast = pc.cast(pc.if_else(plain, strings, pa.scalar(None, strings.type)), pa.float64())
     rest = pc.if_else(plain, pa.scalar(None, strings.type), strings)

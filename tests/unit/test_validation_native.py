@@ -168,6 +168,16 @@ def test_string_columns_match_gx(pairs: dict[str, Pair], values: list[str | None
 
 
 @SETTINGS
+@given(
+    values=st.lists(
+        st.one_of(st.none(), st.from_regex(r"[0-9]{1,17}", fullmatch=True)), min_size=1, max_size=30
+    )
+)
+def test_csv_integer_columns_match_gx(pairs: dict[str, Pair], values: list[str | None]) -> None:
+    pairs["strings"].compare(pa.array(values, pa.string()))
+
+
+@SETTINGS
 @given(values=INTS, width=st.sampled_from([pa.int64(), pa.int32(), pa.int8()]))
 def test_integer_columns_match_gx(pairs: dict[str, Pair], values: list[int | None], width: Any) -> None:
     values = [None if v is not None and width == pa.int8() and not -128 <= v <= 127 else v for v in values]

@@ -74,6 +74,7 @@ STRING_SUITE = [
     exp("expect_column_value_lengths_to_equal", value=1),
     exp("expect_column_values_to_match_regex_list", regex_list=["^a", r"\d$"], match_on="any"),
     exp("expect_column_values_to_match_regex_list", regex_list=["a", "b", "^.{2}"], match_on="all"),
+    exp("expect_column_values_to_match_regex_list", regex_list=["a(?=b)", r"^x|\d$"], match_on="any"),
     *[exp("expect_column_values_to_match_regex", regex=r) for r in REGEXES],
     *[exp("expect_column_values_to_not_match_regex", regex=r, mostly=0.5) for r in REGEXES[:6]],
 ]

@@ -190,7 +190,7 @@ class SuiteRunner:
             elif check is not None:  # a column type the native plan does not cover: GX decides
                 gx_needed.append(e)
         if gx_needed:
-            evaluator = self._evaluator(sorted(gx_needed, key=lambda x: (x.suite, x.index)))
+            evaluator = self._evaluator([e for e in self._expectations if e in gx_needed])  # suite order
             wanted = chunk.table.column_names if evaluator.table_wide else sorted(evaluator.columns)
             frame = frames.frame(wanted) if wanted else _empty_frame(len(chunk))
             for e, outcome in evaluator.run(frame):

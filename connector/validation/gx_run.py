@@ -2,11 +2,13 @@
 
 Built only when a suite holds an expectation the native plan does not cover (native.py, coverage.py), or
 when a chunk's column has a type it does not cover. Column-wise expectations form one GX suite, table-wide
-ones (column set, column count: they see every column) another; each is compiled once (plan.py).
+ones (column set, column count: they see every column) another; each is compiled once (plan.py). Equal
+expectations (two suites may hold the same one) go to suites of their own, as GX keeps one per suite.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -42,7 +44,9 @@ class GxEvaluator:
             asset = source.add_dataframe_asset("chunk")
             batch_definition = asset.add_batch_definition_whole_dataframe("whole")
             column_wise = [e for e in expectations if e not in self.table_wide]
-            for name, members, aliased in (("columns", column_wise, True), ("table", self.table_wide, False)):
+            groups = [(f"columns{i}", m, True) for i, m in enumerate(_distinct_layers(column_wise))]
+            groups += [(f"table{i}", m, False) for i, m in enumerate(_distinct_layers(self.table_wide))]
+            for name, members, aliased in groups:
                 if members:
                     suite = gx.ExpectationSuite(name=name)
                     for e in members:
@@ -71,3 +75,18 @@ class GxEvaluator:
                 for alias, column in self._aliases
             }
         )
+
+
+def _distinct_layers(expectations: list[SuiteExpectation]) -> list[list[SuiteExpectation]]:
+    """The expectations split so that no list holds two equal ones (a GX suite keeps only one of them)."""
+    layers: list[list[SuiteExpectation]] = []
+    seen: list[set[str]] = []
+    for e in expectations:
+        key = json.dumps([e.type, e.kwargs], sort_keys=True, default=str)
+        depth = next((i for i, keys in enumerate(seen) if key not in keys), len(layers))
+        if depth == len(layers):
+            layers.append([])
+            seen.append(set())
+        layers[depth].append(e)
+        seen[depth].add(key)
+    return layers

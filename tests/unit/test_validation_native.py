@@ -317,3 +317,18 @@ def test_an_uncovered_expectation_imports_gx_and_still_works(tmp_path: Path) -> 
         "[(4, 'expect_column_values_to_be_in_set', "
         "\"column 'c': value 'z' not in set ['a','b']; column 'c': value 'z' not in set ['a']\")]"
     )
+
+
+def test_gx_is_set_up_once_and_evaluates_equal_expectations_of_two_suites(tmp_path: Path) -> None:
+    for name in ("zz", "aa"):  # suites listed out of name order
+        suite = [
+            exp("expect_column_values_to_not_be_null"),
+            exp("expect_column_median_to_be_between", min_value=0),
+        ]
+        (tmp_path / f"{name}.json").write_text(json.dumps({"name": name, "expectations": suite}))
+    r = SuiteRunner(["zz", "aa"], tmp_path)
+    for rows in ([1, 2], [3, None, 5]):
+        r.validate(Chunk("t.csv", pa.table({"c": pa.array(rows, pa.int64())}), list(range(len(rows)))))
+    assert len(r._gx_built) == 1
+    medians = [c for c in r.finish() if c.expectation == "expect_column_median_to_be_between"]
+    assert [c.success for c in medians] == [True, True]  # equal expectations of two suites both evaluated

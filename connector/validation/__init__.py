@@ -8,15 +8,15 @@ Each suite is compiled once per runner. The common row-level expectations are ev
 chunk's Arrow columns (native.py, with GX's pandas verdict per row; which types and kwargs: coverage.py):
 not_null, null, in_set, not_in_set, between (numbers and timestamps), match_regex, not_match_regex,
 match_regex_list, value_lengths_to_be_between, value_lengths_to_equal. Any other expectation, kwarg (e.g.
-``row_condition``) or value runs through GX (gx_run.py, plan.py), which is then imported (2-3 s, 7-13 s on
-a slow machine); so does a covered expectation on a chunk whose column type native.py does not cover.
+``row_condition``) or value runs through GX (gx_run.py, plan.py), which is then imported when the runner
+is built (2-5 s of CPU, 7-13 s on a slow machine); so does a covered expectation on a chunk whose column
+type native.py does not cover (GX is then imported at that chunk). ``SuiteRunner.uses_gx`` tells.
 
 How each expectation is evaluated:
 
 - Column map expectations (natively, or every other GX ``ColumnMapExpectation``, column-pair and
   multicolumn map expectation through GX on every chunk with result_format COMPLETE). Each unexpected row
-  becomes a ``Rejected(stage="expectation")``; a row failing
-  several expectations is rejected once, rule = the first failing expectation, reasons joined with "; ".
+  becomes a ``Rejected(stage="expectation")``; a row failing several expectations is rejected once, rule = the first failing expectation, reasons joined with "; ".
   Rows are rejected whatever ``mostly`` says; when ``mostly`` < 1 a TableCheck also reports whether the
   whole stream met it. ``expect_column_values_to_be_between`` compares a cast copy of the column: as numbers
   when the bounds are numbers, as UTC timestamps when they are strings (ISO-8601, or "now-24h" resolved

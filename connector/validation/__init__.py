@@ -211,6 +211,13 @@ class SuiteRunner:
         if key not in self._gx_built:
             from .gx_run import GxEvaluator
 
+            if not self._gx_built:
+                logger.info(
+                    "%d expectation(s) evaluated by Great Expectations, imported now (a few seconds), e.g. %s",
+                    len(expectations),
+                    expectations[0].where(),
+                )
+
             self._gx_built[key] = GxEvaluator(expectations, self._now)
         return self._gx_built[key]
 

@@ -7,6 +7,7 @@ native plan switched off (every expectation through GX, as before), and compares
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
@@ -332,3 +333,19 @@ def test_gx_is_set_up_once_and_evaluates_equal_expectations_of_two_suites(tmp_pa
     assert len(r._gx_built) == 1
     medians = [c for c in r.finish() if c.expectation == "expect_column_median_to_be_between"]
     assert [c.success for c in medians] == [True, True]  # equal expectations of two suites both evaluated
+
+
+def test_the_log_says_when_and_why_gx_is_imported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="connector.validation")
+    (tmp_path / "native.json").write_text(
+        json.dumps({"expectations": [exp("expect_column_values_to_not_be_null")]})
+    )
+    (tmp_path / "gx.json").write_text(
+        json.dumps({"expectations": [exp("expect_column_values_to_be_of_type", type_="str")]})
+    )
+    SuiteRunner(["native"], tmp_path)
+    assert not [r for r in caplog.records if "Great Expectations" in r.getMessage()]
+    SuiteRunner(["gx"], tmp_path)
+    (line,) = [r.getMessage() for r in caplog.records if "Great Expectations" in r.getMessage()]
+    assert line.startswith("1 expectation(s) evaluated by Great Expectations, imported now")
+    assert "expectation #1 expect_column_values_to_be_of_type" in line

@@ -32,7 +32,7 @@ __all__ = ["EmulatorProcess", "EmulatorServer", "build_config", "serve", "start_
 
 
 def __getattr__(name: str) -> Any:
-    # server imports aiohttp (about 0.3 s of CPU): only code that runs an emulator pays for it, not every CLI call.
+    """The server's names, imported on first use: aiohttp is slow to import and most runs never serve."""
     if name in __all__:
         from connector.emulator import server
 

@@ -133,6 +133,8 @@ def emulator_command(
 
     Inspection with the same key: GET /_emulator/stats, /_emulator/ledger, /_emulator/users/KIND/VALUE, /_emulator/dispatches; POST /_emulator/reset.
     """
+    from connector.emulator.server import build_config, serve  # aiohttp: imported only when serving
+
     try:
         limits = dict(parse_rate_limit(r) for r in rate_limit or [])
         faults = dict(parse_fault(f) for f in fault or [])
@@ -155,8 +157,6 @@ def emulator_command(
         if not keys:
             keys = [DEV_KEY]
             _say(f"no --api-key given: accepting the dev key {DEV_KEY}")
-        from connector.emulator.server import build_config, serve  # aiohttp: only when serving
-
         config = build_config(
             api_keys=keys, sync_beta=sync_beta, batching=mode, rate_limits=limits, latency_ms=latency_ms,
             fault_rate=fault_rate, faults=faults, seed=seed, canvases=canvas or [],

@@ -1,15 +1,22 @@
 """Great Expectations suites over streamed chunks: row-level rejects per chunk, table-level checks at finish.
 
-This package is the only one that imports great_expectations (lazily, so a stream without suites never
-pays for the import). Each GX suite is compiled once per runner and evaluated by GX on every chunk (plan.py). Suites are GX 1.x JSON files, ``expectations/<name>.json``:
+This package is the only one that imports great_expectations, and only when a suite needs it. Suites are
+GX 1.x JSON files, ``expectations/<name>.json``:
 ``{"name": ..., "expectations": [{"type": "expect_...", "kwargs": {...}, "meta": {}}], "meta": {}}``.
+
+Each suite is compiled once per runner. The common row-level expectations are evaluated natively over the
+chunk's Arrow columns (native.py, with GX's pandas verdict per row; which types and kwargs: coverage.py):
+not_null, null, in_set, not_in_set, between (numbers and timestamps), match_regex, not_match_regex,
+match_regex_list, value_lengths_to_be_between, value_lengths_to_equal. Any other expectation, kwarg (e.g.
+``row_condition``) or value runs through GX (gx_run.py, plan.py), which is then imported when the runner
+is built (2-5 s of CPU, 7-13 s on a slow machine); so does a covered expectation on a chunk whose column
+type native.py does not cover (GX is then imported at that chunk). ``SuiteRunner.uses_gx`` tells.
 
 How each expectation is evaluated:
 
-- Column map expectations (not_null, in_set, between, match_regex, value_lengths, ...; every GX
-  ``ColumnMapExpectation``, column-pair and multicolumn map expectation) run through GX on every chunk with
-  result_format COMPLETE. Each unexpected row becomes a ``Rejected(stage="expectation")``; a row failing
-  several expectations is rejected once, rule = the first failing expectation, reasons joined with "; ".
+- Column map expectations (natively, or every other GX ``ColumnMapExpectation``, column-pair and
+  multicolumn map expectation through GX on every chunk with result_format COMPLETE). Each unexpected row
+  becomes a ``Rejected(stage="expectation")``; a row failing several expectations is rejected once, rule = the first failing expectation, reasons joined with "; ".
   Rows are rejected whatever ``mostly`` says; when ``mostly`` < 1 a TableCheck also reports whether the
   whole stream met it. ``expect_column_values_to_be_between`` compares a cast copy of the column: as numbers
   when the bounds are numbers, as UTC timestamps when they are strings (ISO-8601, or "now-24h" resolved
@@ -45,13 +52,15 @@ from typing import Any
 from ..errors import SuiteError
 from ..records import Chunk, Rejected
 from .aggregates import Aggregate, TableCheck
-from .plan import CompiledSuite, Outcome
-from .suites import SuiteExpectation, alias_column, load_suites, quiet, words
-from .values import as_number, as_utc
+from .native import NativeCheck, arrow_cells, compile_native
+from .suites import SuiteExpectation, load_suites, words
 
 __all__ = ["ChunkValidation", "SuiteRunner", "TableCheck"]
 
 logger = logging.getLogger(__name__)
+
+# (expectation, positions of unexpected rows, rows judged, whether the cells come from Arrow)
+_Result = tuple[SuiteExpectation, list[int], int, bool]
 
 
 @dataclass(slots=True)
@@ -65,8 +74,8 @@ class ChunkValidation:
 class SuiteRunner:
     """Runs the named suites over a stream of chunks.
 
-    GX context, datasource and suites are built once per runner; `validate` is called per chunk and
-    `finish` once at the end of the stream.
+    Suites are read and compiled once per runner (native checks now, GX suites when first needed);
+    `validate` is called per chunk and `finish` once at the end of the stream.
     """
 
     def __init__(
@@ -85,45 +94,29 @@ class SuiteRunner:
             (e.suite, e.index): [0, 0] for e in self._expectations if e.kind == "map" and e.mostly < 1
         }
         self._by_key = {(e.suite, e.index): e for e in self._expectations}
-        self._gx_expectations = [e for e in self._expectations if e.kind in ("map", "gx_table")]
-        # A GX table expectation naming no column (column count, column set) sees every column.
-        self._table_wide = [e for e in self._gx_expectations if e.kind == "gx_table" and not e.columns]
-        self._all_columns = bool(self._table_wide)
-        self._aliases = {(e.alias, e.column) for e in self._gx_expectations if e.alias and e.column}
-        # GX suites (compiled once, see plan.py) and their expectations, in order. Table-wide checks (column
-        # set, column count) get a suite of their own, run on the frame without the cast copies of columns
-        # that between checks read.
-        self._groups: list[tuple[CompiledSuite, list[SuiteExpectation], bool]] = []
-        if self._gx_expectations:
-            self._setup_gx()
+        self._maps = [e for e in self._expectations if e.kind == "map"]
+        resolved = self._now()  # "now-24h" bounds of between checks are resolved once, as GX's would be
+        self._native: dict[tuple[str, int], NativeCheck] = {}
+        for e in self._maps:
+            native = compile_native(e, resolved)
+            if native is not None:
+                self._native[(e.suite, e.index)] = native
+        self._gx_always = [
+            e
+            for e in self._expectations
+            if e.kind == "gx_table" or (e.kind == "map" and (e.suite, e.index) not in self._native)
+        ]
+        self._gx_built: dict[tuple[tuple[str, int], ...], Any] = {}  # GxEvaluator per set of expectations
+        self._pandas_aggregates = {
+            a.e.column for a in self._aggregates if a.e.kind == "aggregate" and a.e.column
+        }
+        if self._gx_always:
+            self._evaluator(self._gx_always)  # the suite's own GX cost is paid at start, not mid-stream
 
-    def _setup_gx(self) -> None:
-        """Build the ephemeral context, pandas datasource and one suite holding every GX-run expectation."""
-        with quiet():
-            import great_expectations as gx
-            from great_expectations.data_context.types.base import ProgressBarsConfig
-            from great_expectations.execution_engine import pandas_execution_engine
-
-            # GX fingerprints every in-memory batch (an md5 of a full-frame hash, twice per chunk): a third of
-            # the validation time and only a batch marker we never read. This process's GX is ours alone.
-            pandas_execution_engine.HASH_THRESHOLD = 0
-
-            context = gx.get_context(mode="ephemeral")
-            context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-            source = context.data_sources.add_pandas("connector")
-            asset = source.add_dataframe_asset("chunk")
-            batch_definition = asset.add_batch_definition_whole_dataframe("whole")
-            column_wise = [e for e in self._gx_expectations if e not in self._table_wide]
-            for name, members, aliased in (
-                ("columns", column_wise, True),
-                ("table", self._table_wide, False),
-            ):
-                if members:
-                    suite = gx.ExpectationSuite(name=name)
-                    for e in members:
-                        suite.add_expectation(e.build_gx(self._now()))
-                    compiled = CompiledSuite(context, batch_definition, context.suites.add(suite))
-                    self._groups.append((compiled, members, aliased))
+    @property
+    def uses_gx(self) -> bool:
+        """Whether any expectation so far was evaluated (or set up) through Great Expectations."""
+        return bool(self._gx_built)
 
     def needed_columns(self) -> dict[str, str]:
         """Every column an expectation reads -> the first expectation reading it (pre-flight checks)."""
@@ -146,21 +139,29 @@ class SuiteRunner:
                 f"{users[0].where()} needs column '{missing[0]}', which {chunk.file} does not have "
                 f"(columns: {', '.join(chunk.table.column_names)}); fix the suite or the source"
             )
-        wanted = chunk.table.column_names if self._all_columns else sorted(self.columns)
-        df = chunk.table.select(wanted).to_pandas() if wanted else None
+        frames = _Frames(chunk)
         for agg in self._aggregates:
             if agg.e.kind == "aggregate":
-                agg.add(df, n)
-        if not self._gx_expectations or n == 0:
+                agg.add(frames.frame(sorted(self._pandas_aggregates)) if agg.e.column else None, n)
+        if n == 0 or not (self._maps or self._gx_always):
             return ChunkValidation(keep, [])
-        frame = df if df is not None else _empty_frame(n)
+        results = self._results(chunk, frames)
         failures: dict[int, list[tuple[SuiteExpectation, str]]] = {}
-        for suite, members, aliased in self._groups:
-            results = self._run_gx(suite, members, self._with_aliases(frame) if aliased else frame)
-            for e, result in zip(members, results, strict=True):
-                self._collect(e, result, df, failures)
+        for e, indices, judged, from_arrow in results:
+            stats = self._map_stats.get((e.suite, e.index))
+            if stats is not None:
+                stats[0] += len(indices)
+                stats[1] += judged
+            if not indices:
+                continue
+            cells = frames.cells(e.column, indices, from_arrow)
+            for i, cell in zip(indices, cells, strict=True):
+                failures.setdefault(i, []).append((e, words(e, cell)))
         rejects: list[Rejected] = []
-        for i in sorted(failures):
+        failing = sorted(failures)
+        # the original columns of every failing row, converted at once (Chunk.values gives the same per row)
+        originals = chunk.table.take(failing).to_pylist() if failing else []
+        for i, values in zip(failing, originals, strict=True):
             keep[i] = False
             first = failures[i][0][0]
             rejects.append(
@@ -170,56 +171,55 @@ class SuiteRunner:
                     rule=first.type,
                     reason="; ".join(reason for _, reason in failures[i]),
                     column=first.column,
-                    values=chunk.values(i),
+                    values=dict(values),
                 )
             )
         if rejects:
             logger.debug("%s: %d of %d rows failed expectations", chunk.file, len(rejects), n)
         return ChunkValidation(keep, rejects)
 
-    def _with_aliases(self, df: Any) -> Any:
-        """The frame plus the cast copies of the columns that between checks compare."""
-        if not self._aliases:
-            return df
-        return df.assign(
-            **{
-                alias_column(alias, column): as_number(df[column]) if alias == "num" else as_utc(df[column])
-                for alias, column in self._aliases
-            }
-        )
+    def _results(self, chunk: Chunk, frames: _Frames) -> list[_Result]:
+        """Every map expectation's unexpected rows on this chunk, in suite order; GX table checks recorded."""
+        native: dict[tuple[str, int], _Result] = {}
+        gx_needed = list(self._gx_always)
+        for e in self._maps:
+            check = self._native.get((e.suite, e.index))
+            verdict = check.evaluate(chunk.table.column(e.column)) if check is not None else None
+            if verdict is not None:
+                native[(e.suite, e.index)] = (e, verdict.unexpected.tolist(), verdict.judged, True)
+            elif check is not None:  # a column type the native plan does not cover: GX decides
+                gx_needed.append(e)
+        if gx_needed:
+            evaluator = self._evaluator([e for e in self._expectations if e in gx_needed])  # suite order
+            wanted = chunk.table.column_names if evaluator.table_wide else sorted(evaluator.columns)
+            frame = frames.frame(wanted) if wanted else _empty_frame(len(chunk))
+            for e, outcome in evaluator.run(frame):
+                if e.kind == "gx_table":
+                    next(a for a in self._aggregates if a.e is e).add_gx(
+                        bool(outcome.success), outcome.result
+                    )
+                    continue
+                result = outcome.result
+                indices = [i for i in result.get("unexpected_index_list") or [] if isinstance(i, int)]
+                judged = int(result.get("element_count") or 0) - int(result.get("missing_count") or 0)
+                native[(e.suite, e.index)] = (e, indices, judged, False)
+        return [native[(e.suite, e.index)] for e in self._maps]
 
-    def _run_gx(self, suite: CompiledSuite, members: list[SuiteExpectation], df: Any) -> list[Outcome]:
-        """Validate a pandas frame against one compiled GX suite; one outcome per expectation, in order."""
-        outcomes = suite.run(df)
-        for e, outcome in zip(members, outcomes, strict=True):
-            if outcome.error is not None:
-                raise SuiteError(f"{e.where()} could not be evaluated: {outcome.error}")
-        return outcomes
+    def _evaluator(self, expectations: list[SuiteExpectation]) -> Any:
+        """The GX evaluator for exactly these expectations, built (and GX imported) on first use."""
+        key = tuple((e.suite, e.index) for e in expectations)
+        if key not in self._gx_built:
+            from .gx_run import GxEvaluator
 
-    def _collect(
-        self,
-        e: SuiteExpectation,
-        result: Outcome,
-        df: Any,
-        failures: dict[int, list[tuple[SuiteExpectation, str]]],
-    ) -> None:
-        """Turn one GX result into per-row failures (map) or a per-chunk outcome (other aggregates)."""
-        if e.kind == "gx_table":
-            next(a for a in self._aggregates if a.e is e).add_gx(bool(result.success), result.result)
-            return
-        indices = [i for i in result.result.get("unexpected_index_list") or [] if isinstance(i, int)]
-        stats = self._map_stats.get((e.suite, e.index))
-        if stats is not None:
-            stats[0] += len(indices)
-            stats[1] += int(result.result.get("element_count") or 0) - int(
-                result.result.get("missing_count") or 0
-            )
-        if not indices:
-            return
-        # The original cell (not GX's copy, which holds the numeric cast for between checks on strings).
-        cells = _cells(df[e.column], indices) if (e.column and df is not None) else [None] * len(indices)
-        for i, cell in zip(indices, cells, strict=True):
-            failures.setdefault(i, []).append((e, words(e, cell)))
+            if not self._gx_built:
+                logger.info(
+                    "%d expectation(s) evaluated by Great Expectations, imported now (a few seconds), e.g. %s",
+                    len(expectations),
+                    expectations[0].where(),
+                )
+
+            self._gx_built[key] = GxEvaluator(expectations, self._now)
+        return self._gx_built[key]
 
     def finish(self) -> list[TableCheck]:
         """Evaluate the table-level expectations over everything validated so far."""
@@ -241,6 +241,34 @@ class SuiteRunner:
             if not c.success:
                 logger.info("table expectation %s failed: %s", c.expectation, c.detail)
         return checks
+
+
+class _Frames:
+    """Pandas copies of a chunk's columns, converted once and only when something reads them."""
+
+    def __init__(self, chunk: Chunk) -> None:
+        self._chunk = chunk
+        self._series: dict[str, Any] = {}
+
+    def series(self, column: str) -> Any:
+        if column not in self._series:
+            self._series[column] = self._chunk.table.select([column]).to_pandas()[column]
+        return self._series[column]
+
+    def frame(self, columns: list[str]) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame({c: self.series(c) for c in columns}, index=self.series(columns[0]).index)
+
+    def cells(self, column: str | None, indices: list[int], from_arrow: bool) -> list[Any]:
+        """The original cells of `column` at `indices`, as pandas holds them (what reasons show)."""
+        if column is None:
+            return [None] * len(indices)
+        if from_arrow:
+            found = arrow_cells(self._chunk.table.column(column), indices)
+            if found is not None:
+                return found
+        return _cells(self.series(column), indices)
 
 
 def _cells(series: Any, indices: list[int]) -> list[Any]:

@@ -1,0 +1,52 @@
+"""bench/gx_speed.py keeps running: both plans validate the same rows alike, the first request arrives.
+
+The numbers of these tiny runs mean nothing (the real ones are in BENCHMARKS.md); what is checked is that the
+bench still runs and that the native plan and GX reject the same number of rows on its data.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from sink import nginx_available  # noqa: E402
+
+
+def _bench(*args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "gx_speed.py"), *args],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout
+
+
+def test_cpu_section_prints_both_plans_with_the_same_rejects() -> None:
+    out = _bench("cpu", "--rows", "4000", "--chunk-rows", "1000")
+    assert re.search(r"calibration loop [\d.]+ s CPU here", out), out
+    found = re.findall(r"^(.+) \[(native|GX)\]: [\d.]+ CPU s per 1M rows .*; ([\d,]+) rejected$", out, re.M)
+    by_suite: dict[str, dict[str, str]] = {}
+    for suite, plan, rejected in found:
+        by_suite.setdefault(suite, {})[plan] = rejected
+    assert len(by_suite) == 2, out
+    for plans in by_suite.values():
+        assert plans["native"] == plans["GX"], out
+    assert int(by_suite[next(iter(by_suite))]["native"].replace(",", "")) > 0  # the CSV data has bad rows
+
+
+def test_first_section_sees_the_first_request() -> None:
+    reason = nginx_available()
+    if reason:
+        if os.environ.get("BENCH_REQUIRE_NGINX") == "1":
+            pytest.fail(f"nginx is required here: {reason}")
+        pytest.skip(reason)
+    out = _bench("first", "--repeat", "1")
+    firsts = re.findall(r": first request ([\d.]+|nan) s after process start", out)
+    assert len(firsts) == 2 and "nan" not in firsts, out

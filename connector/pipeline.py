@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from connector import readers
 from connector.config import DEFAULT_RATE_LIMITS, Pipeline, Stream
 from connector.config.destination import Destination, resolve_destination
+from connector.delivery.mirror import Mirror, open_mirror
 from connector.delivery.mode import choose_mode
 from connector.delivery.resume import uncarried
 from connector.delivery.shared_budget import SharedTarget, resolve_shared_limits
@@ -103,6 +104,7 @@ def run_pipeline(
     raise_on_failure: bool = True,
     resume: ResumeSet | None = None,
     partition: Partition | None = None,
+    allow_deletes: int | None = None,
 ) -> RunReport:
     """Run every stream of the pipeline and return the finished, written RunReport.
 
@@ -113,6 +115,7 @@ def run_pipeline(
     (2 source/suite, 3 destination fatal, 4 stopped) and the report is always written. `stop.request()`
     (from any thread) stops the run gracefully, a second request at once. A delivering run keeps a
     journal (delivery.journal); `resume` continues an interrupted run from its journal, in its folder.
+    `allow_deletes`: mirror streams may delete up to that many users past `max_delete_fraction`.
 
     Raises:
         RunFailed: the report's exit code is not 0 (`.report` holds it), unless raise_on_failure=False.
@@ -123,7 +126,7 @@ def run_pipeline(
     locks = RunLocks()
     try:
         report = _run_pipeline(pipeline, mode, report_dir, dry_run, validate_only, env, progress, retry, full,
-                               stop or StopToken(), locks, overwrite, resume, partition)  # fmt: skip
+                               stop or StopToken(), locks, overwrite, resume, partition, allow_deletes)  # fmt: skip
     finally:
         locks.release()
     if raise_on_failure and report.exit_code:
@@ -135,7 +138,7 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
                   validate_only: bool, env: Mapping[str, str] | None, progress: Progress | None,
                   retry: readers.RetrySet | None, full: bool, stop: StopToken, locks: RunLocks,
                   overwrite: bool = False, resume: ResumeSet | None = None,
-                  partition: Partition | None = None) -> RunReport:  # fmt: skip
+                  partition: Partition | None = None, allow_deletes: int | None = None) -> RunReport:  # fmt: skip
     env = os.environ if env is None else env
     if resume is not None:
         if validate_only or dry_run or retry is not None:
@@ -216,6 +219,10 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
     run.delta = open_state(pipeline, read_only=offline, full=full)
     if run.delta is not None:
         report.delta = {"state_file": str(run.delta.path), "full": full, "read_only": offline}
+    if not validate_only:
+        run.mirror = open_mirror(pipeline, run.delta, report, dry_run=dry_run, allow_deletes=allow_deletes,
+                                 retrying=retry is not None, resuming=resume is not None,
+                                 partitioned=partition is not None)  # fmt: skip
     try:
         if not offline:
             from connector.delivery.resume import open_journal
@@ -341,6 +348,8 @@ class _Run:
         self.shared: SharedTarget | None = None
         self.limiter: SharedRateLimiter | None = None
         self.partition: Partition | None = None
+        self.mirror: Mirror | None = None
+        self._writer_closed = False
         self.exit_code = 0
 
     def execute(self, plans: list[_Plan], dest: Destination, mode: str, dry_run: bool) -> None:
@@ -392,6 +401,7 @@ class _Run:
                 finally:
                     # Also on a bug or Ctrl-C: wait for the requests in flight so their rows are counted.
                     self._close_writer(errors)
+                    self._mirror(client, errors)
                     self.cut_short = self.stop.stopping  # a stop after this point cut nothing short
                     self.progress.set_total(report.rows["read"] or None)  # the estimate was approximate
                     self._show()
@@ -421,12 +431,25 @@ class _Run:
                       stop=self.stop, journal=None if dry_run else self.journal)  # fmt: skip
 
     def _close_writer(self, errors: list[ConnectorError]) -> None:
-        if self.writer is None:
+        if self.writer is None or self._writer_closed:
             return
+        self._writer_closed = True
         try:
             self.writer.close()
         except ConnectorError as e:
             errors.append(e)
+
+    def _mirror(self, client: BrazeClient | None, errors: list[ConnectorError]) -> None:
+        """Mirror streams: once every row is settled, report or delete the users gone from the source."""
+        if self.mirror is None:
+            return
+        why = "the run was stopped or aborted, or a source failed" if errors or self.halted() else None
+        try:
+            self.exit_code = max(self.exit_code, self.mirror.apply(client, why))
+        except ConnectorError as e:
+            errors.append(e)
+        finally:
+            self.mirror.close()
 
     def _shared_limiter(self) -> SharedRateLimiter | None:
         """The limiter shared through Redis (write.shared_limits); losing Redis is a warning in the report."""
@@ -520,6 +543,8 @@ class _Run:
                 break
         if self.incremental is not None:
             self.incremental.finish(stream, complete)
+        if self.mirror is not None:
+            self.mirror.finish(stream, complete and not self.halted())
         if suite is not None and not plan.table_first and not self.halted() and self.retry is None:
             self._table_checks(stream, suite, delivered=deliver)  # partial data proves nothing: not on abort
 
@@ -534,6 +559,8 @@ class _Run:
         report.add_read(n_read, stream.name)
         done = 0
         try:
+            if self.mirror is not None:
+                self.mirror.see(stream, chunk)  # every row read names its user, whatever becomes of the row
             report.add_rejects(chunk.rejects, stream.name)
             done += len(chunk.rejects)
             carried = self._carry(stream, chunk, sending=deliver and self.writer is not None)

@@ -1,0 +1,201 @@
+"""Mirror mode end to end against the emulator (real HTTP): users gone from the source are reported or deleted."""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from test_pipeline_run import env_for, report_json
+from test_pipeline_stop import stop_when
+
+from connector import StopToken
+from connector.config import Pipeline, load_pipeline
+from connector.emulator import EmulatorServer
+from connector.pipeline import run_pipeline
+
+pytestmark = pytest.mark.timeout(120)
+
+USERS = [f"user_{c}" for c in "ABCDEFGHIJ"]
+
+
+def write_users(root: Path, users: list[str], *, extra: str = "") -> None:
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    lines = ["user_id,plan,age"] + [f"{u},gold,{20 + i}" for i, u in enumerate(users)]
+    (root / "data" / "users.csv").write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
+
+
+def mirror_project(root: Path, on_removed: str | None, users: list[str] = USERS, **stream: Any) -> Pipeline:
+    write_users(root, users)
+    s: dict[str, Any] = {"name": "users", "source": {"path": "data/users.csv"}, "kind": "attributes", "delta": True,
+                         "identifier": {"external_id": "user_id"},
+                         "attributes": [{"column": "plan"}, {"column": "age", "type": "integer"}], **stream}  # fmt: skip
+    if on_removed is not None:
+        s["on_removed"] = on_removed
+    doc = {"name": "m", "streams": [s], "report": {"max_reject_fraction": 0.5}}
+    (root / "pipelines").mkdir(exist_ok=True)
+    path = root / "pipelines" / "m.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return load_pipeline(path)
+
+
+def run(p: Pipeline, em: EmulatorServer, out: Path, **kw: Any) -> dict[str, Any]:
+    return report_json(run_pipeline(p, mode="bulk", report_dir=out, env=env_for(em), raise_on_failure=False, **kw))
+
+
+def state_keys(root: Path) -> set[str]:
+    with sqlite3.connect(root / "state" / "m.sqlite") as db:
+        return {k for (k,) in db.execute("SELECT key FROM state WHERE stream = 'users' AND confirmed IS NOT NULL")}
+
+
+def removed_rows(doc: dict[str, Any]) -> list[dict[str, str]]:
+    with open(doc["files"]["removed"], encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def deletes(em: EmulatorServer) -> list[dict[str, Any]]:
+    return [e for e in em.ledger() if e["endpoint"] == "/users/delete"]
+
+
+def without(*gone: str) -> list[str]:
+    return [u for u in USERS if u.removeprefix("user_") not in gone]
+
+
+def test_report_counts_and_lists_the_removed_users_and_deletes_nothing(emulator: EmulatorServer, tmp_path: Path) -> None:
+    p = mirror_project(tmp_path, None)  # a delta attributes stream reports by default
+    first = run(p, emulator, tmp_path / "r1")
+    assert first["rows"]["delivered"] == 10 and first["removed"]["users"]["removed"] == 0
+    write_users(tmp_path, without("C", "D"))
+    doc = run(p, emulator, tmp_path / "r2")
+    assert doc["exit_code"] == 0 and doc["invariant_ok"] is True
+    m = doc["removed"]["users"]
+    assert (m["on_removed"], m["decided"], m["known"], m["removed"], m["deleted"]) == ("report", True, 10, 2, 0)
+    assert [(r["_stream"], r["_identifier"], r["_outcome"]) for r in removed_rows(doc)] == [
+        ("users", "external_id:user_C", "reported"), ("users", "external_id:user_D", "reported")]  # fmt: skip
+    assert any(w.startswith("removed users: stream users: 2 of 10") for w in doc["warnings"])
+    assert deletes(emulator) == []
+    assert emulator.user("external_id", "user_C") is not None
+    assert state_keys(tmp_path) == {f"external_id:{u}" for u in USERS}  # reported again next time
+
+
+def test_delete_removes_them_from_braze_and_the_state_and_a_third_run_deletes_nothing(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    p = mirror_project(tmp_path, "delete", max_delete_fraction=0.2)
+    run(p, emulator, tmp_path / "r1")
+    write_users(tmp_path, without("C", "D"))
+    doc = run(p, emulator, tmp_path / "r2")
+    assert doc["exit_code"] == 0 and doc["invariant_ok"] is True
+    m = doc["removed"]["users"]
+    assert (m["known"], m["removed"], m["deleted"], m["delete_failed"], m["refused"]) == (10, 2, 2, 0, False)
+    assert emulator.user("external_id", "user_C") is None and emulator.user("external_id", "user_D") is None
+    assert emulator.user("external_id", "user_E") is not None
+    (entry,) = deletes(emulator)
+    assert entry["status"] == 201 and [a["deleted"] for a in entry["applied"]] == [
+        {"external_id": "user_C"}, {"external_id": "user_D"}]  # fmt: skip
+    assert doc["requests"]["by_endpoint"]["users_delete"]["by_status"] == {"201": 1}
+    assert {r["_outcome"] for r in removed_rows(doc)} == {"deleted"}
+    assert state_keys(tmp_path) == {f"external_id:{u}" for u in without("C", "D")}
+
+    third = run(p, emulator, tmp_path / "r3")
+    assert third["exit_code"] == 0 and third["removed"]["users"]["removed"] == 0
+    assert len(deletes(emulator)) == 1
+
+
+def test_the_guard_refuses_a_50_percent_removal_until_the_command_line_confirms_it(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    p = mirror_project(tmp_path, "delete")
+    run(p, emulator, tmp_path / "r1")
+    write_users(tmp_path, USERS[:5])
+    doc = run(p, emulator, tmp_path / "r2")
+    assert doc["exit_code"] == 1 and doc["invariant_ok"] is True and doc["rows"]["read"] == 5
+    m = doc["removed"]["users"]
+    assert (m["removed"], m["known"], m["refused"], m["limit"], m["deleted"]) == (5, 10, True, 1, 0)
+    refusal = next(w for w in doc["warnings"] if "max_delete_fraction" in w)
+    assert "5 of the 10 users" in refusal and "50.0 %" in refusal and "--allow-deletes 5" in refusal
+    assert deletes(emulator) == [] and all(emulator.user("external_id", u) for u in USERS)
+    assert {r["_outcome"] for r in removed_rows(doc)} == {"refused"}
+
+    too_few = run(p, emulator, tmp_path / "r3", allow_deletes=4)
+    assert too_few["exit_code"] == 1 and deletes(emulator) == []
+    confirmed = run(p, emulator, tmp_path / "r4", allow_deletes=5)
+    assert confirmed["exit_code"] == 0 and confirmed["removed"]["users"]["deleted"] == 5
+    assert [u for u in USERS if emulator.user("external_id", u)] == USERS[:5]
+
+
+def test_a_rejected_rows_user_is_present_and_not_deleted(emulator: EmulatorServer, tmp_path: Path) -> None:
+    p = mirror_project(tmp_path, "delete", max_delete_fraction=0.2)
+    run(p, emulator, tmp_path / "r1")
+    rows = ["user_id,plan,age"] + [f"{u},gold,{'x' if u == 'user_C' else 30}" for u in without("D")]
+    (tmp_path / "data" / "users.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    doc = run(p, emulator, tmp_path / "r2")
+    assert doc["rows"]["rejected"] == 1 and doc["rejects"]["by_rule"] == {"cast.integer": 1}
+    assert doc["removed"]["users"]["removed"] == 1 and doc["removed"]["users"]["deleted"] == 1
+    assert emulator.user("external_id", "user_C") is not None
+    assert emulator.user("external_id", "user_D") is None
+
+
+def test_a_line_that_does_not_parse_leaves_removals_undecided(emulator: EmulatorServer, tmp_path: Path) -> None:
+    p = mirror_project(tmp_path, "delete", max_delete_fraction=0.2)
+    run(p, emulator, tmp_path / "r1")
+    write_users(tmp_path, without("C", "D"), extra="user_C,gold,30,one-too-many\n")
+    doc = run(p, emulator, tmp_path / "r2")
+    assert doc["rejects"]["by_rule"] == {"csv.column_count": 1}
+    m = doc["removed"]["users"]
+    assert m["decided"] is False and "could not be parsed" in m["reason"]
+    assert deletes(emulator) == [] and emulator.user("external_id", "user_D") is not None
+
+
+def test_a_stopped_run_deletes_nothing(emulator_factory: Any, tmp_path: Path) -> None:
+    emu: EmulatorServer = emulator_factory(latency_ms=80)
+    p = mirror_project(tmp_path, "delete", max_delete_fraction=0.5,
+                       source={"path": "data/users.csv", "chunk_rows": 100})  # fmt: skip
+    many = [f"u{i:04d}" for i in range(2000)]
+    write_users(tmp_path, many)
+    p = p.model_copy(update={"write": p.write.model_copy(update={"concurrency": 2, "max_objects_per_request": 10})})
+    run(p, emu, tmp_path / "r1")
+    write_users(tmp_path, many[:1500])  # 500 users gone, within the guard
+    token = StopToken()
+    stop_when(lambda: len([e for e in emu.ledger() if e["endpoint"] == "/users/track"]) >= 3, token)
+    (tmp_path / "data" / "users.csv").write_text(
+        (tmp_path / "data" / "users.csv").read_text().replace(",gold,", ",silver,"), encoding="utf-8")
+    doc = run(p, emu, tmp_path / "r2", stop=token)
+    assert doc["exit_code"] == 4 and doc["invariant_ok"] is True
+    m = doc["removed"]["users"]
+    assert m["decided"] is False and m["deleted"] == 0 and "stopped" in m["reason"]
+    assert deletes(emu) == [] and emu.user("external_id", "u1999") is not None
+
+
+def test_a_failed_delete_keeps_the_users_in_the_state_and_the_next_run_deletes_them(
+    emulator_factory: Any, tmp_path: Path
+) -> None:
+    emu: EmulatorServer = emulator_factory(api_keys=("test-key", "nodelete:users.track"))
+    p = mirror_project(tmp_path, "delete", max_delete_fraction=0.2)
+    run(p, emu, tmp_path / "r1")
+    write_users(tmp_path, without("C", "D"))
+    doc = report_json(run_pipeline(p, mode="bulk", report_dir=tmp_path / "r2", env=env_for(emu, "nodelete"),
+                                   raise_on_failure=False))  # fmt: skip
+    assert doc["exit_code"] == 1 and doc["invariant_ok"] is True
+    m = doc["removed"]["users"]
+    assert (m["removed"], m["deleted"], m["delete_failed"]) == (2, 0, 2)
+    assert [r["_outcome"] for r in removed_rows(doc)] == ["delete_failed", "delete_failed"]
+    assert "403" in removed_rows(doc)[0]["_error"] and "nodelete" not in removed_rows(doc)[0]["_error"]
+    assert "external_id:user_C" in state_keys(tmp_path)
+    assert emu.user("external_id", "user_C") is not None
+    again = run(p, emu, tmp_path / "r3")
+    assert again["exit_code"] == 0 and again["removed"]["users"]["deleted"] == 2
+    assert emu.user("external_id", "user_C") is None and "external_id:user_C" not in state_keys(tmp_path)
+
+
+def test_a_dry_run_says_what_it_would_delete_and_sends_nothing(emulator: EmulatorServer, tmp_path: Path) -> None:
+    p = mirror_project(tmp_path, "delete", max_delete_fraction=0.2)
+    run(p, emulator, tmp_path / "r1")
+    write_users(tmp_path, without("C"))
+    dry = report_json(run_pipeline(p, dry_run=True, report_dir=tmp_path / "dry", env={}, raise_on_failure=False))
+    assert dry["removed"]["users"]["removed"] == 1 and dry["removed"]["users"]["deleted"] == 0
+    assert [r["_outcome"] for r in removed_rows(dry)] == ["would_delete"]
+    assert deletes(emulator) == [] and "external_id:user_C" in state_keys(tmp_path)

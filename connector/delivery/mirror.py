@@ -106,7 +106,7 @@ class Mirror:
             if stream.on_removed is not None or stream.name in self.presence:
                 self.report.add_warning(f"removed users: stream {stream.name}: not decided: {why}")
             return entry, 0
-        removed = self.presence[stream.name].removed(self.delta.known_keys(stream.name))
+        removed = self.presence[stream.name].removed(lambda: self.delta.known_keys(stream.name))
         entry.update(decided=True, known=removed.known, removed=removed.count)
         if not removed.count:
             return entry, 0

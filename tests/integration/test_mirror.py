@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import csv
+import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +205,50 @@ def test_a_dry_run_says_what_it_would_delete_and_sends_nothing(emulator: Emulato
     assert dry["removed"]["users"]["removed"] == 1 and dry["removed"]["users"]["deleted"] == 0
     assert [r["_outcome"] for r in removed_rows(dry)] == ["would_delete"]
     assert deletes(emulator) == [] and "external_id:user_C" in state_keys(tmp_path)
+
+
+def cli(root: Path, em: EmulatorServer, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRAZE_")} | env_for(em)
+    return subprocess.Popen([sys.executable, "-m", "connector", "run", "pipelines/m.yaml", "--mode", "bulk", "-q",
+                             *args], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def test_the_command_line_refuses_then_confirms_with_allow_deletes(emulator: EmulatorServer, tmp_path: Path) -> None:
+    mirror_project(tmp_path, "delete")
+    assert cli(tmp_path, emulator, "--report-dir", "r1").wait(90) == 0
+    write_users(tmp_path, USERS[:5])
+    refused = cli(tmp_path, emulator, "--report-dir", "r2")
+    out, _ = refused.communicate(timeout=90)
+    assert refused.returncode == 1
+    assert "removed users (users, on_removed: delete): 5 of 10 known, deleted 0, not deleted 0, refused" in out
+    assert "run again with --allow-deletes 5" in out and f"removed: {Path('r2') / 'removed.csv'}" in out
+    assert deletes(emulator) == []
+    ok = cli(tmp_path, emulator, "--report-dir", "r3", "--allow-deletes", "5")
+    out, err = ok.communicate(timeout=90)
+    assert ok.returncode == 0, out + err
+    assert "5 of 10 known, deleted 5, not deleted 0" in out
+    assert [u for u in USERS if emulator.user("external_id", u)] == USERS[:5]
+
+
+def test_sigterm_mid_run_deletes_nothing(emulator_factory: Any, tmp_path: Path) -> None:
+    emu: EmulatorServer = emulator_factory(latency_ms=80)
+    many = [f"u{i:04d}" for i in range(2000)]
+    mirror_project(tmp_path, "delete", max_delete_fraction=0.5, users=many)
+    write = {"concurrency": 2, "max_objects_per_request": 10}
+    doc = yaml.safe_load((tmp_path / "pipelines" / "m.yaml").read_text()) | {"write": write}
+    (tmp_path / "pipelines" / "m.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+    assert cli(tmp_path, emu, "--report-dir", "r1").wait(120) == 0
+    lines = [f"{u},silver,30" for u in many[:1500]]  # every user changed, 500 gone (within the guard)
+    (tmp_path / "data" / "users.csv").write_text("user_id,plan,age\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    before = len(emu.ledger())
+    proc = cli(tmp_path, emu, "--report-dir", "r2")
+    end = time.monotonic() + 60
+    while len(emu.ledger()) < before + 3 and time.monotonic() < end:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=90)
+    assert proc.returncode == 4
+    doc = json.loads((tmp_path / "r2" / "report.json").read_text(encoding="utf-8"))
+    assert doc["invariant_ok"] is True and doc["rows"]["read"] == 1500
+    assert doc["removed"]["users"]["decided"] is False and doc["removed"]["users"]["deleted"] == 0
+    assert deletes(emu) == [] and emu.user("external_id", "u1999") is not None

@@ -252,3 +252,42 @@ def test_sigterm_mid_run_deletes_nothing(emulator_factory: Any, tmp_path: Path) 
     assert doc["invariant_ok"] is True and doc["rows"]["read"] == 1500
     assert doc["removed"]["users"]["decided"] is False and doc["removed"]["users"]["deleted"] == 0
     assert deletes(emu) == [] and emu.user("external_id", "u1999") is not None
+
+
+@pytest.mark.parametrize("db", ["duckdb", "postgresql"])
+def test_users_gone_from_an_sql_table_are_deleted(db: str, emulator: EmulatorServer, tmp_path: Path,
+                                                  request: pytest.FixtureRequest) -> None:  # fmt: skip
+    """The same through an SQL source: user ids are integers in the table, text in Braze and the state."""
+    from sql_helpers import duck_exec, pg_exec
+
+    table = f"mirror_{tmp_path.name[-12:].replace('-', '_')}"
+    create = [f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, plan TEXT)",
+              f"INSERT INTO {table} SELECT i, 'gold' FROM generate_series(1, 10) AS s(i)"]  # fmt: skip
+    if db == "duckdb":
+        path = tmp_path / "w.duckdb"
+        duck_exec(path, *create)
+        connection: dict[str, str] = {"duckdb": str(path)}
+        env: dict[str, str] = {}
+
+        def execute(sql: str) -> None:
+            duck_exec(path, sql)
+    else:
+        url = request.getfixturevalue("postgres_url")
+        pg_exec(url, *create)
+        connection, env = {"url_env": "PG_URL"}, {"PG_URL": url}
+
+        def execute(sql: str) -> None:
+            pg_exec(url, sql)
+
+    p = mirror_project(tmp_path, "delete", max_delete_fraction=0.2, source={"table": table, "connection": connection},
+                       identifier={"external_id": "id"}, attributes=[{"column": "plan"}])  # fmt: skip
+    run_env = env_for(emulator) | env
+    first = report_json(run_pipeline(p, mode="bulk", report_dir=tmp_path / "r1", env=run_env))
+    assert first["rows"]["delivered"] == 10 and emulator.user("external_id", "3") is not None
+    execute(f"DELETE FROM {table} WHERE id IN (3, 4)")
+    doc = report_json(run_pipeline(p, mode="bulk", report_dir=tmp_path / "r2", env=run_env))
+    assert doc["exit_code"] == 0 and doc["rows"]["read"] == 8
+    assert (doc["removed"]["users"]["removed"], doc["removed"]["users"]["deleted"]) == (2, 2)
+    assert emulator.user("external_id", "3") is None and emulator.user("external_id", "4") is None
+    assert emulator.user("external_id", "5") is not None
+    assert state_keys(tmp_path) == {f"external_id:{i}" for i in (1, 2, 5, 6, 7, 8, 9, 10)}

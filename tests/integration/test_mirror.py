@@ -291,3 +291,26 @@ def test_users_gone_from_an_sql_table_are_deleted(db: str, emulator: EmulatorSer
     assert emulator.user("external_id", "3") is None and emulator.user("external_id", "4") is None
     assert emulator.user("external_id", "5") is not None
     assert state_keys(tmp_path) == {f"external_id:{i}" for i in (1, 2, 5, 6, 7, 8, 9, 10)}
+
+
+def test_partition_and_retry_runs_never_decide_removals(emulator: EmulatorServer, tmp_path: Path) -> None:
+    from connector.readers import load_failed
+    from connector.readers.partition import Partition
+
+    p = mirror_project(tmp_path, "delete", max_delete_fraction=0.5)
+    run(p, emulator, tmp_path / "r1")
+    write_users(tmp_path, without("C", "D"))
+    part = run(p, emulator, tmp_path / "{partition}", partition=Partition(1, 2))
+    m = part["removed"]["users"]
+    assert m["decided"] is False and "--partition" in m["reason"] and deletes(emulator) == []
+    assert any(w.startswith("removed users: stream users: not decided: a --partition run") for w in part["warnings"])
+    # a retry run reads only the rows of a failed file: here one row, so 8 users would look removed
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    (failed / "failed.csv").write_text(
+        "user_id,plan,age,_source_file,_row_number,_status,_outcome,_error,_stream\n"
+        f"user_A,gold,20,{tmp_path / 'data' / 'users.csv'},2,503,failed,HTTP 503,users\n", encoding="utf-8")
+    retry = run(p, emulator, tmp_path / "r3", retry=load_failed(failed))
+    assert retry["rows"]["read"] == 1 and retry["removed"]["users"]["decided"] is False
+    assert "--retry-failed" in retry["removed"]["users"]["reason"] and deletes(emulator) == []
+    assert emulator.user("external_id", "user_C") is not None

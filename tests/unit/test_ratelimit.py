@@ -224,3 +224,10 @@ def test_users_delete_has_its_own_bucket_at_brazes_20000_a_minute() -> None:
     limiter = RateLimiter()
     assert limiter.bucket_name("users_delete") == "users_delete"
     assert limiter.rate("users_delete") == pytest.approx(20_000 / 60 * 0.97, rel=0.05)
+
+
+def test_the_shared_budget_knows_users_delete_too() -> None:
+    from connector.delivery.shared_budget import shapes_of
+
+    shape = shapes_of(Write(rate_limits={"users_delete": {"requests": 600, "per_seconds": 60}}))["users_delete"]
+    assert (shape.name, shape.requests, shape.per_seconds) == ("users_delete", 600, 60)

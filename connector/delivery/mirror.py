@@ -15,7 +15,8 @@ been read and delivered without a stop, an abort or a source error. Only then ar
   `refused`) and sends nothing.
 
 Never decided: validate, --retry-failed (reads only failed rows), --resume, --partition (reads a part of the
-source), and a stream whose read stopped early or held lines that did not parse (their users are unknown).
+source), and a stream whose read stopped early, held lines that did not parse (their users are unknown) or
+failed a table-level expectation (with `fail` or `warn`: an extract that lost rows looks like that).
 """
 
 from __future__ import annotations
@@ -137,6 +138,10 @@ class Mirror:
             return self.undecided
         if stream.name not in self.complete or stream.name not in self.presence:
             return "the read of the stream did not complete"
+        failed = [c for c in self.report.table_checks if c["stream"] == stream.name and not c["success"]]
+        if failed:
+            return (f"the table check {failed[0]['expectation']} failed ({failed[0]['detail']}): the source may be "
+                    "incomplete")  # fmt: skip
         unreadable = self.presence[stream.name].unreadable
         if unreadable:
             return (f"{unreadable:,} line(s) of the source could not be parsed, so the users they hold are unknown "

@@ -314,3 +314,19 @@ def test_partition_and_retry_runs_never_decide_removals(emulator: EmulatorServer
     assert retry["rows"]["read"] == 1 and retry["removed"]["users"]["decided"] is False
     assert "--retry-failed" in retry["removed"]["users"]["reason"] and deletes(emulator) == []
     assert emulator.user("external_id", "user_C") is not None
+
+
+@pytest.mark.parametrize("action", ["fail", "warn"])
+def test_a_failed_table_check_leaves_removals_undecided(action: str, emulator: EmulatorServer, tmp_path: Path) -> None:
+    (tmp_path / "expectations").mkdir()
+    suite = {"name": "rows", "expectations": [
+        {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 9}}]}  # fmt: skip
+    (tmp_path / "expectations" / "rows.json").write_text(json.dumps(suite), encoding="utf-8")
+    p = mirror_project(tmp_path, "delete", max_delete_fraction=0.5, expectations=["rows"],
+                       on_table_expectation_failure=action)  # fmt: skip
+    assert run(p, emulator, tmp_path / "r1")["rows"]["delivered"] == 10
+    write_users(tmp_path, without("C", "D"))  # 8 rows: the suite wants at least 9
+    doc = run(p, emulator, tmp_path / "r2")
+    m = doc["removed"]["users"]
+    assert m["decided"] is False and "expect_table_row_count_to_be_between failed" in m["reason"]
+    assert deletes(emulator) == [] and emulator.user("external_id", "user_C") is not None

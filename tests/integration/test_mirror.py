@@ -85,6 +85,9 @@ def test_report_counts_and_lists_the_removed_users_and_deletes_nothing(emulator:
     assert deletes(emulator) == []
     assert emulator.user("external_id", "user_C") is not None
     assert state_keys(tmp_path) == {f"external_id:{u}" for u in USERS}  # reported again next time
+    html = Path(doc["files"]["report_html"]).read_text(encoding="utf-8")
+    assert "<h2>Removed users</h2>" in html
+    assert "user_C" not in html and "user_C" not in json.dumps(doc)  # counts only; removed.csv has the ids
 
 
 def test_delete_removes_them_from_braze_and_the_state_and_a_third_run_deletes_nothing(

@@ -51,6 +51,7 @@ class Deletions:
     deleted: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (key, why)
     fatal: ConnectorError | None = None  # a failure that stopped the deletes (a refused key, a spent rate limit)
+    fatal_why: str = ""
 
 
 def delete_users(client: BrazeClient, keys: Iterable[str],
@@ -84,22 +85,27 @@ def _send(client: BrazeClient, array: str, batch: list[tuple[str, Any]], out: De
           on_deleted: Callable[[list[str]], None] | None) -> None:  # fmt: skip
     keys = [k for k, _ in batch]
     if out.fatal is not None:
-        out.failed.extend((k, f"not sent: {out.fatal}") for k in keys)
+        out.failed.extend((k, f"not sent: {out.fatal_why}") for k in keys)
         return
     body = orjson.dumps({array: [v for _, v in batch]})
     try:
         resp = client.post(ENDPOINT, body, idempotent=True)
     except RunStopped as e:
-        out.fatal = e
+        out.fatal, out.fatal_why = e, str(e)
         out.failed.extend((k, f"not sent: {e}") for k in keys)
         return
     except ApiError as e:
-        if on_request is not None:
+        spent = isinstance(e, RateLimitSpent)
+        if on_request is not None and not (spent and e.status is None):  # a spent limit may send nothing
             on_request(e.status or 0, 0.0, len(keys), 0, 0)
-        if isinstance(e, (AuthError, RateLimitSpent)):
-            out.fatal = e
-        logger.warning("%s: %d user(s) not deleted: %s", ENDPOINT, len(keys), e)
-        out.failed.extend((k, str(e)) for k in keys)
+        why = str(e)
+        if isinstance(e, RateLimitSpent):
+            why = (f"Braze's rate limit for /users/delete is spent until {e.resets_at} (beyond "
+                   "write.retry.max_elapsed_s); the next run deletes them")  # fmt: skip
+        if isinstance(e, AuthError) or spent:
+            out.fatal, out.fatal_why = e, why
+        logger.warning("%s: %d user(s) not deleted: %s", ENDPOINT, len(keys), why)
+        out.failed.extend((k, why) for k in keys)
         return
     if on_request is not None:
         on_request(resp.status, resp.http_ms, len(keys), resp.attempts - 1, resp.rate_limited)

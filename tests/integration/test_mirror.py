@@ -333,3 +333,25 @@ def test_a_failed_table_check_leaves_removals_undecided(action: str, emulator: E
     m = doc["removed"]["users"]
     assert m["decided"] is False and "expect_table_row_count_to_be_between failed" in m["reason"]
     assert deletes(emulator) == [] and emulator.user("external_id", "user_C") is not None
+
+
+def test_each_confirmed_batch_leaves_the_state_and_a_spent_limit_keeps_the_rest(
+    emulator_factory: Any, tmp_path: Path
+) -> None:
+    emu: EmulatorServer = emulator_factory(rate_limits={"users_delete": (1, 1_000_000)})  # one request, then 429
+    many = [f"u{i:03d}" for i in range(130)]
+    p = mirror_project(tmp_path, "delete", users=many)
+    run(p, emu, tmp_path / "r1")
+    write_users(tmp_path, many[120:])
+    doc = run(p, emu, tmp_path / "r2", allow_deletes=120)
+    assert doc["exit_code"] == 3 and doc["invariant_ok"] is True  # the rate limit resets beyond the retry budget
+    m = doc["removed"]["users"]
+    assert (m["removed"], m["deleted"], m["delete_failed"]) == (120, 50, 70)
+    # 50 identifiers a request; the answer said the window is spent until far away: nothing more is sent
+    assert [e["status"] for e in deletes(emu)] == [201] and len(deletes(emu)[0]["applied"]) == 50
+    assert "rate limit for /users/delete is spent until" in removed_rows(doc)[-1]["_error"]
+    assert state_keys(tmp_path) == {f"external_id:{u}" for u in many[50:]}
+    gone = [u for u in many if emu.user("external_id", u) is None]
+    assert gone == many[:50]
+    outcomes = [r["_outcome"] for r in removed_rows(doc)]
+    assert outcomes.count("deleted") == 50 and outcomes.count("delete_failed") == 70

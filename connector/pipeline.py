@@ -350,6 +350,7 @@ class _Run:
         self.partition: Partition | None = None
         self.mirror: Mirror | None = None
         self._writer_closed = False
+        self.streams_done = False  # every stream went through without an exception
         self.exit_code = 0
 
     def execute(self, plans: list[_Plan], dest: Destination, mode: str, dry_run: bool) -> None:
@@ -393,6 +394,7 @@ class _Run:
                                 self._list_unsent(plan, self._chunks(plan))
                             else:
                                 self.stream(plan)
+                    self.streams_done = True
                 except ConnectorError as e:
                     errors.append(e)
                 except KeyboardInterrupt:  # no signal handlers (an embedder's main thread): a stop too
@@ -443,7 +445,8 @@ class _Run:
         """Mirror streams: once every row is settled, report or delete the users gone from the source."""
         if self.mirror is None:
             return
-        why = "the run was stopped or aborted, or a source failed" if errors or self.halted() else None
+        ended = errors or self.halted() or not self.streams_done
+        why = "the run was stopped or aborted, or a source failed" if ended else None
         try:
             self.exit_code = max(self.exit_code, self.mirror.apply(client, why))
         except ConnectorError as e:

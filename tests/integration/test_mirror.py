@@ -355,3 +355,36 @@ def test_each_confirmed_batch_leaves_the_state_and_a_spent_limit_keeps_the_rest(
     assert gone == many[:50]
     outcomes = [r["_outcome"] for r in removed_rows(doc)]
     assert outcomes.count("deleted") == 50 and outcomes.count("delete_failed") == 70
+
+
+def test_a_source_failing_later_in_the_run_leaves_removals_undecided(
+    emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connector import pipeline as pipeline_module
+    from connector.errors import SourceError
+
+    p = mirror_project(tmp_path, "delete", max_delete_fraction=0.5)
+    run(p, emulator, tmp_path / "r1")
+    write_users(tmp_path, without("C"))
+    (tmp_path / "data" / "more.csv").write_text("user_id,plan\nz1,gold\nz2,gold\n", encoding="utf-8")
+    doc = yaml.safe_load((tmp_path / "pipelines" / "m.yaml").read_text())
+    doc["streams"].append({"name": "more", "source": {"path": "data/more.csv", "chunk_rows": 1},
+                           "kind": "attributes", "identifier": {"external_id": "user_id"},
+                           "attributes": [{"column": "plan"}]})  # fmt: skip
+    (tmp_path / "pipelines" / "m.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+    p = load_pipeline(tmp_path / "pipelines" / "m.yaml")
+    real = pipeline_module.readers.read_source
+
+    def failing(source: Any, *args: Any, **kw: Any) -> Any:
+        chunks = real(source, *args, **kw)
+        if str(source.path).endswith("more.csv"):
+            yield next(chunks)
+            raise SourceError("data/more.csv: the disk went away while reading")
+        yield from chunks
+
+    monkeypatch.setattr(pipeline_module.readers, "read_source", failing)
+    out = run(p, emulator, tmp_path / "r2")
+    assert out["exit_code"] == 2 and out["invariant_ok"] is True
+    m = out["removed"]["users"]
+    assert m["decided"] is False and "a source failed" in m["reason"]
+    assert deletes(emulator) == [] and emulator.user("external_id", "user_C") is not None

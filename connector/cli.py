@@ -51,8 +51,8 @@ OFFLINE_MEANINGS = {
 
 
 # Warnings the summary repeats (the others are in the report): retry notes, empty sources, a stop, alerts, dates
-# read as day/month or month/day with nothing to tell which (mapping/dates.py).
-SUMMARY_WARNINGS = ("retry:", "empty source:", "stopped:", "lock file ", "ambiguous dates:", "alert ")
+# read as day/month or month/day with nothing to tell which (mapping/dates.py), removed users (mirror mode).
+SUMMARY_WARNINGS = ("retry:", "empty source:", "stopped:", "lock file ", "ambiguous dates:", "alert ", "removed users:")
 
 
 def _version(value: bool) -> None:
@@ -133,6 +133,11 @@ def _summary(report: RunReport, paths: dict[str, Path]) -> list[str]:
     for w in report.warnings:
         if w.startswith(SUMMARY_WARNINGS):
             lines.append(f"  warning: {w}")
+    for name, m in (report.removed or {}).items():
+        if m.get("decided"):
+            lines.append(f"  removed users ({name}, on_removed: {m['on_removed']}): {m['removed']:,} of {m['known']:,} "
+                         f"known, deleted {m['deleted']:,}, not deleted {m['delete_failed']:,}"
+                         + (", refused by max_delete_fraction" if m["refused"] else ""))  # fmt: skip
     if report.skipped_by_reason:
         lines.append(
             "  skipped: " + ", ".join(f"{n:,} {why}" for why, n in report.skipped_by_reason.most_common())
@@ -159,6 +164,8 @@ def _summary(report: RunReport, paths: dict[str, Path]) -> list[str]:
         lines.append(f"  rejects: {report.rejects.path}")
     if r["failed"] or report.not_sent:
         lines.append(f"  failed: {report.failed.path}")
+    if any(m.get("file") for m in (report.removed or {}).values()):
+        lines.append(f"  removed: {report.report_dir / 'removed.csv'}")
     if report.sample_files:
         lines.append(f"  sample request bodies: {report.sample_files[0].parent}")
     return lines
@@ -208,7 +215,8 @@ def _execute(pipeline: Path | Callable[[], Pipeline], *, mode: str | None, repor
              quiet: bool, retry_failed: Path | None = None, include_unknown: bool = False,
              full: bool = False, log_level: str | None = None, log_format: str = "text",
              overwrite: bool = False, resume: bool = False, run_dir: Path | None = None,
-             partition: str | None = None, after: Callable[[RunReport], list[str]] | None = None) -> None:  # fmt: skip
+             partition: str | None = None, allow_deletes: int | None = None,
+             after: Callable[[RunReport], list[str]] | None = None) -> None:  # fmt: skip
     """Run a pipeline file (or the pipeline a function builds: upload) and print its summary; `after`
     gives the summary's last lines (upload: the pipeline file it wrote)."""
     console = _setup_logging(quiet, log_level, log_format)
@@ -253,6 +261,7 @@ def _execute(pipeline: Path | Callable[[], Pipeline], *, mode: str | None, repor
                 overwrite=overwrite,
                 resume=resumed,
                 partition=part,
+                allow_deletes=allow_deletes,
                 stop=stop,
                 raise_on_failure=False,
             )
@@ -308,6 +317,11 @@ def run(
         str | None,
         typer.Option(help="K/N: process only partition K of N of each stream (whole files, or rows by identifier)."),
     ] = None,
+    allow_deletes: Annotated[
+        int | None,
+        typer.Option(min=0, help="Mirror streams (on_removed: delete): confirm deleting up to N users per stream, "
+                     "past max_delete_fraction."),
+    ] = None,
 ) -> None:
     """Read, validate, map and deliver a pipeline's streams to Braze; exit code 0/1/2/3/4, 130/143 after a second signal (see README).
 
@@ -316,7 +330,7 @@ def run(
     _execute(pipeline, mode=mode.value if mode else None, report_dir=report_dir, dry_run=dry_run,
              validate_only=False, quiet=quiet, retry_failed=retry_failed,
              include_unknown=include_unknown, full=full, overwrite=overwrite, resume=resume,
-             run_dir=run_dir, partition=partition,
+             run_dir=run_dir, partition=partition, allow_deletes=allow_deletes,
              log_level=log_level.value if log_level else None, log_format=log_format.value)  # fmt: skip
 
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from connector import readers
 from connector.config import DEFAULT_RATE_LIMITS, Pipeline, Stream
 from connector.config.destination import Destination, resolve_destination
+from connector.delivery.mirror import Mirror, open_mirror
 from connector.delivery.mode import choose_mode
 from connector.delivery.resume import uncarried
 from connector.delivery.shared_budget import SharedTarget, resolve_shared_limits
@@ -104,6 +105,7 @@ def run_pipeline(
     raise_on_failure: bool = True,
     resume: ResumeSet | None = None,
     partition: Partition | None = None,
+    allow_deletes: int | None = None,
 ) -> RunReport:
     """Run every stream of the pipeline and return the finished, written RunReport.
 
@@ -114,6 +116,7 @@ def run_pipeline(
     (2 source/suite, 3 destination fatal, 4 stopped) and the report is always written. `stop.request()`
     (from any thread) stops the run gracefully, a second request at once. A delivering run keeps a
     journal (delivery.journal); `resume` continues an interrupted run from its journal, in its folder.
+    `allow_deletes`: mirror streams may delete up to that many users past `max_delete_fraction`.
 
     Raises:
         RunFailed: the report's exit code is not 0 (`.report` holds it), unless raise_on_failure=False.
@@ -124,7 +127,7 @@ def run_pipeline(
     locks = RunLocks()
     try:
         report = _run_pipeline(pipeline, mode, report_dir, dry_run, validate_only, env, progress, retry, full,
-                               stop or StopToken(), locks, overwrite, resume, partition)  # fmt: skip
+                               stop or StopToken(), locks, overwrite, resume, partition, allow_deletes)  # fmt: skip
     except ConnectorError as e:  # before the first row (no report): still alert and update the metrics
         publish_failure(pipeline, e, os.environ if env is None else env, offline=dry_run or validate_only,
                         partition={"k": partition.k, "n": partition.n} if partition else None)
@@ -140,7 +143,7 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
                   validate_only: bool, env: Mapping[str, str] | None, progress: Progress | None,
                   retry: readers.RetrySet | None, full: bool, stop: StopToken, locks: RunLocks,
                   overwrite: bool = False, resume: ResumeSet | None = None,
-                  partition: Partition | None = None) -> RunReport:  # fmt: skip
+                  partition: Partition | None = None, allow_deletes: int | None = None) -> RunReport:  # fmt: skip
     env = os.environ if env is None else env
     if resume is not None:
         if validate_only or dry_run or retry is not None:
@@ -223,6 +226,10 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
     run.delta = open_state(pipeline, read_only=offline, full=full, partition=label)
     if run.delta is not None:
         report.delta = {"state_file": str(run.delta.path), "full": full, "read_only": offline}
+    if not validate_only:
+        run.mirror = open_mirror(pipeline, run.delta, report, dry_run=dry_run, allow_deletes=allow_deletes,
+                                 retrying=retry is not None, resuming=resume is not None,
+                                 partitioned=partition is not None)  # fmt: skip
     try:
         if not offline:
             from connector.delivery.resume import open_journal
@@ -348,6 +355,9 @@ class _Run:
         self.limiter: SharedRateLimiter | None = None
         self.partition: Partition | None = None
         self.dates: dict[str, DateReadings] = {}  # per stream: how slash dates were read (mapping/dates.py)
+        self.mirror: Mirror | None = None
+        self._writer_closed = False
+        self.streams_done = False  # every stream went through without an exception
         self.exit_code = 0
 
     def execute(self, plans: list[_Plan], dest: Destination, mode: str, dry_run: bool) -> None:
@@ -391,6 +401,7 @@ class _Run:
                                 self._list_unsent(plan, self._chunks(plan))
                             else:
                                 self.stream(plan)
+                    self.streams_done = True
                 except ConnectorError as e:
                     errors.append(e)
                 except KeyboardInterrupt:  # no signal handlers (an embedder's main thread): a stop too
@@ -399,6 +410,7 @@ class _Run:
                 finally:
                     # Also on a bug or Ctrl-C: wait for the requests in flight so their rows are counted.
                     self._close_writer(errors)
+                    self._mirror(client, errors)
                     self.cut_short = self.stop.stopping  # a stop after this point cut nothing short
                     self.progress.set_total(report.rows["read"] or None)  # the estimate was approximate
                     self._show()
@@ -428,12 +440,26 @@ class _Run:
                       stop=self.stop, journal=None if dry_run else self.journal)  # fmt: skip
 
     def _close_writer(self, errors: list[ConnectorError]) -> None:
-        if self.writer is None:
+        if self.writer is None or self._writer_closed:
             return
+        self._writer_closed = True
         try:
             self.writer.close()
         except ConnectorError as e:
             errors.append(e)
+
+    def _mirror(self, client: BrazeClient | None, errors: list[ConnectorError]) -> None:
+        """Mirror streams: once every row is settled, report or delete the users gone from the source."""
+        if self.mirror is None:
+            return
+        ended = errors or self.halted() or not self.streams_done
+        why = "the run was stopped or aborted, or a source failed" if ended else None
+        try:
+            self.exit_code = max(self.exit_code, self.mirror.apply(client, why))
+        except ConnectorError as e:
+            errors.append(e)
+        finally:
+            self.mirror.close()
 
     def _shared_limiter(self) -> SharedRateLimiter | None:
         """The limiter shared through Redis (write.shared_limits); losing Redis is a warning in the report."""
@@ -529,6 +555,8 @@ class _Run:
             self.incremental.finish(stream, complete)
         for w in self.dates[stream.name].warnings() if stream.name in self.dates else []:
             self.report.add_warning(w)
+        if self.mirror is not None:
+            self.mirror.finish(stream, complete and not self.halted())
         if suite is not None and not plan.table_first and not self.halted() and self.retry is None:
             self._table_checks(stream, suite, delivered=deliver)  # partial data proves nothing: not on abort
 
@@ -543,6 +571,8 @@ class _Run:
         report.add_read(n_read, stream.name)
         done = 0
         try:
+            if self.mirror is not None:
+                self.mirror.see(stream, chunk)  # every row read names its user, whatever becomes of the row
             report.add_rejects(chunk.rejects, stream.name)
             done += len(chunk.rejects)
             carried = self._carry(stream, chunk, sending=deliver and self.writer is not None)

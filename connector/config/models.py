@@ -25,7 +25,9 @@ from connector.config.paths import NAME_PATTERN, NAME_RULE
 from connector.config.sources import Incremental, Source
 
 ObjectKindName = Literal["attributes", "events", "purchases", "canvas_trigger", "live_activity"]
-EndpointName = Literal["users_track", "users_track_sync", "canvas_trigger_send", "live_activity_update"]
+EndpointName = Literal[
+    "users_track", "users_track_sync", "canvas_trigger_send", "live_activity_update", "users_delete"
+]
 
 
 # Sources (CsvOptions, Source, Connection, Incremental) are in sources.py.
@@ -54,6 +56,44 @@ class Stream(_Model):
     # `run --partition K/N`: whole files (a source of several files) or a hash of the identifier (one file,
     # or `identifier`: one user's rows in one partition even across files); readers/partition.py.
     partition_by: Literal["auto", "file", "identifier"] = "auto"
+    # Mirror mode (delta attributes streams): users confirmed in the state and absent from this run's source
+    # are reported (`report`, the default of such streams) or deleted through /users/delete (`delete`), at
+    # most `max_delete_fraction` of the known users unless `run --allow-deletes N` (delivery/mirror.py).
+    on_removed: Literal["delete", "report"] | None = None
+    max_delete_fraction: Annotated[float, Field(ge=0, le=1)] = 0.1
+
+    @property
+    def mirror(self) -> Literal["delete", "report"] | None:
+        """What happens to users gone from the source: `on_removed`, else `report` on delta attributes
+        streams that read the whole source (not incremental), else nothing."""
+        if self.on_removed is not None:
+            return self.on_removed
+        if self.kind == "attributes" and self.delta and self.incremental is None:
+            return "report"
+        return None
+
+    @model_validator(mode="after")
+    def _mirror_allowed(self) -> Stream:
+        if self.on_removed is None:
+            return self
+        if self.kind != "attributes":
+            raise ValueError(f"on_removed applies to kind attributes (users), not '{self.kind}'")
+        if not self.delta:
+            raise ValueError(
+                "on_removed needs delta: true: removed users are those the state (state.path) confirmed in an "
+                "earlier run and this run's source no longer has"
+            )
+        if self.incremental is not None:
+            raise ValueError(
+                "on_removed cannot be used with incremental: an incremental run reads only the changed rows, so "
+                "every user it does not read would look removed"
+            )
+        if self.on_removed == "delete" and self.identifier is not None and self.identifier.kind in ("email", "phone"):
+            raise ValueError(
+                f"on_removed: delete needs an external_id, user_alias or braze_id identifier, not "
+                f"{self.identifier.kind} (several profiles may share one); use on_removed: report"
+            )
+        return self
 
     @model_validator(mode="after")
     def _mapping_matches_kind(self) -> Stream:
@@ -124,6 +164,8 @@ DEFAULT_RATE_LIMITS: dict[str, RateLimit] = {
     "users_track_sync": RateLimit(requests=500, per_seconds=60),
     "canvas_trigger_send": RateLimit(requests=250_000, per_seconds=3600),
     "live_activity_update": RateLimit(requests=250_000, per_seconds=3600),
+    # shared with /users/alias/new, /users/identify, /users/merge and /users/alias/update (api_limits)
+    "users_delete": RateLimit(requests=20_000, per_seconds=60),
 }
 
 

@@ -22,6 +22,7 @@ ENDPOINT_PATHS: dict[str, str] = {
     "users_track_sync": "/users/track/sync",
     "canvas_trigger_send": "/canvas/trigger/send",
     "live_activity_update": "/messages/live_activity/update",
+    "users_delete": "/users/delete",
 }
 TRACK_ARRAYS: tuple[str, ...] = ("attributes", "events", "purchases")
 MAX_OBJECTS = 75

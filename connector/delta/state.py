@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -225,4 +225,30 @@ class DeltaState:
         with self._lock:
             self._db.execute("BEGIN")
             self._db.executemany(sql, rows)
+            self._db.execute("COMMIT")
+
+    # ---- mirror mode (delivery/mirror.py) ----------------------------------------------------------
+    def known_keys(self, stream: str) -> Iterator[str]:
+        """The users of a stream whose values Braze confirmed (the candidates for removal), in pages."""
+        if self._db is None:
+            return
+        last = ""
+        while True:
+            with self._lock:
+                page = [k for (k,) in self._db.execute(
+                    "SELECT key FROM state WHERE stream = ? AND key > ? AND confirmed IS NOT NULL ORDER BY key "
+                    "LIMIT ?", (stream, last, _BATCH * 10))]  # fmt: skip
+            yield from page
+            if len(page) < _BATCH * 10:
+                return
+            last = page[-1]
+
+    def forget(self, stream: str, keys: Iterable[str]) -> None:
+        """Drop users from the state (Braze confirmed their deletion)."""
+        rows = [(stream, k) for k in keys]
+        if self._db is None or self.read_only or not rows:
+            return
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("DELETE FROM state WHERE stream = ? AND key = ?", rows)
             self._db.execute("COMMIT")

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from connector.emulator import handlers, rules
+from connector.emulator import deletes, handlers, rules
 from connector.emulator.faults import ERROR_MESSAGES, FaultInjector
 from connector.emulator.limits import ENDPOINTS, PATH_TO_ENDPOINT, RateLimits
 from connector.emulator.store import IDENTIFIER_KINDS, LedgerEntry, Store
@@ -210,6 +210,10 @@ class EmulatorApp:
         elif endpoint == "canvas_trigger_send":
             status, reply, entry = handlers.canvas_trigger(
                 self.store, body, cfg.behaviour, cfg.workspace, endpoint=path, dropped=dropped, fault=fault
+            )
+        elif endpoint == "users_delete":
+            status, reply, entry = deletes.users_delete(
+                self.store, body, endpoint=path, dropped=dropped, fault=fault
             )
         else:
             status, reply, entry = handlers.live_activity(

@@ -60,7 +60,7 @@ def emulator_command(
             "--api-key",
             help="Accepted key (repeatable): KEY (every endpoint but the beta /users/track/sync), or "
             "KEY:perm1,perm2 for exactly those permissions, among users.track, users.track.sync, "
-            "canvas.trigger.send, messages.live_activity.update.",
+            "canvas.trigger.send, messages.live_activity.update, users.delete.",
         ),
     ] = None,
     sync_beta: bool = typer.Option(
@@ -129,7 +129,7 @@ def emulator_command(
 ) -> None:
     """Serve the local Braze API emulator until Ctrl-C.
 
-    It serves POST /users/track, /users/track/sync (a beta: --sync-beta, or a key listing users.track.sync), /canvas/trigger/send (the --canvas ids, or any with --accept-any-canvas) and /messages/live_activity/update; any other route is a 404 that lists these.
+    It serves POST /users/track, /users/track/sync (a beta: --sync-beta, or a key listing users.track.sync), /canvas/trigger/send (the --canvas ids, or any with --accept-any-canvas), /messages/live_activity/update and /users/delete; any other route is a 404 that lists these.
 
     Inspection with the same key: GET /_emulator/stats, /_emulator/ledger, /_emulator/users/KIND/VALUE, /_emulator/dispatches; POST /_emulator/reset.
     """

@@ -1,6 +1,7 @@
 """Server-side rate limits: fixed windows aligned to the clock (Braze's hourly limits reset on the hour).
 
-Each endpoint maps to a bucket; by default the two send endpoints share the 250,000/h bucket. Broadcast
+Each endpoint maps to a bucket; by default the two send endpoints share the 250,000/h bucket, and
+/users/delete has its own 20,000/min. Broadcast
 canvas triggers are counted apart (braze-api.md §7.4): 250/min across all audiences and 10/min per unique
 audience (Canvas id + `audience` object), whichever is hit first. The headers follow the general Braze
 docs: X-RateLimit-Reset is the epoch second at which the window ends.
@@ -19,6 +20,7 @@ ENDPOINTS = {
     "users_track_sync": "/users/track/sync",
     "canvas_trigger_send": "/canvas/trigger/send",
     "live_activity_update": "/messages/live_activity/update",
+    "users_delete": "/users/delete",
 }
 PATH_TO_ENDPOINT = {path: name for name, path in ENDPOINTS.items()}
 BROADCAST_LIMITS = ("broadcast", "broadcast_audience")
@@ -30,12 +32,16 @@ DEFAULT_LIMITS: dict[str, tuple[int, float]] = {
     "send": (250_000, 3600.0),
     "broadcast": (250, 60.0),
     "broadcast_audience": (10, 60.0),
+    # /users/delete shares 20,000/min with /users/alias/new, /users/identify, /users/merge and
+    # /users/alias/update (Braze's api_limits page); the emulator serves only /users/delete of them.
+    "users_delete": (20_000, 60.0),
 }
 DEFAULT_BUCKETS = {
     "users_track": "users_track",
     "users_track_sync": "users_track_sync",
     "canvas_trigger_send": "send",
     "live_activity_update": "send",
+    "users_delete": "users_delete",
 }
 
 

@@ -23,6 +23,7 @@ PERMISSIONS = {
     "users_track_sync": "users.track.sync",
     "canvas_trigger_send": "canvas.trigger.send",
     "live_activity_update": "messages.live_activity.update",
+    "users_delete": "users.delete",
 }
 SYNC_PERMISSION = "users.track.sync"
 ALL_PERMISSIONS = frozenset(PERMISSIONS.values())

@@ -48,6 +48,21 @@ def user_key(obj: dict[str, Any]) -> str:
     return ""
 
 
+def identifier_keys(stream: Stream, chunk: Chunk) -> list[str | None]:
+    """Every row's user as user_key() names it (None where the identifier is empty or does not convert).
+
+    Read before any check, so a row that is rejected later still names its user (mirror mode: who is
+    still in the source). Streams without an identifier (Live Activity) give None for every row.
+    """
+    if stream.identifier is None:
+        return [None] * len(chunk)
+    kind, values, _ = _identifier(Resolver(stream, chunk.table, chunk.file), stream.identifier)
+    prefix = _ID_KEYS[kind][1]
+    if kind == "user_alias":
+        return [None if v is None else f"{prefix}{v['alias_name']}|{v['alias_label']}" for v in values]
+    return [None if v is None else f"{prefix}{v}" for v in values]
+
+
 def _identifier(res: Resolver, ident: Identifier) -> tuple[str, list[Any], str | None]:
     """The identifier key, its per-row values (None when empty) and its source column."""
     kind = ident.kind

@@ -55,6 +55,7 @@ class ReportCounters:
         self.failed: CsvSink = FailedSink(self.report_dir, escape=csv_formula_escape)
         self._confirmed: Any = None
         self.confirmed_count = 0
+        self.removed: dict[str, Any] | None = None  # mirror mode, per stream (delivery/mirror.py)
         self.requests: dict[str, dict[str, Any]] = {}
         self.by_status: Counter[str] = Counter()
         self.retry_reasons: Counter[str] = Counter()

@@ -88,6 +88,7 @@ def build_document(r: ReportCounters) -> dict[str, Any]:
         "failed": str(r.failed.path),
         "confirmed": str(r.report_dir / "confirmed.jsonl") if r.confirmed_count else None,
         "possibly_duplicated": str(r.duplicated.path) if r.duplicated is not None else None,
+        "removed": next((s["file"] for s in (r.removed or {}).values() if s.get("file")), None),
     }
     doc: dict[str, Any] = {
         "run_id": r.run_id,
@@ -148,6 +149,7 @@ def build_document(r: ReportCounters) -> dict[str, Any]:
         "emulator": r.emulator,
         "retry": r.retry,
         "delta": r.delta,
+        "removed": r.removed,
         "resume": r.resume,
         "shared_limits": r.shared_limits,
         "partition": r.partition,

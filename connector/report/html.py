@@ -248,6 +248,18 @@ def _source_order(sample: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(sample, key=key)
 
 
+def _removed(d: dict[str, Any]) -> str:
+    """Mirror streams: the users gone from the source and what became of them (counts only)."""
+    streams = d.get("removed") or {}
+    if not streams:
+        return ""
+    rows = [[_e(name), _e(m["on_removed"]), _n(m["known"]), _n(m["removed"]), _n(m["deleted"]), _n(m["delete_failed"]),
+             "refused (max_delete_fraction)" if m["refused"] else _e(m.get("reason") or "")]
+            for name, m in streams.items()]  # fmt: skip
+    headers = ["stream", "on_removed", "known", "removed", "deleted", "not deleted", "note"]
+    return f'<div class="card"><h2>Removed users</h2>{_table(headers, rows, {2, 3, 4, 5})}</div>'
+
+
 def _reject_sample(d: dict[str, Any]) -> str:
     rej = d["rejects"]
     sample = [
@@ -357,6 +369,7 @@ def render_html(d: dict[str, Any], recent_runs: list[dict[str, Any]] | None = No
         _requests(d),
         _reject_bars(d),
         _table_checks(d),
+        _removed(d),
         _reject_sample(d),
     ]
     body = "".join(parts) + _partitions(d) + _details(d)

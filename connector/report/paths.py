@@ -19,7 +19,8 @@ from connector.errors import ConfigError
 log = logging.getLogger(__name__)
 
 # What a run leaves in its folder (RunReport.write and the sinks).
-RUN_FILES = ("report.json", "report.html", "rejects.csv", "rejects.parquet", "failed.csv", "confirmed.jsonl")
+RUN_FILES = ("report.json", "report.html", "rejects.csv", "rejects.parquet", "failed.csv", "confirmed.jsonl",
+             "removed.csv")
 RUN_DIRS = ("sample_requests",)
 
 

@@ -149,7 +149,7 @@ def test_401_auth_error_never_shows_the_key(
 
 def test_unknown_endpoint_name() -> None:
     with make_client("http://127.0.0.1:9") as client, pytest.raises(ValueError, match="unknown endpoint"):
-        client.post("users_delete", b"{}", idempotent=True)
+        client.post("users_merge", b"{}", idempotent=True)
 
 
 def test_429_retried_after_x_ratelimit_retry_after(emulator_factory: Callable[..., EmulatorServer]) -> None:

@@ -27,6 +27,7 @@ SERVED = [
     "POST /users/track/sync",
     "POST /canvas/trigger/send",
     "POST /messages/live_activity/update",
+    "POST /users/delete",
 ]
 # Response fields whose value is drawn per call: compared by shape (Braze's dispatch ids are 32 hex digits).
 RANDOM_FIELDS = {"dispatch_id": re.compile(r"^[0-9a-f]{32}$")}
@@ -67,7 +68,8 @@ def _replay(server: Any, case: dict[str, Any]) -> requests.Response:
 
 def test_the_index_holds_all_66_recordings() -> None:
     assert len(CASES) == 66
-    assert sum(_served(c) for c in CASES) == 4  # 3 x /users/track, 1 x /canvas/trigger/send
+    # 3 x /users/track, 1 x /canvas/trigger/send, 3 x /users/delete
+    assert sum(_served(c) for c in CASES) == 7
 
 
 @pytest.mark.parametrize(
@@ -119,3 +121,22 @@ def test_a_recorded_canvas_trigger_is_refused_for_a_canvas_the_emulator_does_not
     assert (r.status_code, r.json()) == (unknown["status"], unknown["response_body"])
     assert r.headers["Cache-Control"] == unknown["response_headers_selected"]["Cache-Control"][0]
     assert server.dispatches() == []
+
+
+def test_a_recorded_delete_removes_the_profiles_it_names(emulator_factory: Any) -> None:
+    """The recorded /users/delete, replayed after its users were created: the profiles are gone after the 201,
+    and a user the request did not name is kept."""
+    (case, *_) = [c for c in CASES if c["path"] == "/users/delete" and c["status"] == 201]
+    server = emulator_factory(api_keys=(RECORDED_KEY,))
+    ids = case["request_body"]["external_ids"]
+    attrs = [{"external_id": str(i), "plan": "gold"} for i in [*ids, 999]]
+    headers = {"Authorization": f"Bearer {RECORDED_KEY}", "Content-Type": "application/json"}
+    created = requests.post(server.url + "/users/track", json={"attributes": attrs}, headers=headers, timeout=10)
+    assert created.status_code == 201
+    assert all(server.user("external_id", str(i)) is not None for i in ids)
+    r = _replay(server, case)
+    assert (r.status_code, r.json()) == (case["status"], case["response_body"])
+    assert all(server.user("external_id", str(i)) is None for i in ids)
+    assert server.user("external_id", "999") is not None
+    (entry,) = [e for e in server.ledger() if e["endpoint"] == "/users/delete"]
+    assert entry["applied"] == [{"deleted": {"external_id": i}, "found": True} for i in ids]

@@ -185,7 +185,7 @@ def test_rate_limit_overrides_accept_config_objects_and_strings() -> None:
     assert limits.admit("users_track").headers["X-RateLimit-Limit"] == "7"
     assert limits.admit("users_track_sync").headers["X-RateLimit-Limit"] == "3"
     with pytest.raises(ValueError, match="unknown rate-limit endpoint"):
-        RateLimits({"users_delete": (1, 1)})
+        RateLimits({"users_merge": (1, 1)})
 
 
 def test_broadcast_windows_with_fake_clock() -> None:

@@ -140,8 +140,8 @@ def test_send_endpoints_split_when_limits_differ() -> None:
 
 def test_unknown_endpoint_is_a_clear_error() -> None:
     limiter, _ = make()
-    with pytest.raises(ValueError, match="unknown endpoint 'users_delete'"):
-        limiter.acquire("users_delete")
+    with pytest.raises(ValueError, match="unknown endpoint 'users_merge'"):
+        limiter.acquire("users_merge")
 
 
 def test_thread_safety_with_real_threads_and_tiny_limit() -> None:
@@ -218,3 +218,16 @@ def test_a_wait_beyond_max_wait_raises_only_for_a_server_pause() -> None:
     slow, clock2 = make({"users_track": RateLimit(requests=1, per_seconds=3600)})
     slow.acquire("users_track", max_wait=300)
     assert slow.acquire("users_track", max_wait=300) > 300  # a slow limit of one's own is not the server's
+
+
+def test_users_delete_has_its_own_bucket_at_brazes_20000_a_minute() -> None:
+    limiter = RateLimiter()
+    assert limiter.bucket_name("users_delete") == "users_delete"
+    assert limiter.rate("users_delete") == pytest.approx(20_000 / 60 * 0.97, rel=0.05)
+
+
+def test_the_shared_budget_knows_users_delete_too() -> None:
+    from connector.delivery.shared_budget import shapes_of
+
+    shape = shapes_of(Write(rate_limits={"users_delete": {"requests": 600, "per_seconds": 60}}))["users_delete"]
+    assert (shape.name, shape.requests, shape.per_seconds) == ("users_delete", 600, 60)

@@ -1,0 +1,95 @@
+"""Mirror mode: which users are gone from a stream's source, and whether a run may delete that many.
+
+A user is *removed* when the state confirmed it for the stream in an earlier run (DeltaState.known_keys)
+and this run's source does not hold it at all. Present means read from the source, whatever happened to
+the row afterwards: a row rejected by a suite, the mapping or the contract, or failed at Braze, still
+names its user, so that user is not removed. `Presence` keeps one 64-bit hash per row read (8 bytes a
+row, whatever the row's size: 8 MB per million rows); the comparison is one Arrow set lookup of the known
+users' hashes. The hashes are Python's own string hash, stable within the process that compares them; a
+collision can only make a removed user look present (not reported, not deleted), never the reverse.
+`guard` is the safety rule of `max_delete_fraction`.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+class Presence:
+    """The users one stream's source holds in this run (and how many rows named no readable user)."""
+
+    def __init__(self) -> None:
+        self._seen = array("q")
+        self.unreadable = 0  # rows whose identifier could not be read (lines that did not parse)
+
+    def see(self, keys: Iterable[str | None]) -> None:
+        """Record the users of some rows read (None: a row with no identifier value, which names nobody)."""
+        self._seen.extend(hash(k) for k in keys if k)
+
+    def removed(self, known: Callable[[], Iterable[str]]) -> Removed:
+        """Compare with the users the state knows (`known()` lists them, the same order each call)."""
+        hashes = array("q", (hash(k) for k in known()))
+        if not hashes:
+            return Removed(0, [], known)
+        present = pc.is_in(pa.array(hashes, type=pa.int64()), value_set=pa.array(self._seen, type=pa.int64()))
+        gone = pc.indices_nonzero(pc.invert(present)).to_pylist()
+        return Removed(len(hashes), gone, known)
+
+    def close(self) -> None:
+        self._seen = array("q")
+
+
+@dataclass(frozen=True)
+class Removed:
+    """The outcome of a comparison: `known` users in the state, the positions of those not read."""
+
+    known: int
+    gone: list[int]
+    _known: Callable[[], Iterable[str]]
+
+    @property
+    def count(self) -> int:
+        return len(self.gone)
+
+    def keys(self) -> Iterator[str]:
+        """The removed users' state keys ("external_id:u1", ...), read again from the state in its order."""
+        if not self.gone:
+            return
+        wanted = iter(self.gone)
+        nxt = next(wanted)
+        for i, key in enumerate(self._known()):
+            if i == nxt:
+                yield key
+                nxt = next(wanted, -1)
+                if nxt < 0:
+                    return
+
+
+def delete_limit(known: int, fraction: float) -> int:
+    """How many of `known` users a run may delete under `max_delete_fraction` without confirmation."""
+    return math.floor(known * fraction + 1e-9)
+
+
+def guard(stream: str, removed: int, known: int, fraction: float, allowed: int | None) -> str | None:
+    """None when a run may delete `removed` of the `known` users; else why not, with the numbers and the fix.
+
+    Allowed: at most `fraction` of the known users, or at most `allowed` (the command line's
+    `--allow-deletes N`, given after a person has seen the numbers).
+    """
+    limit = delete_limit(known, fraction)
+    if removed <= limit or (allowed is not None and removed <= allowed):
+        return None
+    share = f"{100.0 * removed / known:.1f} %" if known else "all"
+    over = f"; --allow-deletes {allowed} allows only {allowed:,}" if allowed is not None else ""
+    return (
+        f"stream {stream}: {removed:,} of the {known:,} users the state knows ({share}) are gone from the source, "
+        f"more than max_delete_fraction {fraction:g} allows ({limit:,}){over}; nothing was deleted. Check the "
+        f"source (an empty or partial extract looks like this); if these deletions are right, run again with "
+        f"--allow-deletes {removed}"
+    )

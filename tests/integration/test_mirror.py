@@ -1,0 +1,396 @@
+"""Mirror mode end to end against the emulator (real HTTP): users gone from the source are reported or deleted."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from test_pipeline_run import env_for, report_json
+from test_pipeline_stop import stop_when
+
+from connector import StopToken
+from connector.config import Pipeline, load_pipeline
+from connector.emulator import EmulatorServer
+from connector.pipeline import run_pipeline
+
+pytestmark = pytest.mark.timeout(120)
+
+USERS = [f"user_{c}" for c in "ABCDEFGHIJ"]
+
+
+def write_users(root: Path, users: list[str], *, extra: str = "") -> None:
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    lines = ["user_id,plan,age"] + [f"{u},gold,{20 + i}" for i, u in enumerate(users)]
+    (root / "data" / "users.csv").write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
+
+
+def mirror_project(root: Path, on_removed: str | None, users: list[str] = USERS, state: str | None = None,
+                   **stream: Any) -> Pipeline:  # fmt: skip
+    write_users(root, users)
+    s: dict[str, Any] = {"name": "users", "source": {"path": "data/users.csv"}, "kind": "attributes", "delta": True,
+                         "identifier": {"external_id": "user_id"},
+                         "attributes": [{"column": "plan"}, {"column": "age", "type": "integer"}], **stream}  # fmt: skip
+    if on_removed is not None:
+        s["on_removed"] = on_removed
+    doc: dict[str, Any] = {"name": "m", "streams": [s], "report": {"max_reject_fraction": 0.5}}
+    if state is not None:
+        doc["state"] = {"path": state}
+    (root / "pipelines").mkdir(exist_ok=True)
+    path = root / "pipelines" / "m.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return load_pipeline(path)
+
+
+def run(p: Pipeline, em: EmulatorServer, out: Path, **kw: Any) -> dict[str, Any]:
+    return report_json(run_pipeline(p, mode="bulk", report_dir=out, env=env_for(em), raise_on_failure=False, **kw))
+
+
+def state_keys(root: Path) -> set[str]:
+    with sqlite3.connect(root / "state" / "m.sqlite") as db:
+        return {k for (k,) in db.execute("SELECT key FROM state WHERE stream = 'users' AND confirmed IS NOT NULL")}
+
+
+def removed_rows(doc: dict[str, Any]) -> list[dict[str, str]]:
+    with open(doc["files"]["removed"], encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def deletes(em: EmulatorServer) -> list[dict[str, Any]]:
+    return [e for e in em.ledger() if e["endpoint"] == "/users/delete"]
+
+
+def without(*gone: str) -> list[str]:
+    return [u for u in USERS if u.removeprefix("user_") not in gone]
+
+
+def test_report_counts_and_lists_the_removed_users_and_deletes_nothing(emulator: EmulatorServer, tmp_path: Path) -> None:
+    p = mirror_project(tmp_path, None)  # a delta attributes stream reports by default
+    first = run(p, emulator, tmp_path / "r1")
+    assert first["rows"]["delivered"] == 10 and first["removed"]["users"]["removed"] == 0
+    write_users(tmp_path, without("C", "D"))
+    doc = run(p, emulator, tmp_path / "r2")
+    assert doc["exit_code"] == 0 and doc["invariant_ok"] is True
+    m = doc["removed"]["users"]
+    assert (m["on_removed"], m["decided"], m["known"], m["removed"], m["deleted"]) == ("report", True, 10, 2, 0)
+    assert [(r["_stream"], r["_identifier"], r["_outcome"]) for r in removed_rows(doc)] == [
+        ("users", "external_id:user_C", "reported"), ("users", "external_id:user_D", "reported")]  # fmt: skip
+    assert any(w.startswith("removed users: stream users: 2 of 10") for w in doc["warnings"])
+    assert deletes(emulator) == []
+    assert emulator.user("external_id", "user_C") is not None
+    assert state_keys(tmp_path) == {f"external_id:{u}" for u in USERS}  # reported again next time
+    html = Path(doc["files"]["report_html"]).read_text(encoding="utf-8")
+    assert "<h2>Removed users</h2>" in html
+    assert "user_C" not in html and "user_C" not in json.dumps(doc)  # counts only; removed.csv has the ids
+
+
+def test_delete_removes_them_from_braze_and_the_state_and_a_third_run_deletes_nothing(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    p = mirror_project(tmp_path, "delete", max_delete_fraction=0.2)
+    run(p, emulator, tmp_path / "r1")
+    write_users(tmp_path, without("C", "D"))
+    doc = run(p, emulator, tmp_path / "r2")
+    assert doc["exit_code"] == 0 and doc["invariant_ok"] is True
+    m = doc["removed"]["users"]
+    assert (m["known"], m["removed"], m["deleted"], m["delete_failed"], m["refused"]) == (10, 2, 2, 0, False)
+    assert emulator.user("external_id", "user_C") is None and emulator.user("external_id", "user_D") is None
+    assert emulator.user("external_id", "user_E") is not None
+    (entry,) = deletes(emulator)
+    assert entry["status"] == 201 and [a["deleted"] for a in entry["applied"]] == [
+        {"external_id": "user_C"}, {"external_id": "user_D"}]  # fmt: skip
+    assert doc["requests"]["by_endpoint"]["users_delete"]["by_status"] == {"201": 1}
+    assert {r["_outcome"] for r in removed_rows(doc)} == {"deleted"}
+    assert state_keys(tmp_path) == {f"external_id:{u}" for u in without("C", "D")}
+
+    third = run(p, emulator, tmp_path / "r3")
+    assert third["exit_code"] == 0 and third["removed"]["users"]["removed"] == 0
+    assert len(deletes(emulator)) == 1
+
+
+def test_the_guard_refuses_a_50_percent_removal_until_the_command_line_confirms_it(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    p = mirror_project(tmp_path, "delete")
+    run(p, emulator, tmp_path / "r1")
+    write_users(tmp_path, USERS[:5])
+    doc = run(p, emulator, tmp_path / "r2")
+    assert doc["exit_code"] == 1 and doc["invariant_ok"] is True and doc["rows"]["read"] == 5
+    m = doc["removed"]["users"]
+    assert (m["removed"], m["known"], m["refused"], m["limit"], m["deleted"]) == (5, 10, True, 1, 0)
+    refusal = next(w for w in doc["warnings"] if "max_delete_fraction" in w)
+    assert "5 of the 10 users" in refusal and "50.0 %" in refusal and "--allow-deletes 5" in refusal
+    assert deletes(emulator) == [] and all(emulator.user("external_id", u) for u in USERS)
+    assert {r["_outcome"] for r in removed_rows(doc)} == {"refused"}
+
+    too_few = run(p, emulator, tmp_path / "r3", allow_deletes=4)
+    assert too_few["exit_code"] == 1 and deletes(emulator) == []
+    confirmed = run(p, emulator, tmp_path / "r4", allow_deletes=5)
+    assert confirmed["exit_code"] == 0 and confirmed["removed"]["users"]["deleted"] == 5
+    assert [u for u in USERS if emulator.user("external_id", u)] == USERS[:5]
+
+
+def test_a_rejected_rows_user_is_present_and_not_deleted(emulator: EmulatorServer, tmp_path: Path) -> None:
+    p = mirror_project(tmp_path, "delete", max_delete_fraction=0.2)
+    run(p, emulator, tmp_path / "r1")
+    rows = ["user_id,plan,age"] + [f"{u},gold,{'x' if u == 'user_C' else 30}" for u in without("D")]
+    (tmp_path / "data" / "users.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    doc = run(p, emulator, tmp_path / "r2")
+    assert doc["rows"]["rejected"] == 1 and doc["rejects"]["by_rule"] == {"cast.integer": 1}
+    assert doc["removed"]["users"]["removed"] == 1 and doc["removed"]["users"]["deleted"] == 1
+    assert emulator.user("external_id", "user_C") is not None
+    assert emulator.user("external_id", "user_D") is None
+
+
+def test_a_line_that_does_not_parse_leaves_removals_undecided(emulator: EmulatorServer, tmp_path: Path) -> None:
+    p = mirror_project(tmp_path, "delete", max_delete_fraction=0.2)
+    run(p, emulator, tmp_path / "r1")
+    write_users(tmp_path, without("C", "D"), extra="user_C,gold,30,one-too-many\n")
+    doc = run(p, emulator, tmp_path / "r2")
+    assert doc["rejects"]["by_rule"] == {"csv.column_count": 1}
+    m = doc["removed"]["users"]
+    assert m["decided"] is False and "could not be parsed" in m["reason"]
+    assert deletes(emulator) == [] and emulator.user("external_id", "user_D") is not None
+
+
+def test_a_stopped_run_deletes_nothing(emulator_factory: Any, tmp_path: Path) -> None:
+    emu: EmulatorServer = emulator_factory(latency_ms=80)
+    p = mirror_project(tmp_path, "delete", max_delete_fraction=0.5,
+                       source={"path": "data/users.csv", "chunk_rows": 100})  # fmt: skip
+    many = [f"u{i:04d}" for i in range(2000)]
+    write_users(tmp_path, many)
+    p = p.model_copy(update={"write": p.write.model_copy(update={"concurrency": 2, "max_objects_per_request": 10})})
+    run(p, emu, tmp_path / "r1")
+    write_users(tmp_path, many[:1500])  # 500 users gone, within the guard
+    token = StopToken()
+    stop_when(lambda: len([e for e in emu.ledger() if e["endpoint"] == "/users/track"]) >= 3, token)
+    (tmp_path / "data" / "users.csv").write_text(
+        (tmp_path / "data" / "users.csv").read_text().replace(",gold,", ",silver,"), encoding="utf-8")
+    doc = run(p, emu, tmp_path / "r2", stop=token)
+    assert doc["exit_code"] == 4 and doc["invariant_ok"] is True
+    m = doc["removed"]["users"]
+    assert m["decided"] is False and m["deleted"] == 0 and "stopped" in m["reason"]
+    assert deletes(emu) == [] and emu.user("external_id", "u1999") is not None
+
+
+def test_a_failed_delete_keeps_the_users_in_the_state_and_the_next_run_deletes_them(
+    emulator_factory: Any, tmp_path: Path
+) -> None:
+    emu: EmulatorServer = emulator_factory(api_keys=("test-key", "nodelete:users.track"))
+    p = mirror_project(tmp_path, "delete", max_delete_fraction=0.2)
+    run(p, emu, tmp_path / "r1")
+    write_users(tmp_path, without("C", "D"))
+    doc = report_json(run_pipeline(p, mode="bulk", report_dir=tmp_path / "r2", env=env_for(emu, "nodelete"),
+                                   raise_on_failure=False))  # fmt: skip
+    assert doc["exit_code"] == 1 and doc["invariant_ok"] is True
+    m = doc["removed"]["users"]
+    assert (m["removed"], m["deleted"], m["delete_failed"]) == (2, 0, 2)
+    assert [r["_outcome"] for r in removed_rows(doc)] == ["delete_failed", "delete_failed"]
+    assert "403" in removed_rows(doc)[0]["_error"] and "nodelete" not in removed_rows(doc)[0]["_error"]
+    assert "external_id:user_C" in state_keys(tmp_path)
+    assert emu.user("external_id", "user_C") is not None
+    again = run(p, emu, tmp_path / "r3")
+    assert again["exit_code"] == 0 and again["removed"]["users"]["deleted"] == 2
+    assert emu.user("external_id", "user_C") is None and "external_id:user_C" not in state_keys(tmp_path)
+
+
+def test_a_dry_run_says_what_it_would_delete_and_sends_nothing(emulator: EmulatorServer, tmp_path: Path) -> None:
+    p = mirror_project(tmp_path, "delete", max_delete_fraction=0.2)
+    run(p, emulator, tmp_path / "r1")
+    write_users(tmp_path, without("C"))
+    dry = report_json(run_pipeline(p, dry_run=True, report_dir=tmp_path / "dry", env={}, raise_on_failure=False))
+    assert dry["removed"]["users"]["removed"] == 1 and dry["removed"]["users"]["deleted"] == 0
+    assert [r["_outcome"] for r in removed_rows(dry)] == ["would_delete"]
+    assert deletes(emulator) == [] and "external_id:user_C" in state_keys(tmp_path)
+
+
+def cli(root: Path, em: EmulatorServer, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRAZE_")} | env_for(em)
+    return subprocess.Popen([sys.executable, "-m", "connector", "run", "pipelines/m.yaml", "--mode", "bulk", "-q",
+                             *args], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def test_the_command_line_refuses_then_confirms_with_allow_deletes(emulator: EmulatorServer, tmp_path: Path) -> None:
+    mirror_project(tmp_path, "delete")
+    assert cli(tmp_path, emulator, "--report-dir", "r1").wait(90) == 0
+    write_users(tmp_path, USERS[:5])
+    refused = cli(tmp_path, emulator, "--report-dir", "r2")
+    out, _ = refused.communicate(timeout=90)
+    assert refused.returncode == 1
+    assert "removed users (users, on_removed: delete): 5 of 10 known, deleted 0, not deleted 0, refused" in out
+    assert "run again with --allow-deletes 5" in out and f"removed: {Path('r2') / 'removed.csv'}" in out
+    assert deletes(emulator) == []
+    ok = cli(tmp_path, emulator, "--report-dir", "r3", "--allow-deletes", "5")
+    out, err = ok.communicate(timeout=90)
+    assert ok.returncode == 0, out + err
+    assert "5 of 10 known, deleted 5, not deleted 0" in out
+    assert [u for u in USERS if emulator.user("external_id", u)] == USERS[:5]
+
+
+def test_sigterm_mid_run_deletes_nothing(emulator_factory: Any, tmp_path: Path) -> None:
+    emu: EmulatorServer = emulator_factory(latency_ms=80)
+    many = [f"u{i:04d}" for i in range(2000)]
+    mirror_project(tmp_path, "delete", max_delete_fraction=0.5, users=many)
+    write = {"concurrency": 2, "max_objects_per_request": 10}
+    doc = yaml.safe_load((tmp_path / "pipelines" / "m.yaml").read_text()) | {"write": write}
+    (tmp_path / "pipelines" / "m.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+    assert cli(tmp_path, emu, "--report-dir", "r1").wait(120) == 0
+    lines = [f"{u},silver,30" for u in many[:1500]]  # every user changed, 500 gone (within the guard)
+    (tmp_path / "data" / "users.csv").write_text("user_id,plan,age\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    before = len(emu.ledger())
+    proc = cli(tmp_path, emu, "--report-dir", "r2")
+    end = time.monotonic() + 60
+    while len(emu.ledger()) < before + 3 and time.monotonic() < end:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=90)
+    assert proc.returncode == 4
+    doc = json.loads((tmp_path / "r2" / "report.json").read_text(encoding="utf-8"))
+    assert doc["invariant_ok"] is True and doc["rows"]["read"] == 1500
+    assert doc["removed"]["users"]["decided"] is False and doc["removed"]["users"]["deleted"] == 0
+    assert deletes(emu) == [] and emu.user("external_id", "u1999") is not None
+
+
+@pytest.mark.parametrize("db", ["duckdb", "postgresql"])
+def test_users_gone_from_an_sql_table_are_deleted(db: str, emulator: EmulatorServer, tmp_path: Path,
+                                                  request: pytest.FixtureRequest) -> None:  # fmt: skip
+    """The same through an SQL source: user ids are integers in the table, text in Braze and the state."""
+    from sql_helpers import duck_exec, pg_exec
+
+    table = f"mirror_{tmp_path.name[-12:].replace('-', '_')}"
+    create = [f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, plan TEXT)",
+              f"INSERT INTO {table} SELECT i, 'gold' FROM generate_series(1, 10) AS s(i)"]  # fmt: skip
+    if db == "duckdb":
+        path = tmp_path / "w.duckdb"
+        duck_exec(path, *create)
+        connection: dict[str, str] = {"duckdb": str(path)}
+        env: dict[str, str] = {}
+
+        def execute(sql: str) -> None:
+            duck_exec(path, sql)
+    else:
+        url = request.getfixturevalue("postgres_url")
+        pg_exec(url, *create)
+        connection, env = {"url_env": "PG_URL"}, {"PG_URL": url}
+
+        def execute(sql: str) -> None:
+            pg_exec(url, sql)
+
+    p = mirror_project(tmp_path, "delete", max_delete_fraction=0.2, source={"table": table, "connection": connection},
+                       identifier={"external_id": "id"}, attributes=[{"column": "plan"}])  # fmt: skip
+    run_env = env_for(emulator) | env
+    first = report_json(run_pipeline(p, mode="bulk", report_dir=tmp_path / "r1", env=run_env))
+    assert first["rows"]["delivered"] == 10 and emulator.user("external_id", "3") is not None
+    execute(f"DELETE FROM {table} WHERE id IN (3, 4)")
+    doc = report_json(run_pipeline(p, mode="bulk", report_dir=tmp_path / "r2", env=run_env))
+    assert doc["exit_code"] == 0 and doc["rows"]["read"] == 8
+    assert (doc["removed"]["users"]["removed"], doc["removed"]["users"]["deleted"]) == (2, 2)
+    assert emulator.user("external_id", "3") is None and emulator.user("external_id", "4") is None
+    assert emulator.user("external_id", "5") is not None
+    assert state_keys(tmp_path) == {f"external_id:{i}" for i in (1, 2, 5, 6, 7, 8, 9, 10)}
+
+
+def test_partition_and_retry_runs_never_decide_removals(emulator: EmulatorServer, tmp_path: Path) -> None:
+    from connector.readers import load_failed
+    from connector.readers.partition import Partition
+
+    p = mirror_project(tmp_path, "delete", max_delete_fraction=0.5)
+    run(p, emulator, tmp_path / "r1")
+    # Partitions keep a state file each ({partition} in state.path; one file shared by partitions is refused).
+    parted = mirror_project(tmp_path, "delete", without("C", "D"), state="state/{pipeline}.{partition}.sqlite",
+                            max_delete_fraction=0.5)  # fmt: skip
+    part = run(parted, emulator, tmp_path / "{partition}", partition=Partition(1, 2))
+    m = part["removed"]["users"]
+    assert m["decided"] is False and "--partition" in m["reason"] and deletes(emulator) == []
+    assert any(w.startswith("removed users: stream users: not decided: a --partition run") for w in part["warnings"])
+    # a retry run reads only the rows of a failed file: here one row, so 8 users would look removed
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    (failed / "failed.csv").write_text(
+        "user_id,plan,age,_source_file,_row_number,_status,_outcome,_error,_stream\n"
+        f"user_A,gold,20,{tmp_path / 'data' / 'users.csv'},2,503,failed,HTTP 503,users\n", encoding="utf-8")
+    write_users(tmp_path, without("C", "D"))
+    retry = run(p, emulator, tmp_path / "r3", retry=load_failed(failed))
+    assert retry["rows"]["read"] == 1 and retry["removed"]["users"]["decided"] is False
+    assert "--retry-failed" in retry["removed"]["users"]["reason"] and deletes(emulator) == []
+    assert emulator.user("external_id", "user_C") is not None
+
+
+@pytest.mark.parametrize("action", ["fail", "warn"])
+def test_a_failed_table_check_leaves_removals_undecided(action: str, emulator: EmulatorServer, tmp_path: Path) -> None:
+    (tmp_path / "expectations").mkdir()
+    suite = {"name": "rows", "expectations": [
+        {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 9}}]}  # fmt: skip
+    (tmp_path / "expectations" / "rows.json").write_text(json.dumps(suite), encoding="utf-8")
+    p = mirror_project(tmp_path, "delete", max_delete_fraction=0.5, expectations=["rows"],
+                       on_table_expectation_failure=action)  # fmt: skip
+    assert run(p, emulator, tmp_path / "r1")["rows"]["delivered"] == 10
+    write_users(tmp_path, without("C", "D"))  # 8 rows: the suite wants at least 9
+    doc = run(p, emulator, tmp_path / "r2")
+    m = doc["removed"]["users"]
+    assert m["decided"] is False and "expect_table_row_count_to_be_between failed" in m["reason"]
+    assert deletes(emulator) == [] and emulator.user("external_id", "user_C") is not None
+
+
+def test_each_confirmed_batch_leaves_the_state_and_a_spent_limit_keeps_the_rest(
+    emulator_factory: Any, tmp_path: Path
+) -> None:
+    emu: EmulatorServer = emulator_factory(rate_limits={"users_delete": (1, 1_000_000)})  # one request, then 429
+    many = [f"u{i:03d}" for i in range(130)]
+    p = mirror_project(tmp_path, "delete", users=many)
+    run(p, emu, tmp_path / "r1")
+    write_users(tmp_path, many[120:])
+    doc = run(p, emu, tmp_path / "r2", allow_deletes=120)
+    assert doc["exit_code"] == 3 and doc["invariant_ok"] is True  # the rate limit resets beyond the retry budget
+    m = doc["removed"]["users"]
+    assert (m["removed"], m["deleted"], m["delete_failed"]) == (120, 50, 70)
+    # 50 identifiers a request; the answer said the window is spent until far away: nothing more is sent
+    assert [e["status"] for e in deletes(emu)] == [201] and len(deletes(emu)[0]["applied"]) == 50
+    assert "rate limit for /users/delete is spent until" in removed_rows(doc)[-1]["_error"]
+    assert state_keys(tmp_path) == {f"external_id:{u}" for u in many[50:]}
+    gone = [u for u in many if emu.user("external_id", u) is None]
+    assert gone == many[:50]
+    outcomes = [r["_outcome"] for r in removed_rows(doc)]
+    assert outcomes.count("deleted") == 50 and outcomes.count("delete_failed") == 70
+
+
+def test_a_source_failing_later_in_the_run_leaves_removals_undecided(
+    emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connector import pipeline as pipeline_module
+    from connector.errors import SourceError
+
+    p = mirror_project(tmp_path, "delete", max_delete_fraction=0.5)
+    run(p, emulator, tmp_path / "r1")
+    write_users(tmp_path, without("C"))
+    (tmp_path / "data" / "more.csv").write_text("user_id,plan\nz1,gold\nz2,gold\n", encoding="utf-8")
+    doc = yaml.safe_load((tmp_path / "pipelines" / "m.yaml").read_text())
+    doc["streams"].append({"name": "more", "source": {"path": "data/more.csv", "chunk_rows": 1},
+                           "kind": "attributes", "identifier": {"external_id": "user_id"},
+                           "attributes": [{"column": "plan"}]})  # fmt: skip
+    (tmp_path / "pipelines" / "m.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+    p = load_pipeline(tmp_path / "pipelines" / "m.yaml")
+    real = pipeline_module.readers.read_source
+
+    def failing(source: Any, *args: Any, **kw: Any) -> Any:
+        chunks = real(source, *args, **kw)
+        if str(source.path).endswith("more.csv"):
+            yield next(chunks)
+            raise SourceError("data/more.csv: the disk went away while reading")
+        yield from chunks
+
+    monkeypatch.setattr(pipeline_module.readers, "read_source", failing)
+    out = run(p, emulator, tmp_path / "r2")
+    assert out["exit_code"] == 2 and out["invariant_ok"] is True
+    m = out["removed"]["users"]
+    assert m["decided"] is False and "a source failed" in m["reason"]
+    assert deletes(emulator) == [] and emulator.user("external_id", "user_C") is not None

@@ -313,13 +313,16 @@ def test_limiter_learns_from_headers_and_avoids_429(emulator_factory: Callable[.
 def test_concurrent_posts_at_the_configured_rate_cause_no_429(
     emulator_factory: Callable[..., EmulatorServer],
 ) -> None:
-    """16 threads against a server enforcing the same limit as the client: the limit is never exceeded.
+    """16 threads against a server enforcing the client's limit: the server never refuses one.
 
     Fast run: 150 per 1 s (what the in-process emulator sustains on 2 cores alongside the client).
     BRAZE_CONNECTOR_SOAK=1: Braze's default 3,000 per 3 s with the client's default settings.
+    The server counts arrivals in fixed windows and allows 10 % over the client's limit: on a loaded machine
+    a thread descheduled between the limiter and the socket lands a request granted at 0.99 s in the next
+    window, which no client can prevent (README, A shared rate limit: the margin under Braze's limit).
     """
     limit = RateLimit(requests=3000, per_seconds=3.0) if SOAK else RateLimit(requests=150, per_seconds=1.0)
-    server = emulator_factory(rate_limits={"users_track": (limit.requests, limit.per_seconds)})
+    server = emulator_factory(rate_limits={"users_track": (int(limit.requests * 1.1), limit.per_seconds)})
     total = limit.requests * 3
     start = time.monotonic()
     counter = iter(range(total))

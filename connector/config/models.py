@@ -215,9 +215,15 @@ class Report(_Model):
 
 
 class State(_Model):
-    """Where delta sync remembers what Braze confirmed ({pipeline} is replaced by the pipeline name)."""
+    """Where delta sync remembers what Braze confirmed ({pipeline} is replaced by the pipeline name).
+
+    `url_env` names an environment variable holding a PostgreSQL URL: the state then lives in that database
+    (table braze_connector_delta, keyed by pipeline and stream), shared by every machine running the
+    pipeline; the URL is read from the environment only and never shown. Otherwise a local SQLite file.
+    """
 
     path: str = "state/{pipeline}.sqlite"
+    url_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class Pipeline(_Model):

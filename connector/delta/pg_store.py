@@ -34,10 +34,14 @@ _CREATE = f"""CREATE TABLE IF NOT EXISTS {TABLE} (
     record TEXT NOT NULL,
     PRIMARY KEY (pipeline, stream, key)
 )"""
-_LOOKUP = (f"SELECT d.record FROM jsonb_array_elements_text($3::text::jsonb) WITH ORDINALITY AS j(key, n) "
-           f"LEFT JOIN {TABLE} AS d ON d.pipeline = $1 AND d.stream = $2 AND d.key = j.key ORDER BY j.n")  # fmt: skip
-_FORGET = (f"DELETE FROM {TABLE} WHERE pipeline = $1 AND stream = $2 "
-           "AND key IN (SELECT jsonb_array_elements_text($3::text::jsonb))")  # fmt: skip
+# One primary-key probe per key (a subquery per element, so the key is bound in the index condition): a table
+# filled during the run still has an empty table's statistics, and a join let the planner scan every row of
+# the pipeline once per key (measured: 36 s for 20,000 keys).
+_LOOKUP = (f"SELECT (SELECT d.record FROM {TABLE} AS d WHERE d.pipeline = $1 AND d.stream = $2 AND d.key = j.key) "
+           "FROM jsonb_array_elements_text($3::text::jsonb) WITH ORDINALITY AS j(key, n) ORDER BY j.n")  # fmt: skip
+# Deletes by the row addresses the same per-key probe finds (a TID scan), for the same reason.
+_FORGET = (f"DELETE FROM {TABLE} WHERE ctid = ANY (ARRAY(SELECT (SELECT d.ctid FROM {TABLE} AS d WHERE d.pipeline = $1 "
+           "AND d.stream = $2 AND d.key = j.key) FROM jsonb_array_elements_text($3::text::jsonb) AS j(key)))")  # fmt: skip
 _CONFIRM = (f"INSERT INTO {TABLE} (pipeline, stream, key, record) SELECT $1, $2, x.k, x.r "
             "FROM jsonb_to_recordset($3::text::jsonb) AS x(k text, r text) "
             "ON CONFLICT (pipeline, stream, key) DO UPDATE SET record = excluded.record")  # fmt: skip

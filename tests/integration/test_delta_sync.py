@@ -48,9 +48,13 @@ def test_a_rerun_sends_only_the_changed_attributes(emulator: Any, tmp_path: Path
     assert emulator.user("external_id", "u1")["attributes"]["age"] == 32
     assert last["data_points"] == 1  # only `age` was written, not email and first_name again
 
-    full = report_json(run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r4", env=env_for(emulator),
-                                    full=True))  # fmt: skip
+    full_run = run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r4", env=env_for(emulator), full=True)
+    full = report_json(full_run)
     assert full["rows"]["delivered"] == 3 and full["delta"]["full"] is True
+    assert full["streams"][0]["delta"] == {"added": 0, "changed": 3, "unchanged": 0}  # known users, sent again
+    from connector.cli import _summary
+
+    assert "  delta users: 0 added, 3 changed, 0 unchanged" in _summary(full_run, {})
 
 
 def test_rerunning_an_events_file_never_counts_an_event_twice(emulator: Any, tmp_path: Path) -> None:

@@ -142,6 +142,10 @@ def _summary(report: RunReport, paths: dict[str, Path]) -> list[str]:
         lines.append(
             "  skipped: " + ", ".join(f"{n:,} {why}" for why, n in report.skipped_by_reason.most_common())
         )
+    for name, st in report.streams.items():
+        if "delta" in st:
+            d = st["delta"]
+            lines.append(f"  delta {name}: {d['added']:,} added, {d['changed']:,} changed, {d['unchanged']:,} unchanged")
     if report.by_rule:
         lines.append("  top reject rules:")
         examples = {s["rule"]: s for s in reversed(report.sample)}

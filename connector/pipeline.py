@@ -223,9 +223,11 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
     run.env, run.incremental = env, incremental
     run.partition = partition
     run.shared = shared
-    run.delta = open_state(pipeline, read_only=offline, full=full, partition=label)
+    run.delta = open_state(pipeline, read_only=offline, full=full, env=env, partition=label)
     if run.delta is not None:
-        report.delta = {"state_file": str(run.delta.path), "full": full, "read_only": offline}
+        file = pipeline.state.url_env is None
+        report.delta = {"state_file": run.delta.label if file else None, "state": run.delta.label,
+                        "full": full, "read_only": offline}  # fmt: skip
     if not validate_only:
         run.mirror = open_mirror(pipeline, run.delta, report, dry_run=dry_run, allow_deletes=allow_deletes,
                                  retrying=retry is not None, resuming=resume is not None,
@@ -604,6 +606,7 @@ class _Run:
                     if inc is not None:
                         inc.unchanged(stream, before, mapped)
                     report.add_skipped(unchanged, SKIP_UNCHANGED, stream.name)
+                    report.add_delta(stream.name, self.delta.last)
                     done += unchanged
                 if deliver and self.writer is not None:
                     self.writer.submit(stream, mapped)

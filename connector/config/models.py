@@ -270,9 +270,16 @@ class Report(_Model):
 
 class State(_Model):
     """Where delta sync and incremental cursors remember what Braze confirmed ({pipeline} is replaced by the
-    pipeline name, {partition} by a partitioned run's `p2of4` or `all`; partitioned runs need {partition})."""
+    pipeline name, {partition} by a partitioned run's `p2of4` or `all`; partitioned runs need {partition}).
+
+    `url_env` names an environment variable holding a PostgreSQL URL: delta sync's state then lives in that
+    database (table braze_connector_delta, keyed by pipeline and stream), shared by every machine running the
+    pipeline; the URL is read from the environment only and never shown. Otherwise a local SQLite file.
+    Watermarks of incremental cursors always live in the local file.
+    """
 
     path: str = "state/{pipeline}.sqlite"
+    url_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class Pipeline(_Model):

@@ -1,10 +1,12 @@
 """Delta sync: what Braze confirmed, so a run sends only what changed (streams with `delta: true`).
 
-Interface: `open_state(pipeline, *, read_only, full) -> DeltaState | None` (None when no stream uses
+Interface: `open_state(pipeline, *, read_only, full, env) -> DeltaState | None` (None when no stream uses
 delta); `DeltaState.changed(stream, kind, mapped, id_key) -> (MappedChunk, unchanged)` reduces a mapped
-chunk to what differs from the confirmed state, and `DeltaState.settle(stream, keys, delivered)` confirms
-(a 2xx) or forgets (anything else) what was sent. `SKIP_UNCHANGED` is the skip reason of unchanged rows.
-The semantics are in state.py.
+chunk to what differs from the confirmed state (`DeltaState.last`: added, changed, unchanged), and
+`DeltaState.settle(stream, keys, delivered)` confirms (a 2xx) or forgets (anything else) what was sent;
+`known_keys(stream)` and `forget(stream, keys)` read and drop confirmed keys. `SKIP_UNCHANGED` is the skip
+reason of unchanged rows. The semantics are in state.py; the records compared in fingerprints.py; the
+backends (a local SQLite file, or PostgreSQL with `state.url_env`) in stores.py and pg_store.py.
 
 Incremental cursors (streams with `incremental: {cursor: col}`): `open_incremental(pipeline, *, read_only,
 full) -> Incremental | None` keeps each stream's watermark in the same state file (watermark.py for the
@@ -21,17 +23,20 @@ partition's file stays right from run to run; with another N, rows change partit
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from connector.config import Pipeline
 from connector.config.paths import fill_template
 from connector.delta.incremental import Incremental
-from connector.delta.state import SKIP_UNCHANGED, DeltaState
+from connector.delta.state import SKIP_UNCHANGED, Counts, DeltaState
+from connector.delta.stores import SqliteStore, Store
 from connector.delta.watermark import Watermarks
 from connector.errors import ConfigError
 
-__all__ = ["SKIP_UNCHANGED", "DeltaState", "Incremental", "Watermarks", "check_partitioned_state", "open_incremental",
-           "open_state", "state_path"]  # fmt: skip
+__all__ = ["SKIP_UNCHANGED", "Counts", "DeltaState", "Incremental", "Watermarks", "check_partitioned_state",
+           "open_incremental", "open_state", "state_path"]  # fmt: skip
 
 WHOLE = "all"  # {partition} of a run that is not partitioned
 
@@ -53,7 +58,9 @@ def check_partitioned_state(pipeline: Pipeline, partition: str | None) -> None:
     Raises:
         ConfigError: a stream uses delta or an incremental cursor and `state.path` has no {partition}.
     """
-    keeping = [s.name for s in pipeline.streams if s.delta or s.incremental is not None]
+    # Delta state in PostgreSQL is shared safely (partitions hold disjoint users); watermarks stay in the file.
+    in_file = pipeline.state.url_env is None
+    keeping = [s.name for s in pipeline.streams if (s.delta and in_file) or s.incremental is not None]
     if partition is None or not keeping or "{partition}" in pipeline.state.path:
         return
     raise ConfigError(
@@ -65,11 +72,23 @@ def check_partitioned_state(pipeline: Pipeline, partition: str | None) -> None:
     )
 
 
-def open_state(pipeline: Pipeline, *, read_only: bool, full: bool, partition: str | None = None) -> DeltaState | None:
-    """The delta-sync state, when a stream has `delta: true` (the partition's file for a partitioned run)."""
+def open_store(pipeline: Pipeline, *, read_only: bool, env: Mapping[str, str] | None = None,
+               partition: str | None = None) -> Store:  # fmt: skip
+    """The pipeline's state backend: PostgreSQL with `state.url_env`, else the local file `state.path`."""
+    if pipeline.state.url_env is not None:
+        from connector.delta.pg_store import PgStore
+
+        return PgStore(pipeline.state.url_env, pipeline.name, os.environ if env is None else env, read_only=read_only)
+    return SqliteStore(state_path(pipeline, partition), read_only=read_only)
+
+
+def open_state(pipeline: Pipeline, *, read_only: bool, full: bool, env: Mapping[str, str] | None = None,
+               partition: str | None = None) -> DeltaState | None:  # fmt: skip
+    """The delta-sync state, when a stream has `delta: true` (`env`: where `state.url_env` is read; the
+    partition's file for a partitioned run)."""
     if not any(s.delta for s in pipeline.streams):
         return None
-    return DeltaState(state_path(pipeline, partition), read_only=read_only, full=full)
+    return DeltaState(open_store(pipeline, read_only=read_only, env=env, partition=partition), read_only=read_only, full=full)
 
 
 def open_incremental(pipeline: Pipeline, *, read_only: bool, full: bool,

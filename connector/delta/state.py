@@ -1,21 +1,26 @@
 """Delta sync: send only what changed since the last delivered run (streams with `delta: true`).
 
 Braze bills every attribute written, changed or not, and every event (braze-api.md §12: "only pass deltas").
-A SQLite state file (`state.path`) remembers what Braze confirmed:
+The state (a SQLite file by default, or PostgreSQL: stores.py, pg_store.py) remembers what Braze confirmed:
 
-- attributes: per user (the identifier), a fingerprint of every attribute value delivered. A row is sent
-  with only the attributes whose value differs from what Braze last confirmed; a row with none is skipped
-  ("unchanged since the last delivered run"). Operations (`inc`, array add/remove) are always sent and
-  never remembered: they change the profile each time by design.
-- events and purchases: a fingerprint of the whole object. An event or purchase already delivered (same
-  user, name or product, time, properties, ...) is skipped, so re-running a file never counts it twice.
+- attributes: per user (the identifier), a record of every attribute value delivered (fingerprints.py). A
+  row is sent with only the attributes whose value differs from what Braze last confirmed; a row with none
+  is skipped ("unchanged since the last delivered run"). Operations (`inc`, array add/remove) are always
+  sent and never remembered: they change the profile each time by design.
+- events and purchases: a digest of the whole object. An event or purchase already delivered (same user,
+  name or product, time, properties, ...) is skipped, so re-running a file never counts it twice.
 
-Nothing is remembered before Braze confirmed it. Decisions are recorded as *pending* when a row is sent, so
-later rows of the same run compare against what was just sent (source order, as the writer delivers it);
-a pending entry becomes *confirmed* when its request gets a 2xx. Any other outcome (rejected, failed,
-unknown, not sent) forgets the user's confirmed state, so the next run sends all of that user's attributes
-again (safe: attribute sets are idempotent). A run that crashes leaves pending entries, which the next run
-discards: what it may have delivered is sent again, never lost.
+The decision is a set operation per chunk: every object's record is computed in one pass, the chunk's keys
+are looked up in the store in one statement, and a user whose record equals the stored one is unchanged
+with no per-attribute work; only the others are compared attribute by attribute.
+
+Nothing is remembered before Braze confirmed it. What a run sends is *pending* in memory, so later rows of
+the same run compare against what was just sent (source order, as the writer delivers it); it is written
+to the store as *confirmed* when the last request in flight for that user gets a 2xx. Any other outcome
+(rejected, failed, unknown, not sent) forgets the user's confirmed record, so the next run sends all of the
+user's attributes again (safe: attribute sets are idempotent). Before a changed user is sent, its
+confirmed record is deleted from the store (committed before the request leaves), so a run that crashes
+leaves no record for what it may have delivered: the next run sends it again, never loses it.
 
 The state assumes the connector is the only writer of these attributes; a profile edited elsewhere in
 Braze is not noticed (`--full` sends everything and refreshes the state).
@@ -23,152 +28,78 @@ Braze is not noticed (`--full` sends everything and refreshes the state).
 
 from __future__ import annotations
 
-import hashlib
-import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from connector.errors import ConfigError
+from connector.delta import fingerprints as fp
+from connector.delta.stores import Store
 from connector.records import MappedChunk
 
 SKIP_UNCHANGED = "unchanged since the last delivered run (delta)"
-# Keys of an attributes object that are not attribute values.
-_CONTROL = frozenset(("external_id", "user_alias", "braze_id", "_update_existing_only"))
-_OPERATIONS = frozenset(("inc", "add", "remove", "update", "$add", "$remove", "$update"))
-_BATCH = 500  # keys per SELECT ... IN (...)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS state (
-    stream TEXT NOT NULL,
-    key TEXT NOT NULL,
-    confirmed BLOB,
-    pending BLOB,
-    inflight INTEGER NOT NULL DEFAULT 0,
-    dirty INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (stream, key)
-) WITHOUT ROWID;
-"""
 
 
-_SETTLE_OK = """
-UPDATE state SET
-    inflight = inflight - 1,
-    confirmed = CASE WHEN inflight > 1 THEN confirmed WHEN dirty THEN NULL ELSE pending END,
-    pending = CASE WHEN inflight > 1 THEN pending ELSE NULL END,
-    dirty = CASE WHEN inflight > 1 THEN dirty ELSE 0 END
-WHERE stream = ? AND key = ?
-"""
-_SETTLE_FAILED = """
-UPDATE state SET
-    inflight = inflight - 1,
-    confirmed = CASE WHEN inflight > 1 THEN confirmed ELSE NULL END,
-    pending = CASE WHEN inflight > 1 THEN pending ELSE NULL END,
-    dirty = CASE WHEN inflight > 1 THEN 1 ELSE 0 END
-WHERE stream = ? AND key = ?
-"""
+@dataclass(slots=True)
+class _Pending:
+    """A key with objects in flight: what the store will hold once they are all confirmed."""
+
+    values: dict[str, Any] | None  # attributes: the values as sent so far (None: events, purchases)
+    record: bytes
+    inflight: int = 0
+    failed: bool = False
 
 
-def _fp(value: Any) -> str:
-    """A value's fingerprint: its JSON when short (cheaper than hashing), else an 8-byte BLAKE2b digest."""
-    raw = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-    if len(raw) <= 24:
-        return raw.decode()
-    return "#" + hashlib.blake2b(raw, digest_size=8).hexdigest()
+@dataclass(slots=True)
+class Counts:
+    """Rows of one stream: sent for a key the state did not know (added), sent with changes, unchanged."""
 
-
-def open_db(path: Path) -> sqlite3.Connection:
-    """The state file, opened for several threads (autocommit; WAL, so a killed run keeps what it committed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    return db
+    added: int = 0
+    changed: int = 0
+    unchanged: int = 0
 
 
 class DeltaState:
-    """The state file of one run; thread-safe (the writer's workers settle outcomes concurrently)."""
+    """The delta state of one run; thread-safe (the writer's workers settle outcomes concurrently)."""
 
-    def __init__(self, path: Path, *, read_only: bool = False, full: bool = False) -> None:
+    def __init__(self, store: Store, *, read_only: bool = False, full: bool = False) -> None:
         """`read_only`: compare but never write (validate, dry run). `full`: send everything, still record."""
-        self.path = path
+        self.store = store
+        self.label = store.label
         self.read_only = read_only
         self.full = full
+        self.last = Counts()  # the counts of the last changed() call
         self._lock = threading.Lock()
-        if read_only and not path.exists():
-            self._db: sqlite3.Connection | None = None
-            return
-        try:
-            self._db = open_db(path)
-            self._db.executescript(_SCHEMA)
-            if not read_only:
-                # A crashed run's pending decisions: Braze may or may not have applied them, so the user's
-                # confirmed state is forgotten too, and everything is sent again (never lost).
-                self._db.execute("UPDATE state SET confirmed = NULL, pending = NULL, inflight = 0, dirty = 0 "
-                                 "WHERE inflight != 0 OR pending IS NOT NULL OR dirty != 0")  # fmt: skip
-        except (sqlite3.Error, OSError) as exc:
-            raise ConfigError(f"state file {path}: cannot be opened ({exc}); check state.path") from None
+        self._pending: dict[str, dict[str, _Pending]] = {}  # stream -> key -> what is in flight
 
     def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        self.store.close()
 
     # ---- deciding (main thread) ---------------------------------------------------------------------
     def changed(self, stream: str, kind: str, mapped: MappedChunk, id_key: str | None = None) -> tuple[MappedChunk, int]:
         """The objects to send (attributes reduced to their changed keys) and how many rows are unchanged.
 
         `id_key`: the object key that identifies the user (email or phone identify by a key that is
-        otherwise an attribute); it is always sent and never compared.
+        otherwise an attribute); it is always sent and never compared. `self.last` holds the counts.
         """
         n = len(mapped)
+        self.last = Counts()
         if n == 0:
             return mapped, 0
-        control = _CONTROL | {id_key} if id_key else _CONTROL
-        keys = list(mapped.user_keys) if kind == "attributes" else [_fp(obj) for obj in mapped.objects]
-        known = self._lookup(stream, set(keys))
-        keep: list[int] = []
-        objects: list[dict[str, Any]] = []
-        updates: dict[str, dict[str, str]] = {}
-        inflight: dict[str, int] = {}
-        for j, obj in enumerate(mapped.objects):
-            key = keys[j]
-            if kind == "attributes":
-                base = updates.get(key)
-                seen = base is not None or (key in known and not self.full)
-                if base is None:
-                    base = {} if self.full else known.get(key, {})
-                sent: dict[str, Any] = {}
-                fresh: dict[str, str] = {}
-                ops = 0
-                for a, v in obj.items():
-                    if a in control:
-                        sent[a] = v
-                    elif type(v) is dict and v and v.keys() <= _OPERATIONS:
-                        sent[a] = v  # an operation: always sent, never remembered
-                        ops += 1
-                    else:
-                        f = _fp(v)
-                        if base.get(a) != f:
-                            fresh[a] = f
-                            sent[a] = v
-                if not fresh and not ops and seen:
-                    continue  # nothing changed (a user never sent goes even with no attributes)
-                updates[key] = {**base, **fresh} if fresh else base
-                objects.append(sent)
+        attributes = kind == "attributes"
+        keys = list(mapped.user_keys) if attributes else fp.object_keys(mapped.objects)
+        # A read-only run keeps what it would send for the chunk only (settle never comes to free it).
+        pending: dict[str, _Pending] = {} if self.read_only else self._pending.setdefault(stream, {})
+        with self._lock:  # settle() confirms under it: a key is either pending or in the store, never neither
+            # The whole chunk in one statement: the confirmed record of each row's key, or None.
+            stored: list[bytes | None] = [None] * n if self.full and not attributes else self.store.lookup(stream, keys)
+            if attributes:
+                keep, objects, invalidate = self._attributes(mapped.objects, keys, stored, pending, id_key)
             else:
-                if not self.full and (key in known or key in updates):
-                    continue
-                updates[key] = {}
-                objects.append(obj)
-            keep.append(j)
-            inflight[key] = inflight.get(key, 0) + 1
-        if not self.read_only:
-            self._mark_pending(stream, updates, inflight)
+                keep, objects, invalidate = self._objects(keys, mapped.objects, stored, pending)
+            if invalidate and not self.read_only:
+                self.store.write(stream, [], list(invalidate))  # committed before the request leaves
+        self.last.unchanged = n - len(keep)
         out = MappedChunk(
             mapped.kind,
             mapped.chunk,
@@ -180,75 +111,117 @@ class DeltaState:
         )
         return out, n - len(keep)
 
-    def _lookup(self, stream: str, keys: set[str]) -> dict[str, dict[str, str]]:
-        """key -> the fingerprints to compare against (pending if a send is in flight, else confirmed)."""
-        out: dict[str, dict[str, str]] = {}
-        if self._db is None or not keys:
-            return out
-        items = list(keys)
-        with self._lock:
-            for i in range(0, len(items), _BATCH):
-                part = items[i : i + _BATCH]
-                marks = ",".join("?" * len(part))
-                sql = f"SELECT key, confirmed, pending, dirty FROM state WHERE stream = ? AND key IN ({marks})"
-                for key, confirmed, pending, dirty in self._db.execute(sql, [stream, *part]):
-                    blob = pending if pending is not None else confirmed
-                    if blob is not None and not dirty:
-                        out[key] = orjson.loads(blob)
-        return out
+    def _attributes(self, objs: list[dict[str, Any]], keys: list[str], stored: list[bytes | None],
+                    pending: dict[str, _Pending], id_key: str | None,
+                    ) -> tuple[list[int], list[dict[str, Any]], set[str]]:  # fmt: skip
+        control = fp.CONTROL | {id_key} if id_key else fp.CONTROL
+        counts, full, long = self.last, self.full, fp.LONG
+        records = fp.records(objs)  # one C call per object
+        keep: list[int] = []
+        objects: list[dict[str, Any]] = []
+        invalidate: set[str] = set()  # keys whose confirmed record goes before their new values are sent
+        get_pending, differs = pending.get, fp.differs
+        for j, key in enumerate(keys):
+            rec, known = records[j], stored[j]
+            raw = None if full else known  # --full compares against nothing, but still replaces what is known
+            entry = get_pending(key)
+            if entry is None:
+                if known is None:
+                    obj = objs[j]
+                    if len(rec) <= long and dict not in map(type, obj.values()):  # a new user, no operation
+                        pending[key] = _Pending(obj, rec, 1)
+                        keep.append(j)
+                        objects.append(obj)
+                        counts.added += 1
+                        continue
+                elif raw == rec:
+                    continue  # the fast path: the record Braze confirmed (a record never holds an operation)
+            obj = objs[j]
+            values, ops = fp.split(obj)
+            if ops or len(rec) > long:
+                rec = fp.record(values)
+                if entry is None and raw is not None and raw == rec and not ops:
+                    continue
+            if entry is not None:
+                base: dict[str, Any] | None = entry.values
+            else:
+                base = fp.load(raw) if raw is not None else None
+            if base is None:  # a user the state does not know (or --full): everything goes, even no attributes
+                sent, fresh = obj, True
+            else:
+                fresh = any(a not in control and (a not in base or differs(v, base[a])) for a, v in values.items())
+                if not fresh and not ops:
+                    continue
+                sent = {a: v for a, v in obj.items()
+                        if a in control or a not in values or a not in base or differs(v, base[a])}  # fmt: skip
+            if entry is None and known is None:
+                counts.added += 1
+            else:
+                counts.changed += 1
+            if fresh and known is not None:
+                invalidate.add(key)
+            if entry is None:
+                merged = {**base, **values} if base else values
+                pending[key] = entry = _Pending(merged, rec if merged is values else fp.record(merged))
+            elif fresh:
+                assert entry.values is not None
+                entry.values = {**entry.values, **values}
+                entry.record = fp.record(entry.values)
+            entry.inflight += 1
+            keep.append(j)
+            objects.append(sent)
+        return keep, objects, invalidate
 
-    def _mark_pending(self, stream: str, updates: dict[str, dict[str, str]], inflight: dict[str, int]) -> None:
-        if self._db is None or not updates:
-            return
-        rows = [(stream, k, orjson.dumps(v), inflight[k]) for k, v in updates.items()]
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT INTO state (stream, key, pending, inflight) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (stream, key) DO UPDATE SET pending = excluded.pending, "
-                "inflight = state.inflight + excluded.inflight",
-                rows,
-            )
-            self._db.execute("COMMIT")
+    def _objects(self, keys: list[str], objs: list[dict[str, Any]], stored: list[bytes | None],
+                 pending: dict[str, _Pending]) -> tuple[list[int], list[dict[str, Any]], set[str]]:  # fmt: skip
+        keep: list[int] = []
+        objects: list[dict[str, Any]] = []
+        for j, key in enumerate(keys):
+            entry = pending.get(key)
+            if not self.full and (stored[j] is not None or entry is not None):
+                continue
+            if entry is None:
+                entry = pending[key] = _Pending(None, fp.EVENT_RECORD)
+            entry.inflight += 1
+            keep.append(j)
+            objects.append(objs[j])
+        self.last.added = len(keep)
+        return keep, objects, set()
 
     # ---- settling (writer threads) ------------------------------------------------------------------
     def settle(self, stream: str, keys: Iterable[str], delivered: bool) -> None:
-        """Objects with a final outcome: delivered (2xx, not named in errors[]) or anything else."""
-        if self._db is None or self.read_only:
-            return
-        rows = [(stream, k) for k in keys]
-        if not rows:
-            return
-        # One statement per object; SET expressions all read the row as it was. When the user's last object
-        # in flight settles: promote what was sent, or forget the user if any of its objects failed.
-        sql = _SETTLE_OK if delivered else _SETTLE_FAILED
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany(sql, rows)
-            self._db.execute("COMMIT")
+        """Objects with a final outcome: delivered (2xx, not named in errors[]) or anything else.
 
-    # ---- mirror mode (delivery/mirror.py) ----------------------------------------------------------
-    def known_keys(self, stream: str) -> Iterator[str]:
-        """The users of a stream whose values Braze confirmed (the candidates for removal), in pages."""
-        if self._db is None:
+        When the last object in flight for a key settles, its record is confirmed, or the key forgotten if
+        any of its objects failed."""
+        if self.read_only:
             return
-        last = ""
-        while True:
-            with self._lock:
-                page = [k for (k,) in self._db.execute(
-                    "SELECT key FROM state WHERE stream = ? AND key > ? AND confirmed IS NOT NULL ORDER BY key "
-                    "LIMIT ?", (stream, last, _BATCH * 10))]  # fmt: skip
-            yield from page
-            if len(page) < _BATCH * 10:
-                return
-            last = page[-1]
+        confirm: dict[str, bytes] = {}
+        forget: list[str] = []
+        with self._lock:
+            pending = self._pending.get(stream, {})
+            for key in keys:
+                entry = pending.get(key)
+                if entry is None:
+                    continue
+                entry.inflight -= 1
+                if not delivered:
+                    entry.failed = True
+                if entry.inflight > 0:
+                    continue
+                del pending[key]
+                if entry.failed:
+                    forget.append(key)
+                else:
+                    confirm[key] = entry.record
+            self.store.write(stream, list(confirm.items()), forget)
+
+    # ---- what the state knows (mirror mode) ---------------------------------------------------------
+    def known_keys(self, stream: str) -> Iterator[str]:
+        """The keys of `stream` whose records Braze confirmed, sorted (mirror mode lists them in this order)."""
+        return iter(sorted(self.store.keys(stream)))
 
     def forget(self, stream: str, keys: Iterable[str]) -> None:
-        """Drop users from the state (Braze confirmed their deletion)."""
-        rows = [(stream, k) for k in keys]
-        if self._db is None or self.read_only or not rows:
-            return
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany("DELETE FROM state WHERE stream = ? AND key = ?", rows)
-            self._db.execute("COMMIT")
+        """Forget these keys' confirmed records (users deleted at Braze, say)."""
+        if not self.read_only:
+            self.store.write(stream, [], list(keys))

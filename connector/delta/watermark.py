@@ -39,7 +39,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from connector.delta.state import open_db
+from connector.delta.stores import open_db
 from connector.errors import ConfigError, SourceError
 from connector.records import RowRef
 

@@ -240,6 +240,10 @@ def _streams(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                               **dict.fromkeys(ROW_KEYS[:5], 0)})  # fmt: skip
             for key in ROW_KEYS[:5]:
                 into[key] += int(s.get(key, 0))
+            if "delta" in s:  # delta sync's counts add up like the rows
+                kept = into.setdefault("delta", {})
+                for key, n in s["delta"].items():
+                    kept[key] = kept.get(key, 0) + int(n)
     return list(out.values())
 
 

@@ -90,6 +90,14 @@ class RunReport(ReportCounters):
             self._count("skipped", n, stream)
             self.skipped_by_reason[reason] += n
 
+    def add_delta(self, stream: str, counts: Any) -> None:
+        """Delta sync's decision on a chunk: rows `added` (a key the state did not know), `changed` (sent
+        with what differs) and `unchanged` (skipped), kept per stream under `delta`."""
+        with self._lock:
+            kept = self._stream(stream).setdefault("delta", {"added": 0, "changed": 0, "unchanged": 0})
+            for k in ("added", "changed", "unchanged"):
+                kept[k] += getattr(counts, k)
+
     def add_rejects(self, rejects: list[Rejected], stream: str | None = None) -> None:
         """Stream rejected rows to the rejects file and count them by stage and rule."""
         if not rejects:

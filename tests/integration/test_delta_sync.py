@@ -30,24 +30,31 @@ def test_a_rerun_sends_only_the_changed_attributes(emulator: Any, tmp_path: Path
     pipeline = project(tmp_path, [stream])
     first = report_json(run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r1", env=env_for(emulator)))
     assert first["rows"]["delivered"] == 3 and first["delta"]["state_file"].endswith("state/t.sqlite")
+    assert first["streams"][0]["delta"] == {"added": 3, "changed": 0, "unchanged": 0}
     sent_before = requests_201(emulator)
 
     second = report_json(run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r2", env=env_for(emulator)))
     assert second["exit_code"] == 0 and second["rows"]["delivered"] == 0 and second["rows"]["skipped"] == 3
     assert second["skipped"]["by_reason"] == {"unchanged since the last delivered run (delta)": 3}
+    assert second["streams"][0]["delta"] == {"added": 0, "changed": 0, "unchanged": 3}
     assert requests_201(emulator) == sent_before  # nothing was sent at all
 
     (tmp_path / "data" / "users.csv").write_text(USERS_CSV.replace("Ann,31", "Ann,32"), encoding="utf-8")
     third = report_json(run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r3", env=env_for(emulator)))
     assert third["rows"]["delivered"] == 1 and third["rows"]["skipped"] == 2
+    assert third["streams"][0]["delta"] == {"added": 0, "changed": 1, "unchanged": 2}
     last = [e for e in emulator.ledger() if e["status"] == 201][-1]
     assert [a["identifier"].get("external_id") for a in last["applied"]] == ["u1"]
     assert emulator.user("external_id", "u1")["attributes"]["age"] == 32
     assert last["data_points"] == 1  # only `age` was written, not email and first_name again
 
-    full = report_json(run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r4", env=env_for(emulator),
-                                    full=True))  # fmt: skip
+    full_run = run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r4", env=env_for(emulator), full=True)
+    full = report_json(full_run)
     assert full["rows"]["delivered"] == 3 and full["delta"]["full"] is True
+    assert full["streams"][0]["delta"] == {"added": 0, "changed": 3, "unchanged": 0}  # known users, sent again
+    from connector.cli import _summary
+
+    assert "  delta users: 0 added, 3 changed, 0 unchanged" in _summary(full_run, {})
 
 
 def test_rerunning_an_events_file_never_counts_an_event_twice(emulator: Any, tmp_path: Path) -> None:

@@ -57,7 +57,7 @@ def run(p: Pipeline, em: EmulatorServer, out: Path, **kw: Any) -> dict[str, Any]
 
 def state_keys(root: Path) -> set[str]:
     with sqlite3.connect(root / "state" / "m.sqlite") as db:
-        return {k for (k,) in db.execute("SELECT key FROM state WHERE stream = 'users' AND confirmed IS NOT NULL")}
+        return {k for (k,) in db.execute("SELECT key FROM delta WHERE stream = 'users'")}
 
 
 def removed_rows(doc: dict[str, Any]) -> list[dict[str, str]]:

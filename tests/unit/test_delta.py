@@ -1,14 +1,38 @@
-"""DeltaState: what is sent, skipped, remembered and forgotten (a real SQLite file under tmp_path)."""
+"""DeltaState: what is sent, skipped, remembered and forgotten, over both backends: a real SQLite file under
+tmp_path, and a real PostgreSQL server on loopback (the session's `postgres_url` fixture, one pipeline name
+per test so tests never see each other's state)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pytest
 
 from connector.delta import DeltaState
+from connector.delta.pg_store import PgStore
+from connector.delta.stores import SqliteStore
 from connector.records import Chunk, MappedChunk
+
+Open = Callable[..., DeltaState]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Open:
+    """DeltaState over one backend: `open_(path, read_only=False, full=False)`; the path names the state."""
+    if request.param == "sqlite":
+        return lambda path, read_only=False, full=False: DeltaState(SqliteStore(path, read_only=read_only),
+                                                                    read_only=read_only, full=full)  # fmt: skip
+    url = request.getfixturevalue("postgres_url")
+    env = {"STATE_PG_URL": url}
+
+    def open_(path: Path, read_only: bool = False, full: bool = False) -> DeltaState:
+        name = f"{tmp_path.name}-{path.name}"
+        return DeltaState(PgStore("STATE_PG_URL", name, env, read_only=read_only), read_only=read_only, full=full)
+
+    return open_
 
 
 def chunk_of(objects: list[dict[str, Any]], keys: list[str], kind: str = "attributes") -> MappedChunk:
@@ -26,24 +50,24 @@ def deliver_all(state: DeltaState, mapped: MappedChunk, ok: bool = True) -> None
     state.settle("users", mapped.delta_keys, ok)
 
 
-def test_first_run_sends_all_then_unchanged_rows_are_skipped(tmp_path: Path) -> None:
+def test_first_run_sends_all_then_unchanged_rows_are_skipped(tmp_path: Path, backend: Open) -> None:
     path = tmp_path / "state.sqlite"
-    s = DeltaState(path)
+    s = backend(path)
     sent, unchanged = s.changed("users", "attributes", users(("u1", {"plan": "pro", "age": 30}), ("u2", {"plan": "free"})))
     assert unchanged == 0 and sent.objects == [{"external_id": "u1", "plan": "pro", "age": 30},
                                                {"external_id": "u2", "plan": "free"}]  # fmt: skip
     deliver_all(s, sent)
     s.close()
 
-    s = DeltaState(path)  # the next night
+    s = backend(path)  # the next night
     sent, unchanged = s.changed("users", "attributes", users(("u1", {"plan": "pro", "age": 31}), ("u2", {"plan": "free"})))
     assert unchanged == 1
     assert sent.objects == [{"external_id": "u1", "age": 31}]  # only the changed attribute
     assert sent.indices == [0] and sent.user_keys == ["external_id:u1"]
 
 
-def test_operations_are_always_sent_and_never_remembered(tmp_path: Path) -> None:
-    s = DeltaState(tmp_path / "s.sqlite")
+def test_operations_are_always_sent_and_never_remembered(tmp_path: Path, backend: Open) -> None:
+    s = backend(tmp_path / "s.sqlite")
     row = ("u1", {"plan": "pro", "logins": {"inc": 1}, "tags": {"add": ["a"]}})
     sent, _ = s.changed("users", "attributes", users(row))
     deliver_all(s, sent)
@@ -51,8 +75,8 @@ def test_operations_are_always_sent_and_never_remembered(tmp_path: Path) -> None
     assert unchanged == 0 and again.objects == [{"external_id": "u1", "logins": {"inc": 1}, "tags": {"add": ["a"]}}]
 
 
-def test_a_failed_delivery_forgets_the_user(tmp_path: Path) -> None:
-    s = DeltaState(tmp_path / "s.sqlite")
+def test_a_failed_delivery_forgets_the_user(tmp_path: Path, backend: Open) -> None:
+    s = backend(tmp_path / "s.sqlite")
     sent, _ = s.changed("users", "attributes", users(("u1", {"plan": "pro", "age": 30})))
     deliver_all(s, sent)
     changed, _ = s.changed("users", "attributes", users(("u1", {"plan": "basic", "age": 30})))
@@ -62,9 +86,9 @@ def test_a_failed_delivery_forgets_the_user(tmp_path: Path) -> None:
     assert unchanged == 0 and resend.objects == [{"external_id": "u1", "plan": "basic", "age": 30}]
 
 
-def test_later_rows_of_a_run_compare_with_what_the_run_just_sent(tmp_path: Path) -> None:
+def test_later_rows_of_a_run_compare_with_what_the_run_just_sent(tmp_path: Path, backend: Open) -> None:
     """Stored basic; this run has pro then basic for the same user: both must go, in order."""
-    s = DeltaState(tmp_path / "s.sqlite")
+    s = backend(tmp_path / "s.sqlite")
     first, _ = s.changed("users", "attributes", users(("u1", {"plan": "basic"})))
     deliver_all(s, first)
     same_chunk, unchanged = s.changed("users", "attributes", users(("u1", {"plan": "pro"}), ("u1", {"plan": "basic"})))
@@ -75,8 +99,8 @@ def test_later_rows_of_a_run_compare_with_what_the_run_just_sent(tmp_path: Path)
     assert s.changed("users", "attributes", users(("u1", {"plan": "basic"})))[1] == 1
 
 
-def test_one_failure_among_a_users_objects_forgets_the_user(tmp_path: Path) -> None:
-    s = DeltaState(tmp_path / "s.sqlite")
+def test_one_failure_among_a_users_objects_forgets_the_user(tmp_path: Path, backend: Open) -> None:
+    s = backend(tmp_path / "s.sqlite")
     both, _ = s.changed("users", "attributes", users(("u1", {"plan": "pro"}), ("u1", {"age": 40})))
     assert both.delta_keys is not None
     s.settle("users", [both.delta_keys[0]], False)
@@ -85,21 +109,21 @@ def test_one_failure_among_a_users_objects_forgets_the_user(tmp_path: Path) -> N
     assert unchanged == 0 and again.objects == [{"external_id": "u1", "plan": "pro", "age": 40}]
 
 
-def test_a_crashed_runs_pending_decisions_are_discarded(tmp_path: Path) -> None:
+def test_a_crashed_runs_pending_decisions_are_discarded(tmp_path: Path, backend: Open) -> None:
     path = tmp_path / "s.sqlite"
-    s = DeltaState(path)
+    s = backend(path)
     sent, _ = s.changed("users", "attributes", users(("u1", {"plan": "pro", "age": 30})))
     deliver_all(s, sent)
     s.changed("users", "attributes", users(("u1", {"plan": "basic", "age": 30})))  # sent, then the process died
     s.close()
-    s = DeltaState(path)
+    s = backend(path)
     # Braze may hold basic (applied before the crash) or pro: the old value must be sent too, and all of it.
     back, unchanged = s.changed("users", "attributes", users(("u1", {"plan": "pro", "age": 30})))
     assert unchanged == 0 and back.objects == [{"external_id": "u1", "plan": "pro", "age": 30}]
 
 
-def test_identifier_keys_are_always_sent_never_compared(tmp_path: Path) -> None:
-    s = DeltaState(tmp_path / "s.sqlite")
+def test_identifier_keys_are_always_sent_never_compared(tmp_path: Path, backend: Open) -> None:
+    s = backend(tmp_path / "s.sqlite")
     rows = chunk_of([{"email": "a@example.com", "plan": "pro", "_update_existing_only": True}], ["email:a@example.com"])
     sent, _ = s.changed("users", "attributes", rows, id_key="email")
     deliver_all(s, sent)
@@ -108,8 +132,8 @@ def test_identifier_keys_are_always_sent_never_compared(tmp_path: Path) -> None:
     assert changed.objects == [{"email": "a@example.com", "plan": "free", "_update_existing_only": True}]
 
 
-def test_events_already_delivered_are_skipped_once_only(tmp_path: Path) -> None:
-    s = DeltaState(tmp_path / "s.sqlite")
+def test_events_already_delivered_are_skipped_once_only(tmp_path: Path, backend: Open) -> None:
+    s = backend(tmp_path / "s.sqlite")
     e1 = {"external_id": "u1", "name": "played", "time": "2026-01-01T00:00:00Z", "properties": {"score": 1}}
     e2 = {**e1, "time": "2026-01-02T00:00:00Z"}
     sent, unchanged = s.changed("events", "events", chunk_of([e1, e2, e1], ["u1"] * 3, "events"))
@@ -121,44 +145,103 @@ def test_events_already_delivered_are_skipped_once_only(tmp_path: Path) -> None:
     assert unchanged == 1 and rerun.objects == [e2]  # e1 was delivered; e2 failed, so it goes again
 
 
-def test_read_only_compares_without_writing(tmp_path: Path) -> None:
+def test_read_only_compares_without_writing(tmp_path: Path, backend: Open) -> None:
     path = tmp_path / "s.sqlite"
-    assert DeltaState(path, read_only=True).changed("users", "attributes", users(("u1", {"a": 1})))[1] == 0
-    assert not path.exists()
-    s = DeltaState(path)
+    assert backend(path, read_only=True).changed("users", "attributes", users(("u1", {"a": 1})))[1] == 0
+    assert not path.exists()  # (the SQLite backend: no file created)
+    s = backend(path)
     deliver_all(s, s.changed("users", "attributes", users(("u1", {"a": 1})))[0])
     s.close()
-    ro = DeltaState(path, read_only=True)
+    ro = backend(path, read_only=True)
     assert ro.changed("users", "attributes", users(("u1", {"a": 1})))[1] == 1
     ro.changed("users", "attributes", users(("u1", {"a": 2})))
     ro.close()
-    assert DeltaState(path).changed("users", "attributes", users(("u1", {"a": 1})))[1] == 1  # nothing pending
+    assert backend(path).changed("users", "attributes", users(("u1", {"a": 1})))[1] == 1  # nothing pending
 
 
-def test_full_sends_everything_and_refreshes(tmp_path: Path) -> None:
+def test_full_sends_everything_and_refreshes(tmp_path: Path, backend: Open) -> None:
     path = tmp_path / "s.sqlite"
-    s = DeltaState(path)
+    s = backend(path)
     deliver_all(s, s.changed("users", "attributes", users(("u1", {"a": 1})))[0])
     s.close()
-    full = DeltaState(path, full=True)
+    full = backend(path, full=True)
     sent, unchanged = full.changed("users", "attributes", users(("u1", {"a": 1, "b": 2})))
     assert unchanged == 0 and sent.objects == [{"external_id": "u1", "a": 1, "b": 2}]
     deliver_all(full, sent)
     full.close()
-    assert DeltaState(path).changed("users", "attributes", users(("u1", {"a": 1, "b": 2})))[1] == 1
+    assert backend(path).changed("users", "attributes", users(("u1", {"a": 1, "b": 2})))[1] == 1
 
 
-def test_streams_do_not_share_state(tmp_path: Path) -> None:
-    s = DeltaState(tmp_path / "s.sqlite")
+def test_streams_do_not_share_state(tmp_path: Path, backend: Open) -> None:
+    s = backend(tmp_path / "s.sqlite")
     sent, _ = s.changed("users", "attributes", users(("u1", {"a": 1})))
     deliver_all(s, sent)
     assert s.changed("other", "attributes", users(("u1", {"a": 1})))[1] == 0
 
 
-def test_a_user_never_sent_is_sent_even_without_attributes(tmp_path: Path) -> None:
+def test_a_user_never_sent_is_sent_even_without_attributes(tmp_path: Path, backend: Open) -> None:
     """An identifier-only object creates the profile at Braze; the first time, it must go."""
-    s = DeltaState(tmp_path / "s.sqlite")
+    s = backend(tmp_path / "s.sqlite")
     sent, unchanged = s.changed("users", "attributes", users(("u1", {})))
     assert unchanged == 0 and sent.objects == [{"external_id": "u1"}]
     deliver_all(s, sent)
     assert s.changed("users", "attributes", users(("u1", {})))[1] == 1
+
+
+def test_full_sends_rows_identical_to_the_state(tmp_path: Path, backend: Open) -> None:
+    path = tmp_path / "s.sqlite"
+    s = backend(path)
+    deliver_all(s, s.changed("users", "attributes", users(("u1", {"a": 1})))[0])
+    s.close()
+    full = backend(path, full=True)
+    sent, unchanged = full.changed("users", "attributes", users(("u1", {"a": 1})))
+    assert unchanged == 0 and sent.objects == [{"external_id": "u1", "a": 1}]
+    assert (full.last.added, full.last.changed) == (0, 1)  # the state knew u1
+
+
+def test_counts_added_changed_unchanged(tmp_path: Path, backend: Open) -> None:
+    s = backend(tmp_path / "s.sqlite")
+    sent, _ = s.changed("users", "attributes", users(("u1", {"a": 1}), ("u2", {"a": 1}), ("u3", {"a": 1})))
+    assert (s.last.added, s.last.changed, s.last.unchanged) == (3, 0, 0)
+    deliver_all(s, sent)
+    s.changed("users", "attributes", users(("u1", {"a": 1}), ("u2", {"a": 2}), ("u4", {"a": 1}), ("u3", {"a": 1})))
+    assert (s.last.added, s.last.changed, s.last.unchanged) == (1, 1, 2)
+
+
+def test_long_values_are_remembered_by_digest(tmp_path: Path, backend: Open) -> None:
+    """A record over 1 KB keeps long values as digests: the state stays small, changes are still seen."""
+    path = tmp_path / "s.sqlite"
+    s = backend(path)
+    bio, notes = "x" * 3000, ["n" * 50] * 30
+    sent, _ = s.changed("users", "attributes", users(("u1", {"bio": bio, "notes": notes, "plan": "pro"})))
+    deliver_all(s, sent)
+    if path.exists():  # the SQLite backend: the record holds a 32-character digest, not the 3,000 characters
+        import sqlite3
+
+        (size,) = sqlite3.connect(path).execute("SELECT max(length(record)) FROM delta").fetchone()
+        assert 0 < size < 600
+    assert s.changed("users", "attributes", users(("u1", {"bio": bio, "notes": notes, "plan": "pro"})))[1] == 1
+    changed, _ = s.changed("users", "attributes", users(("u1", {"bio": bio + "!", "notes": notes, "plan": "pro"})))
+    assert changed.objects == [{"external_id": "u1", "bio": bio + "!"}]
+    short, _ = s.changed("users", "attributes", users(("u1", {"bio": "short", "notes": notes, "plan": "pro"})))
+    assert short.objects == [{"external_id": "u1", "bio": "short"}]
+
+
+def test_known_keys_and_forget(tmp_path: Path, backend: Open) -> None:
+    s = backend(tmp_path / "s.sqlite")
+    sent, _ = s.changed("users", "attributes", users(("u1", {"a": 1}), ("u2", {"a": 1})))
+    assert set(s.known_keys("users")) == set()  # pending is not confirmed
+    deliver_all(s, sent)
+    assert set(s.known_keys("users")) == {"external_id:u1", "external_id:u2"} and set(s.known_keys("other")) == set()
+    s.forget("users", ["external_id:u1"])
+    assert set(s.known_keys("users")) == {"external_id:u2"}
+    assert s.changed("users", "attributes", users(("u1", {"a": 1})))[1] == 0  # forgotten: sent again
+
+
+def test_an_operation_on_a_known_user_that_fails_forgets_the_user(tmp_path: Path, backend: Open) -> None:
+    s = backend(tmp_path / "s.sqlite")
+    deliver_all(s, s.changed("users", "attributes", users(("u1", {"plan": "pro"})))[0])
+    ops, unchanged = s.changed("users", "attributes", users(("u1", {"plan": "pro", "logins": {"inc": 1}})))
+    assert unchanged == 0 and ops.objects == [{"external_id": "u1", "logins": {"inc": 1}}]
+    deliver_all(s, ops, ok=False)
+    assert set(s.known_keys("users")) == set()

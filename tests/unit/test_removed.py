@@ -87,15 +87,15 @@ def test_delete_identifiers() -> None:
 
 
 def test_state_known_keys_and_forget(tmp_path: Path) -> None:
-    state = DeltaState(tmp_path / "s.sqlite")
+    from connector.delta.stores import SqliteStore
+
+    state = DeltaState(SqliteStore(tmp_path / "s.sqlite", read_only=False))
     try:
         rows = [(f"external_id:u{i:05d}", b"{}") for i in range(12_000)]
-        assert state._db is not None
-        state._db.executemany("INSERT INTO state (stream, key, confirmed) VALUES ('users', ?, ?)", rows)
-        state._db.execute("INSERT INTO state (stream, key, confirmed) VALUES ('users', 'external_id:x', NULL)")
-        state._db.execute("INSERT INTO state (stream, key, confirmed) VALUES ('other', 'external_id:y', x'00')")
+        state.store.write("users", list(reversed(rows)), [])
+        state.store.write("other", [("external_id:y", b"{}")], [])
         keys = list(state.known_keys("users"))
-        assert keys == [k for k, _ in rows]  # paged, sorted, only confirmed users of that stream
+        assert keys == [k for k, _ in rows]  # sorted, only confirmed users of that stream
         state.forget("users", keys[:3])
         assert next(state.known_keys("users")) == keys[3]
     finally:

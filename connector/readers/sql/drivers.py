@@ -104,6 +104,25 @@ class Database:
                     self._end()
         return [r[0] for r in rows]
 
+    def transaction(self, statements: list[tuple[str, list[Any]]]) -> list[tuple[Any, ...]]:
+        """Run the statements in one transaction, committed (rolled back on error); the last one's rows.
+
+        For read-write use of an ADBC database (the PostgreSQL delta state); SQL sources only read."""
+        cur = self._con.cursor()
+        try:
+            with self.errors("the statement failed"):
+                rows: list[tuple[Any, ...]] = []
+                for sql, params in statements:
+                    cur.execute(sql, params or None)
+                    rows = cur.fetchall() if cur.description else []
+                self._con.commit()
+                return rows
+        except BaseException:
+            self._end()
+            raise
+        finally:
+            cur.close()
+
     def _drain(self, read: Callable[[], pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         while True:
             with self.errors("reading the rows failed"):

@@ -1,0 +1,86 @@
+"""What delta sync remembers of an object, computed for a whole chunk at once.
+
+- attributes: a *record*, the JSON (sorted keys) of the object without its operations (identifier keys
+  included: they are the same for one user key, and never compared). A user whose record equals the stored
+  one is unchanged without looking at any attribute; only users whose record differs are compared
+  attribute by attribute (`differs`). A record over `LONG` bytes keeps a 16-byte digest of each long value instead of the value (`{"$fp": hex}`: no
+  attribute value can be such an object, Braze refuses nested keys starting with `$`), so the state stays
+  small whatever the values.
+- events and purchases: a *key*, a 16-byte BLAKE2b digest of the whole object's JSON; the record is empty.
+
+Every value is serialised by orjson in one call per object (C), with the same options, so a value read back
+from the state serialises to the same bytes as when it was sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+_SORT = orjson.OPT_SORT_KEYS
+LONG = 1024  # record bytes above which long values are kept as digests
+_LONG_VALUE = 64  # ... and the value size above which a value is a digest
+# Keys of an attributes object that are not attribute values.
+CONTROL = frozenset(("external_id", "user_alias", "braze_id", "_update_existing_only"))
+OPERATIONS = frozenset(("inc", "add", "remove", "update", "$add", "$remove", "$update"))
+EVENT_RECORD = b"1"
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value, option=_SORT)
+
+
+def _digest(raw: bytes) -> str:
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+
+def object_keys(objects: list[dict[str, Any]]) -> list[str]:
+    """Events and purchases: one digest per object (identical objects share it)."""
+    blake = hashlib.blake2b
+    return [blake(orjson.dumps(o, option=_SORT), digest_size=16).hexdigest() for o in objects]
+
+
+def records(objects: list[dict[str, Any]]) -> list[bytes]:
+    """Each object's JSON (sorted keys): its record when it holds no operation and is at most LONG bytes."""
+    return list(map(_dumps_sorted, objects))
+
+
+def _dumps_sorted(obj: Any) -> bytes:
+    return orjson.dumps(obj, option=_SORT)
+
+
+def split(obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The object without its operations (always sent, never remembered), and whether it had any."""
+    if dict not in map(type, obj.values()):
+        return obj, False
+    ops = {a for a, v in obj.items() if type(v) is dict and v and v.keys() <= OPERATIONS}
+    if not ops:
+        return obj, False
+    return {a: v for a, v in obj.items() if a not in ops}, True
+
+
+def record(values: dict[str, Any]) -> bytes:
+    """The bytes remembered for these attribute values (long values as digests when the whole is long)."""
+    raw = orjson.dumps(values, option=_SORT)
+    if len(raw) <= LONG:
+        return raw
+    short: dict[str, Any] = {}
+    for a, v in values.items():
+        one = orjson.dumps(v, option=_SORT)
+        short[a] = v if len(one) <= _LONG_VALUE else {"$fp": _digest(one)}
+    return orjson.dumps(short, option=_SORT)
+
+
+def load(raw: bytes) -> dict[str, Any]:
+    out: dict[str, Any] = orjson.loads(raw)
+    return out
+
+
+def differs(value: Any, stored: Any) -> bool:
+    """Whether an attribute value differs from the one remembered (a value or a digest of it)."""
+    raw = orjson.dumps(value, option=_SORT)
+    if type(stored) is dict and len(stored) == 1 and "$fp" in stored:
+        return len(raw) <= _LONG_VALUE or _digest(raw) != stored["$fp"]
+    return raw != orjson.dumps(stored, option=_SORT)

@@ -1,0 +1,121 @@
+"""Delta sync's state in PostgreSQL (`state: {url_env: STATE_PG_URL}`), shared by machines and processes.
+
+One table, `braze_connector_delta (pipeline, stream, key, record)`, keyed by all three, so pipelines and
+their streams never touch each other's rows. Every call is one statement in one transaction over a JSON
+array bound as a single parameter (`jsonb_to_recordset` / `jsonb_array_elements_text`), so a chunk costs
+one round trip; confirms are `INSERT ... ON CONFLICT DO UPDATE`, so two processes writing the same table
+(two pipelines, or the partitions of one) never fail or lose each other's rows. Creating the table takes a
+transaction-level advisory lock, so two first runs starting at once do not race.
+
+The URL comes from the environment only; it never reaches a message, a log line or the report (the
+variable's name stands for it). The connection goes through the SQL readers' ADBC module.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from connector.config import Connection
+from connector.errors import ConfigError, SourceError
+from connector.readers.sql.connection import resolve_target
+from connector.readers.sql.drivers import Database
+
+TABLE = "braze_connector_delta"
+_LOCK_ID = 0x62726164656C7461  # pg_advisory_xact_lock: creating the table
+_CREATE = f"""CREATE TABLE IF NOT EXISTS {TABLE} (
+    pipeline TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    key TEXT NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (pipeline, stream, key)
+)"""
+# One primary-key probe per key (a subquery per element, so the key is bound in the index condition): a table
+# filled during the run still has an empty table's statistics, and a join let the planner scan every row of
+# the pipeline once per key (measured: 36 s for 20,000 keys).
+_LOOKUP = (f"SELECT (SELECT d.record FROM {TABLE} AS d WHERE d.pipeline = $1 AND d.stream = $2 AND d.key = j.key) "
+           "FROM jsonb_array_elements_text($3::text::jsonb) WITH ORDINALITY AS j(key, n) ORDER BY j.n")  # fmt: skip
+# Deletes by the row addresses the same per-key probe finds (a TID scan), for the same reason.
+_FORGET = (f"DELETE FROM {TABLE} WHERE ctid = ANY (ARRAY(SELECT (SELECT d.ctid FROM {TABLE} AS d WHERE d.pipeline = $1 "
+           "AND d.stream = $2 AND d.key = j.key) FROM jsonb_array_elements_text($3::text::jsonb) AS j(key)))")  # fmt: skip
+_CONFIRM = (f"INSERT INTO {TABLE} (pipeline, stream, key, record) SELECT $1, $2, x.k, x.r "
+            "FROM jsonb_to_recordset($3::text::jsonb) AS x(k text, r text) "
+            "ON CONFLICT (pipeline, stream, key) DO UPDATE SET record = excluded.record")  # fmt: skip
+
+
+class PgStore:
+    """The confirmed records of one pipeline in a PostgreSQL database; thread-safe (one connection)."""
+
+    def __init__(self, url_env: str, pipeline: str, env: Mapping[str, str], *, read_only: bool) -> None:
+        self.pipeline = pipeline
+        self.label = f"postgresql (${url_env})"
+        if not env.get(url_env, "").strip():
+            raise ConfigError(f"state.url_env: the environment variable {url_env} is not set; set it to the "
+                              "PostgreSQL URL of the state database (postgresql://user:password@host:5432/db)")  # fmt: skip
+        try:
+            target = resolve_target(Connection(url_env=url_env), Path("."), env)
+        except SourceError as e:
+            raise ConfigError(f"state.url_env: {e}") from None
+        if target.dialect != "postgresql":
+            raise ConfigError(f"state.url_env: {url_env} must hold a postgresql:// URL (the state lives in "
+                              "PostgreSQL or, without url_env, in the local file state.path)")  # fmt: skip
+        self._lock = threading.Lock()
+        try:
+            self._db: Database | None = Database(target, label=f"state database ${url_env}")
+            if not read_only:
+                self._db.transaction([("SELECT pg_advisory_xact_lock($1)", [_LOCK_ID]), (_CREATE, [])])
+        except SourceError as e:
+            raise ConfigError(f"{e}; check state.url_env") from None
+
+    def _run(self, sql: str, stream: str, payload: Any) -> list[tuple[Any, ...]]:
+        assert self._db is not None
+        with self._lock:
+            return self._db.transaction([(sql, [self.pipeline, stream, orjson.dumps(payload).decode()])])
+
+    def lookup(self, stream: str, keys: list[str]) -> list[bytes | None]:
+        """The confirmed record of each key (None: none), in the order of `keys`."""
+        if self._db is None or not keys:
+            return [None] * len(keys)
+        try:
+            rows = self._run(_LOOKUP, stream, keys)
+        except SourceError as e:
+            if "does not exist" in str(e):  # a read-only run before the first run created the table
+                return [None] * len(keys)
+            raise
+        return [None if r is None else r.encode() for (r,) in rows]
+
+    def write(self, stream: str, confirm: list[tuple[str, bytes]], forget: list[str]) -> None:
+        if self._db is None or not (confirm or forget):
+            return
+        statements: list[tuple[str, list[Any]]] = []
+        if forget:
+            statements.append((_FORGET, [self.pipeline, stream, orjson.dumps(forget).decode()]))
+        if confirm:
+            last = {k: r.decode() for k, r in confirm}  # one row per key (ON CONFLICT may touch a row once)
+            rows = [{"k": k, "r": r} for k, r in last.items()]
+            statements.append((_CONFIRM, [self.pipeline, stream, orjson.dumps(rows).decode()]))
+        with self._lock:
+            self._db.transaction(statements)
+
+    def keys(self, stream: str) -> set[str]:
+        if self._db is None:
+            return set()
+        with self._lock:
+            try:
+                rows = self._db.transaction([(f"SELECT key FROM {TABLE} WHERE pipeline = $1 AND stream = $2",
+                                              [self.pipeline, stream])])  # fmt: skip
+            except SourceError as e:
+                if "does not exist" in str(e):
+                    return set()
+                raise
+        return {k for (k,) in rows}
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None

@@ -2,8 +2,9 @@
 
 The submitting thread packs requests (batching) and puts them on a bounded queue that releases a request
 only after every earlier request touching one of its users has its final outcome (delivery.schedule).
-Worker threads send them through the client (which rate-limits and retries) and turn each reply into row
-outcomes: delivered; rejected by Braze (per-object errors, or a request-level 400/413 isolated by
+One event-loop thread (delivery.sender) keeps up to `write.concurrency` of them in flight as coroutines
+through the client (which rate-limits and retries, holding no thread while it waits) and turns each reply
+into row outcomes: delivered; rejected by Braze (per-object errors, or a request-level 400/413 isolated by
 splitting); failed after the retries (outcome "unknown" when the connection dropped after sending); or
 skipped (dry run, aborted run). Every object submitted gets exactly one of these.
 
@@ -28,6 +29,7 @@ from connector.delivery.inflight import InFlight, wait_for_jobs, waiting_over
 from connector.delivery.journal import Journal, RowLog
 from connector.delivery.outcomes import ObjectError
 from connector.delivery.schedule import Job, OrderedQueue
+from connector.delivery.sender import Sender
 from connector.delivery.sync_access import REFUSED_STATUSES, SyncRefusal
 from connector.errors import (
     AmbiguousApiError,
@@ -145,15 +147,11 @@ class Writer:
         self._closed = False
         self._token = stop
         self._inflight = InFlight()
-        workers = 0 if dry_run else self.write.workers(mode)
+        workers = 0 if dry_run else self.write.workers(mode)  # requests in flight at most
         self._queue = OrderedQueue(max(1, workers) * QUEUE_PER_WORKER)
         if stop is not None:
             stop.on_stop(self._queue.refuse_new)  # a submit blocked on a full queue returns at once
-        self._threads = [
-            threading.Thread(target=self._work, name=f"braze-writer-{i}", daemon=True) for i in range(workers)
-        ]
-        for t in self._threads:
-            t.start()
+        self._sender = Sender(self._queue, self._run, workers) if workers else None
 
     # ---- public interface -------------------------------------------------------------------------
     @property
@@ -207,9 +205,9 @@ class Writer:
             self._closed = True
             self._queue.close()
             grace = self.write.stop_grace_s
-            if not self._threads or wait_for_jobs(self._queue, self._token, grace):
-                for t in self._threads:
-                    t.join()
+            if self._sender is None or wait_for_jobs(self._queue, self._token, grace):
+                if self._sender is not None:
+                    self._sender.join()
             else:  # the grace period is over: give up on the answers still awaited (inflight.py)
                 assert self._token is not None
                 self._inflight.give_up(
@@ -269,18 +267,8 @@ class Writer:
         else:
             yield from batching.pack_single(batch.endpoint, items, max_bytes=w.max_request_bytes)
 
-    # ---- sending (worker threads) -----------------------------------------------------------------
-    def _work(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            try:
-                self._run(job)
-            finally:
-                self._queue.done(job)
-
-    def _run(self, job: Job) -> None:
+    # ---- sending (the event loop of sender.py; one coroutine per job) ------------------------------
+    async def _run(self, job: Job) -> None:
         batch, req = job.payload
         # Requests still to send for this job in source order; a split puts its halves in front.
         todo: list[Packed] = [req]
@@ -298,21 +286,35 @@ class Writer:
                 self._not_sent(batch, [it.token for it in current.items])
             else:
                 try:
-                    todo[:0] = self._send(batch, current, ticket)
+                    todo[:0] = await self._send(batch, current, ticket)
                 except _GivenUp:
                     return  # the stopped run gave up waiting for this answer and recorded the job's rows
                 except Exception:  # a bug must not lose rows: count them failed, keep the run going
                     logger.exception("unexpected error while delivering a %s request", current.endpoint)
                     self._fail(batch, current.items, "internal error while delivering (see the log)", None)
 
-    def _send(self, batch: _Batch, req: Packed, ticket: int) -> list[Packed]:
+    async def _send(self, batch: _Batch, req: Packed, ticket: int) -> list[Packed]:
         """Send one request and record its rows' outcomes; returns the requests still to send (split parts)."""
-        n = req.count
         tokens = [it.token for it in req.items]
         t0 = time.perf_counter()
+        rid, resp, error = 0, None, None
         try:
             rid, gate = self._log.sending(batch.stream, batch.mapped, tokens)
-            resp = self._post(batch, req, ticket, gate)
+            resp = await self._post(batch, req, ticket, gate)
+        except _GivenUp:
+            raise
+        except Exception as e:
+            error = e
+        return self._answered(batch, req, t0, rid, resp, error)
+
+    def _answered(self, batch: _Batch, req: Packed, t0: float, rid: int, resp: Any,
+                  error: Exception | None) -> list[Packed]:  # fmt: skip
+        """Record the rows' outcomes from the answer `resp` or the `error`; returns the requests to send next."""
+        n = req.count
+        tokens = [it.token for it in req.items]
+        try:
+            if error is not None:
+                raise error
         except JournalError as e:  # the request's record is not on disk: it was not sent
             self._abort(e, outcomes.ABORT_JOURNAL)
             self._not_sent(batch, tokens)
@@ -381,12 +383,12 @@ class Writer:
             self._canvases.notice(batch.stream, batch.canvas_id, doc)
         return []
 
-    def _post(self, batch: _Batch, req: Packed, ticket: int, gate: Gate | None = None) -> Any:
-        """client.post, then claim the outcome: _GivenUp when the stopped run no longer waits for it.
+    async def _post(self, batch: _Batch, req: Packed, ticket: int, gate: Gate | None = None) -> Any:
+        """client.post_async, then claim the outcome: _GivenUp when the stopped run no longer waits for it.
         `gate` runs before the body first leaves (the journal's record on disk)."""
         assert self.client is not None
         try:
-            resp = self.client.post(req.endpoint, req.body, idempotent=batch.idempotent, gate=gate)
+            resp = await self.client.post_async(req.endpoint, req.body, idempotent=batch.idempotent, gate=gate)
         except BaseException:
             if not self._inflight.end(ticket):
                 raise _GivenUp from None

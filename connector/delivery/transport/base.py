@@ -7,9 +7,13 @@ applied it). Status codes, retries and the rate limiter are the client's busines
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 CONNECT_TIMEOUT_S = 10.0
 
@@ -38,6 +42,42 @@ Gate = Callable[[], None]
 class Transport(Protocol):
     def send(self, url: str, body: bytes, gate: Gate | None = None) -> Answer: ...
 
+    async def send_async(self, url: str, body: bytes, gate: Gate | None = None) -> Answer:
+        """send() for a coroutine on the caller's event loop: waiting for the answer holds no thread (the
+        gate may still wait on a transport thread)."""
+        ...
+
     def close(self, wait_s: float | None = None) -> None:
         """Release the connections; `wait_s` bounds any wait for requests still in flight."""
         ...
+
+
+def awaitable(future: Future[T]) -> asyncio.Future[T]:
+    """An asyncio future on the running loop that takes `future`'s outcome once it has one.
+
+    Unlike asyncio.wrap_future, cancelling the returned future (a timeout) leaves `future` alone, so the
+    thread that resolves it never finds it cancelled.
+    """
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[T] = loop.create_future()
+
+    def copy(f: Future[T]) -> None:
+        if waiter.done():
+            return
+        if f.cancelled():
+            waiter.set_exception(NotSent("the transport closed before the request was sent"))
+            return
+        exc = f.exception()
+        if exc is not None:
+            waiter.set_exception(exc)
+        else:
+            waiter.set_result(f.result())
+
+    def resolved(f: Future[T]) -> None:
+        try:
+            loop.call_soon_threadsafe(copy, f)
+        except RuntimeError:
+            pass  # the loop is closed: nobody awaits the answer any more
+
+    future.add_done_callback(resolved)
+    return waiter

@@ -189,7 +189,7 @@ class Writer:
             return
         for req in self._pack(batch, range(n)):
             if self._halted() or not self._queue.put((batch, req), req.keys):
-                self._not_sent(batch, [it.token for it in req.items])
+                self._not_sent(batch, list(req.tokens))
 
     def close(self) -> None:
         """Wait for every queued and in-flight request, then re-raise a fatal destination error, if any.
@@ -214,7 +214,7 @@ class Writer:
                     self._queue,
                     waiting_over(self._token, grace),
                     unknown=lambda b, r, why: self._fail(b, r.items, why, None, outcome="unknown"),
-                    not_sent=lambda b, r: self._not_sent(b, [it.token for it in r.items]),
+                    not_sent=lambda b, r: self._not_sent(b, list(r.tokens)),
                 )
         if self._fatal is not None:
             raise self._fatal
@@ -275,7 +275,7 @@ class Writer:
         while todo:
             current = todo.pop(0)
             if self._halted():
-                self._not_sent(batch, [it.token for it in current.items])
+                self._not_sent(batch, list(current.tokens))
             elif current.endpoint == "users_track_sync" and self._sync.refused:
                 todo[:0] = self._pack(batch, current.tokens)  # queued before the refusal: resent in bulk
             elif current.endpoint == "canvas_trigger_send" and (why := self._canvases.refused(batch.canvas_id)):
@@ -283,7 +283,7 @@ class Writer:
             elif current.oversize:
                 self._reject_oversize(batch, current)
             elif (ticket := self._inflight.begin(batch, current, todo)) is None:  # the stopped run gave up
-                self._not_sent(batch, [it.token for it in current.items])
+                self._not_sent(batch, list(current.tokens))
             else:
                 try:
                     todo[:0] = await self._send(batch, current, ticket)
@@ -295,7 +295,7 @@ class Writer:
 
     async def _send(self, batch: _Batch, req: Packed, ticket: int) -> list[Packed]:
         """Send one request and record its rows' outcomes; returns the requests still to send (split parts)."""
-        tokens = [it.token for it in req.items]
+        tokens = list(req.tokens)
         t0 = time.perf_counter()
         rid, resp, error = 0, None, None
         try:
@@ -311,7 +311,7 @@ class Writer:
                   error: Exception | None) -> list[Packed]:  # fmt: skip
         """Record the rows' outcomes from the answer `resp` or the `error`; returns the requests to send next."""
         n = req.count
-        tokens = [it.token for it in req.items]
+        tokens = list(req.tokens)
         try:
             if error is not None:
                 raise error
@@ -328,7 +328,7 @@ class Writer:
         except AuthError as e:
             self._record_error(req, e, t0)
             self._abort(e, outcomes.ABORT_AUTH)
-            self._not_sent(batch, [it.token for it in req.items])
+            self._not_sent(batch, list(req.tokens))
             return []
         except PermanentApiError as e:
             self._record_error(req, e, t0)
@@ -342,7 +342,7 @@ class Writer:
                 return []
             if e.status == 403:
                 self._abort(AuthError(str(e), 403, e.body), outcomes.ABORT_FORBIDDEN)
-                self._not_sent(batch, [it.token for it in req.items])
+                self._not_sent(batch, list(req.tokens))
                 return []
             if e.status in SPLIT_STATUSES:
                 return self._refused(batch, req, e.status, outcomes.parse_body(e.body))
@@ -368,11 +368,13 @@ class Writer:
         doc = outcomes.parse_body(resp.body)
         errors = outcomes.object_errors(doc)
         named = self._named(req, errors) if errors else {}
-        rejected = self._reject_named(batch, req, named)
-        refused = [it.token for it in req.items if (it.array, it.index) in named]
+        # Most answers name no object: then the request's items (one object each) are never built.
+        rejected = self._reject_named(batch, req, named) if named else 0
+        refused = [it.token for it in req.items if (it.array, it.index) in named] if named else []
         self._log.delivered(batch.stream, batch.mapped, rid, tokens, refused, dup=resp.resent_after_drop)
         if batch.mapped.delta_keys is not None or self.settled is not None:
-            self._settle(batch, [it.token for it in req.items if (it.array, it.index) not in named], "delivered")
+            kept = [it.token for it in req.items if (it.array, it.index) not in named] if named else tokens
+            self._settle(batch, kept, "delivered")
         if n - rejected:
             self.report.add_delivered(n - rejected, batch.stream)
         if req.endpoint == "users_track_sync" and self.write.confirm_profiles and not rejected:
@@ -412,7 +414,7 @@ class Writer:
             logger.info(
                 "%s: HTTP %s for %d objects; splitting the request", req.endpoint, status, len(req.items)
             )
-            self._log.outcome(batch.stream, batch.mapped, [it.token for it in req.items], "N")
+            self._log.outcome(batch.stream, batch.mapped, list(req.tokens), "N")
             return list(batching.split(req))
         self._reject_one(batch, req.items[0].token, outcomes.request_reason(status, doc))
         return []
@@ -507,7 +509,7 @@ class Writer:
         if e.maybe_applied:
             self._fail(batch, req.items, outcomes.error_text(e), e.status, outcome="unknown")
         else:
-            self._not_sent(batch, [it.token for it in req.items])
+            self._not_sent(batch, list(req.tokens))
 
     def _abort(self, error: ConnectorError, reason: str) -> None:
         """Stop sending: the first fatal error wins; rows not yet sent are skipped with its reason."""

@@ -218,3 +218,18 @@ def test_a_wait_beyond_max_wait_raises_only_for_a_server_pause() -> None:
     slow, clock2 = make({"users_track": RateLimit(requests=1, per_seconds=3600)})
     slow.acquire("users_track", max_wait=300)
     assert slow.acquire("users_track", max_wait=300) > 300  # a slow limit of one's own is not the server's
+
+
+def test_reserve_hands_out_the_waits_acquire_would_sleep() -> None:
+    """reserve() (the event loop's acquire) reserves in order and returns the wait instead of sleeping."""
+    limits = {"users_track": RateLimit(requests=10, per_seconds=1)}
+    sleeping, clock = make(limits)
+    waits = []
+    for _ in range(6):
+        sleeping.acquire("users_track")
+        waits.append(clock.now)
+    reserving, clock2 = make(limits)
+    reserved = [reserving.reserve("users_track") for _ in range(6)]
+    assert clock2.slept == [] and clock2.now == 0.0  # nothing slept
+    assert reserved == pytest.approx(waits)  # the wait of the k-th reservation is when acquire let it go
+    assert reserved[0] == 0.0 and all(b > a for a, b in zip(reserved[1:], reserved[2:], strict=False))

@@ -1,0 +1,86 @@
+"""delivery/waits.py: a coroutine's sleep ends when the run is stopped; limiter slots without a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from connector.config import RateLimit
+from connector.delivery.ratelimit import RateLimiter
+from connector.delivery.waits import Acquirer, Sleeper
+from connector.stop import StopToken
+
+
+def test_a_stop_from_another_thread_ends_every_sleep_at_once() -> None:
+    token = StopToken()
+    sleeper = Sleeper(token)
+
+    async def main() -> float:
+        t0 = time.monotonic()
+        threading.Timer(0.1, token.request).start()
+        await asyncio.gather(*(sleeper.sleep(60) for _ in range(50)))
+        return time.monotonic() - t0
+
+    assert asyncio.run(main()) < 30  # not the 60 s asked for (a generous bound)
+    assert asyncio.run(asyncio.wait_for(sleeper.sleep(60), 30)) is None  # once stopped: no sleep at all
+
+
+def test_without_a_stop_the_sleep_is_asyncios() -> None:
+    async def main() -> float:
+        t0 = time.monotonic()
+        await Sleeper(None).sleep(0.05)
+        return time.monotonic() - t0
+
+    assert asyncio.run(main()) >= 0.04
+
+
+class BlockingOnly:
+    """A limiter with acquire() only (as the shared Redis limiter): it counts the threads that called it."""
+
+    def __init__(self) -> None:
+        self.threads: set[str] = set()
+
+    def acquire(self, endpoint: str, n: int = 1, *, max_wait: float | None = None) -> float:
+        self.threads.add(threading.current_thread().name)
+        return 0.0
+
+
+def test_a_limiter_without_reserve_runs_on_the_acquirer_threads_not_the_loop() -> None:
+    limiter = BlockingOnly()
+    acquirer = Acquirer(limiter, Sleeper(None))  # type: ignore[arg-type]
+
+    async def main() -> None:
+        await asyncio.gather(*(acquirer.acquire("users_track", 10.0) for _ in range(20)))
+
+    asyncio.run(main())
+    acquirer.close()
+    assert limiter.threads and all(t.startswith("braze-limiter") for t in limiter.threads)
+
+
+class Recording(Sleeper):
+    """Records the sleeps asked for and returns at once."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.asked: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.asked.append(seconds)
+
+
+def test_local_limiter_slots_are_reserved_and_slept_on_the_loop() -> None:
+    now = [0.0]
+    limiter = RateLimiter({"users_track": RateLimit(requests=50, per_seconds=1)}, clock=lambda: now[0])
+    sleeper = Recording()
+    acquirer = Acquirer(limiter, sleeper)
+
+    async def main() -> None:
+        await asyncio.gather(*(acquirer.acquire("users_track", 10.0) for _ in range(10)))
+
+    asyncio.run(main())
+    # burst 1, then one slot every 1/48.5 s: the first goes at once, the others sleep until their slot
+    assert len(sleeper.asked) == 9
+    assert sleeper.asked == sorted(sleeper.asked) and sleeper.asked[-1] == pytest.approx(9 / 48.5)

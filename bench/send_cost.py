@@ -37,23 +37,46 @@ from sink import NginxSink, nginx_available  # noqa: E402
 from connector.pipeline import run_pipeline  # noqa: E402
 
 
+def _thread_cpu(native_id: int) -> float:
+    """utime + stime of one thread of this process (Linux /proc), in seconds; 0 when it has ended."""
+    try:
+        fields = Path(f"/proc/self/task/{native_id}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _cpu(who: int) -> float:
     r = resource.getrusage(who)
     return r.ru_utime + r.ru_stime
 
 
 class _ThreadPeak:
-    """The most threads alive in this process, sampled every 50 ms."""
+    """The most threads alive in this process, and each thread's CPU seconds (from /proc), sampled every 50 ms."""
 
     def __init__(self) -> None:
         self.peak = threading.active_count()
+        self.cpu: dict[int, tuple[str, float]] = {}  # native id -> (name, CPU seconds)
+        self._start = {t.native_id: _thread_cpu(t.native_id) for t in threading.enumerate() if t.native_id}
         self._done = threading.Event()
         self._t = threading.Thread(target=self._watch, daemon=True)
         self._t.start()
 
     def _watch(self) -> None:
         while not self._done.wait(0.05):
-            self.peak = max(self.peak, threading.active_count())
+            threads = threading.enumerate()
+            self.peak = max(self.peak, len(threads))
+            for t in threads:
+                if t.native_id and t is not self._t:
+                    self.cpu[t.native_id] = (t.name, _thread_cpu(t.native_id) - self._start.get(t.native_id, 0.0))
+
+    def by_name(self) -> str:
+        """CPU seconds per thread kind (numbered names folded), largest first."""
+        kinds: dict[str, float] = {}
+        for name, cpu in self.cpu.values():
+            kind = name.rstrip("0123456789_-").split(" (")[0] or name
+            kinds[kind] = kinds.get(kind, 0.0) + cpu
+        return ", ".join(f"{k} {v:.2f} s" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]))
 
     def stop(self) -> int:
         self._done.set()
@@ -107,6 +130,7 @@ def run(rows: int, latency: float, rps: int, profile: bool, concurrency: int | N
         f"{(main_cpu + child_cpu) * per_m:.1f} s; a dry run of the same table: {dry * per_m:.1f} s, so "
         f"delivery costs {(main_cpu + child_cpu - dry) * per_m:.1f} s per 1M objects",
         f"requests/s while sending: {sending:,.0f} = {share:.1%} of the limit; 429s: {status_429}",
+        f"CPU by thread (sampled every 50 ms; the last 50 ms of a thread may be missing): {peak.by_name()}",
         f"threads alive at most: {threads}; HTTP p50/p99 {rep['latency_ms']['p50']:.0f}/"
         f"{rep['latency_ms']['p99']:.0f} ms",
     ]

@@ -40,6 +40,10 @@ class OrderedQueue:
         """`on_ready` is called (under the queue's lock: it must be quick and not call back into the queue)
         when a job becomes ready, and when the queue is closed or drained."""
         self._capacity = max(1, capacity)
+        # A producer blocked on a full queue is woken once an eighth of it is free, not at every job done:
+        # it then adds a run of jobs in one go instead of trading the lock (and the GIL) with the consumer
+        # for every request.
+        self._resume_at = self._capacity - max(1, self._capacity // 8)
         self._on_ready = on_ready
         self._lock = threading.Lock()
         self._not_full = threading.Condition(self._lock)
@@ -134,7 +138,8 @@ class OrderedQueue:
                 self._ready_cv.notify(released)
             if self._on_ready is not None and (released or (self._closed and self._unfinished == 0)):
                 self._on_ready()
-            self._not_full.notify()
+            if self._unfinished <= self._resume_at:
+                self._not_full.notify()
             if self._closed:
                 self._idle_cv.notify_all()  # wait_idle()
                 if self._unfinished == 0:

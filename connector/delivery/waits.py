@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING
@@ -31,7 +32,10 @@ class Sleeper:
     def __init__(self, stop: StopToken | None) -> None:
         self._stop = stop
         self._lock = threading.Lock()
-        self._waiting: dict[asyncio.AbstractEventLoop, set[asyncio.Future[None]]] = {}
+        # per loop (weakly: a loop that is gone takes its set with it)
+        self._waiting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[asyncio.Future[None]]] = (
+            weakref.WeakKeyDictionary()
+        )
         if stop is not None:
             stop.on_stop(self._wake_all)
 

@@ -1,8 +1,9 @@
 """A bounded work queue that releases each request only after every earlier request touching one of its users.
 
-The submitting thread adds jobs in source order; worker threads take the jobs that are ready. A job that
-shares a user with an earlier unfinished job waits until that job is done (retries and splits included),
-so one user's updates are never in flight together and never swap, while different users run concurrently.
+The submitting thread adds jobs in source order; consumers (worker threads, or the writer's event loop)
+take the jobs that are ready. A job that shares a user with an earlier unfinished job waits until that job
+is done (retries and splits included), so one user's updates are never in flight together and never swap,
+while different users run concurrently.
 
 Consumers either block in `get()` (threads) or, like the writer's event loop (delivery/sender.py), take
 ready jobs with `take()` and are told of new ones by the `on_ready` callback: put() calls it only when a

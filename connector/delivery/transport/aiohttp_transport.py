@@ -1,4 +1,4 @@
-"""The aiohttp transport: every exchange on one event-loop thread; worker threads only wait on futures.
+"""The aiohttp transport: every exchange on one event-loop thread; callers wait on futures or await them.
 
 It reached 1,150 requests/s on 0.6 cores where requests topped out near 600 (bench/transport_choice.py).
 `post_once` is also what the HTTP child process (process.py) runs.

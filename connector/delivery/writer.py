@@ -295,26 +295,12 @@ class Writer:
 
     async def _send(self, batch: _Batch, req: Packed, ticket: int) -> list[Packed]:
         """Send one request and record its rows' outcomes; returns the requests still to send (split parts)."""
+        n = req.count
         tokens = list(req.tokens)
         t0 = time.perf_counter()
-        rid, resp, error = 0, None, None
         try:
             rid, gate = self._log.sending(batch.stream, batch.mapped, tokens)
             resp = await self._post(batch, req, ticket, gate)
-        except _GivenUp:
-            raise
-        except Exception as e:
-            error = e
-        return self._answered(batch, req, t0, rid, resp, error)
-
-    def _answered(self, batch: _Batch, req: Packed, t0: float, rid: int, resp: Any,
-                  error: Exception | None) -> list[Packed]:  # fmt: skip
-        """Record the rows' outcomes from the answer `resp` or the `error`; returns the requests to send next."""
-        n = req.count
-        tokens = list(req.tokens)
-        try:
-            if error is not None:
-                raise error
         except JournalError as e:  # the request's record is not on disk: it was not sent
             self._abort(e, outcomes.ABORT_JOURNAL)
             self._not_sent(batch, tokens)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING
 
 from connector.delivery.ratelimit import Limiter
+from connector.delivery.transport.base import DaemonPool, awaitable
 
 if TYPE_CHECKING:
     from connector.stop import StopToken
@@ -88,7 +88,7 @@ class Acquirer:
         self._limiter = limiter
         self._sleeper = sleeper
         self._reserve = getattr(limiter, "reserve", None)
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: DaemonPool | None = None
         self._lock = threading.Lock()
 
     async def acquire(self, endpoint: str, max_wait: float) -> None:
@@ -100,12 +100,12 @@ class Acquirer:
             return
         with self._lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(LIMITER_THREADS, thread_name_prefix="braze-limiter")
+                self._pool = DaemonPool(LIMITER_THREADS, "braze-limiter")
             pool = self._pool
-        await asyncio.get_running_loop().run_in_executor(pool, partial(self._limiter.acquire, endpoint, max_wait=max_wait))
+        await awaitable(pool.submit(partial(self._limiter.acquire, endpoint, max_wait=max_wait)))
 
     def close(self) -> None:
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.close()

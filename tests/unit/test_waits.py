@@ -84,3 +84,28 @@ def test_local_limiter_slots_are_reserved_and_slept_on_the_loop() -> None:
     # burst 1, then one slot every 1/48.5 s: the first goes at once, the others sleep until their slot
     assert len(sleeper.asked) == 9
     assert sleeper.asked == sorted(sleeper.asked) and sleeper.asked[-1] == pytest.approx(9 / 48.5)
+
+
+def test_the_daemon_pool_is_bounded_dies_with_the_process_and_cancels_what_it_never_started() -> None:
+    from connector.delivery.transport.base import DaemonPool
+
+    pool = DaemonPool(3, "t-pool")
+    release = threading.Event()
+    seen: set[tuple[str, bool]] = set()
+
+    def blocked(i: int) -> int:
+        seen.add((threading.current_thread().name, threading.current_thread().daemon))
+        release.wait(30)
+        return i
+
+    futures = [pool.submit(blocked, i) for i in range(10)]
+    end = time.monotonic() + 30
+    while len(seen) < 3 and time.monotonic() < end:
+        time.sleep(0.01)
+    pool.close()  # the 7 calls not started are cancelled; the 3 running ones finish on their own
+    release.set()
+    assert [f.result(30) for f in futures[:3]] == [0, 1, 2]
+    assert all(f.cancelled() for f in futures[3:])
+    assert len(seen) == 3 and all(daemon for _, daemon in seen)
+    with pytest.raises(RuntimeError):
+        pool.submit(blocked, 99)

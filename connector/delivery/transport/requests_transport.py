@@ -11,13 +11,20 @@ requests/minute). Bulk runs use the aiohttp transports (bench/transport_choice.p
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from connector.delivery.transport.base import CONNECT_TIMEOUT_S, Answer, Gate, NotSent, SentLost, awaitable
+from connector.delivery.transport.base import (
+    CONNECT_TIMEOUT_S,
+    Answer,
+    DaemonPool,
+    Gate,
+    NotSent,
+    SentLost,
+    awaitable,
+)
 
 # Threads driving send_async() exchanges: requests blocks a thread per exchange, so this bounds both the
 # threads and the requests in flight (32 at 100 ms latency: about 300 requests/s; bulk runs use aiohttp).
@@ -49,8 +56,7 @@ class RequestsTransport:
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers.update(headers)
-        self._pool = ThreadPoolExecutor(max_workers=max(1, min(concurrency, MAX_THREADS)),
-                                        thread_name_prefix="braze-http")  # fmt: skip
+        self._pool = DaemonPool(min(concurrency, MAX_THREADS), "braze-http")
 
     def send(self, url: str, body: bytes, gate: Gate | None = None) -> Answer:
         if gate is not None:
@@ -79,7 +85,7 @@ class RequestsTransport:
         return await awaitable(future)
 
     def close(self, wait_s: float | None = None) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)  # queued exchanges were not sent (NotSent)
+        self._pool.close()  # queued exchanges were not sent (NotSent)
         self._session.close()  # never waits: requests still in flight end on their own timeout
 
 

@@ -151,7 +151,7 @@ def bench_delivery(rows: int, latencies: list[float], baseline_s: float, rps: in
             f"  braze-client loop:                 {bc['requests_per_s']:.1f} requests/s -> connector x{sending / bc['requests_per_s']:.0f}",
         ]
         if latency == 100:
-            out += delivery_targets(sending / rps, status_429, cpu + child_cpu, rep["throughput"]["sending_s"], calib)
+            out += delivery_targets(sending / rps, status_429, cpu + child_cpu, wall, calib)
     return out
 
 

@@ -134,7 +134,7 @@ def run(rows: int, latency: float, rps: int, profile: bool, concurrency: int | N
         f"threads alive at most: {threads}; HTTP p50/p99 {rep['latency_ms']['p50']:.0f}/"
         f"{rep['latency_ms']['p99']:.0f} ms",
     ]
-    out += delivery_targets(share, status_429, main_cpu + child_cpu, rep["throughput"]["sending_s"], calib)
+    out += delivery_targets(share, status_429, main_cpu + child_cpu, wall, calib)
     if prof is not None:
         out += _hottest(prof, "the main thread")
     if loop_prof is not None:

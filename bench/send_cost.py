@@ -128,7 +128,8 @@ def run(rows: int, latency: float, rps: int, profile: bool, concurrency: int | N
         f"CPU: main {main_cpu:.2f} s + HTTP child {child_cpu:.2f} s = {main_cpu + child_cpu:.2f} s; "
         f"per 1M objects: main {main_cpu * per_m:.1f} s + child {child_cpu * per_m:.1f} s = "
         f"{(main_cpu + child_cpu) * per_m:.1f} s; a dry run of the same table: {dry * per_m:.1f} s, so "
-        f"delivery costs {(main_cpu + child_cpu - dry) * per_m:.1f} s per 1M objects",
+        f"delivery costs {(main_cpu + child_cpu - dry) * per_m:.1f} s per 1M objects; at the full rate "
+        f"({rps * 75:,} objects/s) that CPU per object means {(main_cpu + child_cpu) / objects * rps * 75:.2f} cores",
         f"requests/s while sending: {sending:,.0f} = {share:.1%} of the limit; 429s: {status_429}",
         f"CPU by thread (sampled every 50 ms; the last 50 ms of a thread may be missing): {peak.by_name()}",
         f"threads alive at most: {threads}; HTTP p50/p99 {rep['latency_ms']['p50']:.0f}/"

@@ -109,3 +109,38 @@ def test_the_daemon_pool_is_bounded_dies_with_the_process_and_cancels_what_it_ne
     assert len(seen) == 3 and all(daemon for _, daemon in seen)
     with pytest.raises(RuntimeError):
         pool.submit(blocked, 99)
+
+
+class Late(Sleeper):
+    """Each sleep ends `late` seconds after it should (a machine too busy to run the loop on time)."""
+
+    def __init__(self, now: list[float], late: float) -> None:
+        super().__init__(None)
+        self.now, self.late = now, late
+        self.asked: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.asked.append(seconds)
+        self.now[0] += seconds + self.late
+
+
+def test_a_coroutine_woken_late_takes_a_fresh_slot_instead_of_bursting() -> None:
+    now = [0.0]
+    limiter = RateLimiter({"users_track": RateLimit(requests=50, per_seconds=1)}, clock=lambda: now[0])
+    reservations: list[float] = []
+    reserve = limiter.reserve
+
+    def counted(endpoint: str, n: int = 1, *, max_wait: float | None = None) -> float:
+        reservations.append(now[0])
+        return reserve(endpoint, n, max_wait=max_wait)
+
+    limiter.reserve = counted  # type: ignore[method-assign]
+    limiter.reserve("users_track")  # takes the burst token: the next reservation has to wait
+    reservations.clear()
+    asyncio.run(Acquirer(limiter, Late(now, late=0.0), clock=lambda: now[0]).acquire("users_track", 10.0))
+    assert len(reservations) == 1  # woken on time: one slot
+    reservations.clear()
+    late = Late(now, late=0.2)
+    asyncio.run(Acquirer(limiter, late, clock=lambda: now[0]).acquire("users_track", 10.0))
+    assert len(reservations) == 2  # woken 0.2 s after its slot: a second, fresh slot
+    assert late.asked[0] > 0 and (len(late.asked) == 1 or late.asked[1] <= late.asked[0])

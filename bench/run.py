@@ -33,6 +33,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 from baselines import braze_client_loop, naive_loop  # noqa: E402
+from calibration import calibration_s, delivery_targets  # noqa: E402
 from data import write_parquet  # noqa: E402
 from sink import NginxSink, nginx_available  # noqa: E402
 
@@ -121,6 +122,8 @@ def _children_cpu() -> float:
 def bench_delivery(rows: int, latencies: list[float], baseline_s: float, rps: int, transport: str = "auto") -> list[str]:
     path = write_parquet("users", rows)
     out = [f"## Delivery: {rows:,}-row users Parquet, bulk mode, limit {rps} requests/s, 75 objects/request"]
+    calib = calibration_s()
+    out.append(f"calibration loop (10M-iteration for): {calib:.2f} s CPU")
     for latency in latencies:
         with NginxSink(latency_ms=latency, limit_rps=rps, burst=rps // 10) as sink:
             child0 = _children_cpu()
@@ -147,6 +150,8 @@ def bench_delivery(rows: int, latencies: list[float], baseline_s: float, rps: in
             f"  naive iterrows+requests.post loop: {naive['requests_per_s']:.1f} requests/s -> connector x{sending / naive['requests_per_s']:.0f}",
             f"  braze-client loop:                 {bc['requests_per_s']:.1f} requests/s -> connector x{sending / bc['requests_per_s']:.0f}",
         ]
+        if latency == 100:
+            out += delivery_targets(sending / rps, status_429, cpu + child_cpu, wall, calib)
     return out
 
 

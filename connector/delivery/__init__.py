@@ -4,7 +4,8 @@ Interface:
 - `writer.Writer(pipeline, client, report, mode="bulk"|"sync", dry_run=False, delta=None, settled=None,
   stop=None, journal=None)`:
   `submit(stream, mapped)`, `close()`, `aborted`, `abort_reason`. Requests go out in source order per
-  user (schedule.OrderedQueue); Braze's per-object errors come back to the rows (outcomes.py). Once the
+  user (schedule.OrderedQueue), up to `write.concurrency` in flight as coroutines on one event-loop thread
+  (sender.Sender), not a thread each; Braze's per-object errors come back to the rows (outcomes.py). Once the
   stop token (connector.stop) is requested nothing new is sent, and close() waits `write.stop_grace_s`
   for the answers in flight before giving up on them as "unknown" (inflight.py).
 - `batching`: request bodies (75 objects per /users/track array or combined, 50 combined on MAU contracts,
@@ -14,8 +15,10 @@ Interface:
   shared through Redis by every process of a namespace (`write.shared_limits`), a local share without it.
 - `client.BrazeClient` / `client.client_for(pipeline, url, key, mode, stop=None, on_retry=None,
   limiter=None)`: one retry policy
-  (tenacity), Braze's status table, over a transport (transport/: requests, aiohttp, or aiohttp in a child
-  process); no attempt or retry after a stop (`RunStopped` when nothing was sent).
+  (tenacity), Braze's status table (statuses.py), over a transport (transport/: requests, aiohttp, or
+  aiohttp in a child process); no attempt or retry after a stop (`RunStopped` when nothing was sent).
+  `post()` blocks a thread; `post_async()` (the writer) waits for slots, backoff and answers without one
+  (waits.py).
 - `mode.choose_mode(pipeline, override, streams) -> (mode, reason)`: bulk or sync for a run;
   `sync_access.probe_mode(...)` checks that the key has the /users/track/sync beta before auto uses it, and
   `sync_access.SyncRefusal` sends the rest of a run to bulk when the sync endpoint refuses the key.

@@ -1,6 +1,8 @@
 """The Braze HTTP client: one status-to-action table and one tenacity retry policy over a transport.
 
-The only module importing tenacity; the HTTP itself is in transport.py (requests or aiohttp). `post()` acquires the rate limiter before every attempt,
+The only module importing tenacity; the HTTP itself is in transport/ (requests or aiohttp). `post()` (a
+thread) and `post_async()` (a coroutine: the writer's event loop) run the same policy; each acquires the
+rate limiter before every attempt,
 feeds every response's headers back to it, and retries transient failures (408, 5xx, 429, timeouts,
 dropped connections) with exponential backoff and jitter, honouring the server's wait headers on 429.
 The API key never appears in a log line or exception message.
@@ -10,20 +12,29 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-import orjson
 import tenacity
 
 from connector.config import Pipeline, Write
 from connector.delivery.batching import ENDPOINT_PATHS
-from connector.delivery.ratelimit import EPOCH_THRESHOLD, LimitBeyondWait, Limiter, RateLimiter
+from connector.delivery.ratelimit import LimitBeyondWait, Limiter, RateLimiter
 from connector.delivery.retry_log import RetryDigest
-from connector.delivery.transport import Gate, NotSent, SentLost, make_transport
+from connector.delivery.statuses import (
+    action_for,
+    duration_text,
+    message_of,
+    parse_body,
+    retry_after_s,
+    retry_reason,
+)
+from connector.delivery.transport import Answer, Gate, NotSent, SentLost, make_transport
 from connector.delivery.urls import check_base_url
+from connector.delivery.waits import Acquirer, Sleeper
 from connector.errors import (
     AmbiguousApiError,
     ApiError,
@@ -40,22 +51,6 @@ if TYPE_CHECKING:
     from connector.stop import StopToken
 
 logger = logging.getLogger(__name__)
-
-Action = Literal["delivered", "permanent", "auth", "rate_limited", "transient"]
-
-
-def action_for(status: int) -> Action:
-    """The status-to-action table: what a response status means for the caller."""
-    if 200 <= status < 300:
-        return "delivered"
-    if status == 401:
-        return "auth"
-    if status == 429:
-        return "rate_limited"
-    if status == 408 or status >= 500:
-        return "transient"
-    return "permanent"  # 400, 403, 404, 413 and any other 3xx/4xx: resending unchanged cannot succeed
-
 
 @dataclass(frozen=True, slots=True)
 class ApiResponse:
@@ -150,6 +145,8 @@ class BrazeClient:
             before_sleep=self._before_sleep,
             reraise=True,
         )
+        self._sleeper = Sleeper(stop)  # post_async's waits: the backoff and the limiter's
+        self._acquirer = Acquirer(limiter, self._sleeper)
         self._max_attempts = retry.max_attempts
         self._max_elapsed_s = retry.max_elapsed_s
 
@@ -157,6 +154,7 @@ class BrazeClient:
         """Close the pooled connections (and log the retries not yet summed up); `wait_s` bounds the wait
         for requests still in flight."""
         self._retry_log.flush()
+        self._acquirer.close()
         self._transport.close(wait_s)
 
     def __enter__(self) -> BrazeClient:
@@ -180,35 +178,80 @@ class BrazeClient:
             RunStopped: the run was stopped before the first attempt was sent.
             RateLimitSpent: the server's rate limit resets beyond write.retry.max_elapsed_s (not retried).
         """
+        call = _Call(endpoint, self._url(endpoint), body, idempotent, self._clock(), gate=gate)
         try:
-            path = ENDPOINT_PATHS[endpoint]
+            response: ApiResponse = self._retrying(self._attempt, call)
+        except ApiError as e:
+            final = self._final(call, e)
+            if final is e:
+                raise
+            raise final from None
+        return response
+
+    async def post_async(self, endpoint: str, body: bytes, *, idempotent: bool, gate: Gate | None = None) -> ApiResponse:
+        """post() for a coroutine (the writer's event loop): the same retry policy, status table and errors;
+        the rate-limit waits, the backoff and the wait for the answer hold no thread."""
+        call = _Call(endpoint, self._url(endpoint), body, idempotent, self._clock(), gate=gate)
+        try:
+            response: ApiResponse = await self._retried_async(call)
+        except ApiError as e:
+            final = self._final(call, e)
+            if final is e:
+                raise
+            raise final from None
+        return response
+
+    async def _retried_async(self, call: _Call) -> ApiResponse:
+        """The retry loop of tenacity.AsyncRetrying, driven by the very Retrying object post() uses (one
+        policy): its iter() decides (the callbacks are plain functions, so it never awaits and no other
+        coroutine can interleave with it); only the attempt and the backoff are awaited. Cheaper than
+        AsyncRetrying, which inspects every callback for being a coroutine on every attempt."""
+        self._retrying.begin()  # its statistics (informational, per thread) must exist for iter()
+        state = tenacity.RetryCallState(self._retrying, fn=None, args=(call,), kwargs={})
+        while True:
+            do = self._retrying.iter(state)
+            if isinstance(do, tenacity.DoAttempt):
+                try:
+                    result = await self._attempt_async(call)
+                except BaseException:
+                    state.set_exception(sys.exc_info())  # type: ignore[arg-type]
+                else:
+                    state.set_result(result)
+            elif isinstance(do, tenacity.DoSleep):
+                state.prepare_for_next_attempt()
+                await self._sleeper.sleep(float(do))
+            else:
+                return do  # type: ignore[no-any-return]
+
+    def _url(self, endpoint: str) -> str:
+        try:
+            return self._base + ENDPOINT_PATHS[endpoint]
         except KeyError:
             raise ValueError(
                 f"unknown endpoint {endpoint!r}; use one of {', '.join(ENDPOINT_PATHS)}"
             ) from None
-        call = _Call(endpoint, self._base + path, body, idempotent, self._clock(), gate=gate)
-        try:
-            response: ApiResponse = self._retrying(self._attempt, call)
-        except ApiError as e:
-            e.resent_after_drop = call.resent_after_drop
-            if isinstance(e, RateLimitSpent):
-                e.maybe_applied = call.maybe_applied and not call.idempotent
-                raise
-            if not isinstance(e, TransientApiError):
-                raise
-            if call.maybe_applied and not call.idempotent and not isinstance(e, AmbiguousApiError):
-                # A later attempt failed plainly, but an earlier one may have been applied: the rows'
-                # outcome is unknown, and a retry run must not resend them without being told to.
-                ambiguous = AmbiguousApiError(
-                    f"{e}; an earlier attempt's connection dropped after the request was sent, so Braze may "
-                    "have applied it",
-                    status=e.status,
-                    body=e.body,
-                )
-                ambiguous.resent_after_drop = call.resent_after_drop
-                raise ambiguous from None
-            raise
-        return response
+
+    def _final(self, call: _Call, e: ApiError) -> ApiError:
+        """The error post() raises once the retries are over: `e`, or AmbiguousApiError when an earlier
+        attempt may have been applied."""
+        e.resent_after_drop = call.resent_after_drop
+        if isinstance(e, RateLimitSpent):
+            e.maybe_applied = call.maybe_applied and not call.idempotent
+            return e
+        if not isinstance(e, TransientApiError):
+            return e
+        if call.maybe_applied and not call.idempotent and not isinstance(e, AmbiguousApiError):
+            # A later attempt failed plainly, but an earlier one may have been applied: the rows'
+            # outcome is unknown, and a retry run must not resend them without being told to.
+            ambiguous = AmbiguousApiError(
+                f"{e}; an earlier attempt's connection dropped after the request was sent, so Braze may "
+                "have applied it",
+                status=e.status,
+                body=e.body,
+            )
+            ambiguous.resent_after_drop = call.resent_after_drop
+            return ambiguous
+        return e
 
     # ------------------------------------------------------------------ one attempt
 
@@ -218,25 +261,49 @@ class BrazeClient:
             self._limiter.acquire(call.endpoint, max_wait=self._max_elapsed_s)
         except LimitBeyondWait as exc:
             raise self._spent(call.endpoint, exc.seconds) from None
+        sent = self._leaving(call)
+        try:
+            resp = self._transport.send(call.url, call.body, call.gate)
+        except (NotSent, SentLost) as exc:
+            raise self._lost(call, exc) from None
+        return self._answer(call, resp, sent)
+
+    async def _attempt_async(self, call: _Call) -> ApiResponse:
+        """_attempt() on an event loop: only the waits differ."""
+        self._check_stop(call)
+        try:
+            await self._acquirer.acquire(call.endpoint, self._max_elapsed_s)
+        except LimitBeyondWait as exc:
+            raise self._spent(call.endpoint, exc.seconds) from None
+        sent = self._leaving(call)
+        try:
+            resp = await self._transport.send_async(call.url, call.body, call.gate)
+        except (NotSent, SentLost) as exc:
+            raise self._lost(call, exc) from None
+        return self._answer(call, resp, sent)
+
+    def _leaving(self, call: _Call) -> float:
+        """An attempt is about to leave (the limiter let it through): count it; returns when it left."""
         self._check_stop(call)  # the limiter's wait ends early when the run is stopped
         call.attempts += 1
         if call.maybe_applied:
             call.resent_after_drop = True
-        sent = self._clock()
-        try:
-            resp = self._transport.send(call.url, call.body, call.gate)
-        except NotSent as exc:
-            raise TransientApiError(
-                self._scrub(f"{call.endpoint}: cannot connect to {self._base} ({exc})")
-            ) from None
-        except SentLost as exc:
-            call.maybe_applied = True
-            raise AmbiguousApiError(
-                self._scrub(
-                    f"{call.endpoint}: the connection failed after the request was sent ({exc}); "
-                    "Braze may or may not have applied it"
-                )
-            ) from None
+        return self._clock()
+
+    def _lost(self, call: _Call, exc: NotSent | SentLost) -> ApiError:
+        """The error of an attempt that got no HTTP answer."""
+        if isinstance(exc, NotSent):
+            return TransientApiError(self._scrub(f"{call.endpoint}: cannot connect to {self._base} ({exc})"))
+        call.maybe_applied = True
+        return AmbiguousApiError(
+            self._scrub(
+                f"{call.endpoint}: the connection failed after the request was sent ({exc}); "
+                "Braze may or may not have applied it"
+            )
+        )
+
+    def _answer(self, call: _Call, resp: Answer, sent: float) -> ApiResponse:
+        """An attempt's HTTP answer: the delivered response, or the error the status table says."""
         call.http_ms = (self._clock() - sent) * 1000
         headers = resp.headers
         self._limiter.observe(call.endpoint, headers)
@@ -253,11 +320,11 @@ class BrazeClient:
                 call.http_ms,
                 call.resent_after_drop,
             )
-        body = _parse(resp.content)
+        body = parse_body(resp.content)
         if body is None and resp.content:
             body = self._scrub(resp.content.decode("utf-8", "replace"))[:2000]  # masked before it is cut
         body = self._scrub_body(body)  # some servers echo the key they refused
-        text = self._scrub(f"{call.endpoint}: HTTP {status} {_message(body)}".rstrip())
+        text = self._scrub(f"{call.endpoint}: HTTP {status} {message_of(body)}".rstrip())
         if action == "auth":
             raise AuthError(
                 f"{text}: the API key is missing, wrong, lacks permission or belongs to another Braze instance "
@@ -290,7 +357,7 @@ class BrazeClient:
         resets = time.strftime("%H:%M:%S UTC", time.gmtime(self._wall() + wait))
         return RateLimitSpent(
             f"Braze's rate limit for {ENDPOINT_PATHS[endpoint]} is spent: it resets at {resets}, in "
-            f"{_duration(wait)}, beyond the retry budget (write.retry.max_elapsed_s: {self._max_elapsed_s:g} s); "
+            f"{duration_text(wait)}, beyond the retry budget (write.retry.max_elapsed_s: {self._max_elapsed_s:g} s); "
             "the rows not sent are listed in failed.csv as not_sent: send them after the reset with --retry-failed",
             endpoint=endpoint, wait_s=wait, resets_at=resets, status=status,
         )  # fmt: skip
@@ -327,14 +394,14 @@ class BrazeClient:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, ApiError):
             call.last_error = exc
-        reason = _reason(exc)
+        reason = retry_reason(exc)
         self._retry_log.note(call.endpoint, state.attempt_number, reason, state.upcoming_sleep or 0.0)
         if self._on_retry is not None:
             self._on_retry(call.endpoint, reason)
 
     def _delivered_body(self, content: bytes) -> Any:
         """A 2xx body, parsed; masked when it echoes the key (its errors[] texts reach the rejects file)."""
-        body = _parse(content)
+        body = parse_body(content)
         if self._key and self._key.encode() in content:
             body = self._scrub_body(body)
         return body
@@ -352,62 +419,6 @@ class BrazeClient:
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
-
-
-def retry_after_s(headers: dict[str, str], now_epoch: float | None = None) -> float | None:
-    """Seconds to wait after a 429: X-Ratelimit-Retry-After, then Retry-After, then X-RateLimit-Reset."""
-    for name in ("x-ratelimit-retry-after", "retry-after"):
-        value = _float(headers.get(name))
-        if value is not None:
-            return max(0.0, value)
-    reset = _float(headers.get("x-ratelimit-reset"))
-    if reset is None:
-        return None
-    if reset > EPOCH_THRESHOLD:
-        return max(0.0, reset - (time.time() if now_epoch is None else now_epoch))
-    return max(0.0, reset)
-
-
-def _float(value: str | None) -> float | None:
-    if value is None or not value.strip():
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None
-
-
-def _parse(content: bytes) -> Any:
-    if not content:
-        return None
-    try:
-        return orjson.loads(content)
-    except orjson.JSONDecodeError:
-        return None
-
-
-def _message(body: Any) -> str:
-    if isinstance(body, dict):
-        return str(body.get("message") or body.get("error") or "").strip()[:300]
-    return str(body or "").strip()[:300]
-
-
-def _reason(exc: BaseException | None) -> str:
-    if isinstance(exc, AmbiguousApiError):
-        return "ambiguous"
-    if isinstance(exc, RateLimitedError):
-        return "429"
-    if isinstance(exc, ApiError) and exc.status is not None:
-        return str(exc.status)
-    return "connection" if exc is not None else "unknown"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def client_for(pipeline: Pipeline, url: str, api_key: str, mode: str, stop: StopToken | None = None,

@@ -171,6 +171,19 @@ class RateLimiter:
             LimitBeyondWait: the server has paused the bucket and the wait would exceed `max_wait`
                 (nothing is reserved).
         """
+        wait = self.reserve(endpoint, n, max_wait=max_wait)
+        if wait > 0:
+            self._sleep(wait)
+            return wait
+        return 0.0
+
+    def reserve(self, endpoint: str, n: int = 1, *, max_wait: float | None = None) -> float:
+        """Reserve `n` requests without waiting: the seconds the caller must wait before sending them
+        (an event loop waits without a thread; acquire() sleeps).
+
+        Raises:
+            LimitBeyondWait: as acquire().
+        """
         b = self._bucket(endpoint)
         with b.lock:
             now = self._clock()
@@ -189,11 +202,7 @@ class RateLimiter:
             if max_wait is not None and b.server_paused and ready_at - now > max_wait:
                 raise LimitBeyondWait(endpoint, ready_at - now)
             b.tokens -= n
-        wait = ready_at - now
-        if wait > 0:
-            self._sleep(wait)
-            return wait
-        return 0.0
+        return max(0.0, ready_at - now)
 
     def observe(self, endpoint: str, headers: Mapping[str, str], now_epoch: float | None = None) -> None:
         """Learn from a response's X-RateLimit-Limit / -Remaining / -Reset headers (any case; blanks ignored)."""

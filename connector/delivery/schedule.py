@@ -1,8 +1,13 @@
 """A bounded work queue that releases each request only after every earlier request touching one of its users.
 
-The submitting thread adds jobs in source order; worker threads take the jobs that are ready. A job that
-shares a user with an earlier unfinished job waits until that job is done (retries and splits included),
-so one user's updates are never in flight together and never swap, while different users run concurrently.
+The submitting thread adds jobs in source order; consumers (worker threads, or the writer's event loop)
+take the jobs that are ready. A job that shares a user with an earlier unfinished job waits until that job
+is done (retries and splits included), so one user's updates are never in flight together and never swap,
+while different users run concurrently.
+
+Consumers either block in `get()` (threads) or, like the writer's event loop (delivery/sender.py), take
+ready jobs with `take()` and are told of new ones by the `on_ready` callback: put() calls it only when a
+job becomes ready, so the producer pays no lock handoff to a sleeping consumer per request.
 
 A stopped run calls `refuse_new()` (a blocked `put` returns False at once) and, when it gives up waiting,
 `drain()`: every job not yet taken by a worker is removed and returned, so its rows can be listed unsent.
@@ -13,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +37,15 @@ class Job:
 class OrderedQueue:
     """Bounded queue of jobs with per-user ordering; `put` blocks while `capacity` jobs are unfinished."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, on_ready: Callable[[], None] | None = None) -> None:
+        """`on_ready` is called (under the queue's lock: it must be quick and not call back into the queue)
+        when a job becomes ready, and when the queue is closed or drained."""
         self._capacity = max(1, capacity)
+        # A producer blocked on a full queue is woken once an eighth of it is free, not at every job done:
+        # it then adds a run of jobs in one go instead of trading the lock (and the GIL) with the consumer
+        # for every request.
+        self._resume_at = self._capacity - max(1, self._capacity // 8)
+        self._on_ready = on_ready
         self._lock = threading.Lock()
         self._not_full = threading.Condition(self._lock)
         self._ready_cv = threading.Condition(self._lock)
@@ -45,6 +57,11 @@ class OrderedQueue:
         self._refusing = False
         self._drained = False
         self._waiting: dict[Job, None] = {}  # added and not yet taken by a worker (ready or not), in order
+
+    def listen(self, on_ready: Callable[[], None]) -> None:
+        """Set the `on_ready` callback (see __init__)."""
+        with self._lock:
+            self._on_ready = on_ready
 
     def put(self, payload: Any, keys: Iterable[str]) -> bool:
         """Add a job (blocks while the queue is full); it runs after earlier jobs sharing any of `keys`.
@@ -73,6 +90,8 @@ class OrderedQueue:
             if job.waiting_on == 0:
                 self._ready.append(job)
                 self._ready_cv.notify()
+                if self._on_ready is not None:
+                    self._on_ready()
         return True
 
     def get(self) -> Job | None:
@@ -85,6 +104,21 @@ class OrderedQueue:
             job = self._ready.popleft()
             self._waiting.pop(job, None)
             return job
+
+    def take(self) -> Job | None:
+        """The next ready job, or None at once when there is none (see `exhausted`)."""
+        with self._lock:
+            if not self._ready:
+                return None
+            job = self._ready.popleft()
+            self._waiting.pop(job, None)
+            return job
+
+    @property
+    def exhausted(self) -> bool:
+        """No job will ever be ready again: closed with every job finished, or drained."""
+        with self._lock:
+            return self._closed and not self._ready and (self._unfinished == 0 or self._drained)
 
     def done(self, job: Job) -> None:
         """Mark a job finished (its final outcome recorded): release the jobs that waited on it."""
@@ -103,7 +137,10 @@ class OrderedQueue:
             job.successors = []
             if released:
                 self._ready_cv.notify(released)
-            self._not_full.notify()
+            if self._on_ready is not None and (released or (self._closed and self._unfinished == 0)):
+                self._on_ready()
+            if self._unfinished <= self._resume_at:
+                self._not_full.notify()
             if self._closed:
                 self._idle_cv.notify_all()  # wait_idle()
                 if self._unfinished == 0:
@@ -115,6 +152,8 @@ class OrderedQueue:
             self._closed = True
             self._ready_cv.notify_all()
             self._idle_cv.notify_all()
+            if self._on_ready is not None:
+                self._on_ready()
 
     def refuse_new(self) -> None:
         """From now on `put` adds nothing and returns False (a put blocked on a full queue too)."""
@@ -138,6 +177,8 @@ class OrderedQueue:
             self._ready_cv.notify_all()
             self._idle_cv.notify_all()
             self._not_full.notify_all()
+            if self._on_ready is not None:
+                self._on_ready()
         return [j.payload for j in dropped]
 
     def wait_idle(self, timeout: float, allow: int = 0) -> bool:

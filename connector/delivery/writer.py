@@ -2,8 +2,9 @@
 
 The submitting thread packs requests (batching) and puts them on a bounded queue that releases a request
 only after every earlier request touching one of its users has its final outcome (delivery.schedule).
-Worker threads send them through the client (which rate-limits and retries) and turn each reply into row
-outcomes: delivered; rejected by Braze (per-object errors, or a request-level 400/413 isolated by
+One event-loop thread (delivery.sender) keeps up to `write.concurrency` of them in flight as coroutines
+through the client (which rate-limits and retries, holding no thread while it waits) and turns each reply
+into row outcomes: delivered; rejected by Braze (per-object errors, or a request-level 400/413 isolated by
 splitting); failed after the retries (outcome "unknown" when the connection dropped after sending); or
 skipped (dry run, aborted run). Every object submitted gets exactly one of these.
 
@@ -28,6 +29,7 @@ from connector.delivery.inflight import InFlight, wait_for_jobs, waiting_over
 from connector.delivery.journal import Journal, RowLog
 from connector.delivery.outcomes import ObjectError
 from connector.delivery.schedule import Job, OrderedQueue
+from connector.delivery.sender import Sender
 from connector.delivery.sync_access import REFUSED_STATUSES, SyncRefusal
 from connector.errors import (
     AmbiguousApiError,
@@ -145,15 +147,11 @@ class Writer:
         self._closed = False
         self._token = stop
         self._inflight = InFlight()
-        workers = 0 if dry_run else self.write.workers(mode)
+        workers = 0 if dry_run else self.write.workers(mode)  # requests in flight at most
         self._queue = OrderedQueue(max(1, workers) * QUEUE_PER_WORKER)
         if stop is not None:
             stop.on_stop(self._queue.refuse_new)  # a submit blocked on a full queue returns at once
-        self._threads = [
-            threading.Thread(target=self._work, name=f"braze-writer-{i}", daemon=True) for i in range(workers)
-        ]
-        for t in self._threads:
-            t.start()
+        self._sender = Sender(self._queue, self._run, workers) if workers else None
 
     # ---- public interface -------------------------------------------------------------------------
     @property
@@ -191,7 +189,7 @@ class Writer:
             return
         for req in self._pack(batch, range(n)):
             if self._halted() or not self._queue.put((batch, req), req.keys):
-                self._not_sent(batch, [it.token for it in req.items])
+                self._not_sent(batch, list(req.tokens))
 
     def close(self) -> None:
         """Wait for every queued and in-flight request, then re-raise a fatal destination error, if any.
@@ -207,16 +205,16 @@ class Writer:
             self._closed = True
             self._queue.close()
             grace = self.write.stop_grace_s
-            if not self._threads or wait_for_jobs(self._queue, self._token, grace):
-                for t in self._threads:
-                    t.join()
+            if self._sender is None or wait_for_jobs(self._queue, self._token, grace):
+                if self._sender is not None:
+                    self._sender.join()
             else:  # the grace period is over: give up on the answers still awaited (inflight.py)
                 assert self._token is not None
                 self._inflight.give_up(
                     self._queue,
                     waiting_over(self._token, grace),
                     unknown=lambda b, r, why: self._fail(b, r.items, why, None, outcome="unknown"),
-                    not_sent=lambda b, r: self._not_sent(b, [it.token for it in r.items]),
+                    not_sent=lambda b, r: self._not_sent(b, list(r.tokens)),
                 )
         if self._fatal is not None:
             raise self._fatal
@@ -269,25 +267,15 @@ class Writer:
         else:
             yield from batching.pack_single(batch.endpoint, items, max_bytes=w.max_request_bytes)
 
-    # ---- sending (worker threads) -----------------------------------------------------------------
-    def _work(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            try:
-                self._run(job)
-            finally:
-                self._queue.done(job)
-
-    def _run(self, job: Job) -> None:
+    # ---- sending (the event loop of sender.py; one coroutine per job) ------------------------------
+    async def _run(self, job: Job) -> None:
         batch, req = job.payload
         # Requests still to send for this job in source order; a split puts its halves in front.
         todo: list[Packed] = [req]
         while todo:
             current = todo.pop(0)
             if self._halted():
-                self._not_sent(batch, [it.token for it in current.items])
+                self._not_sent(batch, list(current.tokens))
             elif current.endpoint == "users_track_sync" and self._sync.refused:
                 todo[:0] = self._pack(batch, current.tokens)  # queued before the refusal: resent in bulk
             elif current.endpoint == "canvas_trigger_send" and (why := self._canvases.refused(batch.canvas_id)):
@@ -295,24 +283,24 @@ class Writer:
             elif current.oversize:
                 self._reject_oversize(batch, current)
             elif (ticket := self._inflight.begin(batch, current, todo)) is None:  # the stopped run gave up
-                self._not_sent(batch, [it.token for it in current.items])
+                self._not_sent(batch, list(current.tokens))
             else:
                 try:
-                    todo[:0] = self._send(batch, current, ticket)
+                    todo[:0] = await self._send(batch, current, ticket)
                 except _GivenUp:
                     return  # the stopped run gave up waiting for this answer and recorded the job's rows
                 except Exception:  # a bug must not lose rows: count them failed, keep the run going
                     logger.exception("unexpected error while delivering a %s request", current.endpoint)
                     self._fail(batch, current.items, "internal error while delivering (see the log)", None)
 
-    def _send(self, batch: _Batch, req: Packed, ticket: int) -> list[Packed]:
+    async def _send(self, batch: _Batch, req: Packed, ticket: int) -> list[Packed]:
         """Send one request and record its rows' outcomes; returns the requests still to send (split parts)."""
         n = req.count
-        tokens = [it.token for it in req.items]
+        tokens = list(req.tokens)
         t0 = time.perf_counter()
         try:
             rid, gate = self._log.sending(batch.stream, batch.mapped, tokens)
-            resp = self._post(batch, req, ticket, gate)
+            resp = await self._post(batch, req, ticket, gate)
         except JournalError as e:  # the request's record is not on disk: it was not sent
             self._abort(e, outcomes.ABORT_JOURNAL)
             self._not_sent(batch, tokens)
@@ -326,7 +314,7 @@ class Writer:
         except AuthError as e:
             self._record_error(req, e, t0)
             self._abort(e, outcomes.ABORT_AUTH)
-            self._not_sent(batch, [it.token for it in req.items])
+            self._not_sent(batch, list(req.tokens))
             return []
         except PermanentApiError as e:
             self._record_error(req, e, t0)
@@ -340,7 +328,7 @@ class Writer:
                 return []
             if e.status == 403:
                 self._abort(AuthError(str(e), 403, e.body), outcomes.ABORT_FORBIDDEN)
-                self._not_sent(batch, [it.token for it in req.items])
+                self._not_sent(batch, list(req.tokens))
                 return []
             if e.status in SPLIT_STATUSES:
                 return self._refused(batch, req, e.status, outcomes.parse_body(e.body))
@@ -366,11 +354,13 @@ class Writer:
         doc = outcomes.parse_body(resp.body)
         errors = outcomes.object_errors(doc)
         named = self._named(req, errors) if errors else {}
-        rejected = self._reject_named(batch, req, named)
-        refused = [it.token for it in req.items if (it.array, it.index) in named]
+        # Most answers name no object: then the request's items (one object each) are never built.
+        rejected = self._reject_named(batch, req, named) if named else 0
+        refused = [it.token for it in req.items if (it.array, it.index) in named] if named else []
         self._log.delivered(batch.stream, batch.mapped, rid, tokens, refused, dup=resp.resent_after_drop)
         if batch.mapped.delta_keys is not None or self.settled is not None:
-            self._settle(batch, [it.token for it in req.items if (it.array, it.index) not in named], "delivered")
+            kept = [it.token for it in req.items if (it.array, it.index) not in named] if named else tokens
+            self._settle(batch, kept, "delivered")
         if n - rejected:
             self.report.add_delivered(n - rejected, batch.stream)
         if req.endpoint == "users_track_sync" and self.write.confirm_profiles and not rejected:
@@ -381,12 +371,12 @@ class Writer:
             self._canvases.notice(batch.stream, batch.canvas_id, doc)
         return []
 
-    def _post(self, batch: _Batch, req: Packed, ticket: int, gate: Gate | None = None) -> Any:
-        """client.post, then claim the outcome: _GivenUp when the stopped run no longer waits for it.
+    async def _post(self, batch: _Batch, req: Packed, ticket: int, gate: Gate | None = None) -> Any:
+        """client.post_async, then claim the outcome: _GivenUp when the stopped run no longer waits for it.
         `gate` runs before the body first leaves (the journal's record on disk)."""
         assert self.client is not None
         try:
-            resp = self.client.post(req.endpoint, req.body, idempotent=batch.idempotent, gate=gate)
+            resp = await self.client.post_async(req.endpoint, req.body, idempotent=batch.idempotent, gate=gate)
         except BaseException:
             if not self._inflight.end(ticket):
                 raise _GivenUp from None
@@ -410,7 +400,7 @@ class Writer:
             logger.info(
                 "%s: HTTP %s for %d objects; splitting the request", req.endpoint, status, len(req.items)
             )
-            self._log.outcome(batch.stream, batch.mapped, [it.token for it in req.items], "N")
+            self._log.outcome(batch.stream, batch.mapped, list(req.tokens), "N")
             return list(batching.split(req))
         self._reject_one(batch, req.items[0].token, outcomes.request_reason(status, doc))
         return []
@@ -505,7 +495,7 @@ class Writer:
         if e.maybe_applied:
             self._fail(batch, req.items, outcomes.error_text(e), e.status, outcome="unknown")
         else:
-            self._not_sent(batch, [it.token for it in req.items])
+            self._not_sent(batch, list(req.tokens))
 
     def _abort(self, error: ConnectorError, reason: str) -> None:
         """Stop sending: the first fatal error wins; rows not yet sent are skipped with its reason."""

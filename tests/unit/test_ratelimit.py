@@ -231,3 +231,18 @@ def test_the_shared_budget_knows_users_delete_too() -> None:
 
     shape = shapes_of(Write(rate_limits={"users_delete": {"requests": 600, "per_seconds": 60}}))["users_delete"]
     assert (shape.name, shape.requests, shape.per_seconds) == ("users_delete", 600, 60)
+
+
+def test_reserve_hands_out_the_waits_acquire_would_sleep() -> None:
+    """reserve() (the event loop's acquire) reserves in order and returns the wait instead of sleeping."""
+    limits = {"users_track": RateLimit(requests=10, per_seconds=1)}
+    sleeping, clock = make(limits)
+    waits = []
+    for _ in range(6):
+        sleeping.acquire("users_track")
+        waits.append(clock.now)
+    reserving, clock2 = make(limits)
+    reserved = [reserving.reserve("users_track") for _ in range(6)]
+    assert clock2.slept == [] and clock2.now == 0.0  # nothing slept
+    assert reserved == pytest.approx(waits)  # the wait of the k-th reservation is when acquire let it go
+    assert reserved[0] == 0.0 and all(b > a for a, b in zip(reserved[1:], reserved[2:], strict=False))

@@ -159,3 +159,35 @@ def test_wait_idle_waits_for_the_last_job() -> None:
     q.close()
     threading.Timer(0.05, q.done, args=(job,)).start()
     assert q.wait_idle(30)
+
+
+def test_take_never_blocks_and_on_ready_tells_of_each_ready_job() -> None:
+    told: list[int] = []
+    q = OrderedQueue(10, on_ready=lambda: told.append(1))
+    assert q.take() is None and not q.exhausted
+    q.put("a1", {"u1"})
+    q.put("a2", {"u1"})  # waits on a1: not ready, nobody is told
+    q.put("b", {"u2"})
+    assert len(told) == 2
+    a1 = q.take()
+    b = q.take()
+    assert a1 is not None and b is not None and (a1.payload, b.payload) == ("a1", "b")
+    assert q.take() is None
+    q.done(a1)  # releases a2
+    assert len(told) == 3
+    a2 = q.take()
+    assert a2 is not None and a2.payload == "a2"
+    q.close()
+    assert len(told) == 4 and not q.exhausted  # two jobs still unfinished
+    q.done(a2)
+    q.done(b)  # the last one: the consumer is told it can stop
+    assert len(told) == 5 and q.exhausted and q.take() is None
+
+
+def test_drained_queue_is_exhausted_with_jobs_still_running() -> None:
+    q = OrderedQueue(10)
+    q.put("a", {"u1"})
+    q.put("b", {"u2"})
+    running = q.take()
+    assert running is not None
+    assert q.drain() == ["b"] and q.exhausted

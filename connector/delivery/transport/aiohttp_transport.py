@@ -1,4 +1,4 @@
-"""The aiohttp transport: every exchange on one event-loop thread; worker threads only wait on futures.
+"""The aiohttp transport: every exchange on one event-loop thread; callers wait on futures or await them.
 
 It reached 1,150 requests/s on 0.6 cores where requests topped out near 600 (bench/transport_choice.py).
 `post_once` is also what the HTTP child process (process.py) runs.
@@ -12,7 +12,7 @@ import threading
 import aiohttp
 import requests
 
-from connector.delivery.transport.base import CONNECT_TIMEOUT_S, Answer, Gate, NotSent, SentLost
+from connector.delivery.transport.base import CONNECT_TIMEOUT_S, Answer, Gate, NotSent, SentLost, awaitable
 
 
 class AiohttpTransport:
@@ -45,6 +45,13 @@ class AiohttpTransport:
         if gate is not None:
             gate()
         return asyncio.run_coroutine_threadsafe(self._post(url, body), self._loop).result()
+
+    async def send_async(self, url: str, body: bytes, gate: Gate | None = None) -> Answer:
+        if self._closed:
+            raise NotSent("transport closed")
+        if gate is not None:  # it may wait for the journal's disk write: not on the caller's event loop
+            await asyncio.get_running_loop().run_in_executor(None, gate)
+        return await awaitable(asyncio.run_coroutine_threadsafe(self._post(url, body), self._loop))
 
     def close(self, wait_s: float | None = None) -> None:
         if self._closed:

@@ -1,0 +1,126 @@
+"""Waiting inside a coroutine without holding a thread: stop-aware sleeps and rate-limiter acquisition.
+
+The writer's event loop (sender.py) keeps every request in flight as a coroutine; a backoff or a rate-limit
+wait must then not block the loop's thread. `Sleeper.sleep` is asyncio's sleep that ends early once the run
+is stopped (as StopToken.sleep does for a thread). `acquire` takes a request's rate-limit slot: the local
+limiter reserves it at once and the coroutine sleeps until it is due; a limiter without `reserve` (the
+shared Redis limiter, which talks to Redis and sleeps in acquire()) runs on a few threads of its own.
+A coroutine that wakes well after its slot (the machine was busy) takes a fresh slot rather than leave
+in a burst with every other late one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING
+
+from connector.delivery.ratelimit import Limiter
+from connector.delivery.transport.base import DaemonPool, awaitable
+
+if TYPE_CHECKING:
+    from connector.stop import StopToken
+
+# Threads for limiters that block in acquire(): each holds one reservation while it waits for its slot, so
+# a few keep the rate whatever the requests in flight (slots are granted in order, 1 ms apart at 1,000/s).
+LIMITER_THREADS = 8
+# A coroutine woken this much later than its rate-limit slot takes a new slot (see Acquirer.acquire).
+LATE_S = 0.05
+
+
+class Sleeper:
+    """asyncio sleeps on any loop that end early once `stop` is requested (no stop: plain sleeps)."""
+
+    def __init__(self, stop: StopToken | None) -> None:
+        self._stop = stop
+        self._lock = threading.Lock()
+        # per loop (weakly: a loop that is gone takes its set with it)
+        self._waiting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[asyncio.Future[None]]] = (
+            weakref.WeakKeyDictionary()
+        )
+        if stop is not None:
+            stop.on_stop(self._wake_all)
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        if self._stop is None:
+            await asyncio.sleep(seconds)
+            return
+        if self._stop.stopping:
+            return
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            waiting = self._waiting.setdefault(loop, set())
+        done: asyncio.Future[None] = loop.create_future()
+        waiting.add(done)  # only this loop's thread touches its set
+        timer = loop.call_later(seconds, _resolve, done)
+        try:
+            if not self._stop.stopping:  # a stop between the check above and the add: no wake-up came
+                await done
+        finally:
+            timer.cancel()
+            waiting.discard(done)
+
+    def _wake_all(self) -> None:
+        """The stop was requested (any thread): end every sleep, on every loop."""
+        with self._lock:
+            loops = list(self._waiting.items())
+        for loop, waiting in loops:
+            try:
+                loop.call_soon_threadsafe(_resolve_all, waiting)
+            except RuntimeError:
+                pass  # that loop is closed: nothing sleeps on it
+
+
+def _resolve(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)
+
+
+def _resolve_all(waiting: set[asyncio.Future[None]]) -> None:
+    for done in list(waiting):
+        _resolve(done)
+
+
+class Acquirer:
+    """Rate-limit slots for coroutines: `await acquire(endpoint, max_wait)` as Limiter.acquire would block."""
+
+    def __init__(self, limiter: Limiter, sleeper: Sleeper, clock: Callable[[], float] = time.monotonic) -> None:
+        self._limiter = limiter
+        self._sleeper = sleeper
+        self._clock = clock
+        self._reserve = getattr(limiter, "reserve", None)
+        self._pool: DaemonPool | None = None
+        self._lock = threading.Lock()
+
+    async def acquire(self, endpoint: str, max_wait: float) -> None:
+        """Raises LimitBeyondWait as the limiter does."""
+        if self._reserve is not None:
+            wait: float = self._reserve(endpoint, max_wait=max_wait)
+            if wait > 0:
+                due = self._clock() + wait
+                await self._sleeper.sleep(wait)
+                if self._clock() - due > LATE_S:
+                    # Held up past its slot (a busy machine kept this thread or process off a core): the
+                    # requests whose slots fell due meanwhile would leave in one burst with it, more than the
+                    # server's window allows. Take a fresh slot instead, once (the missed one stays unused).
+                    wait = self._reserve(endpoint, max_wait=max_wait)
+                    if wait > 0:
+                        await self._sleeper.sleep(wait)
+            return
+        with self._lock:
+            if self._pool is None:
+                self._pool = DaemonPool(LIMITER_THREADS, "braze-limiter")
+            pool = self._pool
+        await awaitable(pool.submit(partial(self._limiter.acquire, endpoint, max_wait=max_wait)))
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connector.errors import ConfigError
+from connector.mapping.blanks import blank_to_null
 
 _TRUE = ["true", "1", "yes", "y", "t"]
 _FALSE = ["false", "0", "no", "n", "f"]
@@ -100,17 +101,6 @@ def _lost(before: pa.Array, after: pa.Array) -> list[int]:
     if not pc.any(mask).as_py():
         return []
     return pc.indices_nonzero(mask).to_pylist()  # type: ignore[no-any-return]
-
-
-def blank_to_null(arr: pa.Array) -> pa.Array:
-    """Strings that are empty or only whitespace become null; other types unchanged (float NaN too)."""
-    t = arr.type
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        blank = pc.equal(pc.utf8_trim_whitespace(arr), "")
-        return pc.if_else(blank, pa.scalar(None, t), arr)
-    if pa.types.is_floating(t):
-        return pc.if_else(pc.is_nan(arr), pa.scalar(None, t), arr)
-    return arr
 
 
 def cast_array(

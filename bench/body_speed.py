@@ -1,14 +1,15 @@
 """CPU seconds per 1M objects of the local body-building stages: map + contract (map_chunk) and pack
 (pack_track_array into /users/track bodies), on tables as the readers deliver them.
 
-    python bench/body_speed.py [--rows 300000] [--before REF]
+    python bench/body_speed.py [--rows 300000] [--before REF] [--rounds 2]
 
 Tables: users (8 attributes incl. a timestamp and a boolean) and events (name, time, 2 properties), each
 written three ways: by pandas (large_string columns, one row group for the whole table), by pyarrow
 (row groups of 100,000) and as CSV. Every figure is CPU time (time.process_time), never wall time, printed
 beside the calibration loop (a 10M-iteration Python `for`) of the same process, because the machine may
 be shared. `--before REF` also runs the same measurement on the code of a git ref (extracted with
-`git archive` into a temporary folder) in a child process, and prints the ratio.
+`git archive` into a temporary folder) in child processes alternating with this code's, and prints the
+ratio (lowest figures of `--rounds` runs per side).
 """
 
 from __future__ import annotations
@@ -141,6 +142,13 @@ def run_tree(tree: Path, rows: int, folder: Path) -> dict[str, dict[str, float]]
     return {d["label"]: d for d in lines}
 
 
+def _keep_lowest(best: dict[str, dict[str, float]], new: dict[str, dict[str, float]]) -> None:
+    for label, d in new.items():
+        old = best.setdefault(label, dict(d))
+        for k, v in d.items():
+            old[k] = min(old[k], v)
+
+
 def extract(ref: str, into: Path) -> Path:
     data = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "connector"], capture_output=True, check=True).stdout
     with tarfile.open(fileobj=BytesIO(data)) as tar:
@@ -153,17 +161,23 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=300_000)
     ap.add_argument("--before", help="a git ref whose code to measure too (e.g. main)")
     ap.add_argument("--data", type=Path, default=HERE / ".data" / "body_speed")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating runs per side; the lowest figures count")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         child(a.rows, a.data)
         return
     write_tables(a.rows, a.data)
-    after = run_tree(ROOT, a.rows, a.data)
+    # Runs alternate (this code, the ref, this code, ...) and each figure is the lowest seen, so that load
+    # from other processes on a shared machine weighs on both sides alike.
+    after: dict[str, dict[str, float]] = {}
     before: dict[str, dict[str, float]] = {}
-    if a.before:
-        with tempfile.TemporaryDirectory() as tmp:
-            before = run_tree(extract(a.before, Path(tmp)), a.rows, a.data)
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = extract(a.before, Path(tmp)) if a.before else None
+        for _ in range(a.rounds):
+            _keep_lowest(after, run_tree(ROOT, a.rows, a.data))
+            if tree is not None:
+                _keep_lowest(before, run_tree(tree, a.rows, a.data))
     print(f"## Body building, CPU seconds per 1M objects ({a.rows:,} rows per table)")
     print("table            calib s | read  | map+contract  pack  total" + (" | before: calib  map  pack  total  ratio" if before else ""))
     for label, d in after.items():

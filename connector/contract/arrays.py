@@ -82,8 +82,19 @@ def names(arr: pa.Array) -> Rows | None:
     not blank once stripped; other rows go to check_object, which strips as Python does)."""
     if not is_str(arr):
         return None
+    n = len(arr)
+    if n and not arr.null_count and pc.min(pc.binary_length(arr)).as_py() > 0:
+        first = _data(arr)[_offsets(arr)[:-1]]  # every cell holds a byte: its first one
+        if ((first >= 0x21) & (first <= 0x7E)).all():
+            return long_strings(arr, MAX_STRING)
     ok = pc.and_(pc.match_substring_regex(arr, "^[!-~]"), pc.less_equal(pc.utf8_length(arr), MAX_STRING))
     return rows(pc.invert(pc.fill_null(ok, False)))
+
+
+def _offsets(arr: pa.Array) -> np.ndarray:
+    """The n + 1 offsets of a string array's cells into its data buffer."""
+    width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    return np.frombuffer(arr.buffers()[1], dtype=width)[arr.offset : arr.offset + len(arr) + 1]
 
 
 def iso_ms(arr: pa.Array) -> bool:
@@ -96,8 +107,7 @@ def iso_ms(arr: pa.Array) -> bool:
     lengths = pc.min_max(pc.binary_length(arr)).as_py()
     if lengths["min"] != 24 or lengths["max"] != 24:
         return False
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64 if pa.types.is_large_string(arr.type) else np.int32)
-    start = int(offsets[arr.offset])
+    start = int(_offsets(arr)[0])
     cells = _data(arr)[start : start + 24 * n].reshape(n, 24)
     digits = cells[:, _ISO_DIGITS]
     if not ((digits >= ord("0")) & (digits <= ord("9"))).all():

@@ -2,7 +2,8 @@
 
 Each request's objects are serialised with one orjson call per array (a window over the byte cap falls back
 to measuring object by object); the packer streams (reads at most one object past the request it yields) so
-memory stays bounded whatever the input size. No Python object is created per packed item. Every request records, for each object, the array
+memory stays bounded whatever the input size. No Python object is created per packed item. Objects that
+come already encoded (records.EncodedObjects) are not serialised again: encoded.py slices their bodies. Every request records, for each object, the array
 it sits in and its index within that array, which is how Braze reports per-object errors
 (`input_array`, `index`).
 """

@@ -5,8 +5,11 @@ describes (attributes, events, purchases, Canvas recipients, Live Activity updat
 on each and puts rows that fail a cast (stage "mapping") or a contract rule (stage "contract") into
 `MappedChunk.rejects`; `user_key(obj) -> str` names the user an object belongs to; `columns_read(stream)`
 lists the source columns a stream's mapping reads (checked before a run sends anything).
-Inside: vectorised casts (casts.py), Value resolution (columns.py), Arrow fast paths (fast.py), object
-building (objects.py).
+`MappedChunk.objects` is a list of dicts, or (attributes, events, purchases) a records.EncodedObjects:
+the objects' JSON built column by column, each dict decoded only when read.
+Inside: vectorised casts (casts.py, blanks.py), Value resolution (columns.py), batch building with the
+contract pre-checked per column (fast.py), JSON per column in Arrow (encode.py), per-row object building
+and the reference path (objects.py).
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ def _user_keys(ident: Ident, targets: Iterable[str]) -> list[str] | None:
         return None
     if ident.arrow is not None and encode.is_text(ident.arrow):
         keys = pc.binary_join_element_wise(encode.text("external_id:"), ident.arrow.cast(encode.STR), encode.text(""))
-        return pc.fill_null(keys, encode.text("")).to_pylist()  # type: ignore[no-any-return]
+        return (pc.fill_null(keys, encode.text("")) if keys.null_count else keys).to_pylist()  # type: ignore[no-any-return]
     return ["external_id:" + x if type(x) is str else "" for x in ident.values]
 
 

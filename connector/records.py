@@ -117,9 +117,11 @@ class EncodedObjects(Sequence[dict[str, Any]]):
 
     __slots__ = ("data", "offsets", "_dicts")
 
-    def __init__(self, data: bytes, offsets: Sequence[int], cached: dict[int, dict[str, Any]] | None = None) -> None:
-        self.data = data
-        self.offsets = offsets  # n + 1 ascending byte offsets, offsets[0] == 0
+    def __init__(
+        self, data: bytes | memoryview, offsets: Sequence[int], cached: dict[int, dict[str, Any]] | None = None
+    ) -> None:
+        self.data = data  # bytes, or a view of an Arrow buffer (no copy)
+        self.offsets = offsets  # n + 1 ascending byte offsets, offsets[0] == 0 (a list or a numpy array)
         self._dicts: dict[int, dict[str, Any]] = cached if cached is not None else {}
 
     def __len__(self) -> int:
@@ -127,11 +129,11 @@ class EncodedObjects(Sequence[dict[str, Any]]):
 
     def encoded(self, j: int) -> bytes:
         """The JSON of object j."""
-        return self.data[self.offsets[j] : self.offsets[j + 1] - 1]
+        return bytes(self.data[self.offsets[j] : self.offsets[j + 1] - 1])
 
     def encoded_run(self, lo: int, hi: int) -> bytes:
         """The JSON of objects lo..hi-1 joined by commas (what goes between a request body's brackets)."""
-        return self.data[self.offsets[lo] : self.offsets[hi] - 1] if hi > lo else b""
+        return bytes(self.data[self.offsets[lo] : self.offsets[hi] - 1]) if hi > lo else b""
 
     def size(self, j: int) -> int:
         """Bytes of object j's JSON."""

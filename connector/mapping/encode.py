@@ -203,5 +203,5 @@ def encoded(objects: pa.Array, cached: dict[int, dict[str, Any]] | None = None) 
     _, obuf, dbuf = objects.buffers()
     offsets = np.frombuffer(obuf, dtype=np.int64)[objects.offset : objects.offset + n + 1]
     start, end = int(offsets[0]), int(offsets[-1])
-    data = b"" if dbuf is None else dbuf.to_pybytes()[start:end]
-    return EncodedObjects(data, (offsets - start).tolist(), cached)
+    data = b"" if dbuf is None else memoryview(dbuf)[start:end]  # a view: the JSON is not copied
+    return EncodedObjects(data, offsets - start, cached)

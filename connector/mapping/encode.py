@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -204,4 +204,4 @@ def encoded(objects: pa.Array, cached: dict[int, dict[str, Any]] | None = None) 
     offsets = np.frombuffer(obuf, dtype=np.int64)[objects.offset : objects.offset + n + 1]
     start, end = int(offsets[0]), int(offsets[-1])
     data = b"" if dbuf is None else memoryview(dbuf)[start:end]  # a view: the JSON is not copied
-    return EncodedObjects(data, offsets - start, cached)
+    return EncodedObjects(data, cast(Sequence[int], offsets - start), cached)  # a numpy array indexes alike

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from connector.errors import ConfigError
 from connector.mapping.blanks import blank_to_null
+from connector.mapping.numbers import plain_numbers
 
 _TRUE = ["true", "1", "yes", "y", "t"]
 _FALSE = ["false", "0", "no", "n", "f"]
@@ -154,6 +155,9 @@ def _string(arr: pa.Array, fmt: str | None, tz: str, split: str | None) -> Cast:
 
 
 def _numeric_from_strings(arr: pa.Array, kind: str) -> Cast:
+    direct = plain_numbers(arr, kind)
+    if direct is not None:  # every cell parsed as the pattern below would have let it
+        return Cast(arrow=direct) if kind == "integer" else _finite(Cast(arrow=direct), kind, arr)
     trimmed = pc.utf8_trim_whitespace(arr)
     pattern = _INT_RE if kind == "integer" else _FLOAT_RE
     ok = pc.match_substring_regex(trimmed, pattern)

@@ -20,12 +20,13 @@ import pyarrow.compute as pc
 from connector.errors import ConfigError
 from connector.mapping.blanks import blank_to_null
 from connector.mapping.numbers import plain_numbers
+from connector.mapping.parse_times import OFFSET_RE as _OFFSET_RE
+from connector.mapping.parse_times import parse as _parse
 
 _TRUE = ["true", "1", "yes", "y", "t"]
 _FALSE = ["false", "0", "no", "n", "f"]
 _INT_RE = r"^[+-]?\d+(\.0*)?$"
 _FLOAT_RE = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
-_OFFSET_RE = r"\d{2}:\d{2}(?::\d{2}(?:[.:]\d+)?)?\s*(?:Z|z|[+-]\d{2}(?::?\d{2})?)$"
 # Braze's documented non-ISO time formats (braze-api.md §3.3), tried only on cells ISO parsing missed.
 _BRAZE_TIME_FORMATS = (
     "%Y-%m-%dT%H:%M:%S:%f%z",
@@ -322,49 +323,6 @@ def _arrow_iso(s: pa.Array, tz: str) -> pa.Array | None:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     return None
-
-
-def _parse(ser: pd.Series, fmt: str, tz: str) -> pd.Series:
-    """Parse strings with one format to UTC (NaT where they do not parse); strings without an offset take `tz`."""
-    try:
-        return _parse_vector(ser, fmt, tz)
-    except (ValueError, OverflowError, TypeError):  # pandas refuses the vector (e.g. an out-of-range year)
-        parts = [
-            _parse_vector(ser[i : i + 1], fmt, tz) if _parses(ser[i : i + 1], fmt, tz) else None
-            for i in range(len(ser))
-        ]
-        result = pd.Series(pd.NaT, index=ser.index, dtype="datetime64[us, UTC]")
-        for part in parts:
-            if part is not None:
-                result[part.index] = part
-        return result
-
-
-def _parses(one: pd.Series, fmt: str, tz: str) -> bool:
-    try:
-        _parse_vector(one, fmt, tz)
-    except (ValueError, OverflowError, TypeError):
-        return False
-    return True
-
-
-def _parse_vector(ser: pd.Series, fmt: str, tz: str) -> pd.Series:
-    result = pd.Series(pd.NaT, index=ser.index, dtype="datetime64[us, UTC]")
-    if ser.empty:
-        return result
-    has_off = ser.str.contains(_OFFSET_RE, regex=True, na=False) if "%z" in fmt or fmt == "ISO8601" else None
-    aware = ser[has_off] if has_off is not None else ser.iloc[:0]
-    naive = ser[~has_off] if has_off is not None else ser
-    if not aware.empty:
-        result[aware.index] = pd.to_datetime(aware, format=fmt, errors="coerce", utc=True).astype(
-            result.dtype
-        )
-    if not naive.empty and naive.notna().any():
-        local = pd.to_datetime(naive, format=fmt, errors="coerce")
-        if getattr(local.dt, "tz", None) is None:
-            local = local.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
-        result[naive.index] = local.dt.tz_convert("UTC").astype(result.dtype)
-    return result
 
 
 def _date(arr: pa.Array, fmt: str | None, tz: str, split: str | None) -> Cast:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, overload
+
+import orjson
 
 Stage = Literal["parse", "mapping", "contract", "expectation", "destination"]
 ObjectKind = Literal["attributes", "events", "purchases", "canvas_trigger", "live_activity"]
@@ -103,17 +106,87 @@ class Chunk:
         return Chunk(self.file, self.table.filter(mask), kept, [], keys)
 
 
+class EncodedObjects(Sequence[dict[str, Any]]):
+    """Objects held as their JSON encoding: object j is `data[offsets[j]:offsets[j + 1] - 1]` (each object is
+    followed by a comma in `data`, so a run of objects j..k-1 is one slice, minus its last comma).
+
+    Reading `objects[j]` decodes object j into a dict once (the same dict on every later read); the packer
+    (delivery/batching.py) takes the bytes without building any dict. `cached` seeds dicts already built
+    (rows the contract checked one by one).
+    """
+
+    __slots__ = ("data", "offsets", "_dicts")
+
+    def __init__(
+        self, data: bytes | memoryview, offsets: Sequence[int], cached: dict[int, dict[str, Any]] | None = None
+    ) -> None:
+        self.data = data  # bytes, or a view of an Arrow buffer (no copy)
+        self.offsets = offsets  # n + 1 ascending byte offsets, offsets[0] == 0 (a list or a numpy array)
+        self._dicts: dict[int, dict[str, Any]] = cached if cached is not None else {}
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def encoded(self, j: int) -> bytes:
+        """The JSON of object j."""
+        return bytes(self.data[self.offsets[j] : self.offsets[j + 1] - 1])
+
+    def encoded_run(self, lo: int, hi: int) -> bytes:
+        """The JSON of objects lo..hi-1 joined by commas (what goes between a request body's brackets)."""
+        return bytes(self.data[self.offsets[lo] : self.offsets[hi] - 1]) if hi > lo else b""
+
+    def size(self, j: int) -> int:
+        """Bytes of object j's JSON."""
+        return int(self.offsets[j + 1] - self.offsets[j] - 1)
+
+    @overload
+    def __getitem__(self, j: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, j: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, j: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(j, slice):
+            return [self[k] for k in range(*j.indices(len(self)))]
+        n = len(self)
+        if j < 0:
+            j += n
+        if not 0 <= j < n:
+            raise IndexError(f"object {j} of {n}")
+        obj = self._dicts.get(j)
+        if obj is None:
+            obj = self._dicts[j] = orjson.loads(self.encoded(j))
+        return obj
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        n = len(self)
+        if len(self._dicts) < n:  # decode everything not decoded yet in one call
+            every = orjson.loads(b"[" + self.encoded_run(0, n) + b"]")
+            for j, obj in enumerate(every):
+                self._dicts.setdefault(j, obj)
+        return (self._dicts[j] for j in range(n))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, EncodedObjects | list | tuple):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"EncodedObjects({len(self)} objects, {len(self.data)} bytes)"
+
+
 @dataclass(slots=True)
 class MappedChunk:
     """Braze objects built from a chunk, parallel lists: objects[i] came from chunk row indices[i].
 
     `user_keys[i]` names the profile the object touches ("external_id:u1", "user_alias:name|label", ...) so
     the writer can keep one user's objects in source order; for live activities it is the activity id.
+    `objects` is a list of dicts or, from mapping's column path, an EncodedObjects (dicts built on reading).
     """
 
     kind: ObjectKind
     chunk: Chunk
-    objects: list[dict[str, Any]]
+    objects: list[dict[str, Any]] | EncodedObjects
     indices: list[int]
     user_keys: list[str]
     rejects: list[Rejected] = field(default_factory=list)

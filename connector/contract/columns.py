@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connector.contract import arrays
 from connector.contract.base import (
     _CONTROL,
     _COUNTRY_RE,
@@ -35,6 +36,7 @@ from connector.contract.characters import control_rows
 from connector.contract.values import _STANDARD
 
 Rows = set[int]
+Values: TypeAlias = Sequence[Any] | pa.Array  # a column's cast values: a Python list, or the Arrow array they come from
 _SETS = {"gender": _GENDERS, "email_subscribe": _SUBSCRIBE, "push_subscribe": _SUBSCRIBE}
 _FORMATS: dict[str, Callable[[str], object]] = {"dob": _valid_date, "country": _COUNTRY_RE.match}
 IDENTIFIER_KEYS = frozenset(("external_id", "user_alias", "braze_id", "email", "phone"))
@@ -124,10 +126,26 @@ def _not_scalar(values: Sequence[Any]) -> Rows:
     }
 
 
-def attribute_rows(key: str, values: Sequence[Any], keep_null: bool) -> Rows:
+def _list(values: Values) -> Sequence[Any]:
+    return values.to_pylist() if isinstance(values, pa.Array) else values
+
+
+def attribute_rows(key: str, values: Values, keep_null: bool) -> Rows:
     """Suspect rows for one top-level attribute (the `_attributes` part of check_object)."""
     if key in _CONTROL or key in ("email", "phone"):
         return set()  # not checked as attributes (identifiers are checked by identifier_rows)
+    if isinstance(values, pa.Array):
+        if not _valid_key(key):
+            return arrays.present(values, keep_null)
+        if key in _SETS:
+            found = arrays.outside(values, _SETS[key])
+        elif key in _FORMATS or key in _STANDARD:
+            found = None
+        else:
+            found = arrays.not_scalar(values)
+        if found is not None:
+            return found
+        values = values.to_pylist()
     if not _valid_key(key):
         return _present(values, keep_null)
     if key in _SETS:
@@ -140,10 +158,35 @@ def attribute_rows(key: str, values: Sequence[Any], keep_null: bool) -> Rows:
     return _not_scalar(values)
 
 
-def identifier_rows(sources: dict[str, list[Sequence[Any]]], n: int) -> Rows:
+def identifier_rows(sources: dict[str, list[Values]], n: int) -> Rows:
     """Suspect rows for `_identifiers` and control characters, from every value list feeding an identifier
     key of the objects."""
-    return _identifier_rows(sources, n) | control_rows(sources)
+    lists: dict[str, list[Sequence[Any]]] = {}
+    bad: Rows = set()
+    for key, columns in sources.items():
+        for values in columns:
+            found = arrays.control_rows(values) if isinstance(values, pa.Array) else None
+            if found is None:
+                lists.setdefault(key, []).append(_list(values))
+            else:
+                bad |= found
+    found = _external_id_arrow(sources)
+    if found is not None:
+        return bad | found | control_rows(lists)
+    full = {key: [_list(v) for v in columns] for key, columns in sources.items()}
+    return bad | _identifier_rows(full, n) | control_rows(lists)
+
+
+def _external_id_arrow(sources: dict[str, list[Values]]) -> Rows | None:
+    """_identifier_rows over Arrow arrays for the common case: an external_id, maybe an email attribute."""
+    if not set(sources) <= {"external_id", "email"} or any(len(v) != 1 for v in sources.values()):
+        return None
+    ids, email = sources.get("external_id", [None])[0], sources.get("email", [None])[0]
+    if not isinstance(ids, pa.Array) or not (email is None or isinstance(email, pa.Array)):
+        return None
+    found = arrays.sized(ids, 1, 246)
+    emails: Rows | None = set() if email is None else arrays.emails(email, _EMAIL_RE2)
+    return None if found is None or emails is None else found | emails
 
 
 def _identifier_rows(sources: dict[str, list[Sequence[Any]]], n: int) -> Rows:
@@ -199,8 +242,13 @@ def _alias_ok(x: Any) -> bool:
     )
 
 
-def event_field_rows(name: str, values: Sequence[Any], keep_null: bool) -> Rows:
+def event_field_rows(name: str, values: Values, keep_null: bool) -> Rows:
     """Suspect rows for one top-level field of an event or purchase object (name, time, price, ...)."""
+    if isinstance(values, pa.Array):
+        found = _event_field_arrow(name, values)
+        if found is not None:
+            return found
+        values = values.to_pylist()
     types = set(map(type, values))
     if name in ("name", "product_id"):
         if _NONE not in types:
@@ -232,8 +280,24 @@ def event_field_rows(name: str, values: Sequence[Any], keep_null: bool) -> Rows:
     return set(range(len(values)))  # a field this pre-check does not know
 
 
+def _event_field_arrow(name: str, arr: pa.Array) -> Rows | None:
+    """event_field_rows over an Arrow array, or None to use the list check."""
+    if name in ("name", "product_id"):
+        return arrays.names(arr)
+    if name == "time":
+        return set() if arrays.iso_ms(arr) else None
+    if name == "currency":
+        found = arrays.outside(arr, CURRENCIES)
+        return None if found is None or arr.null_count else found
+    if name == "price" and not arr.null_count and (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
+        return arrays.not_scalar(arr)
+    if name == "app_id":
+        return set()
+    return None
+
+
 def property_rows(
-    kind: str, js: Sequence[Any] | None, columns: Sequence[tuple[str, Sequence[Any]]], n: int
+    kind: str, js: Sequence[Any] | None, columns: Sequence[tuple[str, Values]], n: int
 ) -> Rows:
     """Suspect rows for the properties of events and purchases: JSON objects go to check_object."""
     if len(columns) > MAX_PROPERTIES:
@@ -242,7 +306,8 @@ def property_rows(
     reserved = _RESERVED[kind]
     for name, values in columns:
         if not _valid_key(name) or name in reserved:
-            bad |= _present(values, False)
+            bad |= arrays.present(values, False) if isinstance(values, pa.Array) else _present(values, False)
         else:
-            bad |= _not_scalar(values)
+            found = arrays.not_scalar(values) if isinstance(values, pa.Array) else None
+            bad |= found if found is not None else _not_scalar(_list(values))
     return bad

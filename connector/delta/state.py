@@ -87,16 +87,18 @@ class DeltaState:
         if n == 0:
             return mapped, 0
         attributes = kind == "attributes"
-        keys = list(mapped.user_keys) if attributes else fp.object_keys(mapped.objects)
+        # Objects built as JSON per column (records.EncodedObjects) are decoded here, the chunk in one call.
+        objs = mapped.objects if isinstance(mapped.objects, list) else list(mapped.objects)
+        keys = list(mapped.user_keys) if attributes else fp.object_keys(objs)
         # A read-only run keeps what it would send for the chunk only (settle never comes to free it).
         pending: dict[str, _Pending] = {} if self.read_only else self._pending.setdefault(stream, {})
         with self._lock:  # settle() confirms under it: a key is either pending or in the store, never neither
             # The whole chunk in one statement: the confirmed record of each row's key, or None.
             stored: list[bytes | None] = [None] * n if self.full and not attributes else self.store.lookup(stream, keys)
             if attributes:
-                keep, objects, invalidate = self._attributes(mapped.objects, keys, stored, pending, id_key)
+                keep, objects, invalidate = self._attributes(objs, keys, stored, pending, id_key)
             else:
-                keep, objects, invalidate = self._objects(keys, mapped.objects, stored, pending)
+                keep, objects, invalidate = self._objects(keys, objs, stored, pending)
             if invalidate and not self.read_only:
                 self.store.write(stream, [], list(invalidate))  # committed before the request leaves
         self.last.unchanged = n - len(keep)

@@ -7,8 +7,11 @@ on each and puts rows that fail a cast (stage "mapping") or a contract rule (sta
 `identifier_keys(stream, chunk)` every row's user the same way, before any check; `columns_read(stream)`
 lists the source columns a stream's mapping reads (checked before a run sends anything); `DateReadings`
 keeps, across a stream's chunks, how each time column reads `07/09/2023` and warns when nothing told.
-Inside: vectorised casts (casts.py), Value resolution (columns.py), Arrow fast paths (fast.py), object
-building (objects.py).
+`MappedChunk.objects` is a list of dicts, or (attributes, events, purchases) a records.EncodedObjects:
+the objects' JSON built column by column, each dict decoded only when read.
+Inside: vectorised casts (casts.py, blanks.py, numbers.py, timeparse.py), Value resolution (columns.py),
+batch building with the contract pre-checked per column (fast.py), JSON per column in Arrow (encode.py),
+per-row object building and the reference path (objects.py).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -20,7 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connector.errors import ConfigError
+from connector.mapping.blanks import blank_to_null
 from connector.mapping.dates import MONTH_FIRST, DayMonth
+from connector.mapping.numbers import plain_numbers
 from connector.mapping.timeparse import BRAZE_TIME_FORMATS, arrow_iso, iso, parse, parse_each
 
 _TRUE = ["true", "1", "yes", "y", "t"]
@@ -40,12 +42,25 @@ _EXPECTED = {
 _RULE = {"number": "cast.float", "object": "cast.json", "array": "cast.json"}
 
 
-@dataclass(slots=True)
 class Cast:
-    """One converted column: values (None = empty cell) and errors by row index."""
+    """One converted column: values (None = empty cell) and errors by row index. `arrow`, when set, is the
+    column as an Arrow array whose to_pylist() is `values` (then built only when read)."""
 
-    values: list[Any]
-    errors: dict[int, tuple[str, str]] = field(default_factory=dict)
+    __slots__ = ("_values", "arrow", "errors")
+
+    def __init__(
+        self, values: list[Any] | None = None, errors: dict[int, tuple[str, str]] | None = None,
+        *, arrow: pa.Array | None = None,
+    ) -> None:  # fmt: skip
+        self._values = values
+        self.arrow = arrow
+        self.errors: dict[int, tuple[str, str]] = errors if errors is not None else {}
+
+    @property
+    def values(self) -> list[Any]:
+        if self._values is None:
+            self._values = [] if self.arrow is None else self.arrow.to_pylist()
+        return self._values
 
 
 def quote(value: Any, limit: int = 60) -> str:
@@ -69,16 +84,18 @@ def zone(name: str | None, where: str) -> str:
     return name
 
 
-def _fail(kind: str, raw: list[Any], bad: list[int], errors: dict[int, tuple[str, str]],
+def _fail(kind: str, raw: pa.Array, bad: list[int], errors: dict[int, tuple[str, str]],
           formats: tuple[str, ...] = ()) -> None:  # fmt: skip
+    if not bad:
+        return
     rule = _RULE.get(kind, f"cast.{kind}")
     expected = f"is not {_EXPECTED[kind]}"
     if len(formats) == 1:
         expected = f"does not match the format {formats[0]!r}"
     elif formats:
         expected = f"matches none of the formats {', '.join(map(repr, formats))} (tried in order)"
-    for i in bad:
-        errors.setdefault(i, (rule, f"{quote(raw[i])} {expected}"))
+    for i, v in zip(bad, raw.take(pa.array(bad, pa.int64())).to_pylist(), strict=True):
+        errors.setdefault(i, (rule, f"{quote(v)} {expected}"))
 
 
 def _lost(before: pa.Array, after: pa.Array) -> list[int]:
@@ -87,17 +104,6 @@ def _lost(before: pa.Array, after: pa.Array) -> list[int]:
     if not pc.any(mask).as_py():
         return []
     return pc.indices_nonzero(mask).to_pylist()  # type: ignore[no-any-return]
-
-
-def blank_to_null(arr: pa.Array) -> pa.Array:
-    """Strings that are empty or only whitespace become null; other types unchanged (float NaN too)."""
-    t = arr.type
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        blank = pc.equal(pc.utf8_trim_whitespace(arr), "")
-        return pc.if_else(blank, pa.scalar(None, t), arr)
-    if pa.types.is_floating(t):
-        return pc.if_else(pc.is_nan(arr), pa.scalar(None, t), arr)
-    return arr
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,13 +147,13 @@ def _auto(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
         return _string(arr, fmt, tz, split)
     if split is not None and _is_str(t):
         return _array(arr, fmt, tz, split)
-    return Cast(arr.to_pylist())
+    return Cast(arrow=arr)
 
 
 def _string(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
     t = arr.type
     if _is_str(t):
-        return Cast(arr.to_pylist())
+        return Cast(arrow=arr)
     if pa.types.is_timestamp(t):
         return _time(arr, fmt, tz, split)
     if pa.types.is_date(t):
@@ -158,11 +164,14 @@ def _string(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
         raw = arr.to_pylist()
         return Cast([None if v is None else v.decode("utf-8", "replace") for v in raw])
     if pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_decimal(t):
-        return Cast(pc.cast(arr, pa.string()).to_pylist())
+        return Cast(arrow=pc.cast(arr, pa.string()))
     return Cast([None if v is None else orjson.dumps(v).decode() for v in arr.to_pylist()])
 
 
 def _numeric_from_strings(arr: pa.Array, kind: str) -> Cast:
+    direct = plain_numbers(arr, kind)
+    if direct is not None:  # every cell parsed as the pattern below would have let it
+        return Cast(arrow=direct) if kind == "integer" else _finite(Cast(arrow=direct), kind, arr)
     trimmed = pc.utf8_trim_whitespace(arr)
     pattern = _INT_RE if kind == "integer" else _FLOAT_RE
     ok = pc.match_substring_regex(trimmed, pattern)
@@ -181,12 +190,12 @@ def _numeric_from_strings(arr: pa.Array, kind: str) -> Cast:
         ints = is_int.to_pylist()
         vals = [int(f) if (i and f is not None) else f for f, i in zip(floats, ints, strict=True)]
         res = Cast(vals)
-        _fail(kind, arr.to_pylist(), _lost(arr, good), res.errors)
+        _fail(kind, arr, _lost(arr, good), res.errors)
         return _finite(res, kind, arr)
     else:
         out = pc.cast(good, pa.float64())
-    res = Cast(out.to_pylist())
-    _fail(kind, arr.to_pylist(), _lost(arr, out), res.errors)
+    res = Cast(arrow=out)
+    _fail(kind, arr, _lost(arr, out), res.errors)
     return _finite(res, kind, arr) if kind != "integer" else res
 
 
@@ -198,6 +207,13 @@ def _py_int(v: str | None) -> int | None:
 
 
 def _finite(res: Cast, kind: str, raw: pa.Array) -> Cast:
+    if res.arrow is not None and pa.types.is_floating(res.arrow.type):
+        f = res.arrow
+        bad_mask = pc.and_(pc.is_valid(f), pc.invert(pc.is_finite(f)))
+        if pc.any(bad_mask).as_py():
+            _fail(kind, raw, pc.indices_nonzero(bad_mask).to_pylist(), res.errors)
+            res.arrow = pc.if_else(bad_mask, pa.scalar(None, f.type), f)
+        return res
     vals = res.values
     try:
         if all(map(math.isfinite, filter(None, vals))):  # the common case, in C (filter drops None and 0)
@@ -206,7 +222,7 @@ def _finite(res: Cast, kind: str, raw: pa.Array) -> Cast:
         pass
     bad = [i for i, v in enumerate(vals) if isinstance(v, float) and not math.isfinite(v)]
     if bad:
-        _fail(kind, raw.to_pylist(), bad, res.errors)
+        _fail(kind, raw, bad, res.errors)
         for i in bad:
             vals[i] = None
     return res
@@ -215,16 +231,16 @@ def _finite(res: Cast, kind: str, raw: pa.Array) -> Cast:
 def _integer(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
     t = arr.type
     if pa.types.is_integer(t):
-        return Cast(arr.to_pylist())
+        return Cast(arrow=arr)
     if pa.types.is_boolean(t):
-        return Cast(pc.cast(arr, pa.int64()).to_pylist())
+        return Cast(arrow=pc.cast(arr, pa.int64()))
     if pa.types.is_floating(t) or pa.types.is_decimal(t):
         f = pc.cast(arr, pa.float64())
         ok = pc.and_(pc.is_finite(f), pc.equal(pc.floor(f), f))
         ok = pc.and_(ok, pc.less(pc.abs(f), 2.0**63))
         good = pc.if_else(ok, f, pa.scalar(None, pa.float64()))
-        res = Cast(pc.cast(good, pa.int64()).to_pylist())
-        _fail("integer", arr.to_pylist(), _lost(arr, good), res.errors)
+        res = Cast(arrow=pc.cast(good, pa.int64()))
+        _fail("integer", arr, _lost(arr, good), res.errors)
         return res
     return _numeric_from_strings(_as_string(arr), "integer")
 
@@ -232,9 +248,9 @@ def _integer(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
 def _float(arr: pa.Array, fmt: Fmt, tz: str, split: str | None, kind: str = "float") -> Cast:
     t = arr.type
     if pa.types.is_integer(t) and kind == "number":
-        return Cast(arr.to_pylist())
+        return Cast(arrow=arr)
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_boolean(t):
-        return _finite(Cast(pc.cast(arr, pa.float64()).to_pylist()), kind, arr)
+        return _finite(Cast(arrow=pc.cast(arr, pa.float64())), kind, arr)
     return _numeric_from_strings(_as_string(arr), kind)
 
 
@@ -249,13 +265,13 @@ def _as_string(arr: pa.Array) -> pa.Array:
 def _boolean(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
     t = arr.type
     if pa.types.is_boolean(t):
-        return Cast(arr.to_pylist())
+        return Cast(arrow=arr)
     s = pc.utf8_lower(pc.utf8_trim_whitespace(_as_string(arr)))
     is_true = pc.is_in(s, value_set=pa.array(_TRUE))
     is_false = pc.is_in(s, value_set=pa.array(_FALSE))
     out = pc.if_else(is_true, True, pc.if_else(is_false, False, pa.scalar(None, pa.bool_())))
-    res = Cast(out.to_pylist())
-    _fail("boolean", arr.to_pylist(), _lost(arr, out), res.errors)
+    res = Cast(arrow=out)
+    _fail("boolean", arr, _lost(arr, out), res.errors)
     return res
 
 
@@ -267,18 +283,17 @@ def _time(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
             if t.tz is not None
             else pc.assume_timezone(arr, tz, ambiguous="earliest", nonexistent="latest")
         )
-        return Cast(iso(ts))
+        return Cast(arrow=iso(ts))
     if pa.types.is_date(t):
         ts = pc.assume_timezone(
             pc.cast(arr, pa.timestamp("s")), tz, ambiguous="earliest", nonexistent="latest"
         )
-        return Cast(iso(ts))
+        return Cast(arrow=iso(ts))
     s = _as_string(arr)
     if not fmt.given:
         fast = arrow_iso(s, tz)
         if fast is not None:
-            return Cast(iso(fast))
-    raw = s.to_pylist()
+            return Cast(arrow=iso(fast))
     ser = pd.Series(pc.utf8_trim_whitespace(s).to_pylist(), dtype=object)
     if fmt.given:
         parsed = parse_each(ser, fmt.given, tz)
@@ -298,18 +313,18 @@ def _time(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
     out = pc.if_else(
         pc.and_(pc.greater_equal(year, 1), pc.less_equal(year, 3000)), out, pa.scalar(None, out.type)
     )
-    res = Cast(iso(out))
-    _fail("time", raw, _lost(s, out), res.errors, fmt.given)
+    res = Cast(arrow=iso(out))
+    _fail("time", s, _lost(s, out), res.errors, fmt.given)
     return res
 
 
 def _date(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
     t = arr.type
     if pa.types.is_date(t):
-        return Cast(pc.strftime(arr, format="%Y-%m-%d").to_pylist())
+        return Cast(arrow=pc.strftime(arr, format="%Y-%m-%d"))
     if pa.types.is_timestamp(t):
         local = pc.local_timestamp(arr) if t.tz is not None else arr
-        return Cast(pc.strftime(pc.cast(local, pa.timestamp("s"), safe=False), format="%Y-%m-%d").to_pylist())
+        return Cast(arrow=pc.strftime(pc.cast(local, pa.timestamp("s"), safe=False), format="%Y-%m-%d"))
     s = _as_string(arr)
     trimmed = pc.utf8_trim_whitespace(s)
     try:
@@ -330,8 +345,8 @@ def _date(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
                 break
             days[missed] = pd.to_datetime(ser[missed], format=f, errors="coerce")
         parsed = pa.array(days, from_pandas=True)
-    res = Cast(pc.strftime(parsed, format="%Y-%m-%d").to_pylist())
-    _fail("date", s.to_pylist(), _lost(s, parsed), res.errors, fmt.given)
+    res = Cast(arrow=pc.strftime(parsed, format="%Y-%m-%d"))
+    _fail("date", s, _lost(s, parsed), res.errors, fmt.given)
     return res
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel
 
 from connector.config import AttributeField, Properties, Stream, Value
@@ -17,13 +18,34 @@ from connector.mapping.dates import DateReadings
 RowErrors = dict[int, tuple[str, str, str | None]]
 
 
-@dataclass(slots=True)
 class Column:
-    """Cast values of one Value for every row; `keep_null` means an empty cell is sent as null."""
+    """Cast values of one Value for every row; `keep_null` means an empty cell is sent as null. `arrow`,
+    when set, holds the same values as an Arrow array (then `values` is built only when read)."""
 
-    values: list[Any]
-    keep_null: bool
-    column: str | None
+    __slots__ = ("_values", "arrow", "keep_null", "column")
+
+    def __init__(
+        self, values: list[Any] | None, keep_null: bool, column: str | None, arrow: pa.Array | None = None
+    ) -> None:
+        self._values = values
+        self.arrow = arrow
+        self.keep_null = keep_null
+        self.column = column
+
+    @property
+    def values(self) -> list[Any]:
+        if self._values is None:
+            self._values = [] if self.arrow is None else self.arrow.to_pylist()
+        return self._values
+
+    @values.setter
+    def values(self, values: list[Any]) -> None:
+        self._values, self.arrow = values, None
+
+    @property
+    def data(self) -> list[Any] | pa.Array:
+        """The Arrow array when there is one, else the values."""
+        return self.arrow if self.arrow is not None else self.values
 
 
 class Resolver:
@@ -68,13 +90,20 @@ class Resolver:
             if i not in errs:
                 errs[i] = (rule, reason, v.column)
         if v.on_empty == "reject":
-            for i, x in enumerate(cast.values):
+            empty = (
+                enumerate(cast.values)
+                if cast.arrow is None
+                else ((i, None) for i in pc.indices_nonzero(pc.is_null(cast.arrow)).to_pylist())
+            )
+            for i, x in empty:
                 if x is None and i not in errs:
                     errs[i] = (
                         "value.required",
                         f"the cell is empty and '{key}' has on_empty: reject",
                         v.column,
                     )
+        if cast.arrow is not None:
+            return Column(None, v.on_empty == "null", v.column, cast.arrow)
         return Column(cast.values, v.on_empty == "null", v.column)
 
     def _constant(self, v: Value, key: str, kind: str, tz: str) -> Column:

@@ -1,138 +1,132 @@
 """Batch object building for attributes, events and purchases, with the contract pre-checked per column.
 
-`objects.map_chunk` uses these instead of its per-row builders: the objects are equal (same keys, same
-order, same values), and `suspect` names the rows on which the reference `contract.check_object` must
-still run (see connector/contract/columns.py); every other row is known to pass it.
+`objects.map_chunk` uses these instead of its per-row builders: every row's object is built as JSON, column
+by column (encode.py), with no dict per row, and `suspect` names the rows on which the reference
+`contract.check_object` must still run (see connector/contract/columns.py); every other row is known to pass
+it. The JSON is what orjson.dumps gives for the object the per-row builder makes.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from itertools import repeat
-from operator import setitem
 from typing import Any
 
-from connector.contract import columns as precheck
-from connector.mapping.columns import build_properties
+import pyarrow as pa
+import pyarrow.compute as pc
 
-Fields = list[tuple[str, list[Any], bool]]  # (Braze key, values, keep_null), as in objects.py
+from connector.contract import columns as precheck
+from connector.mapping import encode
+from connector.mapping.columns import Column, build_properties
+
+Fields = list[tuple[str, Column, bool]]  # (Braze key, values, keep_null), as in objects.py
 # Keys that change what user_key() returns for an object whose external_id is set.
 _KEY_SENSITIVE = frozenset(("external_id", "external_user_id", "activity_id", "content_state"))
 
 
 @dataclass(slots=True)
-class Batch:
-    """Every row's object, the rows check_object must still see, and user keys of the other rows."""
+class Ident:
+    """The configured identifier: its key, per-row values (None when empty) and, when it has one, the
+    Arrow array of the same values."""
 
-    objects: list[dict[str, Any]]
+    kind: str
+    values: list[Any]
+    arrow: pa.Array | None = None
+
+    @property
+    def data(self) -> list[Any] | pa.Array:
+        return self.arrow if self.arrow is not None else self.values
+
+
+@dataclass(slots=True)
+class Batch:
+    """Every row's object as JSON (`{...},` per row, encode.encode_objects), the rows check_object must
+    still see, and user keys of the other rows."""
+
+    encoded: pa.Array
     suspect: set[int]
     keys: list[str] | None  # "external_id:<id>" per row when valid for every non-suspect row
 
 
-def _nulls(values: list[Any]) -> list[int]:
-    """Indices of None in a list (C-level scans; cheap when nulls are few)."""
-    out: list[int] = []
-    i = -1
-    index = values.index
-    try:
-        while True:
-            i = index(None, i + 1)
-            out.append(i)
-    except ValueError:
-        return out
+def _json(col: Column) -> tuple[pa.Array, bool]:
+    if col.arrow is not None:
+        out = encode.arrow_json(col.arrow)
+        if out is not None:
+            return out
+    return encode.values_json(col.values)
 
 
-def _rows(keys: list[str], keeps: list[bool], cols: Sequence[Iterable[Any]], n: int) -> list[dict[str, Any]]:
-    """One dict per row: key -> value, skipping None unless the key keeps nulls; later keys override."""
-    if not cols:
-        return [{} for _ in range(n)]
-    if any(keeps) or len(set(keys)) != len(keys):
-        return [
-            {k: v for k, keep, v in zip(keys, keeps, row) if keep or v is not None}  # noqa: B905
-            for row in zip(*cols)  # noqa: B905 - equal lengths; strict= is slow
-        ]
-    # Copies of a template dict, filled column by column in C: ~25% faster than dict(zip(keys, row)).
-    copy = dict.fromkeys(keys).copy
-    out = [copy() for _ in range(n)]
-    for k, vals in zip(keys, cols, strict=True):
-        deque(map(setitem, out, repeat(k), vals), maxlen=0)
-    for k, vals in zip(keys, cols, strict=True):
-        if isinstance(vals, list) and None in vals:
-            for i in _nulls(vals):
-                del out[i][k]
-    return out
+def _ident_json(ident: Ident) -> tuple[pa.Array, bool]:
+    return _json(Column(None, False, None, ident.arrow) if ident.arrow is not None else Column(ident.values, False, None))
 
 
-def _user_keys(id_kind: str, ids: list[Any], targets: Iterable[str]) -> list[str] | None:
-    if id_kind != "external_id" or _KEY_SENSITIVE.intersection(targets):
+def _parts(pieces: list[encode.Piece]) -> list[encode.Piece] | None:
+    """The pieces, or None when a key comes twice (the dict built row by row then orders keys by which
+    one is present on each row: left to the per-row builder)."""
+    return pieces if len({p.key for p in pieces}) == len(pieces) else None
+
+
+def _user_keys(ident: Ident, targets: Iterable[str]) -> list[str] | None:
+    if ident.kind != "external_id" or _KEY_SENSITIVE.intersection(targets):
         return None
-    return ["external_id:" + x if type(x) is str else "" for x in ids]
+    if ident.arrow is not None and encode.is_text(ident.arrow):
+        keys = pc.binary_join_element_wise(encode.text("external_id:"), ident.arrow.cast(encode.STR), encode.text(""))
+        return (pc.fill_null(keys, encode.text("")) if keys.null_count else keys).to_pylist()  # type: ignore[no-any-return]
+    return ["external_id:" + x if type(x) is str else "" for x in ident.values]
 
 
-def _identifier_sources(id_kind: str, ids: list[Any], fields: Fields) -> dict[str, list[Sequence[Any]]]:
-    sources: dict[str, list[Sequence[Any]]] = {id_kind: [ids]}
-    for target, vals, _ in fields:
+def _identifier_sources(ident: Ident, fields: Fields) -> dict[str, list[Any]]:
+    sources: dict[str, list[Any]] = {ident.kind: [ident.data]}
+    for target, col, _ in fields:
         if target in precheck.IDENTIFIER_KEYS:
-            sources.setdefault(target, []).append(vals)
+            sources.setdefault(target, []).append(col.data)
     return sources
 
 
-def attribute_batch(
-    id_kind: str, ids: list[Any], ueo: bool | None, merge: bool, fields: Fields, n: int
-) -> Batch:
-    """Objects as objects._build's `attributes` makes them, and the rows to check."""
-    keys, keeps = [id_kind], [False]
-    cols: list[Iterable[Any]] = [ids]
+def attribute_batch(ident: Ident, ueo: bool | None, merge: bool, fields: Fields, n: int) -> Batch | None:
+    """Objects as objects._build's `attributes` makes them, and the rows to check (None: a key comes twice)."""
+    named: list[encode.Piece] = [encode.piece(ident.kind, _ident_json(ident), False)]
     if ueo is not None:
-        keys.append("_update_existing_only")
-        keeps.append(False)
-        cols.append(repeat(ueo, n))
+        named.append(encode.constant("_update_existing_only", ueo))
     if merge:
-        keys.append("_merge_objects")
-        keeps.append(False)
-        cols.append(repeat(True, n))
-    for target, vals, keep in fields:
-        keys.append(target)
-        keeps.append(keep)
-        cols.append(vals)
-    objects = _rows(keys, keeps, cols, n)
-    suspect = precheck.identifier_rows(_identifier_sources(id_kind, ids, fields), n)
-    for target, vals, keep in fields:
-        suspect |= precheck.attribute_rows(target, vals, keep)
-    return Batch(objects, suspect, _user_keys(id_kind, ids, (t for t, _, _ in fields)))
+        named.append(encode.constant("_merge_objects", True))
+    for target, col, keep in fields:
+        named.append(encode.piece(target, _json(col), keep))
+    suspect = precheck.identifier_rows(_identifier_sources(ident, fields), n)
+    for target, col, keep in fields:
+        suspect |= precheck.attribute_rows(target, col.data, keep)
+    parts = _parts(named)
+    if parts is None:
+        return None
+    return Batch(encode.encode_objects(parts, n), suspect, _user_keys(ident, (t for t, _, _ in fields)))
 
 
 def event_batch(
     kind: str,
-    id_kind: str,
-    ids: list[Any],
+    ident: Ident,
     fields: Fields,
     js: list[Any] | None,
-    props: list[tuple[str, list[Any]]],
+    props: list[tuple[str, Column]],
     ueo: bool | None,
     n: int,
-) -> Batch:
+) -> Batch | None:
     """Objects as objects._build's `event` makes them (events and purchases), and the rows to check."""
-    keys = [id_kind] + [name for name, _, _ in fields]
-    keeps = [False] + [keep for _, _, keep in fields]
-    objects = _rows(keys, keeps, [ids] + [vals for _, vals, _ in fields], n)
+    named: list[encode.Piece] = [encode.piece(ident.kind, _ident_json(ident), False)]
+    for name, col, keep in fields:
+        named.append(encode.piece(name, _json(col), keep))
     if js is not None:
-        for i, obj in enumerate(objects):
-            p = build_properties(js, props, i)
-            if p:
-                obj["properties"] = p
+        pv = [(name, c.values) for name, c in props]
+        merged = [build_properties(js, pv, i) or None for i in range(n)]
+        named.append(encode.piece("properties", encode.values_json(merged), False))
     elif props:
-        names = [name for name, _ in props]
-        for obj, p in zip(objects, _rows(names, [False] * len(names), [v for _, v in props], n), strict=True):
-            if p:
-                obj["properties"] = p
+        named.append(encode.nested("properties", [encode.piece(k, _json(c), False) for k, c in props], n))
     if ueo is not None:
-        for obj in objects:
-            obj["_update_existing_only"] = ueo
-    suspect = precheck.identifier_rows({id_kind: [ids]}, n)
-    for name, vals, keep in fields:
-        suspect |= precheck.event_field_rows(name, vals, keep)
-    suspect |= precheck.property_rows(kind, js, props, n)
-    return Batch(objects, suspect, _user_keys(id_kind, ids, ()))
+        named.append(encode.constant("_update_existing_only", ueo))
+    suspect = precheck.identifier_rows({ident.kind: [ident.data]}, n)
+    for name, col, keep in fields:
+        suspect |= precheck.event_field_rows(name, col.data, keep)
+    suspect |= precheck.property_rows(kind, js, [(name, c.data) for name, c in props], n)
+    parts = _parts(named)
+    if parts is None:
+        return None
+    return Batch(encode.encode_objects(parts, n), suspect, _user_keys(ident, ()))

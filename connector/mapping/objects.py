@@ -7,11 +7,15 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+
 from connector import contract
 from connector.config import AttributeField, Identifier, Stream
+from connector.mapping import encode
 from connector.mapping.columns import Column, Resolver, build_properties
 from connector.mapping.dates import DateReadings
-from connector.mapping.fast import Batch, attribute_batch, event_batch
+from connector.mapping.fast import Batch, Fields, Ident, attribute_batch, event_batch
 from connector.records import Chunk, MappedChunk, Rejected
 
 log = logging.getLogger(__name__)
@@ -26,10 +30,11 @@ _ID_KEYS = {
 }
 _OP_TYPE = {"set": "auto", "inc": "number", "add": "array", "remove": "array", "merge": "object"}
 
-Fields = list[tuple[str, list[Any], bool]]  # (Braze key, values, keep_null)
 # (row -> object, Braze key -> source column, every row at once (attributes, events, purchases),
 #  the configured identifier's values per row (None for Live Activity, which has none))
-Builder = tuple[Callable[[int], dict[str, Any]], dict[str, str], Callable[[], Batch] | None, list[Any] | None]
+Builder = tuple[
+    Callable[[int], dict[str, Any]], dict[str, str], Callable[[], Batch | None] | None, list[Any] | None
+]
 
 
 def user_key(obj: dict[str, Any]) -> str:
@@ -56,15 +61,16 @@ def identifier_keys(stream: Stream, chunk: Chunk) -> list[str | None]:
     """
     if stream.identifier is None:
         return [None] * len(chunk)
-    kind, values, _ = _identifier(Resolver(stream, chunk.table, chunk.file), stream.identifier)
+    ident, _ = _identifier(Resolver(stream, chunk.table, chunk.file), stream.identifier)
+    kind, values = ident.kind, ident.values
     prefix = _ID_KEYS[kind][1]
     if kind == "user_alias":
         return [None if v is None else f"{prefix}{v['alias_name']}|{v['alias_label']}" for v in values]
     return [None if v is None else f"{prefix}{v}" for v in values]
 
 
-def _identifier(res: Resolver, ident: Identifier) -> tuple[str, list[Any], str | None]:
-    """The identifier key, its per-row values (None when empty) and its source column."""
+def _identifier(res: Resolver, ident: Identifier) -> tuple[Ident, str | None]:
+    """The identifier (key, per-row values, None when empty) and its source column."""
     kind = ident.kind
     if kind == "user_alias":
         assert ident.user_alias is not None
@@ -74,12 +80,12 @@ def _identifier(res: Resolver, ident: Identifier) -> tuple[str, list[Any], str |
             {"alias_name": n, "alias_label": lb} if n is not None and lb is not None else None
             for n, lb in zip(names.values, labels.values, strict=True)
         ]
-        return kind, vals, names.column
+        return Ident(kind, vals), names.column
     col = res.value(getattr(ident, kind), f"identifier.{kind}", "string")
     values: list[Any] = col.values
     if kind in ("email", "phone"):
-        values = [None if x is None else str(x).strip() for x in values]
-    return kind, values, col.column
+        return Ident(kind, [None if x is None else str(x).strip() for x in values]), col.column
+    return Ident(kind, values, col.arrow), col.column
 
 
 def _attribute_fields(
@@ -91,19 +97,18 @@ def _attribute_fields(
     cols: dict[str, str] = {}
     for n, a in enumerate(attrs):
         col: Column = res.value(a, f"{key}[{n}] ({a.target})", _OP_TYPE[a.op])
-        vals = col.values
         if a.op in ("inc", "add", "remove"):
-            vals = [None if x is None else {a.op: x} for x in vals]
+            col = Column([None if x is None else {a.op: x} for x in col.values], col.keep_null, col.column)
         merge = merge or a.op == "merge"
-        fields.append((a.target, vals, col.keep_null))
+        fields.append((a.target, col, col.keep_null))
         if col.column:
             cols[a.target] = col.column
     return fields, merge, cols
 
 
 def _fill(obj: dict[str, Any], fields: Fields, i: int) -> None:
-    for target, vals, keep_null in fields:
-        x = vals[i]
+    for target, col, keep_null in fields:
+        x = col.values[i]
         if x is not None or keep_null:
             obj[target] = x
 
@@ -115,7 +120,8 @@ def _build(stream: Stream, res: Resolver) -> Builder:
     if kind == "live_activity":
         return *_live_activity(stream, res), None, None
     assert stream.identifier is not None
-    id_kind, ids, id_col = _identifier(res, stream.identifier)
+    ident, id_col = _identifier(res, stream.identifier)
+    id_kind, ids = ident.kind, ident.values
     cols: dict[str, str] = {id_kind: id_col, "_identifier": id_col} if id_col else {}
     ueo = stream.update_existing_only
 
@@ -134,7 +140,7 @@ def _build(stream: Stream, res: Resolver) -> Builder:
             _fill(obj, fields, i)
             return obj
 
-        return attributes, cols, lambda: attribute_batch(id_kind, ids, ueo, merge, fields, res.n), ids
+        return attributes, cols, lambda: attribute_batch(ident, ueo, merge, fields, res.n), ids
 
     if kind == "canvas_trigger":
         return *_canvas(stream, res, id_kind, ids, cols), None, ids
@@ -144,7 +150,7 @@ def _build(stream: Stream, res: Resolver) -> Builder:
     fields = []
     for name, v, t in _event_slots(kind, m):
         col = res.value(v, f"{kind[:-1]}.{name}", t)
-        fields.append((name, col.values, col.keep_null and name not in ("time", "name", "product_id")))
+        fields.append((name, col, col.keep_null and name not in ("time", "name", "product_id")))
         if col.column:
             cols[name] = col.column
     js, pcols = res.properties(m.properties, f"{kind[:-1]}.properties")
@@ -152,21 +158,20 @@ def _build(stream: Stream, res: Resolver) -> Builder:
     cols.update({f"properties.{name}": c.column for name, c in pcols if c.column})
     if js is not None and js.column:
         cols["properties"] = js.column
-    pv = [(name, c.values) for name, c in pcols]
 
     def event(i: int) -> dict[str, Any]:
         obj: dict[str, Any] = {}
         if ids[i] is not None:
             obj[id_kind] = ids[i]
         _fill(obj, fields, i)
-        props = build_properties(jsv, pv, i)
+        props = build_properties(jsv, [(name, c.values) for name, c in pcols], i)
         if props:
             obj["properties"] = props
         if ueo is not None:
             obj["_update_existing_only"] = ueo
         return obj
 
-    return event, cols, lambda: event_batch(kind, id_kind, ids, fields, jsv, pv, ueo, res.n), ids
+    return event, cols, lambda: event_batch(kind, ident, fields, jsv, pcols, ueo, res.n), ids
 
 
 def _event_slots(kind: str, m: Any) -> list[tuple[str, Any, str]]:
@@ -238,7 +243,7 @@ def _live_activity(stream: Stream, res: Resolver) -> tuple[Callable[[int], dict[
     cols: dict[str, str] = {}
     for name, v, t in slots:
         col = res.value(v, f"live_activity.{name}", t)
-        fields.append((name, col.values, False))
+        fields.append((name, col, False))
         if col.column:
             cols[name] = col.column
     js, pcols = res.properties(m.content_state, "live_activity.content_state")
@@ -305,45 +310,102 @@ def map_chunk(
     build, cols, batch_of, ids = _build(stream, res)
     errors = res.errors
     kind = stream.kind
-    check = contract.check_object
     batch = batch_of() if fast and batch_of is not None else None
-    if batch is not None and not errors and not batch.suspect and (ids is None or None not in ids):
-        objs = batch.objects
-        keys = batch.keys if batch.keys is not None else [user_key(o) for o in objs]
-        return MappedChunk(kind, chunk, objs, list(range(res.n)), keys, [])
-    suspect = batch.suspect if batch is not None else None
-    fast_keys = batch.keys if batch is not None else None
     if batch is not None:
-        build = batch.objects.__getitem__
+        return _from_batch(stream, chunk, res.n, batch, build, cols, ids, errors)
     objects: list[dict[str, Any]] = []
     indices: list[int] = []
     keys = []
     rejects: list[Rejected] = []
     row_values = _RowValues(chunk)
     for i in range(res.n):
-        err = errors.get(i) if errors else None
-        if err is not None:
-            rejects.append(Rejected(chunk.ref(i), "mapping", err[0], err[1], err[2], row_values(i)))
+        reject, obj = _row(stream, chunk, i, build, cols, ids, errors, row_values, True)
+        if reject is not None:
+            rejects.append(reject)
             continue
-        if ids is not None and ids[i] is None:
-            rejects.append(_no_identifier(stream, chunk, i, cols, row_values(i)))
-            continue
-        obj = build(i)
-        clean = suspect is not None and i not in suspect
-        if not clean:
-            bad = check(kind, obj)
-            if bad:
-                first = bad[0]
-                reason = first.reason
-                if len(bad) > 1:
-                    reason += f" (and {len(bad) - 1} more: {', '.join(v.rule for v in bad[1:])})"
-                field = first.field or "_identifier"
-                column = cols.get(field) or cols.get(field.split(".")[0])
-                rejects.append(Rejected(chunk.ref(i), "contract", first.rule, reason, column, row_values(i)))
-                continue
+        assert obj is not None
         objects.append(obj)
         indices.append(i)
-        keys.append(fast_keys[i] if clean and fast_keys is not None else user_key(obj))
+        keys.append(user_key(obj))
     if rejects:
         log.debug("stream %s, %s: %d of %d rows rejected", stream.name, chunk.file, len(rejects), res.n)
     return MappedChunk(kind, chunk, objects, indices, keys, rejects)
+
+
+def _row(
+    stream: Stream,
+    chunk: Chunk,
+    i: int,
+    build: Callable[[int], dict[str, Any]],
+    cols: dict[str, str],
+    ids: list[Any] | None,
+    errors: dict[int, tuple[str, str, str | None]],
+    row_values: _RowValues,
+    suspect: bool,
+) -> tuple[Rejected | None, dict[str, Any] | None]:
+    """Row i's reject (stage mapping or contract), or its object when it is checked (suspect) and passes."""
+    err = errors.get(i) if errors else None
+    if err is not None:
+        return Rejected(chunk.ref(i), "mapping", err[0], err[1], err[2], row_values(i)), None
+    if ids is not None and ids[i] is None:
+        return _no_identifier(stream, chunk, i, cols, row_values(i)), None
+    if not suspect:
+        return None, None
+    obj = build(i)
+    bad = contract.check_object(stream.kind, obj)
+    if not bad:
+        return None, obj
+    first = bad[0]
+    reason = first.reason
+    if len(bad) > 1:
+        reason += f" (and {len(bad) - 1} more: {', '.join(v.rule for v in bad[1:])})"
+    field = first.field or "_identifier"
+    column = cols.get(field) or cols.get(field.split(".")[0])
+    return Rejected(chunk.ref(i), "contract", first.rule, reason, column, row_values(i)), None
+
+
+def _from_batch(
+    stream: Stream,
+    chunk: Chunk,
+    n: int,
+    batch: Batch,
+    build: Callable[[int], dict[str, Any]],
+    cols: dict[str, str],
+    ids: list[Any] | None,
+    errors: dict[int, tuple[str, str, str | None]],
+) -> MappedChunk:
+    """The MappedChunk of a batch: rows with a cast error, no identifier or a suspect value are looked at
+    one by one (check_object on the suspect ones); every other row's object is taken as encoded."""
+    missing = [i for i, x in enumerate(ids) if x is None] if ids is not None and None in ids else []
+    special = sorted(set(errors).union(batch.suspect, missing))
+    rejects: list[Rejected] = []
+    rejected: list[int] = []
+    checked: dict[int, dict[str, Any]] = {}
+    row_values = _RowValues(chunk)
+    for i in special:
+        reject, obj = _row(stream, chunk, i, build, cols, ids, errors, row_values, i in batch.suspect)
+        if reject is not None:
+            rejects.append(reject)
+            rejected.append(i)
+        elif obj is not None:
+            checked[i] = obj
+    encoded = batch.encoded
+    if rejected:
+        keep = np.ones(n, dtype=bool)
+        keep[rejected] = False
+        kept = np.flatnonzero(keep)
+        indices: list[int] = kept.tolist()
+        encoded = encoded.take(pa.array(kept))
+        at = {i: int(j) for i, j in zip(checked, np.searchsorted(kept, list(checked)), strict=True)}
+        log.debug("stream %s, %s: %d of %d rows rejected", stream.name, chunk.file, len(rejects), n)
+    else:
+        indices, at = list(range(n)), {i: i for i in checked}
+    objects = encode.encoded(encoded, {at[i]: obj for i, obj in checked.items()})
+    if batch.keys is None:
+        keys = [user_key(o) for o in objects]
+    else:
+        fast_keys = batch.keys
+        keys = [fast_keys[i] for i in indices] if rejected else list(fast_keys)
+        for i, obj in checked.items():
+            keys[at[i]] = user_key(obj)
+    return MappedChunk(stream.kind, chunk, objects, indices, keys, rejects)

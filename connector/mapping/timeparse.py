@@ -7,8 +7,6 @@ timestamps as Braze's ISO 8601 UTC text.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,11 +21,11 @@ BRAZE_TIME_FORMATS = (
 )
 
 
-def iso(ts: pa.Array) -> list[Any]:
+def iso(ts: pa.Array) -> pa.Array:
     """ISO 8601 UTC with milliseconds ("2023-01-02T03:04:05.000Z"); a plain cast is ~30x faster than strftime."""
     ms = pc.cast(pc.cast(ts, pa.timestamp("ms", tz="UTC"), safe=False), pa.timestamp("ms"))
     text = pc.replace_substring(pc.cast(ms, pa.string()), " ", "T", max_replacements=1)
-    return pc.binary_join_element_wise(text, "Z", "").to_pylist()  # type: ignore[no-any-return]
+    return pc.binary_join_element_wise(text, "Z", "")
 
 
 def arrow_iso(s: pa.Array, tz: str) -> pa.Array | None:

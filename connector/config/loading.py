@@ -43,7 +43,7 @@ def _format_errors(path: str, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def _problems(pipeline: Pipeline) -> list[str]:
+def problems(pipeline: Pipeline) -> list[str]:
     """Checks the models cannot make alone: suites exist, time zones, time formats, CSV dialect; one line each."""
     out: list[str] = []
     rest = pipeline.report.dir.replace("{pipeline}", "").replace("{run_id}", "").replace("{partition}", "")
@@ -238,10 +238,10 @@ def load_pipeline(path: str | Path, env: Mapping[str, str] | None = None) -> Pip
     except ValidationError as e:
         raise ConfigError(_format_errors(str(p), e)) from None
     pipeline._file = str(p)
-    problems = _problems(pipeline)
-    if problems:
-        head = f"{p}: the pipeline file is not valid ({len(problems)} problem(s)):"
-        raise ConfigError("\n".join([head, *(f"  - {x}" for x in problems)]))
+    found = problems(pipeline)
+    if found:
+        head = f"{p}: the pipeline file is not valid ({len(found)} problem(s)):"
+        raise ConfigError("\n".join([head, *(f"  - {x}" for x in found)]))
     return pipeline
 
 

@@ -107,6 +107,7 @@ class Stream(_Model):
         if self.kind == "attributes":
             if not self.attributes:
                 raise ValueError("kind 'attributes' needs a non-empty 'attributes' list")
+            _one_source_per_attribute(self.attributes, "attributes")
         elif getattr(self, needs) is None:
             raise ValueError(f"kind '{self.kind}' needs a '{needs}' mapping")
         for other in ("event", "purchase", "canvas", "live_activity"):
@@ -125,6 +126,18 @@ class Stream(_Model):
         if self.delta and self.kind not in ("attributes", "events", "purchases"):
             raise ValueError(f"delta applies to kinds attributes, events and purchases, not '{self.kind}'")
         return self
+
+
+def _one_source_per_attribute(fields: list[AttributeField], where: str) -> None:
+    """Two entries writing one Braze attribute would make its value depend on which cell is empty."""
+    seen: dict[str, int] = {}
+    for j, f in enumerate(fields):
+        if f.target in seen:
+            raise ValueError(
+                f"{where}.{j} writes the attribute {f.target!r}, as {where}.{seen[f.target]} already does; "
+                "each Braze attribute comes from one entry: remove one, or give it another 'to'"
+            )
+        seen[f.target] = j
 
 
 # --------------------------------------------------------------------------- destination and writing

@@ -16,6 +16,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import ValidationError
 
+from connector.config.loading import problems
 from connector.config.mappings import ValueType
 from connector.config.models import Pipeline
 from connector.config.paths import NAME_PATTERN
@@ -226,13 +227,17 @@ def build_upload(spec: UploadSpec, columns: dict[str, str]) -> Pipeline:
         "base_dir": str(workdir),
     }  # fmt: skip
     try:
-        return Pipeline.model_validate(data)
+        pipeline = Pipeline.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ConfigError(
             f"upload {spec.file}: {where}: {first['msg'].removeprefix('Value error, ')}"
         ) from None
+    found = problems(pipeline)  # what load_pipeline checks too (time formats, ...): the written file loads
+    if found:
+        raise ConfigError(f"upload {spec.file}: {found[0]}")
+    return pipeline
 
 
 def _default_name(file: Path) -> str:

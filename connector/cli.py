@@ -184,8 +184,8 @@ def _unknown_lines(report: RunReport) -> list[str]:
         f"  unknown: {n:,} failed row(s) may or may not have been applied by Braze (sent, but no answer came: "
         "the connection dropped, or a stopped run stopped waiting)",
         "    check a few in Braze; then send them again with "
-        f"--retry-failed {report.failed.path} --include-unknown, or --resume the run (events, purchases and inc "
-        "may count twice; possibly_duplicated.csv lists them)",
+        f"--retry-failed {report.failed.path} --include-unknown (events, purchases and inc may count twice; "
+        "a --resume keeps their outcome and does not resend them)",
     ]
 
 
@@ -278,8 +278,11 @@ def _execute(pipeline: Path | Callable[[], Pipeline], *, mode: str | None, repor
         "report_json": report.report_dir / "report.json",
         "report_html": report.report_dir / "report.html",
     }
-    for line in _summary(report, paths) + (after(report) if after is not None else []):
-        typer.echo(line)
+    try:
+        for line in _summary(report, paths) + (after(report) if after is not None else []):
+            typer.echo(line)
+    except BrokenPipeError:  # `... | head`: the reader left; the run's outcome is still the exit code
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     if report.exit_code >= 2:
         for w in report.warnings:
             if w.startswith("run stopped"):

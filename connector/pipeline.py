@@ -633,8 +633,8 @@ class _Run:
         for chunk in chunks:
             if self.stop.immediate:
                 self.report.add_warning(
-                    f"stopped: stream {plan.stream.name}: stopped at once; {n:,} row(s) listed as not_sent, the "
-                    "rest of the stream was not read and is not listed (a full run sends it)"
+                    f"stopped: stream {plan.stream.name}: stopped at once; {n:,} row(s) read after the stop listed "
+                    "as not_sent, the rest of the stream was not read and is not listed (--resume sends it)"
                 )
                 return
             self.report.add_read(len(chunk) + len(chunk.rejects), plan.stream.name)
@@ -648,8 +648,8 @@ class _Run:
             return
         what = "stopped" if self.stop.stopping and not self.aborted() else "aborted"
         self.report.add_warning(
-            f"stream {plan.stream.name}: the run was {what}; {n:,} row(s) not yet processed were listed in "
-            "failed.csv as not_sent (send them with --retry-failed)"
+            f"stream {plan.stream.name}: the run was {what}; {n:,} row(s) read after it were listed in "
+            "failed.csv as not_sent" + (" (send them with --retry-failed once the cause is fixed)" if what == "aborted" else "")
         )
 
     def _carry(self, stream: Stream, chunk: Chunk, *, sending: bool) -> list[bool] | None:

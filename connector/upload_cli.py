@@ -105,7 +105,14 @@ def upload_command(execute: Callable[..., None]) -> Callable[..., None]:
 
         def after(report: RunReport) -> list[str]:
             path = write_pipeline_file(built[0], report.report_dir, spec)
-            return [f"  pipeline file: {path}", f"    braze-connector run {path}   # repeats this upload"]
+            lines = [f"  pipeline file: {path}"]
+            if report.exit_code == 4 or report.exit_code >= 128:  # stopped: the file finishes it
+                lines.append(f"    braze-connector run {path} --resume {report.report_dir}   # finishes this upload")
+            elif dry_run:
+                lines.append(f"    braze-connector run {path}   # sends this upload for real (this was a dry run)")
+            else:
+                lines.append(f"    braze-connector run {path}   # repeats this upload")
+            return lines
 
         execute(build, mode=mode.value if mode else None, report_dir=report_dir, dry_run=dry_run,
                 validate_only=False, quiet=quiet, overwrite=overwrite, after=after,

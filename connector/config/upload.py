@@ -25,7 +25,7 @@ from connector.errors import ConfigError
 UploadKind = Literal["attributes", "events", "purchases"]
 IdType = Literal["external_id", "email", "phone", "braze_id", "user_alias"]
 MAP_SYNTAX = "COL[:TYPE][=ATTR]"
-_TYPES = [t for t in get_args(ValueType) if t != "auto"] + ["string"]
+_TYPES = [t for t in get_args(ValueType) if t != "auto"]
 # Braze field -> the flag naming its column; a column named like the field is taken when the flag is not given.
 _FIELD_FLAGS = {
     "events": {"time": "--time-column"},

@@ -37,7 +37,7 @@ th{color:#616e7c;font-weight:600;background:#f8fafc}td.num,th.num{text-align:rig
 .bar{height:12px;background:#e8a33d;border-radius:3px;min-width:2px}.two{display:grid;
 grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:16px;margin:16px 0}.two .card{margin:0}.muted{color:#9aa5b1}.pass{color:#2f9e5b;font-weight:600}
 .fail{color:#d64545;font-weight:600}.warn{color:#b7791f;font-weight:600}code{font-size:12px;background:#f0f2f5;
-padding:1px 4px;border-radius:3px;word-break:break-all}ul{margin:0;padding-left:20px}
+padding:1px 4px;border-radius:3px;overflow-wrap:anywhere}ul{margin:0;padding-left:20px}
 code.rule{word-break:normal;overflow-wrap:break-word}.chart text{font-size:11px;fill:#616e7c}
 .chart .title{font-size:12px;fill:#323f4b;font-weight:600}
 """
@@ -263,7 +263,7 @@ def _removed(d: dict[str, Any]) -> str:
 def _reject_sample(d: dict[str, Any]) -> str:
     rej = d["rejects"]
     sample = [
-        [_wrappable(s["file"], "/\\"), _n(s["row"]), _e(s["stage"]), f"<code>{_e(s['column'] or '')}</code>",
+        [_wrappable(s["file"], "/\\"), _n(s["row"]), _e(s["stage"]), _rule(s["column"] or ""),
          f"<code>{_e(s.get('value'))}</code>" if s.get("value") else "", _rule(s["rule"]), _e(s["reason"])]
         for s in _source_order(rej.get("sample", []))
     ]  # fmt: skip
@@ -312,7 +312,7 @@ def _table_checks(d: dict[str, Any]) -> str:
         for c in d["table_checks"]:
             state = "pass" if c["success"] else ("fail" if c["action"] == "fail" else "warn")
             rows.append(
-                [_e(c["stream"]), f"<code>{_e(c['expectation'])}</code>", _e(c["column"] or ""),
+                [_e(c["stream"]), _rule(c["expectation"]), _e(c["column"] or ""),
                  f'<span class="{state}">{state.upper()}</span>', _e(c["observed"]), _e(c["detail"])]
             )  # fmt: skip
         headers = ["stream", "expectation", "column", "result", "observed", "detail"]

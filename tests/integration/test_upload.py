@@ -142,6 +142,9 @@ def test_purchases_take_columns_named_like_braze_fields_and_name_the_missing_fla
         (["--id", "uid"], "error: --id 'uid': no such column in the file; columns: user_id, email"),
         (["--time-column", "age"], "error: --time-column does not apply to --kind attributes"),
         (["--id-type", "user_alias"], "error: --id-type user_alias needs --alias-label COLUMN"),
+        # checked as load_pipeline checks the file it writes (which would otherwise not load)
+        (["--map", "email:time", "--date-format", "%Q"], "error: upload users.csv: streams.0.attributes.0.format"),
+        (["--map", "email", "--map", "user_id=email"], "error: upload users.csv: streams.0: attributes.1 writes the attribute 'email', as attributes.0"),
     ],
 )
 def test_bad_flags_give_one_line_naming_the_value_and_exit_2(
@@ -292,3 +295,4 @@ def test_sigterm_stops_an_upload_gracefully_with_every_row_counted(tmp_path: Pat
     )
     assert 0 < r["delivered"] < n and "test-key" not in stdout + stderr
     assert (tmp_path / "out" / "pipeline.yaml").is_file() and "pipeline file: out/pipeline.yaml" in stdout
+    assert "braze-connector run out/pipeline.yaml --resume out   # finishes this upload" in stdout

@@ -75,7 +75,7 @@ def test_errors_are_the_ones_post_raises(emulator_factory: Callable[..., Emulato
         assert info.value.status == 503 and not isinstance(info.value, RateLimitedError)
         assert statuses(server) == [503] * 3
         with pytest.raises(ValueError, match="unknown endpoint"):
-            asyncio.run(c.post_async("users_delete", b"{}", idempotent=True))
+            asyncio.run(c.post_async("users_merge", b"{}", idempotent=True))
 
 
 def test_400_and_401_are_not_retried(emulator: EmulatorServer, kind: str) -> None:

@@ -406,6 +406,7 @@ app.add_typer(report_app, name="report")
 def report_merge(
     dirs: Annotated[list[Path], typer.Argument(help="Report folders of the partitions of one run.")],
     out: Annotated[Path | None, typer.Option(help="Where to write the merged report (default: merged/ beside them).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a merged report already in --out.")] = False,
 ) -> None:
     """Combine the reports of a partitioned run (--partition K/N) into one report.json and report.html.
 
@@ -414,7 +415,7 @@ def report_merge(
     from connector.report.merge import write_merged
 
     try:
-        doc, folder = write_merged(dirs, out)
+        doc, folder = write_merged(dirs, out, overwrite=overwrite)
     except ConnectorError as e:
         _fail(e)
     r, part = doc["rows"], doc["partition"]

@@ -155,12 +155,20 @@ def merge_reports(docs: list[dict[str, Any]], out: Path) -> dict[str, Any]:
     }
 
 
-def write_merged(folders: list[Path], out: Path | None = None) -> tuple[dict[str, Any], Path]:
-    """Merge the reports in `folders` into `out` (default: `merged/` beside them); return (document, folder)."""
+def write_merged(folders: list[Path], out: Path | None = None, *, overwrite: bool = False) -> tuple[dict[str, Any], Path]:
+    """Merge the reports in `folders` into `out` (default: `merged/` beside them); return (document, folder).
+
+    Raises:
+        ConfigError: as check_partitions, or `out` already holds a report and `overwrite` is not set.
+    """
     docs = [load_report(Path(f)) for f in folders]
     if out is None:
         out = Path(os.path.commonpath([str(Path(d["_dir"]).resolve().parent) for d in docs])) / "merged"
-    doc = merge_reports(docs, out)
+    doc = merge_reports(docs, out)  # refuses reports that do not belong together first
+    if (out / "report.json").exists() and not overwrite:
+        raise ConfigError(
+            f"report merge: {out} already holds a report; give another --out, or --overwrite to replace it"
+        )
     from connector.report.html import render_html
 
     out.mkdir(parents=True, exist_ok=True)

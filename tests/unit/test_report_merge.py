@@ -56,6 +56,15 @@ def test_merged_counts_are_the_sums_and_equal_the_whole_run(runs: dict[str, Any]
     assert json.loads((out / "report.json").read_text())["rows"] == whole["rows"]
 
 
+def test_a_merged_report_is_never_overwritten_unless_asked(runs: dict[str, Any], tmp_path: Path) -> None:
+    write_merged(runs["dirs"], tmp_path / "m")
+    with pytest.raises(ConfigError, match="already holds a report; give another --out, or --overwrite"):
+        write_merged(runs["dirs"][:2], tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "report.json").read_text())["partition"]["missing"] == []  # untouched
+    doc, _ = write_merged(runs["dirs"][:2], tmp_path / "m", overwrite=True)
+    assert json.loads((tmp_path / "m" / "report.json").read_text())["partition"]["missing"] == [3]
+
+
 def test_a_subset_merges_with_a_warning(runs: dict[str, Any], tmp_path: Path) -> None:
     doc, _ = write_merged(runs["dirs"][:2], tmp_path / "two")
     assert doc["partition"]["missing"] == [3]

@@ -15,7 +15,6 @@ the end-to-end row also requires the run's CPU × k to fit in the target on 2 co
 
 from __future__ import annotations
 
-import os
 import resource
 import shutil
 import statistics
@@ -28,7 +27,7 @@ from pathlib import Path
 from calibration import REFERENCE_S, TARGET_CORES, TARGET_SHARE, calibration_s
 from data import write_csv, write_parquet
 from gx_speed import TARGET_FIRST_REQUEST_S, TARGET_OBJECTS_PER_S, _first_request, _pipeline_folder
-from run import KEY, ROOT, _children_cpu, _run, delta_runs, peak_rss, users_pipeline
+from run import ROOT, _children_cpu, _run, delta_runs, peak_rss, users_pipeline
 from sink import NginxSink
 
 OBJECTS_PER_REQUEST = 75
@@ -149,7 +148,6 @@ def _memory(sizes: list[int]) -> list[str]:
 
 def issue12_table(rows: int, sizes: list[int], rps: int) -> list[str]:
     """The six rows, each with its measured value, target and met/missed, under the calibration line."""
-    os.environ.setdefault("BENCH_BRAZE_KEY", KEY)
     calib = calibration_s()
     k = REFERENCE_S / calib
     path = write_parquet("users", rows)

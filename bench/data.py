@@ -74,3 +74,19 @@ def write_parquet(kind: str, n: int, chunk: int = 1_000_000) -> Path:
             writer.close()
     tmp.rename(path)
     return path
+
+
+def write_csv(kind: str, n: int) -> Path:
+    """Write (once) and return bench/.data/<kind>_<n>.csv: the Parquet table of write_parquet as CSV (pyarrow)."""
+    import pyarrow.csv as pacsv
+
+    path = DATA_DIR / f"{kind}_{n}.csv"
+    if path.exists():
+        return path
+    tmp = path.with_suffix(".csv.tmp")
+    source = pq.ParquetFile(write_parquet(kind, n))
+    with pacsv.CSVWriter(tmp, source.schema_arrow) as writer:
+        for batch in source.iter_batches(batch_size=100_000):
+            writer.write_batch(batch)
+    tmp.rename(path)
+    return path

@@ -6,6 +6,7 @@
     python bench/run.py memory --sizes 200000,2000000,10000000
     python bench/run.py sync --seconds 60
     python bench/run.py delta --rows 1000000
+    python bench/run.py issue12               # issue 12's six goals: measured, target, met/missed (issue12.py)
     python bench/run.py --quick               # tiny sizes: a smoke run (used by the test suite)
 
 Every HTTP target is an nginx sink on 127.0.0.1 (bench/sink.py) that answers like Braze after a fixed
@@ -291,15 +292,20 @@ def _memory_runs(command: str, sizes: list[int], url: str) -> list[str]:
     out = []
     base = None
     for n in sizes:
-        path = write_parquet("users", n)
-        res = subprocess.run([sys.executable, "-c", _MEM_CHILD, str(path), str(ROOT), command, url],
-                             capture_output=True, text=True, check=True)  # fmt: skip
-        read, rss_kb, secs = res.stdout.strip().splitlines()[-1].split()
-        mb = int(rss_kb) / 1024
+        read, mb, secs = peak_rss(command, n, url)
         base = base or mb
         out.append(f"{command:>8} {n:>12,} rows: peak RSS {mb:7.1f} MB  (x{mb / base:.2f} of the smallest)  "
-                   f"read {int(read):,} rows in {float(secs):.1f} s")  # fmt: skip
+                   f"read {read:,} rows in {secs:.1f} s")  # fmt: skip
     return out
+
+
+def peak_rss(command: str, n: int, url: str) -> tuple[int, float, float]:
+    """(rows read, peak RSS in MB, seconds) of one command on n users rows, in a fresh process."""
+    path = write_parquet("users", n)
+    res = subprocess.run([sys.executable, "-c", _MEM_CHILD, str(path), str(ROOT), command, url],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    read, rss_kb, secs = res.stdout.strip().splitlines()[-1].split()
+    return int(read), int(rss_kb) / 1024, float(secs)
 
 
 # --------------------------------------------------------------------------- sync
@@ -337,24 +343,30 @@ def bench_sync(seconds: float, latency: float) -> list[str]:
 
 def bench_delta(rows: int, rps: int) -> list[str]:
     """A delta stream delivered twice (bulk, 100 ms sink): the first run sends everything, the re-run nothing."""
-    path = write_parquet("users", rows)
     out = [f"## Delta sync: {rows:,}-row users Parquet, bulk, 100 ms, twice with the same state file"]
+    for label, (rep, wall, cpu) in zip(("first run (all new)", "re-run (unchanged)"), delta_runs(rows, rps), strict=True):
+        out.append(f"{label}: {rows / wall:,.0f} rows/s end to end in {wall:.1f} s (CPU {cpu:.1f} s); "
+                   f"delivered {rep['rows']['delivered']:,}, skipped {rep['rows']['skipped']:,}, "
+                   f"requests {rep['requests']['total']:,}")  # fmt: skip
+    return out
+
+
+def delta_runs(rows: int, rps: int) -> list[tuple[dict[str, Any], float, float]]:
+    """(report, wall s, CPU s) of a delta stream's first run and of its unchanged re-run (one state file)."""
+    path = write_parquet("users", rows)
     with tempfile.TemporaryDirectory() as state, NginxSink(latency_ms=100, limit_rps=rps, burst=rps // 10) as sink:
         data = users_pipeline(path, sink.url, rps=rps).model_dump()
         data["streams"][0]["delta"] = True
         data["state"] = {"path": str(Path(state) / "state.sqlite")}
         pipe = Pipeline.model_validate(data)
-        for label in ("first run (all new)", "re-run (unchanged)"):
-            rep, wall, cpu = _run(pipe)
-            out.append(f"{label}: {rows / wall:,.0f} rows/s end to end in {wall:.1f} s (CPU {cpu:.1f} s); "
-                       f"delivered {rep['rows']['delivered']:,}, skipped {rep['rows']['skipped']:,}, "
-                       f"requests {rep['requests']['total']:,}")  # fmt: skip
-    return out
+        return [_run(pipe), _run(pipe)]
 
 
 def main() -> int:
+    from issue12 import issue12_table  # it imports this module (as `run`) for its pipelines and runs
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", nargs="*", default=["delivery", "local", "memory", "sync", "delta"])
+    ap.add_argument("what", nargs="*", default=["delivery", "local", "memory", "sync", "delta", "issue12"])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--latencies", default="100,20,300")
     ap.add_argument("--rps", type=int, default=1000)
@@ -366,7 +378,7 @@ def main() -> int:
     a = ap.parse_args()
     if a.quick:
         a.rows, a.latencies, a.baseline_seconds, a.sizes, a.seconds = 20_000, "100", 1.5, "20000,60000", 6
-    if ({"delivery", "sync", "delta", "memory"} & set(a.what)) and (reason := nginx_available()):
+    if ({"delivery", "sync", "delta", "memory", "issue12"} & set(a.what)) and (reason := nginx_available()):
         print(f"cannot run delivery/sync benches: {reason}", file=sys.stderr)
         return 2
     print(f"# bench/run.py {' '.join(sys.argv[1:])}  (python {sys.version.split()[0]}, {os.cpu_count()} cores)")
@@ -376,6 +388,7 @@ def main() -> int:
         "memory": lambda: bench_memory([int(x) for x in a.sizes.split(",")]),
         "sync": lambda: bench_sync(a.seconds, 100),
         "delta": lambda: bench_delta(a.rows, a.rps),
+        "issue12": lambda: issue12_table(a.rows, [int(x) for x in a.sizes.split(",")], a.rps),
     }
     for name in a.what:
         for line in sections[name]():

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from connector.config import Pipeline, load_pipeline
 from connector.errors import ConfigError, ConnectorError, RunLocked, SourceError
 from connector.stop import StopToken
 from connector.version import __version__
 
 if TYPE_CHECKING:
+    from connector.config import Pipeline, load_pipeline
     from connector.pipeline import run_pipeline
     from connector.report import RunFailed, RunReport
 
@@ -29,8 +29,12 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # run_pipeline and RunReport pull in pyarrow, requests and the writer: import them on first use only,
-    # so `import connector` (and the CLI's --help) stays fast.
+    # run_pipeline and RunReport pull in pyarrow, requests and the writer, Pipeline pydantic: import them on
+    # first use only, so `import connector` (the CLI's --help, the HTTP child process) stays fast.
+    if name in ("Pipeline", "load_pipeline"):
+        from connector import config
+
+        return getattr(config, name)
     if name == "run_pipeline":
         from connector.pipeline import run_pipeline
 

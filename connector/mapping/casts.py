@@ -15,7 +15,6 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -276,6 +275,8 @@ def _boolean(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
 
 
 def _time(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
+    import pandas as pd  # here: pandas costs ~0.2 s to import, and most runs never parse with it
+
     t = arr.type
     if pa.types.is_timestamp(t):
         ts = (
@@ -319,6 +320,8 @@ def _time(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
 
 
 def _date(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
+    import pandas as pd
+
     t = arr.type
     if pa.types.is_date(t):
         return Cast(arrow=pc.strftime(arr, format="%Y-%m-%d"))

@@ -13,9 +13,11 @@ cast reject and a warning.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 MONTH_FIRST = "%m/%d/%Y"
 DAY_FIRST = "%d/%m/%Y"
@@ -112,6 +114,8 @@ class DateReadings:
 
 def _spell(value: str | None, order: Order) -> str:
     """'07/09/2023' read as month/day -> '07/09/2023 = 2023-07-09'."""
+    import pandas as pd  # here: pandas costs ~0.2 s to import, and most runs never parse with it
+
     if value is None:
         return ""
     try:

@@ -7,9 +7,13 @@ timestamps as Braze's ISO 8601 UTC text.
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
 import pyarrow as pa
 import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 OFFSET_RE = r"\d{2}:\d{2}(?::\d{2}(?:[.:]\d+)?)?\s*(?:Z|z|[+-]\d{2}(?::?\d{2})?)$"
 # Braze's documented non-ISO time formats (braze-api.md §3.3), tried only on cells ISO parsing missed.
@@ -56,6 +60,8 @@ def parse_each(ser: pd.Series, formats: tuple[str, ...], tz: str) -> pd.Series:
 
 def parse(ser: pd.Series, fmt: str, tz: str) -> pd.Series:
     """Parse strings with one format to UTC (NaT where they do not parse); strings without an offset take `tz`."""
+    import pandas as pd  # here: pandas costs ~0.2 s to import, and most runs never parse with it
+
     try:
         return parse_vector(ser, fmt, tz)
     except (ValueError, OverflowError, TypeError):  # pandas refuses the vector (e.g. an out-of-range year)
@@ -79,6 +85,8 @@ def parses(one: pd.Series, fmt: str, tz: str) -> bool:
 
 
 def parse_vector(ser: pd.Series, fmt: str, tz: str) -> pd.Series:
+    import pandas as pd  # here: pandas costs ~0.2 s to import, and most runs never parse with it
+
     result = pd.Series(pd.NaT, index=ser.index, dtype="datetime64[us, UTC]")
     if ser.empty:
         return result

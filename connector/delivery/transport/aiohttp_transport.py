@@ -10,7 +10,6 @@ import asyncio
 import threading
 
 import aiohttp
-import requests
 
 from connector.delivery.transport.base import CONNECT_TIMEOUT_S, Answer, Gate, NotSent, SentLost, awaitable
 
@@ -27,6 +26,8 @@ class AiohttpTransport:
         self._thread = threading.Thread(target=self._loop.run_forever, name="braze-http", daemon=True)
         self._thread.start()
         self._closed = False
+        import requests  # here, not at the top: the HTTP child process (process.py) never needs it
+
         scheme = base_url.split(":", 1)[0]
         self._proxy = requests.utils.get_environ_proxies(base_url).get(scheme)  # resolved once, like requests
 

@@ -3,7 +3,8 @@
 Why: in one process the bulk run is bound by one GIL. Reading, validating and mapping chunks on the main
 thread delays the event loop, and a bulk run plateaued near 870 requests/s at a 1,000/s limit on two
 cores (BENCHMARKS.md, delivery). Here the parent only writes each request to a pipe and reads its answer
-back; the child (`python -m connector.delivery.transport.process`) runs the aiohttp session and event loop.
+back; the child (`python -m connector.delivery.transport.child`, child.py) runs the aiohttp session and event
+loop.
 
 Protocol over the child's stdin/stdout, all integers big-endian:
 - parent -> child: one config frame (u32 length + JSON: headers, concurrency, timeouts, proxy;
@@ -27,7 +28,6 @@ import itertools
 import logging
 import os
 import queue
-import struct
 import subprocess
 import sys
 import threading
@@ -35,18 +35,23 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import orjson
 
-from connector.delivery.transport.base import CONNECT_TIMEOUT_S, Answer, Gate, NotSent, SentLost, awaitable
+from connector.delivery.transport.base import (
+    CONNECT_TIMEOUT_S,
+    Answer,
+    Gate,
+    NotSent,
+    SentLost,
+    Transport,
+    awaitable,
+)
+from connector.delivery.transport.child import _ANSWER, _LENGTH, _NOT_SENT, _REQUEST, _SENT_LOST
 
 logger = logging.getLogger(__name__)
 
-_REQUEST = struct.Struct("!III")
-_ANSWER = struct.Struct("!IiII")
-_LENGTH = struct.Struct("!I")
-_NOT_SENT, _SENT_LOST = -1, -2
 START_TIMEOUT_S = 30.0
 MAX_RESTARTS = 3
 
@@ -73,7 +78,7 @@ class _Child:
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "connector.delivery.transport.process"],
+                [sys.executable, "-m", "connector.delivery.transport.child"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env=env,
@@ -102,8 +107,13 @@ class _Child:
         self.reader.start()
         self.writer = threading.Thread(target=self._write, name="braze-http-writer", daemon=True)
         self.writer.start()
+        self._ready = ready
+
+    def wait_ready(self) -> None:
+        """Block until the child has started (its imports done). Not in __init__: the run spawns the child
+        before its local stages and waits here only at its first send, so the child's start overlaps them."""
         try:
-            ready.result(timeout=START_TIMEOUT_S)
+            self._ready.result(timeout=START_TIMEOUT_S)
         except (FutureTimeout, ProcessTransportError) as exc:
             self.kill()
             raise ProcessTransportError(f"the HTTP process did not start: {exc or 'timed out'}") from None
@@ -299,12 +309,31 @@ class ProcessTransport:
         self._closed = False
         self._restarts = 0
         self._secrets = _secrets_of(headers)
-        self._child = _Child(self._config, self._secrets)
+        self._fallback_args = (base_url, headers, concurrency, timeout_s)
+        self._fallback: Transport | None = None  # in-process aiohttp, if the first child never got ready
+        self._ready = False
+        self._child = _Child(self._config, self._secrets)  # spawned now, waited for at the first send
 
-    def _current(self) -> _Child:
+    def _first_ready(self) -> None:
+        """Wait for the first child; if it never gets ready, send from this process instead (as before)."""
+        self._ready = True
+        try:
+            self._child.wait_ready()
+        except ProcessTransportError as exc:
+            from connector.delivery.transport.aiohttp_transport import AiohttpTransport
+
+            logger.warning("%s; sending from this process instead (slower on a busy run)", exc)
+            base_url, headers, concurrency, timeout_s = self._fallback_args
+            self._fallback = AiohttpTransport(base_url, headers, concurrency=concurrency, timeout_s=timeout_s)
+
+    def _current(self) -> _Child | Transport:
         with self._lock:
             if self._closed:
                 raise NotSent("transport closed")
+            if not self._ready:
+                self._first_ready()
+            if self._fallback is not None:
+                return self._fallback
             if self._child.alive:
                 return self._child
             if self._restarts >= MAX_RESTARTS:
@@ -314,15 +343,21 @@ class ProcessTransport:
             self._child.close(1.0)
             try:
                 self._child = _Child(self._config, self._secrets)
+                self._child.wait_ready()
             except ProcessTransportError as exc:
                 raise NotSent(str(exc)) from None
             return self._child
 
     def send(self, url: str, body: bytes, gate: Gate | None = None) -> Answer:
-        return self._current().send(url.encode(), body, self._wait_s, gate)
+        child = self._current()
+        if not isinstance(child, _Child):
+            return child.send(url, body, gate)
+        return child.send(url.encode(), body, self._wait_s, gate)
 
     async def send_async(self, url: str, body: bytes, gate: Gate | None = None) -> Answer:
         child = self._current()
+        if not isinstance(child, _Child):
+            return await child.send_async(url, body, gate)
         rid, future = child.start(url.encode(), body, gate)
         waiter = awaitable(future)
         # A timer rather than asyncio.wait_for: no task per request (this runs 1,000 times a second).
@@ -340,79 +375,15 @@ class ProcessTransport:
             if self._closed:
                 return
             self._closed = True
+        if self._fallback is not None:
+            self._fallback.close(wait_s)
         self._child.close(self._close_s if wait_s is None else wait_s)
+
+    def wait_ready(self) -> None:
+        """Wait until the child can send (the first send waits for it anyway)."""
+        self._current()
 
     @property
     def pid(self) -> int:
         """The child's process id (tests use it to kill the child)."""
         return self._child.proc.pid
-
-
-# ---------------------------------------------------------------------------------------- the child
-
-
-async def _serve() -> None:
-    import aiohttp
-
-    from connector.delivery.transport.aiohttp_transport import post_once
-
-    loop = asyncio.get_running_loop()
-    # Our answers own the real stdout; anything else printed in this process goes to stderr.
-    out = os.fdopen(os.dup(1), "wb", buffering=0)
-    os.dup2(2, 1)
-    reader = asyncio.StreamReader(limit=1 << 16)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", buffering=0))
-    w_transport, w_protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, out)
-    writer = asyncio.StreamWriter(w_transport, w_protocol, None, loop)
-
-    (n,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
-    cfg: dict[str, Any] = orjson.loads(await reader.readexactly(n))
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg["sock_connect"], sock_read=cfg["sock_read"])
-    limit = int(cfg["concurrency"])
-    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, ttl_dns_cache=300)
-    session = aiohttp.ClientSession(connector=connector, headers=cfg["headers"], timeout=timeout)
-    proxy = cfg.get("proxy")
-
-    def answer(rid: int, status: int, headers: bytes, content: bytes) -> None:
-        writer.write(_ANSWER.pack(rid, status, len(headers), len(content)) + headers + content)
-
-    async def one(rid: int, url: str, body: bytes) -> None:
-        try:
-            a = await post_once(session, url, body, proxy)
-            answer(rid, a.status, orjson.dumps(a.headers), a.content)
-        except NotSent as exc:
-            answer(rid, _NOT_SENT, b"{}", str(exc).encode())
-        except Exception as exc:  # SentLost, or anything unexpected: the outcome is unknown
-            answer(rid, _SENT_LOST, b"{}", (str(exc) or type(exc).__name__).encode())
-        await writer.drain()
-
-    answer(0, 0, b"{}", b"")
-    tasks: set[asyncio.Task[None]] = set()
-    try:
-        while True:
-            try:
-                rid, n_url, n_body = _REQUEST.unpack(await reader.readexactly(_REQUEST.size))
-                url = (await reader.readexactly(n_url)).decode()
-                body = await reader.readexactly(n_body)
-            except asyncio.IncompleteReadError:
-                break  # the parent closed our stdin (or exited)
-            task = asyncio.create_task(one(rid, url, body))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        await writer.drain()
-    finally:
-        await session.close()
-        writer.close()
-
-
-def main() -> None:
-    try:
-        asyncio.run(_serve())
-    except (BrokenPipeError, ConnectionResetError, KeyboardInterrupt):
-        pass  # the parent went away: nobody is left to answer
-
-
-if __name__ == "__main__":
-    main()

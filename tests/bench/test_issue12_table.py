@@ -1,0 +1,38 @@
+"""bench/run.py issue12 --quick: the issue-12 table has a row for each of the six goals, each met or missed.
+
+The numbers of a quick run mean nothing; this keeps the table's sections (delivery, end to end, first
+request, local stages, delta, memory) running. Needs nginx with the echo module, like test_bench_quick.py.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from sink import nginx_available  # noqa: E402
+
+
+def test_issue12_table_has_six_goals_each_met_or_missed() -> None:
+    reason = nginx_available()
+    if reason:
+        if os.environ.get("BENCH_REQUIRE_NGINX") == "1":
+            pytest.fail(f"nginx is required here: {reason}")
+        pytest.skip(reason)
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "issue12", "--quick"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert re.search(r"calibration loop [\d.]+ s CPU here, 3.2 s on the reference machine: k = [\d.]+", res.stdout)
+    rows = [line for line in res.stdout.splitlines() if re.match(r"\| [1-6]\. ", line)]
+    assert [r[2] for r in rows] == list("123456"), res.stdout
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(cells) == 4 and cells[3] in ("met", "missed"), row
+        assert re.search(r"\d", cells[1]) and re.search(r"\d", cells[2]), row  # a measured value and a target

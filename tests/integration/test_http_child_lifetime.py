@@ -1,0 +1,96 @@
+"""The HTTP child process of a bulk run: spawned before the local stages, gone on every way a run ends.
+
+The child (connector/delivery/transport/child.py) starts while the first chunk is read and validated, so
+a run that fails before its first request has a child to clean up: these runs must leave none behind.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_pipeline_run import env_for, project, users_stream
+
+from connector import StopToken, run_pipeline
+from connector.delivery.transport import process
+from connector.emulator import EmulatorServer
+from connector.errors import ConfigError
+
+pytestmark = pytest.mark.timeout(120)
+
+BULK = {"mode": "bulk", "transport": "aiohttp-process"}
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@pytest.fixture
+def spawned(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The pid of every HTTP child started during the test."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("no /proc on this system")
+    pids: list[int] = []
+    real = process._Child.__init__
+
+    def recording(self: Any, *a: Any, **kw: Any) -> None:
+        real(self, *a, **kw)
+        pids.append(self.proc.pid)
+
+    monkeypatch.setattr(process._Child, "__init__", recording)
+    return pids
+
+
+def test_a_run_stopped_before_its_first_request_leaves_no_child(
+    emulator: EmulatorServer, tmp_path: Path, spawned: list[int]
+) -> None:
+    p = project(tmp_path, [users_stream()], write=BULK)
+    token = StopToken()
+    token.request("stopped before it began")
+    report = run_pipeline(p, report_dir=tmp_path / "r", env=env_for(emulator), stop=token, raise_on_failure=False)
+    assert report.exit_code == 4 and report.rows["delivered"] == 0
+    assert emulator.ledger() == []  # no request left
+    assert len(spawned) == 1, "the child is spawned before the first chunk is read"
+    assert not _running(spawned[0])
+
+
+def test_an_exception_before_the_first_request_leaves_no_child(
+    emulator: EmulatorServer, tmp_path: Path, spawned: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connector import pipeline
+
+    def broken(self: Any, plan: Any) -> None:
+        raise RuntimeError("a bug while reading the first chunk")
+
+    monkeypatch.setattr(pipeline._Run, "stream", broken)
+    p = project(tmp_path, [users_stream()], write=BULK)
+    with pytest.raises(RuntimeError, match="first chunk"):
+        run_pipeline(p, report_dir=tmp_path / "r", env=env_for(emulator))
+    assert emulator.ledger() == []
+    assert len(spawned) == 1
+    assert not _running(spawned[0])
+
+
+def test_a_config_error_starts_no_child(tmp_path: Path, spawned: list[int]) -> None:
+    p = project(tmp_path, [users_stream()], write=BULK)
+    with pytest.raises(ConfigError):
+        run_pipeline(p, report_dir=tmp_path / "r", env={"BRAZE_REST_ENDPOINT": "http://127.0.0.1:9"})  # no key
+    assert spawned == []
+
+
+def test_the_child_imports_neither_the_config_nor_the_data_libraries() -> None:
+    """What the child imports is what it must load before its first request: aiohttp, not pydantic or pandas."""
+    code = (
+        "import sys, connector.delivery.transport.child as c, aiohttp\n"
+        "heavy = {'pandas', 'pyarrow', 'pydantic', 'requests', 'connector.config', 'connector.pipeline'}\n"
+        "print(sorted(heavy & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

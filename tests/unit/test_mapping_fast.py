@@ -120,7 +120,7 @@ ATTRIBUTE_SPECS: list[dict[str, Any]] = [
         "attributes": [
             {"column": "c1", "to": "phone"},
             {"column": "c2", "to": "x"},
-            {"column": "c3", "to": "x"},
+            {"column": "c3", "to": "y"},  # one entry per attribute: a second "x" is refused by the config
             {"column": "c4", "to": "when", "type": "time"},
             {"column": "c5", "to": "day", "type": "date"},
             {"column": "c6", "to": "b", "type": "boolean", "on_empty": "reject"},
@@ -142,7 +142,7 @@ ATTRIBUTE_SPECS: list[dict[str, Any]] = [
     },
     {
         "identifier": {"email": "c0"},
-        "attributes": [{"column": "c1", "to": "email"}, {"column": "c2", "to": "email"}, {"column": "c3"}],
+        "attributes": [{"column": "c1", "to": "email"}, {"column": "c2", "to": "alt_email"}, {"column": "c3"}],
     },
 ]
 EVENT_SPECS: list[dict[str, Any]] = [

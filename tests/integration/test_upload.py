@@ -19,10 +19,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
-from connector.cli import app
 from connector.emulator import EmulatorServer, start_subprocess
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
+from cli_invoke import invoke  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -32,16 +33,6 @@ USERS = "user_id,email,age,ltv,vip,signup,prefs,zip\n" + "".join(
     f'2023-01-{i:02d}T03:04:05Z,"{{""a"":{i}}}",{i:05d}\n'
     for i in range(1, 31)
 )  # 30 rows; row 3 (u2) has age 'x': 29 of 30 ages are integers, so the column is read as integers
-
-
-def invoke(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Any:
-    old = Path.cwd()
-    os.chdir(cwd)
-    try:
-        clean = {k: None for k in os.environ if k.startswith("BRAZE_")}
-        return CliRunner().invoke(app, list(args), env={**clean, **(env or {})})
-    finally:
-        os.chdir(old)
 
 
 def report_of(output: str) -> dict[str, Any]:

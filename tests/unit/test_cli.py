@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from connector.cli import app
 from connector.emulator import EmulatorServer
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
+from cli_invoke import invoke  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -32,17 +33,6 @@ def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.
         text=True,
         timeout=90,
     )
-
-
-def invoke(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Any:
-    """Run the CLI in-process (fast); stdout and stderr stay separate."""
-    old = Path.cwd()
-    os.chdir(cwd)
-    try:
-        clean = {k: None for k in os.environ if k.startswith("BRAZE_")}
-        return CliRunner().invoke(app, list(args), env={**clean, **(env or {})})
-    finally:
-        os.chdir(old)
 
 
 def write_pipeline(tmp_path: Path, stream: dict[str, Any] | None = None, **top: Any) -> Path:

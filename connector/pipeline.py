@@ -724,8 +724,11 @@ class _Run:
 
 def _reconcile(chunk: Chunk, validation: Any) -> tuple[list[bool], list[Rejected]]:
     """One reject per failing row (the first rule it broke), and keep=False exactly for those rows."""
-    keep = [bool(k) for k in validation.keep]
-    index = {row: i for i, row in enumerate(chunk.row_numbers)}
+    if not validation.rejects and all(validation.keep):  # the common chunk: no Python work per row
+        return list(validation.keep), []
+    keep = list(map(bool, validation.keep))
+    wanted = {r.ref.row for r in validation.rejects}
+    index = {row: i for i, row in enumerate(chunk.row_numbers) if row in wanted}
     out: list[Rejected] = []
     seen: set[int] = set()
     for r in validation.rejects:

@@ -133,8 +133,14 @@ def _tail_state(buf: bytearray, delimiter: bytes) -> tuple[int, int]:
     return nl_end, max(nl_end, buf.rfind(delimiter, nl_end) + 1)
 
 
+def count_byte(data: bytes | bytearray, byte: int, end: int | None = None) -> int:
+    """How many times `byte` occurs in data[:end] (numpy: several times faster than bytes.count)."""
+    # The view is dropped before returning: a bytearray with a live export cannot be resized.
+    return int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8, count=len(data) if end is None else end) == byte))
+
+
 def _count_lines(block: bytes | bytearray) -> int:
-    return block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+    return count_byte(block, 0x0A) + (0 if block.endswith(b"\n") else 1)
 
 
 def _balance_quotes(fh: BinaryIO, buf: bytearray, cut: int, quote: bytes) -> tuple[int, bool]:
@@ -144,7 +150,7 @@ def _balance_quotes(fh: BinaryIO, buf: bytearray, cut: int, quote: bytes) -> tup
     within _MAX_EXTEND bytes: a stray quote, the cut stays (the careful parser rejects that line).
     Returns (cut, end of file reached).
     """
-    odd = quote in buf and buf.count(quote, 0, cut) % 2 == 1
+    odd = quote in buf and count_byte(buf, quote[0], cut) % 2 == 1
     first_cut = cut
     while odd and cut < first_cut + _MAX_EXTEND:
         nxt = buf.find(b"\n", cut)

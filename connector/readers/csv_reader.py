@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -247,7 +248,7 @@ def _fast_parse(block: bytes, n_lines: int, names: list[str], dialect: _Dialect)
         return None  # the careful path rejects the long line
     if dialect.qbyte in data and _has_lone_quote(data, dialect):
         return None
-    if data.startswith((b"\n", b"\r\n")) or b"\n\n" in data or b"\n\r\n" in data:
+    if data.startswith((b"\n", b"\r\n")) or _has_blank_line(data):
         return None  # blank lines are skipped by the careful path
     bad: list[int] = []
 
@@ -258,7 +259,9 @@ def _fast_parse(block: bytes, n_lines: int, names: list[str], dialect: _Dialect)
     try:
         table = pacsv.read_csv(
             io.BytesIO(data),
-            read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 20),
+            # One thread: the same CPU time or less than pyarrow's pool (measured), and the run's other
+            # work (and the HTTP child) has the other core.
+            read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 20, use_threads=False),
             parse_options=pacsv.ParseOptions(
                 delimiter=dialect.delimiter,
                 quote_char=dialect.quote,
@@ -281,6 +284,17 @@ def _fast_parse(block: bytes, n_lines: int, names: list[str], dialect: _Dialect)
     if any((pc.max(pc.binary_length(c)).as_py() or 0) > dialect.max_field for c in table.columns):
         return None  # a field over the limit: the careful path rejects its row
     return table
+
+
+def _has_blank_line(data: bytes) -> bool:
+    """Whether the block holds "\\n\\n" or "\\n\\r\\n" (one numpy pass: `in` is several times slower)."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(raw == 0x0A)
+    gaps = np.diff(ends)
+    if (gaps == 1).any():
+        return True
+    two = ends[:-1][gaps == 2]
+    return bool((raw[two + 1] == 0x0D).any())
 
 
 def _has_lone_quote(data: bytes, dialect: _Dialect) -> bool:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from connector.config import Source
 from connector.errors import SourceError
+from connector.readers.csv_blocks import count_byte
 
 # CSV sources up to this size have their lines counted; bigger ones are estimated from a sample.
 COUNT_CSV_BYTES = 32 * 2**20
@@ -49,7 +50,7 @@ def _csv_rows(path: Path, header: bool) -> tuple[int, bool]:
         with path.open("rb") as f:
             if size <= COUNT_CSV_BYTES:
                 data = f.read()
-                lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+                lines = count_byte(data, 0x0A) + (1 if data and not data.endswith(b"\n") else 0)
                 # Lines, not records: blank lines and quoted line breaks make this an estimate too.
                 return max(0, lines - (1 if header else 0)), False
             sample = f.read(SAMPLE_BYTES)

@@ -139,7 +139,10 @@ def attribute_rows(key: str, values: Values, keep_null: bool) -> Rows:
             return arrays.present(values, keep_null)
         if key in _SETS:
             found = arrays.outside(values, _SETS[key])
-        elif key in _FORMATS or key in _STANDARD:
+        elif key in _FORMATS:
+            ok = _FORMATS[key]
+            found = arrays.distinct_rows(values, lambda v: len(v) <= MAX_STRING and ok(v))
+        elif key in _STANDARD:
             found = None
         else:
             found = arrays.not_scalar(values)

@@ -22,12 +22,16 @@ def _may_hold_blanks(arr: pa.Array) -> bool:
     n = len(arr)
     if n == 0 or arr.null_count == n:
         return False
-    if pc.any(pc.equal(pc.binary_length(arr), 0)).as_py():
-        return True
     width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
     offsets = np.frombuffer(arr.buffers()[1], dtype=width)[arr.offset : arr.offset + n + 1]
+    lengths = np.diff(offsets)
+    empty = lengths == 0
+    if arr.null_count:
+        empty &= pc.is_valid(arr).to_numpy(zero_copy_only=False)
+    if empty.any():
+        return True
     data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
-    starts = offsets[:-1][np.diff(offsets) > 0]  # null cells hold no bytes
+    starts = offsets[:-1] if not arr.null_count else offsets[:-1][lengths > 0]  # null cells hold no bytes
     return bool(_LEAD[data[starts]].any())
 
 

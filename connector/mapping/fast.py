@@ -8,9 +8,9 @@ it. The JSON is what orjson.dumps gives for the object the per-row builder makes
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,17 +24,54 @@ Fields = list[tuple[str, Column, bool]]  # (Braze key, values, keep_null), as in
 _KEY_SENSITIVE = frozenset(("external_id", "external_user_id", "activity_id", "content_state"))
 
 
+class ArrowCells(Sequence[Any]):
+    """The Python values of an Arrow array, converted on the first read of a cell: a chunk whose rows all
+    pass never reads them."""
+
+    __slots__ = ("arrow", "_values")
+
+    def __init__(self, arrow: pa.Array) -> None:
+        self.arrow = arrow
+        self._values: list[Any] | None = None
+
+    def _list(self) -> list[Any]:
+        if self._values is None:
+            self._values = self.arrow.to_pylist()
+        return self._values
+
+    def __len__(self) -> int:
+        return len(self.arrow)
+
+    @overload
+    def __getitem__(self, i: int) -> Any: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Any]: ...
+    def __getitem__(self, i: int | slice) -> Any:
+        return self._list()[i]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._list())
+
+
+def missing(values: Sequence[Any]) -> list[int]:
+    """The indices of the None values (from the Arrow array's validity when it has one)."""
+    if isinstance(values, ArrowCells):
+        arr = values.arrow
+        return pc.indices_nonzero(pc.is_null(arr)).to_pylist() if arr.null_count else []  # type: ignore[no-any-return]
+    return [i for i, x in enumerate(values) if x is None] if None in values else []
+
+
 @dataclass(slots=True)
 class Ident:
     """The configured identifier: its key, per-row values (None when empty) and, when it has one, the
     Arrow array of the same values."""
 
     kind: str
-    values: list[Any]
+    values: Sequence[Any]
     arrow: pa.Array | None = None
 
     @property
-    def data(self) -> list[Any] | pa.Array:
+    def data(self) -> Sequence[Any] | pa.Array:
         return self.arrow if self.arrow is not None else self.values
 
 
@@ -57,7 +94,9 @@ def _json(col: Column) -> tuple[pa.Array, bool]:
 
 
 def _ident_json(ident: Ident) -> tuple[pa.Array, bool]:
-    return _json(Column(None, False, None, ident.arrow) if ident.arrow is not None else Column(ident.values, False, None))
+    if ident.arrow is not None:
+        return _json(Column(None, False, None, ident.arrow))
+    return encode.values_json(ident.values)
 
 
 def _parts(pieces: list[encode.Piece]) -> list[encode.Piece] | None:

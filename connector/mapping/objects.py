@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +15,7 @@ from connector.config import AttributeField, Identifier, Stream
 from connector.mapping import encode
 from connector.mapping.columns import Column, Resolver, build_properties
 from connector.mapping.dates import DateReadings
-from connector.mapping.fast import Batch, Fields, Ident, attribute_batch, event_batch
+from connector.mapping.fast import ArrowCells, Batch, Fields, Ident, attribute_batch, event_batch, missing
 from connector.records import Chunk, MappedChunk, Rejected
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ _OP_TYPE = {"set": "auto", "inc": "number", "add": "array", "remove": "array", "
 # (row -> object, Braze key -> source column, every row at once (attributes, events, purchases),
 #  the configured identifier's values per row (None for Live Activity, which has none))
 Builder = tuple[
-    Callable[[int], dict[str, Any]], dict[str, str], Callable[[], Batch | None] | None, list[Any] | None
+    Callable[[int], dict[str, Any]], dict[str, str], Callable[[], Batch | None] | None, Sequence[Any] | None
 ]
 
 
@@ -82,10 +82,11 @@ def _identifier(res: Resolver, ident: Identifier) -> tuple[Ident, str | None]:
         ]
         return Ident(kind, vals), names.column
     col = res.value(getattr(ident, kind), f"identifier.{kind}", "string")
-    values: list[Any] = col.values
     if kind in ("email", "phone"):
-        return Ident(kind, [None if x is None else str(x).strip() for x in values]), col.column
-    return Ident(kind, values, col.arrow), col.column
+        return Ident(kind, [None if x is None else str(x).strip() for x in col.values]), col.column
+    if col.arrow is not None:
+        return Ident(kind, ArrowCells(col.arrow), col.arrow), col.column
+    return Ident(kind, col.values), col.column
 
 
 def _attribute_fields(
@@ -192,7 +193,7 @@ def _event_slots(kind: str, m: Any) -> list[tuple[str, Any, str]]:
 
 
 def _canvas(
-    stream: Stream, res: Resolver, id_kind: str, ids: list[Any], cols: dict[str, str]
+    stream: Stream, res: Resolver, id_kind: str, ids: Sequence[Any], cols: dict[str, str]
 ) -> tuple[Callable[[int], dict[str, Any]], dict[str, str]]:
     c = stream.canvas
     assert c is not None
@@ -338,7 +339,7 @@ def _row(
     i: int,
     build: Callable[[int], dict[str, Any]],
     cols: dict[str, str],
-    ids: list[Any] | None,
+    ids: Sequence[Any] | None,
     errors: dict[int, tuple[str, str, str | None]],
     row_values: _RowValues,
     suspect: bool,
@@ -371,13 +372,12 @@ def _from_batch(
     batch: Batch,
     build: Callable[[int], dict[str, Any]],
     cols: dict[str, str],
-    ids: list[Any] | None,
+    ids: Sequence[Any] | None,
     errors: dict[int, tuple[str, str, str | None]],
 ) -> MappedChunk:
     """The MappedChunk of a batch: rows with a cast error, no identifier or a suspect value are looked at
     one by one (check_object on the suspect ones); every other row's object is taken as encoded."""
-    missing = [i for i, x in enumerate(ids) if x is None] if ids is not None and None in ids else []
-    special = sorted(set(errors).union(batch.suspect, missing))
+    special = sorted(set(errors).union(batch.suspect, missing(ids) if ids is not None else ()))
     rejects: list[Rejected] = []
     rejected: list[int] = []
     checked: dict[int, dict[str, Any]] = {}

@@ -85,6 +85,35 @@ def write_wide(rows: int, folder: Path) -> dict[str, Path]:
     return {f"wide {f}": p for f, p in paths.items()}
 
 
+def write_dirty(rows: int, folder: Path) -> dict[str, Path]:
+    """The users table of body_speed (pyarrow) with about 2 % bad rows: 0.5 % no user_id, 0.5 % a plan
+    outside the suite's set, 0.5 % an age over 150, 0.5 % a malformed e-mail (a contract reject)."""
+    import numpy as np  # noqa: PLC0415
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.compute as pc  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415
+    from data import users_table  # noqa: PLC0415
+
+    path = folder / f"dirty_{rows}_pyarrow.parquet"
+    if path.exists():
+        return {"users dirty": path}
+    rng = np.random.default_rng(9)
+    t = users_table(rows).append_column("vip", pa.array(rng.random(rows) < 0.3))
+
+    def spoil(name: str, value: Any) -> None:
+        nonlocal t
+        mask = pa.array(rng.random(rows) < 0.005)
+        col = t.column(name).combine_chunks()
+        t = t.set_column(t.schema.get_field_index(name), name, pc.if_else(mask, pa.scalar(value, col.type), col))
+
+    spoil("user_id", None)
+    spoil("plan", "platinum")
+    spoil("age", 200)
+    spoil("email", "not-an-email")
+    pq.write_table(t, path, row_group_size=100_000)
+    return {"users dirty": path}
+
+
 def pipeline(label: str, path: Path, suites: Path) -> Any:
     from connector.config import Pipeline  # noqa: PLC0415
 
@@ -123,7 +152,7 @@ def measure(label: str, path: Path, suites: Path, repeat: int = 2) -> dict[str, 
 
 def tables(rows: int, folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    return {**write_tables(rows, folder), **write_wide(rows, folder)}
+    return {**write_tables(rows, folder), **write_dirty(rows, folder), **write_wide(rows, folder)}
 
 
 def child(rows: int, folder: Path, only: str | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -22,7 +23,7 @@ class Column:
     """Cast values of one Value for every row; `keep_null` means an empty cell is sent as null. `arrow`,
     when set, holds the same values as an Arrow array (then `values` is built only when read)."""
 
-    __slots__ = ("_values", "arrow", "keep_null", "column")
+    __slots__ = ("_values", "arrow", "keep_null", "column", "_some")
 
     def __init__(
         self, values: list[Any] | None, keep_null: bool, column: str | None, arrow: pa.Array | None = None
@@ -31,6 +32,19 @@ class Column:
         self.arrow = arrow
         self.keep_null = keep_null
         self.column = column
+        self._some: dict[int, Any] | None = None  # values of a few rows, converted by prefetch()
+
+    def prefetch(self, rows: list[int]) -> None:
+        """Convert the values of these rows only (the rows the per-row checks will read), in one call."""
+        if self._values is None and self.arrow is not None and rows:
+            self._some = dict(zip(rows, self.arrow.take(pa.array(rows, pa.int64())).to_pylist(), strict=True))
+
+    def at(self, i: int) -> Any:
+        """The value of row i, without converting the whole column when prefetch() holds it."""
+        some = self._some
+        if some is not None and self._values is None and i in some:
+            return some[i]
+        return self.values[i]
 
     @property
     def values(self) -> list[Any]:
@@ -59,6 +73,7 @@ class Resolver:
         self.file = file
         self.n = int(table.num_rows)
         self.errors: RowErrors = {}
+        self.made: list[Column] = []  # every Column value() returned, for prefetch()
 
     def value(self, v: Value, key: str, default_type: str = "auto") -> Column:
         """Cast one Value; empty cells with on_empty=reject become `value.required` row errors."""
@@ -102,9 +117,14 @@ class Resolver:
                         f"the cell is empty and '{key}' has on_empty: reject",
                         v.column,
                     )
-        if cast.arrow is not None:
-            return Column(None, v.on_empty == "null", v.column, cast.arrow)
-        return Column(cast.values, v.on_empty == "null", v.column)
+        col = Column(None if cast.arrow is not None else cast.values, v.on_empty == "null", v.column, cast.arrow)
+        self.made.append(col)
+        return col
+
+    def prefetch(self, rows: list[int]) -> None:
+        """Convert only these rows of every column cast so far (Column.prefetch)."""
+        for col in self.made:
+            col.prefetch(rows)
 
     def _constant(self, v: Value, key: str, kind: str, tz: str) -> Column:
         cast = cast_array(pa.array([v.value]), kind, fmt=v.format, tz=tz, split=v.split)
@@ -158,11 +178,13 @@ def columns_read(stream: Stream) -> dict[str, str]:
     return out
 
 
-def build_properties(js: list[Any] | None, cols: list[tuple[str, list[Any]]], i: int) -> dict[str, Any]:
+def build_properties(
+    js: list[Any] | None, cols: Sequence[tuple[str, list[Any] | Column]], i: int
+) -> dict[str, Any]:
     """Properties of row i: JSON keys first, listed columns override; nulls dropped."""
     out: dict[str, Any] = dict(js[i]) if js is not None and js[i] else {}
     for name, vals in cols:
-        x = vals[i]
+        x = vals.at(i) if isinstance(vals, Column) else vals[i]
         if x is not None:
             out[name] = x
     return out

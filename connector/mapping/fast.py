@@ -28,11 +28,17 @@ class ArrowCells(Sequence[Any]):
     """The Python values of an Arrow array, converted on the first read of a cell: a chunk whose rows all
     pass never reads them."""
 
-    __slots__ = ("arrow", "_values")
+    __slots__ = ("arrow", "_values", "_some")
 
     def __init__(self, arrow: pa.Array) -> None:
         self.arrow = arrow
         self._values: list[Any] | None = None
+        self._some: dict[int, Any] | None = None
+
+    def prefetch(self, rows: list[int]) -> None:
+        """Convert the values of these rows only, in one call (the rows checked one by one)."""
+        if self._values is None and rows:
+            self._some = dict(zip(rows, self.arrow.take(pa.array(rows, pa.int64())).to_pylist(), strict=True))
 
     def _list(self) -> list[Any]:
         if self._values is None:
@@ -47,6 +53,9 @@ class ArrowCells(Sequence[Any]):
     @overload
     def __getitem__(self, i: slice) -> list[Any]: ...
     def __getitem__(self, i: int | slice) -> Any:
+        some = self._some
+        if some is not None and self._values is None and type(i) is int and i in some:
+            return some[i]
         return self._list()[i]
 
     def __iter__(self) -> Iterator[Any]:

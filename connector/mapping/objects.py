@@ -109,7 +109,7 @@ def _attribute_fields(
 
 def _fill(obj: dict[str, Any], fields: Fields, i: int) -> None:
     for target, col, keep_null in fields:
-        x = col.values[i]
+        x = col.at(i)
         if x is not None or keep_null:
             obj[target] = x
 
@@ -165,7 +165,7 @@ def _build(stream: Stream, res: Resolver) -> Builder:
         if ids[i] is not None:
             obj[id_kind] = ids[i]
         _fill(obj, fields, i)
-        props = build_properties(jsv, [(name, c.values) for name, c in pcols], i)
+        props = build_properties(jsv, pcols, i)
         if props:
             obj["properties"] = props
         if ueo is not None:
@@ -282,18 +282,25 @@ def _no_identifier(stream: Stream, chunk: Chunk, i: int, cols: dict[str, str], v
 
 
 class _RowValues:
-    """Original row values for rejects: row by row at first, the whole table at once if rejects pile up."""
+    """Original row values for rejects, converted together: each call returns an empty dict that `fill`
+    completes with one `take` of every row asked for (not one conversion per row, nor of the whole table)."""
 
     def __init__(self, chunk: Chunk) -> None:
         self.chunk = chunk
-        self.calls = 0
-        self.rows: list[dict[str, Any]] | None = None
+        self._asked: list[tuple[int, dict[str, Any]]] = []
 
     def __call__(self, i: int) -> dict[str, Any]:
-        self.calls += 1
-        if self.rows is None and self.calls > 64:
-            self.rows = self.chunk.table.to_pylist()
-        return dict(self.rows[i]) if self.rows is not None else self.chunk.values(i)
+        values: dict[str, Any] = {}
+        self._asked.append((i, values))
+        return values
+
+    def fill(self) -> None:
+        if not self._asked:
+            return
+        rows = self.chunk.table.take(pa.array([i for i, _ in self._asked], pa.int64())).to_pylist()
+        for (_, values), row in zip(self._asked, rows, strict=True):
+            values.update(row)
+        self._asked = []
 
 
 def map_chunk(
@@ -313,7 +320,7 @@ def map_chunk(
     kind = stream.kind
     batch = batch_of() if fast and batch_of is not None else None
     if batch is not None:
-        return _from_batch(stream, chunk, res.n, batch, build, cols, ids, errors)
+        return _from_batch(stream, chunk, res, batch, build, cols, ids, errors)
     objects: list[dict[str, Any]] = []
     indices: list[int] = []
     keys = []
@@ -328,6 +335,7 @@ def map_chunk(
         objects.append(obj)
         indices.append(i)
         keys.append(user_key(obj))
+    row_values.fill()
     if rejects:
         log.debug("stream %s, %s: %d of %d rows rejected", stream.name, chunk.file, len(rejects), res.n)
     return MappedChunk(kind, chunk, objects, indices, keys, rejects)
@@ -368,7 +376,7 @@ def _row(
 def _from_batch(
     stream: Stream,
     chunk: Chunk,
-    n: int,
+    res: Resolver,
     batch: Batch,
     build: Callable[[int], dict[str, Any]],
     cols: dict[str, str],
@@ -377,7 +385,12 @@ def _from_batch(
 ) -> MappedChunk:
     """The MappedChunk of a batch: rows with a cast error, no identifier or a suspect value are looked at
     one by one (check_object on the suspect ones); every other row's object is taken as encoded."""
+    n = res.n
     special = sorted(set(errors).union(batch.suspect, missing(ids) if ids is not None else ()))
+    if len(special) * 8 < n:  # a few rows: convert just their values (the others are never read)
+        res.prefetch(special)
+        if isinstance(ids, ArrowCells):
+            ids.prefetch(special)
     rejects: list[Rejected] = []
     rejected: list[int] = []
     checked: dict[int, dict[str, Any]] = {}
@@ -389,6 +402,7 @@ def _from_batch(
             rejected.append(i)
         elif obj is not None:
             checked[i] = obj
+    row_values.fill()
     encoded = batch.encoded
     if rejected:
         keep = np.ones(n, dtype=bool)

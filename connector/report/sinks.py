@@ -40,6 +40,25 @@ def to_text(value: Any) -> str | None:
     return str(value)
 
 
+_PLAIN = frozenset((str, type(None)))
+
+
+_ONE_TYPE = {int: str, float: str, bool: str, datetime: datetime.isoformat}  # what to_text does for them
+
+
+def texts(values: list[Any]) -> list[str | None]:
+    """to_text of every value; a list of strings and Nones as it is, one type of value without a call of
+    to_text per cell."""
+    types = set(map(type, values))
+    if types <= _PLAIN:
+        return values
+    types.discard(type(None))
+    convert = _ONE_TYPE.get(types.pop()) if len(types) == 1 else None
+    if convert is not None:
+        return [None if v is None else convert(v) for v in values]
+    return [to_text(v) for v in values]
+
+
 class CsvSink:
     """Streams rows (original columns + fixed metadata columns) to a CSV file; thread-safe.
 
@@ -66,14 +85,19 @@ class CsvSink:
                 self._csv.writerow([self._cell(c) for c in self._cols + self.meta])
                 self._header_written = True
             known = set(self._cols) | set(self._extra) | set(self.meta)
-            for values, meta in rows:
-                for c in values:
-                    if c not in known:
-                        known.add(c)
-                        self._extra.append(c)
-                cells = [to_text(values.get(c)) for c in self._cols] + [to_text(m) for m in meta]
-                cells += [to_text(values.get(c)) for c in self._extra]
-                self._csv.writerow(["" if c is None else self._cell(c) for c in cells])
+            for values, _ in rows:
+                if values.keys() - known:
+                    for c in values:
+                        if c not in known:
+                            known.add(c)
+                            self._extra.append(c)
+            # Column by column (one pass each), then row by row; a row written before a late column was
+            # seen gets "" there, as close() pads it when it rewrites the file with the full header.
+            cols = [texts([v.get(c) for v, _ in rows]) for c in self._cols]
+            cols += [texts([m[k] for _, m in rows]) for k in range(len(self.meta))]
+            cols += [texts([v.get(c) for v, _ in rows]) for c in self._extra]
+            cell = self._cell
+            self._csv.writerows(["" if c is None else cell(c) for c in row] for row in zip(*cols, strict=True))
             self.count += len(rows)
 
     def flush(self) -> None:
@@ -132,15 +156,16 @@ class ParquetSink:
                 names = self._cols + self.meta + ["_extra"]
                 schema = pa.schema([(c, pa.string()) for c in names])
                 self._writer = pq.ParquetWriter(self.path, schema)
-            cols: dict[str, list[str | None]] = {c: [] for c in self._cols + self.meta + ["_extra"]}
+            # Column by column: one list per column, converted to text in one pass when not all strings.
+            cols: dict[str, list[str | None]] = {c: texts([v.get(c) for v, _ in rows]) for c in self._cols}
+            for k, c in enumerate(self.meta):
+                cols[c] = texts([m[k] for _, m in rows])
             known = set(self._cols)
-            for values, meta in rows:
-                for c in self._cols:
-                    cols[c].append(to_text(values.get(c)))
-                for c, v in zip(self.meta, meta, strict=True):
-                    cols[c].append(to_text(v))
-                extra = {k: to_text(v) for k, v in values.items() if k not in known}
-                cols["_extra"].append(orjson.dumps(extra).decode() if extra else None)
+            extras: list[str | None] = []
+            for values, _ in rows:
+                extra = {k: to_text(v) for k, v in values.items() if k not in known} if values.keys() - known else None
+                extras.append(orjson.dumps(extra).decode() if extra else None)
+            cols["_extra"] = extras
             self._writer.write_table(pa.table(cols, schema=self._writer.schema))
             self.count += len(rows)
 

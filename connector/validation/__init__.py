@@ -53,7 +53,7 @@ from ..errors import SuiteError
 from ..records import Chunk, Rejected
 from .aggregates import Aggregate, TableCheck
 from .native import NativeCheck, arrow_cells, compile_native
-from .suites import SuiteExpectation, load_suites, words
+from .suites import SuiteExpectation, load_suites, show, wording
 
 __all__ = ["ChunkValidation", "SuiteRunner", "TableCheck"]
 
@@ -155,8 +155,9 @@ class SuiteRunner:
             if not indices:
                 continue
             cells = frames.cells(e.column, indices, from_arrow)
+            head, tail = wording(e)  # words(e, cell) for every cell, the expectation's part built once
             for i, cell in zip(indices, cells, strict=True):
-                failures.setdefault(i, []).append((e, words(e, cell)))
+                failures.setdefault(i, []).append((e, head if tail is None else head + show(cell) + tail))
         rejects: list[Rejected] = []
         failing = sorted(failures)
         # the original columns of every failing row, converted at once (Chunk.values gives the same per row)

@@ -252,34 +252,41 @@ def _range(kw: dict[str, Any], subject: str = "") -> str:
 
 def words(e: SuiteExpectation, value: Any) -> str:
     """Why a row failed `e`, naming the column, the (truncated) value and the arguments."""
+    head, tail = wording(e)
+    return head if tail is None else head + show(value) + tail
+
+
+def wording(e: SuiteExpectation) -> tuple[str, str | None]:
+    """`words` around the value: (before, after) the shown value, or (the whole reason, None) when the
+    reason does not show it. The same for every row of an expectation: computed once per chunk."""
     kw = e.kwargs
     col = f"column '{e.column}': " if e.column else ""
-    v = f"value {show(value)}"
+    v = f"{col}value "
     t = e.type
     if t == "expect_column_values_to_not_be_null":
-        return f"{col}value is null; a value is required"
+        return f"{col}value is null; a value is required", None
     if t == "expect_column_values_to_be_null":
-        return f"{col}{v} must be null"
+        return v, " must be null"
     if t == "expect_column_values_to_be_in_set":
-        return f"{col}{v} not in set {_show_set(kw.get('value_set'))}"
+        return v, f" not in set {_show_set(kw.get('value_set'))}"
     if t == "expect_column_values_to_not_be_in_set":
-        return f"{col}{v} is in forbidden set {_show_set(kw.get('value_set'))}"
+        return v, f" is in forbidden set {_show_set(kw.get('value_set'))}"
     if t == "expect_column_values_to_be_between":
-        return f"{col}{v} {_range(kw)}"
+        return v, f" {_range(kw)}"
     if t == "expect_column_value_lengths_to_be_between":
-        return f"{col}{v} has length {_range(kw)}"
+        return v, f" has length {_range(kw)}"
     if t == "expect_column_value_lengths_to_equal":
-        return f"{col}{v} has length other than {show(kw.get('value'))}"
+        return v, f" has length other than {show(kw.get('value'))}"
     if t == "expect_column_values_to_match_regex":
-        return f"{col}{v} does not match regex {show(kw.get('regex'))}"
+        return v, f" does not match regex {show(kw.get('regex'))}"
     if t == "expect_column_values_to_not_match_regex":
-        return f"{col}{v} matches forbidden regex {show(kw.get('regex'))}"
+        return v, f" matches forbidden regex {show(kw.get('regex'))}"
     if t == "expect_column_values_to_match_regex_list":
-        return f"{col}{v} does not match the regexes {_show_set(kw.get('regex_list'))}"
+        return v, f" does not match the regexes {_show_set(kw.get('regex_list'))}"
     if t == "expect_column_values_to_be_of_type":
-        return f"{col}{v} is not of type {show(kw.get('type_'))}"
+        return v, f" is not of type {show(kw.get('type_'))}"
     args = ", ".join(
         f"{k}={show(x)}" for k, x in kw.items() if k not in ("column", "column_A", "column_B", "column_list")
     )
-    about = f"{v} " if e.column else ""
-    return f"{col}{about}fails {t}" + (f" ({args})" if args else "")
+    rest = f"fails {t}" + (f" ({args})" if args else "")
+    return (v, " " + rest) if e.column else (rest, None)

@@ -82,7 +82,7 @@ class Chunk:
 
     file: str
     table: Any  # pyarrow.Table
-    row_numbers: list[int]
+    row_numbers: Sequence[int]  # a list, or a range for consecutive rows (no Python int per row)
     rejects: list[Rejected] = field(default_factory=list)
     keys: list[str] | None = None
 
@@ -187,7 +187,7 @@ class MappedChunk:
     kind: ObjectKind
     chunk: Chunk
     objects: list[dict[str, Any]] | EncodedObjects
-    indices: list[int]
+    indices: Sequence[int]  # a list, or range(n) when every row became an object
     user_keys: list[str]
     rejects: list[Rejected] = field(default_factory=list)
     # Delta sync: the state key of each object (connector/delta.py), when the stream has `delta: true`.

@@ -408,12 +408,12 @@ def _from_batch(
         keep = np.ones(n, dtype=bool)
         keep[rejected] = False
         kept = np.flatnonzero(keep)
-        indices: list[int] = kept.tolist()
+        indices: Sequence[int] = kept.tolist()
         encoded = encoded.take(pa.array(kept))
         at = {i: int(j) for i, j in zip(checked, np.searchsorted(kept, list(checked)), strict=True)}
         log.debug("stream %s, %s: %d of %d rows rejected", stream.name, chunk.file, len(rejects), n)
     else:
-        indices, at = list(range(n)), {i: i for i in checked}
+        indices, at = range(n), {i: i for i in checked}
     objects = encode.encoded(encoded, {at[i]: obj for i, obj in checked.items()})
     if batch.keys is None:
         keys = [user_key(o) for o in objects]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -210,7 +210,7 @@ def _parse_block(path: Path, blk: Block, names: list[str], dialect: _Dialect, ch
     block, first_line, n_lines = blk.data, blk.first_line, blk.n_lines
     table = _fast_parse(block, n_lines, names, dialect)
     if table is not None:
-        rows = list(range(first_line, first_line + n_lines))
+        rows: Sequence[int] = range(first_line, first_line + n_lines)
         rejects: list[Rejected] = []
     else:
         table, rows, rejects = _careful_parse(str(path), block, first_line, names, dialect)

@@ -13,7 +13,7 @@ A file whose schema has more than `max_columns` columns is refused before any ro
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +46,13 @@ def read_parquet(path: Path, chunk_rows: int, max_columns: int = MAX_COLUMNS) ->
         try:
             for batch in pf.iter_batches(batch_size=chunk_rows):
                 n = batch.num_rows
-                yield _checked(str(path), pa.Table.from_batches([batch]), list(range(start, start + n)))
+                yield _checked(str(path), pa.Table.from_batches([batch]), range(start, start + n))
                 start += n
         except (pa.ArrowInvalid, OSError) as e:
             raise SourceError(f"{path}: the Parquet file is damaged near row {start} ({e})") from None
 
 
-def _checked(file: str, table: pa.Table, rows: list[int]) -> Chunk:
+def _checked(file: str, table: pa.Table, rows: Sequence[int]) -> Chunk:
     """The chunk, with the rows holding a string that is not UTF-8 moved to its parse rejects."""
     try:
         table.validate(full=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import os
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -43,7 +44,8 @@ def to_text(value: Any) -> str | None:
 _PLAIN = frozenset((str, type(None)))
 
 
-_ONE_TYPE = {int: str, float: str, bool: str, datetime: datetime.isoformat}  # what to_text does for them
+# what to_text does for them
+_ONE_TYPE: dict[type, Callable[[Any], str]] = {int: str, float: str, bool: str, datetime: datetime.isoformat}
 
 
 def texts(values: list[Any]) -> list[str | None]:

@@ -265,6 +265,13 @@ def _boolean(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
     t = arr.type
     if pa.types.is_boolean(t):
         return Cast(arrow=arr)
+    if _is_str(t):
+        # The common column holds only "true"/"false" (or "True"/"False") as written: two comparisons
+        # instead of trimming, lowering and looking up every cell (the same values either way).
+        for yes, no in (("true", "false"), ("True", "False")):
+            is_true = pc.equal(arr, yes)
+            if pc.all(pc.or_(is_true, pc.equal(arr, no))).as_py():  # nulls stay null
+                return Cast(arrow=is_true)
     s = pc.utf8_lower(pc.utf8_trim_whitespace(_as_string(arr)))
     is_true = pc.is_in(s, value_set=pa.array(_TRUE))
     is_false = pc.is_in(s, value_set=pa.array(_FALSE))

@@ -120,7 +120,8 @@ def read_blocks(
         cut = len(buf)
         if not eof:
             cut, eof = _balance_quotes(fh, buf, nl_end, quote)
-        block = bytes(buf[:cut])
+        with memoryview(buf) as view:
+            block = bytes(view[:cut])  # one copy (buf[:cut] would copy twice)
         del buf[:cut]
         n_lines = _count_lines(block)
         yield Block(block, line_no, n_lines)

@@ -27,3 +27,17 @@ def test_blank_cells_become_null_and_others_stay(large: bool) -> None:
         assert blank_to_null(arr).to_pylist() == ["a", None, None, " x "]
         assert blank_to_null(arr.slice(1)).to_pylist() == [None, None, " x "]
     assert blank_to_null(pa.array([1.5, float("nan"), None])).to_pylist() == [1.5, None, None]
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_the_offsets_scan_agrees_with_trimming_with_nulls_and_slices(large: bool) -> None:
+    t = pa.large_string() if large else pa.string()
+    cells = ["a", None, "", " ", "é", "\u3000x", None, "b"]
+    for start in range(len(cells)):
+        for end in range(start, len(cells) + 1):
+            arr = pa.array(cells, t).slice(start, end - start)
+            trimmed = pc.equal(pc.utf8_trim_whitespace(arr), "")
+            if pc.any(trimmed).as_py():
+                assert _may_hold_blanks(arr), arr.to_pylist()
+            expected = [None if c is None or not c.strip() else c for c in arr.to_pylist()]
+            assert blank_to_null(arr).to_pylist() == expected

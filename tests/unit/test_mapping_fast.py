@@ -36,6 +36,9 @@ def _same(spec: dict[str, Any], table: pa.Table) -> MappedChunk:
     assert [(r.ref, r.stage, r.rule, r.reason, r.column) for r in fast.rejects] == [
         (r.ref, r.stage, r.rule, r.reason, r.column) for r in slow.rejects
     ]
+    chunk = Chunk("x.csv", table, rows)  # each reject carries its row's original values, on both paths
+    for r in [*fast.rejects, *slow.rejects]:
+        assert repr(r.values) == repr(chunk.values(r.ref.row - 2))  # repr: NaN equals NaN
     return fast
 
 

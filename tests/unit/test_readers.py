@@ -76,6 +76,15 @@ def test_blank_lines_are_skipped_and_numbering_stays_physical(tmp_path: Path) ->
     assert not rejects
 
 
+def test_blank_lines_with_crlf_endings_are_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_bytes(b"id,v\r\n1,a\r\n\r\n2,b\r\n\n3,c\r\n")
+    _, rows, numbers, rejects = _read(path)
+    assert numbers == [2, 4, 6]
+    assert [r["id"] for r in rows] == ["1", "2", "3"]
+    assert not rejects
+
+
 def test_crlf_line_endings(tmp_path: Path) -> None:
     path = tmp_path / "w.csv"
     path.write_bytes(b"id,v\r\n1,a\r\n2,b\r\n")

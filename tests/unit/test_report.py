@@ -446,3 +446,21 @@ def test_possibly_duplicated_rows_are_counted_listed_and_a_stale_list_is_removed
     assert (tmp_path / "possibly_duplicated.csv").read_text().splitlines() == [
         "_source_file,_row_number,_stream,_reason", "a.csv,2,s,resent", "a.csv,3,s,resent"]  # fmt: skip
     assert "possibly applied more than once" in paths["report_html"].read_text(encoding="utf-8")
+
+
+def test_cells_are_written_as_to_text_writes_them_column_by_column() -> None:
+    from datetime import UTC, date, datetime
+
+    from connector.report.sinks import texts, to_text
+
+    columns = [
+        ["a", None, "b"],
+        [1, None, -2],
+        [1.5, float("nan"), None],
+        [True, False, None],
+        [datetime(2024, 1, 2, 3, 4, tzinfo=UTC), None],
+        [date(2024, 1, 2), None],
+        [1, "a", 2.5, None, {"k": [1]}, b"\xff", (1, 2)],
+    ]
+    for values in columns:
+        assert texts(list(values)) == [to_text(v) for v in values]

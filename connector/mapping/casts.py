@@ -22,7 +22,7 @@ from connector.errors import ConfigError
 from connector.mapping.blanks import blank_to_null
 from connector.mapping.dates import MONTH_FIRST, DayMonth
 from connector.mapping.numbers import plain_numbers
-from connector.mapping.timeparse import BRAZE_TIME_FORMATS, arrow_iso, iso, parse, parse_each
+from connector.mapping.timeparse import BRAZE_TIME_FORMATS, arrow_iso, iso, local_to_utc, parse, parse_each
 
 _TRUE = ["true", "1", "yes", "y", "t"]
 _FALSE = ["false", "0", "no", "n", "f"]
@@ -286,17 +286,9 @@ def _time(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
 
     t = arr.type
     if pa.types.is_timestamp(t):
-        ts = (
-            arr
-            if t.tz is not None
-            else pc.assume_timezone(arr, tz, ambiguous="earliest", nonexistent="latest")
-        )
-        return Cast(arrow=iso(ts))
+        return Cast(arrow=iso(arr if t.tz is not None else local_to_utc(arr, tz)))
     if pa.types.is_date(t):
-        ts = pc.assume_timezone(
-            pc.cast(arr, pa.timestamp("s")), tz, ambiguous="earliest", nonexistent="latest"
-        )
-        return Cast(arrow=iso(ts))
+        return Cast(arrow=iso(local_to_utc(pc.cast(arr, pa.timestamp("s")), tz)))
     s = _as_string(arr)
     if not fmt.given:
         fast = arrow_iso(s, tz)

@@ -57,19 +57,57 @@ def _iso_fixed(ms: pa.Array) -> pa.Array | None:
     return pc.if_else(pc.is_valid(ms), result, pa.scalar(None, pa.large_string())) if ms.null_count else result
 
 
+def local_to_utc(naive: pa.Array, tz: str) -> pa.Array:
+    """Naive timestamps read in zone `tz`, as UTC (for UTC itself a cast that only relabels the type)."""
+    if tz == "UTC":
+        return naive.cast(pa.timestamp(naive.type.unit, tz="UTC"))
+    return pc.assume_timezone(naive, tz, ambiguous="earliest", nonexistent="latest")
+
+
 def arrow_iso(s: pa.Array, tz: str) -> pa.Array | None:
     """Arrow's C++ ISO 8601 cast for the common case; None when any cell needs the slower parser."""
-    trimmed = pc.utf8_trim_whitespace(s)
-    aware = pc.match_substring_regex(trimmed, OFFSET_RE)
+    if _one_shape(s):  # every cell is shaped as the first: trimming and the offset regex decide alike
+        trimmed = s
+        aware_all = bool(pc.match_substring_regex(s.slice(0, 1), OFFSET_RE)[0].as_py())
+        aware_none = not aware_all
+    else:
+        trimmed = pc.utf8_trim_whitespace(s)
+        aware = pc.match_substring_regex(trimmed, OFFSET_RE)
+        aware_all = bool(pc.all(pc.or_kleene(aware, pc.is_null(trimmed))).as_py())
+        aware_none = not pc.any(aware).as_py()
     try:
-        if pc.all(pc.or_kleene(aware, pc.is_null(trimmed))).as_py():
+        if aware_all:
             return pc.cast(trimmed, pa.timestamp("ns", tz="UTC"))
-        if not pc.any(aware).as_py():
-            naive = pc.cast(trimmed, pa.timestamp("ns"))
-            return pc.assume_timezone(naive, tz, ambiguous="earliest", nonexistent="latest")
+        if aware_none:
+            return local_to_utc(pc.cast(trimmed, pa.timestamp("ns")), tz)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     return None
+
+
+def _one_shape(s: pa.Array) -> bool:
+    """True when no cell is null, every cell has as many bytes as the first, ASCII digits where the first
+    has them and the first's bytes everywhere else, and the first begins and ends with a visible ASCII
+    character. OFFSET_RE (digits, literal characters) then matches all cells or none, and no cell has
+    whitespace to trim. A byte scan of the (n, width) matrix, instead of a trim and a regex per cell."""
+    n = len(s)
+    if n == 0 or s.null_count or not (pa.types.is_string(s.type) or pa.types.is_large_string(s.type)):
+        return False
+    width_t = np.int64 if pa.types.is_large_string(s.type) else np.int32
+    offsets = np.frombuffer(s.buffers()[1], dtype=width_t)[s.offset : s.offset + n + 1]
+    start = int(offsets[0])
+    width = int(offsets[1]) - start
+    if width == 0 or int(offsets[-1]) - start != width * n or (np.diff(offsets) != width).any():
+        return False
+    cells = np.frombuffer(s.buffers()[2], dtype=np.uint8)[start : start + width * n].reshape(n, width)
+    first = cells[0]
+    if not (0x21 <= first[0] <= 0x7E and 0x21 <= first[-1] <= 0x7E):
+        return False
+    digit = (first >= 0x30) & (first <= 0x39)
+    at_digits = cells[:, digit]
+    if not ((at_digits >= 0x30) & (at_digits <= 0x39)).all():
+        return False
+    return bool((cells[:, ~digit] == first[~digit]).all())
 
 
 def parse_each(ser: pd.Series, formats: tuple[str, ...], tz: str) -> pd.Series:
@@ -130,4 +168,4 @@ def parse_vector(ser: pd.Series, fmt: str, tz: str) -> pd.Series:
     return result
 
 
-__all__ = ["BRAZE_TIME_FORMATS", "arrow_iso", "iso", "parse", "parse_each"]
+__all__ = ["BRAZE_TIME_FORMATS", "arrow_iso", "iso", "local_to_utc", "parse", "parse_each"]

@@ -37,3 +37,40 @@ def test_four_digit_years_take_the_byte_matrix() -> None:
     assert fixed is not None
     assert fixed.to_pylist() == ["1970-01-01T00:00:00.000Z", None, "2023-11-14T22:13:20.123Z"]
     assert _iso_fixed(pa.array([-(10**14)], pa.timestamp("ms"))) is None  # a negative year
+
+
+def _general(s: pa.Array, tz: str) -> pa.Array | None:
+    import connector.mapping.timeparse as tp
+
+    real = tp._one_shape
+    tp._one_shape = lambda s: False  # type: ignore[assignment]
+    try:
+        return tp.arrow_iso(s, tz)
+    finally:
+        tp._one_shape = real
+
+
+FORMS = [
+    "2024-0{m}-1{d} 10:2{d}:00",
+    "2024-0{m}-1{d}T10:2{d}:00Z",
+    "2024-0{m}-1{d}T10:2{d}:00.12{d}+02:00",
+    "2024-0{m}-1{d}T10:2{d}:00-0500",
+    " 2024-0{m}-1{d} 10:2{d}:00",
+    "2024-0{m}-1{d} 10:2{d}:00 ",
+    "2024-0{m}-1{d}",
+    "x024-0{m}-1{d} 10:2{d}:00",
+]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_one_shape_columns_parse_as_the_general_path_does(seed: int) -> None:
+    from connector.mapping.timeparse import arrow_iso
+
+    rng = random.Random(seed)
+    forms = [rng.choice(FORMS)] if seed < 6 else rng.sample(FORMS, 2)  # one shape, or two
+    cells = [rng.choice(forms).format(m=rng.randrange(1, 10), d=rng.randrange(10)) for _ in range(50)]
+    for tz in ("UTC", "Europe/Paris"):
+        for t in (pa.string(), pa.large_string()):
+            for arr in (pa.array(cells, t), pa.array(cells, t).slice(7)):
+                fast, general = arrow_iso(arr, tz), _general(arr, tz)
+                assert (None if fast is None else fast.to_pylist()) == (None if general is None else general.to_pylist())

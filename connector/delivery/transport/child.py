@@ -79,10 +79,23 @@ async def _serve() -> None:
 
 
 def main() -> None:
+    # BRAZE_CONNECTOR_PROFILE=path: cProfile this process and write its stats there at exit (bench/child_cost.py).
+    profile_to = os.environ.get("BRAZE_CONNECTOR_PROFILE")
+    prof = None
+    if profile_to:
+        import cProfile
+        import time
+
+        prof = cProfile.Profile(time.process_time)  # CPU, not wall time: a loaded machine's waits stay out
+        prof.enable()
     try:
         asyncio.run(_serve())
     except (BrokenPipeError, ConnectionResetError, KeyboardInterrupt):
         pass  # the parent went away: nobody is left to answer
+    finally:
+        if prof is not None and profile_to:
+            prof.disable()
+            prof.dump_stats(profile_to)
 
 
 if __name__ == "__main__":

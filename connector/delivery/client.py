@@ -205,9 +205,18 @@ class BrazeClient:
         """The retry loop of tenacity.AsyncRetrying, driven by the very Retrying object post() uses (one
         policy): its iter() decides (the callbacks are plain functions, so it never awaits and no other
         coroutine can interleave with it); only the attempt and the backoff are awaited. Cheaper than
-        AsyncRetrying, which inspects every callback for being a coroutine on every attempt."""
+        AsyncRetrying, which inspects every callback for being a coroutine on every attempt.
+
+        The first attempt needs no decision (the policy has no `before` hook, and a result is never retried:
+        `_should_retry` retries transient errors only), so it runs before the policy is consulted; nearly
+        every request ends there, and only a failed one pays for the retry state."""
+        try:
+            return await self._attempt_async(call)
+        except BaseException:
+            first = sys.exc_info()
         self._retrying.begin()  # its statistics (informational, per thread) must exist for iter()
         state = tenacity.RetryCallState(self._retrying, fn=None, args=(call,), kwargs={})
+        state.set_exception(first)  # type: ignore[arg-type]
         while True:
             do = self._retrying.iter(state)
             if isinstance(do, tenacity.DoAttempt):

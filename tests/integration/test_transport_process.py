@@ -78,6 +78,9 @@ def test_a_killed_child_loses_in_flight_requests_as_unknown_then_restarts(emulat
     """Requests in the child when it dies are SentLost (Braze may have applied them); the next send works."""
     slow = emulator_factory(latency_ms=1500)
     t = ProcessTransport(slow.url, HEADERS, concurrency=8, timeout_s=10)
+    # Killed once it runs: a child killed while it starts makes the transport send from this process instead
+    # (the sends then succeed), which a loaded machine's slow start used to turn this test into.
+    t.wait_ready()
     try:
         errors: list[BaseException] = []
 
@@ -194,6 +197,33 @@ def test_a_child_that_stops_reading_cannot_hang_senders(emulator: EmulatorServer
             th.join(timeout=20)
         assert time.monotonic() - started < 10 and len(errors) == 2, errors
         assert t.send(emulator.url + "/users/track", attrs("s2")).status == 201
+    finally:
+        t.close()
+
+
+def test_coroutines_waiting_on_a_stopped_child_give_up_at_the_deadline(emulator: EmulatorServer) -> None:
+    """send_async's deadlines (one timer per event loop, not one per request): every coroutine waiting on a
+    SIGSTOPped child gets NotSent or SentLost once the deadline passes, and the next send gets a new child."""
+    import asyncio
+
+    t = ProcessTransport(emulator.url, HEADERS, concurrency=8, timeout_s=1)
+    t._wait_s = 1.5
+    t.wait_ready()
+    url = emulator.url + "/users/track"
+
+    async def go() -> tuple[list[BaseException | object], float]:
+        assert (await t.send_async(url, attrs("a0"))).status == 201  # the loop's deadlines exist and empty out
+        os.kill(t.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        results = await asyncio.gather(*(t.send_async(url, attrs(f"a{i}")) for i in range(1, 6)),
+                                       return_exceptions=True)  # fmt: skip
+        return results, time.monotonic() - started
+
+    try:
+        results, took = asyncio.run(go())
+        assert all(isinstance(r, (NotSent, SentLost)) for r in results), results
+        assert took < 10
+        assert t.send(url, attrs("a9")).status == 201
     finally:
         t.close()
 

@@ -31,6 +31,7 @@ import queue
 import subprocess
 import sys
 import threading
+import weakref
 from collections.abc import Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -350,6 +351,44 @@ class _AnswerLate(Exception):
 def _time_out(waiter: asyncio.Future[Answer]) -> None:
     if not waiter.done():
         waiter.set_exception(_AnswerLate())
+
+
+class _Deadlines:
+    """The answers the coroutines of one event loop wait for, oldest first, and one timer failing those
+    past the transport's wait. Not a timer per request: at 1,000 requests a second, each cancelled only at
+    its answer, they would fill the loop's timer heap with tens of thousands of entries that every
+    rate-limit sleep then sorts past."""
+
+    def __init__(self, wait_s: float) -> None:
+        self._wait_s = wait_s
+        self._due: dict[asyncio.Future[Answer], float] = {}  # insertion order = deadline order
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, waiter: asyncio.Future[Answer]) -> None:
+        """On the loop's thread (the loop is not kept: a gone loop must not stay alive through us)."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self._wait_s
+        self._due[waiter] = due
+        if self._timer is None:
+            self._timer = loop.call_at(due, self._check)
+
+    def discard(self, waiter: asyncio.Future[Answer]) -> None:
+        self._due.pop(waiter, None)
+
+    def _check(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        late = []
+        for waiter, due in self._due.items():
+            if due > now:
+                break
+            late.append(waiter)
+        for waiter in late:
+            del self._due[waiter]
+            _time_out(waiter)
+        if self._due:
+            self._timer = loop.call_at(next(iter(self._due.values())), self._check)
 _SECRET_WORDS = ("KEY", "TOKEN", "SECRET")
 
 
@@ -396,6 +435,9 @@ class ProcessTransport:
         # An answer can take the connect timeout plus the read timeout; past that (and a margin), the
         # child is stuck and the request's outcome is unknown.
         self._wait_s = CONNECT_TIMEOUT_S + timeout_s + 30.0
+        self._deadlines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = (
+            weakref.WeakKeyDictionary()
+        )  # per event loop that sends (weakly: a loop that is gone takes its waiters with it)
         self._close_s = timeout_s + CONNECT_TIMEOUT_S
         self._lock = threading.Lock()
         self._closed = False
@@ -453,14 +495,17 @@ class ProcessTransport:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Answer] = loop.create_future()
         rid = child.start(url.encode(), body, gate, (loop, waiter))
-        # A timer rather than asyncio.wait_for: no task per request (this runs 1,000 times a second).
-        timer = loop.call_later(self._wait_s, _time_out, waiter)
+        deadlines = self._deadlines.get(loop)
+        if deadlines is None:
+            deadlines = self._deadlines[loop] = _Deadlines(self._wait_s)
+        # Not asyncio.wait_for: no task per request (this runs 1,000 times a second).
+        deadlines.add(waiter)
         try:
             return await waiter
         except _AnswerLate:
             raise child.expire(rid, self._wait_s) from None
         finally:
-            timer.cancel()
+            deadlines.discard(waiter)
 
     def close(self, wait_s: float | None = None) -> None:
         """Close the child's stdin (it answers what it holds, then exits); kill it past `wait_s`."""

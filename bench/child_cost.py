@@ -5,7 +5,8 @@
 
 One ProcessTransport (connector/delivery/transport/process.py, the bulk runs' transport) posts the same
 75-object /users/track body `--requests` times to the nginx sink (bench/sink.py) at `--latency` ms, from
-coroutines on one event loop released at `--rate` requests/s (as the writer's limiter releases them). No
+coroutines on one event loop released at `--rate` requests/s, one by one or in steps of `--group-ms` (the
+writer's limiter releases them in 10 ms steps, delivery/waits.py). No
 writer, journal or limiter: what is left is the cost of one request crossing the pipe, the child's aiohttp
 exchange and the answer coming back. CPU comes from /proc for the child (its utime + stime just before it
 is closed, its start excluded) and time.process_time for this process; the calibration loop runs in the
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import pstats
 import sys
@@ -50,7 +52,9 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _send_all(transport: ProcessTransport, url: str, n: int, rate: float, concurrency: int) -> dict[int, int]:
+async def _send_all(
+    transport: ProcessTransport, url: str, n: int, rate: float, concurrency: int, group_s: float = 0.0
+) -> dict[int, int]:
     statuses: dict[int, int] = {}
     gate = asyncio.Semaphore(concurrency)
     loop = asyncio.get_running_loop()
@@ -67,6 +71,8 @@ async def _send_all(transport: ProcessTransport, url: str, n: int, rate: float, 
     for i in range(n):
         await gate.acquire()
         due = start + i / rate
+        if group_s:  # as the writer's limiter releases them (delivery/waits.py GROUP_S): in steps
+            due = start + math.ceil(i / rate / group_s) * group_s
         if due > loop.time():
             await asyncio.sleep(due - loop.time())
         tasks.append(asyncio.create_task(one(i)))
@@ -74,7 +80,8 @@ async def _send_all(transport: ProcessTransport, url: str, n: int, rate: float, 
     return statuses
 
 
-def measure(n: int, latency: float, rate: float, concurrency: int, profile: str | None) -> list[str]:
+def measure(n: int, latency: float, rate: float, concurrency: int, profile: str | None,
+            group_s: float = 0.0) -> list[str]:  # fmt: skip
     if profile:
         os.environ["BRAZE_CONNECTOR_PROFILE"] = profile
     with NginxSink(latency_ms=latency) as sink:
@@ -84,13 +91,14 @@ def measure(n: int, latency: float, rate: float, concurrency: int, profile: str 
         asyncio.run(_send_all(transport, url, 50, rate, concurrency))  # warm: connections open, code paths run
         pid = transport.pid
         child0, self0, t0 = proc_cpu(pid), time.process_time(), time.perf_counter()
-        statuses = asyncio.run(_send_all(transport, url, n, rate, concurrency))
+        statuses = asyncio.run(_send_all(transport, url, n, rate, concurrency, group_s))
         wall = time.perf_counter() - t0
         child, parent = proc_cpu(pid) - child0, time.process_time() - self0
         transport.close()
     per = 1e6 / n
     out = [
-        f"{n:,} requests at {rate:g}/s, {latency:g} ms, concurrency {concurrency}: {n / wall:,.0f} requests/s; "
+        f"{n:,} requests at {rate:g}/s (released every {group_s * 1000 if group_s else 1000 / rate:g} ms), "
+        f"{latency:g} ms, concurrency {concurrency}: {n / wall:,.0f} requests/s; "
         f"statuses {dict(sorted(statuses.items()))}",
         f"CPU per request: HTTP child {child * per:.0f} us, this process {parent * per:.0f} us (the pipe threads and "
         f"the sending loop); cores at 1,000 requests/s: child {child * per / 1000:.2f}, parent {parent * per / 1000:.2f}",
@@ -110,6 +118,8 @@ def main() -> int:
     ap.add_argument("--latency", type=float, default=100)
     ap.add_argument("--rate", type=float, default=1000)
     ap.add_argument("--concurrency", type=int, default=160)
+    ap.add_argument("--group-ms", type=float, default=0.0,
+                    help="release the requests in steps of this many ms (the writer's limiter: 10)")  # fmt: skip
     ap.add_argument("--profile", default=None, help="write the child's cProfile stats here and print the top")
     a = ap.parse_args()
     if reason := nginx_available():
@@ -117,7 +127,7 @@ def main() -> int:
         return 2
     print(f"# bench/child_cost.py --requests {a.requests} --latency {a.latency:g} --rate {a.rate:g}  ({os.cpu_count()} cores)")
     print(f"calibration loop (10M-iteration for): {calibration_s():.2f} s CPU")
-    for line in measure(a.requests, a.latency, a.rate, a.concurrency, a.profile):
+    for line in measure(a.requests, a.latency, a.rate, a.concurrency, a.profile, a.group_ms / 1000):
         print(line, flush=True)
     return 0
 

@@ -156,12 +156,14 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
     shared = resolve_shared_limits(pipeline, env, offline=offline)
     label = partition.label if partition else None
     check_partitioned_state(pipeline, label)
-    incremental = open_incremental(pipeline, read_only=offline or retry is not None, full=full, partition=label)
+    incremental = open_incremental(pipeline, read_only=offline or retry is not None, full=full, partition=label,
+                                   env=env)
     try:
         plans = [_plan(pipeline, s, validate_only, retry, env, incremental, partition) for s in pipeline.streams]
         if not offline:
             locks.acquire(pipeline.name, lock_files(pipeline, report_dir, label),
                           shared=shared_lock_files(pipeline, report_dir, label))  # fmt: skip
+            locks.acquire_database(pipeline, env, label)
     except BaseException:
         if incremental is not None:
             incremental.close()

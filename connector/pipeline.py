@@ -510,6 +510,7 @@ class _Run:
         code = self.stop.exit_code
         self.exit_code = max(self.exit_code, code)
         r = self.report
+        r.set_stopped(self.stop.reason, immediate=self.stop.immediate, exit_code=code)
         how = "at once" if self.stop.immediate else "gracefully"
         unknown = " (and --include-unknown for the unknown ones)" if r.unknown else ""
         if self.stop.immediate:  # the rows never read are listed nowhere but in the journal

@@ -151,6 +151,7 @@ def build_document(r: ReportCounters) -> dict[str, Any]:
         "delta": r.delta,
         "removed": r.removed,
         "resume": r.resume,
+        "stop": r.stop,
         "shared_limits": r.shared_limits,
         "partition": r.partition,
         "alerts": r.alerts,

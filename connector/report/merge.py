@@ -276,6 +276,7 @@ def _partition_entry(d: dict[str, Any], k: int, n: int) -> dict[str, Any]:
         "latency_ms": d["latency_ms"],
         "by": d["partition"].get("by", {}),
         "shared_limits": d.get("shared_limits"),
+        "stop": d.get("stop"),
         "state_file": (d.get("delta") or {}).get("state_file"),
         "files": {key: d["files"].get(key) for key in ("report_json", "rejects", "failed")},
     }

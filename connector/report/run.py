@@ -257,6 +257,11 @@ class RunReport(ReportCounters):
                 "url": urlunsplit((parts.scheme, netloc, parts.path, "", "")) or url,
             }
 
+    def set_stopped(self, reason: str, *, immediate: bool, exit_code: int) -> None:
+        """Record that a stop cut the run short (`stopped` is then true): why, whether at once, its exit code."""
+        with self._lock:
+            self.stop = {"reason": reason, "how": "at once" if immediate else "gracefully", "exit_code": exit_code}
+
     def set_rate_limits(self, limits: dict[str, float]) -> None:
         """Configured limit per endpoint, in requests per second (for the utilisation figures)."""
         with self._lock:

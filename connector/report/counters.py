@@ -57,6 +57,7 @@ class ReportCounters:
         self.confirmed_count = 0
         self.removed: dict[str, Any] | None = None  # mirror mode, per stream (delivery/mirror.py)
         self.requests: dict[str, dict[str, Any]] = {}
+        self.probes: list[dict[str, Any]] = []  # requests that ask, not deliver (the sync-access probe)
         self.by_status: Counter[str] = Counter()
         self.retry_reasons: Counter[str] = Counter()
         self.retries = self.rate_limited = self.objects_ok = 0

@@ -204,6 +204,7 @@ def _requests(docs: list[dict[str, Any]]) -> dict[str, Any]:
         "retries": sum(int(d["requests"]["retries"]) for d in docs),
         "retry_reasons": _sum_counts(d["requests"]["retry_reasons"] for d in docs),
         "rate_limited": sum(int(d["requests"]["rate_limited"]) for d in docs),
+        "probes": [p for d in docs for p in d["requests"].get("probes") or []],
     }
 
 

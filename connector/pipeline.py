@@ -186,7 +186,7 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
         csv_formula_escape=pipeline.report.csv_formula_escape,
     )
     history = history_path(pipeline)
-    report.recent_runs = recent_runs(history)
+    report.recent_runs = recent_runs(history, partition=f"{partition.k}/{partition.n}" if partition else None)
     report.set_rate_limits({e: pipeline.write.rate_limit(e).requests / pipeline.write.rate_limit(e).per_seconds
                             for e in DEFAULT_RATE_LIMITS})  # fmt: skip
     for p in plans:

@@ -371,7 +371,7 @@ class _Run:
         try:
             with self.progress:
                 self.progress.follow(report.progress_counts)
-                self.progress.set_total(sum(p.rows for p in plans) or None)
+                self.progress.set_total(sum(p.rows for p in plans) or None, exact=all(p.exact for p in plans))
                 try:
                     if self.validate_only:
                         report.set_destination("none", "")

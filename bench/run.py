@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from baselines import braze_client_loop, naive_loop  # noqa: E402
 from calibration import calibration_s, delivery_targets  # noqa: E402
-from data import write_parquet  # noqa: E402
+from data import users_spec, write_parquet  # noqa: E402
 from sink import NginxSink, nginx_available  # noqa: E402
 
 from connector.config import Pipeline  # noqa: E402
@@ -62,17 +62,7 @@ def users_pipeline(path: Path, url: str, *, rps: int = 1000, concurrency: int = 
                 {
                     "name": "users",
                     "source": {"path": str(path), "chunk_rows": 50_000},
-                    "kind": "attributes",
-                    "identifier": {"external_id": "user_id"},
-                    "attributes": [
-                        {"column": "first_name"},
-                        {"column": "email"},
-                        {"column": "country"},
-                        {"column": "plan"},
-                        {"column": "age", "type": "integer"},
-                        {"column": "lifetime_value", "type": "float"},
-                        {"column": "signup_at", "type": "time"},
-                    ],
+                    **users_spec(),
                     "expectations": ["bench_users_suite"] if suite else [],
                 }
             ],

@@ -17,10 +17,10 @@ the end-to-end row also requires the run's CPU × k to fit in the target on 2 co
 The loop overstates how much slower the reference machine is at this project's work (reference.py
 re-runs the issue's own workloads at the commit it measured), so every CPU-scaled goal is printed twice,
 each with met/missed, against the same target: once with the loop's k and once with the workload's k
-(delivery CPU for goals 1-2, the local dry run for goals 3-5). A saved reference measurement's k is used
-as it was measured, not carried over by the loop: load here inflates the loop's CPU seconds about 3 ×
-and the workloads' about 1.3 × (BENCHMARKS.md, "Calibrating against the reference machine"), so the
-loop then and now are printed under the table to show how far apart the two runs' loads were.
+(delivery CPU for goals 1-2, the local dry run for goals 3-5). A saved reference measurement is carried
+over to this run's load by the loop: workload k = r × this run's loop k, r = workload k / loop k as
+measured then (load here inflated the loop's CPU seconds and the workloads' alike, 1.3-1.4 ×; BENCHMARKS.md,
+"Calibrating against the reference machine"), so the two scaled columns differ by r exactly.
 """
 
 from __future__ import annotations
@@ -82,11 +82,13 @@ def workload_scaling(spec: str | None, loop_s: float) -> Scaling:
         return Scaling(k_loop, None, None, f"no workload ratio: {path.relative_to(ROOT)} is missing "
                                            f"(python bench/run.py reference; or --workload-k VALUE)")  # fmt: skip
     doc = json.loads(path.read_text())
-    return Scaling(k_loop, doc["k_local"], doc["k_delivery"],
+    local, delivery = doc["r_local"] * k_loop, doc["r_delivery"] * k_loop
+    return Scaling(k_loop, local, delivery,
                    f"workload k from {path.name}: commit {doc['commit'][:12]} re-run here at {doc['rows']:,} rows "
-                   f"({doc['measured_at']}, calibration loop then {doc['loop_cpu_s']:.2f} s, now {loop_s:.2f} s): "
-                   f"k_local {doc['k_local']:.2f} (= {doc['r_local']:.2f} x the loop's k then), k_delivery "
-                   f"{doc['k_delivery']:.2f} (= {doc['r_delivery']:.2f} x)")  # fmt: skip
+                   f"({doc['measured_at']}, loop then {doc['loop_cpu_s']:.2f} s: k_local {doc['k_local']:.2f} = "
+                   f"r {doc['r_local']:.2f} x the loop's k {doc['k_loop']:.1f}, k_delivery {doc['k_delivery']:.2f} = "
+                   f"r {doc['r_delivery']:.2f} x it), carried to this run's loop ({loop_s:.2f} s, k {k_loop:.1f}) "
+                   f"as r x k: local {local:.2f}, delivery {delivery:.2f}")  # fmt: skip
 
 
 def _cell(k: float | None, figure: str, ok: bool) -> str:

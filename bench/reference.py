@@ -20,7 +20,7 @@ k = REFERENCE_S / loop: k_local = rows per CPU s here / REF_EVENTS_ROWS_PER_S, k
 (REF_DELIVERY_CPU_MAIN_S + REF_DELIVERY_CPU_CHILD_S) / CPU s here. Each round also gives
 r = k_workload / k_loop, how far the loop's k overstates (r < 1) or understates the workload's. The
 medians are saved as JSON (bench/out/reference-last.json at 1M rows, or --save) for issue12.py, which
-scales by them as measured (with the loop then, to compare loads).
+carries r over to its own run's loop (load here inflates the loop and the workloads alike).
 """
 
 from __future__ import annotations

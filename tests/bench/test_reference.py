@@ -61,7 +61,7 @@ def test_reference_reruns_the_old_commit_and_saves_its_ratios(tmp_path: Path) ->
     assert doc["k_loop"] == pytest.approx(REFERENCE_S / (sum(rnd["loops_cpu_s"]) / 3))
 
 
-def test_issue12_reads_a_saved_workload_ratio_or_a_given_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_issue12_carries_a_saved_workload_ratio_to_its_own_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import issue12
     from issue12 import workload_scaling
 
@@ -69,10 +69,10 @@ def test_issue12_reads_a_saved_workload_ratio_or_a_given_one(tmp_path: Path, mon
     saved.write_text(json.dumps({"commit": REFERENCE_COMMIT, "rows": 1_000_000, "measured_at": "2026-12-02T16:00:00Z",
                                  "loop_cpu_s": 0.32, "k_loop": 10.0, "k_local": 4.0, "k_delivery": 2.5,
                                  "r_local": 0.4, "r_delivery": 0.25}))  # fmt: skip
-    k = workload_scaling(str(saved), 0.4)  # a loop of 0.4 s here: loop k = 8; the workload k as saved
+    k = workload_scaling(str(saved), 0.4)  # a loop of 0.4 s here: loop k = 8, workload k = r x 8
     assert k.loop == pytest.approx(REFERENCE_S / 0.4)
-    assert (k.local, k.delivery) == (4.0, 2.5)
-    assert "loop then 0.32 s, now 0.40 s" in k.source
+    assert (k.local, k.delivery) == (pytest.approx(0.4 * 8), pytest.approx(0.25 * 8))
+    assert "loop then 0.32 s" in k.source and "local 3.20, delivery 2.00" in k.source
     given = workload_scaling("3.5", 0.4)
     assert (given.loop, given.local, given.delivery) == (pytest.approx(8), 3.5, 3.5)
     monkeypatch.setattr(issue12, "LAST", ROOT / "bench" / "out" / "no-such-reference.json")

@@ -26,6 +26,7 @@ carries r over to its own run's loop (load here inflates the loop and the worklo
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -136,8 +137,6 @@ def measure(rows: int, repeat: int, commit: str = REFERENCE_COMMIT) -> list[dict
 
 
 def _env(tree: Path) -> dict[str, str]:
-    import os
-
     return {**os.environ, "PYTHONPATH": str(tree)}
 
 

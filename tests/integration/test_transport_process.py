@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
+from processes import running
 
 from connector.delivery.transport import NotSent, SentLost, make_transport
 from connector.delivery.transport.aiohttp_transport import AiohttpTransport
@@ -241,15 +242,6 @@ time.sleep(600)
 """
 
 
-def _running(pid: int) -> bool:
-    """True while the process exists and is not a zombie (an orphan's new parent may not reap it)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
-
-
 def test_the_child_has_its_own_session_and_does_not_outlive_a_killed_parent(emulator_factory: Any) -> None:
     """Ctrl-C in a terminal cannot reach the child (its own session); when the parent is SIGKILLed, the child
     answers what it holds (the request in flight is applied) and exits."""
@@ -266,9 +258,9 @@ def test_the_child_has_its_own_session_and_does_not_outlive_a_killed_parent(emul
         parent.kill()
         parent.wait(10)
         deadline = time.monotonic() + 30
-        while _running(child) and time.monotonic() < deadline:
+        while running(child) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _running(child), "the HTTP child outlived its killed parent"
+        assert not running(child), "the HTTP child outlived its killed parent"
         assert [e["status"] for e in slow.ledger()] == [201]  # in flight, still answered (then nobody read it)
     finally:
         parent.kill()

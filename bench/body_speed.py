@@ -29,20 +29,10 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-USERS: dict[str, Any] = {
-    "kind": "attributes",
-    "identifier": {"external_id": "user_id"},
-    "attributes": [
-        {"column": "first_name"},
-        {"column": "email"},
-        {"column": "country"},
-        {"column": "plan"},
-        {"column": "age", "type": "integer"},
-        {"column": "lifetime_value", "type": "float"},
-        {"column": "signup_at", "type": "time"},
-        {"column": "vip", "type": "boolean"},
-    ],
-}
+sys.path.insert(0, str(HERE))
+from data import users_spec  # noqa: E402
+
+USERS = users_spec({"column": "vip", "type": "boolean"})  # write_tables adds the boolean column
 EVENTS: dict[str, Any] = {
     "kind": "events",
     "identifier": {"external_id": "user_id"},
@@ -64,7 +54,6 @@ def calibration() -> float:
 
 def write_tables(rows: int, folder: Path) -> dict[str, Path]:
     """users/events written by pandas, by pyarrow and as CSV (once per row count)."""
-    sys.path.insert(0, str(HERE))
     import numpy as np  # noqa: PLC0415
     import pandas as pd  # noqa: PLC0415
     import pyarrow as pa  # noqa: PLC0415

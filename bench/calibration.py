@@ -1,7 +1,9 @@
 """The machine's speed beside every figure (issue 12), and the issue's delivery targets as met/missed.
 
 The calibration loop is a 10M-iteration Python `for`: about 3.2 s of CPU on the slow reference machine of
-issue 12, about 0.2 s on an idle machine of the kind this repository is developed on.
+issue 12, about 0.2 s on an idle machine of the kind this repository is developed on. It overstates how
+much slower that machine is at this project's own work 3-4 x: reference.py (`bench/run.py reference`)
+measures the workload ratio, and issue12.py prints CPU-scaled goals by both.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -10,6 +11,26 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 DATA_DIR = Path(__file__).resolve().parent / ".data"
+# The users table's mapping as an analyst would write it (every column of users_table but the id): one
+# definition for every benchmark that sends the table, so they all measure the same mapping.
+USERS_ATTRIBUTES: tuple[dict[str, str], ...] = (
+    {"column": "first_name"},
+    {"column": "email"},
+    {"column": "country"},
+    {"column": "plan"},
+    {"column": "age", "type": "integer"},
+    {"column": "lifetime_value", "type": "float"},
+    {"column": "signup_at", "type": "time"},
+)
+
+
+def users_spec(*extra: dict[str, str]) -> dict[str, Any]:
+    """The users stream's kind, identifier and attributes (a fresh copy), with `extra` attributes after them."""
+    return {
+        "kind": "attributes",
+        "identifier": {"external_id": "user_id"},
+        "attributes": [dict(a) for a in (*USERS_ATTRIBUTES, *extra)],
+    }
 PLANS = np.array(["free", "basic", "pro", "enterprise"])
 COUNTRIES = np.array(["US", "GB", "FR", "DE", "AU", "BR", "JP", "IN"])
 FIRST = np.array(["Ann", "Bob", "Chloé", "Dmitri", "Eve", "Farah", "Gus", "Hana"])

@@ -7,6 +7,8 @@
     python bench/run.py sync --seconds 60
     python bench/run.py delta --rows 1000000
     python bench/run.py issue12               # issue 12's six goals: measured, target, met/missed (issue12.py)
+    python bench/run.py reference             # issue 12's commit re-run here: the reference machine's k by
+                                              # workload (reference.py; saved for issue12)
     python bench/run.py --quick               # tiny sizes: a smoke run (used by the test suite)
 
 Every HTTP target is an nginx sink on 127.0.0.1 (bench/sink.py) that answers like Braze after a fixed
@@ -35,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from baselines import braze_client_loop, naive_loop  # noqa: E402
 from calibration import calibration_s, delivery_targets  # noqa: E402
-from data import write_parquet  # noqa: E402
+from data import users_spec, write_parquet  # noqa: E402
 from sink import NginxSink, nginx_available  # noqa: E402
 
 from connector.config import Pipeline  # noqa: E402
@@ -62,17 +64,7 @@ def users_pipeline(path: Path, url: str, *, rps: int = 1000, concurrency: int = 
                 {
                     "name": "users",
                     "source": {"path": str(path), "chunk_rows": 50_000},
-                    "kind": "attributes",
-                    "identifier": {"external_id": "user_id"},
-                    "attributes": [
-                        {"column": "first_name"},
-                        {"column": "email"},
-                        {"column": "country"},
-                        {"column": "plan"},
-                        {"column": "age", "type": "integer"},
-                        {"column": "lifetime_value", "type": "float"},
-                        {"column": "signup_at", "type": "time"},
-                    ],
+                    **users_spec(),
                     "expectations": ["bench_users_suite"] if suite else [],
                 }
             ],
@@ -364,6 +356,7 @@ def delta_runs(rows: int, rps: int) -> list[tuple[dict[str, Any], float, float]]
 
 def main() -> int:
     from issue12 import issue12_table  # it imports this module (as `run`) for its pipelines and runs
+    from reference import LAST, REF_ROWS, reference_section
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", nargs="*", default=["delivery", "local", "memory", "sync", "delta", "issue12"])
@@ -375,10 +368,16 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=60, help="sync mode duration")
     ap.add_argument("--transport", default="auto", help="delivery: auto, aiohttp-process, aiohttp or requests")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    ap.add_argument("--workload-k", default=None, metavar="FILE_OR_VALUE",
+                    help="issue12: the reference machine's workload k (a number, or a file saved by `reference`; "
+                         "default: bench/out/reference-last.json)")  # fmt: skip
+    ap.add_argument("--repeat", type=int, default=3, help="reference: rounds")
+    ap.add_argument("--save", type=Path, default=None,
+                    help="reference: where to save the ratios (default: bench/out/reference-last.json at 1M rows)")  # fmt: skip
     a = ap.parse_args()
     if a.quick:
         a.rows, a.latencies, a.baseline_seconds, a.sizes, a.seconds = 20_000, "100", 1.5, "20000,60000", 6
-    if ({"delivery", "sync", "delta", "memory", "issue12"} & set(a.what)) and (reason := nginx_available()):
+    if ({"delivery", "sync", "delta", "memory", "issue12", "reference"} & set(a.what)) and (reason := nginx_available()):
         print(f"cannot run delivery/sync benches: {reason}", file=sys.stderr)
         return 2
     print(f"# bench/run.py {' '.join(sys.argv[1:])}  (python {sys.version.split()[0]}, {os.cpu_count()} cores)")
@@ -388,7 +387,8 @@ def main() -> int:
         "memory": lambda: bench_memory([int(x) for x in a.sizes.split(",")]),
         "sync": lambda: bench_sync(a.seconds, 100),
         "delta": lambda: bench_delta(a.rows, a.rps),
-        "issue12": lambda: issue12_table(a.rows, [int(x) for x in a.sizes.split(",")], a.rps),
+        "issue12": lambda: issue12_table(a.rows, [int(x) for x in a.sizes.split(",")], a.rps, a.workload_k),
+        "reference": lambda: reference_section(a.rows, a.repeat, a.save or (LAST if a.rows == REF_ROWS else None)),
     }
     for name in a.what:
         for line in sections[name]():

@@ -25,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
+from data import users_spec  # noqa: E402
 from pg_server import PgServer  # noqa: E402
 from sink import NginxSink, nginx_available  # noqa: E402
 
@@ -76,14 +77,8 @@ def pipeline(url_env: str, sink_url: str, rps: int, *, delta: bool, state: dict[
         "streams": [{
             "name": "users",
             "source": {"table": f"public.{TABLE}", "connection": {"url_env": url_env}, "chunk_rows": 50_000},
-            "kind": "attributes",
-            "identifier": {"external_id": "user_id"},
+            **users_spec(),
             "delta": delta,
-            "attributes": [
-                {"column": "first_name"}, {"column": "email"}, {"column": "country"}, {"column": "plan"},
-                {"column": "age", "type": "integer"}, {"column": "lifetime_value", "type": "float"},
-                {"column": "signup_at", "type": "time"},
-            ],
         }],
     })  # fmt: skip
 

@@ -156,12 +156,14 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
     shared = resolve_shared_limits(pipeline, env, offline=offline)
     label = partition.label if partition else None
     check_partitioned_state(pipeline, label)
-    incremental = open_incremental(pipeline, read_only=offline or retry is not None, full=full, partition=label)
+    incremental = open_incremental(pipeline, read_only=offline or retry is not None, full=full, partition=label,
+                                   env=env)
     try:
         plans = [_plan(pipeline, s, validate_only, retry, env, incremental, partition) for s in pipeline.streams]
         if not offline:
             locks.acquire(pipeline.name, lock_files(pipeline, report_dir, label),
                           shared=shared_lock_files(pipeline, report_dir, label))  # fmt: skip
+            locks.acquire_database(pipeline, env, label)
     except BaseException:
         if incremental is not None:
             incremental.close()
@@ -186,7 +188,7 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
         csv_formula_escape=pipeline.report.csv_formula_escape,
     )
     history = history_path(pipeline)
-    report.recent_runs = recent_runs(history)
+    report.recent_runs = recent_runs(history, partition=f"{partition.k}/{partition.n}" if partition else None)
     report.set_rate_limits({e: pipeline.write.rate_limit(e).requests / pipeline.write.rate_limit(e).per_seconds
                             for e in DEFAULT_RATE_LIMITS})  # fmt: skip
     for p in plans:
@@ -371,7 +373,7 @@ class _Run:
         try:
             with self.progress:
                 self.progress.follow(report.progress_counts)
-                self.progress.set_total(sum(p.rows for p in plans) or None)
+                self.progress.set_total(sum(p.rows for p in plans) or None, exact=all(p.exact for p in plans))
                 try:
                     if self.validate_only:
                         report.set_destination("none", "")
@@ -510,6 +512,7 @@ class _Run:
         code = self.stop.exit_code
         self.exit_code = max(self.exit_code, code)
         r = self.report
+        r.set_stopped(self.stop.reason, immediate=self.stop.immediate, exit_code=code)
         how = "at once" if self.stop.immediate else "gracefully"
         unknown = " (and --include-unknown for the unknown ones)" if r.unknown else ""
         if self.stop.immediate:  # the rows never read are listed nowhere but in the journal

@@ -49,6 +49,7 @@ class Progress:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.total = total
+        self.total_exact = True  # False: the total is an estimate (a CSV's rows before reading it)
         self.interval_s = interval_s
         self.enabled = enabled
         self._console = console
@@ -71,10 +72,12 @@ class Progress:
         return cls(enabled=False, terminal=False)
 
     # ---- counters -------------------------------------------------------------------------------
-    def set_total(self, n: int | None) -> None:
-        """Set the expected number of rows (enables the bar and the ETA)."""
+    def set_total(self, n: int | None, *, exact: bool = True) -> None:
+        """Set the expected number of rows (enables the bar and the ETA); `exact` False: an estimate,
+        shown as "~N"."""
         with self._lock:
             self.total = n
+            self.total_exact = exact
 
     def follow(self, source: Callable[[], Mapping[str, int]]) -> None:
         """Read the counts from `source()` (keys of COUNTERS) whenever the display needs them."""
@@ -143,8 +146,8 @@ class Progress:
         """The plain log line for the current state."""
         c = self.refresh()
         with self._lock:
-            total = self.total
-        of = f"/{total:,}" if total else ""
+            total, about = self.total, "" if self.total_exact else "~"
+        of = f"/{about}{total:,}" if total else ""
         eta = self.eta_s()
         text = (
             f"progress: read {c['read']:,}{of} rows, delivered {c['delivered']:,}, rejected {c['rejected']:,}, "
@@ -158,9 +161,9 @@ class Progress:
         """The two lines of the terminal display, each at most `width` characters (plain text)."""
         c = self.refresh()
         with self._lock:
-            total = self.total
+            total, exact = self.total, self.total_exact
         eta = self.eta_s()
-        return _fit_display(c, total, self.requests_per_s(), eta, self._clock() - self._t0, width)
+        return _fit_display(c, total, self.requests_per_s(), eta, self._clock() - self._t0, width, exact=exact)
 
     def _start_live(self) -> None:
         from rich.console import Console
@@ -223,15 +226,16 @@ class _Display:
 
 
 def _fit_display(c: Mapping[str, int], total: int | None, rps: float, eta: float | None, elapsed: float,
-                 width: int) -> list[str]:  # fmt: skip
-    """Two lines within `width`: progress (bar when the total is known) and the counts."""
+                 width: int, *, exact: bool = True) -> list[str]:  # fmt: skip
+    """Two lines within `width`: progress (bar when the total is known, "~N" when it is an estimate) and
+    the counts."""
     settled = sum(c[k] for k in SETTLED)
     rate = f"{rps:,.1f} req/s"
     when = f"ETA {duration_text(eta)}" if eta is not None else "ETA -"
     clock = _clock_text(elapsed)
     if total:
         frac = min(1.0, settled / total)
-        head = f"{frac:4.0%} of {total:,} rows"
+        head = f"{frac:4.0%} of {'' if exact else '~'}{total:,} rows"
         tail = f"{rate}  {when}  {clock}"
         room = width - len(head) - len(tail) - 4
         if room < 8:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, overload
@@ -175,11 +176,41 @@ class EncodedObjects(Sequence[dict[str, Any]]):
         return f"EncodedObjects({len(self)} objects, {len(self.data)} bytes)"
 
 
+def alias_key(name: object, label: object) -> str:
+    """A user alias's user key: "user_alias:name|label", with `\\` and `|` escaped by a backslash when the
+    name or the label holds a `|`, so that the key always tells where the name ends (alias_of_key).
+
+    An alias without `|` keeps the plain form (the key a delta state written before the escaping holds);
+    an escaped key holds at least two `|` (the separator and an escaped one), a plain key exactly one.
+    """
+    n, lb = str(name), str(label)
+    if "|" in n or "|" in lb:
+        n, lb = (t.replace("\\", "\\\\").replace("|", "\\|") for t in (n, lb))
+    return f"user_alias:{n}|{lb}"
+
+
+def alias_of_key(value: str) -> tuple[str, str] | None:
+    """(name, label) of a user key's value after "user_alias:" (alias_key); None when it cannot tell: a key
+    with several `|` and no escaping, written before alias_key escaped them (where the name ends is unknown)."""
+    if value.count("|") == 1:
+        name, _, label = value.partition("|")
+        return name, label
+    found = _ESCAPED_ALIAS.fullmatch(value)
+    if found is None:
+        return None
+    return _UNESCAPE.sub(r"\1", found[1]), _UNESCAPE.sub(r"\1", found[2])
+
+
+_ESCAPED_ALIAS = re.compile(r"((?:[^\\|]|\\[\\|])*)\|((?:[^\\|]|\\[\\|])*)", re.S)
+_UNESCAPE = re.compile(r"\\(.)", re.S)
+
+
 @dataclass(slots=True)
 class MappedChunk:
     """Braze objects built from a chunk, parallel lists: objects[i] came from chunk row indices[i].
 
-    `user_keys[i]` names the profile the object touches ("external_id:u1", "user_alias:name|label", ...) so
+    `user_keys[i]` names the profile the object touches ("external_id:u1", alias_key()'s "user_alias:name|label",
+    ...) so
     the writer can keep one user's objects in source order; for live activities it is the activity id.
     `objects` is a list of dicts or, from mapping's column path, an EncodedObjects (dicts built on reading).
     """

@@ -6,6 +6,10 @@ streams). The lock file also holds the pid, host and start time of its holder, f
 refuses a second run. The kernel drops a flock when its process dies, however it dies: a lock file whose
 lock is free but which still names a holder was left by a killed run, and is taken over with a warning.
 On release the file is emptied, never deleted (deleting would let two runs lock two different files).
+
+A pipeline that keeps its state in PostgreSQL (`state.url_env`) may run on several machines, which share no
+file: its run also holds an advisory lock in that database (delta.pg.PgRunLock), dropped by the server when
+the run's connection ends, however the process ends.
 """
 
 from __future__ import annotations
@@ -15,13 +19,18 @@ import json
 import os
 import re
 import socket
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from connector.config import Pipeline
 from connector.delta import state_path
 from connector.errors import ConfigError, RunLocked
 from connector.report.paths import report_root
+
+if TYPE_CHECKING:
+    from connector.delta.pg import PgRunLock
 
 __all__ = ["RunLocks", "lock_file_for", "lock_files", "shared_lock_files"]
 
@@ -48,13 +57,13 @@ def _roots(pipeline: Pipeline, report_dir: str | Path | None) -> list[Path]:
 def lock_files(pipeline: Pipeline, report_dir: str | Path | None, partition: str | None = None) -> list[Path]:
     """A run's exclusive locks: beside the pipeline's reports (report.dir's, and --report-dir's when given:
     another --report-dir must not let two runs of one pipeline send the same rows at once), and beside its
-    state when a stream uses delta or an incremental cursor. A partition of a `--partition K/N` run locks
+    state file when a stream uses delta or an incremental cursor. A partition of a `--partition K/N` run locks
     `.<pipeline>.pKofN.lock` instead, and holds the pipeline's lock shared (shared_lock_files); its state
     file is its own ({partition} in state.path: delta.check_partitioned_state)."""
     name = pipeline.name if partition is None else f"{pipeline.name}.{partition}"
     paths = [lock_file_for(root, name) for root in _roots(pipeline, report_dir)]
-    if any(s.delta or s.incremental is not None for s in pipeline.streams):
-        state = state_path(pipeline, partition)
+    if pipeline.state.url_env is None and any(s.delta or s.incremental is not None for s in pipeline.streams):
+        state = state_path(pipeline, partition)  # (state in PostgreSQL: RunLocks.acquire_database)
         paths.append(state.with_name(state.name + ".lock"))
     return paths
 
@@ -77,6 +86,35 @@ class RunLocks:
     def __init__(self) -> None:
         self.held: list[tuple[Path, int]] = []
         self.warnings: list[str] = []
+        self.database: PgRunLock | None = None
+
+    def acquire_database(self, pipeline: Pipeline, env: Mapping[str, str], partition: str | None = None) -> None:
+        """With state in PostgreSQL and a stream keeping state: the run's lock in that database.
+
+        Raises:
+            RunLocked: a run of this pipeline (or this partition) holds it, on this machine or another.
+            ConfigError: the state database cannot be reached.
+        """
+        url_env = pipeline.state.url_env
+        if url_env is None or not any(s.delta or s.incremental is not None for s in pipeline.streams):
+            return
+        from connector.delta.pg import PgRunLock
+
+        lock = PgRunLock(url_env, pipeline.name, partition, env)
+        started = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        if lock.acquire(socket.gethostname(), os.getpid(), started):
+            self.database = lock
+            return
+        holders = lock.holders()
+        lock.release()
+        named = "; ".join(f"{'the whole pipeline' if part == 'all' else 'partition ' + part}: pid {pid} on {host}, "
+                          f"since {since}" for part, host, pid, since in holders[:4])  # fmt: skip
+        raise RunLocked(
+            f"pipeline {pipeline.name!r} is already running against its shared state (${url_env})"
+            + (f" (last runs to take it: {named})" if named else "")
+            + ": the state database's run lock is held. Wait for that run to end or stop it; two runs at once "
+            "would send rows twice and overwrite each other's state"
+        )
 
     def acquire(self, pipeline: str, paths: list[Path], shared: list[Path] | None = None) -> None:
         """Lock every path (created with its folder when missing), or none.
@@ -148,7 +186,10 @@ class RunLocks:
         return fd
 
     def release(self) -> None:
-        """Empty and unlock every lock file held (safe to call twice)."""
+        """Empty and unlock every lock file held, and the database's lock (safe to call twice)."""
+        if self.database is not None:
+            self.database.release()
+            self.database = None
         held, self.held = self.held, []
         for _, fd in reversed(held):
             try:

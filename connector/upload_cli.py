@@ -104,21 +104,26 @@ def upload_command(execute: Callable[..., None]) -> Callable[..., None]:
             return built[0]
 
         def after(report: RunReport) -> list[str]:
-            path = write_pipeline_file(built[0], report.report_dir, spec)
-            lines = [f"  pipeline file: {path}"]
-            if report.exit_code == 4 or report.exit_code >= 128:  # stopped: the file finishes it
-                lines.append(f"    braze-connector run {path} --resume {report.report_dir}   # finishes this upload")
-            elif dry_run:
-                lines.append(f"    braze-connector run {path}   # sends this upload for real (this was a dry run)")
-            else:
-                lines.append(f"    braze-connector run {path}   # repeats this upload")
-            return lines
+            return next_step(report, write_pipeline_file(built[0], report.report_dir, spec), dry_run=dry_run)
 
         execute(build, mode=mode.value if mode else None, report_dir=report_dir, dry_run=dry_run,
                 validate_only=False, quiet=quiet, overwrite=overwrite, after=after,
                 log_level=log_level.value if log_level else None, log_format=log_format.value)  # fmt: skip
 
     return upload
+
+
+def next_step(report: RunReport, path: Path, *, dry_run: bool) -> list[str]:
+    """The summary's last lines: the pipeline file written, and the command that finishes (a stopped run),
+    sends for real (a dry run) or repeats the upload."""
+    lines = [f"  pipeline file: {path}"]
+    if report.stopped:  # rows left to send: resuming the run sends only those
+        lines.append(f"    braze-connector run {path} --resume {report.report_dir}   # finishes this upload")
+    elif dry_run:
+        lines.append(f"    braze-connector run {path}   # sends this upload for real (this was a dry run)")
+    else:
+        lines.append(f"    braze-connector run {path}   # repeats this upload")
+    return lines
 
 
 def build_pipeline(spec: UploadSpec) -> Pipeline:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import orjson
 
 from connector.delivery.encoded import pack_encoded
-from connector.delivery.request import PackedItem, Request, user_cut
+from connector.delivery.request import PackedItem, Request, user_cut, windows
 from connector.records import EncodedObjects
 
 ENDPOINT_PATHS: dict[str, str] = {
@@ -197,24 +197,15 @@ def pack_track_array(
         )
         return
     caps = (True, max_objects, max_bytes)
-    pos = positions if isinstance(positions, range) and positions.step == 1 else list(positions)
-    contiguous = isinstance(pos, range)
-    n = len(pos)
-    start = 0
-    while start < n:
-        end = min(start + max_objects, n)
-        if contiguous:
-            lo, hi = pos[start], pos[start] + end - start
-            objs, keys, tokens = list(objects[lo:hi]), list(user_keys[lo:hi]), list(range(lo, hi))
+
+    def build(tokens: Sequence[int], keys: list[str], next_key: str | None) -> Request:
+        if isinstance(tokens, range):
+            objs, toks = list(objects[tokens.start : tokens.stop]), list(tokens)
         else:
-            tokens = pos[start:end]  # type: ignore[assignment]
-            objs = [objects[j] for j in tokens]
-            keys = [user_keys[j] for j in tokens]
-        req = _next_request(
-            endpoint, array, objs, keys, tokens, user_keys[pos[end]] if end < n else None, caps
-        )
-        yield req
-        start += req.count
+            objs, toks = [objects[j] for j in tokens], list(tokens)
+        return _next_request(endpoint, array, objs, keys, toks, next_key, caps)
+
+    yield from windows(user_keys, positions, max_objects, build)
 
 
 def pack_canvas(

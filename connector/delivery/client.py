@@ -145,6 +145,9 @@ class BrazeClient:
             before_sleep=self._before_sleep,
             reraise=True,
         )
+        # A transport that starts in the background (the HTTP child) is waited for before the first attempt's
+        # clock starts: its start is not the server's latency, nor part of the time spent sending.
+        self._wait_ready: Callable[[], None] | None = getattr(self._transport, "wait_ready", None)
         self._sleeper = Sleeper(stop)  # post_async's waits: the backoff and the limiter's
         self._acquirer = Acquirer(limiter, self._sleeper)
         self._max_attempts = retry.max_attempts
@@ -205,9 +208,18 @@ class BrazeClient:
         """The retry loop of tenacity.AsyncRetrying, driven by the very Retrying object post() uses (one
         policy): its iter() decides (the callbacks are plain functions, so it never awaits and no other
         coroutine can interleave with it); only the attempt and the backoff are awaited. Cheaper than
-        AsyncRetrying, which inspects every callback for being a coroutine on every attempt."""
+        AsyncRetrying, which inspects every callback for being a coroutine on every attempt.
+
+        The first attempt needs no decision (the policy has no `before` hook, and a result is never retried:
+        `_should_retry` retries transient errors only), so it runs before the policy is consulted; nearly
+        every request ends there, and only a failed one pays for the retry state."""
+        try:
+            return await self._attempt_async(call)
+        except BaseException:
+            first = sys.exc_info()
         self._retrying.begin()  # its statistics (informational, per thread) must exist for iter()
         state = tenacity.RetryCallState(self._retrying, fn=None, args=(call,), kwargs={})
+        state.set_exception(first)  # type: ignore[arg-type]
         while True:
             do = self._retrying.iter(state)
             if isinstance(do, tenacity.DoAttempt):
@@ -284,6 +296,12 @@ class BrazeClient:
 
     def _leaving(self, call: _Call) -> float:
         """An attempt is about to leave (the limiter let it through): count it; returns when it left."""
+        if self._wait_ready is not None:
+            wait_ready, self._wait_ready = self._wait_ready, None
+            try:
+                wait_ready()
+            except (NotSent, SentLost):
+                pass  # the send raises it again, where an attempt's failures are handled
         self._check_stop(call)  # the limiter's wait ends early when the run is stopped
         call.attempts += 1
         if call.maybe_applied:

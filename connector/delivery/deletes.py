@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from connector.errors import ApiError, AuthError, ConnectorError, RateLimitSpent, RunStopped
+from connector.records import alias_of_key
 
 if TYPE_CHECKING:
     from connector.delivery.client import BrazeClient
@@ -30,18 +31,26 @@ MAX_IDS = 50  # Braze's limit for /users/delete ("Up to 50 external_ids, user_al
 def delete_identifier(key: str) -> tuple[str, Any] | None:
     """A state key ("external_id:u1", "user_alias:name|label", "braze_id:x") as a /users/delete entry.
 
-    None when it cannot be one: an email or phone key, or an alias whose name or label holds a `|` (the key
-    cannot tell where the name ends).
+    None when it cannot be one: an email or phone key, or an alias key that does not tell where the name
+    ends (records.alias_of_key: one written, unescaped, before alias keys escaped a `|`).
     """
     kind, _, value = key.partition(":")
     if kind == "external_id":
         return "external_ids", value
     if kind == "braze_id":
         return "braze_ids", value
-    if kind == "user_alias" and value.count("|") == 1:
-        name, _, label = value.partition("|")
-        return "user_aliases", {"alias_name": name, "alias_label": label}
+    alias = alias_of_key(value) if kind == "user_alias" else None
+    if alias is not None:
+        return "user_aliases", {"alias_name": alias[0], "alias_label": alias[1]}
     return None
+
+
+def not_deletable(key: str) -> str:
+    """Why delete_identifier() gives None for `key`, in words (the key itself is listed beside it)."""
+    if key.startswith("user_alias:"):
+        return ("not deleted: this alias key predates the escaping of '|' in alias keys, so where the name ends "
+                "is unknown; delete the user in Braze by hand")  # fmt: skip
+    return "not deleted: this identifier cannot be sent to /users/delete"
 
 
 @dataclass
@@ -68,7 +77,7 @@ def delete_users(client: BrazeClient, keys: Iterable[str],
     for key in keys:
         entry = delete_identifier(key)
         if entry is None:
-            out.failed.append((key, "not deleted: this identifier cannot be sent to /users/delete"))
+            out.failed.append((key, not_deletable(key)))
             continue
         array, value = entry
         batch = batches.setdefault(array, [])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from connector.delivery.request import Request, user_cut
+from connector.delivery.request import Request, user_cut, windows
 from connector.records import EncodedObjects
 
 
@@ -46,15 +46,9 @@ def pack_encoded(
     """Requests for the objects at `positions` (tokens = positions), all in `array`, in order."""
     head = b'{"' + array.encode() + b'":['
     overhead = len(head) + 2
-    pos = positions if isinstance(positions, range) and positions.step == 1 else list(positions)
-    contiguous = isinstance(pos, range)
-    n = len(pos)
-    start = 0
-    while start < n:
-        end = min(start + max_objects, n)
-        tokens: Sequence[int] = range(pos[start], pos[start] + end - start) if contiguous else pos[start:end]
-        keys = list(user_keys[tokens[0] : tokens[-1] + 1]) if contiguous else [user_keys[j] for j in tokens]
-        next_key = user_keys[pos[end]] if end < n else None
+
+    def build(tokens: Sequence[int], keys: list[str], next_key: str | None) -> Request:
+        contiguous = isinstance(tokens, range)
         m = user_cut(keys, len(tokens), next_key)
         body = _body(head, objects, tokens[:m], contiguous)
         oversize = False
@@ -63,5 +57,6 @@ def pack_encoded(
             if not oversize:
                 m = user_cut(keys, m, keys[m] if m < len(keys) else next_key)
             body = _body(head, objects, tokens[:m], contiguous)
-        yield Request.packed(endpoint, body, array, None, list(tokens[:m]), keys[:m], oversize)
-        start += m
+        return Request.packed(endpoint, body, array, None, list(tokens[:m]), keys[:m], oversize)
+
+    return windows(user_keys, positions, max_objects, build)

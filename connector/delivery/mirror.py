@@ -107,8 +107,12 @@ class Mirror:
             if stream.on_removed is not None or stream.name in self.presence:
                 self.report.add_warning(f"removed users: stream {stream.name}: not decided: {why}")
             return entry, 0
-        removed = self.presence[stream.name].removed(lambda: self.delta.known_keys(stream.name))
+        aliases = stream.identifier is not None and stream.identifier.kind == "user_alias"
+        removed = self.presence[stream.name].removed(lambda: self.delta.known_keys(stream.name), aliases=aliases)
         entry.update(decided=True, known=removed.known, removed=removed.count)
+        if removed.stale and not self.dry_run:  # old-form alias keys of users known under today's key
+            self.delta.forget(stream.name, removed.stale)
+            logger.info("stream %s: %d alias key(s) of the old form left the state", stream.name, len(removed.stale))
         if not removed.count:
             return entry, 0
         entry["file"] = str(self._sink().path)

@@ -1,9 +1,10 @@
-"""One HTTP request body ready to post (`Request`), where each object sits in it (`PackedItem`), and where
-a request should end so that two requests share no user (`user_cut`)."""
+"""One HTTP request body ready to post (`Request`), where each object sits in it (`PackedItem`), where
+a request should end so that two requests share no user (`user_cut`), and the windows of positions the
+single-array packers cut requests from (`windows`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,3 +129,31 @@ def user_cut(keys: list[str], m: int, next_key: str | None) -> int:
     while r > 0 and keys[r - 1] == next_key:
         r -= 1
     return r if r > 0 and next_key not in keys[:r] else m
+
+
+# A packer's request for one window: (tokens: the window's positions, keys: their user keys, next_key: the
+# user key after the window or None) -> the request holding the first `count` of them.
+WindowRequest = Callable[[Sequence[int], list[str], "str | None"], Request]
+
+
+def windows(user_keys: Sequence[str], positions: Sequence[int], max_objects: int,
+            build: WindowRequest) -> Iterator[Request]:  # fmt: skip
+    """The requests `build` makes over `positions` in order: each from a window of the next `max_objects`
+    positions (a `range` when they are consecutive, so the caller can slice its columns), taking
+    `request.count` of them; the next window starts after those."""
+    pos = positions if isinstance(positions, range) and positions.step == 1 else list(positions)
+    contiguous = isinstance(pos, range)
+    n = len(pos)
+    start = 0
+    while start < n:
+        end = min(start + max_objects, n)
+        if contiguous:
+            lo = pos[start]
+            tokens: Sequence[int] = range(lo, lo + end - start)
+            keys = list(user_keys[lo : lo + end - start])
+        else:
+            tokens = pos[start:end]
+            keys = [user_keys[j] for j in tokens]
+        req = build(tokens, keys, user_keys[pos[end]] if end < n else None)
+        yield req
+        start += req.count

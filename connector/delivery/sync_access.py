@@ -56,7 +56,8 @@ def asked_for_sync(pipeline: Pipeline, override: str | None) -> bool:
 def probe_mode(pipeline: Pipeline, url: str, api_key: str, report: RunReport, *, asked: bool = False,
                embedded: bool = False) -> str:
     """Probe the key (see the module doc) and return the run's mode, also set in the report with its reason;
-    the probe counts as a request of the report. With `asked`, an inconclusive probe keeps sync."""
+    the probe is listed in the report as a probe (`requests.probes`), apart from the delivery requests. With
+    `asked`, an inconclusive probe keeps sync."""
     from connector.delivery.client import client_for
 
     client = client_for(pipeline, url, api_key, "sync")
@@ -76,7 +77,8 @@ def probe_mode(pipeline: Pipeline, url: str, api_key: str, report: RunReport, *,
         client.close()
     if asked and not access and status not in REFUSED_STATUSES:
         access = True  # sync was asked for: only a refusal turns it down (a 401 then stops the run itself)
-    report.record_request("users_track_sync", status or 0, (time.perf_counter() - t0) * 1000.0, 0)
+    report.record_probe("users_track_sync", status or 0, (time.perf_counter() - t0) * 1000.0,
+                        purpose="sync access", answer=seen, decided="sync" if access else "bulk")
     reason = report.mode_reason
     if access:
         mode, reason = "sync", f"{reason}; a probe shows the key can use /users/track/sync ({seen} to an empty request)"

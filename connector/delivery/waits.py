@@ -3,7 +3,8 @@
 The writer's event loop (sender.py) keeps every request in flight as a coroutine; a backoff or a rate-limit
 wait must then not block the loop's thread. `Sleeper.sleep` is asyncio's sleep that ends early once the run
 is stopped (as StopToken.sleep does for a thread). `acquire` takes a request's rate-limit slot: the local
-limiter reserves it at once and the coroutine sleeps until it is due; a limiter without `reserve` (the
+limiter reserves it at once and the coroutine sleeps until it is due (rounded up to a GROUP_S step, so
+requests leave in small groups); a limiter without `reserve` (the
 shared Redis limiter, which talks to Redis and sleeps in acquire()) runs on a few threads of its own.
 A coroutine that wakes well after its slot (the machine was busy) takes a fresh slot rather than leave
 in a burst with every other late one.
@@ -12,6 +13,7 @@ in a burst with every other late one.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 import weakref
@@ -30,6 +32,12 @@ if TYPE_CHECKING:
 LIMITER_THREADS = 8
 # A coroutine woken this much later than its rate-limit slot takes a new slot (see Acquirer.acquire).
 LATE_S = 0.05
+# Rate-limit slots are slept until the next multiple of this (on the acquirer's clock): at 1,000 requests/s
+# the ten requests whose slots fall in one 10 ms step leave together, so the event loop, the pipe threads
+# and the HTTP child wake once for ten instead of once each (each wake-up costs every one of them CPU).
+# Never earlier than the limiter allows: any window holds at most rate x GROUP_S more requests than the
+# bucket's own bound (10 of the 30 that SAFETY leaves under a 3,000-per-3-s limit).
+GROUP_S = 0.01
 
 
 class Sleeper:
@@ -103,8 +111,9 @@ class Acquirer:
         if self._reserve is not None:
             wait: float = self._reserve(endpoint, max_wait=max_wait)
             if wait > 0:
-                due = self._clock() + wait
-                await self._sleeper.sleep(wait)
+                now = self._clock()
+                due = math.ceil((now + wait) / GROUP_S) * GROUP_S
+                await self._sleeper.sleep(due - now)
                 if self._clock() - due > LATE_S:
                     # Held up past its slot (a busy machine kept this thread or process off a core): the
                     # requests whose slots fell due meanwhile would leave in one burst with it, more than the

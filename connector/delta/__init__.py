@@ -9,8 +9,8 @@ reason of unchanged rows. The semantics are in state.py; the records compared in
 backends (a local SQLite file, or PostgreSQL with `state.url_env`) in stores.py and pg_store.py.
 
 Incremental cursors (streams with `incremental: {cursor: col}`): `open_incremental(pipeline, *, read_only,
-full) -> Incremental | None` keeps each stream's watermark in the same state file (watermark.py for the
-semantics, incremental.py for the pipeline's side).
+full, partition, env) -> Incremental | None` keeps each stream's watermark in the same state (watermark.py
+for the semantics, marks.py for the file and PostgreSQL tables, incremental.py for the pipeline's side).
 
 Partitioned runs (`--partition K/N`): `check_partitioned_state(pipeline, label)` requires a state file per
 partition (`{partition}` in `state.path`) when a stream keeps state. One shared file cannot serve partitions:
@@ -19,6 +19,8 @@ partitions' lower cursors (measured: 150 of 300 rows never sent); a run's start 
 a killed run left, which in a shared file are those of a partition still running; and the file's lock
 admits one run at a time. A user (or a file) stays in the same partition while N stays the same, so each
 partition's file stays right from run to run; with another N, rows change partitions and are sent again.
+With the state in PostgreSQL (`state.url_env`) the partitions share the database: delta records are per user
+(partitions hold disjoint users) and watermarks are kept per partition, so no {partition} is needed.
 """
 
 from __future__ import annotations
@@ -58,9 +60,10 @@ def check_partitioned_state(pipeline: Pipeline, partition: str | None) -> None:
     Raises:
         ConfigError: a stream uses delta or an incremental cursor and `state.path` has no {partition}.
     """
-    # Delta state in PostgreSQL is shared safely (partitions hold disjoint users); watermarks stay in the file.
-    in_file = pipeline.state.url_env is None
-    keeping = [s.name for s in pipeline.streams if (s.delta and in_file) or s.incremental is not None]
+    # State in PostgreSQL is shared safely: partitions hold disjoint users, and watermarks are kept per partition.
+    if pipeline.state.url_env is not None:
+        return
+    keeping = [s.name for s in pipeline.streams if s.delta or s.incremental is not None]
     if partition is None or not keeping or "{partition}" in pipeline.state.path:
         return
     raise ConfigError(
@@ -91,9 +94,16 @@ def open_state(pipeline: Pipeline, *, read_only: bool, full: bool, env: Mapping[
     return DeltaState(open_store(pipeline, read_only=read_only, env=env, partition=partition), read_only=read_only, full=full)
 
 
-def open_incremental(pipeline: Pipeline, *, read_only: bool, full: bool,
-                     partition: str | None = None) -> Incremental | None:  # fmt: skip
-    """The watermarks of the incremental streams, when a stream has `incremental`."""
+def open_incremental(pipeline: Pipeline, *, read_only: bool, full: bool, partition: str | None = None,
+                     env: Mapping[str, str] | None = None) -> Incremental | None:  # fmt: skip
+    """The watermarks of the incremental streams, when a stream has `incremental`: in the state database
+    with `state.url_env` (keyed by pipeline and partition), else in the state file."""
     if not any(s.incremental is not None for s in pipeline.streams):
         return None
+    if pipeline.state.url_env is not None:
+        from connector.delta.marks import PgMarks
+
+        where = PgMarks(pipeline.state.url_env, pipeline.name, partition or WHOLE,
+                        os.environ if env is None else env, read_only=read_only)  # fmt: skip
+        return Incremental(Watermarks(where, read_only=read_only, full=full))
     return Incremental(Watermarks(state_path(pipeline, partition), read_only=read_only, full=full))

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-from connector.config import Connection
+from connector.delta.pg import connect
 from connector.errors import ConfigError, SourceError
-from connector.readers.sql.connection import resolve_target
 from connector.readers.sql.drivers import Database
 
 TABLE = "braze_connector_delta"
@@ -53,23 +51,14 @@ class PgStore:
     def __init__(self, url_env: str, pipeline: str, env: Mapping[str, str], *, read_only: bool) -> None:
         self.pipeline = pipeline
         self.label = f"postgresql (${url_env})"
-        if not env.get(url_env, "").strip():
-            raise ConfigError(f"state.url_env: the environment variable {url_env} is not set; set it to the "
-                              "PostgreSQL URL of the state database (postgresql://user:password@host:5432/db)")  # fmt: skip
-        try:
-            target = resolve_target(Connection(url_env=url_env), Path("."), env)
-        except SourceError as e:
-            raise ConfigError(f"state.url_env: {e}") from None
-        if target.dialect != "postgresql":
-            raise ConfigError(f"state.url_env: {url_env} must hold a postgresql:// URL (the state lives in "
-                              "PostgreSQL or, without url_env, in the local file state.path)")  # fmt: skip
         self._lock = threading.Lock()
-        try:
-            self._db: Database | None = Database(target, label=f"state database ${url_env}")
-            if not read_only:
+        self._db: Database | None = connect(url_env, env)
+        if not read_only:
+            try:
                 self._db.transaction([("SELECT pg_advisory_xact_lock($1)", [_LOCK_ID]), (_CREATE, [])])
-        except SourceError as e:
-            raise ConfigError(f"{e}; check state.url_env") from None
+            except SourceError as e:
+                self._db.close()
+                raise ConfigError(f"{e}; check state.url_env") from None
 
     def _run(self, sql: str, stream: str, payload: Any) -> list[tuple[Any, ...]]:
         assert self._db is not None

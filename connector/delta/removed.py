@@ -15,10 +15,12 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from connector.records import alias_key, alias_of_key
 
 
 class Presence:
@@ -32,14 +34,32 @@ class Presence:
         """Record the users of some rows read (None: a row with no identifier value, which names nobody)."""
         self._seen.extend(hash(k) for k in keys if k)
 
-    def removed(self, known: Callable[[], Iterable[str]]) -> Removed:
-        """Compare with the users the state knows (`known()` lists them, the same order each call)."""
+    def removed(self, known: Callable[[], Iterable[str]], *, aliases: bool = False) -> Removed:
+        """Compare with the users the state knows (`known()` lists them, the same order each call).
+
+        `aliases` (a stream identified by user alias): an alias key written before alias keys escaped a `|`
+        (records.alias_key) is `stale`, not removed, when the user it names is known under today's key, read
+        or in the state: the state can forget it. (Looking costs one more read of the removed keys.)
+        """
         hashes = array("q", (hash(k) for k in known()))
         if not hashes:
             return Removed(0, [], known)
-        present = pc.is_in(pa.array(hashes, type=pa.int64()), value_set=pa.array(self._seen, type=pa.int64()))
+        seen = pa.array(self._seen, type=pa.int64())
+        present = pc.is_in(pa.array(hashes, type=pa.int64()), value_set=seen)
         gone = pc.indices_nonzero(pc.invert(present)).to_pylist()
-        return Removed(len(hashes), gone, known)
+        legacy = [(pos, key, c) for pos, key in zip(gone, Removed(len(hashes), gone, known).keys(), strict=True)
+                  if (c := legacy_alias_keys(key))] if aliases and gone else []  # fmt: skip
+        if not legacy:
+            return Removed(len(hashes), gone, known)
+        wanted = pa.array([hash(k) for _, _, cands in legacy for k in cands], type=pa.int64())
+        hits = pc.or_(pc.is_in(wanted, value_set=seen), pc.is_in(wanted, value_set=pa.array(hashes, type=pa.int64()))).to_pylist()
+        stale: dict[int, str] = {}
+        at = 0
+        for pos, key, cands in legacy:
+            if any(hits[at : at + len(cands)]):
+                stale[pos] = key
+            at += len(cands)
+        return Removed(len(hashes) - len(stale), [g for g in gone if g not in stale], known, list(stale.values()))
 
     def close(self) -> None:
         self._seen = array("q")
@@ -52,6 +72,7 @@ class Removed:
     known: int
     gone: list[int]
     _known: Callable[[], Iterable[str]]
+    stale: list[str] = field(default_factory=list)  # old alias keys of users known under today's key
 
     @property
     def count(self) -> int:
@@ -69,6 +90,15 @@ class Removed:
                 nxt = next(wanted, -1)
                 if nxt < 0:
                     return
+
+
+def legacy_alias_keys(key: str) -> list[str]:
+    """For an alias key written before alias keys escaped a `|` ("user_alias:a|b|c": where the name ends is
+    unknown), today's key of each way it splits; [] for any other key."""
+    kind, _, value = key.partition(":")
+    if kind != "user_alias" or value.count("|") < 2 or alias_of_key(value) is not None:
+        return []
+    return [alias_key(value[:i], value[i + 1 :]) for i, ch in enumerate(value) if ch == "|"]
 
 
 def delete_limit(known: int, fraction: float) -> int:

@@ -1,6 +1,7 @@
 """Incremental cursors: read only rows past what Braze confirmed (streams with `incremental: {cursor: col}`).
 
-The state (tables `watermark` and `watermark_done` in the pipeline's state file) holds, per stream:
+The state (tables `watermark` and `watermark_done` in the pipeline's state file, or in the PostgreSQL state
+database with `state.url_env`: marks.py) holds, per stream:
 
 - W, the watermark: every row whose cursor is below W has its final outcome;
 - D, the rows with a cursor of W or above that already have theirs, as (row identity, cursor value).
@@ -31,7 +32,6 @@ cursor value than W is not seen): use a column the database sets on every write.
 from __future__ import annotations
 
 import heapq
-import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -39,32 +39,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from connector.delta.stores import open_db
-from connector.errors import ConfigError, SourceError
+from connector.delta.marks import MarkStore, SqliteMarks
+from connector.errors import SourceError
 from connector.records import RowRef
 
 Outcome = Literal["delivered", "rejected", "skipped", "failed"]
 DONE: frozenset[str] = frozenset(("delivered", "rejected", "skipped"))
-_BATCH = 500
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_NAIVE = datetime(1970, 1, 1)
 _US = timedelta(microseconds=1)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS watermark (
-    stream TEXT PRIMARY KEY,
-    cursor TEXT NOT NULL,
-    value TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS watermark_done (
-    stream TEXT NOT NULL,
-    id TEXT NOT NULL,
-    value TEXT NOT NULL,
-    sort,
-    PRIMARY KEY (stream, id, value)
-) WITHOUT ROWID;
-"""
 
 
 def encode(v: Any) -> tuple[str, Any]:
@@ -106,32 +90,23 @@ def decode(text: str) -> Any:
 
 
 class Watermarks:
-    """The incremental streams' watermarks in one state file; thread-safe (writer threads settle outcomes)."""
+    """The incremental streams' watermarks in one state; thread-safe (writer threads settle outcomes)."""
 
-    def __init__(self, path: Path, *, read_only: bool = False, full: bool = False) -> None:
-        """`read_only`: filter as usual but never write (validate, dry run, retry runs). `full`: read everything."""
-        self.path, self.read_only, self.full = path, read_only, full
+    def __init__(self, where: Path | MarkStore, *, read_only: bool = False, full: bool = False) -> None:
+        """`where`: the state file, or an open MarkStore (PostgreSQL: marks.PgMarks). `read_only`: filter as
+        usual but never write (validate, dry run, retry runs). `full`: read everything."""
+        self.read_only, self.full = read_only, full
         self.lock = threading.Lock()
         self._marks: dict[str, StreamMark] = {}
-        self.db: sqlite3.Connection | None = None
-        if read_only and not path.exists():
-            return
-        try:
-            self.db = open_db(path)
-            if not read_only:
-                self.db.executescript(_SCHEMA)
-        except (sqlite3.Error, OSError) as exc:
-            raise ConfigError(f"state file {path}: cannot be opened ({exc}); check state.path") from None
+        self.db: MarkStore = SqliteMarks(where, read_only=read_only) if isinstance(where, Path) else where
+        self.label = self.db.label
 
     def stored(self, stream: str, cursor: str) -> Any | None:
         """The stream's watermark (None: none yet, `--full`, or it was kept for another cursor column)."""
-        if self.full or self.db is None:
+        if self.full:
             return None
         with self.lock:
-            try:
-                row = self.db.execute("SELECT cursor, value FROM watermark WHERE stream = ?", (stream,)).fetchone()
-            except sqlite3.OperationalError:  # a read-only run on a state file without watermarks yet
-                return None
+            row = self.db.get(stream)
         if row is None or row[0] != cursor:
             return None
         return decode(row[1])
@@ -140,11 +115,10 @@ class Watermarks:
         """The run's tracker for one stream (`ordered`: rows arrive sorted by the cursor, as SQL reads do)."""
         if stream not in self._marks:
             value = self.stored(stream, cursor)
-            if value is None and self.db is not None and not self.read_only:
+            if value is None and not self.read_only:
                 # A new cursor column (or --full): rows done at the old one's values mean nothing now.
                 with self.lock:
-                    self.db.execute("DELETE FROM watermark_done WHERE stream = ? AND NOT EXISTS (SELECT 1 FROM "
-                                    "watermark WHERE stream = ? AND cursor = ?)", (stream, stream, cursor))  # fmt: skip
+                    self.db.reset_done(stream, cursor)
             self._marks[stream] = StreamMark(self, stream, cursor, value, ordered)
         return self._marks[stream]
 
@@ -155,19 +129,13 @@ class Watermarks:
             mark.settle(refs, outcome)
 
     def close(self) -> None:
-        """Forget confirmed rows the watermark has passed, then close the file."""
+        """Forget confirmed rows the watermark has passed, then close the state."""
         with self.lock:
-            if self.db is None:
-                return
             if not self.read_only:
                 for mark in self._marks.values():
                     if mark.value is not None:
-                        self.db.execute(
-                            "DELETE FROM watermark_done WHERE stream = ? AND sort < ?",
-                            (mark.stream, encode(mark.value)[1]),
-                        )
+                        self.db.prune(mark.stream, encode(mark.value)[1])
             self.db.close()
-            self.db = None
 
 
 class StreamMark:
@@ -232,7 +200,7 @@ class StreamMark:
 
     # ---- outcomes (writer threads) ----------------------------------------------------------------
     def settle(self, refs: Iterable[RowRef], outcome: Outcome) -> None:
-        done: list[tuple[str, str, str, Any]] = []
+        done: list[tuple[str, str, Any]] = []
         with self.owner.lock:
             for ref in refs:
                 entry = self._inflight.pop(ref, None)
@@ -241,14 +209,11 @@ class StreamMark:
                 v, text, sort, rid = entry
                 self._count[text] -= 1
                 if outcome in DONE:
-                    done.append((self.stream, rid, text, sort))
+                    done.append((rid, text, sort))
                 elif self._blocked is None or v < self._blocked:
                     self._blocked = v
-            db = self.owner.db
-            if done and db is not None and not self.owner.read_only:
-                db.execute("BEGIN")
-                db.executemany("INSERT OR IGNORE INTO watermark_done (stream, id, value, sort) VALUES (?, ?, ?, ?)", done)
-                db.execute("COMMIT")
+            if done and not self.owner.read_only:
+                self.owner.db.add_done(self.stream, done)
         self._advance()
 
     # ---- the watermark ----------------------------------------------------------------------------
@@ -273,31 +238,15 @@ class StreamMark:
             if new is None or (self.value is not None and not new > self.value):
                 return
             self.value = new
-            db = self.owner.db
-            if db is None or self.owner.read_only:
-                return
-            db.execute(
-                "INSERT INTO watermark (stream, cursor, value, updated_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (stream) DO UPDATE SET cursor = excluded.cursor, value = excluded.value, "
-                "updated_at = excluded.updated_at",
-                (self.stream, self.cursor, encode(new)[0], datetime.now(UTC).isoformat()),
-            )
+            if not self.owner.read_only:
+                self.owner.db.put(self.stream, self.cursor, encode(new)[0], datetime.now(UTC).isoformat())
 
     def _done(self, ids: set[str]) -> dict[str, set[str]]:
         """Row identity -> the cursor values (as text) at which it is already done."""
         out: dict[str, set[str]] = {}
-        db = self.owner.db
-        if db is None or not ids:
+        if not ids:
             return out
-        items = list(ids)
         with self.owner.lock:
-            for i in range(0, len(items), _BATCH):
-                part = items[i : i + _BATCH]
-                sql = f"SELECT id, value FROM watermark_done WHERE stream = ? AND id IN ({','.join('?' * len(part))})"
-                try:
-                    rows = db.execute(sql, [self.stream, *part]).fetchall()
-                except sqlite3.OperationalError:  # read-only run, no table yet
-                    return out
-                for rid, value in rows:
-                    out.setdefault(rid, set()).add(value)
+            for rid, value in self.owner.db.done(self.stream, list(ids)):
+                out.setdefault(rid, set()).add(value)
         return out

@@ -16,7 +16,7 @@ from connector.mapping import encode
 from connector.mapping.columns import Column, Resolver, build_properties
 from connector.mapping.dates import DateReadings
 from connector.mapping.fast import ArrowCells, Batch, Fields, Ident, attribute_batch, event_batch, missing
-from connector.records import Chunk, MappedChunk, Rejected
+from connector.records import Chunk, MappedChunk, Rejected, alias_key
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def user_key(obj: dict[str, Any]) -> str:
         return f"external_id:{v}"
     alias = obj.get("user_alias")
     if isinstance(alias, dict):
-        return f"user_alias:{alias.get('alias_name')}|{alias.get('alias_label')}"
+        return alias_key(alias.get("alias_name"), alias.get("alias_label"))
     for k in ("braze_id", "email", "phone"):
         if obj.get(k) is not None:
             return f"{k}:{obj[k]}"
@@ -65,7 +65,7 @@ def identifier_keys(stream: Stream, chunk: Chunk) -> list[str | None]:
     kind, values = ident.kind, ident.values
     prefix = _ID_KEYS[kind][1]
     if kind == "user_alias":
-        return [None if v is None else f"{prefix}{v['alias_name']}|{v['alias_label']}" for v in values]
+        return [None if v is None else alias_key(v["alias_name"], v["alias_label"]) for v in values]
     return [None if v is None else f"{prefix}{v}" for v in values]
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from connector.config import Source
+from connector.config import CsvOptions, Source
 from connector.errors import SourceError
-from connector.readers.csv_blocks import count_byte
 
 # CSV sources up to this size have their lines counted; bigger ones are estimated from a sample.
 COUNT_CSV_BYTES = 32 * 2**20
@@ -15,13 +14,14 @@ SAMPLE_BYTES = 2**20
 
 
 def estimate_rows(source: Source, files: Sequence[Path]) -> tuple[int, bool]:
-    """Data rows in the source: (count, exact?). Parquet from its metadata (exact); CSV lines counted when small."""
+    """Data rows in the source: (count, exact?). Parquet from its metadata (exact); CSV records counted
+    when small, else estimated from a sample (never exact: see _csv_rows)."""
     total, exact = 0, True
     for path in files:
         if is_parquet(source, path):
             total += _parquet_rows(path)
         else:
-            n, e = _csv_rows(path, source.csv.header)
+            n, e = _csv_rows(path, source.csv)
             total += n
             exact = exact and e
     return total, exact
@@ -43,18 +43,39 @@ def _parquet_rows(path: Path) -> int:
         raise SourceError(f"{path}: cannot read the Parquet metadata ({e})") from None
 
 
-def _csv_rows(path: Path, header: bool) -> tuple[int, bool]:
-    """Line count (minus the header) when the file is small; else size / mean line length of a sample."""
+def _csv_rows(path: Path, csv: CsvOptions) -> tuple[int, bool]:
+    """Records (minus the header) of a small file, counted once; else the file's size over the mean record
+    length of its first SAMPLE_BYTES. An estimate either way (exact False): a stray quote, an encoding
+    the count does not decode or a line the reader rejects can make the count differ from the rows read."""
     try:
         size = path.stat().st_size
         with path.open("rb") as f:
             if size <= COUNT_CSV_BYTES:
-                data = f.read()
-                lines = count_byte(data, 0x0A) + (1 if data and not data.endswith(b"\n") else 0)
-                # Lines, not records: blank lines and quoted line breaks make this an estimate too.
-                return max(0, lines - (1 if header else 0)), False
+                return max(0, count_records(f.read(), csv.quote_char) - (1 if csv.header else 0)), False
             sample = f.read(SAMPLE_BYTES)
     except OSError as e:
         raise SourceError(f"{path}: cannot read the file ({e.strerror})") from None
-    per_line = len(sample) / max(1, sample.count(b"\n"))
-    return int(size / per_line) - (1 if header else 0), False
+    cut = sample.rfind(b"\n") + 1 or len(sample)  # whole lines: a record cut in two would count twice
+    per_record = cut / max(1, count_records(sample[:cut], csv.quote_char))
+    return max(0, int(size / per_record) - (1 if csv.header else 0)), False
+
+
+def count_records(data: bytes, quote_char: str = '"') -> int:
+    """CSV records in `data`, as the reader reads them: a line break inside a quoted field does not end a
+    record (a doubled quote toggles the quoting twice, so parity tells), and blank lines are skipped."""
+    if not data:
+        return 0
+    import numpy as np
+
+    arr = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(arr == 0x0A)
+    quote = quote_char.encode()
+    if len(quote) == 1 and quote in data:
+        quotes = np.flatnonzero(arr == quote[0])
+        ends = ends[np.searchsorted(quotes, ends) % 2 == 0]  # an even number of quotes before: outside
+    starts = np.concatenate(([0], ends[:-1] + 1)) if len(ends) else ends
+    lengths = ends - starts
+    cr_only = (lengths == 1) & (arr[np.minimum(starts, len(arr) - 1)] == 0x0D)
+    blank = int(np.count_nonzero((lengths == 0) | cr_only))
+    tail = data[int(ends[-1]) + 1 :] if len(ends) else data
+    return len(ends) - blank + (1 if tail.strip(b"\r") else 0)

@@ -18,7 +18,7 @@ from typing import Any
 
 from connector.config import Alerts
 from connector.report.document import EXIT_MEANINGS
-from connector.report.webhook import PostResult, post_json
+from connector.report.webhook import PostResult, post_json, url_problem
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +103,13 @@ def send_alerts(alerts: Alerts, doc: Mapping[str, Any], env: Mapping[str, str], 
     if not fired:
         return summary, None
     url = env.get(alerts.url_env, "").strip()
-    if url:
+    problem = url_problem(url) if url else f"the environment variable {alerts.url_env} is not set"
+    if problem is None:
         message = build_message(doc, fired)
         result = post_json(url, message if alerts.message == "full" else {"text": message["text"]}, alerts.timeout_s)
         summary["posted"] = True
-    else:
-        result = PostResult(False, None, f"the environment variable {alerts.url_env} is not set")
+    else:  # nothing sent: no URL, or one that cannot be posted to (the reason never quotes it)
+        result = PostResult(False, None, problem)
     summary.update(delivered=result.delivered, status=result.status, error=result.error)
     summary["fired"] = [{"trigger": f.trigger, "detail": f.detail, "delivered": result.delivered} for f in fired]
     names = ", ".join(f.trigger for f in fired)

@@ -57,6 +57,7 @@ class ReportCounters:
         self.confirmed_count = 0
         self.removed: dict[str, Any] | None = None  # mirror mode, per stream (delivery/mirror.py)
         self.requests: dict[str, dict[str, Any]] = {}
+        self.probes: list[dict[str, Any]] = []  # requests that ask, not deliver (the sync-access probe)
         self.by_status: Counter[str] = Counter()
         self.retry_reasons: Counter[str] = Counter()
         self.retries = self.rate_limited = self.objects_ok = 0
@@ -79,6 +80,7 @@ class ReportCounters:
         self.delta: dict[str, Any] | None = None  # delta sync: the state file
         self.shared_limits: dict[str, Any] | None = None  # write.shared_limits: the budget shared through Redis
         self.partition: dict[str, Any] | None = None  # run --partition K/N: which part of each stream
+        self.stop: dict[str, Any] | None = None  # a stop that cut the run short: reason, how, exit code
         self.not_sent = 0  # skipped rows of a stopped run, listed in the failed file for a retry run
         self.unknown = 0  # failed rows with outcome "unknown" (Braze may have applied them)
         self.unchecked = 0  # of those, rows read after the stop and never checked  # a retry run: which failed file, how many rows
@@ -105,6 +107,11 @@ class ReportCounters:
             read, rejected = self.rows["read"], self.rows["rejected"]
             over = read > 0 and rejected / read > self.max_reject_fraction
             return 1 if self.rows["failed"] or over else 0
+
+    @property
+    def stopped(self) -> bool:
+        """A stop (a signal, Ctrl-C or the caller's StopToken) cut the run short: rows may be left to send."""
+        return self.stop is not None
 
     @property
     def exit_code(self) -> int:

@@ -125,6 +125,7 @@ def build_document(r: ReportCounters) -> dict[str, Any]:
             "retries": r.retries,
             "retry_reasons": dict(r.retry_reasons.most_common()),
             "rate_limited": r.rate_limited,
+            "probes": [dict(p) for p in r.probes],
         },
         "throughput": {
             "objects_per_s": round(objects / duration, 3) if duration else 0.0,
@@ -151,6 +152,7 @@ def build_document(r: ReportCounters) -> dict[str, Any]:
         "delta": r.delta,
         "removed": r.removed,
         "resume": r.resume,
+        "stop": r.stop,
         "shared_limits": r.shared_limits,
         "partition": r.partition,
         "alerts": r.alerts,

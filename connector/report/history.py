@@ -21,6 +21,7 @@ import orjson
 
 from connector.config import Pipeline
 from connector.progress import duration_text
+from connector.report.trend import partition_of
 
 if TYPE_CHECKING:
     from connector.report.run import RunReport
@@ -58,7 +59,9 @@ def run_entry(report: RunReport) -> dict[str, Any]:
         "requests": sum(int(ep["requests"]) for ep in report.requests.values()),
         "rate_limited": report.rate_limited,
         "report_dir": str(report.report_dir),
+        "partition": partition_of(report.partition),
     }
+
 
 
 def append_history(path: Path, report: RunReport) -> None:
@@ -72,8 +75,15 @@ def append_history(path: Path, report: RunReport) -> None:
         log.warning("could not append the run to the history file %s: %s", path, e.strerror or e)
 
 
-def read_history(path: Path, last: int = 20) -> list[dict[str, Any]]:
-    """The last `last` runs of the history file, oldest first (empty when there is no file)."""
+ALL = "all"  # read_history's `partition` for every run, whole or partition
+
+
+def read_history(path: Path, last: int = 20, partition: str | None = ALL) -> list[dict[str, Any]]:
+    """The last `last` runs of the history file, oldest first (empty when there is no file).
+
+    `partition`: only the runs of that `--partition` ("2/4"), or None for the runs of the whole pipeline
+    (lines written before the history named the partition count as such); default every run.
+    """
     if not path.is_file():
         return []
     out: deque[dict[str, Any]] = deque(maxlen=max(1, last))
@@ -83,17 +93,19 @@ def read_history(path: Path, last: int = 20) -> list[dict[str, Any]]:
                 entry = orjson.loads(raw)
             except orjson.JSONDecodeError:
                 continue
-            if isinstance(entry, dict):
+            if isinstance(entry, dict) and (partition == ALL or entry.get("partition") == partition):
                 out.append(entry)
     return list(out)
 
 
-def recent_runs(path: Path | None, last: int = TREND_RUNS) -> list[dict[str, Any]]:
-    """The runs report.html's trend shows (oldest first); a history that cannot be read is a warning."""
+def recent_runs(path: Path | None, last: int = TREND_RUNS, partition: str | None = None) -> list[dict[str, Any]]:
+    """The runs report.html's trend shows (oldest first): the earlier runs of the same `partition` ("2/4",
+    None for runs of the whole pipeline), so the parts of a partitioned run each have their own trend; a
+    history that cannot be read is a warning."""
     if path is None:
         return []
     try:
-        return read_history(path, last)
+        return read_history(path, last, partition)
     except OSError as e:
         log.warning("could not read the history file %s for the report's trend: %s", path, e.strerror or e)
         return []

@@ -202,16 +202,23 @@ def _requests(d: dict[str, Any]) -> str:
             [_rule(name), ep["requests"], ep["objects"], statuses, ep["retries"], ep["rate_limited"],
              lim.get("peak_requests_per_s"), lim.get("limit_per_s"), "–" if util is None else f"{util:.0%}"]
         )  # fmt: skip
+    probes = req.get("probes") or []
+    for p in probes:  # asked before delivering: a row of its own, labelled, outside the totals below
+        rows.append(
+            [f"{_rule(p['endpoint'])} <em>({_e(p['purpose'])} probe, not a delivery)</em>", 1, 0,
+             f"{_e(p['answer'])} → {_e(p['decided'])}", None, None, None, None, "–"]
+        )  # fmt: skip
     table = _table(
         ["endpoint", "requests", "objects", "statuses", "retries", "429s", "peak req/s", "limit/s", "use"],
         rows,
         {1, 2, 4, 5, 6, 7},
     )
     latency = "".join(f"<dt>{k}</dt><dd>{_n(lat[k])} ms</dd>" for k in ("p50", "p95", "p99", "max"))
+    probed = f" · {len(probes)} probe{'s' if len(probes) > 1 else ''} apart" if probes else ""
     return (
         f'<div class="card"><h2>Requests</h2>{table if rows else "<p class=muted>None.</p>"}'
-        f'<p class="sub">{req["total"]:,} requests · {req["retries"]:,} retries · {req["rate_limited"]:,} rate '
-        f"limited (429)</p></div>"
+        f'<p class="sub">{req["total"]:,} requests · {req["retries"]:,} retries · {req["rate_limited"]:,} '
+        f"rate limited (429){probed}</p></div>"
         f'<div class="two"><div class="card"><h2>Latency</h2><dl>{latency}</dl></div>'
         f'<div class="card"><h2>Skipped</h2>{_bars(d["skipped"]["by_reason"])}</div></div>'
     )

@@ -204,6 +204,7 @@ def _requests(docs: list[dict[str, Any]]) -> dict[str, Any]:
         "retries": sum(int(d["requests"]["retries"]) for d in docs),
         "retry_reasons": _sum_counts(d["requests"]["retry_reasons"] for d in docs),
         "rate_limited": sum(int(d["requests"]["rate_limited"]) for d in docs),
+        "probes": [p for d in docs for p in d["requests"].get("probes") or []],
     }
 
 
@@ -276,6 +277,7 @@ def _partition_entry(d: dict[str, Any], k: int, n: int) -> dict[str, Any]:
         "latency_ms": d["latency_ms"],
         "by": d["partition"].get("by", {}),
         "shared_limits": d.get("shared_limits"),
+        "stop": d.get("stop"),
         "state_file": (d.get("delta") or {}).get("state_file"),
         "files": {key: d["files"].get(key) for key in ("report_json", "rejects", "failed")},
     }

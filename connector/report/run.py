@@ -226,6 +226,14 @@ class RunReport(ReportCounters):
             slot[1] += 1
             self.per_second_by_endpoint.setdefault(endpoint, Counter())[sec] += 1
 
+    def record_probe(self, endpoint: str, status: int, latency_ms: float, *, purpose: str, answer: str,
+                     decided: str) -> None:  # fmt: skip
+        """Record a request that only asks Braze something (the sync-access probe): listed apart in
+        `requests.probes`, not counted with the delivery requests (their totals, statuses and latency)."""
+        with self._lock:
+            self.probes.append({"endpoint": endpoint, "purpose": purpose, "status": status,
+                                "latency_ms": round(latency_ms, 3), "answer": answer, "decided": decided})  # fmt: skip
+
     def record_retry(self, endpoint: str, reason: str) -> None:
         """Record one retry attempt as it happens (reason "rate_limited"/"429" counts as a 429)."""
         with self._lock:
@@ -256,6 +264,11 @@ class RunReport(ReportCounters):
                 "kind": kind,
                 "url": urlunsplit((parts.scheme, netloc, parts.path, "", "")) or url,
             }
+
+    def set_stopped(self, reason: str, *, immediate: bool, exit_code: int) -> None:
+        """Record that a stop cut the run short (`stopped` is then true): why, whether at once, its exit code."""
+        with self._lock:
+            self.stop = {"reason": reason, "how": "at once" if immediate else "gracefully", "exit_code": exit_code}
 
     def set_rate_limits(self, limits: dict[str, float]) -> None:
         """Configured limit per endpoint, in requests per second (for the utilisation figures)."""

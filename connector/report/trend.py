@@ -7,6 +7,7 @@ newest first. No scripts and no external assets: the page stays one self-contain
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from html import escape
 from typing import Any
 
@@ -27,13 +28,22 @@ CSS = (
 )
 
 
+def partition_of(partition: Mapping[str, Any] | None) -> str | None:
+    """"K/N" for a `--partition K/N` run (its report's `partition`), None for a run of the whole pipeline
+    (and for a merged report, whose `k` lists the partitions merged)."""
+    if not partition or not isinstance(partition.get("k"), int):
+        return None
+    return f"{partition['k']}/{partition['n']}"
+
+
 def current_entry(d: dict[str, Any]) -> dict[str, Any]:
     """This run, shaped like a history line (report/history.py run_entry)."""
     kind = "validate" if str(d.get("mode_reason") or "").startswith("validate only") else (
         "dry_run" if d.get("dry_run") else "run")  # fmt: skip
     return {"run_id": d.get("run_id"), "started_at": d.get("started_at"), "duration_s": d.get("duration_s"),
             "kind": kind, "exit_code": d.get("exit_code"), "rows": d.get("rows", {}),
-            "rate_limited": d.get("requests", {}).get("rate_limited", 0)}  # fmt: skip
+            "rate_limited": d.get("requests", {}).get("rate_limited", 0),
+            "partition": partition_of(d.get("partition"))}  # fmt: skip
 
 
 def _n(value: float) -> str:
@@ -78,7 +88,10 @@ def render_trend(d: dict[str, Any], recent: list[dict[str, Any]]) -> str:
         body.append(f"<tr><td>{started}{mark}</td><td>{escape(str(e.get('kind', '')))}</td>"
                     f"<td class=num>{escape(str(e.get('exit_code', '')))}</td>"
                     + "".join(f"<td class=num>{_n(float(c))}</td>" for c in cells) + "</tr>")  # fmt: skip
-    note = ("" if recent else '<p class="sub">No earlier runs in the history yet: the trend fills in as the '
-            "pipeline runs again (report.history).</p>")  # fmt: skip
-    return (f'<div class="card" id="trend"><h2>Last runs ({len(runs)})</h2><div class="trend">{charts}</div>'
+    part = runs[-1]["partition"]
+    whose = f"partition {escape(part)}" if part else "the pipeline"
+    note = ("" if recent else f'<p class="sub">No earlier runs of {whose} in the history yet: the trend fills in '
+            "as it runs again (report.history).</p>")  # fmt: skip
+    title = f"Last runs of partition {escape(part)}" if part else "Last runs"
+    return (f'<div class="card" id="trend"><h2>{title} ({len(runs)})</h2><div class="trend">{charts}</div>'
             f"{note}<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")

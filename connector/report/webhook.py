@@ -13,6 +13,7 @@ import http.client
 import socket
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
@@ -50,9 +51,33 @@ def post_json(url: str, payload: dict[str, Any], timeout_s: float) -> PostResult
     return done[0] if done else PostResult(False, None, f"timed out after {timeout_s:g} s")
 
 
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot be posted to, in words that hold no part of it; None when it can.
+
+    A URL with credentials (`user:password@host`) is refused before any connection or name lookup: the post
+    sends no credentials, and urllib would take `user:password@host` for the host (a name lookup of the
+    password, then a misleading "host name not found").
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        _ = parts.port  # ValueError when it is not a number in 0..65535
+    except ValueError:
+        return "the URL is malformed (its host or port)"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "the URL is not an http:// or https:// URL"
+    if "@" in parts.netloc:
+        return ("the URL holds credentials (user:password@ before the host), which a webhook post does not "
+                "send; use the receiver's own webhook URL (Slack's, Teams' and most receivers' carry their "
+                "secret in the path), without user:password@")  # fmt: skip
+    if not parts.hostname:
+        return "the URL has no host"
+    return None
+
+
 def _post(url: str, payload: dict[str, Any], timeout_s: float) -> PostResult:
-    if not url.lower().startswith(("http://", "https://")):
-        return PostResult(False, None, "the URL is not an http:// or https:// URL")
+    problem = url_problem(url)
+    if problem is not None:
+        return PostResult(False, None, problem)
     body = orjson.dumps(payload)
     request = urllib.request.Request(
         url, data=body, method="POST",

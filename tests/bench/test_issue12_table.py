@@ -1,4 +1,5 @@
-"""bench/run.py issue12 --quick: the issue-12 table has a row for each of the six goals, each met or missed.
+"""bench/run.py issue12 --quick: the issue-12 table has a row for each of the six goals, each met or missed
+by the for-loop k and by the workload k.
 
 The numbers of a quick run mean nothing; this keeps the table's sections (delivery, end to end, first
 request, local stages, delta, memory) running. Needs nginx with the echo module, like test_bench_quick.py.
@@ -20,19 +21,23 @@ sys.path.insert(0, str(ROOT / "bench"))
 from sink import nginx_available  # noqa: E402
 
 
-def test_issue12_table_has_six_goals_each_met_or_missed() -> None:
+def test_issue12_table_has_six_goals_each_met_or_missed_by_both_scalings() -> None:
     reason = nginx_available()
     if reason:
         if os.environ.get("BENCH_REQUIRE_NGINX") == "1":
             pytest.fail(f"nginx is required here: {reason}")
         pytest.skip(reason)
-    res = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "issue12", "--quick"],
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "issue12", "--quick",
+                          "--workload-k", "2.5"],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     assert re.search(r"calibration loop [\d.]+ s CPU here, 3.2 s on the reference machine: k = [\d.]+", res.stdout)
     rows = [line for line in res.stdout.splitlines() if re.match(r"\| [1-6]\. ", line)]
     assert [r[2] for r in rows] == list("123456"), res.stdout
+    assert "scaled by the for-loop k = " in res.stdout and "workload k (local 2.50, delivery 2.50)" in res.stdout
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert len(cells) == 4 and cells[3] in ("met", "missed"), row
+        assert len(cells) == 5, row
         assert re.search(r"\d", cells[1]) and re.search(r"\d", cells[2]), row  # a measured value and a target
+        for scaled in cells[3:]:  # each scaling: its figure (or "not scaled") and met/missed
+            assert re.fullmatch(r"(not scaled|.*\d.*): (met|missed)", scaled), row

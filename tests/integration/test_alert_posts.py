@@ -128,6 +128,29 @@ def test_a_dead_receiver_does_not_change_the_exit_code_and_the_url_stays_secret(
     assert "connection refused" in caplog.text
 
 
+@pytest.mark.parametrize("userinfo", [f"bob:{SECRET}@", f"{SECRET}@", f":{SECRET}@"])
+def test_a_url_with_credentials_is_refused_with_a_clear_message_that_never_shows_them(
+    project: Callable[..., Path], emulator: EmulatorServer, caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str], userinfo: str,
+) -> None:
+    """user:password@host: nothing is posted (no connection, no name lookup of the password), and the error
+    says why in words that hold neither the URL nor the credentials."""
+    caplog.set_level(logging.DEBUG)
+    with WebhookReceiver() as hook:
+        url = hook.url().replace("http://", f"http://{userinfo}")
+        report = run_pipeline(load_pipeline(project(rejects_over=0)), env=env_for(emulator, url))
+        assert hook.posts == [] and hook.gets == []
+    alerts = report_json(report)["alerts"]
+    assert report.exit_code == 0 and alerts["posted"] is False and alerts["delivered"] is False
+    assert alerts["error"].startswith("the URL holds credentials (user:password@ before the host)")
+    assert any("not delivered to the webhook from $TEST_ALERT_WEBHOOK: the URL holds credentials" in w
+               for w in report_json(report)["warnings"])  # fmt: skip
+    written = "".join(f.read_text(errors="replace") for f in report.report_dir.iterdir() if f.is_file())
+    out = capsys.readouterr()
+    for text in (written, caplog.text, out.out, out.err):
+        assert SECRET not in text and "bob" not in text
+
+
 @pytest.mark.parametrize(("status", "delay", "error"), [(500, 0.0, "HTTP 500"), (200, 3.0, "timed out after 0.5 s")])
 def test_a_failing_or_slow_receiver_is_a_warning(
     project: Callable[..., Path], emulator: EmulatorServer, status: int, delay: float, error: str

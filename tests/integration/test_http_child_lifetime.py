@@ -6,12 +6,14 @@ a run that fails before its first request has a child to clean up: these runs mu
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from processes import running
 from test_pipeline_run import env_for, project, users_stream
 
 from connector import StopToken, run_pipeline
@@ -22,14 +24,6 @@ from connector.errors import ConfigError
 pytestmark = pytest.mark.timeout(120)
 
 BULK = {"mode": "bulk", "transport": "aiohttp-process"}
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
 
 
 @pytest.fixture
@@ -58,7 +52,7 @@ def test_a_run_stopped_before_its_first_request_leaves_no_child(
     assert report.exit_code == 4 and report.rows["delivered"] == 0
     assert emulator.ledger() == []  # no request left
     assert len(spawned) == 1, "the child is spawned before the first chunk is read"
-    assert not _running(spawned[0])
+    assert not running(spawned[0])
 
 
 def test_an_exception_before_the_first_request_leaves_no_child(
@@ -75,7 +69,7 @@ def test_an_exception_before_the_first_request_leaves_no_child(
         run_pipeline(p, report_dir=tmp_path / "r", env=env_for(emulator))
     assert emulator.ledger() == []
     assert len(spawned) == 1
-    assert not _running(spawned[0])
+    assert not running(spawned[0])
 
 
 def test_a_config_error_starts_no_child(tmp_path: Path, spawned: list[int]) -> None:
@@ -94,3 +88,19 @@ def test_the_child_imports_neither_the_config_nor_the_data_libraries() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_running_counts_a_zombie_as_gone() -> None:
+    """The check the tests above use: a child killed but not yet reaped (a zombie) is no longer running."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("no /proc on this system")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert running(child.pid)
+        child.kill()
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # until it exits, without reaping it
+        assert Path(f"/proc/{child.pid}").exists() and not running(child.pid)  # a zombie: not running
+    finally:
+        child.kill()
+        child.wait(10)
+    assert not running(child.pid)

@@ -117,6 +117,41 @@ def test_delete_removes_them_from_braze_and_the_state_and_a_third_run_deletes_no
     assert len(deletes(emulator)) == 1
 
 
+def test_aliases_holding_a_bar_are_deleted_as_the_alias_they_are(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """Alias names and labels with `|` (and `\\`): each removed one is deleted as exactly its own alias, and
+    the users left in the source keep their profiles."""
+    aliases = [("a|b", "crm"), ("a", "b|crm"), ("c\\", "|d"), ("keep|me", "crm"), ("plain", "crm")]
+    (tmp_path / "data").mkdir(parents=True, exist_ok=True)
+
+    def write(rows: list[tuple[str, str]]) -> None:
+        with open(tmp_path / "data" / "users.csv", "w", encoding="utf-8", newline="") as f:
+            csv.writer(f).writerows([("name", "label", "plan"), *((n, lb, "gold") for n, lb in rows)])
+
+    write(aliases)
+    p = mirror_project(tmp_path, "delete", max_delete_fraction=1.0,
+                       identifier={"user_alias": {"name": "name", "label": "label"}}, attributes=[{"column": "plan"}])
+    write(aliases)  # mirror_project wrote its own users file
+    assert run(p, emulator, tmp_path / "r1")["rows"]["delivered"] == 5
+    write([("keep|me", "crm"), ("plain", "crm")])
+    doc = run(p, emulator, tmp_path / "r2")
+    m = doc["removed"]["users"]
+    assert doc["exit_code"] == 0 and (m["removed"], m["deleted"], m["delete_failed"]) == (3, 3, 0), doc["warnings"]
+    (entry,) = deletes(emulator)
+    assert entry["status"] == 201
+    deleted = sorted((a["deleted"]["user_alias"]["alias_name"], a["deleted"]["user_alias"]["alias_label"])
+                     for a in entry["applied"])  # fmt: skip
+    assert deleted == sorted(aliases[:3])
+    assert {r["_outcome"] for r in removed_rows(doc)} == {"deleted"} and len(state_keys(tmp_path)) == 2
+    # A state written before the escaping holds the kept user's alias unescaped: a leftover, not a removal,
+    # dropped from the state; nothing more is deleted.
+    with sqlite3.connect(tmp_path / "state" / "m.sqlite") as db:
+        db.execute("INSERT INTO delta (stream, key, record) VALUES ('users', 'user_alias:keep|me|crm', x'7b7d')")
+    third = run(p, emulator, tmp_path / "r3")
+    assert third["exit_code"] == 0 and third["removed"]["users"]["removed"] == 0
+    assert state_keys(tmp_path) == {"user_alias:keep\\|me|crm", "user_alias:plain|crm"}
+    assert len(deletes(emulator)) == 1
+
+
 def test_the_guard_refuses_a_50_percent_removal_until_the_command_line_confirms_it(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:

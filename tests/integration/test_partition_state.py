@@ -40,14 +40,16 @@ def write_sources(root: Path, changed: frozenset[int] = frozenset(), stamp: str 
         (root / "scores" / SCORE_FILES[f]).write_text("\n".join(lines) + "\n")
 
 
-def write_pipeline(root: Path, url: str, state: str) -> Path:
+def write_pipeline(root: Path, url: str, state: str, name: str = "parts_delta") -> Path:
+    """`state`: state.path, or `url_env: VAR` for the state in PostgreSQL."""
     path = root / "p.yaml"
+    state_yaml = f"{{{state}}}" if state.startswith("url_env:") else f'{{path: "{state}"}}'
     path.write_text(f"""
-name: parts_delta
+name: {name}
 destination: {{url: {url}, api_key_env: TEST_BRAZE_KEY}}
 write: {{mode: bulk, transport: requests, concurrency: 4, max_objects_per_request: 10}}
 report: {{dir: "{root}/reports/{{run_id}}"}}
-state: {{path: "{state}"}}
+state: {state_yaml}
 streams:
   - name: profiles
     source: {{path: profiles.csv}}
@@ -65,9 +67,9 @@ streams:
     return path
 
 
-def run_together(pipeline: Path, n: int = 2) -> list[dict[str, Any]]:
+def run_together(pipeline: Path, n: int = 2, **env_vars: str) -> list[dict[str, Any]]:
     """`run --partition K/n` for every K at once; their reports (exit codes checked)."""
-    env = {**os.environ, "TEST_BRAZE_KEY": "test-key"}
+    env = {**os.environ, "TEST_BRAZE_KEY": "test-key", **env_vars}
     procs = [subprocess.Popen([sys.executable, "-m", "connector", "run", str(pipeline), "--partition", f"{k}/{n}",
                                "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for k in range(1, n + 1)]  # fmt: skip
@@ -126,6 +128,26 @@ def test_delta_and_incremental_partitions_run_together_with_a_state_file_each(em
     third = run_together(pipeline)
     assert applied(emulator, seq) == Counter({f"{p}{i:04d}": 1 for i in changed for p in "us"})
     assert rows(third, "delivered") == 2 * len(changed)
+
+
+def test_partitions_share_a_postgresql_state_with_a_watermark_each(emulator: Any, tmp_path: Path,
+                                                                   postgres_url: str) -> None:  # fmt: skip
+    """With the state in PostgreSQL no {partition} is needed: delta records are per user (partitions hold
+    disjoint users) and each partition's watermark is its own row of the database's watermark table."""
+    write_sources(tmp_path)
+    pipeline = write_pipeline(tmp_path, emulator.url, "url_env: STATE_PG_URL", name=f"pg_parts_{tmp_path.name}")
+    first = run_together(pipeline, STATE_PG_URL=postgres_url)
+    assert set(applied(emulator).values()) == {1} and len(applied(emulator)) == 2 * USERS
+    assert not list(tmp_path.rglob("*.sqlite"))
+    seq = last_seq(emulator)
+    again = run_together(pipeline, STATE_PG_URL=postgres_url)
+    assert applied(emulator, seq) == Counter() and rows(again, "delivered") == 0
+    changed = frozenset({3, 77, 150, 299})
+    write_sources(tmp_path, changed)
+    seq = last_seq(emulator)
+    run_together(pipeline, STATE_PG_URL=postgres_url)
+    assert applied(emulator, seq) == Counter({f"{p}{i:04d}": 1 for i in changed for p in "us"})
+    assert all(r["invariant_ok"] for r in first)
 
 
 def test_partitions_sharing_one_state_file_are_refused_saying_what_to_do(emulator: Any, tmp_path: Path) -> None:

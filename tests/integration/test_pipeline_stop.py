@@ -61,6 +61,7 @@ def test_a_stopped_run_lists_every_unprocessed_row_and_a_retry_completes_it_once
     doc = report_json(report)
     assert doc["exit_code"] == 4 and info.value.exit_code == 4 and doc["invariant_ok"] is True
     assert doc["exit_meaning"].startswith("stopped by a signal or the caller")
+    assert report.stopped and doc["stop"] == {"reason": "stopped by the caller", "how": "gracefully", "exit_code": 4}
     # Every row of both streams is read and accounted for, including the users stream never started.
     assert doc["rows"]["read"] == 3000 + 6
     assert doc["failed"]["unknown"] == 0  # answers came within the grace period
@@ -77,6 +78,7 @@ def test_a_stopped_run_lists_every_unprocessed_row_and_a_retry_completes_it_once
     again = run_pipeline(p, mode="bulk", report_dir=tmp_path / "r2", env=env_for(emu), retry=retry,
                          raise_on_failure=False)  # fmt: skip
     assert report_json(again)["rows"]["failed"] == 0
+    assert not again.stopped and report_json(again)["stop"] is None
     applied = applied_by_identifier(emu)
     events = Counter({k[1]: v for k, v in applied.items() if k[0] == "events"})
     assert events == good
@@ -92,6 +94,7 @@ def test_a_stop_at_once_lists_no_unread_rows_and_keeps_the_count(emulator_factor
                           raise_on_failure=False)  # fmt: skip
     doc = report_json(report)
     assert doc["exit_code"] == 4 and doc["invariant_ok"] is True  # no signal: 4 (a signal makes it 128+n)
+    assert report.stopped and doc["stop"]["how"] == "at once"
     assert doc["rows"]["read"] < 3006  # rows not read are not listed (the warning says so)
     assert any("stopped at once" in w and "not read" in w for w in doc["warnings"])
 

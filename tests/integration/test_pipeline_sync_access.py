@@ -65,7 +65,12 @@ def test_auto_mode_probes_and_falls_back_to_bulk_for_a_key_without_the_beta(
     stats = em.stats()["requests"]
     assert stats["/users/track/sync"] == {"403": 1}  # the probe only
     assert "201" in stats["/users/track"]
-    assert doc["requests"]["by_endpoint"]["users_track_sync"]["requests"] == 1  # the probe is counted
+    # The probe is listed as a probe, apart from the delivery requests (whose statuses are all 2xx).
+    assert "users_track_sync" not in doc["requests"]["by_endpoint"] and "403" not in doc["requests"]["by_status"]
+    [probe] = doc["requests"]["probes"]
+    assert probe == {**probe, "endpoint": "users_track_sync", "purpose": "sync access", "status": 403,
+                     "decided": "bulk"} and probe["answer"].startswith("HTTP 403")  # fmt: skip
+    assert doc["requests"]["total"] == sum(stats["/users/track"].values())
 
 
 def test_auto_mode_keeps_sync_when_the_probe_shows_access(emulator_factory: Factory, tmp_path: Path) -> None:
@@ -129,8 +134,15 @@ def test_a_403_from_sync_mid_run_sends_the_rest_in_bulk_losing_no_row(
 
 
 def test_the_embedded_emulator_grants_the_beta_only_when_the_pipeline_says_so(tmp_path: Path) -> None:
-    _, doc = _run(_pipeline(tmp_path / "a", 6), None, tmp_path / "a")
+    report, doc = _run(_pipeline(tmp_path / "a", 6), None, tmp_path / "a")
     assert doc["mode"] == "bulk" and "probe: HTTP 403" in doc["mode_reason"]  # a workspace outside the beta
+    # The probe's 403 is not a delivery request: the Requests table labels it as the probe it is.
+    assert set(doc["requests"]["by_endpoint"]) == {"users_track"} and set(doc["requests"]["by_status"]) == {"201"}
+    assert [(p["status"], p["decided"]) for p in doc["requests"]["probes"]] == [(403, "bulk")]
+    html = (report.report_dir / "report.html").read_text(encoding="utf-8")
+    requests_card = html[html.index("<h2>Requests</h2>"):html.index("<h2>Latency</h2>")]
+    assert "(sync access probe, not a delivery)" in requests_card and "HTTP 403: Access Denied → bulk" in requests_card
+    assert "<td>201: 1</td>" in requests_card and "1 requests · 0 retries · 0 rate limited (429) · 1 probe apart" in requests_card
     _, doc = _run(_pipeline(tmp_path / "b", 6, {"sync_endpoint": "enabled"}), None, tmp_path / "b")
     assert doc["mode"] == "sync" and doc["warnings"] == []
     beta = {"destination": {"url": "local", "emulator": {"sync_beta": True}}}

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
+from processes import running
 
 from connector.delivery.transport import NotSent, SentLost, make_transport
 from connector.delivery.transport.aiohttp_transport import AiohttpTransport
@@ -78,6 +79,9 @@ def test_a_killed_child_loses_in_flight_requests_as_unknown_then_restarts(emulat
     """Requests in the child when it dies are SentLost (Braze may have applied them); the next send works."""
     slow = emulator_factory(latency_ms=1500)
     t = ProcessTransport(slow.url, HEADERS, concurrency=8, timeout_s=10)
+    # Killed once it runs: a child killed while it starts makes the transport send from this process instead
+    # (the sends then succeed), which a loaded machine's slow start used to turn this test into.
+    t.wait_ready()
     try:
         errors: list[BaseException] = []
 
@@ -198,6 +202,33 @@ def test_a_child_that_stops_reading_cannot_hang_senders(emulator: EmulatorServer
         t.close()
 
 
+def test_coroutines_waiting_on_a_stopped_child_give_up_at_the_deadline(emulator: EmulatorServer) -> None:
+    """send_async's deadlines (one timer per event loop, not one per request): every coroutine waiting on a
+    SIGSTOPped child gets NotSent or SentLost once the deadline passes, and the next send gets a new child."""
+    import asyncio
+
+    t = ProcessTransport(emulator.url, HEADERS, concurrency=8, timeout_s=1)
+    t._wait_s = 1.5
+    t.wait_ready()
+    url = emulator.url + "/users/track"
+
+    async def go() -> tuple[list[BaseException | object], float]:
+        assert (await t.send_async(url, attrs("a0"))).status == 201  # the loop's deadlines exist and empty out
+        os.kill(t.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        results = await asyncio.gather(*(t.send_async(url, attrs(f"a{i}")) for i in range(1, 6)),
+                                       return_exceptions=True)  # fmt: skip
+        return results, time.monotonic() - started
+
+    try:
+        results, took = asyncio.run(go())
+        assert all(isinstance(r, (NotSent, SentLost)) for r in results), results
+        assert took < 10
+        assert t.send(url, attrs("a9")).status == 201
+    finally:
+        t.close()
+
+
 # A parent process that starts the transport, puts one request in flight, prints the child's pid, then waits.
 ORPHAN_PARENT = """
 import sys, threading, time
@@ -209,15 +240,6 @@ threading.Thread(target=t.send, args=(sys.argv[1] + "/users/track", sys.argv[2].
 print(t.pid, flush=True)
 time.sleep(600)
 """
-
-
-def _running(pid: int) -> bool:
-    """True while the process exists and is not a zombie (an orphan's new parent may not reap it)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
 
 
 def test_the_child_has_its_own_session_and_does_not_outlive_a_killed_parent(emulator_factory: Any) -> None:
@@ -236,9 +258,9 @@ def test_the_child_has_its_own_session_and_does_not_outlive_a_killed_parent(emul
         parent.kill()
         parent.wait(10)
         deadline = time.monotonic() + 30
-        while _running(child) and time.monotonic() < deadline:
+        while running(child) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _running(child), "the HTTP child outlived its killed parent"
+        assert not running(child), "the HTTP child outlived its killed parent"
         assert [e["status"] for e in slow.ledger()] == [201]  # in flight, still answered (then nobody read it)
     finally:
         parent.kill()

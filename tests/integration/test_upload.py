@@ -285,5 +285,6 @@ def test_sigterm_stops_an_upload_gracefully_with_every_row_counted(tmp_path: Pat
         doc["invariant_ok"] and r["read"] == n == r["delivered"] + r["rejected"] + r["failed"] + r["skipped"]
     )
     assert 0 < r["delivered"] < n and "test-key" not in stdout + stderr
+    assert doc["stop"] == {"reason": "stopped by SIGTERM", "how": "gracefully", "exit_code": 4}
     assert (tmp_path / "out" / "pipeline.yaml").is_file() and "pipeline file: out/pipeline.yaml" in stdout
     assert "braze-connector run out/pipeline.yaml --resume out   # finishes this upload" in stdout

@@ -44,8 +44,9 @@ def test_on_failure_can_be_turned_off_but_not_every_trigger() -> None:
         Alerts(url_env="HOOK", on_failure=False)
 
 
-def test_a_url_pasted_into_url_env_is_refused_without_echoing_it(tmp_path: Path) -> None:
-    secret = "https://hooks.slack.com/services/T0/B0/very-secret-token"
+@pytest.mark.parametrize("secret", ["https://hooks.slack.com/services/T0/B0/very-secret-token",
+                                    "https://bob:very-secret-token@hooks.example.com/alerts"])
+def test_a_url_pasted_into_url_env_is_refused_without_echoing_it(tmp_path: Path, secret: str) -> None:
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump({"name": "p", "alerts": {"url_env": secret},
                                     "streams": [{"name": "s", "source": {"path": "x.csv"}, "kind": "attributes",
@@ -53,7 +54,32 @@ def test_a_url_pasted_into_url_env_is_refused_without_echoing_it(tmp_path: Path)
     with pytest.raises(ConfigError) as e:
         load_pipeline(path)
     assert "alerts.url_env" in str(e.value) and "not the URL itself" in str(e.value)
-    assert "very-secret-token" not in str(e.value)
+    assert "very-secret-token" not in str(e.value) and "bob" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("https://hooks.slack.com/services/T0/B0/tok", None),
+        ("http://127.0.0.1:8080/hook?key=tok@x", None),  # an @ after the host is the receiver's business
+        ("https://bob:tok-42@hooks.example.com/x", "the URL holds credentials (user:password@ before the host)"),
+        ("https://tok-42@hooks.example.com/x", "the URL holds credentials"),
+        ("http://:tok-42@127.0.0.1:9/x", "the URL holds credentials"),
+        ("ftp://hooks.example.com/x", "the URL is not an http:// or https:// URL"),
+        ("https:///x", "the URL has no host"),
+        ("http://127.0.0.1:99999/x", "the URL is malformed (its host or port)"),
+        ("http://[::1/x", "the URL is malformed (its host or port)"),
+    ],
+)
+def test_a_webhook_url_that_cannot_be_posted_to_is_named_without_quoting_it(url: str, problem: str | None) -> None:
+    from connector.report.webhook import post_json, url_problem
+
+    found = url_problem(url)
+    assert found == problem if problem is None else found is not None and found.startswith(problem)
+    if problem is not None:  # refused before any connection, with the same words
+        result = post_json(url, {"text": "x"}, 1.0)
+        assert (result.delivered, result.status, result.error) == (False, None, found)
+        assert "tok-42" not in found and "bob" not in found and "example" not in found
 
 
 def test_unknown_alert_keys_are_refused(tmp_path: Path) -> None:

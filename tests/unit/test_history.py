@@ -50,6 +50,33 @@ def test_each_run_appends_its_summary_beside_the_reports(tmp_path: Path, project
     assert read_history(path, last=1) == entries[-1:]
 
 
+def test_each_partition_has_its_own_trend(tmp_path: Path, project: Callable[..., Path]) -> None:
+    """Runs with --partition record it; a run's trend shows the earlier runs of its own partition only (the
+    whole pipeline's runs, and lines written before the partition was recorded, go with unpartitioned runs)."""
+    from connector.readers.partition import Partition
+
+    p = load_pipeline(project())
+    path = history_path(p)
+    assert path is not None
+    path.parent.mkdir(parents=True)
+    path.write_text('{"run_id": "old", "rows": {"read": 7}}\n', encoding="utf-8")  # no partition key
+    runs = {}
+    for name, part in [("whole", None), ("p1a", Partition(1, 2)), ("p2a", Partition(2, 2)), ("p1b", Partition(1, 2)),
+                       ("whole2", None)]:  # fmt: skip
+        runs[name] = run_pipeline(p, dry_run=True, env={}, partition=part)
+    entries = read_history(path)
+    assert [e.get("partition") for e in entries] == [None, None, "1/2", "2/2", "1/2", None]
+    assert [e["run_id"] for e in runs["p1b"].recent_runs] == [runs["p1a"].run_id]
+    assert runs["p2a"].recent_runs == []
+    assert [e["run_id"] for e in runs["whole2"].recent_runs] == ["old", runs["whole"].run_id]
+    assert [e["run_id"] for e in read_history(path, partition="1/2")] == [runs["p1a"].run_id, runs["p1b"].run_id]
+    html = (runs["p1b"].report_dir / "report.html").read_text(encoding="utf-8")
+    assert "<h2>Last runs of partition 1/2 (2)</h2>" in html
+    empty = (runs["p2a"].report_dir / "report.html").read_text(encoding="utf-8")
+    assert "No earlier runs of partition 2/2 in the history yet" in empty
+    assert "<h2>Last runs (3)</h2>" in (runs["whole2"].report_dir / "report.html").read_text(encoding="utf-8")
+
+
 def test_a_torn_line_is_skipped_and_history_can_be_off(tmp_path: Path, project: Callable[..., Path]) -> None:
     p = load_pipeline(project())
     path = history_path(p)

@@ -111,6 +111,18 @@ def test_terminal_mode_renders_rich_display() -> None:
     assert "delivered 8" in text and "rejected 2" in text and "100% of 10 rows" in text
 
 
+def test_an_estimated_total_is_shown_as_one() -> None:
+    """A CSV's row count before reading is an estimate: the bar and the log line say "~N"; a total set
+    exact (the rows read, at the end) drops the "~"."""
+    progress = Progress(terminal=False, interval_s=3600)
+    progress.set_total(1200, exact=False)
+    progress.update(read=600, delivered=600)
+    assert "read 600/~1,200 rows" in progress.line()
+    assert progress.render_lines(100)[0].split("  ")[1].strip() == "50% of ~1,200 rows"
+    progress.set_total(600)
+    assert "read 600/600 rows" in progress.line() and "100% of 600 rows" in progress.render_lines(100)[0]
+
+
 def test_disabled_is_silent(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="connector.progress")
     progress = Progress.disabled()

@@ -11,11 +11,11 @@ import pytest
 from pydantic import ValidationError
 
 from connector.config import Stream
-from connector.delivery.deletes import delete_identifier
-from connector.delta.removed import Presence, delete_limit, guard
+from connector.delivery.deletes import delete_identifier, not_deletable
+from connector.delta.removed import Presence, delete_limit, guard, legacy_alias_keys
 from connector.delta.state import DeltaState
 from connector.mapping import identifier_keys, map_chunk
-from connector.records import Chunk
+from connector.records import Chunk, alias_key
 
 ATTRS = [{"column": "plan"}]
 
@@ -82,8 +82,44 @@ def test_delete_identifiers() -> None:
     assert delete_identifier("external_id:u:1") == ("external_ids", "u:1")
     assert delete_identifier("braze_id:abc") == ("braze_ids", "abc")
     assert delete_identifier("user_alias:n|crm") == ("user_aliases", {"alias_name": "n", "alias_label": "crm"})
-    assert delete_identifier("user_alias:a|b|c") is None  # where the name ends is ambiguous: never guessed
+    assert delete_identifier("user_alias:a|b|c") is None  # an old unescaped key: never guessed
     assert delete_identifier("email:a@b.co") is None
+    assert "predates the escaping" in not_deletable("user_alias:a|b|c")
+
+
+@pytest.mark.parametrize(("name", "label"), [("a|b", "crm"), ("n", "l|x"), ("|", "|"), ("a\\", "|b"),
+                                             ("a\\|", "\\"), ("x\\y", "z"), ("a", "||"), ("n", "l")])  # fmt: skip
+def test_alias_keys_with_a_bar_decode_to_the_alias_they_name(name: str, label: str) -> None:
+    """The key the mapping gives an alias (whatever `|` and `\\` it holds) decodes to that alias for
+    /users/delete; an alias without `|` keeps the plain key that states already hold."""
+    s = stream(identifier={"user_alias": {"name": "n", "label": "l"}})
+    chunk = Chunk("u.csv", pa.table({"n": [name], "l": [label], "plan": ["g"]}), [2])
+    [key] = identifier_keys(s, chunk)
+    assert map_chunk(s, chunk, datetime.now(UTC)).user_keys == [key]  # the state's key is the same
+    assert key is not None and delete_identifier(key) == ("user_aliases", {"alias_name": name, "alias_label": label})
+    if "|" not in name + label:
+        assert key == f"user_alias:{name}|{label}"
+
+
+def test_an_old_alias_key_of_a_user_still_present_is_stale_not_removed() -> None:
+    """States written before alias keys escaped `|` hold "user_alias:a|b|c": the user read (or known) under
+    today's key is not removed, and the old key is listed as stale for the state to forget."""
+    p = Presence()
+    try:
+        p.see([alias_key("a|b", "c"), "external_id:u1"])
+        known = ["external_id:gone", "external_id:u1", "user_alias:a|b|c", "user_alias:p|q|r",
+                 "user_alias:x|y|z", alias_key("x|y", "z")]  # fmt: skip
+        assert p.removed(lambda: known).stale == []  # not an alias stream: not looked for
+        r = p.removed(lambda: known, aliases=True)
+        # a|b|c: read under today's key; x|y|z: its today's key is in the state (and gone with it); p|q|r:
+        # nobody under any reading of it, so gone (and not deletable: where the name ends is unknown).
+        assert sorted(r.stale) == ["user_alias:a|b|c", "user_alias:x|y|z"]
+        assert list(r.keys()) == ["external_id:gone", "user_alias:p|q|r", alias_key("x|y", "z")]
+        assert (r.known, r.count) == (4, 3)
+        assert legacy_alias_keys("user_alias:a|b|c") == [alias_key("a", "b|c"), alias_key("a|b", "c")]
+        assert legacy_alias_keys(alias_key("a|b", "c")) == [] and legacy_alias_keys("external_id:a|b|c") == []
+    finally:
+        p.close()
 
 
 def test_state_known_keys_and_forget(tmp_path: Path) -> None:

@@ -47,7 +47,7 @@ def test_the_trend_shows_earlier_runs_and_this_one(tmp_path: Path) -> None:
 
 def test_no_earlier_runs_says_so_and_a_merged_report_has_no_trend(tmp_path: Path) -> None:
     doc = finished(tmp_path)
-    assert "No earlier runs in the history yet" in render_html(doc, [])
+    assert "No earlier runs of the pipeline in the history yet" in render_html(doc, [])
     assert 'id="trend"' not in render_html(doc)
 
 

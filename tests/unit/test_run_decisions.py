@@ -15,6 +15,7 @@ from connector.config.destination import resolve_destination
 from connector.delivery.mode import choose_mode
 from connector.delivery.sync_access import asked_for_sync, needs_probe
 from connector.errors import ConfigError
+from connector.readers import estimate
 from connector.readers.estimate import estimate_rows
 from connector.report.paths import report_dir_for
 
@@ -147,6 +148,32 @@ def test_row_estimates(tmp_path: Path) -> None:
     assert estimate_rows(Source(path="t.csv"), [tmp_path / "t.csv"]) == (3, False)
     both = estimate_rows(Source(path="*", format="auto"), [tmp_path / "t.parquet", tmp_path / "t.csv"])
     assert both == (1237, False)
+
+
+def _rows_read(path: Path, **csv: object) -> int:
+    from connector.readers import read_source
+
+    return sum(c.table.num_rows + len(c.rejects) for c in read_source(Source(path=path.name, csv=csv), path.parent))
+
+
+def test_a_csv_estimate_counts_records_not_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Quoted fields holding line breaks (LF and CRLF), doubled quotes and blank lines: a small file's count is
+    the rows the reader reads; a large one's sample estimate is near them. Both are labelled estimates."""
+    body = "".join(f'u{i},"line one\nline two ""quoted""\r\nline three",{i}\r\n' + ("\n" if i % 10 == 0 else "")
+                   for i in range(3000))  # fmt: skip
+    path = tmp_path / "notes.csv"
+    path.write_bytes(("id,note,n\r\n" + body).encode())
+    read = _rows_read(path)
+    assert read == 3000 and estimate_rows(Source(path="notes.csv"), [path]) == (3000, False)
+    assert path.read_bytes().count(b"\n") > 3 * read  # what a line count said
+    monkeypatch.setattr(estimate, "COUNT_CSV_BYTES", 1000)  # a large file: size over a sample's record length
+    monkeypatch.setattr(estimate, "SAMPLE_BYTES", 20_000)
+    rows, exact = estimate_rows(Source(path="notes.csv"), [path])
+    assert not exact and abs(rows - read) <= 0.05 * read, rows
+    semi = tmp_path / "semi.csv"  # another quote character
+    semi.write_text("a;b\n1;'x\ny'\n2;'z'\n", encoding="utf-8")
+    assert estimate_rows(Source(path="semi.csv", csv={"delimiter": ";", "quote_char": "'"}), [semi]) == (2, False)
+    assert _rows_read(semi, delimiter=";", quote_char="'") == 2
 
 
 def test_report_dir_placeholders() -> None:

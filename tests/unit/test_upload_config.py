@@ -152,3 +152,21 @@ def test_infer_types_of_csv_and_parquet(tmp_path: Path) -> None:
     assert infer_types(Source(path="b.parquet"), tmp_path) == {
         "id": "auto", "n": "integer", "x": "float", "ok": "boolean", "s": "object", "tags": "array"
     }  # fmt: skip
+
+
+def test_the_next_step_line_follows_the_reports_stop_not_its_exit_code(tmp_path: Path) -> None:
+    from connector.report import RunReport
+    from connector.upload_cli import next_step
+
+    path = tmp_path / "pipeline.yaml"
+    not_stopped = RunReport("upload-x", report_dir=tmp_path / "a")
+    not_stopped.finish(4)  # an exit code of 4 from elsewhere is not a stop: nothing is left to finish
+    assert not not_stopped.stopped and next_step(not_stopped, path, dry_run=False)[1].endswith("# repeats this upload")
+    assert next_step(not_stopped, path, dry_run=True)[1].endswith("(this was a dry run)")
+    stopped = RunReport("upload-x", report_dir=tmp_path / "b")
+    stopped.set_stopped("stopped by SIGTERM", immediate=True, exit_code=143)
+    stopped.finish(143)
+    lines = next_step(stopped, path, dry_run=False)
+    assert stopped.stopped and lines[0] == f"  pipeline file: {path}"
+    assert lines[1] == f"    braze-connector run {path} --resume {tmp_path / 'b'}   # finishes this upload"
+    assert stopped.to_dict()["stop"] == {"reason": "stopped by SIGTERM", "how": "at once", "exit_code": 143}

@@ -10,7 +10,7 @@ import pytest
 
 from connector.config import RateLimit
 from connector.delivery.ratelimit import RateLimiter
-from connector.delivery.waits import Acquirer, Sleeper
+from connector.delivery.waits import GROUP_S, Acquirer, Sleeper
 from connector.stop import StopToken
 
 
@@ -81,9 +81,12 @@ def test_local_limiter_slots_are_reserved_and_slept_on_the_loop() -> None:
         await asyncio.gather(*(acquirer.acquire("users_track", 10.0) for _ in range(10)))
 
     asyncio.run(main())
-    # burst 1, then one slot every 1/48.5 s: the first goes at once, the others sleep until their slot
+    # burst 1, then one slot every 1/48.5 s: the first goes at once, the others sleep until their slot,
+    # rounded up to the next GROUP_S step (never before the slot, less than a step after it)
     assert len(sleeper.asked) == 9
-    assert sleeper.asked == sorted(sleeper.asked) and sleeper.asked[-1] == pytest.approx(9 / 48.5)
+    assert sleeper.asked == sorted(sleeper.asked)
+    for k, asked in enumerate(sleeper.asked, start=1):
+        assert k / 48.5 - 1e-9 <= asked < k / 48.5 + GROUP_S
 
 
 def test_the_daemon_pool_is_bounded_dies_with_the_process_and_cancels_what_it_never_started() -> None:

@@ -31,6 +31,7 @@ import queue
 import subprocess
 import sys
 import threading
+import weakref
 from collections.abc import Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -46,7 +47,6 @@ from connector.delivery.transport.base import (
     NotSent,
     SentLost,
     Transport,
-    awaitable,
 )
 from connector.delivery.transport.child import _ANSWER, _LENGTH, _NOT_SENT, _REQUEST, _SENT_LOST
 
@@ -91,7 +91,7 @@ class _Child:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.stdin: IO[bytes] = self.proc.stdin
         self.stdout: IO[bytes] = self.proc.stdout
-        self.pending: dict[int, Future[Answer]] = {}
+        self.pending: dict[int, _Entry] = {}
         self.written: set[int] = set()  # requests whose frame may have reached the child, even partly
         self.lock = threading.Lock()  # guards pending, written and alive
         self.outbox: queue.SimpleQueue[tuple[int, bytes, bytes, Gate | None] | None] = queue.SimpleQueue()
@@ -119,31 +119,47 @@ class _Child:
             raise ProcessTransportError(f"the HTTP process did not start: {exc or 'timed out'}") from None
 
     def _read(self, ready: Future[None]) -> None:
-        """Resolve each request's future from the child's answers, until the child's stdout closes."""
-        out = self.stdout
+        """Resolve each request's future from the child's answers, until the child's stdout closes.
+
+        One read takes every answer the pipe holds; the coroutines' futures among them are handed to their
+        event loop in one call (one wake-up of that loop per read, not per answer)."""
+        fd = self.stdout.fileno()
+        buf = bytearray()
+        head = _ANSWER.size
+        pending, written = self.pending, self.written
         try:
             while True:
-                head = out.read(_ANSWER.size)
-                if len(head) < _ANSWER.size:
-                    break
-                rid, status, n_headers, n_content = _ANSWER.unpack(head)
-                headers = out.read(n_headers)
-                content = out.read(n_content)
-                if len(headers) < n_headers or len(content) < n_content:
-                    break  # the child died mid-answer: this request's outcome is unknown (SentLost below)
-                if rid == 0:
-                    ready.set_result(None)
-                    continue
-                future = self.pending.pop(rid, None)
-                self.written.discard(rid)
-                if future is None:  # the sender gave up waiting (and reported SentLost)
-                    continue
-                if status == _NOT_SENT:
-                    future.set_exception(NotSent(content.decode("utf-8", "replace")))
-                elif status == _SENT_LOST:
-                    future.set_exception(SentLost(content.decode("utf-8", "replace")))
-                else:
-                    future.set_result(Answer(status, orjson.loads(headers), content))
+                data = os.read(fd, _READ_SIZE)
+                if not data:
+                    break  # a frame cut short stays pending: its outcome is unknown (SentLost below)
+                buf += data
+                pos, n = 0, len(buf)
+                out = _Outcomes()
+                while n - pos >= head:
+                    rid, status, n_headers, n_content = _ANSWER.unpack_from(buf, pos)
+                    end = pos + head + n_headers + n_content
+                    if end > n:
+                        break
+                    at = pos + head
+                    pos = end
+                    if rid == 0:
+                        ready.set_result(None)
+                        continue
+                    entry = pending.pop(rid, None)
+                    written.discard(rid)
+                    if entry is None:  # the sender gave up waiting (and reported SentLost)
+                        continue
+                    content = bytes(buf[at + n_headers : end])
+                    if status == _NOT_SENT:
+                        out.add(entry, NotSent(content.decode("utf-8", "replace")))
+                    elif status == _SENT_LOST:
+                        out.add(entry, SentLost(content.decode("utf-8", "replace")))
+                    else:
+                        out.add(entry, Answer(status, orjson.loads(buf[at : at + n_headers]), content))
+                del buf[:pos]
+                out.flush()
+        except OSError:
+            pass  # the pipe broke: the child is gone
         finally:
             if not ready.done():
                 ready.set_exception(ProcessTransportError("it exited before it was ready"))
@@ -152,36 +168,65 @@ class _Child:
                 lost, self.pending = self.pending, {}
                 written = self.written
             self.outbox.put(None)  # stop the writer
-            for rid, future in lost.items():
+            out = _Outcomes()
+            for rid, entry in lost.items():
                 if rid in written:
-                    future.set_exception(SentLost("the HTTP process exited while the request was in flight"))
+                    out.add(entry, SentLost("the HTTP process exited while the request was in flight"))
                 else:
-                    future.set_exception(NotSent("the HTTP process exited before the request reached it"))
+                    out.add(entry, NotSent("the HTTP process exited before the request reached it"))
+            out.flush()
 
     def _write(self) -> None:
-        """Write queued requests to the child, in order, until the sentinel or a broken pipe."""
+        """Write queued requests to the child, in order, until the sentinel or a broken pipe; the requests
+        queued together leave in one write."""
+        fd = self.stdin.fileno()
         while True:
-            item = self.outbox.get()
-            if item is None:
-                return
-            rid, url, body, gate = item
-            if gate is not None and not self._passes(rid, gate):
-                continue
-            with self.lock:
-                if rid not in self.pending:  # its sender gave up already
+            batch = [self.outbox.get()]
+            while len(batch) < _WRITE_BATCH:
+                try:
+                    batch.append(self.outbox.get_nowait())
+                except queue.Empty:
+                    break
+            frames: list[bytes] = []
+            sizes: list[tuple[int, int]] = []  # (request id, frame length), in the order written
+            stop = False
+            for item in batch:
+                if item is None:
+                    stop = True
+                    break
+                rid, url, body, gate = item
+                if gate is not None and not self._passes(rid, gate):
                     continue
-                self.written.add(rid)  # from here on the child may have it: outcome unknown if lost
-            try:
-                self.stdin.write(_REQUEST.pack(rid, len(url), len(body)))
-                self.stdin.write(url)
-                self.stdin.write(body)
-                self.stdin.flush()
-            except (OSError, ValueError):
-                # The child is gone; a frame the pipe refused was never read whole, so it was not sent.
                 with self.lock:
-                    self.written.discard(rid)
-                self.kill()
+                    if rid not in self.pending:  # its sender gave up already
+                        continue
+                    self.written.add(rid)  # from here on the child may have it: outcome unknown if lost
+                frames += (_REQUEST.pack(rid, len(url), len(body)), url, body)
+                sizes.append((rid, _REQUEST.size + len(url) + len(body)))
+            if frames and not self._send_frames(fd, b"".join(frames), sizes):
                 return
+            if stop:
+                return
+
+    def _send_frames(self, fd: int, data: bytes, sizes: list[tuple[int, int]]) -> bool:
+        """Write `data` (the frames of `sizes`) to the child; False when the pipe broke (the child is killed)."""
+        view = memoryview(data)
+        done = 0
+        try:
+            while done < len(data):
+                done += os.write(fd, view[done:])
+            return True
+        except (OSError, ValueError):
+            # The child is gone. A frame wholly in the pipe may have reached it (outcome unknown if it gets
+            # no answer); one cut short was never read whole, so it was not sent.
+            with self.lock:
+                offset = 0
+                for rid, size in sizes:
+                    offset += size
+                    if offset > done:
+                        self.written.discard(rid)
+            self.kill()
+            return False
 
     def _passes(self, rid: int, gate: Gate) -> bool:
         """Wait for the request's gate (its journal record on disk); if it raises, the sender gets that error."""
@@ -190,24 +235,27 @@ class _Child:
             return True
         except Exception as exc:
             with self.lock:
-                future = self.pending.pop(rid, None)
-            if future is not None:
-                future.set_exception(exc)
+                entry = self.pending.pop(rid, None)
+            if entry is not None:
+                out = _Outcomes()
+                out.add(entry, exc)
+                out.flush()
             return False
 
-    def start(self, url: bytes, body: bytes, gate: Gate | None = None) -> tuple[int, Future[Answer]]:
-        """Queue a request for the child: its id and the future its answer resolves (on the reader thread)."""
-        future: Future[Answer] = Future()
+    def start(self, url: bytes, body: bytes, gate: Gate | None, entry: _Entry) -> int:
+        """Queue a request for the child: its id. Its answer resolves `entry`: a Future (on the reader
+        thread) or a coroutine's (loop, future) pair (on that loop)."""
         with self.lock:
             if not self.alive:
                 raise NotSent("the HTTP process has exited")
             rid = next(_IDS)
-            self.pending[rid] = future
+            self.pending[rid] = entry
         self.outbox.put((rid, url, body, gate))
-        return rid, future
+        return rid
 
     def send(self, url: bytes, body: bytes, wait_s: float, gate: Gate | None = None) -> Answer:
-        rid, future = self.start(url, body, gate)
+        future: Future[Answer] = Future()
+        rid = self.start(url, body, gate, future)
         try:
             return future.result(timeout=wait_s)
         except FutureTimeout:
@@ -249,6 +297,51 @@ class _Child:
 
 
 _IDS = itertools.count(1)
+_READ_SIZE = 1 << 16  # below malloc's mmap threshold: a bigger read buffer costs an mmap per read
+_WRITE_BATCH = 64  # requests per write at most
+
+# A request's answer goes to a Future (a thread waits) or to a coroutine's future on its event loop.
+_Entry = Future[Answer] | tuple[asyncio.AbstractEventLoop, "asyncio.Future[Answer]"]
+
+
+class _Outcomes:
+    """Answers (or errors) for pending entries: Futures are resolved at once; coroutines' futures are
+    handed to their loop in one call per flush."""
+
+    def __init__(self) -> None:
+        self._by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Answer], Answer | BaseException]]] = {}
+
+    def add(self, entry: _Entry, outcome: Answer | BaseException) -> None:
+        if isinstance(entry, Future):
+            if isinstance(outcome, BaseException):
+                entry.set_exception(outcome)
+            else:
+                entry.set_result(outcome)
+            return
+        loop, waiter = entry
+        items = self._by_loop.get(loop)
+        if items is None:
+            items = self._by_loop[loop] = []
+        items.append((waiter, outcome))
+
+    def flush(self) -> None:
+        for loop, items in self._by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, items)
+            except RuntimeError:
+                pass  # the loop is closed: nobody awaits these answers any more
+        self._by_loop = {}
+
+
+def _settle(items: list[tuple[asyncio.Future[Answer], Answer | BaseException]]) -> None:
+    """On the waiters' loop: resolve each (a waiter that timed out is done already)."""
+    for waiter, outcome in items:
+        if waiter.done():
+            continue
+        if isinstance(outcome, BaseException):
+            waiter.set_exception(outcome)
+        else:
+            waiter.set_result(outcome)
 
 
 class _AnswerLate(Exception):
@@ -258,6 +351,44 @@ class _AnswerLate(Exception):
 def _time_out(waiter: asyncio.Future[Answer]) -> None:
     if not waiter.done():
         waiter.set_exception(_AnswerLate())
+
+
+class _Deadlines:
+    """The answers the coroutines of one event loop wait for, oldest first, and one timer failing those
+    past the transport's wait. Not a timer per request: at 1,000 requests a second, each cancelled only at
+    its answer, they would fill the loop's timer heap with tens of thousands of entries that every
+    rate-limit sleep then sorts past."""
+
+    def __init__(self, wait_s: float) -> None:
+        self._wait_s = wait_s
+        self._due: dict[asyncio.Future[Answer], float] = {}  # insertion order = deadline order
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, waiter: asyncio.Future[Answer]) -> None:
+        """On the loop's thread (the loop is not kept: a gone loop must not stay alive through us)."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self._wait_s
+        self._due[waiter] = due
+        if self._timer is None:
+            self._timer = loop.call_at(due, self._check)
+
+    def discard(self, waiter: asyncio.Future[Answer]) -> None:
+        self._due.pop(waiter, None)
+
+    def _check(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        late = []
+        for waiter, due in self._due.items():
+            if due > now:
+                break
+            late.append(waiter)
+        for waiter in late:
+            del self._due[waiter]
+            _time_out(waiter)
+        if self._due:
+            self._timer = loop.call_at(next(iter(self._due.values())), self._check)
 _SECRET_WORDS = ("KEY", "TOKEN", "SECRET")
 
 
@@ -304,6 +435,9 @@ class ProcessTransport:
         # An answer can take the connect timeout plus the read timeout; past that (and a margin), the
         # child is stuck and the request's outcome is unknown.
         self._wait_s = CONNECT_TIMEOUT_S + timeout_s + 30.0
+        self._deadlines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = (
+            weakref.WeakKeyDictionary()
+        )  # per event loop that sends (weakly: a loop that is gone takes its waiters with it)
         self._close_s = timeout_s + CONNECT_TIMEOUT_S
         self._lock = threading.Lock()
         self._closed = False
@@ -358,16 +492,20 @@ class ProcessTransport:
         child = self._current()
         if not isinstance(child, _Child):
             return await child.send_async(url, body, gate)
-        rid, future = child.start(url.encode(), body, gate)
-        waiter = awaitable(future)
-        # A timer rather than asyncio.wait_for: no task per request (this runs 1,000 times a second).
-        timer = asyncio.get_running_loop().call_later(self._wait_s, _time_out, waiter)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Answer] = loop.create_future()
+        rid = child.start(url.encode(), body, gate, (loop, waiter))
+        deadlines = self._deadlines.get(loop)
+        if deadlines is None:
+            deadlines = self._deadlines[loop] = _Deadlines(self._wait_s)
+        # Not asyncio.wait_for: no task per request (this runs 1,000 times a second).
+        deadlines.add(waiter)
         try:
             return await waiter
         except _AnswerLate:
             raise child.expire(rid, self._wait_s) from None
         finally:
-            timer.cancel()
+            deadlines.discard(waiter)
 
     def close(self, wait_s: float | None = None) -> None:
         """Close the child's stdin (it answers what it holds, then exits); kill it past `wait_s`."""

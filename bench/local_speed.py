@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from body_speed import EVENTS, USERS, extract, write_tables  # noqa: E402
+from body_speed import EVENTS, USERS, _keep_lowest, extract, write_tables  # noqa: E402
 from calibration import REFERENCE_S, calibration_s  # noqa: E402
 
 TARGET = 75_000  # objects/s on the slow machine (issue 12, goal 4)
@@ -177,13 +177,6 @@ def run_tree(tree: Path, rows: int, folder: Path, only: str | None) -> dict[str,
     res = subprocess.run(cmd + (["--only", only] if only else []), env=env, capture_output=True, text=True,
                          check=True, cwd=tree)  # fmt: skip
     return {d["label"]: d for d in (json.loads(x) for x in res.stdout.splitlines() if x.startswith("{"))}
-
-
-def _keep_lowest(best: dict[str, dict[str, float]], new: dict[str, dict[str, float]]) -> None:
-    for label, d in new.items():
-        old = best.setdefault(label, dict(d))
-        for k in ("calibration", "cpu", "per_m"):
-            old[k] = min(old[k], d[k])
 
 
 def main() -> None:

@@ -264,6 +264,15 @@ def _running(pid: int) -> bool:
     return state != "Z"
 
 
+def _connected_to(port: int) -> bool:
+    """Whether some loopback TCP connection to `port` is established (/proc/net/tcp, hex addresses)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        remote, state = line.split()[2], line.split()[3]
+        if int(remote.rsplit(":", 1)[1], 16) == port and state == "01":
+            return True
+    return False
+
+
 def test_the_child_has_its_own_session_and_does_not_outlive_a_killed_parent(emulator_factory: Any) -> None:
     """Ctrl-C in a terminal cannot reach the child (its own session); when the parent is SIGKILLed, the child
     answers what it holds (the request in flight is applied) and exits."""
@@ -276,7 +285,12 @@ def test_the_child_has_its_own_session_and_does_not_outlive_a_killed_parent(emul
         assert parent.stdout is not None
         child = int(parent.stdout.readline())
         assert os.getsid(child) == child != os.getsid(parent.pid)
-        time.sleep(0.3)  # the request is in the child, waiting on the emulator's latency
+        # Killed once the child has connected to the emulator (it read the request and is sending it; the
+        # answer then waits on the latency). No sleep: a loaded machine may take longer to get there.
+        deadline = time.monotonic() + 60
+        while not _connected_to(int(slow.url.rsplit(":", 1)[1])):
+            assert time.monotonic() < deadline, "the request never left the child"
+            time.sleep(0.01)
         parent.kill()
         parent.wait(10)
         deadline = time.monotonic() + 30

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from sink import free_port
 
 
 def pg_bindir() -> Path | None:
@@ -47,11 +48,9 @@ class PgServer:
             shutil.chown(self._root, "postgres")
             os.chmod(self._root, 0o700)
             self._runas = ["runuser", "-u", "postgres", "--"]
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
         data = self._root / "data"
         self._run(str(self._bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
+        port = free_port()  # after initdb (seconds on a busy machine), and outside the ephemeral range
         opts = f"-p {port} -k {self._root} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
         self._run(str(self._bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(self._root / "log"), "-w", "start")
         self.url = f"postgresql://postgres@127.0.0.1:{port}/postgres"

@@ -8,6 +8,7 @@ count the 429s a client provokes. Needs Debian's nginx and libnginx-mod-http-ech
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -74,7 +75,22 @@ def nginx_available() -> str | None:
     return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free loopback port below the kernel's ephemeral range: a port handed out by a bind to port 0 may be
+    taken by an outgoing connection's ephemeral port before the server binds it, on a busy machine."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -92,7 +108,7 @@ class NginxSink:
         self.limit_rps = limit_rps
         self.per_minute = per_minute
         self.burst = burst
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._tmp = Path(tempfile.mkdtemp(prefix="bench-sink-"))
         self._proc: subprocess.Popen[bytes] | None = None

@@ -6,6 +6,7 @@ without a dump would.
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -20,7 +21,23 @@ def redis_server_path() -> str | None:
 
 
 def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (for the test servers: redis, PostgreSQL)."""
+    """A free TCP port on 127.0.0.1 (for the test servers: redis, PostgreSQL), below the kernel's ephemeral
+    range: a port the kernel handed out (bind to port 0) is free again once probed, and on a busy machine
+    (two xdist workers, thousands of loopback connections) an outgoing connection may take it as its
+    ephemeral port before the server binds it (seen: PostgreSQL's "Address already in use" after initdb)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -213,14 +213,14 @@ def test_a_second_signal_stops_at_once(project: Path, tmp_path: Path) -> None:
     """SIGINT twice to the process group: the second one does not wait for the slow answers (exit 130);
     the files are still whole, and requests in flight are listed as unknown."""
     out = tmp_path / "out"
-    with start_subprocess("--latency-ms", "20000") as emu:
+    with start_subprocess("--latency-ms", "12000") as emu:
         proc = subprocess.Popen(command(project, out, "--quiet"), env=env_for(emu), start_new_session=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
         wait_until_mid_flight(emu, proc, applied=200)
         os.killpg(proc.pid, signal.SIGINT)
         time.sleep(0.5)
         os.killpg(proc.pid, signal.SIGINT)
-        code = finished_within(proc, 5 + 5)  # far less than the 10 s grace or the 20 s answers
+        code = finished_within(proc, 5 + 5)  # less than the 10 s grace or the 12 s answers
         stdout, stderr = proc.communicate()
         assert code == 130, stderr
         doc = check_files(out, 130)

@@ -82,10 +82,11 @@ def test_slow_fault_and_latency_do_not_block_others(emulator_factory: Any) -> No
     t.start()
     time.sleep(0.1)
     fast = post(s, "/messages/live_activity/update", {"app_id": "a", "activity_id": "b", "content_state": {}})
-    fast_elapsed = time.monotonic() - start
+    slow_answered_first = bool(slow_status)
     t.join()
-    # The fast answer came while the slow one was still held (4 s): generous on a busy machine.
-    assert fast.status_code == 201 and fast_elapsed < 3.0
+    # The fast answer came while the slow one was still held (no wall-clock bound: a loaded machine may
+    # take seconds for the fast one too).
+    assert fast.status_code == 201 and not slow_answered_first
     assert slow_status == [201] and time.monotonic() - start >= 4.0
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cli_invoke import invoke
 from test_pipeline_run import env_for, report_json
 from test_pipeline_stop import stop_when
 
@@ -203,8 +204,9 @@ def test_a_stopped_run_deletes_nothing(emulator_factory: Any, tmp_path: Path) ->
                        source={"path": "data/users.csv", "chunk_rows": 100})  # fmt: skip
     many = [f"u{i:04d}" for i in range(2000)]
     write_users(tmp_path, many)
+    fast = p.model_copy(update={"write": p.write.model_copy(update={"concurrency": 16, "max_objects_per_request": 10})})
+    run(fast, emu, tmp_path / "r1")  # the known users (16 requests in flight: 8 s less of the latency)
     p = p.model_copy(update={"write": p.write.model_copy(update={"concurrency": 2, "max_objects_per_request": 10})})
-    run(p, emu, tmp_path / "r1")
     write_users(tmp_path, many[:1500])  # 500 users gone, within the guard
     token = StopToken()
     stop_when(lambda: len([e for e in emu.ledger() if e["endpoint"] == "/users/track"]) >= 3, token)
@@ -256,17 +258,21 @@ def cli(root: Path, em: EmulatorServer, *args: str) -> subprocess.Popen[str]:
 
 def test_the_command_line_refuses_then_confirms_with_allow_deletes(emulator: EmulatorServer, tmp_path: Path) -> None:
     mirror_project(tmp_path, "delete")
-    assert cli(tmp_path, emulator, "--report-dir", "r1").wait(90) == 0
+
+    def cli_run(*args: str) -> Any:  # the CLI in-process (tests/cli_invoke.py): its output is the point here
+        return invoke("run", "pipelines/m.yaml", "--mode", "bulk", "-q", *args, cwd=tmp_path, env=env_for(emulator))
+
+    assert cli_run("--report-dir", "r1").exit_code == 0
     write_users(tmp_path, USERS[:5])
-    refused = cli(tmp_path, emulator, "--report-dir", "r2")
-    out, _ = refused.communicate(timeout=90)
-    assert refused.returncode == 1
+    refused = cli_run("--report-dir", "r2")
+    out = refused.stdout
+    assert refused.exit_code == 1
     assert "removed users (users, on_removed: delete): 5 of 10 known, deleted 0, not deleted 0, refused" in out
     assert "run again with --allow-deletes 5" in out and f"removed: {Path('r2') / 'removed.csv'}" in out
     assert deletes(emulator) == []
-    ok = cli(tmp_path, emulator, "--report-dir", "r3", "--allow-deletes", "5")
-    out, err = ok.communicate(timeout=90)
-    assert ok.returncode == 0, out + err
+    ok = cli_run("--report-dir", "r3", "--allow-deletes", "5")
+    out, err = ok.stdout, ok.stderr
+    assert ok.exit_code == 0, out + err
     assert "5 of 10 known, deleted 5, not deleted 0" in out
     assert [u for u in USERS if emulator.user("external_id", u)] == USERS[:5]
 
@@ -275,10 +281,12 @@ def test_sigterm_mid_run_deletes_nothing(emulator_factory: Any, tmp_path: Path) 
     emu: EmulatorServer = emulator_factory(latency_ms=80)
     many = [f"u{i:04d}" for i in range(2000)]
     mirror_project(tmp_path, "delete", max_delete_fraction=0.5, users=many)
-    write = {"concurrency": 2, "max_objects_per_request": 10}
-    doc = yaml.safe_load((tmp_path / "pipelines" / "m.yaml").read_text()) | {"write": write}
-    (tmp_path / "pipelines" / "m.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
-    assert cli(tmp_path, emu, "--report-dir", "r1").wait(120) == 0
+    pipeline = tmp_path / "pipelines" / "m.yaml"
+    doc = yaml.safe_load(pipeline.read_text())
+    # The known users first, in-process and 16 requests in flight (the setup, not the point: 8 s less)
+    pipeline.write_text(yaml.safe_dump(doc | {"write": {"concurrency": 16, "max_objects_per_request": 10}}))
+    assert run(load_pipeline(pipeline), emu, tmp_path / "r1")["exit_code"] == 0
+    pipeline.write_text(yaml.safe_dump(doc | {"write": {"concurrency": 2, "max_objects_per_request": 10}}))
     lines = [f"{u},silver,30" for u in many[:1500]]  # every user changed, 500 gone (within the guard)
     (tmp_path / "data" / "users.csv").write_text("user_id,plan,age\n" + "\n".join(lines) + "\n", encoding="utf-8")
     before = len(emu.ledger())

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_invoke import invoke
 from test_incremental import last_seq
 from test_incremental import sent as applied  # external_id -> attributes objects applied
 
@@ -153,19 +154,16 @@ def test_partitions_share_a_postgresql_state_with_a_watermark_each(emulator: Any
 def test_partitions_sharing_one_state_file_are_refused_saying_what_to_do(emulator: Any, tmp_path: Path) -> None:
     write_sources(tmp_path)
     pipeline = write_pipeline(tmp_path, emulator.url, "state/{pipeline}.sqlite")
-    res = subprocess.run([sys.executable, "-m", "connector", "run", str(pipeline), "--partition", "1/2"],
-                         env={**os.environ, "TEST_BRAZE_KEY": "test-key"}, capture_output=True, text=True,
-                         timeout=120)  # fmt: skip
-    assert res.returncode == 2
+    # One run at a time: the CLI in-process (tests/cli_invoke.py), a separate process is not the point here.
+    res = invoke("run", str(pipeline), "--partition", "1/2", cwd=tmp_path, env={"TEST_BRAZE_KEY": "test-key"})
+    assert res.exit_code == 2
     said = " ".join((res.stdout + res.stderr).split())
     assert "p.yaml" in said and "profiles" in said and "{partition}" in said and "state.path" in said
-    assert "Traceback" not in said
+    assert "Traceback" not in said and isinstance(res.exception, SystemExit)  # a clean exit, no exception
     assert applied(emulator) == Counter()  # refused before anything was sent
     # Unpartitioned, the same file is fine.
-    res = subprocess.run([sys.executable, "-m", "connector", "run", str(pipeline), "--quiet"],
-                         env={**os.environ, "TEST_BRAZE_KEY": "test-key"}, capture_output=True, text=True,
-                         timeout=120)  # fmt: skip
-    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    res = invoke("run", str(pipeline), "--quiet", cwd=tmp_path, env={"TEST_BRAZE_KEY": "test-key"})
+    assert res.exit_code == 0, res.stdout + res.stderr[-3000:]
     assert len(applied(emulator)) == 2 * USERS
 
 
@@ -174,20 +172,18 @@ def test_a_partition_is_resumed_only_as_that_partition(emulator: Any, tmp_path: 
     2's rows too (measured: 50 -> 100 users applied); it is refused before anything is sent."""
     write_sources(tmp_path)
     pipeline = write_pipeline(tmp_path, emulator.url, "state/{pipeline}.{partition}.sqlite")
-    env = {**os.environ, "TEST_BRAZE_KEY": "test-key"}
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "connector", "run", str(pipeline), "--quiet", *args], env=env,
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
+    def run(*args: str) -> Any:  # the CLI in-process: one run at a time, a separate process is not the point
+        return invoke("run", str(pipeline), "--quiet", *args, cwd=tmp_path, env={"TEST_BRAZE_KEY": "test-key"})
 
-    assert run("--partition", "1/2").returncode == 0
+    assert run("--partition", "1/2").exit_code == 0
     run_dir = next((tmp_path / "reports").glob("*-p1of2"))
     before = applied(emulator)
     for wrong in ([], ["--partition", "2/2"], ["--partition", "1/4"]):
         res = run("--resume", str(run_dir), *wrong)
-        assert res.returncode == 2, res.stdout + res.stderr
+        assert res.exit_code == 2, res.stdout + res.stderr
         assert "was partition 1/2; resume it with --partition 1/2" in res.stderr
     assert applied(emulator) == before
     res = run("--resume", str(run_dir), "--partition", "1/2")
-    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    assert res.exit_code == 0, res.stdout + res.stderr[-3000:]
     assert applied(emulator) == before  # every row of the partition was delivered already

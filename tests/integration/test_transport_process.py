@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -75,10 +76,52 @@ def test_a_four_megabyte_body_crosses_the_pipe(emulator: EmulatorServer, transpo
     assert a.status == 413
 
 
-def test_a_killed_child_loses_in_flight_requests_as_unknown_then_restarts(emulator_factory: Any) -> None:
+class HeldRequests:
+    """A loopback HTTP server that reads each request and never answers: `.arrived` counts the requests
+    it holds, so a test knows for certain that they are in flight (no sleep, whatever the machine's load)."""
+
+    def __init__(self) -> None:
+        self.arrived = 0
+        self._cond = threading.Condition()
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self._conns.append(conn)
+            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def _hold(self, conn: socket.socket) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        with self._cond:
+            self.arrived += 1
+            self._cond.notify_all()
+
+    def wait_for(self, n: int, timeout: float = 60) -> None:
+        with self._cond:
+            assert self._cond.wait_for(lambda: self.arrived >= n, timeout), f"{self.arrived} of {n} requests arrived"
+
+    def close(self) -> None:
+        self._sock.close()
+        for conn in self._conns:
+            conn.close()
+
+
+def test_a_killed_child_loses_in_flight_requests_as_unknown_then_restarts(emulator: EmulatorServer) -> None:
     """Requests in the child when it dies are SentLost (Braze may have applied them); the next send works."""
-    slow = emulator_factory(latency_ms=1500)
-    t = ProcessTransport(slow.url, HEADERS, concurrency=8, timeout_s=10)
+    held = HeldRequests()
+    t = ProcessTransport(emulator.url, HEADERS, concurrency=8, timeout_s=10)
     # Killed once it runs: a child killed while it starts makes the transport send from this process instead
     # (the sends then succeed), which a loaded machine's slow start used to turn this test into.
     t.wait_ready()
@@ -87,23 +130,24 @@ def test_a_killed_child_loses_in_flight_requests_as_unknown_then_restarts(emulat
 
         def send() -> None:
             try:
-                t.send(slow.url + "/users/track", attrs("k1"))
+                t.send(held.url + "/users/track", attrs("k1"))
             except BaseException as e:  # noqa: BLE001 - the test inspects it
                 errors.append(e)
 
         threads = [threading.Thread(target=send) for _ in range(3)]
         for th in threads:
             th.start()
-        time.sleep(0.5)  # the three requests are in the child, waiting on the emulator's latency
+        held.wait_for(3)  # the three requests reached the server: the child holds them, awaiting answers
         os.kill(t.pid, signal.SIGKILL)
         for th in threads:
-            th.join(timeout=10)
+            th.join(timeout=30)
         assert len(errors) == 3 and all(isinstance(e, SentLost) for e in errors), errors
         old = t.pid
-        a = t.send(slow.url + "/users/track", attrs("k2"))
+        a = t.send(emulator.url + "/users/track", attrs("k2"))
         assert a.status == 201 and t.pid != old
     finally:
         t.close()
+        held.close()
 
 
 def test_a_child_that_keeps_dying_is_not_restarted_for_ever(emulator: EmulatorServer) -> None:
@@ -242,6 +286,15 @@ time.sleep(600)
 """
 
 
+def _connected_to(port: int) -> bool:
+    """Whether some loopback TCP connection to `port` is established (/proc/net/tcp, hex addresses)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        remote, state = line.split()[2], line.split()[3]
+        if int(remote.rsplit(":", 1)[1], 16) == port and state == "01":
+            return True
+    return False
+
+
 def test_the_child_has_its_own_session_and_does_not_outlive_a_killed_parent(emulator_factory: Any) -> None:
     """Ctrl-C in a terminal cannot reach the child (its own session); when the parent is SIGKILLed, the child
     answers what it holds (the request in flight is applied) and exits."""
@@ -254,7 +307,12 @@ def test_the_child_has_its_own_session_and_does_not_outlive_a_killed_parent(emul
         assert parent.stdout is not None
         child = int(parent.stdout.readline())
         assert os.getsid(child) == child != os.getsid(parent.pid)
-        time.sleep(0.3)  # the request is in the child, waiting on the emulator's latency
+        # Killed once the child has connected to the emulator (it read the request and is sending it; the
+        # answer then waits on the latency). No sleep: a loaded machine may take longer to get there.
+        deadline = time.monotonic() + 60
+        while not _connected_to(int(slow.url.rsplit(":", 1)[1])):
+            assert time.monotonic() < deadline, "the request never left the child"
+            time.sleep(0.01)
         parent.kill()
         parent.wait(10)
         deadline = time.monotonic() + 30

@@ -22,7 +22,8 @@ from connector.emulator import EmulatorServer
 
 require("airflow")
 
-pytestmark = pytest.mark.timeout(600)
+# One xdist worker: the session fixture migrates an Airflow database once, not once per worker.
+pytestmark = [pytest.mark.timeout(600), pytest.mark.xdist_group("airflow")]
 
 DAG_FILE = '''
 import json

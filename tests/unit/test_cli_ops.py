@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cli_invoke import invoke
 
 from connector.version import __version__
 
@@ -107,7 +108,7 @@ def test_report_dir_resolves_against_the_pipeline_file(tmp_path: Path, project: 
     path = project(dir="reports/{pipeline}/{run_id}")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    res = cli("validate", str(path), cwd=elsewhere)
-    assert res.returncode == 0, res.stderr
+    res = invoke("validate", str(path), cwd=elsewhere)
+    assert res.exit_code == 0, res.stderr
     assert list((tmp_path / "reports" / "ops").glob("*/report.json"))
     assert not (elsewhere / "reports").exists()

@@ -193,12 +193,16 @@ def _connect(target: Target) -> Any:
     if target.dialect == "duckdb":
         duckdb = _driver("duckdb", "duckdb")
         if target.url == ":memory:":
-            return duckdb.connect(":memory:")
-        import os
+            con = duckdb.connect(":memory:")
+        else:
+            import os
 
-        if not os.path.isfile(target.url):
-            raise SourceError(f"{target.label}: the DuckDB database {target.url} does not exist; check source.connection.duckdb")
-        return duckdb.connect(target.url, read_only=True)
+            if not os.path.isfile(target.url):
+                raise SourceError(f"{target.label}: the DuckDB database {target.url} does not exist; check source.connection.duckdb")
+            con = duckdb.connect(target.url, read_only=True)
+        # DuckDB draws a progress bar on stdout for any query past 2 s: into the CLI's output (and its --quiet).
+        con.execute("SET enable_progress_bar = false")
+        return con
     if target.dialect == "sqlite":
         import os
 

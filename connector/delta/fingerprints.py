@@ -15,9 +15,13 @@ from the state serialises to the same bytes as when it was sent.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from itertools import accumulate, pairwise
 from typing import Any
 
 import orjson
+
+from connector.records import EncodedObjects
 
 _SORT = orjson.OPT_SORT_KEYS
 LONG = 1024  # record bytes above which long values are kept as digests
@@ -42,13 +46,20 @@ def object_keys(objects: list[dict[str, Any]]) -> list[str]:
     return [blake(orjson.dumps(o, option=_SORT), digest_size=16).hexdigest() for o in objects]
 
 
-def records(objects: list[dict[str, Any]]) -> list[bytes]:
-    """Each object's JSON (sorted keys): its record when it holds no operation and is at most LONG bytes."""
-    return list(map(_dumps_sorted, objects))
+def encodings(objects: Sequence[dict[str, Any]]) -> list[bytes]:
+    """Each object's JSON as it will be sent: sliced out of an EncodedObjects (nothing decoded or encoded),
+    else orjson's (the same bytes: mapping/encode.py)."""
+    if isinstance(objects, EncodedObjects):
+        data = bytes(objects.data)
+        offsets = objects.offsets.tolist() if hasattr(objects.offsets, "tolist") else list(objects.offsets)
+        return [data[a : b - 1] for a, b in pairwise(offsets)]
+    return list(map(orjson.dumps, objects))
 
 
-def _dumps_sorted(obj: Any) -> bytes:
-    return orjson.dumps(obj, option=_SORT)
+def encoded_objects(parts: list[bytes], decoded: dict[int, dict[str, Any]]) -> EncodedObjects:
+    """Objects from their JSON (and the dicts already built for some of them)."""
+    offsets = [0, *accumulate(len(p) + 1 for p in parts)]
+    return EncodedObjects(b",".join(parts) + b"," if parts else b"", offsets, decoded)
 
 
 def split(obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:

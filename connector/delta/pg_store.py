@@ -77,6 +77,20 @@ class PgStore:
             raise
         return [None if r is None else r.encode() for (r,) in rows]
 
+    def empty(self, stream: str) -> bool:
+        """Whether the stream has no confirmed record."""
+        if self._db is None:
+            return True
+        with self._lock:
+            try:
+                rows = self._db.transaction([(f"SELECT 1 FROM {TABLE} WHERE pipeline = $1 AND stream = $2 LIMIT 1",
+                                              [self.pipeline, stream])])  # fmt: skip
+            except SourceError as e:
+                if "does not exist" in str(e):
+                    return True
+                raise
+        return not rows
+
     def write(self, stream: str, confirm: list[tuple[str, bytes]], forget: list[str]) -> None:
         if self._db is None or not (confirm or forget):
             return

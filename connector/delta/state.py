@@ -28,14 +28,20 @@ Braze is not noticed (`--full` sends everything and refreshes the state).
 
 from __future__ import annotations
 
+import operator
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import compress
 from typing import Any
 
+import numpy as np
+import orjson
+
 from connector.delta import fingerprints as fp
+from connector.delta.seen import Seen
 from connector.delta.stores import Store
-from connector.records import MappedChunk
+from connector.records import EncodedObjects, MappedChunk
 
 SKIP_UNCHANGED = "unchanged since the last delivered run (delta)"
 
@@ -44,7 +50,7 @@ SKIP_UNCHANGED = "unchanged since the last delivered run (delta)"
 class _Pending:
     """A key with objects in flight: what the store will hold once they are all confirmed."""
 
-    values: dict[str, Any] | None  # attributes: the values as sent so far (None: events, purchases)
+    values: dict[str, Any] | None  # attributes: the values as sent so far (None: not decoded yet, or an event)
     record: bytes
     inflight: int = 0
     failed: bool = False
@@ -71,6 +77,8 @@ class DeltaState:
         self.last = Counts()  # the counts of the last changed() call
         self._lock = threading.Lock()
         self._pending: dict[str, dict[str, _Pending]] = {}  # stream -> key -> what is in flight
+        self._watch: dict[str, set[str]] = {}  # stream -> keys settled while a chunk's lookup ran
+        self._seen: dict[str, Seen | None] = {}  # stream -> keys decided so far, when the state started empty
 
     def close(self) -> None:
         self.store.close()
@@ -87,20 +95,35 @@ class DeltaState:
         if n == 0:
             return mapped, 0
         attributes = kind == "attributes"
-        # Objects built as JSON per column (records.EncodedObjects) are decoded here, the chunk in one call.
-        objs = mapped.objects if isinstance(mapped.objects, list) else list(mapped.objects)
-        keys = list(mapped.user_keys) if attributes else fp.object_keys(objs)
+        if attributes:
+            keys = list(mapped.user_keys)
+            rows = fp.encodings(mapped.objects)  # slices of the JSON built by mapping: nothing decoded
+        else:
+            objs = mapped.objects if isinstance(mapped.objects, list) else list(mapped.objects)
+            keys = fp.object_keys(objs)
         # A read-only run keeps what it would send for the chunk only (settle never comes to free it).
         pending: dict[str, _Pending] = {} if self.read_only else self._pending.setdefault(stream, {})
+        with self._lock:
+            watch = self._watch[stream] = set()
+        try:  # the lookup runs without the lock, so the writer's threads settle meanwhile
+            stored: list[bytes | None] = [None] * n if self.full and not attributes else self._lookup(stream, keys)
+        except BaseException:
+            with self._lock:
+                del self._watch[stream]
+            raise
         with self._lock:  # settle() confirms under it: a key is either pending or in the store, never neither
-            # The whole chunk in one statement: the confirmed record of each row's key, or None.
-            stored: list[bytes | None] = [None] * n if self.full and not attributes else self.store.lookup(stream, keys)
+            del self._watch[stream]
+            if watch:  # settled during the lookup: read again (settling waits for the lock meanwhile)
+                again = [j for j, k in enumerate(keys) if k in watch]
+                for j, rec in zip(again, self.store.lookup(stream, [keys[j] for j in again]), strict=True):
+                    stored[j] = rec
             if attributes:
-                keep, objects, invalidate = self._attributes(objs, keys, stored, pending, id_key)
+                keep, objects, invalidate, refresh = self._attributes(mapped.objects, rows, keys, stored, pending, id_key)
             else:
                 keep, objects, invalidate = self._objects(keys, objs, stored, pending)
-            if invalidate and not self.read_only:
-                self.store.write(stream, [], list(invalidate))  # committed before the request leaves
+                refresh = []
+            if (invalidate or refresh) and not self.read_only:
+                self.store.write(stream, refresh, list(invalidate))  # committed before the request leaves
         self.last.unchanged = n - len(keep)
         out = MappedChunk(
             mapped.kind,
@@ -113,38 +136,65 @@ class DeltaState:
         )
         return out, n - len(keep)
 
-    def _attributes(self, objs: list[dict[str, Any]], keys: list[str], stored: list[bytes | None],
-                    pending: dict[str, _Pending], id_key: str | None,
-                    ) -> tuple[list[int], list[dict[str, Any]], set[str]]:  # fmt: skip
+    def _lookup(self, stream: str, keys: list[str]) -> list[bytes | None]:
+        """The confirmed record of each key, or None: the whole chunk in one statement. On a state that held
+        nothing for the stream when the run began, only keys this run decided before can have one."""
+        if stream not in self._seen:
+            self._seen[stream] = Seen() if self.store.empty(stream) else None
+        seen = self._seen[stream]
+        if seen is None:
+            return self.store.lookup(stream, keys)
+        stored: list[bytes | None] = [None] * len(keys)
+        again = np.flatnonzero(seen.add(keys)).tolist()
+        if again:
+            for j, rec in zip(again, self.store.lookup(stream, [keys[j] for j in again]), strict=True):
+                stored[j] = rec
+        return stored
+
+    def _attributes(self, objs: Sequence[dict[str, Any]], rows: list[bytes], keys: list[str],
+                    stored: list[bytes | None], pending: dict[str, _Pending], id_key: str | None,
+                    ) -> tuple[list[int], list[dict[str, Any]] | EncodedObjects, set[str], list[tuple[str, bytes]]]:  # fmt: skip
+        """Keep, objects to send, keys to invalidate, records to refresh (unchanged, stored otherwise)."""
         control = fp.CONTROL | {id_key} if id_key else fp.CONTROL
         counts, full, long = self.last, self.full, fp.LONG
-        records = fp.records(objs)  # one C call per object
         keep: list[int] = []
-        objects: list[dict[str, Any]] = []
+        parts: list[bytes] = []  # the JSON of each object to send
+        decoded: dict[int, dict[str, Any]] = {}  # ... and its dict, where one was built (index in parts)
         invalidate: set[str] = set()  # keys whose confirmed record goes before their new values are sent
+        refresh: list[tuple[str, bytes]] = []
         get_pending, differs = pending.get, fp.differs
-        for j, key in enumerate(keys):
-            rec, known = records[j], stored[j]
-            raw = None if full else known  # --full compares against nothing, but still replaces what is known
+        # A row whose JSON is the record Braze confirmed, with nothing of its user in flight, is unchanged:
+        # one comparison per row in C, and the loop below sees only the other rows.
+        todo: Iterable[int] = range(len(keys))
+        if not full:
+            todo = list(compress(todo, map(operator.ne, stored, rows)))  # None != bytes
+            if len(todo) < len(keys) and (pending or todo):  # ... unless its user is in flight, or sent earlier
+                busy = pending.keys() | {keys[j] for j in todo}  # in the chunk (the loop compares with that)
+                same = set(range(len(keys))).difference(todo)
+                todo = sorted([*todo, *(j for j in same if keys[j] in busy)])
+        for j in todo:
+            key, row, known = keys[j], rows[j], stored[j]
             entry = get_pending(key)
             if entry is None:
                 if known is None:
-                    obj = objs[j]
-                    if len(rec) <= long and dict not in map(type, obj.values()):  # a new user, no operation
-                        pending[key] = _Pending(obj, rec, 1)
+                    if len(row) <= long and row.find(b"{", 1) < 0:  # a new user, no nested value (no operation)
+                        pending[key] = _Pending(None, row, 1)
                         keep.append(j)
-                        objects.append(obj)
+                        parts.append(row)
                         counts.added += 1
                         continue
-                elif raw == rec:
-                    continue  # the fast path: the record Braze confirmed (a record never holds an operation)
-            obj = objs[j]
+                elif not full and known == row:
+                    continue  # the fast path: the JSON Braze confirmed (a record never holds an operation)
+            raw = None if full else known  # --full compares against nothing, but still replaces what is known
+            obj = objs[j]  # decoded from its JSON only now
             values, ops = fp.split(obj)
-            if ops or len(rec) > long:
+            if ops or len(row) > long:
                 rec = fp.record(values)
                 if entry is None and raw is not None and raw == rec and not ops:
                     continue
             if entry is not None:
+                if entry.values is None:
+                    entry.values = fp.load(entry.record)
                 base: dict[str, Any] | None = entry.values
             else:
                 base = fp.load(raw) if raw is not None else None
@@ -153,6 +203,8 @@ class DeltaState:
             else:
                 fresh = any(a not in control and (a not in base or differs(v, base[a])) for a, v in values.items())
                 if not fresh and not ops:
+                    if entry is None and raw is not None and raw != row and len(row) <= long and base.keys() <= values.keys():
+                        refresh.append((key, row))  # the same values, so the next run takes the fast path
                     continue
                 sent = {a: v for a, v in obj.items()
                         if a in control or a not in values or a not in base or differs(v, base[a])}  # fmt: skip
@@ -163,16 +215,24 @@ class DeltaState:
             if fresh and known is not None:
                 invalidate.add(key)
             if entry is None:
-                merged = {**base, **values} if base else values
-                pending[key] = entry = _Pending(merged, rec if merged is values else fp.record(merged))
+                covered = base is None or base.keys() <= values.keys()  # what Braze will hold is the row itself
+                merged = values if covered else {**base, **values}  # type: ignore[dict-item]
+                record = row if covered and not ops and len(row) <= long else fp.record(merged)
+                pending[key] = entry = _Pending(merged, record)
             elif fresh:
                 assert entry.values is not None
                 entry.values = {**entry.values, **values}
                 entry.record = fp.record(entry.values)
             entry.inflight += 1
             keep.append(j)
-            objects.append(sent)
-        return keep, objects, invalidate
+            if sent is obj:
+                parts.append(row)
+            else:
+                parts.append(orjson.dumps(sent))
+            decoded[len(parts) - 1] = sent
+        if isinstance(objs, list):
+            return keep, [decoded[i] if i in decoded else objs[j] for i, j in enumerate(keep)], invalidate, refresh
+        return keep, fp.encoded_objects(parts, decoded), invalidate, refresh
 
     def _objects(self, keys: list[str], objs: list[dict[str, Any]], stored: list[bytes | None],
                  pending: dict[str, _Pending]) -> tuple[list[int], list[dict[str, Any]], set[str]]:  # fmt: skip
@@ -217,6 +277,10 @@ class DeltaState:
                 else:
                     confirm[key] = entry.record
             self.store.write(stream, list(confirm.items()), forget)
+            watch = self._watch.get(stream)
+            if watch is not None:  # a chunk of this stream is being looked up: it reads these keys again
+                watch.update(confirm)
+                watch.update(forget)
 
     # ---- what the state knows (mirror mode) ---------------------------------------------------------
     def known_keys(self, stream: str) -> Iterator[str]:

@@ -24,6 +24,8 @@ class Store(Protocol):
 
     def lookup(self, stream: str, keys: list[str]) -> list[bytes | None]: ...
 
+    def empty(self, stream: str) -> bool: ...
+
     def write(self, stream: str, confirm: list[tuple[str, bytes]], forget: list[str]) -> None: ...
 
     def keys(self, stream: str) -> set[str]: ...
@@ -86,6 +88,16 @@ class SqliteStore:
                 return [r for (r,) in self._db.execute(_LOOKUP, (_json(keys), stream)).fetchall()]
             except sqlite3.OperationalError:  # a read-only run on a file without the table yet
                 return [None] * len(keys)
+
+    def empty(self, stream: str) -> bool:
+        """Whether the stream has no confirmed record."""
+        if self._db is None:
+            return True
+        with self._lock:
+            try:
+                return self._db.execute("SELECT 1 FROM delta WHERE stream = ? LIMIT 1", (stream,)).fetchone() is None
+            except sqlite3.OperationalError:
+                return True
 
     def write(self, stream: str, confirm: list[tuple[str, bytes]], forget: list[str]) -> None:
         """Forget then confirm, in one transaction."""

@@ -56,6 +56,12 @@ def encodings(objects: Sequence[dict[str, Any]]) -> list[bytes]:
     return list(map(orjson.dumps, objects))
 
 
+def flat(rows: list[bytes]) -> bool:
+    """Whether every row is at most LONG bytes and holds no nested object (so no operation): the chunk
+    has one "{" per row (one scan in C; a "{" inside a string counts too, which only costs a closer look)."""
+    return not rows or (max(map(len, rows)) <= LONG and b"".join(rows).count(b"{") == len(rows))
+
+
 def encoded_objects(parts: list[bytes], decoded: dict[int, dict[str, Any]]) -> EncodedObjects:
     """Objects from their JSON (and the dicts already built for some of them)."""
     offsets = [0, *accumulate(len(p) + 1 for p in parts)]

@@ -77,6 +77,7 @@ class DeltaState:
         self.last = Counts()  # the counts of the last changed() call
         self._lock = threading.Lock()
         self._pending: dict[str, dict[str, _Pending]] = {}  # stream -> key -> what is in flight
+        self._new: dict[str, dict[str, bytes]] = {}  # stream -> key -> record: new users with one object in flight
         self._watch: dict[str, set[str]] = {}  # stream -> keys settled while a chunk's lookup ran
         self._seen: dict[str, Seen | None] = {}  # stream -> keys decided so far, when the state started empty
 
@@ -103,6 +104,7 @@ class DeltaState:
             keys = fp.object_keys(objs)
         # A read-only run keeps what it would send for the chunk only (settle never comes to free it).
         pending: dict[str, _Pending] = {} if self.read_only else self._pending.setdefault(stream, {})
+        new: dict[str, bytes] = {} if self.read_only else self._new.setdefault(stream, {})
         with self._lock:
             watch = self._watch[stream] = set()
         try:  # the lookup runs without the lock, so the writer's threads settle meanwhile
@@ -118,21 +120,23 @@ class DeltaState:
                 for j, rec in zip(again, self.store.lookup(stream, [keys[j] for j in again]), strict=True):
                     stored[j] = rec
             if attributes:
-                keep, objects, invalidate, refresh = self._attributes(mapped.objects, rows, keys, stored, pending, id_key)
+                keep, objects, invalidate, refresh = self._attributes(mapped.objects, rows, keys, stored, pending, new,
+                                                                     id_key)
             else:
                 keep, objects, invalidate = self._objects(keys, objs, stored, pending)
                 refresh = []
             if (invalidate or refresh) and not self.read_only:
                 self.store.write(stream, refresh, list(invalidate))  # committed before the request leaves
         self.last.unchanged = n - len(keep)
+        every = len(keep) == n
         out = MappedChunk(
             mapped.kind,
             mapped.chunk,
             objects,
-            [mapped.indices[j] for j in keep],
-            [mapped.user_keys[j] for j in keep],
+            mapped.indices if every else [mapped.indices[j] for j in keep],
+            mapped.user_keys if every else [mapped.user_keys[j] for j in keep],
             mapped.rejects,
-            delta_keys=[keys[j] for j in keep],
+            delta_keys=keys if every else [keys[j] for j in keep],
         )
         return out, n - len(keep)
 
@@ -151,40 +155,72 @@ class DeltaState:
                 stored[j] = rec
         return stored
 
-    def _attributes(self, objs: Sequence[dict[str, Any]], rows: list[bytes], keys: list[str],
-                    stored: list[bytes | None], pending: dict[str, _Pending], id_key: str | None,
+    def _attributes(self, objs: list[dict[str, Any]] | EncodedObjects, rows: list[bytes], keys: list[str],
+                    stored: list[bytes | None], pending: dict[str, _Pending], new: dict[str, bytes],
+                    id_key: str | None,
                     ) -> tuple[list[int], list[dict[str, Any]] | EncodedObjects, set[str], list[tuple[str, bytes]]]:  # fmt: skip
         """Keep, objects to send, keys to invalidate, records to refresh (unchanged, stored otherwise)."""
+        n, counts, full, long = len(keys), self.last, self.full, fp.LONG
+        # A row whose JSON is the record Braze confirmed, with nothing of its user in flight, is unchanged:
+        # one comparison per row in C; the rest of this method sees only the other rows.
+        todo: list[int] = list(range(n)) if full else list(compress(range(n), map(operator.ne, stored, rows)))
+        if len(todo) < n and (pending or new or todo):  # ... unless its user is in flight, or sent earlier in
+            busy = {keys[j] for j in todo}  # the chunk (then it is compared with what was sent)
+            same = set(range(n)).difference(todo)
+            todo = sorted([*todo, *(j for j in same if keys[j] in busy or keys[j] in pending or keys[j] in new)])
+        # New users (no record, nothing in flight, once in the chunk, no nested value so no operation) are
+        # sent whole as mapping encoded them, and kept in flight as their JSON.
+        added: list[int] = []
+        unique = set(keys)
+        if todo and len(unique) == n:
+            busy = (unique & pending.keys()) | (unique & new.keys())
+            added = todo if stored.count(None) == n else [j for j in todo if stored[j] is None]
+            if busy:
+                added = [j for j in added if keys[j] not in busy]
+            if not fp.flat(rows):  # the per-row check only when some row may hold a nested value
+                added = [j for j in added if len(rows[j]) <= long and rows[j].find(b"{", 1) < 0]
+            new.update(zip(map(keys.__getitem__, added), map(rows.__getitem__, added), strict=True))
+            counts.added += len(added)
+            if added:
+                todo = [] if added is todo else sorted(set(todo).difference(added))
+        keep, parts, decoded, invalidate, refresh = self._compare(objs, rows, keys, stored, pending, new, id_key, todo)
+        if added:
+            keep = sorted([*added, *keep]) if keep else added
+        if len(keep) == n and not decoded:
+            return keep, objs, invalidate, refresh  # every object whole, as mapping built it
+        if isinstance(objs, list):
+            return keep, [decoded[j] if j in decoded else objs[j] for j in keep], invalidate, refresh
+        cached = {i: decoded[j] for i, j in enumerate(keep) if j in decoded}  # EncodedObjects counts its own objects
+        return keep, fp.encoded_objects([parts.get(j, rows[j]) for j in keep], cached), invalidate, refresh
+
+    def _compare(self, objs: Sequence[dict[str, Any]], rows: list[bytes], keys: list[str],
+                 stored: list[bytes | None], pending: dict[str, _Pending], new: dict[str, bytes],
+                 id_key: str | None, todo: list[int],
+                 ) -> tuple[list[int], dict[int, bytes], dict[int, dict[str, Any]], set[str], list[tuple[str, bytes]]]:  # fmt: skip
+        """The rows that need their attributes compared, one by one: keep, the JSON and dict of the objects
+        reduced to their changed attributes, keys to invalidate, records to refresh."""
         control = fp.CONTROL | {id_key} if id_key else fp.CONTROL
         counts, full, long = self.last, self.full, fp.LONG
         keep: list[int] = []
-        parts: list[bytes] = []  # the JSON of each object to send
-        decoded: dict[int, dict[str, Any]] = {}  # ... and its dict, where one was built (index in parts)
+        parts: dict[int, bytes] = {}  # row -> the JSON of the object to send, when not the row's own
+        decoded: dict[int, dict[str, Any]] = {}  # row -> ... its dict
         invalidate: set[str] = set()  # keys whose confirmed record goes before their new values are sent
         refresh: list[tuple[str, bytes]] = []
-        get_pending, differs = pending.get, fp.differs
-        # A row whose JSON is the record Braze confirmed, with nothing of its user in flight, is unchanged:
-        # one comparison per row in C, and the loop below sees only the other rows.
-        todo: Iterable[int] = range(len(keys))
-        if not full:
-            todo = list(compress(todo, map(operator.ne, stored, rows)))  # None != bytes
-            if len(todo) < len(keys) and (pending or todo):  # ... unless its user is in flight, or sent earlier
-                busy = pending.keys() | {keys[j] for j in todo}  # in the chunk (the loop compares with that)
-                same = set(range(len(keys))).difference(todo)
-                todo = sorted([*todo, *(j for j in same if keys[j] in busy)])
+        differs = fp.differs
         for j in todo:
             key, row, known = keys[j], rows[j], stored[j]
-            entry = get_pending(key)
+            entry = pending.get(key)
+            if entry is None and key in new:  # sent earlier in this run as a new user
+                entry = pending[key] = _Pending(None, new.pop(key), 1)
             if entry is None:
                 if known is None:
                     if len(row) <= long and row.find(b"{", 1) < 0:  # a new user, no nested value (no operation)
                         pending[key] = _Pending(None, row, 1)
                         keep.append(j)
-                        parts.append(row)
                         counts.added += 1
                         continue
                 elif not full and known == row:
-                    continue  # the fast path: the JSON Braze confirmed (a record never holds an operation)
+                    continue  # the JSON Braze confirmed (a record never holds an operation)
             raw = None if full else known  # --full compares against nothing, but still replaces what is known
             obj = objs[j]  # decoded from its JSON only now
             values, ops = fp.split(obj)
@@ -204,7 +240,7 @@ class DeltaState:
                 fresh = any(a not in control and (a not in base or differs(v, base[a])) for a, v in values.items())
                 if not fresh and not ops:
                     if entry is None and raw is not None and raw != row and len(row) <= long and base.keys() <= values.keys():
-                        refresh.append((key, row))  # the same values, so the next run takes the fast path
+                        refresh.append((key, row))  # the same values: the next run compares the JSON alone
                     continue
                 sent = {a: v for a, v in obj.items()
                         if a in control or a not in values or a not in base or differs(v, base[a])}  # fmt: skip
@@ -225,14 +261,10 @@ class DeltaState:
                 entry.record = fp.record(entry.values)
             entry.inflight += 1
             keep.append(j)
-            if sent is obj:
-                parts.append(row)
-            else:
-                parts.append(orjson.dumps(sent))
-            decoded[len(parts) - 1] = sent
-        if isinstance(objs, list):
-            return keep, [decoded[i] if i in decoded else objs[j] for i, j in enumerate(keep)], invalidate, refresh
-        return keep, fp.encoded_objects(parts, decoded), invalidate, refresh
+            if sent is not obj:
+                parts[j] = orjson.dumps(sent)
+                decoded[j] = sent
+        return keep, parts, decoded, invalidate, refresh
 
     def _objects(self, keys: list[str], objs: list[dict[str, Any]], stored: list[bytes | None],
                  pending: dict[str, _Pending]) -> tuple[list[int], list[dict[str, Any]], set[str]]:  # fmt: skip
@@ -261,10 +293,17 @@ class DeltaState:
         confirm: dict[str, bytes] = {}
         forget: list[str] = []
         with self._lock:
-            pending = self._pending.get(stream, {})
+            pending, new = self._pending.get(stream, {}), self._new.get(stream, {})
             for key in keys:
                 entry = pending.get(key)
                 if entry is None:
+                    record = new.pop(key, None)
+                    if record is None:
+                        continue
+                    if delivered:
+                        confirm[key] = record
+                    else:
+                        forget.append(key)
                     continue
                 entry.inflight -= 1
                 if not delivered:

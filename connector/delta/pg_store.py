@@ -104,18 +104,19 @@ class PgStore:
         with self._lock:
             self._db.transaction(statements)
 
-    def keys(self, stream: str) -> set[str]:
+    def keys(self, stream: str) -> list[str]:
+        """Every confirmed key of the stream, sorted by code point (COLLATE "C", as Python sorts)."""
         if self._db is None:
-            return set()
+            return []
         with self._lock:
             try:
-                rows = self._db.transaction([(f"SELECT key FROM {TABLE} WHERE pipeline = $1 AND stream = $2",
-                                              [self.pipeline, stream])])  # fmt: skip
+                rows = self._db.transaction([(f'SELECT key FROM {TABLE} WHERE pipeline = $1 AND stream = $2 '
+                                              'ORDER BY key COLLATE "C"', [self.pipeline, stream])])  # fmt: skip
             except SourceError as e:
                 if "does not exist" in str(e):
-                    return set()
+                    return []
                 raise
-        return {k for (k,) in rows}
+        return [k for (k,) in rows]
 
     def close(self) -> None:
         with self._lock:

@@ -324,7 +324,7 @@ class DeltaState:
     # ---- what the state knows (mirror mode) ---------------------------------------------------------
     def known_keys(self, stream: str) -> Iterator[str]:
         """The keys of `stream` whose records Braze confirmed, sorted (mirror mode lists them in this order)."""
-        return iter(sorted(self.store.keys(stream)))
+        return iter(self.store.keys(stream))
 
     def forget(self, stream: str, keys: Iterable[str]) -> None:
         """Forget these keys' confirmed records (users deleted at Braze, say)."""

@@ -28,7 +28,7 @@ class Store(Protocol):
 
     def write(self, stream: str, confirm: list[tuple[str, bytes]], forget: list[str]) -> None: ...
 
-    def keys(self, stream: str) -> set[str]: ...
+    def keys(self, stream: str) -> list[str]: ...
 
     def close(self) -> None: ...
 
@@ -115,15 +115,15 @@ class SqliteStore:
                 raise
             self._db.execute("COMMIT")
 
-    def keys(self, stream: str) -> set[str]:
-        """Every confirmed key of the stream."""
+    def keys(self, stream: str) -> list[str]:
+        """Every confirmed key of the stream, sorted (by code point: the primary key's order, no sort)."""
         if self._db is None:
-            return set()
+            return []
         with self._lock:
             try:
-                return {k for (k,) in self._db.execute("SELECT key FROM delta WHERE stream = ?", (stream,))}
+                return [k for (k,) in self._db.execute("SELECT key FROM delta WHERE stream = ? ORDER BY key", (stream,))]
             except sqlite3.OperationalError:
-                return set()
+                return []
 
     def close(self) -> None:
         with self._lock:

@@ -39,6 +39,7 @@ import numpy as np
 import orjson
 
 from connector.delta import fingerprints as fp
+from connector.delta.commit import GroupCommit
 from connector.delta.seen import Seen
 from connector.delta.stores import Store
 from connector.records import EncodedObjects, MappedChunk
@@ -78,11 +79,17 @@ class DeltaState:
         self._lock = threading.Lock()
         self._pending: dict[str, dict[str, _Pending]] = {}  # stream -> key -> what is in flight
         self._new: dict[str, dict[str, bytes]] = {}  # stream -> key -> record: new users with one object in flight
-        self._watch: dict[str, set[str]] = {}  # stream -> keys settled while a chunk's lookup ran
+        self._watch: dict[str, set[str]] = {}  # stream -> keys committed while a chunk's lookup ran
         self._seen: dict[str, Seen | None] = {}  # stream -> keys decided so far, when the state started empty
+        self._commit = GroupCommit(store, self._lock, self._written)
 
     def close(self) -> None:
-        self.store.close()
+        """Commit the confirmations not committed yet, and close the store."""
+        try:
+            if not self.read_only:
+                self._commit.close()
+        finally:
+            self.store.close()
 
     # ---- deciding (main thread) ---------------------------------------------------------------------
     def changed(self, stream: str, kind: str, mapped: MappedChunk, id_key: str | None = None) -> tuple[MappedChunk, int]:
@@ -113,20 +120,24 @@ class DeltaState:
             with self._lock:
                 del self._watch[stream]
             raise
-        with self._lock:  # settle() confirms under it: a key is either pending or in the store, never neither
+        with self._lock:  # settle() confirms under it: a key is pending, unwritten or in the store, never none
             del self._watch[stream]
-            if watch:  # settled during the lookup: read again (settling waits for the lock meanwhile)
+            if watch:  # committed during the lookup: read again (committing waits for the lock meanwhile)
                 again = [j for j, k in enumerate(keys) if k in watch]
                 for j, rec in zip(again, self.store.lookup(stream, [keys[j] for j in again]), strict=True):
                     stored[j] = rec
+            self._commit.overlay(stream, keys, stored)  # settled, its transaction not committed yet
             if attributes:
                 keep, objects, invalidate, refresh = self._attributes(mapped.objects, rows, keys, stored, pending, new,
                                                                      id_key)
             else:
                 keep, objects, invalidate = self._objects(keys, objs, stored, pending)
                 refresh = []
+            ticket = 0
             if (invalidate or refresh) and not self.read_only:
-                self.store.write(stream, refresh, list(invalidate))  # committed before the request leaves
+                ticket = self._commit.put(stream, [*refresh, *((k, None) for k in invalidate)])
+        if ticket:
+            self._commit.flush(ticket)  # committed before the request leaves
         self.last.unchanged = n - len(keep)
         every = len(keep) == n
         out = MappedChunk(
@@ -315,18 +326,34 @@ class DeltaState:
                     forget.append(key)
                 else:
                     confirm[key] = entry.record
-            self.store.write(stream, list(confirm.items()), forget)
-            watch = self._watch.get(stream)
-            if watch is not None:  # a chunk of this stream is being looked up: it reads these keys again
-                watch.update(confirm)
-                watch.update(forget)
+            if self._commit.error is not None:
+                raise self._commit.error
+            if confirm or forget:
+                self._commit.put(stream, [*confirm.items(), *((k, None) for k in forget)])
+                self._commit.later()  # committed by the background thread, not on the writer's event loop
+
+    def _written(self, stream: str, keys: Iterable[str]) -> None:
+        """Keys committed to the store (under the lock): a chunk being looked up reads them again."""
+        watch = self._watch.get(stream)
+        if watch is not None:
+            watch.update(keys)
 
     # ---- what the state knows (mirror mode) ---------------------------------------------------------
     def known_keys(self, stream: str) -> Iterator[str]:
         """The keys of `stream` whose records Braze confirmed, sorted (mirror mode lists them in this order)."""
+        self.commit()
         return iter(self.store.keys(stream))
+
+    def commit(self) -> None:
+        """Return once every confirmation settled so far is committed to the store."""
+        if not self.read_only:
+            with self._lock:
+                ticket = self._commit.everything()
+            self._commit.flush(ticket)
 
     def forget(self, stream: str, keys: Iterable[str]) -> None:
         """Forget these keys' confirmed records (users deleted at Braze, say)."""
         if not self.read_only:
-            self.store.write(stream, [], list(keys))
+            with self._lock:
+                ticket = self._commit.put(stream, ((k, None) for k in keys))
+            self._commit.flush(ticket)

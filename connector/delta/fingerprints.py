@@ -1,15 +1,19 @@
 """What delta sync remembers of an object, computed for a whole chunk at once.
 
-- attributes: a *record*, the JSON (sorted keys) of the object without its operations (identifier keys
-  included: they are the same for one user key, and never compared). A user whose record equals the stored
-  one is unchanged without looking at any attribute; only users whose record differs are compared
-  attribute by attribute (`differs`). A record over `LONG` bytes keeps a 16-byte digest of each long value instead of the value (`{"$fp": hex}`: no
-  attribute value can be such an object, Braze refuses nested keys starting with `$`), so the state stays
-  small whatever the values.
-- events and purchases: a *key*, a 16-byte BLAKE2b digest of the whole object's JSON; the record is empty.
+- attributes: a *record*, the JSON of the attribute values Braze will hold once the object is confirmed
+  (identifier keys included: they are the same for one user key, and never compared). Usually that is
+  the row's own JSON as mapping encoded it (`encodings`), so a later row is unchanged when its JSON equals
+  the record, without looking at any attribute; only rows whose JSON differs are compared attribute by
+  attribute (`differs`). Where the record is not the row (operations left out, attributes kept from an
+  earlier run, or long values) it is orjson's sorted JSON (`record`). A record over `LONG` bytes keeps a
+  16-byte digest of each long value instead of the value (`{"$fp": hex}`: no attribute value can be such
+  an object, Braze refuses nested keys starting with `$`), so the state stays small whatever the values.
+  Records written by earlier versions (always sorted JSON) are read alike.
+- events and purchases: a *key*, a 16-byte BLAKE2b digest of the whole object's JSON (sorted keys, as
+  earlier versions computed it, so events delivered before an upgrade stay delivered); the record is empty.
 
-Every value is serialised by orjson in one call per object (C), with the same options, so a value read back
-from the state serialises to the same bytes as when it was sent.
+Values compared one by one are serialised by orjson with the same options, so a value read back from the
+state serialises to the same bytes as when it was sent.
 """
 
 from __future__ import annotations

@@ -10,17 +10,25 @@ The state (a SQLite file by default, or PostgreSQL: stores.py, pg_store.py) reme
 - events and purchases: a digest of the whole object. An event or purchase already delivered (same user,
   name or product, time, properties, ...) is skipped, so re-running a file never counts it twice.
 
-The decision is a set operation per chunk: every object's record is computed in one pass, the chunk's keys
-are looked up in the store in one statement, and a user whose record equals the stored one is unchanged
-with no per-attribute work; only the others are compared attribute by attribute.
+The decision is a set operation per chunk, on the objects' JSON as mapping built it (records.EncodedObjects;
+nothing is decoded or serialised again): the chunk's keys are looked up in the store in one statement
+(none at all on a state that was empty when the run began, except keys the run itself decided before:
+seen.py), and a row whose JSON equals the stored record is unchanged, one bytes comparison in C. Only the
+other rows are decoded and compared attribute by attribute; a row with the same values in other JSON (a
+record written by an earlier version, sorted) is unchanged too, and its record is rewritten as the row's
+JSON so the next run compares the JSON alone. New users are sent and kept in flight as their JSON.
 
 Nothing is remembered before Braze confirmed it. What a run sends is *pending* in memory, so later rows of
-the same run compare against what was just sent (source order, as the writer delivers it); it is written
-to the store as *confirmed* when the last request in flight for that user gets a 2xx. Any other outcome
-(rejected, failed, unknown, not sent) forgets the user's confirmed record, so the next run sends all of the
-user's attributes again (safe: attribute sets are idempotent). Before a changed user is sent, its
-confirmed record is deleted from the store (committed before the request leaves), so a run that crashes
-leaves no record for what it may have delivered: the next run sends it again, never loses it.
+the same run compare against what was just sent (source order, as the writer delivers it); it becomes
+*confirmed* when the last request in flight for that user gets a 2xx, and is written to the store by a
+background thread, several answers' confirmations in one transaction (commit.py; until committed, the
+decisions see them as confirmed). Any other outcome (rejected, failed, unknown, not sent) forgets the user's
+confirmed record, so the next run sends all of the user's attributes again (safe: attribute sets are
+idempotent). Before a changed user is sent, its confirmed record is deleted from the store (committed
+before the request leaves), so a run that crashes leaves no record for what it may have delivered: the
+next run sends it again, never loses it. A crash (kill -9) can also lose the last moments' confirmations
+not committed yet: those users are sent again too, as if never confirmed. A run that ends or stops
+commits them all.
 
 The state assumes the connector is the only writer of these attributes; a profile edited elsewhere in
 Braze is not noticed (`--full` sends everything and refreshes the state).

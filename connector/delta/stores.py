@@ -2,7 +2,13 @@
 
 A store holds only what Braze confirmed, as (stream, key) -> record bytes. Each call is one bulk statement
 over the whole list of keys (a JSON array bound as one parameter and joined against the table), so a chunk
-of 50,000 rows costs one statement, not one per row. `write` confirms and forgets in one transaction.
+of 50,000 rows costs one statement, not one per row. `write` confirms and forgets in one transaction;
+`empty(stream)` says whether a stream has no record at all (a run that starts so looks nothing up), and
+`keys(stream)` lists a stream's keys in code-point order.
+
+The table's layout is the one earlier versions wrote; a record may now be the JSON of the values in the
+row's key order rather than sorted (fingerprints.py), and both are read alike, so an existing state file
+needs no migration (tests/unit/test_delta.py opens one as the previous version left it).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ it gives up on them (inflight.py): their rows are failed with outcome "unknown".
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -358,9 +359,9 @@ class Writer:
         rejected = self._reject_named(batch, req, named) if named else 0
         refused = [it.token for it in req.items if (it.array, it.index) in named] if named else []
         self._log.delivered(batch.stream, batch.mapped, rid, tokens, refused, dup=resp.resent_after_drop)
-        if batch.mapped.delta_keys is not None or self.settled is not None:
-            kept = [it.token for it in req.items if (it.array, it.index) not in named] if named else tokens
-            self._settle(batch, kept, "delivered")
+        kept = [it.token for it in req.items if (it.array, it.index) not in named] if named else tokens
+        if self.settled is not None:
+            self.settled.settle(batch.stream, [batch.mapped.ref(j) for j in kept], "delivered")
         if n - rejected:
             self.report.add_delivered(n - rejected, batch.stream)
         if req.endpoint == "users_track_sync" and self.write.confirm_profiles and not rejected:
@@ -369,6 +370,11 @@ class Writer:
                 self.report.add_confirmed(batch.mapped.ref(req.items[0].token), user)
         if req.endpoint == "canvas_trigger_send":
             self._canvases.notice(batch.stream, batch.canvas_id, doc)
+        keys = batch.mapped.delta_keys
+        if self.delta is not None and keys is not None and kept:
+            # Last, off the event loop: the state commits before settle returns (a disk write or a PostgreSQL
+            # round trip) and the loop keeps sending meanwhile; answers settled at once share a transaction.
+            await asyncio.to_thread(self.delta.settle, batch.stream, [keys[j] for j in kept], True)
         return []
 
     async def _post(self, batch: _Batch, req: Packed, ticket: int, gate: Gate | None = None) -> Any:

@@ -1,19 +1,14 @@
-"""Group commit: the delta state's writes in few transactions, off the thread that settles answers.
+"""Group commit: the delta state's writes from several threads in few transactions, each committed before
+the call that made it returns.
 
 A change (a key's record to confirm, or None to forget it) is first put in the *unwritten* map under the
-state's lock (the latest change of a key wins: changes are put in the order they were decided). Until its
+state's lock (the latest change of a key wins: changes are put in the order they were decided); until its
 transaction commits it shows through `overlay`, so a decision sees every key as pending, unwritten or
-stored. Then either:
-
-- `flush(ticket)` returns once a transaction holding it has committed (the thread that takes the write
-  lock writes everything unwritten so far, one transaction per stream; the others find theirs written).
-  Invalidations and mirror deletions take this path: they are committed before the request leaves.
-- `later()` hands it to a background thread that commits whatever is unwritten, continuously. Confirmations
-  take this path: the writer settles every answer on its one event-loop thread, and a transaction there
-  per answer (1-2 ms of waiting each) held a 300k-row first run for 6 of its 14 s and kept the sending
-  below the rate limit. A kill -9 can lose the confirmations of the last moments (never more than one
-  transaction's worth behind): those users are sent again by the next run, as if unconfirmed, never lost.
-  `close` commits what is left.
+stored. `flush(ticket)` returns once a transaction holding the change has committed: the thread that takes
+the write lock writes everything unwritten so far (one transaction per stream), and the threads that
+waited for it find theirs written. The writer settles answers from a few threads (delivery/writer.py), so
+confirmations of several answers share one transaction, and the state's lock is never held across one:
+deciding a chunk does not wait for the store's disk or PostgreSQL's round trip.
 """
 
 from __future__ import annotations
@@ -41,10 +36,6 @@ class GroupCommit:
         self._writing: dict[str, dict[str, bytes | None]] = {}  # the batch being written, still shown
         self._put = 0  # tickets handed out
         self._written = 0  # every ticket up to this one is committed
-        self._wake = threading.Condition(lock)
-        self._thread: threading.Thread | None = None
-        self._closing = False
-        self.error: BaseException | None = None  # why the background thread stopped committing
 
     def put(self, stream: str, changes: Iterable[Change]) -> int:
         """Queue changes (under the state's lock); the ticket to `flush`."""
@@ -52,41 +43,9 @@ class GroupCommit:
         self._put += 1
         return self._put
 
-    def later(self) -> None:
-        """Have the background thread commit what is unwritten (under the state's lock)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._commit_loop, name="delta-commit", daemon=True)
-            self._thread.start()
-        self._wake.notify()
-
     def everything(self) -> int:
         """The ticket covering every change put so far (under the state's lock)."""
         return self._put
-
-    def close(self) -> None:
-        """Stop the background thread and commit what is left (raising why, if it cannot be)."""
-        with self._lock:
-            self._closing = True
-            self._wake.notify()
-            ticket = self._put
-        if self._thread is not None:
-            self._thread.join()
-        self.flush(ticket)
-
-    def _commit_loop(self) -> None:
-        while True:
-            with self._lock:
-                while not self._unwritten and not self._closing:
-                    self._wake.wait()
-                if self._closing:
-                    return  # close() commits the rest on its own thread
-                ticket = self._put
-            try:
-                self.flush(ticket)
-            except BaseException as e:  # kept unwritten: close() tries again and raises
-                with self._lock:
-                    self.error = e
-                return
 
     def overlay(self, stream: str, keys: list[str], stored: list[bytes | None]) -> None:
         """Replace, in `stored` (the store's records of `keys`), those with a change not committed yet."""

@@ -19,16 +19,13 @@ record written by an earlier version, sorted) is unchanged too, and its record i
 JSON so the next run compares the JSON alone. New users are sent and kept in flight as their JSON.
 
 Nothing is remembered before Braze confirmed it. What a run sends is *pending* in memory, so later rows of
-the same run compare against what was just sent (source order, as the writer delivers it); it becomes
-*confirmed* when the last request in flight for that user gets a 2xx, and is written to the store by a
-background thread, several answers' confirmations in one transaction (commit.py; until committed, the
-decisions see them as confirmed). Any other outcome (rejected, failed, unknown, not sent) forgets the user's
-confirmed record, so the next run sends all of the user's attributes again (safe: attribute sets are
-idempotent). Before a changed user is sent, its confirmed record is deleted from the store (committed
-before the request leaves), so a run that crashes leaves no record for what it may have delivered: the
-next run sends it again, never loses it. A crash (kill -9) can also lose the last moments' confirmations
-not committed yet: those users are sent again too, as if never confirmed. A run that ends or stops
-commits them all.
+the same run compare against what was just sent (source order, as the writer delivers it); it is written
+to the store as *confirmed* when the last request in flight for that user gets a 2xx (several threads'
+confirmations share a transaction: commit.py). Any other outcome (rejected, failed, unknown, not sent)
+forgets the user's confirmed record, so the next run sends all of the user's attributes again (safe:
+attribute sets are idempotent). Before a changed user is sent, its confirmed record is deleted from the
+store (committed before the request leaves), so a run that crashes leaves no record for what it may have
+delivered: the next run sends it again, never loses it.
 
 The state assumes the connector is the only writer of these attributes; a profile edited elsewhere in
 Braze is not noticed (`--full` sends everything and refreshes the state).
@@ -92,12 +89,7 @@ class DeltaState:
         self._commit = GroupCommit(store, self._lock, self._written)
 
     def close(self) -> None:
-        """Commit the confirmations not committed yet, and close the store."""
-        try:
-            if not self.read_only:
-                self._commit.close()
-        finally:
-            self.store.close()
+        self.store.close()
 
     # ---- deciding (main thread) ---------------------------------------------------------------------
     def changed(self, stream: str, kind: str, mapped: MappedChunk, id_key: str | None = None) -> tuple[MappedChunk, int]:
@@ -334,11 +326,11 @@ class DeltaState:
                     forget.append(key)
                 else:
                     confirm[key] = entry.record
-            if self._commit.error is not None:
-                raise self._commit.error
+            ticket = 0
             if confirm or forget:
-                self._commit.put(stream, [*confirm.items(), *((k, None) for k in forget)])
-                self._commit.later()  # committed by the background thread, not on the writer's event loop
+                ticket = self._commit.put(stream, [*confirm.items(), *((k, None) for k in forget)])
+        if ticket:
+            self._commit.flush(ticket)  # committed before this returns, with other threads' changes
 
     def _written(self, stream: str, keys: Iterable[str]) -> None:
         """Keys committed to the store (under the lock): a chunk being looked up reads them again."""
@@ -353,7 +345,8 @@ class DeltaState:
         return iter(self.store.keys(stream))
 
     def commit(self) -> None:
-        """Return once every confirmation settled so far is committed to the store."""
+        """Return once every change settled so far is committed to the store (settle() returns so already;
+        this waits for other threads' settles in progress)."""
         if not self.read_only:
             with self._lock:
                 ticket = self._commit.everything()

@@ -34,6 +34,7 @@ _LONG_VALUE = 64  # ... and the value size above which a value is a digest
 CONTROL = frozenset(("external_id", "user_alias", "braze_id", "_update_existing_only"))
 OPERATIONS = frozenset(("inc", "add", "remove", "update", "$add", "$remove", "$update"))
 EVENT_RECORD = b"1"
+_PLAIN = frozenset((str, int, bool))  # not float: -0.0 == 0.0, and their JSON differs
 
 
 def dumps(value: Any) -> bytes:
@@ -101,6 +102,9 @@ def load(raw: bytes) -> dict[str, Any]:
 
 def differs(value: Any, stored: Any) -> bool:
     """Whether an attribute value differs from the one remembered (a value or a digest of it)."""
+    kind = type(value)
+    if kind is type(stored) and kind in _PLAIN:  # their JSON is equal exactly when they are
+        return bool(value != stored)
     raw = orjson.dumps(value, option=_SORT)
     if type(stored) is dict and len(stored) == 1 and "$fp" in stored:
         return len(raw) <= _LONG_VALUE or _digest(raw) != stored["$fp"]

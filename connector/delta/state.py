@@ -248,13 +248,13 @@ class DeltaState:
             if base is None:  # a user the state does not know (or --full): everything goes, even no attributes
                 sent, fresh = obj, True
             else:
-                fresh = any(a not in control and (a not in base or differs(v, base[a])) for a, v in values.items())
+                news = {a for a, v in values.items() if a not in control and (a not in base or differs(v, base[a]))}
+                fresh = bool(news)
                 if not fresh and not ops:
                     if entry is None and raw is not None and raw != row and len(row) <= long and base.keys() <= values.keys():
                         refresh.append((key, row))  # the same values: the next run compares the JSON alone
                     continue
-                sent = {a: v for a, v in obj.items()
-                        if a in control or a not in values or a not in base or differs(v, base[a])}  # fmt: skip
+                sent = {a: v for a, v in obj.items() if a in news or a in control or a not in values}  # ops too
             if entry is None and known is None:
                 counts.added += 1
             else:

@@ -15,10 +15,12 @@ it gives up on them (inflight.py): their rows are failed with outcome "unknown".
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -68,6 +70,7 @@ ARRAY_OF_KIND = {
 UNREACHABLE_ABORT_AFTER = 3
 # Requests queued or in flight per worker: enough to keep the workers busy, few enough to bound memory.
 QUEUE_PER_WORKER = 8
+SETTLE_THREADS = 32  # delta answers committing at once (threads waiting on one transaction cost nothing)
 # Statuses for which a refused request is split to isolate the offending objects (others fail the rows).
 SPLIT_STATUSES = (400, 413)
 
@@ -152,6 +155,9 @@ class Writer:
         if stop is not None:
             stop.on_stop(self._queue.refuse_new)  # a submit blocked on a full queue returns at once
         self._sender = Sender(self._queue, self._run, workers) if workers else None
+        # Delta answers settle on these threads, off the event loop; answers settled at once share the state's
+        # transaction (delta/commit.py), so more threads waiting make fewer, larger transactions.
+        self._settling = ThreadPoolExecutor(SETTLE_THREADS, "delta-settle") if delta is not None and workers else None
 
     # ---- public interface -------------------------------------------------------------------------
     @property
@@ -216,6 +222,8 @@ class Writer:
                     unknown=lambda b, r, why: self._fail(b, r.items, why, None, outcome="unknown"),
                     not_sent=lambda b, r: self._not_sent(b, list(r.tokens)),
                 )
+        if self._settling is not None:
+            self._settling.shutdown(wait=True)  # every delta answer committed before the run reads the state
         if self._fatal is not None:
             raise self._fatal
 
@@ -358,9 +366,9 @@ class Writer:
         rejected = self._reject_named(batch, req, named) if named else 0
         refused = [it.token for it in req.items if (it.array, it.index) in named] if named else []
         self._log.delivered(batch.stream, batch.mapped, rid, tokens, refused, dup=resp.resent_after_drop)
-        if batch.mapped.delta_keys is not None or self.settled is not None:
-            kept = [it.token for it in req.items if (it.array, it.index) not in named] if named else tokens
-            self._settle(batch, kept, "delivered")
+        kept = [it.token for it in req.items if (it.array, it.index) not in named] if named else tokens
+        if self.settled is not None:
+            self.settled.settle(batch.stream, [batch.mapped.ref(j) for j in kept], "delivered")
         if n - rejected:
             self.report.add_delivered(n - rejected, batch.stream)
         if req.endpoint == "users_track_sync" and self.write.confirm_profiles and not rejected:
@@ -369,6 +377,12 @@ class Writer:
                 self.report.add_confirmed(batch.mapped.ref(req.items[0].token), user)
         if req.endpoint == "canvas_trigger_send":
             self._canvases.notice(batch.stream, batch.canvas_id, doc)
+        keys = batch.mapped.delta_keys
+        if self.delta is not None and keys is not None and kept:
+            # Last, off the event loop: the state commits before settle returns (a disk write or a PostgreSQL
+            # round trip) and the loop keeps sending meanwhile.
+            await asyncio.get_running_loop().run_in_executor(self._settling, self.delta.settle, batch.stream,
+                                                             [keys[j] for j in kept], True)  # fmt: skip
         return []
 
     async def _post(self, batch: _Batch, req: Packed, ticket: int, gate: Gate | None = None) -> Any:

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from connector.delta.pg import connect
 from connector.errors import ConfigError, SourceError
@@ -60,10 +62,10 @@ class PgStore:
                 self._db.close()
                 raise ConfigError(f"{e}; check state.url_env") from None
 
-    def _run(self, sql: str, stream: str, payload: Any) -> list[tuple[Any, ...]]:
+    def _run(self, sql: str, stream: str, payload: Any) -> pa.Table:
         assert self._db is not None
         with self._lock:
-            return self._db.transaction([(sql, [self.pipeline, stream, orjson.dumps(payload).decode()])])
+            return self._db.transaction_table([(sql, [self.pipeline, stream, orjson.dumps(payload).decode()])])
 
     def lookup(self, stream: str, keys: list[str]) -> list[bytes | None]:
         """The confirmed record of each key (None: none), in the order of `keys`."""
@@ -75,7 +77,21 @@ class PgStore:
             if "does not exist" in str(e):  # a read-only run before the first run created the table
                 return [None] * len(keys)
             raise
-        return [None if r is None else r.encode() for (r,) in rows]
+        return cast(list[bytes | None], pc.cast(rows.column(0), pa.binary()).to_pylist())  # the text's UTF-8, no copy
+
+    def empty(self, stream: str) -> bool:
+        """Whether the stream has no confirmed record."""
+        if self._db is None:
+            return True
+        with self._lock:
+            try:
+                rows = self._db.transaction([(f"SELECT 1 FROM {TABLE} WHERE pipeline = $1 AND stream = $2 LIMIT 1",
+                                              [self.pipeline, stream])])  # fmt: skip
+            except SourceError as e:
+                if "does not exist" in str(e):
+                    return True
+                raise
+        return not rows
 
     def write(self, stream: str, confirm: list[tuple[str, bytes]], forget: list[str]) -> None:
         if self._db is None or not (confirm or forget):
@@ -90,18 +106,19 @@ class PgStore:
         with self._lock:
             self._db.transaction(statements)
 
-    def keys(self, stream: str) -> set[str]:
+    def keys(self, stream: str) -> list[str]:
+        """Every confirmed key of the stream, sorted by code point (COLLATE "C", as Python sorts)."""
         if self._db is None:
-            return set()
+            return []
         with self._lock:
             try:
-                rows = self._db.transaction([(f"SELECT key FROM {TABLE} WHERE pipeline = $1 AND stream = $2",
-                                              [self.pipeline, stream])])  # fmt: skip
+                rows = self._db.transaction_table([(f'SELECT key FROM {TABLE} WHERE pipeline = $1 AND stream = $2 '
+                                                    'ORDER BY key COLLATE "C"', [self.pipeline, stream])])  # fmt: skip
             except SourceError as e:
                 if "does not exist" in str(e):
-                    return set()
+                    return []
                 raise
-        return {k for (k,) in rows}
+        return cast(list[str], rows.column(0).to_pylist())
 
     def close(self) -> None:
         with self._lock:

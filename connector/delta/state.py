@@ -10,17 +10,22 @@ The state (a SQLite file by default, or PostgreSQL: stores.py, pg_store.py) reme
 - events and purchases: a digest of the whole object. An event or purchase already delivered (same user,
   name or product, time, properties, ...) is skipped, so re-running a file never counts it twice.
 
-The decision is a set operation per chunk: every object's record is computed in one pass, the chunk's keys
-are looked up in the store in one statement, and a user whose record equals the stored one is unchanged
-with no per-attribute work; only the others are compared attribute by attribute.
+The decision is a set operation per chunk, on the objects' JSON as mapping built it (records.EncodedObjects;
+nothing is decoded or serialised again): the chunk's keys are looked up in the store in one statement
+(none at all on a state that was empty when the run began, except keys the run itself decided before:
+seen.py), and a row whose JSON equals the stored record is unchanged, one bytes comparison in C. Only the
+other rows are decoded and compared attribute by attribute; a row with the same values in other JSON (a
+record written by an earlier version, sorted) is unchanged too, and its record is rewritten as the row's
+JSON so the next run compares the JSON alone. New users are sent and kept in flight as their JSON.
 
 Nothing is remembered before Braze confirmed it. What a run sends is *pending* in memory, so later rows of
 the same run compare against what was just sent (source order, as the writer delivers it); it is written
-to the store as *confirmed* when the last request in flight for that user gets a 2xx. Any other outcome
-(rejected, failed, unknown, not sent) forgets the user's confirmed record, so the next run sends all of the
-user's attributes again (safe: attribute sets are idempotent). Before a changed user is sent, its
-confirmed record is deleted from the store (committed before the request leaves), so a run that crashes
-leaves no record for what it may have delivered: the next run sends it again, never loses it.
+to the store as *confirmed* when the last request in flight for that user gets a 2xx (several threads'
+confirmations share a transaction: commit.py). Any other outcome (rejected, failed, unknown, not sent)
+forgets the user's confirmed record, so the next run sends all of the user's attributes again (safe:
+attribute sets are idempotent). Before a changed user is sent, its confirmed record is deleted from the
+store (committed before the request leaves), so a run that crashes leaves no record for what it may have
+delivered: the next run sends it again, never loses it.
 
 The state assumes the connector is the only writer of these attributes; a profile edited elsewhere in
 Braze is not noticed (`--full` sends everything and refreshes the state).
@@ -28,14 +33,21 @@ Braze is not noticed (`--full` sends everything and refreshes the state).
 
 from __future__ import annotations
 
+import operator
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import compress
 from typing import Any
 
+import numpy as np
+import orjson
+
 from connector.delta import fingerprints as fp
+from connector.delta.commit import GroupCommit
+from connector.delta.seen import Seen
 from connector.delta.stores import Store
-from connector.records import MappedChunk
+from connector.records import EncodedObjects, MappedChunk
 
 SKIP_UNCHANGED = "unchanged since the last delivered run (delta)"
 
@@ -44,7 +56,7 @@ SKIP_UNCHANGED = "unchanged since the last delivered run (delta)"
 class _Pending:
     """A key with objects in flight: what the store will hold once they are all confirmed."""
 
-    values: dict[str, Any] | None  # attributes: the values as sent so far (None: events, purchases)
+    values: dict[str, Any] | None  # attributes: the values as sent so far (None: not decoded yet, or an event)
     record: bytes
     inflight: int = 0
     failed: bool = False
@@ -71,6 +83,10 @@ class DeltaState:
         self.last = Counts()  # the counts of the last changed() call
         self._lock = threading.Lock()
         self._pending: dict[str, dict[str, _Pending]] = {}  # stream -> key -> what is in flight
+        self._new: dict[str, dict[str, bytes]] = {}  # stream -> key -> record: new users with one object in flight
+        self._watch: dict[str, set[str]] = {}  # stream -> keys committed while a chunk's lookup ran
+        self._seen: dict[str, Seen | None] = {}  # stream -> keys decided so far, when the state started empty
+        self._commit = GroupCommit(store, self._lock, self._written)
 
     def close(self) -> None:
         self.store.close()
@@ -87,75 +103,158 @@ class DeltaState:
         if n == 0:
             return mapped, 0
         attributes = kind == "attributes"
-        # Objects built as JSON per column (records.EncodedObjects) are decoded here, the chunk in one call.
-        objs = mapped.objects if isinstance(mapped.objects, list) else list(mapped.objects)
-        keys = list(mapped.user_keys) if attributes else fp.object_keys(objs)
+        if attributes:
+            keys = list(mapped.user_keys)
+            rows = fp.encodings(mapped.objects)  # slices of the JSON built by mapping: nothing decoded
+        else:
+            objs = mapped.objects if isinstance(mapped.objects, list) else list(mapped.objects)
+            keys = fp.object_keys(objs)
         # A read-only run keeps what it would send for the chunk only (settle never comes to free it).
         pending: dict[str, _Pending] = {} if self.read_only else self._pending.setdefault(stream, {})
-        with self._lock:  # settle() confirms under it: a key is either pending or in the store, never neither
-            # The whole chunk in one statement: the confirmed record of each row's key, or None.
-            stored: list[bytes | None] = [None] * n if self.full and not attributes else self.store.lookup(stream, keys)
+        new: dict[str, bytes] = {} if self.read_only else self._new.setdefault(stream, {})
+        with self._lock:
+            watch = self._watch[stream] = set()
+        try:  # the lookup runs without the lock, so the writer's threads settle meanwhile
+            stored: list[bytes | None] = [None] * n if self.full and not attributes else self._lookup(stream, keys)
+        except BaseException:
+            with self._lock:
+                del self._watch[stream]
+            raise
+        with self._lock:  # settle() confirms under it: a key is pending, unwritten or in the store, never none
+            del self._watch[stream]
+            if watch:  # committed during the lookup: read again (committing waits for the lock meanwhile)
+                again = [j for j, k in enumerate(keys) if k in watch]
+                for j, rec in zip(again, self.store.lookup(stream, [keys[j] for j in again]), strict=True):
+                    stored[j] = rec
+            self._commit.overlay(stream, keys, stored)  # settled, its transaction not committed yet
             if attributes:
-                keep, objects, invalidate = self._attributes(objs, keys, stored, pending, id_key)
+                keep, objects, invalidate, refresh = self._attributes(mapped.objects, rows, keys, stored, pending, new,
+                                                                     id_key)
             else:
                 keep, objects, invalidate = self._objects(keys, objs, stored, pending)
-            if invalidate and not self.read_only:
-                self.store.write(stream, [], list(invalidate))  # committed before the request leaves
+                refresh = []
+            ticket = 0
+            if (invalidate or refresh) and not self.read_only:
+                ticket = self._commit.put(stream, [*refresh, *((k, None) for k in invalidate)])
+        if ticket:
+            self._commit.flush(ticket)  # committed before the request leaves
         self.last.unchanged = n - len(keep)
+        every = len(keep) == n
         out = MappedChunk(
             mapped.kind,
             mapped.chunk,
             objects,
-            [mapped.indices[j] for j in keep],
-            [mapped.user_keys[j] for j in keep],
+            mapped.indices if every else [mapped.indices[j] for j in keep],
+            mapped.user_keys if every else [mapped.user_keys[j] for j in keep],
             mapped.rejects,
-            delta_keys=[keys[j] for j in keep],
+            delta_keys=keys if every else [keys[j] for j in keep],
         )
         return out, n - len(keep)
 
-    def _attributes(self, objs: list[dict[str, Any]], keys: list[str], stored: list[bytes | None],
-                    pending: dict[str, _Pending], id_key: str | None,
-                    ) -> tuple[list[int], list[dict[str, Any]], set[str]]:  # fmt: skip
+    def _lookup(self, stream: str, keys: list[str]) -> list[bytes | None]:
+        """The confirmed record of each key, or None: the whole chunk in one statement. On a state that held
+        nothing for the stream when the run began, only keys this run decided before can have one."""
+        if stream not in self._seen:
+            self._seen[stream] = Seen() if self.store.empty(stream) else None
+        seen = self._seen[stream]
+        if seen is None:
+            return self.store.lookup(stream, keys)
+        stored: list[bytes | None] = [None] * len(keys)
+        again = np.flatnonzero(seen.add(keys)).tolist()
+        if again:
+            for j, rec in zip(again, self.store.lookup(stream, [keys[j] for j in again]), strict=True):
+                stored[j] = rec
+        return stored
+
+    def _attributes(self, objs: list[dict[str, Any]] | EncodedObjects, rows: list[bytes], keys: list[str],
+                    stored: list[bytes | None], pending: dict[str, _Pending], new: dict[str, bytes],
+                    id_key: str | None,
+                    ) -> tuple[list[int], list[dict[str, Any]] | EncodedObjects, set[str], list[tuple[str, bytes]]]:  # fmt: skip
+        """Keep, objects to send, keys to invalidate, records to refresh (unchanged, stored otherwise)."""
+        n, counts, full, long = len(keys), self.last, self.full, fp.LONG
+        # A row whose JSON is the record Braze confirmed, with nothing of its user in flight, is unchanged:
+        # one comparison per row in C; the rest of this method sees only the other rows.
+        todo: list[int] = list(range(n)) if full else list(compress(range(n), map(operator.ne, stored, rows)))
+        if len(todo) < n and (pending or new or todo):  # ... unless its user is in flight, or sent earlier in
+            busy = {keys[j] for j in todo}  # the chunk (then it is compared with what was sent)
+            same = set(range(n)).difference(todo)
+            todo = sorted([*todo, *(j for j in same if keys[j] in busy or keys[j] in pending or keys[j] in new)])
+        # New users (no record, nothing in flight, once in the chunk, no nested value so no operation) are
+        # sent whole as mapping encoded them, and kept in flight as their JSON.
+        added: list[int] = []
+        unique = set(keys)
+        if todo and len(unique) == n:
+            busy = (unique & pending.keys()) | (unique & new.keys())
+            added = todo if stored.count(None) == n else [j for j in todo if stored[j] is None]
+            if busy:
+                added = [j for j in added if keys[j] not in busy]
+            if not fp.flat(rows):  # the per-row check only when some row may hold a nested value
+                added = [j for j in added if len(rows[j]) <= long and rows[j].find(b"{", 1) < 0]
+            new.update(zip(map(keys.__getitem__, added), map(rows.__getitem__, added), strict=True))
+            counts.added += len(added)
+            if added:
+                todo = [] if added is todo else sorted(set(todo).difference(added))
+        keep, parts, decoded, invalidate, refresh = self._compare(objs, rows, keys, stored, pending, new, id_key, todo)
+        if added:
+            keep = sorted([*added, *keep]) if keep else added
+        if len(keep) == n and not decoded:
+            return keep, objs, invalidate, refresh  # every object whole, as mapping built it
+        if isinstance(objs, list):
+            return keep, [decoded[j] if j in decoded else objs[j] for j in keep], invalidate, refresh
+        cached = {i: decoded[j] for i, j in enumerate(keep) if j in decoded}  # EncodedObjects counts its own objects
+        return keep, fp.encoded_objects([parts.get(j, rows[j]) for j in keep], cached), invalidate, refresh
+
+    def _compare(self, objs: Sequence[dict[str, Any]], rows: list[bytes], keys: list[str],
+                 stored: list[bytes | None], pending: dict[str, _Pending], new: dict[str, bytes],
+                 id_key: str | None, todo: list[int],
+                 ) -> tuple[list[int], dict[int, bytes], dict[int, dict[str, Any]], set[str], list[tuple[str, bytes]]]:  # fmt: skip
+        """The rows that need their attributes compared, one by one: keep, the JSON and dict of the objects
+        reduced to their changed attributes, keys to invalidate, records to refresh."""
         control = fp.CONTROL | {id_key} if id_key else fp.CONTROL
         counts, full, long = self.last, self.full, fp.LONG
-        records = fp.records(objs)  # one C call per object
         keep: list[int] = []
-        objects: list[dict[str, Any]] = []
+        parts: dict[int, bytes] = {}  # row -> the JSON of the object to send, when not the row's own
+        decoded: dict[int, dict[str, Any]] = {}  # row -> ... its dict
         invalidate: set[str] = set()  # keys whose confirmed record goes before their new values are sent
-        get_pending, differs = pending.get, fp.differs
-        for j, key in enumerate(keys):
-            rec, known = records[j], stored[j]
-            raw = None if full else known  # --full compares against nothing, but still replaces what is known
-            entry = get_pending(key)
+        refresh: list[tuple[str, bytes]] = []
+        differs = fp.differs
+        for j in todo:
+            key, row, known = keys[j], rows[j], stored[j]
+            entry = pending.get(key)
+            if entry is None and key in new:  # sent earlier in this run as a new user
+                entry = pending[key] = _Pending(None, new.pop(key), 1)
             if entry is None:
                 if known is None:
-                    obj = objs[j]
-                    if len(rec) <= long and dict not in map(type, obj.values()):  # a new user, no operation
-                        pending[key] = _Pending(obj, rec, 1)
+                    if len(row) <= long and row.find(b"{", 1) < 0:  # a new user, no nested value (no operation)
+                        pending[key] = _Pending(None, row, 1)
                         keep.append(j)
-                        objects.append(obj)
                         counts.added += 1
                         continue
-                elif raw == rec:
-                    continue  # the fast path: the record Braze confirmed (a record never holds an operation)
-            obj = objs[j]
+                elif not full and known == row:
+                    continue  # the JSON Braze confirmed (a record never holds an operation)
+            raw = None if full else known  # --full compares against nothing, but still replaces what is known
+            obj = objs[j]  # decoded from its JSON only now
             values, ops = fp.split(obj)
-            if ops or len(rec) > long:
+            if ops or len(row) > long:
                 rec = fp.record(values)
                 if entry is None and raw is not None and raw == rec and not ops:
                     continue
             if entry is not None:
+                if entry.values is None:
+                    entry.values = fp.load(entry.record)
                 base: dict[str, Any] | None = entry.values
             else:
                 base = fp.load(raw) if raw is not None else None
             if base is None:  # a user the state does not know (or --full): everything goes, even no attributes
                 sent, fresh = obj, True
             else:
-                fresh = any(a not in control and (a not in base or differs(v, base[a])) for a, v in values.items())
+                news = {a for a, v in values.items() if a not in control and (a not in base or differs(v, base[a]))}
+                fresh = bool(news)
                 if not fresh and not ops:
+                    if entry is None and raw is not None and raw != row and len(row) <= long and base.keys() <= values.keys():
+                        refresh.append((key, row))  # the same values: the next run compares the JSON alone
                     continue
-                sent = {a: v for a, v in obj.items()
-                        if a in control or a not in values or a not in base or differs(v, base[a])}  # fmt: skip
+                sent = {a: v for a, v in obj.items() if a in news or a in control or a not in values}  # ops too
             if entry is None and known is None:
                 counts.added += 1
             else:
@@ -163,16 +262,20 @@ class DeltaState:
             if fresh and known is not None:
                 invalidate.add(key)
             if entry is None:
-                merged = {**base, **values} if base else values
-                pending[key] = entry = _Pending(merged, rec if merged is values else fp.record(merged))
+                covered = base is None or base.keys() <= values.keys()  # what Braze will hold is the row itself
+                merged = values if covered else {**base, **values}  # type: ignore[dict-item]
+                record = row if covered and not ops and len(row) <= long else fp.record(merged)
+                pending[key] = entry = _Pending(merged, record)
             elif fresh:
                 assert entry.values is not None
                 entry.values = {**entry.values, **values}
                 entry.record = fp.record(entry.values)
             entry.inflight += 1
             keep.append(j)
-            objects.append(sent)
-        return keep, objects, invalidate
+            if sent is not obj:
+                parts[j] = orjson.dumps(sent)
+                decoded[j] = sent
+        return keep, parts, decoded, invalidate, refresh
 
     def _objects(self, keys: list[str], objs: list[dict[str, Any]], stored: list[bytes | None],
                  pending: dict[str, _Pending]) -> tuple[list[int], list[dict[str, Any]], set[str]]:  # fmt: skip
@@ -201,10 +304,17 @@ class DeltaState:
         confirm: dict[str, bytes] = {}
         forget: list[str] = []
         with self._lock:
-            pending = self._pending.get(stream, {})
+            pending, new = self._pending.get(stream, {}), self._new.get(stream, {})
             for key in keys:
                 entry = pending.get(key)
                 if entry is None:
+                    record = new.pop(key, None)
+                    if record is None:
+                        continue
+                    if delivered:
+                        confirm[key] = record
+                    else:
+                        forget.append(key)
                     continue
                 entry.inflight -= 1
                 if not delivered:
@@ -216,14 +326,35 @@ class DeltaState:
                     forget.append(key)
                 else:
                     confirm[key] = entry.record
-            self.store.write(stream, list(confirm.items()), forget)
+            ticket = 0
+            if confirm or forget:
+                ticket = self._commit.put(stream, [*confirm.items(), *((k, None) for k in forget)])
+        if ticket:
+            self._commit.flush(ticket)  # committed before this returns, with other threads' changes
+
+    def _written(self, stream: str, keys: Iterable[str]) -> None:
+        """Keys committed to the store (under the lock): a chunk being looked up reads them again."""
+        watch = self._watch.get(stream)
+        if watch is not None:
+            watch.update(keys)
 
     # ---- what the state knows (mirror mode) ---------------------------------------------------------
     def known_keys(self, stream: str) -> Iterator[str]:
         """The keys of `stream` whose records Braze confirmed, sorted (mirror mode lists them in this order)."""
-        return iter(sorted(self.store.keys(stream)))
+        self.commit()
+        return iter(self.store.keys(stream))
+
+    def commit(self) -> None:
+        """Return once every change settled so far is committed to the store (settle() returns so already;
+        this waits for other threads' settles in progress)."""
+        if not self.read_only:
+            with self._lock:
+                ticket = self._commit.everything()
+            self._commit.flush(ticket)
 
     def forget(self, stream: str, keys: Iterable[str]) -> None:
         """Forget these keys' confirmed records (users deleted at Braze, say)."""
         if not self.read_only:
-            self.store.write(stream, [], list(keys))
+            with self._lock:
+                ticket = self._commit.put(stream, ((k, None) for k in keys))
+            self._commit.flush(ticket)

@@ -2,7 +2,13 @@
 
 A store holds only what Braze confirmed, as (stream, key) -> record bytes. Each call is one bulk statement
 over the whole list of keys (a JSON array bound as one parameter and joined against the table), so a chunk
-of 50,000 rows costs one statement, not one per row. `write` confirms and forgets in one transaction.
+of 50,000 rows costs one statement, not one per row. `write` confirms and forgets in one transaction;
+`empty(stream)` says whether a stream has no record at all (a run that starts so looks nothing up), and
+`keys(stream)` lists a stream's keys in code-point order.
+
+The table's layout is the one earlier versions wrote; a record may now be the JSON of the values in the
+row's key order rather than sorted (fingerprints.py), and both are read alike, so an existing state file
+needs no migration (tests/unit/test_delta.py opens one as the previous version left it).
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ class Store(Protocol):
 
     def lookup(self, stream: str, keys: list[str]) -> list[bytes | None]: ...
 
+    def empty(self, stream: str) -> bool: ...
+
     def write(self, stream: str, confirm: list[tuple[str, bytes]], forget: list[str]) -> None: ...
 
-    def keys(self, stream: str) -> set[str]: ...
+    def keys(self, stream: str) -> list[str]: ...
 
     def close(self) -> None: ...
 
@@ -87,6 +95,16 @@ class SqliteStore:
             except sqlite3.OperationalError:  # a read-only run on a file without the table yet
                 return [None] * len(keys)
 
+    def empty(self, stream: str) -> bool:
+        """Whether the stream has no confirmed record."""
+        if self._db is None:
+            return True
+        with self._lock:
+            try:
+                return self._db.execute("SELECT 1 FROM delta WHERE stream = ? LIMIT 1", (stream,)).fetchone() is None
+            except sqlite3.OperationalError:
+                return True
+
     def write(self, stream: str, confirm: list[tuple[str, bytes]], forget: list[str]) -> None:
         """Forget then confirm, in one transaction."""
         if self._db is None or not (confirm or forget):
@@ -103,15 +121,15 @@ class SqliteStore:
                 raise
             self._db.execute("COMMIT")
 
-    def keys(self, stream: str) -> set[str]:
-        """Every confirmed key of the stream."""
+    def keys(self, stream: str) -> list[str]:
+        """Every confirmed key of the stream, sorted (by code point: the primary key's order, no sort)."""
         if self._db is None:
-            return set()
+            return []
         with self._lock:
             try:
-                return {k for (k,) in self._db.execute("SELECT key FROM delta WHERE stream = ?", (stream,))}
+                return [k for (k,) in self._db.execute("SELECT key FROM delta WHERE stream = ? ORDER BY key", (stream,))]
             except sqlite3.OperationalError:
-                return set()
+                return []
 
     def close(self) -> None:
         with self._lock:

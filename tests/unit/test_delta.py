@@ -1,22 +1,36 @@
 """DeltaState: what is sent, skipped, remembered and forgotten, over both backends: a real SQLite file under
 tmp_path, and a real PostgreSQL server on loopback (the session's `postgres_url` fixture, one pipeline name
-per test so tests never see each other's state)."""
+per test so tests never see each other's state); and with the objects as dicts (mapping's row path) or as
+their JSON (records.EncodedObjects, mapping's column path), every test both ways."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Callable, Iterator
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pytest
 
 from connector.delta import DeltaState
+from connector.delta import fingerprints as fp
 from connector.delta.pg_store import PgStore
+from connector.delta.seen import Seen
 from connector.delta.stores import SqliteStore
-from connector.records import Chunk, MappedChunk
+from connector.records import Chunk, EncodedObjects, MappedChunk
 
 Open = Callable[..., DeltaState]
+AS_JSON = [False]  # objects_as: build chunks' objects as EncodedObjects
+
+
+@pytest.fixture(autouse=True, params=["dicts", "json"])
+def objects_as(request: pytest.FixtureRequest) -> Iterator[None]:
+    AS_JSON[0] = request.param == "json"
+    yield
+    AS_JSON[0] = False
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -35,10 +49,17 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Open:
     return open_
 
 
+def encoded(objects: list[dict[str, Any]]) -> EncodedObjects:
+    """The objects as mapping's column path builds them: their JSON, each followed by a comma."""
+    parts = [orjson.dumps(o) for o in objects]
+    return EncodedObjects(b",".join(parts) + b",", [0, *accumulate(len(p) + 1 for p in parts)])
+
+
 def chunk_of(objects: list[dict[str, Any]], keys: list[str], kind: str = "attributes") -> MappedChunk:
     n = len(objects)
     chunk = Chunk("users.csv", pa.table({"i": list(range(n))}), list(range(2, n + 2)))
-    return MappedChunk(kind, chunk, objects, list(range(n)), keys)  # type: ignore[arg-type]
+    objs = encoded(objects) if AS_JSON[0] else objects
+    return MappedChunk(kind, chunk, objs, list(range(n)), keys)  # type: ignore[arg-type]
 
 
 def users(*rows: tuple[str, dict[str, Any]]) -> MappedChunk:
@@ -245,3 +266,124 @@ def test_an_operation_on_a_known_user_that_fails_forgets_the_user(tmp_path: Path
     assert unchanged == 0 and ops.objects == [{"external_id": "u1", "logins": {"inc": 1}}]
     deliver_all(s, ops, ok=False)
     assert set(s.known_keys("users")) == set()
+
+
+# ---- deciding on the objects' JSON ---------------------------------------------------------------------
+
+
+def json_users(*rows: dict[str, Any]) -> MappedChunk:
+    n = len(rows)
+    chunk = Chunk("users.csv", pa.table({"i": list(range(n))}), list(range(2, n + 2)))
+    return MappedChunk("attributes", chunk, encoded(list(rows)), list(range(n)), [f"external_id:{r['external_id']}" for r in rows])
+
+
+def stored_record(s: DeltaState, key: str) -> bytes | None:
+    return s.store.lookup("users", [key])[0]
+
+
+def test_json_objects_new_or_unchanged_are_never_decoded(tmp_path: Path, backend: Open) -> None:
+    """New users go as mapping encoded them; unchanged ones are skipped on their JSON alone."""
+    s = backend(tmp_path / "s.sqlite")
+    first = json_users({"external_id": "u1", "plan": "pro", "age": 30}, {"external_id": "u2", "plan": "free"})
+    sent, unchanged = s.changed("users", "attributes", first)
+    assert unchanged == 0 and sent.objects is first.objects and sent.delta_keys == first.user_keys
+    deliver_all(s, sent)
+    again = json_users({"external_id": "u1", "plan": "pro", "age": 30}, {"external_id": "u2", "plan": "free"})
+    assert s.changed("users", "attributes", again)[1] == 2
+    assert isinstance(first.objects, EncodedObjects) and isinstance(again.objects, EncodedObjects)
+    assert first.objects._dicts == {} and again.objects._dicts == {}  # no object was decoded
+
+
+def test_json_that_differs_is_compared_attribute_by_attribute(tmp_path: Path, backend: Open) -> None:
+    s = backend(tmp_path / "s.sqlite")
+    deliver_all(s, s.changed("users", "attributes", json_users({"external_id": "u1", "plan": "pro", "age": 30, "c": "FR"}))[0])
+    sent, unchanged = s.changed("users", "attributes", json_users({"external_id": "u1", "plan": "pro", "age": 31, "c": "FR"},
+                                                                    {"external_id": "u2", "plan": "free"}))  # fmt: skip
+    assert unchanged == 0 and (s.last.added, s.last.changed) == (1, 1)
+    assert isinstance(sent.objects, EncodedObjects)  # still JSON for the packer: the reduced object re-encoded
+    assert sent.objects.encoded(0) == b'{"external_id":"u1","age":31}' and sent.objects.encoded(1) == b'{"external_id":"u2","plan":"free"}'
+    deliver_all(s, sent)
+    assert stored_record(s, "external_id:u1") == b'{"external_id":"u1","plan":"pro","age":31,"c":"FR"}'  # the row's own JSON
+    assert s.changed("users", "attributes", json_users({"external_id": "u1", "plan": "pro", "age": 31, "c": "FR"}))[1] == 1
+
+
+def test_same_values_in_other_json_are_unchanged_and_the_record_refreshed(tmp_path: Path, backend: Open) -> None:
+    """Another key order (a mapping edited, or a record of the previous layout): compared attribute by
+    attribute, unchanged, and the record becomes the row's JSON so the next run compares the JSON alone."""
+    s = backend(tmp_path / "s.sqlite")
+    deliver_all(s, s.changed("users", "attributes", json_users({"external_id": "u1", "plan": "pro", "age": 30}))[0])
+    assert s.changed("users", "attributes", json_users({"external_id": "u1", "age": 30, "plan": "pro"}))[1] == 1
+    assert stored_record(s, "external_id:u1") == b'{"external_id":"u1","age":30,"plan":"pro"}'
+    # A row holding fewer attributes than the record: unchanged, but the record keeps them all.
+    assert s.changed("users", "attributes", json_users({"external_id": "u1", "age": 30}))[1] == 1
+    assert stored_record(s, "external_id:u1") == b'{"external_id":"u1","age":30,"plan":"pro"}'
+
+
+# The table as the previous layout wrote it: records were the sorted JSON of the values (fingerprints.record).
+PREVIOUS_LAYOUT = """
+CREATE TABLE delta (stream TEXT NOT NULL, key TEXT NOT NULL, record BLOB NOT NULL, PRIMARY KEY (stream, key)) WITHOUT ROWID;
+CREATE TABLE state (stream TEXT, key TEXT, attribute TEXT, fingerprint TEXT);
+"""
+
+
+def test_a_state_file_of_the_previous_layout_still_works(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(PREVIOUS_LAYOUT)
+    long_bio = "x" * 2000
+    old = {"u1": {"age": 30, "external_id": "u1", "plan": "pro"}, "u2": {"external_id": "u2", "plan": "free"},
+           "u3": {"bio": long_bio, "external_id": "u3"}}  # fmt: skip
+    db.executemany("INSERT INTO delta VALUES ('users', ?, ?)", [(f"external_id:{u}", fp.record(v)) for u, v in old.items()])
+    db.commit()
+    db.close()
+    s = DeltaState(SqliteStore(path, read_only=False))
+    sent, unchanged = s.changed("users", "attributes", json_users({"external_id": "u1", "plan": "pro", "age": 30},
+                                                                    {"external_id": "u2", "plan": "pro"},
+                                                                    {"external_id": "u3", "bio": long_bio}))  # fmt: skip
+    assert unchanged == 2 and (s.last.added, s.last.changed) == (0, 1)
+    assert sent.objects == [{"external_id": "u2", "plan": "pro"}]
+    deliver_all(s, sent)
+    assert stored_record(s, "external_id:u1") == b'{"external_id":"u1","plan":"pro","age":30}'  # refreshed
+    assert fp.load(stored_record(s, "external_id:u3") or b"")["bio"] != long_bio  # long values stay digests
+    s.close()
+    s = DeltaState(SqliteStore(path, read_only=False))
+    assert s.changed("users", "attributes", json_users({"external_id": "u1", "plan": "pro", "age": 30},
+                                                       {"external_id": "u2", "plan": "pro"},
+                                                       {"external_id": "u3", "bio": long_bio}))[1] == 3  # fmt: skip
+
+
+def test_a_run_that_began_on_an_empty_state_reads_what_it_confirmed(tmp_path: Path, backend: Open) -> None:
+    s = backend(tmp_path / "s.sqlite")
+    deliver_all(s, s.changed("users", "attributes", users(("u1", {"a": 1}), ("u2", {"a": 1})))[0])
+    again, unchanged = s.changed("users", "attributes", users(("u1", {"a": 1}), ("u2", {"a": 2}), ("u3", {"a": 1})))
+    assert unchanged == 1 and (s.last.added, s.last.changed) == (1, 1)
+    assert again.objects == [{"external_id": "u2", "a": 2}, {"external_id": "u3", "a": 1}]
+
+
+class _SettledMeanwhile(SqliteStore):
+    """A store whose lookup lets a writer thread settle right after it read (the lookup runs without the lock)."""
+
+    meanwhile: Callable[[], None] | None = None
+
+    def lookup(self, stream: str, keys: list[str]) -> list[bytes | None]:
+        out = super().lookup(stream, keys)
+        if self.meanwhile is not None:
+            self.meanwhile, settle = None, self.meanwhile
+            settle()
+        return out
+
+
+def test_a_key_settled_during_its_chunks_lookup_is_read_again(tmp_path: Path) -> None:
+    store = _SettledMeanwhile(tmp_path / "s.sqlite", read_only=False)
+    s = DeltaState(store)
+    deliver_all(s, s.changed("users", "attributes", users(("u0", {"a": 1})))[0])  # the state is not empty
+    sent, _ = s.changed("users", "attributes", users(("u1", {"a": 1})))  # in flight
+    store.meanwhile = lambda: deliver_all(s, sent)  # ... confirmed after the next chunk's lookup read nothing
+    again, unchanged = s.changed("users", "attributes", users(("u1", {"a": 1}), ("u2", {"a": 1})))
+    assert unchanged == 1 and again.objects == [{"external_id": "u2", "a": 1}]
+
+
+def test_seen_answers_whether_a_key_may_have_been_added_before() -> None:
+    seen = Seen()
+    assert not seen.add(["a", "b", "a"]).any()  # a repeat within one call is not "before"
+    assert seen.add(["a", "c", "b"]).tolist() == [True, False, True]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 
@@ -108,13 +108,24 @@ class Database:
         """Run the statements in one transaction, committed (rolled back on error); the last one's rows.
 
         For read-write use of an ADBC database (the PostgreSQL delta state); SQL sources only read."""
+        out = self._transaction(statements, arrow=False)
+        return cast(list[tuple[Any, ...]], out)
+
+    def transaction_table(self, statements: list[tuple[str, list[Any]]]) -> pa.Table:
+        """`transaction`, the last statement's rows as an Arrow table (no Python object per row)."""
+        return cast(pa.Table, self._transaction(statements, arrow=True))
+
+    def _transaction(self, statements: list[tuple[str, list[Any]]], *, arrow: bool) -> list[tuple[Any, ...]] | pa.Table:
         cur = self._con.cursor()
         try:
             with self.errors("the statement failed"):
-                rows: list[tuple[Any, ...]] = []
+                rows: list[tuple[Any, ...]] | pa.Table = []
                 for sql, params in statements:
                     cur.execute(sql, params or None)
-                    rows = cur.fetchall() if cur.description else []
+                    if not cur.description:
+                        rows = []
+                    else:
+                        rows = cur.fetch_arrow_table() if arrow else cur.fetchall()
                 self._con.commit()
                 return rows
         except BaseException:

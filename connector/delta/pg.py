@@ -90,7 +90,12 @@ class PgRunLock:
         return [(r[0], r[1], int(r[2]), r[3]) for r in rows]
 
     def release(self) -> None:
-        """Drop the locks (closing the connection drops them too)."""
+        """Drop the locks, then close. Unlocked explicitly: the server drops a closed connection's locks only
+        once it notices the close, and the next run (here or on another machine) must find them free."""
         if self._db is not None:
+            try:
+                self._db.scalar("SELECT pg_advisory_unlock_all()", [])
+            except SourceError:
+                pass  # a dead connection: the server drops its locks with it
             self._db.close()
             self._db = None

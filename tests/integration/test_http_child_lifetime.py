@@ -99,7 +99,7 @@ def test_the_child_imports_neither_the_config_nor_the_data_libraries() -> None:
 
 def test_a_bulk_run_leaves_the_http_libraries_to_the_child(emulator: EmulatorServer, tmp_path: Path) -> None:
     """Before its first request the main process imports only what it uses: the HTTP child has aiohttp, the
-    main process neither aiohttp nor requests (~0.1 s, only for a *_proxy variable), nor the emulator's
+    main process neither aiohttp nor requests (~35 ms, only for a *_proxy variable), nor the emulator's
     server and handlers (the `emulator` command imports them when it runs)."""
     project(tmp_path, [users_stream()], write=BULK)
     code = (

@@ -431,4 +431,7 @@ def report_merge(
 
 
 def main() -> None:
+    # numpy (imported with pyarrow) starts one OpenBLAS thread per core at import, before the first request;
+    # nothing here does linear algebra, so one is enough (an explicit setting wins).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     app(prog_name="braze-connector")

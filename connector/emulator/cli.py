@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import sys
-from typing import Annotated, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Literal, cast
 
 import typer
 
-from connector.emulator.faults import parse_fault
-from connector.emulator.handlers import BATCHING_MODES, Batching
-from connector.emulator.limits import parse_rate_limit
-from connector.emulator.store import LEDGER_DETAILS
-from connector.emulator.workspace import CANVAS_STATES
+if TYPE_CHECKING:
+    from connector.emulator.handlers import Batching
 
 DEV_KEY = "local-dev-key"
 
@@ -133,7 +129,15 @@ def emulator_command(
 
     Inspection with the same key: GET /_emulator/stats, /_emulator/ledger, /_emulator/users/KIND/VALUE, /_emulator/dispatches; POST /_emulator/reset.
     """
+    # Imported here, not at the top: the CLI registers this command on every start, `run` included.
+    import asyncio
+
+    from connector.emulator.faults import parse_fault
+    from connector.emulator.handlers import BATCHING_MODES
+    from connector.emulator.limits import parse_rate_limit
     from connector.emulator.server import build_config, serve  # aiohttp: imported only when serving
+    from connector.emulator.store import LEDGER_DETAILS
+    from connector.emulator.workspace import CANVAS_STATES
 
     try:
         limits = dict(parse_rate_limit(r) for r in rate_limit or [])
@@ -146,7 +150,7 @@ def emulator_command(
             raise ValueError(f"--ledger-detail {ledger_detail!r}: use one of {', '.join(LEDGER_DETAILS)}")
         if batching not in BATCHING_MODES:
             raise ValueError(f"--batching {batching!r}: use {', '.join(BATCHING_MODES)}")
-        mode = cast(Batching, batching)
+        mode = cast("Batching", batching)
         if nested_invalid not in ("request", "attribute"):
             raise ValueError(f"--nested-invalid {nested_invalid!r}: use request or attribute")
         scope: Literal["request", "attribute"] = "request" if nested_invalid == "request" else "attribute"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import struct
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -299,7 +300,7 @@ def _has_blank_line(data: bytes) -> bool:
 
 def _has_lone_quote(data: bytes, dialect: _Dialect) -> bool:
     """RE2 over the whole block (pyarrow.compute): many times faster than Python's re on large blocks."""
-    offsets = pa.array([0, len(data)], type=pa.int64()).buffers()[1]
+    offsets = pa.py_buffer(struct.pack("=qq", 0, len(data)))  # not pa.array([...]): that imports pandas
     arr = pa.LargeBinaryArray.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(data)])
     return bool(pc.match_substring_regex(arr, dialect.lone_quote)[0].as_py())
 

@@ -1,4 +1,4 @@
-"""bench/gx_speed.py keeps running: both plans validate the same rows alike, the first request arrives.
+"""bench/gx_speed.py and first_cpu.py keep running: both plans validate the same rows alike, the first request arrives.
 
 The numbers of these tiny runs mean nothing (the real ones are in BENCHMARKS.md); what is checked is that the
 bench still runs and that the native plan and GX reject the same number of rows on its data.
@@ -50,3 +50,19 @@ def test_first_section_sees_the_first_request() -> None:
     out = _bench("first", "--repeat", "1")
     firsts = re.findall(r": first request ([\d.]+|nan) s after process start", out)
     assert len(firsts) == 2 and "nan" not in firsts, out
+
+
+def test_first_cpu_sees_the_first_request_with_and_without_cached_bytecode() -> None:
+    """bench/first_cpu.py (this code only): both cases measured, the hook saw the first request."""
+    reason = nginx_available()
+    if reason:
+        if os.environ.get("BENCH_REQUIRE_NGINX") == "1":
+            pytest.fail(f"nginx is required here: {reason}")
+        pytest.skip(reason)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "first_cpu.py"), "--repeat", "1"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    figures = re.findall(r"this code, bytecode (cached|compiled every run): ([\d.]+|nan) ", res.stdout)
+    assert [kind for kind, _ in figures] == ["cached", "compiled every run"], res.stdout
+    assert all(float(cpu) > 0 for _, cpu in figures), res.stdout

@@ -381,3 +381,30 @@ def test_a_request_leaves_only_after_its_gate_and_a_failing_gate_stops_it(emulat
         assert len(emulator.ledger()) == 1 and t.send(url, attrs("g3")).status == 201  # the transport goes on
     finally:
         t.close()
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"HTTPS_PROXY": "http://proxy.example:3128"},
+        {"http_proxy": "http://lower.example:8080", "HTTP_PROXY": "http://upper.example:8080"},
+        {"https_proxy": "http://proxy.example:3128", "no_proxy": "api.example.com"},
+        {"https_proxy": "http://proxy.example:3128", "NO_PROXY": ".example.com"},
+        {"no_proxy": "*"},
+        {"https_proxy": ""},
+    ],
+)
+@pytest.mark.parametrize("url", ["https://api.example.com", "http://127.0.0.1:8080"])
+def test_the_proxy_is_the_one_requests_would_use(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], url: str) -> None:
+    """environ_proxy skips importing requests when no proxy variable is set, and otherwise asks requests."""
+    import requests
+
+    from connector.delivery.transport.base import environ_proxy
+
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert environ_proxy(url) == requests.utils.get_environ_proxies(url).get(url.split(":", 1)[0])

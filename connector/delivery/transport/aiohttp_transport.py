@@ -11,7 +11,15 @@ import threading
 
 import aiohttp
 
-from connector.delivery.transport.base import CONNECT_TIMEOUT_S, Answer, Gate, NotSent, SentLost, awaitable
+from connector.delivery.transport.base import (
+    CONNECT_TIMEOUT_S,
+    Answer,
+    Gate,
+    NotSent,
+    SentLost,
+    awaitable,
+    environ_proxy,
+)
 
 
 class AiohttpTransport:
@@ -26,10 +34,7 @@ class AiohttpTransport:
         self._thread = threading.Thread(target=self._loop.run_forever, name="braze-http", daemon=True)
         self._thread.start()
         self._closed = False
-        import requests  # here, not at the top: the HTTP child process (process.py) never needs it
-
-        scheme = base_url.split(":", 1)[0]
-        self._proxy = requests.utils.get_environ_proxies(base_url).get(scheme)  # resolved once, like requests
+        self._proxy = environ_proxy(base_url)
 
         async def make() -> aiohttp.ClientSession:
             connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency, ttl_dns_cache=300)

@@ -47,6 +47,7 @@ from connector.delivery.transport.base import (
     NotSent,
     SentLost,
     Transport,
+    environ_proxy,
 )
 from connector.delivery.transport.child import _ANSWER, _LENGTH, _NOT_SENT, _REQUEST, _SENT_LOST
 
@@ -419,10 +420,7 @@ class ProcessTransport:
     """Transport protocol (send/close) over an aiohttp session that lives in a child process."""
 
     def __init__(self, base_url: str, headers: dict[str, str], *, concurrency: int, timeout_s: float) -> None:
-        import requests
-
-        scheme = base_url.split(":", 1)[0]
-        proxy = requests.utils.get_environ_proxies(base_url).get(scheme)  # resolved once, like requests
+        proxy = environ_proxy(base_url)
         self._config = orjson.dumps(
             {
                 "headers": headers,

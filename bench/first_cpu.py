@@ -1,0 +1,113 @@
+"""CPU of the main process from its start to its first request, for this code and a git ref, interleaved.
+
+    python bench/first_cpu.py [--repeat 8] [--before REF]
+
+The wall time to the first request (gx_speed.py first) swings with the other work on a shared machine;
+this counts what the main process itself spends before its first request leaves, which is what a slower
+machine stretches. Each run is `braze-connector run pipelines/users.yaml --mode bulk` (the sample CSV,
+users_suite) against the nginx sink (bench/sink.py, 100 ms), in a fresh process whose first request to the
+HTTP child (`_Child.start`/`send` in delivery/transport/process.py) prints the process's user + system CPU
+so far. Runs of this code and of `--before REF` (extracted with `git archive`) alternate; each is measured
+with bytecode cached (a temporary PYTHONPYCACHEPREFIX, as an installed package has it) and compiled anew
+(PYTHONDONTWRITEBYTECODE=1, what this environment sets). The calibration loop is printed at every round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+from io import BytesIO
+from pathlib import Path
+
+from calibration import calibration_s
+from gx_speed import _pipeline_folder
+from sink import NginxSink, nginx_available
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Run in the measured process: the CLI as `python -m connector` runs it, plus a hook on the first request.
+_HOOK = """
+import os, runpy, sys
+import connector.delivery.transport.process as p
+seen = []
+def hook(real):
+    def first(*a, **k):
+        if not seen:
+            seen.append(1)
+            t = os.times()
+            sys.stderr.write(f"FIRST-REQUEST-CPU {t.user + t.system:.3f}\\n")
+        return real(*a, **k)
+    return first
+p._Child.start = hook(p._Child.start)
+p._Child.send = hook(p._Child.send)
+sys.argv = ["braze-connector", *sys.argv[1:]]
+runpy.run_module("connector", run_name="__main__", alter_sys=True)
+"""
+
+
+def extract(ref: str, into: Path) -> Path:
+    data = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "connector"], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=BytesIO(data)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def measure(tree: Path, pipeline: Path, report_dir: Path, pycache: Path | None) -> float:
+    """Main-process CPU seconds until its first request (nan if none left)."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "BRAZE_API_KEY": "bench-key-not-secret"}
+    if pycache is None:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    else:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    res = subprocess.run(
+        [sys.executable, "-c", _HOOK, "run", str(pipeline), "--mode", "bulk", "--quiet", "--overwrite",
+         "--report-dir", str(report_dir)],
+        env=env, capture_output=True, text=True, timeout=300, cwd=pipeline.parent.parent,
+    )  # fmt: skip
+    for line in res.stderr.splitlines():
+        if line.startswith("FIRST-REQUEST-CPU "):
+            return float(line.split()[1])
+    return float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=8)
+    ap.add_argument("--before", help="a git ref whose code to measure too (e.g. main)")
+    a = ap.parse_args()
+    reason = nginx_available()
+    if reason:
+        print(f"skipped: {reason}")
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-first-cpu-") as tmp_s, NginxSink(latency_ms=100) as sink:
+        tmp = Path(tmp_s)
+        pipeline = _pipeline_folder(tmp, sink.url, gx_expectation=False)
+        trees = {"this code": ROOT}
+        if a.before:
+            trees[f"before ({a.before})"] = extract(a.before, tmp / "before")
+        caches = {label: tmp / f"pycache-{i}" for i, label in enumerate(trees)}
+        cases = [(label, cached) for label in trees for cached in (True, False)]
+        figures: dict[tuple[str, bool], list[float]] = {c: [] for c in cases}
+        for label, tree in trees.items():  # untimed: fill each tree's bytecode cache
+            measure(tree, pipeline, tmp / "r", caches[label])
+        for i in range(a.repeat):
+            row = [f"round {i + 1}: calibration loop {calibration_s():.3f} s"]
+            for label, cached in cases:
+                cpu = measure(trees[label], pipeline, tmp / "r", caches[label] if cached else None)
+                figures[(label, cached)].append(cpu)
+                row.append(f"{label}, {'cached' if cached else 'compiled'}: {cpu:.2f}")
+            print(" | ".join(row), flush=True)
+        print("main-process CPU s from start to the first request (median of", a.repeat, "rounds):")
+        for (label, cached), values in figures.items():
+            print(f"  {label}, bytecode {'cached' if cached else 'compiled every run'}: "
+                  f"{statistics.median(values):.3f} (min {min(values):.3f})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

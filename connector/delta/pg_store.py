@@ -120,6 +120,20 @@ class PgStore:
                 raise
         return cast(list[str], rows.column(0).to_pylist())
 
+    def count(self, stream: str) -> int:
+        """How many confirmed keys the stream has (counted by the server: no key is sent)."""
+        if self._db is None:
+            return 0
+        with self._lock:
+            try:
+                rows = self._db.transaction([(f"SELECT count(*) FROM {TABLE} WHERE pipeline = $1 AND stream = $2",
+                                              [self.pipeline, stream])])  # fmt: skip
+            except SourceError as e:
+                if "does not exist" in str(e):
+                    return 0
+                raise
+        return int(rows[0][0]) if rows else 0
+
     def close(self) -> None:
         with self._lock:
             if self._db is not None:

@@ -344,6 +344,15 @@ class DeltaState:
         self.commit()
         return iter(self.store.keys(stream))
 
+    def known_count(self, stream: str) -> int:
+        """How many keys of `stream` Braze confirmed (counted by the store; no key is listed)."""
+        self.commit()
+        return self.store.count(stream)
+
+    def holds_nothing(self, stream: str) -> bool:
+        """Whether the store has no confirmed key for `stream` (asked before a run sends anything)."""
+        return self.store.empty(stream)
+
     def commit(self) -> None:
         """Return once every change settled so far is committed to the store (settle() returns so already;
         this waits for other threads' settles in progress)."""

@@ -254,8 +254,10 @@ def test_known_keys_and_forget(tmp_path: Path, backend: Open) -> None:
     assert set(s.known_keys("users")) == set()  # pending is not confirmed
     deliver_all(s, sent)
     assert set(s.known_keys("users")) == {"external_id:u1", "external_id:u2"} and set(s.known_keys("other")) == set()
+    assert (s.known_count("users"), s.known_count("other")) == (2, 0)
+    assert not s.holds_nothing("users") and s.holds_nothing("other")
     s.forget("users", ["external_id:u1"])
-    assert set(s.known_keys("users")) == {"external_id:u2"}
+    assert set(s.known_keys("users")) == {"external_id:u2"} and s.known_count("users") == 1
     assert s.changed("users", "attributes", users(("u1", {"a": 1})))[1] == 0  # forgotten: sent again
 
 

@@ -4,7 +4,9 @@ The pipeline calls `see(stream, chunk)` for every chunk read (before any check: 
 present), `finish(stream, complete)` when a stream's read ends, and `apply(client)` once every stream has
 been read and delivered without a stop, an abort or a source error. Only then are removals decided
 (delta/removed.py), per stream whose read completed and whose every line named its user (a stream whose
-state held no user when the run began has none removed: its users are not noted, the state only counted):
+state held no user when the run began has none removed: its users are not noted, the state only counted;
+nor has one whose delta lookups found, before the run wrote anything of it, as many distinct users as the
+state held when the run began: the state is counted, not listed):
 
 - `report`: the removed users are counted (report.json `removed`, the summary) and listed in removed.csv
   (`_stream`, `_identifier`, `_outcome`, `_error`) beside the rejects. They stay in the state, so the next
@@ -59,6 +61,12 @@ class Mirror:
         # confirms, it read. Its users are not noted, and at the end the state is counted, not listed. Not
         # on a read-only run: it holds no run lock, so another run may confirm users meanwhile.
         self.fresh = set() if delta.read_only else {name for name in self.presence if delta.holds_nothing(name)}
+        # The others: how many users the state knows as the run begins. When delta's lookups found that many
+        # distinct users (before the run wrote any), every one was read again: none removed, nothing listed.
+        self.start: dict[str, int] = {}
+        for name in self.presence.keys() - self.fresh if not delta.read_only else ():
+            self.start[name] = delta.known_count(name)
+            delta.track_found(name)
         self.complete: set[str] = set()
         self.sink: CsvSink | None = None
 
@@ -112,7 +120,8 @@ class Mirror:
             if stream.on_removed is not None or stream.name in self.presence:
                 self.report.add_warning(f"removed users: stream {stream.name}: not decided: {why}")
             return entry, 0
-        if stream.name in self.fresh:  # nothing known as the run began, so nothing removed (__init__)
+        if stream.name in self.fresh or self.delta.found_count(stream.name) == self.start.get(stream.name, -1):
+            # nothing known as the run began, or all of it read again: nothing removed (__init__)
             entry.update(decided=True, known=self.delta.known_count(stream.name), removed=0)
             return entry, 0
         aliases = stream.identifier is not None and stream.identifier.kind == "user_alias"

@@ -105,6 +105,11 @@ def test_a_first_run_on_an_empty_state_counts_the_users_it_confirmed_and_removes
     m = run(p, emulator, tmp_path / "r2")["removed"]["users"]
     assert (m["decided"], m["known"], m["removed"], m["deleted"]) == (True, 10, 1, 1)
     assert state_keys(tmp_path) == {f"external_id:{u}" for u in without("A")}
+    m = run(p, emulator, tmp_path / "r3")["removed"]["users"]  # unchanged: every known user read again
+    assert (m["decided"], m["known"], m["removed"], m["deleted"]) == (True, 9, 0, 0)
+    write_users(tmp_path, without("A", "B", "J") + ["user_B"])  # B read twice, J gone
+    m = run(p, emulator, tmp_path / "r4")["removed"]["users"]
+    assert (m["decided"], m["known"], m["removed"], m["deleted"], m["refused"]) == (True, 9, 1, 0, True)  # 1 > 9 x 0.1
 
 
 def test_delete_removes_them_from_braze_and_the_state_and_a_third_run_deletes_nothing(

@@ -261,6 +261,25 @@ def test_known_keys_and_forget(tmp_path: Path, backend: Open) -> None:
     assert s.changed("users", "attributes", users(("u1", {"a": 1})))[1] == 0  # forgotten: sent again
 
 
+def test_found_count_counts_distinct_known_users_until_the_run_writes_the_stream(tmp_path: Path, backend: Open) -> None:
+    first = backend(tmp_path / "s.sqlite")
+    deliver_all(first, first.changed("users", "attributes", users(("u1", {"a": 1}), ("u2", {"a": 1})))[0])
+    s = backend(tmp_path / "s.sqlite")
+    assert s.found_count("users") is None  # not tracked
+    s.track_found("users")
+    assert s.found_count("users") == 0
+    s.changed("users", "attributes", users(("u1", {"a": 1}), ("u3", {"a": 1})))  # u3: not known, not found
+    s.changed("users", "attributes", users(("u1", {"a": 1})))  # u1 again: counted once
+    assert s.found_count("users") == 1
+    s.changed("users", "attributes", users(("u2", {"a": 1})))
+    assert s.found_count("users") == 2
+    sent, _ = s.changed("users", "attributes", users(("u4", {"a": 1})))
+    deliver_all(s, sent)  # the run wrote the stream: a later lookup may find what it confirmed itself
+    assert s.found_count("users") is None
+    s.changed("users", "attributes", users(("u4", {"a": 1})))
+    assert s.found_count("users") is None
+
+
 def test_an_operation_on_a_known_user_that_fails_forgets_the_user(tmp_path: Path, backend: Open) -> None:
     s = backend(tmp_path / "s.sqlite")
     deliver_all(s, s.changed("users", "attributes", users(("u1", {"plan": "pro"})))[0])

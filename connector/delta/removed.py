@@ -5,7 +5,7 @@ and this run's source does not hold it at all. Present means read from the sourc
 the row afterwards: a row rejected by a suite, the mapping or the contract, or failed at Braze, still
 names its user, so that user is not removed. `Presence` keeps one 64-bit hash per row read (8 bytes a
 row, whatever the row's size: 8 MB per million rows); the comparison hashes the known users as the state
-lists them (no list of them is kept) and is one Arrow set lookup of those hashes in the seen ones. The hashes are Python's own string hash, stable within the process that compares them; a
+lists them (one C loop) and is one Arrow set lookup of those hashes in the seen ones (handed over uncopied). The hashes are Python's own string hash, stable within the process that compares them; a
 collision can only make a removed user look present (not reported, not deleted), never the reverse.
 `guard` is the safety rule of `max_delete_fraction`.
 """
@@ -42,7 +42,7 @@ class Presence:
         (records.alias_key) is `stale`, not removed, when the user it names is known under today's key, read
         or in the state: the state can forget it. (Looking costs one more read of the removed keys.)
         """
-        hashes = pa.array(np.fromiter(map(hash, known()), dtype=np.int64))  # streamed: no list of keys
+        hashes = pa.array(np.fromiter(map(hash, known()), dtype=np.int64))
         if not len(hashes):
             return Removed(0, [], known)
         seen = pa.array(np.frombuffer(self._seen, dtype=np.int64) if self._seen else np.empty(0, np.int64))  # no copy

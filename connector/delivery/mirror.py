@@ -3,7 +3,10 @@
 The pipeline calls `see(stream, chunk)` for every chunk read (before any check: a rejected row's user is
 present), `finish(stream, complete)` when a stream's read ends, and `apply(client)` once every stream has
 been read and delivered without a stop, an abort or a source error. Only then are removals decided
-(delta/removed.py), per stream whose read completed and whose every line named its user:
+(delta/removed.py), per stream whose read completed and whose every line named its user (a stream whose
+state held no user when the run began has none removed: its users are not noted, the state only counted;
+nor has one whose delta lookups found, before the run wrote anything of it, as many distinct users as the
+state held when the run began: the state is counted, not listed):
 
 - `report`: the removed users are counted (report.json `removed`, the summary) and listed in removed.csv
   (`_stream`, `_identifier`, `_outcome`, `_error`) beside the rejects. They stay in the state, so the next
@@ -54,6 +57,16 @@ class Mirror:
         self.dry_run, self.allow_deletes, self.undecided = dry_run, allow_deletes, undecided
         self.escape = pipeline.report.csv_formula_escape
         self.presence = {} if undecided else {name: Presence() for name in self.streams}
+        # A stream whose state holds no user as the run begins can have none removed: every user the run
+        # confirms, it read. Its users are not noted, and at the end the state is counted, not listed. Not
+        # on a read-only run: it holds no run lock, so another run may confirm users meanwhile.
+        self.fresh = set() if delta.read_only else {name for name in self.presence if delta.holds_nothing(name)}
+        # The others: how many users the state knows as the run begins. When delta's lookups found that many
+        # distinct users (before the run wrote any), every one was read again: none removed, nothing listed.
+        self.start: dict[str, int] = {}
+        for name in self.presence.keys() - self.fresh if not delta.read_only else ():
+            self.start[name] = delta.known_count(name)
+            delta.track_found(name)
         self.complete: set[str] = set()
         self.sink: CsvSink | None = None
 
@@ -63,7 +76,7 @@ class Mirror:
         if presence is None:
             return
         presence.unreadable += len(chunk.rejects)
-        if len(chunk):
+        if len(chunk) and stream.name not in self.fresh:
             presence.see(identifier_keys(stream, chunk))
 
     def finish(self, stream: Stream, complete: bool) -> None:
@@ -106,6 +119,10 @@ class Mirror:
             entry["reason"] = why
             if stream.on_removed is not None or stream.name in self.presence:
                 self.report.add_warning(f"removed users: stream {stream.name}: not decided: {why}")
+            return entry, 0
+        if stream.name in self.fresh or self.delta.found_count(stream.name) == self.start.get(stream.name, -1):
+            # nothing known as the run began, or all of it read again: nothing removed (__init__)
+            entry.update(decided=True, known=self.delta.known_count(stream.name), removed=0)
             return entry, 0
         aliases = stream.identifier is not None and stream.identifier.kind == "user_alias"
         removed = self.presence[stream.name].removed(lambda: self.delta.known_keys(stream.name), aliases=aliases)

@@ -4,7 +4,8 @@ Interface: `open_state(pipeline, *, read_only, full, env) -> DeltaState | None` 
 delta); `DeltaState.changed(stream, kind, mapped, id_key) -> (MappedChunk, unchanged)` reduces a mapped
 chunk to what differs from the confirmed state (`DeltaState.last`: added, changed, unchanged), and
 `DeltaState.settle(stream, keys, delivered)` confirms (a 2xx) or forgets (anything else) what was sent;
-`known_keys(stream)` and `forget(stream, keys)` read and drop confirmed keys; `commit()` waits for settles
+`known_keys(stream)`, `known_count(stream)` and `forget(stream, keys)` list, count and drop confirmed keys
+(`holds_nothing(stream)`: none at all); `commit()` waits for settles
 in progress on other threads. `SKIP_UNCHANGED` is the skip
 reason of unchanged rows. The semantics are in state.py; the records compared in fingerprints.py; the
 backends (a local SQLite file, or PostgreSQL with `state.url_env`) in stores.py and pg_store.py; the

@@ -81,17 +81,20 @@ class PgStore:
 
     def empty(self, stream: str) -> bool:
         """Whether the stream has no confirmed record."""
+        return not self._select("SELECT 1", "LIMIT 1", stream)
+
+    def _select(self, what: str, tail: str, stream: str) -> list[tuple[Any, ...]]:
+        """`what` over the stream's rows ([] without a database, or before the first run created the table)."""
         if self._db is None:
-            return True
+            return []
         with self._lock:
             try:
-                rows = self._db.transaction([(f"SELECT 1 FROM {TABLE} WHERE pipeline = $1 AND stream = $2 LIMIT 1",
+                return self._db.transaction([(f"{what} FROM {TABLE} WHERE pipeline = $1 AND stream = $2 {tail}",
                                               [self.pipeline, stream])])  # fmt: skip
             except SourceError as e:
                 if "does not exist" in str(e):
-                    return True
+                    return []
                 raise
-        return not rows
 
     def write(self, stream: str, confirm: list[tuple[str, bytes]], forget: list[str]) -> None:
         if self._db is None or not (confirm or forget):
@@ -119,6 +122,11 @@ class PgStore:
                     return []
                 raise
         return cast(list[str], rows.column(0).to_pylist())
+
+    def count(self, stream: str) -> int:
+        """How many confirmed keys the stream has (counted by the server: no key is sent)."""
+        rows = self._select("SELECT count(*)", "", stream)
+        return int(rows[0][0]) if rows else 0
 
     def close(self) -> None:
         with self._lock:

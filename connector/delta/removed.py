@@ -4,8 +4,8 @@ A user is *removed* when the state confirmed it for the stream in an earlier run
 and this run's source does not hold it at all. Present means read from the source, whatever happened to
 the row afterwards: a row rejected by a suite, the mapping or the contract, or failed at Braze, still
 names its user, so that user is not removed. `Presence` keeps one 64-bit hash per row read (8 bytes a
-row, whatever the row's size: 8 MB per million rows); the comparison is one Arrow set lookup of the known
-users' hashes. The hashes are Python's own string hash, stable within the process that compares them; a
+row, whatever the row's size: 8 MB per million rows); the comparison hashes the known users as the state
+lists them (one C loop) and is one Arrow set lookup of those hashes in the seen ones (handed over uncopied). The hashes are Python's own string hash, stable within the process that compares them; a
 collision can only make a removed user look present (not reported, not deleted), never the reverse.
 `guard` is the safety rule of `max_delete_fraction`.
 """
@@ -17,6 +17,7 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -32,7 +33,7 @@ class Presence:
 
     def see(self, keys: Iterable[str | None]) -> None:
         """Record the users of some rows read (None: a row with no identifier value, which names nobody)."""
-        self._seen.extend(hash(k) for k in keys if k)
+        self._seen.extend(map(hash, filter(None, keys)))  # C loops: no Python frame per row
 
     def removed(self, known: Callable[[], Iterable[str]], *, aliases: bool = False) -> Removed:
         """Compare with the users the state knows (`known()` lists them, the same order each call).
@@ -41,18 +42,17 @@ class Presence:
         (records.alias_key) is `stale`, not removed, when the user it names is known under today's key, read
         or in the state: the state can forget it. (Looking costs one more read of the removed keys.)
         """
-        hashes = array("q", (hash(k) for k in known()))
-        if not hashes:
+        hashes = pa.array(np.fromiter(map(hash, known()), dtype=np.int64))
+        if not len(hashes):
             return Removed(0, [], known)
-        seen = pa.array(self._seen, type=pa.int64())
-        present = pc.is_in(pa.array(hashes, type=pa.int64()), value_set=seen)
-        gone = pc.indices_nonzero(pc.invert(present)).to_pylist()
+        seen = pa.array(np.frombuffer(self._seen, dtype=np.int64) if self._seen else np.empty(0, np.int64))  # no copy
+        gone = pc.indices_nonzero(pc.invert(pc.is_in(hashes, value_set=seen))).to_pylist()
         legacy = [(pos, key, c) for pos, key in zip(gone, Removed(len(hashes), gone, known).keys(), strict=True)
                   if (c := legacy_alias_keys(key))] if aliases and gone else []  # fmt: skip
         if not legacy:
             return Removed(len(hashes), gone, known)
         wanted = pa.array([hash(k) for _, _, cands in legacy for k in cands], type=pa.int64())
-        hits = pc.or_(pc.is_in(wanted, value_set=seen), pc.is_in(wanted, value_set=pa.array(hashes, type=pa.int64()))).to_pylist()
+        hits = pc.or_(pc.is_in(wanted, value_set=seen), pc.is_in(wanted, value_set=hashes)).to_pylist()
         stale: dict[int, str] = {}
         at = 0
         for pos, key, cands in legacy:

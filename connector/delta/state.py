@@ -52,6 +52,10 @@ from connector.records import EncodedObjects, MappedChunk
 SKIP_UNCHANGED = "unchanged since the last delivered run (delta)"
 
 
+def _is_some(record: bytes | None) -> bool:
+    return record is not None
+
+
 @dataclass(slots=True)
 class _Pending:
     """A key with objects in flight: what the store will hold once they are all confirmed."""
@@ -86,6 +90,9 @@ class DeltaState:
         self._new: dict[str, dict[str, bytes]] = {}  # stream -> key -> record: new users with one object in flight
         self._watch: dict[str, set[str]] = {}  # stream -> keys committed while a chunk's lookup ran
         self._seen: dict[str, Seen | None] = {}  # stream -> keys decided so far, when the state started empty
+        # stream -> hashes of the keys its lookups found while nothing of it was written yet (mirror mode:
+        # track_found); None once something was, because from then on a lookup may find what the run wrote
+        self._found: dict[str, list[np.ndarray] | None] = {}
         self._commit = GroupCommit(store, self._lock, self._written)
 
     def close(self) -> None:
@@ -122,6 +129,9 @@ class DeltaState:
             raise
         with self._lock:  # settle() confirms under it: a key is pending, unwritten or in the store, never none
             del self._watch[stream]
+            found = self._found.get(stream) if attributes else None
+            if found is not None:  # nothing of the stream written yet (_put): what was found, was known at the start
+                found.append(np.fromiter(map(hash, compress(keys, map(_is_some, stored))), np.int64))
             if watch:  # committed during the lookup: read again (committing waits for the lock meanwhile)
                 again = [j for j, k in enumerate(keys) if k in watch]
                 for j, rec in zip(again, self.store.lookup(stream, [keys[j] for j in again]), strict=True):
@@ -135,7 +145,7 @@ class DeltaState:
                 refresh = []
             ticket = 0
             if (invalidate or refresh) and not self.read_only:
-                ticket = self._commit.put(stream, [*refresh, *((k, None) for k in invalidate)])
+                ticket = self._put(stream, [*refresh, *((k, None) for k in invalidate)])
         if ticket:
             self._commit.flush(ticket)  # committed before the request leaves
         self.last.unchanged = n - len(keep)
@@ -328,9 +338,16 @@ class DeltaState:
                     confirm[key] = entry.record
             ticket = 0
             if confirm or forget:
-                ticket = self._commit.put(stream, [*confirm.items(), *((k, None) for k in forget)])
+                ticket = self._put(stream, [*confirm.items(), *((k, None) for k in forget)])
         if ticket:
             self._commit.flush(ticket)  # committed before this returns, with other threads' changes
+
+    def _put(self, stream: str, changes: Iterable[tuple[str, bytes | None]]) -> int:
+        """Hand changes to the group commit (under the lock); the stream's lookups stop proving what was known
+        when the run began (track_found)."""
+        if stream in self._found:
+            self._found[stream] = None
+        return self._commit.put(stream, changes)
 
     def _written(self, stream: str, keys: Iterable[str]) -> None:
         """Keys committed to the store (under the lock): a chunk being looked up reads them again."""
@@ -344,6 +361,32 @@ class DeltaState:
         self.commit()
         return iter(self.store.keys(stream))
 
+    def known_count(self, stream: str) -> int:
+        """How many keys of `stream` Braze confirmed (counted by the store; no key is listed)."""
+        self.commit()
+        return self.store.count(stream)
+
+    def track_found(self, stream: str) -> None:
+        """Note, from now on, which keys of `stream` its lookups find (found_count); call before the first chunk."""
+        if not self.read_only:
+            self._found.setdefault(stream, [])
+
+    def found_count(self, stream: str) -> int | None:
+        """How many distinct keys (by their hash: a collision can only lower it) the lookups of `stream` found
+        in the state while nothing of the stream had been written in this run, so all of them were known
+        when it began; None when not tracked, or once the run wrote something of the stream."""
+        with self._lock:
+            found = self._found.get(stream)
+            if found is None:
+                return None
+            hashes = np.concatenate(found) if found else np.empty(0, np.int64)
+        hashes.sort()  # distinct values by sorting: numpy's hashed unique measured 10 x slower at 1M
+        return int(np.count_nonzero(hashes[1:] != hashes[:-1])) + (len(hashes) > 0)
+
+    def holds_nothing(self, stream: str) -> bool:
+        """Whether the store has no confirmed key for `stream` (asked before a run sends anything)."""
+        return self.store.empty(stream)
+
     def commit(self) -> None:
         """Return once every change settled so far is committed to the store (settle() returns so already;
         this waits for other threads' settles in progress)."""
@@ -356,5 +399,5 @@ class DeltaState:
         """Forget these keys' confirmed records (users deleted at Braze, say)."""
         if not self.read_only:
             with self._lock:
-                ticket = self._commit.put(stream, ((k, None) for k in keys))
+                ticket = self._put(stream, ((k, None) for k in keys))
             self._commit.flush(ticket)

@@ -3,8 +3,8 @@
 A store holds only what Braze confirmed, as (stream, key) -> record bytes. Each call is one bulk statement
 over the whole list of keys (a JSON array bound as one parameter and joined against the table), so a chunk
 of 50,000 rows costs one statement, not one per row. `write` confirms and forgets in one transaction;
-`empty(stream)` says whether a stream has no record at all (a run that starts so looks nothing up), and
-`keys(stream)` lists a stream's keys in code-point order.
+`empty(stream)` says whether a stream has no record at all (a run that starts so looks nothing up),
+`keys(stream)` lists a stream's keys in code-point order and `count(stream)` counts them.
 
 The table's layout is the one earlier versions wrote; a record may now be the JSON of the values in the
 row's key order rather than sorted (fingerprints.py), and both are read alike, so an existing state file
@@ -35,6 +35,8 @@ class Store(Protocol):
     def write(self, stream: str, confirm: list[tuple[str, bytes]], forget: list[str]) -> None: ...
 
     def keys(self, stream: str) -> list[str]: ...
+
+    def count(self, stream: str) -> int: ...
 
     def close(self) -> None: ...
 
@@ -130,6 +132,16 @@ class SqliteStore:
                 return [k for (k,) in self._db.execute("SELECT key FROM delta WHERE stream = ? ORDER BY key", (stream,))]
             except sqlite3.OperationalError:
                 return []
+
+    def count(self, stream: str) -> int:
+        """How many confirmed keys the stream has (counted inside SQLite: no key reaches Python)."""
+        if self._db is None:
+            return 0
+        with self._lock:
+            try:
+                return int(self._db.execute("SELECT count(*) FROM delta WHERE stream = ?", (stream,)).fetchone()[0])
+            except sqlite3.OperationalError:
+                return 0
 
     def close(self) -> None:
         with self._lock:

@@ -94,6 +94,24 @@ def test_report_counts_and_lists_the_removed_users_and_deletes_nothing(emulator:
     assert "user_C" not in html and "user_C" not in json.dumps(doc)  # counts only; removed.csv has the ids
 
 
+def test_a_first_run_on_an_empty_state_counts_the_users_it_confirmed_and_removes_none(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    p = mirror_project(tmp_path, "delete", users=without("J"))
+    first = run(p, emulator, tmp_path / "r1")
+    m = first["removed"]["users"]
+    assert (m["decided"], m["known"], m["removed"], m["deleted"], m["file"]) == (True, 9, 0, 0, None)
+    write_users(tmp_path, without("A"))  # the next run compares: A is gone, J is new
+    m = run(p, emulator, tmp_path / "r2")["removed"]["users"]
+    assert (m["decided"], m["known"], m["removed"], m["deleted"]) == (True, 10, 1, 1)
+    assert state_keys(tmp_path) == {f"external_id:{u}" for u in without("A")}
+    m = run(p, emulator, tmp_path / "r3")["removed"]["users"]  # unchanged: every known user read again
+    assert (m["decided"], m["known"], m["removed"], m["deleted"]) == (True, 9, 0, 0)
+    write_users(tmp_path, without("A", "B", "J") + ["user_B"])  # B read twice, J gone
+    m = run(p, emulator, tmp_path / "r4")["removed"]["users"]
+    assert (m["decided"], m["known"], m["removed"], m["deleted"], m["refused"]) == (True, 9, 1, 0, True)  # 1 > 9 x 0.1
+
+
 def test_delete_removes_them_from_braze_and_the_state_and_a_third_run_deletes_nothing(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:

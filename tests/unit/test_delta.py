@@ -254,9 +254,30 @@ def test_known_keys_and_forget(tmp_path: Path, backend: Open) -> None:
     assert set(s.known_keys("users")) == set()  # pending is not confirmed
     deliver_all(s, sent)
     assert set(s.known_keys("users")) == {"external_id:u1", "external_id:u2"} and set(s.known_keys("other")) == set()
+    assert (s.known_count("users"), s.known_count("other")) == (2, 0)
+    assert not s.holds_nothing("users") and s.holds_nothing("other")
     s.forget("users", ["external_id:u1"])
-    assert set(s.known_keys("users")) == {"external_id:u2"}
+    assert set(s.known_keys("users")) == {"external_id:u2"} and s.known_count("users") == 1
     assert s.changed("users", "attributes", users(("u1", {"a": 1})))[1] == 0  # forgotten: sent again
+
+
+def test_found_count_counts_distinct_known_users_until_the_run_writes_the_stream(tmp_path: Path, backend: Open) -> None:
+    first = backend(tmp_path / "s.sqlite")
+    deliver_all(first, first.changed("users", "attributes", users(("u1", {"a": 1}), ("u2", {"a": 1})))[0])
+    s = backend(tmp_path / "s.sqlite")
+    assert s.found_count("users") is None  # not tracked
+    s.track_found("users")
+    assert s.found_count("users") == 0
+    s.changed("users", "attributes", users(("u1", {"a": 1}), ("u3", {"a": 1})))  # u3: not known, not found
+    s.changed("users", "attributes", users(("u1", {"a": 1})))  # u1 again: counted once
+    assert s.found_count("users") == 1
+    s.changed("users", "attributes", users(("u2", {"a": 1})))
+    assert s.found_count("users") == 2
+    sent, _ = s.changed("users", "attributes", users(("u4", {"a": 1})))
+    deliver_all(s, sent)  # the run wrote the stream: a later lookup may find what it confirmed itself
+    assert s.found_count("users") is None
+    s.changed("users", "attributes", users(("u4", {"a": 1})))
+    assert s.found_count("users") is None
 
 
 def test_an_operation_on_a_known_user_that_fails_forgets_the_user(tmp_path: Path, backend: Open) -> None:

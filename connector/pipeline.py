@@ -35,7 +35,7 @@ from connector.config import DEFAULT_RATE_LIMITS, Pipeline, Stream
 from connector.config.destination import Destination, resolve_destination
 from connector.delivery.mirror import Mirror, open_mirror
 from connector.delivery.mode import choose_mode
-from connector.delivery.resume import uncarried
+from connector.delivery.resume import SQL_NO_RESUME, uncarried
 from connector.delivery.shared_budget import SharedTarget, resolve_shared_limits
 from connector.delivery.sync_access import asked_for_sync, needs_probe
 from connector.delta import SKIP_UNCHANGED, check_partitioned_state, open_incremental, open_state
@@ -515,6 +515,9 @@ class _Run:
         r.set_stopped(self.stop.reason, immediate=self.stop.immediate, exit_code=code)
         how = "at once" if self.stop.immediate else "gracefully"
         unknown = " (and --include-unknown for the unknown ones)" if r.unknown else ""
+        if any(s.source.is_sql for s in self.pipeline.streams):
+            self.report.add_warning(f"stopped: the run was {self.stop.reason}, {how} (exit code {code}). " + SQL_NO_RESUME)
+            return
         if self.stop.immediate:  # the rows never read are listed nowhere but in the journal
             self.report.add_warning(
                 f"stopped: the run was {self.stop.reason}, {how} (exit code {code}); the rows it had not read are "
@@ -637,7 +640,8 @@ class _Run:
             if self.stop.immediate:
                 self.report.add_warning(
                     f"stopped: stream {plan.stream.name}: stopped at once; {n:,} row(s) read after the stop listed "
-                    "as not_sent, the rest of the stream was not read and is not listed (--resume sends it)"
+                    "as not_sent, the rest of the stream was not read and is not listed ("
+                    + ("a new run reads it" if plan.stream.source.is_sql else "--resume sends it") + ")"
                 )
                 return
             self.report.add_read(len(chunk) + len(chunk.rejects), plan.stream.name)

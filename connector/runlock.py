@@ -177,7 +177,8 @@ class RunLocks:
         if left.get("pid"):
             self.warnings.append(
                 f"lock file {path} was left by {_describe(left)}; taken over (if that run was delivering, "
-                "`braze-connector run PIPELINE --resume RUN_DIR` finishes it from its journal)"
+                "`braze-connector run PIPELINE --resume RUN_DIR` finishes it from its journal; a pipeline reading SQL "
+                "is run again instead)"
             )
         me = {"pid": os.getpid(), "host": socket.gethostname(), "pipeline": pipeline,
               "started_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")}  # fmt: skip

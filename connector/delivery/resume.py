@@ -8,7 +8,9 @@ usual. Rows whose request left without an answer (the run stopped first) follow 
 outcome `unknown` (idempotent attribute sets are always sent again). A finished run resumed sends nothing.
 
 Row numbers name rows only while the files stay the same, so a source whose size or modification time
-changed since the interrupted run is refused.
+changed since the interrupted run is refused. A pipeline with an SQL source is refused: a query keeps no
+positions (new rows, or an incremental watermark the interrupted run moved, shift them), so the journal's
+row numbers would name other rows; such a pipeline is run again instead (SQL_NO_RESUME).
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ if TYPE_CHECKING:
 # Row states as the journal leaves them (one byte per row number).
 SENT, DELIVERED, REFUSED, FAILED, UNKNOWN, NOT_APPLIED = 1, 2, 3, 4, 5, 6
 _CODES = {"R": REFUSED, "F": FAILED, "U": UNKNOWN, "N": NOT_APPLIED}
+SQL_NO_RESUME = (
+    "A run reading SQL cannot be resumed or retried from its files (they name rows by position, which a query "
+    "does not keep): run the pipeline again; an incremental cursor or delta sync makes that run send only what "
+    "Braze did not confirm (without either, it sends every row again)"
+)
 NO_ANSWER = "sent before the run was interrupted and no answer came: Braze may have applied it; not sent again"
 
 
@@ -261,6 +268,9 @@ class ResumeSet:
             raise ConfigError(
                 f"--resume {self.run_dir}: that run is of pipeline {self.pipeline!r}, not {pipeline.name!r}"
             )
+        sql = [s.name for s in pipeline.streams if s.source.is_sql]
+        if sql:
+            raise ConfigError(f"--resume {self.run_dir}: stream(s) {', '.join(sql)} read an SQL source. " + SQL_NO_RESUME)
         was = re.search(r"-p(\d+)of(\d+)$", self.run_id)
         if (f"p{was[1]}of{was[2]}" if was else None) != partition:
             # Another partition's rows (or every row) would be read again and sent, beside their own partition's.

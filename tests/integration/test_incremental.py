@@ -184,3 +184,26 @@ def test_duckdb_and_csv_sources_read_incrementally(emulator: Any, tmp_path: Path
     second = run(pipeline, emulator, tmp_path, "r2")
     assert sent(emulator, mark) == Counter({"u3": 1, "c4": 1})
     assert second["rows"]["delivered"] == 2
+
+
+def test_a_stopped_sql_run_says_run_again_and_refuses_resume(emulator: Any, tmp_path: Path) -> None:
+    """A query keeps no row positions (a moved watermark or new rows shift them): the journal's row numbers
+    would name other rows, so a pipeline reading SQL is run again, never resumed (found by a trial: a resumed
+    incremental run skipped thousands of rows it took for sent, and exited 0)."""
+    from connector.delivery.resume import ResumeSet
+    from connector.errors import ConfigError
+    from connector.stop import StopToken
+
+    db = tmp_path / "w.duckdb"
+    duck_exec(db, "CREATE TABLE ticks AS SELECT i AS id, 1 AS v, TIMESTAMP '2024-01-01' + i * INTERVAL 1 MINUTE "
+              "AS updated_at FROM range(1, 201) t(i)")  # fmt: skip
+    pipeline = project(tmp_path, [ticks_stream(50, conn={"duckdb": str(db)})], state={"path": str(tmp_path / "s.sqlite")})
+    stop = StopToken()
+    stop.request("stopped by the test")  # before the first chunk: nothing is sent
+    stopped = run(pipeline, emulator, tmp_path, "r1", stop=stop)
+    said = " ".join(str(w) for w in stopped["warnings"])
+    assert stopped["exit_code"] == 4 and "run the pipeline again" in said and "--resume" not in said
+    with pytest.raises(ConfigError, match=r"stream\(s\) ticks read an SQL source.*run the pipeline again"):
+        run(pipeline, emulator, tmp_path, "r1", resume=ResumeSet(tmp_path / "r1"))
+    again = run(pipeline, emulator, tmp_path, "r2")  # the advice works: everything not confirmed goes
+    assert again["exit_code"] == 0 and again["rows"]["delivered"] == 200 and len(sent(emulator)) == 200

@@ -20,16 +20,20 @@ sys.path.insert(0, str(ROOT / "bench"))
 from sink import nginx_available  # noqa: E402
 
 
-def _bench(*args: str) -> str:
+@pytest.fixture(scope="module")
+def bench_out() -> str:
+    """One run of both sections (cpu and first), shared by the tests below: one bench process, one set of
+    imports and calibration loops instead of two."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    res = subprocess.run([sys.executable, str(ROOT / "bench" / "gx_speed.py"), *args],
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "gx_speed.py"), "all", "--rows", "4000",
+                          "--chunk-rows", "1000", "--repeat", "1"],
                          capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     return res.stdout
 
 
-def test_cpu_section_prints_both_plans_with_the_same_rejects() -> None:
-    out = _bench("cpu", "--rows", "4000", "--chunk-rows", "1000")
+def test_cpu_section_prints_both_plans_with_the_same_rejects(bench_out: str) -> None:
+    out = bench_out
     assert re.search(r"calibration loop [\d.]+ s CPU here", out), out
     found = re.findall(r"^(.+) \[(native|GX)\]: [\d.]+ CPU s per 1M rows .*; ([\d,]+) rejected$", out, re.M)
     by_suite: dict[str, dict[str, str]] = {}
@@ -41,15 +45,14 @@ def test_cpu_section_prints_both_plans_with_the_same_rejects() -> None:
     assert int(by_suite[next(iter(by_suite))]["native"].replace(",", "")) > 0  # the CSV data has bad rows
 
 
-def test_first_section_sees_the_first_request() -> None:
+def test_first_section_sees_the_first_request(bench_out: str) -> None:
     reason = nginx_available()
     if reason:
         if os.environ.get("BENCH_REQUIRE_NGINX") == "1":
             pytest.fail(f"nginx is required here: {reason}")
         pytest.skip(reason)
-    out = _bench("first", "--repeat", "1")
-    firsts = re.findall(r": first request ([\d.]+|nan) s after process start", out)
-    assert len(firsts) == 2 and "nan" not in firsts, out
+    firsts = re.findall(r": first request ([\d.]+|nan) s after process start", bench_out)
+    assert len(firsts) == 2 and "nan" not in firsts, bench_out
 
 
 def test_first_cpu_sees_the_first_request_with_and_without_cached_bytecode() -> None:

@@ -42,18 +42,18 @@ def test_reference_reruns_the_old_commit_and_saves_its_ratios(tmp_path: Path) ->
             pytest.fail(f"nginx is required here: {reason}")
         pytest.skip(reason)
     saved = tmp_path / "ref.json"
-    res = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "reference", "--rows", "20000",
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "reference", "--rows", "5000",
                           "--repeat", "1", "--save", str(saved)],
                          capture_output=True, text=True, timeout=600, cwd=ROOT)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     out = res.stdout
-    assert "not comparable" in out, out  # 20,000 rows against the 1M
+    assert "not comparable" in out, out  # 5,000 rows against the 1M
     assert re.search(r"k_local = [\d.]+ \(= [\d.]+ x the loop's k\)", out), out
     assert re.search(r"k_delivery = [\d.]+ \(= [\d.]+ x the loop's k\)", out), out
     doc = json.loads(saved.read_text())
-    assert doc["commit"] == REFERENCE_COMMIT and doc["rows"] == 20_000
+    assert doc["commit"] == REFERENCE_COMMIT and doc["rows"] == 5_000
     (rnd,) = doc["rounds"]
-    assert rnd["local"]["rows"] == 20_000 and rnd["delivery"]["rows"] == 20_000  # every row delivered
+    assert rnd["local"]["rows"] == 5_000 and rnd["delivery"]["rows"] == 5_000  # every row delivered
     # The saved ratios are the arithmetic of the raw round against the figures.
     cpu = rnd["delivery"]["cpu_main_s"] + rnd["delivery"]["cpu_child_s"]
     assert doc["k_delivery"] == pytest.approx((REF_DELIVERY_CPU_MAIN_S + REF_DELIVERY_CPU_CHILD_S) / cpu)

@@ -7,8 +7,9 @@ ledger must show every valid row applied at least once, no invalid row applied, 
 than once listed in possibly_duplicated.csv; the report must count every valid row delivered.
 
 The children are forked from a forkserver that has imported the connector once, so a trial costs its run,
-not an interpreter start. Bounded by default (10 trials, 800 rows); larger with
-BRAZE_CONNECTOR_CRASH_TRIALS=50 BRAZE_CONNECTOR_CRASH_ROWS=20000.
+not an interpreter start. Bounded by default (5 trials, 800 rows: each kill point once, one trial on the HTTP
+child, one resumed run killed too); BRAZE_CONNECTOR_SOAK=1 runs 50 trials of 20,000 rows, and
+BRAZE_CONNECTOR_CRASH_TRIALS / BRAZE_CONNECTOR_CRASH_ROWS set either.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ import yaml
 
 from connector.emulator import EmulatorServer
 
-TRIALS = int(os.environ.get("BRAZE_CONNECTOR_CRASH_TRIALS", "10"))
-ROWS = int(os.environ.get("BRAZE_CONNECTOR_CRASH_ROWS", "800"))
+SOAK = os.environ.get("BRAZE_CONNECTOR_SOAK") == "1"
+TRIALS = int(os.environ.get("BRAZE_CONNECTOR_CRASH_TRIALS", "50" if SOAK else "5"))
+ROWS = int(os.environ.get("BRAZE_CONNECTOR_CRASH_ROWS", "20000" if SOAK else "800"))
 SEED = int(os.environ.get("BRAZE_CONNECTOR_CRASH_SEED", "20261202"))
 KEY = "crash-key"
 BAD_EVERY = 97  # events without a time: rejected locally, never sent

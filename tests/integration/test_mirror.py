@@ -43,7 +43,10 @@ def mirror_project(root: Path, on_removed: str | None, users: list[str] = USERS,
                          "attributes": [{"column": "plan"}, {"column": "age", "type": "integer"}], **stream}  # fmt: skip
     if on_removed is not None:
         s["on_removed"] = on_removed
-    doc: dict[str, Any] = {"name": "m", "streams": [s], "report": {"max_reject_fraction": 0.5}}
+    # aiohttp on a thread of this process: the default bulk transport's HTTP code without its child process,
+    # which is not what these tests are about (test_transport_process.py, test_http_child_lifetime.py test it)
+    doc: dict[str, Any] = {"name": "m", "streams": [s], "report": {"max_reject_fraction": 0.5},
+                           "write": {"transport": "aiohttp"}}  # fmt: skip
     if state is not None:
         doc["state"] = {"path": state}
     (root / "pipelines").mkdir(exist_ok=True)

@@ -109,9 +109,8 @@ def test_delta_and_incremental_partitions_run_together_with_a_state_file_each(em
 
     # The two reports merge into one whose counts add up and which names both state files.
     dirs = [str(Path(r["files"]["report_json"]).parent) for r in first]
-    res = subprocess.run([sys.executable, "-m", "connector", "report", "merge", *dirs, "--out", str(tmp_path / "merged")],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    res = invoke("report", "merge", *dirs, "--out", str(tmp_path / "merged"), cwd=tmp_path)  # in-process: no start
+    assert res.exit_code == 0, res.stdout + res.stderr[-3000:]
     merged = json.loads((tmp_path / "merged" / "report.json").read_text())
     assert merged["rows"]["read"] == merged["rows"]["delivered"] == 2 * USERS and merged["invariant_ok"]
     assert merged["delta"]["state_files"] == [str(f) for f in files]

@@ -27,6 +27,7 @@ from test_pipeline_run import (
     write_events,
 )
 
+from connector.config import Pipeline
 from connector.errors import SourceError
 from connector.pipeline import run_pipeline as _run_pipeline
 from connector.readers import load_failed
@@ -35,9 +36,14 @@ from connector.report import RunReport
 pytestmark = pytest.mark.timeout(180)
 
 
-def run_pipeline(*args: Any, **kwargs: Any) -> RunReport:
-    """These tests read the reports of runs that fail on purpose: no RunFailed."""
-    return _run_pipeline(*args, raise_on_failure=False, **kwargs)
+def run_pipeline(pipeline: Pipeline, *args: Any, **kwargs: Any) -> RunReport:
+    """These tests read the reports of runs that fail on purpose: no RunFailed. A bulk run with the default
+    transport sends through aiohttp on a thread of this process: the same HTTP code as the default's child
+    process, which is not what these tests are about (test_transport_process.py tests it) and costs a Python
+    start per run."""
+    if kwargs.get("mode") == "bulk" and pipeline.write.transport == "auto":
+        pipeline = pipeline.model_copy(update={"write": pipeline.write.model_copy(update={"transport": "aiohttp"})})
+    return _run_pipeline(pipeline, *args, raise_on_failure=False, **kwargs)
 
 
 def failed_rows(path: Path) -> list[dict[str, str]]:

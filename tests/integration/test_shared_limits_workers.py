@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import redis
+from cli_invoke import invoke
 
 from connector.emulator.server import EmulatorProcess, start_subprocess
 
@@ -203,9 +204,8 @@ streams:
     for d in docs:
         assert d["requests"]["rate_limited"] == 0
         assert d["shared_limits"]["granted_shared"] == d["requests"]["total"] and d["shared_limits"]["fallbacks"] == 0
-    res = subprocess.run([sys.executable, "-m", "connector", "report", "merge", *map(str, dirs)], capture_output=True,
-                         text=True, timeout=120)  # fmt: skip
-    assert res.returncode == 0, res.stdout + res.stderr
+    res = invoke("report", "merge", *map(str, dirs), cwd=tmp_path)  # the CLI in-process: no interpreter start
+    assert res.exit_code == 0, res.stdout + res.stderr
     merged = json.loads((tmp_path / "reports" / "merged" / "report.json").read_text())
     assert merged["rows"]["read"] == merged["rows"]["delivered"] == users and merged["invariant_ok"]
     req = urllib.request.Request(emulator_process.url + "/_emulator/stats", headers={"Authorization": "Bearer test-key"})

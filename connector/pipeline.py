@@ -271,8 +271,12 @@ def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool, retry: reader
             )
         files, split_root = plan_partition(stream, files, base, partition)
     since = incremental.since(stream) if incremental is not None else None
+    suite = _suite(pipeline, stream) if stream.expectations else None
+    needed = columns_read(stream)
+    if suite is not None:
+        needed = {**suite.needed_columns(), **needed}
     if stream.source.is_sql:
-        rows, exact = _sql_rows(pipeline, stream, retry, env, since)
+        rows, exact = _sql_rows(pipeline, stream, retry, env, since, needed)
     elif retry is not None:
         retry.adopt(stream.name, files, base)
         wanted = retry.for_stream(stream.name)
@@ -282,12 +286,8 @@ def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool, retry: reader
         rows, exact = estimate_rows(stream.source, files)
     if split_root is not None and partition is not None:
         rows, exact = rows // partition.n, False  # about 1/N of the rows hash to this partition
-    suite = None
     table_first = False
-    needed = columns_read(stream)
-    if stream.expectations:
-        suite = _suite(pipeline, stream)
-        needed = {**suite.needed_columns(), **needed}
+    if suite is not None:
         table_first = (
             retry is None
             and not validate_only
@@ -301,14 +301,15 @@ def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool, retry: reader
 
 
 def _sql_rows(pipeline: Pipeline, stream: Stream, retry: readers.RetrySet | None, env: Mapping[str, str],
-              since: readers.Since | None) -> tuple[int, bool]:  # fmt: skip
-    """An SQL source's row count (its query runs once as COUNT(*), so a broken query stops the run here)."""
+              since: readers.Since | None, needed: Mapping[str, str]) -> tuple[int, bool]:  # fmt: skip
+    """An SQL source's row count (its query runs once as COUNT(*), so a broken query, or one that lacks a
+    column the stream reads, stops the run here)."""
     if retry is not None:
         raise ConfigError(
             f"{pipeline.origin}: stream {stream.name} reads an SQL source, which --retry-failed cannot re-read "
             "by row; run the pipeline again (with incremental, the watermark resends exactly what did not go through)"
         )
-    return readers.count_sql(stream.source, Path(pipeline.base_dir), env, since), True
+    return readers.count_sql(stream.source, Path(pipeline.base_dir), env, since, needed, stream.name), True
 
 
 def _note_retry(report: RunReport, retry: readers.RetrySet, plans: list[_Plan]) -> int:
@@ -325,6 +326,12 @@ def _note_retry(report: RunReport, retry: readers.RetrySet, plans: list[_Plan]) 
             "were left out; add --include-unknown to send them again (at least once)"
         )
     return sum(orphans.values()) + retry.unknown_excluded
+
+
+def _error_kind(e: ConnectorError) -> str:
+    """A run-stopping error in words, for a skip reason (never a class name; the error itself is in the report)."""
+    kinds = {"ConfigError": "a pipeline error", "SourceError": "a source error", "SuiteError": "a suite error"}
+    return kinds.get(type(e).__name__, "an error")
 
 
 def _suite(pipeline: Pipeline, stream: Stream) -> SuiteRunner:
@@ -625,7 +632,7 @@ class _Run:
             # A suite that cannot run on this file (SuiteError) and the like: keep the accounting whole.
             if n_read > done:
                 report.add_skipped(
-                    n_read - done, f"not processed: the run stopped ({type(e).__name__})", stream.name
+                    n_read - done, f"not processed: the run stopped ({_error_kind(e)})", stream.name
                 )
             raise
 

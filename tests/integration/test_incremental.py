@@ -207,3 +207,24 @@ def test_a_stopped_sql_run_says_run_again_and_refuses_resume(emulator: Any, tmp_
         run(pipeline, emulator, tmp_path, "r1", resume=ResumeSet(tmp_path / "r1"))
     again = run(pipeline, emulator, tmp_path, "r2")  # the advice works: everything not confirmed goes
     assert again["exit_code"] == 0 and again["rows"]["delivered"] == 200 and len(sent(emulator)) == 200
+
+
+def test_a_query_without_a_column_the_stream_reads_is_refused_before_reading(emulator: Any, tmp_path: Path) -> None:
+    """A mapped column or the cursor missing from the query's result: one message naming the column and what
+    reads it, before any row is read or sent (found by a trial: the whole table was read first, and a missing
+    cursor surfaced as the database's own error)."""
+    from connector.errors import SourceError
+
+    db = tmp_path / "w.duckdb"
+    duck_exec(db, "CREATE TABLE ticks (id INTEGER, v INTEGER, updated_at TIMESTAMP)", "INSERT INTO ticks VALUES (1, 1, NULL)")
+    no_v = ticks_stream(1, conn={"duckdb": str(db)})
+    no_v["source"]["sql"] = "SELECT 'u' || id AS user_id, id, updated_at FROM ticks"
+    no_cursor = ticks_stream(1, conn={"duckdb": str(db)})
+    no_cursor["source"]["sql"] = "SELECT 'u' || id AS user_id, id, v FROM ticks"
+    for stream, column, what in ((no_v, "v", "attributes"), (no_cursor, "updated_at", "incremental.cursor")):
+        (tmp_path / column).mkdir()
+        pipeline = project(tmp_path / column, [stream], state={"path": str(tmp_path / column / "s.sqlite")})
+        with pytest.raises(SourceError, match=rf"reads column '{column}' \({what}.*which the query does not return"):
+            run(pipeline, emulator, tmp_path / column, "r")
+        assert not (tmp_path / column / "r" / "report.json").exists()
+    assert last_seq(emulator) == 0

@@ -23,7 +23,7 @@ from connector.config import Source
 from connector.errors import SourceError
 from connector.readers.sql.connection import Target, mask_url, resolve_target
 from connector.readers.sql.drivers import Database
-from connector.readers.sql.query import Since, count_query, primary_key_query, rows_query
+from connector.readers.sql.query import ALIAS, Since, base_query, count_query, primary_key_query, rows_query
 from connector.readers.sql.types import normalize
 from connector.records import Chunk
 
@@ -63,15 +63,30 @@ def read_sql(source: Source, base_dir: Path, env: Mapping[str, str], since: Sinc
             row += n
 
 
-def count_sql(source: Source, base_dir: Path, env: Mapping[str, str], since: Since | None = None) -> int:
-    """How many rows `read_sql` would read (a COUNT(*) on the database).
+def count_sql(source: Source, base_dir: Path, env: Mapping[str, str], since: Since | None = None,
+              needed: Mapping[str, str] | None = None, stream: str = "") -> int:  # fmt: skip
+    """How many rows `read_sql` would read (a COUNT(*) on the database), after checking that the query returns
+    every column the stream reads (`needed`: column -> what reads it), its key and its cursor.
 
     Raises:
-        SourceError: no connection, or the query fails (so a broken query is reported before any row is read).
+        SourceError: no connection, the query fails, or it lacks a column (so a broken query or a missing
+            column is reported before any row is read).
     """
     assert source.connection is not None
     target = resolve_target(source.connection, base_dir, env)
     with Database(target, source_label(source, target)) as db:
+        names = db.columns(f"SELECT * FROM ({base_query(source)}) {ALIAS} LIMIT 0", [])
+        wanted = dict(needed or {})
+        wanted.update({c: "source.key" for c in source.key or []})
+        if since is not None:
+            wanted[since.cursor] = "incremental.cursor"
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            more = f"; also missing: {', '.join(repr(c) for c in missing[1:])}" if len(missing) > 1 else ""
+            raise SourceError(
+                f"{db.label}: stream '{stream}' reads column '{missing[0]}' ({wanted[missing[0]]}), which the query "
+                f"does not return{more} (columns: {', '.join(names) or '(none)'}); fix the query or the pipeline"
+            )
         query, params = count_query(source, db.dialect, since)
         return int(db.scalar(query, params) or 0)
 

@@ -104,6 +104,21 @@ class Database:
                     self._end()
         return [r[0] for r in rows]
 
+    def columns(self, query: str, params: list[Any]) -> list[str]:
+        """The names of the columns the query returns (run it with LIMIT 0)."""
+        with self.errors("the query failed"):
+            if self.dialect == "duckdb":
+                return [str(c) for c in self._con.sql(query, params=params or None).columns]
+            cur = self._con.cursor()
+            try:
+                cur.execute(query, params or None)
+                names = [str(d[0]) for d in cur.description or []]
+                cur.fetchall()
+                return names
+            finally:
+                cur.close()
+                self._end()
+
     def transaction(self, statements: list[tuple[str, list[Any]]]) -> list[tuple[Any, ...]]:
         """Run the statements in one transaction, committed (rolled back on error); the last one's rows.
 

@@ -8,13 +8,16 @@ count the 429s a client provokes. Needs Debian's nginx and libnginx-mod-http-ech
 
 from __future__ import annotations
 
-import random
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from redis_server import free_port  # noqa: E402  (one port picker for test and bench servers)
 
 ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")
 
@@ -73,27 +76,6 @@ def nginx_available() -> str | None:
     if not ECHO_MODULE.exists():
         return "the nginx echo module is not installed (apt-get install -y libnginx-mod-http-echo)"
     return None
-
-
-def free_port() -> int:
-    """A free loopback port below the kernel's ephemeral range: a port handed out by a bind to port 0 may be
-    taken by an outgoing connection's ephemeral port before the server binds it, on a busy machine."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    rng = random.SystemRandom()
-    for _ in range(200):
-        port = rng.randrange(max(1024, low - 12000), low)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class NginxSink:

@@ -408,3 +408,16 @@ def test_the_proxy_is_the_one_requests_would_use(monkeypatch: pytest.MonkeyPatch
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert environ_proxy(url) == requests.utils.get_environ_proxies(url).get(url.split(":", 1)[0])
+
+
+def test_a_child_never_sent_anything_is_stopped_without_waiting_for_its_exit(emulator: EmulatorServer) -> None:
+    """A run that sends nothing (an unchanged delta run, a refused one) holds no request in the child: closing
+    kills it instead of waiting for it to finish starting and exit on EOF; a used child still exits on EOF."""
+    unused = ProcessTransport(emulator.url, HEADERS, concurrency=2, timeout_s=5)
+    pid = unused.pid
+    unused.close()
+    assert unused._child.proc.returncode == -signal.SIGKILL and not running(pid)
+    used = ProcessTransport(emulator.url, HEADERS, concurrency=2, timeout_s=5)
+    assert used.send(emulator.url + "/users/track", attrs("u1")).status == 201
+    used.close()
+    assert used._child.proc.returncode == 0  # answered what it held, then exited by itself

@@ -94,6 +94,7 @@ class _Child:
         self.stdout: IO[bytes] = self.proc.stdout
         self.pending: dict[int, _Entry] = {}
         self.written: set[int] = set()  # requests whose frame may have reached the child, even partly
+        self.used = False  # a request was ever queued for the child
         self.lock = threading.Lock()  # guards pending, written and alive
         self.outbox: queue.SimpleQueue[tuple[int, bytes, bytes, Gate | None] | None] = queue.SimpleQueue()
         self.alive = True
@@ -251,6 +252,7 @@ class _Child:
                 raise NotSent("the HTTP process has exited")
             rid = next(_IDS)
             self.pending[rid] = entry
+            self.used = True
         self.outbox.put((rid, url, body, gate))
         return rid
 
@@ -274,6 +276,18 @@ class _Child:
 
     def close(self, timeout_s: float) -> None:
         self.outbox.put(None)  # the writer finishes what is queued, then stops
+        with self.lock:
+            unused = not self.used
+        if unused:  # a run that sent nothing (unchanged, refused, dry): no request to answer, no exit to await
+            self.writer.join(timeout=timeout_s)
+            self.kill()
+            for pipe in (self.stdin, self.stdout):
+                try:
+                    pipe.close()
+                except (OSError, ValueError):
+                    pass
+            self.reader.join(timeout=timeout_s)
+            return
         self.writer.join(timeout=timeout_s)
         if self.writer.is_alive():  # the child stopped reading
             self.kill()

@@ -37,9 +37,9 @@ if TYPE_CHECKING:
 SENT, DELIVERED, REFUSED, FAILED, UNKNOWN, NOT_APPLIED = 1, 2, 3, 4, 5, 6
 _CODES = {"R": REFUSED, "F": FAILED, "U": UNKNOWN, "N": NOT_APPLIED}
 SQL_NO_RESUME = (
-    "A run reading SQL cannot be resumed or retried from its files (they name rows by position, which a query "
-    "does not keep): run the pipeline again; an incremental cursor or delta sync makes that run send only what "
-    "Braze did not confirm (without either, it sends every row again)"
+    "A run reading SQL cannot be resumed or retried from its files (its journal names rows by their position in "
+    "what was read, which a query does not keep): run the pipeline again; an incremental cursor or delta sync "
+    "makes that run send only what Braze did not confirm (without either, it sends every row again)"
 )
 NO_ANSWER = "sent before the run was interrupted and no answer came: Braze may have applied it; not sent again"
 

@@ -34,7 +34,8 @@ class MarkStore(Protocol):
 
     def put(self, stream: str, cursor: str, value: str, updated_at: str) -> None: ...
 
-    def reset_done(self, stream: str, cursor: str) -> None: ...
+    def reset_done(self, stream: str, cursor: str | None) -> None:
+        """Forget the stream's done rows unless its watermark is kept for `cursor` (None: forget them all)."""
 
     def add_done(self, stream: str, rows: list[tuple[str, str, Any]]) -> None: ...
 
@@ -95,8 +96,11 @@ class SqliteMarks:
             (stream, cursor, value, updated_at),
         )
 
-    def reset_done(self, stream: str, cursor: str) -> None:
+    def reset_done(self, stream: str, cursor: str | None) -> None:
         if self.db is None:
+            return
+        if cursor is None:
+            self.db.execute("DELETE FROM watermark_done WHERE stream = ?", (stream,))
             return
         self.db.execute("DELETE FROM watermark_done WHERE stream = ? AND NOT EXISTS (SELECT 1 FROM watermark "
                         "WHERE stream = ? AND cursor = ?)", (stream, stream, cursor))  # fmt: skip
@@ -182,7 +186,10 @@ class PgMarks:
                   "$5, $6) ON CONFLICT (pipeline, part, stream) DO UPDATE SET cursor = excluded.cursor, "
                   "value = excluded.value, updated_at = excluded.updated_at", stream, cursor, value, updated_at)  # fmt: skip
 
-    def reset_done(self, stream: str, cursor: str) -> None:
+    def reset_done(self, stream: str, cursor: str | None) -> None:
+        if cursor is None:
+            self._run(f"DELETE FROM {DONE} WHERE {_WHERE}", stream)
+            return
         self._run(f"DELETE FROM {DONE} WHERE {_WHERE} AND NOT EXISTS (SELECT 1 FROM {MARKS} m WHERE "
                   "m.pipeline = $1 AND m.part = $2 AND m.stream = $3 AND m.cursor = $4)", stream, cursor)  # fmt: skip
 

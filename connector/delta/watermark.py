@@ -116,9 +116,11 @@ class Watermarks:
         if stream not in self._marks:
             value = self.stored(stream, cursor)
             if value is None and not self.read_only:
-                # A new cursor column (or --full): rows done at the old one's values mean nothing now.
+                # A new cursor column: rows done at the old one's values mean nothing now. --full starts afresh:
+                # every row is read and sent again, so none is done yet (a done row kept from before would be
+                # skipped by the next run once a stopped --full moved the watermark below it).
                 with self.lock:
-                    self.db.reset_done(stream, cursor)
+                    self.db.reset_done(stream, None if self.full else cursor)
             self._marks[stream] = StreamMark(self, stream, cursor, value, ordered)
         return self._marks[stream]
 

@@ -26,6 +26,7 @@ from connector.delta.pg import PgRunLock
 from connector.delta.watermark import Watermarks, encode
 from connector.errors import RunLocked
 from connector.pipeline import run_pipeline
+from connector.records import RowRef
 
 pytestmark = pytest.mark.timeout(180)
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,3 +162,23 @@ def test_a_read_only_run_before_any_run_sees_no_watermark(postgres_url: str) -> 
     assert marks.stored("s", "updated_at") is None
     assert marks.mark("s", "updated_at", ordered=True).value is None
     marks.close()
+
+
+def test_a_full_run_forgets_the_done_rows_in_postgresql_too(postgres_url: str, tmp_path: Path) -> None:
+    env = {"STATE_PG_URL": postgres_url}
+    part = f"full-{tmp_path.name}"
+
+    def marks(full: bool = False) -> Watermarks:
+        return Watermarks(PgMarks("STATE_PG_URL", "full", part, env, read_only=False), full=full)
+
+    first = marks()
+    rows = [RowRef("src", 1, "id=1"), RowRef("src", 2, "id=2")]
+    first.mark("s", "c", ordered=True).take(rows, [10, 30], ["id=1", "id=2"], below=False)
+    first.settle("s", rows, "delivered")
+    first.mark("s", "c", ordered=True).finish(True)
+    first.close()
+    assert marks().db.done("s", ["id=2"]) == [("id=2", "i:30")]
+    full = marks(full=True)
+    full.mark("s", "c", ordered=True)  # a --full run starts: nothing is done any more
+    assert full.db.done("s", ["id=1", "id=2"]) == []
+    full.close()

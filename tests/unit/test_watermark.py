@@ -145,3 +145,28 @@ def test_a_cursor_that_changes_type_is_a_clear_error(tmp_path: Path) -> None:
     mark = Watermarks(path).mark("s", "updated_at", ordered=False)
     with pytest.raises(SourceError, match="changed type"):
         mark.take(refs(2), [datetime(2024, 1, 1, tzinfo=UTC)], ["id=2"], below=True)
+
+
+def test_a_stopped_full_run_leaves_no_row_done_from_before_it(tmp_path: Path) -> None:
+    """--full starts afresh: a row done at the old watermark is sent again by it, and if the --full run stops
+    before reaching that row (its watermark then lies below it), the next run must read and send it, not skip
+    it as done (found by a trial: after an interrupted --full, the row at the old watermark was never resent)."""
+    path = tmp_path / "s.sqlite"
+    marks = Watermarks(path)
+    take(marks, [(1, 10), (2, 20), (3, 30)])
+    marks.settle("s", refs(1, 2, 3), "delivered")
+    marks.mark("s", "updated_at", ordered=True).finish(True)
+    marks.close()
+    assert Watermarks(path).stored("s", "updated_at") == 30  # row 3 is done at 30
+
+    full = Watermarks(path, full=True)
+    assert take(full, [(1, 10), (2, 20)]) == [True, True]  # stopped after two rows
+    full.settle("s", refs(1), "delivered")
+    full.mark("s", "updated_at", ordered=True).finish(False)
+    full.close()
+
+    again = Watermarks(path)
+    start = again.stored("s", "updated_at")
+    assert start is not None and start <= 20
+    assert take(again, [(2, 20), (3, 30)]) == [True, True]  # row 3 is read and sent again
+    again.close()

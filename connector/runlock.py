@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from connector.config import Pipeline
-from connector.delta import state_path
+from connector.delta import keeping_state, state_path
 from connector.errors import ConfigError, RunLocked
 from connector.report.paths import report_root
 
@@ -62,7 +62,7 @@ def lock_files(pipeline: Pipeline, report_dir: str | Path | None, partition: str
     file is its own ({partition} in state.path: delta.check_partitioned_state)."""
     name = pipeline.name if partition is None else f"{pipeline.name}.{partition}"
     paths = [lock_file_for(root, name) for root in _roots(pipeline, report_dir)]
-    if pipeline.state.url_env is None and any(s.delta or s.incremental is not None for s in pipeline.streams):
+    if pipeline.state.url_env is None and keeping_state(pipeline):
         state = state_path(pipeline, partition)  # (state in PostgreSQL: RunLocks.acquire_database)
         paths.append(state.with_name(state.name + ".lock"))
     return paths
@@ -96,7 +96,7 @@ class RunLocks:
             ConfigError: the state database cannot be reached.
         """
         url_env = pipeline.state.url_env
-        if url_env is None or not any(s.delta or s.incremental is not None for s in pipeline.streams):
+        if url_env is None or not keeping_state(pipeline):
             return
         from connector.delta.pg import PgRunLock
 

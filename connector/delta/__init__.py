@@ -41,7 +41,7 @@ from connector.delta.stores import SqliteStore, Store
 from connector.delta.watermark import Watermarks
 from connector.errors import ConfigError
 
-__all__ = ["SKIP_UNCHANGED", "Counts", "DeltaState", "Incremental", "Watermarks", "check_partitioned_state",
+__all__ = ["SKIP_UNCHANGED", "Counts", "DeltaState", "Incremental", "Watermarks", "check_partitioned_state", "keeping_state",
            "open_incremental", "open_state", "state_path"]  # fmt: skip
 
 WHOLE = "all"  # {partition} of a run that is not partitioned
@@ -58,6 +58,11 @@ def state_path(pipeline: Pipeline, partition: str | None = None) -> Path:
     return fill_template(pipeline.state.path, "state.path", values, Path(pipeline.base_dir))
 
 
+def keeping_state(pipeline: Pipeline) -> list[str]:
+    """The streams that keep state between runs (delta sync or an incremental cursor)."""
+    return [s.name for s in pipeline.streams if s.delta or s.incremental is not None]
+
+
 def check_partitioned_state(pipeline: Pipeline, partition: str | None) -> None:
     """A partitioned run of a pipeline that keeps state needs a state file of its own (module doc).
 
@@ -67,7 +72,7 @@ def check_partitioned_state(pipeline: Pipeline, partition: str | None) -> None:
     # State in PostgreSQL is shared safely: partitions hold disjoint users, and watermarks are kept per partition.
     if pipeline.state.url_env is not None:
         return
-    keeping = [s.name for s in pipeline.streams if s.delta or s.incremental is not None]
+    keeping = keeping_state(pipeline)
     if partition is None or not keeping or "{partition}" in pipeline.state.path:
         return
     raise ConfigError(

@@ -161,13 +161,7 @@ class PgMarks:
 
         self.pipeline, self.part, self.read_only = pipeline, part, read_only
         self.label = f"postgresql (${url_env})"
-        self._db = connect(url_env, env)
-        if not read_only:
-            try:
-                self._db.transaction([("SELECT pg_advisory_xact_lock($1)", [_LOCK_ID]), *[(q, []) for q in _PG_SCHEMA]])
-            except SourceError as e:
-                self._db.close()
-                raise ConfigError(f"{e}; check state.url_env") from None
+        self._db = connect(url_env, env, () if read_only else _PG_SCHEMA, _LOCK_ID)
 
     def _run(self, sql: str, stream: str, *more: Any) -> list[tuple[Any, ...]]:
         try:

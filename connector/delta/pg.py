@@ -4,7 +4,7 @@ for it); the connection goes through the SQL readers' ADBC module."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import orjson
@@ -15,11 +15,13 @@ from connector.readers.sql.connection import resolve_target
 from connector.readers.sql.drivers import Database
 
 
-def connect(url_env: str, env: Mapping[str, str]) -> Database:
-    """A connection to the state database named by `url_env`.
+def connect(url_env: str, env: Mapping[str, str], schema: Sequence[str] = (), lock_id: int = 0) -> Database:
+    """A connection to the state database named by `url_env`; `schema`: statements creating its tables, run in
+    one transaction under the advisory lock `lock_id` (two first runs starting at once do not race).
 
     Raises:
-        ConfigError: the variable is unset, not a postgresql:// URL, or the server refuses the connection.
+        ConfigError: the variable is unset, not a postgresql:// URL, the server refuses the connection, or the
+            tables cannot be created.
     """
     if not env.get(url_env, "").strip():
         raise ConfigError(f"state.url_env: the environment variable {url_env} is not set; set it to the "
@@ -32,9 +34,16 @@ def connect(url_env: str, env: Mapping[str, str]) -> Database:
         raise ConfigError(f"state.url_env: {url_env} must hold a postgresql:// URL (the state lives in "
                           "PostgreSQL or, without url_env, in the local file state.path)")  # fmt: skip
     try:
-        return Database(target, label=f"state database ${url_env}")
+        db = Database(target, label=f"state database ${url_env}")
     except SourceError as e:
         raise ConfigError(f"{e}; check state.url_env") from None
+    if schema:
+        try:
+            db.transaction([("SELECT pg_advisory_xact_lock($1)", [lock_id]), *[(q, []) for q in schema]])
+        except SourceError as e:
+            db.close()
+            raise ConfigError(f"{e}; check state.url_env") from None
+    return db
 
 
 RUNS = "braze_connector_runs"

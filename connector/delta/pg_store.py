@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connector.delta.pg import connect
-from connector.errors import ConfigError, SourceError
+from connector.errors import SourceError
 from connector.readers.sql.drivers import Database
 
 TABLE = "braze_connector_delta"
@@ -54,13 +54,7 @@ class PgStore:
         self.pipeline = pipeline
         self.label = f"postgresql (${url_env})"
         self._lock = threading.Lock()
-        self._db: Database | None = connect(url_env, env)
-        if not read_only:
-            try:
-                self._db.transaction([("SELECT pg_advisory_xact_lock($1)", [_LOCK_ID]), (_CREATE, [])])
-            except SourceError as e:
-                self._db.close()
-                raise ConfigError(f"{e}; check state.url_env") from None
+        self._db: Database | None = connect(url_env, env, () if read_only else [_CREATE], _LOCK_ID)
 
     def _run(self, sql: str, stream: str, payload: Any) -> pa.Table:
         assert self._db is not None

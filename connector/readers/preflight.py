@@ -32,16 +32,27 @@ def check_files(stream: str, source: config.Source, files: Sequence[Path], neede
         if names is None:
             empty.append(path)
             continue
-        have = set(names)
-        missing = [c for c in needed if c not in have]
-        if missing:
-            first = missing[0]
-            more = f"; also missing: {', '.join(repr(c) for c in missing[1:])}" if len(missing) > 1 else ""
-            raise SourceError(
-                f"{path}: stream '{stream}' reads column '{first}' ({needed[first]}), which the file does not "
-                f"have{more} (columns: {', '.join(names) or '(none)'}); fix the file or the pipeline"
-            )
+        check_columns(str(path), stream, needed, names, "file")
     return empty
+
+
+def check_columns(label: str, stream: str, needed: Mapping[str, str], names: Sequence[str], what: str) -> None:
+    """Every needed column among `names` (what a `what`, "file" or "query", returns).
+
+    Raises:
+        SourceError: one message naming the first missing column, what reads it, the others missing and the
+            columns there are.
+    """
+    have = set(names)
+    missing = [c for c in needed if c not in have]
+    if missing:
+        first = missing[0]
+        more = f"; also missing: {', '.join(repr(c) for c in missing[1:])}" if len(missing) > 1 else ""
+        verb = "does not have" if what == "file" else "does not return"
+        raise SourceError(
+            f"{label}: stream '{stream}' reads column '{first}' ({needed[first]}), which the {what} {verb}"
+            f"{more} (columns: {', '.join(names) or '(none)'}); fix the {what} or the pipeline"
+        )
 
 
 def columns_of(source: config.Source, path: Path) -> list[str] | None:

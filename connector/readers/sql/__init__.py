@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from connector.config import Source
 from connector.errors import SourceError
+from connector.readers.preflight import check_columns
 from connector.readers.sql.connection import Target, mask_url, resolve_target
 from connector.readers.sql.drivers import Database
 from connector.readers.sql.query import ALIAS, Since, base_query, count_query, primary_key_query, rows_query
@@ -80,13 +81,7 @@ def count_sql(source: Source, base_dir: Path, env: Mapping[str, str], since: Sin
         wanted.update({c: "source.key" for c in source.key or []})
         if since is not None:
             wanted[since.cursor] = "incremental.cursor"
-        missing = [c for c in wanted if c not in names]
-        if missing:
-            more = f"; also missing: {', '.join(repr(c) for c in missing[1:])}" if len(missing) > 1 else ""
-            raise SourceError(
-                f"{db.label}: stream '{stream}' reads column '{missing[0]}' ({wanted[missing[0]]}), which the query "
-                f"does not return{more} (columns: {', '.join(names) or '(none)'}); fix the query or the pipeline"
-            )
+        check_columns(db.label, stream, wanted, names, "query")
         query, params = count_query(source, db.dialect, since)
         return int(db.scalar(query, params) or 0)
 

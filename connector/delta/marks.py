@@ -19,8 +19,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from connector.delta.stores import open_db
-from connector.errors import ConfigError, SourceError
+from connector.delta.stores import open_state_file
+from connector.errors import SourceError
 
 _BATCH = 500
 
@@ -68,15 +68,7 @@ class SqliteMarks:
 
     def __init__(self, path: Path, *, read_only: bool) -> None:
         self.label = str(path)
-        self.db: sqlite3.Connection | None = None
-        if read_only and not path.exists():
-            return  # filter against nothing, create nothing
-        try:
-            self.db = open_db(path)
-            if not read_only:
-                self.db.executescript(_SQLITE_SCHEMA)
-        except (sqlite3.Error, OSError) as exc:
-            raise ConfigError(f"state file {path}: cannot be opened ({exc}); check state.path") from None
+        self.db = open_state_file(path, _SQLITE_SCHEMA, read_only=read_only)  # None: filter against nothing
 
     def get(self, stream: str) -> tuple[str, str] | None:
         if self.db is None:

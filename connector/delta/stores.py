@@ -50,6 +50,23 @@ def open_db(path: Path) -> sqlite3.Connection:
     return db
 
 
+def open_state_file(path: Path, schema: str, *, read_only: bool) -> sqlite3.Connection | None:
+    """The state file with `schema`'s tables (None: a read-only run and no file yet: create nothing).
+
+    Raises:
+        ConfigError: the file cannot be opened or its tables created.
+    """
+    if read_only and not path.exists():
+        return None
+    try:
+        db = open_db(path)
+        if not read_only:
+            db.executescript(schema)
+    except (sqlite3.Error, OSError) as exc:
+        raise ConfigError(f"state file {path}: cannot be opened ({exc}); check state.path") from None
+    return db
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS delta (
     stream TEXT NOT NULL,
@@ -77,15 +94,7 @@ class SqliteStore:
     def __init__(self, path: Path, *, read_only: bool) -> None:
         self.path, self.label = path, str(path)
         self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
-        if read_only and not path.exists():
-            return  # compare against nothing, create nothing
-        try:
-            self._db = open_db(path)
-            if not read_only:
-                self._db.executescript(_SCHEMA)
-        except (sqlite3.Error, OSError) as exc:
-            raise ConfigError(f"state file {path}: cannot be opened ({exc}); check state.path") from None
+        self._db = open_state_file(path, _SCHEMA, read_only=read_only)  # None: compare against nothing
 
     def lookup(self, stream: str, keys: list[str]) -> list[bytes | None]:
         """The confirmed record of each key (None: none), in the order of `keys`."""

@@ -1,7 +1,14 @@
-"""Synthetic users and events tables for benchmarks, generated with numpy/pyarrow (fast, deterministic)."""
+"""Synthetic users and events tables for benchmarks, generated with numpy/pyarrow (fast, deterministic).
+
+The users table comes in two key shapes: "users" (ids u0, u1, ... in key order, as a sequence would
+give them) and "users_uuid" (random version-4 UUIDs, as most real systems give them; every other column
+as "users" has it). Each also has a "_changed" kind: the same table with `plan` changed on every 20th row
+(5 %, a nightly sync's typical shape), for a delta re-run that sends a few rows and skips the rest.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +66,38 @@ def users_table(n: int, seed: int = 7, offset: int = 0) -> pa.Table:
     )
 
 
+def uuid_strings(n: int, seed: int = 7, offset: int = 0) -> pa.Array:
+    """n random version-4 UUIDs as strings (8-4-4-4-12 lowercase hex), the same for the same seed and offset."""
+    raw = np.random.default_rng((seed, offset, 4)).integers(0, 256, (n, 16), dtype=np.uint8)
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40  # version 4
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
+    hex_chars = np.frombuffer(raw.tobytes().hex().encode("ascii"), dtype="S1").reshape(n, 32)
+    dash = np.full((n, 1), b"-", dtype="S1")
+    parts = (hex_chars[:, :8], dash, hex_chars[:, 8:12], dash, hex_chars[:, 12:16], dash, hex_chars[:, 16:20],
+             dash, hex_chars[:, 20:])  # fmt: skip
+    text = np.ascontiguousarray(np.hstack(parts)).view("S36").ravel()
+    return pa.array(text, type=pa.binary(36)).cast(pa.string())
+
+
+def users_uuid_table(n: int, seed: int = 7, offset: int = 0) -> pa.Table:
+    """users_table(n, seed, offset) with a random UUID as user_id (uuid_strings); every other column unchanged."""
+    table = users_table(n, seed, offset)
+    return table.set_column(0, "user_id", uuid_strings(n, seed, offset))
+
+
+CHANGED_EVERY = 20  # the "_changed" kinds change `plan` on every 20th row: 5 %
+
+
+def change_plans(table: pa.Table, offset: int) -> pa.Table:
+    """The table with `plan` moved to the next plan on every CHANGED_EVERY-th row, counted from row 0 of the
+    whole table (`offset`: the index of this slice's first row); every other value as it was."""
+    plan = table.column("plan")
+    nxt = PLANS[(pc.index_in(plan, value_set=pa.array(PLANS)).to_numpy() + 1) % len(PLANS)]
+    changed = np.arange(offset, offset + table.num_rows) % CHANGED_EVERY == 0
+    moved = np.where(changed, nxt, plan.to_numpy(zero_copy_only=False))
+    return table.set_column(table.schema.get_field_index("plan"), "plan", pa.array(moved, type=pa.string()))
+
+
 def events_table(n: int, seed: int = 11) -> pa.Table:
     rng = np.random.default_rng(seed)
     uid = pc.binary_join_element_wise("u", pc.cast(pa.array(rng.integers(0, max(n // 3, 1), n)), pa.string()), "")
@@ -75,8 +114,29 @@ def events_table(n: int, seed: int = 11) -> pa.Table:
     )
 
 
+_TABLES = {"users": users_table, "users_uuid": users_uuid_table}
+KINDS = ("users", "users_uuid", "events", *(f"{k}_changed" for k in _TABLES))
+
+
+def _chunks(kind: str, n: int, chunk: int) -> Iterator[pa.Table]:
+    """The table of `kind` (KINDS) in slices of at most `chunk` rows."""
+    if kind.endswith("_changed") and kind.removesuffix("_changed") in _TABLES:
+        source = pq.ParquetFile(write_parquet(kind.removesuffix("_changed"), n, chunk))
+        start = 0
+        for batch in source.iter_batches(batch_size=min(chunk, 100_000)):
+            yield change_plans(pa.Table.from_batches([batch]), start)
+            start += batch.num_rows
+        return
+    if kind != "events" and kind not in _TABLES:
+        raise ValueError(f"unknown table kind {kind!r}: one of {', '.join(KINDS)}")
+    for start in range(0, n, chunk):
+        size = min(chunk, n - start)
+        yield _TABLES[kind](size, offset=start) if kind in _TABLES else events_table(size, seed=11 + start)
+
+
 def write_parquet(kind: str, n: int, chunk: int = 1_000_000) -> Path:
-    """Write (once) and return bench/.data/<kind>_<n>.parquet, generated in chunks to bound memory."""
+    """Write (once) and return bench/.data/<kind>_<n>.parquet (kind: one of KINDS), generated in chunks to
+    bound memory."""
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     path = DATA_DIR / f"{kind}_{n}.parquet"
     if path.exists():
@@ -84,9 +144,7 @@ def write_parquet(kind: str, n: int, chunk: int = 1_000_000) -> Path:
     tmp = path.with_suffix(".tmp")
     writer = None
     try:
-        for start in range(0, n, chunk):
-            size = min(chunk, n - start)
-            table = users_table(size, offset=start) if kind == "users" else events_table(size, seed=11 + start)
+        for table in _chunks(kind, n, chunk):
             if writer is None:
                 writer = pq.ParquetWriter(tmp, table.schema)
             writer.write_table(table, row_group_size=100_000)

@@ -7,7 +7,8 @@
 
 Each row reuses a section of bench/: the delivery run of run.py (users Parquet, 5-expectation suite,
 100 ms nginx sink, a 1,000 requests/s limit), gx_speed.py's time to the first request, run.py's dry run,
-delta runs and peak-RSS processes. The issue's targets are for a slow 2-core machine whose calibration
+delta runs and peak-RSS processes. Goal 5 runs the users table with both key shapes (ids u0, u1, ... in key
+order, and random UUIDs: bench/data.py) and is met only if the worse of the two meets it; its row names it. The issue's targets are for a slow 2-core machine whose calibration
 loop (calibration.py: a 10M-iteration Python `for`, CPU seconds) takes 3.2 s. With k = 3.2 s / the
 loop here, a figure that is CPU work is scaled as if every CPU second took k times longer there:
 cores × k, objects/s ÷ k, time to the first request × k (all of it counted as CPU on the critical path;
@@ -47,7 +48,7 @@ from gx_speed import (
     warm_up,
 )
 from reference import LAST
-from run import ROOT, _children_cpu, _run, delta_runs, peak_rss, users_pipeline
+from run import KEY_SHAPES, ROOT, _children_cpu, _run, delta_runs, peak_rss, users_pipeline
 from sink import NginxSink
 
 OBJECTS_PER_REQUEST = 75
@@ -206,18 +207,33 @@ def _local(path: Path, k: Scaling) -> list[str]:
 
 
 def _delta(rows: int, rps: int, plain_wall: float, k: Scaling) -> list[str]:
-    """Goal 5: run.py's delta runs against the plain delivery run of goal 1 (same table, sink, settings)."""
-    (_first_rep, first_wall, _c1), (_re, rerun_wall, _c2) = delta_runs(rows, rps)
-    first_ratio = first_wall / plain_wall
+    """Goal 5, for both key shapes (run.py KEY_SHAPES), judged on the worse: run.py's delta runs against a plain
+    run of the same table, sink and settings (ids u0, u1, ...: goal 1's delivery run; random UUIDs: a plain
+    run of their own)."""
+    shapes: dict[str, tuple[float, float, float]] = {}  # shape -> (first wall, re-run wall, plain wall)
+    for shape in KEY_SHAPES:
+        runs = delta_runs(rows, rps, keys=shape, plain=shape != "seq")
+        (_first_rep, first_wall, _c1), (_re, rerun_wall, _c2) = runs[-2:]
+        shapes[shape] = (first_wall, rerun_wall, plain_wall if shape == "seq" else runs[0][1])
+
+    def judged(shape: str, kk: float) -> tuple[float, float, float]:
+        """(how far over its target, worse of the two; first run's ratio; re-run's share, x k) of a shape."""
+        first, rerun, plain = shapes[shape]
+        rerun_scaled = rerun * kk / plain  # the re-run is CPU-bound, the plain run rate-bound
+        return max(first / plain / FIRST_DELTA_TOLERANCE, rerun_scaled / RERUN_SHARE), first / plain, rerun_scaled
 
     def cell(kk: float | None) -> str:
-        rerun_scaled = rerun_wall * (kk or 0) / plain_wall  # the re-run is CPU-bound, the plain run rate-bound
-        return _cell(kk, f"re-run {rerun_scaled:.0%}",
+        if kk is None:
+            return _cell(kk, "", False)
+        worse = max(shapes, key=lambda shape: judged(shape, kk)[0])
+        _over, first_ratio, rerun_scaled = judged(worse, kk)
+        return _cell(kk, f"worse: {worse} keys, first x{first_ratio:.2f}, re-run {rerun_scaled:.0%}",
                      first_ratio <= FIRST_DELTA_TOLERANCE and rerun_scaled <= RERUN_SHARE)  # fmt: skip
 
-    return ["5. delta: first run vs plain; unchanged re-run",
-            f"first {first_wall:.1f} s vs plain {plain_wall:.1f} s = x{first_ratio:.2f}; re-run {rerun_wall:.1f} s "
-            f"= {rerun_wall / plain_wall:.0%} of plain here",
+    measured = "; ".join(f"{shape} keys: first {first:.1f} s vs plain {plain:.1f} s = x{first / plain:.2f}, re-run "
+                         f"{rerun:.1f} s = {rerun / plain:.0%} of plain" for shape, (first, rerun, plain) in shapes.items())  # fmt: skip
+    return [f"5. delta: first run vs plain; unchanged re-run (keys {' and '.join(KEY_SHAPES)}, the worse judged)",
+            f"{measured} here",
             f"first <= x{FIRST_DELTA_TOLERANCE} plain (not scaled); re-run <= {RERUN_SHARE:.0%} (re-run s x k; "
             f"workload: local)", cell(k.loop), cell(k.local)]  # fmt: skip
 

@@ -5,7 +5,7 @@
     python bench/run.py local --rows 1000000
     python bench/run.py memory --sizes 200000,2000000,10000000
     python bench/run.py sync --seconds 60
-    python bench/run.py delta --rows 1000000
+    python bench/run.py delta --rows 1000000   # --keys seq|uuid|both (default both): the users' id shape
     python bench/run.py issue12               # issue 12's six goals: measured, target, met/missed (issue12.py)
     python bench/run.py reference             # issue 12's commit re-run here: the reference machine's k by
                                               # workload (reference.py; saved for issue12)
@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from baselines import braze_client_loop, naive_loop  # noqa: E402
 from calibration import calibration_s, delivery_targets  # noqa: E402
-from data import users_spec, write_parquet  # noqa: E402
+from data import CHANGED_EVERY, users_spec, write_parquet  # noqa: E402
 from sink import NginxSink, nginx_available  # noqa: E402
 
 from connector.config import Pipeline  # noqa: E402
@@ -333,27 +333,40 @@ def bench_sync(seconds: float, latency: float) -> list[str]:
 # --------------------------------------------------------------------------- delta
 
 
-def bench_delta(rows: int, rps: int) -> list[str]:
-    """A plain run, then a delta stream delivered twice (bulk, 100 ms sink, one state file): the first delta
-    run sends everything, the re-run nothing; wall and CPU (this process + the HTTP child) against plain."""
+KEY_SHAPES = {"seq": "users", "uuid": "users_uuid"}  # key shape -> bench/data.py table kind
+DELTA_LABELS = ("plain (delta: false)", "first delta run (all new)", "delta re-run (unchanged)",
+                "delta re-run, 5 % changed")  # fmt: skip
+
+
+def bench_delta(rows: int, rps: int, keys: tuple[str, ...] = tuple(KEY_SHAPES)) -> list[str]:
+    """Per key shape: a plain run, then a delta stream delivered three times (bulk, 100 ms sink, one state
+    file): the first delta run sends everything, the unchanged re-run nothing, the re-run on the table with
+    5 % of the users changed (bench/data.py change_plans) those; wall and CPU (this process + the HTTP child)
+    against that shape's plain run (rate-bound: the baseline)."""
     calib = calibration_s()
-    out = [f"## Delta sync: {rows:,}-row users Parquet, bulk, 100 ms; plain, then delta twice with one state file",
+    out = [f"## Delta sync: {rows:,}-row users Parquet, bulk, 100 ms; per key shape (seq: u0, u1, ... in key order;"
+           " uuid: random v4 UUIDs) a plain run, then delta with one state file: first run, unchanged re-run,"
+           f" re-run with {100 // CHANGED_EVERY} % of the users changed",
            f"calibration loop (10M-iteration for): {calib:.2f} s CPU"]  # fmt: skip
-    runs = delta_runs(rows, rps, plain=True)
-    _prep, plain_wall, plain_cpu = runs[0]
-    for label, (rep, wall, cpu) in zip(("plain (delta: false)", "first delta run (all new)", "delta re-run (unchanged)"),
-                                       runs, strict=True):  # fmt: skip
-        out.append(f"{label}: {rows / wall:,.0f} rows/s end to end in {wall:.1f} s (CPU {cpu:.1f} s); "
-                   f"delivered {rep['rows']['delivered']:,}, skipped {rep['rows']['skipped']:,}, "
-                   f"requests {rep['requests']['total']:,}; x{wall / plain_wall:.2f} plain wall, "
-                   f"x{cpu / plain_cpu:.2f} plain CPU")  # fmt: skip
+    for shape in keys:
+        runs = delta_runs(rows, rps, plain=True, keys=shape, changed=True)
+        _prep, plain_wall, plain_cpu = runs[0]
+        for label, (rep, wall, cpu) in zip(DELTA_LABELS, runs, strict=True):
+            out.append(f"{shape} keys, {label}: {rows / wall:,.0f} rows/s end to end in {wall:.1f} s (CPU {cpu:.1f} s); "
+                       f"delivered {rep['rows']['delivered']:,}, skipped {rep['rows']['skipped']:,}, "
+                       f"requests {rep['requests']['total']:,}; x{wall / plain_wall:.2f} plain wall, "
+                       f"x{cpu / plain_cpu:.2f} plain CPU")  # fmt: skip
     return out
 
 
-def delta_runs(rows: int, rps: int, *, plain: bool = False) -> list[tuple[dict[str, Any], float, float]]:
+def delta_runs(rows: int, rps: int, *, plain: bool = False, keys: str = "seq",
+               changed: bool = False) -> list[tuple[dict[str, Any], float, float]]:  # fmt: skip
     """(report, wall s, CPU s incl. the HTTP child) of a delta stream's first run and of its unchanged re-run
-    (one state file), after a plain run of the same pipeline without delta when `plain`."""
-    path = write_parquet("users", rows)
+    (one state file) on the users table with `keys` (KEY_SHAPES), after a plain run of the same pipeline
+    without delta when `plain`, then a re-run on the table with 5 % of the users changed when `changed`."""
+    kind = KEY_SHAPES[keys]
+    path = write_parquet(kind, rows)
+    changed_path = write_parquet(f"{kind}_changed", rows) if changed else None  # written before any timing
     with tempfile.TemporaryDirectory() as state, NginxSink(latency_ms=100, limit_rps=rps, burst=rps // 10) as sink:
         data = users_pipeline(path, sink.url, rps=rps).model_dump()
         runs = []
@@ -362,7 +375,11 @@ def delta_runs(rows: int, rps: int, *, plain: bool = False) -> list[tuple[dict[s
         data["streams"][0]["delta"] = True
         data["state"] = {"path": str(Path(state) / "state.sqlite")}
         pipe = Pipeline.model_validate(data)
-        return [*runs, _run_children(pipe), _run_children(pipe)]
+        runs += [_run_children(pipe), _run_children(pipe)]
+        if changed_path is not None:
+            data["streams"][0]["source"]["path"] = str(changed_path)
+            runs.append(_run_children(Pipeline.model_validate(data)))
+        return runs
 
 
 def _run_children(pipeline: Pipeline) -> tuple[dict[str, Any], float, float]:
@@ -385,6 +402,8 @@ def main() -> int:
     ap.add_argument("--sizes", default="200000,2000000,10000000")
     ap.add_argument("--seconds", type=float, default=60, help="sync mode duration")
     ap.add_argument("--transport", default="auto", help="delivery: auto, aiohttp-process, aiohttp or requests")
+    ap.add_argument("--keys", choices=("seq", "uuid", "both"), default="both",
+                    help="delta: the users' key shape, ids u0, u1, ... (seq), random UUIDs (uuid) or both")  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     ap.add_argument("--workload-k", default=None, metavar="FILE_OR_VALUE",
                     help="issue12: the reference machine's workload k (a number, or a file saved by `reference`; "
@@ -404,7 +423,7 @@ def main() -> int:
         "local": lambda: bench_local(a.rows),
         "memory": lambda: bench_memory([int(x) for x in a.sizes.split(",")]),
         "sync": lambda: bench_sync(a.seconds, 100),
-        "delta": lambda: bench_delta(a.rows, a.rps),
+        "delta": lambda: bench_delta(a.rows, a.rps, tuple(KEY_SHAPES) if a.keys == "both" else (a.keys,)),
         "issue12": lambda: issue12_table(a.rows, [int(x) for x in a.sizes.split(",")], a.rps, a.workload_k),
         "reference": lambda: reference_section(a.rows, a.repeat, a.save or (LAST if a.rows == REF_ROWS else None)),
     }

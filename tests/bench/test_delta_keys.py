@@ -32,7 +32,10 @@ def test_uuid_users_are_random_v4_uuids_with_every_other_column_as_the_users_tab
     table, plain = data.users_uuid_table(2000, offset=500), data.users_table(2000, offset=500)
     ids = table.column("user_id").to_pylist()
     parsed = [uuid.UUID(i) for i in ids]
-    assert all(u.version == 4 and u.variant == uuid.RFC_4122 and str(u) == i for u, i in zip(parsed, ids, strict=True))
+    assert all(
+        u.version == 4 and u.variant == uuid.RFC_4122 and str(u) == i
+        for u, i in zip(parsed, ids, strict=True)
+    )
     assert len(set(ids)) == 2000 and ids != sorted(ids)  # not in key order
     assert table.drop(["user_id"]).equals(plain.drop(["user_id"]))
     assert data.users_uuid_table(2000, offset=500).equals(table)  # stable for the seed
@@ -45,7 +48,10 @@ def test_uuid_users_parquet_is_written_in_chunks_and_as_csv(data_dir: Path) -> N
     assert path == data_dir / "users_uuid_2500.parquet"
     written = pq.read_table(path)
     # chunk by chunk, each with its own offset: the chunks' ids are those generated for their offsets
-    expected = [data.users_uuid_table(n, offset=o).column("user_id") for o, n in ((0, 1000), (1000, 1000), (2000, 500))]
+    expected = [
+        data.users_uuid_table(n, offset=o).column("user_id")
+        for o, n in ((0, 1000), (1000, 1000), (2000, 500))
+    ]
     assert written.column("user_id").to_pylist() == [i for c in expected for i in c.to_pylist()]
     assert len(set(written.column("user_id").to_pylist())) == 2500
     csv = pacsv.read_csv(data.write_csv("users_uuid", 2500))

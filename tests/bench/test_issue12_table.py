@@ -42,3 +42,9 @@ def test_issue12_table_has_six_goals_each_met_or_missed_by_both_scalings() -> No
         assert re.search(r"\d", cells[1]) and re.search(r"\d", cells[2]), row  # a measured value and a target
         for scaled in cells[3:]:  # each scaling: its figure (or "not scaled") and met/missed
             assert re.fullmatch(r"(not scaled|.*\d.*): (met|missed)", scaled), row
+    # goal 5 measures both key shapes and is judged on the worse, which each scaled cell names
+    goal5 = [c.strip() for c in rows[4].strip("|").split("|")]
+    assert re.search(r"seq keys: first [\d.]+ s vs plain [\d.]+ s = x[\d.]+, re-run", goal5[1]), goal5
+    assert re.search(r"uuid keys: first [\d.]+ s vs plain [\d.]+ s = x[\d.]+, re-run", goal5[1]), goal5
+    for scaled in goal5[3:]:
+        assert re.fullmatch(r"worse: (seq|uuid) keys, first x[\d.]+, re-run \d+%: (met|missed)", scaled), goal5

@@ -11,9 +11,10 @@ The state (a SQLite file by default, or PostgreSQL: stores.py, pg_store.py) reme
   name or product, time, properties, ...) is skipped, so re-running a file never counts it twice.
 
 The decision is a set operation per chunk, on the objects' JSON as mapping built it (records.EncodedObjects;
-nothing is decoded or serialised again): the chunk's keys are looked up in the store in one statement
-(none at all on a state that was empty when the run began, except keys the run itself decided before:
-seen.py), and a row whose JSON equals the stored record is unchanged, one bytes comparison in C. Only the
+nothing is decoded or serialised again): the chunk's keys are looked up in the store at once (none at all
+on a state that was empty when the run began, except keys the run itself decided before: seen.py), and a
+row whose JSON equals the stored record is unchanged, one bytes comparison in C (the local store answers
+such a row by digests in memory, without reading its record: stores.py, keyindex.py). Only the
 other rows are decoded and compared attribute by attribute; a row with the same values in other JSON (a
 record written by an earlier version, sorted) is unchanged too, and its record is rewritten as the row's
 JSON so the next run compares the JSON alone. New users are sent and kept in flight as their JSON.
@@ -116,13 +117,14 @@ class DeltaState:
         else:
             objs = mapped.objects if isinstance(mapped.objects, list) else list(mapped.objects)
             keys = fp.object_keys(objs)
+            rows = [fp.EVENT_RECORD] * n  # what an event's record is
         # A read-only run keeps what it would send for the chunk only (settle never comes to free it).
         pending: dict[str, _Pending] = {} if self.read_only else self._pending.setdefault(stream, {})
         new: dict[str, bytes] = {} if self.read_only else self._new.setdefault(stream, {})
         with self._lock:
             watch = self._watch[stream] = set()
         try:  # the lookup runs without the lock, so the writer's threads settle meanwhile
-            stored: list[bytes | None] = [None] * n if self.full and not attributes else self._lookup(stream, keys)
+            stored: list[bytes | None] = [None] * n if self.full and not attributes else self._lookup(stream, keys, rows)
         except BaseException:
             with self._lock:
                 del self._watch[stream]
@@ -134,7 +136,8 @@ class DeltaState:
                 found.append(np.fromiter(map(hash, compress(keys, map(_is_some, stored))), np.int64))
             if watch:  # committed during the lookup: read again (committing waits for the lock meanwhile)
                 again = [j for j, k in enumerate(keys) if k in watch]
-                for j, rec in zip(again, self.store.lookup(stream, [keys[j] for j in again]), strict=True):
+                for j, rec in zip(again, self.store.lookup(stream, [keys[j] for j in again], [rows[j] for j in again]),
+                                  strict=True):  # fmt: skip
                     stored[j] = rec
             self._commit.overlay(stream, keys, stored)  # settled, its transaction not committed yet
             if attributes:
@@ -161,18 +164,20 @@ class DeltaState:
         )
         return out, n - len(keep)
 
-    def _lookup(self, stream: str, keys: list[str]) -> list[bytes | None]:
-        """The confirmed record of each key, or None: the whole chunk in one statement. On a state that held
-        nothing for the stream when the run began, only keys this run decided before can have one."""
+    def _lookup(self, stream: str, keys: list[str], rows: list[bytes]) -> list[bytes | None]:
+        """The confirmed record of each key, or None (the row itself where it is the record: the store reads
+        no record for it). On a state that held nothing for the stream when the run began, only keys this
+        run decided before can have one."""
         if stream not in self._seen:
             self._seen[stream] = Seen() if self.store.empty(stream) else None
         seen = self._seen[stream]
         if seen is None:
-            return self.store.lookup(stream, keys)
+            return self.store.lookup(stream, keys, rows)
         stored: list[bytes | None] = [None] * len(keys)
         again = np.flatnonzero(seen.add(keys)).tolist()
         if again:
-            for j, rec in zip(again, self.store.lookup(stream, [keys[j] for j in again]), strict=True):
+            for j, rec in zip(again, self.store.lookup(stream, [keys[j] for j in again], [rows[j] for j in again]),
+                              strict=True):  # fmt: skip
                 stored[j] = rec
         return stored
 

@@ -26,7 +26,12 @@ I8 = np.dtype("<i8")  # hashes, digests and row ids, as stored (little-endian on
 
 def key_hashes(keys: Sequence[str]) -> np.ndarray:
     """The hash of each key (its UTF-8), as int64."""
-    return np.fromiter(map(_hash, map(str.encode, keys)), np.uint64, len(keys)).view(np.int64)
+    return hashes([k.encode() for k in keys])
+
+
+def hashes(keys: Sequence[bytes]) -> np.ndarray:
+    """The hash of each key's UTF-8, as int64."""
+    return np.fromiter(map(_hash, keys), np.uint64, len(keys)).view(np.int64)
 
 
 def digests(records: Sequence[bytes]) -> np.ndarray:

@@ -9,11 +9,12 @@ in code-point order and `count(stream)` counts them.
 The local file is a log, so that writing and reading cost the same whatever order the keys come in (user
 ids are often random, UUIDs say; a table keyed by them took 21 s of CPU to write 1M records, 20 times more
 than keys in order, because every write touched a page of its own):
-- `delta_rec`: one row per confirmed record (id, key, record), only ever appended in the order Braze
-  confirmed them; a record a later one replaced stays until the table holds more such than live ones, and
-  is then deleted at the end of a run (`_compact`);
-- `delta_index`: one row per transaction, its entries as three arrays (key hashes, record digests, row ids;
-  a row id 0 forgets the key). Read once when the store is first asked, they give keyindex.KeyIndex in
+- `delta_log`: one row per transaction that confirmed records, only ever appended: their keys and records,
+  each as one blob with the offsets where each ends. A record is named by its row id and position
+  (`row << 32 | position`). Records that later ones replaced stay until they outnumber the live ones, and
+  are then rewritten away at the end of a run (`_compact`);
+- `delta_index`: one row per transaction, its entries as three arrays (key hashes, record digests, record
+  names; 0 forgets the key). Read once when the store is first asked, they give keyindex.KeyIndex in
   memory (24 bytes per known key); the end of a run that wrote many rows writes them again as one row.
 A kill -9 loses nothing committed: the index is rebuilt from the rows whatever the last run did.
 
@@ -25,14 +26,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import orjson
 
-from connector.delta.keyindex import I8, KeyIndex, digests, key_hashes
+from connector.delta.keyindex import I8, KeyIndex, digests, hashes, key_hashes
 from connector.errors import ConfigError
 
 
@@ -81,7 +82,15 @@ def open_state_file(path: Path, schema: str, *, read_only: bool) -> sqlite3.Conn
 
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS delta_rec (id INTEGER PRIMARY KEY, key TEXT NOT NULL, record BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS delta_log (
+    id INTEGER PRIMARY KEY,
+    stream TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    key_ends BLOB NOT NULL,
+    record_ends BLOB NOT NULL,
+    keys BLOB NOT NULL,
+    records BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS delta_index (
     id INTEGER PRIMARY KEY,
     stream TEXT NOT NULL,
@@ -95,22 +104,36 @@ DROP TABLE IF EXISTS state;
 # written by them loses it once, and the first delta run after the upgrade sends everything again.
 # `delta` is the layout before the log (converted by _convert; read as it is by a read-only store).
 _LEGACY_LOOKUP = "SELECT d.record FROM json_each(?) AS j LEFT JOIN delta AS d ON d.stream = ? AND d.key = j.value"
-_RECORDS = "SELECT id, key, record FROM delta_rec WHERE id IN (SELECT value FROM json_each(?))"
-_BATCH = 100_000  # ids per statement reading records or keys
+_LOG_ROWS = "SELECT id, key_ends, record_ends, keys, records FROM delta_log WHERE id IN (SELECT value FROM json_each(?))"
+_INSERT_LOG = "INSERT INTO delta_log (stream, n, key_ends, record_ends, keys, records) VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT_INDEX = "INSERT INTO delta_index (stream, hashes, digests, rids) VALUES (?, ?, ?, ?)"
+_BATCH = 100_000  # records per log row written by a conversion or a compaction
 _SNAPSHOT_ROWS = 64  # index rows of one stream above which the end of a run writes them again as one
+_POS = 32  # a record's name: its log row << _POS | its position in the row
+_MASK = (1 << _POS) - 1
 
 
 def _json(values: Sequence[str] | Sequence[int]) -> str:
     return orjson.dumps(values).decode()
 
 
-def _arrays(hashes: bytes, dig: bytes, rids: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return (np.frombuffer(hashes, I8).astype(np.int64), np.frombuffer(dig, I8).astype(np.int64),
-            np.frombuffer(rids, I8).astype(np.int64))  # fmt: skip
+def _arrays(h: bytes, d: bytes, r: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return tuple(np.frombuffer(b, I8).astype(np.int64) for b in (h, d, r))  # type: ignore[return-value]
 
 
 def _blobs(*arrays: np.ndarray) -> list[bytes]:
     return [a.astype(I8).tobytes() for a in arrays]
+
+
+def _ends(parts: Sequence[bytes]) -> bytes:
+    return np.fromiter(map(len, parts), np.int64, len(parts)).cumsum().astype(I8).tobytes()
+
+
+def _slices(ends: bytes, data: bytes, positions: Iterable[int]) -> Iterator[tuple[int, bytes]]:
+    """(position, bytes) of each wanted part of a log row's blob."""
+    e = np.frombuffer(ends, I8)
+    for p in positions:
+        yield p, data[(int(e[p - 1]) if p else 0) : int(e[p])]
 
 
 class SqliteStore:
@@ -192,6 +215,20 @@ class SqliteStore:
         except sqlite3.OperationalError:  # a read-only run on a file without the tables yet
             return None
 
+    def _records(self, names: Iterable[int], with_records: bool = True) -> Iterator[tuple[int, str, bytes]]:
+        """(name, key, record) of the named records, by log row (one row's blobs in memory at a time)."""
+        assert self._db is not None
+        by_row: dict[int, list[int]] = {}
+        for name in names:
+            by_row.setdefault(name >> _POS, []).append(name & _MASK)
+        rows = sorted(by_row)
+        for a in range(0, len(rows), 1000):
+            for row, key_ends, record_ends, keys, records in self._db.execute(_LOG_ROWS, (_json(rows[a : a + 1000]),)):
+                wanted = by_row[row]
+                recs = dict(_slices(record_ends, records, wanted)) if with_records else {}
+                for p, key in _slices(key_ends, keys, wanted):
+                    yield row << _POS | p, key.decode(), recs.get(p, b"")
+
     # ---- the Store protocol ----------------------------------------------------------------------------
     def lookup(self, stream: str, keys: list[str], rows: Sequence[bytes] | None = None) -> list[bytes | None]:
         """The confirmed record of each key (None: none), in the order of `keys`. With `rows` (the JSON each
@@ -205,8 +242,8 @@ class SqliteStore:
             index = self._stream(stream)
             if index is None:
                 return out
-            dig, rid = index.find(key_hashes(keys))
-            found = np.flatnonzero(rid)
+            dig, name = index.find(key_hashes(keys))
+            found = np.flatnonzero(name)
             if rows is not None and len(found):
                 same = digests([rows[j] for j in found.tolist()]) == dig[found]
                 for j in found[same].tolist():
@@ -214,15 +251,13 @@ class SqliteStore:
                 found = found[~same]
             if not len(found):
                 return out
-            wanted = rid[found]
-            got: dict[int, tuple[str, bytes]] = {}
-            ids = np.unique(wanted).tolist()
-            for a in range(0, len(ids), _BATCH):
-                got.update((i, (k, r)) for i, k, r in self._db.execute(_RECORDS, (_json(ids[a : a + _BATCH]),)))
-        for j, i in zip(found.tolist(), wanted.tolist(), strict=True):
-            hit = got.get(i)
-            if hit is not None and hit[0] == keys[j]:  # not another key with the same hash
-                out[j] = hit[1]
+            wanted: dict[int, list[int]] = {}
+            for j, n in zip(found.tolist(), name[found].tolist(), strict=True):
+                wanted.setdefault(n, []).append(j)
+            for n, key, record in self._records(wanted):
+                for j in wanted[n]:
+                    if keys[j] == key:  # not another key with the same hash
+                        out[j] = record
         return out
 
     def _legacy_lookup(self, stream: str, keys: list[str]) -> list[bytes | None]:
@@ -241,33 +276,35 @@ class SqliteStore:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                entries = self._append(stream, confirm, forget)
+                row, entries = self._append(stream, confirm, forget)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
             if self._index is not None:
-                if self._applied == entries[0] - 1:  # nothing else was written meanwhile: apply ours
-                    self._applied = entries[0]
-                    self._index.setdefault(stream, KeyIndex()).apply(*entries[1])
+                if self._applied == row - 1:  # nothing else was written meanwhile: apply ours
+                    self._applied = row
+                    self._index.setdefault(stream, KeyIndex()).apply(*entries)
                     self._rows[stream] = self._rows.get(stream, 0) + 1
                 else:
                     self._indexes()
 
-    def _append(self, stream: str, confirm: list[tuple[str, bytes]], forget: list[str],
+    def _append(self, stream: str, confirm: Sequence[tuple[str, bytes]], forget: Sequence[str],
                 ) -> tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:  # fmt: skip
         """Append the records and the index row, inside the caller's transaction: (index row id, entries)."""
         assert self._db is not None
-        (start,) = self._db.execute("SELECT coalesce(max(id), 0) FROM delta_rec").fetchone()
-        ids = np.arange(start + 1, start + 1 + len(confirm), dtype=np.int64)
+        names = np.empty(0, np.int64)
+        key_bytes = [k.encode() for k, _ in confirm]
         if confirm:
-            self._db.executemany("INSERT INTO delta_rec (id, key, record) VALUES (?, ?, ?)",
-                                 [(i, k, r) for i, (k, r) in zip(ids.tolist(), confirm, strict=True)])  # fmt: skip
-        h = key_hashes([*forget, *(k for k, _ in confirm)])
-        d = np.concatenate([np.zeros(len(forget), np.int64), digests([r for _, r in confirm])])
-        r = np.concatenate([np.zeros(len(forget), np.int64), ids])
-        cur = self._db.execute("INSERT INTO delta_index (stream, hashes, digests, rids) VALUES (?, ?, ?, ?)",
-                               (stream, *_blobs(h, d, r)))  # fmt: skip
+            records = [r for _, r in confirm]
+            cur = self._db.execute(_INSERT_LOG, (stream, len(confirm), _ends(key_bytes), _ends(records),
+                                                 b"".join(key_bytes), b"".join(records)))  # fmt: skip
+            names = (int(cur.lastrowid or 0) << _POS) + np.arange(len(confirm), dtype=np.int64)
+        zeros = np.zeros(len(forget), np.int64)
+        h = np.concatenate([key_hashes(forget), hashes(key_bytes)])
+        d = np.concatenate([zeros, digests([r for _, r in confirm])])
+        r = np.concatenate([zeros, names])
+        cur = self._db.execute(_INSERT_INDEX, (stream, *_blobs(h, d, r)))
         return int(cur.lastrowid or 0), (h, d, r)
 
     def keys(self, stream: str) -> list[str]:
@@ -281,10 +318,7 @@ class SqliteStore:
             index = self._stream(stream)
             if index is None:
                 return []
-            ids = np.sort(index.rows()).tolist()
-            out: list[str] = []
-            for a in range(0, len(ids), _BATCH):
-                out.extend(k for _, k, _ in self._db.execute(_RECORDS, (_json(ids[a : a + _BATCH]),)))
+            out = [key for _, key, _ in self._records(index.rows().tolist(), with_records=False)]
         out.sort()
         return out
 
@@ -305,47 +339,69 @@ class SqliteStore:
         with self._lock:
             if self._db is not None:
                 if not self._read_only and not self._legacy:
-                    self._compact()
+                    try:
+                        self._compact()
+                    except sqlite3.Error:
+                        pass  # best effort (a full disk, say): the log as it was reads alike
                 self._db.close()
                 self._db = None
 
     def _compact(self) -> None:
-        """At the end of a run: write a stream's index again as one row once it has many, and delete the
-        records replaced since when they outnumber the live ones. Best effort: a failure (a full disk) leaves
-        the log as it was, which reads alike."""
+        """At the end of a run, in one transaction: rewrite the log without the records later ones replaced,
+        once they outnumber the live ones; write a stream's index again as one row once it has many."""
         assert self._db is not None
         if self._index is None:
             return
         db = self._db
+        self._indexes()
+        live = sum(i.count() for i in self._index.values())
+        (logged,) = db.execute("SELECT coalesce(sum(n), 0) FROM delta_log").fetchone()
+        rewrite = logged - live > max(live, 10_000)
+        snapshot = list(self._index) if rewrite else [s for s, n in self._rows.items() if n > _SNAPSHOT_ROWS]
+        if not snapshot:
+            return
+        db.execute("BEGIN IMMEDIATE")
         try:
-            self._indexes()
-            snapshot = [s for s, n in self._rows.items() if n > _SNAPSHOT_ROWS]
-            live = np.concatenate([i.rows() for i in self._index.values()]) if self._index else np.empty(0, np.int64)
-            (low, high) = db.execute("SELECT coalesce(min(id), 0), coalesce(max(id), 0) FROM delta_rec").fetchone()
-            dead = (high - low + 1 - len(live)) if high else 0  # at least as many as there are (ids have gaps)
-            if dead > max(len(live), 10_000):
-                dead = db.execute("SELECT count(*) FROM delta_rec").fetchone()[0] - len(live)
-            if not snapshot and dead <= max(len(live), 10_000):
-                return
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for stream in snapshot:
-                    index = self._index[stream]
-                    index.merge()
-                    db.execute("DELETE FROM delta_index WHERE stream = ? AND id <= ?", (stream, self._applied))
-                    cur = db.execute("INSERT INTO delta_index (stream, hashes, digests, rids) VALUES (?, ?, ?, ?)",
-                                     (stream, *_blobs(index.h, index.d, index.r)))  # fmt: skip
-                    self._rows[stream] = 1
-                    self._applied = int(cur.lastrowid or self._applied)
-                if dead > max(len(live), 10_000):
-                    every = np.array([i for (i,) in db.execute("SELECT id FROM delta_rec")], dtype=np.int64)
-                    gone = np.setdiff1d(every, live, assume_unique=True).tolist()
-                    for a in range(0, len(gone), _BATCH):
-                        db.execute("DELETE FROM delta_rec WHERE id IN (SELECT value FROM json_each(?))",
-                                   (_json(gone[a : a + _BATCH]),))  # fmt: skip
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        except sqlite3.Error:
-            pass  # the log as it was reads alike
+            if rewrite:
+                (last_log,) = db.execute("SELECT coalesce(max(id), 0) FROM delta_log").fetchone()
+                for stream, index in self._index.items():
+                    self._rewrite(stream, index)
+                db.execute("DELETE FROM delta_log WHERE id <= ?", (last_log,))
+            for stream in snapshot:
+                index = self._index[stream]
+                index.merge()
+                db.execute("DELETE FROM delta_index WHERE stream = ? AND id <= ?", (stream, self._applied))
+                cur = db.execute(_INSERT_INDEX, (stream, *_blobs(index.h, index.d, index.r)))
+                self._rows[stream] = 1
+                self._applied = int(cur.lastrowid or self._applied)
+        except BaseException:
+            db.execute("ROLLBACK")
+            self._index = None  # read again from the file if asked
+            raise
+        db.execute("COMMIT")
+
+    def _rewrite(self, stream: str, index: KeyIndex) -> None:
+        """Append the stream's live records as new log rows and point the index at them."""
+        assert self._db is not None
+        names = index.rows()
+        order = np.argsort(names)
+        renamed = np.empty_like(names)
+        batch: list[tuple[str, bytes]] = []
+        at: list[int] = []
+        for (_name, key, record), j in zip(self._records(names[order].tolist()), order.tolist(), strict=True):
+            batch.append((key, record))
+            at.append(j)
+            if len(batch) == _BATCH:
+                self._log_only(stream, batch, at, renamed)
+                batch, at = [], []
+        if batch:
+            self._log_only(stream, batch, at, renamed)
+        index.r = renamed
+
+    def _log_only(self, stream: str, batch: list[tuple[str, bytes]], at: list[int], renamed: np.ndarray) -> None:
+        assert self._db is not None
+        keys = [k.encode() for k, _ in batch]
+        records = [r for _, r in batch]
+        cur = self._db.execute(_INSERT_LOG, (stream, len(batch), _ends(keys), _ends(records), b"".join(keys),
+                                             b"".join(records)))  # fmt: skip
+        renamed[at] = (int(cur.lastrowid or 0) << _POS) + np.arange(len(batch), dtype=np.int64)

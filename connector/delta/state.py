@@ -22,7 +22,10 @@ JSON so the next run compares the JSON alone. New users are sent and kept in fli
 Nothing is remembered before Braze confirmed it. What a run sends is *pending* in memory, so later rows of
 the same run compare against what was just sent (source order, as the writer delivers it); it is written
 to the store as *confirmed* when the last request in flight for that user gets a 2xx (several threads'
-confirmations share a transaction: commit.py). Any other outcome (rejected, failed, unknown, not sent)
+confirmations share a transaction: commit.py). An event's confirmation is committed before settle()
+returns, so a run killed after Braze confirmed it never sends it again; an attribute's may wait for a
+later transaction (up to commit.DEFER_CHANGES changes or DEFER_SECONDS), so a run killed meanwhile sends
+those users' attributes again next time: the same values, which Braze sets again (idempotent). Any other outcome (rejected, failed, unknown, not sent)
 forgets the user's confirmed record, so the next run sends all of the user's attributes again (safe:
 attribute sets are idempotent). Before a changed user is sent, its confirmed record is deleted from the
 store (committed before the request leaves), so a run that crashes leaves no record for what it may have
@@ -34,6 +37,7 @@ Braze is not noticed (`--full` sends everything and refreshes the state).
 
 from __future__ import annotations
 
+import logging
 import operator
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -51,6 +55,7 @@ from connector.delta.stores import Store
 from connector.records import EncodedObjects, MappedChunk
 
 SKIP_UNCHANGED = "unchanged since the last delivered run (delta)"
+log = logging.getLogger(__name__)
 
 
 def _is_some(record: bytes | None) -> bool:
@@ -95,9 +100,20 @@ class DeltaState:
         # track_found); None once something was, because from then on a lookup may find what the run wrote
         self._found: dict[str, list[np.ndarray] | None] = {}
         self._commit = GroupCommit(store, self._lock, self._written)
+        self._kinds: dict[str, str] = {}  # stream -> its objects' kind
 
     def close(self) -> None:
-        self.store.close()
+        """Commit what is settled, and close the store. A commit that fails (a full disk, PostgreSQL gone)
+        is logged, not raised: the run's deliveries stand, and the next run sends those users again."""
+        try:
+            self.commit()
+        except Exception as exc:  # noqa: BLE001 - any store error; the run's report is already written
+            with self._lock:
+                waiting = sum(map(len, self._commit.unwritten().values()))
+            log.warning("delta state %s: %d confirmed changes could not be recorded (%s); the next run sends "
+                        "those users again", self.label, waiting, exc)  # fmt: skip
+        finally:
+            self.store.close()
 
     # ---- deciding (main thread) ---------------------------------------------------------------------
     def changed(self, stream: str, kind: str, mapped: MappedChunk, id_key: str | None = None) -> tuple[MappedChunk, int]:
@@ -108,6 +124,7 @@ class DeltaState:
         """
         n = len(mapped)
         self.last = Counts()
+        self._kinds[stream] = kind
         if n == 0:
             return mapped, 0
         attributes = kind == "attributes"
@@ -344,6 +361,8 @@ class DeltaState:
             ticket = 0
             if confirm or forget:
                 ticket = self._put(stream, [*confirm.items(), *((k, None) for k in forget)])
+                if self._kinds.get(stream) == "attributes" and not self._commit.due():
+                    ticket = 0  # written with later ones (see the module's docstring)
         if ticket:
             self._commit.flush(ticket)  # committed before this returns, with other threads' changes
 

@@ -148,6 +148,7 @@ class SqliteStore:
         self._applied = 0  # the last delta_index row the index holds
         self._rows: dict[str, int] = {}  # stream -> delta_index rows read for it
         self._legacy = False  # a read-only store on a file of the previous layout
+        self._wrote = False  # whether this store wrote anything (the end of its run may compact)
         if self._db is not None:
             try:
                 tables = {t for (t,) in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -281,6 +282,7 @@ class SqliteStore:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            self._wrote = True
             if self._index is not None:
                 if self._applied == row - 1:  # nothing else was written meanwhile: apply ours
                     self._applied = row
@@ -350,10 +352,11 @@ class SqliteStore:
         """At the end of a run, in one transaction: rewrite the log without the records later ones replaced,
         once they outnumber the live ones; write a stream's index again as one row once it has many."""
         assert self._db is not None
-        if self._index is None:
+        if not self._wrote:
             return
         db = self._db
         self._indexes()
+        assert self._index is not None
         live = sum(i.count() for i in self._index.values())
         (logged,) = db.execute("SELECT coalesce(sum(n), 0) FROM delta_log").fetchone()
         rewrite = logged - live > max(live, 10_000)

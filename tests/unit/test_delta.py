@@ -261,6 +261,7 @@ def test_known_keys_and_forget(tmp_path: Path, backend: Open) -> None:
 def test_found_count_counts_distinct_known_users_until_the_run_writes_the_stream(tmp_path: Path, backend: Open) -> None:
     first = backend(tmp_path / "s.sqlite")
     deliver_all(first, first.changed("users", "attributes", users(("u1", {"a": 1}), ("u2", {"a": 1})))[0])
+    first.close()
     s = backend(tmp_path / "s.sqlite")
     assert s.found_count("users") is None  # not tracked
     s.track_found("users")
@@ -296,6 +297,7 @@ def json_users(*rows: dict[str, Any]) -> MappedChunk:
 
 
 def stored_record(s: DeltaState, key: str) -> bytes | None:
+    s.commit()  # an attribute's confirmation may wait for a later transaction
     return s.store.lookup("users", [key])[0]
 
 

@@ -14,11 +14,16 @@ deciding a chunk does not wait for the store's disk or PostgreSQL's round trip.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable
 
 from connector.delta.stores import Store
 
 Change = tuple[str, bytes | None]  # (key, record to confirm, or None: forget the key)
+# A caller that may wait (state.py: attributes' confirmations) leaves its changes to a later transaction
+# until this many are waiting, or the first of them waited this long.
+DEFER_CHANGES = 2000
+DEFER_SECONDS = 0.1
 
 
 class GroupCommit:
@@ -36,12 +41,27 @@ class GroupCommit:
         self._writing: dict[str, dict[str, bytes | None]] = {}  # the batch being written, still shown
         self._put = 0  # tickets handed out
         self._written = 0  # every ticket up to this one is committed
+        self._waiting = 0  # changes put since the last transaction began
+        self._since = 0.0  # when the first of them was put
 
     def put(self, stream: str, changes: Iterable[Change]) -> int:
         """Queue changes (under the state's lock); the ticket to `flush`."""
-        self._unwritten.setdefault(stream, {}).update(changes)
+        unwritten = self._unwritten.setdefault(stream, {})
+        before = len(unwritten)
+        unwritten.update(changes)
+        if not self._waiting:
+            self._since = time.monotonic()
+        self._waiting += len(unwritten) - before or 1
         self._put += 1
         return self._put
+
+    def unwritten(self) -> dict[str, dict[str, bytes | None]]:
+        """The changes not committed yet, by stream (under the state's lock)."""
+        return self._unwritten
+
+    def due(self) -> bool:
+        """Whether the changes waiting are many or old enough to be written now (under the state's lock)."""
+        return self._waiting >= DEFER_CHANGES or time.monotonic() - self._since >= DEFER_SECONDS
 
     def everything(self) -> int:
         """The ticket covering every change put so far (under the state's lock)."""
@@ -62,6 +82,7 @@ class GroupCommit:
                 if self._written >= ticket:
                     return
                 batch, self._unwritten, upto = self._unwritten, {}, self._put
+                self._waiting = 0
                 self._writing = batch
             try:
                 for stream, changes in batch.items():

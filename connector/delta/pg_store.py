@@ -14,7 +14,7 @@ variable's name stands for it). The connection goes through the SQL readers' ADB
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import orjson
@@ -61,17 +61,17 @@ class PgStore:
         with self._lock:
             return self._db.transaction_table([(sql, [self.pipeline, stream, orjson.dumps(payload).decode()])])
 
-    def lookup(self, stream: str, keys: list[str]) -> list[bytes | None]:
-        """The confirmed record of each key (None: none), in the order of `keys`."""
+    def lookup(self, stream: str, keys: list[str], rows: Sequence[bytes] | None = None) -> list[bytes | None]:
+        """The confirmed record of each key (None: none), in the order of `keys` (`rows` is not used here)."""
         if self._db is None or not keys:
             return [None] * len(keys)
         try:
-            rows = self._run(_LOOKUP, stream, keys)
+            found = self._run(_LOOKUP, stream, keys)
         except SourceError as e:
             if "does not exist" in str(e):  # a read-only run before the first run created the table
                 return [None] * len(keys)
             raise
-        return cast(list[bytes | None], pc.cast(rows.column(0), pa.binary()).to_pylist())  # the text's UTF-8, no copy
+        return cast(list[bytes | None], pc.cast(found.column(0), pa.binary()).to_pylist())  # the text's UTF-8, no copy
 
     def empty(self, stream: str) -> bool:
         """Whether the stream has no confirmed record."""

@@ -11,9 +11,10 @@ The state (a SQLite file by default, or PostgreSQL: stores.py, pg_store.py) reme
   name or product, time, properties, ...) is skipped, so re-running a file never counts it twice.
 
 The decision is a set operation per chunk, on the objects' JSON as mapping built it (records.EncodedObjects;
-nothing is decoded or serialised again): the chunk's keys are looked up in the store in one statement
-(none at all on a state that was empty when the run began, except keys the run itself decided before:
-seen.py), and a row whose JSON equals the stored record is unchanged, one bytes comparison in C. Only the
+nothing is decoded or serialised again): the chunk's keys are looked up in the store at once (none at all
+on a state that was empty when the run began, except keys the run itself decided before: seen.py), and a
+row whose JSON equals the stored record is unchanged, one bytes comparison in C (the local store answers
+such a row by digests in memory, without reading its record: stores.py, keyindex.py). Only the
 other rows are decoded and compared attribute by attribute; a row with the same values in other JSON (a
 record written by an earlier version, sorted) is unchanged too, and its record is rewritten as the row's
 JSON so the next run compares the JSON alone. New users are sent and kept in flight as their JSON.
@@ -21,7 +22,10 @@ JSON so the next run compares the JSON alone. New users are sent and kept in fli
 Nothing is remembered before Braze confirmed it. What a run sends is *pending* in memory, so later rows of
 the same run compare against what was just sent (source order, as the writer delivers it); it is written
 to the store as *confirmed* when the last request in flight for that user gets a 2xx (several threads'
-confirmations share a transaction: commit.py). Any other outcome (rejected, failed, unknown, not sent)
+confirmations share a transaction: commit.py). An event's confirmation is committed before settle()
+returns, so a run killed after Braze confirmed it never sends it again; an attribute's may wait for a
+later transaction (up to commit.DEFER_CHANGES changes or DEFER_SECONDS), so a run killed meanwhile sends
+those users' attributes again next time: the same values, which Braze sets again (idempotent). Any other outcome (rejected, failed, unknown, not sent)
 forgets the user's confirmed record, so the next run sends all of the user's attributes again (safe:
 attribute sets are idempotent). Before a changed user is sent, its confirmed record is deleted from the
 store (committed before the request leaves), so a run that crashes leaves no record for what it may have
@@ -33,6 +37,7 @@ Braze is not noticed (`--full` sends everything and refreshes the state).
 
 from __future__ import annotations
 
+import logging
 import operator
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -50,6 +55,7 @@ from connector.delta.stores import Store
 from connector.records import EncodedObjects, MappedChunk
 
 SKIP_UNCHANGED = "unchanged since the last delivered run (delta)"
+log = logging.getLogger(__name__)
 
 
 def _is_some(record: bytes | None) -> bool:
@@ -94,9 +100,20 @@ class DeltaState:
         # track_found); None once something was, because from then on a lookup may find what the run wrote
         self._found: dict[str, list[np.ndarray] | None] = {}
         self._commit = GroupCommit(store, self._lock, self._written)
+        self._kinds: dict[str, str] = {}  # stream -> its objects' kind
 
     def close(self) -> None:
-        self.store.close()
+        """Commit what is settled, and close the store. A commit that fails (a full disk, PostgreSQL gone)
+        is logged, not raised: the run's deliveries stand, and the next run sends those users again."""
+        try:
+            self.commit()
+        except Exception as exc:  # noqa: BLE001 - any store error; the run's report is already written
+            with self._lock:
+                waiting = sum(map(len, self._commit.unwritten().values()))
+            log.warning("delta state %s: %d confirmed changes could not be recorded (%s); the next run sends "
+                        "those users again", self.label, waiting, exc)  # fmt: skip
+        finally:
+            self.store.close()
 
     # ---- deciding (main thread) ---------------------------------------------------------------------
     def changed(self, stream: str, kind: str, mapped: MappedChunk, id_key: str | None = None) -> tuple[MappedChunk, int]:
@@ -107,6 +124,7 @@ class DeltaState:
         """
         n = len(mapped)
         self.last = Counts()
+        self._kinds[stream] = kind
         if n == 0:
             return mapped, 0
         attributes = kind == "attributes"
@@ -116,13 +134,14 @@ class DeltaState:
         else:
             objs = mapped.objects if isinstance(mapped.objects, list) else list(mapped.objects)
             keys = fp.object_keys(objs)
+            rows = [fp.EVENT_RECORD] * n  # what an event's record is
         # A read-only run keeps what it would send for the chunk only (settle never comes to free it).
         pending: dict[str, _Pending] = {} if self.read_only else self._pending.setdefault(stream, {})
         new: dict[str, bytes] = {} if self.read_only else self._new.setdefault(stream, {})
         with self._lock:
             watch = self._watch[stream] = set()
         try:  # the lookup runs without the lock, so the writer's threads settle meanwhile
-            stored: list[bytes | None] = [None] * n if self.full and not attributes else self._lookup(stream, keys)
+            stored: list[bytes | None] = [None] * n if self.full and not attributes else self._lookup(stream, keys, rows)
         except BaseException:
             with self._lock:
                 del self._watch[stream]
@@ -134,7 +153,8 @@ class DeltaState:
                 found.append(np.fromiter(map(hash, compress(keys, map(_is_some, stored))), np.int64))
             if watch:  # committed during the lookup: read again (committing waits for the lock meanwhile)
                 again = [j for j, k in enumerate(keys) if k in watch]
-                for j, rec in zip(again, self.store.lookup(stream, [keys[j] for j in again]), strict=True):
+                for j, rec in zip(again, self.store.lookup(stream, [keys[j] for j in again], [rows[j] for j in again]),
+                                  strict=True):  # fmt: skip
                     stored[j] = rec
             self._commit.overlay(stream, keys, stored)  # settled, its transaction not committed yet
             if attributes:
@@ -161,18 +181,20 @@ class DeltaState:
         )
         return out, n - len(keep)
 
-    def _lookup(self, stream: str, keys: list[str]) -> list[bytes | None]:
-        """The confirmed record of each key, or None: the whole chunk in one statement. On a state that held
-        nothing for the stream when the run began, only keys this run decided before can have one."""
+    def _lookup(self, stream: str, keys: list[str], rows: list[bytes]) -> list[bytes | None]:
+        """The confirmed record of each key, or None (the row itself where it is the record: the store reads
+        no record for it). On a state that held nothing for the stream when the run began, only keys this
+        run decided before can have one."""
         if stream not in self._seen:
             self._seen[stream] = Seen() if self.store.empty(stream) else None
         seen = self._seen[stream]
         if seen is None:
-            return self.store.lookup(stream, keys)
+            return self.store.lookup(stream, keys, rows)
         stored: list[bytes | None] = [None] * len(keys)
         again = np.flatnonzero(seen.add(keys)).tolist()
         if again:
-            for j, rec in zip(again, self.store.lookup(stream, [keys[j] for j in again]), strict=True):
+            for j, rec in zip(again, self.store.lookup(stream, [keys[j] for j in again], [rows[j] for j in again]),
+                              strict=True):  # fmt: skip
                 stored[j] = rec
         return stored
 
@@ -339,6 +361,8 @@ class DeltaState:
             ticket = 0
             if confirm or forget:
                 ticket = self._put(stream, [*confirm.items(), *((k, None) for k in forget)])
+                if self._kinds.get(stream) == "attributes" and not self._commit.due():
+                    ticket = 0  # written with later ones (see the module's docstring)
         if ticket:
             self._commit.flush(ticket)  # committed before this returns, with other threads' changes
 

@@ -6,7 +6,6 @@ import csv
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from test_pipeline_stop import stop_when
 
 from connector import StopToken
 from connector.config import Pipeline, load_pipeline
+from connector.delta.stores import SqliteStore
 from connector.emulator import EmulatorServer
 from connector.pipeline import run_pipeline
 
@@ -60,8 +60,11 @@ def run(p: Pipeline, em: EmulatorServer, out: Path, **kw: Any) -> dict[str, Any]
 
 
 def state_keys(root: Path) -> set[str]:
-    with sqlite3.connect(root / "state" / "m.sqlite") as db:
-        return {k for (k,) in db.execute("SELECT key FROM delta WHERE stream = 'users'")}
+    store = SqliteStore(root / "state" / "m.sqlite", read_only=True)
+    try:
+        return set(store.keys("users"))
+    finally:
+        store.close()
 
 
 def removed_rows(doc: dict[str, Any]) -> list[dict[str, str]]:
@@ -166,8 +169,9 @@ def test_aliases_holding_a_bar_are_deleted_as_the_alias_they_are(emulator: Emula
     assert {r["_outcome"] for r in removed_rows(doc)} == {"deleted"} and len(state_keys(tmp_path)) == 2
     # A state written before the escaping holds the kept user's alias unescaped: a leftover, not a removal,
     # dropped from the state; nothing more is deleted.
-    with sqlite3.connect(tmp_path / "state" / "m.sqlite") as db:
-        db.execute("INSERT INTO delta (stream, key, record) VALUES ('users', 'user_alias:keep|me|crm', x'7b7d')")
+    store = SqliteStore(tmp_path / "state" / "m.sqlite", read_only=False)
+    store.write("users", [("user_alias:keep|me|crm", b"{}")], [])
+    store.close()
     third = run(p, emulator, tmp_path / "r3")
     assert third["exit_code"] == 0 and third["removed"]["users"]["removed"] == 0
     assert state_keys(tmp_path) == {"user_alias:keep\\|me|crm", "user_alias:plain|crm"}

@@ -320,7 +320,20 @@ class SqliteStore:
             index = self._stream(stream)
             if index is None:
                 return []
-            out = [key for _, key, _ in self._records(index.rows().tolist(), with_records=False)]
+            names = np.sort(index.rows())
+            rows, first = np.unique(names >> _POS, return_index=True)
+            bounds = [*first.tolist(), len(names)]
+            out: list[str] = []
+            for a in range(0, len(rows), 1000):
+                ids = rows[a : a + 1000].tolist()
+                where = {row: a + k for k, row in enumerate(ids)}
+                for row, key_ends, keys in self._db.execute(
+                        "SELECT id, key_ends, keys FROM delta_log WHERE id IN (SELECT value FROM json_each(?))", (_json(ids),)):  # fmt: skip
+                    i = where[row]
+                    pos = names[bounds[i] : bounds[i + 1]] & _MASK
+                    ends = np.frombuffer(key_ends, I8)
+                    starts = np.concatenate([[0], ends[:-1]])
+                    out.extend(keys[x:y].decode() for x, y in zip(starts[pos].tolist(), ends[pos].tolist(), strict=True))
         out.sort()
         return out
 

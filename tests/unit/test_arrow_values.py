@@ -13,6 +13,12 @@ import pytest
 
 from connector import arrow_values
 
+
+@pytest.fixture(autouse=True)
+def buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The builders, as in a process without pandas (pytest's has it: `array` would be pa.array itself)."""
+    monkeypatch.setattr(arrow_values, "_pandas_loaded", lambda: False)
+
 CASES: list[tuple[list[Any], pa.DataType]] = [
     (["a", None, "é€😀", "", "x" * 300], pa.string()),
     (["a", None, "b"], pa.large_string()),

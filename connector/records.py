@@ -101,7 +101,9 @@ class Chunk:
         """The rows where `keep` (a sequence of bools, one per row) is true; parse rejects are not carried."""
         import pyarrow as pa
 
-        mask = pa.array(keep, type=pa.bool_())
+        from connector import arrow_values
+
+        mask = arrow_values.array(keep, pa.bool_())
         kept = [n for n, k in zip(self.row_numbers, keep, strict=True) if k]
         keys = None if self.keys is None else [n for n, k in zip(self.keys, keep, strict=True) if k]
         return Chunk(self.file, self.table.filter(mask), kept, [], keys)

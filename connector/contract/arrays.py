@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connector.arrow_values import array, scalar
 from connector.contract.base import MAX_STRING
 
 Rows = set[int]
@@ -25,7 +26,7 @@ def rows(mask: pa.Array) -> Rows:
     """Indices where a boolean array is true (null counts as false)."""
     if not pc.any(mask).as_py():
         return set()
-    return set(pc.indices_nonzero(pc.fill_null(mask, False)).to_pylist())
+    return set(pc.indices_nonzero(pc.fill_null(mask, scalar(False))).to_pylist())
 
 
 def is_str(arr: pa.Array) -> bool:
@@ -59,14 +60,14 @@ def long_strings(arr: pa.Array, high: int) -> Rows:
     longest = pc.max(pc.binary_length(arr)).as_py() if len(arr) else None
     if longest is None or longest <= high:  # a string has at least as many bytes as characters
         return set()
-    return rows(pc.greater(pc.utf8_length(arr), high))
+    return rows(pc.greater(pc.utf8_length(arr), scalar(high)))
 
 
 def outside(arr: pa.Array, allowed: frozenset[str]) -> Rows | None:
     """Rows holding a string not in `allowed` (nulls pass)."""
     if not is_str(arr):
         return None if not pa.types.is_null(arr.type) else set()
-    ok = pc.is_in(arr, value_set=pa.array(sorted(allowed), arr.type))
+    ok = pc.is_in(arr, value_set=array(sorted(allowed), arr.type))
     return rows(pc.and_(pc.is_valid(arr), pc.invert(ok)))
 
 
@@ -75,7 +76,7 @@ def distinct_rows(arr: pa.Array, ok: Callable[[str], object]) -> Rows | None:
     if not is_str(arr):
         return None if not pa.types.is_null(arr.type) else set()
     bad = [v for v in pc.unique(arr).to_pylist() if v is not None and not ok(v)]
-    return rows(pc.is_in(arr, value_set=pa.array(bad, arr.type))) if bad else set()
+    return rows(pc.is_in(arr, value_set=array(bad, arr.type))) if bad else set()
 
 
 def sized(arr: pa.Array, low: int, high: int) -> Rows | None:
@@ -87,8 +88,8 @@ def sized(arr: pa.Array, low: int, high: int) -> Rows | None:
         if int(size.min()) >= low and int(size.max()) <= high:
             return set()
     lengths = pc.utf8_length(arr)
-    ok = pc.and_(pc.greater_equal(lengths, low), pc.less_equal(lengths, high))
-    return rows(pc.invert(pc.fill_null(ok, False)))
+    ok = pc.and_(pc.greater_equal(lengths, scalar(low)), pc.less_equal(lengths, scalar(high)))
+    return rows(pc.invert(pc.fill_null(ok, scalar(False))))
 
 
 def names(arr: pa.Array) -> Rows | None:
@@ -101,8 +102,8 @@ def names(arr: pa.Array) -> Rows | None:
         first = _data(arr)[_offsets(arr)[:-1]]  # every cell holds a byte: its first one
         if ((first >= 0x21) & (first <= 0x7E)).all():
             return long_strings(arr, MAX_STRING)
-    ok = pc.and_(pc.match_substring_regex(arr, "^[!-~]"), pc.less_equal(pc.utf8_length(arr), MAX_STRING))
-    return rows(pc.invert(pc.fill_null(ok, False)))
+    ok = pc.and_(pc.match_substring_regex(arr, "^[!-~]"), pc.less_equal(pc.utf8_length(arr), scalar(MAX_STRING)))
+    return rows(pc.invert(pc.fill_null(ok, scalar(False))))
 
 
 def _offsets(arr: pa.Array) -> np.ndarray:
@@ -149,6 +150,6 @@ def emails(arr: pa.Array, pattern: str) -> Rows | None:
         return None if not pa.types.is_null(arr.type) else set()
     if len(arr) and int(np.diff(_offsets(arr)).max()) <= MAX_STRING:  # no cell has more bytes than allowed
         return rows(pc.invert(pc.match_substring_regex(arr, pattern)))  # null stays null: nulls pass
-    ok = pc.and_(pc.match_substring_regex(arr, pattern), pc.less_equal(pc.utf8_length(arr), MAX_STRING))
+    ok = pc.and_(pc.match_substring_regex(arr, pattern), pc.less_equal(pc.utf8_length(arr), scalar(MAX_STRING)))
     return rows(pc.and_(pc.is_valid(arr), pc.invert(ok)))
 

@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connector.arrow_values import array, scalar
 from connector.contract.base import Violation
 
 RULE = "identifier.control_character"
@@ -59,13 +60,13 @@ def control_rows(sources: dict[str, list[Sequence[Any]]]) -> set[int]:
 
 def _rows_with_control(values: Sequence[Any]) -> set[int]:
     try:
-        arr = pa.array(values, type=pa.string())
+        arr = array(values, pa.string())
     except (pa.ArrowInvalid, pa.ArrowTypeError):  # aliases (dicts) or mixed types: one by one
         return {i for i, v in enumerate(values) if _has_control(v)}
     hits = pc.match_substring_regex(arr, _CONTROL_RE2)
     if not pc.any(hits).as_py():
         return set()
-    return set(pc.indices_nonzero(pc.fill_null(hits, False)).to_pylist())
+    return set(pc.indices_nonzero(pc.fill_null(hits, scalar(False))).to_pylist())
 
 
 def _has_control(value: Any) -> bool:

@@ -15,6 +15,7 @@ from typing import Any, TypeAlias
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connector.arrow_values import array
 from connector.contract import arrays
 from connector.contract.base import (
     _CONTROL,
@@ -66,7 +67,7 @@ def _all_match(values: Sequence[Any], pattern: str) -> bool:
     if not values:
         return True
     try:
-        arr = pa.array(values, type=pa.string())
+        arr = array(values, pa.string())
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return False
     return arr.null_count == 0 and bool(pc.all(pc.match_substring_regex(arr, pattern)).as_py())

@@ -10,6 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connector.arrow_values import null, scalar, to_numpy
+
 # First bytes of the UTF-8 of every character pyarrow's utf8_trim_whitespace trims: U+0009..U+000D,
 # U+001C..U+001F, U+0020, U+0085 and U+00A0 (C2), U+1680 (E1), U+2000..U+200A, U+2028, U+2029, U+202F,
 # U+205F (E2), U+3000 (E3). tests/unit/test_casts_blanks.py checks every code point.
@@ -27,7 +29,7 @@ def _may_hold_blanks(arr: pa.Array) -> bool:
     lengths = np.diff(offsets)
     empty = lengths == 0
     if arr.null_count:
-        empty &= pc.is_valid(arr).to_numpy(zero_copy_only=False)
+        empty &= to_numpy(pc.is_valid(arr))
     if empty.any():
         return True
     data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
@@ -41,8 +43,8 @@ def blank_to_null(arr: pa.Array) -> pa.Array:
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         if not _may_hold_blanks(arr):
             return arr
-        blank = pc.equal(pc.utf8_trim_whitespace(arr), "")
-        return pc.if_else(blank, pa.scalar(None, t), arr)
+        blank = pc.equal(pc.utf8_trim_whitespace(arr), scalar(""))
+        return pc.if_else(blank, null(t), arr)
     if pa.types.is_floating(t):
-        return pc.if_else(pc.is_nan(arr), pa.scalar(None, t), arr) if pc.any(pc.is_nan(arr)).as_py() else arr
+        return pc.if_else(pc.is_nan(arr), null(t), arr) if pc.any(pc.is_nan(arr)).as_py() else arr
     return arr

@@ -18,11 +18,20 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connector.arrow_values import array, null, scalar
 from connector.errors import ConfigError
 from connector.mapping.blanks import blank_to_null
 from connector.mapping.dates import MONTH_FIRST, DayMonth
 from connector.mapping.numbers import plain_numbers
-from connector.mapping.timeparse import BRAZE_TIME_FORMATS, arrow_iso, iso, local_to_utc, parse, parse_each
+from connector.mapping.timeparse import (
+    BRAZE_TIME_FORMATS,
+    arrow_iso,
+    arrow_iso_cells,
+    iso,
+    local_to_utc,
+    parse,
+    parse_each,
+)
 
 _TRUE = ["true", "1", "yes", "y", "t"]
 _FALSE = ["false", "0", "no", "n", "f"]
@@ -93,7 +102,7 @@ def _fail(kind: str, raw: pa.Array, bad: list[int], errors: dict[int, tuple[str,
         expected = f"does not match the format {formats[0]!r}"
     elif formats:
         expected = f"matches none of the formats {', '.join(map(repr, formats))} (tried in order)"
-    for i, v in zip(bad, raw.take(pa.array(bad, pa.int64())).to_pylist(), strict=True):
+    for i, v in zip(bad, raw.take(array(bad, pa.int64())).to_pylist(), strict=True):
         errors.setdefault(i, (rule, f"{quote(v)} {expected}"))
 
 
@@ -174,7 +183,7 @@ def _numeric_from_strings(arr: pa.Array, kind: str) -> Cast:
     trimmed = pc.utf8_trim_whitespace(arr)
     pattern = _INT_RE if kind == "integer" else _FLOAT_RE
     ok = pc.match_substring_regex(trimmed, pattern)
-    good = pc.if_else(ok, trimmed, pa.scalar(None, arr.type))
+    good = pc.if_else(ok, trimmed, null(arr.type))
     if kind == "integer":
         try:
             out = pc.cast(
@@ -182,7 +191,7 @@ def _numeric_from_strings(arr: pa.Array, kind: str) -> Cast:
                 pa.int64(),
             )
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            out = pa.array([_py_int(v) for v in good.to_pylist()], type=pa.int64())
+            out = array([_py_int(v) for v in good.to_pylist()], pa.int64())
     elif kind == "number":
         is_int = pc.match_substring_regex(trimmed, r"^[+-]?\d{1,18}$")
         floats = pc.cast(good, pa.float64()).to_pylist()
@@ -211,7 +220,7 @@ def _finite(res: Cast, kind: str, raw: pa.Array) -> Cast:
         bad_mask = pc.and_(pc.is_valid(f), pc.invert(pc.is_finite(f)))
         if pc.any(bad_mask).as_py():
             _fail(kind, raw, pc.indices_nonzero(bad_mask).to_pylist(), res.errors)
-            res.arrow = pc.if_else(bad_mask, pa.scalar(None, f.type), f)
+            res.arrow = pc.if_else(bad_mask, null(f.type), f)
         return res
     vals = res.values
     try:
@@ -236,8 +245,8 @@ def _integer(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
     if pa.types.is_floating(t) or pa.types.is_decimal(t):
         f = pc.cast(arr, pa.float64())
         ok = pc.and_(pc.is_finite(f), pc.equal(pc.floor(f), f))
-        ok = pc.and_(ok, pc.less(pc.abs(f), 2.0**63))
-        good = pc.if_else(ok, f, pa.scalar(None, pa.float64()))
+        ok = pc.and_(ok, pc.less(pc.abs(f), scalar(2.0**63)))
+        good = pc.if_else(ok, f, null(pa.float64()))
         res = Cast(arrow=pc.cast(good, pa.int64()))
         _fail("integer", arr, _lost(arr, good), res.errors)
         return res
@@ -258,7 +267,7 @@ def _number(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
 
 
 def _as_string(arr: pa.Array) -> pa.Array:
-    return arr if _is_str(arr.type) else pa.array(_string(arr, Fmt(), "UTC", None).values, type=pa.string())
+    return arr if _is_str(arr.type) else array(_string(arr, Fmt(), "UTC", None).values, pa.string())
 
 
 def _boolean(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
@@ -269,21 +278,19 @@ def _boolean(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
         # The common column holds only "true"/"false" (or "True"/"False") as written: two comparisons
         # instead of trimming, lowering and looking up every cell (the same values either way).
         for yes, no in (("true", "false"), ("True", "False")):
-            is_true = pc.equal(arr, yes)
-            if pc.all(pc.or_(is_true, pc.equal(arr, no))).as_py():  # nulls stay null
+            is_true = pc.equal(arr, scalar(yes))
+            if pc.all(pc.or_(is_true, pc.equal(arr, scalar(no)))).as_py():  # nulls stay null
                 return Cast(arrow=is_true)
     s = pc.utf8_lower(pc.utf8_trim_whitespace(_as_string(arr)))
-    is_true = pc.is_in(s, value_set=pa.array(_TRUE))
-    is_false = pc.is_in(s, value_set=pa.array(_FALSE))
-    out = pc.if_else(is_true, True, pc.if_else(is_false, False, pa.scalar(None, pa.bool_())))
+    is_true = pc.is_in(s, value_set=array(_TRUE, pa.string()))
+    is_false = pc.is_in(s, value_set=array(_FALSE, pa.string()))
+    out = pc.if_else(is_true, scalar(True), pc.if_else(is_false, scalar(False), null(pa.bool_())))
     res = Cast(arrow=out)
     _fail("boolean", arr, _lost(arr, out), res.errors)
     return res
 
 
 def _time(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
-    import pandas as pd  # here: pandas costs ~0.2 s to import, and most runs never parse with it
-
     t = arr.type
     if pa.types.is_timestamp(t):
         return Cast(arrow=iso(arr if t.tz is not None else local_to_utc(arr, tz)))
@@ -294,6 +301,24 @@ def _time(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
         fast = arrow_iso(s, tz)
         if fast is not None:
             return Cast(arrow=iso(fast))
+        cells = arrow_iso_cells(s, tz)  # a column with a bad cell or zoned and plain cells, without pandas
+        out = cells if cells is not None else _parse_general(s, fmt, tz)
+    else:
+        out = _parse_general(s, fmt, tz)
+    year = pc.year(out)
+    # Braze treats years outside 0..3000 as strings, not times: refuse them as times.
+    out = pc.if_else(
+        pc.and_(pc.greater_equal(year, scalar(1)), pc.less_equal(year, scalar(3000))), out, null(out.type)
+    )
+    res = Cast(arrow=iso(out))
+    _fail("time", s, _lost(s, out), res.errors, fmt.given)
+    return res
+
+
+def _parse_general(s: pa.Array, fmt: Fmt, tz: str) -> pa.Array:
+    """The strings as UTC timestamps (null where none of the formats parses them), with pandas."""
+    import pandas as pd  # here: pandas costs ~0.2 s to import, and most runs never parse with it
+
     ser = pd.Series(pc.utf8_trim_whitespace(s).to_pylist(), dtype=object)
     if fmt.given:
         parsed = parse_each(ser, fmt.given, tz)
@@ -307,20 +332,10 @@ def _time(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
                 f = (fmt.reading or DayMonth()).format_for(ser[missed])
             parsed[missed] = parse(ser[missed], f, tz)
             missed = parsed.isna() & ser.notna()
-    out = pa.array(parsed, type=pa.timestamp("us", tz="UTC"), from_pandas=True)
-    year = pc.year(out)
-    # Braze treats years outside 0..3000 as strings, not times: refuse them as times.
-    out = pc.if_else(
-        pc.and_(pc.greater_equal(year, 1), pc.less_equal(year, 3000)), out, pa.scalar(None, out.type)
-    )
-    res = Cast(arrow=iso(out))
-    _fail("time", s, _lost(s, out), res.errors, fmt.given)
-    return res
+    return pa.array(parsed, type=pa.timestamp("us", tz="UTC"), from_pandas=True)
 
 
 def _date(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
-    import pandas as pd
-
     t = arr.type
     if pa.types.is_date(t):
         return Cast(arrow=pc.strftime(arr, format="%Y-%m-%d"))
@@ -339,6 +354,8 @@ def _date(arr: pa.Array, fmt: Fmt, tz: str, split: str | None) -> Cast:
             raise pa.ArrowInvalid("needs the general parser")
         parsed = pc.cast(trimmed, pa.date32())
     except pa.ArrowInvalid:
+        import pandas as pd  # here: pandas costs ~0.2 s to import, and most runs never parse with it
+
         ser = pd.Series(trimmed.to_pylist(), dtype=object)
         days = pd.Series(pd.NaT, index=ser.index, dtype="datetime64[ns]")
         for f in fmt.given or ("%Y-%m-%d",):

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel
 
+from connector.arrow_values import array
 from connector.config import AttributeField, Properties, Stream, Value
 from connector.errors import ConfigError
 from connector.mapping.casts import cast_array, zone
@@ -37,7 +38,7 @@ class Column:
     def prefetch(self, rows: list[int]) -> None:
         """Convert the values of these rows only (the rows the per-row checks will read), in one call."""
         if self._values is None and self.arrow is not None and rows:
-            self._some = dict(zip(rows, self.arrow.take(pa.array(rows, pa.int64())).to_pylist(), strict=True))
+            self._some = dict(zip(rows, self.arrow.take(array(rows, pa.int64())).to_pylist(), strict=True))
 
     def at(self, i: int) -> Any:
         """The value of row i, without converting the whole column when prefetch() holds it."""

@@ -19,6 +19,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connector.arrow_values import array, null, scalar, to_numpy
 from connector.records import EncodedObjects
 
 STR = pa.large_string()
@@ -37,7 +38,7 @@ class Piece:
 
 
 def text(s: str) -> pa.Scalar:
-    return pa.scalar(s, STR)
+    return scalar(s, STR)
 
 
 def is_text(arr: pa.Array) -> bool:
@@ -74,11 +75,11 @@ def _floats(arr: pa.Array) -> pa.Array:
     """orjson's float text (shortest round trip, as for Python floats), null where the cell is null."""
     arr = arr.cast(pa.float64())
     if len(arr) == 0:
-        return pa.array([], STR)
-    dense = pc.fill_null(arr, 0.0).to_numpy(zero_copy_only=False)
+        return array([], STR)
+    dense = to_numpy(pc.fill_null(arr, scalar(0.0)))
     joined = orjson.dumps(dense, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].decode()
-    out = pc.list_flatten(pc.split_pattern(pa.array([joined], STR), ","))
-    return pc.if_else(pc.is_valid(arr), out, pa.scalar(None, STR)) if arr.null_count else out
+    out = pc.list_flatten(pc.split_pattern(array([joined], STR), ","))
+    return pc.if_else(pc.is_valid(arr), out, null(STR)) if arr.null_count else out
 
 
 def arrow_json(arr: pa.Array) -> tuple[pa.Array, bool] | None:
@@ -110,7 +111,7 @@ def values_json(values: Sequence[Any]) -> tuple[pa.Array, bool]:
     types.discard(type(None))
     if len(types) == 1 and (t := types.pop()) in _SIMPLE:
         try:
-            arr = pa.array(values, type=_SIMPLE[t])
+            arr = array(values, _SIMPLE[t])
         except (pa.ArrowInvalid, OverflowError):  # an int beyond 64 bits
             pass
         else:
@@ -118,7 +119,7 @@ def values_json(values: Sequence[Any]) -> tuple[pa.Array, bool]:
             assert out is not None
             return out
     dumps = orjson.dumps
-    return pa.array([None if v is None else dumps(v).decode() for v in values], STR), False
+    return array([None if v is None else dumps(v).decode() for v in values], STR), False
 
 
 def piece(key: str, json: tuple[pa.Array, bool], keep_null: bool) -> Piece:
@@ -141,8 +142,8 @@ def nested(key: str, pieces: list[Piece], n: int) -> Piece:
     if not pieces:
         return Piece(key, pa.nulls(n, STR))
     inner = _assemble(pieces, n, "{", "}")
-    empty = pc.equal(pc.binary_length(inner), 2)
-    return Piece(key, pc.if_else(empty, pa.scalar(None, STR), inner) if pc.any(empty).as_py() else inner)
+    empty = pc.equal(pc.binary_length(inner), scalar(2))
+    return Piece(key, pc.if_else(empty, null(STR), inner) if pc.any(empty).as_py() else inner)
 
 
 def encode_objects(pieces: list[Piece], n: int) -> pa.Array:
@@ -183,7 +184,7 @@ def _assemble(pieces: list[Piece], n: int, open_: str, close: str) -> pa.Array:
     if pending:
         merged.append(text(pending))
     if not any(isinstance(a, pa.Array) for a in merged):
-        inner = pa.array(["".join(a.as_py() for a in merged)] * n, STR)
+        inner = array(["".join(a.as_py() for a in merged)] * n, STR)
     elif len(merged) == 1:
         inner = pc.fill_null(merged[0], text(""))
     else:

@@ -15,6 +15,7 @@ from typing import Any, overload
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connector.arrow_values import array
 from connector.contract import columns as precheck
 from connector.mapping import encode
 from connector.mapping.columns import Column, build_properties
@@ -38,7 +39,7 @@ class ArrowCells(Sequence[Any]):
     def prefetch(self, rows: list[int]) -> None:
         """Convert the values of these rows only, in one call (the rows checked one by one)."""
         if self._values is None and rows:
-            self._some = dict(zip(rows, self.arrow.take(pa.array(rows, pa.int64())).to_pylist(), strict=True))
+            self._some = dict(zip(rows, self.arrow.take(array(rows, pa.int64())).to_pylist(), strict=True))
 
     def _list(self) -> list[Any]:
         if self._values is None:

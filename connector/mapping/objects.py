@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from connector import contract
+from connector.arrow_values import array, from_numpy
 from connector.config import AttributeField, Identifier, Stream
 from connector.mapping import encode
 from connector.mapping.columns import Column, Resolver, build_properties
@@ -297,7 +298,7 @@ class _RowValues:
     def fill(self) -> None:
         if not self._asked:
             return
-        rows = self.chunk.table.take(pa.array([i for i, _ in self._asked], pa.int64())).to_pylist()
+        rows = self.chunk.table.take(array([i for i, _ in self._asked], pa.int64())).to_pylist()
         for (_, values), row in zip(self._asked, rows, strict=True):
             values.update(row)
         self._asked = []
@@ -409,7 +410,7 @@ def _from_batch(
         keep[rejected] = False
         kept = np.flatnonzero(keep)
         indices: Sequence[int] = kept.tolist()
-        encoded = encoded.take(pa.array(kept))
+        encoded = encoded.take(from_numpy(kept))
         at = {i: int(j) for i, j in zip(checked, np.searchsorted(kept, list(checked)), strict=True)}
         log.debug("stream %s, %s: %d of %d rows rejected", stream.name, chunk.file, len(rejects), n)
     else:

@@ -1,8 +1,9 @@
 """Parsing date-time strings to UTC, vectorised (pandas and Arrow); casts.py turns the results into cells.
 
 `parse_each` tries strptime formats in order on the cells still unparsed; `parse` parses with one format
-(strings without an offset take the zone); `arrow_iso` is Arrow's fast ISO 8601 path; `iso` formats
-timestamps as Braze's ISO 8601 UTC text.
+(strings without an offset take the zone); `arrow_iso` is Arrow's fast ISO 8601 path; `arrow_iso_cells`
+is Arrow's ISO 8601 cast cell by cell, for the columns `arrow_iso` refuses whose cells pandas would read
+alike; `iso` formats timestamps as Braze's ISO 8601 UTC text.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from connector.arrow_values import from_numpy, null, scalar
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,7 +36,7 @@ def iso(ts: pa.Array) -> pa.Array:
     if fixed is not None:
         return fixed
     text = pc.replace_substring(pc.cast(ms, pa.string()), " ", "T", max_replacements=1)
-    return pc.binary_join_element_wise(text, "Z", "")
+    return pc.binary_join_element_wise(text, scalar("Z"), scalar(""))
 
 
 def _iso_fixed(ms: pa.Array) -> pa.Array | None:
@@ -42,7 +45,7 @@ def _iso_fixed(ms: pa.Array) -> pa.Array | None:
     n = len(ms)
     if n == 0:
         return None
-    filled = pc.fill_null(ms, 0) if ms.null_count else ms
+    filled = pc.fill_null(ms, scalar(0).cast(ms.type)) if ms.null_count else ms
     text = pc.cast(filled, pa.large_string())
     offsets = np.frombuffer(text.buffers()[1], dtype=np.int64)[text.offset : text.offset + n + 1]
     start, end = int(offsets[0]), int(offsets[-1])
@@ -54,7 +57,7 @@ def _iso_fixed(ms: pa.Array) -> pa.Array | None:
     out[:, 23] = ord("Z")
     bounds = np.arange(0, 24 * (n + 1), 24, dtype=np.int64)
     result = pa.LargeStringArray.from_buffers(n, pa.py_buffer(bounds), pa.py_buffer(out))
-    return pc.if_else(pc.is_valid(ms), result, pa.scalar(None, pa.large_string())) if ms.null_count else result
+    return pc.if_else(pc.is_valid(ms), result, null(pa.large_string())) if ms.null_count else result
 
 
 def local_to_utc(naive: pa.Array, tz: str) -> pa.Array:
@@ -83,6 +86,65 @@ def arrow_iso(s: pa.Array, tz: str) -> pa.Array | None:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     return None
+
+
+# The ISO 8601 cells Arrow's cast and pandas' "ISO8601" both read, to the same instant when both accept
+# them, and neither when one refuses them (a day, month, hour, ... out of range), which none of
+# BRAZE_TIME_FORMATS can then parse either (no ':' before the fraction, no '/', no weekday name):
+# date, or date, 'T' or ' ', hh:mm[:ss[.1-6 digits]] and an optional Z or +hh[[:]mm] that OFFSET_RE sees.
+# tests/unit/test_mapping_timeparse.py compares the two parsers on such cells.
+_ISO_SHAPE = r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?$"
+_MAX_REFUSED = 64  # more cells Arrow refuses than this in one column: the general parser is cheaper
+
+
+def arrow_iso_cells(s: pa.Array, tz: str) -> pa.Array | None:
+    """UTC timestamps (microseconds) of a string column, null where a cell is not a valid date-time: what
+    the general parser (`parse` with "ISO8601", then BRAZE_TIME_FORMATS) gives, without pandas. None when
+    a cell has another shape than _ISO_SHAPE, when a cell without an offset would be read in a zone other
+    than UTC (pandas refuses a local time that a DST change skips or repeats; Arrow's `local_to_utc` does
+    not), or when over _MAX_REFUSED cells do not parse: the general parser decides then."""
+    trimmed = pc.utf8_trim_whitespace(s)
+    if not pc.all(pc.match_substring_regex(trimmed, _ISO_SHAPE), min_count=0).as_py():  # nulls skipped
+        return None
+    aware = pc.fill_null(pc.match_substring_regex(trimmed, OFFSET_RE), scalar(False))
+    if tz != "UTC" and not pc.all(pc.or_(aware, pc.is_null(trimmed))).as_py():
+        return None
+    utc = pa.timestamp("us", tz="UTC")
+    zoned = _cast_cells(pc.if_else(aware, trimmed, null(trimmed.type)), utc)
+    plain = _cast_cells(pc.if_else(aware, null(trimmed.type), trimmed), pa.timestamp("us"))
+    if zoned is None or plain is None:
+        return None
+    return pc.if_else(aware, zoned, plain.cast(utc))  # a plain cell is read in UTC (tz is UTC here)
+
+
+def _cast_cells(strings: pa.Array, to: pa.DataType) -> pa.Array | None:
+    """`strings` cast to `to`, null where Arrow refuses a cell (None past _MAX_REFUSED such cells)."""
+    try:
+        return pc.cast(strings, to)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    refused: list[int] = []
+    if not _refused(strings, to, 0, refused):
+        return None
+    keep = np.ones(len(strings), dtype=np.bool_)
+    keep[refused] = False
+    return pc.cast(pc.if_else(from_numpy(keep), strings, null(strings.type)), to)
+
+
+def _refused(strings: pa.Array, to: pa.DataType, start: int, out: list[int]) -> bool:
+    """Add to `out` the positions (from `start`) of the cells Arrow does not cast: a whole slice casts at
+    once, a refused one is halved (~2 log2(n) casts per refused cell). False past _MAX_REFUSED cells."""
+    try:
+        pc.cast(strings, to)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        if len(strings) == 1:
+            out.append(start)
+            return len(out) <= _MAX_REFUSED
+        half = len(strings) // 2
+        return _refused(strings.slice(0, half), to, start, out) and _refused(
+            strings.slice(half), to, start + half, out
+        )
+    return True
 
 
 def _one_shape(s: pa.Array) -> bool:
@@ -168,4 +230,4 @@ def parse_vector(ser: pd.Series, fmt: str, tz: str) -> pd.Series:
     return result
 
 
-__all__ = ["BRAZE_TIME_FORMATS", "arrow_iso", "iso", "local_to_utc", "parse", "parse_each"]
+__all__ = ["BRAZE_TIME_FORMATS", "arrow_iso", "arrow_iso_cells", "iso", "local_to_utc", "parse", "parse_each"]

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from connector import config
+from connector import arrow_values, config
 from connector.errors import SourceError
 from connector.readers.csv_blocks import (
     FIELD_TOO_LARGE,
@@ -203,7 +203,7 @@ def _oversize(path: Path, block: Block, names: list[str], dialect: _Dialect) -> 
     reason = oversize_reason(block.rule, dialect.max_field, block.size)
     shown = block.data.decode(dialect.encoding, "backslashreplace").rstrip("\r\n") + "…"
     reject = Rejected(RowRef(str(path), block.first_line), "parse", block.rule, reason, values={"_raw": shown})
-    empty = pa.table({n: pa.array([], type=pa.string()) for n in names})
+    empty = pa.table({n: arrow_values.array([], pa.string()) for n in names})
     return Chunk(str(path), empty, [], [reject])
 
 
@@ -388,6 +388,6 @@ def _careful_parse(
             rows.append(lines[start][0])
             for j, v in enumerate(rec):
                 cols[j].append(None if v in nulls else v)
-    table = pa.table({n: pa.array(c, type=pa.string()) for n, c in zip(names, cols, strict=True)})
+    table = pa.table({n: arrow_values.array(c, pa.string()) for n, c in zip(names, cols, strict=True)})
     rejects.sort(key=lambda r: r.ref.row)
     return table, rows, rejects

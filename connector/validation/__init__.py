@@ -161,7 +161,7 @@ class SuiteRunner:
         rejects: list[Rejected] = []
         failing = sorted(failures)
         # the original columns of every failing row, converted at once (Chunk.values gives the same per row)
-        originals = chunk.table.take(failing).to_pylist() if failing else []
+        originals = chunk.table.take(_indices(failing)).to_pylist() if failing else []
         for i, values in zip(failing, originals, strict=True):
             keep[i] = False
             first = failures[i][0][0]
@@ -270,6 +270,15 @@ class _Frames:
             if found is not None:
                 return found
         return _cells(self.series(column), indices)
+
+
+def _indices(rows: list[int]) -> Any:
+    """Row positions as an Arrow int64 array (built without pandas, which `take` of a list imports)."""
+    import pyarrow as pa
+
+    from connector import arrow_values
+
+    return arrow_values.array(rows, pa.int64())
 
 
 def _cells(series: Any, indices: list[int]) -> list[Any]:

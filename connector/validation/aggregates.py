@@ -41,12 +41,12 @@ class Aggregate:
 
     def add(self, df: Any, n: int) -> None:
         """Fold one chunk's (pandas) columns into the running state."""
-        import pandas as pd
-
         t = self.e.type
         self.rows += n
         if n == 0 or df is None or self.e.column is None:
-            return
+            return  # a row count: no pandas to import
+        import pandas as pd
+
         series = df[self.e.column]
         if t in ("expect_column_max_to_be_between", "expect_column_min_to_be_between"):
             use_dt = self._datetime or pd.api.types.is_datetime64_any_dtype(series)

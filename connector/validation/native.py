@@ -65,12 +65,14 @@ class NativeCheck:
         import numpy as np
         import pyarrow.compute as pc
 
+        from connector.arrow_values import scalar, to_numpy
+
         column = _plain(column)
         bad = self._judge(column)
         if bad is None:
             return None
         judged = len(column) if self._counts_all else len(column) - int(pc.sum(pc.is_null(bad)).as_py() or 0)
-        flags = pc.fill_null(bad, False).to_numpy(zero_copy_only=False)
+        flags = to_numpy(pc.fill_null(bad, scalar(False)))
         return Verdict(np.flatnonzero(flags), judged)
 
 
@@ -131,7 +133,9 @@ def _skip_missing(column: Any, bad: Any) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    return pc.if_else(_missing(column), pa.scalar(None, pa.bool_()), bad)
+    from connector.arrow_values import null
+
+    return pc.if_else(_missing(column), null(pa.bool_()), bad)
 
 
 def _nulls(null_is_bad: bool) -> Callable[[Any], Any]:
@@ -154,15 +158,17 @@ def _membership(value_set: list[Any], *, inside: bool) -> Callable[[Any], Any]:
         import pyarrow as pa
         import pyarrow.compute as pc
 
+        from connector.arrow_values import array, scalar
+
         t = column.type
         if pa.types.is_null(t):
             return pa.nulls(len(column), pa.bool_())
         if _is_string(t):
-            found = pc.is_in(column, value_set=pa.array(strings, type=t))
+            found = pc.is_in(column, value_set=array(strings, t))
         elif (pa.types.is_integer(t) or pa.types.is_float64(t)) and only_numbers and _exact(column):
             # + 0.0 turns -0.0 into 0.0: Arrow hashes the two apart, pandas holds them equal
-            as_float = pc.add(pc.cast(column, pa.float64(), safe=False), 0.0)
-            found = pc.is_in(as_float, value_set=pa.array(numbers, pa.float64()))
+            as_float = pc.add(pc.cast(column, pa.float64(), safe=False), scalar(0.0))
+            found = pc.is_in(as_float, value_set=array(numbers, pa.float64()))
         else:
             return None
         return _skip_missing(column, pc.invert(found) if inside else found)
@@ -204,12 +210,20 @@ def _outside(values: Any, lo: Any, hi: Any, strict_min: bool, strict_max: bool) 
     import pyarrow.compute as pc
 
     out = None
+    lo, hi = _operand(lo), _operand(hi)
     if lo is not None:
         out = pc.less_equal(values, lo) if strict_min else pc.less(values, lo)
     if hi is not None:
         high = pc.greater_equal(values, hi) if strict_max else pc.greater(values, hi)
         out = high if out is None else pc.or_(out, high)
     return out
+
+
+def _operand(bound: Any) -> Any:
+    """A Python number bound as the Arrow scalar `pa.scalar` would make it (built without pandas)."""
+    from connector.arrow_values import scalar
+
+    return scalar(bound) if isinstance(bound, int | float) else bound
 
 
 def _numbers_between(lo: Any, hi: Any, strict_min: bool, strict_max: bool) -> Callable[[Any], Any]:
@@ -242,14 +256,18 @@ def _parse_numbers(strings: Any) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from connector.arrow_values import null, scalar
+
     lengths = pc.utf8_length(strings)
     short = (pc.max(lengths).as_py() or 0) <= _PLAIN_CHARS
     if short and pc.all(pc.ascii_is_decimal(strings), min_count=0).as_py():  # digits only, as CSV integers
         return pc.cast(strings, pa.float64())
-    plain = pc.and_(pc.match_substring_regex(strings, _PLAIN_NUMBER), pc.less_equal(lengths, _PLAIN_CHARS))
-    plain = pc.fill_null(plain, False)
-    fast = pc.cast(pc.if_else(plain, strings, pa.scalar(None, strings.type)), pa.float64())
-    rest = pc.if_else(plain, pa.scalar(None, strings.type), strings)
+    plain = pc.and_(
+        pc.match_substring_regex(strings, _PLAIN_NUMBER), pc.less_equal(lengths, scalar(_PLAIN_CHARS))
+    )
+    plain = pc.fill_null(plain, scalar(False))
+    fast = pc.cast(pc.if_else(plain, strings, null(strings.type)), pa.float64())
+    rest = pc.if_else(plain, null(strings.type), strings)
     if rest.null_count == len(rest):
         return fast
     import pandas as pd
@@ -322,6 +340,8 @@ def arrow_cells(column: Any, indices: list[int]) -> list[Any] | None:
     """The cells at `indices` as pandas' ``to_numpy()`` would give them, or None if the type needs pandas."""
     import pyarrow as pa
 
+    from connector.arrow_values import array
+
     t = column.type
     simple = (
         _is_string(t)
@@ -333,7 +353,7 @@ def arrow_cells(column: Any, indices: list[int]) -> list[Any] | None:
     )
     if not simple or pa.types.is_uint64(t):
         return None
-    values = column.take(indices).to_pylist()
+    values = column.take(array(indices, pa.int64())).to_pylist()
     if pa.types.is_integer(t) and column.null_count:  # pandas holds an int column with nulls as float64
         return [None if v is None else float(v) for v in values]
     return values

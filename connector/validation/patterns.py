@@ -153,8 +153,10 @@ def _re2_compiles(text: str) -> bool:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from connector.arrow_values import array
+
     try:
-        pc.match_substring_regex(pa.array([""], pa.string()), text)
+        pc.match_substring_regex(array([""], pa.string()), text)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return False
     return True
@@ -165,11 +167,13 @@ def _search_python(compiled: re.Pattern[str], strings: Any) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from connector.arrow_values import array, null
+
     distinct = pc.unique(strings).drop_null()
     if 2 * len(distinct) > len(strings):  # mostly distinct values: matching the lot is cheaper than a lookup
-        return pa.array(
+        return array(
             [None if v is None else compiled.search(v) is not None for v in strings.to_pylist()], pa.bool_()
         )
     found = [v for v in distinct.to_pylist() if compiled.search(v) is not None]
-    hits = pc.is_in(strings, value_set=pa.array(found, type=distinct.type))
-    return pc.if_else(pc.is_null(strings), pa.scalar(None, pa.bool_()), hits)
+    hits = pc.is_in(strings, value_set=array(found, distinct.type))
+    return pc.if_else(pc.is_null(strings), null(pa.bool_()), hits)

@@ -13,10 +13,10 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 def resolve_bound(value: Any, now: datetime) -> Any:
     """A bound as compared: "now-24h" relative to `now`, other strings as UTC timestamps, numbers as is."""
+    if not isinstance(value, str):
+        return value  # a number: no pandas to import
     import pandas as pd
 
-    if not isinstance(value, str):
-        return value
     m = RELATIVE.match(value.strip().lower())
     if m:
         seconds = float(m.group(2)) * _UNIT_SECONDS[m.group(3)] if m.group(1) else 0.0

@@ -127,3 +127,47 @@ def test_a_bulk_run_leaves_the_http_libraries_to_the_child(emulator: EmulatorSer
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     assert out.splitlines()[-1] == "0 []"
     assert len(emulator.ledger()) > 0  # it did send, through the child
+
+
+def test_the_sample_users_run_sends_its_first_request_without_pandas(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """pandas costs ~0.25 s of CPU to import, and pyarrow imports it at its first conversion of Python values
+    (connector/arrow_values.py). pipelines/users.yaml as shipped (the sample CSV, users_suite, a time cell
+    Arrow's ISO cast refuses) sends its first request before anything imports it."""
+    root = Path(__file__).resolve().parents[2]
+    for folder in ("sample_data", "expectations"):
+        (tmp_path / folder).symlink_to(root / folder)
+    (tmp_path / "pipelines").mkdir()
+    text = (root / "pipelines" / "users.yaml").read_text(encoding="utf-8")
+    assert "url: local" in text
+    pipeline = tmp_path / "pipelines" / "users.yaml"
+    pipeline.write_text(text.replace("url: local", f"url: {emulator.url}"), encoding="utf-8")
+    code = (
+        "import sys\n"
+        "import connector.delivery.transport.process as p\n"
+        "seen = []\n"
+        "def first(real):\n"
+        "    def call(*a, **k):\n"
+        "        if not seen:\n"
+        "            seen.append('pandas' in sys.modules)\n"
+        "        return real(*a, **k)\n"
+        "    return call\n"
+        "p._Child.start, p._Child.send = first(p._Child.start), first(p._Child.send)\n"
+        "from connector.cli import main\n"
+        f"sys.argv = ['braze-connector', 'run', {str(pipeline)!r}, '--mode', 'bulk', '--quiet',\n"
+        f"            '--report-dir', {str(tmp_path / 'r')!r}]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as e:\n"
+        "    code = e.code\n"
+        "print(code, seen)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")} | env_for(emulator)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, cwd=tmp_path
+    ).stdout
+    assert out.splitlines()[-1] == "0 [False]"  # exit code 0; pandas not imported when the first request left
+    assert len(emulator.ledger()) > 0
+    rejects = (tmp_path / "r" / "rejects.csv").read_text(encoding="utf-8")
+    assert ",cast.time,signup_at," in rejects  # the refused time cell was read (and rejected) without pandas

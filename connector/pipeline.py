@@ -38,6 +38,7 @@ from connector.delivery.mode import choose_mode
 from connector.delivery.resume import SQL_NO_RESUME, uncarried
 from connector.delivery.shared_budget import SharedTarget, resolve_shared_limits
 from connector.delivery.sync_access import asked_for_sync, needs_probe
+from connector.delivery.unfinished import unfinished_warning
 from connector.delta import SKIP_UNCHANGED, check_partitioned_state, open_incremental, open_state
 from connector.errors import ConfigError, ConnectorError
 from connector.logs import run_context, stream_context
@@ -199,6 +200,8 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
                                "with no rows")  # fmt: skip
     for w in locks.warnings:
         report.add_warning(w)
+    if not offline and resume is None and (unfinished := unfinished_warning(pipeline, report_dir, label)):
+        report.add_warning(unfinished)  # the lock is held: a journal without an end is a killed run's
     if partition is not None:
         report.partition = {"k": partition.k, "n": partition.n,
                             "by": {p.stream.name: "file" if p.split_root is None else "identifier" for p in plans}}  # fmt: skip

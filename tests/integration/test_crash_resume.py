@@ -131,7 +131,7 @@ def kill_at(ctx: Any, args: list[str], env: dict[str, str], log: str, run_dir: P
     t0 = time.monotonic()
     while proc.is_alive() and time.monotonic() < deadline:
         if run_dir is None:  # a fresh run: its folder is the only one under runs/
-            dirs = list(Path(args[args.index("--report-dir") + 1]).parent.glob("*"))
+            dirs = [d for d in Path(args[args.index("--report-dir") + 1]).parent.glob("*") if d.is_dir()]  # not the lock
             journal = dirs[0] / "journal.log" if dirs else None
         else:
             journal = run_dir / "journal.log"
@@ -214,3 +214,25 @@ def _rid(row: dict[str, str]) -> int:
     """The rid of a listed row: Parquet rows are 1-based indices, CSV rows physical lines (header = 1)."""
     n = int(row["_row_number"])
     return n - 1 if row["_source_file"].endswith(".parquet") else n - 2
+
+
+def test_a_plain_run_after_a_kill_9_warns_and_names_the_resume_command(forkserver: Any, tmp_path: Path) -> None:
+    """A new run (not --resume) after a killed one says that run did not finish, how many rows it had in
+    flight, and the --resume command that would count them; a run after a finished one says nothing."""
+    pipeline, valid = write_project(tmp_path, ROWS, "aiohttp")
+    with EmulatorServer(api_keys=(KEY,), latency_ms=20) as em:
+        env = {"BRAZE_API_KEY": KEY, "BRAZE_REST_ENDPOINT": em.url}
+        log = str(tmp_path / "cli.log")
+        runs = tmp_path / "runs"
+        args = ["run", str(pipeline), "--report-dir", str(runs / "{run_id}"), "-q"]
+        assert kill_at(forkserver, args, env, log, None, "requests", 3, 0.0) is None, "the run finished first"
+        [killed] = [d for d in runs.iterdir() if d.is_dir()]
+        assert finish(forkserver, args, env, log) == 0
+        [second] = [d for d in runs.iterdir() if d.is_dir() and d != killed]
+        warnings = yaml.safe_load((second / "report.json").read_text(encoding="utf-8"))["warnings"]
+        [w] = [w for w in warnings if "did not finish" in w]
+        assert killed.name in w and f"--resume {killed}" in w and "sent without seeing Braze's answer" in w
+        assert finish(forkserver, args, env, log) == 0
+        [third] = [d for d in runs.iterdir() if d.is_dir() and d not in (killed, second)]
+        warnings = yaml.safe_load((third / "report.json").read_text(encoding="utf-8"))["warnings"]
+        assert not [w for w in warnings if "did not finish" in w], warnings

@@ -165,3 +165,41 @@ def test_a_chunk_the_journal_does_not_know_is_not_carried(tmp_path: Path) -> Non
     report = RunReport("p", report_dir=tmp_path / "run")
     assert ResumeSet(tmp_path / "run").carry(stream(EVENTS), chunk("b.csv", [2, 3]), report) is None
     assert report.rows["delivered"] == 0
+
+
+def test_a_new_run_is_told_when_the_last_one_did_not_finish(tmp_path: Path) -> None:
+    """unfinished_warning: only the latest run counts, only one without an end record, only its own partition."""
+    from connector.delivery.unfinished import unfinished_warning
+
+    pipeline = Pipeline.model_validate({"name": "p", "streams": [EVENTS],
+                                        "report": {"dir": str(tmp_path / "r" / "{run_id}")}})  # fmt: skip
+    assert unfinished_warning(pipeline, None, None) is None  # no run yet
+
+    def attempt(run_id: str, started: str, *, end: bool, in_flight: int = 0) -> Path:
+        d = tmp_path / "r" / run_id
+        d.mkdir(parents=True)
+        j = Journal(d / JOURNAL_FILE, {**HEADER, "run_id": run_id, "started": started})
+        m = mapped("a.csv", list(range(2, 2 + max(in_flight, 1))))
+        if in_flight:
+            j.sending("ev", m, list(range(in_flight)))
+        j.close(exit_code=0 if end else None)
+        return d
+
+    attempt("20260101T000000Z-aaaaaa", "2026-01-01T00:00:00+00:00", end=False, in_flight=2)
+    attempt("20260102T000000Z-bbbbbb", "2026-01-02T00:00:00+00:00", end=True)
+    assert unfinished_warning(pipeline, None, None) is None  # the older one was killed, the latest finished
+    killed = attempt("20260103T000000Z-cccccc", "2026-01-03T00:00:00+00:00", end=False, in_flight=3)
+    w = unfinished_warning(pipeline, None, None)
+    assert w is not None and "20260103T000000Z-cccccc" in w and "3 row(s) it had sent" in w
+    assert f"--resume {killed}" in w
+    other = attempt("20260104T000000Z-dddddd-p2of2", "2026-01-04T00:00:00+00:00", end=False, in_flight=1)
+    w = unfinished_warning(pipeline, None, None)  # a partition's run is not the unpartitioned run's business
+    assert w is not None and f"--resume {killed}" in w
+    w = unfinished_warning(pipeline, None, "p2of2")
+    assert w is not None and f"--resume {other}" in w
+    assert unfinished_warning(pipeline, None, "p1of2") is None
+    attempt("20260105T000000Z-eeeeee-p1of2", "2026-01-05T00:00:00+00:00", end=True)
+    attempt("20260101T000000Z-ffffff-p1of2", "2026-01-01T00:00:00+00:00", end=False, in_flight=1)
+    assert unfinished_warning(pipeline, None, "p1of2") is None  # its latest run finished
+    attempt("20260106T000000Z-gggggg", "2026-01-06T00:00:00+00:00", end=False)  # killed with nothing in flight
+    assert unfinished_warning(pipeline, None, None) is None

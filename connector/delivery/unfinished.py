@@ -1,0 +1,108 @@
+"""Noticing, as a run begins, that the pipeline's last run did not finish (killed with kill -9, a crash, a
+lost machine), so that a plain re-run says what it is about to do differently from `--resume`.
+
+A run killed that way left requests in flight: Braze may have applied them, and their answers reached no
+one. `--resume` finishes that run and counts those rows as possibly duplicated; a new run sends them again
+without knowing (delta sync too: their confirmations were never recorded). The new run cannot tell which
+of them Braze applied either, so it warns, naming the unfinished run's folder and the `--resume` command.
+
+A run that finished, whatever its exit code (a stop by SIGTERM or Ctrl-C included), ends its journal with
+an end record, so the check reads only the journal's last bytes; only an unfinished one is read whole,
+to count its unanswered rows.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+from pathlib import Path
+from typing import Any
+
+from connector.config import Pipeline
+from connector.delivery.journal import JOURNAL_FILE, decode
+from connector.errors import ConfigError, JournalError
+
+_TAIL = 64 * 1024  # the last bytes read: the end record is the journal's last line
+_RUN_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")  # a run id without a partition label
+
+
+def _finished(journal: Path) -> bool | None:
+    """Whether the journal's last whole line is an end record (None: unreadable)."""
+    try:
+        with journal.open("rb") as fh:
+            size = fh.seek(0, 2)
+            fh.seek(max(0, size - _TAIL))
+            tail = fh.read()
+    except OSError:
+        return None
+    for line in reversed(tail.splitlines()):
+        rec = decode(line + b"\n")
+        if rec is not None:
+            return isinstance(rec, dict) and rec.get("k") == "end"
+    return False  # nothing whole at the end: cut off while writing
+
+
+def _candidates(pipeline: Pipeline, report_dir: str | Path | None) -> list[Path]:
+    """Report folders of this pipeline that hold a journal (the places find_run_dir looks)."""
+    template = str(report_dir) if report_dir is not None else pipeline.report.dir
+    text = template.replace("{pipeline}", pipeline.name)
+    base = Path(text) if report_dir is not None else pipeline.resolve(text)
+    found = glob.glob(str(base).replace("{run_id}", "*"))
+    if "{run_id}" not in text:
+        found += glob.glob(glob.escape(str(base)) + "-*")
+    return [Path(d) for d in found if (Path(d) / JOURNAL_FILE).is_file()]
+
+
+def _first(journal: Path) -> dict[str, Any]:
+    """The journal's header (its first record), {} when unreadable or not written yet."""
+    try:
+        with journal.open("rb") as fh:
+            rec = decode(fh.readline())
+    except OSError:
+        return {}
+    return rec if isinstance(rec, dict) else {}
+
+
+def _ours(run_id: str, partition: str | None) -> bool:
+    """Whether a run of that id belongs to this partition (None: an unpartitioned run)."""
+    return run_id.endswith(f"-{partition}") if partition is not None else bool(_RUN_ID.match(run_id))
+
+
+def unfinished_warning(pipeline: Pipeline, report_dir: str | Path | None, partition: str | None) -> str | None:
+    """A warning when the latest run of this pipeline and partition has no end record, else None.
+
+    Called by a new sending run (not --resume) once it holds the pipeline's lock, so no other run of the
+    same pipeline and partition is alive: a journal without an end belongs to a run that was killed. A
+    journal killed before its header names no run, and counts as the run's own (nothing was sent)."""
+    from connector.delivery.resume import SENT, _started, load_journal
+
+    runs = []
+    for d in _candidates(pipeline, report_dir):
+        header = _first(d / JOURNAL_FILE)
+        if not header or _ours(str(header.get("run_id", "")), partition):
+            runs.append((_started(d / JOURNAL_FILE), d))
+    if not runs:
+        return None
+    run_dir = max(runs)[1]
+    if _finished(run_dir / JOURNAL_FILE) is not False:
+        return None
+    try:
+        last = load_journal(run_dir)
+    except (ConfigError, JournalError):
+        return None
+    run_id = str(last.header.get("run_id", run_dir.name))
+    unanswered = sum(fr.states.count(SENT) for fr in last.rows.values())
+    if not unanswered:
+        return None  # killed before anything left, or with nothing in flight: the new run loses nothing
+    text = (
+        f"the last run of this pipeline, {run_id} ({run_dir}), did not finish (killed, or its machine stopped), "
+        f"with {unanswered:,} row(s) it had sent without seeing Braze's answer. This run sends again whatever "
+        "that run did not confirm and does not count those rows, which Braze may already have applied (events, "
+        "purchases and inc may count twice)"
+    )
+    if any(s.source.is_sql for s in pipeline.streams):
+        return text + " (a pipeline reading SQL cannot be resumed)"
+    return text + (
+        f". To finish that run instead, counting them in possibly_duplicated, stop this one and run: "
+        f"braze-connector run {pipeline.origin} --resume {run_dir}"
+    )

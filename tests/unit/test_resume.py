@@ -201,5 +201,5 @@ def test_a_new_run_is_told_when_the_last_one_did_not_finish(tmp_path: Path) -> N
     attempt("20260105T000000Z-eeeeee-p1of2", "2026-01-05T00:00:00+00:00", end=True)
     attempt("20260101T000000Z-ffffff-p1of2", "2026-01-01T00:00:00+00:00", end=False, in_flight=1)
     assert unfinished_warning(pipeline, None, "p1of2") is None  # its latest run finished
-    attempt("20260106T000000Z-gggggg", "2026-01-06T00:00:00+00:00", end=False)  # killed with nothing in flight
+    attempt("20260106T000000Z-abcdef", "2026-01-06T00:00:00+00:00", end=False)  # killed with nothing in flight
     assert unfinished_warning(pipeline, None, None) is None

@@ -106,7 +106,14 @@ class RunLocks:
             self.database = lock
             return
         holders = lock.holders()
+        other = lock.other_count
         lock.release()
+        if other is not None:
+            raise RunLocked(
+                f"pipeline {pipeline.name!r} is already running against its shared state (${url_env}) as partitions "
+                f"of another count ({other}): partitions of two different counts split the rows differently and "
+                "would send some twice; wait for them to end"
+            )
         named = "; ".join(f"{'the whole pipeline' if part == 'all' else 'partition ' + part}: pid {pid} on {host}, "
                           f"since {since}" for part, host, pid, since in holders[:4])  # fmt: skip
         raise RunLocked(

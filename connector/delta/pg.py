@@ -65,6 +65,7 @@ class PgRunLock:
 
     def __init__(self, url_env: str, pipeline: str, partition: str | None, env: Mapping[str, str]) -> None:
         self.url_env, self.pipeline, self.part = url_env, pipeline, partition or "all"
+        self.other_count: str | None = None  # set when acquire was refused for a partition of another count
         self._db: Database | None = connect(url_env, env)
 
     def acquire(self, host: str, pid: int, started_at: str) -> bool:
@@ -74,11 +75,11 @@ class PgRunLock:
         mine = orjson.dumps([self.pipeline, self.part]).decode()
         if self.part == "all":
             got = self._db.scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", [whole])
-        else:
+        else:  # and its count N shared: partitions of another N try it exclusively (_other_count_running)
             got = self._db.scalar("SELECT pg_try_advisory_lock_shared(hashtextextended($1, 0)) AND "
-                                  "pg_try_advisory_lock(hashtextextended($2, 0))", [whole, mine])  # fmt: skip
-            if not got:
-                self._db.scalar("SELECT pg_advisory_unlock_all()", [])
+                                  "pg_try_advisory_lock(hashtextextended($2, 0)) AND "
+                                  "pg_try_advisory_lock_shared(hashtextextended($3, 0))",
+                                  [whole, mine, self._count_key(self.part)])  # fmt: skip
         if got:
             self._db.transaction([
                 ("SELECT pg_advisory_xact_lock($1)", [_CREATE_LOCK]), (_RUNS_SCHEMA, []),
@@ -86,7 +87,32 @@ class PgRunLock:
                  "(pipeline, part) DO UPDATE SET host = excluded.host, pid = excluded.pid, started_at = excluded.started_at",
                  [self.pipeline, self.part, host, pid, started_at]),
             ])  # fmt: skip
+            # Recorded before looking: of two partitions of different counts starting at once, each sees the
+            # other's row, so at least one of them refuses (both may: neither runs twice).
+            self.other_count = self._other_count_running() if self.part != "all" else None
+            got = self.other_count is None
+        if not got:
+            self._db.scalar("SELECT pg_advisory_unlock_all()", [])
         return bool(got)
+
+    def _count_key(self, part: str) -> str:
+        """The lock key of a partition count: `p2of4` -> [pipeline, "count", "4"]."""
+        return orjson.dumps([self.pipeline, "count", part.rpartition("of")[2]]).decode()
+
+    def _other_count_running(self) -> str | None:
+        """A partition label of another count N whose runs hold its count lock now (None: none)."""
+        assert self._db is not None
+        mine = self._count_key(self.part)
+        rows = self._db.transaction([(f"SELECT part FROM {RUNS} WHERE pipeline = $1 AND part <> 'all'",
+                                      [self.pipeline])])  # fmt: skip
+        for (part,) in rows:
+            key = self._count_key(part)
+            if key == mine:
+                continue
+            if not self._db.scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", [key]):
+                return str(part)
+            self._db.scalar("SELECT pg_advisory_unlock(hashtextextended($1, 0))", [key])
+        return None
 
     def holders(self) -> list[tuple[str, str, int, str]]:
         """The runs of this pipeline the table names (part, host, pid, started_at): the last holders."""

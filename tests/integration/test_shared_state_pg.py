@@ -27,6 +27,7 @@ from connector.delta.watermark import Watermarks, encode
 from connector.errors import RunLocked
 from connector.pipeline import run_pipeline
 from connector.records import RowRef
+from connector.runlock import RunLocks
 
 pytestmark = pytest.mark.timeout(180)
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,6 +101,28 @@ def test_partitions_share_the_database_but_not_a_partition(postgres_url: str) ->
     finally:
         for lock in (p1, p2, again, whole):
             lock.release()
+
+
+def test_partitions_of_another_count_are_refused(postgres_url: str, tmp_path: Path) -> None:
+    """p1of2 running on one machine: p1of3 (another split of the same rows) is refused, and runs once it ended."""
+    env = {"STATE_PG_URL": postgres_url}
+    two = PgRunLock("STATE_PG_URL", "counts", "p1of2", env)
+    three = PgRunLock("STATE_PG_URL", "counts", "p3of3", env)
+    try:
+        assert two.acquire("a", 1, "t")
+        assert not three.acquire("b", 2, "t") and three.other_count == "p1of2"
+        pipeline = machine(tmp_path, "m", "ticks_counts", "counts")  # an incremental stream: it keeps state
+        locks = RunLocks()
+        with pytest.raises(RunLocked, match=r"partitions of another count \(p1of2\)"):
+            locks.acquire_database(pipeline, env, "p2of3")
+        two.release()
+        assert three.acquire("b", 2, "t")  # the other count ended
+        again = PgRunLock("STATE_PG_URL", "counts", "p2of2", env)
+        assert not again.acquire("a", 1, "t") and again.other_count == "p3of3"
+        again.release()
+    finally:
+        two.release()
+        three.release()
 
 
 HOLD = """

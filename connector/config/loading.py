@@ -26,10 +26,36 @@ def _given(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _format_errors(path: str, err: ValidationError) -> str:
+def _line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the YAML node at `loc` (a key path of pydantic's), or of the deepest node on the
+    way that the file has (a missing key: its mapping); None when the document is not at hand. Parts
+    pydantic adds that are not keys (a union member's tag, say) end the walk."""
+    node, line = root, None
+    for part in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            found = [(k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == part]
+            if not found:
+                break
+            key, node = found[-1]
+            line = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _format_errors(path: str, err: ValidationError, root: yaml.Node | None = None) -> str:
     lines = [f"{path}: the pipeline file is not valid ({err.error_count()} problem(s)):"]
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        line = _line(root, tuple(e["loc"]))
+        if line is not None:
+            loc = f"line {line}: {loc}"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key; remove it or check its spelling (see pipeline.schema.json)"
@@ -145,8 +171,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 MAX_YAML_VALUES = 100_000
 
 
-def _parse_yaml(path: Path, text: str) -> Any:
-    """The YAML document, refused (ConfigError) when its aliases expand it past MAX_YAML_VALUES values,
+def _parse_yaml(path: Path, text: str) -> tuple[Any, yaml.Node | None]:
+    """The YAML document and its node tree (for the lines of error messages), refused (ConfigError) when its aliases expand it past MAX_YAML_VALUES values,
     when an alias refers to a node that holds it, or when it nests too deeply to read."""
     loader = _UniqueKeyLoader(text)
     try:
@@ -155,7 +181,7 @@ def _parse_yaml(path: Path, text: str) -> Any:
         except RecursionError:
             raise ConfigError(f"{path}: the YAML nests too deeply to read; a pipeline file needs a few levels") from None
         if node is None:
-            return None
+            return None, None
         size = _expanded_size(node, MAX_YAML_VALUES)
         if size is None:
             raise ConfigError(f"{path}: a YAML alias (*name) refers to a block that contains it; remove that alias")
@@ -165,7 +191,7 @@ def _parse_yaml(path: Path, text: str) -> Any:
                 "replaced by what they name (an alias bomb?); a pipeline file needs far fewer: remove the aliases "
                 "that repeat large blocks"
             )
-        return loader.construct_document(node)  # type: ignore[no-untyped-call]
+        return loader.construct_document(node), node  # type: ignore[no-untyped-call]
     finally:
         loader.dispose()  # type: ignore[no-untyped-call]
 
@@ -222,7 +248,7 @@ def load_pipeline(path: str | Path, env: Mapping[str, str] | None = None) -> Pip
     except OSError as e:
         raise ConfigError(f"{p}: cannot read the pipeline file ({e.strerror or e})") from None
     try:
-        data = _parse_yaml(p, text)
+        data, root = _parse_yaml(p, text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -236,7 +262,7 @@ def load_pipeline(path: str | Path, env: Mapping[str, str] | None = None) -> Pip
     try:
         pipeline = Pipeline.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_errors(str(p), e)) from None
+        raise ConfigError(_format_errors(str(p), e, root)) from None
     pipeline._file = str(p)
     found = problems(pipeline)
     if found:

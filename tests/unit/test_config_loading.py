@@ -75,7 +75,7 @@ def test_pipeline_names_are_restricted_to_a_path_safe_set(name: str) -> None:
 def test_a_bad_name_in_a_file_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
     f = tmp_path / "p.yaml"
     f.write_text(yaml.safe_dump({"name": "../../../x", "streams": []}), encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"- name: name '\.\./\.\./\.\./x' is not allowed"):
+    with pytest.raises(ConfigError, match=r"- line 1: name: name '\.\./\.\./\.\./x' is not allowed"):
         load_pipeline(f)
 
 
@@ -115,3 +115,31 @@ def test_a_partition_has_a_state_file_and_lock_of_its_own(tmp_path: Path) -> Non
         check_partitioned_state(shared, "p1of2")
     stateless = _pipeline("users", base_dir=str(tmp_path))
     check_partitioned_state(stateless, "p1of2")  # no stream keeps state: nothing to share
+
+
+def test_schema_errors_name_the_line_of_the_key(tmp_path: Path) -> None:
+    """Each problem the models find names the line of the key in the file (or of its mapping when the key is
+    missing), so a long pipeline file's mistake is found without counting list items."""
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "name: demo\n"  # 1
+        "extra: &d {a: 1}\n"  # 2: unknown key
+        "streams:\n"  # 3
+        "  - name: s\n"  # 4
+        "    source:\n"  # 5
+        "      path: x.csv\n"  # 6
+        "      chunk_rows: lots\n"  # 7: not an integer
+        "    kind: attributes\n"  # 8
+        "    identifier: {external_id: id}\n"  # 9
+        "    attributes:\n"  # 10
+        "      - column: email\n"  # 11
+        "        to: email\n"  # 12
+        "        colour: red\n",  # 13: unknown key
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as err:
+        load_pipeline(path)
+    text = str(err.value)
+    assert "line 2: extra: unknown key" in text
+    assert "line 7: streams.0.source.chunk_rows:" in text
+    assert "line 13: streams.0.attributes.0.colour: unknown key" in text

@@ -8,9 +8,9 @@ chunk to what differs from the confirmed state (`DeltaState.last`: added, change
 (`holds_nothing(stream)`: none at all); `commit()` waits for settles
 in progress on other threads. `SKIP_UNCHANGED` is the skip
 reason of unchanged rows. The semantics are in state.py; the records compared in fingerprints.py; the
-backends (a local SQLite file, or PostgreSQL with `state.url_env`) in stores.py and pg_store.py; the
-writes of several threads grouped in few transactions in commit.py; the keys a run has decided, for a run
-begun on an empty state, in seen.py.
+backends (a local SQLite file, or PostgreSQL with `state.url_env`) in stores.py (the file's tables in
+logfile.py) and pg_store.py; the writes of several threads grouped in few transactions in commit.py; the
+keys a run has decided, for a run begun on an empty state, in seen.py.
 
 Incremental cursors (streams with `incremental: {cursor: col}`): `open_incremental(pipeline, *, read_only,
 full, partition, env) -> Incremental | None` keeps each stream's watermark in the same state (watermark.py

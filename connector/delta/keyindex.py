@@ -100,6 +100,13 @@ class KeyIndex:
             keep = self.r != 0
             self.h, self.d, self.r = self.h[keep], self.d[keep], self.r[keep]
 
+    def rename(self, names: np.ndarray) -> None:
+        """New record names of the merged keys, in the order of `rows()` (0 forgets the key); no entry may be
+        waiting (call `rows()` first)."""
+        assert not self._recent and len(names) == len(self.h)
+        keep = names != 0
+        self.h, self.d, self.r = self.h[keep], self.d[keep], names[keep]
+
     def find(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(digest, record name) of each hash; name 0 where the index does not know it."""
         self.merge()

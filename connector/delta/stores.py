@@ -8,32 +8,48 @@ in code-point order and `count(stream)` counts them.
 
 The local file is a log, so that writing and reading cost the same whatever order the keys come in (user
 ids are often random, UUIDs say; a table keyed by them took 21 s of CPU to write 1M records, 20 times more
-than keys in order, because every write touched a page of its own):
+than keys in order, because every write touched a page of its own; the tables and their blobs are read
+and written by logfile.py):
 - `delta_log`: one row per transaction that confirmed records, only ever appended: their keys and records,
   each as one blob with the offsets where each ends. A record is named by its row id and position
   (`row << 32 | position`). Records that later ones replaced stay until they outnumber the live ones, and
-  are then rewritten away at the end of a run (`_compact`);
+  are then rewritten away at the end of a run (`_compact`; a key whose record is gone is forgotten);
 - `delta_index`: one row per transaction, its entries as three arrays (key hashes, record digests, record
-  names; 0 forgets the key). Read once when the store is first asked, they give keyindex.KeyIndex in
-  memory (24 bytes per known key); the end of a run that wrote many rows writes them again as one row.
+  names; 0 forgets the key). Read when the store is opened, they give keyindex.KeyIndex in memory (24
+  bytes per known key); the end of a run that wrote many rows writes them again as one row, inserted
+  before the rows it replaces are deleted, so row ids never go back.
 A kill -9 loses nothing committed: the index is rebuilt from the rows whatever the last run did.
 
+Several stores (processes) may share one file. Each question is answered in one read transaction (one
+state of the file, WAL): the index first takes the rows others committed since; when another store's end
+of run removed rows this index had not read, or log rows it names, the index is read again whole. A
+compaction decides and works in one write transaction, so nothing committed meanwhile is lost.
+
+A damaged file (SQLite finds it malformed, or it is not a database) stops the run with a ConfigError
+(exit code 2) saying to delete the file (the next run then sends every row again) or restore it; the index
+is read as the store opens so that this comes before anything is sent. Damage found later (in a log row)
+stops the run alike. A failed transaction is rolled back only if SQLite has not already done so, so the
+error raised is the real one (a full disk), not the ROLLBACK's.
+
 A file written by earlier versions (one `delta` table keyed by (stream, key)) is converted when it is first
-opened for a run that may write; a dry run reads it as it is (tests/unit/test_delta.py).
+opened for a run that may write, in one transaction that drops `delta` as it commits; a dry run reads it as
+it is while `delta` is there (also when a run created the new tables and its conversion was cut short),
+and the new tables once a run converted it (tests/unit/test_delta_store.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
-import orjson
 
-from connector.delta.keyindex import I8, KeyIndex, digests, hashes, key_hashes
+from connector.delta import logfile
+from connector.delta.keyindex import KeyIndex, digests, key_hashes
 from connector.errors import ConfigError
 
 
@@ -68,168 +84,190 @@ def open_state_file(path: Path, schema: str, *, read_only: bool) -> sqlite3.Conn
     """The state file with `schema`'s tables (None: a read-only run and no file yet: create nothing).
 
     Raises:
-        ConfigError: the file cannot be opened or its tables created.
+        ConfigError: the file cannot be opened or its tables created (state_error).
     """
     if read_only and not path.exists():
         return None
+    db = None
     try:
         db = open_db(path)
         if not read_only:
             db.executescript(schema)
     except (sqlite3.Error, OSError) as exc:
-        raise ConfigError(f"state file {path}: cannot be opened ({exc}); check state.path") from None
+        if db is not None:
+            db.close()
+        raise state_error(path, exc, "opened") from None
     return db
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS delta_log (
-    id INTEGER PRIMARY KEY,
-    stream TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    key_ends BLOB NOT NULL,
-    record_ends BLOB NOT NULL,
-    keys BLOB NOT NULL,
-    records BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS delta_index (
-    id INTEGER PRIMARY KEY,
-    stream TEXT NOT NULL,
-    hashes BLOB NOT NULL,
-    digests BLOB NOT NULL,
-    rids BLOB NOT NULL
-);
-DROP TABLE IF EXISTS state;
-"""
-# `state` held the per-attribute fingerprints of earlier versions (pending/confirmed per key): a state file
-# written by them loses it once, and the first delta run after the upgrade sends everything again.
+def state_error(path: Path, exc: Exception, failed: str = "read") -> ConfigError:
+    """The error a run stops with when its state file fails: what is wrong and what to do, in one line."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if type(exc) is sqlite3.DatabaseError or code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return ConfigError(f"state file {path} is damaged: {exc}; delete it to start over (the next run then sends "
+                           "every row again, as added) or restore it from a backup")  # fmt: skip
+    return ConfigError(f"state file {path}: cannot be {failed} ({exc}); check state.path")
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Undo what a failed transaction did, if SQLite has not already (a failed COMMIT, a full disk): never
+    raise over the failure itself ("cannot rollback - no transaction is active")."""
+    if db.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+
+
+def _no_table(exc: sqlite3.Error) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and str(exc).startswith("no such table")
+
+
 # `delta` is the layout before the log (converted by _convert; read as it is by a read-only store).
 _LEGACY_LOOKUP = "SELECT d.record FROM json_each(?) AS j LEFT JOIN delta AS d ON d.stream = ? AND d.key = j.value"
-_LOG_ROWS = "SELECT id, key_ends, record_ends, keys, records FROM delta_log WHERE id IN (SELECT value FROM json_each(?))"
-_INSERT_LOG = "INSERT INTO delta_log (stream, n, key_ends, record_ends, keys, records) VALUES (?, ?, ?, ?, ?, ?)"
-_INSERT_INDEX = "INSERT INTO delta_index (stream, hashes, digests, rids) VALUES (?, ?, ?, ?)"
-_BATCH = 100_000  # records per log row written by a conversion or a compaction
+_REWRITE_MIN = 10_000  # replaced records the log holds before the end of a run may rewrite it
 _SNAPSHOT_ROWS = 64  # index rows of one stream above which the end of a run writes them again as one
-_POS = 32  # a record's name: its log row << _POS | its position in the row
-_MASK = (1 << _POS) - 1
-
-
-def _json(values: Sequence[str] | Sequence[int]) -> str:
-    return orjson.dumps(values).decode()
-
-
-def _arrays(h: bytes, d: bytes, r: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read-only views of an index row's blobs (KeyIndex copies what it keeps)."""
-    return tuple(np.frombuffer(b, I8).astype(np.int64, copy=False) for b in (h, d, r))  # type: ignore[return-value]
-
-
-def _blobs(*arrays: np.ndarray) -> list[bytes]:
-    return [a.astype(I8).tobytes() for a in arrays]
-
-
-def _ends(parts: Sequence[bytes]) -> bytes:
-    return np.fromiter(map(len, parts), np.int64, len(parts)).cumsum().astype(I8).tobytes()
-
-
-def _slices(ends: bytes, data: bytes, positions: Iterable[int]) -> Iterator[tuple[int, bytes]]:
-    """(position, bytes) of each wanted part of a log row's blob."""
-    e = np.frombuffer(ends, I8)
-    for p in positions:
-        yield p, data[(int(e[p - 1]) if p else 0) : int(e[p])]
+T = TypeVar("T")
 
 
 class SqliteStore:
-    """The state file (`state.path`); thread-safe."""
+    """The state file (`state.path`); thread-safe.
+
+    Raises:
+        ConfigError: (opening, and every question) the file is damaged or cannot be read (state_error).
+    """
 
     def __init__(self, path: Path, *, read_only: bool) -> None:
         self.path, self.label = path, str(path)
         self._lock = threading.Lock()
         self._read_only = read_only
-        self._db = open_state_file(path, _SCHEMA, read_only=read_only)  # None: compare against nothing
-        self._index: dict[str, KeyIndex] | None = None  # loaded at the first question
+        self._db = open_state_file(path, logfile.SCHEMA, read_only=read_only)  # None: compare against nothing
+        self._index: dict[str, KeyIndex] | None = None  # None: read at the next question
         self._applied = 0  # the last delta_index row the index holds
         self._rows: dict[str, int] = {}  # stream -> delta_index rows read for it
         self._legacy = False  # a read-only store on a file of the previous layout
         self._wrote = False  # whether this store wrote anything (the end of its run may compact)
         if self._db is not None:
             try:
-                tables = {t for (t,) in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-                if "delta" in tables:
-                    if read_only:
-                        self._legacy = "delta_index" not in tables
-                    else:
-                        self._convert()
-            except sqlite3.Error as exc:
-                raise ConfigError(f"state file {path}: cannot be read ({exc}); check state.path") from None
+                self._open(self._db)
+            except BaseException:
+                self._db.close()
+                self._db = None
+                raise
+
+    def _open(self, db: sqlite3.Connection) -> None:
+        """Convert a file of the previous layout (a run that may write), then read the index: a damaged file
+        stops the run now, before anything is sent."""
+        try:
+            tables = {t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "delta" in tables:
+                if self._read_only:  # also beside the new tables: a conversion drops `delta` as it commits
+                    self._legacy = True
+                    return
+                self._convert()
+        except sqlite3.Error as exc:
+            raise state_error(self.path, exc) from None
+        if "delta_index" in tables or not self._read_only:
+            with self._reading():
+                self._indexes()
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """One read transaction: one state of the file, whatever other stores commit meanwhile (WAL).
+
+        Raises:
+            ConfigError: the file is damaged or cannot be read.
+        """
+        db = self._db
+        assert db is not None
+        try:
+            db.execute("BEGIN")
+            try:
+                yield
+            finally:
+                if db.in_transaction:
+                    db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise state_error(self.path, exc) from None
+
+    def _answer(self, question: Callable[[set[int]], T]) -> T:
+        """`question(lost)`, under the lock in one read transaction; asked again with the index read again
+        whole when it named log rows that are gone (`lost`: another store's compaction removed them)."""
+        with self._lock, self._reading():
+            lost: set[int] = set()
+            out = question(lost)
+            if lost:
+                self._index = None
+                out = question(set())  # a row still missing now: its keys are unknown (sent again: safe)
+            return out
 
     # ---- the previous layout --------------------------------------------------------------------------
     def _convert(self) -> None:
         """Rewrite a `delta` table of the previous layout as the log, in one transaction."""
         assert self._db is not None
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
         try:
+            db.execute("BEGIN IMMEDIATE")
             cur = db.execute("SELECT stream, key, record FROM delta ORDER BY stream, key")
-            while batch := cur.fetchmany(_BATCH):
+            while batch := cur.fetchmany(logfile.BATCH):
                 by_stream: dict[str, list[tuple[str, bytes]]] = {}
                 for stream, key, record in batch:
                     by_stream.setdefault(stream, []).append((key, bytes(record)))
                 for stream, confirm in by_stream.items():
-                    self._append(stream, confirm, [])
+                    logfile.append(db, stream, confirm, [])
             db.execute("DROP TABLE delta")
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
-        db.execute("COMMIT")
+
+    def _legacy_rows(self, sql: str, params: tuple[Any, ...]) -> list[Any] | None:
+        """The rows of a query on the previous layout's table; None once a run converted the file since the
+        store opened (it answers from the new tables from then on); in a read transaction."""
+        assert self._db is not None
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if not _no_table(exc):
+                raise
+        self._legacy = False
+        return None
 
     # ---- the index ---------------------------------------------------------------------------------------
     def _indexes(self) -> dict[str, KeyIndex]:
-        """The index, with every row committed so far (by this store or another on the same file); under the lock."""
+        """The index, with every row committed so far (by this store or another on the same file); under the
+        lock, in a transaction. Read again whole when rows it had not read are gone: another store's end of
+        run replaced them with a row of its own index, which holds no key they forgot."""
         assert self._db is not None
-        if self._index is None:
-            parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
-            for stream, arrays in self._index_rows(0):
-                parts.setdefault(stream, []).append(arrays)
-            self._index = {stream: KeyIndex(p) for stream, p in parts.items()}
-            self._rows = {stream: len(p) for stream, p in parts.items()}
-            return self._index
-        (last,) = self._db.execute("SELECT coalesce(max(id), 0) FROM delta_index").fetchone()
-        if last > self._applied:  # another store wrote to the file
-            for stream, arrays in self._index_rows(self._applied):
-                self._index.setdefault(stream, KeyIndex()).apply(*arrays)
-                self._rows[stream] = self._rows.get(stream, 0) + 1
+        if self._index is not None:
+            (last, after), = self._db.execute(
+                "SELECT (SELECT coalesce(max(id), 0) FROM delta_index), (SELECT count(*) FROM delta_index "
+                "WHERE id > ?)", (self._applied,))  # fmt: skip
+            if last == self._applied:
+                return self._index
+            if after == last - self._applied:  # every row since the index's last one is there: take them
+                for rid, stream, arrays in logfile.index_rows(self._db, self._applied):
+                    self._index.setdefault(stream, KeyIndex()).apply(*arrays)
+                    self._rows[stream] = self._rows.get(stream, 0) + 1
+                    self._applied = rid
+                return self._index
+        parts: dict[str, list[logfile.Entries]] = {}
+        self._applied = 0
+        for rid, stream, arrays in logfile.index_rows(self._db, 0):
+            parts.setdefault(stream, []).append(arrays)
+            self._applied = rid
+        self._index = {stream: KeyIndex(p) for stream, p in parts.items()}
+        self._rows = {stream: len(p) for stream, p in parts.items()}
         return self._index
 
-    def _index_rows(self, after: int) -> list[tuple[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
-        assert self._db is not None
-        out = []
-        for rid, stream, h, d, r in self._db.execute(
-                "SELECT id, stream, hashes, digests, rids FROM delta_index WHERE id > ? ORDER BY id", (after,)):  # fmt: skip
-            out.append((stream, _arrays(h, d, r)))
-            self._applied = rid
-        return out
-
     def _stream(self, stream: str) -> KeyIndex | None:
-        """The stream's index (None: no file, or no table yet on a read-only run); under the lock."""
+        """The stream's index (None: no file, or no table yet on a read-only run); in a transaction."""
         if self._db is None:
             return None
         try:
             return self._indexes().get(stream)
-        except sqlite3.OperationalError:  # a read-only run on a file without the tables yet
-            return None
-
-    def _records(self, names: Iterable[int], with_records: bool = True) -> Iterator[tuple[int, str, bytes]]:
-        """(name, key, record) of the named records, by log row (one row's blobs in memory at a time)."""
-        assert self._db is not None
-        by_row: dict[int, list[int]] = {}
-        for name in names:
-            by_row.setdefault(name >> _POS, []).append(name & _MASK)
-        rows = sorted(by_row)
-        for a in range(0, len(rows), 1000):
-            for row, key_ends, record_ends, keys, records in self._db.execute(_LOG_ROWS, (_json(rows[a : a + 1000]),)):
-                wanted = by_row[row]
-                recs = dict(_slices(record_ends, records, wanted)) if with_records else {}
-                for p, key in _slices(key_ends, keys, wanted):
-                    yield row << _POS | p, key.decode(), recs.get(p, b"")
+        except sqlite3.OperationalError as exc:
+            if self._read_only and _no_table(exc):  # a read-only run on a file without the tables yet
+                return None
+            raise
 
     # ---- the Store protocol ----------------------------------------------------------------------------
     def lookup(self, stream: str, keys: list[str], rows: Sequence[bytes] | None = None) -> list[bytes | None]:
@@ -237,35 +275,34 @@ class SqliteStore:
         key's row would be recorded as), a row equal to the record is answered with the row itself."""
         if self._db is None or not keys:
             return [None] * len(keys)
-        if self._legacy:
-            return self._legacy_lookup(stream, keys)
-        out: list[bytes | None] = [None] * len(keys)
-        with self._lock:
-            index = self._stream(stream)
-            if index is None:
-                return out
-            dig, name = index.find(key_hashes(keys))
-            found = np.flatnonzero(name)
-            if rows is not None and len(found):
-                same = digests([rows[j] for j in found.tolist()]) == dig[found]
-                for j in found[same].tolist():
-                    out[j] = rows[j]
-                found = found[~same]
-            if not len(found):
-                return out
-            wanted: dict[int, list[int]] = {}
-            for j, n in zip(found.tolist(), name[found].tolist(), strict=True):
-                wanted.setdefault(n, []).append(j)
-            for n, key, record in self._records(wanted):
-                for j in wanted[n]:
-                    if keys[j] == key:  # not another key with the same hash
-                        out[j] = record
-        return out
+        return self._answer(lambda lost: self._lookup(stream, keys, rows, lost))
 
-    def _legacy_lookup(self, stream: str, keys: list[str]) -> list[bytes | None]:
+    def _lookup(self, stream: str, keys: list[str], rows: Sequence[bytes] | None, lost: set[int],
+                ) -> list[bytes | None]:  # fmt: skip
         assert self._db is not None
-        with self._lock:
-            return [r for (r,) in self._db.execute(_LEGACY_LOOKUP, (_json(keys), stream)).fetchall()]
+        out: list[bytes | None] = [None] * len(keys)
+        if self._legacy and (found := self._legacy_rows(_LEGACY_LOOKUP, (logfile.as_json(keys), stream))) is not None:
+            return [r for (r,) in found]
+        index = self._stream(stream)
+        if index is None:
+            return out
+        dig, name = index.find(key_hashes(keys))
+        found_at = np.flatnonzero(name)
+        if rows is not None and len(found_at):
+            same = digests([rows[j] for j in found_at.tolist()]) == dig[found_at]
+            for j in found_at[same].tolist():
+                out[j] = rows[j]
+            found_at = found_at[~same]
+        if not len(found_at):
+            return out
+        wanted: dict[int, list[int]] = {}
+        for j, n in zip(found_at.tolist(), name[found_at].tolist(), strict=True):
+            wanted.setdefault(n, []).append(j)
+        for n, key, record in logfile.records(self._db, wanted, lost):
+            for j in wanted[n]:
+                if keys[j] == key:  # not another key with the same hash
+                    out[j] = record
+        return out
 
     def empty(self, stream: str) -> bool:
         """Whether the stream has no confirmed record."""
@@ -276,85 +313,53 @@ class SqliteStore:
         if self._db is None or not (confirm or forget):
             return
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            db = self._db
             try:
-                row, entries = self._append(stream, confirm, forget)
+                db.execute("BEGIN IMMEDIATE")
+                row, entries = logfile.append(db, stream, confirm, forget)
+                db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                _rollback(db)
                 raise
-            self._db.execute("COMMIT")
             self._wrote = True
-            if self._index is not None:
-                if self._applied == row - 1:  # nothing else was written meanwhile: apply ours
-                    self._applied = row
-                    self._index.setdefault(stream, KeyIndex()).apply(*entries)
-                    self._rows[stream] = self._rows.get(stream, 0) + 1
-                else:
-                    self._indexes()
-
-    def _append(self, stream: str, confirm: Sequence[tuple[str, bytes]], forget: Sequence[str],
-                ) -> tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:  # fmt: skip
-        """Append the records and the index row, inside the caller's transaction: (index row id, entries)."""
-        assert self._db is not None
-        names = np.empty(0, np.int64)
-        key_bytes = [k.encode() for k, _ in confirm]
-        if confirm:
-            records = [r for _, r in confirm]
-            cur = self._db.execute(_INSERT_LOG, (stream, len(confirm), _ends(key_bytes), _ends(records),
-                                                 b"".join(key_bytes), b"".join(records)))  # fmt: skip
-            names = (int(cur.lastrowid or 0) << _POS) + np.arange(len(confirm), dtype=np.int64)
-        zeros = np.zeros(len(forget), np.int64)
-        h = np.concatenate([key_hashes(forget), hashes(key_bytes)])
-        d = np.concatenate([zeros, digests([r for _, r in confirm])])
-        r = np.concatenate([zeros, names])
-        cur = self._db.execute(_INSERT_INDEX, (stream, *_blobs(h, d, r)))
-        return int(cur.lastrowid or 0), (h, d, r)
+            if self._index is not None and self._applied == row - 1:  # nothing else written meanwhile: apply ours
+                self._applied = row
+                self._index.setdefault(stream, KeyIndex()).apply(*entries)
+                self._rows[stream] = self._rows.get(stream, 0) + 1
+            # else the next question reads the rows the index has not, ours among them
 
     def keys(self, stream: str) -> list[str]:
         """Every confirmed key of the stream, sorted by code point."""
         if self._db is None:
             return []
-        if self._legacy:
-            with self._lock:
-                return [k for (k,) in self._db.execute("SELECT key FROM delta WHERE stream = ? ORDER BY key", (stream,))]
-        with self._lock:
-            index = self._stream(stream)
-            if index is None:
-                return []
-            names = np.sort(index.rows())
-            rows, first = np.unique(names >> _POS, return_index=True)
-            bounds = [*first.tolist(), len(names)]
-            out: list[str] = []
-            for a in range(0, len(rows), 1000):
-                ids = rows[a : a + 1000].tolist()
-                where = {row: a + k for k, row in enumerate(ids)}
-                for row, key_ends, keys in self._db.execute(
-                        "SELECT id, key_ends, keys FROM delta_log WHERE id IN (SELECT value FROM json_each(?))", (_json(ids),)):  # fmt: skip
-                    i = where[row]
-                    pos = names[bounds[i] : bounds[i + 1]] & _MASK
-                    ends = np.frombuffer(key_ends, I8)
-                    starts = np.concatenate([[0], ends[:-1]])
-                    out.extend(keys[x:y].decode() for x, y in zip(starts[pos].tolist(), ends[pos].tolist(), strict=True))
-        out.sort()
-        return out
+        return self._answer(lambda lost: self._keys(stream, lost))
+
+    def _keys(self, stream: str, lost: set[int]) -> list[str]:
+        assert self._db is not None
+        if self._legacy and (found := self._legacy_rows("SELECT key FROM delta WHERE stream = ?", (stream,))) is not None:
+            return sorted(k for (k,) in found)
+        index = self._stream(stream)
+        if index is None:
+            return []
+        return sorted(logfile.keys_of(self._db, index.rows(), lost))
 
     def count(self, stream: str) -> int:
         """How many confirmed keys the stream has."""
         if self._db is None:
             return 0
-        with self._lock:
-            if self._legacy:
-                try:
-                    return int(self._db.execute("SELECT count(*) FROM delta WHERE stream = ?", (stream,)).fetchone()[0])
-                except sqlite3.OperationalError:
-                    return 0
-            index = self._stream(stream)
-            return 0 if index is None else index.count()
+        return self._answer(lambda lost: self._count(stream))
+
+    def _count(self, stream: str) -> int:
+        sql = "SELECT count(*) FROM delta WHERE stream = ?"
+        if self._legacy and (found := self._legacy_rows(sql, (stream,))) is not None:
+            return int(found[0][0])
+        index = self._stream(stream)
+        return 0 if index is None else index.count()
 
     def close(self) -> None:
         with self._lock:
             if self._db is not None:
-                if not self._read_only and not self._legacy:
+                if not self._read_only:
                     try:
                         self._compact()
                     except sqlite3.Error:
@@ -363,62 +368,45 @@ class SqliteStore:
                 self._db = None
 
     def _compact(self) -> None:
-        """At the end of a run, in one transaction: rewrite the log without the records later ones replaced,
-        once they outnumber the live ones; write a stream's index again as one row once it has many."""
+        """At the end of a run, in one transaction (nothing another store commits meanwhile is missed):
+        rewrite the log without the records later ones replaced, once they outnumber the live ones; write a
+        stream's index again as one row once it has many."""
         assert self._db is not None
         if not self._wrote:
             return
         db = self._db
-        self._indexes()
-        assert self._index is not None
-        live = sum(i.count() for i in self._index.values())
-        (logged,) = db.execute("SELECT coalesce(sum(n), 0) FROM delta_log").fetchone()
-        rewrite = logged - live > max(live, 10_000)
-        snapshot = list(self._index) if rewrite else [s for s, n in self._rows.items() if n > _SNAPSHOT_ROWS]
-        if not snapshot:
-            return
-        db.execute("BEGIN IMMEDIATE")
         try:
-            if rewrite:
-                (last_log,) = db.execute("SELECT coalesce(max(id), 0) FROM delta_log").fetchone()
-                for stream, index in self._index.items():
-                    self._rewrite(stream, index)
-                db.execute("DELETE FROM delta_log WHERE id <= ?", (last_log,))
-            for stream in snapshot:
-                index = self._index[stream]
-                index.merge()
-                db.execute("DELETE FROM delta_index WHERE stream = ? AND id <= ?", (stream, self._applied))
-                cur = db.execute(_INSERT_INDEX, (stream, *_blobs(index.h, index.d, index.r)))
-                self._rows[stream] = 1
-                self._applied = int(cur.lastrowid or self._applied)
+            db.execute("BEGIN IMMEDIATE")
+            index = self._indexes()
+            live = sum(i.count() for i in index.values())
+            (logged,) = db.execute("SELECT coalesce(sum(n), 0) FROM delta_log").fetchone()
+            rewrite = logged - live > max(live, _REWRITE_MIN)
+            snapshot = list(index) if rewrite else [s for s, n in self._rows.items() if n > _SNAPSHOT_ROWS]
+            if snapshot:
+                self._snapshot(index, snapshot, rewrite)
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             self._index = None  # read again from the file if asked
             raise
-        db.execute("COMMIT")
 
-    def _rewrite(self, stream: str, index: KeyIndex) -> None:
-        """Append the stream's live records as new log rows and point the index at them."""
+    def _snapshot(self, index: dict[str, KeyIndex], streams: list[str], rewrite: bool) -> None:
+        """Write each stream's index as one row, then delete the rows it replaces (and, with `rewrite`, the
+        log rows before the live records written again): inserted first, the new rows' ids are above every
+        id another store on the file may have read, so it reads them (SQLite reuses an id above the highest
+        left, with INTEGER PRIMARY KEY)."""
         assert self._db is not None
-        names = index.rows()
-        order = np.argsort(names)
-        renamed = np.empty_like(names)
-        batch: list[tuple[str, bytes]] = []
-        at: list[int] = []
-        for (_name, key, record), j in zip(self._records(names[order].tolist()), order.tolist(), strict=True):
-            batch.append((key, record))
-            at.append(j)
-            if len(batch) == _BATCH:
-                self._log_only(stream, batch, at, renamed)
-                batch, at = [], []
-        if batch:
-            self._log_only(stream, batch, at, renamed)
-        index.r = renamed
-
-    def _log_only(self, stream: str, batch: list[tuple[str, bytes]], at: list[int], renamed: np.ndarray) -> None:
-        assert self._db is not None
-        keys = [k.encode() for k, _ in batch]
-        records = [r for _, r in batch]
-        cur = self._db.execute(_INSERT_LOG, (stream, len(batch), _ends(keys), _ends(records), b"".join(keys),
-                                             b"".join(records)))  # fmt: skip
-        renamed[at] = (int(cur.lastrowid or 0) << _POS) + np.arange(len(batch), dtype=np.int64)
+        db = self._db
+        (last_log,) = db.execute("SELECT coalesce(max(id), 0) FROM delta_log").fetchone()
+        if rewrite:
+            for stream, keys in index.items():
+                logfile.rewrite(db, stream, keys)
+        applied = self._applied
+        for stream in streams:
+            keys = index[stream]
+            keys.merge()
+            self._applied = logfile.write_index(db, stream, keys.h, keys.d, keys.r)
+            db.execute("DELETE FROM delta_index WHERE stream = ? AND id <= ?", (stream, applied))
+            self._rows[stream] = 1
+        if rewrite:
+            db.execute("DELETE FROM delta_log WHERE id <= ?", (last_log,))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import random
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_invoke import invoke
 from test_pipeline_run import (
     USERS_CSV,
     env_for,
@@ -76,6 +79,44 @@ def test_dry_run_previews_the_delta_without_touching_the_state(emulator: Any, tm
     assert dry["skipped"]["by_reason"]["unchanged since the last delivered run (delta)"] == 2
     assert dry["skipped"]["by_reason"]["dry run"] == 1
     assert state.read_bytes() == before
+
+
+def test_a_damaged_state_file_stops_the_run_before_a_request_saying_what_to_do(emulator: Any, tmp_path: Path) -> None:
+    """A state file damaged between two runs (4 KiB of noise in its middle), or not a database at all: the
+    command ends with exit code 2 and one line naming the file and what to do, no traceback, nothing sent."""
+    project(tmp_path, [{**users_stream(), "delta": True}])
+    rows = "".join(f"w{i},w{i}@example.com,W{i},{i % 90}\n" for i in range(3000))
+    (tmp_path / "data" / "users.csv").write_text(USERS_CSV + rows, encoding="utf-8")
+
+    def cli_run(report_dir: str) -> Any:
+        return invoke("run", "pipelines/t.yaml", "--mode", "bulk", "-q", "--report-dir", report_dir, cwd=tmp_path,
+                      env=env_for(emulator))  # fmt: skip
+
+    first = cli_run("r1")
+    assert first.exit_code == 0, first.stdout + first.stderr
+    state = tmp_path / "state" / "t.sqlite"
+    size = state.stat().st_size
+    assert size > 3 * 4096
+    for noise in (4096, size):  # 4 KiB at offset 8192; then the whole file
+        with state.open("r+b") as f:
+            f.seek(8192 if noise == 4096 else 0)
+            f.write(random.Random(noise).randbytes(noise))
+        sent = requests_201(emulator)
+        res = cli_run(f"r{noise}")
+        err = res.stderr
+        assert res.exit_code == 2 and "Traceback" not in err and "Traceback" not in res.stdout, res.stdout + err
+        why = "database disk image is malformed" if noise == 4096 else "file is not a database"
+        assert f"error: state file {state} is damaged: {why}; delete it to start over" in err
+        assert requests_201(emulator) == sent  # stopped before anything was sent
+    state.unlink()  # as the message says: the next run sends every row again, as added
+    again = cli_run("r3")
+    assert again.exit_code == 0 and report_json_at(tmp_path / "r3")["streams"][0]["delta"]["added"] == 3003
+
+
+def report_json_at(report_dir: Path) -> dict[str, Any]:
+    (found,) = report_dir.rglob("report.json")
+    data: dict[str, Any] = json.loads(found.read_text(encoding="utf-8"))
+    return data
 
 
 def test_delta_is_refused_for_canvas_streams(tmp_path: Path) -> None:

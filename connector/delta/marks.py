@@ -19,8 +19,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from connector.delta.stores import open_state_file
-from connector.errors import SourceError
+from connector.delta.stores import no_table, open_state_file, state_error
+from connector.errors import ConfigError, SourceError
 
 _BATCH = 500
 
@@ -67,15 +67,22 @@ class SqliteMarks:
     """The watermarks in the pipeline's state file (`state.path`)."""
 
     def __init__(self, path: Path, *, read_only: bool) -> None:
-        self.label = str(path)
+        self.label, self.path = str(path), path
         self.db = open_state_file(path, _SQLITE_SCHEMA, read_only=read_only)  # None: filter against nothing
+
+    def _failed(self, exc: sqlite3.Error) -> ConfigError | None:
+        """None for a read-only run on a state file without watermarks yet (nothing to filter against), else
+        the error the run stops with (a damaged file says so, and what to do)."""
+        return None if no_table(exc) else state_error(self.path, exc)
 
     def get(self, stream: str) -> tuple[str, str] | None:
         if self.db is None:
             return None
         try:
             row = self.db.execute("SELECT cursor, value FROM watermark WHERE stream = ?", (stream,)).fetchone()
-        except sqlite3.OperationalError:  # a read-only run on a state file without watermarks yet
+        except sqlite3.Error as exc:
+            if (err := self._failed(exc)) is not None:
+                raise err from None
             return None
         return None if row is None else (row[0], row[1])
 
@@ -114,7 +121,9 @@ class SqliteMarks:
             sql = f"SELECT id, value FROM watermark_done WHERE stream = ? AND id IN ({','.join('?' * len(part))})"
             try:
                 out.extend(self.db.execute(sql, [stream, *part]).fetchall())
-            except sqlite3.OperationalError:  # read-only run, no table yet
+            except sqlite3.Error as exc:
+                if (err := self._failed(exc)) is not None:
+                    raise err from None
                 return out
         return out
 

@@ -117,7 +117,7 @@ def _rollback(db: sqlite3.Connection) -> None:
             db.execute("ROLLBACK")
 
 
-def _no_table(exc: sqlite3.Error) -> bool:
+def no_table(exc: sqlite3.Error) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and str(exc).startswith("no such table")
 
 
@@ -226,7 +226,7 @@ class SqliteStore:
         try:
             return self._db.execute(sql, params).fetchall()
         except sqlite3.OperationalError as exc:
-            if not _no_table(exc):
+            if not no_table(exc):
                 raise
         self._legacy = False
         return None
@@ -265,7 +265,7 @@ class SqliteStore:
         try:
             return self._indexes().get(stream)
         except sqlite3.OperationalError as exc:
-            if self._read_only and _no_table(exc):  # a read-only run on a file without the tables yet
+            if self._read_only and no_table(exc):  # a read-only run on a file without the tables yet
                 return None
             raise
 

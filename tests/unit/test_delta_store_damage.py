@@ -92,3 +92,29 @@ def test_whatever_page_is_damaged_a_store_answers_or_says_what_to_do(tmp_path: P
                 assert_says_what_to_do(err, path, "database disk image is malformed")
                 outcomes["damaged"] += 1
     assert outcomes["damaged"] > 0
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_damaged_watermark_tables_stop_the_run_saying_what_to_do(tmp_path: Path, read_only: bool) -> None:
+    """An incremental stream's watermark and done rows in a damaged file: the first read says so, no sqlite3
+    traceback (delta/marks.py)."""
+    path = tmp_path / "s.sqlite"
+    marks = Watermarks(path)
+    mark = marks.mark("ticks", "updated_at", ordered=True)
+    mark.take([], [], [], below=False)
+    marks.db.add_done("ticks", [(f"id{i}", "5", 5) for i in range(3000)])
+    marks.db.put("ticks", "updated_at", "5", "2026-12-03T00:00:00+00:00")
+    marks.close()
+    size = path.stat().st_size
+    assert size > 4 * PAGE
+    for page in range(1, size // PAGE):  # every page but the schema's: each read answers or says what to do
+        copy = tmp_path / f"p{page}.sqlite"
+        copy.write_bytes(path.read_bytes())
+        damage(copy, page * PAGE, random.Random(page).randbytes(PAGE))
+        try:
+            again = Watermarks(copy, read_only=read_only)
+            again.stored("ticks", "updated_at")
+            again.mark("ticks", "updated_at", ordered=True)._done({f"id{i}" for i in range(3000)})
+            again.close()
+        except ConfigError as err:
+            assert_says_what_to_do(err, copy, "")

@@ -232,7 +232,7 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
     if run.delta is not None:
         file = pipeline.state.url_env is None
         report.delta = {"state_file": run.delta.label if file else None, "state": run.delta.label,
-                        "full": full, "read_only": offline}  # fmt: skip
+                        "full": full, "read_only": offline, "not_recorded": None}  # fmt: skip
     if not validate_only:
         run.mirror = open_mirror(pipeline, run.delta, report, dry_run=dry_run, allow_deletes=allow_deletes,
                                  retrying=retry is not None, resuming=resume is not None,
@@ -425,6 +425,7 @@ class _Run:
                     # Also on a bug or Ctrl-C: wait for the requests in flight so their rows are counted.
                     self._close_writer(errors)
                     self._mirror(client, errors)
+                    self._finish_state()
                     self.cut_short = self.stop.stopping  # a stop after this point cut nothing short
                     self.progress.set_total(report.rows["read"] or None)  # the estimate was approximate
                     self._show()
@@ -474,6 +475,17 @@ class _Run:
             errors.append(e)
         finally:
             self.mirror.close()
+
+    def _finish_state(self) -> None:
+        """Delta sync: commit what waits, and put in the report what the state could not record (its store
+        failed: a full disk, say); the rows' outcomes stand whatever it says (delta/unrecorded.py)."""
+        if self.delta is None:
+            return
+        lost = self.delta.finish()
+        if lost is not None:
+            self.report.add_warning(lost.warning())
+            if self.report.delta is not None:
+                self.report.delta["not_recorded"] = lost.counts()
 
     def _shared_limiter(self) -> SharedRateLimiter | None:
         """The limiter shared through Redis (write.shared_limits); losing Redis is a warning in the report."""

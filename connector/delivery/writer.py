@@ -148,6 +148,7 @@ class Writer:
         self._canvases = CanvasReplies(report)
         self._sync = SyncRefusal(report, confirm_profiles=self.write.confirm_profiles)
         self._closed = False
+        self._settle_errors = 0  # answers the delta state failed to record (a bug: _settle_delta)
         self._token = stop
         self._inflight = InFlight()
         workers = 0 if dry_run else self.write.workers(mode)  # requests in flight at most
@@ -224,6 +225,12 @@ class Writer:
                 )
         if self._settling is not None:
             self._settling.shutdown(wait=True)  # every delta answer committed before the run reads the state
+        if self._settle_errors:
+            self.report.add_warning(
+                f"delta state: {self._settle_errors:,} answer(s) could not be recorded (an internal error, logged "
+                "with the first); their rows' outcomes stand, and the next run may send those users or events again"
+            )
+            self._settle_errors = 0
         if self._fatal is not None:
             raise self._fatal
 
@@ -381,7 +388,7 @@ class Writer:
         if self.delta is not None and keys is not None and kept:
             # Last, off the event loop: the state commits before settle returns (a disk write or a PostgreSQL
             # round trip) and the loop keeps sending meanwhile.
-            await asyncio.get_running_loop().run_in_executor(self._settling, self.delta.settle, batch.stream,
+            await asyncio.get_running_loop().run_in_executor(self._settling, self._settle_delta, batch.stream,
                                                              [keys[j] for j in kept], True)  # fmt: skip
         return []
 
@@ -486,9 +493,25 @@ class Writer:
         """Delta sync and incremental cursors: tell the state which objects reached their final outcome."""
         keys = batch.mapped.delta_keys
         if self.delta is not None and keys is not None and tokens:
-            self.delta.settle(batch.stream, [keys[j] for j in tokens], outcome == "delivered")
+            self._settle_delta(batch.stream, [keys[j] for j in tokens], outcome == "delivered")
         if self.settled is not None and tokens:
             self.settled.settle(batch.stream, [batch.mapped.ref(j) for j in tokens], outcome)
+
+    def _settle_delta(self, stream: str, keys: list[str], delivered: bool) -> None:
+        """Tell the delta state the final outcome of objects already counted. A store error (a full disk) is
+        never raised by the state (delta/commit.py); anything else is a bug in it, which must not turn rows
+        Braze accepted into failed ones, nor log a traceback per answer: the first is logged, and close()
+        puts the count in the report."""
+        assert self.delta is not None
+        try:
+            self.delta.settle(stream, keys, delivered)
+        except Exception:
+            with self._lock:
+                self._settle_errors += 1
+                first = self._settle_errors == 1
+            if first:
+                logger.exception("delta state: recording the outcome of %d object(s) of stream %s failed; their "
+                                 "outcomes stand", len(keys), stream)  # fmt: skip
 
     def _record_error(self, req: Packed, e: ApiError, t0: float) -> None:
         status = e.status if e.status is not None else 0

@@ -9,6 +9,15 @@ the write lock writes everything unwritten so far (one transaction per stream), 
 waited for it find theirs written. The writer settles answers from a few threads (delivery/writer.py), so
 confirmations of several answers share one transaction, and the state's lock is never held across one:
 deciding a chunk does not wait for the store's disk or PostgreSQL's round trip.
+
+A change may be *deferred* (state.py: attributes' confirmations wait for a later transaction, DEFER_CHANGES
+or DEFER_SECONDS); `defer()` arms a timer that commits them DEFER_SECONDS after the first was put, so they
+do not wait for the end of the run when no later settle comes. `stop()` ends it (DeltaState.close).
+
+A store error (a full disk, PostgreSQL gone) is not raised: it ends the state's writes for the rest of the
+run (`failed`). The changes of the failed transaction, those waiting and every later `put` go to
+`dropped(stream, changes)` and are not kept (unrecorded.py says why that is safe and what it costs); a
+`flush` whose changes were dropped returns False. Rows' outcomes never depend on the state.
 """
 
 from __future__ import annotations
@@ -27,14 +36,17 @@ DEFER_SECONDS = 0.1
 
 
 class GroupCommit:
-    """The unwritten changes of one state; `put` and `overlay` under the state's `lock`, `flush` without."""
+    """The unwritten changes of one state; `put`, `overlay`, `defer` under the state's `lock`, `flush` without."""
 
     def __init__(self, store: Store, lock: threading.Lock,
-                 written: Callable[[str, Iterable[str]], None] | None = None) -> None:  # fmt: skip
+                 written: Callable[[str, Iterable[str]], None] | None = None,
+                 dropped: Callable[[str, dict[str, bytes | None]], None] | None = None) -> None:  # fmt: skip
         """`written(stream, keys)`: called under the lock once their transaction committed (a decision that
-        read the store before then reads these keys again)."""
+        read the store before then reads these keys again). `dropped(stream, changes)`: called under the lock
+        with changes that will never be written, once the store failed (`failed`)."""
         self.store = store
         self._on_written = written
+        self._on_dropped = dropped
         self._lock = lock
         self._write_lock = threading.Lock()
         self._unwritten: dict[str, dict[str, bytes | None]] = {}  # stream -> key -> change
@@ -43,9 +55,15 @@ class GroupCommit:
         self._written = 0  # every ticket up to this one is committed
         self._waiting = 0  # changes put since the last transaction began
         self._since = 0.0  # when the first of them was put
+        self._timer: threading.Timer | None = None  # commits deferred changes (defer)
+        self._stopped = False
+        self.failed: Exception | None = None  # the store's first error: nothing is written after it
 
     def put(self, stream: str, changes: Iterable[Change]) -> int:
-        """Queue changes (under the state's lock); the ticket to `flush`."""
+        """Queue changes (under the state's lock); the ticket to `flush` (0: dropped, the store failed)."""
+        if self.failed is not None:
+            self._drop(stream, dict(changes))
+            return 0
         unwritten = self._unwritten.setdefault(stream, {})
         before = len(unwritten)
         unwritten.update(changes)
@@ -63,6 +81,32 @@ class GroupCommit:
         """Whether the changes waiting are many or old enough to be written now (under the state's lock)."""
         return self._waiting >= DEFER_CHANGES or time.monotonic() - self._since >= DEFER_SECONDS
 
+    def defer(self) -> None:
+        """The caller leaves its changes to a later transaction (under the state's lock): make sure one comes
+        DEFER_SECONDS after the first of them was put, whether or not another change does."""
+        if self._timer is None and not self._stopped and self.failed is None and self._waiting:
+            delay = max(0.0, DEFER_SECONDS - (time.monotonic() - self._since))
+            self._timer = threading.Timer(delay, self._deferred)
+            self._timer.daemon = True  # never keeps a process alive; stop() ends it at the end of a run
+            self._timer.name = "delta-deferred-commit"
+            self._timer.start()
+
+    def _deferred(self) -> None:
+        with self._lock:
+            self._timer = None
+            ticket = self._put
+        self.flush(ticket)  # a store error ends the writes (flush), it is not raised here
+
+    def stop(self) -> None:
+        """End the timer (waiting for a commit it runs): the state closes after this (not under the lock)."""
+        with self._lock:
+            self._stopped = True
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+            if timer is not threading.current_thread():
+                timer.join()
+
     def everything(self) -> int:
         """The ticket covering every change put so far (under the state's lock)."""
         return self._put
@@ -75,19 +119,27 @@ class GroupCommit:
                     if key in layer:
                         stored[j] = layer[key]
 
-    def flush(self, ticket: int) -> None:
-        """Return once the changes of `ticket` are committed (written by this thread or another)."""
+    def flush(self, ticket: int) -> bool:
+        """Return once the changes of `ticket` are committed (written by this thread or another): True, or
+        False when they were dropped because the store failed (`failed`)."""
         with self._write_lock:
             with self._lock:
                 if self._written >= ticket:
-                    return
+                    return True
+                if self.failed is not None:
+                    return False
                 batch, self._unwritten, upto = self._unwritten, {}, self._put
                 self._waiting = 0
                 self._writing = batch
+            done: list[str] = []
             try:
                 for stream, changes in batch.items():
                     confirm = [(k, r) for k, r in changes.items() if r is not None]
                     self.store.write(stream, confirm, [k for k, r in changes.items() if r is None])
+                    done.append(stream)
+            except Exception as exc:  # noqa: BLE001 - any store error (sqlite3, OSError, the driver's): see the doc
+                self._fail(exc, batch, done)
+                return False
             except BaseException:
                 with self._lock:  # not committed: unwritten again (behind any newer change of the same key)
                     for stream, changes in batch.items():
@@ -97,6 +149,30 @@ class GroupCommit:
             with self._lock:
                 self._writing = {}
                 self._written = upto
-                if self._on_written is not None:
-                    for stream, changes in batch.items():
-                        self._on_written(stream, changes.keys())
+                self._announce(batch, done)
+            return True
+
+    def _fail(self, exc: Exception, batch: dict[str, dict[str, bytes | None]], done: list[str]) -> None:
+        """The store failed: no write after this one; what was not written is dropped (see the module doc)."""
+        with self._lock:
+            self.failed = exc
+            self._writing = {}
+            self._announce(batch, done)  # streams written before the error are committed
+            waiting, self._unwritten, self._waiting = self._unwritten, {}, 0
+            for stream, changes in batch.items():
+                if stream not in done:
+                    self._drop(stream, changes)
+            for stream, changes in waiting.items():
+                self._drop(stream, changes)
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def _announce(self, batch: dict[str, dict[str, bytes | None]], streams: list[str]) -> None:
+        if self._on_written is not None:
+            for stream in streams:
+                self._on_written(stream, batch[stream].keys())
+
+    def _drop(self, stream: str, changes: dict[str, bytes | None]) -> None:
+        if changes and self._on_dropped is not None:
+            self._on_dropped(stream, changes)

@@ -31,6 +31,10 @@ attribute sets are idempotent). Before a changed user is sent, its confirmed rec
 store (committed before the request leaves), so a run that crashes leaves no record for what it may have
 delivered: the next run sends it again, never loses it.
 
+A store error (a full disk, PostgreSQL gone) never reaches the rows: it ends the state's writes for the
+rest of the run, what was to be written is dropped (only a hash per key is kept), and `finish` returns what
+was lost for the run's one warning (commit.py, unrecorded.py: why that is safe, and the events it costs).
+
 The state assumes the connector is the only writer of these attributes; a profile edited elsewhere in
 Braze is not noticed (`--full` sends everything and refreshes the state).
 """
@@ -52,6 +56,7 @@ from connector.delta import fingerprints as fp
 from connector.delta.commit import GroupCommit
 from connector.delta.seen import Seen
 from connector.delta.stores import Store
+from connector.delta.unrecorded import EMPTY, Unrecorded
 from connector.records import EncodedObjects, MappedChunk
 
 SKIP_UNCHANGED = "unchanged since the last delivered run (delta)"
@@ -99,19 +104,37 @@ class DeltaState:
         # stream -> hashes of the keys its lookups found while nothing of it was written yet (mirror mode:
         # track_found); None once something was, because from then on a lookup may find what the run wrote
         self._found: dict[str, list[np.ndarray] | None] = {}
-        self._commit = GroupCommit(store, self._lock, self._written)
+        self._commit = GroupCommit(store, self._lock, self._written, self._dropped)
         self._kinds: dict[str, str] = {}  # stream -> its objects' kind
+        # stream -> (keys refreshed, keys whose record goes) of the changes being committed by the main thread:
+        # if the store fails, a refresh lost costs nothing, a record kept is stale (unrecorded.py)
+        self._tags: dict[str, tuple[set[str] | frozenset[str], set[str] | frozenset[str]]] = {}
+        self._lost: Unrecorded | None = None  # once the store failed: what it could not record
+        self._told = False  # finish() handed the warning to the caller
+
+    @property
+    def unrecorded(self) -> Unrecorded | None:
+        """What the run could not record since the store failed (None: nothing failed)."""
+        return self._lost
+
+    def finish(self) -> Unrecorded | None:
+        """The end of the run's writes: stop the deferred commits' timer and commit what is settled. Returns
+        what the store could not record (None when it never failed): the caller reports its warning, and
+        close() then logs nothing. Never raises a store error (commit.py)."""
+        if not self.read_only:
+            self._commit.stop()
+            self.commit()
+        self._told = True
+        return self._lost
 
     def close(self) -> None:
-        """Commit what is settled, and close the store. A commit that fails (a full disk, PostgreSQL gone)
-        is logged, not raised: the run's deliveries stand, and the next run sends those users again."""
+        """Commit what is settled, and close the store. A store error is never raised: the run's deliveries
+        stand; its one warning is logged here unless finish() handed it to the run's report already."""
         try:
-            self.commit()
-        except Exception as exc:  # noqa: BLE001 - any store error; the run's report is already written
-            with self._lock:
-                waiting = sum(map(len, self._commit.unwritten().values()))
-            log.warning("delta state %s: %d confirmed changes could not be recorded (%s); the next run sends "
-                        "those users again", self.label, waiting, exc)  # fmt: skip
+            told = self._told
+            lost = self.finish()
+            if lost is not None and not told:
+                log.warning("%s", lost.warning())
         finally:
             self.store.close()
 
@@ -157,17 +180,25 @@ class DeltaState:
                                   strict=True):  # fmt: skip
                     stored[j] = rec
             self._commit.overlay(stream, keys, stored)  # settled, its transaction not committed yet
+            if self._lost is not None:  # settled, never to be committed: the store failed
+                self._lost.overlay(stream, attributes, keys, stored, fp.EVENT_RECORD)
             if attributes:
                 keep, objects, invalidate, refresh = self._attributes(mapped.objects, rows, keys, stored, pending, new,
                                                                      id_key)
             else:
                 keep, objects, invalidate = self._objects(keys, objs, stored, pending)
                 refresh = []
-            ticket = 0
-            if (invalidate or refresh) and not self.read_only:
+            ticket, tagged = 0, bool(invalidate or refresh) and not self.read_only
+            if tagged:
+                self._tags[stream] = ({k for k, _ in refresh}, invalidate)
                 ticket = self._put(stream, [*refresh, *((k, None) for k in invalidate)])
-        if ticket:
-            self._commit.flush(ticket)  # committed before the request leaves
+        if tagged:
+            try:
+                if ticket:  # committed before the request leaves (or dropped: unrecorded.py)
+                    self._commit.flush(ticket)
+            finally:
+                with self._lock:
+                    del self._tags[stream]
         self.last.unchanged = n - len(keep)
         every = len(keep) == n
         out = MappedChunk(
@@ -361,8 +392,9 @@ class DeltaState:
             ticket = 0
             if confirm or forget:
                 ticket = self._put(stream, [*confirm.items(), *((k, None) for k in forget)])
-                if self._kinds.get(stream) == "attributes" and not self._commit.due():
-                    ticket = 0  # written with later ones (see the module's docstring)
+                if ticket and self._kinds.get(stream) == "attributes" and not self._commit.due():
+                    self._commit.defer()  # written with later ones, or by its timer (see the module's docstring)
+                    ticket = 0
         if ticket:
             self._commit.flush(ticket)  # committed before this returns, with other threads' changes
 
@@ -372,6 +404,17 @@ class DeltaState:
         if stream in self._found:
             self._found[stream] = None
         return self._commit.put(stream, changes)
+
+    def _dropped(self, stream: str, changes: dict[str, bytes | None]) -> None:
+        """Changes the store will never hold (under the lock; commit.py): kept as hashes, to count them and for
+        this run's later decisions. Other forgets need nothing: see unrecorded.py."""
+        if self._lost is None:
+            assert self._commit.failed is not None
+            self._lost = Unrecorded(self.label, self._commit.failed)
+        refreshed, stale = self._tags.get(stream, (EMPTY, EMPTY))
+        confirmed = [k for k, r in changes.items() if r is not None and k not in refreshed]
+        kept = [k for k, r in changes.items() if r is None and k in stale] if stale else []
+        self._lost.add(stream, self._kinds.get(stream, "attributes"), confirmed, kept)
 
     def _written(self, stream: str, keys: Iterable[str]) -> None:
         """Keys committed to the store (under the lock): a chunk being looked up reads them again."""
@@ -422,6 +465,13 @@ class DeltaState:
     def forget(self, stream: str, keys: Iterable[str]) -> None:
         """Forget these keys' confirmed records (users deleted at Braze, say)."""
         if not self.read_only:
+            gone = set(keys)
             with self._lock:
-                ticket = self._put(stream, ((k, None) for k in keys))
-            self._commit.flush(ticket)
+                self._tags[stream] = (EMPTY, gone)  # not forgotten (the store failed): a stale record
+                ticket = self._put(stream, ((k, None) for k in gone))
+            try:
+                if ticket:
+                    self._commit.flush(ticket)
+            finally:
+                with self._lock:
+                    del self._tags[stream]

@@ -262,7 +262,13 @@ def _delta(docs: list[dict[str, Any]]) -> dict[str, Any] | None:
     if not deltas:
         return None
     files = sorted({str(x.get("state_file")) for x in deltas})
-    return {**deltas[0], "state_file": files[0] if len(files) == 1 else None, "state_files": files}
+    merged = {**deltas[0], "state_file": files[0] if len(files) == 1 else None, "state_files": files}
+    lost = [x["not_recorded"] for x in deltas if x.get("not_recorded")]  # partitions whose state failed
+    if lost:
+        causes = sorted({str(x.get("cause")) for x in lost})
+        merged["not_recorded"] = {"cause": "; ".join(causes),
+                                  **{k: sum(int(x.get(k, 0)) for x in lost) for k in lost[0] if k != "cause"}}  # fmt: skip
+    return merged
 
 
 def _partition_entry(d: dict[str, Any], k: int, n: int) -> dict[str, Any]:

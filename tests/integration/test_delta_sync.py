@@ -1,13 +1,22 @@
-"""Delta sync end to end against the emulator: re-runs send only what changed, events are never doubled."""
+"""Delta sync end to end against the emulator: re-runs send only what changed, events are never doubled;
+a state whose disk fills mid-run changes no row's outcome."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+import yaml
 from cli_invoke import invoke
 from test_pipeline_run import (
     USERS_CSV,
@@ -126,3 +135,89 @@ def test_delta_is_refused_for_canvas_streams(tmp_path: Path) -> None:
               "identifier": {"external_id": "user_id"}, "canvas": {"canvas_id": "cv1"}}  # fmt: skip
     with pytest.raises(ConfigError, match="delta applies to kinds attributes, events and purchases"):
         project(tmp_path, [stream])
+
+
+# ---- a state whose disk fills mid-run ---------------------------------------------------------------------
+@dataclass
+class FullDisk:
+    """Where the state file goes, and how the CLI is started, so that its disk fills mid-run."""
+
+    folder: Path
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    mount: Path | None = None
+
+    def make_room(self) -> None:
+        """The next run has room again (the disk freed, or the store no longer failing)."""
+        if self.mount is not None:
+            subprocess.run(["mount", "-o", "remount,size=64m", str(self.mount)], check=True)
+        self.command, self.env = [sys.executable, "-m", "connector"], {}
+
+
+@pytest.fixture(params=["tmpfs", "failing_store"])
+def full_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FullDisk]:
+    """A real full filesystem (a 384 KB tmpfs: root, and mount permitted; else skipped), or the state's SQLite
+    writes failing with SQLite's full-disk error after the first transaction (full_state_cli.py)."""
+    if request.param == "failing_store":
+        script = Path(__file__).with_name("full_state_cli.py")
+        yield FullDisk(tmp_path / "state", [sys.executable, str(script)], {"FULL_AFTER_WRITES": "1"})
+        return
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    mounted = os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=384k", "tmpfs", str(mnt)],
+                                                   capture_output=True).returncode == 0  # fmt: skip
+    if not mounted:
+        pytest.skip("mounting a small tmpfs is not permitted here (the failing_store case covers the same)")
+    try:
+        yield FullDisk(mnt, [sys.executable, "-m", "connector"], mount=mnt)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_state_disk_changes_no_outcome_and_the_next_run_sends_what_was_lost(
+        emulator: Any, tmp_path: Path, full_disk: FullDisk) -> None:  # fmt: skip
+    n_users, n_events = 3000, 400
+    users = [f"user-{i:05d}" for i in range(n_users)]
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.table({"user_id": users, "email": [f"{u}@example.com" for u in users],
+                             "age": [i % 90 for i in range(n_users)]}), tmp_path / "data" / "users.parquet")  # fmt: skip
+    pq.write_table(pa.table({"user_id": [users[i % 40] for i in range(n_events)], "event": ["played"] * n_events,
+                             "ts": [f"2026-01-{1 + i % 28:02d}T10:00:00Z" for i in range(n_events)],
+                             "score": list(range(n_events))}), tmp_path / "data" / "events.parquet")  # fmt: skip
+    streams = [{"name": "users", "source": {"path": "data/users.parquet"}, "kind": "attributes", "delta": True,
+                "identifier": {"external_id": "user_id"},
+                "attributes": [{"column": "email"}, {"column": "age", "type": "integer"}]},
+               {**events_stream("data/events.parquet"), "delta": True}]  # fmt: skip
+    (tmp_path / "pipelines").mkdir()
+    doc = {"name": "t", "streams": streams, "state": {"path": str(full_disk.folder / "t.sqlite")}}
+    (tmp_path / "pipelines" / "t.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+
+    def run(name: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BRAZE_")} | env_for(emulator) | full_disk.env
+        done = subprocess.run([*full_disk.command, "run", "pipelines/t.yaml", "--mode", "bulk", "--report-dir", name],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+        return done, json.loads((tmp_path / name / "report.json").read_text(encoding="utf-8"))
+
+    first, doc1 = run("r1")
+    out = first.stdout + first.stderr
+    assert first.returncode == 0, out
+    assert "Traceback" not in out and "cannot rollback" not in out
+    rows = doc1["rows"]
+    assert doc1["invariant_ok"] and rows["delivered"] == rows["read"] == n_users + n_events and rows["failed"] == 0
+    lost = doc1["delta"]["not_recorded"]
+    assert lost["cause"] == "the disk is full" and lost["events"] > 0 and 0 < lost["users"] <= n_users
+    [warning] = [w for w in doc1["warnings"] if w.startswith("delta state ")]
+    assert f"{lost['events']:,} events may be sent again" in warning and "the next run sends those users again" in warning
+    assert f"  warning: {warning}" in first.stdout  # the summary repeats it
+    assert first.stderr.count("could not be written") == 1  # the log says it once
+
+    full_disk.make_room()
+    second, doc2 = run("r2")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert doc2["delta"]["not_recorded"] is None and doc2["invariant_ok"]
+    by_name = {s["name"]: s["delta"] for s in doc2["streams"]}
+    # Exactly what the first run could not record is sent again: the users, and the events (twice at Braze).
+    assert by_name["users"] == {"added": lost["users"], "changed": 0, "unchanged": n_users - lost["users"]}
+    assert by_name["events"] == {"added": lost["events"], "changed": 0, "unchanged": n_events - lost["events"]}
+    played = sum(emulator.user("external_id", u)["custom_events"]["played"]["count"] for u in users[:40])
+    assert played == n_events + lost["events"]

@@ -1,12 +1,10 @@
 """GroupCommit (delta/commit.py): changes from many threads committed in shared transactions, each before
-its caller returns, shown to decisions until then, and kept when a transaction fails."""
+its caller returns, shown to decisions until then; a failed transaction ends the writes."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
-
-import pytest
 
 from connector.delta.commit import GroupCommit
 from connector.delta.stores import SqliteStore
@@ -63,16 +61,18 @@ def test_the_latest_change_of_a_key_wins_and_shows_until_committed(tmp_path: Pat
     assert store.lookup("users", ["a", "b"]) == [b"new", None]
 
 
-def test_a_failed_transaction_keeps_its_changes_for_the_next(tmp_path: Path) -> None:
+def test_a_failed_transaction_ends_the_writes_and_drops_what_is_unwritten(tmp_path: Path) -> None:
+    """A store error is not raised: no later write is tried, and what could not be written goes to `dropped`
+    instead of growing in memory (delta/unrecorded.py)."""
     store, lock = CountingStore(tmp_path / "s.sqlite"), threading.Lock()
-    commit = GroupCommit(store, lock)
-    first = commit.put("users", [("a", b"1")])
+    dropped: list[tuple[str, dict[str, bytes | None]]] = []
+    commit = GroupCommit(store, lock, dropped=lambda stream, changes: dropped.append((stream, dict(changes))))
+    assert commit.flush(commit.put("users", [("a", b"1")])) is True
+    first = commit.put("users", [("b", b"2")])
     store.fail_next = True
-    with pytest.raises(OSError):
-        commit.flush(first)
-    stored: list[bytes | None] = [None]
-    commit.overlay("users", ["a"], stored)
-    assert stored == [b"1"]  # still shown: neither pending nor stored would lose it
-    second = commit.put("users", [("b", b"2")])
-    commit.flush(second)
-    assert store.lookup("users", ["a", "b"]) == [b"1", b"2"] and store.transactions == 1
+    assert commit.flush(first) is False and isinstance(commit.failed, OSError)
+    assert commit.put("users", [("c", b"3"), ("a", None)]) == 0  # dropped at once: nothing is queued
+    assert commit.flush(commit.everything()) is False  # returns at once: what it covers was dropped
+    assert commit.unwritten() == {} and store.transactions == 1
+    assert dropped == [("users", {"b": b"2"}), ("users", {"c": b"3", "a": None})]
+    assert store.lookup("users", ["a", "b", "c"]) == [b"1", None, None]

@@ -109,3 +109,16 @@ def test_cli_partition_option_and_report_folder(tmp_path: Path) -> None:
                                    "--report-dir", str(tmp_path / "{partition}")])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "p1of2" / "report.json").read_text())["partition"]["k"] == 1
+
+
+def test_the_partitions_losses_of_a_failed_state_add_up() -> None:
+    from connector.report.merge import _delta
+
+    lost = {"users": 3, "events": 2, "purchases": 0, "stale_records": 1}
+    docs = [{"delta": {"state_file": f"s{k}.sqlite", "not_recorded": None if k == 0 else {"cause": why, **lost}}}
+            for k, why in enumerate(["", "the disk is full", "the disk is full"])]  # fmt: skip
+    merged = _delta(docs)
+    assert merged is not None and merged["state_files"] == ["s0.sqlite", "s1.sqlite", "s2.sqlite"]
+    assert merged["not_recorded"] == {"cause": "the disk is full", "users": 6, "events": 4, "purchases": 0,
+                                      "stale_records": 2}  # fmt: skip
+    assert _delta(docs[:1])["not_recorded"] is None  # type: ignore[index]

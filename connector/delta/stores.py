@@ -145,6 +145,7 @@ class SqliteStore:
         self._rows: dict[str, int] = {}  # stream -> delta_index rows read for it
         self._legacy = False  # a read-only store on a file of the previous layout
         self._wrote = False  # whether this store wrote anything (the end of its run may compact)
+        self._write_failed = False  # a write failed (a full disk): the end of the run does not compact
         if self._db is not None:
             try:
                 self._open(self._db)
@@ -320,6 +321,7 @@ class SqliteStore:
                 db.execute("COMMIT")
             except BaseException:
                 _rollback(db)
+                self._write_failed = True  # no compaction at the end: it would fail alike (a full disk)
                 raise
             self._wrote = True
             if self._index is not None and self._applied == row - 1:  # nothing else written meanwhile: apply ours
@@ -359,7 +361,7 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             if self._db is not None:
-                if not self._read_only:
+                if not self._read_only and not self._write_failed:
                     try:
                         self._compact()
                     except sqlite3.Error:

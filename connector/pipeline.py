@@ -478,7 +478,10 @@ class _Run:
 
     def _finish_state(self) -> None:
         """Delta sync: commit what waits, and put in the report what the state could not record (its store
-        failed: a full disk, say); the rows' outcomes stand whatever it says (delta/unrecorded.py)."""
+        failed: a full disk, say); the rows' outcomes stand whatever it says (delta/unrecorded.py). Likewise
+        for incremental watermarks (delta/watermark.py Watermarks.write)."""
+        if self.incremental is not None and (text := self.incremental.marks.warning()) is not None:
+            self.report.add_warning(text)
         if self.delta is None:
             return
         lost = self.delta.finish()

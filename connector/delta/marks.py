@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from connector.delta.stores import no_table, open_state_file, state_error
+from connector.delta.stores import no_table, open_state_file, rollback, state_error
 from connector.errors import ConfigError, SourceError
 
 _BATCH = 500
@@ -107,10 +107,14 @@ class SqliteMarks:
     def add_done(self, stream: str, rows: list[tuple[str, str, Any]]) -> None:
         if self.db is None:
             return
-        self.db.execute("BEGIN")
-        self.db.executemany("INSERT OR IGNORE INTO watermark_done (stream, id, value, sort) VALUES (?, ?, ?, ?)",
-                            [(stream, *r) for r in rows])  # fmt: skip
-        self.db.execute("COMMIT")
+        try:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR IGNORE INTO watermark_done (stream, id, value, sort) VALUES (?, ?, ?, ?)",
+                                [(stream, *r) for r in rows])  # fmt: skip
+            self.db.execute("COMMIT")
+        except BaseException:
+            rollback(self.db)  # the connection is used again (a read of a later chunk)
+            raise
 
     def done(self, stream: str, ids: list[str]) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []

@@ -109,7 +109,7 @@ def state_error(path: Path, exc: Exception, failed: str = "read") -> ConfigError
     return ConfigError(f"state file {path}: cannot be {failed} ({exc}); check state.path")
 
 
-def _rollback(db: sqlite3.Connection) -> None:
+def rollback(db: sqlite3.Connection) -> None:
     """Undo what a failed transaction did, if SQLite has not already (a failed COMMIT, a full disk): never
     raise over the failure itself ("cannot rollback - no transaction is active")."""
     if db.in_transaction:
@@ -217,7 +217,7 @@ class SqliteStore:
             db.execute("DROP TABLE delta")
             db.execute("COMMIT")
         except BaseException:
-            _rollback(db)
+            rollback(db)
             raise
 
     def _legacy_rows(self, sql: str, params: tuple[Any, ...]) -> list[Any] | None:
@@ -320,7 +320,7 @@ class SqliteStore:
                 row, entries = logfile.append(db, stream, confirm, forget)
                 db.execute("COMMIT")
             except BaseException:
-                _rollback(db)
+                rollback(db)
                 self._write_failed = True  # no compaction at the end: it would fail alike (a full disk)
                 raise
             self._wrote = True
@@ -388,7 +388,7 @@ class SqliteStore:
                 self._snapshot(index, snapshot, rewrite)
             db.execute("COMMIT")
         except BaseException:
-            _rollback(db)
+            rollback(db)
             self._index = None  # read again from the file if asked
             raise
 

@@ -32,16 +32,21 @@ cursor value than W is not seen): use a column the database sets on every write.
 from __future__ import annotations
 
 import heapq
+import logging
+import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
 from connector.delta.marks import MarkStore, SqliteMarks
+from connector.delta.unrecorded import cause
 from connector.errors import SourceError
 from connector.records import RowRef
+
+log = logging.getLogger(__name__)
 
 Outcome = Literal["delivered", "rejected", "skipped", "failed"]
 DONE: frozenset[str] = frozenset(("delivered", "rejected", "skipped"))
@@ -100,6 +105,33 @@ class Watermarks:
         self._marks: dict[str, StreamMark] = {}
         self.db: MarkStore = SqliteMarks(where, read_only=read_only) if isinstance(where, Path) else where
         self.label = self.db.label
+        self.failed: str | None = None  # why a write failed (a full disk): nothing more is written this run
+        self.unwritten = 0  # writes skipped since
+
+    def write(self, fn: Callable[..., None], *args: Any) -> None:
+        """A write to the store (under the lock). The first that fails (a full disk, PostgreSQL gone) ends the
+        run's writes, and is reported, never raised: the rows' outcomes do not depend on it. What it loses is
+        safe to lose: the stored watermark stays where the last write put it, below every row not confirmed,
+        so the next run reads again the rows after it and sends again those this run delivered (at least
+        once); a done row not recorded is such a row too."""
+        if self.failed is not None:
+            self.unwritten += 1
+            return
+        try:
+            fn(*args)
+        except (sqlite3.Error, OSError, SourceError) as exc:
+            self.failed = cause(exc)
+            log.warning("incremental state %s: cannot be written (%s); the watermark stays where it was stored",
+                        self.label, self.failed)  # fmt: skip
+
+    def warning(self) -> str | None:
+        """The report's words for a failed write (None: every write went through)."""
+        if self.failed is None:
+            return None
+        return (f"incremental state {self.label}: could not be written ({self.failed}); {self.unwritten:,} later "
+                "write(s) skipped. The stored watermark stays where the last write put it: the next run reads the "
+                "rows after it again and sends again those this run delivered (events, purchases and inc may "
+                "count twice). Free the space (or fix the database) before the next run")  # fmt: skip
 
     def stored(self, stream: str, cursor: str) -> Any | None:
         """The stream's watermark (None: none yet, `--full`, or it was kept for another cursor column)."""
@@ -120,7 +152,7 @@ class Watermarks:
                 # every row is read and sent again, so none is done yet (a done row kept from before would be
                 # skipped by the next run once a stopped --full moved the watermark below it).
                 with self.lock:
-                    self.db.reset_done(stream, None if self.full else cursor)
+                    self.write(self.db.reset_done, stream, None if self.full else cursor)
             self._marks[stream] = StreamMark(self, stream, cursor, value, ordered)
         return self._marks[stream]
 
@@ -135,8 +167,8 @@ class Watermarks:
         with self.lock:
             if not self.read_only:
                 for mark in self._marks.values():
-                    if mark.value is not None:
-                        self.db.prune(mark.stream, encode(mark.value)[1])
+                    if mark.value is not None and self.failed is None:
+                        self.write(self.db.prune, mark.stream, encode(mark.value)[1])
             self.db.close()
 
 
@@ -215,7 +247,7 @@ class StreamMark:
                 elif self._blocked is None or v < self._blocked:
                     self._blocked = v
             if done and not self.owner.read_only:
-                self.owner.db.add_done(self.stream, done)
+                self.owner.write(self.owner.db.add_done, self.stream, done)
         self._advance()
 
     # ---- the watermark ----------------------------------------------------------------------------
@@ -241,7 +273,7 @@ class StreamMark:
                 return
             self.value = new
             if not self.owner.read_only:
-                self.owner.db.put(self.stream, self.cursor, encode(new)[0], datetime.now(UTC).isoformat())
+                self.owner.write(self.owner.db.put, self.stream, self.cursor, encode(new)[0], datetime.now(UTC).isoformat())
 
     def _done(self, ids: set[str]) -> dict[str, set[str]]:
         """Row identity -> the cursor values (as text) at which it is already done."""

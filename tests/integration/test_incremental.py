@@ -231,3 +231,53 @@ def test_a_query_without_a_column_the_stream_reads_is_refused_before_reading(emu
             run(pipeline, emulator, tmp_path / column, "r")
         assert not (tmp_path / column / "r" / "report.json").exists()
     assert last_seq(emulator) == 0
+
+
+def test_a_watermark_store_that_fails_mid_run_changes_no_outcome_and_loses_nothing(
+    postgres_url: str, emulator_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state's disk fills after a few watermark writes: every row Braze took stays delivered (exit 0, the
+    accounting adds up), one warning says what happened, and the next run sends again what the stored
+    watermark did not cover: nothing is lost."""
+    import sqlite3
+
+    from connector.delta.marks import SqliteMarks
+
+    pg_exec(
+        postgres_url,
+        "DROP TABLE IF EXISTS ticks_full",
+        "CREATE TABLE ticks_full (id int PRIMARY KEY, v int, updated_at timestamptz)",
+        "INSERT INTO ticks_full SELECT g, 1, timestamptz '2024-01-01' + (g / 4) * interval '1 minute' "
+        "FROM generate_series(1, 400) g",
+    )
+    pipeline = project(tmp_path, [ticks_stream(50, "ticks_full")], state={"path": str(tmp_path / "state.sqlite")},
+                       write={"max_objects_per_request": 10, "concurrency": 4})  # fmt: skip
+    real_add, real_put, calls = SqliteMarks.add_done, SqliteMarks.put, Counter[str]()
+
+    def full(name: str, real: Any) -> Any:
+        def write(self: SqliteMarks, *args: Any) -> None:
+            calls[name] += 1
+            if calls[name] > 3:
+                raise sqlite3.OperationalError("database or disk is full")
+            real(self, *args)
+
+        return write
+
+    monkeypatch.setattr(SqliteMarks, "add_done", full("add_done", real_add))
+    monkeypatch.setattr(SqliteMarks, "put", full("put", real_put))
+    em = emulator_factory()
+    first = run(pipeline, em, tmp_path, "r1", postgres_url)
+    assert first["exit_code"] == 0 and first["invariant_ok"] is True
+    assert first["rows"]["delivered"] == 400 and first["rows"]["failed"] == 0
+    [w] = [w for w in first["warnings"] if w.startswith("incremental state")]
+    assert "could not be written (the disk is full)" in w and "sends again" in w
+    assert sum(calls.values()) <= 8  # the first failure ended the writes: no retry storm
+    monkeypatch.undo()
+    before = last_seq(em)
+    second = run(pipeline, em, tmp_path, "r2", postgres_url)
+    assert second["exit_code"] == 0 and second["rows"]["failed"] == 0
+    again = sent(em, before)
+    assert 0 < sum(again.values()) < 400  # what the stored watermark did not cover, sent once more
+    assert set(sent(em)) == {f"u{i}" for i in range(1, 401)}
+    third = run(pipeline, em, tmp_path, "r3", postgres_url)
+    assert third["rows"]["read"] == 0

@@ -228,15 +228,22 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
     run.env, run.incremental = env, incremental
     run.partition = partition
     run.shared = shared
-    run.delta = open_state(pipeline, read_only=offline, full=full, env=env, partition=label)
-    if run.delta is not None:
-        file = pipeline.state.url_env is None
-        report.delta = {"state_file": run.delta.label if file else None, "state": run.delta.label,
-                        "full": full, "read_only": offline, "not_recorded": None}  # fmt: skip
-    if not validate_only:
-        run.mirror = open_mirror(pipeline, run.delta, report, dry_run=dry_run, allow_deletes=allow_deletes,
-                                 retrying=retry is not None, resuming=resume is not None,
-                                 partitioned=partition is not None)  # fmt: skip
+    try:  # a state that cannot be opened (damaged, say) or a refused mirror: close what was opened
+        run.delta = open_state(pipeline, read_only=offline, full=full, env=env, partition=label)
+        if run.delta is not None:
+            file = pipeline.state.url_env is None
+            report.delta = {"state_file": run.delta.label if file else None, "state": run.delta.label,
+                            "full": full, "read_only": offline, "not_recorded": None}  # fmt: skip
+        if not validate_only:
+            run.mirror = open_mirror(pipeline, run.delta, report, dry_run=dry_run, allow_deletes=allow_deletes,
+                                     retrying=retry is not None, resuming=resume is not None,
+                                     partitioned=partition is not None)  # fmt: skip
+    except BaseException:
+        if run.delta is not None:
+            run.delta.close()
+        if incremental is not None:
+            incremental.close()
+        raise
     try:
         if not offline:
             from connector.delivery.resume import open_journal

@@ -22,15 +22,14 @@ pytestmark = pytest.mark.timeout(180)
 ROWS = 3000
 
 
-def users_csv(path: Path) -> None:
-    path.write_text("user_id,plan\n" + "".join(f"u{i},p{i % 7}\n" for i in range(ROWS)), encoding="utf-8")
+def users_csv(path: Path, plan: str = "p") -> None:
+    path.write_text("user_id,plan\n" + "".join(f"u{i},{plan}{i % 7}\n" for i in range(ROWS)), encoding="utf-8")
 
 
-def test_the_state_database_going_away_mid_run(postgres_url: str, emulator_factory: Any, tmp_path: Path,
-                                               caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
-    base = postgres_url.rsplit("/", 1)[0]
-    pg_exec(postgres_url, "DROP DATABASE IF EXISTS gone_state WITH (FORCE)", "CREATE DATABASE gone_state")
-    state_url = f"{base}/gone_state"
+def setup(postgres_url: str, emulator_factory: Any, tmp_path: Path, db: str) -> tuple[Any, Any, dict[str, str]]:
+    """A delta users stream of ROWS rows whose state is the database `db` (created afresh); (pipeline,
+    emulator, env)."""
+    pg_exec(postgres_url, f"DROP DATABASE IF EXISTS {db} WITH (FORCE)", f"CREATE DATABASE {db}")
     pipeline = project(
         tmp_path,
         [{"name": "users", "source": {"path": "data/big.csv", "chunk_rows": 100}, "kind": "attributes",
@@ -40,23 +39,37 @@ def test_the_state_database_going_away_mid_run(postgres_url: str, emulator_facto
     )  # fmt: skip
     users_csv(tmp_path / "data" / "big.csv")
     em = emulator_factory(latency_ms=50)
-    env = {"STATE_PG_URL": state_url, "BRAZE_REST_ENDPOINT": em.url, "BRAZE_API_KEY": "test-key"}
+    state_url = f"{postgres_url.rsplit('/', 1)[0]}/{db}"
+    return pipeline, em, {"STATE_PG_URL": state_url, "BRAZE_REST_ENDPOINT": em.url, "BRAZE_API_KEY": "test-key"}
+
+
+def run_cut_off(postgres_url: str, db: str, em: Any, after: int, pipeline: Any, out: Path,
+                env: dict[str, str]) -> dict[str, Any]:  # fmt: skip
+    """Run the pipeline; once the emulator has `after` requests, cut the state database off (its connections
+    ended, new ones refused) until the run ends. The run's report.json."""
 
     def cut() -> None:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(em.ledger()) < 10:
+        while time.monotonic() < deadline and len(em.ledger()) < after:
             time.sleep(0.01)
-        pg_exec(postgres_url, "ALTER DATABASE gone_state ALLOW_CONNECTIONS false",
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'gone_state'")  # fmt: skip
+        pg_exec(postgres_url, f"ALTER DATABASE {db} ALLOW_CONNECTIONS false",
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'")  # fmt: skip
 
     cutter = threading.Thread(target=cut)
     cutter.start()
     try:
-        run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r1", env=env, raise_on_failure=False)
+        run_pipeline(pipeline, mode="bulk", report_dir=out, env=env, raise_on_failure=False)
     finally:
         cutter.join()
-        pg_exec(postgres_url, "ALTER DATABASE gone_state ALLOW_CONNECTIONS true")
-    doc = json.loads((tmp_path / "r1" / "report.json").read_text(encoding="utf-8"))
+        pg_exec(postgres_url, f"ALTER DATABASE {db} ALLOW_CONNECTIONS true")
+    return dict(json.loads((out / "report.json").read_text(encoding="utf-8")))
+
+
+def test_the_state_database_going_away_mid_run(postgres_url: str, emulator_factory: Any, tmp_path: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    pipeline, em, env = setup(postgres_url, emulator_factory, tmp_path, "gone_state")
+    state_url = env["STATE_PG_URL"]
+    doc = run_cut_off(postgres_url, "gone_state", em, 10, pipeline, tmp_path / "r1", env)
     rows = doc["rows"]
     assert doc["invariant_ok"] is True and doc["exit_code"] == 0, doc["warnings"]
     assert rows["read"] == ROWS and rows["delivered"] == ROWS and rows["failed"] == 0  # Braze took them all
@@ -81,38 +94,11 @@ def test_the_state_database_gone_before_a_lookup_stops_the_run_cleanly(
 ) -> None:
     """Every user changed, so each chunk looks its users up: the first lookup after the cut stops the run
     (exit 2, the URL never shown), the rows answered stay delivered, and the next run sends every change."""
+    pipeline, em, env = setup(postgres_url, emulator_factory, tmp_path, "gone_state2")
     base = postgres_url.rsplit("/", 1)[0]
-    pg_exec(postgres_url, "DROP DATABASE IF EXISTS gone_state2 WITH (FORCE)", "CREATE DATABASE gone_state2")
-    pipeline = project(
-        tmp_path,
-        [{"name": "users", "source": {"path": "data/big.csv", "chunk_rows": 100}, "kind": "attributes",
-          "identifier": {"external_id": "user_id"}, "attributes": [{"column": "plan"}], "delta": True}],
-        state={"url_env": "STATE_PG_URL"},
-        write={"max_objects_per_request": 20, "concurrency": 2},
-    )  # fmt: skip
-    users_csv(tmp_path / "data" / "big.csv")
-    em = emulator_factory(latency_ms=50)
-    env = {"STATE_PG_URL": f"{base}/gone_state2", "BRAZE_REST_ENDPOINT": em.url, "BRAZE_API_KEY": "test-key"}
     run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r1", env=env, raise_on_failure=False)
-    (tmp_path / "data" / "big.csv").write_text(
-        "user_id,plan\n" + "".join(f"u{i},q{i % 7}\n" for i in range(ROWS)), encoding="utf-8")  # every user changed
-    before = len(em.ledger())
-
-    def cut() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(em.ledger()) < before + 10:
-            time.sleep(0.01)
-        pg_exec(postgres_url, "ALTER DATABASE gone_state2 ALLOW_CONNECTIONS false",
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'gone_state2'")  # fmt: skip
-
-    cutter = threading.Thread(target=cut)
-    cutter.start()
-    try:
-        run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r2", env=env, raise_on_failure=False)
-    finally:
-        cutter.join()
-        pg_exec(postgres_url, "ALTER DATABASE gone_state2 ALLOW_CONNECTIONS true")
-    doc = json.loads((tmp_path / "r2" / "report.json").read_text(encoding="utf-8"))
+    users_csv(tmp_path / "data" / "big.csv", plan="q")  # every user changed
+    doc = run_cut_off(postgres_url, "gone_state2", em, len(em.ledger()) + 10, pipeline, tmp_path / "r2", env)
     assert doc["invariant_ok"] is True and "Traceback" not in caplog.text
     assert doc["exit_code"] == 2 and 0 < doc["rows"]["delivered"] < ROWS  # stopped at the first lookup it could not do
     [stop] = [w for w in doc["warnings"] if w.startswith("run stopped (exit code 2)")]

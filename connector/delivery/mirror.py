@@ -160,8 +160,8 @@ class Mirror:
         if stream.name not in self.complete or stream.name not in self.presence:
             return "the read of the stream did not complete"
         self.delta.commit()  # what waits is written, or found unwritable, before the state is read (never raises)
-        if (lost := self.delta.unrecorded) is not None:  # its store failed: it may not even be readable
-            return f"the delta state could not be written ({lost.cause}), so the users it knows are not those Braze holds"
+        if self.delta.unrecorded is not None:  # its store failed: it may not even be readable
+            return "the delta state failed this run (its warning says why), so the users it knows are not those Braze holds"
         failed = [c for c in self.report.table_checks if c["stream"] == stream.name and not c["success"]]
         if failed:
             return (f"the table check {failed[0]['expectation']} failed ({failed[0]['detail']}): the source may be "

@@ -134,15 +134,16 @@ def _identifier(spec: UploadSpec, columns: dict[str, str]) -> tuple[dict[str, An
     return {spec.id_type: ident}, {ident}
 
 
-def _mapped(spec: UploadSpec, columns: dict[str, str], used: set[str]) -> list[tuple[str, str, str | None]]:
-    """(column, type, target) of every mapped column: --map's, else every column not used elsewhere."""
+def _mapped(spec: UploadSpec, columns: dict[str, str], used: set[str]) -> list[tuple[str, str, str | None, bool]]:
+    """(column, type, target, type given with --map) of every mapped column: --map's, else every column not
+    used elsewhere."""
     if spec.maps:
         out = []
         for text in spec.maps:
             m = parse_map(text, columns)
-            out.append((m.column, m.type or columns[m.column], m.to))
+            out.append((m.column, m.type or columns[m.column], m.to, m.type is not None))
         return out
-    return [(c, t, None) for c, t in columns.items() if c not in used]
+    return [(c, t, None, False) for c, t in columns.items() if c not in used]
 
 
 def build_upload(spec: UploadSpec, columns: dict[str, str]) -> Pipeline:
@@ -168,9 +169,9 @@ def build_upload(spec: UploadSpec, columns: dict[str, str]) -> Pipeline:
                              "--price-column": spec.price_column, "--currency-column": spec.currency_column,
                              "--quantity-column": spec.quantity_column})  # fmt: skip
         attrs = []
-        for column, kind, to in _mapped(spec, columns, used):
-            if kind == "date" and (to or column) != "dob":
-                kind = "time"  # a date-only custom attribute is sent as a time Braze can segment on
+        for column, kind, to, given in _mapped(spec, columns, used):
+            if kind == "date" and not given and (to or column) != "dob":
+                kind = "time"  # an inferred date-only column is sent as a time Braze can segment on
             attrs.append({**_value(column, kind, formats), **({"to": to} if to else {})})
         if not attrs:
             raise ConfigError(
@@ -207,7 +208,7 @@ def build_upload(spec: UploadSpec, columns: dict[str, str]) -> Pipeline:
             mapping["app_id"] = {"column": "app_id"}  # Braze's own field of events and purchases
             used.add("app_id")
         props: dict[str, Any] = {}
-        for column, kind, to in _mapped(spec, columns, used):
+        for column, kind, to, _ in _mapped(spec, columns, used):
             if column == "properties" and kind == "object" and to is None and not spec.maps:
                 props["json_column"] = column  # a JSON column of properties: its keys become the properties
             else:

@@ -189,6 +189,27 @@ def test_mapped_columns_with_types_and_names_and_a_format_list(
     assert json.dumps(emulator.user("external_id", "u5")).count("2022-06-16T00:00:00") == 1
 
 
+def test_a_column_mapped_as_date_is_written_and_delivered_as_a_date(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """--map COL:date writes `type: date` (a trial found `type: time`, so the written file sent dates as times
+    or refused them); the dates reach Braze as YYYY-MM-DD, and `run` of the written file does the same. A
+    date column without --map is still inferred as a time attribute."""
+    (tmp_path / "d.csv").write_text("id,signup,joined\nu1,2024-05-01,2024-01-02\nu2,2024-06-30,2024-01-03\n",
+                                    encoding="utf-8")  # fmt: skip
+    env = {"BRAZE_API_KEY": emulator.api_key}
+    res = invoke("upload", "d.csv", "--kind", "attributes", "--id", "id", "--map", "signup:date", "--map", "joined",
+                 "--endpoint", emulator.url, "-q", cwd=tmp_path, env=env)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert report_of(res.output)["rows"]["delivered"] == 2
+    text = pipeline_file(res.output).read_text(encoding="utf-8")
+    assert "- column: signup\n    type: date\n" in text and "- column: joined\n    type: time\n" in text
+    attrs = emulator.user("external_id", "u1")["attributes"]  # type: ignore[index]
+    assert attrs["signup"] == "2024-05-01" and attrs["joined"].startswith("2024-01-02T00:00:00")
+    emulator.reset()
+    again = invoke("run", str(pipeline_file(res.output)), "-q", cwd=tmp_path, env=env)
+    assert again.exit_code == 0 and report_of(again.output)["rows"]["delivered"] == 2, again.output
+    assert emulator.user("external_id", "u2")["attributes"]["signup"] == "2024-06-30"  # type: ignore[index]
+
+
 def test_ambiguous_slash_dates_are_flagged_in_the_summary_and_report(tmp_path: Path) -> None:
     (tmp_path / "a.csv").write_text("id,joined\nu1,07/09/2023\nu2,01/02/2023\n", encoding="utf-8")
     res = invoke("upload", "a.csv", "--kind", "attributes", "--id", "id", "-q", cwd=tmp_path)

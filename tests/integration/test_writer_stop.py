@@ -3,9 +3,10 @@ kept, unanswered requests are given up as unknown (recorded once), and every obj
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,25 +17,41 @@ from connector import config
 from connector.delivery.client import client_for
 from connector.delivery.writer import Writer
 from connector.emulator import EmulatorServer
-from connector.report import RunReport
+from connector.report import ReportInvariantError, RunReport
 from connector.stop import StopToken
 
 pytestmark = pytest.mark.timeout(90)
 
 
-def stopping_writer(pipeline: config.Pipeline, url: str, tmp_path: Path, token: StopToken) -> tuple[Writer, RunReport]:
-    report = RunReport("t", report_dir=tmp_path / "report")
+@pytest.fixture
+def new_report(tmp_path: Path) -> Iterator[Callable[[], RunReport]]:
+    """Makes the test's RunReport; when the test ends, its rejects and failed files are closed (by finish(),
+    as a run does), whatever the test asserted, so no file is left open (ResourceWarning)."""
+    made: list[RunReport] = []
+
+    def make() -> RunReport:
+        made.append(RunReport("t", report_dir=tmp_path / "report"))
+        return made[-1]
+
+    yield make
+    for report in made:
+        with contextlib.suppress(ReportInvariantError):  # the writer alone counts no rows read
+            report.finish()
+
+
+def stopping_writer(pipeline: config.Pipeline, url: str, report: RunReport, token: StopToken) -> Writer:
     client = client_for(pipeline, url, "test-key", "bulk", token)
-    return Writer(pipeline, client, report, mode="bulk", stop=token), report
+    return Writer(pipeline, client, report, mode="bulk", stop=token)
 
 
-def slow_setup(emulator_factory: Any, tmp_path: Path, emulator: dict[str, Any], **write: Any) -> Any:
+def slow_setup(emulator_factory: Any, new_report: Callable[[], RunReport], emulator: dict[str, Any],
+               **write: Any) -> Any:  # fmt: skip
     """An emulator with `emulator` options, and a bulk writer with a stop token and `write` settings."""
     emu: EmulatorServer = emulator_factory(**emulator)
     pipeline = make_pipeline(max_objects_per_request=5, **write)
     token = StopToken()
-    writer, report = stopping_writer(pipeline, emu.url, tmp_path, token)
-    return emu, pipeline, token, writer, report
+    report = new_report()
+    return emu, pipeline, token, stopping_writer(pipeline, emu.url, report, token), report
 
 
 def when(condition: Callable[[], bool], then: Callable[[], None], timeout: float = 60.0) -> threading.Thread:
@@ -63,9 +80,9 @@ def by_outcome(report: RunReport) -> dict[str, set[str]]:
 
 
 def test_a_graceful_stop_keeps_the_answers_in_flight_and_sends_nothing_new(
-    emulator_factory: Any, tmp_path: Path
+    emulator_factory: Any, new_report: Callable[[], RunReport]
 ) -> None:
-    emu, pipeline, token, writer, report = slow_setup(emulator_factory, tmp_path, {"latency_ms": 150},
+    emu, pipeline, token, writer, report = slow_setup(emulator_factory, new_report, {"latency_ms": 150},
                                                       concurrency=4, stop_grace_s=30)  # fmt: skip
     n = 400
     when(lambda: report.rows["delivered"] >= 20, token.request)
@@ -86,9 +103,9 @@ def test_a_graceful_stop_keeps_the_answers_in_flight_and_sends_nothing_new(
 
 
 def test_past_the_grace_period_requests_in_flight_are_unknown_and_recorded_once(
-    emulator_factory: Any, tmp_path: Path
+    emulator_factory: Any, new_report: Callable[[], RunReport]
 ) -> None:
-    emu, pipeline, token, writer, report = slow_setup(emulator_factory, tmp_path, {"latency_ms": 4000},
+    emu, pipeline, token, writer, report = slow_setup(emulator_factory, new_report, {"latency_ms": 4000},
                                                       concurrency=4, stop_grace_s=0.3)  # fmt: skip
     n = 60  # 12 requests: 4 on the wire, the rest queued
     when(lambda: len(writer._inflight) == 4, token.request)
@@ -110,8 +127,8 @@ def test_past_the_grace_period_requests_in_flight_are_unknown_and_recorded_once(
     writer.client.close(1.0)  # type: ignore[union-attr]
 
 
-def test_a_stop_at_once_does_not_wait_at_all(emulator_factory: Any, tmp_path: Path) -> None:
-    emu, pipeline, token, writer, report = slow_setup(emulator_factory, tmp_path, {"latency_ms": 3000},
+def test_a_stop_at_once_does_not_wait_at_all(emulator_factory: Any, new_report: Callable[[], RunReport]) -> None:
+    emu, pipeline, token, writer, report = slow_setup(emulator_factory, new_report, {"latency_ms": 3000},
                                                       concurrency=2, stop_grace_s=600)  # fmt: skip
     when(lambda: len(writer._inflight) == 2, lambda: token.request(now=True))
     writer.submit(stream_of(pipeline), mapped_chunk("attributes", objects(30)))
@@ -122,10 +139,10 @@ def test_a_stop_at_once_does_not_wait_at_all(emulator_factory: Any, tmp_path: Pa
     writer.client.close(1.0)  # type: ignore[union-attr]
 
 
-def test_no_retry_after_a_stop(emulator_factory: Any, tmp_path: Path) -> None:
+def test_no_retry_after_a_stop(emulator_factory: Any, new_report: Callable[[], RunReport]) -> None:
     """A request waiting to retry a 503 is not sent again once the run is stopped: its rows fail (503)."""
     retry = {"max_attempts": 5, "initial_backoff_s": 60, "max_backoff_s": 60, "max_elapsed_s": 300}
-    emu, pipeline, token, writer, report = slow_setup(emulator_factory, tmp_path, {"faults": {"503": 1.0}},
+    emu, pipeline, token, writer, report = slow_setup(emulator_factory, new_report, {"faults": {"503": 1.0}},
                                                       concurrency=2, retry=retry)  # fmt: skip
     when(lambda: len(emu.ledger(applied=False)) >= 2, token.request)
     writer.submit(stream_of(pipeline), mapped_chunk("attributes", objects(20)))
@@ -140,11 +157,13 @@ def test_no_retry_after_a_stop(emulator_factory: Any, tmp_path: Path) -> None:
     writer.client.close()  # type: ignore[union-attr]
 
 
-def test_a_stop_before_anything_is_sent_sends_nothing(emulator: EmulatorServer, tmp_path: Path) -> None:
+def test_a_stop_before_anything_is_sent_sends_nothing(emulator: EmulatorServer,
+                                                     new_report: Callable[[], RunReport]) -> None:  # fmt: skip
     pipeline = make_pipeline()
     token = StopToken()
     token.request("stopped by SIGTERM")
-    writer, report = stopping_writer(pipeline, emulator.url, tmp_path, token)
+    report = new_report()
+    writer = stopping_writer(pipeline, emulator.url, report, token)
     writer.submit(stream_of(pipeline), mapped_chunk("attributes", objects(10)))
     writer.close()
     writer.client.close()  # type: ignore[union-attr]

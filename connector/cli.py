@@ -359,7 +359,8 @@ def history(
     last: Annotated[int, typer.Option(min=1, help="How many runs to list (the most recent).")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per run instead of a table.")] = False,
 ) -> None:
-    """List a pipeline's last runs (report.history): when, kind, exit code, rows, 429s, duration."""
+    """List a pipeline's last runs (report.history): when, kind, partition, exit code, rows, 429s, duration;
+    a run with no end line is running, or interrupted once its process is gone (kill -9)."""
     from connector.report.history import history_lines, history_path, read_history
 
     try:

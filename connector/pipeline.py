@@ -49,7 +49,7 @@ from connector.readers.estimate import estimate_rows, is_parquet
 from connector.readers.partition import Partition, partition_rows, plan_partition
 from connector.records import Chunk, Rejected
 from connector.report import ReportInvariantError, RunFailed, RunReport
-from connector.report.history import append_history, history_path, recent_runs
+from connector.report.history import append_history, history_path, recent_runs, record_error, start_entry
 from connector.report.masking import columns_to_mask
 from connector.report.paths import report_dir_for
 from connector.report.publish import publish_failure, publish_run
@@ -228,6 +228,8 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
     run.env, run.incremental = env, incremental
     run.partition = partition
     run.shared = shared
+    if history is not None:
+        append_history(history, report, start_entry(report))  # so a run killed with kill -9 is still listed
     try:  # a state that cannot be opened (damaged, say) or a refused mirror: close what was opened
         run.delta = open_state(pipeline, read_only=offline, full=full, env=env, partition=label)
         if run.delta is not None:
@@ -238,11 +240,12 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
             run.mirror = open_mirror(pipeline, run.delta, report, dry_run=dry_run, allow_deletes=allow_deletes,
                                      retrying=retry is not None, resuming=resume is not None,
                                      partitioned=partition is not None)  # fmt: skip
-    except BaseException:
+    except BaseException as e:
         if run.delta is not None:
             run.delta.close()
         if incremental is not None:
             incremental.close()
+        record_error(history, report, e)
         raise
     try:
         if not offline:
@@ -255,6 +258,9 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
             run.execute(plans, dest, chosen, dry_run)
         if run.journal is not None:
             run.journal.close(report.exit_code)  # the end record: this attempt finished and wrote its report
+    except BaseException as e:
+        record_error(history, report, e)
+        raise
     finally:
         if run.delta is not None:
             run.delta.close()

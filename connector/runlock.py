@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from connector.config import Pipeline
 from connector.delta import keeping_state, state_path
 from connector.errors import ConfigError, RunLocked
+from connector.processes import alive
 from connector.report.paths import report_root
 
 if TYPE_CHECKING:
@@ -224,16 +225,6 @@ def _describe(holder: dict[str, object]) -> str:
     text = f"a run (pid {pid}{since})"
     if holder.get("host") not in (None, socket.gethostname()):
         return f"{text} on {holder['host']} that no longer holds it"
-    if isinstance(pid, int) and not _alive(pid):
+    if isinstance(pid, int) and not alive(pid):
         return f"{text} that is no longer running (killed?)"
     return f"{text} that no longer holds it"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

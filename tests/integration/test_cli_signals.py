@@ -261,6 +261,7 @@ def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_warning(
     killed = subprocess.Popen(command(project, out, "--quiet"), env=env_for(slow_emulator),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     wait_until_mid_flight(slow_emulator, killed)
+    assert [(r["status"], r["pid"]) for r in history(project)] == [("running", killed.pid)]
     killed.kill()  # kill -9: no handler runs, the lock file keeps its pid
     killed.wait()
     with start_subprocess() as fast:
@@ -269,3 +270,18 @@ def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_warning(
     assert again.returncode == 0, again.stderr
     assert f"warning: lock file {out / '.sig.lock'} was left by a run (pid {killed.pid}" in again.stdout
     assert "no longer running (killed?); taken over" in again.stdout
+    # The killed run is still in the history (its start line), as interrupted; the next run finished.
+    runs = history(project)
+    assert [(r["status"], r["pid"], r.get("exit_code")) for r in runs] == [
+        ("interrupted", killed.pid, None), ("finished", runs[1]["pid"], 0)]  # fmt: skip
+    table = subprocess.run([sys.executable, "-m", "connector", "history", str(project / "pipelines" / "sig.yaml")],
+                           env=os.environ, capture_output=True, text=True, timeout=60).stdout.splitlines()  # fmt: skip
+    assert f"interrupted (pid {killed.pid} gone, no report)" in table[1] and table[2].split()[4] == "0"
+
+
+def history(project: Path) -> list[dict[str, Any]]:
+    """`braze-connector history --json` of the pipeline (the test's history file, BRAZE_CONNECTOR_HISTORY)."""
+    res = subprocess.run([sys.executable, "-m", "connector", "history", str(project / "pipelines" / "sig.yaml"),
+                          "--json"], env=os.environ, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    return [json.loads(line) for line in res.stdout.splitlines()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 from cli_invoke import invoke
 
 from connector import load_pipeline, run_pipeline
-from connector.report.history import history_lines, history_path, read_history
+from connector.report.history import history_lines, history_path, read_history, recent_runs
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -97,11 +98,73 @@ def test_a_torn_line_is_skipped_and_history_can_be_off(tmp_path: Path, project: 
 def test_the_table_fits_80_columns() -> None:
     entries = [{"started_at": "2024-05-01T12:00:00.123456Z", "kind": "dry_run", "exit_code": 1, "duration_s": 4000.2,
                 "rows": {"read": 123_456_789, "delivered": 123_456_789, "rejected": 12_345_678, "failed": 1_234_567},
-                "rate_limited": 12_345}]  # fmt: skip
+                "rate_limited": 12_345, "partition": "12/16"},
+               {"started_at": "2024-05-02T12:00:00Z", "kind": "validate", "exit_code": 0, "duration_s": 3599,
+                "rows": {"read": 9_999_999, "delivered": 99_999_999, "rejected": 9_999_999, "failed": 999_999},
+                "rate_limited": 9_999},
+               {"started_at": "2024-05-03T12:00:00Z", "kind": "run", "status": "running", "pid": 4_194_304,
+                "host": "a-rather-long-host-name.example.com", "partition": "10/16"},
+               {"started_at": "2024-05-04T12:00:00Z", "kind": "run", "status": "interrupted", "pid": 4_194_304},
+               {"started_at": "2024-05-05T12:00:00Z", "kind": "validate", "status": "error", "exit_code": 2}]  # fmt: skip
     lines = history_lines(entries)
     assert all(len(line) <= 80 for line in lines), [len(x) for x in lines]
-    assert lines[1].split() == ["2024-05-01", "12:00", "dry_run", "1", "123.5M", "123.5M", "12.3M", "1.2M",
-                                "12.3k", "1h06m"]  # fmt: skip
+    assert lines[0].split() == ["started", "(UTC)", "kind", "part", "exit", "read", "deliv.", "rejects", "failed",
+                                "429s", "time"]  # fmt: skip
+    assert lines[1].split() == ["2024-05-01", "12:00", "dry_run", "12/16", "1", "123.5M", "123.5M", "12.3M", "1.2M",
+                                "12k", "1h06m"]  # fmt: skip
+    assert lines[2].split()[3:] == ["-", "0", "10.0M", "100.0M", "10.0M", "1000k", "10k", "59m59s"]
+    assert lines[3] == "2024-05-03 12:00 run      10/16    - running (pid 4194304 on a-rather-long-ho)"
+    assert lines[4] == "2024-05-04 12:00 run      -        - interrupted (pid 4194304 gone, no report)"
+    assert lines[5] == "2024-05-05 12:00 validate -        2 ended in an error, without a report"
+
+
+def test_a_run_is_listed_from_its_start_and_its_end_line_takes_its_place(tmp_path: Path) -> None:
+    """A run writes a start line (status running, pid) and an end line; a start line with no end is running
+    while its process lives, interrupted once it is gone (kill -9). Lines of older versions still read."""
+    from connector.processes import started_ticks, this_process
+
+    me = this_process()
+    path = tmp_path / "history.jsonl"
+    lines = [
+        {"run_id": "old", "rows": {"read": 7}, "exit_code": 0},  # an older version's line: finished
+        {"run_id": "a", "status": "running", **me},
+        {"run_id": "b", "status": "running", **me, "pid_started": (started_ticks(os.getpid()) or 0) + 1},  # pid reused
+        {"run_id": "gone", "status": "running", "pid": 2**22 + 1, "host": me["host"]},  # no such process
+        {"run_id": "c", "status": "running", **me, "partition": "1/2"},
+        {"run_id": "a", "status": "finished", **me, "rows": {"read": 3}, "exit_code": 0},
+        {"run_id": "a", "status": "running", "pid": 1, "host": me["host"]},  # resumed by another process
+    ]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    got = read_history(path)
+    assert [(e["run_id"], e["status"]) for e in got] == [
+        ("old", "finished"), ("a", "finished"), ("b", "interrupted"), ("gone", "interrupted"), ("c", "running"),
+        ("a", "running")]  # fmt: skip
+    assert got[1]["rows"] == {"read": 3}
+    assert [e["run_id"] for e in read_history(path, last=2)] == ["c", "a"]
+    assert [e["run_id"] for e in read_history(path, partition="1/2")] == ["c"]
+    assert [e["run_id"] for e in recent_runs(path)] == ["old", "a"]  # the trend: runs with their counts
+    assert [e["run_id"] for e in read_history(path, last=1, finished=True)] == ["a"]
+
+
+def test_a_run_that_ends_in_an_exception_says_so(tmp_path: Path, project: Callable[..., Path],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A run that started (its start line written) and then raised writes an end line saying so."""
+    import connector.pipeline
+    from connector.errors import ConfigError
+
+    p = load_pipeline(project())
+    path = history_path(p)
+    assert path is not None
+    for error in (ConfigError("bad state"), KeyboardInterrupt()):
+
+        def failing(*args: object, error: BaseException = error, **kw: object) -> None:
+            assert read_history(path)[-1]["status"] == "running"  # type: ignore[arg-type]
+            raise error
+
+        monkeypatch.setattr(connector.pipeline, "open_state", failing)
+        with pytest.raises(type(error)):
+            run_pipeline(p, dry_run=True, env={})
+    assert [(e["status"], e["exit_code"]) for e in read_history(path)] == [("error", 2), ("interrupted", None)]
 
 
 def test_the_history_command(tmp_path: Path, project: Callable[..., Path]) -> None:

@@ -98,6 +98,8 @@ def load_failed(path: str | Path, *, include_unknown: bool = False) -> RetrySet:
     if p.is_dir():
         p = p / FAILED_FILE
     if not p.is_file():
+        if p.name == FAILED_FILE and (p.parent / "report.json").is_file():
+            return RetrySet(p, include_unknown=include_unknown)  # a run that failed no row writes no failed file
         raise SourceError(f"{p}: no failed file here; pass a run's failed.csv or the report folder holding it")
     try:
         with p.open(encoding="utf-8", newline="") as fh:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -67,6 +68,10 @@ def _rows(r: ReportCounters) -> dict[str, int]:
     return {**r.rows, "valid": valid, "possibly_duplicated": r.possibly_duplicated}
 
 
+def _name(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
 def build_document(r: ReportCounters) -> dict[str, Any]:
     """The report.json document (the caller holds the report's lock)."""
     duration = r.duration_s if r.duration_s is not None else round(r.elapsed(), 3)
@@ -84,8 +89,8 @@ def build_document(r: ReportCounters) -> dict[str, Any]:
     files = {
         "report_json": str(r.report_dir / "report.json"),
         "report_html": str(r.report_dir / "report.html"),
-        "rejects": str(r.rejects.path),
-        "failed": str(r.failed.path),
+        "rejects": _name(r.rejects.file),  # None: nothing was rejected (or failed), no file was written
+        "failed": _name(r.failed.file),
         "confirmed": str(r.report_dir / "confirmed.jsonl") if r.confirmed_count else None,
         "possibly_duplicated": str(r.duplicated.path) if r.duplicated is not None else None,
         "removed": next((s["file"] for s in (r.removed or {}).values() if s.get("file")), None),

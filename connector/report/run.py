@@ -34,11 +34,12 @@ class RunFailed(ConnectorError):
     def __init__(self, report: RunReport) -> None:
         r = report.rows
         meaning = EXIT_MEANINGS.get(report.exit_code, "")
+        failed, rejects = report.failed.file, report.rejects.file
         super().__init__(
             f"pipeline {report.pipeline_name} exit code {report.exit_code} ({meaning}): {r['failed']} of "
-            f"{r['read']} rows not delivered (see {report.failed.path}), {r['rejected']} rejected (see "
-            f"{report.rejects.path}; threshold {report.max_reject_fraction:.1%}); report: "
-            f"{report.report_dir / 'report.json'}"
+            f"{r['read']} rows not delivered" + (f" (see {failed})" if failed else "") + f", {r['rejected']} "
+            "rejected (" + (f"see {rejects}; " if rejects else "") + f"threshold {report.max_reject_fraction:.1%}); "
+            f"report: {report.report_dir / 'report.json'}"
         )
         self.report = report
         self.exit_code = report.exit_code
@@ -373,7 +374,9 @@ class RunReport(ReportCounters):
         paths = {"report_json": out / "report.json", "report_html": out / "report.html"}
         paths["report_json"].write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
         paths["report_html"].write_text(render_html(data, self.recent_runs), encoding="utf-8")
-        paths.update(rejects=self.rejects.path, failed=self.failed.path)
+        for name, sink in (("rejects", self.rejects), ("failed", self.failed)):
+            if sink.file is not None:
+                paths[name] = sink.file
         if self.duplicated is not None:
             paths["possibly_duplicated"] = self.duplicated.path
         if self._confirmed is not None:

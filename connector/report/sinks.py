@@ -1,5 +1,9 @@
 """Streaming sinks for the rejects and failed files (CSV via the csv module, Parquet via pyarrow).
 
+A sink's file is created with its first row: a run that rejects (or fails) nothing leaves no empty file,
+and `file` is None until then, so a report never names a file that is not there. Creating a sink removes
+the file an earlier run left at its path (a resumed run, or a reused folder): what is there is this run's.
+
 CSV: the columns are the original row columns (union, as strings, first-seen order over the first batch),
 then the metadata columns. A column first seen after the header was written is appended to the rows written
 from then on, and on close the file is rewritten once (streamed, bounded memory) with the full header
@@ -15,7 +19,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 import orjson
 
@@ -74,18 +78,28 @@ class CsvSink:
         self._cols: list[str] = []
         self._extra: list[str] = []
         self._lock = threading.Lock()
-        self._fh = path.open("w", newline="", encoding="utf-8")
-        self._csv = csv.writer(self._fh)
-        self._header_written = False
+        self._fh: TextIO | None = None  # opened with the first row
+        self._closed = False
+        path.unlink(missing_ok=True)
+
+    @property
+    def file(self) -> Path | None:
+        """The file, once a row was written to it (None: there is no file)."""
+        return self.path if self.count else None
 
     def write(self, rows: list[Row]) -> None:
         """Write (original values, metadata values) pairs."""
+        if not rows:
+            return
         with self._lock:
-            if not self._header_written:
+            if self._fh is None:
+                if self._closed:
+                    raise ValueError(f"{self.path}: written after it was closed")
                 for values, _ in rows:
                     self._cols.extend(c for c in values if c not in self._cols and c not in self.meta)
+                self._fh = self.path.open("w", newline="", encoding="utf-8")
+                self._csv = csv.writer(self._fh)
                 self._csv.writerow([self._cell(c) for c in self._cols + self.meta])
-                self._header_written = True
             known = set(self._cols) | set(self._extra) | set(self.meta)
             for values, _ in rows:
                 if values.keys() - known:
@@ -104,16 +118,15 @@ class CsvSink:
 
     def flush(self) -> None:
         with self._lock:
-            if not self._fh.closed:
+            if self._fh is not None and not self._fh.closed:
                 self._fh.flush()
 
     def close(self) -> None:
         """Close the file; rewrite it once with the full header when columns appeared late."""
         with self._lock:
-            if self._fh.closed:
+            self._closed = True
+            if self._fh is None or self._fh.closed:
                 return
-            if not self._header_written:
-                self._csv.writerow(self.meta)
             self._fh.close()
             if self._extra:
                 self._rewrite()
@@ -145,8 +158,16 @@ class ParquetSink:
         self._cols: list[str] | None = None
         self._writer: Any = None
         self._lock = threading.Lock()
+        path.unlink(missing_ok=True)
+
+    @property
+    def file(self) -> Path | None:
+        """The file, once a row was written to it (None: there is no file)."""
+        return self.path if self.count else None
 
     def write(self, rows: list[Row]) -> None:
+        if not rows:
+            return
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -175,21 +196,11 @@ class ParquetSink:
         """Parquet row groups are complete once written; nothing to flush."""
 
     def close(self) -> None:
-        """Close the writer (an empty run still leaves a valid, empty Parquet file)."""
+        """Close the writer (nothing written: no file)."""
         with self._lock:
-            if self._cols is None:
-                self._cols = []
-                self._write_empty()
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
-
-    def _write_empty(self) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        names = self.meta + ["_extra"]
-        pq.write_table(pa.table({c: pa.array([], pa.string()) for c in names}), self.path)
 
 
 def RejectsSink(dir: Path, fmt: Literal["csv", "parquet"] = "csv", *, escape: bool = True) -> CsvSink | ParquetSink:  # noqa: N802

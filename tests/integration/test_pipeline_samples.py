@@ -30,7 +30,9 @@ def expected_rejects() -> set[tuple[str, int, str, str]]:
 
 def rejects_of(report: RunReport) -> list[dict[str, Any]]:
     """The rows of the report's rejects file (Parquet when every source is Parquet, else CSV)."""
-    path = Path(report.rejects.path)
+    if report.rejects.file is None:  # nothing rejected: no file
+        return []
+    path = Path(report.rejects.file)
     if path.suffix == ".parquet":
         return pq.read_table(path).to_pylist()  # type: ignore[no-any-return]
     with open(path, encoding="utf-8", newline="") as f:

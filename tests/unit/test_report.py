@@ -12,7 +12,8 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from connector.errors import ConnectorError
+from connector.errors import ConnectorError, SourceError
+from connector.readers import load_failed
 from connector.records import Failed, Rejected, RowRef
 from connector.report import LatencyHistogram, ReportInvariantError, RunFailed, RunReport
 from connector.report.html import render_html
@@ -186,10 +187,29 @@ def test_parquet_rejects_are_strings_with_nulls_and_extra(tmp_path: Path) -> Non
     assert orjson.loads(rows[1]["_extra"]) == {"email": "no"}
 
 
-def test_empty_parquet_rejects_file_is_valid(tmp_path: Path) -> None:
+def test_a_run_with_nothing_to_list_leaves_no_empty_files_and_names_none(tmp_path: Path) -> None:
+    """The rejects and failed files are created with their first row (a trial found empty failed.csv files
+    left by runs that ended on a config error right after starting); report.json names no file then, and a
+    file an earlier attempt left in the folder (a resumed run) is not taken for this run's."""
+    (tmp_path / "failed.csv").write_text("stale\n", encoding="utf-8")
+    for fmt in ("parquet", "csv"):
+        report = RunReport("p", report_dir=tmp_path, source_format=fmt)
+        report.finish()
+        paths = report.write()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.json"]
+        assert "rejects" not in paths and "failed" not in paths
+        doc = orjson.loads((tmp_path / "report.json").read_bytes())
+        assert doc["files"]["rejects"] is None and doc["files"]["failed"] is None
+        assert doc["rejects"]["file"] is None and doc["failed"]["file"] is None
+        assert load_failed(tmp_path).rows == {}  # --retry-failed of such a run sends nothing, as before
     report = RunReport("p", report_dir=tmp_path, source_format="parquet")
+    report.add_read(1)
+    report.add_rejects([_rej(2)])
     report.finish()
-    assert pq.read_table(report.rejects.path).num_rows == 0
+    assert pq.read_table(report.rejects.path).num_rows == 1 and report.rejects.file == report.rejects.path
+    assert report.failed.file is None and not report.failed.path.exists()
+    with pytest.raises(SourceError, match="no failed file here"):
+        load_failed(tmp_path / "elsewhere")  # not a run's folder
 
 
 def test_failed_file(tmp_path: Path) -> None:
@@ -335,8 +355,9 @@ def test_report_json_keys_and_files(tmp_path: Path) -> None:
         {"file": "people.csv", "row": 2, "profile": {"external_id": "u1", "age": 3}}
     ]
     assert doc["files"]["confirmed"] == str(tmp_path / "confirmed.jsonl")
-    for key in ("report_json", "report_html", "rejects", "failed"):
+    for key in ("report_json", "report_html", "rejects"):
         assert Path(doc["files"][key]).exists()
+    assert doc["files"]["failed"] is None and not (tmp_path / "failed.csv").exists()  # nothing failed
 
 
 def test_emulator_stats_are_attached(tmp_path: Path, emulator: object) -> None:

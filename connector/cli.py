@@ -166,10 +166,9 @@ def _summary(report: RunReport, paths: dict[str, Path]) -> list[str]:
             )
     lines.append(f"  report: {paths.get('report_json')}")
     lines.append(f"          {paths.get('report_html')}")
-    if r["rejected"]:
-        lines.append(f"  rejects: {report.rejects.path}")
-    if r["failed"] or report.not_sent:
-        lines.append(f"  failed: {report.failed.path}")
+    if report.rejects.file is not None:
+        lines.append(f"  rejects: {report.rejects.file}")
+    lines.extend(_failed_lines(report))
     if any(m.get("file") for m in (report.removed or {}).values()):
         lines.append(f"  removed: {report.report_dir / 'removed.csv'}")
     if report.sample_files:
@@ -182,13 +181,30 @@ def _unknown_lines(report: RunReport) -> list[str]:
     n = report.unknown
     if not n:
         return []
+    if report.reads_sql:
+        from connector.readers.failed import SQL_RUN_AGAIN
+
+        how = f"a new run sends them again (events, purchases and inc may count twice): {SQL_RUN_AGAIN}"
+    else:
+        how = (f"then send them again with --retry-failed {report.failed.path} --include-unknown (events, purchases "
+               "and inc may count twice; a --resume keeps their outcome and does not resend them)")  # fmt: skip
     return [
         f"  unknown: {n:,} failed row(s) may or may not have been applied by Braze (sent, but no answer came: "
         "the connection dropped, or a stopped run stopped waiting)",
-        "    check a few in Braze; then send them again with "
-        f"--retry-failed {report.failed.path} --include-unknown (events, purchases and inc may count twice; "
-        "a --resume keeps their outcome and does not resend them)",
+        f"    check a few in Braze; {how}",
     ]
+
+
+def _failed_lines(report: RunReport) -> list[str]:
+    """Where the rows not delivered are listed; for a run reading SQL, that the list is to read, not to resend."""
+    path = report.failed.file
+    if path is None:
+        return []
+    if not report.reads_sql:
+        return [f"  failed: {path}"]
+    from connector.readers.failed import SQL_RUN_AGAIN
+
+    return [f"  failed: {path} (a list to read: no command resends rows of an SQL source from it; {SQL_RUN_AGAIN})"]
 
 
 def _resume_lines(report: RunReport) -> list[str]:

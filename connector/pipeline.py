@@ -46,6 +46,7 @@ from connector.mapping import DateReadings, columns_read, map_chunk
 from connector.progress import Progress
 from connector.quiet_gc import quiet_gc
 from connector.readers.estimate import estimate_rows, is_parquet
+from connector.readers.failed import SQL_RUN_AGAIN
 from connector.readers.partition import Partition, partition_rows, plan_partition
 from connector.records import Chunk, Rejected
 from connector.report import ReportInvariantError, RunFailed, RunReport
@@ -209,6 +210,7 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
     for w in resume_warnings:
         report.add_warning(w)
     report.resume = resume.summary if resume is not None else None
+    report.reads_sql = any(p.stream.source.is_sql for p in plans)
     chosen, reason = choose_mode(pipeline, mode, [(p.stream, p.rows, p.exact) for p in plans])
     if resume is not None and mode == resume.mode:
         reason = f"resumed run {resume.run_id}: the mode of its first attempt"
@@ -323,7 +325,7 @@ def _sql_rows(pipeline: Pipeline, stream: Stream, retry: readers.RetrySet | None
     if retry is not None:
         raise ConfigError(
             f"{pipeline.origin}: stream {stream.name} reads an SQL source, which --retry-failed cannot re-read "
-            "by row; run the pipeline again (with incremental, the watermark resends exactly what did not go through)"
+            "by row; " + SQL_RUN_AGAIN
         )
     return readers.count_sql(stream.source, Path(pipeline.base_dir), env, since, needed, stream.name), True
 
@@ -451,7 +453,7 @@ class _Run:
             self._note_stop()
             for err in errors:
                 self.exit_code = max(self.exit_code, err.exit_code)
-                report.add_warning(f"run stopped (exit code {err.exit_code}): {err}")
+                report.add_warning(f"run stopped (exit code {err.exit_code}): {err}{self._resend_advice(err)}")
             try:
                 report.finish(self.exit_code)
             except ReportInvariantError as bug:
@@ -543,6 +545,14 @@ class _Run:
         left = self.stop.remaining(self.pipeline.write.stop_grace_s)
         return None if left is None else max(1.0, left)
 
+    def _resend_advice(self, err: ConnectorError) -> str:
+        """After the destination failed (exit 3): how to send the rows listed as not sent, once it is fixed."""
+        r = self.report
+        if err.exit_code != 3 or r.failed.file is None:
+            return ""
+        how = SQL_RUN_AGAIN if r.reads_sql else f"send the rows listed in {r.failed.file} with --retry-failed {r.report_dir}"
+        return f"; once the cause is fixed, {how}"
+
     def _note_stop(self) -> None:
         """A stopped run: its exit code (4, or 128 + the signal after a stop at once) and a warning."""
         if not self.cut_short:
@@ -553,20 +563,22 @@ class _Run:
         r.set_stopped(self.stop.reason, immediate=self.stop.immediate, exit_code=code)
         how = "at once" if self.stop.immediate else "gracefully"
         unknown = " (and --include-unknown for the unknown ones)" if r.unknown else ""
-        if any(s.source.is_sql for s in self.pipeline.streams):
+        if r.reads_sql:
             self.report.add_warning(f"stopped: the run was {self.stop.reason}, {how} (exit code {code}). " + SQL_NO_RESUME)
             return
         if self.stop.immediate:  # the rows never read are listed nowhere but in the journal
             self.report.add_warning(
                 f"stopped: the run was {self.stop.reason}, {how} (exit code {code}); the rows it had not read are "
-                f"not in {r.failed.path}: finish the run with --resume {r.report_dir} (it sends every row not "
+                f"not in failed.csv: finish the run with --resume {r.report_dir} (it sends every row not "
                 "confirmed, read or not); not with --retry-failed, which sends only the rows listed"
             )
             return
+        listed = (f"{r.not_sent:,} row(s) not sent and {r.unknown:,} with an unknown outcome are listed in "
+                  f"{r.failed.path}: " if r.failed.file is not None else "")  # fmt: skip
         self.report.add_warning(
-            f"stopped: the run was {self.stop.reason}, {how} (exit code {code}); {r.not_sent:,} row(s) not sent "
-            f"and {r.unknown:,} with an unknown outcome are listed in {r.failed.path}: finish the run with "
-            f"--resume {r.report_dir} (or send the listed rows with --retry-failed{unknown})"
+            f"stopped: the run was {self.stop.reason}, {how} (exit code {code}); {listed}finish the run with "
+            f"--resume {r.report_dir}" + (f" (or send the listed rows with --retry-failed {r.report_dir}{unknown})"
+                                          if listed else "")
         )
 
     # ---- one stream -------------------------------------------------------------------------------
@@ -679,7 +691,7 @@ class _Run:
                 self.report.add_warning(
                     f"stopped: stream {plan.stream.name}: stopped at once; {n:,} row(s) read after the stop listed "
                     "as not_sent, the rest of the stream was not read and is not listed ("
-                    + ("a new run reads it" if plan.stream.source.is_sql else "--resume sends it") + ")"
+                    + (SQL_RUN_AGAIN if plan.stream.source.is_sql else "--resume sends it") + ")"
                 )
                 return
             self.report.add_read(len(chunk) + len(chunk.rejects), plan.stream.name)
@@ -692,9 +704,10 @@ class _Run:
         if not n:
             return
         what = "stopped" if self.stop.stopping and not self.aborted() else "aborted"
+        then = SQL_RUN_AGAIN if plan.stream.source.is_sql else "send them with --retry-failed"
         self.report.add_warning(
             f"stream {plan.stream.name}: the run was {what}; {n:,} row(s) read after it were listed in "
-            "failed.csv as not_sent" + (" (send them with --retry-failed once the cause is fixed)" if what == "aborted" else "")
+            "failed.csv as not_sent" + (f" (once the cause is fixed, {then})" if what == "aborted" else "")
         )
 
     def _carry(self, stream: Stream, chunk: Chunk, *, sending: bool) -> list[bool] | None:

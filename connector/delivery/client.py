@@ -376,7 +376,7 @@ class BrazeClient:
         return RateLimitSpent(
             f"Braze's rate limit for {ENDPOINT_PATHS[endpoint]} is spent: it resets at {resets}, in "
             f"{duration_text(wait)}, beyond the retry budget (write.retry.max_elapsed_s: {self._max_elapsed_s:g} s); "
-            "the rows not sent are listed in failed.csv as not_sent: send them after the reset with --retry-failed",
+            "the rows not sent are listed in failed.csv as not_sent: send them after the reset",
             endpoint=endpoint, wait_s=wait, resets_at=resets, status=status,
         )  # fmt: skip
 

@@ -27,7 +27,7 @@ from connector.delivery.journal import JOURNAL_FILE, Journal, decode, read_journ
 from connector.delivery.outcomes import DUP_DROPPED, DUP_RESUMED
 from connector.delivery.writer import is_idempotent
 from connector.errors import ConfigError, SourceError
-from connector.readers.failed import RetrySet, load_failed
+from connector.readers.failed import SQL_RUN_AGAIN, RetrySet, load_failed
 from connector.records import Chunk, Failed, Rejected
 
 if TYPE_CHECKING:
@@ -38,8 +38,7 @@ SENT, DELIVERED, REFUSED, FAILED, UNKNOWN, NOT_APPLIED = 1, 2, 3, 4, 5, 6
 _CODES = {"R": REFUSED, "F": FAILED, "U": UNKNOWN, "N": NOT_APPLIED}
 SQL_NO_RESUME = (
     "A run reading SQL cannot be resumed or retried from its files (its journal names rows by their position in "
-    "what was read, which a query does not keep): run the pipeline again; an incremental cursor or delta sync "
-    "makes that run send only what Braze did not confirm (without either, it sends every row again)"
+    "what was read, which a query does not keep): " + SQL_RUN_AGAIN
 )
 NO_ANSWER = "sent before the run was interrupted and no answer came: Braze may have applied it; not sent again"
 

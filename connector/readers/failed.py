@@ -19,6 +19,13 @@ from connector.cells import restore
 from connector.errors import SourceError
 
 FAILED_FILE = "failed.csv"
+# The advice for every row an SQL run did not deliver (stopped, failed, unknown, not sent): its failed file
+# names rows by key, which no run re-reads, so this is the one command that applies. Messages about SQL runs
+# use it (the CLI's summary, stop and abort warnings, refusals of --resume and --retry-failed).
+SQL_RUN_AGAIN = (
+    "run the pipeline again: an incremental cursor or delta sync makes that run send only what Braze did not "
+    "confirm (without either, it sends every row again)"
+)
 _NEEDED = ("_source_file", "_row_number", "_outcome")
 _STREAM = "_stream"
 
@@ -137,7 +144,7 @@ def load_failed(path: str | Path, *, include_unknown: bool = False) -> RetrySet:
                 except ValueError:
                     raise SourceError(
                         f"{p}, record {record}: _row_number {r!r} is not a row number"
-                        + (" (a row of an SQL source, named by its key: run the pipeline again instead)" if "=" in r else "")
+                        + (f" (a row of an SQL source, named by its key: {SQL_RUN_AGAIN})" if "=" in r else "")
                     ) from None
                 if kind == "unknown" and not include_unknown:
                     out.unknown_excluded += 1

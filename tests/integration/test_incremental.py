@@ -212,6 +212,46 @@ def test_a_stopped_sql_run_says_run_again_and_refuses_resume(emulator: Any, tmp_
     assert again["exit_code"] == 0 and again["rows"]["delivered"] == 200 and len(sent(emulator)) == 200
 
 
+def test_every_advice_for_an_sql_run_is_to_run_it_again(emulator_factory: Any, tmp_path: Path) -> None:
+    """Rows of unknown outcome, rows not sent after the key was refused, failed.csv: the CLI tells an SQL run
+    to run again, never --retry-failed, --include-unknown or --resume, which cannot re-read a query (a trial
+    found the unknown-outcome advice naming them); and running again does send those rows."""
+    from cli_invoke import invoke
+
+    from connector.readers.failed import SQL_RUN_AGAIN
+
+    db = tmp_path / "w.duckdb"
+    duck_exec(db, "CREATE TABLE ticks AS SELECT i AS id, 1 AS v, TIMESTAMP '2024-01-01' + i * INTERVAL 1 MINUTE "
+              "AS updated_at FROM range(1, 21) t(i)")  # fmt: skip
+    stream = {**ticks_stream(10, conn={"duckdb": str(db)}), "kind": "events",
+              "event": {"name": {"value": "tick"}, "time": "updated_at"}}  # fmt: skip
+    del stream["attributes"]
+    project(tmp_path, [stream], state={"path": str(tmp_path / "s.sqlite")},
+            write={"retry": FAST_RETRY, "on_ambiguous": "fail", "max_objects_per_request": 5})  # fmt: skip
+
+    def cli(em: Any, out: str, key: str = "test-key") -> Any:
+        return invoke("run", "pipelines/t.yaml", "-q", "--mode", "bulk", "--report-dir", str(tmp_path / out),
+                      cwd=tmp_path, env={"BRAZE_REST_ENDPOINT": em.url, "BRAZE_API_KEY": key})  # fmt: skip
+
+    def no_row_commands(text: str) -> bool:
+        return not any(flag in text for flag in ("--retry-failed", "--include-unknown", "--resume"))
+
+    dropped = cli(emulator_factory(faults={"drop": 1.0}), "r1")  # sent, then the connection dropped: unknown
+    assert dropped.exit_code == 1, dropped.output
+    assert "unknown: 20 failed row(s) may or may not have been applied" in dropped.stdout
+    assert f"check a few in Braze; a new run sends them again (events, purchases and inc may count twice): " \
+           f"{SQL_RUN_AGAIN}" in dropped.stdout
+    assert f"failed: {tmp_path / 'r1' / 'failed.csv'} (a list to read" in dropped.stdout
+    assert no_row_commands(dropped.output), dropped.output
+    up = emulator_factory()
+    refused = cli(up, "r2", key="wrong-key")  # exit 3: the rows not sent are listed
+    assert refused.exit_code == 3 and f"once the cause is fixed, {SQL_RUN_AGAIN}" in refused.stderr, refused.output
+    assert no_row_commands(refused.output + json.dumps(json.loads((tmp_path / "r2" / "report.json").read_text())))
+    again = cli(up, "r3")  # the advice works: the rows not confirmed go
+    assert again.exit_code == 0 and "failed:" not in again.stdout, again.output
+    assert sent(up) == Counter({f"u{i}": 1 for i in range(1, 21)}) and not (tmp_path / "r3" / "failed.csv").exists()
+
+
 def test_a_query_without_a_column_the_stream_reads_is_refused_before_reading(emulator: Any, tmp_path: Path) -> None:
     """A mapped column or the cursor missing from the query's result: one message naming the column and what
     reads it, before any row is read or sent (found by a trial: the whole table was read first, and a missing

@@ -22,6 +22,7 @@ from test_pipeline_run import (
 )
 
 from connector import RunFailed, StopToken, run_pipeline
+from connector.delivery.resume import ResumeSet
 from connector.emulator import EmulatorServer
 from connector.errors import RunLocked, SourceError
 from connector.readers import load_failed
@@ -47,9 +48,12 @@ def stop_when(condition: Any, token: StopToken, **kw: Any) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def test_a_stopped_run_lists_every_unprocessed_row_and_a_retry_completes_it_once(
-    emulator_factory: Any, tmp_path: Path
+@pytest.mark.parametrize("finish", ["--resume", "--retry-failed"])
+def test_a_stopped_run_lists_every_unprocessed_row_and_either_advised_command_completes_it_once(
+    emulator_factory: Any, tmp_path: Path, finish: str
 ) -> None:
+    """The stop warning (what the CLI prints, and README's Stopping a run) names --resume DIR and
+    --retry-failed DIR: each finishes the run, every event applied once."""
     emu: EmulatorServer = emulator_factory(latency_ms=60)
     good, _ = write_events(tmp_path / "data" / "events.parquet", 3000)
     p = project(tmp_path, [events_stream(), users_stream()], write=SLOW_WRITE)
@@ -70,13 +74,17 @@ def test_a_stopped_run_lists_every_unprocessed_row_and_a_retry_completes_it_once
     assert len(rows) == doc["failed"]["not_sent"] == doc["rows"]["skipped"]
     assert {r["_outcome"] for r in rows} == {"not_sent"}
     assert {r["_stream"] for r in rows} == {"events", "users"}
-    assert any(w.startswith("stopped: the run was stopped by the caller") for w in doc["warnings"])
+    said = next(w for w in doc["warnings"] if w.startswith("stopped: the run was stopped by the caller"))
+    assert f"finish the run with --resume {report.report_dir} (or send the listed rows with --retry-failed " \
+           f"{report.report_dir})" in said  # fmt: skip
     assert Counter(a["identifier"]["external_id"] for e in emu.ledger() for a in e["applied"]
                    if a["array"] == "events").total() == doc["streams"][0]["delivered"]  # fmt: skip
-    # The listed rows are exactly the rest: a retry run sends them, and every event is applied once.
-    retry = load_failed(report.report_dir)
-    again = run_pipeline(p, mode="bulk", report_dir=tmp_path / "r2", env=env_for(emu), retry=retry,
-                         raise_on_failure=False)  # fmt: skip
+    # The listed rows are exactly the rest: a retry run, or the resumed run, sends them, each event once.
+    if finish == "--resume":
+        again = run_pipeline(p, env=env_for(emu), resume=ResumeSet(report.report_dir), raise_on_failure=False)
+    else:
+        again = run_pipeline(p, mode="bulk", report_dir=tmp_path / "r2", env=env_for(emu),
+                             retry=load_failed(report.report_dir), raise_on_failure=False)  # fmt: skip
     assert report_json(again)["rows"]["failed"] == 0
     assert not again.stopped and report_json(again)["stop"] is None
     applied = applied_by_identifier(emu)

@@ -63,23 +63,16 @@ def _started_at(report: RunReport) -> str:
 
 
 def run_entry(report: RunReport) -> dict[str, Any]:
-    """The summary of a finished run that goes into the history."""
+    """The summary of a finished run that goes into the history: its start line's keys, and its counts."""
     return {
-        "run_id": report.run_id,
-        "pipeline": report.pipeline_name,
-        "started_at": _started_at(report),
+        **start_entry(report),
+        "status": "finished",
         "duration_s": report.duration_s,
-        "kind": _kind(report),
-        "mode": report.mode,
         "exit_code": report.exit_code,
         "rows": dict(report.rows),
         "rejects_by_stage": dict(report.by_stage),
         "requests": sum(int(ep["requests"]) for ep in report.requests.values()),
         "rate_limited": report.rate_limited,
-        "report_dir": str(report.report_dir),
-        "partition": partition_of(report.partition),
-        "status": "finished",
-        **this_process(),
     }
 
 

@@ -1,6 +1,6 @@
 """When each step before the first request happens in the main process (CPU and wall), this code vs a git ref.
 
-    python bench/first_timeline.py [--repeat 6] [--before REF] [--compiled]
+    python bench/first_timeline.py [--repeat 6] [--before REF] [--no-spare] [--compiled]
 
 The run is first_cpu.py's (`braze-connector run pipelines/users.yaml --mode bulk`, the sample CSV and
 users_suite, against the nginx sink at 100 ms), in a fresh process with bytecode cached (`--compiled`:
@@ -20,8 +20,10 @@ system) and the wall time since the benchmark spawned it, at:
     first request left  the first request was handed to the child (_Child.start/send)
 
 The hook patches each module when it is first imported (a meta path finder), so it imports nothing early
-and the order of imports is the run's own. Runs of this code and of `--before REF` alternate; the
-calibration loop is printed at every round. first_cpu.py uses the same hook.
+and the order of imports is the run's own. Runs of this code and of `--before REF` alternate (with
+`--no-spare`, also this code with the command's early start of the child turned off: delivery/spare.py's
+`start` does nothing, so the transport spawns the child when the run builds its client); the calibration
+loop is printed at every round. first_cpu.py uses the same hook.
 """
 
 from __future__ import annotations
@@ -124,6 +126,9 @@ class Watch(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, Watch())
 mark("start")
+if os.environ.pop("BENCH_NO_SPARE", ""):  # (imports the pipeline models before the CLI does)
+    import connector.delivery.spare
+    connector.delivery.spare.start = lambda *a, **k: None
 import runpy
 sys.argv = ["braze-connector", *sys.argv[1:]]
 runpy.run_module("connector", run_name="__main__", alter_sys=True)
@@ -140,9 +145,11 @@ def extract(ref: str, into: Path) -> Path:
     return into
 
 
-def measure(tree: Path, pipeline: Path, report_dir: Path, pycache: Path | None) -> Marks:
+def measure(tree: Path, pipeline: Path, report_dir: Path, pycache: Path | None, *, spare: bool = True) -> Marks:
     """One run of the CLI from `tree`: the marks it printed (a step it never reached is missing)."""
     env = {**os.environ, "PYTHONPATH": str(tree), "BRAZE_API_KEY": "bench-key-not-secret"}
+    if not spare:
+        env["BENCH_NO_SPARE"] = "1"
     if pycache is None:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
     else:
@@ -170,6 +177,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=6)
     ap.add_argument("--before", help="a git ref whose code to measure too (e.g. main)")
+    ap.add_argument("--no-spare", action="store_true", help="also this code without the early child start")
     ap.add_argument("--compiled", action="store_true", help="compile the bytecode at every run (not cached)")
     a = ap.parse_args()
     reason = nginx_available()
@@ -180,16 +188,19 @@ def main() -> None:
         tmp = Path(tmp_s)
         pipeline = _pipeline_folder(tmp, sink.url, gx_expectation=False)
         trees = {"this code": ROOT}
+        if a.no_spare:
+            trees["this code, no spare"] = ROOT
         if a.before:
             trees[f"before ({a.before})"] = extract(a.before, tmp / "before")
         caches = {label: None if a.compiled else tmp / f"pycache-{i}" for i, label in enumerate(trees)}
         runs: dict[str, list[Marks]] = {label: [] for label in trees}
+        spare = {label: not label.endswith("no spare") for label in trees}
         for label, tree in trees.items():  # untimed: fill each tree's bytecode cache
-            measure(tree, pipeline, tmp / "r", caches[label])
+            measure(tree, pipeline, tmp / "r", caches[label], spare=spare[label])
         for i in range(a.repeat):
             row = [f"round {i + 1}: calibration loop {calibration_s():.3f} s"]
             for label, tree in trees.items():
-                marks = measure(tree, pipeline, tmp / "r", caches[label])
+                marks = measure(tree, pipeline, tmp / "r", caches[label], spare=spare[label])
                 runs[label].append(marks)
                 left = marks.get("first request left", (float("nan"),) * 2)
                 row.append(f"{label}: first request left at CPU {left[0]:.3f} s, wall {left[1]:.3f} s")

@@ -8,75 +8,33 @@ machine stretches. Each run is `braze-connector run pipelines/users.yaml --mode 
 users_suite) against the nginx sink (bench/sink.py, 100 ms), in a fresh process whose first request to the
 HTTP child (`_Child.start`/`send` in delivery/transport/process.py) prints the process's user + system CPU
 so far; so does the moment that request is ready (the first `Sender.poke`, delivery/sender.py): from then
-on the sender only waits for the HTTP child to have started (it starts beside the first chunk) while the
-main thread goes on with the next chunks, so the difference is not on the way to the first request when
-the child is late. Runs of this code and of `--before REF` (extracted with `git archive`) alternate; each is measured
-with bytecode cached (a temporary PYTHONPYCACHEPREFIX, as an installed package has it) and compiled anew
+on the sender only waits for the HTTP child to have started while the main thread goes on with the next
+chunks, so the difference is not on the way to the first request when the child is late. The hook is
+first_timeline.py's (which prints every step before the first request); it imports nothing early.
+Runs of this code and of `--before REF` (extracted with `git archive`) alternate; each is measured with
+bytecode cached (a temporary PYTHONPYCACHEPREFIX, as an installed package has it) and compiled anew
 (PYTHONDONTWRITEBYTECODE=1, what this environment sets). The calibration loop is printed at every round.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
-import sys
-import tarfile
 import tempfile
-from io import BytesIO
 from pathlib import Path
 
 from calibration import calibration_s
+from first_timeline import ROOT, extract
+from first_timeline import measure as timeline
 from gx_speed import _pipeline_folder
 from sink import NginxSink, nginx_available
-
-ROOT = Path(__file__).resolve().parent.parent
-
-# Run in the measured process: the CLI as `python -m connector` runs it, plus a hook on the first request.
-_HOOK = """
-import os, runpy, sys
-import connector.delivery.sender as s
-import connector.delivery.transport.process as p
-def hook(real, label):
-    seen = []
-    def first(*a, **k):
-        if not seen:
-            seen.append(1)
-            t = os.times()
-            sys.stderr.write(f"{label} {t.user + t.system:.3f}\\n")
-        return real(*a, **k)
-    return first
-p._Child.start = hook(p._Child.start, "FIRST-REQUEST-CPU")
-p._Child.send = hook(p._Child.send, "FIRST-REQUEST-CPU")
-s.Sender.poke = hook(s.Sender.poke, "FIRST-READY-CPU")
-sys.argv = ["braze-connector", *sys.argv[1:]]
-runpy.run_module("connector", run_name="__main__", alter_sys=True)
-"""
-
-
-def extract(ref: str, into: Path) -> Path:
-    data = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "connector"], capture_output=True, check=True).stdout
-    with tarfile.open(fileobj=BytesIO(data)) as tar:
-        tar.extractall(into, filter="data")
-    return into
 
 
 def measure(tree: Path, pipeline: Path, report_dir: Path, pycache: Path | None) -> tuple[float, float]:
     """Main-process CPU seconds until its first request left, and until it was ready (nan if none)."""
-    env = {**os.environ, "PYTHONPATH": str(tree), "BRAZE_API_KEY": "bench-key-not-secret"}
-    if pycache is None:
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
-    else:
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env["PYTHONPYCACHEPREFIX"] = str(pycache)
-    res = subprocess.run(
-        [sys.executable, "-c", _HOOK, "run", str(pipeline), "--mode", "bulk", "--quiet", "--overwrite",
-         "--report-dir", str(report_dir)],
-        env=env, capture_output=True, text=True, timeout=300, cwd=pipeline.parent.parent,
-    )  # fmt: skip
-    found = dict(line.split() for line in res.stderr.splitlines() if line.startswith("FIRST-"))
-    return float(found.get("FIRST-REQUEST-CPU", "nan")), float(found.get("FIRST-READY-CPU", "nan"))
+    marks = timeline(tree, pipeline, report_dir, pycache)
+    nan = (float("nan"), 0.0, "")
+    return marks.get("first request left", nan)[0], marks.get("request ready", nan)[0]
 
 
 def main() -> None:

@@ -242,12 +242,16 @@ def _execute(pipeline: Path | Callable[[], Pipeline], *, mode: str | None, repor
     """Run a pipeline file (or the pipeline a function builds: upload) and print its summary; `after`
     gives the summary's last lines (upload: the pipeline file it wrote)."""
     console = _setup_logging(quiet, log_level, log_format)
-    from connector.pipeline import run_pipeline
-    from connector.progress import Progress
-    from connector.stop import StopToken, handle_signals
+    from connector.delivery import spare
 
     try:
         p = load_pipeline(pipeline) if isinstance(pipeline, Path) else pipeline()
+        # A run that will send through the HTTP child starts it now: its start-up overlaps the imports below.
+        spare.start(p, mode, offline=dry_run or validate_only, resume=resume)
+        from connector.pipeline import run_pipeline
+        from connector.progress import Progress
+        from connector.stop import StopToken, handle_signals
+
         retry = None
         if retry_failed is not None:
             from connector.readers import load_failed
@@ -292,6 +296,8 @@ def _execute(pipeline: Path | Callable[[], Pipeline], *, mode: str | None, repor
     except KeyboardInterrupt:
         typer.echo("interrupted: the report of the rows handled so far was written", err=True)
         raise typer.Exit(code=130) from None
+    finally:
+        spare.discard()  # one the run never took (refused, failed or stopped before its client)
     paths = {
         "report_json": report.report_dir / "report.json",
         "report_html": report.report_dir / "report.html",

@@ -19,6 +19,8 @@ Interface:
   aiohttp in a child process); no attempt or retry after a stop (`RunStopped` when nothing was sent).
   `post()` blocks a thread; `post_async()` (the writer) waits for slots, backoff and answers without one
   (waits.py).
+- `spare.start(pipeline, mode, offline=, resume=)` / `take(secrets)` / `discard()`: the HTTP child started
+  at the CLI's start for a bulk run, handed to the transport (`mode.early_mode`, `mode.transport_kind`).
 - `mode.choose_mode(pipeline, override, streams) -> (mode, reason)`: bulk or sync for a run;
   `sync_access.probe_mode(...)` checks that the key has the /users/track/sync beta before auto uses it, and
   `sync_access.SyncRefusal` sends the rest of a run to bulk when the sync endpoint refuses the key.

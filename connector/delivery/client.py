@@ -22,6 +22,7 @@ import tenacity
 
 from connector.config import Pipeline, Write
 from connector.delivery.batching import ENDPOINT_PATHS
+from connector.delivery.mode import transport_kind
 from connector.delivery.ratelimit import LimitBeyondWait, Limiter, RateLimiter
 from connector.delivery.retry_log import RetryDigest
 from connector.delivery.statuses import (
@@ -447,9 +448,7 @@ def client_for(pipeline: Pipeline, url: str, api_key: str, mode: str, stop: Stop
     `on_retry(endpoint, reason)` hears of every retry (the report counts them); `limiter` replaces the
     local one (the shared limiter of `write.shared_limits`).
     """
-    transport = pipeline.write.transport
-    if transport == "auto":  # bulk needs aiohttp on its own core to fill 1,000 requests/s; sync suits requests
-        transport = "requests" if mode == "sync" else "aiohttp-process"
+    transport = transport_kind(pipeline, mode)
     sleep = stop.sleep if stop is not None else time.sleep
     limiter = limiter or RateLimiter.from_write(pipeline.write, sleep=sleep)
     return BrazeClient(url, api_key, write=pipeline.write, limiter=limiter, transport=transport, sleep=sleep,

@@ -3,11 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from connector.config import Pipeline, Stream
 from connector.errors import ConfigError
 
 SYNC_KINDS = ("attributes", "events", "purchases")
+
+
+def early_mode(pipeline: Pipeline, override: str | None, *, resume: bool = False) -> str | None:
+    """The mode the run will use when --mode or write.mode decides it alone, before any row is counted
+    (the CLI starts the HTTP child on it, delivery/spare.py); None when mode auto must count rows first, and
+    for --resume without --mode (the first attempt's mode, in its journal, decides).
+
+    `--mode sync` with write.sync_endpoint disabled is returned as is: choose_mode refuses it later.
+    """
+    if override in ("bulk", "sync"):
+        return override
+    if override is None and not resume and pipeline.write.mode != "auto":
+        return pipeline.write.mode
+    return None
+
+
+def transport_kind(pipeline: Pipeline, mode: str) -> Literal["requests", "aiohttp", "aiohttp-process"]:
+    """write.transport, with auto resolved for `mode`: bulk needs aiohttp on its own core (the HTTP child) to
+    fill 1,000 requests/s; sync, one row per request, suits requests."""
+    transport = pipeline.write.transport
+    if transport == "auto":
+        return "requests" if mode == "sync" else "aiohttp-process"
+    return transport
 
 
 def choose_mode(

@@ -1,4 +1,4 @@
-"""bench/gx_speed.py and first_cpu.py keep running: both plans validate the same rows alike, the first request arrives.
+"""bench/gx_speed.py, first_cpu.py and first_timeline.py keep running: both plans validate the same rows alike, the first request arrives.
 
 The numbers of these tiny runs mean nothing (the real ones are in BENCHMARKS.md); what is checked is that the
 bench still runs and that the native plan and GX reject the same number of rows on its data.
@@ -69,3 +69,24 @@ def test_first_cpu_sees_the_first_request_with_and_without_cached_bytecode() -> 
     figures = re.findall(r"this code, bytecode (cached|compiled every run): ([\d.]+|nan) ", res.stdout)
     assert [kind for kind, _ in figures] == ["cached", "compiled every run"], res.stdout
     assert all(float(cpu) > 0 for _, cpu in figures), res.stdout
+
+
+def test_first_timeline_marks_every_step_and_the_child_starts_before_the_heavy_imports() -> None:
+    """bench/first_timeline.py (this code only): every step is marked, in the run's order; the HTTP child is
+    spawned at the command's start (delivery/spare.py), before the pipeline's imports (pyarrow)."""
+    reason = nginx_available()
+    if reason:
+        if os.environ.get("BENCH_REQUIRE_NGINX") == "1":
+            pytest.fail(f"nginx is required here: {reason}")
+        pytest.skip(reason)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "first_timeline.py"), "--repeat", "1"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    steps = re.findall(r"^    (\S.*?)\s+([\d.]+|nan)\s+([\d.]+|nan)", res.stdout, re.MULTILINE)
+    order = [step for step, _, _ in steps]
+    assert sorted(order) == sorted(["start", "CLI imported", "child spawned", "imports done", "config sent",
+                                    "child ready", "first chunk mapped", "request ready",
+                                    "first request left"]), res.stdout  # fmt: skip
+    assert all("nan" not in (cpu, wall) for _, cpu, wall in steps), res.stdout
+    assert order.index("child spawned") < order.index("imports done"), res.stdout

@@ -2,24 +2,31 @@
 
 The child (connector/delivery/transport/child.py) starts while the first chunk is read and validated, so
 a run that fails before its first request has a child to clean up: these runs must leave none behind.
+`braze-connector run` starts it earlier still, at its start (a spare, delivery/spare.py), when the
+pipeline file and flags say the run sends through it: the spare too is gone however the command ends,
+handed to the transport or not.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_invoke import invoke
 from processes import running
 from test_pipeline_run import env_for, project, users_stream
 
 from connector import StopToken, run_pipeline
+from connector.delivery import spare
 from connector.delivery.transport import process
 from connector.emulator import EmulatorServer
 from connector.errors import ConfigError
+from connector.runlock import RunLocks, lock_files
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -171,3 +178,256 @@ def test_the_sample_users_run_sends_its_first_request_without_pandas(
     assert len(emulator.ledger()) > 0
     rejects = (tmp_path / "r" / "rejects.csv").read_text(encoding="utf-8")
     assert ",cast.time,signup_at," in rejects  # the refused time cell was read (and rejected) without pandas
+
+
+# --------------------------------------------------------------------------- the spare (delivery/spare.py)
+# `braze-connector run` starts the child at its start when the pipeline file and flags say the run sends
+# through it; the transport takes it when the run builds its client. Every way the command ends stops it.
+
+
+@pytest.fixture
+def spares(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The pid of every spare the command started."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("no /proc on this system")
+    pids: list[int] = []
+    real = spare.start
+
+    def recording(*a: Any, **kw: Any) -> int | None:
+        pid = real(*a, **kw)
+        if pid is not None:
+            pids.append(pid)
+        return pid
+
+    monkeypatch.setattr(spare, "start", recording)
+    return pids
+
+
+def run_cli(tmp_path: Path, *args: str, env: dict[str, str]) -> Any:
+    return invoke("run", "pipelines/t.yaml", "--quiet", "--report-dir", "r", *args, cwd=tmp_path, env=env)
+
+
+def test_a_delivering_run_sends_through_the_spare_it_started(
+    emulator: EmulatorServer, tmp_path: Path, spares: list[int], spawned: list[int]
+) -> None:
+    project(tmp_path, [users_stream()], write=BULK)
+    result = run_cli(tmp_path, env=env_for(emulator))
+    assert result.exit_code == 0, result.output
+    assert len(spares) == 1 and spawned == spares  # the transport took the spare, spawned none of its own
+    assert len(emulator.ledger()) > 0
+    assert not running(spares[0])
+
+
+@pytest.mark.parametrize(
+    ("write", "args"),
+    [
+        ({}, ()),  # mode auto: the choice needs the row estimate (the child starts with the client)
+        ({}, ("--mode", "sync")),  # sync sends with requests, in this process
+        ({"mode": "bulk", "transport": "aiohttp"}, ()),
+        (BULK, ("--dry-run",)),
+    ],
+    ids=["auto", "sync", "aiohttp-in-process", "dry-run"],
+)
+def test_a_run_that_may_not_send_through_the_child_starts_no_spare(
+    emulator: EmulatorServer, tmp_path: Path, spares: list[int], spawned: list[int], write: dict[str, str],
+    args: tuple[str, ...],
+) -> None:  # fmt: skip
+    project(tmp_path, [users_stream()], write=write)
+    result = run_cli(tmp_path, *args, env=env_for(emulator))
+    assert result.exit_code == 0, result.output
+    assert spares == []
+    assert not any(running(pid) for pid in spawned)
+
+
+def test_validate_starts_no_spare(tmp_path: Path, spares: list[int], spawned: list[int]) -> None:
+    project(tmp_path, [users_stream()], write=BULK)
+    result = invoke("validate", "pipelines/t.yaml", "--quiet", "--report-dir", "r", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert spares == [] and spawned == []
+
+
+@pytest.mark.parametrize(
+    "args", [("--include-unknown",), ("--partition", "3/2")], ids=["flag-error", "partition-error"]
+)
+def test_a_run_refused_for_its_flags_stops_its_spare(
+    emulator: EmulatorServer, tmp_path: Path, spares: list[int], spawned: list[int], args: tuple[str, ...]
+) -> None:
+    project(tmp_path, [users_stream()], write=BULK)
+    result = run_cli(tmp_path, *args, env=env_for(emulator))
+    assert result.exit_code == 2, result.output
+    assert len(spares) == 1 and spawned == []  # never handed over
+    assert not running(spares[0])
+
+
+def test_a_run_refused_for_its_lock_stops_its_spare(
+    emulator: EmulatorServer, tmp_path: Path, spares: list[int], spawned: list[int]
+) -> None:
+    p = project(tmp_path, [users_stream()], write=BULK)
+    held = RunLocks()
+    held.acquire(p.name, lock_files(p, tmp_path / "r"))  # another run holds the pipeline's lock
+    try:
+        result = run_cli(tmp_path, env=env_for(emulator))
+    finally:
+        held.release()
+    assert result.exit_code == 2 and "already running" in result.output
+    assert len(spares) == 1 and spawned == []
+    assert not running(spares[0])
+    assert emulator.ledger() == []
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt], ids=["bug", "ctrl-c"])
+def test_a_run_that_ends_before_its_client_stops_its_spare(
+    emulator: EmulatorServer, tmp_path: Path, spares: list[int], spawned: list[int],
+    monkeypatch: pytest.MonkeyPatch, error: type[BaseException],
+) -> None:  # fmt: skip
+    """A bug, or Ctrl-C (KeyboardInterrupt) where no signal handler is installed, while the streams are planned."""
+    from connector import pipeline
+
+    def broken(*a: Any, **kw: Any) -> None:
+        raise error("while planning the streams")
+
+    monkeypatch.setattr(pipeline, "_plan", broken)
+    project(tmp_path, [users_stream()], write=BULK)
+    result = run_cli(tmp_path, env=env_for(emulator))
+    assert result.exit_code == (130 if error is KeyboardInterrupt else 1)
+    assert isinstance(result.exception, SystemExit if error is KeyboardInterrupt else RuntimeError)
+    assert len(spares) == 1 and spawned == []
+    assert not running(spares[0])
+
+
+def test_a_spare_whose_environment_holds_the_runs_key_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spawned: list[int]
+) -> None:
+    """The spare's environment is checked against the key the run sends with (it may not be the one the
+    command read): one holding it is stopped and the transport spawns a child without it."""
+    p = project(tmp_path, [users_stream()], write=BULK)
+    monkeypatch.setenv("BRAZE_REST_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("BRAZE_API_KEY", "key-read-by-the-command")
+    monkeypatch.setenv("SOME_SETTING", "other-key")
+    pid = spare.start(p, None, offline=False, resume=False)
+    assert pid is not None
+    environ = exec_done(pid) + Path(f"/proc/{pid}/environ").read_bytes()
+    assert b"key-read-by-the-command" not in environ and b"other-key" in environ
+    transport = process.ProcessTransport("http://127.0.0.1:9", {"Authorization": "Bearer other-key"},
+                                         concurrency=1, timeout_s=5)  # fmt: skip
+    try:
+        assert not running(pid)
+        assert spawned and spawned[0] != pid
+        assert b"other-key" not in exec_done(spawned[0]) + Path(f"/proc/{spawned[0]}/environ").read_bytes()
+    finally:
+        transport.close(5)
+    assert not running(spawned[0])
+
+
+def exec_done(pid: int) -> bytes:
+    """The process's command line, once it has one: Popen returns as exec closes the close-on-exec pipe, a
+    moment before the kernel has set up the new program's arguments and environment."""
+    import time
+
+    end = time.monotonic() + 30
+    while not (cmdline := Path(f"/proc/{pid}/cmdline").read_bytes()):
+        assert time.monotonic() < end, "the process never got a command line"
+        time.sleep(0.01)
+    return cmdline
+
+
+# Run in a `braze-connector run` process: print the spare's pid, then block where the test says.
+_START_UP = """
+import sys, time
+from connector.delivery import spare
+real = spare.start
+def start(*a, **k):
+    pid = real(*a, **k)
+    sys.stderr.write(f"SPARE {pid}\\n")
+    sys.stderr.flush()
+    time.sleep(60)  # start-up: before the run's signal handlers; the test signals the process here
+    return pid
+spare.start = start
+from connector.cli import main
+sys.argv = ["braze-connector", *sys.argv[1:]]
+main()
+"""
+
+
+def spare_pid(proc: subprocess.Popen[str]) -> int:
+    """The pid the command printed for its spare (the process then waits to be signalled)."""
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("SPARE "):
+            return int(line.split()[1])
+    raise AssertionError(f"no spare started (exit code {proc.wait(30)})")
+
+
+def gone_within(pid: int, seconds: float) -> bool:
+    """Wait (bounded) until the process is no longer running; False if it still runs after `seconds`."""
+    import time
+
+    end = time.monotonic() + seconds
+    while running(pid):
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_during_start_up_stops_the_spare(emulator: EmulatorServer, tmp_path: Path, sig: int) -> None:
+    """Before the run's handlers: SIGINT is a KeyboardInterrupt (the command stops its spare, exit 130);
+    SIGTERM kills the command outright, and the spare, its stdin closed, reads EOF for its config and exits."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("no /proc on this system")
+    project(tmp_path, [users_stream()], write=BULK)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _START_UP, "run", "pipelines/t.yaml", "--quiet", "--report-dir", "r"],
+        cwd=tmp_path, env={**os.environ, **env_for(emulator)}, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        pid = spare_pid(proc)
+        proc.send_signal(sig)
+        code = proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait(10)
+        assert proc.stderr is not None
+        proc.stderr.close()
+    assert code == (-signal.SIGTERM if sig == signal.SIGTERM else 130)
+    if sig == signal.SIGINT:
+        assert not running(pid)  # stopped (and reaped) before the command exited
+    assert gone_within(pid, 60), "the spare outlived its command"
+    assert emulator.ledger() == []
+
+
+def test_a_signal_after_the_handlers_before_the_first_request_leaves_no_child(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """SIGTERM once the run handles signals, before anything is sent: a graceful stop (exit 4), nothing sent,
+    the spare (handed over or not) gone."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("no /proc on this system")
+    project(tmp_path, [users_stream()], write=BULK)
+    code = _START_UP.replace(
+        "    time.sleep(60)  # start-up: before the run's signal handlers; the test signals the process here\n", ""
+    ).replace(
+        "from connector.cli import main\n",
+        "import contextlib, os, signal\n"
+        "import connector.stop as stop\n"
+        "real_handle = stop.handle_signals\n"
+        "@contextlib.contextmanager\n"
+        "def handle(token):\n"
+        "    with real_handle(token):\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        for _ in range(600):\n"
+        "            if token.stopping:\n"
+        "                break\n"
+        "            time.sleep(0.05)\n"
+        "        yield\n"
+        "stop.handle_signals = handle\n"
+        "from connector.cli import main\n",
+    )
+    res = subprocess.run([sys.executable, "-c", code, "run", "pipelines/t.yaml", "--quiet", "--report-dir", "r"],
+                         cwd=tmp_path, env={**os.environ, **env_for(emulator)}, capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert res.returncode == 4, res.stderr
+    pid = int(next(line for line in res.stderr.splitlines() if line.startswith("SPARE ")).split()[1])
+    assert not running(pid)
+    assert emulator.ledger() == []

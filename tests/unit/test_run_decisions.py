@@ -12,7 +12,8 @@ import pytest
 
 from connector.config import Pipeline, Source, Stream
 from connector.config.destination import resolve_destination
-from connector.delivery.mode import choose_mode
+from connector.delivery.mode import choose_mode, early_mode, transport_kind
+from connector.delivery.spare import child_env, wanted
 from connector.delivery.sync_access import asked_for_sync, needs_probe
 from connector.errors import ConfigError
 from connector.readers import estimate
@@ -136,6 +137,44 @@ def test_sync_endpoint_rules_sync_in_or_out() -> None:
     assert not needs_probe(auto, None, "bulk")
     assert not asked_for_sync(auto, None) and asked_for_sync(auto, "sync") and asked_for_sync(enabled, None)
     assert asked_for_sync(pipeline(write={"mode": "sync"}), None) and not asked_for_sync(enabled, "bulk")
+
+
+def test_the_mode_known_before_any_row_is_counted() -> None:
+    """early_mode: what the CLI starts the HTTP child on (delivery/spare.py); None where rows must be counted."""
+    auto, bulk, sync = pipeline(), pipeline(write={"mode": "bulk"}), pipeline(write={"mode": "sync"})
+    assert early_mode(auto, "bulk") == "bulk" and early_mode(sync, "bulk") == "bulk"
+    assert early_mode(bulk, None) == "bulk" and early_mode(sync, None) == "sync"
+    assert early_mode(auto, None) is None and early_mode(bulk, "auto") is None  # auto needs the row estimate
+    assert early_mode(bulk, None, resume=True) is None  # the resumed run's journal holds its mode
+    assert early_mode(auto, "sync", resume=True) == "sync"
+    assert transport_kind(auto, "bulk") == "aiohttp-process" and transport_kind(auto, "sync") == "requests"
+    assert transport_kind(pipeline(write={"transport": "aiohttp"}), "bulk") == "aiohttp"
+
+
+def test_the_http_child_starts_early_only_for_a_delivering_run_through_it() -> None:
+    """wanted(): the secrets to keep out of the spare's environment, or None (no spare)."""
+    env = {"BRAZE_REST_ENDPOINT": "http://127.0.0.1:9", "BRAZE_API_KEY": "k-123"}
+    bulk = pipeline(write={"mode": "bulk"})
+
+    def want(p: Pipeline, mode: str | None = None, *, offline: bool = False, resume: bool = False,
+             environ: dict[str, str] = env) -> tuple[str, ...] | None:  # fmt: skip
+        return wanted(p, mode, offline=offline, resume=resume, environ=environ)
+
+    assert want(bulk) == ("k-123",) and want(pipeline(), "bulk") == ("k-123",)
+    assert want(bulk, offline=True) is None  # validate, --dry-run: nothing is sent
+    assert want(pipeline()) is None and want(bulk, "auto") is None  # mode auto counts rows first
+    assert want(bulk, resume=True) is None and want(bulk, "bulk", resume=True) == ("k-123",)
+    assert want(pipeline(), "sync") is None  # sync sends with requests, in this process
+    assert want(pipeline(write={"transport": "aiohttp-process"}), "sync") == ("k-123",)
+    assert want(pipeline(write={"transport": "aiohttp"}), "bulk") is None
+    assert want(bulk, environ={"BRAZE_REST_ENDPOINT": "http://127.0.0.1:9"}) is None  # no key: refused anyway
+    local = pipeline(write={"mode": "bulk"}, destination={"url": "local"})
+    assert want(local, environ={}) == ()  # the embedded emulator's key is random, never in the environment
+    # A key in a variable of any name stays out of the child's environment.
+    custom = pipeline(write={"mode": "bulk"}, destination={"api_key_env": "MY_CRED"})
+    secrets = want(custom, environ={**env, "MY_CRED": "s3cr3t"})
+    assert secrets == ("s3cr3t",)
+    assert child_env({"MY_CRED": "s3cr3t", "COPY": "x s3cr3t", "HOME": "/h"}, secrets) == {"HOME": "/h"}
 
 
 # --------------------------------------------------------------------------- estimates and folders

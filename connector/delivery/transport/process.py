@@ -8,8 +8,8 @@ loop.
 
 Protocol over the child's stdin/stdout, all integers big-endian:
 - parent -> child: one config frame (u32 length + JSON: headers, concurrency, timeouts, proxy;
-  the API key travels here, never in argv or the environment: `child_env` drops every variable holding
-  it, and BRAZE_* key variables), then request frames
+  the API key travels here, never in argv or the environment: `child_env` (spare.py) drops every
+  variable holding it, and BRAZE_* key variables), then request frames
   (u32 id, u32 url length, u32 body length, url, body).
 - child -> parent: one ready frame (id 0), then answer frames (u32 id, i32 status, u32 headers length,
   u32 content length, headers as JSON, content). Status -1 means NotSent, -2 SentLost (content: why).
@@ -19,6 +19,9 @@ request in the child when it exited (or unanswered past every timeout) is SentLo
 have applied it. A dead child is restarted on the next send, a few times at most. Closing stdin lets
 the child finish what is in flight and exit; a parent that dies closes it too, so no child outlives it.
 The child runs in a session of its own, so a terminal's Ctrl-C reaches only the parent, which stops it.
+
+The first child is the one `braze-connector run` started at its start when it could tell the run would
+need it (delivery/spare.py), if any: its start-up overlaps the command's own imports.
 """
 
 from __future__ import annotations
@@ -29,17 +32,17 @@ import logging
 import os
 import queue
 import subprocess
-import sys
 import threading
 import weakref
-from collections.abc import Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from pathlib import Path
 from typing import IO
 
 import orjson
 
+from connector.delivery import spare
+from connector.delivery.spare import child_env as child_env  # re-exported: its home was here
+from connector.delivery.spare import package_root as package_root
 from connector.delivery.transport.base import (
     CONNECT_TIMEOUT_S,
     Answer,
@@ -61,11 +64,6 @@ class ProcessTransportError(Exception):
     """The HTTP child process could not be started (the caller may fall back to an in-process transport)."""
 
 
-def package_root() -> Path:
-    """The folder holding the `connector` package this module belongs to (the child imports the same code)."""
-    return Path(__file__).resolve().parents[3]
-
-
 class _Child:
     """One child process: its pipes, the requests it holds, a thread writing them and one reading answers.
 
@@ -73,22 +71,17 @@ class _Child:
     its deadline: the sender gives up (SentLost), kills the child, and every request it held fails too.
     """
 
-    def __init__(self, config: bytes, secrets: tuple[str, ...] = ()) -> None:
-        root = str(package_root())
-        env = child_env(os.environ, secrets)
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "connector.delivery.transport.child"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                env=env,
-                # A session of its own: Ctrl-C in a terminal (SIGINT to the whole foreground process group)
-                # must not kill requests in flight; the parent stops the child by closing its stdin.
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise ProcessTransportError(f"cannot start the HTTP process: {exc}") from None
+    def __init__(
+        self, config: bytes, secrets: tuple[str, ...] = (), proc: subprocess.Popen[bytes] | None = None
+    ) -> None:
+        """Spawn a child (or use `proc`, one already spawned: the command's spare, delivery/spare.py) and
+        send it its config frame."""
+        if proc is None:
+            try:
+                proc = spare.spawn(secrets)
+            except OSError as exc:
+                raise ProcessTransportError(f"cannot start the HTTP process: {exc}") from None
+        self.proc = proc
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.stdin: IO[bytes] = self.proc.stdin
         self.stdout: IO[bytes] = self.proc.stdout
@@ -404,24 +397,6 @@ class _Deadlines:
             _time_out(waiter)
         if self._due:
             self._timer = loop.call_at(next(iter(self._due.values())), self._check)
-_SECRET_WORDS = ("KEY", "TOKEN", "SECRET")
-
-
-def child_env(environ: Mapping[str, str], secrets: tuple[str, ...]) -> dict[str, str]:
-    """The child's environment: ours without the API key, which reaches it only in the config frame.
-
-    Left out: any variable whose value holds one of `secrets` (the key, whatever variable
-    destination.api_key_env names), and any BRAZE_* variable named like a key, token or secret.
-    """
-    out: dict[str, str] = {}
-    for name, value in environ.items():
-        upper = name.upper()
-        if "BRAZE" in upper and any(w in upper for w in _SECRET_WORDS):
-            continue
-        if any(s and s in value for s in secrets):
-            continue
-        out[name] = value
-    return out
 
 
 def _secrets_of(headers: dict[str, str]) -> tuple[str, ...]:
@@ -458,7 +433,17 @@ class ProcessTransport:
         self._fallback_args = (base_url, headers, concurrency, timeout_s)
         self._fallback: Transport | None = None  # in-process aiohttp, if the first child never got ready
         self._ready = False
-        self._child = _Child(self._config, self._secrets)  # spawned now, waited for at the first send
+        self._child = self._first_child()  # waited for at the first send
+
+    def _first_child(self) -> _Child:
+        """The child the command started early (spare.py) if it is fit for this run, else a new one."""
+        early = spare.take(self._secrets)
+        if early is not None:
+            try:
+                return _Child(self._config, self._secrets, early)
+            except ProcessTransportError as exc:  # it exited meanwhile (it is reaped): start another
+                logger.info("the HTTP process started early is gone (%s); starting a new one", exc)
+        return _Child(self._config, self._secrets)
 
     def _first_ready(self) -> None:
         """Wait for the first child; if it never gets ready, send from this process instead (as before)."""

@@ -54,7 +54,7 @@ OFFLINE_MEANINGS = {
 # read as day/month or month/day with nothing to tell which (mapping/dates.py), removed users (mirror mode), a
 # delta state that could not be written (delta/unrecorded.py).
 SUMMARY_WARNINGS = ("retry:", "empty source:", "stopped:", "lock file ", "ambiguous dates:", "alert ", "removed users:",
-                    "delta state")
+                    "delta state", "incremental state", "the last run of this pipeline")
 
 
 def _version(value: bool) -> None:

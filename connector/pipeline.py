@@ -248,7 +248,9 @@ def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool, retry: reader
         if stream.source.is_sql:
             raise ConfigError(
                 f"{pipeline.origin}: stream {stream.name} reads an SQL source, which --partition cannot split yet; "
-                "partition the query itself (e.g. WHERE hashtext(id) % N = K) in one pipeline file per worker"
+                "partition the query itself, one pipeline file per worker K of N, e.g. in PostgreSQL "
+                "WHERE mod(abs(hashtext(id::text)::bigint), N) = K - 1 (hashtext can be negative: without abs, "
+                "some rows would belong to no worker)"
             )
         files, split_root = plan_partition(stream, files, base, partition)
     since = incremental.since(stream) if incremental is not None else None

@@ -251,3 +251,35 @@ def test_bigquery_source_reads() -> None:  # pragma: no cover - needs an account
     src = Source(sql="SELECT 1 AS id", connection={"url_env": "BIGQUERY_URL"}, key="id")
     (chunk,) = list(read_source(src, Path("."), env=os.environ))
     assert chunk.keys == ["id=1"]
+
+
+def test_a_partitioned_sql_run_is_refused_with_advice_that_covers_every_row(
+    postgres_url: str, emulator: Any, tmp_path: Path
+) -> None:
+    """--partition cannot split a query: the refusal gives a WHERE clause per worker, and that clause, taken
+    as written for K = 1..N, puts every row in exactly one worker (hashtext can be negative)."""
+    import re
+
+    from test_incremental import ticks_stream
+
+    from connector.errors import ConfigError
+    from connector.readers.partition import Partition
+
+    stream = ticks_stream(50, "part_ticks")
+    del stream["incremental"]  # keeping no state: the partition is what is refused
+    pipeline = project(tmp_path, [stream])
+    with pytest.raises(ConfigError) as err:
+        run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r", partition=Partition.parse("1/3"),
+                     env={"PG_URL": postgres_url, "BRAZE_REST_ENDPOINT": emulator.url, "BRAZE_API_KEY": "k"})  # fmt: skip
+    where = re.search(r"WHERE (.+?) \(hashtext", str(err.value))
+    assert where is not None, str(err.value)
+    pg_exec(postgres_url, "DROP TABLE IF EXISTS part_rows", "CREATE TABLE part_rows (id int PRIMARY KEY)",
+            "INSERT INTO part_rows SELECT g FROM generate_series(1, 3000) g")  # fmt: skip
+    import adbc_driver_postgresql.dbapi as pg
+
+    counts = []
+    with pg.connect(postgres_url, autocommit=True) as con, con.cursor() as cur:
+        for k in (1, 2, 3):
+            cur.execute(f"SELECT count(*) FROM part_rows WHERE {where.group(1).replace('N', '3').replace('K', str(k))}")
+            counts.append(cur.fetchone()[0])
+    assert sum(counts) == 3000 and min(counts) > 800  # every row in one worker, and the workers balanced

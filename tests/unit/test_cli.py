@@ -247,3 +247,19 @@ def test_pre_flight_names_the_file_and_column_and_an_empty_csv_is_a_loud_warning
     assert res.exit_code == 0, res.stderr
     assert "read 0," in res.stdout
     assert "warning: empty source: stream users:" in res.stdout and "is empty (0 bytes)" in res.stdout
+
+
+def test_the_summary_repeats_the_warnings_a_person_must_act_on(tmp_path: Path) -> None:
+    """Warnings that change what to do next are in the terminal summary, not only in the log and report.json:
+    a killed last run (finish it with --resume instead), a state that could not be written."""
+    from connector.cli import _summary
+    from connector.report import RunReport
+
+    report = RunReport("p", report_dir=tmp_path / "r")
+    shown = ["the last run of this pipeline, 20260101T000000Z-abcdef (r0), did not finish ...",
+             "incremental state s.sqlite: could not be written (the disk is full) ...",
+             "delta state s.sqlite: could not be written (the disk is full) ..."]  # fmt: skip
+    for w in [*shown, "a note only for the log"]:
+        report.warnings.append(w)
+    lines = _summary(report, {})
+    assert [line for line in lines if line.startswith("  warning: ")] == [f"  warning: {w}" for w in shown]

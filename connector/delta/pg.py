@@ -91,6 +91,10 @@ class PgRunLock:
             # other's row, so at least one of them refuses (both may: neither runs twice).
             self.other_count = self._other_count_running() if self.part != "all" else None
             got = self.other_count is None
+            if not got:  # refused after all: not named as a holder by later refusals
+                self._db.transaction([(f"DELETE FROM {RUNS} WHERE pipeline = $1 AND part = $2 AND host = $3 AND "
+                                       "pid = $4 AND started_at = $5",
+                                       [self.pipeline, self.part, host, pid, started_at])])  # fmt: skip
         if not got:
             self._db.scalar("SELECT pg_advisory_unlock_all()", [])
         return bool(got)

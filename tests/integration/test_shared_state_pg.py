@@ -111,6 +111,7 @@ def test_partitions_of_another_count_are_refused(postgres_url: str, tmp_path: Pa
     try:
         assert two.acquire("a", 1, "t")
         assert not three.acquire("b", 2, "t") and three.other_count == "p1of2"
+        assert [h[0] for h in two.holders()] == ["p1of2"]  # the refused partition is not named as a holder
         pipeline = machine(tmp_path, "m", "ticks_counts", "counts")  # an incremental stream: it keeps state
         locks = RunLocks()
         with pytest.raises(RunLocked, match=r"partitions of another count \(p1of2\)"):

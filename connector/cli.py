@@ -23,7 +23,7 @@ from connector.cli_options import (
 )
 from connector.config import load_pipeline, pipeline_json_schema
 from connector.errors import ConfigError, ConnectorError
-from connector.report.document import EXIT_MEANINGS
+from connector.report.document import exit_meaning, removed_outcome
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -119,7 +119,7 @@ def _summary(report: RunReport, paths: dict[str, Path]) -> list[str]:
         if report.mode_reason.startswith("validate only")
         else ("dry run" if report.dry_run else "run")
     )
-    meaning = EXIT_MEANINGS.get(report.exit_code, "")
+    meaning = exit_meaning(report.exit_code, report.removed, report.compute_exit_code() == 1)
     if report.dry_run and report.exit_code in OFFLINE_MEANINGS:
         meaning = OFFLINE_MEANINGS[report.exit_code]
     lines = [
@@ -137,9 +137,7 @@ def _summary(report: RunReport, paths: dict[str, Path]) -> list[str]:
             lines.append(f"  warning: {w}")
     for name, m in (report.removed or {}).items():
         if m.get("decided"):
-            lines.append(f"  removed users ({name}, on_removed: {m['on_removed']}): {m['removed']:,} of {m['known']:,} "
-                         f"known, deleted {m['deleted']:,}, not deleted {m['delete_failed']:,}"
-                         + (", refused by max_delete_fraction" if m["refused"] else ""))  # fmt: skip
+            lines.append(f"  removed users ({name}, {m['known']:,} known): {removed_outcome(m, dry_run=report.dry_run)}")
     if report.skipped_by_reason:
         lines.append(
             "  skipped: " + ", ".join(f"{n:,} {why}" for why, n in report.skipped_by_reason.most_common())

@@ -292,7 +292,8 @@ def _sql_rows(pipeline: Pipeline, stream: Stream, retry: readers.RetrySet | None
             f"{pipeline.origin}: stream {stream.name} reads an SQL source, which --retry-failed cannot re-read "
             "by row; " + SQL_RUN_AGAIN
         )
-    return readers.count_sql(stream.source, Path(pipeline.base_dir), env, since, needed, stream.name), True
+    return readers.count_sql(stream.source, Path(pipeline.base_dir), env, since, needed, stream.name,
+                             pipeline.origin), True  # fmt: skip
 
 
 def _note_retry(report: RunReport, retry: readers.RetrySet, plans: list[Plan]) -> int:

@@ -171,18 +171,11 @@ class RunLocks:
         except BlockingIOError:
             holder = _read(fd)
             os.close(fd)
-            pid = holder.get("pid", "?")
-            since = f", since {holder['started_at']}" if holder.get("started_at") else ""
-            host = f" on {holder['host']}" if holder.get("host") else ""
-            raise RunLocked(
-                f"pipeline {pipeline!r} is already running (pid {pid}{host}{since}): it holds the lock file "
-                f"{path}. Wait for that run to end, or stop it (kill -TERM {pid}); two runs at once would send "
-                "rows twice and overwrite each other's report and state"
-            ) from None
+            raise RunLocked(_refusal(pipeline, path, holder)) from None
         if shared:
             return fd  # held by several partitions at once: the file names none of them
         left = _read(fd)
-        if left.get("pid"):
+        if left.get("pid") or left.get("unreadable"):
             self.warnings.append(
                 f"lock file {path} was left by {_describe(left)}; taken over (if that run was delivering, "
                 "`braze-connector run PIPELINE --resume RUN_DIR` finishes it from its journal; a pipeline reading SQL "
@@ -216,12 +209,29 @@ def _read(fd: int) -> dict[str, object]:
         doc = json.loads(data) if data.strip() else {}
         return doc if isinstance(doc, dict) else {}
     except (OSError, ValueError):
-        return {"pid": "?"}  # unreadable content still says someone wrote it
+        return {"unreadable": True}  # unreadable content still says someone wrote it
+
+
+def _refusal(pipeline: str, path: Path, holder: dict[str, object]) -> str:
+    """Why a second run is refused. The holder's pid may be unknown: it locked the file but has not written
+    it yet, the file cannot be read, or partitions hold it shared (they write nothing): never "pid ?"."""
+    pid = holder.get("pid")
+    since = f", since {holder['started_at']}" if holder.get("started_at") else ""
+    host = f" on {holder['host']}" if holder.get("host") else ""
+    tail = "two runs at once would send rows twice and overwrite each other's report and state"
+    if pid is None:
+        return (f"pipeline {pipeline!r} is already running: a process whose pid was not recorded (yet: it may "
+                f"have just started; or partitions of a --partition run) holds the lock file {path}. Wait for it "
+                f"to end, or find it with `fuser -v {path}` and stop it; {tail}")  # fmt: skip
+    return (f"pipeline {pipeline!r} is already running (pid {pid}{host}{since}): it holds the lock file {path}. "
+            f"Wait for that run to end, or stop it (kill -TERM {pid}); {tail}")  # fmt: skip
 
 
 def _describe(holder: dict[str, object]) -> str:
     pid = holder.get("pid")
     since = f", started {holder['started_at']}" if holder.get("started_at") else ""
+    if pid is None:
+        return "a run whose pid the lock file does not say (it could not be read) that no longer holds it"
     text = f"a run (pid {pid}{since})"
     if holder.get("host") not in (None, socket.gethostname()):
         return f"{text} on {holder['host']} that no longer holds it"

@@ -20,7 +20,39 @@ EXIT_MEANINGS = {
     130: "stopped at once by a second SIGINT; rows in flight listed as unknown, rows not read not listed",
     143: "stopped at once by a second SIGTERM; rows in flight listed as unknown, rows not read not listed",
 }
+# Exit code 1 when a mirror stream's deletions were refused (delivery/mirror.py): no row was lost, so the
+# meaning above would send the reader looking for rejects that are not there.
+REFUSED_MEANING = ("deletion of users gone from the source refused by the max_delete_fraction guard (its warning "
+                   "gives the numbers; run again with --allow-deletes N to allow them)")  # fmt: skip
 MAX_TIMELINE_POINTS = 600
+
+
+def exit_meaning(code: int, removed: dict[str, Any] | None, rows_failed: bool) -> str:
+    """The words for an exit code; `rows_failed`: rows were rejected over the threshold or not delivered."""
+    if code == 1 and any(m.get("refused") for m in (removed or {}).values()):
+        return REFUSED_MEANING + (f"; also {EXIT_MEANINGS[1]}" if rows_failed else "")
+    return EXIT_MEANINGS.get(code, "unknown")
+
+
+def removed_outcome(m: dict[str, Any], *, dry_run: bool) -> str:
+    """What became of a decided mirror stream's removed users, in words (the summary and report.html).
+
+    The counts alone read "deleted 0, not deleted 0" whether the users were reported, refused by the guard or
+    deleted: say which.
+    """
+    removed = m["removed"] or 0
+    if not removed:
+        return "none removed"
+    if m["on_removed"] == "report":
+        return f"{removed:,} reported (on_removed: report), none deleted"
+    if m["refused"]:
+        limit = f" (limit {m['limit']:,})" if m.get("limit") is not None else ""
+        return f"{removed:,} removed, deletion refused by the guard{limit}: listed in removed.csv"
+    if dry_run:
+        return f"{removed:,} removed, would be deleted (dry run: nothing sent)"
+    failed = m["delete_failed"]
+    tail = " (they stay in the state; the next run tries again)" if failed else ""
+    return f"{m['deleted']:,} deleted, {failed:,} failed{tail}"
 
 
 def _iso(dt: datetime | None) -> str | None:
@@ -105,7 +137,7 @@ def build_document(r: ReportCounters) -> dict[str, Any]:
         "mode": r.mode,
         "mode_reason": r.mode_reason,
         "exit_code": exit_code,
-        "exit_meaning": EXIT_MEANINGS.get(exit_code, "unknown"),
+        "exit_meaning": exit_meaning(exit_code, r.removed, r.compute_exit_code() == 1),
         "destination": dict(r.destination),
         "rows": _rows(r),
         "invariant_ok": r.invariant_ok,

@@ -12,6 +12,7 @@ import re
 from html import escape
 from typing import Any
 
+from connector.report.document import removed_outcome
 from connector.report.trend import CSS as TREND_CSS
 from connector.report.trend import render_trend
 
@@ -261,9 +262,9 @@ def _removed(d: dict[str, Any]) -> str:
     if not streams:
         return ""
     rows = [[_e(name), _e(m["on_removed"]), _n(m["known"]), _n(m["removed"]), _n(m["deleted"]), _n(m["delete_failed"]),
-             "refused (max_delete_fraction)" if m["refused"] else _e(m.get("reason") or "")]
+             _e(removed_outcome(m, dry_run=bool(d.get("dry_run"))) if m.get("decided") else m.get("reason") or "")]
             for name, m in streams.items()]  # fmt: skip
-    headers = ["stream", "on_removed", "known", "removed", "deleted", "not deleted", "note"]
+    headers = ["stream", "on_removed", "known", "removed", "deleted", "delete failed", "outcome"]
     return f'<div class="card"><h2>Removed users</h2>{_table(headers, rows, {2, 3, 4, 5})}</div>'
 
 

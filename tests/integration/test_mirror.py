@@ -98,6 +98,17 @@ def test_report_counts_and_lists_the_removed_users_and_deletes_nothing(emulator:
     html = Path(doc["files"]["report_html"]).read_text(encoding="utf-8")
     assert "<h2>Removed users</h2>" in html
     assert "user_C" not in html and "user_C" not in json.dumps(doc)  # counts only; removed.csv has the ids
+    assert "2 reported (on_removed: report), none deleted" in html
+
+
+def test_the_summary_says_reported_users_were_not_deleted(emulator: EmulatorServer, tmp_path: Path) -> None:
+    mirror_project(tmp_path, "report")
+    args = ("run", "pipelines/m.yaml", "--mode", "bulk", "-q")
+    assert invoke(*args, "--report-dir", "r1", cwd=tmp_path, env=env_for(emulator)).exit_code == 0
+    write_users(tmp_path, without("C", "D"))
+    second = invoke(*args, "--report-dir", "r2", cwd=tmp_path, env=env_for(emulator))
+    assert second.exit_code == 0
+    assert "removed users (users, 10 known): 2 reported (on_removed: report), none deleted" in second.stdout
 
 
 def test_a_first_run_on_an_empty_state_counts_the_users_it_confirmed_and_removes_none(
@@ -192,6 +203,9 @@ def test_the_guard_refuses_a_50_percent_removal_until_the_command_line_confirms_
     assert "5 of the 10 users" in refusal and "50.0 %" in refusal and "--allow-deletes 5" in refusal
     assert deletes(emulator) == [] and all(emulator.user("external_id", u) for u in USERS)
     assert {r["_outcome"] for r in removed_rows(doc)} == {"refused"}
+    assert doc["exit_meaning"].startswith("deletion of users gone from the source refused by the max_delete_fraction")
+    html = Path(doc["files"]["report_html"]).read_text(encoding="utf-8")
+    assert "deletion refused by the guard (limit 1)" in html
 
     too_few = run(p, emulator, tmp_path / "r3", allow_deletes=4)
     assert too_few["exit_code"] == 1 and deletes(emulator) == []
@@ -292,13 +306,16 @@ def test_the_command_line_refuses_then_confirms_with_allow_deletes(emulator: Emu
     refused = cli_run("--report-dir", "r2")
     out = refused.stdout
     assert refused.exit_code == 1
-    assert "removed users (users, on_removed: delete): 5 of 10 known, deleted 0, not deleted 0, refused" in out
+    assert ("removed users (users, 10 known): 5 removed, deletion refused by the guard (limit 1): listed in "
+            "removed.csv") in out
+    assert "exit code 1, deletion of users gone from the source refused by the max_delete_fraction guard" in out
+    assert "rows rejected over the threshold" not in out  # no row was lost: the guard's refusal has its own words
     assert "run again with --allow-deletes 5" in out and f"removed: {Path('r2') / 'removed.csv'}" in out
     assert deletes(emulator) == []
     ok = cli_run("--report-dir", "r3", "--allow-deletes", "5")
     out, err = ok.stdout, ok.stderr
     assert ok.exit_code == 0, out + err
-    assert "5 of 10 known, deleted 5, not deleted 0" in out
+    assert "removed users (users, 10 known): 5 deleted, 0 failed" in out
     assert [u for u in USERS if emulator.user("external_id", u)] == USERS[:5]
 
 

@@ -239,6 +239,22 @@ def test_a_table_is_keyed_by_its_primary_key_and_sqlite_reads_too(postgres_url: 
     assert chunks[0].table.column("v").to_pylist() == [None, 2.0]
 
 
+@pytest.mark.parametrize(("env", "says"), [
+    ({}, "source.connection.url_env: the environment variable APP_DB is not set"),
+    ({"APP_DB": "mysql://u:pw@h/db"}, "the URL in APP_DB (source.connection.url_env): unsupported scheme mysql://"),
+])  # fmt: skip
+def test_a_connection_that_cannot_be_resolved_names_the_pipeline_file_and_the_stream(
+    tmp_path: Path, env: dict[str, str], says: str
+) -> None:
+    users = {"name": "users", "source": {"table": "people", "connection": {"url_env": "APP_DB"}}, "kind": "attributes",
+             "identifier": {"external_id": "user_id"}, "attributes": [{"column": "email"}]}  # fmt: skip
+    pipeline = project(tmp_path, [users])
+    with pytest.raises(SourceError) as err:
+        run_pipeline(pipeline, dry_run=True, report_dir=tmp_path / "r", env=env)
+    assert str(err.value).startswith(f"{pipeline.origin}: stream users: {says}") and "pw" not in str(err.value)
+    assert pipeline.origin.endswith("t.yaml")
+
+
 @pytest.mark.skipif(not os.environ.get("SNOWFLAKE_URL"), reason="no Snowflake credentials (set SNOWFLAKE_URL)")
 def test_snowflake_source_reads() -> None:  # pragma: no cover - needs an account
     src = Source(sql="SELECT 1 AS ID", connection={"url_env": "SNOWFLAKE_URL"}, key="ID")

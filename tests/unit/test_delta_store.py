@@ -110,6 +110,63 @@ def test_the_end_of_a_run_compacts_the_log_and_the_index(tmp_path: Path) -> None
     assert store.lookup("users", keys) == [record(k, 2) for k in keys] and store.keys("users") == sorted(keys)
 
 
+def pages(path: Path) -> tuple[int, int]:
+    """(page_count, freelist_count) of the file."""
+    with sqlite3.connect(path) as db:
+        return db.execute("PRAGMA page_count").fetchone()[0], db.execute("PRAGMA freelist_count").fetchone()[0]
+
+
+def full_runs(path: Path, keys: list[str], runs: range) -> list[tuple[int, int]]:
+    """Runs that confirm every key again (a padded record, so that pages count); the pages after each."""
+    after = []
+    for v in runs:
+        store = SqliteStore(path, read_only=False)
+        for a in range(0, len(keys), 100):
+            store.write("users", [(k, record(k, v) + b" " * 300) for k in keys[a : a + 100]], [])
+        store.close()
+        after.append(pages(path))
+    return after
+
+
+def test_a_rewrite_that_leaves_most_pages_free_gives_them_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite reuses free pages but never returns them: after the rewrite of the log, a VACUUM does."""
+    monkeypatch.setattr(stores, "_REWRITE_MIN", 10)
+    path, keys = tmp_path / "s.sqlite", uuids(2000)
+    (_, free1), (pages2, _), (pages3, free3) = full_runs(path, keys, range(3))  # run 3 rewrites the log
+    assert free1 == 0 and pages3 < pages2 * 0.6 and free3 * 2 <= pages3
+    assert full_runs(path, keys, range(3, 6))[-1][0] < pages2  # and again: the file does not grow run after run
+    store = SqliteStore(path, read_only=True)
+    assert store.lookup("users", keys[:3]) == [record(k, 5) + b" " * 300 for k in keys[:3]]
+
+
+class FullDisk:
+    """A connection whose VACUUM fails as on a full disk (sqlite3.Connection's methods cannot be patched)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql == "VACUUM":
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.db.execute(sql, *args)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.db, name)
+
+
+def test_a_failed_vacuum_leaves_the_file_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stores, "_REWRITE_MIN", 10)
+    path, keys = tmp_path / "s.sqlite", uuids(500)
+    full_runs(path, keys, range(2))
+    store = SqliteStore(path, read_only=False)
+    store.write("users", [(k, record(k, 2)) for k in keys], [])
+    store._db = FullDisk(store._db)  # type: ignore[arg-type,assignment]
+    store.close()  # no error: the rewrite committed, the VACUUM did not happen
+    assert log_rows(path)[1] == 500 and pages(path)[1] > 0
+    store = SqliteStore(path, read_only=True)
+    assert store.lookup("users", keys) == [record(k, 2) for k in keys]
+
+
 def test_a_file_of_the_previous_layout_is_read_by_a_dry_run_and_converted_by_a_run(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite"
     with sqlite3.connect(path) as db:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -46,6 +47,32 @@ def test_a_second_holder_is_refused_with_the_pid_and_the_file(tmp_path: Path) ->
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.parametrize("content", [b"", b"{not json", b'"a string"'])
+def test_a_holder_whose_pid_is_not_recorded_is_described_without_a_question_mark(tmp_path: Path, content: bytes) -> None:
+    """The holder locked the file but has not written its pid yet (or the file cannot be read)."""
+    path = tmp_path / ".p.lock"
+    path.write_bytes(content)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(RunLocked) as info:
+            RunLocks().acquire("p", [path])
+        text = str(info.value)
+        assert "?" not in text and "pid was not recorded" in text and str(path) in text and "kill" not in text
+    finally:
+        os.close(fd)
+
+
+def test_a_left_lock_file_that_cannot_be_read_is_taken_over_without_a_question_mark(tmp_path: Path) -> None:
+    path = tmp_path / ".p.lock"
+    path.write_bytes(b"{cut short")
+    locks = RunLocks()
+    locks.acquire("p", [path])
+    [warning] = locks.warnings
+    assert "?" not in warning and "could not be read" in warning and "taken over" in warning
+    locks.release()
 
 
 def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_warning(tmp_path: Path) -> None:

@@ -68,6 +68,8 @@ def test_urls_are_masked_and_resolved_from_the_environment(tmp_path: Path) -> No
     assert t.scrub("could not connect to postgres://bob:p%40ss@db/app (p@ss)") == "could not connect to *** (***)"
     d = resolve_target(Connection(url="sqlite:///data/app.db"), tmp_path, {})
     assert d.dialect == "sqlite" and d.url == str(tmp_path / "data" / "app.db")
+    assert d.label == "sqlite:///data/app.db"  # as written: relative to the project, not /data/app.db
+    assert resolve_target(Connection(url="sqlite:////srv/app.db?mode=ro"), tmp_path, {}).label == "sqlite:////srv/app.db"
     with pytest.raises(SourceError, match="PG_URL is not set"):
         resolve_target(Connection(url_env="PG_URL"), tmp_path, {})
     with pytest.raises(SourceError, match="unsupported scheme mysql://"):

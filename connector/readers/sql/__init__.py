@@ -65,16 +65,18 @@ def read_sql(source: Source, base_dir: Path, env: Mapping[str, str], since: Sinc
 
 
 def count_sql(source: Source, base_dir: Path, env: Mapping[str, str], since: Since | None = None,
-              needed: Mapping[str, str] | None = None, stream: str = "") -> int:  # fmt: skip
+              needed: Mapping[str, str] | None = None, stream: str = "", origin: str | None = None) -> int:  # fmt: skip
     """How many rows `read_sql` would read (a COUNT(*) on the database), after checking that the query returns
-    every column the stream reads (`needed`: column -> what reads it), its key and its cursor.
+    every column the stream reads (`needed`: column -> what reads it), its key and its cursor. `origin`: the
+    pipeline file, named with the stream when the connection cannot be resolved (the first a run does).
 
     Raises:
         SourceError: no connection, the query fails, or it lacks a column (so a broken query or a missing
             column is reported before any row is read).
     """
     assert source.connection is not None
-    target = resolve_target(source.connection, base_dir, env)
+    where = f"{origin}: stream {stream}: " if origin else ""
+    target = resolve_target(source.connection, base_dir, env, where)
     with Database(target, source_label(source, target)) as db:
         names = db.columns(f"SELECT * FROM ({base_query(source)}) {ALIAS} LIMIT 0", [])
         wanted = dict(needed or {})

@@ -78,8 +78,9 @@ def _secrets(url: str) -> tuple[str, ...]:
     return tuple(s for s in found if s)
 
 
-def resolve_target(conn: Connection, base_dir: Path, env: Mapping[str, str]) -> Target:
-    """The database a connection names.
+def resolve_target(conn: Connection, base_dir: Path, env: Mapping[str, str], where: str = "") -> Target:
+    """The database a connection names. `where` begins each message (the pipeline file and the stream, e.g.
+    "pipelines/p.yaml: stream users: "): the variable or the URL alone does not say which stream to fix.
 
     Raises:
         SourceError: the environment variable is unset or empty, or the URL's scheme is not supported.
@@ -90,7 +91,7 @@ def resolve_target(conn: Connection, base_dir: Path, env: Mapping[str, str]) -> 
         url = env.get(conn.url_env, "")
         if not url.strip():
             raise SourceError(
-                f"source.connection.url_env: the environment variable {conn.url_env} is not set; "
+                f"{where}source.connection.url_env: the environment variable {conn.url_env} is not set; "
                 "set it to the database URL (e.g. postgresql://user:password@host:5432/db)"
             )
         label = f"${conn.url_env}"
@@ -100,15 +101,18 @@ def resolve_target(conn: Connection, base_dir: Path, env: Mapping[str, str]) -> 
     scheme = urlsplit(url).scheme.lower().split("+", 1)[0]
     dialect = _SCHEMES.get(scheme)
     if dialect is None:
-        where = f"the URL in {conn.url_env}" if conn.url_env else "source.connection.url"
+        what = f"the URL in {conn.url_env} (source.connection.url_env)" if conn.url_env else "source.connection.url"
         raise SourceError(
-            f"{where}: unsupported scheme {scheme + '://' if scheme else '(none)'}; use postgresql://, sqlite:///, "
-            "duckdb:///, snowflake:// or bigquery://"
+            f"{where}{what}: unsupported scheme {scheme + '://' if scheme else '(none)'}; use postgresql://, "
+            "sqlite:///, duckdb:///, snowflake:// or bigquery://"
         )
     if dialect in ("sqlite", "duckdb"):
         path = url.split(":", 1)[1].removeprefix("///") if url.split(":", 1)[1].startswith("///") else ""
         if not path:
-            raise SourceError(f"{label}: a {dialect} URL names a file as {dialect}:///relative/path or {dialect}:////absolute/path")
+            raise SourceError(f"{where}{label}: a {dialect} URL names a file as {dialect}:///relative/path or "
+                              f"{dialect}:////absolute/path")  # fmt: skip
+        if conn.url is not None:  # as written: mask_url would drop the "//" (sqlite:/data/app.db looks absolute)
+            label = url.split("?", 1)[0]
         url = _local(path, base_dir)
     return Target(dialect, url, mask_url(url) if dialect not in ("sqlite", "duckdb") else url, label, _secrets(url))
 

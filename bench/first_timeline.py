@@ -81,8 +81,7 @@ def popen(self, args, *a, **k):
         mark("child spawned")
 subprocess.Popen.__init__ = popen
 
-def on_pipeline(m):
-    mark("imports done")
+def on_stages(m):
     real = m.map_chunk
     def map_chunk(*a, **k):
         out = real(*a, **k)
@@ -104,7 +103,8 @@ def on_process(m):
     m._Child.start = before("first request left", m._Child.start)
     m._Child.send = before("first request left", m._Child.send)
 
-PATCHES = {"connector.cli": lambda m: mark("CLI imported"), "connector.pipeline": on_pipeline,
+PATCHES = {"connector.cli": lambda m: mark("CLI imported"), "connector.pipeline": lambda m: mark("imports done"),
+           "connector.stages": on_stages,
            "connector.delivery.sender": on_sender, "connector.delivery.transport.process": on_process}
 
 class Watch(importlib.abc.MetaPathFinder):

@@ -65,12 +65,12 @@ def test_a_run_stopped_before_its_first_request_leaves_no_child(
 def test_an_exception_before_the_first_request_leaves_no_child(
     emulator: EmulatorServer, tmp_path: Path, spawned: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from connector import pipeline
+    from connector import stages
 
     def broken(self: Any, plan: Any) -> None:
         raise RuntimeError("a bug while reading the first chunk")
 
-    monkeypatch.setattr(pipeline._Run, "stream", broken)
+    monkeypatch.setattr(stages.Run, "stream", broken)
     p = project(tmp_path, [users_stream()], write=BULK)
     with pytest.raises(RuntimeError, match="first chunk"):
         run_pipeline(p, report_dir=tmp_path / "r", env=env_for(emulator))

@@ -247,7 +247,7 @@ def test_a_retry_resends_a_shared_files_rows_only_in_the_stream_that_failed(
     them). The retry sends the two attribute rows, never the events again."""
     import time
 
-    from connector import pipeline as pipeline_module
+    from connector import stages as stages_module
 
     csv_text = "user_id,email,event,ts\nu1,a@example.com,signed_up,2026-01-01T10:00:00Z\n" \
                "u2,b@example.com,signed_up,2026-01-01T10:00:00Z\n"  # fmt: skip
@@ -258,7 +258,7 @@ def test_a_retry_resends_a_shared_files_rows_only_in_the_stream_that_failed(
     pipeline = project(tmp_path, [events, attributes], write={"retry": FAST_RETRY})
     (tmp_path / "data" / "u.csv").write_text(csv_text, encoding="utf-8")
     first_em = emulator_factory()
-    original = pipeline_module._Run.stream
+    original = stages_module.Run.stream
 
     def stream_then_outage(self: Any, plan: Any) -> None:
         original(self, plan)
@@ -266,9 +266,9 @@ def test_a_retry_resends_a_shared_files_rows_only_in_the_stream_that_failed(
             time.sleep(1.0)  # the events are answered; then Braze goes away
             first_em.stop()
 
-    monkeypatch.setattr(pipeline_module._Run, "stream", stream_then_outage)
+    monkeypatch.setattr(stages_module.Run, "stream", stream_then_outage)
     first = report_json(run_pipeline(pipeline, mode="sync", report_dir=tmp_path / "r1", env=env_for(first_em)))
-    monkeypatch.setattr(pipeline_module._Run, "stream", original)
+    monkeypatch.setattr(stages_module.Run, "stream", original)
     assert [(s["name"], s["delivered"], s["failed"]) for s in first["streams"]] == [("ev", 2, 0), ("at", 0, 2)]
     assert {r["_stream"] for r in failed_rows(tmp_path / "r1" / "failed.csv")} == {"at"}
 

@@ -55,17 +55,23 @@ def test_first_section_sees_the_first_request(bench_out: str) -> None:
     assert len(firsts) == 2 and "nan" not in firsts, bench_out
 
 
-def test_first_cpu_sees_the_first_request_with_and_without_cached_bytecode() -> None:
-    """bench/first_cpu.py (this code only): both cases measured, the hook saw the first request."""
+def _bench_script(name: str) -> subprocess.CompletedProcess[str]:
+    """bench/NAME --repeat 1 against the nginx sink (skipped without nginx, except where it is required)."""
     reason = nginx_available()
     if reason:
         if os.environ.get("BENCH_REQUIRE_NGINX") == "1":
             pytest.fail(f"nginx is required here: {reason}")
         pytest.skip(reason)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    res = subprocess.run([sys.executable, str(ROOT / "bench" / "first_cpu.py"), "--repeat", "1"],
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / name), "--repeat", "1"],
                          capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+def test_first_cpu_sees_the_first_request_with_and_without_cached_bytecode() -> None:
+    """bench/first_cpu.py (this code only): both cases measured, the hook saw the first request."""
+    res = _bench_script("first_cpu.py")
     figures = re.findall(r"this code, bytecode (cached|compiled every run): ([\d.]+|nan) ", res.stdout)
     assert [kind for kind, _ in figures] == ["cached", "compiled every run"], res.stdout
     assert all(float(cpu) > 0 for _, cpu in figures), res.stdout
@@ -74,15 +80,7 @@ def test_first_cpu_sees_the_first_request_with_and_without_cached_bytecode() -> 
 def test_first_timeline_marks_every_step_and_the_child_starts_before_the_heavy_imports() -> None:
     """bench/first_timeline.py (this code only): every step is marked, in the run's order; the HTTP child is
     spawned at the command's start (delivery/spare.py), before the pipeline's imports (pyarrow)."""
-    reason = nginx_available()
-    if reason:
-        if os.environ.get("BENCH_REQUIRE_NGINX") == "1":
-            pytest.fail(f"nginx is required here: {reason}")
-        pytest.skip(reason)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    res = subprocess.run([sys.executable, str(ROOT / "bench" / "first_timeline.py"), "--repeat", "1"],
-                         capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)  # fmt: skip
-    assert res.returncode == 0, res.stderr[-3000:]
+    res = _bench_script("first_timeline.py")
     steps = re.findall(r"^    (\S.*?)\s+([\d.]+|nan)\s+([\d.]+|nan)", res.stdout, re.MULTILINE)
     order = [step for step, _, _ in steps]
     assert sorted(order) == sorted(["start", "CLI imported", "child spawned", "imports done", "config sent",

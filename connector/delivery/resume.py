@@ -143,18 +143,8 @@ def find_run_dir(pipeline: Pipeline, report_dir: str | Path | None) -> Path:
     Raises:
         ConfigError: no run with a journal is there.
     """
-    template = str(report_dir) if report_dir is not None else pipeline.report.dir
-    text = template.replace("{pipeline}", pipeline.name)
-    base = Path(text) if report_dir is not None else pipeline.resolve(text)  # report.dir: beside the pipeline
-    pattern = str(base).replace("{run_id}", "*")
-    candidates = glob.glob(pattern)
-    if "{run_id}" not in text:  # a fixed folder: a later run that found it taken wrote to <folder>-<run_id>
-        candidates += glob.glob(glob.escape(str(base)) + "-*")
-    found: list[tuple[str, str, Path]] = []
-    for d in candidates:
-        journal = Path(d) / JOURNAL_FILE
-        if journal.is_file():
-            found.append((_started(journal), d, Path(d)))
+    pattern, dirs = run_dirs(pipeline, report_dir)
+    found = [(started_at(d / JOURNAL_FILE), str(d), d) for d in dirs]
     if not found:
         raise ConfigError(
             f"--resume: no run of pipeline {pipeline.name} with a {JOURNAL_FILE} under {pattern}; pass the "
@@ -163,16 +153,37 @@ def find_run_dir(pipeline: Pipeline, report_dir: str | Path | None) -> Path:
     return max(found)[2]
 
 
-def _started(journal: Path) -> str:
-    """When the run of this journal started (its first record), "" when unreadable."""
+def run_dirs(pipeline: Pipeline, report_dir: str | Path | None) -> tuple[str, list[Path]]:
+    """(the glob pattern, the report folders under report.dir or --report-dir that hold a journal)."""
+    template = str(report_dir) if report_dir is not None else pipeline.report.dir
+    text = template.replace("{pipeline}", pipeline.name)
+    base = Path(text) if report_dir is not None else pipeline.resolve(text)  # report.dir: beside the pipeline
+    pattern = str(base).replace("{run_id}", "*")
+    candidates = glob.glob(pattern)
+    if "{run_id}" not in text:  # a fixed folder: a later run that found it taken wrote to <folder>-<run_id>
+        candidates += glob.glob(glob.escape(str(base)) + "-*")
+    return pattern, [Path(d) for d in candidates if (Path(d) / JOURNAL_FILE).is_file()]
+
+
+def journal_header(journal: Path) -> dict[str, Any]:
+    """The journal's header (its first record), {} when unreadable or not written yet."""
     try:
         with journal.open("rb") as fh:
             first = decode(fh.readline())
+    except OSError:
+        return {}
+    return first if isinstance(first, dict) else {}
+
+
+def started_at(journal: Path) -> str:
+    """When the run of this journal started (its first record), "" when unreadable."""
+    started = journal_header(journal).get("started")
+    if started:
+        return str(started)
+    try:
         mtime = journal.stat().st_mtime
     except OSError:
         return ""
-    if isinstance(first, dict) and first.get("started"):
-        return str(first["started"])
     return datetime.fromtimestamp(mtime, UTC).isoformat()  # killed before its first record: when it began
 
 

@@ -13,10 +13,8 @@ to count its unanswered rows.
 
 from __future__ import annotations
 
-import glob
 import re
 from pathlib import Path
-from typing import Any
 
 from connector.config import Pipeline
 from connector.delivery.journal import JOURNAL_FILE, decode
@@ -42,27 +40,6 @@ def _finished(journal: Path) -> bool | None:
     return False  # nothing whole at the end: cut off while writing
 
 
-def _candidates(pipeline: Pipeline, report_dir: str | Path | None) -> list[Path]:
-    """Report folders of this pipeline that hold a journal (the places find_run_dir looks)."""
-    template = str(report_dir) if report_dir is not None else pipeline.report.dir
-    text = template.replace("{pipeline}", pipeline.name)
-    base = Path(text) if report_dir is not None else pipeline.resolve(text)
-    found = glob.glob(str(base).replace("{run_id}", "*"))
-    if "{run_id}" not in text:
-        found += glob.glob(glob.escape(str(base)) + "-*")
-    return [Path(d) for d in found if (Path(d) / JOURNAL_FILE).is_file()]
-
-
-def _first(journal: Path) -> dict[str, Any]:
-    """The journal's header (its first record), {} when unreadable or not written yet."""
-    try:
-        with journal.open("rb") as fh:
-            rec = decode(fh.readline())
-    except OSError:
-        return {}
-    return rec if isinstance(rec, dict) else {}
-
-
 def _ours(run_id: str, partition: str | None) -> bool:
     """Whether a run of that id belongs to this partition (None: an unpartitioned run)."""
     return run_id.endswith(f"-{partition}") if partition is not None else bool(_RUN_ID.match(run_id))
@@ -74,13 +51,13 @@ def unfinished_warning(pipeline: Pipeline, report_dir: str | Path | None, partit
     Called by a new sending run (not --resume) once it holds the pipeline's lock, so no other run of the
     same pipeline and partition is alive: a journal without an end belongs to a run that was killed. A
     journal killed before its header names no run, and counts as the run's own (nothing was sent)."""
-    from connector.delivery.resume import SENT, _started, load_journal
+    from connector.delivery.resume import SENT, journal_header, load_journal, run_dirs, started_at
 
     runs = []
-    for d in _candidates(pipeline, report_dir):
-        header = _first(d / JOURNAL_FILE)
+    for d in run_dirs(pipeline, report_dir)[1]:
+        header = journal_header(d / JOURNAL_FILE)
         if not header or _ours(str(header.get("run_id", "")), partition):
-            runs.append((_started(d / JOURNAL_FILE), d))
+            runs.append((started_at(d / JOURNAL_FILE), d))
     if not runs:
         return None
     run_dir = max(runs)[1]

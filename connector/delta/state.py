@@ -108,7 +108,7 @@ class DeltaState:
         self._kinds: dict[str, str] = {}  # stream -> its objects' kind
         # stream -> (keys refreshed, keys whose record goes) of the changes being committed by the main thread:
         # if the store fails, a refresh lost costs nothing, a record kept is stale (unrecorded.py)
-        self._tags: dict[str, tuple[set[str] | frozenset[str], set[str] | frozenset[str]]] = {}
+        self._tags: dict[str, tuple[Sequence[tuple[str, bytes]], set[str] | frozenset[str]]] = {}
         self._lost: Unrecorded | None = None  # once the store failed: what it could not record
         self._told = False  # finish() handed the warning to the caller
 
@@ -190,7 +190,7 @@ class DeltaState:
                 refresh = []
             ticket, tagged = 0, bool(invalidate or refresh) and not self.read_only
             if tagged:
-                self._tags[stream] = ({k for k, _ in refresh}, invalidate)
+                self._tags[stream] = (refresh, invalidate)  # read only if the store fails (_dropped)
                 ticket = self._put(stream, [*refresh, *((k, None) for k in invalidate)])
         if tagged:
             try:
@@ -411,7 +411,8 @@ class DeltaState:
         if self._lost is None:
             assert self._commit.failed is not None
             self._lost = Unrecorded(self.label, self._commit.failed)
-        refreshed, stale = self._tags.get(stream, (EMPTY, EMPTY))
+        refresh, stale = self._tags.get(stream, ((), EMPTY))
+        refreshed = {k for k, _ in refresh}
         confirmed = [k for k, r in changes.items() if r is not None and k not in refreshed]
         kept = [k for k, r in changes.items() if r is None and k in stale] if stale else []
         self._lost.add(stream, self._kinds.get(stream, "attributes"), confirmed, kept)
@@ -467,7 +468,7 @@ class DeltaState:
         if not self.read_only:
             gone = set(keys)
             with self._lock:
-                self._tags[stream] = (EMPTY, gone)  # not forgotten (the store failed): a stale record
+                self._tags[stream] = ((), gone)  # not forgotten (the store failed): a stale record
                 ticket = self._put(stream, ((k, None) for k in gone))
             try:
                 if ticket:

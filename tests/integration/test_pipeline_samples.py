@@ -83,7 +83,7 @@ def test_the_warehouse_sample_runs_against_the_embedded_emulator_then_reads_noth
     assert doc["rows"] == {**doc["rows"], "read": 200, "delivered": 198, "rejected": 2}
     keys = {(r["_source_file"], r["_row_number"], r["_rule"]) for r in rejects_of(first)}
     label = "duckdb:sample_data/warehouse.duckdb:users"
-    assert keys == {(label, "user_id=w0017", "email.invalid"), (label, "user_id=None", "identifier.missing")}
+    assert keys == {(label, "user_id=w0017", "email.invalid"), (label, "user_id=NULL (row 158)", "identifier.missing")}
     second = run_pipeline(pipeline, report_dir=tmp_path / "r2", env={})
     again = json.loads((tmp_path / "r2" / "report.json").read_text(encoding="utf-8"))
     assert second.exit_code == 0 and again["rows"]["read"] == 0  # nothing changed past the watermark

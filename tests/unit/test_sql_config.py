@@ -105,3 +105,15 @@ def test_every_pipeline_example_in_the_readme_validates() -> None:
     assert len(blocks) >= 2
     for block in blocks:
         Pipeline.model_validate(yaml.safe_load(block))
+
+
+def test_key_texts_name_each_row_and_place_a_null_key_by_its_row() -> None:
+    """Rejects and failed files name SQL rows by key; a NULL key is not a key, so its row's place is added."""
+    import pyarrow as pa
+
+    from connector.readers.sql import _key_texts
+
+    one = pa.table({"id": [7, None, None]})
+    assert _key_texts(one, ["id"], 41) == ["id=7", "id=NULL (row 42)", "id=NULL (row 43)"]
+    two = pa.table({"a": [1, None], "b": ["x", "y"]})
+    assert _key_texts(two, ["a", "b"], 1) == ["a=1, b=x", "a=NULL, b=y (row 2)"]

@@ -59,7 +59,7 @@ def read_sql(source: Source, base_dir: Path, env: Mapping[str, str], since: Sinc
                 _check_columns(label, table, key, since)
                 checked = True
             n = table.num_rows
-            keys = _key_texts(table, key) if key else None
+            keys = _key_texts(table, key, row) if key else None
             yield Chunk(label, table, list(range(row, row + n)), keys=keys)
             row += n
 
@@ -110,13 +110,16 @@ def _check_columns(label: str, table: pa.Table, key: list[str], since: Since | N
             )
 
 
-def _key_texts(table: pa.Table, key: list[str]) -> list[str]:
-    """'id=42' (or 'a=1, b=x' for a composite key) for every row."""
+def _key_texts(table: pa.Table, key: list[str], first_row: int) -> list[str]:
+    """'id=42' (or 'a=1, b=x' for a composite key) for every row; a NULL key names the row's position in the
+    result ('id=NULL (row 7)'), since several such rows would otherwise read the same."""
     cols = [table.column(c).to_pylist() for c in key]
-    if len(key) == 1:
-        name = key[0]
-        return [f"{name}={v}" for v in cols[0]]
-    return [", ".join(f"{c}={v}" for c, v in zip(key, vals, strict=True)) for vals in zip(*cols, strict=True)]
+    texts = [", ".join(f"{c}={_sql_text(v)}" for c, v in zip(key, vals, strict=True)) for vals in zip(*cols, strict=True)]
+    return [t + f" (row {first_row + i})" if any(col[i] is None for col in cols) else t for i, t in enumerate(texts)]
+
+
+def _sql_text(value: object) -> str:
+    return "NULL" if value is None else str(value)
 
 
 def _rechunk(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:

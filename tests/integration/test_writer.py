@@ -6,7 +6,7 @@ import csv
 import os
 import socket
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,25 @@ def make_pipeline(kind: str = "attributes", sample_bodies: int = 5, **write: Any
     )
 
 
+_OPENED: list[RunReport] = []
+
+
+def opened(report: RunReport) -> RunReport:
+    """Remember a report so its rejects/failed files are closed after the test (most tests here never finish())."""
+    _OPENED.append(report)
+    return report
+
+
+@pytest.fixture(autouse=True)
+def close_reports() -> Iterator[None]:
+    yield
+    while _OPENED:
+        report = _OPENED.pop()
+        for sink in (report.rejects, report.failed, report.duplicated):
+            if sink is not None:
+                sink.close()
+
+
 def mapped_chunk(
     kind: str, objects: list[dict[str, Any]], keys: list[str] | None = None, offset: int = 0
 ) -> MappedChunk:
@@ -74,7 +93,7 @@ def make_writer(
     pipeline: config.Pipeline, url: str | None, tmp_path: Path, *, mode: str = "bulk", key: str = "test-key",
     dry_run: bool = False,
 ) -> tuple[Writer, RunReport]:  # fmt: skip
-    report = RunReport("t", report_dir=tmp_path / "report", dry_run=dry_run)
+    report = opened(RunReport("t", report_dir=tmp_path / "report", dry_run=dry_run))
     client = None
     if url is not None:
         limiter = RateLimiter.from_write(pipeline.write)

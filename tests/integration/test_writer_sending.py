@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_writer import accounted, applied_ids, failed_file, make_pipeline, mapped_chunk, stream_of
+from test_writer import (  # noqa: F401 (close_reports: autouse here too)
+    accounted,
+    applied_ids,
+    close_reports,
+    failed_file,
+    make_pipeline,
+    mapped_chunk,
+    opened,
+    stream_of,
+)
 
 from connector import config
 from connector.delivery.client import BrazeClient, client_for
@@ -66,7 +75,7 @@ class Counting:
 def counted_writer(pipeline: config.Pipeline, url: str, tmp_path: Path, token: StopToken | None = None
                    ) -> tuple[Writer, RunReport, BrazeClient, Counting]:  # fmt: skip
     """A bulk writer over the run's own client (bulk: aiohttp in a child process), its transport counted."""
-    report = RunReport("t", report_dir=tmp_path / "report")
+    report = opened(RunReport("t", report_dir=tmp_path / "report"))
     client = client_for(pipeline, url, "test-key", "bulk", token, on_retry=report.record_retry)
     counting = Counting(client._transport)
     client._transport = counting  # type: ignore[assignment]

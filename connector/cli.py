@@ -23,7 +23,7 @@ from connector.cli_options import (
 )
 from connector.config import load_pipeline, pipeline_json_schema
 from connector.errors import ConfigError, ConnectorError
-from connector.report.document import exit_meaning, removed_outcome
+from connector.report.document import removed_outcome, report_meaning
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -119,7 +119,7 @@ def _summary(report: RunReport, paths: dict[str, Path]) -> list[str]:
         if report.mode_reason.startswith("validate only")
         else ("dry run" if report.dry_run else "run")
     )
-    meaning = exit_meaning(report.exit_code, report.removed, report.compute_exit_code() == 1)
+    meaning = report_meaning(report)
     if report.dry_run and report.exit_code in OFFLINE_MEANINGS:
         meaning = OFFLINE_MEANINGS[report.exit_code]
     lines = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,11 +28,31 @@ REFUSED_MEANING = ("deletion of users gone from the source refused by the max_de
 MAX_TIMELINE_POINTS = 600
 
 
-def exit_meaning(code: int, removed: dict[str, Any] | None, rows_failed: bool) -> str:
-    """The words for an exit code; `rows_failed`: rows were rejected over the threshold or not delivered."""
-    if code == 1 and any(m.get("refused") for m in (removed or {}).values()):
-        return REFUSED_MEANING + (f"; also {EXIT_MEANINGS[1]}" if rows_failed else "")
-    return EXIT_MEANINGS.get(code, "unknown")
+def exit_meaning(code: int, removed: dict[str, Any] | None, rows_failed: bool,
+                 table_checks: Iterable[dict[str, Any]] = ()) -> str:  # fmt: skip
+    """The words for an exit code; `rows_failed`: rows were rejected over the threshold or not delivered.
+
+    Exit code 1 has three causes (rows, a failed table check, a refused deletion guard); name the ones that
+    happened, so the reader is not sent looking for rejects that are not there.
+    """
+    if code != 1:
+        return EXIT_MEANINGS.get(code, "unknown")
+    causes = [REFUSED_MEANING] if any(m.get("refused") for m in (removed or {}).values()) else []
+    if rows_failed:
+        causes.append(EXIT_MEANINGS[1])
+    checks = sorted({f"{c['stream']}: {c['expectation']}" + (f" on '{c['column']}'" if c.get("column") else "")
+                     for c in table_checks if not c["success"] and c["action"] == "fail"})  # fmt: skip
+    if checks:
+        causes.append(f"table check failed ({', '.join(checks)}; see table_checks)")
+    if not causes:
+        return EXIT_MEANINGS[1]
+    return "; also ".join(causes)
+
+
+def report_meaning(r: ReportCounters, exit_code: int | None = None) -> str:
+    """exit_meaning() of a run's report (its exit code unless another is given)."""
+    code = r.exit_code if exit_code is None else exit_code
+    return exit_meaning(code, r.removed, r.compute_exit_code() == 1, r.table_checks)
 
 
 def removed_outcome(m: dict[str, Any], *, dry_run: bool) -> str:
@@ -137,7 +158,7 @@ def build_document(r: ReportCounters) -> dict[str, Any]:
         "mode": r.mode,
         "mode_reason": r.mode_reason,
         "exit_code": exit_code,
-        "exit_meaning": exit_meaning(exit_code, r.removed, r.compute_exit_code() == 1),
+        "exit_meaning": report_meaning(r, exit_code),
         "destination": dict(r.destination),
         "rows": _rows(r),
         "invariant_ok": r.invariant_ok,

@@ -107,7 +107,7 @@ def merge_reports(docs: list[dict[str, Any]], out: Path) -> dict[str, Any]:
         "mode": modes[0] if len(modes) == 1 else "mixed",
         "mode_reason": "; ".join(sorted({f"{d['mode']}: {d['mode_reason']}" for d in docs})),
         "exit_code": exit_code,
-        "exit_meaning": EXIT_MEANINGS.get(exit_code, "unknown"),
+        "exit_meaning": _meaning(docs, exit_code),
         "destination": first["destination"],
         "rows": rows,
         "invariant_ok": invariant,
@@ -287,3 +287,10 @@ def _partition_entry(d: dict[str, Any], k: int, n: int) -> dict[str, Any]:
         "state_file": (d.get("delta") or {}).get("state_file"),
         "files": {key: d["files"].get(key) for key in ("report_json", "rejects", "failed")},
     }
+
+
+def _meaning(docs: list[dict[str, Any]], exit_code: int) -> str:
+    """The parts' own words for the merged exit code (each part's report named its causes), else the code's."""
+    said = dict.fromkeys(str(d.get("exit_meaning") or "") for d in docs if int(d["exit_code"]) == exit_code)
+    said.pop("", None)
+    return "; ".join(said) if said else EXIT_MEANINGS.get(exit_code, "unknown")

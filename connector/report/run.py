@@ -14,7 +14,7 @@ import orjson
 from connector.errors import ConnectorError
 from connector.records import Failed, Rejected, RowRef
 from connector.report.counters import ReportCounters
-from connector.report.document import build_document, exit_meaning
+from connector.report.document import build_document, report_meaning
 from connector.report.masking import mask_sample
 from connector.report.sinks import DuplicatedSink, to_text
 
@@ -33,7 +33,7 @@ class RunFailed(ConnectorError):
 
     def __init__(self, report: RunReport) -> None:
         r = report.rows
-        meaning = exit_meaning(report.exit_code, report.removed, report.compute_exit_code() == 1)
+        meaning = report_meaning(report)
         failed, rejects = report.failed.file, report.rejects.file
         super().__init__(
             f"pipeline {report.pipeline_name} exit code {report.exit_code} ({meaning}): {r['failed']} of "

@@ -94,6 +94,8 @@ def test_failing_table_check_with_fail_stops_delivery(emulator: EmulatorServer, 
     assert check["expectation"] == "expect_table_row_count_to_be_between" and check["success"] is False
     assert check["action"] == "fail"
     assert emulator.stats()["requests"] == {}
+    # exit code 1 names its cause: the table check, not rejects or undelivered rows
+    assert f"table check failed ({check['stream']}: expect_table_row_count_to_be_between" in doc["exit_meaning"]
 
 
 def test_failing_table_check_with_warn_delivers(emulator: EmulatorServer, tmp_path: Path) -> None:

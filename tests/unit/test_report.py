@@ -485,3 +485,23 @@ def test_cells_are_written_as_to_text_writes_them_column_by_column() -> None:
     ]
     for values in columns:
         assert texts(list(values)) == [to_text(v) for v in values]
+
+
+def test_exit_meaning_names_each_cause_of_exit_code_1() -> None:
+    from connector.report.document import EXIT_MEANINGS, REFUSED_MEANING, exit_meaning
+
+    failed = {"stream": "users", "expectation": "expect_table_row_count_to_be_between", "column": None,
+              "success": False, "action": "fail"}  # fmt: skip
+    unique = {**failed, "expectation": "expect_column_values_to_be_unique", "column": "id"}
+    warned = {**failed, "action": "warn"}
+    refused = {"users": {"refused": True}}
+    assert exit_meaning(1, None, True) == EXIT_MEANINGS[1]
+    assert exit_meaning(1, None, False) == EXIT_MEANINGS[1]  # no cause known: the general words
+    assert exit_meaning(1, None, False, [warned]) == EXIT_MEANINGS[1]  # a warning is not a cause
+    only_checks = exit_meaning(1, None, False, [unique, failed])
+    assert only_checks == ("table check failed (users: expect_column_values_to_be_unique on 'id', "
+                           "users: expect_table_row_count_to_be_between; see table_checks)")  # fmt: skip
+    assert "rejected" not in only_checks
+    both = exit_meaning(1, refused, True, [failed])
+    assert both.startswith(REFUSED_MEANING) and both.count("; also ") == 2 and EXIT_MEANINGS[1] in both
+    assert exit_meaning(3, refused, True, [failed]).startswith("destination fatal")

@@ -122,3 +122,14 @@ def test_the_partitions_losses_of_a_failed_state_add_up() -> None:
     assert merged["not_recorded"] == {"cause": "the disk is full", "users": 6, "events": 4, "purchases": 0,
                                       "stale_records": 2}  # fmt: skip
     assert _delta(docs[:1])["not_recorded"] is None  # type: ignore[index]
+
+
+def test_merged_exit_meaning_keeps_the_failing_parts_own_words(runs: dict[str, Any], tmp_path: Path) -> None:
+    """A partition that exited 1 for a table check: the merge says so, not the general 'rows rejected' words."""
+    parts = [load_report(d) for d in runs["dirs"]]
+    cause = "table check failed (users: expect_table_row_count_to_be_between; see table_checks)"
+    parts[1].update(exit_code=1, exit_meaning=cause)
+    doc = merge_reports(parts, tmp_path)
+    assert doc["exit_code"] == 1 and doc["exit_meaning"] == cause
+    parts[2].update(exit_code=1, exit_meaning="rows rejected over the threshold, or rows not delivered")
+    assert merge_reports(parts, tmp_path)["exit_meaning"] == cause + "; rows rejected over the threshold, or rows not delivered"

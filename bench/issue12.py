@@ -26,7 +26,6 @@ measured then (load here inflated the loop's CPU seconds and the workloads' alik
 
 from __future__ import annotations
 
-import json
 import resource
 import shutil
 import statistics
@@ -34,7 +33,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from calibration import REFERENCE_S, TARGET_CORES, TARGET_SHARE, calibration_s
@@ -47,7 +45,7 @@ from gx_speed import (
     cached_bytecode,
     warm_up,
 )
-from reference import LAST
+from reference import Scaling, workload_scaling
 from run import KEY_SHAPES, ROOT, _children_cpu, _run, delta_runs, peak_rss, users_pipeline
 from sink import NginxSink
 
@@ -60,43 +58,6 @@ RSS_RATIO = 1.5  # goal 6
 
 def _status(ok: bool) -> str:
     return "met" if ok else "missed"
-
-
-@dataclass(frozen=True)
-class Scaling:
-    """How many times slower the reference machine is: by the loop, and by the workload (None: unknown)."""
-
-    loop: float
-    local: float | None  # the events dry run (reference.py), for local CPU work
-    delivery: float | None  # a delivering run's main + child CPU (reference.py)
-    source: str  # where the workload ratios come from, printed under the table
-
-
-def workload_scaling(spec: str | None, loop_s: float) -> Scaling:
-    """The loop's k for a loop of loop_s here, and the workload k from spec: a number (taken as both
-    workloads' k), a JSON file saved by `bench/run.py reference`, or None (its last save, if any)."""
-    k_loop = REFERENCE_S / loop_s
-    if spec is not None:
-        try:
-            k = float(spec)
-        except ValueError:
-            pass
-        else:
-            return Scaling(k_loop, k, k, f"workload k = {k:g} given (--workload-k), both workloads")
-    path = Path(spec) if spec is not None else LAST
-    if not path.exists():
-        if spec is not None:
-            raise SystemExit(f"--workload-k {spec}: neither a number nor a file")
-        return Scaling(k_loop, None, None, f"no workload ratio: {path.relative_to(ROOT)} is missing "
-                                           f"(python bench/run.py reference; or --workload-k VALUE)")  # fmt: skip
-    doc = json.loads(path.read_text())
-    local, delivery = doc["r_local"] * k_loop, doc["r_delivery"] * k_loop
-    return Scaling(k_loop, local, delivery,
-                   f"workload k from {path.name}: commit {doc['commit'][:12]} re-run here at {doc['rows']:,} rows "
-                   f"({doc['measured_at']}, loop then {doc['loop_cpu_s']:.2f} s: k_local {doc['k_local']:.2f} = "
-                   f"r {doc['r_local']:.2f} x the loop's k {doc['k_loop']:.1f}, k_delivery {doc['k_delivery']:.2f} = "
-                   f"r {doc['r_delivery']:.2f} x it), carried to this run's loop ({loop_s:.2f} s, k {k_loop:.1f}) "
-                   f"as r x k: local {local:.2f}, delivery {delivery:.2f}")  # fmt: skip
 
 
 def _cell(k: float | None, figure: str, ok: bool) -> str:

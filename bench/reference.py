@@ -33,6 +33,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -181,3 +182,40 @@ def reference_section(rows: int, repeat: int, save: Path | None, commit: str = R
 
 __all__ = ["REFERENCE_COMMIT", "REF_EVENTS_ROWS_PER_S", "REF_DELIVERY_CPU_MAIN_S", "REF_DELIVERY_CPU_CHILD_S",
            "reference_section", "LAST"]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """How many times slower the reference machine is: by the loop, and by the workload (None: unknown)."""
+
+    loop: float
+    local: float | None  # the events dry run (reference.py), for local CPU work
+    delivery: float | None  # a delivering run's main + child CPU (reference.py)
+    source: str  # where the workload ratios come from, printed under the table
+
+
+def workload_scaling(spec: str | None, loop_s: float) -> Scaling:
+    """The loop's k for a loop of loop_s here, and the workload k from spec: a number (taken as both
+    workloads' k), a JSON file saved by `bench/run.py reference`, or None (its last save, if any)."""
+    k_loop = REFERENCE_S / loop_s
+    if spec is not None:
+        try:
+            k = float(spec)
+        except ValueError:
+            pass
+        else:
+            return Scaling(k_loop, k, k, f"workload k = {k:g} given (--workload-k), both workloads")
+    path = Path(spec) if spec is not None else LAST
+    if not path.exists():
+        if spec is not None:
+            raise SystemExit(f"--workload-k {spec}: neither a number nor a file")
+        return Scaling(k_loop, None, None, f"no workload ratio: {path.relative_to(ROOT)} is missing "
+                                           f"(python bench/run.py reference; or --workload-k VALUE)")  # fmt: skip
+    doc = json.loads(path.read_text())
+    local, delivery = doc["r_local"] * k_loop, doc["r_delivery"] * k_loop
+    return Scaling(k_loop, local, delivery,
+                   f"workload k from {path.name}: commit {doc['commit'][:12]} re-run here at {doc['rows']:,} rows "
+                   f"({doc['measured_at']}, loop then {doc['loop_cpu_s']:.2f} s: k_local {doc['k_local']:.2f} = "
+                   f"r {doc['r_local']:.2f} x the loop's k {doc['k_loop']:.1f}, k_delivery {doc['k_delivery']:.2f} = "
+                   f"r {doc['r_delivery']:.2f} x it), carried to this run's loop ({loop_s:.2f} s, k {k_loop:.1f}) "
+                   f"as r x k: local {local:.2f}, delivery {delivery:.2f}")  # fmt: skip

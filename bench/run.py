@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from baselines import braze_client_loop, naive_loop  # noqa: E402
 from calibration import calibration_s, delivery_targets  # noqa: E402
 from data import CHANGED_EVERY, users_spec, write_parquet  # noqa: E402
+from reference import workload_scaling  # noqa: E402
 from sink import NginxSink, nginx_available  # noqa: E402
 
 from connector.config import Pipeline  # noqa: E402
@@ -144,7 +145,8 @@ def bench_delivery(rows: int, latencies: list[float], baseline_s: float, rps: in
             f"  braze-client loop:                 {bc['requests_per_s']:.1f} requests/s -> connector x{sending / bc['requests_per_s']:.0f}",
         ]
         if latency == 100:
-            out += delivery_targets(sending / rps, status_429, cpu + child_cpu, wall, calib)
+            out += delivery_targets(sending / rps, status_429, cpu + child_cpu, wall, calib,
+                                    workload_scaling(None, calib).delivery)
     return out
 
 

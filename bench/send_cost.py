@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from calibration import calibration_s, delivery_targets  # noqa: E402
 from data import write_parquet  # noqa: E402
+from reference import workload_scaling  # noqa: E402
 from run import KEY, users_pipeline  # noqa: E402
 from sink import NginxSink, nginx_available  # noqa: E402
 
@@ -135,7 +136,8 @@ def run(rows: int, latency: float, rps: int, profile: bool, concurrency: int | N
         f"threads alive at most: {threads}; HTTP p50/p99 {rep['latency_ms']['p50']:.0f}/"
         f"{rep['latency_ms']['p99']:.0f} ms",
     ]
-    out += delivery_targets(share, status_429, main_cpu + child_cpu, wall, calib)
+    out += delivery_targets(share, status_429, main_cpu + child_cpu, wall, calib,
+                                workload_scaling(None, calib).delivery)
     if prof is not None:
         out += _hottest(prof, "the main thread")
     if loop_prof is not None:

@@ -61,9 +61,9 @@ def test_reference_reruns_the_old_commit_and_saves_its_ratios(tmp_path: Path) ->
     assert doc["k_loop"] == pytest.approx(REFERENCE_S / (sum(rnd["loops_cpu_s"]) / 3))
 
 
-def test_issue12_carries_a_saved_workload_ratio_to_its_own_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import issue12
-    from issue12 import workload_scaling
+def test_a_saved_workload_ratio_is_carried_to_this_runs_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import reference
+    from reference import workload_scaling
 
     saved = tmp_path / "ref.json"
     saved.write_text(json.dumps({"commit": REFERENCE_COMMIT, "rows": 1_000_000, "measured_at": "2026-12-02T16:00:00Z",
@@ -75,8 +75,19 @@ def test_issue12_carries_a_saved_workload_ratio_to_its_own_loop(tmp_path: Path, 
     assert "loop then 0.32 s" in k.source and "local 3.20, delivery 2.00" in k.source
     given = workload_scaling("3.5", 0.4)
     assert (given.loop, given.local, given.delivery) == (pytest.approx(8), 3.5, 3.5)
-    monkeypatch.setattr(issue12, "LAST", ROOT / "bench" / "out" / "no-such-reference.json")
+    monkeypatch.setattr(reference, "LAST", ROOT / "bench" / "out" / "no-such-reference.json")
     missing = workload_scaling(None, 0.4)  # no saved measurement: the workload columns say n/a
     assert missing.local is None and missing.delivery is None and "bench/run.py reference" in missing.source
     with pytest.raises(SystemExit, match="neither a number nor a file"):
         workload_scaling(str(tmp_path / "nope.json"), 0.4)
+
+
+def test_delivery_targets_print_cores_by_the_loop_and_by_the_workload() -> None:
+    from calibration import delivery_targets
+
+    [line] = delivery_targets(0.96, 0, 8.0, 16.0, 0.32, 1.0)  # 0.5 cores here; loop k 10; workload k 1
+    assert "96.0% of the limit (target >= 95%: met)" in line and "429s 0 (target 0: met)" in line
+    assert "0.50 cores over the run here = 5.00 scaled" in line and "target <= 0.6: missed" in line
+    assert "by the delivery workload's k 1.00: 0.50 cores (met)" in line
+    [unknown] = delivery_targets(0.5, 3, 8.0, 16.0, 0.32)
+    assert "(target >= 95%: missed)" in unknown and "(target 0: missed)" in unknown and "no workload k" in unknown

@@ -52,7 +52,15 @@ from connector.delivery.transport.base import (
     Transport,
     environ_proxy,
 )
-from connector.delivery.transport.child import _ANSWER, _LENGTH, _NOT_SENT, _REQUEST, _SENT_LOST
+from connector.delivery.transport.child import (
+    _ANSWER,
+    _LENGTH,
+    _NOT_SENT,
+    _REQUEST,
+    _SENT_LOST,
+    ENGINE_VAR,
+    engine_wanted,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +99,7 @@ class _Child:
         self.lock = threading.Lock()  # guards pending, written and alive
         self.outbox: queue.SimpleQueue[tuple[int, bytes, bytes, Gate | None] | None] = queue.SimpleQueue()
         self.alive = True
+        self.engine = ""  # "curl" or "aiohttp", once ready
         ready: Future[None] = Future()
         self.reader = threading.Thread(target=self._read, args=(ready,), name="braze-http-reader", daemon=True)
         try:
@@ -112,6 +121,9 @@ class _Child:
         except (FutureTimeout, ProcessTransportError) as exc:
             self.kill()
             raise ProcessTransportError(f"the HTTP process did not start: {exc or 'timed out'}") from None
+        if self.engine != engine_wanted():
+            level = logging.WARNING if os.environ.get(ENGINE_VAR) else logging.INFO
+            logger.log(level, "the HTTP process sends with %s (pycurl cannot be imported there)", self.engine)
 
     def _read(self, ready: Future[None]) -> None:
         """Resolve each request's future from the child's answers, until the child's stdout closes.
@@ -137,7 +149,8 @@ class _Child:
                         break
                     at = pos + head
                     pos = end
-                    if rid == 0:
+                    if rid == 0:  # ready; its content names the engine serving
+                        self.engine = bytes(buf[at + n_headers : end]).decode("ascii", "replace") or "aiohttp"
                         ready.set_result(None)
                         continue
                     entry = pending.pop(rid, None)
@@ -517,6 +530,11 @@ class ProcessTransport:
     def wait_ready(self) -> None:
         """Wait until the child can send (the first send waits for it anyway)."""
         self._current()
+
+    @property
+    def engine(self) -> str:
+        """The HTTP engine of the child ("curl" or "aiohttp"; "" before it is ready)."""
+        return self._child.engine if self._fallback is None else "aiohttp (in this process)"
 
     @property
     def pid(self) -> int:

@@ -1,17 +1,18 @@
-"""The aiohttp transport in a child process, so HTTP has a core (and a GIL) of its own.
+"""The HTTP transport in a child process, so HTTP has a core (and a GIL) of its own.
 
 Why: in one process the bulk run is bound by one GIL. Reading, validating and mapping chunks on the main
 thread delays the event loop, and a bulk run plateaued near 870 requests/s at a 1,000/s limit on two
 cores (BENCHMARKS.md, delivery). Here the parent only writes each request to a pipe and reads its answer
-back; the child (`python -m connector.delivery.transport.child`, child.py) runs the aiohttp session and event
-loop.
+back; the child (`python -m connector.delivery.transport.child`, child.py) runs the HTTP engine: libcurl's
+multi interface (curl_child.py) or, with BRAZE_CONNECTOR_HTTP_ENGINE=aiohttp or without pycurl, an aiohttp
+session on an event loop. The kind keeps its old name, `aiohttp-process`.
 
 Protocol over the child's stdin/stdout, all integers big-endian:
 - parent -> child: one config frame (u32 length + JSON: headers, concurrency, timeouts, proxy;
   the API key travels here, never in argv or the environment: `child_env` (spare.py) drops every
   variable holding it, and BRAZE_* key variables), then request frames
   (u32 id, u32 url length, u32 body length, url, body).
-- child -> parent: one ready frame (id 0), then answer frames (u32 id, i32 status, u32 headers length,
+- child -> parent: one ready frame (id 0; its content names the engine), then answer frames (u32 id, i32 status, u32 headers length,
   u32 content length, headers as JSON, content). Status -1 means NotSent, -2 SentLost (content: why).
 
 Failure semantics match the in-process transports: a request the child never received is NotSent; a
@@ -419,7 +420,7 @@ def _secrets_of(headers: dict[str, str]) -> tuple[str, ...]:
 
 
 class ProcessTransport:
-    """Transport protocol (send/close) over an aiohttp session that lives in a child process."""
+    """Transport protocol (send/close) over an HTTP engine (curl or aiohttp) that lives in a child process."""
 
     def __init__(self, base_url: str, headers: dict[str, str], *, concurrency: int, timeout_s: float) -> None:
         proxy = environ_proxy(base_url)

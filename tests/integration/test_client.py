@@ -15,7 +15,7 @@ import pytest
 from connector.config import RateLimit, Retry, Write
 from connector.delivery.client import BrazeClient, action_for, check_base_url, retry_after_s
 from connector.delivery.ratelimit import RateLimiter
-from connector.delivery.transport.child import ENGINE_VAR
+from connector.delivery.transport.frames import ENGINE_VAR
 from connector.emulator import EmulatorServer
 from connector.errors import (
     AmbiguousApiError,

@@ -13,7 +13,7 @@ import pytest
 from connector.config import Retry, Write
 from connector.delivery.client import BrazeClient
 from connector.delivery.ratelimit import RateLimiter
-from connector.delivery.transport.child import ENGINE_VAR
+from connector.delivery.transport.frames import ENGINE_VAR
 from connector.emulator import EmulatorServer
 from connector.errors import (
     AmbiguousApiError,

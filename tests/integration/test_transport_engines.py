@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from connector.delivery.transport import NotSent, SentLost
-from connector.delivery.transport.child import ENGINE_VAR
+from connector.delivery.transport.frames import ENGINE_VAR
 from connector.delivery.transport.process import ProcessTransport
 
 HEADERS = {"Authorization": "Bearer engine-test-key", "Content-Type": "application/json"}

@@ -24,7 +24,7 @@ from processes import running
 
 from connector.delivery.transport import NotSent, SentLost, make_transport
 from connector.delivery.transport.aiohttp_transport import AiohttpTransport
-from connector.delivery.transport.child import ENGINE_VAR
+from connector.delivery.transport.frames import ENGINE_VAR
 from connector.delivery.transport.process import ProcessTransport
 from connector.emulator import EmulatorServer
 

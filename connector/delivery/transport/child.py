@@ -12,57 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import struct
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from connector.delivery.transport.base import NotSent
-
-_REQUEST = struct.Struct("!III")
-_ANSWER = struct.Struct("!IiII")
-_LENGTH = struct.Struct("!I")
-_NOT_SENT, _SENT_LOST = -1, -2
-
-ENGINE_VAR = "BRAZE_CONNECTOR_HTTP_ENGINE"
-ENGINES = ("curl", "aiohttp")
-
-
-class Frames:
-    """The parent's frames on our stdin, cut out of what each read brings (often several at once): the
-    config frame first, then request frames."""
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-        self.configured = False
-
-    def feed_config(self, data: bytes) -> bytes | None:
-        """Add `data`; the config frame's content once it is whole (later bytes stay in `buf`), else None."""
-        buf = self.buf
-        buf += data
-        if len(buf) < _LENGTH.size or len(buf) < _LENGTH.size + _LENGTH.unpack_from(buf)[0]:
-            return None
-        end = _LENGTH.size + _LENGTH.unpack_from(buf)[0]
-        raw = bytes(buf[_LENGTH.size : end])
-        del buf[:end]
-        self.configured = True
-        return raw
-
-    def cut(self, on_request: Callable[[int, bytes, bytes], None]) -> None:
-        """Hand every whole request frame in `buf` to on_request(id, url, body) and drop it from `buf`."""
-        buf = self.buf
-        pos, n = 0, len(buf)
-        head = _REQUEST.size
-        while n - pos >= head:
-            rid, n_url, n_body = _REQUEST.unpack_from(buf, pos)
-            end = pos + head + n_url + n_body
-            if end > n:
-                break
-            on_request(rid, bytes(buf[pos + head : pos + head + n_url]), bytes(buf[pos + head + n_url : end]))
-            pos = end
-        if pos:
-            del buf[:pos]
+from connector.delivery.transport.frames import ANSWER as _ANSWER
+from connector.delivery.transport.frames import NOT_SENT as _NOT_SENT
+from connector.delivery.transport.frames import SENT_LOST as _SENT_LOST
+from connector.delivery.transport.frames import Frames, engine_wanted
 
 
 class _Pipe(asyncio.Protocol):
@@ -179,12 +138,6 @@ async def _serve_aiohttp(out_fd: int) -> None:
     finally:
         await session.close()
         w_transport.close()
-
-
-def engine_wanted(environ: dict[str, str] | os._Environ[str] = os.environ) -> str:
-    """BRAZE_CONNECTOR_HTTP_ENGINE if it names an engine, else `curl` (the default)."""
-    value = environ.get(ENGINE_VAR, "").strip().lower()
-    return value if value in ENGINES else "curl"
 
 
 def _serve(out_fd: int) -> None:

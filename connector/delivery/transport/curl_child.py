@@ -31,6 +31,8 @@ from typing import Any
 import orjson
 import pycurl
 
+from connector.delivery.transport.frames import ANSWER, NOT_SENT, SENT_LOST, Frames
+
 
 class _Exchange:
     """One easy handle and the request it carries; reused for request after request (its connection
@@ -60,7 +62,8 @@ class _Exchange:
         return bytes(self.body[start:end])
 
     def load(self, rid: int, url: bytes, body: bytes) -> None:
-        self.rid, self.body, self.pos, self.touched = rid, memoryview(body), 0, False
+        # An empty body is never asked for: count it as sent from the start (unknown if it fails).
+        self.rid, self.body, self.pos, self.touched = rid, memoryview(body), 0, not body
         self.chunks.clear()
         self.lines.clear()
         self.curl.setopt(pycurl.URL, url)
@@ -157,7 +160,15 @@ class _Engine:
 
     def start(self, rid: int, url: bytes, body: bytes) -> None:
         ex = self.idle.pop() if self.idle else _Exchange(self.options)
-        ex.load(rid, url, body)
+        try:
+            ex.load(rid, url, body)
+        except (
+            pycurl.error,
+            ValueError,
+        ) as exc:  # a URL libcurl refuses: nothing left (the requests in flight go on)
+            self.answer(rid, NOT_SENT, b"{}", f"curl refused the request: {exc}".encode())
+            self._release(ex)
+            return
         self.busy[ex.curl] = ex
         self.multi.add_handle(ex.curl)
 
@@ -185,7 +196,7 @@ class _Engine:
             for c, code, message in failed:
                 ex = self._done(c)
                 why = f"curl error {code}: {message}".encode()
-                self.answer(ex.rid, -2 if ex.touched else -1, b"{}", why)
+                self.answer(ex.rid, SENT_LOST if ex.touched else NOT_SENT, b"{}", why)
                 self._release(ex)
             if not queued:
                 return
@@ -231,8 +242,6 @@ class _Engine:
 def serve(in_fd: int, out_fd: int) -> None:
     """Read the config frame, answer ready (engine "curl"), then serve request frames until stdin closes,
     answering every request it took before exiting."""
-    from connector.delivery.transport.child import _ANSWER, Frames
-
     frames = Frames()
     cfg: dict[str, Any] | None = None
     while cfg is None:
@@ -242,7 +251,7 @@ def serve(in_fd: int, out_fd: int) -> None:
         raw = frames.feed_config(data)
         if raw is not None:
             cfg = orjson.loads(raw)
-    engine = _Engine(cfg, out_fd, _ANSWER.pack)
+    engine = _Engine(cfg, out_fd, ANSWER.pack)
     try:
         engine.poll.register(in_fd, select.EPOLLIN)
         engine.answer(0, 0, b"{}", b"curl")

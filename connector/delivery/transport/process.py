@@ -53,15 +53,12 @@ from connector.delivery.transport.base import (
     Transport,
     environ_proxy,
 )
-from connector.delivery.transport.child import (
-    _ANSWER,
-    _LENGTH,
-    _NOT_SENT,
-    _REQUEST,
-    _SENT_LOST,
-    ENGINE_VAR,
-    engine_wanted,
-)
+from connector.delivery.transport.frames import ANSWER as _ANSWER
+from connector.delivery.transport.frames import ENGINE_VAR, engine_wanted
+from connector.delivery.transport.frames import LENGTH as _LENGTH
+from connector.delivery.transport.frames import NOT_SENT as _NOT_SENT
+from connector.delivery.transport.frames import REQUEST as _REQUEST
+from connector.delivery.transport.frames import SENT_LOST as _SENT_LOST
 
 logger = logging.getLogger(__name__)
 

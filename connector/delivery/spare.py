@@ -1,7 +1,7 @@
 """The HTTP child of a bulk run started at the command's start (a "spare"), then handed to the transport.
 
 Why: the child (delivery/transport/child.py) needs ~0.15 s from its spawn to its first answer (Python,
-asyncio, aiohttp), more on a slow machine. Spawned when the run builds its client, the first request of
+asyncio, its HTTP engine), more on a slow machine. Spawned when the run builds its client, the first request of
 the sample users run waited ~0.1 s for it after the main process had its body ready (BENCHMARKS.md, "Time
 to the first request"). `braze-connector run` knows from the pipeline file and its flags alone, before it
 imports pyarrow, whether a run will send through the child (`wanted`); `start` spawns it then, so the

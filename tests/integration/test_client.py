@@ -15,6 +15,7 @@ import pytest
 from connector.config import RateLimit, Retry, Write
 from connector.delivery.client import BrazeClient, action_for, check_base_url, retry_after_s
 from connector.delivery.ratelimit import RateLimiter
+from connector.delivery.transport.frames import ENGINE_VAR
 from connector.emulator import EmulatorServer
 from connector.errors import (
     AmbiguousApiError,
@@ -29,11 +30,15 @@ SOAK = os.environ.get("BRAZE_CONNECTOR_SOAK") == "1"
 _TRANSPORT = {"kind": "requests"}
 
 
-@pytest.fixture(autouse=True, params=["requests", "aiohttp", "aiohttp-process"])
-def transport(request: pytest.FixtureRequest) -> str:
-    """Every client test runs over each HTTP transport: same status table, same retry policy."""
-    _TRANSPORT["kind"] = request.param
-    return str(request.param)
+@pytest.fixture(autouse=True, params=["requests", "aiohttp", "aiohttp-process:curl", "aiohttp-process:aiohttp"])
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every client test runs over each HTTP transport (the HTTP child with each of its engines): same
+    status table, same retry policy."""
+    kind, _, engine = str(request.param).partition(":")
+    if engine:
+        monkeypatch.setenv(ENGINE_VAR, engine)
+    _TRANSPORT["kind"] = kind
+    return kind
 
 
 class FakeClock:

@@ -13,6 +13,7 @@ import pytest
 from connector.config import Retry, Write
 from connector.delivery.client import BrazeClient
 from connector.delivery.ratelimit import RateLimiter
+from connector.delivery.transport.frames import ENGINE_VAR
 from connector.emulator import EmulatorServer
 from connector.errors import (
     AmbiguousApiError,
@@ -27,9 +28,13 @@ pytestmark = pytest.mark.timeout(120)
 FAST = Retry(max_attempts=6, initial_backoff_s=0.01, max_backoff_s=0.05, max_elapsed_s=30)
 
 
-@pytest.fixture(params=["requests", "aiohttp", "aiohttp-process"])
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+@pytest.fixture(params=["requests", "aiohttp", "aiohttp-process:curl", "aiohttp-process:aiohttp"])
+def kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each transport; the HTTP child with each of its engines."""
+    kind, _, engine = str(request.param).partition(":")
+    if engine:
+        monkeypatch.setenv(ENGINE_VAR, engine)
+    return kind
 
 
 def make(url: str, kind: str, *, key: str = "test-key", on_retry: Callable[[str, str], None] | None = None,

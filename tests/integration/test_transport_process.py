@@ -24,6 +24,7 @@ from processes import running
 
 from connector.delivery.transport import NotSent, SentLost, make_transport
 from connector.delivery.transport.aiohttp_transport import AiohttpTransport
+from connector.delivery.transport.frames import ENGINE_VAR
 from connector.delivery.transport.process import ProcessTransport
 from connector.emulator import EmulatorServer
 
@@ -33,6 +34,13 @@ HEADERS = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
 
 def attrs(*ids: str) -> bytes:
     return orjson.dumps({"attributes": [{"external_id": i, "plan": "pro"} for i in ids]})
+
+
+@pytest.fixture(autouse=True, params=["curl", "aiohttp"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with each engine of the HTTP child (BRAZE_CONNECTOR_HTTP_ENGINE)."""
+    monkeypatch.setenv(ENGINE_VAR, str(request.param))
+    return str(request.param)
 
 
 @pytest.fixture
@@ -63,7 +71,11 @@ def test_answers_come_back_to_the_right_caller(emulator: EmulatorServer, transpo
     assert emulator.user("external_id", "u7")["attributes"]["plan"] == "pro"
 
 
-def test_headers_are_lower_case_and_rate_limit_headers_arrive(emulator: EmulatorServer, transport: ProcessTransport) -> None:
+def test_headers_are_lower_case_and_rate_limit_headers_arrive(
+    emulator: EmulatorServer, transport: ProcessTransport, engine: str
+) -> None:
+    transport.wait_ready()
+    assert transport.engine == engine
     a = transport.send(emulator.url + "/users/track", attrs("h1"))
     assert a.status == 201
     assert "x-ratelimit-limit" in a.headers and "x-ratelimit-remaining" in a.headers

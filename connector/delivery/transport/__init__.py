@@ -1,8 +1,9 @@
 """Transports: one POST, its raw answer, or NotSent (safe to resend) / SentLost (outcome unknown).
 
 Interface: `make_transport(kind, base_url, headers, *, concurrency, timeout_s) -> Transport` with kind
-`requests` (pooled Session; sync runs), `aiohttp` (an event-loop thread) or `aiohttp-process` (the event
-loop in a child process, process.py; bulk runs); `Transport.send(url, body) -> Answer`, `close()`.
+`requests` (pooled Session; sync runs), `aiohttp` (an event-loop thread) or `aiohttp-process` (a child
+process, process.py; bulk runs: it sends with libcurl's multi interface, curl_child.py, or with aiohttp,
+child.py); `Transport.send(url, body) -> Answer`, `close()`.
 The client (delivery/client.py) owns status codes, retries and the rate limiter.
 """
 

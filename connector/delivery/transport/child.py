@@ -1,72 +1,54 @@
-"""The HTTP child process (`python -m connector.delivery.transport.child`): aiohttp and one event loop.
+"""The HTTP child process (`python -m connector.delivery.transport.child`): one HTTP engine, one loop.
 
-process.py starts it and speaks the protocol described there over its stdin/stdout. It imports only
-asyncio, orjson, aiohttp and the transport's base types (not the `connector` package's config or
-pipeline), so it is ready to send soon after it is spawned.
+process.py starts it and speaks the protocol described there over its stdin/stdout. Two engines speak it
+alike: `curl` (libcurl's multi interface through pycurl, curl_child.py; the default, about a third of
+aiohttp's CPU per request) and `aiohttp` (an asyncio event loop; the fallback when pycurl cannot be
+imported). BRAZE_CONNECTOR_HTTP_ENGINE=aiohttp|curl picks one; the ready frame names the engine serving.
+The child imports only its engine, orjson and the transport's base types (not the `connector` package's
+config or pipeline), so it is ready to send soon after it is spawned.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import struct
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from connector.delivery.transport.base import NotSent
+from connector.delivery.transport.frames import ANSWER as _ANSWER
+from connector.delivery.transport.frames import NOT_SENT as _NOT_SENT
+from connector.delivery.transport.frames import SENT_LOST as _SENT_LOST
+from connector.delivery.transport.frames import Frames, engine_wanted
 
-_REQUEST = struct.Struct("!III")
-_ANSWER = struct.Struct("!IiII")
-_LENGTH = struct.Struct("!I")
-_NOT_SENT, _SENT_LOST = -1, -2
 
-
-class _Frames(asyncio.Protocol):
-    """The parent's frames on our stdin, cut out of what each read brings (often several at once): the
-    config frame first, then request frames handed to `on_request`."""
+class _Pipe(asyncio.Protocol):
+    """Frames on our stdin for the aiohttp engine: the config frame first, then requests to `on_request`."""
 
     def __init__(self) -> None:
-        self.buf = bytearray()
+        self.frames = Frames()
         self.config: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.on_request: Callable[[int, str, bytes], None] | None = None
-        self._urls: dict[bytes, str] = {}  # every request of a run goes to one of a few URLs
+        self.on_request: Callable[[int, bytes, bytes], None] | None = None
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        pos, n = 0, len(buf)
-        if not self.config.done():
-            if n < _LENGTH.size or n < _LENGTH.size + _LENGTH.unpack_from(buf)[0]:
+        frames = self.frames
+        if not frames.configured:
+            raw = frames.feed_config(data)
+            if raw is None:
                 return
-            pos = _LENGTH.size + _LENGTH.unpack_from(buf)[0]
-            self.config.set_result(bytes(buf[_LENGTH.size : pos]))
-        on_request = self.on_request
-        if on_request is None:  # requests before we are ready (the parent waits for that): kept for later
-            if pos:
-                del buf[:pos]
-            return
-        head = _REQUEST.size
-        while n - pos >= head:
-            rid, n_url, n_body = _REQUEST.unpack_from(buf, pos)
-            end = pos + head + n_url + n_body
-            if end > n:
-                break
-            raw_url = bytes(buf[pos + head : pos + head + n_url])
-            url = self._urls.get(raw_url)
-            if url is None:
-                url = self._urls[raw_url] = raw_url.decode()
-            on_request(rid, url, bytes(buf[pos + head + n_url : end]))
-            pos = end
-        if pos:
-            del buf[:pos]
+            self.config.set_result(raw)
+        else:
+            frames.buf += data
+        if self.on_request is not None:  # requests before we are ready (the parent waits for that): kept
+            frames.cut(self.on_request)
 
-    def serve(self, on_request: Callable[[int, str, bytes], None]) -> None:
+    def serve(self, on_request: Callable[[int, bytes, bytes], None]) -> None:
         """From now on hand each request frame to `on_request` (the ones already here too)."""
         self.on_request = on_request
-        self.data_received(b"")
+        self.frames.cut(on_request)
 
     def eof_received(self) -> bool:
         self._close()
@@ -82,16 +64,14 @@ class _Frames(asyncio.Protocol):
             self.closed.set_result(None)
 
 
-async def _serve() -> None:
+async def _serve_aiohttp(out_fd: int) -> None:
     import aiohttp
 
     from connector.delivery.transport.aiohttp_transport import post_once
 
     loop = asyncio.get_running_loop()
-    # Our answers own the real stdout; anything else printed in this process goes to stderr.
-    out = os.fdopen(os.dup(1), "wb", buffering=0)
-    os.dup2(2, 1)
-    frames = _Frames()
+    out = os.fdopen(out_fd, "wb", buffering=0)
+    frames = _Pipe()
     await loop.connect_read_pipe(lambda: frames, os.fdopen(0, "rb", buffering=0))
     w_transport, _ = await loop.connect_write_pipe(asyncio.Protocol, out)
 
@@ -134,14 +114,18 @@ async def _serve() -> None:
             answer(rid, _SENT_LOST, b"{}", (str(exc) or type(exc).__name__).encode())
 
     tasks: set[asyncio.Task[None]] = set()
+    urls: dict[bytes, str] = {}  # every request of a run goes to one of a few URLs
 
-    def on_request(rid: int, url: str, body: bytes) -> None:
+    def on_request(rid: int, raw_url: bytes, body: bytes) -> None:
+        url = urls.get(raw_url)
+        if url is None:
+            url = urls[raw_url] = raw_url.decode()
         task = loop.create_task(one(rid, url, body))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
     frames.serve(on_request)
-    answer(0, 0, b"{}", b"")
+    answer(0, 0, b"{}", b"aiohttp")
     try:
         await frames.closed  # the parent closed our stdin (or exited)
         if tasks:
@@ -156,6 +140,19 @@ async def _serve() -> None:
         w_transport.close()
 
 
+def _serve(out_fd: int) -> None:
+    """Serve with the engine wanted; the aiohttp one if pycurl cannot be imported here."""
+    if engine_wanted() == "curl":
+        try:
+            from connector.delivery.transport import curl_child
+        except ImportError:
+            pass  # the ready frame says "aiohttp": the parent logs it
+        else:
+            curl_child.serve(0, out_fd)
+            return
+    asyncio.run(_serve_aiohttp(out_fd))
+
+
 def main() -> None:
     # BRAZE_CONNECTOR_PROFILE=path: cProfile this process and write its stats there at exit (bench/child_cost.py).
     profile_to = os.environ.get("BRAZE_CONNECTOR_PROFILE")
@@ -166,8 +163,11 @@ def main() -> None:
 
         prof = cProfile.Profile(time.process_time)  # CPU, not wall time: a loaded machine's waits stay out
         prof.enable()
+    # Our answers own the real stdout; anything else printed in this process goes to stderr.
+    out_fd = os.dup(1)
+    os.dup2(2, 1)
     try:
-        asyncio.run(_serve())
+        _serve(out_fd)
     except (BrokenPipeError, ConnectionResetError, KeyboardInterrupt):
         pass  # the parent went away: nobody is left to answer
     finally:

@@ -1,17 +1,18 @@
-"""The aiohttp transport in a child process, so HTTP has a core (and a GIL) of its own.
+"""The HTTP transport in a child process, so HTTP has a core (and a GIL) of its own.
 
 Why: in one process the bulk run is bound by one GIL. Reading, validating and mapping chunks on the main
 thread delays the event loop, and a bulk run plateaued near 870 requests/s at a 1,000/s limit on two
 cores (BENCHMARKS.md, delivery). Here the parent only writes each request to a pipe and reads its answer
-back; the child (`python -m connector.delivery.transport.child`, child.py) runs the aiohttp session and event
-loop.
+back; the child (`python -m connector.delivery.transport.child`, child.py) runs the HTTP engine: libcurl's
+multi interface (curl_child.py) or, with BRAZE_CONNECTOR_HTTP_ENGINE=aiohttp or without pycurl, an aiohttp
+session on an event loop. The kind keeps its old name, `aiohttp-process`.
 
 Protocol over the child's stdin/stdout, all integers big-endian:
 - parent -> child: one config frame (u32 length + JSON: headers, concurrency, timeouts, proxy;
   the API key travels here, never in argv or the environment: `child_env` (spare.py) drops every
   variable holding it, and BRAZE_* key variables), then request frames
   (u32 id, u32 url length, u32 body length, url, body).
-- child -> parent: one ready frame (id 0), then answer frames (u32 id, i32 status, u32 headers length,
+- child -> parent: one ready frame (id 0; its content names the engine), then answer frames (u32 id, i32 status, u32 headers length,
   u32 content length, headers as JSON, content). Status -1 means NotSent, -2 SentLost (content: why).
 
 Failure semantics match the in-process transports: a request the child never received is NotSent; a
@@ -52,7 +53,12 @@ from connector.delivery.transport.base import (
     Transport,
     environ_proxy,
 )
-from connector.delivery.transport.child import _ANSWER, _LENGTH, _NOT_SENT, _REQUEST, _SENT_LOST
+from connector.delivery.transport.frames import ANSWER as _ANSWER
+from connector.delivery.transport.frames import ENGINE_VAR, engine_wanted
+from connector.delivery.transport.frames import LENGTH as _LENGTH
+from connector.delivery.transport.frames import NOT_SENT as _NOT_SENT
+from connector.delivery.transport.frames import REQUEST as _REQUEST
+from connector.delivery.transport.frames import SENT_LOST as _SENT_LOST
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +97,7 @@ class _Child:
         self.lock = threading.Lock()  # guards pending, written and alive
         self.outbox: queue.SimpleQueue[tuple[int, bytes, bytes, Gate | None] | None] = queue.SimpleQueue()
         self.alive = True
+        self.engine = ""  # "curl" or "aiohttp", once ready
         ready: Future[None] = Future()
         self.reader = threading.Thread(target=self._read, args=(ready,), name="braze-http-reader", daemon=True)
         try:
@@ -112,6 +119,9 @@ class _Child:
         except (FutureTimeout, ProcessTransportError) as exc:
             self.kill()
             raise ProcessTransportError(f"the HTTP process did not start: {exc or 'timed out'}") from None
+        if self.engine != engine_wanted():
+            level = logging.WARNING if os.environ.get(ENGINE_VAR) else logging.INFO
+            logger.log(level, "the HTTP process sends with %s (pycurl cannot be imported there)", self.engine)
 
     def _read(self, ready: Future[None]) -> None:
         """Resolve each request's future from the child's answers, until the child's stdout closes.
@@ -137,7 +147,8 @@ class _Child:
                         break
                     at = pos + head
                     pos = end
-                    if rid == 0:
+                    if rid == 0:  # ready; its content names the engine serving
+                        self.engine = bytes(buf[at + n_headers : end]).decode("ascii", "replace") or "aiohttp"
                         ready.set_result(None)
                         continue
                     entry = pending.pop(rid, None)
@@ -406,7 +417,7 @@ def _secrets_of(headers: dict[str, str]) -> tuple[str, ...]:
 
 
 class ProcessTransport:
-    """Transport protocol (send/close) over an aiohttp session that lives in a child process."""
+    """Transport protocol (send/close) over an HTTP engine (curl or aiohttp) that lives in a child process."""
 
     def __init__(self, base_url: str, headers: dict[str, str], *, concurrency: int, timeout_s: float) -> None:
         proxy = environ_proxy(base_url)
@@ -517,6 +528,11 @@ class ProcessTransport:
     def wait_ready(self) -> None:
         """Wait until the child can send (the first send waits for it anyway)."""
         self._current()
+
+    @property
+    def engine(self) -> str:
+        """The HTTP engine of the child ("curl" or "aiohttp"; "" before it is ready)."""
+        return self._child.engine if self._fallback is None else "aiohttp (in this process)"
 
     @property
     def pid(self) -> int:

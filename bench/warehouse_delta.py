@@ -7,7 +7,8 @@ The table (user_id primary key and 7 attribute columns) is generated in a throwa
 (bench/pg_server.py; or an existing one with --pg-url-env VAR). Every run is a fresh `run_pipeline` in this
 process, reading the table through ADBC in chunks of 50,000 rows, sending bulk /users/track requests to the
 sink (bench/sink.py) within --rps. CPU is this process's plus the HTTP child's (the aiohttp-process
-transport); the PostgreSQL server's is not counted. A 10M-iteration Python loop is timed first, so figures
+transport); the PostgreSQL server's (source reads and state writes, on the same cores) is shown apart as
+`server` when the bench started it. A 10M-iteration Python loop is timed first, so figures
 from a loaded machine can be compared with others (the loop's CPU seconds say how slow the machine was).
 """
 
@@ -18,6 +19,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,14 +90,15 @@ def _children_cpu() -> float:
     return t.children_user + t.children_system
 
 
-def timed(pipe: Pipeline, env: dict[str, str]) -> tuple[dict[str, Any], float, float]:
-    """(report, wall s, CPU s of this process and its finished children)."""
-    t0, c0, k0 = time.perf_counter(), time.process_time(), _children_cpu()
+def timed(pipe: Pipeline, env: dict[str, str], server: Callable[[], float]) -> tuple[dict[str, Any], float, float, float]:
+    """(report, wall s, CPU s of this process and its finished children, CPU s of the PostgreSQL server)."""
+    t0, c0, k0, s0 = time.perf_counter(), time.process_time(), _children_cpu(), server()
     report = run_pipeline(pipe, env=env, raise_on_failure=False).to_dict()
-    return report, time.perf_counter() - t0, time.process_time() - c0 + _children_cpu() - k0
+    return report, time.perf_counter() - t0, time.process_time() - c0 + _children_cpu() - k0, server() - s0
 
 
-def bench(url: str, rows: int, state_kind: str, latency_ms: float, rps: int) -> list[str]:
+def bench(url: str, rows: int, state_kind: str, latency_ms: float, rps: int,
+          server: Callable[[], float] = lambda: 0.0) -> list[str]:  # fmt: skip
     make_table(url, rows)
     env = {**os.environ, "BENCH_BRAZE_KEY": KEY, "BENCH_PG_URL": url, "BENCH_STATE_PG_URL": url}
     out = [f"# bench/warehouse_delta.py --rows {rows} --state {state_kind} --latency-ms {latency_ms:g} --rps {rps} "
@@ -114,11 +117,11 @@ def bench(url: str, rows: int, state_kind: str, latency_ms: float, rps: int) -> 
             if label.startswith("delta, 10"):
                 pg_exec(url, f"UPDATE {TABLE} SET age = age + 1 WHERE g % 10 = 0")
             pipe = pipeline("BENCH_PG_URL", sink.url, rps, delta=delta, state=state, reports=Path(tmp) / "reports")
-            rep, wall, cpu = timed(pipe, env)
+            rep, wall, cpu, srv = timed(pipe, env, server)
             r = rep["rows"]
             d = rep["streams"][0].get("delta") or {}
             counts = f"; delta: {d['added']:,} added, {d['changed']:,} changed, {d['unchanged']:,} unchanged" if d else ""
-            out.append(f"{label:24s} wall {wall:6.1f} s  CPU {cpu:6.1f} s  read {r['read']:,}, delivered "
+            out.append(f"{label:24s} wall {wall:6.1f} s  CPU {cpu:6.1f} s  server {srv:5.1f} s  read {r['read']:,}, delivered "
                        f"{r['delivered']:,}, skipped {r['skipped']:,}, requests {rep['requests']['total']:,}, "
                        f"exit {rep['exit_code']}{counts}")  # fmt: skip
             results[label] = (wall, cpu)
@@ -151,7 +154,7 @@ def main() -> int:
         lines = bench(os.environ[a.pg_url_env], a.rows, a.state, a.latency_ms, a.rps)
     else:
         with PgServer() as pg:
-            lines = bench(pg.url, a.rows, a.state, a.latency_ms, a.rps)
+            lines = bench(pg.url, a.rows, a.state, a.latency_ms, a.rps, pg.cpu)
     print("\n".join(lines), flush=True)
     return 0
 

@@ -1,11 +1,32 @@
 """Delta sync's state in PostgreSQL (`state: {url_env: STATE_PG_URL}`), shared by machines and processes.
 
-One table, `braze_connector_delta (pipeline, stream, key, record)`, keyed by all three, so pipelines and
-their streams never touch each other's rows. Every call is one statement in one transaction over a JSON
-array bound as a single parameter (`jsonb_to_recordset` / `jsonb_array_elements_text`), so a chunk costs
-one round trip; confirms are `INSERT ... ON CONFLICT DO UPDATE`, so two processes writing the same table
-(two pipelines, or the partitions of one) never fail or lose each other's rows. Creating the table takes a
-transaction-level advisory lock, so two first runs starting at once do not race.
+One table, `braze_connector_delta (pipeline, stream, key, record, key_hash, digest)`, keyed by the first
+three, so pipelines and their streams never touch each other's rows. `key_hash` and `digest` are the XXH3
+hash of the key and digest of the record (keyindex.py, as the local file keeps them). The store reads them
+for its pipeline once, as it opens (one Arrow read), into a keyindex.KeyIndex per stream, and keeps that
+index up to date with its own writes: a row whose JSON has the digest of its key's record is answered from
+memory, and only keys whose digest differs have their records read from the server (one statement per
+chunk). An unchanged 1M-row re-run so asks the server nothing (issue 13: it used to probe every key).
+
+Why a snapshot taken at open stays right: every key is written by one run at a time. The run lock
+(runlock.py, pg.PgRunLock) admits one run of a pipeline, or its partitions, each holding users of its own
+(an identifier split; a file split holds whole files: a user in files of two partitions was never safe,
+as lookup and write were never one transaction), so no other process changes a key this run owns after it
+opened; what this run writes, it applies to its index as it commits. Keys that other partitions write
+meanwhile are missing from this index, and never looked up here. Another pipeline's rows are never read.
+A dry run takes no lock: it sees the state as it was when it began (tests/integration/test_pg_index.py).
+
+Writes bind arrays (`unnest($3::text[], ...)`, binary parameters): one statement per call, in one
+transaction, a chunk one round trip. Confirms are `INSERT ... ON CONFLICT DO UPDATE`, so two processes
+writing the same table (two pipelines, or the partitions of one) never fail or lose each other's rows.
+Creating the table takes a transaction-level advisory lock, so two first runs starting at once do not race.
+
+A table of the previous layout (no `key_hash` / `digest`) is converted by the first run that may write, in
+one transaction under the same lock: the columns are added and filled for every pipeline's rows (computed
+here: PostgreSQL has no XXH3), a row changed since it was read is deleted (its user is sent again in full:
+safe), then both columns become NOT NULL, so a process of an earlier version writing the table afterwards
+fails (its store error costs resends, never a wrong skip) rather than leave a record with a stale digest.
+A dry run reads such a table as it is, computing the digests of its pipeline's records in memory.
 
 The URL comes from the environment only; it never reaches a message, a log line or the report (the
 variable's name stands for it). The connection goes through the SQL readers' ADBC module.
@@ -17,94 +38,207 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-import orjson
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connector.delta.keyindex import KeyIndex, digests, key_hashes
 from connector.delta.pg import connect
 from connector.errors import SourceError
 from connector.readers.sql.drivers import Database
 
 TABLE = "braze_connector_delta"
-_LOCK_ID = 0x62726164656C7461  # pg_advisory_xact_lock: creating the table
+_LOCK_ID = 0x62726164656C7461  # pg_advisory_xact_lock: creating or converting the table
 _CREATE = f"""CREATE TABLE IF NOT EXISTS {TABLE} (
     pipeline TEXT NOT NULL,
     stream TEXT NOT NULL,
     key TEXT NOT NULL,
     record TEXT NOT NULL,
+    key_hash BIGINT NOT NULL,
+    digest BIGINT NOT NULL,
     PRIMARY KEY (pipeline, stream, key)
 )"""
+_HAS_DIGESTS = ("SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'digest' "
+                "AND NOT attisdropped)")  # fmt: skip
+_LOAD = f"SELECT stream, key_hash, digest FROM {TABLE} WHERE pipeline = $1"
 # One primary-key probe per key (a subquery per element, so the key is bound in the index condition): a table
 # filled during the run still has an empty table's statistics, and a join let the planner scan every row of
 # the pipeline once per key (measured: 36 s for 20,000 keys).
 _LOOKUP = (f"SELECT (SELECT d.record FROM {TABLE} AS d WHERE d.pipeline = $1 AND d.stream = $2 AND d.key = j.key) "
-           "FROM jsonb_array_elements_text($3::text::jsonb) WITH ORDINALITY AS j(key, n) ORDER BY j.n")  # fmt: skip
+           "FROM unnest($3::text[]) WITH ORDINALITY AS j(key, n) ORDER BY j.n")  # fmt: skip
 # Deletes by the row addresses the same per-key probe finds (a TID scan), for the same reason.
 _FORGET = (f"DELETE FROM {TABLE} WHERE ctid = ANY (ARRAY(SELECT (SELECT d.ctid FROM {TABLE} AS d WHERE d.pipeline = $1 "
-           "AND d.stream = $2 AND d.key = j.key) FROM jsonb_array_elements_text($3::text::jsonb) AS j(key)))")  # fmt: skip
-_CONFIRM = (f"INSERT INTO {TABLE} (pipeline, stream, key, record) SELECT $1, $2, x.k, x.r "
-            "FROM jsonb_to_recordset($3::text::jsonb) AS x(k text, r text) "
-            "ON CONFLICT (pipeline, stream, key) DO UPDATE SET record = excluded.record")  # fmt: skip
+           "AND d.stream = $2 AND d.key = j.key) FROM unnest($3::text[]) AS j(key)))")  # fmt: skip
+# Binary arrays, not a JSON document: the server parses no JSON.
+_CONFIRM = (f"INSERT INTO {TABLE} (pipeline, stream, key, record, key_hash, digest) SELECT $1, $2, x.k, x.r, x.h, x.d "
+            "FROM unnest($3::text[], $4::text[], $5::int8[], $6::int8[]) AS x(k, r, h, d) ON CONFLICT "
+            "(pipeline, stream, key) DO UPDATE SET record = excluded.record, key_hash = excluded.key_hash, "
+            "digest = excluded.digest")  # fmt: skip
+_INSERT = _CONFIRM.split(" ON CONFLICT")[0]  # keys new to the index (write)
+_FOLD = 100_000  # keys written before _Index folds them into its arrays
+_FILL = (f"UPDATE {TABLE} AS t SET key_hash = u.h, digest = u.d FROM unnest($1::text[], $2::text[], $3::text[], "
+         "$4::text[], $5::int8[], $6::int8[]) AS u(p, s, k, r, h, d) WHERE t.pipeline = u.p AND t.stream = u.s "
+         "AND t.key = u.k AND t.record = u.r AND t.digest IS NULL")  # fmt: skip
+
+
+class _Index:
+    """One stream's known keys: the snapshot read at open (keyindex.KeyIndex, sorted arrays) and what this
+    store wrote since, in a dict (hash -> digest, 0: forgotten) folded into the arrays every _FOLD keys. A
+    KeyIndex merges its waiting entries at every find, an O(known keys) copy, and a write asks which of its
+    keys are new: that was about 5 s of CPU over a 1M-row first run (500 writes); the dict keeps a write's
+    cost to its own keys. Not thread-safe (the store locks)."""
+
+    __slots__ = ("base", "recent")
+
+    def __init__(self, base: KeyIndex | None = None) -> None:
+        self.base = base if base is not None else KeyIndex()
+        self.recent: dict[int, int] = {}
+
+    def find(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(digest, known) of each hash."""
+        d, name = self.base.find(h)
+        known = name != 0
+        if self.recent:
+            recent = self.recent
+            for j, x in enumerate(h.tolist()):
+                got = recent.get(x)
+                if got is not None:
+                    d[j], known[j] = got, got != 0
+        return d, known
+
+    def put(self, h: np.ndarray, d: np.ndarray) -> None:
+        """Keys written (digest 0: forgotten), later ones winning."""
+        self.recent.update(zip(h.tolist(), d.tolist(), strict=True))
+        if len(self.recent) >= _FOLD:
+            self.fold()
+
+    def fold(self) -> None:
+        if self.recent:
+            h = np.fromiter(self.recent.keys(), np.int64, len(self.recent))
+            d = np.fromiter(self.recent.values(), np.int64, len(self.recent))
+            self.base.apply(h, d, (d != 0).astype(np.int64))
+            self.base.merge()
+            self.recent = {}
+
+    def count(self) -> int:
+        self.fold()
+        return self.base.count()
 
 
 class PgStore:
-    """The confirmed records of one pipeline in a PostgreSQL database; thread-safe (one connection)."""
+    """The confirmed records of one pipeline in a PostgreSQL database, with their index in memory;
+    thread-safe (one connection, one lock)."""
 
     def __init__(self, url_env: str, pipeline: str, env: Mapping[str, str], *, read_only: bool) -> None:
         self.pipeline = pipeline
         self.label = f"postgresql (${url_env})"
         self._lock = threading.Lock()
         self._db: Database | None = connect(url_env, env, () if read_only else [_CREATE], _LOCK_ID)
-
-    def _run(self, sql: str, stream: str, payload: Any) -> pa.Table:
-        assert self._db is not None
-        with self._lock:
-            return self._db.transaction_table([(sql, [self.pipeline, stream, orjson.dumps(payload).decode()])])
-
-    def lookup(self, stream: str, keys: list[str], rows: Sequence[bytes] | None = None) -> list[bytes | None]:
-        """The confirmed record of each key (None: none), in the order of `keys` (`rows` is not used here)."""
-        if self._db is None or not keys:
-            return [None] * len(keys)
         try:
-            found = self._run(_LOOKUP, stream, keys)
-        except SourceError as e:
-            if "does not exist" in str(e):  # a read-only run before the first run created the table
-                return [None] * len(keys)
+            self._index = self._open(self._db, read_only)
+        except BaseException:
+            self._db.close()
+            self._db = None
             raise
-        return cast(list[bytes | None], pc.cast(found.column(0), pa.binary()).to_pylist())  # the text's UTF-8, no copy
+
+    # ---- opening: the previous layout, the index ------------------------------------------------------
+    def _open(self, db: Database, read_only: bool) -> dict[str, _Index]:
+        """Convert a table of the previous layout (a run that may write), then read the pipeline's index."""
+        if not db.scalar("SELECT to_regclass($1) IS NOT NULL", [TABLE]):
+            return {}  # a read-only run before the first run created the table
+        if db.scalar(_HAS_DIGESTS, [TABLE]):
+            return self._indexes(db.transaction_table([(_LOAD, [self.pipeline])]))
+        if not read_only:
+            convert(db)
+            return self._indexes(db.transaction_table([(_LOAD, [self.pipeline])]))
+        rows = db.transaction_table([(f"SELECT stream, key, record FROM {TABLE} WHERE pipeline = $1", [self.pipeline])])
+        return self._indexes(_with_digests(rows).select(["stream", "key_hash", "digest"]))
+
+    @staticmethod
+    def _indexes(rows: pa.Table) -> dict[str, _Index]:
+        """An index per stream from (stream, key_hash, digest) rows (name 1: a known key)."""
+        out: dict[str, _Index] = {}
+        streams = rows.column(0)
+        for stream in pc.unique(streams).to_pylist():
+            part = rows.filter(pc.equal(streams, stream))
+            h = part.column(1).to_numpy().astype(np.int64)
+            d = part.column(2).to_numpy().astype(np.int64)
+            out[stream] = _Index(KeyIndex([(h, d, np.ones(len(h), np.int64))]))
+        return out
+
+    # ---- the Store protocol ---------------------------------------------------------------------------
+    def lookup(self, stream: str, keys: list[str], rows: Sequence[bytes] | None = None) -> list[bytes | None]:
+        """The confirmed record of each key (None: none), in the order of `keys`. With `rows` (the JSON each
+        key's row would be recorded as), a row whose digest is its key's record's is answered with the row
+        itself, from memory; the server is asked only for the other known keys."""
+        out: list[bytes | None] = [None] * len(keys)
+        with self._lock:
+            index = self._index.get(stream)
+            if self._db is None or index is None or not keys:
+                return out
+            dig, known = index.find(key_hashes(keys))
+            found = np.flatnonzero(known)
+            if rows is not None and len(found):
+                same = digests([rows[j] for j in found.tolist()]) == dig[found]
+                for j in found[same].tolist():
+                    out[j] = rows[j]
+                found = found[~same]
+            if not len(found):
+                return out
+            at = found.tolist()
+            table = self._db.transaction_table([(_LOOKUP, [self.pipeline, stream, [keys[j] for j in at]])])
+        records = cast(list[bytes | None], pc.cast(table.column(0), pa.binary()).to_pylist())  # the UTF-8, no copy
+        for j, record in zip(at, records, strict=True):
+            out[j] = record
+        return out
 
     def empty(self, stream: str) -> bool:
-        """Whether the stream has no confirmed record."""
-        return not self._select("SELECT 1", "LIMIT 1", stream)
-
-    def _select(self, what: str, tail: str, stream: str) -> list[tuple[Any, ...]]:
-        """`what` over the stream's rows ([] without a database, or before the first run created the table)."""
-        if self._db is None:
-            return []
+        """Whether the stream had no confirmed record when the store opened, and this store wrote none since."""
         with self._lock:
-            try:
-                return self._db.transaction([(f"{what} FROM {TABLE} WHERE pipeline = $1 AND stream = $2 {tail}",
-                                              [self.pipeline, stream])])  # fmt: skip
-            except SourceError as e:
-                if "does not exist" in str(e):
-                    return []
-                raise
+            index = self._index.get(stream)
+            return index is None or index.count() == 0
 
     def write(self, stream: str, confirm: list[tuple[str, bytes]], forget: list[str]) -> None:
+        """Forget then confirm, in one transaction; the index takes them once it committed. Keys the index
+        does not know are inserted without ON CONFLICT (a third less server CPU a row): no other run writes
+        this run's keys. Should one be there after all (two runs sharing users), the transaction is rolled
+        back and done again as upserts, so two writers still never fail."""
         if self._db is None or not (confirm or forget):
             return
-        statements: list[tuple[str, list[Any]]] = []
-        if forget:
-            statements.append((_FORGET, [self.pipeline, stream, orjson.dumps(forget).decode()]))
-        if confirm:
-            last = {k: r.decode() for k, r in confirm}  # one row per key (ON CONFLICT may touch a row once)
-            rows = [{"k": k, "r": r} for k, r in last.items()]
-            statements.append((_CONFIRM, [self.pipeline, stream, orjson.dumps(rows).decode()]))
+        last = dict(confirm)  # one row per key (ON CONFLICT may touch a row once)
+        keys, records = list(last), [r.decode() for r in last.values()]
+        h, d = key_hashes(keys), digests(list(last.values()))
+        gone = key_hashes(forget)
         with self._lock:
-            self._db.transaction(statements)
+            index = self._index.setdefault(stream, _Index())
+            new = ~index.find(h)[1]
+            if forget:  # forgotten in this transaction: inserted afresh
+                new |= np.isin(h, gone)
+            try:
+                self._db.transaction(self._writes(stream, forget, keys, records, h, d, new))
+            except SourceError as e:
+                if "SQLSTATE: 23505" not in str(e) or not new.any():
+                    raise
+                self._db.transaction(self._writes(stream, forget, keys, records, h, d, np.zeros(len(keys), bool)))
+            index.put(gone, np.zeros(len(gone), np.int64))
+            index.put(h, d)
+
+    def _writes(self, stream: str, forget: list[str], keys: list[str], records: list[str], h: np.ndarray,
+                d: np.ndarray, new: np.ndarray) -> list[tuple[str, list[Any]]]:  # fmt: skip
+        """The statements of one write: delete `forget`, insert the `new` keys, upsert the others."""
+        out: list[tuple[str, list[Any]]] = [(_FORGET, [self.pipeline, stream, forget])] if forget else []
+        for sql, pick in ((_INSERT, new), (_CONFIRM, ~new)) if keys else ():
+            if pick.all():
+                out.append((sql, [self.pipeline, stream, keys, records, h.tolist(), d.tolist()]))
+            elif pick.any():
+                at = np.flatnonzero(pick).tolist()
+                out.append((sql, [self.pipeline, stream, [keys[j] for j in at], [records[j] for j in at],
+                                  h[pick].tolist(), d[pick].tolist()]))  # fmt: skip
+        return out
 
     def keys(self, stream: str) -> list[str]:
-        """Every confirmed key of the stream, sorted by code point (COLLATE "C", as Python sorts)."""
+        """Every confirmed key of the stream, sorted by code point (COLLATE "C", as Python sorts); asked of
+        the server (mirror mode: every partition's keys)."""
         if self._db is None:
             return []
         with self._lock:
@@ -119,11 +253,46 @@ class PgStore:
 
     def count(self, stream: str) -> int:
         """How many confirmed keys the stream has (counted by the server: no key is sent)."""
-        rows = self._select("SELECT count(*)", "", stream)
-        return int(rows[0][0]) if rows else 0
+        if self._db is None:
+            return 0
+        with self._lock:
+            try:
+                rows = self._db.transaction([(f"SELECT count(*) FROM {TABLE} WHERE pipeline = $1 AND stream = $2",
+                                              [self.pipeline, stream])])  # fmt: skip
+            except SourceError as e:
+                if "does not exist" in str(e):
+                    return 0
+                raise
+        return int(rows[0][0])
 
     def close(self) -> None:
         with self._lock:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+
+def _with_digests(rows: pa.Table) -> pa.Table:
+    """`rows` (with `key` and `record` columns) and their key hashes and record digests."""
+    keys = cast(list[str], rows.column("key").to_pylist())
+    records = cast(list[bytes], pc.cast(rows.column("record"), pa.binary()).to_pylist())
+    return rows.append_column("key_hash", pa.array(key_hashes(keys))).append_column("digest", pa.array(digests(records)))
+
+
+def convert(db: Database) -> None:
+    """Give a table of the previous layout its `key_hash` and `digest` columns, filled for every pipeline's
+    rows, in one transaction (see the module's docstring). Two processes converting at once: the second
+    waits for the lock, then finds nothing left to fill."""
+    rows = _with_digests(db.transaction_table([(f"SELECT pipeline, stream, key, record FROM {TABLE}", [])]))
+    fill: list[tuple[str, list[Any]]] = []
+    if rows.num_rows:
+        fill.append((_FILL, [rows.column(c).to_pylist() for c in ("pipeline", "stream", "key", "record")]
+                     + [rows.column("key_hash").to_pylist(), rows.column("digest").to_pylist()]))  # fmt: skip
+    db.transaction([
+        ("SELECT pg_advisory_xact_lock($1)", [_LOCK_ID]),
+        (f"LOCK TABLE {TABLE} IN ACCESS EXCLUSIVE MODE", []),
+        (f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS key_hash BIGINT, ADD COLUMN IF NOT EXISTS digest BIGINT", []),
+        *fill,
+        (f"DELETE FROM {TABLE} WHERE digest IS NULL", []),  # changed or added since read: forgotten (sent again)
+        (f"ALTER TABLE {TABLE} ALTER COLUMN key_hash SET NOT NULL, ALTER COLUMN digest SET NOT NULL", []),
+    ])  # fmt: skip

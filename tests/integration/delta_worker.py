@@ -2,10 +2,13 @@
 
     python delta_worker.py share PIPELINE FIRST COUNT       # deliver users FIRST..FIRST+COUNT-1, 100 a chunk
     python delta_worker.py crash PIPELINE                   # deliver, change, confirm half, then kill -9 itself
+    python delta_worker.py rounds PIPELINE FIRST COUNT      # one store, three rounds over users FIRST..
 
 The URL is in $STATE_PG_URL. `share` prints one JSON line: rows sent and unchanged. `crash`: users 0..99
 delivered; then users 0..49 change and 100..199 are new, and only 100..149 are confirmed before the
-process kills itself with SIGKILL once they are committed (0..49 and 150..199 were in flight).
+process kills itself with SIGKILL once they are committed (0..49 and 150..199 were in flight). `rounds`
+opens one state and delivers its users three times (as they are, every 10th changed, the same again),
+printing a JSON list of [sent, unchanged] per round.
 """
 
 from __future__ import annotations
@@ -34,15 +37,30 @@ def open_state(pipeline: str) -> DeltaState:
     return DeltaState(PgStore("STATE_PG_URL", pipeline, os.environ, read_only=False))
 
 
-def share(pipeline: str, first: int, count: int) -> None:
-    state = open_state(pipeline)
+def deliver(state: DeltaState, first: int, count: int, changed: range = range(0)) -> tuple[int, int]:
+    """Users FIRST..FIRST+COUNT-1 through the state, 100 a chunk, every answer a 2xx: (sent, unchanged)."""
     sent = unchanged = 0
     for start in range(first, first + count, 100):
-        out, same = state.changed("users", "attributes", users(range(start, min(start + 100, first + count))))
+        out, same = state.changed("users", "attributes", users(range(start, min(start + 100, first + count)),
+                                                               changed=changed))  # fmt: skip
         assert out.delta_keys is not None
         for i in range(0, len(out.delta_keys), 25):  # answers arrive a request at a time
             state.settle("users", out.delta_keys[i : i + 25], True)
         sent, unchanged = sent + len(out), unchanged + same
+    return sent, unchanged
+
+
+def rounds(pipeline: str, first: int, count: int) -> None:
+    state = open_state(pipeline)
+    every10 = range(first, first + count, 10)
+    out = [deliver(state, first, count), deliver(state, first, count, every10), deliver(state, first, count, every10)]
+    state.close()
+    print(json.dumps(out), flush=True)
+
+
+def share(pipeline: str, first: int, count: int) -> None:
+    state = open_state(pipeline)
+    sent, unchanged = deliver(state, first, count)
     state.close()
     print(json.dumps({"sent": sent, "unchanged": unchanged}), flush=True)
 
@@ -62,5 +80,7 @@ def crash(pipeline: str) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "share":
         share(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    elif sys.argv[1] == "rounds":
+        rounds(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     else:
         crash(sys.argv[2])

@@ -1,8 +1,10 @@
 """The stage order of one run (read, validate, map, deliver, report), stream by stream and chunk by chunk.
 
 pipeline.run_pipeline() sets a run up (plans, locks, state, journal, report) and hands it to `Run.execute`:
-for each stream, readers.read_source -> parse rejects -> SuiteRunner.validate -> Chunk.filter(keep) ->
-mapping.map_chunk -> mapping/contract rejects -> delta -> Writer.submit; then SuiteRunner.finish() for the
+for each stream, readers.read_source -> parse rejects -> delta's fast path (rows whose source print is the
+one stored at their last confirmed delivery are skipped as unchanged: delta/rowprint.py) ->
+SuiteRunner.validate -> Chunk.filter(keep) -> mapping.map_chunk -> mapping/contract rejects -> delta ->
+Writer.submit; then SuiteRunner.finish() for the
 table-level checks, mirror mode's removals, and the stop's accounting. Only this module and pipeline.py
 know that order (tests/unit/test_layout.py).
 
@@ -366,15 +368,18 @@ class Run:
         return row_print(stream, columns_read(stream), suite.columns if suite is not None else (),
                          suite.described() if suite is not None else [])  # fmt: skip
 
-    def _fast_path(self, stream: Stream, chunk: Chunk, rowprint: RowPrint) -> tuple[Chunk, np.ndarray | None, int]:
+    def _fast_path(self, stream: Stream, chunk: Chunk, rowprint: RowPrint, users: list[str | None] | None,
+                   ) -> tuple[Chunk, np.ndarray | None, int]:  # fmt: skip
         """Delta sync's fast path: the chunk without the rows whose source print is the one stored with their
         user's confirmed record (counted as unchanged, settled for the watermark), the prints of the rows
-        left, and how many were dropped."""
+        left, and how many were dropped. `users`: the rows' users, when mirror mode read them already."""
         assert self.delta is not None
         prints = rowprint.prints(chunk.table)
         if prints is None or not self.delta.may_skip(stream.name):
             return chunk, prints, 0
-        skip = self.delta.unchanged_rows(stream.name, identifier_keys(stream, chunk), prints)
+        if users is None:
+            users = identifier_keys(stream, chunk)
+        skip = self.delta.unchanged_rows(stream.name, users, prints)
         n = int(np.count_nonzero(skip))
         if not n:
             return chunk, prints, 0
@@ -396,16 +401,17 @@ class Run:
         n_read = len(chunk) + len(chunk.rejects)
         report.add_read(n_read, stream.name)
         done = 0
+        users: list[str | None] | None = None
         try:
             if self.mirror is not None:
-                self.mirror.see(stream, chunk)  # every row read names its user, whatever becomes of the row
+                users = self.mirror.see(stream, chunk)  # every row read names its user, whatever becomes of it
             report.add_rejects(chunk.rejects, stream.name)
             done += len(chunk.rejects)
             carried = self._carry(stream, chunk, sending=deliver and self.writer is not None)
             done += sum(carried) if carried else 0
             prints = None
             if rowprint is not None and len(chunk) and not carried:
-                chunk, prints, fast = self._fast_path(stream, chunk, rowprint)
+                chunk, prints, fast = self._fast_path(stream, chunk, rowprint, users)
                 done += fast
             if suite is not None and len(chunk):
                 keep, rejects = _reconcile(chunk, suite.validate(chunk))  # every row: table checks see the table

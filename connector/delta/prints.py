@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from connector.delta.keyindex import digests
+from connector.delta.keyindex import digests, key_hashes
 from connector.delta.stores import Store, keeps_sources
 
 if TYPE_CHECKING:
@@ -36,14 +36,23 @@ def once(keys: Sequence[str | None]) -> set[str] | None:
     return {k for k, c in Counter(keys).items() if c > 1 and k is not None}
 
 
-def rowprint_candidates(keys: Sequence[str | None], busy: Collection[str]) -> tuple[list[int], list[str]]:
-    """The rows the fast path may take (their positions and users): a user, once in the chunk, not busy."""
-    twice = once(keys)
-    if twice is None and not busy:
-        return list(range(len(keys))), list(keys)  # type: ignore[arg-type]  # no None: once() said so
-    twice = twice or set()
-    at = [j for j, k in enumerate(keys) if k is not None and k not in twice and k not in busy]
-    return at, [keys[j] for j in at]  # type: ignore[misc]
+def rowprint_candidates(keys: Sequence[str | None], busy: Collection[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The rows the fast path may take: a user, once in the chunk (by the hash of its key: two keys sharing
+    one are both left out), with nothing busy; their positions and key hashes."""
+    if None in keys:
+        at = np.fromiter((j for j, k in enumerate(keys) if k is not None), np.int64)
+        users: Sequence[str] = [keys[j] for j in at.tolist()]  # type: ignore[misc]
+    else:
+        at, users = np.arange(len(keys)), keys  # type: ignore[assignment]
+    h = key_hashes(users)
+    order = np.argsort(h, kind="stable")
+    same = h[order[1:]] == h[order[:-1]]
+    alone = np.ones(len(h), dtype=bool)
+    alone[order[1:][same]] = False
+    alone[order[:-1][same]] = False
+    if busy:
+        alone &= np.fromiter((k not in busy for k in users), bool, len(users))
+    return at[alone], h[alone]
 
 
 class Flying:

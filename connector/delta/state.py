@@ -246,14 +246,14 @@ class DeltaState:
         with self._lock:  # settle() confirms under it: nothing changes between what is busy and the store's prints
             busy = self._commit.writing(stream)
             busy.update(self._pending.get(stream, ()), self._new.get(stream, ()))
-            at, users = rowprint_candidates(keys, busy)
-            if not at:
+            at, hashes = rowprint_candidates(keys, busy)
+            if not len(at):
                 return out
-            hit = self.store.sources(stream, users) == prints[at]  # type: ignore[attr-defined]
-            out[np.asarray(at)[hit]] = True
+            hit = self.store.sources_of(stream, hashes) == prints[at]  # type: ignore[attr-defined]
+            out[at[hit]] = True
             found = self._found.get(stream)
             if found is not None and hit.any():  # mirror mode: these users were known when the run began
-                found.append(np.fromiter(map(hash, compress(users, hit)), np.int64))
+                found.append(np.fromiter(map(hash, map(keys.__getitem__, at[hit].tolist())), np.int64))
         return out
 
     def _lookup(self, stream: str, keys: list[str], rows: list[bytes]) -> list[bytes | None]:

@@ -386,15 +386,20 @@ class SqliteStore:
 
     def sources(self, stream: str, keys: list[str]) -> np.ndarray:
         """The source print each key's record was confirmed for (0: none, or no record), from the index."""
-        if self._db is None or not keys or not self._prints:
-            return np.zeros(len(keys), np.int64)
-        return self._answer(lambda lost: self._sources(stream, keys))
+        return self.sources_of(stream, key_hashes(keys))
 
-    def _sources(self, stream: str, keys: list[str]) -> np.ndarray:
+    def sources_of(self, stream: str, hashes: np.ndarray) -> np.ndarray:
+        """sources() by the keys' hashes (keyindex.key_hashes). A hash another key shares may answer that
+        key's print: a print covers the identifier's column, so it never matches the other key's row."""
+        if self._db is None or not len(hashes) or not self._prints:
+            return np.zeros(len(hashes), np.int64)
+        return self._answer(lambda lost: self._sources(stream, hashes))
+
+    def _sources(self, stream: str, hashes: np.ndarray) -> np.ndarray:
         index = None if self._legacy else self._stream(stream)
         if index is None:
-            return np.zeros(len(keys), np.int64)
-        return index.find_all(key_hashes(keys))[3]
+            return np.zeros(len(hashes), np.int64)
+        return index.find_all(hashes)[3]
 
     def keys(self, stream: str) -> list[str]:
         """Every confirmed key of the stream, sorted by code point."""

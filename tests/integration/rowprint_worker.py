@@ -1,4 +1,4 @@
-"""A run of delta sync's fast path killed with SIGKILL mid-run (test_delta_rowprint.py).
+"""A run of delta sync's fast path killed with SIGKILL mid-run (test_delta_fast_path.py).
 
     python rowprint_worker.py STATE_FILE
 

@@ -4,6 +4,7 @@ stored at its user's last confirmed delivery, and never for what the object comp
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -270,3 +271,25 @@ def test_a_store_without_prints_never_takes_the_fast_path(tmp_path: Path) -> Non
     s = DeltaState(NoPrints(tmp_path / "s.sqlite", read_only=False))
     assert not s.may_skip("users") and not s.unchanged_rows("users", keys([1]), prints([1])).any()
     s.close()
+
+
+@pytest.mark.parametrize(
+    "expectation, why",
+    [
+        ({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "a"}}, None),
+        ({"type": "expect_column_values_to_be_between", "kwargs": {"column": "a", "min_value": 1}}, None),
+        ({"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1}}, "table-level"),
+        ({"type": "expect_column_values_to_be_unique", "kwargs": {"column": "a"}}, "table-level"),
+        ({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "a", "mostly": 0.9}}, "table-level"),
+        ({"type": "expect_column_values_to_be_between", "kwargs": {"column": "t", "min_value": "now-24h"}}, "time"),
+        ({"type": "expect_compound_columns_to_be_unique", "kwargs": {"column_list": ["a", "t"]}}, "Great Exp"),
+    ],
+)
+def test_only_suites_judging_each_row_alone_allow_the_fast_path(
+    expectation: dict[str, Any], why: str | None, tmp_path: Path
+) -> None:
+    from connector.validation import SuiteRunner
+
+    (tmp_path / "s.json").write_text(json.dumps({"name": "s", "expectations": [expectation]}), encoding="utf-8")
+    got = SuiteRunner(["s"], tmp_path).row_alone()
+    assert got is None if why is None else why in (got or "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import Any, Literal, overload
 
 import orjson
@@ -103,9 +104,11 @@ class Chunk:
 
         from connector import arrow_values
 
+        if len(keep) != len(self.row_numbers):
+            raise ValueError(f"filter: {len(keep)} flags for {len(self.row_numbers)} rows")
         mask = arrow_values.array(keep, pa.bool_())
-        kept = [n for n, k in zip(self.row_numbers, keep, strict=True) if k]
-        keys = None if self.keys is None else [n for n, k in zip(self.keys, keep, strict=True) if k]
+        kept = list(compress(self.row_numbers, keep))  # in C: a chunk's fast path may drop 50,000 rows at once
+        keys = None if self.keys is None else list(compress(self.keys, keep))
         return Chunk(self.file, self.table.filter(mask), kept, [], keys)
 
 

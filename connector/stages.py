@@ -1,8 +1,10 @@
 """The stage order of one run (read, validate, map, deliver, report), stream by stream and chunk by chunk.
 
 pipeline.run_pipeline() sets a run up (plans, locks, state, journal, report) and hands it to `Run.execute`:
-for each stream, readers.read_source -> parse rejects -> SuiteRunner.validate -> Chunk.filter(keep) ->
-mapping.map_chunk -> mapping/contract rejects -> delta -> Writer.submit; then SuiteRunner.finish() for the
+for each stream, readers.read_source -> parse rejects -> delta's fast path (rows whose source print is the
+one stored at their last confirmed delivery are skipped as unchanged: delta/rowprint.py) ->
+SuiteRunner.validate -> Chunk.filter(keep) -> mapping.map_chunk -> mapping/contract rejects -> delta ->
+Writer.submit; then SuiteRunner.finish() for the
 table-level checks, mirror mode's removals, and the stop's accounting. Only this module and pipeline.py
 know that order (tests/unit/test_layout.py).
 
@@ -27,16 +29,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from connector import readers
 from connector.config import Pipeline, Stream
 from connector.config.destination import Destination
 from connector.delivery.mirror import Mirror
 from connector.delivery.resume import SQL_NO_RESUME, uncarried
 from connector.delivery.shared_budget import SharedTarget
-from connector.delta import SKIP_UNCHANGED
+from connector.delta import SKIP_UNCHANGED, Counts
+from connector.delta.rowprint import RowPrint, row_print
 from connector.errors import ConnectorError
 from connector.logs import stream_context
-from connector.mapping import DateReadings, map_chunk
+from connector.mapping import DateReadings, columns_read, identifier_keys, map_chunk
 from connector.progress import Progress
 from connector.readers.failed import SQL_RUN_AGAIN
 from connector.readers.partition import Partition, partition_rows
@@ -330,10 +335,11 @@ class Run:
                 deliver = False
             suite = suite_for(self.pipeline, stream)  # a fresh runner for the row-level pass
         skip_reason = SKIP_VALIDATE_ONLY if self.writer is None else SKIP_TABLE_CHECK
+        rowprint = self._row_print(stream, suite) if deliver else None
         chunks = self._chunks(plan)
         complete = True
         for chunk in chunks:
-            self._chunk(stream, suite, chunk, deliver=deliver, skip_reason=skip_reason)
+            self._chunk(stream, suite, chunk, deliver=deliver, skip_reason=skip_reason, rowprint=rowprint)
             self._show()
             if self.halted():
                 complete = False
@@ -348,9 +354,46 @@ class Run:
         if suite is not None and not plan.table_first and not self.halted() and self.retry is None:
             self._table_checks(stream, suite, delivered=deliver)  # partial data proves nothing: not on abort
 
+    def _row_print(self, stream: Stream, suite: SuiteRunner | None) -> RowPrint | None:
+        """The stream's source prints, for delta sync's fast path (delta/rowprint.py); None where it does not
+        apply (not a delta stream, an operation, a suite whose verdicts are not row by row, a resumed run, a
+        state that keeps no prints)."""
+        if self.delta is None or not stream.delta or self.writer is None or self.resume is not None:
+            return None
+        if not self.delta.keeps_prints:  # PostgreSQL state: no prints kept, nothing to compare them with
+            return None
+        if suite is not None and (why := suite.row_alone()) is not None:
+            logger.info("stream %s: no fast path for unchanged rows: %s", stream.name, why)
+            return None
+        return row_print(stream, columns_read(stream), suite.columns if suite is not None else (),
+                         suite.described() if suite is not None else [])  # fmt: skip
+
+    def _fast_path(self, stream: Stream, chunk: Chunk, rowprint: RowPrint, users: list[str | None] | None,
+                   ) -> tuple[Chunk, np.ndarray | None, int]:  # fmt: skip
+        """Delta sync's fast path: the chunk without the rows whose source print is the one stored with their
+        user's confirmed record (counted as unchanged, settled for the watermark), the prints of the rows
+        left, and how many were dropped. `users`: the rows' users, when mirror mode read them already."""
+        assert self.delta is not None
+        prints = rowprint.prints(chunk.table)
+        if prints is None or not self.delta.may_skip(stream.name):
+            return chunk, prints, 0
+        if users is None:
+            users = identifier_keys(stream, chunk)
+        skip = self.delta.unchanged_rows(stream.name, users, prints)
+        n = int(np.count_nonzero(skip))
+        if not n:
+            return chunk, prints, 0
+        self.report.add_skipped(n, SKIP_UNCHANGED, stream.name)
+        self.report.add_delta(stream.name, Counts(unchanged=n))
+        if self.incremental is not None:
+            self.incremental.skipped(stream, [chunk.ref(i) for i in np.flatnonzero(skip).tolist()])
+        keep = ~skip
+        return chunk.filter(keep.tolist()), prints[keep], n
+
     def _chunk(self, stream: Stream, suite: SuiteRunner | None, chunk: Chunk, *, deliver: bool,
-               skip_reason: str) -> None:  # fmt: skip
-        """One chunk through validate -> map -> deliver; every row read ends up counted exactly once."""
+               skip_reason: str, rowprint: RowPrint | None = None) -> None:  # fmt: skip
+        """One chunk through validate -> map -> deliver; every row read ends up counted exactly once (rows
+        delta sync's fast path takes are skipped as unchanged before they are validated)."""
         report = self.report
         inc = self.incremental
         if inc is not None:
@@ -358,13 +401,18 @@ class Run:
         n_read = len(chunk) + len(chunk.rejects)
         report.add_read(n_read, stream.name)
         done = 0
+        users: list[str | None] | None = None
         try:
             if self.mirror is not None:
-                self.mirror.see(stream, chunk)  # every row read names its user, whatever becomes of the row
+                users = self.mirror.see(stream, chunk)  # every row read names its user, whatever becomes of it
             report.add_rejects(chunk.rejects, stream.name)
             done += len(chunk.rejects)
             carried = self._carry(stream, chunk, sending=deliver and self.writer is not None)
             done += sum(carried) if carried else 0
+            prints = None
+            if rowprint is not None and len(chunk) and not carried:
+                chunk, prints, fast = self._fast_path(stream, chunk, rowprint, users)
+                done += fast
             if suite is not None and len(chunk):
                 keep, rejects = _reconcile(chunk, suite.validate(chunk))  # every row: table checks see the table
                 if carried:
@@ -375,6 +423,8 @@ class Run:
                 done += len(rejects)
                 if not all(keep):
                     chunk = chunk.filter(keep)
+                    if prints is not None:
+                        prints = prints[np.asarray(keep, dtype=bool)]
             elif carried:
                 chunk = chunk.filter([not c for c in carried])
             if len(chunk):
@@ -388,7 +438,8 @@ class Run:
                 if self.delta is not None and stream.delta and deliver:
                     id_key = stream.identifier.kind if stream.identifier is not None else None
                     before = mapped
-                    mapped, unchanged = self.delta.changed(stream.name, stream.kind, mapped, id_key)
+                    at = None if prints is None else prints[np.asarray(mapped.indices, dtype=np.int64)]
+                    mapped, unchanged = self.delta.changed(stream.name, stream.kind, mapped, id_key, at)
                     if inc is not None:
                         inc.unchanged(stream, before, mapped)
                     report.add_skipped(unchanged, SKIP_UNCHANGED, stream.name)

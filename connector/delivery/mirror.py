@@ -70,14 +70,18 @@ class Mirror:
         self.complete: set[str] = set()
         self.sink: CsvSink | None = None
 
-    def see(self, stream: Stream, chunk: Chunk) -> None:
-        """Record the users of a chunk as read (rows that did not parse name nobody: counted apart)."""
+    def see(self, stream: Stream, chunk: Chunk) -> list[str | None] | None:
+        """Record the users of a chunk as read (rows that did not parse name nobody: counted apart); returns
+        the users of its rows when it read them (delta sync's fast path needs them too), else None."""
         presence = self.presence.get(stream.name)
         if presence is None:
-            return
+            return None
         presence.unreadable += len(chunk.rejects)
         if len(chunk) and stream.name not in self.fresh:
-            presence.see(identifier_keys(stream, chunk))
+            keys = identifier_keys(stream, chunk)
+            presence.see(keys)
+            return keys
+        return None
 
     def finish(self, stream: Stream, complete: bool) -> None:
         """The stream's read ended; `complete`: every row of its source was read (no stop, no abort)."""

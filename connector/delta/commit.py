@@ -14,6 +14,12 @@ A change may be *deferred* (state.py: attributes' confirmations wait for a later
 or DEFER_SECONDS); `defer()` arms a timer that commits them DEFER_SECONDS after the first was put, so they
 do not wait for the end of the run when no later settle comes. `stop()` ends it (DeltaState.close).
 
+Source prints (rowprint.py, delta sync's fast path) ride along when the store keeps them (stores.keeps_sources):
+`put(..., sources)` gives the print of confirmed keys (a later change of a key without one drops it), and
+`mark(stream, marks)` queues prints for records already confirmed, written after the batch's changes (the
+store attaches each only while the key still has the record it was decided against). Marks are never waited
+for and never shown by `overlay`: a mark lost costs only a slower next run.
+
 A store error (a full disk, PostgreSQL gone) is not raised: it ends the state's writes for the rest of the
 run (`failed`). The changes of the failed transaction, those waiting and every later `put` go to
 `dropped(stream, changes)` and are not kept (unrecorded.py says why that is safe and what it costs); a
@@ -26,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from connector.delta.stores import Store
+from connector.delta.stores import Store, keeps_sources
 
 Change = tuple[str, bytes | None]  # (key, record to confirm, or None: forget the key)
 # A caller that may wait (state.py: attributes' confirmations) leaves its changes to a later transaction
@@ -51,6 +57,9 @@ class GroupCommit:
         self._write_lock = threading.Lock()
         self._unwritten: dict[str, dict[str, bytes | None]] = {}  # stream -> key -> change
         self._writing: dict[str, dict[str, bytes | None]] = {}  # the batch being written, still shown
+        self._prints = keeps_sources(store)
+        self._sources: dict[str, dict[str, int]] = {}  # stream -> key -> source print of its unwritten record
+        self._marks: dict[str, dict[str, tuple[int, int]]] = {}  # stream -> key -> (print, record digest)
         self._put = 0  # tickets handed out
         self._written = 0  # every ticket up to this one is committed
         self._waiting = 0  # changes put since the last transaction began
@@ -59,19 +68,44 @@ class GroupCommit:
         self._stopped = False
         self.failed: Exception | None = None  # the store's first error: nothing is written after it
 
-    def put(self, stream: str, changes: Iterable[Change]) -> int:
-        """Queue changes (under the state's lock); the ticket to `flush` (0: dropped, the store failed)."""
+    def put(self, stream: str, changes: Iterable[Change], sources: dict[str, int] | None = None) -> int:
+        """Queue changes (under the state's lock); the ticket to `flush` (0: dropped, the store failed).
+        `sources`: the source print of confirmed keys that have one."""
         if self.failed is not None:
             self._drop(stream, dict(changes))
             return 0
         unwritten = self._unwritten.setdefault(stream, {})
         before = len(unwritten)
+        if self._prints:
+            changes = list(changes)
+            self._keep_sources(stream, changes, sources)
         unwritten.update(changes)
         if not self._waiting:
             self._since = time.monotonic()
         self._waiting += len(unwritten) - before or 1
         self._put += 1
         return self._put
+
+    def _keep_sources(self, stream: str, changes: list[Change], sources: dict[str, int] | None) -> None:
+        """The prints that go with `changes`: a key's latest change carries its print, or none."""
+        known = self._sources.get(stream)
+        if known:
+            for key, _ in changes:
+                known.pop(key, None)
+        if sources:
+            self._sources.setdefault(stream, {}).update(sources)
+
+    def mark(self, stream: str, marks: dict[str, tuple[int, int]]) -> None:
+        """Queue prints of records already confirmed (under the state's lock), written by the next flush."""
+        if self._prints and self.failed is None and marks:
+            self._marks.setdefault(stream, {}).update(marks)
+            self._put += 1  # so that commit() at the end of the run writes them
+
+    def writing(self, stream: str) -> set[str]:
+        """The keys of `stream` with a change not committed yet (under the state's lock)."""
+        keys = set(self._unwritten.get(stream, ()))
+        keys.update(self._writing.get(stream, ()))
+        return keys
 
     def unwritten(self) -> dict[str, dict[str, bytes | None]]:
         """The changes not committed yet, by stream (under the state's lock)."""
@@ -129,21 +163,32 @@ class GroupCommit:
                 if self.failed is not None:
                     return False
                 batch, self._unwritten, upto = self._unwritten, {}, self._put
+                sources, self._sources, marks, self._marks = self._sources, {}, self._marks, {}
                 self._waiting = 0
                 self._writing = batch
             done: list[str] = []
             try:
                 for stream, changes in batch.items():
                     confirm = [(k, r) for k, r in changes.items() if r is not None]
-                    self.store.write(stream, confirm, [k for k, r in changes.items() if r is None])
+                    forget = [k for k, r in changes.items() if r is None]
+                    if src := sources.get(stream):  # only a store that keeps prints is given any
+                        self.store.write(stream, confirm, forget, src)  # type: ignore[call-arg]
+                    else:
+                        self.store.write(stream, confirm, forget)
                     done.append(stream)
+                for stream, marked in marks.items():  # after the changes: a mark finds the record it was decided on
+                    self.store.mark(stream, marked)  # type: ignore[attr-defined]
             except Exception as exc:  # noqa: BLE001 - any store error (sqlite3, OSError, the driver's): see the doc
                 self._fail(exc, batch, done)
                 return False
             except BaseException:
                 with self._lock:  # not committed: unwritten again (behind any newer change of the same key)
                     for stream, changes in batch.items():
-                        self._unwritten[stream] = {**changes, **self._unwritten.get(stream, {})}
+                        newer = self._unwritten.get(stream, {})
+                        self._unwritten[stream] = {**changes, **newer}
+                        old = {k: v for k, v in sources.get(stream, {}).items() if k not in newer}
+                        if old:
+                            self._sources[stream] = {**old, **self._sources.get(stream, {})}
                     self._writing = {}
                 raise
             with self._lock:

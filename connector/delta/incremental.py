@@ -11,7 +11,7 @@ from connector.config import Stream
 from connector.delta.watermark import Outcome, StreamMark, Watermarks
 from connector.readers import Since
 from connector.readers.cursor import cursor_values, row_ids
-from connector.records import Chunk, MappedChunk, Rejected
+from connector.records import Chunk, MappedChunk, Rejected, RowRef
 
 
 class Incremental:
@@ -62,6 +62,11 @@ class Incremental:
         sent = set(after.indices)
         refs = [before.ref(j) for j, i in enumerate(before.indices) if i not in sent]
         self.marks.settle(stream.name, refs, "skipped")
+
+    def skipped(self, stream: Stream, refs: list[RowRef]) -> None:
+        """Rows delta sync's fast path dropped as unchanged, before they were validated: done."""
+        if stream.incremental is not None and refs:
+            self.marks.settle(stream.name, refs, "skipped")
 
     def finish(self, stream: Stream, complete: bool) -> None:
         """The stream was read to its end, or stopped early."""

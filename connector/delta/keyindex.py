@@ -1,10 +1,12 @@
 """The delta state's index in memory: for each key a stream knows, the 64-bit hash of the key, the 64-bit
-digest of its confirmed record and the id of the row holding the record (stores.py).
+digest of its confirmed record, the id of the row holding the record (stores.py) and the source print of
+the row it was confirmed for (rowprint.py; 0: none, the fast path does not apply to the key).
 
 Hashes and digests are XXH3 (`xxhash`: a fixed specification, the same on every machine and version), so a
 state file written on one machine reads alike on another. A lookup is a binary search of the chunk's key
 hashes in sorted arrays, 24 bytes per known key (24 MB at 1M keys), with no access to the file: a row whose
-JSON has the digest of the record is unchanged without reading the record. Entries made since the arrays
+JSON has the digest of the record is unchanged without reading the record. The source prints (8 more bytes
+per key) go with the record: an entry that forgets a key or confirms a record without a print drops it. Entries made since the arrays
 were last merged wait in a list, merged into the arrays before a lookup or once they are `_RECENT`.
 
 Two keys with one hash (about one chance in 10**7 in a state of 10M keys) are told apart where it matters:
@@ -42,8 +44,16 @@ def digests(records: Sequence[bytes]) -> np.ndarray:
     return out
 
 
-def _last_of_each(h: np.ndarray, d: np.ndarray, r: np.ndarray, *, keep_forgotten: bool = False,
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # hashes, digests, names, source prints
+
+
+def _four(h: np.ndarray, d: np.ndarray, r: np.ndarray, s: np.ndarray | None = None) -> Arrays:
+    """Entries with their source prints (0 where none were given: rows written before prints existed)."""
+    return h, d, r, np.zeros(len(h), np.int64) if s is None else s
+
+
+def _last_of_each(h: np.ndarray, d: np.ndarray, r: np.ndarray, s: np.ndarray, *, keep_forgotten: bool = False,
+                  ) -> Arrays:  # fmt: skip
     """Sorted by hash, the last entry of each hash (entries are in the order they were made), without the
     forgotten ones (name 0) unless `keep_forgotten`."""
     order = np.argsort(h, kind="stable")
@@ -53,29 +63,31 @@ def _last_of_each(h: np.ndarray, d: np.ndarray, r: np.ndarray, *, keep_forgotten
     pick = order[last]
     if not keep_forgotten:
         pick = pick[r[pick] != 0]
-    return h[pick], d[pick], r[pick]
+    return h[pick], d[pick], r[pick], s[pick]
 
 
 class KeyIndex:
-    """One stream's known keys: hash -> (record digest, record name); not thread-safe (the store locks)."""
+    """One stream's known keys: hash -> (record digest, record name, source print); not thread-safe (the
+    store locks)."""
 
-    __slots__ = ("h", "d", "r", "_recent", "_pending")
+    __slots__ = ("h", "d", "r", "s", "_recent", "_pending")
 
-    def __init__(self, parts: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]] = ()) -> None:
-        """From entries (hashes, digests, names; name 0: forgotten) in the order they were made."""
-        self.h, self.d, self.r = (np.empty(0, np.int64) for _ in range(3))
-        self._recent: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = list(parts)
+    def __init__(self, parts: Iterable[Sequence[np.ndarray]] = ()) -> None:
+        """From entries (hashes, digests, names and source prints, or none: 0; name 0: forgotten) in the order
+        they were made."""
+        self.h, self.d, self.r, self.s = (np.empty(0, np.int64) for _ in range(4))
+        self._recent: list[Arrays] = [_four(*p) for p in parts]
         self._pending = sum(len(p[0]) for p in self._recent)
         if len(self._recent) == 1:  # one row written as one (stores.py): sorted, each hash once, none forgotten
-            h, d, r = self._recent[0]
+            h, d, r, s = self._recent[0]
             if bool(np.all(h[1:] > h[:-1])) and bool(np.all(r != 0)):
-                self.h, self.d, self.r = np.array(h), np.array(d), np.array(r)  # writable copies
+                self.h, self.d, self.r, self.s = np.array(h), np.array(d), np.array(r), np.array(s)  # writable
                 self._recent, self._pending = [], 0
         self.merge()
 
-    def apply(self, h: np.ndarray, d: np.ndarray, r: np.ndarray) -> None:
-        """Entries made after those the index holds (later ones win)."""
-        self._recent.append((h, d, r))
+    def apply(self, h: np.ndarray, d: np.ndarray, r: np.ndarray, s: np.ndarray | None = None) -> None:
+        """Entries made after those the index holds (later ones win; no source prints: 0)."""
+        self._recent.append(_four(h, d, r, s))
         self._pending += len(h)
         if self._pending >= _RECENT:
             self.merge()
@@ -84,28 +96,37 @@ class KeyIndex:
         """Move the recent entries into the sorted arrays."""
         if not self._recent:
             return
-        h, d, r = (np.concatenate([p[i] for p in self._recent]) for i in range(3))
+        h, d, r, s = (np.concatenate([p[i] for p in self._recent]) for i in range(4))
         self._recent, self._pending = [], 0
-        h, d, r = _last_of_each(h, d, r, keep_forgotten=True)
+        h, d, r, s = _last_of_each(h, d, r, s, keep_forgotten=True)
         pos = np.searchsorted(self.h, h)
         hit = pos < len(self.h)
         hit[hit] = self.h[pos[hit]] == h[hit]
         self.d[pos[hit]] = d[hit]
         self.r[pos[hit]] = r[hit]
+        self.s[pos[hit]] = s[hit]
         new = ~hit & (r != 0)
         if new.any():
             at = pos[new]
-            self.h, self.d, self.r = (np.insert(a, at, v[new]) for a, v in ((self.h, h), (self.d, d), (self.r, r)))
+            pairs = ((self.h, h), (self.d, d), (self.r, r), (self.s, s))
+            self.h, self.d, self.r, self.s = (np.insert(a, at, v[new]) for a, v in pairs)
         if (hit & (r == 0)).any():  # forgotten keys leave the arrays
             keep = self.r != 0
-            self.h, self.d, self.r = self.h[keep], self.d[keep], self.r[keep]
+            self.h, self.d, self.r, self.s = self.h[keep], self.d[keep], self.r[keep], self.s[keep]
 
     def rename(self, names: np.ndarray) -> None:
         """New record names of the merged keys, in the order of `rows()` (0 forgets the key); no entry may be
         waiting (call `rows()` first)."""
         assert not self._recent and len(names) == len(self.h)
         keep = names != 0
-        self.h, self.d, self.r = self.h[keep], self.d[keep], names[keep]
+        self.h, self.d, self.r, self.s = self.h[keep], self.d[keep], names[keep], self.s[keep]
+
+    def _positions(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where each hash is in the arrays, and whether it is there at all (the arrays are not empty)."""
+        order = np.argsort(h)  # searched in order: 6 x faster than in the chunk's (random) order at 1M keys
+        pos = np.empty(len(h), np.int64)
+        pos[order] = np.minimum(np.searchsorted(self.h, h[order]), len(self.h) - 1)
+        return pos, self.h[pos] == h
 
     def find(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(digest, record name) of each hash; name 0 where the index does not know it."""
@@ -113,12 +134,18 @@ class KeyIndex:
         d = np.zeros(len(h), np.int64)
         r = np.zeros(len(h), np.int64)
         if len(self.h):
-            order = np.argsort(h)  # searched in order: 6 x faster than in the chunk's (random) order at 1M keys
-            pos = np.empty(len(h), np.int64)
-            pos[order] = np.minimum(np.searchsorted(self.h, h[order]), len(self.h) - 1)
-            hit = self.h[pos] == h
+            pos, hit = self._positions(h)
             d[hit], r[hit] = self.d[pos[hit]], self.r[pos[hit]]
         return d, r
+
+    def find_all(self, h: np.ndarray) -> Arrays:
+        """(hash, digest, record name, source print) of each hash; all 0 but the hash where it is unknown."""
+        self.merge()
+        d, r, s = (np.zeros(len(h), np.int64) for _ in range(3))
+        if len(self.h):
+            pos, hit = self._positions(h)
+            d[hit], r[hit], s[hit] = self.d[pos[hit]], self.r[pos[hit]], self.s[pos[hit]]
+        return h, d, r, s
 
     def count(self) -> int:
         self.merge()

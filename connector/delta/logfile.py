@@ -5,7 +5,9 @@ the index rows, as blobs, read and written inside the caller's transaction.
   with the offsets where each ends (int64, little-endian). A record is named by its row id and position
   (`row << 32 | position`).
 - `delta_index`: one row per transaction, its entries as three int64 arrays (key hashes, record digests,
-  record names; 0 forgets the key), applied in id order (keyindex.KeyIndex).
+  record names; 0 forgets the key), applied in id order (keyindex.KeyIndex), and a fourth, `sources`: the
+  source print each record was confirmed for (rowprint.py; 0: none). Files written before it get the column
+  (NULL: no prints) when a run that may write opens them; a version that does not know it reads the rest.
 
 A name whose row or position is not in the log yields nothing (`lost` gets the row): the reader decides
 (stores.py reads the index again, a rewrite forgets the key). A key that is not UTF-8 means bytes SQLite
@@ -15,7 +17,7 @@ cannot check (a blob's overflow pages) are damaged: it raises sqlite3.DatabaseEr
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import orjson
@@ -37,29 +39,38 @@ CREATE TABLE IF NOT EXISTS delta_index (
     stream TEXT NOT NULL,
     hashes BLOB NOT NULL,
     digests BLOB NOT NULL,
-    rids BLOB NOT NULL
+    rids BLOB NOT NULL,
+    sources BLOB
 );
 DROP TABLE IF EXISTS state;
 """
+ADD_SOURCES = "ALTER TABLE delta_index ADD COLUMN sources BLOB"  # a file written before the source prints
 # `state` held the per-attribute fingerprints of earlier versions (pending/confirmed per key): a state file
 # written by them loses it once, and the first delta run after the upgrade sends everything again.
 _LOG_ROWS = "SELECT id, key_ends, record_ends, keys, records FROM delta_log WHERE id IN (SELECT value FROM json_each(?))"
 _LOG_KEYS = "SELECT id, key_ends, keys FROM delta_log WHERE id IN (SELECT value FROM json_each(?))"
 _INSERT_LOG = "INSERT INTO delta_log (stream, n, key_ends, record_ends, keys, records) VALUES (?, ?, ?, ?, ?, ?)"
-_INSERT_INDEX = "INSERT INTO delta_index (stream, hashes, digests, rids) VALUES (?, ?, ?, ?)"
+_INSERT_INDEX = "INSERT INTO delta_index (stream, hashes, digests, rids, sources) VALUES (?, ?, ?, ?, ?)"
 BATCH = 100_000  # records per log row written by a conversion or a compaction
 _POS = 32  # a record's name: its log row << _POS | its position in the row
 _MASK = (1 << _POS) - 1
-Entries = tuple[np.ndarray, np.ndarray, np.ndarray]  # an index row: hashes, digests, names
+Entries = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # an index row: hashes, digests, names, prints
+
+
+def has_sources(db: sqlite3.Connection) -> bool:
+    """Whether the file's index rows have the `sources` column (a file from before it may not)."""
+    return any(name == "sources" for _, name, *_ in db.execute("PRAGMA table_info(delta_index)"))
 
 
 def as_json(values: Sequence[str] | Sequence[int]) -> str:
     return orjson.dumps(values).decode()
 
 
-def _arrays(h: bytes, d: bytes, r: bytes) -> Entries:
-    """Read-only views of an index row's blobs (KeyIndex copies what it keeps)."""
-    return tuple(np.frombuffer(b, I8).astype(np.int64, copy=False) for b in (h, d, r))  # type: ignore[return-value]
+def _arrays(h: bytes, d: bytes, r: bytes, s: bytes | None) -> Entries:
+    """Read-only views of an index row's blobs (KeyIndex copies what it keeps); no prints: zeros."""
+    hashes_, digests_, names = (np.frombuffer(b, I8).astype(np.int64, copy=False) for b in (h, d, r))
+    prints = np.zeros(len(hashes_), np.int64) if s is None else np.frombuffer(s, I8).astype(np.int64, copy=False)
+    return hashes_, digests_, names, prints
 
 
 def _blobs(*arrays: np.ndarray) -> list[bytes]:
@@ -82,20 +93,25 @@ def _not_utf8() -> sqlite3.DatabaseError:
     return sqlite3.DatabaseError("database disk image is malformed (a key read back is not UTF-8)")
 
 
-def index_rows(db: sqlite3.Connection, after: int) -> list[tuple[int, str, Entries]]:
-    """(id, stream, entries) of the index rows after id `after`, in id order."""
-    return [(rid, stream, _arrays(h, d, r)) for rid, stream, h, d, r in db.execute(
-        "SELECT id, stream, hashes, digests, rids FROM delta_index WHERE id > ? ORDER BY id", (after,))]  # fmt: skip
+def index_rows(db: sqlite3.Connection, after: int, *, sources: bool = True) -> list[tuple[int, str, Entries]]:
+    """(id, stream, entries) of the index rows after id `after`, in id order (`sources`: the file has the
+    column; else every print is 0)."""
+    prints = "sources" if sources else "NULL"
+    return [(rid, stream, _arrays(h, d, r, s)) for rid, stream, h, d, r, s in db.execute(
+        f"SELECT id, stream, hashes, digests, rids, {prints} FROM delta_index WHERE id > ? ORDER BY id", (after,))]  # fmt: skip
 
 
-def write_index(db: sqlite3.Connection, stream: str, h: np.ndarray, d: np.ndarray, r: np.ndarray) -> int:
-    """Append an index row; its id."""
-    return int(db.execute(_INSERT_INDEX, (stream, *_blobs(h, d, r))).lastrowid or 0)
+def write_index(db: sqlite3.Connection, stream: str, h: np.ndarray, d: np.ndarray, r: np.ndarray,
+                s: np.ndarray | None = None) -> int:  # fmt: skip
+    """Append an index row (`s`: the source prints; None: none); its id."""
+    prints = None if s is None or not s.any() else _blobs(s)[0]
+    return int(db.execute(_INSERT_INDEX, (stream, *_blobs(h, d, r), prints)).lastrowid or 0)
 
 
 def append(db: sqlite3.Connection, stream: str, confirm: Sequence[tuple[str, bytes]], forget: Sequence[str],
-           ) -> tuple[int, Entries]:  # fmt: skip
-    """Append the records and their index row (forget, then confirm): (index row id, entries)."""
+           sources: Mapping[str, int] | None = None) -> tuple[int, Entries]:  # fmt: skip
+    """Append the records and their index row (forget, then confirm): (index row id, entries). `sources`:
+    the source print of confirmed keys that have one (rowprint.py)."""
     names = np.empty(0, np.int64)
     key_bytes = [k.encode() for k, _ in confirm]
     records = [r for _, r in confirm]
@@ -105,7 +121,10 @@ def append(db: sqlite3.Connection, stream: str, confirm: Sequence[tuple[str, byt
     h = np.concatenate([key_hashes(forget), hashes(key_bytes)])
     d = np.concatenate([zeros, digests(records)])
     r = np.concatenate([zeros, names])
-    return write_index(db, stream, h, d, r), (h, d, r)
+    s = np.zeros(len(h), np.int64)
+    if sources:
+        s[len(forget):] = np.fromiter((sources.get(k, 0) for k, _ in confirm), np.int64, len(confirm))
+    return write_index(db, stream, h, d, r, s), (h, d, r, s)
 
 
 def _log(db: sqlite3.Connection, stream: str, keys: list[bytes], records: list[bytes]) -> np.ndarray:

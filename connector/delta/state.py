@@ -54,6 +54,7 @@ import orjson
 
 from connector.delta import fingerprints as fp
 from connector.delta.commit import GroupCommit
+from connector.delta.prints import InFlight, rowprint_candidates
 from connector.delta.seen import Seen
 from connector.delta.stores import Store
 from connector.delta.unrecorded import EMPTY, Unrecorded
@@ -110,6 +111,7 @@ class DeltaState:
         # if the store fails, a refresh lost costs nothing, a record kept is stale (unrecorded.py)
         self._tags: dict[str, tuple[Sequence[tuple[str, bytes]], set[str] | frozenset[str]]] = {}
         self._lost: Unrecorded | None = None  # once the store failed: what it could not record
+        self._prints = InFlight(store, self._commit)  # source prints of what is in flight (rowprint.py)
         self._told = False  # finish() handed the warning to the caller
 
     @property
@@ -139,11 +141,13 @@ class DeltaState:
             self.store.close()
 
     # ---- deciding (main thread) ---------------------------------------------------------------------
-    def changed(self, stream: str, kind: str, mapped: MappedChunk, id_key: str | None = None) -> tuple[MappedChunk, int]:
+    def changed(self, stream: str, kind: str, mapped: MappedChunk, id_key: str | None = None,
+                prints: np.ndarray | None = None) -> tuple[MappedChunk, int]:  # fmt: skip
         """The objects to send (attributes reduced to their changed keys) and how many rows are unchanged.
 
         `id_key`: the object key that identifies the user (email or phone identify by a key that is
-        otherwise an attribute); it is always sent and never compared. `self.last` holds the counts.
+        otherwise an attribute); it is always sent and never compared. `prints`: each object's source print
+        (rowprint.py), stored with the record Braze confirms for it. `self.last` holds the counts.
         """
         n = len(mapped)
         self.last = Counts()
@@ -182,16 +186,19 @@ class DeltaState:
             self._commit.overlay(stream, keys, stored)  # settled, its transaction not committed yet
             if self._lost is not None:  # settled, never to be committed: the store failed
                 self._lost.overlay(stream, attributes, keys, stored, fp.EVENT_RECORD)
+            sources: dict[str, int] | None = None
             if attributes:
                 keep, objects, invalidate, refresh = self._attributes(mapped.objects, rows, keys, stored, pending, new,
                                                                      id_key)
+                if not self.read_only:
+                    sources = self._prints.note(stream, keys, keep, refresh, stored, pending, new, prints)
             else:
                 keep, objects, invalidate = self._objects(keys, objs, stored, pending)
                 refresh = []
             ticket, tagged = 0, bool(invalidate or refresh) and not self.read_only
             if tagged:
                 self._tags[stream] = (refresh, invalidate)  # read only if the store fails (_dropped)
-                ticket = self._put(stream, [*refresh, *((k, None) for k in invalidate)])
+                ticket = self._put(stream, [*refresh, *((k, None) for k in invalidate)], sources)
         if tagged:
             try:
                 if ticket:  # committed before the request leaves (or dropped: unrecorded.py)
@@ -211,6 +218,43 @@ class DeltaState:
             delta_keys=keys if every else [keys[j] for j in keep],
         )
         return out, n - len(keep)
+
+    @property
+    def keeps_prints(self) -> bool:
+        """Whether the store keeps source prints (the local file does, PostgreSQL not: stores.keeps_sources)."""
+        return self._prints.kept
+
+    def may_skip(self, stream: str) -> bool:
+        """Whether the fast path (unchanged_rows) may take any row of `stream` now: not with --full, after the
+        store failed, on a store without prints, or on a state that held nothing of the stream when the run
+        began (only what this run confirmed could match, and that is in flight or just sent)."""
+        if self.full or self._lost is not None or not self._prints.kept:
+            return False
+        if stream not in self._seen:
+            self._seen[stream] = Seen() if self.store.empty(stream) else None
+        return self._seen[stream] is None
+
+    def unchanged_rows(self, stream: str, keys: Sequence[str | None], prints: np.ndarray) -> np.ndarray:
+        """Delta sync's fast path, before a chunk is validated or mapped (rowprint.py): True for each row whose
+        source print is the one stored with its user's confirmed record, so that its objects would be found
+        unchanged too. Never for a row without a user, a user twice in the chunk or with anything in flight or
+        not yet committed, on a state that was empty when the run began, after the store failed, or with
+        --full: those rows go through the object comparison (`changed`)."""
+        out = np.zeros(len(keys), dtype=bool)
+        if not len(keys) or not self.may_skip(stream):
+            return out
+        with self._lock:  # settle() confirms under it: nothing changes between what is busy and the store's prints
+            busy = self._commit.writing(stream)
+            busy.update(self._pending.get(stream, ()), self._new.get(stream, ()))
+            at, hashes = rowprint_candidates(keys, busy)
+            if not len(at):
+                return out
+            hit = self.store.sources_of(stream, hashes) == prints[at]  # type: ignore[attr-defined]
+            out[at[hit]] = True
+            found = self._found.get(stream)
+            if found is not None and hit.any():  # mirror mode: these users were known when the run began
+                found.append(np.fromiter(map(hash, map(keys.__getitem__, at[hit].tolist())), np.int64))
+        return out
 
     def _lookup(self, stream: str, keys: list[str], rows: list[bytes]) -> list[bytes | None]:
         """The confirmed record of each key, or None (the row itself where it is the record: the store reads
@@ -368,6 +412,7 @@ class DeltaState:
         forget: list[str] = []
         with self._lock:
             pending, new = self._pending.get(stream, {}), self._new.get(stream, {})
+            flying = self._prints.of(stream)
             for key in keys:
                 entry = pending.get(key)
                 if entry is None:
@@ -391,19 +436,21 @@ class DeltaState:
                     confirm[key] = entry.record
             ticket = 0
             if confirm or forget:
-                ticket = self._put(stream, [*confirm.items(), *((k, None) for k in forget)])
+                sources = flying.settle(confirm, forget) if flying is not None else None
+                ticket = self._put(stream, [*confirm.items(), *((k, None) for k in forget)], sources)
                 if ticket and self._kinds.get(stream) == "attributes" and not self._commit.due():
                     self._commit.defer()  # written with later ones, or by its timer (see the module's docstring)
                     ticket = 0
         if ticket:
             self._commit.flush(ticket)  # committed before this returns, with other threads' changes
 
-    def _put(self, stream: str, changes: Iterable[tuple[str, bytes | None]]) -> int:
-        """Hand changes to the group commit (under the lock); the stream's lookups stop proving what was known
-        when the run began (track_found)."""
+    def _put(self, stream: str, changes: Iterable[tuple[str, bytes | None]],
+             sources: dict[str, int] | None = None) -> int:  # fmt: skip
+        """Hand changes (and the source prints of confirmed keys) to the group commit (under the lock); the
+        stream's lookups stop proving what was known when the run began (track_found)."""
         if stream in self._found:
             self._found[stream] = None
-        return self._commit.put(stream, changes)
+        return self._commit.put(stream, changes, sources)
 
     def _dropped(self, stream: str, changes: dict[str, bytes | None]) -> None:
         """Changes the store will never hold (under the lock; commit.py): kept as hashes, to count them and for

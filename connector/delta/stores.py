@@ -6,6 +6,12 @@ unchanged rows cost no read. `write` confirms and forgets in one transaction; `e
 a stream has no record at all (a run that starts so looks nothing up), `keys(stream)` lists a stream's keys
 in code-point order and `count(stream)` counts them.
 
+The local file also keeps, with each confirmed record, the source print of the row it was confirmed for
+(rowprint.py, delta sync's fast path): `write(..., sources)` stores them with the records, `mark` attaches a
+print to a record already confirmed (only while the key still has that record), and `sources(stream, keys)`
+answers them from the index in memory. A forgotten or replaced record loses its print. Stores without them
+(`keeps_sources` false: PostgreSQL) simply give the fast path nothing to match.
+
 The local file is a log, so that writing and reading cost the same whatever order the keys come in (user
 ids are often random, UUIDs say; a table keyed by them took 21 s of CPU to write 1M records, 20 times more
 than keys in order, because every write touched a page of its own; the tables and their blobs are read
@@ -42,7 +48,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -69,6 +75,12 @@ class Store(Protocol):
     def count(self, stream: str) -> int: ...
 
     def close(self) -> None: ...
+
+
+def keeps_sources(store: Store) -> bool:
+    """Whether the store keeps source prints with its records (SqliteStore does; PgStore does not, so delta
+    sync's fast path never applies to it: every row goes through the object comparison, as before)."""
+    return bool(getattr(store, "keeps_sources", False))
 
 
 def open_db(path: Path) -> sqlite3.Connection:
@@ -129,14 +141,17 @@ T = TypeVar("T")
 
 
 class SqliteStore:
-    """The state file (`state.path`); thread-safe.
+    """The state file (`state.path`); thread-safe; keeps source prints (keeps_sources).
 
     Raises:
         ConfigError: (opening, and every question) the file is damaged or cannot be read (state_error).
     """
 
+    keeps_sources = True
+
     def __init__(self, path: Path, *, read_only: bool) -> None:
         self.path, self.label = path, str(path)
+        self._prints = False  # the index rows have the `sources` column
         self._lock = threading.Lock()
         self._read_only = read_only
         self._db = open_state_file(path, logfile.SCHEMA, read_only=read_only)  # None: compare against nothing
@@ -164,6 +179,11 @@ class SqliteStore:
                     self._legacy = True
                     return
                 self._convert()
+            if "delta_index" in tables or not self._read_only:
+                self._prints = logfile.has_sources(db)
+                if not self._prints and not self._read_only:
+                    db.execute(logfile.ADD_SOURCES)
+                    self._prints = True
         except sqlite3.Error as exc:
             raise state_error(self.path, exc) from None
         if "delta_index" in tables or not self._read_only:
@@ -245,14 +265,14 @@ class SqliteStore:
             if last == self._applied:
                 return self._index
             if after == last - self._applied:  # every row since the index's last one is there: take them
-                for rid, stream, arrays in logfile.index_rows(self._db, self._applied):
+                for rid, stream, arrays in logfile.index_rows(self._db, self._applied, sources=self._prints):
                     self._index.setdefault(stream, KeyIndex()).apply(*arrays)
                     self._rows[stream] = self._rows.get(stream, 0) + 1
                     self._applied = rid
                 return self._index
         parts: dict[str, list[logfile.Entries]] = {}
         self._applied = 0
-        for rid, stream, arrays in logfile.index_rows(self._db, 0):
+        for rid, stream, arrays in logfile.index_rows(self._db, 0, sources=self._prints):
             parts.setdefault(stream, []).append(arrays)
             self._applied = rid
         self._index = {stream: KeyIndex(p) for stream, p in parts.items()}
@@ -309,26 +329,77 @@ class SqliteStore:
         """Whether the stream has no confirmed record."""
         return self.count(stream) == 0
 
-    def write(self, stream: str, confirm: list[tuple[str, bytes]], forget: list[str]) -> None:
-        """Forget then confirm, in one transaction."""
+    def write(self, stream: str, confirm: list[tuple[str, bytes]], forget: list[str],
+              sources: Mapping[str, int] | None = None) -> None:  # fmt: skip
+        """Forget then confirm, in one transaction (`sources`: the source prints of confirmed keys that have one)."""
         if self._db is None or not (confirm or forget):
             return
         with self._lock:
-            db = self._db
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                row, entries = logfile.append(db, stream, confirm, forget)
-                db.execute("COMMIT")
-            except BaseException:
-                rollback(db)
-                self._write_failed = True  # no compaction at the end: it would fail alike (a full disk)
-                raise
-            self._wrote = True
-            if self._index is not None and self._applied == row - 1:  # nothing else written meanwhile: apply ours
-                self._applied = row
-                self._index.setdefault(stream, KeyIndex()).apply(*entries)
-                self._rows[stream] = self._rows.get(stream, 0) + 1
-            # else the next question reads the rows the index has not, ours among them
+            self._append(stream, lambda db: logfile.append(db, stream, confirm, forget, sources))
+
+    def mark(self, stream: str, marks: Mapping[str, tuple[int, int]]) -> None:
+        """Attach source prints to records already confirmed: key -> (print, digest of the record it was
+        decided against); a key whose record is no longer that one (replaced or forgotten since) is left
+        alone. One transaction; nothing when no key qualifies."""
+        if self._db is None or not marks:
+            return
+        keys = list(marks)
+        want = np.fromiter((marks[k][1] for k in keys), np.int64, len(keys))
+        prints = np.fromiter((marks[k][0] for k in keys), np.int64, len(keys))
+
+        def entries(db: sqlite3.Connection) -> tuple[int, logfile.Entries] | None:
+            index = self._indexes().get(stream)
+            if index is None:
+                return None
+            h, d, r, _ = index.find_all(key_hashes(keys))
+            ok = (r != 0) & (d == want)
+            if not ok.any():
+                return None
+            arrays = (h[ok], d[ok], r[ok], prints[ok])
+            return logfile.write_index(db, stream, *arrays), arrays
+
+        with self._lock:
+            self._append(stream, entries)
+
+    def _append(self, stream: str, rows: Callable[[sqlite3.Connection], tuple[int, logfile.Entries] | None]) -> None:
+        """Write index rows (and their log) in one transaction, and apply them to the index in memory; under
+        the lock."""
+        db = self._db
+        assert db is not None
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            written = rows(db)
+            db.execute("COMMIT")
+        except BaseException:
+            rollback(db)
+            self._write_failed = True  # no compaction at the end: it would fail alike (a full disk)
+            raise
+        if written is None:
+            return
+        row, entries = written
+        self._wrote = True
+        if self._index is not None and self._applied == row - 1:  # nothing else written meanwhile: apply ours
+            self._applied = row
+            self._index.setdefault(stream, KeyIndex()).apply(*entries)
+            self._rows[stream] = self._rows.get(stream, 0) + 1
+        # else the next question reads the rows the index has not, ours among them
+
+    def sources(self, stream: str, keys: list[str]) -> np.ndarray:
+        """The source print each key's record was confirmed for (0: none, or no record), from the index."""
+        return self.sources_of(stream, key_hashes(keys))
+
+    def sources_of(self, stream: str, hashes: np.ndarray) -> np.ndarray:
+        """sources() by the keys' hashes (keyindex.key_hashes). A hash another key shares may answer that
+        key's print: a print covers the identifier's column, so it never matches the other key's row."""
+        if self._db is None or not len(hashes) or not self._prints:
+            return np.zeros(len(hashes), np.int64)
+        return self._answer(lambda lost: self._sources(stream, hashes))
+
+    def _sources(self, stream: str, hashes: np.ndarray) -> np.ndarray:
+        index = None if self._legacy else self._stream(stream)
+        if index is None:
+            return np.zeros(len(hashes), np.int64)
+        return index.find_all(hashes)[3]
 
     def keys(self, stream: str) -> list[str]:
         """Every confirmed key of the stream, sorted by code point."""
@@ -421,7 +492,7 @@ class SqliteStore:
         for stream in streams:
             keys = index[stream]
             keys.merge()
-            self._applied = logfile.write_index(db, stream, keys.h, keys.d, keys.r)
+            self._applied = logfile.write_index(db, stream, keys.h, keys.d, keys.r, keys.s)
             db.execute("DELETE FROM delta_index WHERE stream = ? AND id <= ?", (stream, applied))
             self._rows[stream] = 1
         if rewrite:

@@ -52,8 +52,10 @@ from typing import Any
 from ..errors import SuiteError
 from ..records import Chunk, Rejected
 from .aggregates import Aggregate, TableCheck
+from .coverage import MAP_TYPES
 from .native import NativeCheck, arrow_cells, compile_native
 from .suites import SuiteExpectation, load_suites, show, wording
+from .values import RELATIVE
 
 __all__ = ["ChunkValidation", "SuiteRunner", "TableCheck"]
 
@@ -112,6 +114,26 @@ class SuiteRunner:
         }
         if self._gx_always:
             self._evaluator(self._gx_always)  # the suite's own GX cost is paid at start, not mid-stream
+
+    def row_alone(self) -> str | None:
+        """Why a row's verdict may depend on more than its own cells (None: it does not). Delta sync's fast
+        path (delta/rowprint.py) skips rows before validation only when it does not: table-level checks
+        (aggregates, GX table expectations, `mostly` below 1) must see every row, an expectation only GX
+        evaluates is judged over a whole chunk (some compare rows), and a bound relative to the run's time
+        ("now-24h") may reject tomorrow a row it accepts today."""
+        for e in self._expectations:
+            if e.kind != "map" or e.mostly < 1:
+                return f"{e.where()} is a table-level check"
+            if e.type not in MAP_TYPES:  # GX judges it over the chunk: it may compare rows (compound uniqueness)
+                return f"{e.where()} is evaluated by Great Expectations over whole chunks"
+            if any(isinstance(v, str) and RELATIVE.match(v.strip().lower()) for v in e.kwargs.values()):
+                return f"{e.where()} has a bound relative to the run's time"
+        return None
+
+    def described(self) -> list[list[object]]:
+        """Every expectation as plain values (suite, type, arguments), in suite order: what a row print's
+        seed covers, so that any change to a suite changes every print."""
+        return [[e.suite, e.index, e.type, e.kwargs] for e in self._expectations]
 
     @property
     def uses_gx(self) -> bool:

@@ -18,10 +18,11 @@ _write = SqliteStore.write
 _done = [0]
 
 
-def _full_after(self: SqliteStore, stream: str, confirm: list[tuple[str, bytes]], forget: list[str]) -> None:
+def _full_after(self: SqliteStore, stream: str, confirm: list[tuple[str, bytes]], forget: list[str],
+                sources: dict[str, int] | None = None) -> None:  # fmt: skip
     if _done[0] >= int(os.environ["FULL_AFTER_WRITES"]):
         raise sqlite3.OperationalError("database or disk is full")
-    _write(self, stream, confirm, forget)
+    _write(self, stream, confirm, forget, sources)
     _done[0] += 1
 
 

@@ -1,0 +1,201 @@
+"""Delta sync's fast path: a print of each source row, compared before the row is validated or mapped.
+
+An unchanged row used to cost read + validate + map + compare. The state keeps, with each user's confirmed
+record, the *source print* of the row that record was sent for (prints.py, stores.py); a later row of that
+user with the same print has the same values in every column the stream's mapping and its suite read, under
+the same mapping, suite and connector version, so validating and mapping it again would give the same object
+and the object comparison would find it unchanged (state.py). Such a row is skipped at once and counted as
+unchanged (stages.py: skipped "unchanged since the last delivered run (delta)", delta `unchanged`, the
+incremental watermark settles it as skipped, mirror mode has seen it already). Every other row goes through
+validation, mapping and the object comparison as before, which still decides alone.
+
+The print is computed for a whole chunk by Arrow kernels and numpy (no Python work per value; one XXH3 call
+per row): the row's text cells (strings, binary, decimals as Arrow's text) joined into one byte string and
+hashed with XXH3-64 (a fixed specification), then every number, boolean and time cell (as the 64 bits it is
+stored as: a float's own bits, a timestamp's integer in its unit), every text cell's length (so where each
+text ends is known) and which cells are null, folded in, column by column in name order, with MurmurHash3's
+64-bit finaliser (a bijection, plain integer arithmetic). Equal prints therefore mean equal cells, up to a
+chance of 2**-64 per row. It is seeded with a digest of the stream's whole configuration, the suites' expectations, the columns' Arrow
+types, FORMAT, the connector's version and pyarrow's major version: changing any of them changes every print,
+so the first run after it finds no print equal and the object comparison decides every row (and marks them
+for the next run). 0 is never a print (it means "none" in the state).
+
+Where it does not apply (`row_print` returns None, every row takes the object comparison):
+- streams other than attributes (events and purchases have their own digest), and attributes streams with an
+  operation (`op` other than set, or `type: object`, whose JSON may hold one): operations are always sent;
+- suites with table-level checks (aggregates, a GX table expectation, or `mostly` below 1): they must see
+  every row, and a skipped row would not be validated (the choice here: no fast path rather than validating
+  rows that are then skipped, which would leave little to save);
+- suites with a bound relative to the run's time (`now-24h`): a row valid when it was sent may not be now;
+- time Values without `format` (slash dates are read as the column's other rows show, so a row's object may
+  depend on other rows): only when such a column is text in the chunk; typed timestamps are not affected.
+A chunk whose columns are missing or of a type without a text cast (lists, structs) gets no prints either.
+Mapping takes `now` but does not use it (mapping/objects.py), so no print covers a time-dependent value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+
+from connector.config import Stream
+from connector.version import __version__
+
+FORMAT = 1  # bump when the row string or what the seed covers changes
+
+
+def why_not(stream: Stream) -> str | None:
+    """Why the stream's rows never take the fast path (None: they may)."""
+    if stream.kind != "attributes":
+        return f"kind {stream.kind} (events and purchases are decided by their digest)"
+    for a in stream.attributes:
+        if a.op != "set":
+            return f"attribute {a.target} has op {a.op} (operations are always sent)"
+        if a.type == "object":
+            return f"attribute {a.target} has type object (its JSON may hold an operation)"
+    return None
+
+
+def _slash_dates(stream: Stream) -> list[str]:
+    """The columns read as times without a format (their slash dates are read as the column's rows show)."""
+    values = [a for a in stream.attributes]
+    return [v.column for v in values if v.type == "time" and v.format is None and v.column is not None]
+
+
+_GOLDEN = 0x9E3779B97F4A7C15
+_M1, _M2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
+_S33 = np.uint64(33)
+
+
+def _column_constant(i: int) -> np.uint64:
+    """A constant of its own for the i-th column (never 0)."""
+    return np.uint64(((i + 1) * _GOLDEN) & 0xFFFFFFFFFFFFFFFF or 1)
+
+
+def _fmix(x: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finaliser over an array (a bijection: distinct inputs stay distinct)."""
+    x = x ^ (x >> _S33)
+    x = x * _M1
+    x = x ^ (x >> _S33)
+    x = x * _M2
+    return x ^ (x >> _S33)
+
+
+class RowPrint:
+    """The print of each row of a stream's chunks; built by `row_print`."""
+
+    def __init__(self, columns: Iterable[str], seed: bytes, text_times: Sequence[str] = ()) -> None:
+        self.columns = sorted(set(columns))
+        self._seed = seed
+        self._text_times = list(text_times)
+
+    def prints(self, table: pa.Table) -> np.ndarray | None:
+        """One int64 per row, never 0; None when a column is missing or of a type without a print, or a
+        time column without a format is text (module doc)."""
+        names = set(table.column_names)
+        if any(c not in names for c in self.columns):
+            return None
+        if any(_text(table.schema.field(c).type) for c in self._text_times):
+            return None
+        n = table.num_rows
+        texts: list[pa.ChunkedArray] = []
+        numbers: list[np.ndarray] = []
+        nulls = np.zeros(n, np.uint64)
+        for i, c in enumerate(self.columns):
+            col = table.column(c)
+            if pa.types.is_dictionary(col.type):
+                col = col.cast(col.type.value_type)
+            kind = _kind(col.type)
+            if kind is None:
+                return None
+            if col.null_count:  # a null cell flips its column's own constant: other rows are not touched
+                nulls ^= np.asarray(col.is_null(), dtype=np.uint64) * _column_constant(i)
+            if kind == "text":
+                data = (
+                    col
+                    if pa.types.is_binary(col.type) or pa.types.is_string(col.type)
+                    else col.cast(pa.large_string())
+                )
+                texts.append(data)
+                numbers.append(
+                    _filled(pc.binary_length(data))
+                )  # the lengths: where one text ends in the joined row
+            else:
+                numbers.append(_number(col))
+        kinds = orjson.dumps([[c, str(table.schema.field(c).type)] for c in self.columns])
+        out = np.full(
+            n, xxhash.xxh3_64_intdigest(kinds, seed=xxhash.xxh3_64_intdigest(self._seed)), np.uint64
+        )
+        if texts:
+            large = [t.cast(pa.large_binary()) for t in texts]
+            joined = pc.binary_join_element_wise(*large, pa.scalar(b"", pa.large_binary()), null_handling="replace",
+                                                 null_replacement=b"")  # fmt: skip
+            out ^= np.fromiter(map(xxhash.xxh3_64_intdigest, joined.to_pylist()), np.uint64, n)
+        with np.errstate(over="ignore"):
+            for i, v in enumerate(numbers):
+                out = _fmix((out + _column_constant(i)) ^ v)
+            out = _fmix(out ^ nulls)
+        out = out.view(np.int64)
+        out[out == 0] = 1
+        return out
+
+
+def _kind(t: pa.DataType) -> str | None:
+    """How a column's cells enter the print: as text (their bytes) or as a 64-bit number; None: not at all."""
+    if (
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+    ):
+        return "text"
+    if pa.types.is_decimal(t) or pa.types.is_fixed_size_binary(t):
+        return "text"
+    if (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_temporal(t)
+            or pa.types.is_null(t)):  # fmt: skip
+        return None if pa.types.is_interval(t) else "number"
+    return None
+
+
+def _filled(col: pa.ChunkedArray) -> np.ndarray:
+    """An integer column as uint64 (nulls as 0: the null bits tell them apart)."""
+    return np.asarray(pc.fill_null(col.cast(pa.int64(), safe=False), 0), dtype=np.int64).view(np.uint64)
+
+
+def _number(col: pa.ChunkedArray) -> np.ndarray:
+    """The cells of a number, boolean or time column as 64 bits: a float's own bits, else the integer it is
+    stored as (the unit is in the column's type, which seeds the print)."""
+    t = col.type
+    if pa.types.is_null(t):
+        return np.zeros(len(col), np.uint64)
+    if pa.types.is_floating(t):
+        floats = pc.fill_null(col.cast(pa.float64()), 0.0)
+        return np.asarray(floats, dtype=np.float64).view(np.uint64)
+    if pa.types.is_boolean(t):
+        col = col.cast(pa.int8())
+    return _filled(col)
+
+
+def _text(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
+
+
+def row_print(stream: Stream, mapped_columns: Iterable[str], suite_columns: Iterable[str],
+              suite: Sequence[object]) -> RowPrint | None:  # fmt: skip
+    """The stream's row prints (None: no fast path, see why_not and the module doc). `suite`: its expectations
+    as plain values (anything JSON-serialisable), part of the seed."""
+    if why_not(stream) is not None:
+        return None
+    seed = hashlib.sha256(orjson.dumps({
+        "format": FORMAT, "connector": __version__, "pyarrow": pa.__version__.split(".")[0],
+        "stream": stream.model_dump(mode="json"), "suite": suite,
+    }, option=orjson.OPT_SORT_KEYS, default=str)).digest()  # fmt: skip
+    return RowPrint([*mapped_columns, *suite_columns], seed, _slash_dates(stream))

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from connector.config import Source
@@ -112,14 +113,24 @@ def _check_columns(label: str, table: pa.Table, key: list[str], since: Since | N
 
 def _key_texts(table: pa.Table, key: list[str], first_row: int) -> list[str]:
     """'id=42' (or 'a=1, b=x' for a composite key) for every row; a NULL key names the row's position in the
-    result ('id=NULL (row 7)'), since several such rows would otherwise read the same."""
-    cols = [table.column(c).to_pylist() for c in key]
-    texts = [", ".join(f"{c}={_sql_text(v)}" for c, v in zip(key, vals, strict=True)) for vals in zip(*cols, strict=True)]
-    return [t + f" (row {first_row + i})" if any(col[i] is None for col in cols) else t for i, t in enumerate(texts)]
-
-
-def _sql_text(value: object) -> str:
-    return "NULL" if value is None else str(value)
+    result ('id=NULL (row 7)'), since several such rows would otherwise read the same. One f-string per row:
+    this runs over every row read, so the NULL rows are found by Arrow and mended afterwards."""
+    cols = [table.column(c) for c in key]
+    values = [c.to_pylist() for c in cols]
+    if len(key) == 1:
+        name = key[0]
+        texts = [f"{name}={v}" for v in values[0]]
+    else:
+        texts = [", ".join(f"{c}={v}" for c, v in zip(key, vals, strict=True)) for vals in zip(*values, strict=True)]
+    if any(c.null_count for c in cols):
+        nulls = np.zeros(table.num_rows, dtype=bool)
+        for c in cols:
+            if c.null_count:
+                nulls |= c.is_null().to_numpy(zero_copy_only=False)
+        for i in np.flatnonzero(nulls).tolist():
+            shown = ", ".join(f"{c}={'NULL' if v[i] is None else v[i]}" for c, v in zip(key, values, strict=True))
+            texts[i] = f"{shown} (row {first_row + i})"
+    return texts
 
 
 def _rechunk(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from connector.config import Source
 from connector.errors import SourceError
+from connector.readers.ahead import read_ahead
 from connector.readers.preflight import check_columns
 from connector.readers.sql.connection import Target, mask_url, resolve_target
 from connector.readers.sql.drivers import Database
@@ -54,15 +55,21 @@ def read_sql(source: Source, base_dir: Path, env: Mapping[str, str], since: Sinc
         log.info("reading %s (%s, chunks of %d rows)", label, target.shown, source.chunk_rows)
         row = 1
         checked = False
-        for table in _rechunk(db.batches(query, params, source.chunk_rows), source.chunk_rows):
-            table = normalize(table)
-            if not checked:
-                _check_columns(label, table, key, since)
-                checked = True
-            n = table.num_rows
-            keys = _key_texts(table, key, row) if key else None
-            yield Chunk(label, table, list(range(row, row + n)), keys=keys)
-            row += n
+        # The next batch is fetched in a thread while this one is worked on (readers/ahead.py); closed before
+        # the connection is, whatever ends the read.
+        batches = read_ahead(db.batches(query, params, source.chunk_rows), name="sql-read-ahead")
+        try:
+            for table in _rechunk(batches, source.chunk_rows):
+                table = normalize(table)
+                if not checked:
+                    _check_columns(label, table, key, since)
+                    checked = True
+                n = table.num_rows
+                keys = _key_texts(table, key, row) if key else None
+                yield Chunk(label, table, list(range(row, row + n)), keys=keys)
+                row += n
+        finally:
+            batches.close()
 
 
 def count_sql(source: Source, base_dir: Path, env: Mapping[str, str], since: Since | None = None,

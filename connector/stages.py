@@ -30,16 +30,13 @@ from typing import TYPE_CHECKING, Any
 from connector import readers
 from connector.config import Pipeline, Stream
 from connector.config.destination import Destination
-from connector.delivery.mirror import Mirror
 from connector.delivery.resume import SQL_NO_RESUME, uncarried
 from connector.delivery.shared_budget import SharedTarget
-from connector.delta import SKIP_UNCHANGED
 from connector.errors import ConnectorError
 from connector.logs import stream_context
 from connector.mapping import DateReadings, map_chunk
 from connector.progress import Progress
 from connector.readers.failed import SQL_RUN_AGAIN
-from connector.readers.partition import Partition, partition_rows
 from connector.records import Chunk, Rejected
 from connector.report import ReportInvariantError, RunReport
 from connector.report.publish import publish_run
@@ -48,11 +45,13 @@ from connector.stop import StopToken
 if TYPE_CHECKING:
     from connector.delivery.client import BrazeClient
     from connector.delivery.journal import Journal
+    from connector.delivery.mirror import Mirror
     from connector.delivery.resume import ResumeSet
     from connector.delivery.shared_limits import SharedRateLimiter
     from connector.delivery.writer import Writer
     from connector.delta import DeltaState, Incremental
     from connector.emulator import EmulatorServer
+    from connector.readers.partition import Partition
     from connector.validation import SuiteRunner
 
 __all__ = ["Plan", "Run", "suite_for"]
@@ -386,6 +385,8 @@ class Run:
                 done += len(mapped.rejects)
                 _check_mapped(stream, chunk, mapped)
                 if self.delta is not None and stream.delta and deliver:
+                    from connector.delta.state import SKIP_UNCHANGED
+
                     id_key = stream.identifier.kind if stream.identifier is not None else None
                     before = mapped
                     mapped, unchanged = self.delta.changed(stream.name, stream.kind, mapped, id_key)
@@ -451,6 +452,8 @@ class Run:
         chunks = readers.read_source(plan.stream.source, Path(self.pipeline.base_dir), plan.files,
                                      env=self.env, since=plan.since)  # fmt: skip
         if plan.split_root is not None and self.partition is not None:
+            from connector.readers.partition import partition_rows
+
             chunks = partition_rows(chunks, plan.stream, plan.split_root, self.partition)
         if self.retry is None:
             return chunks

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+# ruff: noqa: E402 (the collector is paused before the imports below)
+from connector.quiet_gc import end_startup_pause, pause_for_startup
+
+# typer, pydantic and the pipeline models import ~400 modules whose objects all live: the cyclic collector is
+# off while they import rather than walking them again and again. The command (__main__.main) paused it
+# already and keeps it paused into a run; another importer (a test, a program) gets it back at the end.
+_PAUSED_HERE = pause_for_startup()
+
 import json
 import logging
 import os
@@ -65,13 +73,20 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+# The commands that run a pipeline (through _execute): the collector's start-up pause goes on into them.
+RUN_COMMANDS = ("run", "validate", "upload")
+
+
 @app.callback()
 def _main(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
     """Move CSV, Parquet and SQL tables into Braze: validate, preview, deliver, report."""
+    if ctx.invoked_subcommand not in RUN_COMMANDS:
+        end_startup_pause()  # the emulator, history, report merge...: the collector as usual
 
 
 def _fail(err: ConnectorError) -> NoReturn:
@@ -243,6 +258,7 @@ def _execute(pipeline: Path | Callable[[], Pipeline], *, mode: str | None, repor
     from connector.delivery import spare
 
     try:
+        pause_for_startup()  # until the run streams rows (quiet_gc): the imports below, the run's set-up
         p = load_pipeline(pipeline) if isinstance(pipeline, Path) else pipeline()
         # A run that will send through the HTTP child starts it now: its start-up overlaps the imports below.
         spare.start(p, mode, offline=dry_run or validate_only, resume=resume)
@@ -295,6 +311,7 @@ def _execute(pipeline: Path | Callable[[], Pipeline], *, mode: str | None, repor
         typer.echo("interrupted: the report of the rows handled so far was written", err=True)
         raise typer.Exit(code=130) from None
     finally:
+        end_startup_pause()  # a run refused or failed before it streamed
         spare.discard()  # one the run never took (refused, failed or stopped before its client)
     paths = {
         "report_json": report.report_dir / "report.json",
@@ -458,3 +475,7 @@ def main() -> None:
     # nothing here does linear algebra, so one is enough (an explicit setting wins).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     app(prog_name="braze-connector")
+
+
+if _PAUSED_HERE:  # the imports above are done (see the top of this module)
+    end_startup_pause()

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 from connector import readers
 from connector.config import DEFAULT_RATE_LIMITS, Pipeline, Stream
 from connector.config.destination import resolve_destination
-from connector.delivery.mirror import open_mirror
 from connector.delivery.mode import choose_mode
 from connector.delivery.shared_budget import resolve_shared_limits
 from connector.delivery.sync_access import asked_for_sync, needs_probe
@@ -34,7 +33,6 @@ from connector.progress import Progress
 from connector.quiet_gc import quiet_gc
 from connector.readers.estimate import estimate_rows, is_parquet
 from connector.readers.failed import SQL_RUN_AGAIN
-from connector.readers.partition import Partition, plan_partition
 from connector.report import RunFailed, RunReport
 from connector.report.history import append_history, history_path, recent_runs, record_error, start_entry
 from connector.report.masking import columns_to_mask
@@ -48,6 +46,7 @@ from connector.validation.tables import has_table_expectations
 if TYPE_CHECKING:
     from connector.delivery.resume import ResumeSet
     from connector.delta import Incremental
+    from connector.readers.partition import Partition
 
 __all__ = ["run_pipeline"]
 
@@ -201,7 +200,9 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
             file = pipeline.state.url_env is None
             report.delta = {"state_file": run.delta.label if file else None, "state": run.delta.label,
                             "full": full, "read_only": offline, "not_recorded": None}  # fmt: skip
-        if not validate_only:
+        if not validate_only and any(s.mirror is not None for s in pipeline.streams):
+            from connector.delivery.mirror import open_mirror  # imported by runs with a mirror stream only
+
             run.mirror = open_mirror(pipeline, run.delta, report, dry_run=dry_run, allow_deletes=allow_deletes,
                                      retrying=retry is not None, resuming=resume is not None,
                                      partitioned=partition is not None)  # fmt: skip
@@ -252,6 +253,8 @@ def _plan(pipeline: Pipeline, stream: Stream, validate_only: bool, retry: reader
                 "WHERE mod(abs(hashtext(id::text)::bigint), N) = K - 1 (hashtext can be negative: without abs, "
                 "some rows would belong to no worker)"
             )
+        from connector.readers.partition import plan_partition
+
         files, split_root = plan_partition(stream, files, base, partition)
     since = incremental.since(stream) if incremental is not None else None
     suite = suite_for(pipeline, stream) if stream.expectations else None

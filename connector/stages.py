@@ -34,17 +34,13 @@ import numpy as np
 from connector import readers
 from connector.config import Pipeline, Stream
 from connector.config.destination import Destination
-from connector.delivery.mirror import Mirror
 from connector.delivery.resume import SQL_NO_RESUME, uncarried
 from connector.delivery.shared_budget import SharedTarget
-from connector.delta import SKIP_UNCHANGED, Counts
-from connector.delta.rowprint import RowPrint, row_print
 from connector.errors import ConnectorError
 from connector.logs import stream_context
 from connector.mapping import DateReadings, columns_read, identifier_keys, map_chunk
 from connector.progress import Progress
 from connector.readers.failed import SQL_RUN_AGAIN
-from connector.readers.partition import Partition, partition_rows
 from connector.records import Chunk, Rejected
 from connector.report import ReportInvariantError, RunReport
 from connector.report.publish import publish_run
@@ -53,11 +49,14 @@ from connector.stop import StopToken
 if TYPE_CHECKING:
     from connector.delivery.client import BrazeClient
     from connector.delivery.journal import Journal
+    from connector.delivery.mirror import Mirror
     from connector.delivery.resume import ResumeSet
     from connector.delivery.shared_limits import SharedRateLimiter
     from connector.delivery.writer import Writer
     from connector.delta import DeltaState, Incremental
+    from connector.delta.rowprint import RowPrint
     from connector.emulator import EmulatorServer
+    from connector.readers.partition import Partition
     from connector.validation import SuiteRunner
 
 __all__ = ["Plan", "Run", "suite_for"]
@@ -365,6 +364,8 @@ class Run:
         if suite is not None and (why := suite.row_alone()) is not None:
             logger.info("stream %s: no fast path for unchanged rows: %s", stream.name, why)
             return None
+        from connector.delta.rowprint import row_print
+
         return row_print(stream, columns_read(stream), suite.columns if suite is not None else (),
                          suite.described() if suite is not None else [])  # fmt: skip
 
@@ -383,6 +384,8 @@ class Run:
         n = int(np.count_nonzero(skip))
         if not n:
             return chunk, prints, 0
+        from connector.delta import SKIP_UNCHANGED, Counts
+
         self.report.add_skipped(n, SKIP_UNCHANGED, stream.name)
         self.report.add_delta(stream.name, Counts(unchanged=n))
         if self.incremental is not None:
@@ -436,6 +439,8 @@ class Run:
                 done += len(mapped.rejects)
                 _check_mapped(stream, chunk, mapped)
                 if self.delta is not None and stream.delta and deliver:
+                    from connector.delta.state import SKIP_UNCHANGED
+
                     id_key = stream.identifier.kind if stream.identifier is not None else None
                     before = mapped
                     at = None if prints is None else prints[np.asarray(mapped.indices, dtype=np.int64)]
@@ -502,6 +507,8 @@ class Run:
         chunks = readers.read_source(plan.stream.source, Path(self.pipeline.base_dir), plan.files,
                                      env=self.env, since=plan.since)  # fmt: skip
         if plan.split_root is not None and self.partition is not None:
+            from connector.readers.partition import partition_rows
+
             chunks = partition_rows(chunks, plan.stream, plan.split_root, self.partition)
         if self.retry is None:
             return chunks

@@ -35,19 +35,35 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from connector.config import Pipeline
 from connector.config.paths import fill_template
-from connector.delta.incremental import Incremental
-from connector.delta.state import SKIP_UNCHANGED, Counts, DeltaState
-from connector.delta.stores import SqliteStore, Store
-from connector.delta.watermark import Watermarks
 from connector.errors import ConfigError
+
+if TYPE_CHECKING:
+    from connector.delta.incremental import Incremental
+    from connector.delta.state import SKIP_UNCHANGED, Counts, DeltaState
+    from connector.delta.stores import Store
+    from connector.delta.watermark import Watermarks
 
 __all__ = ["SKIP_UNCHANGED", "Counts", "DeltaState", "Incremental", "Watermarks", "check_partitioned_state", "keeping_state",
            "open_incremental", "open_state", "state_path"]  # fmt: skip
 
 WHOLE = "all"  # {partition} of a run that is not partitioned
+
+# Imported on first use: a run whose streams keep no state needs none of them (nor sqlite3, xxhash) before
+# its first request (tests/integration/test_http_child_lifetime.py).
+_LAZY = {"Incremental": "incremental", "SKIP_UNCHANGED": "state", "Counts": "state", "DeltaState": "state",
+         "SqliteStore": "stores", "Store": "stores", "Watermarks": "watermark"}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def state_path(pipeline: Pipeline, partition: str | None = None) -> Path:
@@ -94,6 +110,8 @@ def open_store(pipeline: Pipeline, *, read_only: bool, env: Mapping[str, str] | 
         from connector.delta.pg_store import PgStore
 
         return PgStore(pipeline.state.url_env, pipeline.name, os.environ if env is None else env, read_only=read_only)
+    from connector.delta.stores import SqliteStore
+
     return SqliteStore(state_path(pipeline, partition), read_only=read_only)
 
 
@@ -103,6 +121,8 @@ def open_state(pipeline: Pipeline, *, read_only: bool, full: bool, env: Mapping[
     partition's file for a partitioned run)."""
     if not any(s.delta for s in pipeline.streams):
         return None
+    from connector.delta.state import DeltaState
+
     return DeltaState(open_store(pipeline, read_only=read_only, env=env, partition=partition), read_only=read_only, full=full)
 
 
@@ -112,6 +132,9 @@ def open_incremental(pipeline: Pipeline, *, read_only: bool, full: bool, partiti
     with `state.url_env` (keyed by pipeline and partition), else in the state file."""
     if not any(s.incremental is not None for s in pipeline.streams):
         return None
+    from connector.delta.incremental import Incremental
+    from connector.delta.watermark import Watermarks
+
     if pipeline.state.url_env is not None:
         from connector.delta.marks import PgMarks
 

@@ -16,15 +16,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from connector import config
 from connector.readers.csv_reader import read_csv
 from connector.readers.failed import RetrySet, load_failed
 from connector.readers.files import format_of, list_files
-from connector.readers.parquet_reader import read_parquet
 from connector.readers.preflight import check_files
-from connector.readers.sql import Since, count_sql, read_sql
 from connector.records import Chunk
+
+if TYPE_CHECKING:
+    from connector.readers.parquet_reader import read_parquet
+    from connector.readers.sql import Since, count_sql, read_sql
 
 __all__ = [
     "RetrySet",
@@ -40,6 +43,19 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# Imported on first use: a run reading CSV files needs neither pyarrow.parquet (and the pyarrow.fs and ssl
+# it loads) nor the SQL readers before its first request (tests/integration/test_http_child_lifetime.py).
+_LAZY = {"read_parquet": "connector.readers.parquet_reader", "Since": "connector.readers.sql",
+         "count_sql": "connector.readers.sql", "read_sql": "connector.readers.sql"}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def read_source(
@@ -61,12 +77,16 @@ def read_source(
     if source.is_sql:
         import os
 
+        from connector.readers.sql import read_sql
+
         yield from read_sql(source, base_dir, os.environ if env is None else env, since)
         return
     for path in list_files(source, base_dir) if files is None else files:
         fmt = format_of(path, source.format)
         log.info("reading %s (%s, chunks of %d rows)", path, fmt, source.chunk_rows)
         if fmt == "parquet":
+            from connector.readers.parquet_reader import read_parquet
+
             yield from read_parquet(path, source.chunk_rows, source.max_columns)
         else:
             yield from read_csv(path, source.csv, source.chunk_rows, source.max_columns)

@@ -18,7 +18,6 @@ from typing import Any
 
 from connector.config import Alerts
 from connector.report.document import EXIT_MEANINGS
-from connector.report.webhook import PostResult, post_json, url_problem
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +101,9 @@ def send_alerts(alerts: Alerts, doc: Mapping[str, Any], env: Mapping[str, str], 
                                "status": None, "error": None}  # fmt: skip
     if not fired:
         return summary, None
+    # The HTTP client (http.client, urllib) only when a trigger fired: a run with no alert never loads it.
+    from connector.report.webhook import PostResult, post_json, url_problem
+
     url = env.get(alerts.url_env, "").strip()
     problem = url_problem(url) if url else f"the environment variable {alerts.url_env} is not set"
     if problem is None:

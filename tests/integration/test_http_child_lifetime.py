@@ -431,3 +431,61 @@ def test_a_signal_after_the_handlers_before_the_first_request_leaves_no_child(
     pid = int(next(line for line in res.stderr.splitlines() if line.startswith("SPARE ")).split()[1])
     assert not running(pid)
     assert emulator.ledger() == []
+
+
+# Modules a CSV run of a pipeline without delta, mirror, SQL, --partition or alerts has no use for before
+# its first request; each is imported where it is needed (BENCHMARKS.md, "Time to the first request").
+LAZY_MODULES = {"pyarrow.parquet", "connector.readers.parquet_reader", "connector.readers.sql", "sqlite3",
+                "connector.delta.state", "connector.delta.stores", "connector.delta.incremental",
+                "connector.delivery.mirror", "connector.delta.removed", "connector.readers.partition",
+                "connector.report.webhook", "http.client", "urllib.request"}  # fmt: skip
+
+
+def test_the_sample_users_run_starts_without_the_modules_it_does_not_use(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """`python -m connector run pipelines/users.yaml --mode bulk` (the command's entry point, __main__.main):
+    when its first request leaves, none of LAZY_MODULES is imported, and the cyclic garbage collector, paused
+    from the command's start until the run streams rows (quiet_gc.py), has made no full collection and only
+    young ones once the run streams rows (it made ~130, 3 of them full, before the pause existed)."""
+    root = Path(__file__).resolve().parents[2]
+    for folder in ("sample_data", "expectations"):
+        (tmp_path / folder).symlink_to(root / folder)
+    (tmp_path / "pipelines").mkdir()
+    text = (root / "pipelines" / "users.yaml").read_text(encoding="utf-8")
+    pipeline = tmp_path / "pipelines" / "users.yaml"
+    pipeline.write_text(text.replace("url: local", f"url: {emulator.url}"), encoding="utf-8")
+    code = (
+        "import gc, sys\n"
+        "collections = []\n"
+        "gc.callbacks.append(lambda phase, info: phase == 'stop' and collections.append(info['generation']))\n"
+        "import connector.delivery.transport.process as p\n"
+        f"lazy = {sorted(LAZY_MODULES)!r}\n"
+        "seen = []\n"
+        "def first(real):\n"
+        "    def call(*a, **k):\n"
+        "        if not seen:\n"
+        "            seen.append((sorted(set(lazy) & set(sys.modules)), len(collections), max(collections, default=0)))\n"
+        "        return real(*a, **k)\n"
+        "    return call\n"
+        "p._Child.start, p._Child.send = first(p._Child.start), first(p._Child.send)\n"
+        "from connector.__main__ import main\n"
+        f"sys.argv = ['braze-connector', 'run', {str(pipeline)!r}, '--mode', 'bulk', '--quiet',\n"
+        f"            '--report-dir', {str(tmp_path / 'r')!r}]\n"
+        "collections.clear()  # those of the imports above, the test's own\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as e:\n"
+        "    code = e.code\n"
+        "print(code, seen)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")} | env_for(emulator)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, cwd=tmp_path
+    ).stdout
+    exit_code, seen = out.splitlines()[-1].split(" ", 1)
+    assert exit_code == "0"
+    imported, collected, oldest = eval(seen)[0]  # noqa: S307 (our own repr)
+    assert imported == []
+    assert oldest < 2 and collected < 5, (collected, oldest)
+    assert len(emulator.ledger()) > 0

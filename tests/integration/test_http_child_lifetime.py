@@ -142,38 +142,9 @@ def test_the_sample_users_run_sends_its_first_request_without_pandas(
     """pandas costs ~0.25 s of CPU to import, and pyarrow imports it at its first conversion of Python values
     (connector/arrow_values.py). pipelines/users.yaml as shipped (the sample CSV, users_suite, a time cell
     Arrow's ISO cast refuses) sends its first request before anything imports it."""
-    root = Path(__file__).resolve().parents[2]
-    for folder in ("sample_data", "expectations"):
-        (tmp_path / folder).symlink_to(root / folder)
-    (tmp_path / "pipelines").mkdir()
-    text = (root / "pipelines" / "users.yaml").read_text(encoding="utf-8")
-    assert "url: local" in text
-    pipeline = tmp_path / "pipelines" / "users.yaml"
-    pipeline.write_text(text.replace("url: local", f"url: {emulator.url}"), encoding="utf-8")
-    code = (
-        "import sys\n"
-        "import connector.delivery.transport.process as p\n"
-        "seen = []\n"
-        "def first(real):\n"
-        "    def call(*a, **k):\n"
-        "        if not seen:\n"
-        "            seen.append('pandas' in sys.modules)\n"
-        "        return real(*a, **k)\n"
-        "    return call\n"
-        "p._Child.start, p._Child.send = first(p._Child.start), first(p._Child.send)\n"
-        "from connector.cli import main\n"
-        f"sys.argv = ['braze-connector', 'run', {str(pipeline)!r}, '--mode', 'bulk', '--quiet',\n"
-        f"            '--report-dir', {str(tmp_path / 'r')!r}]\n"
-        "try:\n"
-        "    main()\n"
-        "except SystemExit as e:\n"
-        "    code = e.code\n"
-        "print(code, seen)\n"
+    out = _first_request_probe(
+        emulator, tmp_path, prelude="import sys\n", seen="'pandas' in sys.modules", entry="connector.cli"
     )
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")} | env_for(emulator)
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, cwd=tmp_path
-    ).stdout
     assert out.splitlines()[-1] == "0 [False]"  # exit code 0; pandas not imported when the first request left
     assert len(emulator.ledger()) > 0
     rejects = (tmp_path / "r" / "rejects.csv").read_text(encoding="utf-8")
@@ -448,44 +419,56 @@ def test_the_sample_users_run_starts_without_the_modules_it_does_not_use(
     when its first request leaves, none of LAZY_MODULES is imported, and the cyclic garbage collector, paused
     from the command's start until the run streams rows (quiet_gc.py), has made no full collection and only
     young ones once the run streams rows (it made ~130, 3 of them full, before the pause existed)."""
-    root = Path(__file__).resolve().parents[2]
-    for folder in ("sample_data", "expectations"):
-        (tmp_path / folder).symlink_to(root / folder)
-    (tmp_path / "pipelines").mkdir()
-    text = (root / "pipelines" / "users.yaml").read_text(encoding="utf-8")
-    pipeline = tmp_path / "pipelines" / "users.yaml"
-    pipeline.write_text(text.replace("url: local", f"url: {emulator.url}"), encoding="utf-8")
-    code = (
+    prelude = (
         "import gc, sys\n"
         "collections = []\n"
         "gc.callbacks.append(lambda phase, info: phase == 'stop' and collections.append(info['generation']))\n"
-        "import connector.delivery.transport.process as p\n"
         f"lazy = {sorted(LAZY_MODULES)!r}\n"
-        "seen = []\n"
-        "def first(real):\n"
-        "    def call(*a, **k):\n"
-        "        if not seen:\n"
-        "            seen.append((sorted(set(lazy) & set(sys.modules)), len(collections), max(collections, default=0)))\n"
-        "        return real(*a, **k)\n"
-        "    return call\n"
-        "p._Child.start, p._Child.send = first(p._Child.start), first(p._Child.send)\n"
-        "from connector.__main__ import main\n"
-        f"sys.argv = ['braze-connector', 'run', {str(pipeline)!r}, '--mode', 'bulk', '--quiet',\n"
-        f"            '--report-dir', {str(tmp_path / 'r')!r}]\n"
-        "collections.clear()  # those of the imports above, the test's own\n"
-        "try:\n"
-        "    main()\n"
-        "except SystemExit as e:\n"
-        "    code = e.code\n"
-        "print(code, seen)\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")} | env_for(emulator)
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, cwd=tmp_path
-    ).stdout
+    seen = "(sorted(set(lazy) & set(sys.modules)), len(collections), max(collections, default=0))"
+    out = _first_request_probe(emulator, tmp_path, prelude=prelude, seen=seen, entry="connector.__main__",
+                               before_main="collections.clear()  # those of the imports above, the test's own\n")  # fmt: skip
     exit_code, seen = out.splitlines()[-1].split(" ", 1)
     assert exit_code == "0"
     imported, collected, oldest = eval(seen)[0]  # noqa: S307 (our own repr)
     assert imported == []
     assert oldest < 2 and collected < 5, (collected, oldest)
     assert len(emulator.ledger()) > 0
+
+
+def _first_request_probe(emulator: EmulatorServer, tmp_path: Path, *, prelude: str, seen: str, entry: str,
+                         before_main: str = "") -> str:  # fmt: skip
+    """Run pipelines/users.yaml (sample data, users_suite) against the emulator through `entry`'s main() in a
+    fresh interpreter, recording the expression `seen` when the HTTP child is first started or sent to (the
+    first request); stdout, whose last line is '<exit code> [<seen>]'."""
+    root = Path(__file__).resolve().parents[2]
+    for folder in ("sample_data", "expectations"):
+        (tmp_path / folder).symlink_to(root / folder)
+    (tmp_path / "pipelines").mkdir()
+    text = (root / "pipelines" / "users.yaml").read_text(encoding="utf-8")
+    assert "url: local" in text
+    pipeline = tmp_path / "pipelines" / "users.yaml"
+    pipeline.write_text(text.replace("url: local", f"url: {emulator.url}"), encoding="utf-8")
+    code = (
+        prelude + "import connector.delivery.transport.process as p\n"
+        "seen = []\n"
+        "def first(real):\n"
+        "    def call(*a, **k):\n"
+        "        if not seen:\n"
+        f"            seen.append({seen})\n"
+        "        return real(*a, **k)\n"
+        "    return call\n"
+        "p._Child.start, p._Child.send = first(p._Child.start), first(p._Child.send)\n"
+        f"from {entry} import main\n"
+        f"sys.argv = ['braze-connector', 'run', {str(pipeline)!r}, '--mode', 'bulk', '--quiet',\n"
+        f"            '--report-dir', {str(tmp_path / 'r')!r}]\n"
+        + before_main + "try:\n"
+        "    main()\n"
+        "except SystemExit as e:\n"
+        "    code = e.code\n"
+        "print(code, seen)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")} | env_for(emulator)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, cwd=tmp_path
+    ).stdout

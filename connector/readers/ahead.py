@@ -26,7 +26,7 @@ _POLL_S = 0.05  # how often a thread blocked on a full queue looks at the stop f
 
 def read_ahead(source: Iterator[T], depth: int = 1, name: str = "read-ahead") -> Generator[T, None, None]:
     """`source`'s items, in order, fetched up to `depth` ahead in a daemon thread."""
-    box: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth + 1)
+    box: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
     def put(kind: str, value: object) -> bool:

@@ -2,7 +2,7 @@
 
 pipeline.run_pipeline() sets a run up (plans, locks, state, journal, report) and hands it to `Run.execute`:
 for each stream, readers.read_source -> parse rejects -> delta's fast path (rows whose source print is the
-one stored at their last confirmed delivery are skipped as unchanged: delta/rowprint.py) ->
+one stored at their last confirmed delivery are skipped as unchanged: delta/fastpath.py) ->
 SuiteRunner.validate -> Chunk.filter(keep) -> mapping.map_chunk -> mapping/contract rejects -> delta ->
 Writer.submit; then SuiteRunner.finish() for the
 table-level checks, mirror mode's removals, and the stop's accounting. Only this module and pipeline.py
@@ -38,7 +38,7 @@ from connector.delivery.resume import SQL_NO_RESUME, uncarried
 from connector.delivery.shared_budget import SharedTarget
 from connector.errors import ConnectorError
 from connector.logs import stream_context
-from connector.mapping import DateReadings, columns_read, identifier_keys, map_chunk
+from connector.mapping import DateReadings, map_chunk
 from connector.progress import Progress
 from connector.readers.failed import SQL_RUN_AGAIN
 from connector.records import Chunk, Rejected
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from connector.delivery.shared_limits import SharedRateLimiter
     from connector.delivery.writer import Writer
     from connector.delta import DeltaState, Incremental
-    from connector.delta.rowprint import RowPrint
+    from connector.delta.fastpath import FastPath
     from connector.emulator import EmulatorServer
     from connector.readers.partition import Partition
     from connector.validation import SuiteRunner
@@ -334,11 +334,15 @@ class Run:
                 deliver = False
             suite = suite_for(self.pipeline, stream)  # a fresh runner for the row-level pass
         skip_reason = SKIP_VALIDATE_ONLY if self.writer is None else SKIP_TABLE_CHECK
-        rowprint = self._row_print(stream, suite) if deliver else None
+        fast = None  # delta sync's fast path (delta/fastpath.py): not on a resumed run
+        if deliver and self.delta is not None and self.writer is not None and self.resume is None:
+            from connector.delta.fastpath import fast_path
+
+            fast = fast_path(self.delta, stream, suite, self.incremental)
         chunks = self._chunks(plan)
         complete = True
         for chunk in chunks:
-            self._chunk(stream, suite, chunk, deliver=deliver, skip_reason=skip_reason, rowprint=rowprint)
+            self._chunk(stream, suite, chunk, deliver=deliver, skip_reason=skip_reason, fast=fast)
             self._show()
             if self.halted():
                 complete = False
@@ -353,48 +357,8 @@ class Run:
         if suite is not None and not plan.table_first and not self.halted() and self.retry is None:
             self._table_checks(stream, suite, delivered=deliver)  # partial data proves nothing: not on abort
 
-    def _row_print(self, stream: Stream, suite: SuiteRunner | None) -> RowPrint | None:
-        """The stream's source prints, for delta sync's fast path (delta/rowprint.py); None where it does not
-        apply (not a delta stream, an operation, a suite whose verdicts are not row by row, a resumed run, a
-        state that keeps no prints)."""
-        if self.delta is None or not stream.delta or self.writer is None or self.resume is not None:
-            return None
-        if not self.delta.keeps_prints:  # PostgreSQL state: no prints kept, nothing to compare them with
-            return None
-        if suite is not None and (why := suite.row_alone()) is not None:
-            logger.info("stream %s: no fast path for unchanged rows: %s", stream.name, why)
-            return None
-        from connector.delta.rowprint import row_print
-
-        return row_print(stream, columns_read(stream), suite.columns if suite is not None else (),
-                         suite.described() if suite is not None else [])  # fmt: skip
-
-    def _fast_path(self, stream: Stream, chunk: Chunk, rowprint: RowPrint, users: list[str | None] | None,
-                   ) -> tuple[Chunk, np.ndarray | None, int]:  # fmt: skip
-        """Delta sync's fast path: the chunk without the rows whose source print is the one stored with their
-        user's confirmed record (counted as unchanged, settled for the watermark), the prints of the rows
-        left, and how many were dropped. `users`: the rows' users, when mirror mode read them already."""
-        assert self.delta is not None
-        prints = rowprint.prints(chunk.table)
-        if prints is None or not self.delta.may_skip(stream.name):
-            return chunk, prints, 0
-        if users is None:
-            users = identifier_keys(stream, chunk)
-        skip = self.delta.unchanged_rows(stream.name, users, prints)
-        n = int(np.count_nonzero(skip))
-        if not n:
-            return chunk, prints, 0
-        from connector.delta import SKIP_UNCHANGED, Counts
-
-        self.report.add_skipped(n, SKIP_UNCHANGED, stream.name)
-        self.report.add_delta(stream.name, Counts(unchanged=n))
-        if self.incremental is not None:
-            self.incremental.skipped(stream, [chunk.ref(i) for i in np.flatnonzero(skip).tolist()])
-        keep = ~skip
-        return chunk.filter(keep.tolist()), prints[keep], n
-
     def _chunk(self, stream: Stream, suite: SuiteRunner | None, chunk: Chunk, *, deliver: bool,
-               skip_reason: str, rowprint: RowPrint | None = None) -> None:  # fmt: skip
+               skip_reason: str, fast: FastPath | None = None) -> None:  # fmt: skip
         """One chunk through validate -> map -> deliver; every row read ends up counted exactly once (rows
         delta sync's fast path takes are skipped as unchanged before they are validated)."""
         report = self.report
@@ -413,9 +377,14 @@ class Run:
             carried = self._carry(stream, chunk, sending=deliver and self.writer is not None)
             done += sum(carried) if carried else 0
             prints = None
-            if rowprint is not None and len(chunk) and not carried:
-                chunk, prints, fast = self._fast_path(stream, chunk, rowprint, users)
-                done += fast
+            if fast is not None and len(chunk) and not carried:
+                chunk, prints, taken = fast.take(chunk, users)
+                if taken:
+                    from connector.delta.state import SKIP_UNCHANGED, Counts
+
+                    report.add_skipped(taken, SKIP_UNCHANGED, stream.name)
+                    report.add_delta(stream.name, Counts(unchanged=taken))
+                done += taken
             if suite is not None and len(chunk):
                 keep, rejects = _reconcile(chunk, suite.validate(chunk))  # every row: table checks see the table
                 if carried:

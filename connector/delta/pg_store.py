@@ -1,8 +1,13 @@
 """Delta sync's state in PostgreSQL (`state: {url_env: STATE_PG_URL}`), shared by machines and processes.
 
-One table, `braze_connector_delta (pipeline, stream, key, record, key_hash, digest)`, keyed by the first
-three, so pipelines and their streams never touch each other's rows. `key_hash` and `digest` are the XXH3
-hash of the key and digest of the record (keyindex.py, as the local file keeps them). The store reads them
+One table, `braze_connector_delta (pipeline, stream, key, record, key_hash, digest, print)`, keyed by the
+first three, so pipelines and their streams never touch each other's rows. `key_hash` and `digest` are the
+XXH3 hash of the key and digest of the record (keyindex.py, as the local file keeps them); `print` (NULL:
+none) the source print of the row the record was confirmed for (delta sync's fast path, rowprint.py), with
+the local store's semantics (stores.py): written only with a confirmed record, in the same statement,
+dropped whenever the record is replaced or forgotten, attached by `mark` only while the record is still the
+one compared. It is stored XOR the record's digest, so a record replaced by a process of an earlier version
+(whose upsert leaves the column alone) keeps no usable print. The store reads them
 for its pipeline once, as it opens (one Arrow read), into a keyindex.KeyIndex per stream, and keeps that
 index up to date with its own writes: a row whose JSON has the digest of its key's record is answered from
 memory, and only keys whose digest differs have their records read from the server (one statement per
@@ -21,8 +26,10 @@ transaction, a chunk one round trip. Confirms are `INSERT ... ON CONFLICT DO UPD
 writing the same table (two pipelines, or the partitions of one) never fail or lose each other's rows.
 Creating the table takes a transaction-level advisory lock, so two first runs starting at once do not race.
 
-A table of the previous layout (no `key_hash` / `digest`) is converted by the first run that may write, in
-one transaction under the same lock: the columns are added and filled for every pipeline's rows (computed
+A table without `print` (the index's version) gets the column, nullable so no row is rewritten, from the
+first run that may write; a dry run reads such a table as it is, without prints. A table of the layout
+before that (no `key_hash` / `digest`) is converted by the first run that may write, in
+one transaction under the same lock: the columns are added (`print` too) and filled for every pipeline's rows (computed
 here: PostgreSQL has no XXH3), a row changed since it was read is deleted (its user is sent again in full:
 safe), then both columns become NOT NULL, so a process of an earlier version writing the table afterwards
 fails (its store error costs resends, never a wrong skip) rather than leave a record with a stale digest.
@@ -56,11 +63,15 @@ _CREATE = f"""CREATE TABLE IF NOT EXISTS {TABLE} (
     record TEXT NOT NULL,
     key_hash BIGINT NOT NULL,
     digest BIGINT NOT NULL,
+    print BIGINT,
     PRIMARY KEY (pipeline, stream, key)
 )"""
-_HAS_DIGESTS = ("SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'digest' "
-                "AND NOT attisdropped)")  # fmt: skip
-_LOAD = f"SELECT stream, key_hash, digest FROM {TABLE} WHERE pipeline = $1"
+_HAS_COLUMN = ("SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = $2 "
+               "AND NOT attisdropped)")  # fmt: skip
+_ADD_PRINT = f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS print BIGINT"  # nullable: no row is rewritten
+# The print is stored bound to its record's digest (print XOR digest, NULL: none), read back as print.
+_LOAD = f"SELECT stream, key_hash, digest, coalesce(print # digest, 0) FROM {TABLE} WHERE pipeline = $1"
+_LOAD_NO_PRINTS = f"SELECT stream, key_hash, digest, 0::int8 FROM {TABLE} WHERE pipeline = $1"
 # One primary-key probe per key (a subquery per element, so the key is bound in the index condition): a table
 # filled during the run still has an empty table's statistics, and a join let the planner scan every row of
 # the pipeline once per key (measured: 36 s for 20,000 keys).
@@ -70,11 +81,16 @@ _LOOKUP = (f"SELECT (SELECT d.record FROM {TABLE} AS d WHERE d.pipeline = $1 AND
 _FORGET = (f"DELETE FROM {TABLE} WHERE ctid = ANY (ARRAY(SELECT (SELECT d.ctid FROM {TABLE} AS d WHERE d.pipeline = $1 "
            "AND d.stream = $2 AND d.key = j.key) FROM unnest($3::text[]) AS j(key)))")  # fmt: skip
 # Binary arrays, not a JSON document: the server parses no JSON.
-_CONFIRM = (f"INSERT INTO {TABLE} (pipeline, stream, key, record, key_hash, digest) SELECT $1, $2, x.k, x.r, x.h, x.d "
-            "FROM unnest($3::text[], $4::text[], $5::int8[], $6::int8[]) AS x(k, r, h, d) ON CONFLICT "
-            "(pipeline, stream, key) DO UPDATE SET record = excluded.record, key_hash = excluded.key_hash, "
-            "digest = excluded.digest")  # fmt: skip
+_CONFIRM = (f"INSERT INTO {TABLE} (pipeline, stream, key, record, key_hash, digest, print) SELECT $1, $2, x.k, x.r, "
+            "x.h, x.d, NULLIF(x.p, 0) FROM unnest($3::text[], $4::text[], $5::int8[], $6::int8[], $7::int8[]) AS "
+            "x(k, r, h, d, p) ON CONFLICT (pipeline, stream, key) DO UPDATE SET record = excluded.record, "
+            "key_hash = excluded.key_hash, digest = excluded.digest, print = excluded.print")  # fmt: skip
 _INSERT = _CONFIRM.split(" ON CONFLICT")[0]  # keys new to the index (write)
+# A print attached to a record already confirmed, only while the key still has that record (digest); by the
+# row address of the same per-key probe as _LOOKUP.
+_MARK = (f"UPDATE {TABLE} AS t SET print = NULLIF(u.p, 0) FROM (SELECT (SELECT d.ctid FROM {TABLE} AS d WHERE "
+         "d.pipeline = $1 AND d.stream = $2 AND d.key = j.k) AS tid, j.d, j.p FROM unnest($3::text[], $4::int8[], "
+         "$5::int8[]) AS j(k, d, p)) AS u WHERE t.ctid = u.tid AND t.digest = u.d")  # fmt: skip
 _FOLD = 100_000  # keys written before _Index folds them into its arrays
 _FILL = (f"UPDATE {TABLE} AS t SET key_hash = u.h, digest = u.d FROM unnest($1::text[], $2::text[], $3::text[], "
          "$4::text[], $5::int8[], $6::int8[]) AS u(p, s, k, r, h, d) WHERE t.pipeline = u.p AND t.stream = u.s "
@@ -82,8 +98,9 @@ _FILL = (f"UPDATE {TABLE} AS t SET key_hash = u.h, digest = u.d FROM unnest($1::
 
 
 class _Index:
-    """One stream's known keys: the snapshot read at open (keyindex.KeyIndex, sorted arrays) and what this
-    store wrote since, in a dict (hash -> digest, 0: forgotten) folded into the arrays every _FOLD keys. A
+    """One stream's known keys: the snapshot read at open (keyindex.KeyIndex, sorted arrays, with the source
+    prints) and what this store wrote since, in a dict (hash -> (digest, print); digest 0: forgotten) folded
+    into the arrays every _FOLD keys. A
     KeyIndex merges its waiting entries at every find, an O(known keys) copy, and a write asks which of its
     keys are new: that was about 5 s of CPU over a 1M-row first run (500 writes); the dict keeps a write's
     cost to its own keys. Not thread-safe (the store locks)."""
@@ -92,31 +109,35 @@ class _Index:
 
     def __init__(self, base: KeyIndex | None = None) -> None:
         self.base = base if base is not None else KeyIndex()
-        self.recent: dict[int, int] = {}
+        self.recent: dict[int, tuple[int, int]] = {}
 
-    def find(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(digest, known) of each hash."""
-        d, name = self.base.find(h)
+    def find(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(digest, known, source print) of each hash (print 0: none)."""
+        _, d, name, s = self.base.find_all(h)
         known = name != 0
         if self.recent:
             recent = self.recent
             for j, x in enumerate(h.tolist()):
                 got = recent.get(x)
                 if got is not None:
-                    d[j], known[j] = got, got != 0
-        return d, known
+                    d[j], s[j] = got
+                    known[j] = got[0] != 0
+        return d, known, s
 
-    def put(self, h: np.ndarray, d: np.ndarray) -> None:
-        """Keys written (digest 0: forgotten), later ones winning."""
-        self.recent.update(zip(h.tolist(), d.tolist(), strict=True))
+    def put(self, h: np.ndarray, d: np.ndarray, s: np.ndarray | None = None) -> None:
+        """Keys written (digest 0: forgotten) with their prints (None: none), later ones winning."""
+        prints = s.tolist() if s is not None else [0] * len(h)
+        self.recent.update(zip(h.tolist(), zip(d.tolist(), prints, strict=True), strict=True))
         if len(self.recent) >= _FOLD:
             self.fold()
 
     def fold(self) -> None:
         if self.recent:
-            h = np.fromiter(self.recent.keys(), np.int64, len(self.recent))
-            d = np.fromiter(self.recent.values(), np.int64, len(self.recent))
-            self.base.apply(h, d, (d != 0).astype(np.int64))
+            n = len(self.recent)
+            h = np.fromiter(self.recent.keys(), np.int64, n)
+            d = np.fromiter((v[0] for v in self.recent.values()), np.int64, n)
+            s = np.fromiter((v[1] for v in self.recent.values()), np.int64, n)
+            self.base.apply(h, d, (d != 0).astype(np.int64), s)
             self.base.merge()
             self.recent = {}
 
@@ -127,7 +148,9 @@ class _Index:
 
 class PgStore:
     """The confirmed records of one pipeline in a PostgreSQL database, with their index in memory;
-    thread-safe (one connection, one lock)."""
+    thread-safe (one connection, one lock); keeps source prints (stores.keeps_sources)."""
+
+    keeps_sources = True
 
     def __init__(self, url_env: str, pipeline: str, env: Mapping[str, str], *, read_only: bool) -> None:
         self.pipeline = pipeline
@@ -146,24 +169,29 @@ class PgStore:
         """Convert a table of the previous layout (a run that may write), then read the pipeline's index."""
         if not db.scalar("SELECT to_regclass($1) IS NOT NULL", [TABLE]):
             return {}  # a read-only run before the first run created the table
-        if db.scalar(_HAS_DIGESTS, [TABLE]):
-            return self._indexes(db.transaction_table([(_LOAD, [self.pipeline])]))
+        if db.scalar(_HAS_COLUMN, [TABLE, "digest"]):
+            prints = bool(db.scalar(_HAS_COLUMN, [TABLE, "print"]))
+            if not prints and not read_only:  # a table of the index's layout, from before the prints
+                db.transaction([("SELECT pg_advisory_xact_lock($1)", [_LOCK_ID]), (_ADD_PRINT, [])])
+                prints = True
+            return self._indexes(db.transaction_table([(_LOAD if prints else _LOAD_NO_PRINTS, [self.pipeline])]))
         if not read_only:
             convert(db)
             return self._indexes(db.transaction_table([(_LOAD, [self.pipeline])]))
         rows = db.transaction_table([(f"SELECT stream, key, record FROM {TABLE} WHERE pipeline = $1", [self.pipeline])])
-        return self._indexes(_with_digests(rows).select(["stream", "key_hash", "digest"]))
+        rows = _with_digests(rows)
+        return self._indexes(rows.select(["stream", "key_hash", "digest"]).append_column(
+            "print", pa.array(np.zeros(rows.num_rows, np.int64))))  # fmt: skip
 
     @staticmethod
     def _indexes(rows: pa.Table) -> dict[str, _Index]:
-        """An index per stream from (stream, key_hash, digest) rows (name 1: a known key)."""
+        """An index per stream from (stream, key_hash, digest, print) rows (name 1: a known key)."""
         out: dict[str, _Index] = {}
         streams = rows.column(0)
         for stream in pc.unique(streams).to_pylist():
             part = rows.filter(pc.equal(streams, stream))
-            h = part.column(1).to_numpy().astype(np.int64)
-            d = part.column(2).to_numpy().astype(np.int64)
-            out[stream] = _Index(KeyIndex([(h, d, np.ones(len(h), np.int64))]))
+            h, d, s = (part.column(i).to_numpy().astype(np.int64) for i in (1, 2, 3))
+            out[stream] = _Index(KeyIndex([(h, d, np.ones(len(h), np.int64), s)]))
         return out
 
     # ---- the Store protocol ---------------------------------------------------------------------------
@@ -176,7 +204,7 @@ class PgStore:
             index = self._index.get(stream)
             if self._db is None or index is None or not keys:
                 return out
-            dig, known = index.find(key_hashes(keys))
+            dig, known, _ = index.find(key_hashes(keys))
             found = np.flatnonzero(known)
             if rows is not None and len(found):
                 same = digests([rows[j] for j in found.tolist()]) == dig[found]
@@ -198,16 +226,21 @@ class PgStore:
             index = self._index.get(stream)
             return index is None or index.count() == 0
 
-    def write(self, stream: str, confirm: list[tuple[str, bytes]], forget: list[str]) -> None:
-        """Forget then confirm, in one transaction; the index takes them once it committed. Keys the index
-        does not know are inserted without ON CONFLICT (a third less server CPU a row): no other run writes
-        this run's keys. Should one be there after all (two runs sharing users), the transaction is rolled
-        back and done again as upserts, so two writers still never fail."""
+    def write(self, stream: str, confirm: list[tuple[str, bytes]], forget: list[str],
+              sources: Mapping[str, int] | None = None) -> None:  # fmt: skip
+        """Forget then confirm, in one transaction; the index takes them once it committed. `sources`: the
+        source prints of confirmed keys that have one, written with their records (a record confirmed
+        without one drops its key's print). Keys the index does not know are inserted without ON CONFLICT
+        (a third less server CPU a row): no other run writes this run's keys. Should one be there after all
+        (two runs sharing users), the transaction is rolled back and done again as upserts, so two writers
+        still never fail."""
         if self._db is None or not (confirm or forget):
             return
         last = dict(confirm)  # one row per key (ON CONFLICT may touch a row once)
         keys, records = list(last), [r.decode() for r in last.values()]
         h, d = key_hashes(keys), digests(list(last.values()))
+        s = np.fromiter((sources.get(k, 0) for k in keys), np.int64, len(keys)) if sources else np.zeros(len(keys), np.int64)
+        rows = (keys, records, h, d, _bound(s, d))
         gone = key_hashes(forget)
         with self._lock:
             index = self._index.setdefault(stream, _Index())
@@ -215,26 +248,65 @@ class PgStore:
             if forget:  # forgotten in this transaction: inserted afresh
                 new |= np.isin(h, gone)
             try:
-                self._db.transaction(self._writes(stream, forget, keys, records, h, d, new))
+                self._db.transaction(self._writes(stream, forget, rows, new))
             except SourceError as e:
                 if "SQLSTATE: 23505" not in str(e) or not new.any():
                     raise
-                self._db.transaction(self._writes(stream, forget, keys, records, h, d, np.zeros(len(keys), bool)))
+                self._db.transaction(self._writes(stream, forget, rows, np.zeros(len(keys), bool)))
             index.put(gone, np.zeros(len(gone), np.int64))
-            index.put(h, d)
+            index.put(h, d, s)
 
-    def _writes(self, stream: str, forget: list[str], keys: list[str], records: list[str], h: np.ndarray,
-                d: np.ndarray, new: np.ndarray) -> list[tuple[str, list[Any]]]:  # fmt: skip
-        """The statements of one write: delete `forget`, insert the `new` keys, upsert the others."""
+    def _writes(self, stream: str, forget: list[str], rows: tuple[list[str], list[str], np.ndarray, np.ndarray,
+                np.ndarray], new: np.ndarray) -> list[tuple[str, list[Any]]]:  # fmt: skip
+        """The statements of one write: delete `forget`, insert the `new` keys, upsert the others (`rows`:
+        keys, records, key hashes, digests, bound prints)."""
         out: list[tuple[str, list[Any]]] = [(_FORGET, [self.pipeline, stream, forget])] if forget else []
+        keys, records, *arrays = rows
         for sql, pick in ((_INSERT, new), (_CONFIRM, ~new)) if keys else ():
             if pick.all():
-                out.append((sql, [self.pipeline, stream, keys, records, h.tolist(), d.tolist()]))
+                out.append((sql, [self.pipeline, stream, keys, records, *(a.tolist() for a in arrays)]))
             elif pick.any():
                 at = np.flatnonzero(pick).tolist()
                 out.append((sql, [self.pipeline, stream, [keys[j] for j in at], [records[j] for j in at],
-                                  h[pick].tolist(), d[pick].tolist()]))  # fmt: skip
+                                  *(a[pick].tolist() for a in arrays)]))  # fmt: skip
         return out
+
+    def mark(self, stream: str, marks: Mapping[str, tuple[int, int]]) -> None:
+        """Attach source prints to records already confirmed: key -> (print, digest of the record it was
+        decided against); a key whose record is no longer that one (replaced or forgotten since, in the
+        index or on the server) is left alone. One statement; none when no key qualifies."""
+        if self._db is None or not marks:
+            return
+        keys = list(marks)
+        want = np.fromiter((marks[k][1] for k in keys), np.int64, len(keys))
+        prints = np.fromiter((marks[k][0] for k in keys), np.int64, len(keys))
+        h = key_hashes(keys)
+        with self._lock:
+            index = self._index.get(stream)
+            if index is None:
+                return
+            d, known, _ = index.find(h)
+            ok = known & (d == want)
+            if not ok.any():
+                return
+            at = np.flatnonzero(ok).tolist()
+            self._db.transaction([(_MARK, [self.pipeline, stream, [keys[j] for j in at], want[ok].tolist(),
+                                           _bound(prints[ok], want[ok]).tolist()])])  # fmt: skip
+            index.put(h[ok], want[ok], prints[ok])
+
+    def sources(self, stream: str, keys: list[str]) -> np.ndarray:
+        """The source print each key's record was confirmed for (0: none, or no record), from the index."""
+        return self.sources_of(stream, key_hashes(keys))
+
+    def sources_of(self, stream: str, hashes: np.ndarray) -> np.ndarray:
+        """sources() by the keys' hashes (keyindex.key_hashes); from memory, nothing asked of the server. A
+        hash another key shares may answer that key's print: a print covers the identifier's column, so it
+        never matches the other key's row."""
+        with self._lock:
+            index = self._index.get(stream)
+            if self._db is None or index is None or not len(hashes):
+                return np.zeros(len(hashes), np.int64)
+            return index.find(hashes)[2]
 
     def keys(self, stream: str) -> list[str]:
         """Every confirmed key of the stream, sorted by code point (COLLATE "C", as Python sorts); asked of
@@ -272,6 +344,13 @@ class PgStore:
                 self._db = None
 
 
+def _bound(s: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Prints as stored: XOR their record's digest (0: none, NULL on the server). A process of an earlier
+    version that replaces a record leaves its print in place; bound to the digest it no longer has, that
+    print reads back as a number no row's print is, never as a skip."""
+    return np.where(s != 0, s ^ d, 0)
+
+
 def _with_digests(rows: pa.Table) -> pa.Table:
     """`rows` (with `key` and `record` columns) and their key hashes and record digests."""
     keys = cast(list[str], rows.column("key").to_pylist())
@@ -291,7 +370,8 @@ def convert(db: Database) -> None:
     db.transaction([
         ("SELECT pg_advisory_xact_lock($1)", [_LOCK_ID]),
         (f"LOCK TABLE {TABLE} IN ACCESS EXCLUSIVE MODE", []),
-        (f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS key_hash BIGINT, ADD COLUMN IF NOT EXISTS digest BIGINT", []),
+        (f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS key_hash BIGINT, ADD COLUMN IF NOT EXISTS digest BIGINT, "
+         "ADD COLUMN IF NOT EXISTS print BIGINT", []),
         *fill,
         (f"DELETE FROM {TABLE} WHERE digest IS NULL", []),  # changed or added since read: forgotten (sent again)
         (f"ALTER TABLE {TABLE} ALTER COLUMN key_hash SET NOT NULL, ALTER COLUMN digest SET NOT NULL", []),

@@ -9,9 +9,9 @@ the group commit with the record (commit.py), or drops it with the user when the
 Rows the object comparison finds unchanged, whose user's record has no print or another one (the first run
 after an upgrade or a change of the mapping or suite, a record written by an earlier version), are *marked*:
 their print is attached to the record they were compared with, if the record is still that one when the
-mark is written (stores.SqliteStore.mark), so the next run takes them by the fast path. A user twice in a
-chunk, or with objects in flight, is never marked; nor is anything written by a store without prints
-(stores.keeps_sources: PostgreSQL), for which all this is skipped.
+mark is written (SqliteStore.mark, PgStore.mark), so the next run takes them by the fast path. A user twice
+in a chunk, or with objects in flight, is never marked; nor is anything written by a store without prints
+(stores.keeps_sources false), for which all this is skipped.
 """
 
 from __future__ import annotations

@@ -13,11 +13,17 @@ The state (a SQLite file by default, or PostgreSQL: stores.py, pg_store.py) reme
 The decision is a set operation per chunk, on the objects' JSON as mapping built it (records.EncodedObjects;
 nothing is decoded or serialised again): the chunk's keys are looked up in the store at once (none at all
 on a state that was empty when the run began, except keys the run itself decided before: seen.py), and a
-row whose JSON equals the stored record is unchanged, one bytes comparison in C (the local store answers
-such a row by digests in memory, without reading its record: stores.py, keyindex.py). Only the
-other rows are decoded and compared attribute by attribute; a row with the same values in other JSON (a
+row whose JSON equals the stored record is unchanged, one bytes comparison in C (both stores answer such a
+row by digests in their index in memory, without reading its record: stores.py, pg_store.py, keyindex.py).
+Only the other rows are decoded and compared attribute by attribute; a row with the same values in other JSON (a
 record written by an earlier version, sorted) is unchanged too, and its record is rewritten as the row's
 JSON so the next run compares the JSON alone. New users are sent and kept in flight as their JSON.
+
+Before all that, the fast path (`may_skip`, `unchanged_rows`; delta/fastpath.py, rowprint.py) takes rows
+whose *source print* (a hash of the row's cells, before validation and mapping) is the one both stores keep
+with the user's confirmed record: such a row would be found unchanged, so it is skipped without being
+validated or mapped. A print is stored only with a record Braze confirmed, goes when the record does, and is
+attached to a record the comparison found unchanged only while it is still that record (prints.py).
 
 Nothing is remembered before Braze confirmed it. What a run sends is *pending* in memory, so later rows of
 the same run compare against what was just sent (source order, as the writer delivers it); it is written
@@ -221,7 +227,7 @@ class DeltaState:
 
     @property
     def keeps_prints(self) -> bool:
-        """Whether the store keeps source prints (the local file does, PostgreSQL not: stores.keeps_sources)."""
+        """Whether the store keeps source prints (both the local file and PostgreSQL do: stores.keeps_sources)."""
         return self._prints.kept
 
     def may_skip(self, stream: str) -> bool:

@@ -6,11 +6,11 @@ unchanged rows cost no read. `write` confirms and forgets in one transaction; `e
 a stream has no record at all (a run that starts so looks nothing up), `keys(stream)` lists a stream's keys
 in code-point order and `count(stream)` counts them.
 
-The local file also keeps, with each confirmed record, the source print of the row it was confirmed for
+Both stores also keep, with each confirmed record, the source print of the row it was confirmed for
 (rowprint.py, delta sync's fast path): `write(..., sources)` stores them with the records, `mark` attaches a
 print to a record already confirmed (only while the key still has that record), and `sources(stream, keys)`
-answers them from the index in memory. A forgotten or replaced record loses its print. Stores without them
-(`keeps_sources` false: PostgreSQL) simply give the fast path nothing to match.
+answers them from the index in memory. A forgotten or replaced record loses its print. A store without them
+(`keeps_sources` false) would simply give the fast path nothing to match.
 
 The local file is a log, so that writing and reading cost the same whatever order the keys come in (user
 ids are often random, UUIDs say; a table keyed by them took 21 s of CPU to write 1M records, 20 times more
@@ -78,8 +78,8 @@ class Store(Protocol):
 
 
 def keeps_sources(store: Store) -> bool:
-    """Whether the store keeps source prints with its records (SqliteStore does; PgStore does not, so delta
-    sync's fast path never applies to it: every row goes through the object comparison, as before)."""
+    """Whether the store keeps source prints with its records (SqliteStore and PgStore do); delta sync's fast
+    path never applies to a store that does not: every row goes through the object comparison."""
     return bool(getattr(store, "keeps_sources", False))
 
 

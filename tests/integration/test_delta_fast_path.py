@@ -1,7 +1,8 @@
 """Delta sync's fast path end to end (delta/rowprint.py): unchanged rows are skipped before they are
 validated or mapped, from a file and from PostgreSQL; a changed cell in any column the mapping or the suite
 reads is sent; a change of mapping or suite falls back to the object comparison for one run; a killed run's
-re-run sends exactly what was not confirmed; the counts add up in every run."""
+re-run sends exactly what was not confirmed; the counts add up in every run. With either state backend
+(`backend`: the local file, or PostgreSQL, whose pipeline rows each test names apart)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import json
 import os
 import subprocess
 import sys
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from sql_helpers import pg_exec
+from sql_helpers import pg_exec, pg_rows
 from test_pipeline_run import env_for, report_json
 
 from connector import stages
@@ -55,11 +57,23 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
     yield seen
 
 
-def write(tmp_path: Path, stream: dict[str, Any], suite: dict[str, Any] = SUITE) -> Path:
+@pytest.fixture(params=["file", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The state's backend, as the environment a run gets: nothing (the local file) or STATE_PG_URL."""
+    if request.param == "file":
+        return {}
+    return {"STATE_PG_URL": request.getfixturevalue("postgres_url")}
+
+
+def write(tmp_path: Path, stream: dict[str, Any], suite: dict[str, Any] = SUITE,
+          backend: dict[str, str] | None = None) -> Path:  # fmt: skip
+    """The pipeline (its state in PostgreSQL when `backend` names it, under a name of this test's own)."""
     for folder in ("pipelines", "expectations", "data"):
         (tmp_path / folder).mkdir(exist_ok=True)
     (tmp_path / "expectations" / "rows.json").write_text(json.dumps(suite), encoding="utf-8")
-    doc = {"name": "t", "streams": [stream], "report": {"max_reject_fraction": 0.9}}
+    doc: dict[str, Any] = {"name": "t", "streams": [stream], "report": {"max_reject_fraction": 0.9}}
+    if backend:
+        doc.update(name=f"t{zlib.crc32(str(tmp_path).encode())}", state={"url_env": "STATE_PG_URL"})
     path = tmp_path / "pipelines" / "t.yaml"
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")
     return path
@@ -81,12 +95,12 @@ def run(path: Path, env: dict[str, str], out: Path, spy: dict[str, int]) -> dict
 
 
 def test_unchanged_rows_skip_validation_and_mapping_and_changed_cells_are_sent(
-    emulator: Any, tmp_path: Path, spy: dict[str, int]
+    emulator: Any, tmp_path: Path, spy: dict[str, int], backend: dict[str, str]
 ) -> None:
-    path = write(tmp_path, file_stream())
+    path = write(tmp_path, file_stream(), backend=backend)
     csv = tmp_path / "data" / "users.csv"
     csv.write_text(CSV + "u9,u9@example.com,N9,20,gold\n", encoding="utf-8")  # u9: rejected by the suite
-    env = env_for(emulator)
+    env = {**env_for(emulator), **backend}
     first = run(path, env, tmp_path / "r1", spy)
     assert first["rows"]["delivered"] == 8 and first["rows"]["rejected"] == 1 and spy["fast"] == 0
 
@@ -111,20 +125,20 @@ def test_unchanged_rows_skip_validation_and_mapping_and_changed_cells_are_sent(
 
 @pytest.mark.parametrize("change", ["mapping", "suite"])
 def test_a_change_of_mapping_or_suite_falls_back_for_one_run(
-    change: str, emulator: Any, tmp_path: Path, spy: dict[str, int]
+    change: str, emulator: Any, tmp_path: Path, spy: dict[str, int], backend: dict[str, str]
 ) -> None:
-    path = write(tmp_path, file_stream())
+    path = write(tmp_path, file_stream(), backend=backend)
     (tmp_path / "data" / "users.csv").write_text(CSV, encoding="utf-8")
-    env = env_for(emulator)
+    env = {**env_for(emulator), **backend}
     run(path, env, tmp_path / "r1", spy)
     run(path, env, tmp_path / "r2", spy)
     assert spy["fast"] == 8
     if change == "mapping":  # the same objects for these rows, but a mapping that is not the same
         write(tmp_path, file_stream(attributes=[{"column": "email"}, {"column": "first_name", "on_empty": "null"},
-                                                {"column": "age", "type": "integer"}]))  # fmt: skip
+                                                {"column": "age", "type": "integer"}]), backend=backend)  # fmt: skip
     else:
         write(tmp_path, file_stream(), {**SUITE, "expectations": [*SUITE["expectations"], {
-            "type": "expect_column_values_to_not_be_null", "kwargs": {"column": "email"}}]})  # fmt: skip
+            "type": "expect_column_values_to_not_be_null", "kwargs": {"column": "email"}}]}, backend)  # fmt: skip
     third = run(path, env, tmp_path / "r3", spy)
     assert spy == {"fast": 0, "mapped": 8}  # every row took the object comparison ...
     assert third["streams"][0]["delta"] == {
@@ -137,45 +151,46 @@ def test_a_change_of_mapping_or_suite_falls_back_for_one_run(
 
 
 def test_table_level_checks_and_operations_keep_the_slow_path(
-    emulator: Any, tmp_path: Path, spy: dict[str, int]
+    emulator: Any, tmp_path: Path, spy: dict[str, int], backend: dict[str, str]
 ) -> None:
     suite = {"name": "rows", "expectations": [
         {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1}}]}  # fmt: skip
-    path = write(tmp_path, file_stream(), suite)
+    path = write(tmp_path, file_stream(), suite, backend)
     (tmp_path / "data" / "users.csv").write_text(CSV, encoding="utf-8")
-    env = env_for(emulator)
+    env = {**env_for(emulator), **backend}
     run(path, env, tmp_path / "r1", spy)
     second = run(path, env, tmp_path / "r2", spy)
     assert spy == {"fast": 0, "mapped": 8} and second["rows"]["skipped"] == 8
     assert second["table_checks"][0]["success"] is True  # it saw every row
 
     ops = file_stream(expectations=[], attributes=[{"column": "email"}, {"column": "age", "op": "inc"}])
-    path = write(tmp_path, ops)
+    path = write(tmp_path, ops, backend=backend)
     run(path, env, tmp_path / "r3", spy)
     again = run(path, env, tmp_path / "r4", spy)
     assert spy["fast"] == 0 and again["rows"]["delivered"] == 8  # operations are always sent
 
 
 def test_a_postgresql_source_takes_the_fast_path(
-    postgres_url: str, emulator: Any, tmp_path: Path, spy: dict[str, int]
+    postgres_url: str, emulator: Any, tmp_path: Path, spy: dict[str, int], backend: dict[str, str]
 ) -> None:
-    pg_exec(postgres_url, "DROP TABLE IF EXISTS rp_users",
-            "CREATE TABLE rp_users AS SELECT 'u' || g AS user_id, 'u' || g || '@example.com' AS email, 20 + g AS age, "
+    table = f"rp_users_{zlib.crc32(str(tmp_path).encode())}"  # one per test: the server is the session's
+    pg_exec(postgres_url, f"DROP TABLE IF EXISTS {table}",
+            f"CREATE TABLE {table} AS SELECT 'u' || g AS user_id, 'u' || g || '@example.com' AS email, 20 + g AS age, "
             "g * 1.5 AS ltv, timestamptz '2024-01-01' + g * interval '1 hour' AS seen_at, "
             "(ARRAY['free','pro'])[1 + g % 2] AS plan FROM generate_series(1, 120) AS g")  # fmt: skip
     stream = {"name": "users", "kind": "attributes", "delta": True, "expectations": ["rows"],
-              "source": {"table": "public.rp_users", "connection": {"url_env": "PG_URL"}, "chunk_rows": 50},
+              "source": {"table": f"public.{table}", "connection": {"url_env": "PG_URL"}, "chunk_rows": 50},
               "identifier": {"external_id": "user_id"},
               "attributes": [{"column": "email"}, {"column": "age"}, {"column": "ltv"},
                              {"column": "seen_at", "type": "time"}]}  # fmt: skip
-    path = write(tmp_path, stream)
-    env = {**env_for(emulator), "PG_URL": postgres_url}
+    path = write(tmp_path, stream, backend=backend)
+    env = {**env_for(emulator), "PG_URL": postgres_url, **backend}
     assert run(path, env, tmp_path / "r1", spy)["rows"]["delivered"] == 120
     second = run(path, env, tmp_path / "r2", spy)
     assert spy == {"fast": 120, "mapped": 0} and second["rows"]["skipped"] == 120
-    pg_exec(postgres_url, "UPDATE rp_users SET seen_at = seen_at + interval '1 second' WHERE user_id = 'u7'",
-            "UPDATE rp_users SET plan = 'max' WHERE user_id = 'u8'",  # read by the suite only
-            "UPDATE rp_users SET ltv = NULL WHERE user_id = 'u9'")  # fmt: skip
+    pg_exec(postgres_url, f"UPDATE {table} SET seen_at = seen_at + interval '1 second' WHERE user_id = 'u7'",
+            f"UPDATE {table} SET plan = 'max' WHERE user_id = 'u8'",  # read by the suite only
+            f"UPDATE {table} SET ltv = NULL WHERE user_id = 'u9'")  # fmt: skip
     third = run(path, env, tmp_path / "r3", spy)
     assert spy == {"fast": 117, "mapped": 3}
     assert third["streams"][0]["delta"] == {
@@ -186,12 +201,15 @@ def test_a_postgresql_source_takes_the_fast_path(
     assert emulator.user("external_id", "u7")["attributes"]["seen_at"] == "2024-01-01T07:00:01.000Z"
 
 
-def test_a_killed_run_is_followed_by_one_that_sends_exactly_what_was_not_confirmed(tmp_path: Path) -> None:
-    state = tmp_path / "s.sqlite"
+def test_a_killed_run_is_followed_by_one_that_sends_exactly_what_was_not_confirmed(
+    tmp_path: Path, backend: dict[str, str]
+) -> None:
+    state = backend.get("STATE_PG_URL", str(tmp_path / "s.sqlite"))
+    pipeline = f"killed{zlib.crc32(str(tmp_path).encode())}"
     worker = Path(__file__).with_name("rowprint_worker.py")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     p = subprocess.run(
-        [sys.executable, str(worker), str(state)], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, str(worker), state, pipeline], env=env, capture_output=True, text=True, timeout=120
     )
     assert p.returncode == -9, p.stderr[-2000:]
     killed = json.loads(p.stdout)
@@ -199,15 +217,28 @@ def test_a_killed_run_is_followed_by_one_that_sends_exactly_what_was_not_confirm
     assert killed["sent"] == list(range(50)) + list(range(100, 200))
 
     sys.path.insert(0, str(worker.parent))
-    from rowprint_worker import decide
+    from rowprint_worker import decide, open_state
 
-    from connector.delta.stores import SqliteStore
-
-    again = DeltaState(SqliteStore(state, read_only=False))
+    again = open_state(state, pipeline)
     fast, sent = decide(again, list(range(200)), changed=range(50))
     again.close()
     assert fast == list(range(50, 150))  # confirmed, in run 1 or before the kill
     assert sorted(int(k.split(":u")[1]) for k in sent) == list(range(50)) + list(range(150, 200))  # in flight
+
+
+def test_two_processes_sharing_a_postgresql_state_each_take_the_fast_path(postgres_url: str) -> None:
+    """Two partitions of one pipeline, each with users of its own, confirm and then decide them again at
+    once: each takes its unchanged users, sends its changed ones, and sees nothing of the other's."""
+    worker = Path(__file__).with_name("rowprint_worker.py")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, str(worker), postgres_url, "rp-shared", str(first), "400"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for first in (0, 400)]  # fmt: skip
+    outs = [p.communicate(timeout=150) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outs]
+    for first, (out, _) in zip((0, 400), outs, strict=True):
+        assert json.loads(out) == {"fast": list(range(first + 200, first + 400)), "sent": list(range(first, first + 200))}
+    rows = pg_rows(postgres_url, "SELECT count(*), count(print) FROM braze_connector_delta WHERE pipeline = 'rp-shared'")
+    assert rows == [(800, 800)]  # every record with the print of the row it was confirmed for
 
 
 def test_mirror_mode_sees_the_rows_the_fast_path_takes(

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from delta_worker import users
 from sql_helpers import pg_exec
+from sql_helpers import pg_rows as rows
 from test_delta_state_pg import state, worker
 
 from connector.delta import DeltaState
@@ -51,14 +52,6 @@ def deliver(s: DeltaState, ids: range, changed: range = range(0)) -> tuple[int, 
     s.settle("users", out.delta_keys or [], True)
     s.commit()
     return len(out), unchanged
-
-
-def rows(url: str, sql: str) -> list[tuple[Any, ...]]:
-    import adbc_driver_postgresql.dbapi as pg
-
-    with pg.connect(url, autocommit=True) as con, con.cursor() as cur:
-        cur.execute(sql)
-        return list(cur.fetchall())
 
 
 def own_database(postgres_url: str, name: str) -> str:
@@ -116,6 +109,7 @@ def test_a_table_of_the_previous_layout_is_converted_in_place(postgres_url: str)
     assert len(found) == 400
     assert [f[3] for f in found] == key_hashes([f[1] for f in found]).tolist()
     assert [f[4] for f in found] == digests([f[2].encode() for f in found]).tolist()
+    assert rows(url, "SELECT is_nullable FROM information_schema.columns WHERE column_name = 'print'") == [("YES",)]
     # A process of an earlier version cannot leave a record with a stale digest: its write fails.
     with pytest.raises(Exception, match="null value"):
         pg_exec(url, f"INSERT INTO {TABLE} (pipeline, stream, key, record) VALUES ('old', 'users', 'external_id:u1', "

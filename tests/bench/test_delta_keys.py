@@ -104,7 +104,11 @@ _EXPECTED = [("plain (delta: false)", 3000, 0), ("first delta run (all new)", 30
              ("delta re-run (unchanged)", 0, 3000), ("delta re-run, 5 % changed", 150, 2850)]  # fmt: skip
 
 
+@pytest.mark.skipif(os.environ.get("BRAZE_CONNECTOR_SOAK") != "1",
+                    reason="both shapes run in test_issue12_table.py (goal 5); the counts per shape are checked "
+                           "by the one-shape run below; BRAZE_CONNECTOR_SOAK=1 runs this too")  # fmt: skip
 def test_delta_bench_runs_both_key_shapes_by_default() -> None:
+    """The default: both key shapes, with the same counts each (CPU twice the one-shape run: soak only)."""
     _need_nginx()
     lines = _delta_lines()
     assert [(s, label, d, sk) for s, label, d, sk, _r in lines] == [

@@ -66,10 +66,24 @@ def wait_for_workers(redis_url: str, namespace: str, n: int, procs: list[subproc
     return client
 
 
-def emulator_429s(emu: EmulatorProcess) -> int:
+def track_statuses(emu: EmulatorProcess) -> dict[str, int]:
+    """The emulator's /users/track answers so far, by status."""
     req = urllib.request.Request(emu.url + "/_emulator/stats", headers={"Authorization": "Bearer test-key"})
     stats = json.loads(urllib.request.urlopen(req, timeout=30).read())
-    return int(stats["requests"].get("/users/track", {}).get("429", 0))
+    return {k: int(v) for k, v in stats["requests"].get("/users/track", {}).items()}
+
+
+def emulator_429s(emu: EmulatorProcess) -> int:
+    return track_statuses(emu).get("429", 0)
+
+
+def wait_for_sends(emu: EmulatorProcess, more: int, procs: list[subprocess.Popen[str]]) -> None:
+    """Wait until the emulator has answered `more` further /users/track requests (a condition, not a time)."""
+    target = sum(track_statuses(emu).values()) + more
+    deadline = time.monotonic() + 120
+    while sum(track_statuses(emu).values()) < target:
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.1)
 
 
 def admitted_per_window(outs: list[dict[str, Any]]) -> dict[int, int]:
@@ -118,7 +132,9 @@ def test_four_workers_share_one_budget_without_a_429(redis_server: Any, emulator
     assert sum(o["retries"].get("429", 0) for o in outs) == 0
     assert emulator_429s(emulator_process) == 0
     assert all(o["summary"]["granted_shared"] == 45 and o["summary"]["workers_seen_max"] >= 2 for o in outs)
-    assert_throughput(outs)
+    # Counts, not a rate: no window admitted more than the budget. How close the grants come to the budget
+    # is shown on an injected clock by test_shared_limiter_start.py; a rate over real time fails under load.
+    assert max(admitted_per_window(outs).values()) <= EMULATOR_LIMIT
 
 
 def test_without_the_shared_limiter_the_same_workers_draw_429s(emulator_process: EmulatorProcess) -> None:
@@ -134,9 +150,11 @@ def test_redis_stopped_mid_run_no_429_burst_and_the_run_completes(redis_server: 
     ns = f"t-{uuid.uuid4().hex[:8]}"
     procs = [start_worker(emulator_process, redis_server.url, ns, f"w{i}", 50) for i in range(4)]
     wait_for_workers(redis_server.url, ns, 4, procs)
-    time.sleep(2)  # every worker has counted the others (a heartbeat a second)
+    # Sending on the shared budget, each worker having counted the others.
+    wait_for_sends(emulator_process, 20, procs)
     redis_server.stop()
-    time.sleep(4)  # on their local shares
+    # More than can have been reserved ahead: sent on their local shares, however slow the machine.
+    wait_for_sends(emulator_process, 30, procs)
     redis_server.start()  # empty, as after a crash: they find it again and rejoin together
     outs = [finish(p) for p in procs]
     assert all(o["statuses"] == {"201": 50} for o in outs), [o["statuses"] for o in outs]

@@ -51,7 +51,7 @@ def unfinished_warning(pipeline: Pipeline, report_dir: str | Path | None, partit
     Called by a new sending run (not --resume) once it holds the pipeline's lock, so no other run of the
     same pipeline and partition is alive: a journal without an end belongs to a run that was killed. A
     journal killed before its header names no run, and counts as the run's own (nothing was sent)."""
-    from connector.delivery.resume import SENT, journal_header, load_journal, run_dirs, started_at
+    from connector.delivery.resume import DELIVERED, SENT, journal_header, load_journal, run_dirs, started_at
 
     runs = []
     for d in run_dirs(pipeline, report_dir)[1]:
@@ -71,15 +71,34 @@ def unfinished_warning(pipeline: Pipeline, report_dir: str | Path | None, partit
     unanswered = sum(fr.states.count(SENT) for fr in last.rows.values())
     if not unanswered:
         return None  # killed before anything left, or with nothing in flight: the new run loses nothing
+    delivered = sum(fr.states.count(DELIVERED) for fr in last.rows.values())
     text = (
         f"the last run of this pipeline, {run_id} ({run_dir}), did not finish (killed, or its machine stopped), "
-        f"with {unanswered:,} row(s) it had sent without seeing Braze's answer. This run sends again whatever "
-        "that run did not confirm and does not count those rows, which Braze may already have applied (events, "
-        "purchases and inc may count twice)"
+        f"with {unanswered:,} row(s) it had sent without seeing Braze's answer ({delivered:,} confirmed). "
+        + _what_this_run_sends(pipeline)
     )
     if any(s.source.is_sql for s in pipeline.streams):
         return text + " (a pipeline reading SQL cannot be resumed)"
     return text + (
-        f". To finish that run instead, counting them in possibly_duplicated, stop this one and run: "
-        f"braze-connector run {pipeline.origin} --resume {run_dir}"
+        f". To finish that run instead, sending only what it did not deliver and counting the rows in flight in "
+        f"possibly_duplicated, stop this one and run: braze-connector run {pipeline.origin} --resume {run_dir}"
     )
+
+
+def _what_this_run_sends(pipeline: Pipeline) -> str:
+    """Only delta and incremental state remember what Braze confirmed: a stream without either sends every
+    row again, those the killed run delivered included."""
+    forgetful = [s.name for s in pipeline.streams if not s.delta and s.incremental is None]
+    remembered = ("This run sends again whatever that run did not confirm and does not count those rows, which "
+                  "Braze may already have applied (events, purchases and inc may count twice)")  # fmt: skip
+    if not forgetful:
+        return remembered
+    names = ", ".join(forgetful)
+    text = (
+        f"Stream(s) {names} keep no state (no delta, no incremental): this run sends every row of them again, "
+        "those that run delivered included, so Braze applies them twice (events and purchases count twice, inc "
+        "adds twice)"
+    )
+    if len(forgetful) < len(pipeline.streams):
+        text += "; for the other streams, " + remembered[0].lower() + remembered[1:]
+    return text

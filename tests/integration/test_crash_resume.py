@@ -232,6 +232,8 @@ def test_a_plain_run_after_a_kill_9_warns_and_names_the_resume_command(forkserve
         warnings = yaml.safe_load((second / "report.json").read_text(encoding="utf-8"))["warnings"]
         [w] = [w for w in warnings if "did not finish" in w]
         assert killed.name in w and f"--resume {killed}" in w and "sent without seeing Braze's answer" in w
+        # no delta, no incremental: the plain re-run sent every row again, the killed run's delivered ones too
+        assert "keep no state" in w and "those that run delivered included" in w and " confirmed)" in w
         assert finish(forkserver, args, env, log) == 0
         [third] = [d for d in runs.iterdir() if d.is_dir() and d not in (killed, second)]
         warnings = yaml.safe_load((third / "report.json").read_text(encoding="utf-8"))["warnings"]

@@ -234,3 +234,22 @@ def test_a_bad_destination_url_names_the_pipeline_file(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=rf"^{re.escape(str(f))}: destination.url: 'ftp://x' is not a URL"):
         resolve_destination(load_pipeline(f), {}, offline=True)
+
+
+def test_the_killed_run_warning_says_which_streams_send_every_row_again() -> None:
+    """Only delta or incremental state remembers what Braze confirmed before a kill -9: a stream with neither
+    sends everything again on a plain re-run, and the warning must not promise otherwise."""
+    from connector.config import load_pipeline
+    from connector.delivery.unfinished import _what_this_run_sends
+
+    pipeline = load_pipeline(Path(__file__).resolve().parents[2] / "pipelines" / "quickstart.yaml")
+    names = [s.name for s in pipeline.streams]
+    plain = _what_this_run_sends(pipeline)
+    assert plain.startswith(f"Stream(s) {', '.join(names)} keep no state") and "for the other streams" not in plain
+    first = pipeline.streams[0].model_copy(update={"delta": True})
+    mixed = pipeline.model_copy(update={"streams": [first, *pipeline.streams[1:]]})
+    text = _what_this_run_sends(mixed)
+    assert len(names) > 1
+    assert names[0] not in text.split(" keep no state")[0] and "for the other streams, this run sends again" in text
+    remembered = pipeline.model_copy(update={"streams": [s.model_copy(update={"delta": True}) for s in pipeline.streams]})
+    assert _what_this_run_sends(remembered).startswith("This run sends again whatever that run did not confirm")

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 from connector.delta.stores import Store, keeps_sources
 
@@ -101,11 +101,10 @@ class GroupCommit:
             self._marks.setdefault(stream, {}).update(marks)
             self._put += 1  # so that commit() at the end of the run writes them
 
-    def writing(self, stream: str) -> set[str]:
-        """The keys of `stream` with a change not committed yet (under the state's lock)."""
-        keys = set(self._unwritten.get(stream, ()))
-        keys.update(self._writing.get(stream, ()))
-        return keys
+    def writing(self, stream: str) -> list[Collection[str]]:
+        """The keys of `stream` with a change not committed yet, as the layers that hold them (not copied:
+        read them under the state's lock)."""
+        return [layer for layer in (self._unwritten.get(stream), self._writing.get(stream)) if layer]
 
     def unwritten(self) -> dict[str, dict[str, bytes | None]]:
         """The changes not committed yet, by stream (under the state's lock)."""

@@ -36,9 +36,9 @@ def once(keys: Sequence[str | None]) -> set[str] | None:
     return {k for k, c in Counter(keys).items() if c > 1 and k is not None}
 
 
-def rowprint_candidates(keys: Sequence[str | None], busy: Collection[str]) -> tuple[np.ndarray, np.ndarray]:
+def rowprint_candidates(keys: Sequence[str | None], busy: Sequence[Collection[str]]) -> tuple[np.ndarray, np.ndarray]:
     """The rows the fast path may take: a user, once in the chunk (by the hash of its key: two keys sharing
-    one are both left out), with nothing busy; their positions and key hashes."""
+    one are both left out), in none of the `busy` collections; their positions and key hashes."""
     if None in keys:
         at = np.fromiter((j for j, k in enumerate(keys) if k is not None), np.int64)
         users: Sequence[str] = [keys[j] for j in at.tolist()]  # type: ignore[misc]
@@ -50,8 +50,8 @@ def rowprint_candidates(keys: Sequence[str | None], busy: Collection[str]) -> tu
     alone = np.ones(len(h), dtype=bool)
     alone[order[1:][same]] = False
     alone[order[:-1][same]] = False
-    if busy:
-        alone &= np.fromiter((k not in busy for k in users), bool, len(users))
+    for held in busy:
+        alone &= np.fromiter((k not in held for k in users), bool, len(users))
     return at[alone], h[alone]
 
 

@@ -250,9 +250,8 @@ class DeltaState:
         if not len(keys) or not self.may_skip(stream):
             return out
         with self._lock:  # settle() confirms under it: nothing changes between what is busy and the store's prints
-            busy = self._commit.writing(stream)
-            busy.update(self._pending.get(stream, ()), self._new.get(stream, ()))
-            at, hashes = rowprint_candidates(keys, busy)
+            busy = [*self._commit.writing(stream), self._pending.get(stream, ()), self._new.get(stream, ())]
+            at, hashes = rowprint_candidates(keys, [b for b in busy if b])  # the sets as they are: no union per chunk
             if not len(at):
                 return out
             hit = self.store.sources_of(stream, hashes) == prints[at]  # type: ignore[attr-defined]

@@ -133,8 +133,9 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
             locks.acquire(pipeline.name, lock_files(pipeline, report_dir, label),
                           shared=shared_lock_files(pipeline, report_dir, label))  # fmt: skip
             locks.acquire_database(pipeline, env, label)
+        # The embedded emulator starts empty every run: nothing there to apply twice.
         unfinished = _unfinished(pipeline, report_dir, label, plans, ignore_unfinished) if not offline and \
-            resume is None and retry is None else None
+            resume is None and retry is None and dest.kind != "local" else None
     except BaseException:
         if incremental is not None:
             incremental.close()

@@ -310,3 +310,7 @@ def test_a_plain_run_after_a_stop_is_refused_for_the_same_files_not_for_new_ones
             (tmp_path / "tonight" / "data" / name).replace(tmp_path / "data" / name)
         tonight = run_pipeline(pipeline, report_dir=runs, env=env)
         assert tonight.exit_code == 0 and not [w for w in tonight.warnings if "before it finished" in w]
+        _stopped_midway(pipeline, runs, env, em)
+    # The embedded emulator (destination: local) starts empty every run: nothing there to apply twice.
+    local = pipeline.model_copy(update={"destination": pipeline.destination.model_copy(update={"url": "local"})})
+    assert run_pipeline(local, report_dir=runs, env={}).exit_code == 0

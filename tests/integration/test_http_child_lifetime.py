@@ -406,10 +406,13 @@ def test_a_signal_after_the_handlers_before_the_first_request_leaves_no_child(
 
 # Modules a CSV run of a pipeline without delta, mirror, SQL, --partition or alerts has no use for before
 # its first request; each is imported where it is needed (BENCHMARKS.md, "Time to the first request").
+# importlib.metadata: pydantic's plugin scan, which the command skips when no distribution declares a
+# pydantic plugin (connector/lean_imports.py).
 LAZY_MODULES = {"pyarrow.parquet", "connector.readers.parquet_reader", "connector.readers.sql", "sqlite3",
                 "connector.delta.state", "connector.delta.stores", "connector.delta.incremental",
                 "connector.delivery.mirror", "connector.delta.removed", "connector.readers.partition",
-                "connector.report.webhook", "http.client", "urllib.request"}  # fmt: skip
+                "connector.report.webhook", "http.client", "urllib.request",
+                "importlib.metadata"}  # fmt: skip
 
 
 def test_the_sample_users_run_starts_without_the_modules_it_does_not_use(
@@ -436,6 +439,26 @@ def test_the_sample_users_run_starts_without_the_modules_it_does_not_use(
     assert len(emulator.ledger()) > 0
 
 
+# The probe patches the transport when the run imports it (importing it first would import pydantic and the
+# pipeline models before the command's own start-up: connector/lean_imports.py).
+_WHEN_IMPORTED = (
+    "class Watch:\n"
+    "    def find_spec(self, name, path, target=None):\n"
+    "        if name != 'connector.delivery.transport.process':\n"
+    "            return None\n"
+    "        sys.meta_path.remove(self)\n"
+    "        import importlib.util\n"
+    "        spec = importlib.util.find_spec(name)\n"
+    "        real = spec.loader.exec_module\n"
+    "        def exec_module(module):\n"
+    "            real(module)\n"
+    "            patch(module)\n"
+    "        spec.loader.exec_module = exec_module\n"
+    "        return spec\n"
+    "sys.meta_path.insert(0, Watch())\n"
+)
+
+
 def _first_request_probe(emulator: EmulatorServer, tmp_path: Path, *, prelude: str, seen: str, entry: str,
                          before_main: str = "") -> str:  # fmt: skip
     """Run pipelines/users.yaml (sample data, users_suite) against the emulator through `entry`'s main() in a
@@ -450,16 +473,16 @@ def _first_request_probe(emulator: EmulatorServer, tmp_path: Path, *, prelude: s
     pipeline = tmp_path / "pipelines" / "users.yaml"
     pipeline.write_text(text.replace("url: local", f"url: {emulator.url}"), encoding="utf-8")
     code = (
-        prelude + "import connector.delivery.transport.process as p\n"
-        "seen = []\n"
+        prelude + "seen = []\n"
         "def first(real):\n"
         "    def call(*a, **k):\n"
         "        if not seen:\n"
         f"            seen.append({seen})\n"
         "        return real(*a, **k)\n"
         "    return call\n"
-        "p._Child.start, p._Child.send = first(p._Child.start), first(p._Child.send)\n"
-        f"from {entry} import main\n"
+        "def patch(p):\n"
+        "    p._Child.start, p._Child.send = first(p._Child.start), first(p._Child.send)\n"
+        + _WHEN_IMPORTED + f"from {entry} import main\n"
         f"sys.argv = ['braze-connector', 'run', {str(pipeline)!r}, '--mode', 'bulk', '--quiet',\n"
         f"            '--report-dir', {str(tmp_path / 'r')!r}]\n"
         + before_main + "try:\n"

@@ -3,8 +3,8 @@
 A meta path finder that changes how two modules are imported, never what they hold:
 
 - `pydantic.plugin._loader`: pydantic imports it when it builds its first model, and it imports
-  `importlib.metadata` (email, zipfile, csv, importlib.resources: ~40 ms of CPU here) to scan every
-  installed distribution's entry points for pydantic plugins (~10 ms more). When no distribution on
+  `importlib.metadata` (email, zipfile, csv, importlib.resources) to scan every installed distribution's
+  entry points for pydantic plugins: ~20 ms of CPU here after the CLI's other imports. When no distribution on
   `sys.path` declares a `[pydantic]` entry point group (`_may_have_pydantic_plugins`, which answers
   "maybe" for anything it cannot read as plain folders), the finder gives pydantic a stand-in whose
   `get_plugins()` returns what the real one would, no plugins, and which loads the real module for any
@@ -12,8 +12,8 @@ A meta path finder that changes how two modules are imported, never what they ho
 - `pyarrow.compute`: at import it writes a docstring and a signature for each of its ~290 functions,
   parsing the docstring of each function's options class again for every function that takes it (109
   parses of 57 texts) and building the options class's signature and the same dedented texts every time
-  (~45 ms of CPU here). While it is imported, those three pure functions answer from a cache: the same
-  docstrings and signatures, ~13 ms sooner. They are restored when the import ends.
+  (its import is ~45 ms of CPU here). While it is imported, those three pure functions answer from a cache:
+  the same docstrings and signatures, ~15 ms sooner. They are restored when the import ends.
 
 BENCHMARKS.md, "Time to the first request", has the figures. Only the command installs this (a program
 importing the connector keeps Python's own imports); it changes nothing once both modules are imported.
@@ -85,7 +85,7 @@ class LeanFinder:
             self._finding.discard(name)
 
 
-# ---- pydantic's plugin loader ------------------------------------------------------------------------------
+# ---- pydantic's plugin loader -----------------------------------------------------------------------------
 
 
 class _NoPluginsLoader:
@@ -126,7 +126,7 @@ class _NoPluginsLoader:
 
 
 def _may_have_pydantic_plugins(path: Sequence[object], meta_path: Sequence[object]) -> bool:
-    """False only when no distribution importlib.metadata would find declares the `pydantic` entry point group.
+    """False only when no distribution importlib.metadata would find declares a `pydantic` entry point group.
 
     importlib.metadata finds distributions through the meta path finders that have `find_distributions`
     (importlib's PathFinder: the `*.dist-info` and `*.egg-info` folders of each `sys.path` entry). Any
@@ -175,7 +175,7 @@ def _declares_pydantic(meta: str) -> bool:
     )
 
 
-# ---- pyarrow.compute ------------------------------------------------------------------------------------------
+# ---- pyarrow.compute --------------------------------------------------------------------------------------
 
 
 @contextmanager
@@ -188,8 +188,11 @@ def _cached_doc_helpers() -> Iterator[None]:
     import inspect
     import textwrap
 
-    from pyarrow.vendored import docscrape  # imported by pyarrow.compute anyway
-
+    try:
+        from pyarrow.vendored import docscrape  # imported by pyarrow.compute anyway
+    except ImportError:  # another pyarrow: its import as it is
+        yield
+        return
     saved = [(docscrape, "NumpyDocString"), (textwrap, "dedent"), (inspect, "signature")]
     originals = [getattr(module, attr) for module, attr in saved]
     try:

@@ -77,7 +77,8 @@ def test_pydantic_builds_models_without_importlib_metadata_when_no_plugin_exists
         "assert M(x='3').x == 3\n"
         "import pydantic.plugin._loader as loader\n"
         "print('importlib.metadata' in sys.modules, list(loader.get_plugins()))\n"
-        "print(loader._plugins, 'importlib.metadata' in sys.modules)\n"  # any other name: pydantic's own module
+        # any other name: pydantic's own module, loaded then
+        "print(loader._plugins, 'importlib.metadata' in sys.modules)\n"
     )
     assert out.splitlines() == ["False []", "None True"]
 

@@ -162,7 +162,7 @@ class GroupCommit:
     def overlay(self, stream: str, keys: list[str], stored: list[bytes | None]) -> None:
         """Replace, in `stored` (the store's records of `keys`), those with a change not committed yet."""
         for layer in (self._writing.get(stream), self._unwritten.get(stream)):  # older, then newer
-            if layer:
+            if layer and not layer.keys().isdisjoint(keys):  # a first run's chunk: other users than those settled
                 for j, key in enumerate(keys):
                     if key in layer:
                         stored[j] = layer[key]

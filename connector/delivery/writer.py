@@ -156,8 +156,9 @@ class Writer:
         if stop is not None:
             stop.on_stop(self._queue.refuse_new)  # a submit blocked on a full queue returns at once
         self._sender = Sender(self._queue, self._run, workers) if workers else None
-        # Delta answers settle on these threads, off the event loop; answers settled at once share the state's
-        # transaction (delta/commit.py), so more threads waiting make fewer, larger transactions.
+        # Delta answers that must wait (the state busy deciding a chunk, or a transaction to commit) settle on
+        # these threads, off the event loop (_send; the others settle on the loop, DeltaState.settle_nowait);
+        # answers settled at once share the state's transaction (delta/commit.py).
         self._settling = ThreadPoolExecutor(SETTLE_THREADS, "delta-settle") if delta is not None and workers else None
 
     # ---- public interface -------------------------------------------------------------------------

@@ -43,7 +43,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from itertools import repeat
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import pyarrow as pa
@@ -52,7 +53,7 @@ import pyarrow.compute as pc
 from connector.delta.keyindex import KeyIndex, digests, key_hashes
 from connector.delta.pg import connect
 from connector.errors import SourceError
-from connector.readers.sql.drivers import Database
+from connector.readers.sql.drivers import Database, Params
 
 TABLE = "braze_connector_delta"
 _LOCK_ID = 0x62726164656C7461  # pg_advisory_xact_lock: creating or converting the table
@@ -85,7 +86,6 @@ _CONFIRM = (f"INSERT INTO {TABLE} (pipeline, stream, key, record, key_hash, dige
             "x.h, x.d, NULLIF(x.p, 0) FROM unnest($3::text[], $4::text[], $5::int8[], $6::int8[], $7::int8[]) AS "
             "x(k, r, h, d, p) ON CONFLICT (pipeline, stream, key) DO UPDATE SET record = excluded.record, "
             "key_hash = excluded.key_hash, digest = excluded.digest, print = excluded.print")  # fmt: skip
-_INSERT = _CONFIRM.split(" ON CONFLICT")[0]  # keys new to the index (write)
 # A print attached to a record already confirmed, only while the key still has that record (digest); by the
 # row address of the same per-key probe as _LOOKUP.
 _MARK = (f"UPDATE {TABLE} AS t SET print = NULLIF(u.p, 0) FROM (SELECT (SELECT d.ctid FROM {TABLE} AS d WHERE "
@@ -98,48 +98,42 @@ _FILL = (f"UPDATE {TABLE} AS t SET key_hash = u.h, digest = u.d FROM unnest($1::
 
 
 class _Index:
-    """One stream's known keys: the snapshot read at open (keyindex.KeyIndex, sorted arrays, with the source
-    prints) and what this store wrote since, in a dict (hash -> (digest, print); digest 0: forgotten) folded
-    into the arrays every _FOLD keys. A
-    KeyIndex merges its waiting entries at every find, an O(known keys) copy, and a write asks which of its
-    keys are new: that was about 5 s of CPU over a 1M-row first run (500 writes); the dict keeps a write's
-    cost to its own keys. Not thread-safe (the store locks)."""
+    """One stream's index: what the store read at open (`base`, a keyindex.KeyIndex, sorted arrays, with the source
+    prints) and what this store wrote since (`recent`, a small KeyIndex of its own: name 1 a confirmed record,
+    2 a forgotten key, digest and print 0), folded into `base` every _FOLD keys. A KeyIndex merges its
+    waiting entries at every find, an O(known keys) copy: `recent` keeps a write's cost to the keys written
+    since the last fold (about 5 s of CPU over a 1M-row first run written into `base` directly; a dict of
+    Python ints, before this, cost about 2 µs a key). Not thread-safe (the store locks)."""
 
     __slots__ = ("base", "recent")
 
     def __init__(self, base: KeyIndex | None = None) -> None:
         self.base = base if base is not None else KeyIndex()
-        self.recent: dict[int, tuple[int, int]] = {}
+        self.recent = KeyIndex()
 
     def find(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(digest, known, source print) of each hash (print 0: none)."""
         _, d, name, s = self.base.find_all(h)
         known = name != 0
-        if self.recent:
-            recent = self.recent
-            for j, x in enumerate(h.tolist()):
-                got = recent.get(x)
-                if got is not None:
-                    d[j], s[j] = got
-                    known[j] = got[0] != 0
+        if self.recent.count():
+            _, rd, rname, rs = self.recent.find_all(h)
+            there = rname != 0
+            d[there], s[there], known[there] = rd[there], rs[there], rname[there] == 1
         return d, known, s
 
     def put(self, h: np.ndarray, d: np.ndarray, s: np.ndarray | None = None) -> None:
         """Keys written (digest 0: forgotten) with their prints (None: none), later ones winning."""
-        prints = s.tolist() if s is not None else [0] * len(h)
-        self.recent.update(zip(h.tolist(), zip(d.tolist(), prints, strict=True), strict=True))
-        if len(self.recent) >= _FOLD:
+        self.recent.apply(h, d, np.where(d != 0, 1, 2), s)
+        self.recent.merge()
+        if self.recent.count() >= _FOLD:
             self.fold()
 
     def fold(self) -> None:
-        if self.recent:
-            n = len(self.recent)
-            h = np.fromiter(self.recent.keys(), np.int64, n)
-            d = np.fromiter((v[0] for v in self.recent.values()), np.int64, n)
-            s = np.fromiter((v[1] for v in self.recent.values()), np.int64, n)
-            self.base.apply(h, d, (d != 0).astype(np.int64), s)
+        r = self.recent
+        if r.count():
+            self.base.apply(r.h, r.d, (r.r == 1).astype(np.int64), r.s)
             self.base.merge()
-            self.recent = {}
+            self.recent = KeyIndex()
 
     def count(self) -> int:
         self.fold()
@@ -230,17 +224,17 @@ class PgStore:
               sources: Mapping[str, int] | None = None) -> None:  # fmt: skip
         """Forget then confirm, in one transaction; the index takes them once it committed. `sources`: the
         source prints of confirmed keys that have one, written with their records (a record confirmed
-        without one drops its key's print). Keys the index does not know are inserted without ON CONFLICT
-        (a third less server CPU a row): no other run writes this run's keys. Should one be there after all
-        (two runs sharing users), the transaction is rolled back and done again as upserts, so two writers
-        still never fail."""
+        without one drops its key's print). Keys the index does not know are appended by COPY (binary),
+        without ON CONFLICT (less than half an upsert's server CPU a row): no other run writes this run's
+        keys. Should one be there after all (two runs sharing users), the transaction is rolled back and
+        done again as upserts, so two writers still never fail."""
         if self._db is None or not (confirm or forget):
             return
         last = dict(confirm)  # one row per key (ON CONFLICT may touch a row once)
-        keys, records = list(last), [r.decode() for r in last.values()]
-        h, d = key_hashes(keys), digests(list(last.values()))
-        s = np.fromiter((sources.get(k, 0) for k in keys), np.int64, len(keys)) if sources else np.zeros(len(keys), np.int64)
-        rows = (keys, records, h, d, _bound(s, d))
+        keys, records = list(last), list(last.values())
+        h, d = key_hashes(keys), digests(records)
+        s = np.fromiter(map(sources.get, keys, repeat(0)), np.int64, len(keys)) if sources else np.zeros(len(keys), np.int64)
+        rows = _Rows(keys, records, h, d, _bound(s, d))
         gone = key_hashes(forget)
         with self._lock:
             index = self._index.setdefault(stream, _Index())
@@ -256,19 +250,14 @@ class PgStore:
             index.put(gone, np.zeros(len(gone), np.int64))
             index.put(h, d, s)
 
-    def _writes(self, stream: str, forget: list[str], rows: tuple[list[str], list[str], np.ndarray, np.ndarray,
-                np.ndarray], new: np.ndarray) -> list[tuple[str, list[Any]]]:  # fmt: skip
-        """The statements of one write: delete `forget`, insert the `new` keys, upsert the others (`rows`:
-        keys, records, key hashes, digests, bound prints)."""
-        out: list[tuple[str, list[Any]]] = [(_FORGET, [self.pipeline, stream, forget])] if forget else []
-        keys, records, *arrays = rows
-        for sql, pick in ((_INSERT, new), (_CONFIRM, ~new)) if keys else ():
-            if pick.all():
-                out.append((sql, [self.pipeline, stream, keys, records, *(a.tolist() for a in arrays)]))
-            elif pick.any():
-                at = np.flatnonzero(pick).tolist()
-                out.append((sql, [self.pipeline, stream, [keys[j] for j in at], [records[j] for j in at],
-                                  *(a[pick].tolist() for a in arrays)]))  # fmt: skip
+    def _writes(self, stream: str, forget: list[str], rows: _Rows, new: np.ndarray) -> list[tuple[str, Params]]:
+        """The statements of one write: delete `forget`, append the `new` keys, upsert the others."""
+        out: list[tuple[str, Params]] = [(_FORGET, [self.pipeline, stream, forget])] if forget else []
+        if new.any():
+            out.append((TABLE, rows.table(self.pipeline, stream, None if new.all() else np.flatnonzero(new))))
+        if not new.all():
+            at = np.flatnonzero(~new)
+            out.append((_CONFIRM, [self.pipeline, stream, *rows.lists(at)]))
         return out
 
     def mark(self, stream: str, marks: Mapping[str, tuple[int, int]]) -> None:
@@ -342,6 +331,34 @@ class PgStore:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+
+class _Rows(NamedTuple):
+    """The confirmations of one write: keys, records (JSON), key hashes, digests, bound prints (0: none)."""
+
+    keys: list[str]
+    records: list[bytes]
+    h: np.ndarray
+    d: np.ndarray
+    p: np.ndarray
+
+    def table(self, pipeline: str, stream: str, at: np.ndarray | None) -> pa.Table:
+        """The rows `at` (None: all) as the table's columns, for COPY: Arrow arrays built in C, no str per
+        record (the JSON is checked as UTF-8 by the cast)."""
+        keys, records = pa.array(self.keys, pa.string()), pa.array(self.records, pa.binary()).cast(pa.string())
+        h, d, p = self.h, self.d, self.p
+        if at is not None:
+            keys, records, h, d, p = keys.take(at), records.take(at), h[at], d[at], p[at]
+        n = len(h)
+        return pa.table({"pipeline": pa.array([pipeline] * n, pa.string()), "stream": pa.array([stream] * n, pa.string()),
+                         "key": keys, "record": records, "key_hash": h, "digest": d,
+                         "print": pa.array(p, pa.int64(), mask=p == 0)})  # fmt: skip
+
+    def lists(self, at: np.ndarray) -> list[Any]:
+        """The rows `at` as the arrays _CONFIRM binds: keys, records, hashes, digests, prints."""
+        j = at.tolist()
+        return [[self.keys[i] for i in j], [self.records[i].decode() for i in j],
+                *(a[at].tolist() for a in (self.h, self.d, self.p))]  # fmt: skip
 
 
 def _bound(s: np.ndarray, d: np.ndarray) -> np.ndarray:

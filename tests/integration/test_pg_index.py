@@ -69,9 +69,8 @@ def test_unchanged_rows_are_answered_from_memory_and_changed_ones_read_once(post
     assert db.statements == []  # nothing asked of the server
     assert deliver(s, range(300), changed=range(0, 300, 10)) == (30, 270)
     # the 30 changed users' records in one statement; their old records deleted before they were sent; their
-    # new ones inserted (no ON CONFLICT: the index knows they are gone)
-    assert [q.split()[0] for q in db.statements] == ["SELECT", "DELETE", "INSERT"]
-    assert "ON CONFLICT" not in db.statements[2]
+    # new ones appended by COPY (no ON CONFLICT: the index knows they are gone)
+    assert [q.split()[0] for q in db.statements] == ["SELECT", "DELETE", TABLE]
     assert deliver(s, range(300), changed=range(0, 300, 10)) == (0, 300)  # its own writes are in its index
     s.close()
 
@@ -179,3 +178,25 @@ def test_a_key_written_by_another_store_since_the_snapshot_is_upserted(postgres_
     fresh = PgStore("STATE_PG_URL", "index-upsert", env, read_only=True)
     assert fresh.lookup("users", ["k1", "k2", "k3"]) == [b'{"a":10}', b'{"a":2}', b'{"a":3}']
     fresh.close()
+
+
+def test_new_keys_appended_by_copy_keep_their_text_prints_and_hashes(postgres_url: str) -> None:
+    """New keys go in by COPY (binary), some of a write's keys new and others upserted: each column reads
+    back as an INSERT would have written it (non-ASCII text intact, no print stored as NULL)."""
+    env = {"STATE_PG_URL": postgres_url}
+    store = PgStore("STATE_PG_URL", "index-copy", env, read_only=False)
+    store.write("users", [("é1", '{"name":"Zoë"}'.encode()), ("k2", b'{"a":2}')], [], {"é1": 77})
+    store.write("users", [("k2", b'{"a":22}'), ("k3", b'{"a":3}')], ["é1"], {"k3": 5})  # k2 upserted, k3 new
+    store.close()
+    found = rows(postgres_url, f"SELECT key, record, key_hash, digest, print IS NULL FROM {TABLE} "
+                               "WHERE pipeline = 'index-copy' ORDER BY key")  # fmt: skip
+    assert [(k, r, n) for k, r, _, _, n in found] == [("k2", '{"a":22}', True), ("k3", '{"a":3}', False)]
+    assert [h for _, _, h, _, _ in found] == key_hashes(["k2", "k3"]).tolist()
+    assert [d for _, _, _, d, _ in found] == digests([b'{"a":22}', b'{"a":3}']).tolist()
+    again = PgStore("STATE_PG_URL", "index-copy", env, read_only=True)
+    assert again.sources("users", ["é1", "k2", "k3"]).tolist() == [0, 0, 5]
+    again.close()
+    store = PgStore("STATE_PG_URL", "index-copy", env, read_only=False)
+    store.write("users", [("é1", '{"name":"Zoë"}'.encode())], [], {"é1": 77})
+    assert store.lookup("users", ["é1"]) == ['{"name":"Zoë"}'.encode()]
+    store.close()

@@ -1,4 +1,5 @@
-"""pg_store._Index: the snapshot's sorted arrays plus this store's writes in a dict, folded in batches."""
+"""pg_store._Index: the snapshot's sorted arrays plus this store's writes in a small index of their own, folded
+in batches."""
 
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ def arr(*values: int) -> np.ndarray:
 def test_writes_answer_before_and_after_they_are_folded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pg_store, "_FOLD", 3)
     index = pg_store._Index(KeyIndex([(arr(10, 20, 30), arr(1, 2, 3), arr(1, 1, 1))]))
-    index.put(arr(20, 40), arr(22, 4), arr(0, 9))  # 20 changed (no print), 40 new (print 9): in the dict
+    index.put(arr(20, 40), arr(22, 4), arr(0, 9))  # 20 changed (no print), 40 new (print 9): recent
     index.put(arr(10), arr(0))  # 10 forgotten
-    assert index.recent == {}  # three keys: folded into the arrays
+    assert index.recent.count() == 0  # three keys: folded into the arrays
     index.put(arr(30), arr(0))
-    for _ in range(2):  # 30 forgotten in the dict, then after folding
+    for _ in range(2):  # 30 forgotten in recent, then after folding
         d, known, s = index.find(arr(10, 20, 30, 40, 50))
         assert known.tolist() == [False, True, False, True, False]
         assert d[known].tolist() == [22, 4] and s.tolist() == [0, 0, 0, 9, 0]

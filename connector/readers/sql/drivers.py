@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import Any, TypeAlias, cast
 
 import pyarrow as pa
 
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 _EXTRA = {"snowflake": "snowflake", "bigquery": "bigquery", "postgresql": "postgresql", "sqlite": "sqlite"}
 _CURSOR = "braze_connector_src"
+Params: TypeAlias = "list[Any] | pa.Table"  # a statement's bound values, or the rows to append to a table (transaction)
 
 
 def placeholder(dialect: str, n: int) -> str:
@@ -119,23 +120,29 @@ class Database:
                 cur.close()
                 self._end()
 
-    def transaction(self, statements: list[tuple[str, list[Any]]]) -> list[tuple[Any, ...]]:
+    def transaction(self, statements: list[tuple[str, Params]]) -> list[tuple[Any, ...]]:
         """Run the statements in one transaction, committed (rolled back on error); the last one's rows.
+        A statement whose parameters are an Arrow table appends its rows to the table the text names
+        (ADBC's ingest: COPY, binary), in the same transaction.
 
         For read-write use of an ADBC database (the PostgreSQL delta state); SQL sources only read."""
         out = self._transaction(statements, arrow=False)
         return cast(list[tuple[Any, ...]], out)
 
-    def transaction_table(self, statements: list[tuple[str, list[Any]]]) -> pa.Table:
+    def transaction_table(self, statements: list[tuple[str, Params]]) -> pa.Table:
         """`transaction`, the last statement's rows as an Arrow table (no Python object per row)."""
         return cast(pa.Table, self._transaction(statements, arrow=True))
 
-    def _transaction(self, statements: list[tuple[str, list[Any]]], *, arrow: bool) -> list[tuple[Any, ...]] | pa.Table:
+    def _transaction(self, statements: list[tuple[str, Params]], *, arrow: bool) -> list[tuple[Any, ...]] | pa.Table:
         cur = self._con.cursor()
         try:
             with self.errors("the statement failed"):
                 rows: list[tuple[Any, ...]] | pa.Table = []
                 for sql, params in statements:
+                    if isinstance(params, pa.Table):
+                        cur.adbc_ingest(sql, params, mode="append")
+                        rows = []
+                        continue
                     cur.execute(sql, params or None)
                     if not cur.description:
                         rows = []

@@ -32,6 +32,11 @@ def key_hashes(keys: Sequence[str]) -> np.ndarray:
     return np.fromiter(map(_key_hash, map(str.encode, keys)), np.uint64, len(keys)).view(np.int64)
 
 
+def key_hashes_of(keys: Iterable[str]) -> np.ndarray:
+    """key_hashes of keys as an iterator gives them (not listed first: the state's 1M keys)."""
+    return np.fromiter(map(_key_hash, map(str.encode, keys)), np.uint64).view(np.int64)
+
+
 def hashes(keys: Sequence[bytes]) -> np.ndarray:
     """The hash of each key's UTF-8, as int64."""
     return np.fromiter(map(_key_hash, keys), np.uint64, len(keys)).view(np.int64)
@@ -123,6 +128,9 @@ class KeyIndex:
 
     def _positions(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Where each hash is in the arrays, and whether it is there at all (the arrays are not empty)."""
+        if len(h) < 2 or bool(np.all(h[1:] >= h[:-1])):  # sorted already (the fast path's candidates)
+            pos = np.minimum(np.searchsorted(self.h, h), len(self.h) - 1)
+            return pos, self.h[pos] == h
         order = np.argsort(h)  # searched in order: 6 x faster than in the chunk's (random) order at 1M keys
         pos = np.empty(len(h), np.int64)
         pos[order] = np.minimum(np.searchsorted(self.h, h[order]), len(self.h) - 1)
@@ -146,6 +154,16 @@ class KeyIndex:
             pos, hit = self._positions(h)
             d[hit], r[hit], s[hit] = self.d[pos[hit]], self.r[pos[hit]], self.s[pos[hit]]
         return h, d, r, s
+
+    def sources(self, h: np.ndarray) -> np.ndarray:
+        """The source print of each hash; 0 where the index does not know it or keeps no print (the fast
+        path's lookup: nothing else gathered)."""
+        self.merge()
+        s = np.zeros(len(h), np.int64)
+        if len(self.h):
+            pos, hit = self._positions(h)
+            s[hit] = self.s[pos[hit]]
+        return s
 
     def count(self) -> int:
         self.merge()

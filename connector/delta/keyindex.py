@@ -86,7 +86,10 @@ class KeyIndex:
         if len(self._recent) == 1:  # one row written as one (stores.py): sorted, each hash once, none forgotten
             h, d, r, s = self._recent[0]
             if bool(np.all(h[1:] > h[:-1])) and bool(np.all(r != 0)):
-                self.h, self.d, self.r, self.s = np.array(h), np.array(d), np.array(r), np.array(s)  # writable
+                # As read (views of the file's blobs, read-only): a run that finds every row unchanged never
+                # writes them, and copying 32 MB at 1M keys was a third of opening the state. A merge that
+                # writes in place copies them first (_writable).
+                self.h, self.d, self.r, self.s = h, d, r, s
                 self._recent, self._pending = [], 0
         self.merge()
 
@@ -107,6 +110,8 @@ class KeyIndex:
         pos = np.searchsorted(self.h, h)
         hit = pos < len(self.h)
         hit[hit] = self.h[pos[hit]] == h[hit]
+        if hit.any():
+            self._writable()
         self.d[pos[hit]] = d[hit]
         self.r[pos[hit]] = r[hit]
         self.s[pos[hit]] = s[hit]
@@ -118,6 +123,11 @@ class KeyIndex:
         if (hit & (r == 0)).any():  # forgotten keys leave the arrays
             keep = self.r != 0
             self.h, self.d, self.r, self.s = self.h[keep], self.d[keep], self.r[keep], self.s[keep]
+
+    def _writable(self) -> None:
+        """The arrays as copies of their own where they are still the file's read-only blobs (__init__)."""
+        if not (self.d.flags.writeable and self.r.flags.writeable and self.s.flags.writeable):
+            self.h, self.d, self.r, self.s = (np.array(a) for a in (self.h, self.d, self.r, self.s))
 
     def rename(self, names: np.ndarray) -> None:
         """New record names of the merged keys, in the order of `rows()` (0 forgets the key); no entry may be

@@ -31,9 +31,9 @@ from connector.logs import run_context
 from connector.mapping import columns_read
 from connector.progress import Progress
 from connector.quiet_gc import quiet_gc
+from connector.readers.dbscope import shared_databases
 from connector.readers.estimate import estimate_rows, is_parquet
 from connector.readers.failed import SQL_RUN_AGAIN
-from connector.readers.sql.drivers import shared_databases
 from connector.report import RunFailed, RunReport
 from connector.report.history import append_history, history_path, recent_runs, record_error, start_entry
 from connector.report.masking import columns_to_mask

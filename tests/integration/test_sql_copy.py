@@ -85,8 +85,9 @@ def test_a_runs_connections_to_one_database_share_the_drivers_catalogue(postgres
     """Within shared_databases() (a run), Databases on one URL share the driver's database object (its type
     catalogue is read once); outside, each has its own; every connection still works after the scope ends."""
     from connector.config import Connection
+    from connector.readers.dbscope import shared_databases
     from connector.readers.sql.connection import resolve_target
-    from connector.readers.sql.drivers import Database, shared_databases
+    from connector.readers.sql.drivers import Database
 
     target = resolve_target(Connection(url_env="PG_URL"), Path("."), {"PG_URL": postgres_url})
     with shared_databases():

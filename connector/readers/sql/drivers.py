@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import importlib
 import logging
-import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any, cast
 
 import pyarrow as pa
 
 from connector.errors import SourceError
+from connector.readers import dbscope
 from connector.readers.sql.connection import Target
 
 log = logging.getLogger(__name__)
@@ -233,35 +232,10 @@ class _Errors:
         raise SourceError(f"{self.label}: {self.what}: {text}") from None
 
 
-_scope = threading.local()  # .databases: URL -> the driver's shared database, while shared_databases() runs
-
-
-@contextmanager
-def shared_databases() -> Iterator[None]:
-    """Within (in this thread): PostgreSQL connections to one URL share the driver's database object.
-
-    Why: the driver's database object reads the server's type catalogue when it is made (a connection of
-    its own and a query of pg_type), then each connection opens one more: a run opened two or three (the
-    count, the read, a PostgreSQL state), about 0.1 s of wall and the server's CPU each. Scoped to a run
-    (pipeline.run_pipeline), so each run reads the catalogue afresh (a type created since is known).
-    """
-    outer = getattr(_scope, "databases", None)
-    if outer is not None:  # nested: the outer scope shares and closes
-        yield
-        return
-    _scope.databases = {}
-    try:
-        yield
-    finally:
-        held, _scope.databases = _scope.databases, None
-        for shared in held.values():
-            shared.close()  # the database itself closes with its last connection
-
-
 def _pg_connect(url: str) -> Any:
     """A DB-API connection to PostgreSQL, on the scope's shared database where one is open."""
     dbapi = _driver("adbc_driver_postgresql.dbapi", "postgresql")
-    held = getattr(_scope, "databases", None)
+    held = dbscope.held()
     if held is None:
         return dbapi.connect(url)
     import adbc_driver_manager

@@ -410,6 +410,7 @@ def main() -> int:
     ap.add_argument("--workload-k", default=None, metavar="FILE_OR_VALUE",
                     help="issue12: the reference machine's workload k (a number, or a file saved by `reference`; "
                          "default: bench/out/reference-last.json)")  # fmt: skip
+    ap.add_argument("--goals", default=None, help="issue12: only these goals' rows, e.g. 2,3 (default: all six)")
     ap.add_argument("--repeat", type=int, default=3, help="reference: rounds")
     ap.add_argument("--save", type=Path, default=None,
                     help="reference: where to save the ratios (default: bench/out/reference-last.json at 1M rows)")  # fmt: skip
@@ -426,7 +427,8 @@ def main() -> int:
         "memory": lambda: bench_memory([int(x) for x in a.sizes.split(",")]),
         "sync": lambda: bench_sync(a.seconds, 100),
         "delta": lambda: bench_delta(a.rows, a.rps, tuple(KEY_SHAPES) if a.keys == "both" else (a.keys,)),
-        "issue12": lambda: issue12_table(a.rows, [int(x) for x in a.sizes.split(",")], a.rps, a.workload_k),
+        "issue12": lambda: issue12_table(a.rows, [int(x) for x in a.sizes.split(",")], a.rps, a.workload_k,
+                                         {int(g) for g in a.goals.split(",")} if a.goals else None),
         "reference": lambda: reference_section(a.rows, a.repeat, a.save or (LAST if a.rows == REF_ROWS else None)),
     }
     for name in a.what:

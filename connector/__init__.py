@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from connector.errors import ConfigError, ConnectorError, RunLocked, SourceError
+from connector.errors import ConfigError, ConnectorError, RunLocked, SourceError, UnfinishedRun
 from connector.stop import StopToken
 from connector.version import __version__
 
@@ -22,6 +22,7 @@ __all__ = [
     "RunReport",
     "SourceError",
     "StopToken",
+    "UnfinishedRun",
     "__version__",
     "load_pipeline",
     "run_pipeline",

@@ -250,7 +250,7 @@ def _execute(pipeline: Path | Callable[[], Pipeline], *, mode: str | None, repor
              quiet: bool, retry_failed: Path | None = None, include_unknown: bool = False,
              full: bool = False, log_level: str | None = None, log_format: str = "text",
              overwrite: bool = False, resume: bool = False, run_dir: Path | None = None,
-             partition: str | None = None, allow_deletes: int | None = None,
+             partition: str | None = None, allow_deletes: int | None = None, ignore_unfinished: bool = False,
              after: Callable[[RunReport], list[str]] | None = None) -> None:  # fmt: skip
     """Run a pipeline file (or the pipeline a function builds: upload) and print its summary; `after`
     gives the summary's last lines (upload: the pipeline file it wrote)."""
@@ -302,6 +302,7 @@ def _execute(pipeline: Path | Callable[[], Pipeline], *, mode: str | None, repor
                 resume=resumed,
                 partition=part,
                 allow_deletes=allow_deletes,
+                ignore_unfinished=ignore_unfinished,
                 stop=stop,
                 raise_on_failure=False,
             )
@@ -368,6 +369,11 @@ def run(
         typer.Option(min=0, help="Mirror streams (on_removed: delete): confirm deleting up to N users per stream, "
                      "past max_delete_fraction."),
     ] = None,
+    ignore_unfinished: Annotated[
+        bool,
+        typer.Option(help="Run even though the last run was killed or stopped and this one would send its "
+                     "events/purchases again (they count twice); --resume finishes that run instead."),
+    ] = False,
 ) -> None:
     """Read, validate, map and deliver a pipeline's streams to Braze; exit code 0/1/2/3/4, 130/143 after a second signal (see README).
 
@@ -377,7 +383,7 @@ def run(
              validate_only=False, quiet=quiet, retry_failed=retry_failed,
              include_unknown=include_unknown, full=full, overwrite=overwrite, resume=resume,
              run_dir=run_dir, partition=partition, allow_deletes=allow_deletes,
-             log_level=log_level.value if log_level else None, log_format=log_format.value)  # fmt: skip
+             ignore_unfinished=ignore_unfinished, log_level=log_level.value if log_level else None, log_format=log_format.value)  # fmt: skip
 
 
 @app.command()

@@ -123,6 +123,13 @@ class RunLocked(ConnectorError):
     exit_code = 2
 
 
+class UnfinishedRun(ConnectorError):
+    """The pipeline's last run was killed or stopped, and a plain re-run would apply rows of streams that keep
+    no state a second time: finish it with --resume, or pass --ignore-unfinished (exit code 2)."""
+
+    exit_code = 2
+
+
 class JournalError(ConnectorError):
     """The run journal (journal.log in the report folder) cannot be written or read: free disk space or
     fix the folder's permissions. Nothing more is sent once it fails (exit code 2)."""

@@ -24,9 +24,9 @@ from connector.config.destination import resolve_destination
 from connector.delivery.mode import choose_mode
 from connector.delivery.shared_budget import resolve_shared_limits
 from connector.delivery.sync_access import asked_for_sync, needs_probe
-from connector.delivery.unfinished import unfinished_warning
+from connector.delivery.unfinished import Unfinished, check_unfinished
 from connector.delta import check_partitioned_state, open_incremental, open_state
-from connector.errors import ConfigError, ConnectorError
+from connector.errors import ConfigError, ConnectorError, UnfinishedRun
 from connector.logs import run_context
 from connector.mapping import columns_read
 from connector.progress import Progress
@@ -71,6 +71,7 @@ def run_pipeline(
     resume: ResumeSet | None = None,
     partition: Partition | None = None,
     allow_deletes: int | None = None,
+    ignore_unfinished: bool = False,
 ) -> RunReport:
     """Run every stream of the pipeline and return the finished, written RunReport.
 
@@ -88,12 +89,15 @@ def run_pipeline(
         ConfigError: bad mode, destination URL, missing API key, or a missing/malformed suite (SuiteError).
         SourceError: a stream's source matches no file, cannot be opened or lacks a column it needs.
         RunLocked: another run of this pipeline holds its lock (same report root or delta state).
+        UnfinishedRun: the last run was killed or stopped and this one would apply its rows of stateless,
+            non-idempotent streams again (same files); `ignore_unfinished` sends them anyway.
     """
     locks = RunLocks()
     try:
-        with shared_databases():  # the run's PostgreSQL connections share the driver's catalogue (drivers.py)
+        with shared_databases():  # the run's PostgreSQL connections share the driver's catalogue (dbscope.py)
             report = _run_pipeline(pipeline, mode, report_dir, dry_run, validate_only, env, progress, retry, full,
-                                   stop or StopToken(), locks, overwrite, resume, partition, allow_deletes)  # fmt: skip
+                                   stop or StopToken(), locks, overwrite, resume, partition, allow_deletes,
+                                   ignore_unfinished)  # fmt: skip
     except ConnectorError as e:  # before the first row (no report): still alert and update the metrics
         publish_failure(pipeline, e, os.environ if env is None else env, offline=dry_run or validate_only,
                         partition={"k": partition.k, "n": partition.n} if partition else None)
@@ -109,7 +113,8 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
                   validate_only: bool, env: Mapping[str, str] | None, progress: Progress | None,
                   retry: readers.RetrySet | None, full: bool, stop: StopToken, locks: RunLocks,
                   overwrite: bool = False, resume: ResumeSet | None = None,
-                  partition: Partition | None = None, allow_deletes: int | None = None) -> RunReport:  # fmt: skip
+                  partition: Partition | None = None, allow_deletes: int | None = None,
+                  ignore_unfinished: bool = False) -> RunReport:  # fmt: skip
     env = os.environ if env is None else env
     if resume is not None:
         if validate_only or dry_run or retry is not None:
@@ -130,6 +135,9 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
             locks.acquire(pipeline.name, lock_files(pipeline, report_dir, label),
                           shared=shared_lock_files(pipeline, report_dir, label))  # fmt: skip
             locks.acquire_database(pipeline, env, label)
+        # The embedded emulator starts empty every run: nothing there to apply twice.
+        unfinished = _unfinished(pipeline, report_dir, label, plans, ignore_unfinished) if not offline and \
+            resume is None and retry is None and dest.kind != "local" else None
     except BaseException:
         if incremental is not None:
             incremental.close()
@@ -165,8 +173,8 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
                                "with no rows")  # fmt: skip
     for w in locks.warnings:
         report.add_warning(w)
-    if not offline and resume is None and (unfinished := unfinished_warning(pipeline, report_dir, label)):
-        report.add_warning(unfinished)  # the lock is held: a journal without an end is a killed run's
+    if unfinished is not None:
+        report.add_warning(unfinished.warning)
     if partition is not None:
         report.partition = {"k": partition.k, "n": partition.n,
                             "by": {p.stream.name: "file" if p.split_root is None else "identifier" for p in plans}}  # fmt: skip
@@ -299,6 +307,16 @@ def _sql_rows(pipeline: Pipeline, stream: Stream, retry: readers.RetrySet | None
         )
     return readers.count_sql(stream.source, Path(pipeline.base_dir), env, since, needed, stream.name,
                              pipeline.origin), True  # fmt: skip
+
+
+def _unfinished(pipeline: Pipeline, report_dir: str | Path | None, label: str | None, plans: list[Plan],
+                ignore: bool) -> Unfinished | None:  # fmt: skip
+    """The last run, when killed or stopped short (the lock is held: a journal without an end is a killed
+    run's). A plain re-run that would apply its rows again is refused unless `ignore` (--ignore-unfinished)."""
+    found = check_unfinished(pipeline, report_dir, label, {p.stream.name: p.files for p in plans})
+    if found is not None and found.twice and not ignore:
+        raise UnfinishedRun(found.refusal(pipeline))
+    return found
 
 
 def _note_retry(report: RunReport, retry: readers.RetrySet, plans: list[Plan]) -> int:

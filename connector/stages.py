@@ -181,6 +181,7 @@ class Run:
                     self._show()
         finally:
             if client is not None:
+                report.http_engine = client.http_engine
                 client.close(self._close_wait())
             self._close_shared_limiter()
             if server is not None:

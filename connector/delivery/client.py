@@ -154,6 +154,17 @@ class BrazeClient:
         self._max_attempts = retry.max_attempts
         self._max_elapsed_s = retry.max_elapsed_s
 
+    @property
+    def http_engine(self) -> str:
+        """What sent this client's requests, for the report: `curl` or `aiohttp` in the HTTP process (`ready`
+        never came: "HTTP process, not started"), or `aiohttp` / `requests` in this process."""
+        engine = getattr(self._transport, "engine", None)
+        if engine is None:
+            return self.transport
+        if "this process" in engine:
+            return engine
+        return f"{engine} (HTTP process)" if engine else "HTTP process, not started"
+
     def close(self, wait_s: float | None = None) -> None:
         """Close the pooled connections (and log the retries not yet summed up); `wait_s` bounds the wait
         for requests still in flight."""

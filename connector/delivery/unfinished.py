@@ -1,31 +1,43 @@
 """Noticing, as a run begins, that the pipeline's last run did not finish (killed with kill -9, a crash, a
-lost machine), so that a plain re-run says what it is about to do differently from `--resume`.
+lost machine) or was stopped short by a signal, so that a plain re-run does not apply rows twice unknowingly.
 
 A run killed that way left requests in flight: Braze may have applied them, and their answers reached no
 one. `--resume` finishes that run and counts those rows as possibly duplicated; a new run sends them again
 without knowing (delta sync too: their confirmations were never recorded). The new run cannot tell which
 of them Braze applied either, so it warns, naming the unfinished run's folder and the `--resume` command.
 
+A stream with neither delta nor incremental state remembers nothing, so a plain re-run sends all of its
+rows again, those the killed or stopped run delivered included. When its objects add up in Braze (events,
+purchases, `inc`, a Canvas trigger: not idempotent) and the source files are the same, unchanged, that
+applies them twice: such a re-run is refused (exit 2) unless `--ignore-unfinished` says it is meant,
+and the message names the `--resume` command that finishes the run instead. New files (tonight's export)
+are a new run's business and are not refused.
+
 A run that finished, whatever its exit code (a stop by SIGTERM or Ctrl-C included), ends its journal with
-an end record, so the check reads only the journal's last bytes; only an unfinished one is read whole,
-to count its unanswered rows.
+an end record, so the check reads only the journal's last bytes; only an unfinished or stopped one is read
+whole, to count its rows.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from connector.config import Pipeline
 from connector.delivery.journal import JOURNAL_FILE, decode
+from connector.delivery.writer import is_idempotent
 from connector.errors import ConfigError, JournalError
 
 _TAIL = 64 * 1024  # the last bytes read: the end record is the journal's last line
 _RUN_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")  # a run id without a partition label
 
 
-def _finished(journal: Path) -> bool | None:
-    """Whether the journal's last whole line is an end record (None: unreadable)."""
+def _end_record(journal: Path) -> dict[str, Any] | bool | None:
+    """The journal's end record when its last whole line is one, False when it is not (cut off: a killed
+    run), None when unreadable."""
     try:
         with journal.open("rb") as fh:
             size = fh.seek(0, 2)
@@ -36,7 +48,7 @@ def _finished(journal: Path) -> bool | None:
     for line in reversed(tail.splitlines()):
         rec = decode(line + b"\n")
         if rec is not None:
-            return isinstance(rec, dict) and rec.get("k") == "end"
+            return rec if isinstance(rec, dict) and rec.get("k") == "end" else False
     return False  # nothing whole at the end: cut off while writing
 
 
@@ -45,44 +57,115 @@ def _ours(run_id: str, partition: str | None) -> bool:
     return run_id.endswith(f"-{partition}") if partition is not None else bool(_RUN_ID.match(run_id))
 
 
-def unfinished_warning(pipeline: Pipeline, report_dir: str | Path | None, partition: str | None) -> str | None:
-    """A warning when the latest run of this pipeline and partition has no end record, else None.
+STOPPED = (4, 130, 143)  # exit codes of a run stopped by SIGTERM / SIGINT: its rows were not all sent
 
-    Called by a new sending run (not --resume) once it holds the pipeline's lock, so no other run of the
-    same pipeline and partition is alive: a journal without an end belongs to a run that was killed. A
-    journal killed before its header names no run, and counts as the run's own (nothing was sent)."""
-    from connector.delivery.resume import DELIVERED, SENT, journal_header, load_journal, run_dirs, started_at
+
+@dataclass(frozen=True)
+class Unfinished:
+    """The pipeline's last run, killed or stopped short, as a new run sees it."""
+
+    run_id: str
+    run_dir: Path
+    killed: bool  # no end record (kill -9, a crash); else stopped by a signal (exit 4, 130, 143)
+    warning: str  # for report.json's warnings and the log
+    twice: dict[str, int]  # stream -> its rows that run delivered or sent that a plain re-run would apply again
+
+    def refusal(self, pipeline: Pipeline) -> str:
+        """Why a plain re-run is refused, and the two ways on."""
+        streams = ", ".join(f"{name} ({n:,} row(s))" for name, n in self.twice.items())
+        how = "did not finish (killed, or its machine stopped)" if self.killed else "was stopped before it finished"
+        return (
+            f"{pipeline.origin}: the last run of this pipeline, {self.run_id} ({self.run_dir}), {how}, and a plain "
+            f"re-run would send the same rows of {streams} again: those streams keep no state (no delta, no "
+            "incremental) and their objects add up in Braze (events and purchases count twice, inc adds twice). "
+            f"Finish that run instead, sending only what it did not deliver: braze-connector run {pipeline.origin} "
+            f"--resume {self.run_dir}. To send every row again anyway, add --ignore-unfinished."
+        )
+
+
+def check_unfinished(pipeline: Pipeline, report_dir: str | Path | None, partition: str | None,
+                     files: Mapping[str, list[Path]]) -> Unfinished | None:  # fmt: skip
+    """The latest run of this pipeline and partition when it was killed (no end record) with rows in flight,
+    or killed or stopped by a signal with rows of a stateless, non-idempotent stream sent from the same,
+    unchanged source files (`files`: this run's, by stream); else None.
+
+    Called by a new sending run (not --resume, not --retry-failed) once it holds the pipeline's lock, so no
+    other run of the same pipeline and partition is alive: a journal without an end belongs to a run that
+    was killed. A journal killed before its header names no run, and counts as the run's own (nothing was
+    sent)."""
+    from connector.delivery.resume import (
+        DELIVERED,
+        SENT,
+        fingerprints,
+        journal_header,
+        load_journal,
+        run_dirs,
+    )
 
     runs = []
     for d in run_dirs(pipeline, report_dir)[1]:
         header = journal_header(d / JOURNAL_FILE)
         if not header or _ours(str(header.get("run_id", "")), partition):
-            runs.append((started_at(d / JOURNAL_FILE), d))
+            runs.append((_started(header, d), d))
     if not runs:
         return None
     run_dir = max(runs)[1]
-    if _finished(run_dir / JOURNAL_FILE) is not False:
-        return None
+    end = _end_record(run_dir / JOURNAL_FILE)
+    if end is None or (isinstance(end, dict) and end.get("exit_code") not in STOPPED):
+        return None  # unreadable, or it ended by itself (a failed run's rows are in its failed.csv)
     try:
         last = load_journal(run_dir)
     except (ConfigError, JournalError):
         return None
     run_id = str(last.header.get("run_id", run_dir.name))
     unanswered = sum(fr.states.count(SENT) for fr in last.rows.values())
-    if not unanswered:
-        return None  # killed before anything left, or with nothing in flight: the new run loses nothing
     delivered = sum(fr.states.count(DELIVERED) for fr in last.rows.values())
+    twice = _sent_again(pipeline, last, fingerprints(dict(files)), {DELIVERED, SENT})
+    killed = end is False
+    if not twice and not (killed and unanswered):
+        return None  # nothing in flight and nothing a re-run would apply twice: the new run loses nothing
+    what = "did not finish (killed, or its machine stopped)" if killed else "was stopped before it finished"
     text = (
-        f"the last run of this pipeline, {run_id} ({run_dir}), did not finish (killed, or its machine stopped), "
-        f"with {unanswered:,} row(s) it had sent without seeing Braze's answer ({delivered:,} confirmed). "
-        + _what_this_run_sends(pipeline)
+        f"the last run of this pipeline, {run_id} ({run_dir}), {what}, with {unanswered:,} row(s) it had sent "
+        f"without seeing Braze's answer ({delivered:,} confirmed). " + _what_this_run_sends(pipeline)
     )
     if any(s.source.is_sql for s in pipeline.streams):
-        return text + " (a pipeline reading SQL cannot be resumed)"
-    return text + (
-        f". To finish that run instead, sending only what it did not deliver and counting the rows in flight in "
-        f"possibly_duplicated, stop this one and run: braze-connector run {pipeline.origin} --resume {run_dir}"
-    )
+        text += " (a pipeline reading SQL cannot be resumed)"
+    else:
+        text += (
+            f". To finish that run instead, sending only what it did not deliver and counting the rows in flight in "
+            f"possibly_duplicated, stop this one and run: braze-connector run {pipeline.origin} --resume {run_dir}"
+        )
+    return Unfinished(run_id, run_dir, killed, text, twice)
+
+
+def unfinished_warning(pipeline: Pipeline, report_dir: str | Path | None, partition: str | None) -> str | None:
+    """check_unfinished's warning, for a run whose source files are not known (tests, callers)."""
+    found = check_unfinished(pipeline, report_dir, partition, {})
+    return found.warning if found is not None else None
+
+
+def _started(header: dict[str, Any], run_dir: Path) -> str:
+    from connector.delivery.resume import started_at
+
+    return str(header["started"]) if header.get("started") else started_at(run_dir / JOURNAL_FILE)
+
+
+def _sent_again(pipeline: Pipeline, last: Any, now: dict[str, dict[str, list[int]]], states: set[int]
+                ) -> dict[str, int]:  # fmt: skip
+    """Per stream that keeps no state and whose objects add up in Braze: the rows of `last` (a RunJournal) in
+    `states`, counted only in files this run reads again unchanged (same size and modification time)."""
+    before: dict[str, dict[str, list[int]]] = last.header.get("sources") or {}
+    out: dict[str, int] = {}
+    for s in pipeline.streams:
+        if s.delta or s.incremental is not None or s.source.is_sql or is_idempotent(s):
+            continue
+        same = {f for f, fp in before.get(s.name, {}).items() if now.get(s.name, {}).get(f) == list(fp)}
+        n = sum(sum(fr.states.count(st) for st in states) for (name, f), fr in last.rows.items()
+                if name == s.name and f in same)  # fmt: skip
+        if n:
+            out[s.name] = n
+    return out
 
 
 def _what_this_run_sends(pipeline: Pipeline) -> str:

@@ -156,8 +156,9 @@ class Writer:
         if stop is not None:
             stop.on_stop(self._queue.refuse_new)  # a submit blocked on a full queue returns at once
         self._sender = Sender(self._queue, self._run, workers) if workers else None
-        # Delta answers settle on these threads, off the event loop; answers settled at once share the state's
-        # transaction (delta/commit.py), so more threads waiting make fewer, larger transactions.
+        # Delta answers that must wait (the state busy deciding a chunk, or a transaction to commit) settle on
+        # these threads, off the event loop (_send; the others settle on the loop, DeltaState.settle_nowait);
+        # answers settled at once share the state's transaction (delta/commit.py).
         self._settling = ThreadPoolExecutor(SETTLE_THREADS, "delta-settle") if delta is not None and workers else None
 
     # ---- public interface -------------------------------------------------------------------------
@@ -386,10 +387,14 @@ class Writer:
             self._canvases.notice(batch.stream, batch.canvas_id, doc)
         keys = batch.mapped.delta_keys
         if self.delta is not None and keys is not None and kept:
-            # Last, off the event loop: the state commits before settle returns (a disk write or a PostgreSQL
-            # round trip) and the loop keeps sending meanwhile.
-            await asyncio.get_running_loop().run_in_executor(self._settling, self._settle_delta, batch.stream,
-                                                             [keys[j] for j in kept], True)  # fmt: skip
+            # Last. On the loop when the state's lock is free and nothing must commit first (the usual answer,
+            # a few µs); else off the loop: the state commits before settle returns (a disk write or a
+            # PostgreSQL round trip) and the loop keeps sending meanwhile.
+            done = [keys[j] for j in kept]
+            commit = self._settle_delta(batch.stream, done, True, wait=False)
+            if commit != 0:  # None: the state was busy, settle there; a ticket: wait there for its commit
+                await asyncio.get_running_loop().run_in_executor(self._settling, self._settle_delta, batch.stream,
+                                                                 done, True, True, commit or 0)  # fmt: skip
         return []
 
     async def _post(self, batch: _Batch, req: Packed, ticket: int, gate: Gate | None = None) -> Any:
@@ -497,14 +502,21 @@ class Writer:
         if self.settled is not None and tokens:
             self.settled.settle(batch.stream, [batch.mapped.ref(j) for j in tokens], outcome)
 
-    def _settle_delta(self, stream: str, keys: list[str], delivered: bool) -> None:
-        """Tell the delta state the final outcome of objects already counted. A store error (a full disk) is
-        never raised by the state (delta/commit.py); anything else is a bug in it, which must not turn rows
-        Braze accepted into failed ones, nor log a traceback per answer: the first is logged, and close()
-        puts the count in the report."""
+    def _settle_delta(self, stream: str, keys: list[str], delivered: bool, wait: bool = True,
+                      ticket: int = 0) -> int | None:  # fmt: skip
+        """Tell the delta state the final outcome of objects already counted (`wait` False: only if that needs
+        no waiting, DeltaState.settle_nowait, whose answer is returned; `ticket`: the settle was done so, wait
+        for its commit). A store error (a full disk) is never raised by the state (delta/commit.py); anything
+        else is a bug in it, which must not turn rows Braze accepted into failed ones, nor log a traceback per
+        answer: the first is logged, and close() puts the count in the report."""
         assert self.delta is not None
         try:
-            self.delta.settle(stream, keys, delivered)
+            if ticket:
+                self.delta.committed(ticket)
+            elif not wait:
+                return self.delta.settle_nowait(stream, keys, delivered)
+            else:
+                self.delta.settle(stream, keys, delivered)
         except Exception:
             with self._lock:
                 self._settle_errors += 1
@@ -512,6 +524,7 @@ class Writer:
             if first:
                 logger.exception("delta state: recording the outcome of %d object(s) of stream %s failed; their "
                                  "outcomes stand", len(keys), stream)  # fmt: skip
+        return 0
 
     def _record_error(self, req: Packed, e: ApiError, t0: float) -> None:
         status = e.status if e.status is not None else 0

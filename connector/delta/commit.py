@@ -30,7 +30,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Iterable
+from itertools import repeat
+from operator import itemgetter
 
 from connector.delta.stores import Store, keeps_sources
 
@@ -39,6 +42,13 @@ Change = tuple[str, bytes | None]  # (key, record to confirm, or None: forget th
 # until this many are waiting, or the first of them waited this long.
 DEFER_CHANGES = 2000
 DEFER_SECONDS = 0.1
+
+
+def _split(changes: dict[str, bytes | None]) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """(records to confirm, keys to forget) of a stream's batch; a batch that forgets nothing in one C step."""
+    if None not in changes.values():
+        return list(changes.items()), []  # type: ignore[arg-type]  # no None among them
+    return [(k, r) for k, r in changes.items() if r is not None], [k for k, r in changes.items() if r is None]
 
 
 class GroupCommit:
@@ -63,6 +73,7 @@ class GroupCommit:
         self._put = 0  # tickets handed out
         self._written = 0  # every ticket up to this one is committed
         self._waiting = 0  # changes put since the last transaction began
+        self._asked = False  # due() told a caller to write them (it flushes: the others need not wait)
         self._since = 0.0  # when the first of them was put
         self._timer: threading.Timer | None = None  # commits deferred changes (defer)
         self._stopped = False
@@ -89,9 +100,8 @@ class GroupCommit:
     def _keep_sources(self, stream: str, changes: list[Change], sources: dict[str, int] | None) -> None:
         """The prints that go with `changes`: a key's latest change carries its print, or none."""
         known = self._sources.get(stream)
-        if known:
-            for key, _ in changes:
-                known.pop(key, None)
+        if known and not (sources and len(sources) == len(changes)):  # else every key gets its print anew below
+            deque(map(known.pop, map(itemgetter(0), changes), repeat(None)), maxlen=0)
         if sources:
             self._sources.setdefault(stream, {}).update(sources)
 
@@ -111,8 +121,13 @@ class GroupCommit:
         return self._unwritten
 
     def due(self) -> bool:
-        """Whether the changes waiting are many or old enough to be written now (under the state's lock)."""
-        return self._waiting >= DEFER_CHANGES or time.monotonic() - self._since >= DEFER_SECONDS
+        """Whether the changes waiting are many or old enough to be written now (under the state's lock). True
+        once per transaction: the caller told so flushes, taking along whatever later callers put meanwhile,
+        so those may leave theirs to it (and to the timer, `defer`) instead of each waiting for a commit."""
+        if self._asked:
+            return False
+        self._asked = self._waiting >= DEFER_CHANGES or time.monotonic() - self._since >= DEFER_SECONDS
+        return self._asked
 
     def defer(self) -> None:
         """The caller leaves its changes to a later transaction (under the state's lock): make sure one comes
@@ -147,7 +162,7 @@ class GroupCommit:
     def overlay(self, stream: str, keys: list[str], stored: list[bytes | None]) -> None:
         """Replace, in `stored` (the store's records of `keys`), those with a change not committed yet."""
         for layer in (self._writing.get(stream), self._unwritten.get(stream)):  # older, then newer
-            if layer:
+            if layer and not layer.keys().isdisjoint(keys):  # a first run's chunk: other users than those settled
                 for j, key in enumerate(keys):
                     if key in layer:
                         stored[j] = layer[key]
@@ -163,13 +178,12 @@ class GroupCommit:
                     return False
                 batch, self._unwritten, upto = self._unwritten, {}, self._put
                 sources, self._sources, marks, self._marks = self._sources, {}, self._marks, {}
-                self._waiting = 0
+                self._waiting, self._asked = 0, False
                 self._writing = batch
             done: list[str] = []
             try:
                 for stream, changes in batch.items():
-                    confirm = [(k, r) for k, r in changes.items() if r is not None]
-                    forget = [k for k, r in changes.items() if r is None]
+                    confirm, forget = _split(changes)
                     if src := sources.get(stream):  # only a store that keeps prints is given any
                         self.store.write(stream, confirm, forget, src)  # type: ignore[call-arg]
                     else:

@@ -7,7 +7,9 @@ state file written on one machine reads alike on another. A lookup is a binary s
 hashes in sorted arrays, 24 bytes per known key (24 MB at 1M keys), with no access to the file: a row whose
 JSON has the digest of the record is unchanged without reading the record. The source prints (8 more bytes
 per key) go with the record: an entry that forgets a key or confirms a record without a print drops it. Entries made since the arrays
-were last merged wait in a list, merged into the arrays before a lookup or once they are `_RECENT`.
+were last merged wait in a list, merged into the arrays once they are `_RECENT` or half the index (so a run
+that writes n keys merges O(log n) times, not n / _RECENT times an O(n) copy), or before a lookup of more
+than a few keys; a few (a first run's lookups, only keys it decided before) are looked up in the list.
 
 Two keys with one hash (about one chance in 10**7 in a state of 10M keys) are told apart where it matters:
 a record read back names its key (stores.py checks it), and a row's JSON holds its identifier, so equal
@@ -21,7 +23,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import xxhash
 
-_RECENT = 100_000  # entries waiting before they are merged into the sorted arrays
+_RECENT = 100_000  # entries waiting before they are merged into the sorted arrays (or half the index, if more)
+_FEW = 16  # find() looks up at most 1/_FEW as many hashes as are waiting in them as they are, without a merge
 _key_hash = xxhash.xxh3_64_intdigest
 _digest = xxhash.xxh3_64_intdigest
 I8 = np.dtype("<i8")  # hashes, digests and row ids, as stored (little-endian on every machine)
@@ -97,7 +100,7 @@ class KeyIndex:
         """Entries made after those the index holds (later ones win; no source prints: 0)."""
         self._recent.append(_four(h, d, r, s))
         self._pending += len(h)
-        if self._pending >= _RECENT:
+        if self._pending >= max(_RECENT, len(self.h) // 2):  # a merge costs the whole index: O(n) in all
             self.merge()
 
     def merge(self) -> None:
@@ -147,14 +150,31 @@ class KeyIndex:
         return pos, self.h[pos] == h
 
     def find(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(digest, record name) of each hash; name 0 where the index does not know it."""
-        self.merge()
+        """(digest, record name) of each hash; name 0 where the index does not know it. A few hashes (a first
+        run's lookups: only keys it decided before) are looked up in the waiting entries as they are."""
+        few = len(h) * _FEW < self._pending
+        if not few:
+            self.merge()
         d = np.zeros(len(h), np.int64)
         r = np.zeros(len(h), np.int64)
         if len(self.h):
             pos, hit = self._positions(h)
             d[hit], r[hit] = self.d[pos[hit]], self.r[pos[hit]]
+        if few:
+            self._find_waiting(h, d, r)
         return d, r
+
+    def _find_waiting(self, h: np.ndarray, d: np.ndarray, r: np.ndarray) -> None:
+        """Overwrite (d, r) of the hashes that entries not merged yet name, in the order they were made (the
+        last wins; a forgotten key's name is 0)."""
+        wanted = np.unique(h)
+        for ph, pd, pr, _ in self._recent:
+            at = np.flatnonzero(np.isin(ph, wanted))
+            if not len(at):
+                continue
+            for x, dx, rx in zip(ph[at].tolist(), pd[at].tolist(), pr[at].tolist(), strict=True):
+                same = h == x
+                d[same], r[same] = (dx, rx) if rx else (0, 0)
 
     def find_all(self, h: np.ndarray) -> Arrays:
         """(hash, digest, record name, source print) of each hash; all 0 but the hash where it is unknown."""

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import repeat
+from operator import itemgetter
 
 import numpy as np
 import orjson
@@ -113,8 +115,9 @@ def append(db: sqlite3.Connection, stream: str, confirm: Sequence[tuple[str, byt
     """Append the records and their index row (forget, then confirm): (index row id, entries). `sources`:
     the source print of confirmed keys that have one (rowprint.py)."""
     names = np.empty(0, np.int64)
-    key_bytes = [k.encode() for k, _ in confirm]
-    records = [r for _, r in confirm]
+    keys: list[str] = list(map(itemgetter(0), confirm))  # C loops: a first run writes every key once
+    key_bytes = list(map(str.encode, keys))
+    records: list[bytes] = list(map(itemgetter(1), confirm))
     if confirm:
         names = _log(db, stream, key_bytes, records)
     zeros = np.zeros(len(forget), np.int64)
@@ -123,7 +126,7 @@ def append(db: sqlite3.Connection, stream: str, confirm: Sequence[tuple[str, byt
     r = np.concatenate([zeros, names])
     s = np.zeros(len(h), np.int64)
     if sources:
-        s[len(forget):] = np.fromiter((sources.get(k, 0) for k, _ in confirm), np.int64, len(confirm))
+        s[len(forget):] = np.fromiter(map(sources.get, keys, repeat(0)), np.int64, len(confirm))
     return write_index(db, stream, h, d, r, s), (h, d, r, s)
 
 

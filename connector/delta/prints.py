@@ -16,8 +16,9 @@ in a chunk, or with objects in flight, is never marked; nor is anything written 
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Collection, Sequence
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -73,9 +74,10 @@ class Flying:
         prints = self.prints
         if not prints:
             return None
-        for key in forget:
-            prints.pop(key, None)
-        out = {k: p for k in confirm if (p := prints.pop(k, 0))}
+        if forget:
+            deque(map(prints.pop, forget, repeat(None)), maxlen=0)
+        got = list(map(prints.pop, confirm, repeat(0)))  # one C loop per answer, as settle() does
+        out = dict(zip(confirm, got, strict=True)) if 0 not in got else {k: p for k, p in zip(confirm, got, strict=True) if p}
         return out or None
 
 
@@ -105,9 +107,12 @@ class InFlight:
                     flying.pop(keys[j], None)
             return None
         p: list[Any] = prints.tolist()
-        flying.update(
-            zip(map(keys.__getitem__, keep), map(p.__getitem__, keep), strict=True)
-        )  # the last row wins
+        if len(keep) == len(keys):  # every row sent (keep: positions in order, each once); the last row wins
+            flying.update(zip(keys, p, strict=True))
+        else:
+            flying.update(zip(map(keys.__getitem__, keep), map(p.__getitem__, keep), strict=True))
+        if not refresh and stored.count(None) == len(stored):
+            return None  # no record to attach a print to (a first run's chunks)
         twice = once(keys) or set()
         sources: dict[str, int] | None = None
         if refresh:

@@ -52,7 +52,7 @@ import operator
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import compress
+from itertools import compress, repeat
 from typing import Any
 
 import numpy as np
@@ -76,6 +76,18 @@ def _is_some(record: bytes | None) -> bool:
     return record is not None
 
 
+def _settle_new(new: dict[str, bytes], keys: list[str], delivered: bool) -> tuple[dict[str, bytes], list[str]]:
+    """settle() for keys none of which is pending: each is a new user with one object in flight (its record
+    leaves `new`), or not in flight at all (ignored: settled already, or never sent). Every step a C loop."""
+    records: list[bytes | None] = list(map(new.pop, keys, repeat(None)))
+    if None in records:
+        keys = list(compress(keys, map(_is_some, records)))
+        records = [r for r in records if r is not None]
+    if delivered:
+        return dict(zip(keys, records, strict=True)), []  # type: ignore[arg-type]  # not None: filtered
+    return {}, keys
+
+
 @dataclass(slots=True)
 class _Pending:
     """A key with objects in flight: what the store will hold once they are all confirmed."""
@@ -84,6 +96,36 @@ class _Pending:
     record: bytes
     inflight: int = 0
     failed: bool = False
+
+
+def _settle_each(pending: dict[str, _Pending], new: dict[str, bytes], keys: list[str], delivered: bool,
+                 ) -> tuple[dict[str, bytes], list[str]]:  # fmt: skip
+    """settle() key by key: a pending key is confirmed (or forgotten, if any of its objects failed) when the
+    last of its objects in flight settles; any other is a new user (_settle_new)."""
+    confirm: dict[str, bytes] = {}
+    forget: list[str] = []
+    for key in keys:
+        entry = pending.get(key)
+        if entry is None:
+            record = new.pop(key, None)
+            if record is None:
+                continue
+            if delivered:
+                confirm[key] = record
+            else:
+                forget.append(key)
+            continue
+        entry.inflight -= 1
+        if not delivered:
+            entry.failed = True
+        if entry.inflight > 0:
+            continue
+        del pending[key]
+        if entry.failed:
+            forget.append(key)
+        else:
+            confirm[key] = entry.record
+    return confirm, forget
 
 
 @dataclass(slots=True)
@@ -186,7 +228,7 @@ class DeltaState:
             found = self._found.get(stream) if attributes else None
             if found is not None:  # nothing of the stream written yet (_put): what was found, was known at the start
                 found.append(key_hashes(list(compress(keys, map(_is_some, stored)))))  # as the fast path's
-            if watch:  # committed during the lookup: read again (committing waits for the lock meanwhile)
+            if watch and not watch.isdisjoint(keys):  # committed during the lookup: read again (committing waits for the lock meanwhile)
                 again = [j for j, k in enumerate(keys) if k in watch]
                 for j, rec in zip(again, self.store.lookup(stream, [keys[j] for j in again], [rows[j] for j in again]),
                                   strict=True):  # fmt: skip
@@ -290,7 +332,8 @@ class DeltaState:
         n, counts, full, long = len(keys), self.last, self.full, fp.LONG
         # A row whose JSON is the record Braze confirmed, with nothing of its user in flight, is unchanged:
         # one comparison per row in C; the rest of this method sees only the other rows.
-        todo: list[int] = list(range(n)) if full else list(compress(range(n), map(operator.ne, stored, rows)))
+        known = stored.count(None) < n  # False: no key of the chunk is known (a first run's chunks)
+        todo: list[int] = list(range(n)) if full or not known else list(compress(range(n), map(operator.ne, stored, rows)))
         if len(todo) < n and (pending or new or todo):  # ... unless its user is in flight, or sent earlier in
             busy = {keys[j] for j in todo}  # the chunk (then it is compared with what was sent)
             same = set(range(n)).difference(todo)
@@ -301,12 +344,15 @@ class DeltaState:
         unique = set(keys)
         if todo and len(unique) == n:
             busy = (unique & pending.keys()) | (unique & new.keys())
-            added = todo if stored.count(None) == n else [j for j in todo if stored[j] is None]
+            added = [j for j in todo if stored[j] is None] if known else todo
             if busy:
                 added = [j for j in added if keys[j] not in busy]
             if not fp.flat(rows):  # the per-row check only when some row may hold a nested value
                 added = [j for j in added if len(rows[j]) <= long and rows[j].find(b"{", 1) < 0]
-            new.update(zip(map(keys.__getitem__, added), map(rows.__getitem__, added), strict=True))
+            if len(added) == n:  # every row (added holds positions in order, each once)
+                new.update(zip(keys, rows, strict=True))
+            else:
+                new.update(zip(map(keys.__getitem__, added), map(rows.__getitem__, added), strict=True))
             counts.added += len(added)
             if added:
                 todo = [] if added is todo else sorted(set(todo).difference(added))
@@ -415,43 +461,46 @@ class DeltaState:
 
         When the last object in flight for a key settles, its record is confirmed, or the key forgotten if
         any of its objects failed."""
-        if self.read_only:
-            return
-        confirm: dict[str, bytes] = {}
-        forget: list[str] = []
-        with self._lock:
-            pending, new = self._pending.get(stream, {}), self._new.get(stream, {})
-            flying = self._prints.of(stream)
-            for key in keys:
-                entry = pending.get(key)
-                if entry is None:
-                    record = new.pop(key, None)
-                    if record is None:
-                        continue
-                    if delivered:
-                        confirm[key] = record
-                    else:
-                        forget.append(key)
-                    continue
-                entry.inflight -= 1
-                if not delivered:
-                    entry.failed = True
-                if entry.inflight > 0:
-                    continue
-                del pending[key]
-                if entry.failed:
-                    forget.append(key)
-                else:
-                    confirm[key] = entry.record
-            ticket = 0
-            if confirm or forget:
-                sources = flying.settle(confirm, forget) if flying is not None else None
-                ticket = self._put(stream, [*confirm.items(), *((k, None) for k in forget)], sources)
-                if ticket and self._kinds.get(stream) == "attributes" and not self._commit.due():
-                    self._commit.defer()  # written with later ones, or by its timer (see the module's docstring)
-                    ticket = 0
+        ticket = self._settle(stream, keys, delivered, block=True)
         if ticket:
             self._commit.flush(ticket)  # committed before this returns, with other threads' changes
+
+    def settle_nowait(self, stream: str, keys: Iterable[str], delivered: bool) -> int | None:
+        """settle() for a caller that must not wait (the writer's event loop, for every answer): None when the
+        state's lock is held (a chunk being decided, a transaction being handed over) and nothing was done:
+        call settle(); else the settle is done in memory, and the result is the ticket of the transaction that
+        must commit before it counts as recorded, as settle() would have waited for (0: none, the usual case
+        for attributes: see the module doc); pass it to `committed`, off the loop."""
+        return self._settle(stream, keys, delivered, block=False)
+
+    def committed(self, ticket: int) -> None:
+        """Return once the transaction of a settle_nowait() ticket committed (or was dropped: commit.py)."""
+        self._commit.flush(ticket)
+
+    def _settle(self, stream: str, keys: Iterable[str], delivered: bool, *, block: bool) -> int | None:
+        """settle() in memory, under the lock (None: not `block` and the lock was held); the ticket to flush."""
+        if self.read_only:
+            return 0
+        keys = keys if isinstance(keys, list) else list(keys)
+        if not self._lock.acquire(blocking=block):
+            return None
+        try:
+            pending, new = self._pending.get(stream, {}), self._new.get(stream, {})
+            flying = self._prints.of(stream)
+            if pending and not pending.keys().isdisjoint(keys):
+                confirm, forget = _settle_each(pending, new, keys, delivered)
+            else:  # a first run's answers: new users only, settled in C (one pop per key)
+                confirm, forget = _settle_new(new, keys, delivered)
+            if not (confirm or forget):
+                return 0
+            sources = flying.settle(confirm, forget) if flying is not None else None
+            ticket = self._put(stream, [*confirm.items(), *zip(forget, repeat(None))], sources)
+            if ticket and self._kinds.get(stream) == "attributes" and not self._commit.due():
+                self._commit.defer()  # written with later ones, or by its timer (see the module's docstring)
+                return 0
+            return ticket
+        finally:
+            self._lock.release()
 
     def _put(self, stream: str, changes: Iterable[tuple[str, bytes | None]],
              sources: dict[str, int] | None = None) -> int:  # fmt: skip

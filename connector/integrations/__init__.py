@@ -39,11 +39,15 @@ def run_for_scheduler(
     report_dir: str | Path | None = None,
     dry_run: bool = False,
     full: bool = False,
+    ignore_unfinished: bool = False,
 ) -> RunReport:
     """Load `pipeline` and run it with this key and endpoint; return the report whatever the exit code.
 
     Raises:
         ConfigError, SourceError: before anything is read (a bad file, a missing source or key).
+        UnfinishedRun: the last run was killed or stopped and this one would apply its events again (a task
+            retried by the scheduler): finish it with `braze-connector run PIPELINE --resume`, or pass
+            ignore_unfinished=True.
     """
     from connector import load_pipeline, run_pipeline
 
@@ -52,6 +56,8 @@ def run_for_scheduler(
     kwargs: dict[str, Any] = {}
     if "raise_on_failure" in inspect.signature(run_pipeline).parameters:
         kwargs["raise_on_failure"] = False  # the caller reads the exit code and fails its task itself
+    if ignore_unfinished:
+        kwargs["ignore_unfinished"] = True
     report: RunReport = run_pipeline(p, mode=mode, report_dir=report_dir, dry_run=dry_run, full=full, env=env,
                                      **kwargs)  # fmt: skip
     return report

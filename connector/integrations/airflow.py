@@ -76,6 +76,7 @@ class BrazeConnectorOperator(BaseOperator):
         report_dir: str | Path | None = None,
         dry_run: bool = False,
         full: bool = False,
+        ignore_unfinished: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -85,11 +86,13 @@ class BrazeConnectorOperator(BaseOperator):
         self.report_dir = str(report_dir) if report_dir is not None else None
         self.dry_run = dry_run
         self.full = full
+        self.ignore_unfinished = ignore_unfinished  # a retried task after a kill would send its events again
 
     def execute(self, context: Any) -> dict[str, Any]:
         api_key, endpoint = (None, None) if self.dry_run else BrazeHook(self.braze_conn_id).get_credentials()
         report = run_for_scheduler(self.pipeline, api_key=api_key, endpoint=endpoint, mode=self.mode,
-                                   report_dir=self.report_dir, dry_run=self.dry_run, full=self.full)  # fmt: skip
+                                   report_dir=self.report_dir, dry_run=self.dry_run, full=self.full,
+                                   ignore_unfinished=self.ignore_unfinished)  # fmt: skip
         summary = run_summary(report)
         context["ti"].xcom_push(key=XCOM_KEY, value=summary)
         if report.exit_code:

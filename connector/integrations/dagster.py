@@ -34,10 +34,11 @@ class BrazeResource(ConfigurableResource):  # type: ignore[misc]
     endpoint: str | None = None
 
     def run(self, pipeline: str | Path, *, mode: str | None = None, report_dir: str | Path | None = None,
-            dry_run: bool = False, full: bool = False) -> Any:  # fmt: skip
+            dry_run: bool = False, full: bool = False, ignore_unfinished: bool = False) -> Any:  # fmt: skip
         """Run the pipeline with this key and endpoint; the RunReport whatever its exit code."""
         return run_for_scheduler(pipeline, api_key=self.api_key, endpoint=self.endpoint, mode=mode,
-                                 report_dir=report_dir, dry_run=dry_run, full=full)  # fmt: skip
+                                 report_dir=report_dir, dry_run=dry_run, full=full,
+                                 ignore_unfinished=ignore_unfinished)  # fmt: skip
 
 
 def run_metadata(summary: dict[str, Any]) -> dict[str, Any]:
@@ -67,6 +68,7 @@ def braze_pipeline_asset(
     report_dir: str | Path | None = None,
     dry_run: bool = False,
     full: bool = False,
+    ignore_unfinished: bool = False,
 ) -> AssetsDefinition:
     """An asset that runs `pipeline` through the `resource_key` resource (a BrazeResource).
 
@@ -80,7 +82,8 @@ def braze_pipeline_asset(
            description=f"Delivers {pipeline} to Braze (braze-connector).")  # fmt: skip
     def _braze_asset(context):  # type: ignore[no-untyped-def]  # Dagster reads the annotations: none (see above)
         resource = getattr(context.resources, resource_key)  # a BrazeResource
-        report = resource.run(pipeline, mode=mode, report_dir=report_dir, dry_run=dry_run, full=full)
+        report = resource.run(pipeline, mode=mode, report_dir=report_dir, dry_run=dry_run, full=full,
+                              ignore_unfinished=ignore_unfinished)
         meta = run_metadata(run_summary(report))
         if report.exit_code:
             raise Failure(description=failure_message(report), metadata=meta)

@@ -77,6 +77,7 @@ class ReportCounters:
         self.sample_files: list[Path] = []
         self.emulator: dict[str, Any] | None = None
         self.retry: dict[str, Any] | None = None
+        self.http_engine: str | None = None  # what sent the requests (None: a dry run, no client)
         self.delta: dict[str, Any] | None = None  # delta sync: the state file
         self.shared_limits: dict[str, Any] | None = None  # write.shared_limits: the budget shared through Redis
         self.partition: dict[str, Any] | None = None  # run --partition K/N: which part of each stream

@@ -183,6 +183,7 @@ def build_document(r: ReportCounters) -> dict[str, Any]:
             "retries": r.retries,
             "retry_reasons": dict(r.retry_reasons.most_common()),
             "rate_limited": r.rate_limited,
+            "http_engine": r.http_engine,
             "probes": [dict(p) for p in r.probes],
         },
         "throughput": {

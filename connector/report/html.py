@@ -216,6 +216,8 @@ def _requests(d: dict[str, Any]) -> str:
     )
     latency = "".join(f"<dt>{k}</dt><dd>{_n(lat[k])} ms</dd>" for k in ("p50", "p95", "p99", "max"))
     probed = f" · {len(probes)} probe{'s' if len(probes) > 1 else ''} apart" if probes else ""
+    if req.get("http_engine"):
+        probed += f" · sent by {escape(req['http_engine'])}"
     return (
         f'<div class="card"><h2>Requests</h2>{table if rows else "<p class=muted>None.</p>"}'
         f'<p class="sub">{req["total"]:,} requests · {req["retries"]:,} retries · {req["rate_limited"]:,} '

@@ -204,6 +204,8 @@ def _requests(docs: list[dict[str, Any]]) -> dict[str, Any]:
         "retries": sum(int(d["requests"]["retries"]) for d in docs),
         "retry_reasons": _sum_counts(d["requests"]["retry_reasons"] for d in docs),
         "rate_limited": sum(int(d["requests"]["rate_limited"]) for d in docs),
+        # The parts' engines, in order, once each (older parts have none).
+        "http_engine": ", ".join(dict.fromkeys(e for d in docs if (e := d["requests"].get("http_engine")))) or None,
         "probes": [p for d in docs for p in d["requests"].get("probes") or []],
     }
 

@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import random
 import shutil
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -216,9 +217,13 @@ def _rid(row: dict[str, str]) -> int:
     return n - 1 if row["_source_file"].endswith(".parquet") else n - 2
 
 
-def test_a_plain_run_after_a_kill_9_warns_and_names_the_resume_command(forkserver: Any, tmp_path: Path) -> None:
-    """A new run (not --resume) after a killed one says that run did not finish, how many rows it had in
-    flight, and the --resume command that would count them; a run after a finished one says nothing."""
+def test_a_plain_run_after_a_kill_9_is_refused_unless_told_and_names_the_resume_command(
+    forkserver: Any, tmp_path: Path
+) -> None:
+    """A new run (not --resume) after a killed one, over the same files, would apply the events and purchases
+    that run delivered a second time (neither stream keeps state): it is refused (exit 2) with the --resume
+    command; with --ignore-unfinished it runs and warns how many rows were in flight; a run after a finished
+    one says nothing. A stop by SIGTERM (exit 4) is refused the same way; new source files are not."""
     pipeline, valid = write_project(tmp_path, ROWS, "aiohttp")
     with EmulatorServer(api_keys=(KEY,), latency_ms=20) as em:
         env = {"BRAZE_API_KEY": KEY, "BRAZE_REST_ENDPOINT": em.url}
@@ -227,14 +232,85 @@ def test_a_plain_run_after_a_kill_9_warns_and_names_the_resume_command(forkserve
         args = ["run", str(pipeline), "--report-dir", str(runs / "{run_id}"), "-q"]
         assert kill_at(forkserver, args, env, log, None, "requests", 3, 0.0) is None, "the run finished first"
         [killed] = [d for d in runs.iterdir() if d.is_dir()]
-        assert finish(forkserver, args, env, log) == 0
+        before = sum(applied(em).values())
+        assert finish(forkserver, args, env, log) == 2
+        said = Path(log).read_text(encoding="utf-8")
+        assert f"the last run of this pipeline, {killed.name} ({killed}), did not finish" in said
+        assert f"--resume {killed}" in said and "add --ignore-unfinished" in said and "events (" in said
+        assert [d for d in runs.iterdir() if d.is_dir()] == [killed], "a refused run writes no report folder"
+        assert sum(applied(em).values()) == before, "a refused run sends nothing"
+        assert finish(forkserver, [*args, "--ignore-unfinished"], env, log) == 0
         [second] = [d for d in runs.iterdir() if d.is_dir() and d != killed]
         warnings = yaml.safe_load((second / "report.json").read_text(encoding="utf-8"))["warnings"]
         [w] = [w for w in warnings if "did not finish" in w]
         assert killed.name in w and f"--resume {killed}" in w and "sent without seeing Braze's answer" in w
-        # no delta, no incremental: the plain re-run sent every row again, the killed run's delivered ones too
+        # no delta, no incremental: the re-run sent every row again, the killed run's delivered ones too
         assert "keep no state" in w and "those that run delivered included" in w and " confirmed)" in w
         assert finish(forkserver, args, env, log) == 0
         [third] = [d for d in runs.iterdir() if d.is_dir() and d not in (killed, second)]
         warnings = yaml.safe_load((third / "report.json").read_text(encoding="utf-8"))["warnings"]
         assert not [w for w in warnings if "did not finish" in w], warnings
+
+
+def _stopped_midway(pipeline: Any, runs: Path, env: dict[str, str], em: EmulatorServer) -> Any:
+    """Run the pipeline in a thread and stop it (the API's stop token, as SIGTERM does) once Braze has
+    answered 5 requests; returns its report (exit code 4)."""
+    from connector import run_pipeline
+    from connector.stop import StopToken
+
+    def answered() -> int:
+        return sum(int(n) for n in em.stats()["requests"].get("/users/track", {}).values())
+
+    stop, out, start = StopToken(), [], answered()
+    t = threading.Thread(target=lambda: out.append(run_pipeline(pipeline, report_dir=runs, env=env, stop=stop,
+                                                                raise_on_failure=False)))  # fmt: skip
+    t.start()
+    deadline = time.monotonic() + 60
+    while t.is_alive() and time.monotonic() < deadline:
+        if answered() - start >= 5:
+            stop.request("stopped by the test")
+            break
+        time.sleep(0.002)
+    t.join(60)
+    [report] = out
+    assert report.exit_code == 4, "the run finished before the test could stop it"
+    assert 0 < report.rows["delivered"] < report.rows["read"]
+    return report
+
+
+def test_a_plain_run_after_a_stop_is_refused_for_the_same_files_not_for_new_ones(tmp_path: Path) -> None:
+    """A stop (SIGTERM, exit 4) leaves delivered events behind too: the same command again is refused until the
+    run is resumed (or --ignore-unfinished); tonight's new export (the files changed) is a new run and goes
+    ahead; a run stopped before it sent anything refuses nothing."""
+    from connector import load_pipeline, run_pipeline
+    from connector.delivery.resume import ResumeSet
+    from connector.errors import UnfinishedRun
+    from connector.stop import StopToken
+
+    pipeline_file, valid = write_project(tmp_path, 2000, "aiohttp")
+    pipeline = load_pipeline(pipeline_file)
+    runs = tmp_path / "runs" / "{run_id}"
+    with EmulatorServer(api_keys=(KEY,), latency_ms=50) as em:
+        env = {"BRAZE_API_KEY": KEY, "BRAZE_REST_ENDPOINT": em.url}
+        early = StopToken()
+        early.request("stopped by the test")  # before the first row: nothing sent
+        assert run_pipeline(pipeline, report_dir=runs, env=env, stop=early, raise_on_failure=False).exit_code == 4
+        stopped = _stopped_midway(pipeline, runs, env, em)  # the stop before it sent nothing refused nothing
+        sent = sum(applied(em).values())
+        with pytest.raises(UnfinishedRun, match=r"was stopped before it finished.*--resume .*--ignore-unfinished"):
+            run_pipeline(pipeline, report_dir=runs, env=env)
+        assert sum(applied(em).values()) == sent, "a refused run sends nothing"
+        resumed = run_pipeline(pipeline, report_dir=runs, env=env, resume=ResumeSet(stopped.report_dir))
+        assert resumed.exit_code == 0 and set(applied(em)) == valid and max(applied(em).values()) == 1
+        again = run_pipeline(pipeline, report_dir=runs, env=env)  # the latest run finished: sent as asked
+        assert again.exit_code == 0 and not [w for w in again.warnings if "before it finished" in w]
+        _stopped_midway(pipeline, runs, env, em)
+        write_project(tmp_path / "tonight", 2000, "aiohttp")  # a new export replaces both files
+        for name in ("events.parquet", "purchases.csv"):
+            (tmp_path / "tonight" / "data" / name).replace(tmp_path / "data" / name)
+        tonight = run_pipeline(pipeline, report_dir=runs, env=env)
+        assert tonight.exit_code == 0 and not [w for w in tonight.warnings if "before it finished" in w]
+        _stopped_midway(pipeline, runs, env, em)
+    # The embedded emulator (destination: local) starts empty every run: nothing there to apply twice.
+    local = pipeline.model_copy(update={"destination": pipeline.destination.model_copy(update={"url": "local"})})
+    assert run_pipeline(local, report_dir=runs, env={}).exit_code == 0

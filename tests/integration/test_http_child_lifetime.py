@@ -436,6 +436,26 @@ def test_the_sample_users_run_starts_without_the_modules_it_does_not_use(
     assert len(emulator.ledger()) > 0
 
 
+# The probe patches the transport when the run imports it (importing it first would import pydantic and the
+# pipeline models before the command's own start-up, so the probe would measure another start-up than users get).
+_WHEN_IMPORTED = (
+    "class Watch:\n"
+    "    def find_spec(self, name, path, target=None):\n"
+    "        if name != 'connector.delivery.transport.process':\n"
+    "            return None\n"
+    "        sys.meta_path.remove(self)\n"
+    "        import importlib.util\n"
+    "        spec = importlib.util.find_spec(name)\n"
+    "        real = spec.loader.exec_module\n"
+    "        def exec_module(module):\n"
+    "            real(module)\n"
+    "            patch(module)\n"
+    "        spec.loader.exec_module = exec_module\n"
+    "        return spec\n"
+    "sys.meta_path.insert(0, Watch())\n"
+)
+
+
 def _first_request_probe(emulator: EmulatorServer, tmp_path: Path, *, prelude: str, seen: str, entry: str,
                          before_main: str = "") -> str:  # fmt: skip
     """Run pipelines/users.yaml (sample data, users_suite) against the emulator through `entry`'s main() in a
@@ -450,16 +470,16 @@ def _first_request_probe(emulator: EmulatorServer, tmp_path: Path, *, prelude: s
     pipeline = tmp_path / "pipelines" / "users.yaml"
     pipeline.write_text(text.replace("url: local", f"url: {emulator.url}"), encoding="utf-8")
     code = (
-        prelude + "import connector.delivery.transport.process as p\n"
-        "seen = []\n"
+        prelude + "seen = []\n"
         "def first(real):\n"
         "    def call(*a, **k):\n"
         "        if not seen:\n"
         f"            seen.append({seen})\n"
         "        return real(*a, **k)\n"
         "    return call\n"
-        "p._Child.start, p._Child.send = first(p._Child.start), first(p._Child.send)\n"
-        f"from {entry} import main\n"
+        "def patch(p):\n"
+        "    p._Child.start, p._Child.send = first(p._Child.start), first(p._Child.send)\n"
+        + _WHEN_IMPORTED + f"from {entry} import main\n"
         f"sys.argv = ['braze-connector', 'run', {str(pipeline)!r}, '--mode', 'bulk', '--quiet',\n"
         f"            '--report-dir', {str(tmp_path / 'r')!r}]\n"
         + before_main + "try:\n"

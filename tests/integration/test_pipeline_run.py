@@ -131,6 +131,7 @@ def test_run_delivers_and_the_ledger_equals_the_report(emulator: EmulatorServer,
     }
     assert bad_events == 10
     assert doc["rejects"]["by_rule"]["cast.integer"] == 1
+    assert doc["requests"]["http_engine"] == "curl (HTTP process)"  # the default engine, named in the report
     applied = applied_by_identifier(emulator)
     # Every delivered row applied exactly once; every rejected row absent.
     assert {u: applied[("attributes", u)] for u in GOOD_USERS} == dict.fromkeys(GOOD_USERS, 1)
@@ -165,7 +166,7 @@ def test_dry_run_sends_nothing_and_writes_sample_bodies(emulator: EmulatorServer
     report = run_pipeline(p, mode="bulk", report_dir=tmp_path / "out", dry_run=True, env=env_for(emulator))
     doc = report_json(report)
     assert emulator.stats()["requests"] == {}
-    assert doc["dry_run"] is True and doc["requests"]["total"] == 0
+    assert doc["dry_run"] is True and doc["requests"]["total"] == 0 and doc["requests"]["http_engine"] is None
     assert doc["rows"]["skipped"] == len(GOOD_USERS) and doc["rows"]["rejected"] == len(BAD_USERS)
     bodies = [json.loads(Path(f).read_bytes()) for f in doc["sample_requests"]]
     assert len(bodies) == 1
@@ -246,6 +247,19 @@ def test_auto_mode_picks_sync_for_a_small_table(emulator: EmulatorServer, tmp_pa
     assert doc["exit_code"] == 0 and doc["rows"]["delivered"] == len(GOOD_USERS)
     # The probe (an empty request, answered 400) showed the key may use the sync beta, then one row a request.
     assert emulator.stats()["requests"]["/users/track/sync"] == {"400": 1, "201": len(GOOD_USERS)}
+    assert doc["requests"]["http_engine"] == "requests"
+
+
+def test_the_report_names_the_http_engine_chosen_by_the_environment(
+    emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BRAZE_CONNECTOR_HTTP_ENGINE=aiohttp is an environment-only choice; report.json says it was honoured."""
+    monkeypatch.setenv("BRAZE_CONNECTOR_HTTP_ENGINE", "aiohttp")
+    p = project(tmp_path, [users_stream()])
+    report = run_pipeline(p, mode="bulk", report_dir=tmp_path / "out", env=env_for(emulator))
+    doc = report_json(report)
+    assert doc["exit_code"] == 0 and doc["rows"]["delivered"] == len(GOOD_USERS)
+    assert doc["requests"]["http_engine"] == "aiohttp (HTTP process)"
 
 
 def test_auto_mode_picks_bulk_for_a_large_table(emulator: EmulatorServer, tmp_path: Path) -> None:

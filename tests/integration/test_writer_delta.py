@@ -39,6 +39,9 @@ class Broken(DeltaState):
     def settle(self, stream: str, keys: object, delivered: bool) -> None:
         raise RuntimeError("a bug in the state")
 
+    def settle_nowait(self, stream: str, keys: object, delivered: bool) -> int | None:
+        raise RuntimeError("a bug in the state")
+
 
 def delta_writer(emulator: EmulatorServer, tmp_path: Path, state: DeltaState) -> tuple[Writer, RunReport]:
     pipeline = make_pipeline(concurrency=8)

@@ -55,6 +55,7 @@ def pool_of(rnd: random.Random, size: int) -> list[int]:
 def test_random_applies_merges_finds_and_renames_agree_with_a_dict(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     rnd = random.Random(seed)
     monkeypatch.setattr(keyindex, "_RECENT", rnd.choice([1, 5, 40, 100_000]))
+    monkeypatch.setattr(keyindex, "_FEW", rnd.choice([0, 16, 10**9]))  # never, sometimes, always without a merge
     pool = pool_of(rnd, rnd.choice([3, 20, 300]))
     names = [0]
     model: Model = {}

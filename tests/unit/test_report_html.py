@@ -87,3 +87,10 @@ def test_the_alerts_card_says_what_fired_and_whether_it_was_delivered(tmp_path: 
     html = render_html(doc, [])
     assert "<b>rejects</b>: 3 rows rejected" in html and "NOT delivered: connection refused" in html
     assert "<code>$HOOK</code>" in html
+
+
+def test_the_requests_card_names_the_http_engine_when_there_was_one(tmp_path: Path) -> None:
+    doc = finished(tmp_path)
+    assert "sent by" not in render_html(doc, [])  # no client (a dry run, or a bare report): nothing claimed
+    doc["requests"]["http_engine"] = "curl (HTTP process)"
+    assert "2 requests · 0 retries · 1 rate limited (429) · sent by curl (HTTP process)</p>" in render_html(doc, [])

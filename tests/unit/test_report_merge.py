@@ -52,6 +52,9 @@ def test_merged_counts_are_the_sums_and_equal_the_whole_run(runs: dict[str, Any]
     assert doc["rejects"]["by_rule"] == whole["rejects"]["by_rule"]
     assert doc["requests"]["by_endpoint"]["users_track"]["objects"] == whole["requests"]["by_endpoint"]["users_track"]["objects"]
     assert doc["requests"]["total"] == sum(p["requests"]["total"] for p in runs["parts"])
+    # One engine sent every part, so the merged report names it once.
+    assert {p["requests"]["http_engine"] for p in runs["parts"]} == {whole["requests"]["http_engine"]}
+    assert doc["requests"]["http_engine"] == whole["requests"]["http_engine"] is not None
     assert [s["read"] for s in doc["streams"]] == [s["read"] for s in whole["streams"]]
     assert sum(p[1] for p in doc["throughput"]["timeline"]) == sum(p["rows"]["delivered"] for p in runs["parts"])
     assert doc["partition"] == {"n": 3, "k": [1, 2, 3], "missing": []}

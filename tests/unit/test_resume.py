@@ -203,3 +203,45 @@ def test_a_new_run_is_told_when_the_last_one_did_not_finish(tmp_path: Path) -> N
     assert unfinished_warning(pipeline, None, "p1of2") is None  # its latest run finished
     attempt("20260106T000000Z-abcdef", "2026-01-06T00:00:00+00:00", end=False)  # killed with nothing in flight
     assert unfinished_warning(pipeline, None, None) is None
+
+
+def test_a_plain_rerun_over_the_same_files_is_refused_only_for_streams_that_add_up(tmp_path: Path) -> None:
+    """check_unfinished: the killed run's delivered and unanswered rows of a stateless events stream would be
+    applied again by a plain re-run over the same, unchanged file (refused); attribute sets (idempotent),
+    delta streams and a changed file are not (warned at most)."""
+    from connector.delivery.resume import fingerprints
+    from connector.delivery.unfinished import check_unfinished
+
+    src = tmp_path / "a.csv"
+    src.write_text("user_id\nu1\n", encoding="utf-8")
+
+    def killed(stream_name: str, hex6: str) -> Path:
+        d = tmp_path / "r" / f"20260103T000000Z-{hex6}"
+        d.mkdir(parents=True)
+        j = Journal(d / JOURNAL_FILE, {**HEADER, "run_id": d.name, "started": "2026-01-03T00:00:00+00:00",
+                                       "sources": fingerprints({stream_name: [src]})})  # fmt: skip
+        m = mapped(str(src), [2, 3, 4])
+        j.delivered(j.sending(stream_name, m, [0, 1]), m, [])
+        j.sending(stream_name, m, [2])  # in flight when the run was killed
+        j.close()
+        return d
+
+    def pipeline(doc: dict[str, Any]) -> Pipeline:
+        return Pipeline.model_validate({"name": "p", "streams": [{**doc, "source": {"path": str(src)}}],
+                                        "report": {"dir": str(tmp_path / "r" / "{run_id}")}})  # fmt: skip
+
+    run = killed("ev", "aaaaaa")
+    found = check_unfinished(pipeline(EVENTS), None, None, {"ev": [src]})
+    assert found is not None and found.killed and found.twice == {"ev": 3}  # 2 delivered + 1 in flight
+    refusal = found.refusal(pipeline(EVENTS))
+    assert f"--resume {run}" in refusal and "ev (3 row(s))" in refusal and "--ignore-unfinished" in refusal
+    delta = check_unfinished(pipeline({**EVENTS, "incremental": {"cursor": "user_id"}}), None, None, {"ev": [src]})
+    assert delta is not None and delta.twice == {} and "did not finish" in delta.warning  # warned, not refused
+    os.utime(src, ns=(time.time_ns(), time.time_ns() + 10**9))  # tonight's export: another file
+    changed = check_unfinished(pipeline(EVENTS), None, None, {"ev": [src]})
+    assert changed is not None and changed.twice == {}
+    (run / JOURNAL_FILE).unlink()
+    run.rmdir()
+    killed("us", "bbbbbb")
+    attrs = check_unfinished(pipeline(ATTRS), None, None, {"us": [src]})
+    assert attrs is not None and attrs.twice == {} and "1 row(s) it had sent" in attrs.warning

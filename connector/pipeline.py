@@ -31,6 +31,7 @@ from connector.logs import run_context
 from connector.mapping import columns_read
 from connector.progress import Progress
 from connector.quiet_gc import quiet_gc
+from connector.readers.dbscope import shared_databases
 from connector.readers.estimate import estimate_rows, is_parquet
 from connector.readers.failed import SQL_RUN_AGAIN
 from connector.report import RunFailed, RunReport
@@ -93,9 +94,10 @@ def run_pipeline(
     """
     locks = RunLocks()
     try:
-        report = _run_pipeline(pipeline, mode, report_dir, dry_run, validate_only, env, progress, retry, full,
-                               stop or StopToken(), locks, overwrite, resume, partition, allow_deletes,
-                               ignore_unfinished)  # fmt: skip
+        with shared_databases():  # the run's PostgreSQL connections share the driver's catalogue (dbscope.py)
+            report = _run_pipeline(pipeline, mode, report_dir, dry_run, validate_only, env, progress, retry, full,
+                                   stop or StopToken(), locks, overwrite, resume, partition, allow_deletes,
+                                   ignore_unfinished)  # fmt: skip
     except ConnectorError as e:  # before the first row (no report): still alert and update the metrics
         publish_failure(pipeline, e, os.environ if env is None else env, offline=dry_run or validate_only,
                         partition={"k": partition.k, "n": partition.n} if partition else None)

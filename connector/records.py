@@ -72,6 +72,22 @@ class Failed:
     values: dict[str, Any] = field(default_factory=dict)
 
 
+class RowKeys(Sequence[str]):
+    """Row keys made only when read (readers/sql/keys.py): most chunks of an SQL source never show one, and
+    a text per row of every chunk read cost more than the rest of reading. Equal to a list of the same keys."""
+
+    def select(self, mask: Any, rows: Sequence[int]) -> RowKeys:
+        """The keys of the rows where `mask` (an Arrow boolean array) is true; `rows`: their row numbers."""
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 @dataclass(slots=True)
 class Chunk:
     """A bounded slice of one source file, as read.
@@ -86,7 +102,7 @@ class Chunk:
     table: Any  # pyarrow.Table
     row_numbers: Sequence[int]  # a list, or a range for consecutive rows (no Python int per row)
     rejects: list[Rejected] = field(default_factory=list)
-    keys: list[str] | None = None
+    keys: Sequence[str] | None = None  # a list, or RowKeys made when read
 
     def __len__(self) -> int:
         return int(self.table.num_rows)
@@ -108,7 +124,11 @@ class Chunk:
             raise ValueError(f"filter: {len(keep)} flags for {len(self.row_numbers)} rows")
         mask = arrow_values.array(keep, pa.bool_())
         kept = list(compress(self.row_numbers, keep))  # in C: a chunk's fast path may drop 50,000 rows at once
-        keys = None if self.keys is None else list(compress(self.keys, keep))
+        keys: Sequence[str] | None = None
+        if isinstance(self.keys, RowKeys):
+            keys = self.keys.select(mask, kept)
+        elif self.keys is not None:
+            keys = list(compress(self.keys, keep))
         return Chunk(self.file, self.table.filter(mask), kept, [], keys)
 
 

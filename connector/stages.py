@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from connector.delivery.writer import Writer
     from connector.delta import DeltaState, Incremental
     from connector.delta.fastpath import FastPath
+    from connector.delta.users import ChunkUsers
     from connector.emulator import EmulatorServer
     from connector.readers.partition import Partition
     from connector.validation import SuiteRunner
@@ -369,7 +370,7 @@ class Run:
         n_read = len(chunk) + len(chunk.rejects)
         report.add_read(n_read, stream.name)
         done = 0
-        users: list[str | None] | None = None
+        users: ChunkUsers | None = None
         try:
             if self.mirror is not None:
                 users = self.mirror.see(stream, chunk)  # every row read names its user, whatever becomes of it

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from connector.delivery.deletes import ENDPOINT, delete_users
 from connector.delta.removed import Presence, Removed, delete_limit, guard
-from connector.mapping import identifier_keys
+from connector.delta.users import ChunkUsers
 from connector.report.sinks import CsvSink
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ class Mirror:
         self.complete: set[str] = set()
         self.sink: CsvSink | None = None
 
-    def see(self, stream: Stream, chunk: Chunk) -> list[str | None] | None:
+    def see(self, stream: Stream, chunk: Chunk) -> ChunkUsers | None:
         """Record the users of a chunk as read (rows that did not parse name nobody: counted apart); returns
         the users of its rows when it read them (delta sync's fast path needs them too), else None."""
         presence = self.presence.get(stream.name)
@@ -78,9 +78,9 @@ class Mirror:
             return None
         presence.unreadable += len(chunk.rejects)
         if len(chunk) and stream.name not in self.fresh:
-            keys = identifier_keys(stream, chunk)
-            presence.see(keys)
-            return keys
+            users = ChunkUsers(stream, chunk)
+            presence.see_hashes(users.hashed()[1])
+            return users
         return None
 
     def finish(self, stream: Stream, complete: bool) -> None:

@@ -16,7 +16,8 @@ import numpy as np
 
 from connector.config import Stream
 from connector.delta.rowprint import RowPrint, row_print
-from connector.mapping import columns_read, identifier_keys
+from connector.delta.users import ChunkUsers
+from connector.mapping import columns_read
 from connector.records import Chunk
 
 if TYPE_CHECKING:
@@ -49,15 +50,15 @@ class FastPath:
                  ) -> None:  # fmt: skip
         self.state, self.stream, self.rowprint, self.incremental = state, stream, rowprint, incremental
 
-    def take(self, chunk: Chunk, users: list[str | None] | None = None) -> tuple[Chunk, np.ndarray | None, int]:
+    def take(self, chunk: Chunk, users: ChunkUsers | None = None) -> tuple[Chunk, np.ndarray | None, int]:
         """The chunk without the rows whose source print is the one stored with their user's confirmed
         record, the prints of the rows left (None: the chunk has none), and how many rows were taken.
-        `users`: the rows' users, when mirror mode read them already."""
+        `users`: the rows' users, when mirror mode read them already (their key hashes are made once)."""
         prints = self.rowprint.prints(chunk.table)
         if prints is None or not self.state.may_skip(self.stream.name):
             return chunk, prints, 0
         if users is None:
-            users = identifier_keys(self.stream, chunk)
+            users = ChunkUsers(self.stream, chunk)
         skip = self.state.unchanged_rows(self.stream.name, users, prints)
         n = int(np.count_nonzero(skip))
         if not n:

@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from connector.delta.keyindex import digests, key_hashes
+from connector.delta.keyindex import digests
 from connector.delta.stores import Store, keeps_sources
 
 if TYPE_CHECKING:
     from connector.delta.commit import GroupCommit
+    from connector.delta.users import ChunkUsers
 
 
 def once(keys: Sequence[str | None]) -> set[str] | None:
@@ -37,23 +38,27 @@ def once(keys: Sequence[str | None]) -> set[str] | None:
     return {k for k, c in Counter(keys).items() if c > 1 and k is not None}
 
 
-def rowprint_candidates(keys: Sequence[str | None], busy: Sequence[Collection[str]]) -> tuple[np.ndarray, np.ndarray]:
+def rowprint_candidates(users: ChunkUsers, busy: Sequence[Collection[str]]) -> tuple[np.ndarray, np.ndarray]:
     """The rows the fast path may take: a user, once in the chunk (by the hash of its key: two keys sharing
-    one are both left out), in none of the `busy` collections; their positions and key hashes."""
-    if None in keys:
-        at = np.fromiter((j for j, k in enumerate(keys) if k is not None), np.int64)
-        users: Sequence[str] = [keys[j] for j in at.tolist()]  # type: ignore[misc]
-    else:
-        at, users = np.arange(len(keys)), keys  # type: ignore[assignment]
-    h = key_hashes(users)
-    order = np.argsort(h, kind="stable")
-    same = h[order[1:]] == h[order[:-1]]
-    alone = np.ones(len(h), dtype=bool)
-    alone[order[1:][same]] = False
-    alone[order[:-1][same]] = False
-    for held in busy:
-        alone &= np.fromiter((k not in held for k in users), bool, len(users))
-    return at[alone], h[alone]
+    one are both left out), in none of the `busy` collections; their positions and key hashes, in the order
+    of the hashes (the state's index is searched in that order)."""
+    at, h = users.hashed()
+    order = np.argsort(h)  # equal hashes are all left out: their order does not matter
+    hs = h[order]
+    same = hs[1:] == hs[:-1]
+    alone = np.ones(len(hs), dtype=bool)
+    alone[1:][same] = False
+    alone[:-1][same] = False
+    pick = order[alone]
+    at, h = at[pick], hs[alone]
+    if busy and len(at):  # users in flight are looked for by their keys (none in flight: no key is made)
+        keys = users.keys
+        wanted = [keys[j] for j in at.tolist()]
+        free = np.ones(len(at), dtype=bool)
+        for held in busy:
+            free &= np.fromiter((k not in held for k in wanted), bool, len(wanted))
+        at, h = at[free], h[free]
+    return at, h
 
 
 class Flying:

@@ -5,15 +5,16 @@ and this run's source does not hold it at all. Present means read from the sourc
 the row afterwards: a row rejected by a suite, the mapping or the contract, or failed at Braze, still
 names its user, so that user is not removed. `Presence` keeps one 64-bit hash per row read (8 bytes a
 row, whatever the row's size: 8 MB per million rows); the comparison hashes the known users as the state
-lists them (one C loop) and is one Arrow set lookup of those hashes in the seen ones (handed over uncopied). The hashes are Python's own string hash, stable within the process that compares them; a
-collision can only make a removed user look present (not reported, not deleted), never the reverse.
+lists them (one C loop) and is one Arrow set lookup of those hashes in the seen ones. The hashes are the
+keys' XXH3 (keyindex.key_hashes), the ones delta sync's fast path computes for the same rows (users.py), so
+a chunk's users are hashed once; a collision can only make a removed user look present (not reported, not
+deleted), never the reverse.
 `guard` is the safety rule of `max_delete_fraction`.
 """
 
 from __future__ import annotations
 
 import math
-from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connector.delta.keyindex import key_hashes, key_hashes_of
 from connector.records import alias_key, alias_of_key
 
 
@@ -28,12 +30,17 @@ class Presence:
     """The users one stream's source holds in this run (and how many rows named no readable user)."""
 
     def __init__(self) -> None:
-        self._seen = array("q")
+        self._seen: list[np.ndarray] = []
         self.unreadable = 0  # rows whose identifier could not be read (lines that did not parse)
 
     def see(self, keys: Iterable[str | None]) -> None:
         """Record the users of some rows read (None: a row with no identifier value, which names nobody)."""
-        self._seen.extend(map(hash, filter(None, keys)))  # C loops: no Python frame per row
+        self.see_hashes(key_hashes([k for k in keys if k is not None]))
+
+    def see_hashes(self, hashes: np.ndarray) -> None:
+        """Record the users of some rows read, by their keys' hashes (users.py)."""
+        if len(hashes):
+            self._seen.append(hashes)
 
     def removed(self, known: Callable[[], Iterable[str]], *, aliases: bool = False) -> Removed:
         """Compare with the users the state knows (`known()` lists them, the same order each call).
@@ -42,16 +49,16 @@ class Presence:
         (records.alias_key) is `stale`, not removed, when the user it names is known under today's key, read
         or in the state: the state can forget it. (Looking costs one more read of the removed keys.)
         """
-        hashes = pa.array(np.fromiter(map(hash, known()), dtype=np.int64))
+        hashes = pa.array(key_hashes_of(known()))
         if not len(hashes):
             return Removed(0, [], known)
-        seen = pa.array(np.frombuffer(self._seen, dtype=np.int64) if self._seen else np.empty(0, np.int64))  # no copy
+        seen = pa.array(np.concatenate(self._seen) if self._seen else np.empty(0, np.int64))
         gone = pc.indices_nonzero(pc.invert(pc.is_in(hashes, value_set=seen))).to_pylist()
         legacy = [(pos, key, c) for pos, key in zip(gone, Removed(len(hashes), gone, known).keys(), strict=True)
                   if (c := legacy_alias_keys(key))] if aliases and gone else []  # fmt: skip
         if not legacy:
             return Removed(len(hashes), gone, known)
-        wanted = pa.array([hash(k) for _, _, cands in legacy for k in cands], type=pa.int64())
+        wanted = pa.array(key_hashes([k for _, _, cands in legacy for k in cands]), type=pa.int64())
         hits = pc.or_(pc.is_in(wanted, value_set=seen), pc.is_in(wanted, value_set=hashes)).to_pylist()
         stale: dict[int, str] = {}
         at = 0
@@ -62,7 +69,7 @@ class Presence:
         return Removed(len(hashes) - len(stale), [g for g in gone if g not in stale], known, list(stale.values()))
 
     def close(self) -> None:
-        self._seen = array("q")
+        self._seen = []
 
 
 @dataclass(frozen=True)

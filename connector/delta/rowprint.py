@@ -45,6 +45,7 @@ import pyarrow.compute as pc
 import xxhash
 
 from connector.config import Stream
+from connector.delta.keyindex import hashes
 from connector.version import __version__
 
 FORMAT = 1  # bump when the row string or what the seed covers changes
@@ -78,13 +79,14 @@ def _column_constant(i: int) -> np.uint64:
     return np.uint64(((i + 1) * _GOLDEN) & 0xFFFFFFFFFFFFFFFF or 1)
 
 
-def _fmix(x: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 64-bit finaliser over an array (a bijection: distinct inputs stay distinct)."""
-    x = x ^ (x >> _S33)
-    x = x * _M1
-    x = x ^ (x >> _S33)
-    x = x * _M2
-    return x ^ (x >> _S33)
+def _fmix_in_place(x: np.ndarray) -> None:
+    """MurmurHash3's 64-bit finaliser over a uint64 array, in place (a bijection: distinct inputs stay
+    distinct). In place: a chunk's print makes no array per step."""
+    x ^= x >> _S33
+    x *= _M1
+    x ^= x >> _S33
+    x *= _M2
+    x ^= x >> _S33
 
 
 class RowPrint:
@@ -92,6 +94,7 @@ class RowPrint:
 
     def __init__(self, columns: Iterable[str], seed: bytes, text_times: Sequence[str] = ()) -> None:
         self.columns = sorted(set(columns))
+        self._constants = [_column_constant(i) for i in range(len(self.columns))]
         self._seed = seed
         self._text_times = list(text_times)
 
@@ -115,7 +118,7 @@ class RowPrint:
             if kind is None:
                 return None
             if col.null_count:  # a null cell flips its column's own constant: other rows are not touched
-                nulls ^= np.asarray(col.is_null(), dtype=np.uint64) * _column_constant(i)
+                nulls ^= np.asarray(col.is_null(), dtype=np.uint64) * self._constants[i]
             if kind == "text":
                 data = (
                     col
@@ -133,17 +136,32 @@ class RowPrint:
             n, xxhash.xxh3_64_intdigest(kinds, seed=xxhash.xxh3_64_intdigest(self._seed)), np.uint64
         )
         if texts:
-            large = [t.cast(pa.large_binary()) for t in texts]
-            joined = pc.binary_join_element_wise(*large, pa.scalar(b"", pa.large_binary()), null_handling="replace",
-                                                 null_replacement=b"")  # fmt: skip
-            out ^= np.fromiter(map(xxhash.xxh3_64_intdigest, joined.to_pylist()), np.uint64, n)
+            out ^= hashes(_joined(texts).to_numpy(zero_copy_only=False)).view(np.uint64)
         with np.errstate(over="ignore"):
             for i, v in enumerate(numbers):
-                out = _fmix((out + _column_constant(i)) ^ v)
-            out = _fmix(out ^ nulls)
+                out += self._constants[i]
+                out ^= v
+                _fmix_in_place(out)
+            out ^= nulls
+            _fmix_in_place(out)
         out = out.view(np.int64)
         out[out == 0] = 1
         return out
+
+
+def _joined(texts: list[pa.ChunkedArray]) -> pa.ChunkedArray:
+    """Each row's text cells joined into one byte string (a null cell: no bytes). Without nulls, and within
+    32-bit offsets, joined as they are (the same bytes, without a 64-bit copy of each column first)."""
+    if not any(t.null_count for t in texts) and sum(t.nbytes for t in texts) < _SMALL:
+        small = [t if pa.types.is_binary(t.type) else t.cast(pa.binary()) for t in texts]
+        if all(pa.types.is_binary(t.type) for t in small):
+            return pc.binary_join_element_wise(*small, pa.scalar(b"", pa.binary()))
+    large = [t.cast(pa.large_binary()) for t in texts]
+    return pc.binary_join_element_wise(*large, pa.scalar(b"", pa.large_binary()), null_handling="replace",
+                                       null_replacement=b"")  # fmt: skip
+
+
+_SMALL = 1 << 30  # bytes of text a chunk joins with 32-bit offsets
 
 
 def _kind(t: pa.DataType) -> str | None:
@@ -165,7 +183,10 @@ def _kind(t: pa.DataType) -> str | None:
 
 def _filled(col: pa.ChunkedArray) -> np.ndarray:
     """An integer column as uint64 (nulls as 0: the null bits tell them apart)."""
-    return np.asarray(pc.fill_null(col.cast(pa.int64(), safe=False), 0), dtype=np.int64).view(np.uint64)
+    col = col.cast(pa.int64(), safe=False)
+    if col.null_count:
+        col = pc.fill_null(col, 0)
+    return np.asarray(col, dtype=np.int64).view(np.uint64)
 
 
 def _number(col: pa.ChunkedArray) -> np.ndarray:
@@ -175,10 +196,14 @@ def _number(col: pa.ChunkedArray) -> np.ndarray:
     if pa.types.is_null(t):
         return np.zeros(len(col), np.uint64)
     if pa.types.is_floating(t):
-        floats = pc.fill_null(col.cast(pa.float64()), 0.0)
+        floats = col.cast(pa.float64())
+        if floats.null_count:
+            floats = pc.fill_null(floats, 0.0)
         return np.asarray(floats, dtype=np.float64).view(np.uint64)
     if pa.types.is_boolean(t):
         col = col.cast(pa.int8())
+    elif pa.types.is_date32(t) or pa.types.is_time32(t):  # stored as 32 bits: Arrow casts them to int32 only
+        col = col.cast(pa.int32())
     return _filled(col)
 
 

@@ -60,10 +60,12 @@ import orjson
 
 from connector.delta import fingerprints as fp
 from connector.delta.commit import GroupCommit
+from connector.delta.keyindex import key_hashes
 from connector.delta.prints import InFlight, rowprint_candidates
 from connector.delta.seen import Seen
 from connector.delta.stores import Store
 from connector.delta.unrecorded import EMPTY, Unrecorded
+from connector.delta.users import ChunkUsers
 from connector.records import EncodedObjects, MappedChunk
 
 SKIP_UNCHANGED = "unchanged since the last delivered run (delta)"
@@ -225,7 +227,7 @@ class DeltaState:
             del self._watch[stream]
             found = self._found.get(stream) if attributes else None
             if found is not None:  # nothing of the stream written yet (_put): what was found, was known at the start
-                found.append(np.fromiter(map(hash, compress(keys, map(_is_some, stored))), np.int64))
+                found.append(key_hashes(list(compress(keys, map(_is_some, stored)))))  # as the fast path's
             if watch and not watch.isdisjoint(keys):  # committed during the lookup: read again (committing waits for the lock meanwhile)
                 again = [j for j, k in enumerate(keys) if k in watch]
                 for j, rec in zip(again, self.store.lookup(stream, [keys[j] for j in again], [rows[j] for j in again]),
@@ -282,25 +284,27 @@ class DeltaState:
             self._seen[stream] = Seen() if self.store.empty(stream) else None
         return self._seen[stream] is None
 
-    def unchanged_rows(self, stream: str, keys: Sequence[str | None], prints: np.ndarray) -> np.ndarray:
+    def unchanged_rows(self, stream: str, keys: Sequence[str | None] | ChunkUsers, prints: np.ndarray) -> np.ndarray:
         """Delta sync's fast path, before a chunk is validated or mapped (rowprint.py): True for each row whose
         source print is the one stored with its user's confirmed record, so that its objects would be found
         unchanged too. Never for a row without a user, a user twice in the chunk or with anything in flight or
         not yet committed, on a state that was empty when the run began, after the store failed, or with
-        --full: those rows go through the object comparison (`changed`)."""
-        out = np.zeros(len(keys), dtype=bool)
-        if not len(keys) or not self.may_skip(stream):
+        --full: those rows go through the object comparison (`changed`). `keys`: the rows' users (users.py),
+        or their keys."""
+        users = keys if isinstance(keys, ChunkUsers) else ChunkUsers(keys=keys)
+        out = np.zeros(len(prints), dtype=bool)
+        if not len(prints) or not self.may_skip(stream):
             return out
         with self._lock:  # settle() confirms under it: nothing changes between what is busy and the store's prints
             busy = [*self._commit.writing(stream), self._pending.get(stream, ()), self._new.get(stream, ())]
-            at, hashes = rowprint_candidates(keys, [b for b in busy if b])  # the sets as they are: no union per chunk
+            at, hashes = rowprint_candidates(users, [b for b in busy if b])  # the sets as they are: no union per chunk
             if not len(at):
                 return out
             hit = self.store.sources_of(stream, hashes) == prints[at]  # type: ignore[attr-defined]
             out[at[hit]] = True
             found = self._found.get(stream)
             if found is not None and hit.any():  # mirror mode: these users were known when the run began
-                found.append(np.fromiter(map(hash, map(keys.__getitem__, at[hit].tolist())), np.int64))
+                found.append(hashes[hit])
         return out
 
     def _lookup(self, stream: str, keys: list[str], rows: list[bytes]) -> list[bytes | None]:

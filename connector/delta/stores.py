@@ -399,7 +399,7 @@ class SqliteStore:
         index = None if self._legacy else self._stream(stream)
         if index is None:
             return np.zeros(len(hashes), np.int64)
-        return index.find_all(hashes)[3]
+        return index.sources(hashes)
 
     def keys(self, stream: str) -> list[str]:
         """Every confirmed key of the stream, sorted by code point."""

@@ -70,6 +70,20 @@ def identifier_keys(stream: Stream, chunk: Chunk) -> list[str | None]:
     return [None if v is None else f"{prefix}{v}" for v in values]
 
 
+def identifier_text(stream: Stream, chunk: Chunk) -> tuple[str, pa.Array | pa.ChunkedArray] | None:
+    """(prefix, values) such that identifier_keys' key of each row is prefix + its value (None where the value
+    is null), the values as one Arrow string array: where the identifier is read as an Arrow column (not a
+    user alias, an email or a phone, whose keys are made in Python), so the keys can be built and hashed
+    without a Python string per row (delta/users.py). None otherwise."""
+    if stream.identifier is None or stream.identifier.kind not in ("external_id", "braze_id"):
+        return None
+    ident, _ = _identifier(Resolver(stream, chunk.table, chunk.file), stream.identifier)
+    arr = ident.arrow
+    if arr is None or not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        return None
+    return _ID_KEYS[ident.kind][1], arr
+
+
 def _identifier(res: Resolver, ident: Identifier) -> tuple[Ident, str | None]:
     """The identifier (key, per-row values, None when empty) and its source column."""
     kind = ident.kind

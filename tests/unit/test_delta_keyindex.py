@@ -109,3 +109,20 @@ def test_a_lone_row_that_is_not_a_snapshot_is_still_sorted_and_deduplicated() ->
     index = KeyIndex([(h, d, r)])
     found = index.find(np.array([1, 3, 5, 9, 4], np.int64))
     assert found[0].tolist() == [0, 2, 3, 4, 0] and found[1].tolist() == [0, 12, 13, 14, 0] and index.count() == 3
+
+
+def test_an_index_read_as_one_row_is_kept_as_read_until_a_merge_writes_it() -> None:
+    """One compacted index row (sorted, each hash once) is kept as the file's read-only blobs, not copied;
+    confirming a known key again, forgetting one or adding one later still works (copied then)."""
+
+    def blob(values: list[int]) -> np.ndarray:
+        return np.frombuffer(np.array(values, np.int64).tobytes(), np.int64)  # read-only, as logfile reads it
+
+    h, d, r, s = blob([10, 20, 30]), blob([1, 2, 3]), blob([5, 6, 7]), blob([0, 9, 0])
+    index = KeyIndex([(h, d, r, s)])
+    assert index.h is h and not index.d.flags.writeable
+    assert index.sources(np.array([20, 30, 40], np.int64)).tolist() == [9, 0, 0]
+    index.apply(np.array([20, 10, 25], np.int64), np.array([8, 0, 4], np.int64), np.array([11, 0, 12], np.int64))
+    assert index.find(np.array([10, 20, 25, 30], np.int64))[1].tolist() == [0, 11, 12, 7]
+    assert index.find(np.array([20], np.int64))[0].tolist() == [8]
+    assert h.tolist() == [10, 20, 30] and d.tolist() == [1, 2, 3]  # the blobs themselves are untouched

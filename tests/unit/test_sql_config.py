@@ -111,9 +111,31 @@ def test_key_texts_name_each_row_and_place_a_null_key_by_its_row() -> None:
     """Rejects and failed files name SQL rows by key; a NULL key is not a key, so its row's place is added."""
     import pyarrow as pa
 
-    from connector.readers.sql import _key_texts
+    from connector.readers.sql.keys import key_texts
 
     one = pa.table({"id": [7, None, None]})
-    assert _key_texts(one, ["id"], 41) == ["id=7", "id=NULL (row 42)", "id=NULL (row 43)"]
+    assert key_texts(one, ["id"], range(41, 44)) == ["id=7", "id=NULL (row 42)", "id=NULL (row 43)"]
     two = pa.table({"a": [1, None], "b": ["x", "y"]})
-    assert _key_texts(two, ["a", "b"], 1) == ["a=1, b=x", "a=NULL, b=y (row 2)"]
+    assert key_texts(two, ["a", "b"], [1, 2]) == ["a=1, b=x", "a=NULL, b=y (row 2)"]
+
+
+def test_a_chunks_key_texts_are_made_when_read_and_follow_a_filter() -> None:
+    """An SQL chunk's keys are made on the first read (an unchanged delta re-run reads none); a filtered
+    chunk keeps each row's key and, for a NULL key, its row number in the result."""
+    import pyarrow as pa
+
+    from connector.readers.sql.keys import KeyTexts
+    from connector.records import Chunk
+
+    table = pa.table({"id": [1, None, 3, None], "v": ["a", "b", "c", "d"]})
+    keys = KeyTexts(["id"], table.select(["id"]), range(11, 15))
+    chunk = Chunk("src", table, range(11, 15), keys=keys)
+    assert keys._texts is None  # nothing made yet
+    kept = chunk.filter([False, True, True, False])
+    assert keys._texts is None and kept.keys is not None and len(kept.keys) == 2
+    assert kept.keys == ["id=NULL (row 12)", "id=3"] and list(kept.row_numbers) == [12, 13]
+    assert str(kept.ref(1)) == "src:id=3"
+    assert chunk.keys == ["id=1", "id=NULL (row 12)", "id=3", "id=NULL (row 14)"]  # made now
+    again = chunk.filter([True, False, False, True])
+    assert again.keys == ["id=1", "id=NULL (row 14)"] and again.keys[1] == "id=NULL (row 14)"
+    assert chunk.filter([False] * 4).keys == []

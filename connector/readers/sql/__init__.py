@@ -17,7 +17,6 @@ import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
 from connector.config import Source
@@ -26,6 +25,7 @@ from connector.readers.ahead import read_ahead
 from connector.readers.preflight import check_columns
 from connector.readers.sql.connection import Target, mask_url, resolve_target
 from connector.readers.sql.drivers import Database
+from connector.readers.sql.keys import KeyTexts
 from connector.readers.sql.query import ALIAS, Since, base_query, count_query, primary_key_query, rows_query
 from connector.readers.sql.types import normalize
 from connector.records import Chunk
@@ -65,8 +65,10 @@ def read_sql(source: Source, base_dir: Path, env: Mapping[str, str], since: Sinc
                     _check_columns(label, table, key, since)
                     checked = True
                 n = table.num_rows
-                keys = _key_texts(table, key, row) if key else None
-                yield Chunk(label, table, list(range(row, row + n)), keys=keys)
+                rows = range(row, row + n)
+                # Key texts are made when a row is named (a reject, a failure): keys.py.
+                keys = KeyTexts(key, table.select(key), rows) if key else None
+                yield Chunk(label, table, rows, keys=keys)
                 row += n
         finally:
             batches.close()
@@ -116,28 +118,6 @@ def _check_columns(label: str, table: pa.Table, key: list[str], since: Since | N
                 f"{label}: {where} names column {col!r}, which the source does not return "
                 f"(columns: {', '.join(table.column_names)})"
             )
-
-
-def _key_texts(table: pa.Table, key: list[str], first_row: int) -> list[str]:
-    """'id=42' (or 'a=1, b=x' for a composite key) for every row; a NULL key names the row's position in the
-    result ('id=NULL (row 7)'), since several such rows would otherwise read the same. One f-string per row:
-    this runs over every row read, so the NULL rows are found by Arrow and mended afterwards."""
-    cols = [table.column(c) for c in key]
-    values = [c.to_pylist() for c in cols]
-    if len(key) == 1:
-        name = key[0]
-        texts = [f"{name}={v}" for v in values[0]]
-    else:
-        texts = [", ".join(f"{c}={v}" for c, v in zip(key, vals, strict=True)) for vals in zip(*values, strict=True)]
-    if any(c.null_count for c in cols):
-        nulls = np.zeros(table.num_rows, dtype=bool)
-        for c in cols:
-            if c.null_count:
-                nulls |= c.is_null().to_numpy(zero_copy_only=False)
-        for i in np.flatnonzero(nulls).tolist():
-            shown = ", ".join(f"{c}={'NULL' if v[i] is None else v[i]}" for c, v in zip(key, values, strict=True))
-            texts[i] = f"{shown} (row {first_row + i})"
-    return texts
 
 
 def _rechunk(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:

@@ -1,8 +1,12 @@
 """One open database per SQL source, streaming Arrow record batches in bounded memory.
 
-- PostgreSQL (ADBC): a server-side cursor in a read-only transaction (`DECLARE ... NO SCROLL CURSOR`,
-  then `FETCH FORWARD n`), because the driver's streaming COPY path cannot take bound parameters and
-  fetches a parameterised query's whole result at once.
+- PostgreSQL (ADBC): a query without parameters (a whole table or `sql` source: every full and delta run)
+  through the driver's streaming `COPY (query) TO STDOUT (FORMAT binary)`, in record batches of about
+  `_PG_BATCH_BYTES`: the server encodes the next rows while this process decodes the last ones, where a
+  cursor's `FETCH` round trips make them wait for each other. A query with parameters (an incremental
+  cursor's bound) through a server-side cursor (`DECLARE ... NO SCROLL CURSOR`, then `FETCH FORWARD n`),
+  because COPY cannot take bound parameters and the driver fetches a parameterised query's whole result
+  at once. Both in a transaction that is rolled back at the end (nothing is written).
 - SQLite (ADBC) and Snowflake / BigQuery (ADBC, optional extras): the driver's record-batch stream.
 - DuckDB (in-process): the relation's Arrow reader.
 
@@ -19,6 +23,7 @@ from typing import Any, TypeAlias, cast
 import pyarrow as pa
 
 from connector.errors import SourceError
+from connector.readers import dbscope
 from connector.readers.sql.connection import Target
 
 log = logging.getLogger(__name__)
@@ -26,6 +31,9 @@ log = logging.getLogger(__name__)
 _EXTRA = {"snowflake": "snowflake", "bigquery": "bigquery", "postgresql": "postgresql", "sqlite": "sqlite"}
 _CURSOR = "braze_connector_src"
 Params: TypeAlias = "list[Any] | pa.Table"  # a statement's bound values, or the rows to append to a table (transaction)
+# The COPY stream's record batches: about this many bytes each (the driver's default is 16 MiB); read_sql
+# re-cuts them into chunks of chunk_rows, so this bounds the memory a batch in flight takes, not the chunks.
+_PG_BATCH_BYTES = 4 << 20
 
 
 def placeholder(dialect: str, n: int) -> str:
@@ -166,6 +174,9 @@ class Database:
             yield batch
 
     def _pg_batches(self, query: str, params: list[Any], rows: int) -> Iterator[pa.RecordBatch]:
+        if not params:
+            yield from self._pg_copy(query)
+            return
         # The connection is not in autocommit mode: binding a timestamptz parameter in autocommit mode makes
         # the driver wrap the statement in its own BEGIN/COMMIT, which would close the cursor at once.
         cur = self._con.cursor()
@@ -184,6 +195,21 @@ class Database:
                 yield from table.to_batches()
         finally:
             fetch.close()
+            cur.close()
+            self._end()
+
+    def _pg_copy(self, query: str) -> Iterator[pa.RecordBatch]:
+        """A query without parameters, streamed by the driver's COPY (module doc). Closing the stream early
+        (a halted run) ends the COPY where it is: the connection is rolled back and closed after it."""
+        cur = self._con.cursor()
+        try:
+            with self.errors("the query failed"):
+                cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(_PG_BATCH_BYTES)})
+                # The driver wraps the query as `COPY (<query>) TO STDOUT`: a line break ends a trailing comment.
+                cur.execute(query + "\n")
+                reader = cur.fetch_record_batch()
+            yield from self._drain(lambda: reader.read_next_batch())
+        finally:
             cur.close()
             self._end()
 
@@ -211,6 +237,23 @@ class _Errors:
         if len(text) > 500:
             text = text[:497] + "..."
         raise SourceError(f"{self.label}: {self.what}: {text}") from None
+
+
+def _pg_connect(url: str) -> Any:
+    """A DB-API connection to PostgreSQL, on the scope's shared database where one is open."""
+    dbapi = _driver("adbc_driver_postgresql.dbapi", "postgresql")
+    held = dbscope.held()
+    if held is None:
+        return dbapi.connect(url)
+    import adbc_driver_manager
+    import adbc_driver_manager.dbapi as manager
+
+    shared = held.get(url)
+    if shared is None:
+        con = dbapi.connect(url)
+        held[url] = con._db.clone()  # noqa: SLF001 - the driver's own shared-database holder, one more reference
+        return con
+    return manager.Connection(shared, adbc_driver_manager.AdbcConnection(shared._db))  # noqa: SLF001
 
 
 def _driver(module: str, dialect: str) -> Any:
@@ -244,7 +287,7 @@ def _connect(target: Target) -> Any:
         return _driver("adbc_driver_sqlite.dbapi", "sqlite").connect(target.url)
     if target.dialect == "postgresql":
         url = "postgresql" + target.url[target.url.index(":") :]
-        return _driver("adbc_driver_postgresql.dbapi", "postgresql").connect(url)
+        return _pg_connect(url)
     if target.dialect == "snowflake":
         return _driver("adbc_driver_snowflake.dbapi", "snowflake").connect(target.url.split("://", 1)[1])
     from urllib.parse import urlsplit

@@ -1,7 +1,7 @@
 """The bench smoke tests, each with a temporary folder of its own, marked xdist_group "bench" (one worker for
-all of them under --dist loadgroup). With pytest 9.2 and xdist 3.8 the mark has no effect (xdist writes the
-group into item._nodeid, which nodeid no longer reads: pytest-dev/pytest-xdist#1386), so the bench tests are
-spread over both workers like any other test.
+all of them under --dist loadgroup). With pytest 9.2 and xdist 3.8 the mark needs tests/conftest.py's
+pytest_collection_modifyitems (xdist writes the group into item._nodeid, which nodeid no longer reads:
+pytest-dev/pytest-xdist#1386).
 
 They share what the bench scripts share: bench/.data/ (tables written once, on first use) and the machine's
 CPU, which each of them measures. The scripts put their report folders, sinks and servers under the system's

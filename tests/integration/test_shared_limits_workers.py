@@ -115,16 +115,35 @@ def admitted_per_window(outs: list[dict[str, Any]]) -> dict[int, int]:
     return {start: EMULATOR_LIMIT - low for start, low in lowest.items()}
 
 
-def test_four_workers_share_one_budget_without_a_429(redis_server: Any, emulator_process: EmulatorProcess) -> None:
+def max_in_window(times: list[int], window: int) -> int:
+    """The most of the sorted `times` inside any half-open window [t, t + window)."""
+    best, j = 0, 0
+    for i in range(len(times)):
+        while times[i] - times[j] >= window:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def test_four_workers_share_one_budget(redis_server: Any, emulator_process: EmulatorProcess) -> None:
+    """Four workers, one budget: the slots the budget's script granted them (Redis TIME, counted, not timed)
+    keep every one-second window, of any alignment, within the limit, and every request is delivered.
+
+    Whether the requests also *arrive* inside the emulator's fixed windows depends on the machine: a worker
+    descheduled between its slot and the socket carries a request into the next window, which no limiter can
+    prevent (README, A shared rate limit: the margin). A quiet machine sees no 429; a loaded one may see a few,
+    each retried, which is not a test failure."""
     ns = f"t-{uuid.uuid4().hex[:8]}"
     procs = [start_worker(emulator_process, redis_server.url, ns, f"w{i}", 45) for i in range(4)]
     outs = [finish(p) for p in procs]
     assert all(o["statuses"] == {"201": 45} for o in outs), [o["statuses"] for o in outs]
-    assert sum(o["retries"].get("429", 0) for o in outs) == 0
-    assert emulator_429s(emulator_process) == 0
-    assert all(o["summary"]["granted_shared"] == 45 and o["summary"]["workers_seen_max"] >= 2 for o in outs)
-    # Counts, not a rate: no window admitted more than the budget. How close the grants come to the budget
-    # is shown on an injected clock by test_shared_limiter_start.py; a rate over real time fails under load.
+    retried = [o["retries"].get("429", 0) for o in outs]
+    assert sum(retried) == emulator_429s(emulator_process)  # each 429 the emulator sent was retried
+    for o, again in zip(outs, retried, strict=True):
+        assert o["summary"]["granted_shared"] == 45 + again and o["summary"]["workers_seen_max"] >= 2, o["summary"]
+    slots = sorted(slot for o in outs for _at, slot, _queued in o["slots"])
+    assert len(slots) >= 4 * 45
+    assert max_in_window(slots, US) <= LIMIT  # GCRA: burst + rate x 1 s, for the four together
     assert max(admitted_per_window(outs).values()) <= EMULATOR_LIMIT
 
 

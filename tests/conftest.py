@@ -31,6 +31,27 @@ TEST_WORKSPACE: dict[str, Any] = {
 }
 
 
+@pytest.hookimpl(trylast=True)  # after xdist's own hook has suffixed the grouped items' node ids
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Make `xdist_group` marks work again under pytest 9.2 (`--dist loadgroup`, pyproject.toml's addopts).
+
+    xdist 3.8 puts an item's group into `item._nodeid` ("path::test@group"), which its scheduler reads from
+    the ids the workers report; pytest 9.2 builds `nodeid` from `item._id` instead, so the suffix was lost
+    and every group spread over both workers (pytest-dev/pytest-xdist#1386). Here the suffixed id becomes
+    the item's id. The groups: "bench" (tests/bench/conftest.py: the bench smoke runs, one at a time, with
+    bench/.data/ written by one worker) and "gx" (the tests that import Great Expectations in the worker:
+    one worker pays that import, ~4 s of CPU, not both).
+    """
+    try:
+        from _pytest.nodeid import NodeId  # pytest >= 9.2; before it, nodeid reads _nodeid itself
+    except ImportError:
+        return
+    for item in items:
+        suffixed = item.__dict__.get("_nodeid")
+        if isinstance(suffixed, str) and suffixed != item.nodeid:
+            item._id = NodeId.parse(suffixed)  # type: ignore[attr-defined]
+
+
 @pytest.fixture(autouse=True)
 def _history_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Runs of the repository's own pipelines append their history under tmp_path, not under reports/."""

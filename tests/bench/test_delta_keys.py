@@ -91,7 +91,7 @@ _LINE = re.compile(r"^(seq|uuid) keys, (.+?): [\d,]+ rows/s end to end in [\d.]+
 
 def _delta_lines(*args: str) -> list[tuple[str, str, int, int, int]]:
     res = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "delta", "--rows", "3000", *args],
-                         capture_output=True, text=True, timeout=300, cwd=ROOT)  # fmt: skip
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     assert re.search(r"calibration loop \(10M-iteration for\): [\d.]+ s CPU", res.stdout), res.stdout
     found = [m.groups() for line in res.stdout.splitlines() if (m := _LINE.match(line))]

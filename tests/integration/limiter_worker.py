@@ -2,10 +2,10 @@
 
     python limiter_worker.py EMULATOR_URL --requests N --threads T [--redis URL --namespace NS] [--limit 20]
 
-Prints one JSON line at the end: statuses, 429s seen, the intervals its threads waited in acquire()
-(epoch seconds), the lowest X-RateLimit-Remaining seen per server window (keyed by X-RateLimit-Reset), and
-the shared limiter's summary. Without --redis it uses the local limiter at the full limit, as a pipeline
-without write.shared_limits does.
+Prints one JSON line at the end: statuses, 429s seen, the lowest X-RateLimit-Remaining seen per server
+window (keyed by X-RateLimit-Reset), the shared limiter's summary and the shared slots it was granted, in
+Redis TIME (`slots`: [granted at, slot, queued]). Without --redis it uses the local limiter at the full
+limit, as a pipeline without write.shared_limits does.
 """
 
 from __future__ import annotations
@@ -27,26 +27,22 @@ from connector.delivery.shared_budget import SharedTarget
 from connector.errors import ApiError
 
 
-class Recording:
-    """A limiter wrapper that records when each acquire() started and ended (epoch seconds)."""
+def record_slots(shared: shared_limits.SharedRateLimiter) -> list[tuple[int, int, bool]]:
+    """The shared slots granted to this process, as the budget's script computed them, in Redis TIME
+    microseconds: (when the script ran, the slot, whether the slot was queued behind an earlier one).
+    Counted by Redis, not timed here."""
+    slots: list[tuple[int, int, bool]] = []
+    script = shared._acquire_script
 
-    def __init__(self, inner: Limiter) -> None:
-        self.inner = inner
-        self.waits: list[tuple[float, float]] = []
-        self._lock = threading.Lock()
+    def recorded(*args: Any, **kw: Any) -> Any:
+        reply = script(*args, **kw)
+        granted, wait_us, _pause_us, redis_now = (int(x) for x in reply)
+        if granted:
+            slots.append((redis_now, redis_now + wait_us, wait_us > 0))
+        return reply
 
-    def acquire(self, endpoint: str, n: int = 1, *, max_wait: float | None = None) -> float:
-        t0 = time.time()
-        waited = self.inner.acquire(endpoint, n, max_wait=max_wait)
-        with self._lock:
-            self.waits.append((t0, time.time()))
-        return waited
-
-    def observe(self, endpoint: str, headers: Any, now_epoch: float | None = None) -> None:
-        self.inner.observe(endpoint, headers, now_epoch)
-
-    def penalize(self, endpoint: str, seconds: float) -> None:
-        self.inner.penalize(endpoint, seconds)
+    shared._acquire_script = recorded
+    return slots
 
 
 def main() -> int:
@@ -66,14 +62,15 @@ def main() -> int:
     write = Write.model_validate({"rate_limits": {"users_track": {"requests": a.limit, "per_seconds": 1}},
                                   "retry": {"max_attempts": 20, "max_elapsed_s": 120}})  # fmt: skip
     shared = None
+    slots: list[tuple[int, int, bool]] = []
     if a.redis:
         shared = shared_limits.SharedRateLimiter(write, SharedTarget(a.redis, a.namespace, a.workers))
+        slots = record_slots(shared)
         inner: Limiter = shared
     else:
         inner = RateLimiter.from_write(write)
-    limiter = Recording(inner)
     retries: Counter[str] = Counter()
-    client = BrazeClient(a.url, "test-key", write=write, limiter=limiter, transport="requests",
+    client = BrazeClient(a.url, "test-key", write=write, limiter=inner, transport="requests",
                          on_retry=lambda _e, reason: retries.update([reason]))  # fmt: skip
     statuses: Counter[str] = Counter()
     windows: dict[str, int] = {}
@@ -100,8 +97,8 @@ def main() -> int:
     summary = shared.summary() if shared is not None else None
     if shared is not None:
         shared.close()
-    out = {"statuses": statuses, "retries": retries, "waits": limiter.waits, "windows": windows, "summary": summary,
-           "finished": time.time()}  # fmt: skip
+    out = {"statuses": statuses, "retries": retries, "windows": windows, "summary": summary,
+           "slots": slots, "finished": time.time()}  # fmt: skip
     print(json.dumps(out), flush=True)
     return 0
 

@@ -13,14 +13,13 @@ import orjson
 import pytest
 
 from connector.config import RateLimit, Retry, Write
-from connector.delivery.client import BrazeClient, action_for, check_base_url, retry_after_s
+from connector.delivery.client import BrazeClient
 from connector.delivery.ratelimit import RateLimiter
 from connector.delivery.transport.frames import ENGINE_VAR
 from connector.emulator import EmulatorServer
 from connector.errors import (
     AmbiguousApiError,
     AuthError,
-    ConfigError,
     PermanentApiError,
     RateLimitedError,
     TransientApiError,
@@ -30,10 +29,16 @@ SOAK = os.environ.get("BRAZE_CONNECTOR_SOAK") == "1"
 _TRANSPORT = {"kind": "requests"}
 
 
-@pytest.fixture(autouse=True, params=["requests", "aiohttp", "aiohttp-process:curl", "aiohttp-process:aiohttp"])
+# The HTTP child with its default engine (curl). Its other engine (aiohttp) gives the client the same
+# answers and failure classes (NotSent / SentLost), each checked engine by engine in test_transport_engines.py
+# and test_transport_process.py; BRAZE_CONNECTOR_SOAK=1 runs these tests over it too.
+TRANSPORTS = ["requests", "aiohttp", "aiohttp-process:curl", *(["aiohttp-process:aiohttp"] if SOAK else [])]
+
+
+@pytest.fixture(autouse=True, params=TRANSPORTS)
 def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every client test runs over each HTTP transport (the HTTP child with each of its engines): same
-    status table, same retry policy."""
+    """Every client test that sends runs over each HTTP transport: same status table, same retry policy.
+    (The rules that need no transport are in tests/unit/test_client_rules.py: run once, not per transport.)"""
     kind, _, engine = str(request.param).partition(":")
     if engine:
         monkeypatch.setenv(ENGINE_VAR, engine)
@@ -87,21 +92,6 @@ def body(*attrs: dict[str, Any], events: list[dict[str, Any]] | None = None) -> 
 
 def statuses(server: EmulatorServer) -> list[int]:
     return [e["status"] for e in server.ledger(applied=False)]
-
-
-def test_status_table() -> None:
-    assert [action_for(s) for s in (200, 201, 202, 400, 401, 403, 404, 408, 413, 429, 500, 503)] == [
-        "delivered", "delivered", "delivered", "permanent", "auth", "permanent", "permanent",
-        "transient", "permanent", "rate_limited", "transient", "transient",
-    ]  # fmt: skip
-
-
-def test_retry_after_header_precedence() -> None:
-    assert retry_after_s({"x-ratelimit-retry-after": "3", "retry-after": "9"}) == 3.0
-    assert retry_after_s({"retry-after": "9", "x-ratelimit-reset": "20"}) == 9.0
-    assert retry_after_s({"x-ratelimit-reset": "20"}) == 20.0
-    assert retry_after_s({"x-ratelimit-reset": "1800000005"}, now_epoch=1_800_000_000) == 5.0
-    assert retry_after_s({"x-ratelimit-retry-after": ""}) is None
 
 
 def test_201_delivered_with_headers_and_applied(emulator: EmulatorServer) -> None:
@@ -359,14 +349,3 @@ def test_concurrent_posts_at_the_configured_rate_cause_no_429(
     # bucket fills the limit is shown with an injected clock (tests/unit/test_ratelimit.py) and measured
     # at 1,000 requests/s by bench/run.py delivery.
     assert total / (time.monotonic() - start) <= limit.requests / limit.per_seconds
-
-
-def test_base_url_must_be_https_unless_loopback() -> None:
-    assert check_base_url("http://127.0.0.1:8080/") == "http://127.0.0.1:8080"
-    assert check_base_url("http://localhost:1") == "http://localhost:1"
-    assert check_base_url("http://[::1]:1") == "http://[::1]:1"
-    assert check_base_url("https://rest.iad-01.braze.com") == "https://rest.iad-01.braze.com"
-    with pytest.raises(ConfigError, match="plain http"):
-        check_base_url("http://rest.iad-01.braze.com")
-    with pytest.raises(ConfigError, match="not an http"):
-        make_client("rest.iad-01.braze.com")

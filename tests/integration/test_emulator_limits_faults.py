@@ -19,16 +19,29 @@ def post(server: EmulatorServer, path: str = "/users/track", body: Any = BODY) -
     return requests.post(server.url + path, json=body, headers=H, timeout=10)
 
 
+def frozen_clock(server: EmulatorServer, at: float) -> list[float]:
+    """Give the emulator's rate limits a clock of the test's own, standing at `at` (epoch seconds) until the
+    test moves it (`clock[0] += s`): requests share a window however long a loaded machine takes over them."""
+    clock = [at]
+    app = server._runner.app if server._runner else None  # type: ignore[union-attr]
+    assert app is not None
+    emulator_app = next(iter(app.router.routes())).handler.__self__  # EmulatorApp.handle, bound
+    emulator_app.limits.clock = lambda: clock[0]
+    return clock
+
+
+WINDOW_START = 1_800_000_000.0  # a whole hour (and minute, and second): the start of a window of each kind
+
+
 def test_rate_limit_headers_and_429(emulator_factory: Any) -> None:
     s = emulator_factory(rate_limits={"users_track": (5, 1.0)})
-    # Align to the start of a 1 s window so the five requests share one window.
-    time.sleep(1.0 - (time.time() % 1.0) + 0.02)
+    clock = frozen_clock(s, WINDOW_START + 0.25)  # a quarter into a 1 s window, for all five requests
     remaining = []
     for _ in range(5):
         r = post(s)
         assert r.status_code == 201
         assert r.headers["X-RateLimit-Limit"] == "5"
-        assert int(r.headers["X-RateLimit-Reset"]) == int(time.time()) + 1
+        assert int(r.headers["X-RateLimit-Reset"]) == WINDOW_START + 1
         remaining.append(int(r.headers["X-RateLimit-Remaining"]))
     assert remaining == [4, 3, 2, 1, 0]
     r = post(s)
@@ -36,7 +49,7 @@ def test_rate_limit_headers_and_429(emulator_factory: Any) -> None:
     assert r.json() == {"message": "Rate Limited"}
     assert r.headers["X-Ratelimit-Retry-After"] == "1"
     assert "X-RateLimit-Limit" not in r.headers
-    time.sleep(float(r.headers["X-Ratelimit-Retry-After"]))
+    clock[0] += float(r.headers["X-Ratelimit-Retry-After"])  # as long as it says: into the next window
     assert post(s).status_code == 201
     assert s.user("external_id", "u")["attributes"]["n"] == 6  # the 429 applied nothing
     assert s.stats()["requests"]["/users/track"] == {"201": 6, "429": 1}
@@ -172,8 +185,7 @@ def _broadcast(s: EmulatorServer, canvas: str = "c", audience: Any = None) -> re
 
 def test_broadcast_limit_per_unique_audience(emulator_factory: Any) -> None:
     emulator = emulator_factory(canvases=("c", "other"))
-    if time.time() % 60 > 55:  # keep the eleven calls inside one minute window
-        time.sleep(60 - time.time() % 60 + 0.05)
+    frozen_clock(emulator, WINDOW_START + 10)  # every call inside one minute (and hour) window
     seen = [_broadcast(emulator) for _ in range(10)]
     assert [r.status_code for r in seen] == [201] * 10
     assert {r.headers["X-RateLimit-Limit"] for r in seen} == {"10"}  # the tighter of 10/min and 250/min
@@ -199,6 +211,7 @@ def test_broadcast_limit_across_audiences_and_overrides(emulator_factory: Any) -
     s = emulator_factory(
         rate_limits={"broadcast": (3, 3600), "broadcast_audience": "2/3600"}, canvases=("c", "b", "d")
     )
+    frozen_clock(s, WINDOW_START + 600)  # ten minutes into an hour window: every call in it
     one = {"AND": [{"push_subscription_status": {"comparison": "is", "value": "opted_in"}}, {"x": 1, "y": 2}]}
     same = {
         "AND": [{"push_subscription_status": {"value": "opted_in", "comparison": "is"}}, {"y": 2, "x": 1}]
@@ -214,11 +227,10 @@ def test_broadcast_limit_across_audiences_and_overrides(emulator_factory: Any) -
     )
     reset = r.headers["X-RateLimit-Reset"]
     r = _broadcast(s, canvas="d")  # a fresh audience, but 3 per window across all audiences are used
-    # The wait is what is left of the hour-long window (windows are fixed, so anything from 1 s to 3600 s),
-    # and it agrees with the reset time the 201 above announced.
+    # The wait is what is left of the hour-long window (windows are fixed to the clock hour), and it agrees
+    # with the reset time the 201 above announced.
     retry = int(r.headers["X-Ratelimit-Retry-After"])
-    assert r.status_code == 429 and 1 <= retry <= 3600
-    assert abs(retry - (int(reset) - time.time())) <= 2
+    assert r.status_code == 429 and retry == 3000 == int(reset) - (WINDOW_START + 600)
 
 
 def test_queued_fault_applies_and_answers_202(emulator_factory: Any) -> None:

@@ -2,9 +2,9 @@
 
 Each worker (limiter_worker.py) runs a BrazeClient with the shared limiter. The emulator counts requests in
 fixed one-second windows and says how many it has left in X-RateLimit-Remaining; the lowest value seen per
-window gives the requests it admitted there. Throughput is judged only over windows during which some
-thread of some worker was waiting for a token the whole time: there the limiter was the bottleneck, so a
-loaded machine that cannot keep the workers busy does not fail the test. Counts, never durations.
+window gives the requests it admitted there, which must stay within the budget. How fully the budget is
+used is judged on the slots the budget's script granted (Redis TIME, counted in the worker), never on a
+rate over real time: a loaded machine that cannot keep the workers busy does not fail a test.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -24,6 +25,9 @@ import pytest
 import redis
 from cli_invoke import invoke
 
+from connector.config import RateLimit, Write
+from connector.delivery.shared_budget import US, shapes_of
+from connector.delivery.shared_limits import HORIZON_S
 from connector.emulator.server import EmulatorProcess, start_subprocess
 
 WORKER = Path(__file__).with_name("limiter_worker.py")
@@ -86,6 +90,21 @@ def wait_for_sends(emu: EmulatorProcess, more: int, procs: list[subprocess.Popen
         time.sleep(0.1)
 
 
+def wait_for_user(emu: EmulatorProcess, external_id: str, procs: list[subprocess.Popen[str]]) -> None:
+    """Wait until the emulator holds the profile `external_id` (a request carrying it was answered)."""
+    req = urllib.request.Request(f"{emu.url}/_emulator/users/external_id/{external_id}",
+                                 headers={"Authorization": "Bearer test-key"})  # fmt: skip
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(req, timeout=30).read()
+            return
+        except urllib.error.HTTPError as e:
+            assert e.code == 404, e
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.1)
+
+
 def admitted_per_window(outs: list[dict[str, Any]]) -> dict[int, int]:
     """Requests the emulator admitted per window (keyed by the window's start, epoch seconds)."""
     lowest: dict[int, int] = {}
@@ -96,44 +115,35 @@ def admitted_per_window(outs: list[dict[str, Any]]) -> dict[int, int]:
     return {start: EMULATOR_LIMIT - low for start, low in lowest.items()}
 
 
-def saturated_windows(outs: list[dict[str, Any]], after: float = 0.0) -> list[int]:
-    """Windows [s, s + 1) covered the whole time by some thread waiting in acquire() (and starting after `after`)."""
-    spans = sorted((a, b) for o in outs for a, b in o["waits"] if b > a)
-    merged: list[list[float]] = []
-    for a, b in spans:
-        if merged and a <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], b)
-        else:
-            merged.append([a, b])
-    out = []
-    for a, b in merged:
-        s = int(a) + 1
-        while s + 1 <= b:
-            if s >= after:
-                out.append(s)
-            s += 1
-    return out
+def max_in_window(times: list[int], window: int) -> int:
+    """The most of the sorted `times` inside any half-open window [t, t + window)."""
+    best, j = 0, 0
+    for i in range(len(times)):
+        while times[i] - times[j] >= window:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
 
 
-def assert_throughput(outs: list[dict[str, Any]], after: float = 0.0, min_windows: int = 3) -> None:
-    admitted = admitted_per_window(outs)
-    busy = [s for s in saturated_windows(outs, after) if s in admitted]
-    assert len(busy) >= min_windows, f"too few windows with workers waiting on tokens: {busy}"
-    got = sum(admitted[s] for s in busy)
-    assert got >= 0.9 * LIMIT * len(busy), {s: admitted[s] for s in busy}
-    assert max(admitted.values()) <= EMULATOR_LIMIT
+def test_four_workers_share_one_budget(redis_server: Any, emulator_process: EmulatorProcess) -> None:
+    """Four workers, one budget: the slots the budget's script granted them (Redis TIME, counted, not timed)
+    keep every one-second window, of any alignment, within the limit, and every request is delivered.
 
-
-def test_four_workers_share_one_budget_without_a_429(redis_server: Any, emulator_process: EmulatorProcess) -> None:
+    Whether the requests also *arrive* inside the emulator's fixed windows depends on the machine: a worker
+    descheduled between its slot and the socket carries a request into the next window, which no limiter can
+    prevent (README, A shared rate limit: the margin). A quiet machine sees no 429; a loaded one may see a few,
+    each retried, which is not a test failure."""
     ns = f"t-{uuid.uuid4().hex[:8]}"
     procs = [start_worker(emulator_process, redis_server.url, ns, f"w{i}", 45) for i in range(4)]
     outs = [finish(p) for p in procs]
     assert all(o["statuses"] == {"201": 45} for o in outs), [o["statuses"] for o in outs]
-    assert sum(o["retries"].get("429", 0) for o in outs) == 0
-    assert emulator_429s(emulator_process) == 0
-    assert all(o["summary"]["granted_shared"] == 45 and o["summary"]["workers_seen_max"] >= 2 for o in outs)
-    # Counts, not a rate: no window admitted more than the budget. How close the grants come to the budget
-    # is shown on an injected clock by test_shared_limiter_start.py; a rate over real time fails under load.
+    retried = [o["retries"].get("429", 0) for o in outs]
+    assert sum(retried) == emulator_429s(emulator_process)  # each 429 the emulator sent was retried
+    for o, again in zip(outs, retried, strict=True):
+        assert o["summary"]["granted_shared"] == 45 + again and o["summary"]["workers_seen_max"] >= 2, o["summary"]
+    slots = sorted(slot for o in outs for _at, slot, _queued in o["slots"])
+    assert len(slots) >= 4 * 45
+    assert max_in_window(slots, US) <= LIMIT  # GCRA: burst + rate x 1 s, for the four together
     assert max(admitted_per_window(outs).values()) <= EMULATOR_LIMIT
 
 
@@ -166,22 +176,42 @@ def test_redis_stopped_mid_run_no_429_burst_and_the_run_completes(redis_server: 
 
 
 def test_a_killed_worker_holds_no_tokens(redis_server: Any, emulator_process: EmulatorProcess) -> None:
+    """A worker killed (-9) while queued on the budget leaves at most HORIZON_S of reserved slots behind; after
+    them the survivor's queued slots follow one another at the whole budget's interval, and the dead worker
+    drops out of the worker count. Counted on the budget's own slots (Redis TIME), not timed: a loaded
+    machine that keeps the survivor from queueing makes fewer such slots, never wrong ones."""
     ns = f"t-{uuid.uuid4().hex[:8]}"
-    ttl = "2"
-    survivor = start_worker(emulator_process, redis_server.url, ns, "a", 220, "--worker-ttl", ttl)
-    victim = start_worker(emulator_process, redis_server.url, ns, "b", 1000, "--worker-ttl", ttl)
+    survivor = start_worker(emulator_process, redis_server.url, ns, "a", 100, "--worker-ttl", "2")
+    victim = start_worker(emulator_process, redis_server.url, ns, "b", 1000, "--worker-ttl", "2")
     client = wait_for_workers(redis_server.url, ns, 2, [survivor, victim])
-    time.sleep(2)
+    wait_for_user(emulator_process, "b-0", [survivor, victim])  # the victim's first request is answered
+    wait_for_sends(emulator_process, 20, [survivor, victim])  # both sending on the shared budget
     victim.kill()
-    killed_at = time.time()
     victim.communicate()
-    time.sleep(float(ttl) + 2)
-    assert client.zcard(f"braze-connector:{{{ns}}}:workers") == 1  # its heartbeat expired; the survivor's is fresh
+    shape = shapes_of(Write(rate_limits={"users_track": RateLimit(requests=LIMIT, per_seconds=1)}))["users_track"]
+    tat = int(client.get(f"braze-connector:{{{ns}}}:{shape.name}:tat") or 0)  # read before the time: no later slot
+    secs, micros = client.time()
+    killed_us = secs * US + micros
+    # Every slot reserved when it died, its own included, lies within the horizon (GCRA: no other tokens).
+    assert tat - shape.capacity * shape.interval_us <= killed_us + HORIZON_S * US
+    members = client.zrange(f"braze-connector:{{{ns}}}:workers", 0, -1)
+    assert [m for m in members if f":{victim.pid}:".encode() in m], members  # counted while it lived
+    # Its heartbeat expires (the survivor's beats prune it; only the survivor's own close removes the survivor).
+    deadline = time.monotonic() + 60
+    while any(f":{victim.pid}:".encode() in m for m in client.zrange(f"braze-connector:{{{ns}}}:workers", 0, -1)):
+        assert time.monotonic() < deadline and survivor.poll() is None, "the dead worker is still counted"
+        time.sleep(0.1)
+    assert client.zcard(f"braze-connector:{{{ns}}}:workers") == 1
     out = finish(survivor)
-    assert out["statuses"] == {"201": 220}
+    assert out["statuses"] == {"201": 100}
     assert emulator_429s(emulator_process) == 0
-    # After the victim's last reservations (at most HORIZON_S = 1 s ahead) the survivor gets the whole budget.
-    assert_throughput([out], after=killed_at + 1.5)
+    # After the victim's last slots (granted after its death, then: the script runs in order), two grants in a
+    # row that both queued are one interval apart: the whole budget, none of it held for the dead worker. A
+    # grant not queued (the survivor late, as on a loaded machine) is left out, with the pair it starts.
+    after = sorted(tuple(g) for g in out["slots"] if g[1] > killed_us + HORIZON_S * US)
+    gaps = [b[1] - a[1] for a, b in zip(after, after[1:], strict=False) if a[2] and b[2]]
+    assert len(gaps) >= 10, out["slots"]
+    assert all(abs(g - shape.interval_us) <= 2 for g in gaps), (shape.interval_us, gaps)
 
 
 def test_partitioned_pipelines_share_the_budget_and_their_reports_merge(

@@ -337,7 +337,8 @@ def test_a_store_without_prints_never_takes_the_fast_path(tmp_path: Path) -> Non
         ({"type": "expect_column_values_to_be_unique", "kwargs": {"column": "a"}}, "table-level"),
         ({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "a", "mostly": 0.9}}, "table-level"),
         ({"type": "expect_column_values_to_be_between", "kwargs": {"column": "t", "min_value": "now-24h"}}, "time"),
-        ({"type": "expect_compound_columns_to_be_unique", "kwargs": {"column_list": ["a", "t"]}}, "Great Exp"),
+        pytest.param({"type": "expect_compound_columns_to_be_unique", "kwargs": {"column_list": ["a", "t"]}},
+                     "Great Exp", marks=pytest.mark.xdist_group("gx")),  # imports GX: the gx worker (conftest.py)
     ],
 )
 def test_only_suites_judging_each_row_alone_allow_the_fast_path(

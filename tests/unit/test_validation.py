@@ -21,6 +21,8 @@ from connector.errors import SuiteError
 from connector.records import Chunk
 from connector.validation import ChunkValidation, SuiteRunner, TableCheck
 
+pytestmark = pytest.mark.xdist_group("gx")  # they import GX in the worker: one worker of the two (conftest.py)
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "expectations"
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 

@@ -29,6 +29,8 @@ from connector.records import Chunk
 from connector.validation import SuiteRunner
 from connector.validation.patterns import PYTHON_SPACES, compile_pattern
 
+pytestmark = pytest.mark.xdist_group("gx")  # they import GX in the worker: one worker of the two (conftest.py)
+
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 SETTINGS = settings(

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import redis
 from cli_invoke import invoke
+from windows import max_in_window
 
 from connector.config import RateLimit, Write
 from connector.delivery.shared_budget import US, shapes_of
@@ -114,15 +115,6 @@ def admitted_per_window(outs: list[dict[str, Any]]) -> dict[int, int]:
             lowest[start] = min(lowest.get(start, EMULATOR_LIMIT), int(remaining))
     return {start: EMULATOR_LIMIT - low for start, low in lowest.items()}
 
-
-def max_in_window(times: list[int], window: int) -> int:
-    """The most of the sorted `times` inside any half-open window [t, t + window)."""
-    best, j = 0, 0
-    for i in range(len(times)):
-        while times[i] - times[j] >= window:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
 
 
 def test_four_workers_share_one_budget(redis_server: Any, emulator_process: EmulatorProcess) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from windows import max_in_window
 
 from connector.config import DEFAULT_RATE_LIMITS, RateLimit, Write
 from connector.delivery.ratelimit import BURST_FRACTION, MAX_RESET_S, RateLimiter
@@ -29,15 +30,6 @@ def make(limits: dict[str, RateLimit] | None = None) -> tuple[RateLimiter, FakeC
     clock = FakeClock()
     return RateLimiter(limits, clock=clock, sleep=clock.sleep), clock
 
-
-def max_in_window(times: list[float], window: float) -> int:
-    """The largest number of timestamps inside any half-open window [t, t + window)."""
-    best, j = 0, 0
-    for i in range(len(times)):
-        while times[i] - times[j] >= window:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
 
 
 @pytest.mark.parametrize("endpoint", ["users_track", "users_track_sync"])

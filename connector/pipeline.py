@@ -148,7 +148,8 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
         out = report_dir_for(pipeline, report_dir, run_id, overwrite=overwrite, partition=label)
     else:
         run_id, out = resume.run_id, resume.run_dir
-    resume_warnings = resume.check(pipeline, {p.stream.name: p.files for p in plans}, label) if resume else []
+    resume_warnings = resume.check(pipeline, {p.stream.name: p.files for p in plans}, label, report_dir) \
+        if resume else []
     # The rejects file is Parquet only when every source is (it holds the original columns of all streams).
     all_parquet = all(p.files and all(is_parquet(p.stream.source, f) for f in p.files) for p in plans)
     report = RunReport(

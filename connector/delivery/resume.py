@@ -266,12 +266,14 @@ class ResumeSet:
             return None
         return load_failed(retry["failed_file"], include_unknown=bool(retry.get("include_unknown")))
 
-    def check(self, pipeline: Pipeline, files: dict[str, list[Path]], partition: str | None = None) -> list[str]:
-        """Refuse a different pipeline, another partition (`p2of4`, None: not partitioned) or changed sources;
-        return warnings (streams or files gone, a torn tail).
+    def check(self, pipeline: Pipeline, files: dict[str, list[Path]], partition: str | None = None,
+              report_dir: str | Path | None = None) -> list[str]:  # fmt: skip
+        """Refuse a different pipeline, another partition (`p2of4`, None: not partitioned), a run that is not
+        the pipeline's latest, or changed sources; return warnings (streams or files gone, a torn tail).
 
         Raises:
-            ConfigError: the journal belongs to another pipeline, or to another partition.
+            ConfigError: the journal belongs to another pipeline, to another partition, or a newer run of the
+                pipeline (under report.dir or `report_dir`) started after it.
             SourceError: a source file changed since the interrupted run.
         """
         if self.pipeline and self.pipeline != pipeline.name:
@@ -288,6 +290,7 @@ class ResumeSet:
             raise ConfigError(f"--resume {self.run_dir}: run {self.run_id} was "
                               + (f"partition {was[1]}/{was[2]}" if was else "not partitioned")
                               + f"; resume it {how}, as it ran")  # fmt: skip
+        self._refuse_if_superseded(pipeline, report_dir, partition)
         before: dict[str, dict[str, list[int]]] = self.journal.header.get("sources") or {}
         now = fingerprints(files)
         warnings: list[str] = []
@@ -301,12 +304,31 @@ class ResumeSet:
                     raise SourceError(
                         f"--resume: {f} changed since run {self.run_id} was interrupted (size {size:,} -> "
                         f"{cur[0]:,} bytes, or its modification time), so the journal's row numbers may name other "
-                        "rows now. Restore the file, or start a new run (rows already delivered would be sent again)"
+                        "rows now. Restore the file (with its modification time: cp -p), or start a new run with "
+                        "--ignore-unfinished (rows already delivered would be sent again)"
                     )
         if self.journal.torn_bytes:
             warnings.append(f"resume: the last {self.journal.torn_bytes:,} byte(s) of {self.journal.path} were an "
                             "unfinished write (the run was stopped mid-record); they were cut off")  # fmt: skip
         return warnings
+
+    def _refuse_if_superseded(self, pipeline: Pipeline, report_dir: str | Path | None, partition: str | None) -> None:
+        """A run of this pipeline and partition that started after this one sent its rows after it: resuming
+        this one would send its rows again over that run's (older values last; events twice, uncounted)."""
+        from connector.delivery.unfinished import runs_of
+
+        mine = started_at(self.journal.path)
+        newer = sorted((at, d) for at, d in runs_of(pipeline, report_dir, partition)
+                       if at > mine and d.resolve() != self.run_dir.resolve())  # fmt: skip
+        if newer:
+            at, d = newer[-1]
+            raise ConfigError(
+                f"--resume {self.run_dir}: run {self.run_id} is not this pipeline's latest run; {d.name} ({d}) "
+                f"started after it ({at}) and sent its rows since, so resuming the older one would send rows "
+                "again after it (older values over newer ones, events and purchases twice, not counted as "
+                f"duplicates). Resume the latest run instead (braze-connector run {pipeline.origin} --resume), "
+                "or start a new run"
+            )
 
     def header(self, base: dict[str, Any]) -> dict[str, Any]:
         """The next attempt's journal header."""

@@ -93,20 +93,9 @@ def check_unfinished(pipeline: Pipeline, report_dir: str | Path | None, partitio
     other run of the same pipeline and partition is alive: a journal without an end belongs to a run that
     was killed. A journal killed before its header names no run, and counts as the run's own (nothing was
     sent)."""
-    from connector.delivery.resume import (
-        DELIVERED,
-        SENT,
-        fingerprints,
-        journal_header,
-        load_journal,
-        run_dirs,
-    )
+    from connector.delivery.resume import DELIVERED, SENT, fingerprints, load_journal
 
-    runs = []
-    for d in run_dirs(pipeline, report_dir)[1]:
-        header = journal_header(d / JOURNAL_FILE)
-        if not header or _ours(str(header.get("run_id", "")), partition):
-            runs.append((_started(header, d), d))
+    runs = runs_of(pipeline, report_dir, partition)
     if not runs:
         return None
     run_dir = max(runs)[1]
@@ -121,9 +110,10 @@ def check_unfinished(pipeline: Pipeline, report_dir: str | Path | None, partitio
     unanswered = sum(fr.states.count(SENT) for fr in last.rows.values())
     delivered = sum(fr.states.count(DELIVERED) for fr in last.rows.values())
     twice = _sent_again(pipeline, last, fingerprints(dict(files)), {DELIVERED, SENT})
+    maybe = _sent_again(pipeline, last, None, {DELIVERED, SENT})  # files changed or SQL: cannot tell
     killed = end is False
-    if not twice and not (killed and unanswered):
-        return None  # nothing in flight and nothing a re-run would apply twice: the new run loses nothing
+    if not maybe and not (killed and unanswered):
+        return None  # nothing in flight and nothing a re-run may apply twice: the new run loses nothing
     what = "did not finish (killed, or its machine stopped)" if killed else "was stopped before it finished"
     text = (
         f"the last run of this pipeline, {run_id} ({run_dir}), {what}, with {unanswered:,} row(s) it had sent "
@@ -145,24 +135,33 @@ def unfinished_warning(pipeline: Pipeline, report_dir: str | Path | None, partit
     return found.warning if found is not None else None
 
 
-def _started(header: dict[str, Any], run_dir: Path) -> str:
-    from connector.delivery.resume import started_at
+def runs_of(pipeline: Pipeline, report_dir: str | Path | None, partition: str | None) -> list[tuple[str, Path]]:
+    """(start time, report folder) of every run of this pipeline and partition that has a journal."""
+    from connector.delivery.resume import journal_header, run_dirs, started_at
 
-    return str(header["started"]) if header.get("started") else started_at(run_dir / JOURNAL_FILE)
+    runs = []
+    for d in run_dirs(pipeline, report_dir)[1]:
+        header = journal_header(d / JOURNAL_FILE)
+        if not header or _ours(str(header.get("run_id", "")), partition):
+            at = str(header["started"]) if header.get("started") else started_at(d / JOURNAL_FILE)
+            runs.append((at, d))
+    return runs
 
 
-def _sent_again(pipeline: Pipeline, last: Any, now: dict[str, dict[str, list[int]]], states: set[int]
+def _sent_again(pipeline: Pipeline, last: Any, now: dict[str, dict[str, list[int]]] | None, states: set[int]
                 ) -> dict[str, int]:  # fmt: skip
     """Per stream that keeps no state and whose objects add up in Braze: the rows of `last` (a RunJournal) in
-    `states`, counted only in files this run reads again unchanged (same size and modification time)."""
+    `states`, counted only in files this run reads again unchanged (same size and modification time), or, with
+    `now` None, in any file or query (those a re-run may send again: a changed file may hold the same rows)."""
     before: dict[str, dict[str, list[int]]] = last.header.get("sources") or {}
     out: dict[str, int] = {}
     for s in pipeline.streams:
-        if s.delta or s.incremental is not None or s.source.is_sql or is_idempotent(s):
+        if s.delta or s.incremental is not None or is_idempotent(s) or (now is not None and s.source.is_sql):
             continue
-        same = {f for f, fp in before.get(s.name, {}).items() if now.get(s.name, {}).get(f) == list(fp)}
+        same = None if now is None else {f for f, fp in before.get(s.name, {}).items()
+                                         if now.get(s.name, {}).get(f) == list(fp)}  # fmt: skip
         n = sum(sum(fr.states.count(st) for st in states) for (name, f), fr in last.rows.items()
-                if name == s.name and f in same)  # fmt: skip
+                if name == s.name and (same is None or f in same))  # fmt: skip
         if n:
             out[s.name] = n
     return out
@@ -177,10 +176,12 @@ def _what_this_run_sends(pipeline: Pipeline) -> str:
     if not forgetful:
         return remembered
     names = ", ".join(forgetful)
+    adds_up = not all(is_idempotent(s) for s in pipeline.streams if s.name in forgetful)
     text = (
         f"Stream(s) {names} keep no state (no delta, no incremental): this run sends every row of them again, "
-        "those that run delivered included, so Braze applies them twice (events and purchases count twice, inc "
-        "adds twice)"
+        "those that run delivered included, " + ("so Braze applies them twice (events and purchases count twice, "
+                                                 "inc adds twice)" if adds_up else
+                                                 "which only sets the same attributes again")  # fmt: skip
     )
     if len(forgetful) < len(pipeline.streams):
         text += "; for the other streams, " + remembered[0].lower() + remembered[1:]

@@ -280,11 +280,12 @@ def _stopped_midway(pipeline: Any, runs: Path, env: dict[str, str], em: Emulator
 
 def test_a_plain_run_after_a_stop_is_refused_for_the_same_files_not_for_new_ones(tmp_path: Path) -> None:
     """A stop (SIGTERM, exit 4) leaves delivered events behind too: the same command again is refused until the
-    run is resumed (or --ignore-unfinished); tonight's new export (the files changed) is a new run and goes
-    ahead; a run stopped before it sent anything refuses nothing."""
+    run is resumed (or --ignore-unfinished), and then the stopped run cannot be resumed behind it; tonight's
+    new export (the files changed) is a new run and goes ahead, warned; a run stopped before it sent anything
+    refuses nothing."""
     from connector import load_pipeline, run_pipeline
     from connector.delivery.resume import ResumeSet
-    from connector.errors import UnfinishedRun
+    from connector.errors import ConfigError, UnfinishedRun
     from connector.stop import StopToken
 
     pipeline_file, valid = write_project(tmp_path, 2000, "aiohttp")
@@ -304,12 +305,20 @@ def test_a_plain_run_after_a_stop_is_refused_for_the_same_files_not_for_new_ones
         assert resumed.exit_code == 0 and set(applied(em)) == valid and max(applied(em).values()) == 1
         again = run_pipeline(pipeline, report_dir=runs, env=env)  # the latest run finished: sent as asked
         assert again.exit_code == 0 and not [w for w in again.warnings if "before it finished" in w]
+        older = _stopped_midway(pipeline, runs, env, em)
+        anyway = run_pipeline(pipeline, report_dir=runs, env=env, ignore_unfinished=True)
+        assert anyway.exit_code == 0 and [w for w in anyway.warnings if "was stopped before it finished" in w]
+        # The stopped run is no longer the latest: resuming it would send its rows again after that run's.
+        with pytest.raises(ConfigError, match=r"is not this pipeline's latest run"):
+            run_pipeline(pipeline, report_dir=runs, env=env, resume=ResumeSet(older.report_dir))
         _stopped_midway(pipeline, runs, env, em)
         write_project(tmp_path / "tonight", 2000, "aiohttp")  # a new export replaces both files
         for name in ("events.parquet", "purchases.csv"):
             (tmp_path / "tonight" / "data" / name).replace(tmp_path / "data" / name)
-        tonight = run_pipeline(pipeline, report_dir=runs, env=env)
-        assert tonight.exit_code == 0 and not [w for w in tonight.warnings if "before it finished" in w]
+        tonight = run_pipeline(pipeline, report_dir=runs, env=env)  # goes ahead, warned: it may hold the same rows
+        assert tonight.exit_code == 0
+        [w] = [w for w in tonight.warnings if "was stopped before it finished" in w]
+        assert "keep no state" in w and "applies them twice" in w
         _stopped_midway(pipeline, runs, env, em)
     # The embedded emulator (destination: local) starts empty every run: nothing there to apply twice.
     local = pipeline.model_copy(update={"destination": pipeline.destination.model_copy(update={"url": "local"})})

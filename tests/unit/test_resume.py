@@ -245,3 +245,4 @@ def test_a_plain_rerun_over_the_same_files_is_refused_only_for_streams_that_add_
     killed("us", "bbbbbb")
     attrs = check_unfinished(pipeline(ATTRS), None, None, {"us": [src]})
     assert attrs is not None and attrs.twice == {} and "1 row(s) it had sent" in attrs.warning
+    assert "only sets the same attributes again" in attrs.warning and "count twice" not in attrs.warning

@@ -337,3 +337,18 @@ def test_the_engine_falls_back_to_aiohttp_when_pycurl_is_missing(
         assert t.send(server.url + "/users/track", BODY).status == 201
     finally:
         t.close()
+
+
+def test_an_engine_name_that_names_none_is_said_not_ignored(
+    serve: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """BRAZE_CONNECTOR_HTTP_ENGINE=bogus: the default engine sends, and the log says the name meant nothing."""
+    monkeypatch.setenv(ENGINE_VAR, "bogus")
+    server = serve(answer_ok)
+    with caplog.at_level("WARNING", logger="connector.delivery.transport.process"):
+        t = open_transport(server.url)
+    try:
+        assert t.send(server.url + "/users/track", BODY).status == 201
+        assert t.engine == "curl" and f"{ENGINE_VAR}='bogus' names no HTTP engine (curl, aiohttp)" in caplog.text
+    finally:
+        t.close()

@@ -54,7 +54,7 @@ from connector.delivery.transport.base import (
     environ_proxy,
 )
 from connector.delivery.transport.frames import ANSWER as _ANSWER
-from connector.delivery.transport.frames import ENGINE_VAR, engine_wanted
+from connector.delivery.transport.frames import ENGINE_VAR, ENGINES, engine_wanted
 from connector.delivery.transport.frames import LENGTH as _LENGTH
 from connector.delivery.transport.frames import NOT_SENT as _NOT_SENT
 from connector.delivery.transport.frames import REQUEST as _REQUEST
@@ -119,8 +119,12 @@ class _Child:
         except (FutureTimeout, ProcessTransportError) as exc:
             self.kill()
             raise ProcessTransportError(f"the HTTP process did not start: {exc or 'timed out'}") from None
-        if self.engine != engine_wanted():
-            level = logging.WARNING if os.environ.get(ENGINE_VAR) else logging.INFO
+        asked = os.environ.get(ENGINE_VAR, "").strip()
+        if asked and asked.lower() not in ENGINES:
+            logger.warning("%s=%r names no HTTP engine (%s): the HTTP process sends with %s", ENGINE_VAR, asked,
+                           ", ".join(ENGINES), self.engine)  # fmt: skip
+        elif self.engine != engine_wanted():
+            level = logging.WARNING if asked else logging.INFO
             logger.log(level, "the HTTP process sends with %s (pycurl cannot be imported there)", self.engine)
 
     def _read(self, ready: Future[None]) -> None:

@@ -109,7 +109,7 @@ def check_unfinished(pipeline: Pipeline, report_dir: str | Path | None, partitio
     run_id = str(last.header.get("run_id", run_dir.name))
     unanswered = sum(fr.states.count(SENT) for fr in last.rows.values())
     delivered = sum(fr.states.count(DELIVERED) for fr in last.rows.values())
-    twice = _sent_again(pipeline, last, fingerprints(dict(files)), {DELIVERED, SENT})
+    twice = _sent_again(pipeline, last, fingerprints(dict(files)), {DELIVERED, SENT})  # same files: refused
     maybe = _sent_again(pipeline, last, None, {DELIVERED, SENT})  # files changed or SQL: cannot tell
     killed = end is False
     if not maybe and not (killed and unanswered):
@@ -119,8 +119,13 @@ def check_unfinished(pipeline: Pipeline, report_dir: str | Path | None, partitio
         f"the last run of this pipeline, {run_id} ({run_dir}), {what}, with {unanswered:,} row(s) it had sent "
         f"without seeing Braze's answer ({delivered:,} confirmed). " + _what_this_run_sends(pipeline)
     )
+    now = fingerprints(dict(files))
+    changed = sorted(f for stream, fps in (last.header.get("sources") or {}).items() for f, fp in fps.items()
+                     if now.get(stream, {}).get(f) != list(fp))  # fmt: skip
     if any(s.source.is_sql for s in pipeline.streams):
         text += " (a pipeline reading SQL cannot be resumed)"
+    elif changed:
+        text += f" (it cannot be resumed: {', '.join(changed)} changed since, size or modification time)"
     else:
         text += (
             f". To finish that run instead, sending only what it did not deliver and counting the rows in flight in "

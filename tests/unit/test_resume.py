@@ -239,7 +239,8 @@ def test_a_plain_rerun_over_the_same_files_is_refused_only_for_streams_that_add_
     assert delta is not None and delta.twice == {} and "did not finish" in delta.warning  # warned, not refused
     os.utime(src, ns=(time.time_ns(), time.time_ns() + 10**9))  # tonight's export: another file
     changed = check_unfinished(pipeline(EVENTS), None, None, {"ev": [src]})
-    assert changed is not None and changed.twice == {}
+    assert changed is not None and changed.twice == {}  # warned, not refused, and not sent to a --resume
+    assert f"cannot be resumed: {src} changed since" in changed.warning and "--resume" not in changed.warning
     (run / JOURNAL_FILE).unlink()
     run.rmdir()
     killed("us", "bbbbbb")

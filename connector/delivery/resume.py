@@ -165,6 +165,26 @@ def run_dirs(pipeline: Pipeline, report_dir: str | Path | None) -> tuple[str, li
     return pattern, [Path(d) for d in candidates if (Path(d) / JOURNAL_FILE).is_file()]
 
 
+_RUN_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")  # a run id without a partition label
+
+
+def _ours(run_id: str, partition: str | None) -> bool:
+    """Whether a run of that id belongs to this partition (None: an unpartitioned run)."""
+    return run_id.endswith(f"-{partition}") if partition is not None else bool(_RUN_ID.match(run_id))
+
+
+def runs_of(pipeline: Pipeline, report_dir: str | Path | None, partition: str | None) -> list[tuple[str, Path]]:
+    """(start time, report folder) of every run of this pipeline and partition that has a journal (a journal
+    killed before its header names no run, and counts as any partition's)."""
+    runs = []
+    for d in run_dirs(pipeline, report_dir)[1]:
+        header = journal_header(d / JOURNAL_FILE)
+        if not header or _ours(str(header.get("run_id", "")), partition):
+            at = str(header["started"]) if header.get("started") else started_at(d / JOURNAL_FILE)
+            runs.append((at, d))
+    return runs
+
+
 def journal_header(journal: Path) -> dict[str, Any]:
     """The journal's header (its first record), {} when unreadable or not written yet."""
     try:
@@ -315,8 +335,6 @@ class ResumeSet:
     def _refuse_if_superseded(self, pipeline: Pipeline, report_dir: str | Path | None, partition: str | None) -> None:
         """A run of this pipeline and partition that started after this one sent its rows after it: resuming
         this one would send its rows again over that run's (older values last; events twice, uncounted)."""
-        from connector.delivery.unfinished import runs_of
-
         mine = started_at(self.journal.path)
         newer = sorted((at, d) for at, d in runs_of(pipeline, report_dir, partition)
                        if at > mine and d.resolve() != self.run_dir.resolve())  # fmt: skip

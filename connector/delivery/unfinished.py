@@ -20,7 +20,6 @@ whole, to count its rows.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,6 @@ from connector.delivery.writer import is_idempotent
 from connector.errors import ConfigError, JournalError
 
 _TAIL = 64 * 1024  # the last bytes read: the end record is the journal's last line
-_RUN_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")  # a run id without a partition label
 
 
 def _end_record(journal: Path) -> dict[str, Any] | bool | None:
@@ -50,11 +48,6 @@ def _end_record(journal: Path) -> dict[str, Any] | bool | None:
         if rec is not None:
             return rec if isinstance(rec, dict) and rec.get("k") == "end" else False
     return False  # nothing whole at the end: cut off while writing
-
-
-def _ours(run_id: str, partition: str | None) -> bool:
-    """Whether a run of that id belongs to this partition (None: an unpartitioned run)."""
-    return run_id.endswith(f"-{partition}") if partition is not None else bool(_RUN_ID.match(run_id))
 
 
 STOPPED = (4, 130, 143)  # exit codes of a run stopped by SIGTERM / SIGINT: its rows were not all sent
@@ -93,7 +86,7 @@ def check_unfinished(pipeline: Pipeline, report_dir: str | Path | None, partitio
     other run of the same pipeline and partition is alive: a journal without an end belongs to a run that
     was killed. A journal killed before its header names no run, and counts as the run's own (nothing was
     sent)."""
-    from connector.delivery.resume import DELIVERED, SENT, fingerprints, load_journal
+    from connector.delivery.resume import DELIVERED, SENT, fingerprints, load_journal, runs_of
 
     runs = runs_of(pipeline, report_dir, partition)
     if not runs:
@@ -138,19 +131,6 @@ def unfinished_warning(pipeline: Pipeline, report_dir: str | Path | None, partit
     """check_unfinished's warning, for a run whose source files are not known (tests, callers)."""
     found = check_unfinished(pipeline, report_dir, partition, {})
     return found.warning if found is not None else None
-
-
-def runs_of(pipeline: Pipeline, report_dir: str | Path | None, partition: str | None) -> list[tuple[str, Path]]:
-    """(start time, report folder) of every run of this pipeline and partition that has a journal."""
-    from connector.delivery.resume import journal_header, run_dirs, started_at
-
-    runs = []
-    for d in run_dirs(pipeline, report_dir)[1]:
-        header = journal_header(d / JOURNAL_FILE)
-        if not header or _ours(str(header.get("run_id", "")), partition):
-            at = str(header["started"]) if header.get("started") else started_at(d / JOURNAL_FILE)
-            runs.append((at, d))
-    return runs
 
 
 def _sent_again(pipeline: Pipeline, last: Any, now: dict[str, dict[str, list[int]]] | None, states: set[int]

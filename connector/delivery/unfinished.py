@@ -102,7 +102,8 @@ def check_unfinished(pipeline: Pipeline, report_dir: str | Path | None, partitio
     run_id = str(last.header.get("run_id", run_dir.name))
     unanswered = sum(fr.states.count(SENT) for fr in last.rows.values())
     delivered = sum(fr.states.count(DELIVERED) for fr in last.rows.values())
-    twice = _sent_again(pipeline, last, fingerprints(dict(files)), {DELIVERED, SENT})  # same files: refused
+    now = fingerprints(dict(files))  # stream -> file -> [size, mtime] of this run's sources
+    twice = _sent_again(pipeline, last, now, {DELIVERED, SENT})  # same files: refused
     maybe = _sent_again(pipeline, last, None, {DELIVERED, SENT})  # files changed or SQL: cannot tell
     killed = end is False
     if not maybe and not (killed and unanswered):
@@ -112,7 +113,6 @@ def check_unfinished(pipeline: Pipeline, report_dir: str | Path | None, partitio
         f"the last run of this pipeline, {run_id} ({run_dir}), {what}, with {unanswered:,} row(s) it had sent "
         f"without seeing Braze's answer ({delivered:,} confirmed). " + _what_this_run_sends(pipeline)
     )
-    now = fingerprints(dict(files))
     changed = sorted(f for stream, fps in (last.header.get("sources") or {}).items() for f, fp in fps.items()
                      if now.get(stream, {}).get(f) != list(fp))  # fmt: skip
     if any(s.source.is_sql for s in pipeline.streams):
@@ -125,12 +125,6 @@ def check_unfinished(pipeline: Pipeline, report_dir: str | Path | None, partitio
             f"possibly_duplicated, stop this one and run: braze-connector run {pipeline.origin} --resume {run_dir}"
         )
     return Unfinished(run_id, run_dir, killed, text, twice)
-
-
-def unfinished_warning(pipeline: Pipeline, report_dir: str | Path | None, partition: str | None) -> str | None:
-    """check_unfinished's warning, for a run whose source files are not known (tests, callers)."""
-    found = check_unfinished(pipeline, report_dir, partition, {})
-    return found.warning if found is not None else None
 
 
 def _sent_again(pipeline: Pipeline, last: Any, now: dict[str, dict[str, list[int]]] | None, states: set[int]

@@ -4,7 +4,6 @@ chunk_rows, a trailing comment in a `sql` source, a read stopped half-way, and e
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -58,9 +57,7 @@ def test_a_copy_read_stopped_half_way_ends_at_once_and_leaves_nothing_running(po
     src = Source(table="public.big_copy", connection={"url_env": "PG_URL"}, chunk_rows=1000)
     chunks = read_source(src, tmp_path, env={"PG_URL": postgres_url})
     assert len(next(chunks)) == 1000
-    t0 = time.monotonic()
-    chunks.close()
-    assert time.monotonic() - t0 < 30  # a drain of the whole COPY would still end; this says it did not hang
+    chunks.close()  # a hang is pytest-timeout's to catch; what is asserted is that nothing is left running
     left = pg_rows(postgres_url, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%big_copy%' "
                                  "AND pid <> pg_backend_pid() AND state <> 'idle'")  # fmt: skip
     assert left == [(0,)]

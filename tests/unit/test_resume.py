@@ -168,8 +168,12 @@ def test_a_chunk_the_journal_does_not_know_is_not_carried(tmp_path: Path) -> Non
 
 
 def test_a_new_run_is_told_when_the_last_one_did_not_finish(tmp_path: Path) -> None:
-    """unfinished_warning: only the latest run counts, only one without an end record, only its own partition."""
-    from connector.delivery.unfinished import unfinished_warning
+    """check_unfinished: only the latest run counts, only one without an end record, only its own partition."""
+    from connector.delivery.unfinished import check_unfinished
+
+    def unfinished_warning(pipeline: Pipeline, report_dir: None, partition: str | None) -> str | None:
+        found = check_unfinished(pipeline, report_dir, partition, {})
+        return found.warning if found is not None else None
 
     pipeline = Pipeline.model_validate({"name": "p", "streams": [EVENTS],
                                         "report": {"dir": str(tmp_path / "r" / "{run_id}")}})  # fmt: skip

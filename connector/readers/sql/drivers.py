@@ -248,12 +248,20 @@ def _pg_connect(url: str) -> Any:
     import adbc_driver_manager
     import adbc_driver_manager.dbapi as manager
 
+    # The sharing reaches into adbc_driver_manager's DB-API objects (`_db`), which the project does not pin: if
+    # a release changes them, every connection opens on its own as before (only the catalogue read repeats).
     shared = held.get(url)
     if shared is None:
         con = dbapi.connect(url)
-        held[url] = con._db.clone()  # noqa: SLF001 - the driver's own shared-database holder, one more reference
+        try:
+            held[url] = con._db.clone()  # noqa: SLF001 - the driver's own shared-database holder, one more reference
+        except AttributeError:
+            pass
         return con
-    return manager.Connection(shared, adbc_driver_manager.AdbcConnection(shared._db))  # noqa: SLF001
+    try:
+        return manager.Connection(shared, adbc_driver_manager.AdbcConnection(shared._db))  # noqa: SLF001
+    except (AttributeError, TypeError):
+        return dbapi.connect(url)
 
 
 def _driver(module: str, dialect: str) -> Any:

@@ -187,6 +187,7 @@ def test_threshold_exceeded_exits_1(emulator: EmulatorServer, tmp_path: Path) ->
     report = run_pipeline(p, mode="bulk", report_dir=tmp_path / "out", env=env_for(emulator), raise_on_failure=False)
     assert report_json(report)["exit_code"] == 1
     assert report.rows["delivered"] == len(GOOD_USERS)
+    assert report_json(report)["exit_meaning"] == "50.0 % of rows rejected (3 of 6), above max_reject_fraction 10 %"
 
 
 def test_bad_key_exits_3_and_writes_the_report(emulator: EmulatorServer, tmp_path: Path) -> None:

@@ -182,6 +182,7 @@ class Run:
         finally:
             if client is not None:
                 report.http_engine = client.http_engine
+                self._note_engine(client.http_engine)
                 client.close(self._close_wait())
             self._close_shared_limiter()
             if server is not None:
@@ -280,6 +281,14 @@ class Run:
         """After a stop, the HTTP connections are not waited for past the grace period (1 s at least)."""
         left = self.stop.remaining(self.pipeline.write.stop_grace_s)
         return None if left is None else max(1.0, left)
+
+    def _note_engine(self, engine: str) -> None:
+        """A BRAZE_CONNECTOR_HTTP_ENGINE that names no engine goes into the report's warnings, not only the log."""
+        from connector.delivery.transport.frames import engine_name_unknown
+
+        unknown = engine_name_unknown()
+        if unknown is not None and "HTTP process" in engine:
+            self.report.add_warning(f"{unknown}: the requests were sent with {engine}")
 
     def _resend_advice(self, err: ConnectorError) -> str:
         """After the destination failed (exit 3): how to send the rows listed as not sent, once it is fixed."""

@@ -106,12 +106,13 @@ def check_unfinished(pipeline: Pipeline, report_dir: str | Path | None, partitio
     twice = _sent_again(pipeline, last, now, {DELIVERED, SENT})  # same files: refused
     maybe = _sent_again(pipeline, last, None, {DELIVERED, SENT})  # files changed or SQL: cannot tell
     killed = end is False
+    touched = {name for (name, _), fr in last.rows.items() if fr.states.count(DELIVERED) or fr.states.count(SENT)}
     if not maybe and not (killed and unanswered):
         return None  # nothing in flight and nothing a re-run may apply twice: the new run loses nothing
     what = "did not finish (killed, or its machine stopped)" if killed else "was stopped before it finished"
     text = (
         f"the last run of this pipeline, {run_id} ({run_dir}), {what}, with {unanswered:,} row(s) it had sent "
-        f"without seeing Braze's answer ({delivered:,} confirmed). " + _what_this_run_sends(pipeline)
+        f"without seeing Braze's answer ({delivered:,} confirmed). " + _what_this_run_sends(pipeline, touched)
     )
     changed = sorted(f for stream, fps in (last.header.get("sources") or {}).items() for f, fp in fps.items()
                      if now.get(stream, {}).get(f) != list(fp))  # fmt: skip
@@ -146,10 +147,11 @@ def _sent_again(pipeline: Pipeline, last: Any, now: dict[str, dict[str, list[int
     return out
 
 
-def _what_this_run_sends(pipeline: Pipeline) -> str:
+def _what_this_run_sends(pipeline: Pipeline, touched: set[str]) -> str:
     """Only delta and incremental state remember what Braze confirmed: a stream without either sends every
-    row again, those the killed run delivered included."""
-    forgetful = [s.name for s in pipeline.streams if not s.delta and s.incremental is None]
+    row again, those the killed run delivered included. Named: such streams of which that run delivered or
+    sent rows (`touched`); one it sent nothing of loses nothing."""
+    forgetful = [s.name for s in pipeline.streams if not s.delta and s.incremental is None and s.name in touched]
     remembered = ("This run sends again whatever that run did not confirm and does not count those rows, which "
                   "Braze may already have applied (events, purchases and inc may count twice)")  # fmt: skip
     if not forgetful:

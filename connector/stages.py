@@ -318,8 +318,8 @@ class Run:
                 "confirmed, read or not); not with --retry-failed, which sends only the rows listed"
             )
             return
-        listed = (f"{r.not_sent:,} row(s) not sent and {r.unknown:,} with an unknown outcome are listed in "
-                  f"{r.failed.path}: " if r.failed.file is not None else "")  # fmt: skip
+        listed = (f"{r.not_sent:,} row(s) not sent (counted as skipped) and {r.unknown:,} with an unknown outcome "
+                  f"(counted as failed) are listed in {r.failed.path}: " if r.failed.file is not None else "")  # fmt: skip
         self.report.add_warning(
             f"stopped: the run was {self.stop.reason}, {how} (exit code {code}); {listed}finish the run with "
             f"--resume {r.report_dir}" + (f" (or send the listed rows with --retry-failed {r.report_dir}{unknown})"
@@ -472,8 +472,8 @@ class Run:
         what = "stopped" if self.stop.stopping and not self.aborted() else "aborted"
         then = SQL_RUN_AGAIN if plan.stream.source.is_sql else "send them with --retry-failed"
         self.report.add_warning(
-            f"stream {plan.stream.name}: the run was {what}; {n:,} row(s) read after it were listed in "
-            "failed.csv as not_sent" + (f" (once the cause is fixed, {then})" if what == "aborted" else "")
+            f"stream {plan.stream.name}: the run was {what}; {n:,} row(s) read after it were counted as skipped and "
+            "listed in failed.csv as not_sent" + (f" (once the cause is fixed, {then})" if what == "aborted" else "")
         )
 
     def _carry(self, stream: Stream, chunk: Chunk, *, sending: bool) -> list[bool] | None:

@@ -17,7 +17,7 @@ EXIT_MEANINGS = {
     1: "rows rejected over the threshold, or rows not delivered",
     2: "usage or pipeline-file error",
     3: "destination fatal: bad API key, unreachable after retries, or rate limit spent beyond the retry budget",
-    4: "stopped by a signal or the caller; unprocessed rows listed in failed.csv",
+    4: "stopped by a signal or the caller; unprocessed rows skipped and listed in failed.csv as not_sent",
     130: "stopped at once by a second SIGINT; rows in flight listed as unknown, rows not read not listed",
     143: "stopped at once by a second SIGTERM; rows in flight listed as unknown, rows not read not listed",
 }
@@ -185,7 +185,7 @@ def build_document(r: ReportCounters) -> dict[str, Any]:
             "sample": list(r.sample),
         },
         "failed": {"count": r.rows["failed"], "not_sent": r.not_sent, "unknown": r.unknown, "file": files["failed"]},
-        "skipped": {"by_reason": dict(r.skipped_by_reason.most_common())},
+        "skipped": {"by_reason": dict(r.skipped_by_reason.most_common()), "not_sent": r.not_sent},
         "possibly_duplicated": {
             "count": r.possibly_duplicated,
             "by_reason": dict(r.duplicated_by_reason.most_common()),

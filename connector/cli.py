@@ -211,11 +211,12 @@ def _unknown_lines(report: RunReport) -> list[str]:
 
 def _failed_lines(report: RunReport) -> list[str]:
     """Where the rows not delivered are listed; for a run reading SQL, that the list is to read, not to resend."""
-    path = report.failed.file
-    if path is None:
+    file = report.failed.file
+    if file is None:
         return []
+    path = str(file)
     if report.not_sent:  # a stop or an abort: the file lists skipped rows too
-        path = f"{path} ({report.rows['failed']:,} failed, {report.not_sent:,} skipped as not_sent)"
+        path += f" ({report.rows['failed']:,} failed, {report.not_sent:,} skipped as not_sent)"
     if not report.reads_sql:
         return [f"  failed: {path}"]
     from connector.readers.failed import SQL_RUN_AGAIN

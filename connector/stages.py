@@ -161,6 +161,8 @@ class Run:
                         self.writer = self._writer(client, mode, dry_run=False)
                     for plan in plans:
                         with stream_context(plan.stream.name):
+                            if self.resume is not None and self.resume.carry_whole(plan.stream, report):
+                                continue  # every row had its outcome: not read again (its file changed)
                             if self.halted():
                                 self._list_unsent(plan, self._chunks(plan))
                             else:
@@ -359,6 +361,8 @@ class Run:
                 complete = False
                 self._list_unsent(plan, chunks)
                 break
+        if complete and not self.halted() and self.journal is not None:  # a resumed run may not need to read it
+            self.journal.read(stream.name, self.report.streams[stream.name]["read"])
         if self.incremental is not None:
             self.incremental.finish(stream, complete)
         for w in self.dates[stream.name].warnings() if stream.name in self.dates else []:
@@ -383,7 +387,7 @@ class Run:
         try:
             if self.mirror is not None:
                 users = self.mirror.see(stream, chunk)  # every row read names its user, whatever becomes of it
-            report.add_rejects(chunk.rejects, stream.name)
+            self._rejected(stream, chunk, chunk.rejects)
             done += len(chunk.rejects)
             carried = self._carry(stream, chunk, sending=deliver and self.writer is not None)
             done += sum(carried) if carried else 0
@@ -400,7 +404,7 @@ class Run:
                 keep, rejects = _reconcile(chunk, suite.validate(chunk))  # every row: table checks see the table
                 if carried:
                     keep, rejects = uncarried(chunk, carried, keep, rejects)
-                report.add_rejects(rejects, stream.name)
+                self._rejected(stream, chunk, rejects)
                 if inc is not None:
                     inc.rejected(stream, rejects)
                 done += len(rejects)
@@ -413,7 +417,7 @@ class Run:
             if len(chunk):
                 dates = self.dates.setdefault(stream.name, DateReadings(stream.name))
                 mapped = map_chunk(stream, chunk, self.now, dates=dates)
-                report.add_rejects(mapped.rejects, stream.name)
+                self._rejected(stream, chunk, mapped.rejects)
                 if inc is not None:
                     inc.rejected(stream, mapped.rejects)
                 done += len(mapped.rejects)
@@ -461,7 +465,7 @@ class Run:
                 )
                 return
             self.report.add_read(len(chunk) + len(chunk.rejects), plan.stream.name)
-            self.report.add_rejects(chunk.rejects, plan.stream.name)
+            self._rejected(plan.stream, chunk, chunk.rejects)
             carried = self._carry(plan.stream, chunk, sending=False)
             rows = [(chunk.ref(i), v) for i, v in enumerate(chunk.table.to_pylist()) if not carried or not carried[i]]
             self.report.add_not_sent(rows, reason, plan.stream.name, checked=False)
@@ -475,6 +479,12 @@ class Run:
             f"stream {plan.stream.name}: the run was {what}; {n:,} row(s) read after it were counted as skipped and "
             "listed in failed.csv as not_sent" + (f" (once the cause is fixed, {then})" if what == "aborted" else "")
         )
+
+    def _rejected(self, stream: Stream, chunk: Chunk, rejects: list[Rejected]) -> None:
+        """Count the rows the run's own checks rejected, and journal them: a resumed run keeps them rejected."""
+        self.report.add_rejects(rejects, stream.name)
+        if self.journal is not None:
+            self.journal.rejected(stream.name, chunk.file, rejects)
 
     def _carry(self, stream: Stream, chunk: Chunk, *, sending: bool) -> list[bool] | None:
         """A resumed run: count the outcomes the journal already holds for the chunk's rows (True = carried)."""

@@ -86,7 +86,8 @@ def check_unfinished(pipeline: Pipeline, report_dir: str | Path | None, partitio
     other run of the same pipeline and partition is alive: a journal without an end belongs to a run that
     was killed. A journal killed before its header names no run, and counts as the run's own (nothing was
     sent)."""
-    from connector.delivery.resume import DELIVERED, SENT, fingerprints, load_journal, runs_of
+    from connector.delivery.journal_rows import DELIVERED, SENT, load_journal, read_whole
+    from connector.delivery.resume import fingerprints, runs_of
 
     runs = runs_of(pipeline, report_dir, partition)
     if not runs:
@@ -114,8 +115,9 @@ def check_unfinished(pipeline: Pipeline, report_dir: str | Path | None, partitio
         f"the last run of this pipeline, {run_id} ({run_dir}), {what}, with {unanswered:,} row(s) it had sent "
         f"without seeing Braze's answer ({delivered:,} confirmed). " + _what_this_run_sends(pipeline, touched)
     )
+    whole = read_whole(last, pipeline, now)  # every row had its outcome: --resume does not read them again
     changed = sorted(f for stream, fps in (last.header.get("sources") or {}).items() for f, fp in fps.items()
-                     if now.get(stream, {}).get(f) != list(fp))  # fmt: skip
+                     if now.get(stream, {}).get(f) != list(fp) and stream not in whole)  # fmt: skip
     if any(s.source.is_sql for s in pipeline.streams):
         text += " (a pipeline reading SQL cannot be resumed)"
     elif changed:

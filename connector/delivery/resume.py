@@ -285,8 +285,11 @@ class ResumeSet:
             )
 
     def header(self, base: dict[str, Any]) -> dict[str, Any]:
-        """The next attempt's journal header."""
-        return {**base, "run_id": self.run_id, "attempt": self.journal.attempts + 1}
+        """The next attempt's journal header. A stream carried over without reading keeps the fingerprints of
+        the files its row numbers name: a later resume must not take the changed file for the same one."""
+        before = self.journal.header.get("sources") or {}
+        sources = {**(base.get("sources") or {}), **{s: before.get(s, {}) for s in self.whole}}
+        return {**base, "sources": sources, "run_id": self.run_id, "attempt": self.journal.attempts + 1}
 
     def open_journal(self, header: dict[str, Any]) -> Journal:
         """Append the next attempt to the same journal (a torn tail is cut off first)."""

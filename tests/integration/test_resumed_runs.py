@@ -341,3 +341,7 @@ def test_a_changed_file_of_a_stream_every_row_of_which_had_its_outcome_does_not_
     [w] = [w for w in doc["warnings"] if "not read again" in w]
     assert "events.parquet (stream events) changed since run" in w and "(180 delivered, 20 rejected)" in w
     assert len(csv_rows(run_dir / "rejects.csv")) == 23  # the events' 20 by file, row and rule; users' 3 whole
+    # Resumed again: the new events file is still not the one the journal's row numbers name.
+    again = report_json(run_pipeline(pipeline, raise_on_failure=False, env=env_for(fresh), resume=ResumeSet(run_dir)))
+    assert not applied_rows(fresh) and again["streams"] == doc["streams"] and again["requests"]["total"] == 0
+    assert [w for w in again["warnings"] if "not read again" in w]

@@ -154,8 +154,9 @@ def _summary(report: RunReport, paths: dict[str, Path]) -> list[str]:
         if m.get("decided"):
             lines.append(f"  removed users ({name}, {m['known']:,} known): {removed_outcome(m, dry_run=report.dry_run)}")
     if report.skipped_by_reason:
+        listed = f"; {report.not_sent:,} of them not sent, listed in failed.csv as not_sent" if report.not_sent else ""
         lines.append(
-            "  skipped: " + ", ".join(f"{n:,} {why}" for why, n in report.skipped_by_reason.most_common())
+            "  skipped: " + ", ".join(f"{n:,} {why}" for why, n in report.skipped_by_reason.most_common()) + listed
         )
     for name, st in report.streams.items():
         if "delta" in st:
@@ -210,9 +211,12 @@ def _unknown_lines(report: RunReport) -> list[str]:
 
 def _failed_lines(report: RunReport) -> list[str]:
     """Where the rows not delivered are listed; for a run reading SQL, that the list is to read, not to resend."""
-    path = report.failed.file
-    if path is None:
+    file = report.failed.file
+    if file is None:
         return []
+    path = str(file)
+    if report.not_sent:  # a stop or an abort: the file lists skipped rows too
+        path += f" ({report.rows['failed']:,} failed, {report.not_sent:,} skipped as not_sent)"
     if not report.reads_sql:
         return [f"  failed: {path}"]
     from connector.readers.failed import SQL_RUN_AGAIN

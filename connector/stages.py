@@ -161,6 +161,8 @@ class Run:
                         self.writer = self._writer(client, mode, dry_run=False)
                     for plan in plans:
                         with stream_context(plan.stream.name):
+                            if self.resume is not None and self.resume.carry_whole(plan.stream, report):
+                                continue  # every row had its outcome: not read again (its file changed)
                             if self.halted():
                                 self._list_unsent(plan, self._chunks(plan))
                             else:
@@ -182,6 +184,7 @@ class Run:
         finally:
             if client is not None:
                 report.http_engine = client.http_engine
+                self._note_engine(client.http_engine)
                 client.close(self._close_wait())
             self._close_shared_limiter()
             if server is not None:
@@ -281,6 +284,14 @@ class Run:
         left = self.stop.remaining(self.pipeline.write.stop_grace_s)
         return None if left is None else max(1.0, left)
 
+    def _note_engine(self, engine: str) -> None:
+        """A BRAZE_CONNECTOR_HTTP_ENGINE that names no engine goes into the report's warnings, not only the log."""
+        from connector.delivery.transport.frames import engine_name_unknown
+
+        unknown = engine_name_unknown()
+        if unknown is not None and "HTTP process" in engine:
+            self.report.add_warning(f"{unknown}: the requests were sent with {engine}")
+
     def _resend_advice(self, err: ConnectorError) -> str:
         """After the destination failed (exit 3): how to send the rows listed as not sent, once it is fixed."""
         r = self.report
@@ -309,8 +320,8 @@ class Run:
                 "confirmed, read or not); not with --retry-failed, which sends only the rows listed"
             )
             return
-        listed = (f"{r.not_sent:,} row(s) not sent and {r.unknown:,} with an unknown outcome are listed in "
-                  f"{r.failed.path}: " if r.failed.file is not None else "")  # fmt: skip
+        listed = (f"{r.not_sent:,} row(s) not sent (counted as skipped) and {r.unknown:,} with an unknown outcome "
+                  f"(counted as failed) are listed in {r.failed.path}: " if r.failed.file is not None else "")  # fmt: skip
         self.report.add_warning(
             f"stopped: the run was {self.stop.reason}, {how} (exit code {code}); {listed}finish the run with "
             f"--resume {r.report_dir}" + (f" (or send the listed rows with --retry-failed {r.report_dir}{unknown})"
@@ -350,6 +361,8 @@ class Run:
                 complete = False
                 self._list_unsent(plan, chunks)
                 break
+        if complete and not self.halted() and self.journal is not None:  # a resumed run may not need to read it
+            self.journal.read(stream.name, self.report.streams[stream.name]["read"])
         if self.incremental is not None:
             self.incremental.finish(stream, complete)
         for w in self.dates[stream.name].warnings() if stream.name in self.dates else []:
@@ -374,7 +387,7 @@ class Run:
         try:
             if self.mirror is not None:
                 users = self.mirror.see(stream, chunk)  # every row read names its user, whatever becomes of it
-            report.add_rejects(chunk.rejects, stream.name)
+            self._rejected(stream, chunk, chunk.rejects)
             done += len(chunk.rejects)
             carried = self._carry(stream, chunk, sending=deliver and self.writer is not None)
             done += sum(carried) if carried else 0
@@ -391,7 +404,7 @@ class Run:
                 keep, rejects = _reconcile(chunk, suite.validate(chunk))  # every row: table checks see the table
                 if carried:
                     keep, rejects = uncarried(chunk, carried, keep, rejects)
-                report.add_rejects(rejects, stream.name)
+                self._rejected(stream, chunk, rejects)
                 if inc is not None:
                     inc.rejected(stream, rejects)
                 done += len(rejects)
@@ -404,7 +417,7 @@ class Run:
             if len(chunk):
                 dates = self.dates.setdefault(stream.name, DateReadings(stream.name))
                 mapped = map_chunk(stream, chunk, self.now, dates=dates)
-                report.add_rejects(mapped.rejects, stream.name)
+                self._rejected(stream, chunk, mapped.rejects)
                 if inc is not None:
                     inc.rejected(stream, mapped.rejects)
                 done += len(mapped.rejects)
@@ -452,7 +465,7 @@ class Run:
                 )
                 return
             self.report.add_read(len(chunk) + len(chunk.rejects), plan.stream.name)
-            self.report.add_rejects(chunk.rejects, plan.stream.name)
+            self._rejected(plan.stream, chunk, chunk.rejects)
             carried = self._carry(plan.stream, chunk, sending=False)
             rows = [(chunk.ref(i), v) for i, v in enumerate(chunk.table.to_pylist()) if not carried or not carried[i]]
             self.report.add_not_sent(rows, reason, plan.stream.name, checked=False)
@@ -463,9 +476,15 @@ class Run:
         what = "stopped" if self.stop.stopping and not self.aborted() else "aborted"
         then = SQL_RUN_AGAIN if plan.stream.source.is_sql else "send them with --retry-failed"
         self.report.add_warning(
-            f"stream {plan.stream.name}: the run was {what}; {n:,} row(s) read after it were listed in "
-            "failed.csv as not_sent" + (f" (once the cause is fixed, {then})" if what == "aborted" else "")
+            f"stream {plan.stream.name}: the run was {what}; {n:,} row(s) read after it were counted as skipped and "
+            "listed in failed.csv as not_sent" + (f" (once the cause is fixed, {then})" if what == "aborted" else "")
         )
+
+    def _rejected(self, stream: Stream, chunk: Chunk, rejects: list[Rejected]) -> None:
+        """Count the rows the run's own checks rejected, and journal them: a resumed run keeps them rejected."""
+        self.report.add_rejects(rejects, stream.name)
+        if self.journal is not None:
+            self.journal.rejected(stream.name, chunk.file, rejects)
 
     def _carry(self, stream: Stream, chunk: Chunk, *, sending: bool) -> list[bool] | None:
         """A resumed run: count the outcomes the journal already holds for the chunk's rows (True = carried)."""

@@ -26,5 +26,7 @@ Interface:
   `sync_access.SyncRefusal` sends the rest of a run to bulk when the sync endpoint refuses the key.
 - `canvases.CanvasReplies`: Canvas-level answers (paused/archived notices, a refused canvas_id).
 - `journal.Journal`: journal.log, each request's source rows on disk before it leaves, then their outcomes;
-  `resume.ResumeSet`: an interrupted run's journal read back, carried into the resumed run's report.
+  `journal_rows.load_journal`: it read back, every row's last state (delivered, refused, rejected by the run's
+  checks, ...) and the streams read to their end; `resume.ResumeSet`: an interrupted run's journal carried
+  into the resumed run's report (a stream every row of which had its outcome is carried without reading it).
 """

@@ -20,6 +20,10 @@ sender. Outcome records ride along with the next flush, and are synced at the en
   failed, not applied as far as anyone knows, `U` unknown, may have been applied (a = status, b = error),
   `N` not applied and safe to send (an aborted run, a request refused as a whole);
 - `["p", n, [rows]]`: rows that may be applied twice because a resumed run sends them again;
+- `["r", n, [[row, stage, rule, column, reason], ...]]`: rows the run's own checks rejected (parse,
+  expectations, mapping): a resumed run keeps them rejected, counted as carried over;
+- `{"k": "read", "stream": s, "rows": n}`: the attempt read stream s to its end, n rows (a resumed run need
+  not read again a stream every row of which has its final outcome);
 - `{"k": "end", "exit_code": c}`: the attempt finished and wrote its report.
 
 `dup` is 1 when the request went out again after an attempt whose connection dropped after sending.
@@ -42,7 +46,7 @@ import orjson
 
 from connector.delivery.outcomes import DUP_DROPPED
 from connector.errors import JournalError
-from connector.records import MappedChunk
+from connector.records import MappedChunk, Rejected
 
 if TYPE_CHECKING:
     from connector.report import RunReport
@@ -202,6 +206,17 @@ class Journal:
         """Final outcome `code` (R, F, U or N) of these objects; a, b: rule and reason, or status and error."""
         if tokens:
             self._quietly(["o", (stream, mapped.chunk.file), code, _rows(mapped, tokens), a, b, int(dup)])
+
+    def rejected(self, stream: str, file: str, rejects: Sequence[Rejected]) -> None:
+        """Rows of (stream, file) rejected by the run's own checks, with the rule and reason (for --resume)."""
+        if rejects:
+            self._quietly(["r", (stream, file), [[r.ref.row, r.stage, r.rule, r.column, r.reason] for r in rejects]])
+
+    def read(self, stream: str, rows: int) -> None:
+        """The stream was read to its end: `rows` rows, each rejected, sent or skipped."""
+        with self._lock:
+            if self._error is None and not self._closing:
+                self._add(encode({"k": "read", "stream": stream, "rows": rows}))
 
     def resent(self, stream: str, file: str, rows: Sequence[int]) -> None:
         """These rows had no answer before an interruption and are sent again: possibly applied twice."""

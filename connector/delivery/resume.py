@@ -8,7 +8,9 @@ usual. Rows whose request left without an answer (the run stopped first) follow 
 outcome `unknown` (idempotent attribute sets are always sent again). A finished run resumed sends nothing.
 
 Row numbers name rows only while the files stay the same, so a source whose size or modification time
-changed since the interrupted run is refused. A pipeline with an SQL source is refused: a query keeps no
+changed since the interrupted run is refused, unless its stream needs no reading: read to its end by an
+earlier attempt, every row delivered or rejected (read_whole); such a stream is carried over from the
+journal without reading it (carry_whole). A pipeline with an SQL source is refused: a query keeps no
 positions (new rows, or an incremental watermark the interrupted run moved, shift them), so the journal's
 row numbers would name other rows; such a pipeline is run again instead (SQL_NO_RESUME).
 """
@@ -17,121 +19,38 @@ from __future__ import annotations
 
 import glob
 import re
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from connector.config import Pipeline, Stream
-from connector.delivery.journal import JOURNAL_FILE, Journal, decode, read_journal
-from connector.delivery.outcomes import DUP_DROPPED, DUP_RESUMED
+from connector.delivery.journal import JOURNAL_FILE, Journal, decode
+from connector.delivery.journal_rows import (
+    DELIVERED,
+    FAILED,
+    NOT_APPLIED,
+    REFUSED,
+    REJECTED,
+    SENT,
+    RunJournal,
+    carried_reject,
+    load_journal,
+    read_whole,
+)
+from connector.delivery.outcomes import DUP_RESUMED
 from connector.delivery.writer import is_idempotent
 from connector.errors import ConfigError, SourceError
 from connector.readers.failed import SQL_RUN_AGAIN, RetrySet, load_failed
-from connector.records import Chunk, Failed, Rejected
+from connector.records import Chunk, Failed, Rejected, RowRef
 
 if TYPE_CHECKING:
     from connector.report import RunReport
 
-# Row states as the journal leaves them (one byte per row number).
-SENT, DELIVERED, REFUSED, FAILED, UNKNOWN, NOT_APPLIED = 1, 2, 3, 4, 5, 6
-_CODES = {"R": REFUSED, "F": FAILED, "U": UNKNOWN, "N": NOT_APPLIED}
 SQL_NO_RESUME = (
     "A run reading SQL cannot be resumed or retried from its files (its journal names rows by their position in "
     "what was read, which a query does not keep): " + SQL_RUN_AGAIN
 )
 NO_ANSWER = "sent before the run was interrupted and no answer came: Braze may have applied it; not sent again"
-
-
-@dataclass
-class FileRows:
-    """What the journal says about the rows of one (stream, source file)."""
-
-    states: bytearray = field(default_factory=bytearray)
-    detail: dict[int, tuple[Any, Any]] = field(default_factory=dict)  # (rule, reason) or (status, error)
-    dup: dict[int, str] = field(default_factory=dict)  # rows possibly applied twice, and why
-
-    def set(self, rows: list[int], state: int) -> None:
-        states = self.states
-        top = max(rows, default=-1)
-        if top >= len(states):
-            states.extend(bytes(top + 1 - len(states)))
-        for r in rows:
-            states[r] = state
-
-    def state(self, row: int) -> int:
-        return self.states[row] if row < len(self.states) else 0
-
-
-@dataclass
-class RunJournal:
-    """A run's journal, read back: its header, every row's last state, and how the last attempt ended."""
-
-    path: Path
-    header: dict[str, Any]
-    attempts: int
-    rows: dict[tuple[str, str], FileRows]
-    ended: dict[str, Any] | None
-    valid_bytes: int
-    torn_bytes: int
-
-
-def load_journal(run_dir: Path) -> RunJournal:
-    """Read `run_dir/journal.log` (one without a whole first record reads as no attempt: nothing was sent).
-
-    Raises:
-        ConfigError: there is no journal.
-    """
-    path = run_dir / JOURNAL_FILE
-    if not path.is_file():
-        raise ConfigError(
-            f"--resume {run_dir}: no {JOURNAL_FILE} there, so that run sent nothing (validate, --dry-run, or "
-            "stopped before its first request): run the pipeline again, or pass another run's report folder"
-        )
-    lines = read_journal(path)
-    header: dict[str, Any] | None = None
-    attempts = 0
-    rows: dict[tuple[str, str], FileRows] = {}
-    files: dict[int, FileRows] = {}
-    sent: dict[int, tuple[FileRows, list[int]]] = {}
-    ended: dict[str, Any] | None = None
-    for rec in lines.records:
-        if isinstance(rec, dict):
-            kind = rec.get("k")
-            if kind == "run":
-                header, attempts, ended = rec, attempts + 1, None
-                files, sent = {}, {}
-            elif kind == "file":
-                files[rec["i"]] = rows.setdefault((rec["stream"], rec["file"]), FileRows())
-            elif kind == "end":
-                ended = rec
-            continue
-        tag = rec[0]
-        if tag == "s":
-            fr = files[rec[2]]
-            fr.set(rec[3], SENT)
-            sent[rec[1]] = (fr, rec[3])
-        elif tag == "d":
-            if rec[1] not in sent:
-                continue
-            fr, sent_rows = sent.pop(rec[1])
-            refused = set(rec[3])
-            done = [r for r in sent_rows if r not in refused]
-            fr.set(done, DELIVERED)
-            if rec[2]:
-                fr.dup.update(dict.fromkeys(done, DUP_DROPPED))
-        elif tag == "o":
-            fr = files[rec[1]]
-            state = _CODES[rec[2]]
-            fr.set(rec[3], state)
-            if state != NOT_APPLIED:
-                fr.detail.update(dict.fromkeys(rec[3], (rec[4], rec[5])))
-            if rec[6]:
-                fr.dup.update(dict.fromkeys(rec[3], DUP_DROPPED))
-        elif tag == "p":
-            files[rec[1]].dup.update(dict.fromkeys(rec[2], DUP_RESUMED))
-    # No whole first record: the run was stopped before it could send anything; resuming starts it afresh.
-    return RunJournal(path, header or {}, attempts, rows, ended, lines.valid_bytes, lines.torn_bytes)
 
 
 def find_run_dir(pipeline: Pipeline, report_dir: str | Path | None) -> Path:
@@ -277,6 +196,7 @@ class ResumeSet:
             "resent_unanswered": 0,
         }
         self._log: Journal | None = None
+        self.whole: set[str] = set()  # streams carried over without reading them again (check() decides)
 
     # ---- before the run ---------------------------------------------------------------------------
     def retry_set(self) -> RetrySet | None:
@@ -313,6 +233,7 @@ class ResumeSet:
         self._refuse_if_superseded(pipeline, report_dir, partition)
         before: dict[str, dict[str, list[int]]] = self.journal.header.get("sources") or {}
         now = fingerprints(files)
+        whole = read_whole(self.journal, pipeline, now)
         warnings: list[str] = []
         for stream, old in before.items():
             for f, (size, mtime) in old.items():
@@ -320,17 +241,32 @@ class ResumeSet:
                 if cur is None:
                     warnings.append(f"resume: {f} (stream {stream}) is no longer a source of this pipeline; the "
                                     "outcomes of its rows are not in this report")  # fmt: skip
+                elif cur != [size, mtime] and stream in whole:
+                    self.whole.add(stream)
+                    warnings.append(self._not_read_again(stream, f))
                 elif cur != [size, mtime]:
                     raise SourceError(
-                        f"--resume: {f} changed since run {self.run_id} was interrupted (size {size:,} -> "
-                        f"{cur[0]:,} bytes, or its modification time), so the journal's row numbers may name other "
-                        "rows now. Restore the file (with its modification time: cp -p), or start a new run with "
-                        "--ignore-unfinished (rows already delivered would be sent again)"
+                        f"--resume: {f} (stream {stream}) changed since run {self.run_id} was interrupted (size "
+                        f"{size:,} -> {cur[0]:,} bytes, or its modification time), and stream {stream} still has rows "
+                        "to read or send, so the journal's row numbers may name other rows now. Restore the file "
+                        "(with its modification time: cp -p), or start a new run with --ignore-unfinished (rows "
+                        "already delivered would be sent again)"
                     )
         if self.journal.torn_bytes:
             warnings.append(f"resume: the last {self.journal.torn_bytes:,} byte(s) of {self.journal.path} were an "
                             "unfinished write (the run was stopped mid-record); they were cut off")  # fmt: skip
         return warnings
+
+    def _not_read_again(self, stream: str, file: str) -> str:
+        """The warning for a changed file whose stream had every row's outcome: carried over, not read."""
+        final, _ = self.journal.final_rows(stream)
+        rejected = sum(fr.states.count(REFUSED) + fr.states.count(REJECTED)
+                       for (name, _), fr in self.journal.rows.items() if name == stream)  # fmt: skip
+        unlisted = (f"; its {rejected:,} rejected row(s) are listed in the rejects file without their values (the "
+                    "file no longer holds them)" if rejected else "")  # fmt: skip
+        return (f"resume: {file} (stream {stream}) changed since run {self.run_id} was interrupted, but every row "
+                f"of stream {stream} already had its outcome ({final - rejected:,} delivered, {rejected:,} rejected): "
+                f"the stream is not read again and its outcomes are carried over{unlisted}")
 
     def _refuse_if_superseded(self, pipeline: Pipeline, report_dir: str | Path | None, partition: str | None) -> None:
         """A run of this pipeline and partition that started after this one sent its rows after it: resuming
@@ -349,8 +285,11 @@ class ResumeSet:
             )
 
     def header(self, base: dict[str, Any]) -> dict[str, Any]:
-        """The next attempt's journal header."""
-        return {**base, "run_id": self.run_id, "attempt": self.journal.attempts + 1}
+        """The next attempt's journal header. A stream carried over without reading keeps the fingerprints of
+        the files its row numbers name: a later resume must not take the changed file for the same one."""
+        before = self.journal.header.get("sources") or {}
+        sources = {**(base.get("sources") or {}), **{s: before.get(s, {}) for s in self.whole}}
+        return {**base, "sources": sources, "run_id": self.run_id, "attempt": self.journal.attempts + 1}
 
     def open_journal(self, header: dict[str, Any]) -> Journal:
         """Append the next attempt to the same journal (a torn tail is cut off first)."""
@@ -367,7 +306,11 @@ class ResumeSet:
         idempotent; otherwise they are carried as unknown. `sending` is False for rows a stopped run only lists.
         """
         fr = self.journal.rows.get((stream.name, chunk.file))
-        if fr is None or not len(chunk):
+        if fr is None:
+            return None
+        # Unparseable rows are rejected again as they are read (the caller counts them): carried all the same.
+        self.summary["carried"]["rejected"] += sum(fr.state(r.ref.row) == REJECTED for r in chunk.rejects)
+        if not len(chunk):
             return None
         resend = sending and (on_ambiguous == "retry" or is_idempotent(stream))
         carried = [False] * len(chunk)
@@ -391,15 +334,37 @@ class ResumeSet:
                 dups.setdefault(fr.dup[row], []).append(i)
             if state == DELIVERED:
                 delivered += 1
-            elif state == REFUSED:
-                rule, reason = fr.detail.get(row, ("braze.request", "refused by Braze"))
-                rejects.append(Rejected(chunk.ref(i), "destination", str(rule), str(reason), values=chunk.values(i)))
+            elif state in (REFUSED, REJECTED):
+                rejects.append(carried_reject(fr, row, chunk.ref(i), chunk.values(i)))
             else:  # failed, unknown, or sent without an answer and not sent again
                 status, error = (None, NO_ANSWER) if state == SENT else fr.detail.get(row, (None, NO_ANSWER))
                 outcome: Literal["failed", "unknown"] = "failed" if state == FAILED else "unknown"
                 failed.append(Failed(chunk.ref(i), str(error), status, outcome, chunk.values(i)))
         self._record(stream.name, chunk, report, delivered, rejects, failed, dups, again)
         return carried if any(carried) else None
+
+    def carry_whole(self, stream: Stream, report: RunReport) -> bool:
+        """Record in `report` the outcomes of a stream carried over without reading it (check() chose it: every
+        row delivered or rejected, a file changed since); False for a stream to read as usual."""
+        if stream.name not in self.whole:
+            return False
+        report.add_read(self.journal.read[stream.name], stream.name)
+        for (name, file), fr in self.journal.rows.items():
+            if name != stream.name:
+                continue
+            delivered = fr.states.count(DELIVERED)
+            rows = [r for r, state in enumerate(fr.states) if state in (REFUSED, REJECTED)]
+            rejects = [carried_reject(fr, r, RowRef(file, r), {}) for r in rows]
+            dups: dict[str, list[RowRef]] = {}
+            for r, why in fr.dup.items():
+                dups.setdefault(why, []).append(RowRef(file, r))
+            report.add_delivered(delivered, stream.name)
+            report.add_rejects(rejects, stream.name)
+            for why, refs in dups.items():
+                report.add_possibly_duplicated(refs, why, stream.name)
+            self.summary["carried"]["delivered"] += delivered
+            self.summary["carried"]["rejected"] += len(rejects)
+        return True
 
     def _record(self, stream: str, chunk: Chunk, report: RunReport, delivered: int, rejects: list[Rejected],
                 failed: list[Failed], dups: dict[str, list[int]], again: list[int]) -> None:  # fmt: skip

@@ -86,7 +86,8 @@ def check_unfinished(pipeline: Pipeline, report_dir: str | Path | None, partitio
     other run of the same pipeline and partition is alive: a journal without an end belongs to a run that
     was killed. A journal killed before its header names no run, and counts as the run's own (nothing was
     sent)."""
-    from connector.delivery.resume import DELIVERED, SENT, fingerprints, load_journal, runs_of
+    from connector.delivery.journal_rows import DELIVERED, SENT, load_journal, read_whole
+    from connector.delivery.resume import fingerprints, runs_of
 
     runs = runs_of(pipeline, report_dir, partition)
     if not runs:
@@ -106,15 +107,17 @@ def check_unfinished(pipeline: Pipeline, report_dir: str | Path | None, partitio
     twice = _sent_again(pipeline, last, now, {DELIVERED, SENT})  # same files: refused
     maybe = _sent_again(pipeline, last, None, {DELIVERED, SENT})  # files changed or SQL: cannot tell
     killed = end is False
+    touched = {name for (name, _), fr in last.rows.items() if fr.states.count(DELIVERED) or fr.states.count(SENT)}
     if not maybe and not (killed and unanswered):
         return None  # nothing in flight and nothing a re-run may apply twice: the new run loses nothing
     what = "did not finish (killed, or its machine stopped)" if killed else "was stopped before it finished"
     text = (
         f"the last run of this pipeline, {run_id} ({run_dir}), {what}, with {unanswered:,} row(s) it had sent "
-        f"without seeing Braze's answer ({delivered:,} confirmed). " + _what_this_run_sends(pipeline)
+        f"without seeing Braze's answer ({delivered:,} confirmed). " + _what_this_run_sends(pipeline, touched)
     )
+    whole = read_whole(last, pipeline, now)  # every row had its outcome: --resume does not read them again
     changed = sorted(f for stream, fps in (last.header.get("sources") or {}).items() for f, fp in fps.items()
-                     if now.get(stream, {}).get(f) != list(fp))  # fmt: skip
+                     if now.get(stream, {}).get(f) != list(fp) and stream not in whole)  # fmt: skip
     if any(s.source.is_sql for s in pipeline.streams):
         text += " (a pipeline reading SQL cannot be resumed)"
     elif changed:
@@ -146,10 +149,11 @@ def _sent_again(pipeline: Pipeline, last: Any, now: dict[str, dict[str, list[int
     return out
 
 
-def _what_this_run_sends(pipeline: Pipeline) -> str:
+def _what_this_run_sends(pipeline: Pipeline, touched: set[str]) -> str:
     """Only delta and incremental state remember what Braze confirmed: a stream without either sends every
-    row again, those the killed run delivered included."""
-    forgetful = [s.name for s in pipeline.streams if not s.delta and s.incremental is None]
+    row again, those the killed run delivered included. Named: such streams of which that run delivered or
+    sent rows (`touched`); one it sent nothing of loses nothing."""
+    forgetful = [s.name for s in pipeline.streams if not s.delta and s.incremental is None and s.name in touched]
     remembered = ("This run sends again whatever that run did not confirm and does not count those rows, which "
                   "Braze may already have applied (events, purchases and inc may count twice)")  # fmt: skip
     if not forgetful:

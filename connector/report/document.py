@@ -17,7 +17,7 @@ EXIT_MEANINGS = {
     1: "rows rejected over the threshold, or rows not delivered",
     2: "usage or pipeline-file error",
     3: "destination fatal: bad API key, unreachable after retries, or rate limit spent beyond the retry budget",
-    4: "stopped by a signal or the caller; unprocessed rows listed in failed.csv",
+    4: "stopped by a signal or the caller; unprocessed rows skipped and listed in failed.csv as not_sent",
     130: "stopped at once by a second SIGINT; rows in flight listed as unknown, rows not read not listed",
     143: "stopped at once by a second SIGTERM; rows in flight listed as unknown, rows not read not listed",
 }
@@ -28,9 +28,10 @@ REFUSED_MEANING = ("deletion of users gone from the source refused by the max_de
 MAX_TIMELINE_POINTS = 600
 
 
-def exit_meaning(code: int, removed: dict[str, Any] | None, rows_failed: bool,
+def exit_meaning(code: int, removed: dict[str, Any] | None, rows_failed: bool | str,
                  table_checks: Iterable[dict[str, Any]] = ()) -> str:  # fmt: skip
-    """The words for an exit code; `rows_failed`: rows were rejected over the threshold or not delivered.
+    """The words for an exit code; `rows_failed`: rows were rejected over the threshold or not delivered
+    (a string: the words naming the figures, rows_cause()).
 
     Exit code 1 has three causes (rows, a failed table check, a refused deletion guard); name the ones that
     happened, so the reader is not sent looking for rejects that are not there.
@@ -39,7 +40,7 @@ def exit_meaning(code: int, removed: dict[str, Any] | None, rows_failed: bool,
         return EXIT_MEANINGS.get(code, "unknown")
     causes = [REFUSED_MEANING] if any(m.get("refused") for m in (removed or {}).values()) else []
     if rows_failed:
-        causes.append(EXIT_MEANINGS[1])
+        causes.append(rows_failed if isinstance(rows_failed, str) else EXIT_MEANINGS[1])
     checks = sorted({f"{c['stream']}: {c['expectation']}" + (f" on '{c['column']}'" if c.get("column") else "")
                      for c in table_checks if not c["success"] and c["action"] == "fail"})  # fmt: skip
     if checks:
@@ -52,7 +53,21 @@ def exit_meaning(code: int, removed: dict[str, Any] | None, rows_failed: bool,
 def report_meaning(r: ReportCounters, exit_code: int | None = None) -> str:
     """exit_meaning() of a run's report (its exit code unless another is given)."""
     code = r.exit_code if exit_code is None else exit_code
-    return exit_meaning(code, r.removed, r.compute_exit_code() == 1, r.table_checks)
+    rows = rows_cause(r.rows, r.max_reject_fraction) if r.compute_exit_code() == 1 else False
+    return exit_meaning(code, r.removed, rows, r.table_checks)
+
+
+def rows_cause(rows: dict[str, int], max_reject_fraction: float) -> str:
+    """Why the rows make exit code 1, in figures (e.g. "23.6 % of rows rejected (236 of 1,000), above
+    max_reject_fraction 5 %"): the general words send the reader to count for themselves."""
+    read, rejected, failed = rows["read"], rows["rejected"], rows["failed"]
+    causes = []
+    if read and rejected / read > max_reject_fraction:
+        causes.append(f"{rejected / read * 100:.1f} % of rows rejected ({rejected:,} of {read:,}), above "
+                      f"max_reject_fraction {max_reject_fraction * 100:g} %")  # fmt: skip
+    if failed:
+        causes.append(f"{failed:,} row(s) not delivered (listed in failed.csv)")
+    return "; ".join(causes) or EXIT_MEANINGS[1]
 
 
 def removed_outcome(m: dict[str, Any], *, dry_run: bool) -> str:
@@ -170,7 +185,7 @@ def build_document(r: ReportCounters) -> dict[str, Any]:
             "sample": list(r.sample),
         },
         "failed": {"count": r.rows["failed"], "not_sent": r.not_sent, "unknown": r.unknown, "file": files["failed"]},
-        "skipped": {"by_reason": dict(r.skipped_by_reason.most_common())},
+        "skipped": {"by_reason": dict(r.skipped_by_reason.most_common()), "not_sent": r.not_sent},
         "possibly_duplicated": {
             "count": r.possibly_duplicated,
             "by_reason": dict(r.duplicated_by_reason.most_common()),

@@ -223,8 +223,14 @@ def _requests(d: dict[str, Any]) -> str:
         f'<p class="sub">{req["total"]:,} requests · {req["retries"]:,} retries · {req["rate_limited"]:,} '
         f"rate limited (429){probed}</p></div>"
         f'<div class="two"><div class="card"><h2>Latency</h2><dl>{latency}</dl></div>'
-        f'<div class="card"><h2>Skipped</h2>{_bars(d["skipped"]["by_reason"])}</div></div>'
+        f'<div class="card"><h2>Skipped</h2>{_bars(d["skipped"]["by_reason"])}{_not_sent(d)}</div></div>'
     )
+
+
+def _not_sent(d: dict[str, Any]) -> str:
+    """Skipped rows a stop (or an abort) did not send are listed in the failed file: say so where they are counted."""
+    n = d["failed"].get("not_sent") or 0
+    return f'<p class="sub">{n:,} of them not sent: listed in failed.csv as not_sent</p>' if n else ""
 
 
 def _reject_bars(d: dict[str, Any]) -> str:
@@ -281,7 +287,9 @@ def _reject_sample(d: dict[str, Any]) -> str:
     return (
         f'<div class="card"><h2>Sample of rejected rows ({len(sample)} of {d["rows"]["rejected"]:,})</h2>'
         f'{table or "<p class=muted>No rows were rejected.</p>"}<p class="sub">All rejected rows: '
-        f"<code>{_e(rej['file'])}</code> · failed rows: <code>{_e(d['failed']['file'])}</code></p></div>"
+        f"<code>{_e(rej['file'])}</code> · failed rows: <code>{_e(d['failed']['file'])}</code>"
+        + (f" ({d['rows']['failed']:,} failed, {d['failed']['not_sent']:,} skipped as not_sent)"
+           if d["failed"].get("not_sent") else "") + "</p></div>"
     )
 
 

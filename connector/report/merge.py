@@ -125,7 +125,8 @@ def merge_reports(docs: list[dict[str, Any]], out: Path) -> dict[str, Any]:
             "by_reason": _sum_counts(d.get("possibly_duplicated", {}).get("by_reason", {}) for d in docs),
             "file": None,
         },
-        "skipped": {"by_reason": _sum_counts(d["skipped"]["by_reason"] for d in docs)},
+        "skipped": {"by_reason": _sum_counts(d["skipped"]["by_reason"] for d in docs),
+                    "not_sent": sum(int(d["failed"]["not_sent"]) for d in docs)},
         "requests": requests,
         "throughput": {
             "objects_per_s": round(objects / duration, 3) if duration else 0.0,

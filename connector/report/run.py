@@ -86,7 +86,10 @@ class RunReport(ReportCounters):
             self._count("delivered", n, stream)
 
     def add_skipped(self, n: int, reason: str, stream: str | None = None) -> None:
-        """Count n rows deliberately not sent (e.g. unchanged since the last sync), by reason."""
+        """Count n rows deliberately not sent (e.g. unchanged since the last sync), by reason (a reason with
+        no row is not kept: a first delta run would list "0 unchanged" in the summary and report.json)."""
+        if not n:
+            return
         with self._lock:
             self._count("skipped", n, stream)
             self.skipped_by_reason[reason] += n

@@ -323,3 +323,20 @@ def test_a_plain_run_after_a_stop_is_refused_for_the_same_files_not_for_new_ones
     # The embedded emulator (destination: local) starts empty every run: nothing there to apply twice.
     local = pipeline.model_copy(update={"destination": pipeline.destination.model_copy(update={"url": "local"})})
     assert run_pipeline(local, report_dir=runs, env={}).exit_code == 0
+
+
+def test_the_warning_after_a_stop_names_only_the_streams_it_delivered_or_sent_rows_of(tmp_path: Path) -> None:
+    """Stopped while still on events, the run sent no purchase: a re-run with --ignore-unfinished applies the
+    delivered events twice, not purchases (none was sent), so its warning names events alone."""
+    from connector import load_pipeline, run_pipeline
+
+    pipeline_file, _ = write_project(tmp_path, 2000, "aiohttp")
+    pipeline = load_pipeline(pipeline_file)
+    runs = tmp_path / "runs" / "{run_id}"
+    with EmulatorServer(api_keys=(KEY,), latency_ms=50) as em:
+        env = {"BRAZE_API_KEY": KEY, "BRAZE_REST_ENDPOINT": em.url}
+        stopped = _stopped_midway(pipeline, runs, env, em)
+        assert stopped.streams["events"]["delivered"] > 0 and stopped.streams["purchases"]["delivered"] == 0
+        anyway = run_pipeline(pipeline, report_dir=runs, env=env, ignore_unfinished=True)
+    [w] = [w for w in anyway.warnings if "was stopped before it finished" in w]
+    assert "Stream(s) events keep no state" in w and "for the other streams" in w, w

@@ -40,9 +40,14 @@ def requests_201(em: Any) -> int:
 def test_a_rerun_sends_only_the_changed_attributes(emulator: Any, tmp_path: Path) -> None:
     stream = {**users_stream(), "delta": True}
     pipeline = project(tmp_path, [stream])
-    first = report_json(run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r1", env=env_for(emulator)))
+    first_run = run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r1", env=env_for(emulator))
+    first = report_json(first_run)
     assert first["rows"]["delivered"] == 3 and first["delta"]["state_file"].endswith("state/t.sqlite")
     assert first["streams"][0]["delta"] == {"added": 3, "changed": 0, "unchanged": 0}
+    from connector.cli import _summary
+
+    # An empty state skips nothing: no "skipped: 0 unchanged" line, no zero reason in report.json.
+    assert first["skipped"]["by_reason"] == {} and not [s for s in _summary(first_run, {}) if "skipped:" in s]
     sent_before = requests_201(emulator)
 
     second = report_json(run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r2", env=env_for(emulator)))
@@ -64,8 +69,6 @@ def test_a_rerun_sends_only_the_changed_attributes(emulator: Any, tmp_path: Path
     full = report_json(full_run)
     assert full["rows"]["delivered"] == 3 and full["delta"]["full"] is True
     assert full["streams"][0]["delta"] == {"added": 0, "changed": 3, "unchanged": 0}  # known users, sent again
-    from connector.cli import _summary
-
     assert "  delta users: 0 added, 3 changed, 0 unchanged" in _summary(full_run, {})
 
 

@@ -187,6 +187,7 @@ def test_threshold_exceeded_exits_1(emulator: EmulatorServer, tmp_path: Path) ->
     report = run_pipeline(p, mode="bulk", report_dir=tmp_path / "out", env=env_for(emulator), raise_on_failure=False)
     assert report_json(report)["exit_code"] == 1
     assert report.rows["delivered"] == len(GOOD_USERS)
+    assert report_json(report)["exit_meaning"] == "50.0 % of rows rejected (3 of 6), above max_reject_fraction 10 %"
 
 
 def test_bad_key_exits_3_and_writes_the_report(emulator: EmulatorServer, tmp_path: Path) -> None:
@@ -260,6 +261,21 @@ def test_the_report_names_the_http_engine_chosen_by_the_environment(
     doc = report_json(report)
     assert doc["exit_code"] == 0 and doc["rows"]["delivered"] == len(GOOD_USERS)
     assert doc["requests"]["http_engine"] == "aiohttp (HTTP process)"
+    assert not [w for w in doc["warnings"] if "HTTP_ENGINE" in w]
+
+
+def test_an_engine_name_that_names_none_is_a_report_warning_not_only_a_log_line(
+    emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BRAZE_CONNECTOR_HTTP_ENGINE=bogus: the default engine sends, and report.json's warnings say the name
+    meant nothing (a scheduler's log may be lost; the report is kept)."""
+    monkeypatch.setenv("BRAZE_CONNECTOR_HTTP_ENGINE", "bogus")
+    p = project(tmp_path, [users_stream()])
+    doc = report_json(run_pipeline(p, mode="bulk", report_dir=tmp_path / "out", env=env_for(emulator)))
+    assert doc["rows"]["delivered"] == len(GOOD_USERS)
+    engine = doc["requests"]["http_engine"]
+    assert engine.endswith("(HTTP process)")
+    assert f"BRAZE_CONNECTOR_HTTP_ENGINE='bogus' names no HTTP engine (curl, aiohttp): the requests were sent with {engine}" in doc["warnings"]
 
 
 def test_auto_mode_picks_bulk_for_a_large_table(emulator: EmulatorServer, tmp_path: Path) -> None:

@@ -75,6 +75,17 @@ def test_a_stopped_run_lists_every_unprocessed_row_and_either_advised_command_co
     assert {r["_outcome"] for r in rows} == {"not_sent"}
     assert {r["_stream"] for r in rows} == {"events", "users"}
     said = next(w for w in doc["warnings"] if w.startswith("stopped: the run was stopped by the caller"))
+    # Counted as skipped, listed in failed.csv: the summary, report.json, report.html and the warning agree.
+    n = doc["rows"]["skipped"]
+    assert doc["rows"]["failed"] == doc["failed"]["count"] == 0 and doc["skipped"]["not_sent"] == n
+    assert f"{n:,} row(s) not sent (counted as skipped) and 0 with an unknown outcome (counted as failed)" in said
+    from connector.cli import _summary
+
+    summary = "\n".join(_summary(report, {}))
+    assert f"skipped: {n:,} run stopped by the caller; {n:,} of them not sent, listed in failed.csv as not_sent" in summary
+    assert f"failed: {report.failed.path} (0 failed, {n:,} skipped as not_sent)" in summary
+    html = (report.report_dir / "report.html").read_text(encoding="utf-8")
+    assert f"{n:,} of them not sent: listed in failed.csv as not_sent" in html
     assert f"finish the run with --resume {report.report_dir} (or send the listed rows with --retry-failed " \
            f"{report.report_dir})" in said  # fmt: skip
     assert Counter(a["identifier"]["external_id"] for e in emu.ledger() for a in e["applied"]

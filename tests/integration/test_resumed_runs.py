@@ -14,8 +14,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
-from test_pipeline_run import FAST_RETRY, env_for, events_stream, project, report_json, write_events
+from test_pipeline_run import (
+    FAST_RETRY,
+    env_for,
+    events_stream,
+    project,
+    report_json,
+    users_stream,
+    write_events,
+)
 from typer.testing import CliRunner
 
 from connector.cli import app
@@ -263,3 +272,76 @@ def test_a_run_whose_failed_rows_a_retry_run_resent_is_not_resumed(tmp_path: Pat
     mark_retried(tmp_path / "run" / "failed.csv", "started 2026-01-01T00:00:00Z, pid 1")
     with pytest.raises(ConfigError, match="already sent this run's failed rows again"):
         ResumeSet(tmp_path / "run")
+
+
+def test_rows_rejected_before_the_interruption_are_carried_over_with_their_reasons(
+    emulator_factory: Any, tmp_path: Path
+) -> None:
+    """The journal keeps the rows the run's own checks rejected: a resumed run counts them as carried over (as
+    it does delivered and failed rows), once each, with their rule, reason and values, within the totals."""
+    write_events(tmp_path / "data" / "events.parquet", ROWS, bad_every=10)  # 20 events without a time
+    pipeline = project(tmp_path, [events_stream()], write={"retry": FAST_RETRY, "max_objects_per_request": 10,
+                                                           "concurrency": 1})  # fmt: skip
+    run_dir = tmp_path / "run"
+    run_pipeline(pipeline, raise_on_failure=False, mode="bulk", report_dir=run_dir, env=env_for(emulator_factory()))
+    cut_after_request(run_dir, 8)
+    doc = report_json(run_pipeline(pipeline, raise_on_failure=False, env=env_for(emulator_factory()),
+                                   resume=ResumeSet(run_dir)))  # fmt: skip
+    assert doc["invariant_ok"] is True and doc["rows"]["delivered"] == ROWS - 20 and doc["rows"]["rejected"] == 20
+    assert doc["resume"]["carried"] == {"delivered": 70, "rejected": 20, "failed": 0, "unknown": 0}
+    assert sum(doc["rejects"]["by_rule"].values()) == 20
+    rejects = pq.read_table(doc["rejects"]["file"]).to_pylist()
+    assert sorted(int(r["_row_number"]) for r in rejects) == list(range(1, ROWS + 1, 10))  # each once
+    assert all(r["user_id"] and r["_rule"] and r["_reason"] for r in rejects)  # rule, reason and values
+
+
+def cut_once_delivered(run_dir: Path, stream: str) -> None:
+    """Keep the journal up to the last answer to a request of `stream` (and the record that it was read to its
+    end), without the answers to the other streams' requests: as a kill -9 then would leave it."""
+    path = run_dir / JOURNAL_FILE
+    lines = path.read_bytes().splitlines(keepends=True)
+    records = read_journal(path).records
+    files = {r["i"]: r["stream"] for r in records if isinstance(r, dict) and r.get("k") == "file"}
+    ours = {r[1] for r in records if isinstance(r, list) and r[0] == "s" and files[r[2]] == stream}
+    cut = max(i for i, r in enumerate(records) if (isinstance(r, list) and r[0] == "d" and r[1] in ours)
+              or (isinstance(r, dict) and r.get("k") == "read" and r["stream"] == stream))  # fmt: skip
+    lost = [i for i, r in enumerate(records) if isinstance(r, list) and r[0] == "d" and r[1] not in ours]
+    path.write_bytes(b"".join(line for i, line in enumerate(lines[: cut + 1]) if i not in lost))
+
+
+def test_a_changed_file_of_a_stream_every_row_of_which_had_its_outcome_does_not_stop_a_resume(
+    emulator_factory: Any, tmp_path: Path
+) -> None:
+    """Interrupted on its second stream (users), the run had delivered or rejected every event: tonight's events
+    export replacing the file does not refuse the resume, which carries the events over without reading them
+    (nothing resent) and finishes users. A changed file of a stream still to read is refused, naming both."""
+    write_events(tmp_path / "data" / "events.parquet", ROWS, bad_every=10)
+    pipeline = project(tmp_path, [events_stream(), users_stream()],
+                       write={"retry": FAST_RETRY, "max_objects_per_request": 10, "concurrency": 1})  # fmt: skip
+    run_dir = tmp_path / "run"
+    run_pipeline(pipeline, raise_on_failure=False, mode="bulk", report_dir=run_dir, env=env_for(emulator_factory()))
+    cut_once_delivered(run_dir, "events")
+    journaled = sum(len(r[2]) for r in read_journal(run_dir / JOURNAL_FILE).records if isinstance(r, list) and r[0] == "r")
+    assert journaled >= 20  # the events' rejects, and those of users the run got to
+    users_csv = tmp_path / "data" / "users.csv"
+    kept = users_csv.read_bytes(), users_csv.stat()
+    users_csv.write_bytes(kept[0] + b"u9,z@example.com,Zed,9\n")
+    with pytest.raises(SourceError, match=r"users\.csv \(stream users\) changed since run .* stream users still has rows"):
+        run_pipeline(pipeline, raise_on_failure=False, env=env_for(emulator_factory()), resume=ResumeSet(run_dir))
+    users_csv.write_bytes(kept[0])
+    os.utime(users_csv, ns=(kept[1].st_atime_ns, kept[1].st_mtime_ns))  # restored, as with cp -p
+    write_events(tmp_path / "data" / "events.parquet", ROWS + 5)  # tonight's export replaced the events file
+    fresh = emulator_factory()
+    doc = report_json(run_pipeline(pipeline, raise_on_failure=False, env=env_for(fresh), resume=ResumeSet(run_dir)))
+    assert not applied_rows(fresh), "events already delivered were sent again"
+    assert doc["invariant_ok"] is True and doc["rows"]["read"] == ROWS + 6
+    assert [(s["name"], s["delivered"], s["rejected"]) for s in doc["streams"]] == [("events", ROWS - 20, 20),
+                                                                                     ("users", 3, 3)]
+    assert doc["resume"]["carried"]["delivered"] == ROWS - 20 and doc["resume"]["carried"]["rejected"] == journaled
+    [w] = [w for w in doc["warnings"] if "not read again" in w]
+    assert "events.parquet (stream events) changed since run" in w and "(180 delivered, 20 rejected)" in w
+    assert len(csv_rows(run_dir / "rejects.csv")) == 23  # the events' 20 by file, row and rule; users' 3 whole
+    # Resumed again: the new events file is still not the one the journal's row numbers name.
+    again = report_json(run_pipeline(pipeline, raise_on_failure=False, env=env_for(fresh), resume=ResumeSet(run_dir)))
+    assert not applied_rows(fresh) and again["streams"] == doc["streams"] and again["requests"]["total"] == 0
+    assert [w for w in again["warnings"] if "not read again" in w]

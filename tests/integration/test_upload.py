@@ -90,6 +90,17 @@ def test_attributes_with_inferred_types_and_the_written_pipeline_repeats_the_run
     assert (written.parent.parent / redo["run_id"]).is_dir()  # same reports folder, a new run's folder
 
 
+def test_rejects_over_the_threshold_name_their_figures_in_the_exit_meaning(tmp_path: Path) -> None:
+    """Exit code 1 from rejects says how many, of how many, against which threshold (as `run` does)."""
+    rows = "".join(f"u{i},{'x' if i % 4 == 0 else i}\n" for i in range(100))
+    (tmp_path / "ages.csv").write_text("user_id,age\n" + rows, encoding="utf-8")
+    res = invoke("upload", "ages.csv", "--kind", "attributes", "--id", "user_id", "--map", "age:integer", "-q",
+                 cwd=tmp_path, env={"BRAZE_API_KEY": "k"})  # fmt: skip
+    assert res.exit_code == 1, res.output
+    said = "25.0 % of rows rejected (25 of 100), above max_reject_fraction 5 %"
+    assert report_of(res.output)["exit_meaning"] == said and f"exit code 1, {said}" in res.output
+
+
 def test_events_from_the_sample_parquet_into_the_embedded_emulator(tmp_path: Path) -> None:
     shutil.copy(ROOT / "sample_data" / "events.parquet", tmp_path / "events.parquet")
     res = invoke("upload", "events.parquet", "--kind", "events", "--id", "user_id", "--name-column", "event_name",

@@ -13,18 +13,17 @@ from test_journal import HEADER, mapped
 
 from connector.config import Pipeline, Stream
 from connector.delivery.journal import JOURNAL_FILE, Journal
-from connector.delivery.outcomes import DUP_DROPPED, DUP_RESUMED
-from connector.delivery.resume import (
+from connector.delivery.journal_rows import (
     DELIVERED,
     FAILED,
     NOT_APPLIED,
     REFUSED,
     SENT,
     UNKNOWN,
-    ResumeSet,
-    find_run_dir,
     load_journal,
 )
+from connector.delivery.outcomes import DUP_DROPPED, DUP_RESUMED
+from connector.delivery.resume import ResumeSet, find_run_dir
 from connector.errors import ConfigError, SourceError
 from connector.records import Chunk
 from connector.report import RunReport
@@ -69,6 +68,30 @@ def test_every_row_gets_its_last_state(tmp_path: Path) -> None:
                                                    NOT_APPLIED, 0]  # fmt: skip
     assert fr.detail[4] == ("braze.events", "bad name") and fr.detail[5] == (503, "HTTP 503")
     assert fr.dup == {2: DUP_DROPPED, 3: DUP_DROPPED, 6: DUP_DROPPED} and run.attempts == 1 and run.ended is None
+
+
+def test_rows_the_runs_checks_rejected_and_streams_read_to_their_end_are_read_back(tmp_path: Path) -> None:
+    """A stream read to its end whose every row was delivered or rejected needs no reading; one with a row
+    in any other state does."""
+    from connector.delivery.journal_rows import REJECTED, read_whole
+    from connector.records import Rejected, RowRef
+
+    journal_of_one_attempt(tmp_path)  # ev: rows with every state
+    m = mapped("b.csv", [2, 3])
+    j = Journal(tmp_path / JOURNAL_FILE, {**HEADER, "pipeline": "p"}, keep_bytes=(tmp_path / JOURNAL_FILE).stat().st_size)
+    j.rejected("us", "b.csv", [Rejected(RowRef("b.csv", 4), "contract", "email.invalid", "not an email", "email")])
+    j.delivered(j.sending("us", m, [0, 1]), m)
+    j.read("us", 3)
+    j.read("ev", 8)
+    j.close()
+    run = load_journal(tmp_path)
+    fr = run.rows[("us", "b.csv")]
+    assert [fr.state(r) for r in (2, 3, 4)] == [DELIVERED, DELIVERED, REJECTED]
+    assert fr.detail[4] == ("email.invalid", "not an email", "contract", "email") and run.read == {"us": 3, "ev": 8}
+    pipeline = Pipeline.model_validate({"name": "p", "streams": [EVENTS, {**ATTRS, "name": "us"}]})
+    assert read_whole(run, pipeline, {"ev": {"a.csv": [0, 0]}, "us": {"b.csv": [0, 0]}}) == set()  # no sources in HEADER
+    run.header["sources"] = {"ev": {"a.csv": [1, 1]}, "us": {"b.csv": [1, 1]}}
+    assert read_whole(run, pipeline, {"ev": {"a.csv": [2, 2]}, "us": {"b.csv": [2, 2]}}) == {"us"}
 
 
 @pytest.mark.parametrize(("on_ambiguous", "resent"), [("retry", True), ("fail", False)])

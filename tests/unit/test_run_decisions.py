@@ -244,12 +244,16 @@ def test_the_killed_run_warning_says_which_streams_send_every_row_again() -> Non
 
     pipeline = load_pipeline(Path(__file__).resolve().parents[2] / "pipelines" / "quickstart.yaml")
     names = [s.name for s in pipeline.streams]
-    plain = _what_this_run_sends(pipeline)
+    every = set(names)  # the killed run sent rows of every stream
+    plain = _what_this_run_sends(pipeline, every)
     assert plain.startswith(f"Stream(s) {', '.join(names)} keep no state") and "for the other streams" not in plain
     first = pipeline.streams[0].model_copy(update={"delta": True})
     mixed = pipeline.model_copy(update={"streams": [first, *pipeline.streams[1:]]})
-    text = _what_this_run_sends(mixed)
+    text = _what_this_run_sends(mixed, every)
     assert len(names) > 1
     assert names[0] not in text.split(" keep no state")[0] and "for the other streams, this run sends again" in text
+    # A stream the killed run sent nothing of loses nothing: not named.
+    only = _what_this_run_sends(pipeline, {names[1]})
+    assert only.startswith(f"Stream(s) {names[1]} keep no state") and "for the other streams" in only
     remembered = pipeline.model_copy(update={"streams": [s.model_copy(update={"delta": True}) for s in pipeline.streams]})
-    assert _what_this_run_sends(remembered).startswith("This run sends again whatever that run did not confirm")
+    assert _what_this_run_sends(remembered, every).startswith("This run sends again whatever that run did not confirm")

@@ -54,6 +54,15 @@ class Frames:
             del buf[:pos]
 
 
+def engine_name_unknown(environ: Mapping[str, str] = os.environ) -> str | None:
+    """"BRAZE_CONNECTOR_HTTP_ENGINE='x' names no HTTP engine (curl, aiohttp)" when it is set to no engine's
+    name (the default engine sends: the log and the report say so), else None."""
+    asked = environ.get(ENGINE_VAR, "").strip()
+    if not asked or asked.lower() in ENGINES:
+        return None
+    return f"{ENGINE_VAR}={asked!r} names no HTTP engine ({', '.join(ENGINES)})"
+
+
 def engine_wanted(environ: Mapping[str, str] = os.environ) -> str:
     """BRAZE_CONNECTOR_HTTP_ENGINE if it names an engine, else `curl` (the default)."""
     value = environ.get(ENGINE_VAR, "").strip().lower()

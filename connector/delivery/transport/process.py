@@ -54,7 +54,7 @@ from connector.delivery.transport.base import (
     environ_proxy,
 )
 from connector.delivery.transport.frames import ANSWER as _ANSWER
-from connector.delivery.transport.frames import ENGINE_VAR, ENGINES, engine_wanted
+from connector.delivery.transport.frames import ENGINE_VAR, engine_name_unknown, engine_wanted
 from connector.delivery.transport.frames import LENGTH as _LENGTH
 from connector.delivery.transport.frames import NOT_SENT as _NOT_SENT
 from connector.delivery.transport.frames import REQUEST as _REQUEST
@@ -120,9 +120,9 @@ class _Child:
             self.kill()
             raise ProcessTransportError(f"the HTTP process did not start: {exc or 'timed out'}") from None
         asked = os.environ.get(ENGINE_VAR, "").strip()
-        if asked and asked.lower() not in ENGINES:
-            logger.warning("%s=%r names no HTTP engine (%s): the HTTP process sends with %s", ENGINE_VAR, asked,
-                           ", ".join(ENGINES), self.engine)  # fmt: skip
+        unknown = engine_name_unknown()
+        if unknown is not None:  # the run's report says it too (stages.py)
+            logger.warning("%s: the HTTP process sends with %s", unknown, self.engine)
         elif self.engine != engine_wanted():
             level = logging.WARNING if asked else logging.INFO
             logger.log(level, "the HTTP process sends with %s (pycurl cannot be imported there)", self.engine)

@@ -65,13 +65,13 @@ def run_for_scheduler(
 
 def run_summary(report: RunReport) -> dict[str, Any]:
     """Report paths, exit code and counts of a finished run, as plain JSON values."""
-    from connector.report.document import EXIT_MEANINGS
+    from connector.report.document import report_meaning
 
     return {
         "pipeline": report.pipeline_name,
         "run_id": report.run_id,
         "exit_code": report.exit_code,
-        "exit_meaning": EXIT_MEANINGS.get(report.exit_code, ""),
+        "exit_meaning": report_meaning(report),
         "report_dir": str(report.report_dir),
         "report_json": str(report.report_dir / "report.json"),
         "report_html": str(report.report_dir / "report.html"),

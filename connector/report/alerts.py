@@ -38,7 +38,7 @@ def evaluate(alerts: Alerts, doc: Mapping[str, Any]) -> list[Fired]:
     read, rejected = int(rows.get("read", 0)), int(rows.get("rejected", 0))
     out: list[Fired] = []
     if alerts.on_failure and code != 0:
-        out.append(Fired("failure", f"exit code {code}: {EXIT_MEANINGS.get(code, 'failed')}"))
+        out.append(Fired("failure", f"exit code {code}: {_meaning(doc, code, 'failed')}"))
     if alerts.rejects_over is not None and rejected > alerts.rejects_over:
         out.append(Fired("rejects", f"{rejected:,} rows rejected, over the alert's {alerts.rejects_over:,}"))
     fraction = rejected / read if read else 0.0
@@ -51,6 +51,13 @@ def evaluate(alerts: Alerts, doc: Mapping[str, Any]) -> list[Fired]:
     if alerts.duration_over_s is not None and duration > alerts.duration_over_s:
         out.append(Fired("duration", f"the run took {duration:,.1f} s, over the alert's {alerts.duration_over_s:g} s"))
     return out
+
+
+def _meaning(doc: Mapping[str, Any], code: int, default: str) -> str:
+    """The report's own words for its exit code (they name the figures, e.g. the share rejected), else the
+    general ones (a report written before the run ended, or by an older version)."""
+    said = doc.get("exit_meaning")
+    return str(said) if said else EXIT_MEANINGS.get(code, default)
 
 
 def _slack(text: str) -> str:
@@ -80,7 +87,7 @@ def build_message(doc: Mapping[str, Any], fired: list[Fired]) -> dict[str, Any]:
         "run_id": doc.get("run_id"),
         "status": status,
         "exit_code": code,
-        "exit_meaning": EXIT_MEANINGS.get(code, "unknown"),
+        "exit_meaning": _meaning(doc, code, "unknown"),
         "alerts": [{"trigger": f.trigger, "detail": f.detail} for f in fired],
         "counts": counts,
         "duration_s": doc.get("duration_s"),

@@ -46,6 +46,7 @@ def test_a_failed_run_fails_the_materialization(tmp_path: Path, emulator: Emulat
     (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     info = failure.step_failure_data.user_failure_data
     assert "exit code 1" in info.description
+    assert "33.3 % of rows rejected (1 of 3), above max_reject_fraction 10 %" in info.description  # the report's words
     assert info.metadata["exit_code"].value == 1 and info.metadata["rows_delivered"].value == 2
     # A refused key is exit 3: also a failure, and the key never shows in the message.
     asset = braze_pipeline_asset(path, name="bad_key", report_dir=tmp_path / "out3")

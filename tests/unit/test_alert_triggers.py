@@ -100,3 +100,16 @@ def test_the_message_has_slack_text_and_structured_fields() -> None:
     assert text.startswith("braze-connector: pipeline *users&lt;&amp;&gt;* run `20260101T000000Z-abc` failed")
     assert "• 120 rows rejected, over the alert's 100" in text and "Report: /r/report.json" in text
     assert "read 1,000 · delivered 880 · rejected 120" in text
+
+
+def test_the_failure_alert_carries_the_reports_own_figures() -> None:
+    """The report names why exit code 1 happened (the share rejected); the alert says the same, not the general
+    words. A document without them (an older report) still gets the general words."""
+    d = doc(read=1000, rejected=120, exit_code=1)
+    d["exit_meaning"] = "12.0 % of rows rejected (120 of 1,000), above max_reject_fraction 5 %"
+    a = Alerts(url_env="HOOK")
+    fired = evaluate(a, d)
+    assert fired[0].detail == "exit code 1: 12.0 % of rows rejected (120 of 1,000), above max_reject_fraction 5 %"
+    assert build_message(d, fired)["exit_meaning"] == d["exit_meaning"]
+    del d["exit_meaning"]
+    assert evaluate(a, d)[0].detail == "exit code 1: rows rejected over the threshold, or rows not delivered"

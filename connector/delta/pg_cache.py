@@ -4,13 +4,15 @@ server 0.5-0.6 s of CPU and this process 0.6-1 s, every run).
 
 What makes a copy trustworthy is a stamp the database keeps: `braze_connector_delta_gen (pipeline, part,
 gen, token)`, one row per pipeline and run partition (`all`: an unpartitioned run). Every write of this
-version bumps its own partition's `gen` in the same transaction (its own row: partitions writing at once
-never wait for each other), so a pipeline's rows change only together with a change of its gens. Writes
+version bumps its own partition's `gen` and sets a new random `token` in the same transaction (its own row:
+partitions writing at once never wait for each other), so a pipeline's rows change only together with a
+change of its gens; the token also tells apart two histories that reached the same gen (a database
+restored to an earlier point in time, then written again). Writes
 that do not (a process of an earlier version, or SQL typed by hand: DELETE, TRUNCATE) are caught by a
 statement trigger on the delta table that bumps every pipeline's gens (`_FOREIGN`): a process of this
 version says it is one by setting `braze_connector.delta_writer` for its transaction. A process of an
 earlier version is not refused: its writes stay correct in the table (pg_store.py), they only make every
-copy stale. `token` is random per row, so a copy made against another database (or a gen table dropped and
+copy stale. The tokens are random, so a copy made against another database (or a gen table dropped and
 made again) never matches; the delta table's oid is in the stamp too (a table dropped and made again).
 
 A copy is written by a run that may write, as it closes, only when its index is the table's rows at a
@@ -53,7 +55,7 @@ def foreign_trigger(table: str) -> list[str]:
         f"""CREATE OR REPLACE FUNCTION {table}_foreign() RETURNS trigger LANGUAGE plpgsql AS $f$
 BEGIN
   IF current_setting('{WRITER}', true) IS DISTINCT FROM 'on' THEN
-    UPDATE {GENS} SET gen = gen + 1;
+    UPDATE {GENS} SET gen = gen + 1, token = md5(random()::text || clock_timestamp()::text);
   END IF;
   RETURN NULL;
 END $f$""",
@@ -67,9 +69,9 @@ END $d$""",
 
 
 # A write's first statements: this transaction is a writer of this version (the trigger leaves the gens
-# alone), and its partition's gen moves on.
+# alone), and its partition's gen moves on, with a new random token ($3).
 MARK_WRITER = f"SELECT set_config('{WRITER}', 'on', true)"
-BUMP = f"UPDATE {GENS} SET gen = gen + 1 WHERE pipeline = $1 AND part = $2"
+BUMP = f"UPDATE {GENS} SET gen = gen + 1, token = $3 WHERE pipeline = $1 AND part = $2"
 ADD_PART = f"INSERT INTO {GENS} (pipeline, part, gen, token) VALUES ($1, $2, 0, $3) ON CONFLICT DO NOTHING"
 
 
@@ -119,9 +121,11 @@ def stamp_of(rows: list[tuple[Any, ...]]) -> Stamp | None:
     return (int(rows[0][0]), *((str(p), int(g), str(t)) for _, p, g, t in rows))
 
 
-def bumped(stamp: Stamp, part: str, writes: int) -> Stamp:
-    """`stamp` after `writes` writes of partition `part`."""
-    return (stamp[0], *((p, g + writes if p == part else g, t) for p, g, t in stamp[1:]))
+def bumped(stamp: Stamp, part: str, writes: int, token: str) -> Stamp:
+    """`stamp` after `writes` writes of partition `part`, the last of which set `token`."""
+    if not writes:
+        return stamp
+    return (stamp[0], *((p, g + writes, token) if p == part else (p, g, t) for p, g, t in stamp[1:]))
 
 
 _MAGIC = b"braze-connector pg-index 1\n"

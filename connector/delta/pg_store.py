@@ -48,6 +48,7 @@ variable's name stands for it). The connection goes through the SQL readers' ADB
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from collections.abc import Mapping, Sequence
 from itertools import repeat
@@ -171,6 +172,7 @@ class PgStore:
         self._gens = False  # the gen table and trigger are there: writes bump this partition's gen
         self._stamp: Stamp | None = None  # the stamp the index was read at (None: not known)
         self._writes = 0  # this store's writes since (each bumped the gen once)
+        self._token = ""  # the token its last write set
         self._copied = False  # the index came from the copy, or the copy was written at _stamp
         self._db: Database | None = connect(url_env, env, () if read_only else [_CREATE], _LOCK_ID)
         try:
@@ -221,14 +223,15 @@ class PgStore:
         and bumps its partition's gen. A write that fails leaves the stamp unknown (its COMMIT may have
         happened): no copy is written at close."""
         assert self._db is not None
+        token = secrets.token_hex(8)
         if self._gens:
-            statements = [(pg_cache.MARK_WRITER, []), (pg_cache.BUMP, [self.pipeline, self._part]), *statements]
+            statements = [(pg_cache.MARK_WRITER, []), (pg_cache.BUMP, [self.pipeline, self._part, token]), *statements]
         try:
             self._db.transaction(statements)
         except BaseException:
             self._stamp = None
             raise
-        self._writes += 1
+        self._writes, self._token = self._writes + 1, token
 
     def _save_copy(self) -> None:
         """Write the local copy of the index at close, when it is the table's rows at a stamp (see pg_cache.py)."""
@@ -236,7 +239,7 @@ class PgStore:
             return
         if self._copied and not self._writes:
             return  # the copy it opened from is still right
-        expected = pg_cache.bumped(self._stamp, self._part, self._writes)
+        expected = pg_cache.bumped(self._stamp, self._part, self._writes, self._token)
         if pg_cache.stamp_now(self._db, TABLE, self.pipeline) != expected:
             return  # another process wrote meanwhile: its rows are not in this index
         arrays: pg_cache.Arrays = {}

@@ -68,4 +68,5 @@ def test_stamps_name_the_table_and_every_partition() -> None:
     assert pg_cache.stamp_of([(7, None, None, None)]) is None  # no gen row yet: nothing vouched for
     stamp = pg_cache.stamp_of([(16384, "all", 3, "a1b2"), (16384, "p1of2", 1, "c3d4")])
     assert stamp == STAMP
-    assert pg_cache.bumped(STAMP, "p1of2", 2) == (16384, ("all", 3, "a1b2"), ("p1of2", 3, "c3d4"))
+    assert pg_cache.bumped(STAMP, "p1of2", 2, "e5") == (16384, ("all", 3, "a1b2"), ("p1of2", 3, "e5"))
+    assert pg_cache.bumped(STAMP, "p1of2", 0, "") == STAMP

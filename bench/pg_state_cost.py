@@ -1,6 +1,7 @@
 """The PostgreSQL delta state's own costs, apart from a run: confirmations written as a first run writes
 them (new keys, groups of --group, source prints), the index read as a store opens, upserts of changed
-records, and a changed run's lookup + forget + confirm. Prints the CPU of the store's server connection
+records, and a changed run's lookup + forget + confirm; opening again from the local copy of the index
+(pg_cache.py) that the first run's store wrote as it closed. Prints the CPU of the store's server connection
 (its backend, /proc: nothing else of the server) and of this process, per row.
 
     python bench/pg_state_cost.py [--rows 200000] [--group 2000]
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,9 +55,10 @@ def main() -> int:
         pass
     print(f"# bench/pg_state_cost.py --rows {n} --group {g}; calibration loop {time.process_time() - t:.2f} s CPU; "
           "µs a row: the store's backend (server) / this process (building the rows included)")  # fmt: skip
-    with PgServer() as pg:
+    with PgServer() as pg, tempfile.TemporaryDirectory() as tmp:
         env = {"STATE": pg.url}
-        store = PgStore("STATE", "bench", env, read_only=False)
+        copy = Path(tmp) / "bench.pg-index"
+        store = PgStore("STATE", "bench", env, read_only=False, cache=copy)
         b0, c0 = backend_cpu(store), time.process_time()
         for at in range(0, n, g):
             part = keys[at : at + g]
@@ -68,6 +71,12 @@ def main() -> int:
         store.sources("users", ["u1"])  # the index merged, as a run's first lookup finds it
         c1 = time.process_time()
         print(f"open (index of {n:,} keys): {backend_cpu(store):.2f} s / {c1 - c0:.2f} s (backend: its whole life)")
+        c0 = time.process_time()
+        again = PgStore("STATE", "bench", env, read_only=False, cache=copy)
+        again.sources("users", ["u1"])
+        c1 = time.process_time()
+        print(f"open from the local copy: {backend_cpu(again):.2f} s / {c1 - c0:.2f} s (used: {again._copied})")
+        again.close()
         b0, c0 = backend_cpu(store), time.process_time()
         changed = keys[: n // 10]
         for at in range(0, len(changed), g):

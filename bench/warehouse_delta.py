@@ -8,7 +8,8 @@ The table (user_id primary key and 7 attribute columns) is generated in a throwa
 process, reading the table through ADBC in chunks of 50,000 rows, sending bulk /users/track requests to the
 sink (bench/sink.py) within --rps. CPU is this process's plus the HTTP child's (the aiohttp-process
 transport); the PostgreSQL server's (source reads and state writes, on the same cores) is shown apart as
-`server` when the bench started it. A 10M-iteration Python loop is timed first, so figures
+`server` when the bench started it, with the autovacuum and autoanalyze runs that overlapped the run (their
+CPU is in `server`; which run they land in is chance). A 10M-iteration Python loop is timed first, so figures
 from a loaded machine can be compared with others (the loop's CPU seconds say how slow the machine was).
 """
 
@@ -19,6 +20,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -117,18 +119,32 @@ def bench(url: str, rows: int, state_kind: str, latency_ms: float, rps: int,
             if label.startswith("delta, 10"):
                 pg_exec(url, f"UPDATE {TABLE} SET age = age + 1 WHERE g % 10 = 0")
             pipe = pipeline("BENCH_PG_URL", sink.url, rps, delta=delta, state=state, reports=Path(tmp) / "reports")
+            before = _maintenance(url)
             rep, wall, cpu, srv = timed(pipe, env, server)
+            upkeep = _maintenance(url) - before
             r = rep["rows"]
             d = rep["streams"][0].get("delta") or {}
             counts = f"; delta: {d['added']:,} added, {d['changed']:,} changed, {d['unchanged']:,} unchanged" if d else ""
             out.append(f"{label:24s} wall {wall:6.1f} s  CPU {cpu:6.1f} s  server {srv:5.1f} s  read {r['read']:,}, delivered "
                        f"{r['delivered']:,}, skipped {r['skipped']:,}, requests {rep['requests']['total']:,}, "
-                       f"exit {rep['exit_code']}{counts}")  # fmt: skip
+                       f"exit {rep['exit_code']}{counts}"
+                       + (f"; autovacuum/analyze runs meanwhile: {sum(upkeep.values())} ({', '.join(sorted(upkeep))})"
+                          if upkeep else ""))  # fmt: skip
             results[label] = (wall, cpu)
     plain, first, same = results["plain (no delta)"], results["first delta (all new)"], results["unchanged delta"]
     out.append(f"ratios: first delta / plain: CPU {first[1] / plain[1]:.2f}, wall {first[0] / plain[0]:.2f}; "
                f"unchanged / plain (a full run): CPU {same[1] / plain[1]:.2f}, wall {same[0] / plain[0]:.2f}")  # fmt: skip
     return out
+
+
+def _maintenance(url: str) -> Counter[str]:
+    """Autovacuum and autoanalyze runs so far, per table: their CPU is the server's too, and lands in whichever
+    run they happen to overlap (after a first run's 1M inserts, usually the next one)."""
+    import adbc_driver_postgresql.dbapi as pg
+
+    with pg.connect(url, autocommit=True) as con, con.cursor() as cur:
+        cur.execute("SELECT relname, autovacuum_count + autoanalyze_count FROM pg_stat_user_tables")
+        return Counter({str(name): int(n) for name, n in cur.fetchall() if n})
 
 
 def _has_state(url: str) -> bool:

@@ -79,6 +79,16 @@ def state_path(pipeline: Pipeline, partition: str | None = None) -> Path:
     return fill_template(pipeline.state.path, "state.path", values, Path(pipeline.base_dir))
 
 
+def pg_index_copy(pipeline: Pipeline, partition: str | None = None) -> Path | None:
+    """The local copy of a PostgreSQL state's index (pg_cache.py): where the state file would be, plus
+    `.pg-index`; None (no copy) where `state.path` cannot be filled in."""
+    try:
+        path = state_path(pipeline, partition)
+    except ConfigError:
+        return None
+    return path.with_name(path.name + ".pg-index")
+
+
 def keeping_state(pipeline: Pipeline) -> list[str]:
     """The streams that keep state between runs (delta sync or an incremental cursor)."""
     return [s.name for s in pipeline.streams if s.delta or s.incremental is not None]
@@ -111,7 +121,8 @@ def open_store(pipeline: Pipeline, *, read_only: bool, env: Mapping[str, str] | 
     if pipeline.state.url_env is not None:
         from connector.delta.pg_store import PgStore
 
-        return PgStore(pipeline.state.url_env, pipeline.name, os.environ if env is None else env, read_only=read_only)
+        return PgStore(pipeline.state.url_env, pipeline.name, os.environ if env is None else env, read_only=read_only,
+                       cache=pg_index_copy(pipeline, partition), part=partition or WHOLE)  # fmt: skip
     from connector.delta.stores import SqliteStore
 
     return SqliteStore(state_path(pipeline, partition), read_only=read_only)

@@ -11,7 +11,9 @@ one compared. It is stored XOR the record's digest, so a record replaced by a pr
 for its pipeline once, as it opens (one Arrow read), into a keyindex.KeyIndex per stream, and keeps that
 index up to date with its own writes: a row whose JSON has the digest of its key's record is answered from
 memory, and only keys whose digest differs have their records read from the server (one statement per
-chunk). An unchanged 1M-row re-run so asks the server nothing (issue 13: it used to probe every key).
+chunk). An unchanged 1M-row re-run so asks the server nothing (issue 13: it used to probe every key). A run
+on the machine that wrote the state last does not even read the index: it takes the local copy its
+predecessor left (pg_cache.py), checked against the generation numbers every write bumps.
 
 Why a snapshot taken at open stays right: every key is written by one run at a time. The run lock
 (runlock.py, pg.PgRunLock) admits one run of a pipeline, or its partitions, each holding users of its own
@@ -45,19 +47,26 @@ variable's name stands for it). The connection goes through the SQL readers' ADB
 
 from __future__ import annotations
 
+import logging
+import secrets
 import threading
 from collections.abc import Mapping, Sequence
 from itertools import repeat
+from pathlib import Path
 from typing import Any, NamedTuple, cast
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connector.delta import pg_cache
 from connector.delta.keyindex import KeyIndex, digests, key_hashes
 from connector.delta.pg import connect
+from connector.delta.pg_cache import IndexCache, Stamp
 from connector.errors import SourceError
 from connector.readers.sql.drivers import Database, Params
+
+log = logging.getLogger(__name__)
 
 TABLE = "braze_connector_delta"
 _LOCK_ID = 0x62726164656C7461  # pg_advisory_xact_lock: creating or converting the table
@@ -151,10 +160,20 @@ class PgStore:
 
     keeps_sources = True
 
-    def __init__(self, url_env: str, pipeline: str, env: Mapping[str, str], *, read_only: bool) -> None:
+    def __init__(self, url_env: str, pipeline: str, env: Mapping[str, str], *, read_only: bool,
+                 cache: Path | None = None, part: str = "all") -> None:  # fmt: skip
+        """`cache`: the file of the local copy of the index (pg_cache.py; None: none); `part`: the run's
+        partition label, whose gen its writes bump."""
         self.pipeline = pipeline
         self.label = f"postgresql (${url_env})"
         self._lock = threading.Lock()
+        self._read_only, self._part = read_only, part
+        self._cache = IndexCache(cache, pipeline) if cache is not None else None
+        self._gens = False  # the gen table and trigger are there: writes bump this partition's gen
+        self._stamp: Stamp | None = None  # the stamp the index was read at (None: not known)
+        self._writes = 0  # this store's writes since (each bumped the gen once)
+        self._token = ""  # the token its last write set
+        self._copied = False  # the index came from the copy, or the copy was written at _stamp
         self._db: Database | None = connect(url_env, env, () if read_only else [_CREATE], _LOCK_ID)
         try:
             self._index = self._open(self._db, read_only)
@@ -173,14 +192,64 @@ class PgStore:
             if not prints and not read_only:  # a table of the index's layout, from before the prints
                 db.transaction([("SELECT pg_advisory_xact_lock($1)", [_LOCK_ID]), (_ADD_PRINT, [])])
                 prints = True
-            return self._indexes(db.transaction_table([(_LOAD if prints else _LOAD_NO_PRINTS, [self.pipeline])]))
+            if prints:
+                return self._open_stamped(db, read_only)
+            return self._indexes(db.transaction_table([(_LOAD_NO_PRINTS, [self.pipeline])]))
         if not read_only:
             convert(db)
-            return self._indexes(db.transaction_table([(_LOAD, [self.pipeline])]))
+            return self._open_stamped(db, read_only)
         rows = db.transaction_table([(f"SELECT stream, key, record FROM {TABLE} WHERE pipeline = $1", [self.pipeline])])
         rows = _with_digests(rows)
         return self._indexes(rows.select(["stream", "key_hash", "digest"]).append_column(
             "print", pa.nulls(rows.num_rows, pa.int64())))  # fmt: skip
+
+    def _open_stamped(self, db: Database, read_only: bool) -> dict[str, _Index]:
+        """The index from the local copy when it was written at the table's stamp now (pg_cache.py), else read
+        from the server; the stamp it was read at kept when nothing changed meanwhile."""
+        self._gens = pg_cache.prepare(db, TABLE, _LOCK_ID, self.pipeline, None if read_only else self._part, self.label)
+        stamp = pg_cache.stamp_now(db, TABLE, self.pipeline) if self._gens and self._cache is not None else None
+        if stamp is not None and self._cache is not None:
+            arrays = self._cache.load(stamp)
+            if arrays is not None:
+                self._stamp, self._copied = stamp, True
+                return {k: _Index(KeyIndex([(h, d, np.ones(len(h), np.int64), s)])) for k, (h, d, s) in arrays.items()}
+        index = self._indexes(db.transaction_table([(_LOAD, [self.pipeline])]))
+        if stamp is not None and pg_cache.stamp_now(db, TABLE, self.pipeline) == stamp:
+            self._stamp = stamp
+        return index
+
+    def _commit(self, statements: list[tuple[str, Params]]) -> None:
+        """One write transaction; with the gens, it says it is this version's (the trigger leaves the gens alone)
+        and bumps its partition's gen. A write that fails leaves the stamp unknown (its COMMIT may have
+        happened): no copy is written at close."""
+        assert self._db is not None
+        token = secrets.token_hex(8)
+        if self._gens:
+            statements = [(pg_cache.MARK_WRITER, []), (pg_cache.BUMP, [self.pipeline, self._part, token]), *statements]
+        try:
+            self._db.transaction(statements)
+        except BaseException:
+            self._stamp = None
+            raise
+        self._writes, self._token = self._writes + 1, token
+
+    def _save_copy(self) -> None:
+        """Write the local copy of the index at close, when it is the table's rows at a stamp (see pg_cache.py)."""
+        if self._read_only or self._cache is None or self._stamp is None or self._db is None:
+            return
+        if self._copied and not self._writes:
+            return  # the copy it opened from is still right
+        expected = pg_cache.bumped(self._stamp, self._part, self._writes, self._token)
+        if pg_cache.stamp_now(self._db, TABLE, self.pipeline) != expected:
+            return  # another process wrote meanwhile: its rows are not in this index
+        arrays: pg_cache.Arrays = {}
+        for stream, index in self._index.items():
+            index.fold()
+            b = index.base
+            b.merge()
+            if len(b.h):
+                arrays[stream] = (b.h, b.d, b.s)
+        self._cache.save(expected, arrays)
 
     @staticmethod
     def _indexes(rows: pa.Table) -> dict[str, _Index]:
@@ -252,15 +321,15 @@ class PgStore:
             if forget:  # forgotten in this transaction: inserted afresh
                 new |= np.isin(h, gone)
             try:
-                self._db.transaction(self._writes(stream, forget, rows, new))
+                self._commit(self._statements(stream, forget, rows, new))
             except SourceError as e:
                 if "SQLSTATE: 23505" not in str(e) or not new.any():
                     raise
-                self._db.transaction(self._writes(stream, forget, rows, np.zeros(len(keys), bool)))
+                self._commit(self._statements(stream, forget, rows, np.zeros(len(keys), bool)))
             index.put(gone, np.zeros(len(gone), np.int64))
             index.put(h, d, s)
 
-    def _writes(self, stream: str, forget: list[str], rows: _Rows, new: np.ndarray) -> list[tuple[str, Params]]:
+    def _statements(self, stream: str, forget: list[str], rows: _Rows, new: np.ndarray) -> list[tuple[str, Params]]:
         """The statements of one write: delete `forget`, upsert the known keys, append the `new` ones. The
         COPY goes last: ADBC's driver forgets the open transaction after an ingest and begins it again at
         the next statement (harmless, but a WARNING in the server's log each time)."""
@@ -290,7 +359,7 @@ class PgStore:
             if not ok.any():
                 return
             at = np.flatnonzero(ok).tolist()
-            self._db.transaction([(_MARK, [self.pipeline, stream, [keys[j] for j in at], want[ok].tolist(),
+            self._commit([(_MARK, [self.pipeline, stream, [keys[j] for j in at], want[ok].tolist(),
                                            _bound(prints[ok], want[ok]).tolist()])])  # fmt: skip
             index.put(h[ok], want[ok], prints[ok])
 
@@ -338,10 +407,16 @@ class PgStore:
         return int(rows[0][0])
 
     def close(self) -> None:
+        """Write the local copy of the index where it is right (never raises for it), then close."""
         with self._lock:
             if self._db is not None:
-                self._db.close()
-                self._db = None
+                try:
+                    self._save_copy()
+                except Exception as e:  # the copy is an optimisation: the run's outcome stands
+                    log.warning("%s: the local copy of the state's index was not written (%s)", self.label, e)
+                finally:
+                    self._db.close()
+                    self._db = None
 
 
 class _Rows(NamedTuple):

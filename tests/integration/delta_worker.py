@@ -4,7 +4,7 @@
     python delta_worker.py crash PIPELINE                   # deliver, change, confirm half, then kill -9 itself
     python delta_worker.py rounds PIPELINE FIRST COUNT      # one store, three rounds over users FIRST..
 
-The URL is in $STATE_PG_URL. `share` prints one JSON line: rows sent and unchanged. `crash`: users 0..99
+The URL is in $STATE_PG_URL ($STATE_PG_INDEX_COPY: the local copy of the index, if any). `share` prints one JSON line: rows sent and unchanged. `crash`: users 0..99
 delivered; then users 0..49 change and 100..199 are new, and only 100..149 are confirmed before the
 process kills itself with SIGKILL once they are committed (0..49 and 150..199 were in flight). `rounds`
 opens one state and delivers its users three times (as they are, every 10th changed, the same again),
@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -34,7 +35,9 @@ def users(ids: range, plan: str = "pro", changed: range = range(0)) -> MappedChu
 
 
 def open_state(pipeline: str) -> DeltaState:
-    return DeltaState(PgStore("STATE_PG_URL", pipeline, os.environ, read_only=False))
+    """With $STATE_PG_INDEX_COPY: that file is the local copy of the index (pg_cache.py)."""
+    copy = os.environ.get("STATE_PG_INDEX_COPY")
+    return DeltaState(PgStore("STATE_PG_URL", pipeline, os.environ, read_only=False, cache=Path(copy) if copy else None))
 
 
 def deliver(state: DeltaState, first: int, count: int, changed: range = range(0)) -> tuple[int, int]:

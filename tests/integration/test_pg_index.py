@@ -14,13 +14,14 @@ from sql_helpers import pg_exec
 from sql_helpers import pg_rows as rows
 from test_delta_state_pg import state, worker
 
-from connector.delta import DeltaState
+from connector.delta import DeltaState, pg_cache
 from connector.delta.keyindex import digests, key_hashes
 from connector.delta.pg_store import TABLE, PgStore
 from connector.errors import SourceError
 from connector.readers.sql.drivers import Database
 
 pytestmark = pytest.mark.timeout(180)
+GEN = [pg_cache.MARK_WRITER.split()[0], pg_cache.BUMP.split()[0]]  # a write's first two statements
 
 
 class Counting:
@@ -70,7 +71,8 @@ def test_unchanged_rows_are_answered_from_memory_and_changed_ones_read_once(post
     assert deliver(s, range(300), changed=range(0, 300, 10)) == (30, 270)
     # the 30 changed users' records in one statement; their old records deleted before they were sent; their
     # new ones appended by COPY (no ON CONFLICT: the index knows they are gone)
-    assert [q.split()[0] for q in db.statements] == ["SELECT", "DELETE", TABLE]
+    # (each write also says it is this version's and bumps its partition's gen: pg_cache.py)
+    assert [q.split()[0] for q in db.statements] == ["SELECT", *GEN, "DELETE", *GEN, TABLE]
     assert deliver(s, range(300), changed=range(0, 300, 10)) == (0, 300)  # its own writes are in its index
     s.close()
 

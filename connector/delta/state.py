@@ -409,7 +409,7 @@ class DeltaState:
             added = [j for j in todo if stored[j] is None] if known else todo
             if busy:
                 added = [j for j in added if keys[j] not in busy]
-            if not fp.flat(rows):  # the per-row check only when some row may hold a nested value
+            if not fp.flat(rows, objs):  # the per-row check only when some row may hold a nested value
                 added = [j for j in added if len(rows[j]) <= long and rows[j].find(b"{", 1) < 0]
             if fly:
                 pass  # the caller keeps them in flight by position (flights.py)

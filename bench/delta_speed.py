@@ -70,9 +70,9 @@ def main() -> None:
         decided = [state.changed("users", "attributes", c)[0] for c in chunks]
         t1 = time.process_time()
         for m in decided:
-            keys = m.delta_keys or []
-            for i in range(0, len(keys), 75):  # as the writer settles: one request at a time
-                state.settle("users", keys[i : i + 75], True)
+            for i in range(0, len(m), 75):  # as the writer settles: one request at a time, by position or key
+                state.settle("users", m.delta_rows(list(range(i, min(i + 75, len(m))))), True)
+        state.commit()  # every settled answer written (the writer's last answers wait for the run's end)
         t2 = time.process_time()
         unchanged = sum(state.changed("users", "attributes", c)[1] for c in chunks)
         t3 = time.process_time()

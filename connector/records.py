@@ -248,9 +248,19 @@ class MappedChunk:
     rejects: list[Rejected] = field(default_factory=list)
     # Delta sync: the state key of each object (connector/delta.py), when the stream has `delta: true`.
     delta_keys: list[str] | None = None
+    # ... and its new users in flight by position (delta/flights.py Flight), when the state keeps them so.
+    delta_flight: Any = None
 
     def __len__(self) -> int:
         return len(self.objects)
+
+    def delta_rows(self, tokens: list[int]) -> Any:
+        """What the delta state settles for the objects at `tokens` (DeltaState.settle): their positions when
+        the chunk is a flight, else their keys (None: not a delta stream)."""
+        if self.delta_flight is not None:
+            return self.delta_flight.at(tokens)
+        keys = self.delta_keys
+        return None if keys is None else [keys[j] for j in tokens]
 
     def ref(self, j: int) -> RowRef:
         return self.chunk.ref(self.indices[j])

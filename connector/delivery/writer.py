@@ -390,7 +390,7 @@ class Writer:
             # Last. On the loop when the state's lock is free and nothing must commit first (the usual answer,
             # a few µs); else off the loop: the state commits before settle returns (a disk write or a
             # PostgreSQL round trip) and the loop keeps sending meanwhile.
-            done = [keys[j] for j in kept]
+            done = batch.mapped.delta_rows(kept)  # positions of a flight, or keys (delta/flights.py)
             commit = self._settle_delta(batch.stream, done, True, wait=False)
             if commit != 0:  # None: the state was busy, settle there; a ticket: wait there for its commit
                 await asyncio.get_running_loop().run_in_executor(self._settling, self._settle_delta, batch.stream,
@@ -496,13 +496,12 @@ class Writer:
 
     def _settle(self, batch: _Batch, tokens: list[int], outcome: Outcome) -> None:
         """Delta sync and incremental cursors: tell the state which objects reached their final outcome."""
-        keys = batch.mapped.delta_keys
-        if self.delta is not None and keys is not None and tokens:
-            self._settle_delta(batch.stream, [keys[j] for j in tokens], outcome == "delivered")
+        if self.delta is not None and batch.mapped.delta_keys is not None and tokens:
+            self._settle_delta(batch.stream, batch.mapped.delta_rows(tokens), outcome == "delivered")
         if self.settled is not None and tokens:
             self.settled.settle(batch.stream, [batch.mapped.ref(j) for j in tokens], outcome)
 
-    def _settle_delta(self, stream: str, keys: list[str], delivered: bool, wait: bool = True,
+    def _settle_delta(self, stream: str, keys: Any, delivered: bool, wait: bool = True,
                       ticket: int = 0) -> int | None:  # fmt: skip
         """Tell the delta state the final outcome of objects already counted (`wait` False: only if that needs
         no waiting, DeltaState.settle_nowait, whose answer is returned; `ticket`: the settle was done so, wait

@@ -4,8 +4,10 @@ Interface: `open_state(pipeline, *, read_only, full, env) -> DeltaState | None` 
 delta); `DeltaState.changed(stream, kind, mapped, id_key) -> (MappedChunk, unchanged)` reduces a mapped
 chunk to what differs from the confirmed state (`DeltaState.last`: added, changed, unchanged), and
 `DeltaState.settle(stream, keys, delivered)` confirms (a 2xx) or forgets (anything else) what was sent
-(`settle_nowait` for a caller that must not wait, the writer's event loop: None when the state is busy, else
-the ticket of a transaction to wait for with `committed`, off the loop, 0 for none);
+(`keys`: the objects' keys, or `MappedChunk.delta_rows(tokens)`, their positions in the chunk sent, which the
+writer passes: a chunk's new users are kept in flight by position, flights.py; `settle_nowait` for a caller
+that must not wait, the writer's event loop: None when the state is busy, else the ticket of a transaction
+to wait for with `committed`, off the loop, 0 for none);
 `known_keys(stream)`, `known_count(stream)` and `forget(stream, keys)` list, count and drop confirmed keys
 (`holds_nothing(stream)`: none at all); `commit()` waits for settles
 in progress on other threads. `SKIP_UNCHANGED` is the skip

@@ -20,6 +20,12 @@ Source prints (rowprint.py, delta sync's fast path) ride along when the store ke
 store attaches each only while the key still has the record it was decided against). Marks are never waited
 for and never shown by `overlay`: a mark lost costs only a slower next run.
 
+New users confirmed by position (flights.py) are put as slices of their flights (`put_bulk`) and written
+before the stream's changes by key in the same transaction, as one log row (a store without bulk writes gets
+them as (key, record) pairs, in a write of their own before the others). A key's positional confirmation is
+always older than any change of it by key (state.py drains a flight's answers before deciding a key again),
+so `overlay_bulk` shows them first.
+
 A store error (a full disk, PostgreSQL gone) is not raised: it ends the state's writes for the rest of the
 run (`failed`). The changes of the failed transaction, those waiting and every later `put` go to
 `dropped(stream, changes)` and are not kept (unrecorded.py says why that is safe and what it costs); a
@@ -35,6 +41,9 @@ from collections.abc import Callable, Collection, Iterable
 from itertools import repeat
 from operator import itemgetter
 
+import numpy as np
+
+from connector.delta.flights import Flight, gather
 from connector.delta.stores import Store, keeps_sources
 
 Change = tuple[str, bytes | None]  # (key, record to confirm, or None: forget the key)
@@ -42,6 +51,9 @@ Change = tuple[str, bytes | None]  # (key, record to confirm, or None: forget th
 # until this many are waiting, or the first of them waited this long.
 DEFER_CHANGES = 2000
 DEFER_SECONDS = 0.1
+
+
+Parts = list[tuple[Flight, np.ndarray]]  # flights' confirmed positions
 
 
 def _split(changes: dict[str, bytes | None]) -> tuple[list[tuple[str, bytes]], list[str]]:
@@ -67,6 +79,9 @@ class GroupCommit:
         self._write_lock = threading.Lock()
         self._unwritten: dict[str, dict[str, bytes | None]] = {}  # stream -> key -> change
         self._writing: dict[str, dict[str, bytes | None]] = {}  # the batch being written, still shown
+        self._bulk: dict[str, Parts] = {}  # stream -> confirmed positions of flights, unwritten
+        self._bulk_writing: dict[str, Parts] = {}  # ... being written, still shown
+        self._writes_bulk = bool(getattr(store, "writes_bulk", False))
         self._prints = keeps_sources(store)
         self._sources: dict[str, dict[str, int]] = {}  # stream -> key -> source print of its unwritten record
         self._marks: dict[str, dict[str, tuple[int, int]]] = {}  # stream -> key -> (print, record digest)
@@ -94,6 +109,18 @@ class GroupCommit:
         if not self._waiting:
             self._since = time.monotonic()
         self._waiting += len(unwritten) - before or 1
+        self._put += 1
+        return self._put
+
+    def put_bulk(self, stream: str, flight: Flight, positions: np.ndarray) -> int:
+        """Queue a flight's confirmed positions (under the state's lock); the ticket to `flush` (0: dropped)."""
+        if self.failed is not None:
+            self._drop(stream, flight.changes(positions))
+            return 0
+        self._bulk.setdefault(stream, []).append((flight, positions))
+        if not self._waiting:
+            self._since = time.monotonic()
+        self._waiting += len(positions)
         self._put += 1
         return self._put
 
@@ -159,6 +186,18 @@ class GroupCommit:
         """The ticket covering every change put so far (under the state's lock)."""
         return self._put
 
+    def overlay_bulk(self, stream: str, keys: list[str], at: list[int], stored: list[bytes | None]) -> None:
+        """overlay() for flights' confirmed positions not committed yet: `keys` (a few: a later chunk's
+        repeats) are stored[at[i]]. Call it before overlay(): a change by key is newer."""
+        for layer in (self._bulk_writing.get(stream), self._bulk.get(stream)):
+            for flight, positions in layer or ():
+                found = flight.find(keys)
+                hit = np.flatnonzero(found >= 0)
+                if len(hit):
+                    mine = np.isin(found[hit], positions)
+                    for i in hit[mine].tolist():
+                        stored[at[i]] = flight.rows[int(found[i])]
+
     def overlay(self, stream: str, keys: list[str], stored: list[bytes | None]) -> None:
         """Replace, in `stored` (the store's records of `keys`), those with a change not committed yet."""
         for layer in (self._writing.get(stream), self._unwritten.get(stream)):  # older, then newer
@@ -177,25 +216,25 @@ class GroupCommit:
                 if self.failed is not None:
                     return False
                 batch, self._unwritten, upto = self._unwritten, {}, self._put
+                bulk, self._bulk = self._bulk, {}
                 sources, self._sources, marks, self._marks = self._sources, {}, self._marks, {}
                 self._waiting, self._asked = 0, False
-                self._writing = batch
+                self._writing, self._bulk_writing = batch, bulk
             done: list[str] = []
             try:
-                for stream, changes in batch.items():
-                    confirm, forget = _split(changes)
-                    if src := sources.get(stream):  # only a store that keeps prints is given any
-                        self.store.write(stream, confirm, forget, src)  # type: ignore[call-arg]
-                    else:
-                        self.store.write(stream, confirm, forget)
+                for stream in [*bulk, *(s for s in batch if s not in bulk)]:
+                    self._write(stream, batch.get(stream, {}), sources.get(stream), bulk.get(stream))
                     done.append(stream)
                 for stream, marked in marks.items():  # after the changes: a mark finds the record it was decided on
                     self.store.mark(stream, marked)  # type: ignore[attr-defined]
             except Exception as exc:  # noqa: BLE001 - any store error (sqlite3, OSError, the driver's): see the doc
-                self._fail(exc, batch, done)
+                self._fail(exc, batch, done, bulk)
                 return False
             except BaseException:
                 with self._lock:  # not committed: unwritten again (behind any newer change of the same key)
+                    for stream, parts in bulk.items():
+                        self._bulk[stream] = [*parts, *self._bulk.get(stream, [])]
+                    self._bulk_writing = {}
                     for stream, changes in batch.items():
                         newer = self._unwritten.get(stream, {})
                         self._unwritten[stream] = {**changes, **newer}
@@ -205,18 +244,45 @@ class GroupCommit:
                     self._writing = {}
                 raise
             with self._lock:
-                self._writing = {}
+                self._writing, self._bulk_writing = {}, {}
                 self._written = upto
-                self._announce(batch, done)
+                self._announce(batch, done, bulk)
             return True
 
-    def _fail(self, exc: Exception, batch: dict[str, dict[str, bytes | None]], done: list[str]) -> None:
+    def _write(self, stream: str, changes: dict[str, bytes | None], sources: dict[str, int] | None,
+               parts: Parts | None) -> None:  # fmt: skip
+        """One stream's batch: the flights' confirmed positions first (one transaction with the changes by key
+        when the store takes a Bulk, else a write of their own before them), then the changes by key."""
+        confirm, forget = _split(changes)
+        kwargs: dict[str, object] = {}
+        if parts:
+            bulk = gather(parts)
+            if self._writes_bulk:
+                kwargs["bulk"] = bulk
+            else:
+                src = bulk.sources() if self._prints else None
+                if src:
+                    self.store.write(stream, bulk.pairs(), [], src)  # type: ignore[call-arg]
+                else:
+                    self.store.write(stream, bulk.pairs(), [])
+        if sources:  # only a store that keeps prints is given any
+            kwargs["sources"] = sources
+        if kwargs or confirm or forget:
+            self.store.write(stream, confirm, forget, **kwargs)  # type: ignore[call-arg]
+
+    def _fail(self, exc: Exception, batch: dict[str, dict[str, bytes | None]], done: list[str],
+              bulk: dict[str, Parts]) -> None:  # fmt: skip
         """The store failed: no write after this one; what was not written is dropped (see the module doc)."""
         with self._lock:
             self.failed = exc
-            self._writing = {}
-            self._announce(batch, done)  # streams written before the error are committed
+            self._writing, self._bulk_writing = {}, {}
+            self._announce(batch, done, bulk)  # streams written before the error are committed
             waiting, self._unwritten, self._waiting = self._unwritten, {}, 0
+            waiting_bulk, self._bulk = self._bulk, {}
+            lost = [(s, p) for s, p in bulk.items() if s not in done]
+            for stream, parts in [*lost, *waiting_bulk.items()]:
+                for flight, positions in parts:
+                    self._drop(stream, flight.changes(positions))
             for stream, changes in batch.items():
                 if stream not in done:
                     self._drop(stream, changes)
@@ -226,10 +292,13 @@ class GroupCommit:
         if timer is not None:
             timer.cancel()
 
-    def _announce(self, batch: dict[str, dict[str, bytes | None]], streams: list[str]) -> None:
+    def _announce(self, batch: dict[str, dict[str, bytes | None]], streams: list[str], bulk: dict[str, Parts]) -> None:
         if self._on_written is not None:
             for stream in streams:
-                self._on_written(stream, batch[stream].keys())
+                if parts := bulk.get(stream):
+                    self._on_written(stream, (k for f, p in parts for k in f.keys_at(p)))  # read only if watched
+                if stream in batch:
+                    self._on_written(stream, batch[stream].keys())
 
     def _drop(self, stream: str, changes: dict[str, bytes | None]) -> None:
         if changes and self._on_dropped is not None:

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from itertools import accumulate, pairwise
 from typing import Any
 
+import numpy as np
 import orjson
 
 from connector.records import EncodedObjects
@@ -61,10 +62,17 @@ def encodings(objects: Sequence[dict[str, Any]]) -> list[bytes]:
     return list(map(orjson.dumps, objects))
 
 
-def flat(rows: list[bytes]) -> bool:
+def flat(rows: list[bytes], objects: Sequence[dict[str, Any]] | None = None) -> bool:
     """Whether every row is at most LONG bytes and holds no nested object (so no operation): the chunk
-    has one "{" per row (one scan in C; a "{" inside a string counts too, which only costs a closer look)."""
-    return not rows or (max(map(len, rows)) <= LONG and b"".join(rows).count(b"{") == len(rows))
+    has one "{" per row (one scan in C; a "{" inside a string counts too, which only costs a closer look).
+    `objects`: the rows' EncodedObjects, if they are: read in numpy from its buffer, nothing joined."""
+    if not rows:
+        return True
+    if isinstance(objects, EncodedObjects) and len(objects) == len(rows):
+        ends = np.asarray(objects.offsets, np.int64)
+        data = np.frombuffer(objects.data, np.uint8)[ends[0] : ends[-1]]  # the rows and a comma after each
+        return int((np.diff(ends) - 1).max()) <= LONG and int(np.count_nonzero(data == 0x7B)) == len(rows)
+    return max(map(len, rows)) <= LONG and b"".join(rows).count(b"{") == len(rows)
 
 
 def encoded_objects(parts: list[bytes], decoded: dict[int, dict[str, Any]]) -> EncodedObjects:

@@ -20,11 +20,15 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import repeat
 from operator import itemgetter
+from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
 
 from connector.delta.keyindex import I8, KeyIndex, digests, hashes, key_hashes
+
+if TYPE_CHECKING:
+    from connector.delta.flights import Bulk
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS delta_log (
@@ -128,6 +132,15 @@ def append(db: sqlite3.Connection, stream: str, confirm: Sequence[tuple[str, byt
     if sources:
         s[len(forget):] = np.fromiter(map(sources.get, keys, repeat(0)), np.int64, len(confirm))
     return write_index(db, stream, h, d, r, s), (h, d, r, s)
+
+
+def append_bulk(db: sqlite3.Connection, stream: str, bulk: Bulk) -> tuple[int, Entries]:
+    """Append new users confirmed by position (flights.py) as one log row and its index row, from arrays the
+    flight made when the users were decided: no per-key work here but the blobs' joins (flights.gather)."""
+    cur = db.execute(_INSERT_LOG, (stream, len(bulk), bulk.key_ends.astype(I8).tobytes(),
+                                   bulk.record_ends.astype(I8).tobytes(), bulk.keys, bulk.records))  # fmt: skip
+    names = (int(cur.lastrowid or 0) << _POS) + np.arange(len(bulk), dtype=np.int64)
+    return write_index(db, stream, bulk.h, bulk.d, names, bulk.s), (bulk.h, bulk.d, names, bulk.s)
 
 
 def _log(db: sqlite3.Connection, stream: str, keys: list[bytes], records: list[bytes]) -> np.ndarray:

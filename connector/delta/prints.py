@@ -93,6 +93,15 @@ class InFlight:
     def of(self, stream: str) -> Flying | None:
         return self._flying.get(stream)
 
+    def hold(self, stream: str, key: str, source: int) -> None:
+        """A user in flight by position moves to the per-key bookkeeping with its print (0: none)."""
+        if self.kept:
+            prints = self._flying.setdefault(stream, Flying()).prints
+            if source:
+                prints[key] = source
+            else:
+                prints.pop(key, None)
+
     def note(self, stream: str, keys: list[str], keep: list[int], refresh: list[tuple[str, bytes]],
              stored: list[bytes | None], pending: Collection[str], new: Collection[str],
              prints: np.ndarray | None) -> dict[str, int] | None:  # fmt: skip

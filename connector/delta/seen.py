@@ -28,6 +28,8 @@ class Seen:
         maybe = np.ones(len(keys), dtype=bool)
         for p in probes:
             maybe &= (bits[p >> 3] >> (p & 7).astype(np.uint8)) & 1 == 1
-        for p in probes:
-            np.bitwise_or.at(bits, p >> 3, (1 << (p & 7)).astype(np.uint8))
+        for p in probes:  # one bit of each byte at a time: a repeated byte index then sets one bit (no ufunc.at)
+            at, bit = p >> 3, p & 7
+            for b in range(8):
+                bits[at[bit == b]] |= np.uint8(1 << b)
         return maybe

@@ -25,6 +25,10 @@ with the user's confirmed record: such a row would be found unchanged, so it is 
 validated or mapped. A print is stored only with a record Braze confirmed, goes when the record does, and is
 attached to a record the comparison found unchanged only while it is still that record (prints.py).
 
+New users of a stream whose state was empty when the run began (a first run's every user) are kept in
+flight by position instead, as arrays of the chunk sent; answers settle them by the positions their requests
+carry and confirmed ones are written as array slices (flights.py).
+
 Nothing is remembered before Braze confirmed it. What a run sends is *pending* in memory, so later rows of
 the same run compare against what was just sent (source order, as the writer delivers it); it is written
 to the store as *confirmed* when the last request in flight for that user gets a 2xx (several threads'
@@ -52,14 +56,16 @@ import operator
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import compress, repeat
+from itertools import chain, compress, repeat
 from typing import Any
 
 import numpy as np
 import orjson
 
+from connector.delta import commit as group_commit
 from connector.delta import fingerprints as fp
 from connector.delta.commit import GroupCommit
+from connector.delta.flights import IN_FLIGHT, KEYED, SETTLED, Answers, Flight, Positions
 from connector.delta.keyindex import key_hashes
 from connector.delta.prints import InFlight, rowprint_candidates
 from connector.delta.seen import Seen
@@ -69,6 +75,7 @@ from connector.delta.users import ChunkUsers
 from connector.records import EncodedObjects, MappedChunk
 
 SKIP_UNCHANGED = "unchanged since the last delivered run (delta)"
+DRAIN = -1  # settle_nowait's ticket for "have the queued answers committed now" (committed(DRAIN))
 log = logging.getLogger(__name__)
 
 
@@ -76,16 +83,20 @@ def _is_some(record: bytes | None) -> bool:
     return record is not None
 
 
-def _settle_new(new: dict[str, bytes], keys: list[str], delivered: bool) -> tuple[dict[str, bytes], list[str]]:
+def _settle_new(new: dict[str, bytes], keys: list[str], delivered: bool,
+                ) -> tuple[dict[str, bytes], list[str], list[str]]:  # fmt: skip
     """settle() for keys none of which is pending: each is a new user with one object in flight (its record
-    leaves `new`), or not in flight at all (ignored: settled already, or never sent). Every step a C loop."""
+    leaves `new`), or not in `new` at all (returned last: in flight by position, settled already, or never
+    sent). Every step a C loop."""
     records: list[bytes | None] = list(map(new.pop, keys, repeat(None)))
+    missing: list[str] = []
     if None in records:
+        missing = [k for k, r in zip(keys, records, strict=True) if r is None]
         keys = list(compress(keys, map(_is_some, records)))
         records = [r for r in records if r is not None]
     if delivered:
-        return dict(zip(keys, records, strict=True)), []  # type: ignore[arg-type]  # not None: filtered
-    return {}, keys
+        return dict(zip(keys, records, strict=True)), [], missing  # type: ignore[arg-type]  # not None: filtered
+    return {}, keys, missing
 
 
 @dataclass(slots=True)
@@ -99,16 +110,18 @@ class _Pending:
 
 
 def _settle_each(pending: dict[str, _Pending], new: dict[str, bytes], keys: list[str], delivered: bool,
-                 ) -> tuple[dict[str, bytes], list[str]]:  # fmt: skip
+                 ) -> tuple[dict[str, bytes], list[str], list[str]]:  # fmt: skip
     """settle() key by key: a pending key is confirmed (or forgotten, if any of its objects failed) when the
     last of its objects in flight settles; any other is a new user (_settle_new)."""
     confirm: dict[str, bytes] = {}
     forget: list[str] = []
+    missing: list[str] = []
     for key in keys:
         entry = pending.get(key)
         if entry is None:
             record = new.pop(key, None)
             if record is None:
+                missing.append(key)
                 continue
             if delivered:
                 confirm[key] = record
@@ -125,7 +138,7 @@ def _settle_each(pending: dict[str, _Pending], new: dict[str, bytes], keys: list
             forget.append(key)
         else:
             confirm[key] = entry.record
-    return confirm, forget
+    return confirm, forget, missing
 
 
 @dataclass(slots=True)
@@ -162,6 +175,8 @@ class DeltaState:
         self._tags: dict[str, tuple[Sequence[tuple[str, bytes]], set[str] | frozenset[str]]] = {}
         self._lost: Unrecorded | None = None  # once the store failed: what it could not record
         self._prints = InFlight(store, self._commit)  # source prints of what is in flight (rowprint.py)
+        self._flights: dict[str, list[Flight]] = {}  # stream -> chunks with new users in flight by position
+        self._answers = Answers(group_commit.DEFER_CHANGES, group_commit.DEFER_SECONDS, self._answers_due)  # not applied yet
         self._told = False  # finish() handed the warning to the caller
 
     @property
@@ -175,6 +190,7 @@ class DeltaState:
         close() then logs nothing. Never raises a store error (commit.py)."""
         if not self.read_only:
             self._commit.stop()
+            self._answers.stop()
             self.commit()
         self._told = True
         return self._lost
@@ -218,7 +234,12 @@ class DeltaState:
         with self._lock:
             watch = self._watch[stream] = set()
         try:  # the lookup runs without the lock, so the writer's threads settle meanwhile
-            stored: list[bytes | None] = [None] * n if self.full and not attributes else self._lookup(stream, keys, rows)
+            stored: list[bytes | None]
+            again: list[int] | None
+            if self.full and not attributes:
+                stored, again = [None] * n, None
+            else:
+                stored, again = self._lookup(stream, keys, rows)
         except BaseException:
             with self._lock:
                 del self._watch[stream]
@@ -233,15 +254,26 @@ class DeltaState:
                 for j, rec in zip(again, self.store.lookup(stream, [keys[j] for j in again], [rows[j] for j in again]),
                                   strict=True):  # fmt: skip
                     stored[j] = rec
+            fly = attributes and again is not None and not self.read_only and self._lost is None
+            if again and attributes:  # keys this run decided before (seen.py): settled by position, or in flight
+                if self._drain():
+                    self._commit.defer()  # committed with later ones, or by its timer
+                self._commit.overlay_bulk(stream, [keys[j] for j in again], again, stored)
             self._commit.overlay(stream, keys, stored)  # settled, its transaction not committed yet
             if self._lost is not None:  # settled, never to be committed: the store failed
                 self._lost.overlay(stream, attributes, keys, stored, fp.EVENT_RECORD)
             sources: dict[str, int] | None = None
+            flight: Flight | None = None
             if attributes:
-                keep, objects, invalidate, refresh = self._attributes(mapped.objects, rows, keys, stored, pending, new,
-                                                                     id_key)
+                if again and not self.read_only:
+                    self._move(stream, [keys[j] for j in again], pending)
+                keep, objects, invalidate, refresh, added = self._attributes(mapped.objects, rows, keys, stored,
+                                                                             pending, new, id_key, fly)  # fmt: skip
                 if not self.read_only:
-                    sources = self._prints.note(stream, keys, keep, refresh, stored, pending, new, prints)
+                    keyed = keep if not (fly and added) else [] if len(added) == len(keep) else sorted(set(keep) - set(added))
+                    sources = self._prints.note(stream, keys, keyed, refresh, stored, pending, new, prints)
+                if fly and added:
+                    flight = self._fly(stream, keys, rows, prints, keep, added)
             else:
                 keep, objects, invalidate = self._objects(keys, objs, stored, pending)
                 refresh = []
@@ -265,9 +297,37 @@ class DeltaState:
             mapped.indices if every else [mapped.indices[j] for j in keep],
             mapped.user_keys if every else [mapped.user_keys[j] for j in keep],
             mapped.rejects,
-            delta_keys=keys if every else [keys[j] for j in keep],
+            delta_keys=flight.keys if flight is not None else keys if every else [keys[j] for j in keep],
+            delta_flight=flight,
         )
         return out, n - len(keep)
+
+    def _fly(self, stream: str, keys: list[str], rows: list[bytes], prints: np.ndarray | None, keep: list[int],
+             added: list[int]) -> Flight:  # fmt: skip
+        """The chunk sent as a flight (under the lock): `added` (new users, positions of the chunk) in flight by
+        position, the other rows kept (`keep`) by key; indexed by the positions of the chunk sent."""
+        every = len(keep) == len(keys)
+        if not every:
+            keys, rows = [keys[j] for j in keep], [rows[j] for j in keep]
+            prints = None if prints is None else prints[keep]
+        at: slice | np.ndarray = slice(None) if len(added) == len(keep) else np.searchsorted(keep, added)
+        flight = Flight(keys, rows, prints if self._prints.kept else None, at)
+        self._flights.setdefault(stream, []).append(flight)
+        return flight
+
+    def _move(self, stream: str, keys: list[str], pending: dict[str, _Pending]) -> None:
+        """Users of `keys` (a chunk's repeats) still in flight by position go to the per-key bookkeeping (under
+        the lock): their later rows compare against what was sent, and their answers settle by key."""
+        for flight in self._flights.get(stream, ()):
+            found = flight.find(keys)
+            for i in np.flatnonzero(found >= 0).tolist():
+                p = int(found[i])
+                if flight.state[p] != IN_FLIGHT:
+                    continue
+                flight.state[p] = KEYED
+                flight.flying -= 1
+                pending[keys[i]] = _Pending(None, flight.rows[p], 1)
+                self._prints.hold(stream, keys[i], int(flight.s[p]))
 
     @property
     def keeps_prints(self) -> bool:
@@ -307,28 +367,30 @@ class DeltaState:
                 found.append(hashes[hit])
         return out
 
-    def _lookup(self, stream: str, keys: list[str], rows: list[bytes]) -> list[bytes | None]:
+    def _lookup(self, stream: str, keys: list[str], rows: list[bytes]) -> tuple[list[bytes | None], list[int] | None]:
         """The confirmed record of each key, or None (the row itself where it is the record: the store reads
         no record for it). On a state that held nothing for the stream when the run began, only keys this
-        run decided before can have one."""
+        run decided before can have one: their positions come second (None: any key may have one)."""
         if stream not in self._seen:
             self._seen[stream] = Seen() if self.store.empty(stream) else None
         seen = self._seen[stream]
         if seen is None:
-            return self.store.lookup(stream, keys, rows)
+            return self.store.lookup(stream, keys, rows), None
         stored: list[bytes | None] = [None] * len(keys)
         again = np.flatnonzero(seen.add(keys)).tolist()
         if again:
             for j, rec in zip(again, self.store.lookup(stream, [keys[j] for j in again], [rows[j] for j in again]),
                               strict=True):  # fmt: skip
                 stored[j] = rec
-        return stored
+        return stored, again
 
     def _attributes(self, objs: list[dict[str, Any]] | EncodedObjects, rows: list[bytes], keys: list[str],
                     stored: list[bytes | None], pending: dict[str, _Pending], new: dict[str, bytes],
-                    id_key: str | None,
-                    ) -> tuple[list[int], list[dict[str, Any]] | EncodedObjects, set[str], list[tuple[str, bytes]]]:  # fmt: skip
-        """Keep, objects to send, keys to invalidate, records to refresh (unchanged, stored otherwise)."""
+                    id_key: str | None, fly: bool = False,
+                    ) -> tuple[list[int], list[dict[str, Any]] | EncodedObjects, set[str], list[tuple[str, bytes]],
+                               list[int]]:  # fmt: skip
+        """Keep, objects to send, keys to invalidate, records to refresh (unchanged, stored otherwise), and the
+        new users sent whole (kept in `new`, or by the caller in a flight when `fly`)."""
         n, counts, full, long = len(keys), self.last, self.full, fp.LONG
         # A row whose JSON is the record Braze confirmed, with nothing of its user in flight, is unchanged:
         # one comparison per row in C; the rest of this method sees only the other rows.
@@ -347,9 +409,11 @@ class DeltaState:
             added = [j for j in todo if stored[j] is None] if known else todo
             if busy:
                 added = [j for j in added if keys[j] not in busy]
-            if not fp.flat(rows):  # the per-row check only when some row may hold a nested value
+            if not fp.flat(rows, objs):  # the per-row check only when some row may hold a nested value
                 added = [j for j in added if len(rows[j]) <= long and rows[j].find(b"{", 1) < 0]
-            if len(added) == n:  # every row (added holds positions in order, each once)
+            if fly:
+                pass  # the caller keeps them in flight by position (flights.py)
+            elif len(added) == n:  # every row (added holds positions in order, each once)
                 new.update(zip(keys, rows, strict=True))
             else:
                 new.update(zip(map(keys.__getitem__, added), map(rows.__getitem__, added), strict=True))
@@ -360,11 +424,11 @@ class DeltaState:
         if added:
             keep = sorted([*added, *keep]) if keep else added
         if len(keep) == n and not decoded:
-            return keep, objs, invalidate, refresh  # every object whole, as mapping built it
+            return keep, objs, invalidate, refresh, added  # every object whole, as mapping built it
         if isinstance(objs, list):
-            return keep, [decoded[j] if j in decoded else objs[j] for j in keep], invalidate, refresh
+            return keep, [decoded[j] if j in decoded else objs[j] for j in keep], invalidate, refresh, added
         cached = {i: decoded[j] for i, j in enumerate(keep) if j in decoded}  # EncodedObjects counts its own objects
-        return keep, fp.encoded_objects([parts.get(j, rows[j]) for j in keep], cached), invalidate, refresh
+        return keep, fp.encoded_objects([parts.get(j, rows[j]) for j in keep], cached), invalidate, refresh, added
 
     def _compare(self, objs: Sequence[dict[str, Any]], rows: list[bytes], keys: list[str],
                  stored: list[bytes | None], pending: dict[str, _Pending], new: dict[str, bytes],
@@ -456,26 +520,96 @@ class DeltaState:
         return keep, objects, set()
 
     # ---- settling (writer threads) ------------------------------------------------------------------
-    def settle(self, stream: str, keys: Iterable[str], delivered: bool) -> None:
-        """Objects with a final outcome: delivered (2xx, not named in errors[]) or anything else.
+    def settle(self, stream: str, keys: Iterable[str] | Positions, delivered: bool) -> None:
+        """Objects with a final outcome: delivered (2xx, not named in errors[]) or anything else. `keys`: their
+        keys, or their positions in the chunk sent (MappedChunk.delta_rows: what the writer passes).
 
         When the last object in flight for a key settles, its record is confirmed, or the key forgotten if
         any of its objects failed."""
-        ticket = self._settle(stream, keys, delivered, block=True)
+        if isinstance(keys, Positions):
+            ticket: int | None = self._settle_at(stream, keys, delivered)
+        else:
+            ticket = self._settle(stream, keys, delivered, block=True)
         if ticket:
-            self._commit.flush(ticket)  # committed before this returns, with other threads' changes
+            self.committed(ticket)  # committed before this returns, with other threads' changes
 
-    def settle_nowait(self, stream: str, keys: Iterable[str], delivered: bool) -> int | None:
+    def settle_nowait(self, stream: str, keys: Iterable[str] | Positions, delivered: bool) -> int | None:
         """settle() for a caller that must not wait (the writer's event loop, for every answer): None when the
         state's lock is held (a chunk being decided, a transaction being handed over) and nothing was done:
         call settle(); else the settle is done in memory, and the result is the ticket of the transaction that
         must commit before it counts as recorded, as settle() would have waited for (0: none, the usual case
-        for attributes: see the module doc); pass it to `committed`, off the loop."""
+        for attributes: see the module doc); pass it to `committed`, off the loop. Positions never wait for the
+        lock: they are queued (flights.Answers), and the ticket is DRAIN once enough of them wait."""
+        if isinstance(keys, Positions):
+            return self._settle_at(stream, keys, delivered)
         return self._settle(stream, keys, delivered, block=False)
 
     def committed(self, ticket: int) -> None:
         """Return once the transaction of a settle_nowait() ticket committed (or was dropped: commit.py)."""
-        self._commit.flush(ticket)
+        if ticket == DRAIN:
+            self.commit()
+        else:
+            self._commit.flush(ticket)
+
+    def _settle_at(self, stream: str, at: Positions, delivered: bool) -> int:
+        """Queue a flight's answer (no lock); DRAIN: the caller should commit the queue (committed)."""
+        if self.read_only:
+            return 0
+        return DRAIN if self._answers.add(stream, at.flight, at.tokens, delivered) else 0
+
+    def _answers_due(self) -> None:
+        """The answers' timer (flights.Answers): commit what waited DEFER_SECONDS. A store error is not raised."""
+        self.commit()
+
+    def _drain(self) -> int:
+        """Apply the queued answers of flights (under the lock): confirmed positions go to the group commit as
+        slices, failed ones are dropped, positions kept by key settle by key. The ticket to flush (0: none)."""
+        items = self._answers.take()
+        if not items:
+            return 0
+        groups: dict[int, tuple[str, Flight, list[list[int]], list[list[int]]]] = {}
+        for stream, flight, tokens, delivered in items:
+            g = groups.get(id(flight))
+            if g is None:
+                g = groups[id(flight)] = (stream, flight, [], [])
+            (g[2] if delivered else g[3]).append(tokens)
+        ticket = 0
+        for stream, flight, ok, failed in groups.values():
+            for lists, delivered in ((ok, True), (failed, False)):
+                if lists:
+                    at = np.fromiter(chain.from_iterable(lists), np.int64)
+                    ticket = max(ticket, self._apply(stream, flight, at, delivered))
+        for stream in {g[0] for g in groups.values()}:
+            self._flights[stream] = [f for f in self._flights.get(stream, ()) if f.flying]
+        return ticket
+
+    def _apply(self, stream: str, flight: Flight, tokens: np.ndarray, delivered: bool) -> int:
+        """One flight's answers of one outcome (under the lock); the ticket to flush (0: none)."""
+        state = flight.state[tokens]
+        ticket = 0
+        live = tokens[state == IN_FLIGHT]
+        if len(live):
+            flight.state[live] = SETTLED
+            flight.flying -= len(live)
+            if delivered:  # a failed new user was not in the store: nothing to write (unrecorded.py)
+                if stream in self._found:
+                    self._found[stream] = None
+                ticket = self._commit.put_bulk(stream, flight, live)
+        keyed = tokens[state == KEYED]
+        if len(keyed):
+            ticket = max(ticket, self._settle_keys(stream, list(flight.keys_at(keyed)), delivered))
+        return ticket
+
+    def _flown(self, stream: str, keys: list[str], delivered: bool) -> int:
+        """settle() by key of users in flight by position (callers that settle keys: tests, benches)."""
+        ticket = 0
+        for flight in self._flights.get(stream, ()):
+            found = flight.find(keys)
+            at = found[found >= 0]
+            at = at[flight.state[at] == IN_FLIGHT]
+            if len(at):
+                ticket = max(ticket, self._apply(stream, flight, at, delivered))
+        return ticket
 
     def _settle(self, stream: str, keys: Iterable[str], delivered: bool, *, block: bool) -> int | None:
         """settle() in memory, under the lock (None: not `block` and the lock was held); the ticket to flush."""
@@ -485,22 +619,26 @@ class DeltaState:
         if not self._lock.acquire(blocking=block):
             return None
         try:
-            pending, new = self._pending.get(stream, {}), self._new.get(stream, {})
-            flying = self._prints.of(stream)
-            if pending and not pending.keys().isdisjoint(keys):
-                confirm, forget = _settle_each(pending, new, keys, delivered)
-            else:  # a first run's answers: new users only, settled in C (one pop per key)
-                confirm, forget = _settle_new(new, keys, delivered)
-            if not (confirm or forget):
-                return 0
-            sources = flying.settle(confirm, forget) if flying is not None else None
-            ticket = self._put(stream, [*confirm.items(), *zip(forget, repeat(None))], sources)
-            if ticket and self._kinds.get(stream) == "attributes" and not self._commit.due():
-                self._commit.defer()  # written with later ones, or by its timer (see the module's docstring)
-                return 0
-            return ticket
+            return self._settle_keys(stream, keys, delivered)
         finally:
             self._lock.release()
+
+    def _settle_keys(self, stream: str, keys: list[str], delivered: bool) -> int:
+        """_settle() under the lock."""
+        pending, new = self._pending.get(stream, {}), self._new.get(stream, {})
+        flying = self._prints.of(stream)
+        if pending and not pending.keys().isdisjoint(keys):
+            confirm, forget, missing = _settle_each(pending, new, keys, delivered)
+        else:  # new users only, settled in C (one pop per key)
+            confirm, forget, missing = _settle_new(new, keys, delivered)
+        ticket = self._flown(stream, missing, delivered) if missing and self._flights.get(stream) else 0
+        if confirm or forget:
+            sources = flying.settle(confirm, forget) if flying is not None else None
+            ticket = max(ticket, self._put(stream, [*confirm.items(), *zip(forget, repeat(None))], sources))
+        if ticket and self._kinds.get(stream) == "attributes" and not self._commit.due():
+            self._commit.defer()  # written with later ones, or by its timer (see the module's docstring)
+            return 0
+        return ticket
 
     def _put(self, stream: str, changes: Iterable[tuple[str, bytes | None]],
              sources: dict[str, int] | None = None) -> int:  # fmt: skip
@@ -565,6 +703,7 @@ class DeltaState:
         this waits for other threads' settles in progress)."""
         if not self.read_only:
             with self._lock:
+                self._drain()
                 ticket = self._commit.everything()
             self._commit.flush(ticket)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from typing import Any
 
 from connector.cli import main
 from connector.delta.stores import SqliteStore
@@ -19,10 +20,10 @@ _done = [0]
 
 
 def _full_after(self: SqliteStore, stream: str, confirm: list[tuple[str, bytes]], forget: list[str],
-                sources: dict[str, int] | None = None) -> None:  # fmt: skip
+                sources: dict[str, int] | None = None, bulk: Any = None) -> None:  # fmt: skip
     if _done[0] >= int(os.environ["FULL_AFTER_WRITES"]):
         raise sqlite3.OperationalError("database or disk is full")
-    _write(self, stream, confirm, forget, sources)
+    _write(self, stream, confirm, forget, sources, bulk)
     _done[0] += 1
 
 

@@ -28,6 +28,7 @@ from test_pipeline_run import (
     write_events,
 )
 
+from connector.delta.stores import PAGE_SIZE
 from connector.pipeline import run_pipeline
 
 pytestmark = pytest.mark.timeout(120)
@@ -94,7 +95,7 @@ def test_dry_run_previews_the_delta_without_touching_the_state(emulator: Any, tm
 
 
 def test_a_damaged_state_file_stops_the_run_before_a_request_saying_what_to_do(emulator: Any, tmp_path: Path) -> None:
-    """A state file damaged between two runs (4 KiB of noise in its middle), or not a database at all: the
+    """A state file damaged between two runs (a page of noise in its middle), or not a database at all: the
     command ends with exit code 2 and one line naming the file and what to do, no traceback, nothing sent."""
     project(tmp_path, [{**users_stream(), "delta": True}])
     rows = "".join(f"w{i},w{i}@example.com,W{i},{i % 90}\n" for i in range(3000))
@@ -108,16 +109,16 @@ def test_a_damaged_state_file_stops_the_run_before_a_request_saying_what_to_do(e
     assert first.exit_code == 0, first.stdout + first.stderr
     state = tmp_path / "state" / "t.sqlite"
     size = state.stat().st_size
-    assert size > 3 * 4096
-    for noise in (4096, size):  # 4 KiB at offset 8192; then the whole file
+    assert size > 3 * PAGE_SIZE
+    for noise in (PAGE_SIZE, size):  # the third page (the index's first); then the whole file
         with state.open("r+b") as f:
-            f.seek(8192 if noise == 4096 else 0)
+            f.seek(2 * PAGE_SIZE if noise == PAGE_SIZE else 0)
             f.write(random.Random(noise).randbytes(noise))
         sent = requests_201(emulator)
         res = cli_run(f"r{noise}")
         err = res.stderr
         assert res.exit_code == 2 and "Traceback" not in err and "Traceback" not in res.stdout, res.stdout + err
-        why = "database disk image is malformed" if noise == 4096 else "file is not a database"
+        why = "database disk image is malformed" if noise == PAGE_SIZE else "file is not a database"
         assert f"error: state file {state} is damaged: {why}; delete it to start over" in err
         assert requests_201(emulator) == sent  # stopped before anything was sent
     state.unlink()  # as the message says: the next run sends every row again, as added

@@ -28,7 +28,7 @@ class FullDisk(SqliteStore):
         super().__init__(path, read_only=False)
         self.tried = 0
 
-    def write(self, stream: str, confirm: list[tuple[str, bytes]], forget: list[str]) -> None:
+    def write(self, stream: str, confirm: list[tuple[str, bytes]], forget: list[str], **kw: object) -> None:
         self.tried += 1
         raise sqlite3.OperationalError("database or disk is full")
 
@@ -90,3 +90,25 @@ def test_an_error_inside_the_state_fails_no_delivered_row(emulator: EmulatorServ
     assert len(errors) == 1 and errors[0].exc_info is not None  # the first, with its traceback: a bug
     [warning] = report.warnings
     assert warning.startswith("delta state: ") and "could not be recorded" in warning
+
+
+def test_the_writer_records_exactly_the_users_braze_confirmed(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """A first run's users settle by their requests' positions (delta/flights.py): the rows Braze refused are
+    not recorded, every other one is, and the next run sends exactly the refused ones again."""
+    path = tmp_path / "s.sqlite"
+    state = DeltaState(SqliteStore(path, read_only=False))
+    writer, report = delta_writer(emulator, tmp_path, state)
+    objects = attrs(600)
+    for i in range(0, 600, 7):
+        objects[i]["email"] = "not-an-email"
+    mapped, _ = state.changed("s", "attributes", mapped_chunk("attributes", objects))
+    assert mapped.delta_flight is not None and mapped.delta_keys is not None
+    writer.submit(stream_of(make_pipeline()), mapped)
+    writer.close()
+    state.close()
+    assert report.rows["rejected"] == len(range(0, 600, 7)) and accounted(report) == 600
+    again = DeltaState(SqliteStore(path, read_only=False))
+    resent, unchanged = again.changed("s", "attributes", mapped_chunk("attributes", objects))
+    again.close()
+    assert unchanged == 600 - len(range(0, 600, 7))
+    assert resent.delta_keys == [f"external_id:u{i}" for i in range(0, 600, 7)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 from connector.delta.commit import GroupCommit
 from connector.delta.stores import SqliteStore
@@ -18,12 +19,12 @@ class CountingStore(SqliteStore):
         self.transactions = 0
         self.fail_next = False
 
-    def write(self, stream: str, confirm: list[tuple[str, bytes]], forget: list[str]) -> None:
+    def write(self, stream: str, confirm: list[tuple[str, bytes]], forget: list[str], **kw: Any) -> None:
         if self.fail_next:
             self.fail_next = False
             raise OSError("disk full")
         self.transactions += 1
-        super().write(stream, confirm, forget)
+        super().write(stream, confirm, forget, **kw)
 
 
 def test_every_change_is_committed_when_flush_returns(tmp_path: Path) -> None:

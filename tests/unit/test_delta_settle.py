@@ -117,5 +117,5 @@ def test_a_later_change_without_a_print_drops_the_earlier_print(tmp_path: Path) 
 def test_pending_entries_stay_in_the_key_by_key_path() -> None:
     pending = {"a": _Pending(None, b"ra", 2)}
     new = {"b": b"rb"}
-    confirm, forget = _settle_each(pending, new, ["a", "b"], True)
+    confirm, forget, missing = _settle_each(pending, new, ["a", "b"], True)
     assert confirm == {"b": b"rb"} and forget == [] and pending["a"].inflight == 1 and not new

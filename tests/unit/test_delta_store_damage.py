@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from connector.delta.stores import SqliteStore
+from connector.delta.stores import PAGE_SIZE, SqliteStore
 from connector.delta.watermark import Watermarks
 from connector.errors import ConfigError
 
-PAGE = 4096
+PAGE = PAGE_SIZE  # the state file's page (a new file's: stores.py)
 
 
 def state_file(path: Path, n: int = 6000) -> list[str]:
@@ -51,7 +51,7 @@ def assert_says_what_to_do(err: ConfigError, path: Path, what: str) -> None:
 
 @pytest.mark.parametrize("read_only", [False, True])
 def test_a_file_damaged_in_the_middle_stops_the_run_as_it_opens(tmp_path: Path, read_only: bool) -> None:
-    """4 KiB of noise at offset 8192 (the index's first page): found as the store opens, before a question."""
+    """A page of noise over the third page (the index's first): found as the store opens, before a question."""
     path = tmp_path / "s.sqlite"
     state_file(path)
     damage(path, 2 * PAGE, random.Random(1).randbytes(PAGE))

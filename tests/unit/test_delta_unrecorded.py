@@ -32,11 +32,11 @@ class FullAfter(SqliteStore):
         self.n, self.writes, self.tried_after = n, 0, 0
         self.wrote = threading.Event()
 
-    def write(self, stream: str, confirm: list[tuple[str, bytes]], forget: list[str]) -> None:
+    def write(self, stream: str, confirm: list[tuple[str, bytes]], forget: list[str], **kw: Any) -> None:
         if self.writes >= self.n:
             self.tried_after += 1
             raise sqlite3.OperationalError(FULL)
-        super().write(stream, confirm, forget)
+        super().write(stream, confirm, forget, **kw)
         self.writes += 1
         self.wrote.set()
 
@@ -126,7 +126,7 @@ def test_a_store_error_at_the_last_commit_is_one_warning_not_a_rollback_error(
     the warning still says the disk is full, once."""
 
     class RollbackFails(SqliteStore):
-        def write(self, stream: str, confirm: list[tuple[str, bytes]], forget: list[str]) -> None:
+        def write(self, stream: str, confirm: list[tuple[str, bytes]], forget: list[str], **kw: Any) -> None:
             try:
                 raise sqlite3.OperationalError(FULL)
             except sqlite3.OperationalError:

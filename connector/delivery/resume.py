@@ -5,7 +5,9 @@ Every row whose outcome the journal holds keeps it (delivered, refused by Braze,
 not sent again; rows the run never sent, or sent to a request refused as a whole, go through the stages as
 usual. Rows whose request left without an answer (the run stopped first) follow `write.on_ambiguous`:
 `retry` sends them again and lists them as possibly duplicated, `fail` lists them in failed.csv with
-outcome `unknown` (idempotent attribute sets are always sent again). A finished run resumed sends nothing.
+outcome `unknown` (idempotent attribute sets are always sent again, those a stopped run listed as unknown
+included: a graceful stop whose grace ran out must not leave more to do than a kill -9). A finished run
+resumed sends nothing.
 
 Row numbers name rows only while the files stay the same, so a source whose size or modification time
 changed since the interrupted run is refused, unless its stream needs no reading: read to its end by an
@@ -32,6 +34,7 @@ from connector.delivery.journal_rows import (
     REFUSED,
     REJECTED,
     SENT,
+    UNKNOWN,
     RunJournal,
     carried_reject,
     load_journal,
@@ -312,7 +315,8 @@ class ResumeSet:
         self.summary["carried"]["rejected"] += sum(fr.state(r.ref.row) == REJECTED for r in chunk.rejects)
         if not len(chunk):
             return None
-        resend = sending and (on_ambiguous == "retry" or is_idempotent(stream))
+        idempotent = is_idempotent(stream)
+        resend = sending and (on_ambiguous == "retry" or idempotent)
         carried = [False] * len(chunk)
         delivered = 0
         rejects: list[Rejected] = []
@@ -325,7 +329,7 @@ class ResumeSet:
                 if row in fr.dup:  # an earlier attempt may have applied it
                     dups.setdefault(fr.dup[row], []).append(i)
                 continue
-            if state == SENT and resend:
+            if resend and (state == SENT or (state == UNKNOWN and idempotent)):  # attribute sets: harmless twice
                 again.append(i)
                 dups.setdefault(DUP_RESUMED, []).append(i)
                 continue

@@ -113,11 +113,11 @@ class KeyIndex:
         pos = np.searchsorted(self.h, h)
         hit = pos < len(self.h)
         hit[hit] = self.h[pos[hit]] == h[hit]
-        if hit.any():
+        if hit.any():  # (even an empty assignment raises on the file's read-only arrays)
             self._writable()
-        self.d[pos[hit]] = d[hit]
-        self.r[pos[hit]] = r[hit]
-        self.s[pos[hit]] = s[hit]
+            self.d[pos[hit]] = d[hit]
+            self.r[pos[hit]] = r[hit]
+            self.s[pos[hit]] = s[hit]
         new = ~hit & (r != 0)
         if new.any():
             at = pos[new]

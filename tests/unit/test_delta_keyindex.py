@@ -126,3 +126,17 @@ def test_an_index_read_as_one_row_is_kept_as_read_until_a_merge_writes_it() -> N
     assert index.find(np.array([10, 20, 25, 30], np.int64))[1].tolist() == [0, 11, 12, 7]
     assert index.find(np.array([20], np.int64))[0].tolist() == [8]
     assert h.tolist() == [10, 20, 30] and d.tolist() == [1, 2, 3]  # the blobs themselves are untouched
+
+
+@pytest.mark.parametrize("names", [[12, 13], [0, 0]], ids=["new keys", "unknown keys forgotten"])
+def test_a_merge_that_touches_no_key_read_leaves_the_read_only_arrays_alone(names: list[int]) -> None:
+    """Entries naming no key the index read (new keys, or keys forgotten that it never knew: a run's failed
+    requests) merge without writing into the read-only arrays (an empty assignment raises there too: a user's
+    trial saw the PostgreSQL state's local copy not written for it)."""
+    blob = [np.frombuffer(np.array(v, np.int64).tobytes(), np.int64) for v in ([10, 20, 30], [1, 2, 3], [5, 6, 7])]
+    index = KeyIndex([(*blob, None)])
+    index.apply(np.array([15, 25], np.int64), np.array([8, 9], np.int64) * (np.array(names) != 0),
+                np.array(names, np.int64))  # fmt: skip
+    index.merge()
+    assert index.count() == 3 + sum(n != 0 for n in names)
+    assert index.find(np.array([10, 15, 25, 30], np.int64))[1].tolist() == [5, *names, 7]

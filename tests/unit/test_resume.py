@@ -121,6 +121,19 @@ def test_unanswered_attribute_sets_are_sent_again_even_with_on_ambiguous_fail(tm
     assert carried is None and report.possibly_duplicated == 1
 
 
+def test_attribute_sets_left_unknown_by_a_stop_are_sent_again(tmp_path: Path) -> None:
+    """A graceful stop whose grace ran out lists its unanswered rows as unknown; attribute sets are harmless
+    twice, so a resume sends them again (as after a kill -9) instead of carrying them as unknown, which would
+    leave a --retry-failed --include-unknown to do. Events left unknown stay unknown (test above)."""
+    journal_of_one_attempt(tmp_path / "run", stream_name="us")
+    resume = ResumeSet(tmp_path / "run")
+    report = RunReport("p", report_dir=tmp_path / "run")
+    carried = resume.carry(stream(ATTRS), chunk("a.csv", [5, 6, 7]), report, on_ambiguous="fail")
+    assert carried == [True, False, False]  # 5 failed (HTTP 503): carried; 6 unknown, 7 unanswered: sent again
+    assert report.possibly_duplicated == 2 and report.rows["failed"] == 1
+    assert resume.summary["carried"]["unknown"] == 0 and resume.summary["resent_unanswered"] == 2
+
+
 def test_rows_a_stopped_run_only_lists_are_not_marked_as_sent_again(tmp_path: Path) -> None:
     journal_of_one_attempt(tmp_path / "run")
     resume = ResumeSet(tmp_path / "run")

@@ -33,7 +33,11 @@ from connector.emulator import EmulatorProcess, start_subprocess
 pytestmark = pytest.mark.timeout(180)
 
 GRACE_S = 10.0  # write.stop_grace_s's default
-EVENTS, PURCHASES = 30_000, 6_000
+# Rows and latency: the run must still be sending when it is signalled (and when a second run starts), which
+# the emulator's latency ensures (~12 s for the whole run at 8 requests in flight), not the row count; every
+# row costs CPU in the run and the emulator (the stopped runs read the rest unchecked).
+EVENTS, PURCHASES = 10_000, 2_000
+LATENCY_MS = "600"
 # Run `python -m connector ...` with the pseudo-terminal on stdin as the session's controlling terminal.
 IN_TERMINAL = (
     "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
@@ -73,10 +77,22 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture
-def slow_emulator() -> Iterator[EmulatorProcess]:
-    with start_subprocess("--latency-ms", "200") as emu:
+@pytest.fixture(scope="module")
+def _slow_emulator_process() -> Iterator[EmulatorProcess]:
+    """One emulator process with latency for the module (each costs a CLI start-up); reset before each test."""
+    with start_subprocess("--latency-ms", LATENCY_MS) as emu:
         yield emu
+
+
+@pytest.fixture
+def slow_emulator(_slow_emulator_process: EmulatorProcess) -> EmulatorProcess:
+    """The module's slow emulator as a fresh one: no profiles, an empty ledger (POST /_emulator/reset). Every
+    test waits for its runs to end, so no request of an earlier test reaches it afterwards."""
+    req = urllib.request.Request(_slow_emulator_process.url + "/_emulator/reset", data=b"", method="POST",
+                                 headers={"Authorization": "Bearer test-key"})  # fmt: skip
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status == 200
+    return _slow_emulator_process
 
 
 def get(emu: EmulatorProcess, path: str) -> Any:
@@ -263,7 +279,7 @@ def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_warning(
     wait_until_mid_flight(slow_emulator, killed)
     assert [(r["status"], r["pid"]) for r in history(project)] == [("running", killed.pid)]
     killed.kill()  # kill -9: no handler runs, the lock file keeps its pid
-    killed.wait()
+    killed.wait()  # (its HTTP child finishes its few requests in flight within a latency, then exits)
     with start_subprocess() as fast:
         # The killed run sent events and purchases of these very files: a plain re-run is refused (exit 2,
         # test_crash_resume.py); this one says it means to send them again.

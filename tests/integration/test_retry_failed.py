@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_invoke import invoke
 from test_pipeline_run import (
     FAST_RETRY,
     applied_by_identifier,
@@ -150,8 +151,8 @@ def test_cli_retry_failed(emulator_factory: Any, tmp_path: Path) -> None:
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr
     assert f"retry of {first.failed.path}: 3 failed row(s) sent again" in res.stdout
-    bad = subprocess.run([*cmd[:5], "--include-unknown"], capture_output=True, text=True, env=env, timeout=60)
-    assert bad.returncode == 2 and "--include-unknown goes with --retry-failed" in bad.stderr
+    bad = invoke(*cmd[3:5], "--include-unknown", cwd=tmp_path)  # a usage error: in-process (tests/cli_invoke.py)
+    assert bad.exit_code == 2 and "--include-unknown goes with --retry-failed" in bad.stderr
     assert "Traceback" not in bad.stderr
 
 

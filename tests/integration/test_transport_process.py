@@ -347,6 +347,9 @@ def test_the_child_inherits_no_variable_holding_the_key(emulator_factory: Any, m
     headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
     t = ProcessTransport(emulator.url, headers, concurrency=4, timeout_s=10)
     try:
+        # Past its exec first: between fork and exec /proc shows the parent's environment, and during the exec
+        # an empty one (seen under load: every name missing).
+        t.wait_ready()
         environ = Path(f"/proc/{t.pid}/environ")
         if not environ.exists():
             pytest.skip("no /proc on this system")

@@ -83,8 +83,8 @@ def test_log_level_and_text_timestamps(tmp_path: Path, project: Callable[..., Pa
     lines = loud.stderr.splitlines()
     assert lines and all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z [A-Z]+ ", ln) for ln in lines), lines
     assert any(" DEBUG " in ln for ln in lines)
-    bad = cli("validate", str(path), "--log-level", "loud", cwd=tmp_path)
-    assert bad.returncode == 2 and "loud" in bad.stderr
+    bad = invoke("validate", str(path), "--log-level", "loud", cwd=tmp_path)  # refused before any logging
+    assert bad.exit_code == 2 and "loud" in bad.stderr
 
 
 def test_a_report_folder_holding_a_run_is_never_overwritten(tmp_path: Path, project: Callable[..., Path]) -> None:

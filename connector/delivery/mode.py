@@ -72,5 +72,5 @@ def choose_mode(
     at = f"at the sync limit of {limit.requests} requests per {limit.per_seconds:g} s, one row per request"
     budget = f"write.sync_max_duration_s = {write.sync_max_duration_s:g} s"
     if seconds <= write.sync_max_duration_s:
-        return "sync", f"auto: {counted} would take about {seconds:.0f} s {at}, within {budget}"
-    return "bulk", f"auto: {counted} would take about {seconds:.0f} s {at}, over {budget}"
+        return "sync", f"auto: {counted} would take about {seconds:,.0f} s {at}, within {budget}"
+    return "bulk", f"auto: {counted} would take about {seconds:,.0f} s {at}, over {budget}"

@@ -250,8 +250,8 @@ class ResumeSet:
                 elif cur != [size, mtime]:
                     raise SourceError(
                         f"--resume: {f} (stream {stream}) changed since run {self.run_id} was interrupted (size "
-                        f"{size:,} -> {cur[0]:,} bytes, or its modification time), and stream {stream} still has rows "
-                        "to read or send, so the journal's row numbers may name other rows now. Restore the file "
+                        f"{size:,} -> {cur[0]:,} bytes, or its modification time), and {_why_read(pipeline, stream)}, "
+                        "so the journal's row numbers may name other rows now. Restore the file "
                         "(with its modification time: cp -p), or start a new run with --ignore-unfinished (rows "
                         "already delivered would be sent again)"
                     )
@@ -388,3 +388,12 @@ class ResumeSet:
             if self._log is not None:
                 self._log.resent(stream, chunk.file, [chunk.row_numbers[i] for i in again])
 
+
+
+def _why_read(pipeline: Pipeline, name: str) -> str:
+    """Why a resume must read stream `name` again (so its files must not have changed)."""
+    stream = next((s for s in pipeline.streams if s.name == name), None)
+    if stream is not None and (stream.delta or stream.incremental is not None or stream.mirror is not None):
+        what = "delta" if stream.delta else "incremental" if stream.incremental is not None else "mirror"
+        return f"stream {name} keeps {what} state that follows its rows, so a resume always reads it again"
+    return f"stream {name} still has rows to read or send"

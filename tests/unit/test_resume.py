@@ -287,3 +287,18 @@ def test_a_plain_rerun_over_the_same_files_is_refused_only_for_streams_that_add_
     attrs = check_unfinished(pipeline(ATTRS), None, None, {"us": [src]})
     assert attrs is not None and attrs.twice == {} and "1 row(s) it had sent" in attrs.warning
     assert "only sets the same attributes again" in attrs.warning and "count twice" not in attrs.warning
+
+
+def test_a_changed_file_of_a_delta_stream_is_refused_naming_why_it_is_read_again(tmp_path: Path) -> None:
+    """A delta stream is read again by every resume (its state follows its rows), however fully the stopped run
+    delivered it; the refusal says so instead of "still has rows to read or send"."""
+    src = tmp_path / "a.csv"
+    src.write_text("user_id\nu1\n", encoding="utf-8")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    header = {**HEADER, "pipeline": "p", "sources": {"us": {str(src): [src.stat().st_size, src.stat().st_mtime_ns]}}}
+    Journal(run_dir / JOURNAL_FILE, header).close()
+    pipeline = Pipeline.model_validate({"name": "p", "streams": [{**ATTRS, "delta": True}]})
+    src.write_text("user_id\nu1\nu2\n", encoding="utf-8")
+    with pytest.raises(SourceError, match="stream us keeps delta state that follows its rows, so a resume always"):
+        ResumeSet(run_dir).check(pipeline, {"us": [src]})

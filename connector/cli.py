@@ -76,6 +76,9 @@ def _version(value: bool) -> None:
 
 # The commands that run a pipeline (through _execute): the collector's start-up pause goes on into them.
 RUN_COMMANDS = ("run", "validate", "upload")
+# Those that read a pipeline file or reports without running a pipeline: the pause goes on until they have
+# imported the pipeline models (pydantic), which they do when they run; then the collector is on as usual.
+MODEL_COMMANDS = ("check", "history", "schema", "report")
 
 
 @app.callback()
@@ -86,8 +89,8 @@ def _main(
     ] = False,
 ) -> None:
     """Move CSV, Parquet and SQL tables into Braze: validate, preview, deliver, report."""
-    if ctx.invoked_subcommand not in RUN_COMMANDS:
-        end_startup_pause()  # the emulator, history, report merge...: the collector as usual
+    if ctx.invoked_subcommand not in RUN_COMMANDS + MODEL_COMMANDS:
+        end_startup_pause()  # the emulator: the collector as usual
 
 
 def _fail(err: ConnectorError) -> NoReturn:
@@ -102,6 +105,7 @@ def schema(
     """Print the JSON Schema of pipeline files (for editor completion)."""
     from connector.config import pipeline_json_schema
 
+    end_startup_pause()  # (MODEL_COMMANDS)
     text = json.dumps(pipeline_json_schema(), indent=2) + "\n"
     if out:
         out.write_text(text, encoding="utf-8")
@@ -114,6 +118,7 @@ def check(pipeline: PipelineArg) -> None:
     """Check a pipeline file's syntax only (no data is read)."""
     from connector.config import load_pipeline
 
+    end_startup_pause()  # (MODEL_COMMANDS)
     try:
         p = load_pipeline(pipeline)
     except ConnectorError as e:
@@ -421,6 +426,8 @@ def history(
     from connector.config import load_pipeline
     from connector.report.history import history_lines, history_path, read_history
 
+    end_startup_pause()  # (MODEL_COMMANDS)
+
     try:
         path = history_path(load_pipeline(pipeline))
     except ConnectorError as e:
@@ -474,6 +481,8 @@ def report_merge(
     Exit code: the merged run's (the worst partition's); 2 when the reports cannot be merged.
     """
     from connector.report.merge import write_merged
+
+    end_startup_pause()  # (MODEL_COMMANDS)
 
     try:
         doc, folder = write_merged(dirs, out, overwrite=overwrite)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import subprocess
 import sys
+from pathlib import Path
 
 import typer
 
@@ -78,3 +79,20 @@ def test_the_commands_annotations_are_objects_not_strings() -> None:
         assert callable(cb)
         strings = [n for n, p in inspect.signature(cb).parameters.items() if isinstance(p.annotation, str)]
         assert strings == [], (cb, strings)
+
+
+def test_the_commands_that_run_no_pipeline_turn_the_collector_back_on(tmp_path: Path) -> None:
+    """`check` and `schema` import the pipeline models when they run, with the start-up pause still on
+    (quiet_gc.py); the collector is on again once they have (MODEL_COMMANDS in cli.py)."""
+    pipeline = Path(__file__).resolve().parents[2] / "pipelines" / "users.yaml"
+    for args in (["check", str(pipeline)], ["schema", "--out", str(tmp_path / "schema.json")]):
+        probe = (
+            "import atexit, gc, sys\n"
+            "atexit.register(lambda: sys.stderr.write(f'ENABLED {gc.isenabled()}\\n'))\n"
+            f"sys.argv = ['braze-connector', *{args!r}]\n"
+            "from connector.__main__ import main\n"
+            "main()\n"
+        )
+        res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        assert "ENABLED True" in res.stderr.splitlines(), (args, res.stderr)

@@ -11,7 +11,8 @@ so far; so does the moment that request is ready (the first `Sender.poke`, deliv
 on the sender only waits for the HTTP child to have started while the main thread goes on with the next
 chunks, so the difference is not on the way to the first request when the child is late. The hook is
 first_timeline.py's (which prints every step before the first request); it imports nothing early.
-Runs of this code and of `--before REF` (extracted with `git archive`) alternate; each is measured with
+Runs of this code and of `--before REF` (extracted with `git archive`) alternate, in an order reversed every
+other round (first_timeline.py); each is measured with
 bytecode cached (a temporary PYTHONPYCACHEPREFIX, as an installed package has it) and compiled anew
 (PYTHONDONTWRITEBYTECODE=1, what this environment sets). The calibration loop is printed at every round.
 """
@@ -60,7 +61,7 @@ def main() -> None:
             measure(tree, pipeline, tmp / "r", caches[label])
         for i in range(a.repeat):
             row = [f"round {i + 1}: calibration loop {calibration_s():.3f} s"]
-            for label, cached in cases:
+            for label, cached in cases[:: 1 if i % 2 == 0 else -1]:  # the first of a round runs slower
                 cpu, at_ready = measure(trees[label], pipeline, tmp / "r", caches[label] if cached else None)
                 figures[(label, cached)].append(cpu)
                 ready[(label, cached)].append(at_ready)

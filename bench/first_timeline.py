@@ -23,7 +23,8 @@ The hook patches each module when it is first imported (a meta path finder), so 
 and the order of imports is the run's own. Runs of this code and of `--before REF` alternate (with
 `--no-spare`, also this code with the command's early start of the child turned off: delivery/spare.py's
 `start` does nothing, so the transport spawns the child when the run builds its client); the calibration
-loop is printed at every round. first_cpu.py uses the same hook.
+loop is printed at every round, and the order of the trees alternates from round to round. first_cpu.py
+uses the same hook.
 """
 
 from __future__ import annotations
@@ -199,8 +200,11 @@ def main() -> None:
             measure(tree, pipeline, tmp / "r", caches[label], spare=spare[label])
         for i in range(a.repeat):
             row = [f"round {i + 1}: calibration loop {calibration_s():.3f} s"]
-            for label, tree in trees.items():
-                marks = measure(tree, pipeline, tmp / "r", caches[label], spare=spare[label])
+            # The order alternates round by round: the process run first in a round (after the calibration
+            # loop) came out 6-30 ms of CPU slower than the same code run second, which a fixed order would
+            # count as a difference between the trees.
+            for label in list(trees)[:: 1 if i % 2 == 0 else -1]:
+                marks = measure(trees[label], pipeline, tmp / "r", caches[label], spare=spare[label])
                 runs[label].append(marks)
                 left = marks.get("first request left", (float("nan"),) * 2)
                 row.append(f"{label}: first request left at CPU {left[0]:.3f} s, wall {left[1]:.3f} s")

@@ -1,13 +1,16 @@
 """The `braze-connector` command: run, validate, emulator, schema. Only this module prints."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: typer reads every command's signature at each start (twice per
+# command), and string annotations make it evaluate them all again (~5 ms of every command's CPU). Names
+# imported only for type checking are quoted instead.
 # ruff: noqa: E402 (the collector is paused before the imports below)
 from connector.quiet_gc import end_startup_pause, pause_for_startup
 
-# typer, pydantic and the pipeline models import ~400 modules whose objects all live: the cyclic collector is
-# off while they import rather than walking them again and again. The command (__main__.main) paused it
-# already and keeps it paused into a run; another importer (a test, a program) gets it back at the end.
+# typer (and, for the commands that read a pipeline file, pydantic and the pipeline models, imported when the
+# command runs: --help, --version, emulator and report merge need none of them) import hundreds of modules
+# whose objects all live: the cyclic collector is off while they import rather than walking them again and
+# again. The command (__main__.main) paused it already and keeps it paused into a run; another importer (a
+# test, a program) gets it back at the end.
 _PAUSED_HERE = pause_for_startup()
 
 import json
@@ -29,9 +32,7 @@ from connector.cli_options import (
     QuietOpt,
     ReportDirOpt,
 )
-from connector.config import load_pipeline, pipeline_json_schema
 from connector.errors import ConfigError, ConnectorError
-from connector.report.document import removed_outcome, report_meaning
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -75,6 +76,9 @@ def _version(value: bool) -> None:
 
 # The commands that run a pipeline (through _execute): the collector's start-up pause goes on into them.
 RUN_COMMANDS = ("run", "validate", "upload")
+# Those that read a pipeline file or reports without running a pipeline: the pause goes on until they have
+# imported the pipeline models (pydantic), which they do when they run; then the collector is on as usual.
+MODEL_COMMANDS = ("check", "history", "schema", "report")
 
 
 @app.callback()
@@ -85,8 +89,8 @@ def _main(
     ] = False,
 ) -> None:
     """Move CSV, Parquet and SQL tables into Braze: validate, preview, deliver, report."""
-    if ctx.invoked_subcommand not in RUN_COMMANDS:
-        end_startup_pause()  # the emulator, history, report merge...: the collector as usual
+    if ctx.invoked_subcommand not in RUN_COMMANDS + MODEL_COMMANDS:
+        end_startup_pause()  # the emulator: the collector as usual
 
 
 def _fail(err: ConnectorError) -> NoReturn:
@@ -99,6 +103,9 @@ def schema(
     out: Annotated[Path | None, typer.Option(help="Write the JSON Schema here instead of stdout.")] = None,
 ) -> None:
     """Print the JSON Schema of pipeline files (for editor completion)."""
+    from connector.config import pipeline_json_schema
+
+    end_startup_pause()  # (MODEL_COMMANDS)
     text = json.dumps(pipeline_json_schema(), indent=2) + "\n"
     if out:
         out.write_text(text, encoding="utf-8")
@@ -109,6 +116,9 @@ def schema(
 @app.command()
 def check(pipeline: PipelineArg) -> None:
     """Check a pipeline file's syntax only (no data is read)."""
+    from connector.config import load_pipeline
+
+    end_startup_pause()  # (MODEL_COMMANDS)
     try:
         p = load_pipeline(pipeline)
     except ConnectorError as e:
@@ -116,7 +126,7 @@ def check(pipeline: PipelineArg) -> None:
     typer.echo(f"{pipeline}: ok ({len(p.streams)} stream(s))")
 
 
-def _setup_logging(quiet: bool, level: str | None, fmt: str) -> Console | None:
+def _setup_logging(quiet: bool, level: str | None, fmt: str) -> "Console | None":
     """Logging for the command line; the Console (on a terminal) is shared with the progress display."""
     from connector.logs import setup_logging
 
@@ -126,8 +136,10 @@ def _setup_logging(quiet: bool, level: str | None, fmt: str) -> Console | None:
     return setup_logging(level or ("warning" if quiet else "info"), fmt)
 
 
-def _summary(report: RunReport, paths: dict[str, Path]) -> list[str]:
+def _summary(report: "RunReport", paths: dict[str, Path]) -> list[str]:
     """The few lines a person reads after a run: counts, mode, top reject rules with an example, files."""
+    from connector.report.document import removed_outcome, report_meaning
+
     r = report.rows
     head = (
         "validate"
@@ -190,7 +202,7 @@ def _summary(report: RunReport, paths: dict[str, Path]) -> list[str]:
     return lines
 
 
-def _unknown_lines(report: RunReport) -> list[str]:
+def _unknown_lines(report: "RunReport") -> list[str]:
     """What a person must do about rows whose outcome is unknown (they may or may not be in Braze)."""
     n = report.unknown
     if not n:
@@ -209,7 +221,7 @@ def _unknown_lines(report: RunReport) -> list[str]:
     ]
 
 
-def _failed_lines(report: RunReport) -> list[str]:
+def _failed_lines(report: "RunReport") -> list[str]:
     """Where the rows not delivered are listed; for a run reading SQL, that the list is to read, not to resend."""
     file = report.failed.file
     if file is None:
@@ -224,7 +236,7 @@ def _failed_lines(report: RunReport) -> list[str]:
     return [f"  failed: {path} (a list to read: no command resends rows of an SQL source from it; {SQL_RUN_AGAIN})"]
 
 
-def _resume_lines(report: RunReport) -> list[str]:
+def _resume_lines(report: "RunReport") -> list[str]:
     """What a resumed run carried over, and the rows Braze may have applied twice (delivering runs)."""
     lines = []
     if report.resume:
@@ -239,7 +251,9 @@ def _resume_lines(report: RunReport) -> list[str]:
     return lines
 
 
-def _resume_set(pipeline: Pipeline, resume: bool, run_dir: Path | None, report_dir: Path | None) -> ResumeSet | None:
+def _resume_set(
+    pipeline: "Pipeline", resume: bool, run_dir: Path | None, report_dir: Path | None
+) -> "ResumeSet | None":
     """The run to resume: RUN_DIR, else the pipeline's latest run (None without --resume)."""
     if not resume:
         if run_dir is not None:
@@ -250,15 +264,16 @@ def _resume_set(pipeline: Pipeline, resume: bool, run_dir: Path | None, report_d
     return ResumeSet(run_dir if run_dir is not None else find_run_dir(pipeline, report_dir))
 
 
-def _execute(pipeline: Path | Callable[[], Pipeline], *, mode: str | None, report_dir: Path | None, dry_run: bool, validate_only: bool,
+def _execute(pipeline: "Path | Callable[[], Pipeline]", *, mode: str | None, report_dir: Path | None, dry_run: bool, validate_only: bool,
              quiet: bool, retry_failed: Path | None = None, include_unknown: bool = False,
              full: bool = False, log_level: str | None = None, log_format: str = "text",
              overwrite: bool = False, resume: bool = False, run_dir: Path | None = None,
              partition: str | None = None, allow_deletes: int | None = None, ignore_unfinished: bool = False,
-             after: Callable[[RunReport], list[str]] | None = None) -> None:  # fmt: skip
+             after: "Callable[[RunReport], list[str]] | None" = None) -> None:  # fmt: skip
     """Run a pipeline file (or the pipeline a function builds: upload) and print its summary; `after`
     gives the summary's last lines (upload: the pipeline file it wrote)."""
     console = _setup_logging(quiet, log_level, log_format)
+    from connector.config import load_pipeline
     from connector.delivery import spare
 
     try:
@@ -408,7 +423,10 @@ def history(
 ) -> None:
     """List a pipeline's last runs (report.history): when, kind, partition, exit code, rows, 429s, duration;
     a run with no end line is running, or interrupted once its process is gone (kill -9)."""
+    from connector.config import load_pipeline
     from connector.report.history import history_lines, history_path, read_history
+
+    end_startup_pause()  # (MODEL_COMMANDS)
 
     try:
         path = history_path(load_pipeline(pipeline))
@@ -463,6 +481,8 @@ def report_merge(
     Exit code: the merged run's (the worst partition's); 2 when the reports cannot be merged.
     """
     from connector.report.merge import write_merged
+
+    end_startup_pause()  # (MODEL_COMMANDS)
 
     try:
         doc, folder = write_merged(dirs, out, overwrite=overwrite)

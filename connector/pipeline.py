@@ -38,7 +38,6 @@ from connector.report import RunFailed, RunReport
 from connector.report.history import append_history, history_path, recent_runs, record_error, start_entry
 from connector.report.masking import columns_to_mask
 from connector.report.paths import report_dir_for
-from connector.report.publish import publish_failure
 from connector.runlock import RunLocks, lock_files, shared_lock_files
 from connector.stages import Plan, Run, suite_for
 from connector.stop import StopToken
@@ -99,6 +98,8 @@ def run_pipeline(
                                    stop or StopToken(), locks, overwrite, resume, partition, allow_deletes,
                                    ignore_unfinished)  # fmt: skip
     except ConnectorError as e:  # before the first row (no report): still alert and update the metrics
+        from connector.report.publish import publish_failure  # (alerts, metrics: not before a first request)
+
         publish_failure(pipeline, e, os.environ if env is None else env, offline=dry_run or validate_only,
                         partition={"k": partition.k, "n": partition.n} if partition else None)
         raise

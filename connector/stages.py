@@ -43,7 +43,6 @@ from connector.progress import Progress
 from connector.readers.failed import SQL_RUN_AGAIN
 from connector.records import Chunk, Rejected
 from connector.report import ReportInvariantError, RunReport
-from connector.report.publish import publish_run
 from connector.stop import StopToken
 
 if TYPE_CHECKING:
@@ -198,6 +197,8 @@ class Run:
             except ReportInvariantError as bug:
                 logger.error("%s", bug)
                 report.add_warning(str(bug))
+            from connector.report.publish import publish_run  # (alerts, metrics: not before a first request)
+
             publish_run(self.pipeline, report, self.env)  # report.json/html, alerts, metrics file
 
     def _writer(self, client: BrazeClient | None, mode: str, *, dry_run: bool) -> Writer:
@@ -339,7 +340,7 @@ class Run:
             for chunk in self._chunks(plan):
                 if self.halted():
                     break
-                suite.validate(chunk)
+                suite.table_pass(chunk)  # (its row rejects are the second pass's)
             if self.halted():  # nothing of this stream was counted yet: list it all
                 self._list_unsent(plan, self._chunks(plan))
                 return

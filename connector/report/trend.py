@@ -8,7 +8,6 @@ newest first. No scripts and no external assets: the page stays one self-contain
 from __future__ import annotations
 
 from collections.abc import Mapping
-from html import escape
 from typing import Any
 
 METRICS = (  # (title, how to read a value from a history entry, unit)
@@ -51,6 +50,8 @@ def _n(value: float) -> str:
 
 
 def _spark(title: str, values: list[float], codes: list[Any], unit: str) -> str:
+    from html import escape  # (html.entities: only when report.html is written)
+
     w, h, gap = 200, 48, 2
     top = max(values) or 1
     slots = max(len(values), MIN_SLOTS)  # few runs: thin bars at the right, as they will be once more run
@@ -73,6 +74,8 @@ def _spark(title: str, values: list[float], codes: list[Any], unit: str) -> str:
 
 def render_trend(d: dict[str, Any], recent: list[dict[str, Any]]) -> str:
     """The card: earlier runs (oldest first) and this run."""
+    from html import escape  # (html.entities: only when report.html is written)
+
     runs = [*recent, current_entry(d)]
     codes = [e.get("exit_code") for e in runs]
     charts = "".join(_spark(t, [float(get(e) or 0) for e in runs], codes, u) for t, get, u in METRICS)

@@ -150,6 +150,15 @@ class SuiteRunner:
 
     def validate(self, chunk: Chunk) -> ChunkValidation:
         """Validate one chunk: row-level rejects now, aggregates accumulated for finish()."""
+        return self._validate(chunk, rejects=True)
+
+    def table_pass(self, chunk: Chunk) -> None:
+        """Validate one chunk of a first pass for the table checks (stages.py): what finish() reports
+        (aggregates, `mostly` ratios, GX table expectations), with the same verdicts, errors and GX imports as
+        `validate`, but without building the row rejects, which that pass discards."""
+        self._validate(chunk, rejects=False)
+
+    def _validate(self, chunk: Chunk, *, rejects: bool) -> ChunkValidation:
         n = len(chunk)
         keep = [True] * n
         if not self._expectations:
@@ -174,20 +183,20 @@ class SuiteRunner:
             if stats is not None:
                 stats[0] += len(indices)
                 stats[1] += judged
-            if not indices:
+            if not indices or not rejects:
                 continue
             cells = frames.cells(e.column, indices, from_arrow)
             head, tail = wording(e)  # words(e, cell) for every cell, the expectation's part built once
             for i, cell in zip(indices, cells, strict=True):
                 failures.setdefault(i, []).append((e, head if tail is None else head + show(cell) + tail))
-        rejects: list[Rejected] = []
+        out: list[Rejected] = []
         failing = sorted(failures)
         # the original columns of every failing row, converted at once (Chunk.values gives the same per row)
         originals = chunk.table.take(_indices(failing)).to_pylist() if failing else []
         for i, values in zip(failing, originals, strict=True):
             keep[i] = False
             first = failures[i][0][0]
-            rejects.append(
+            out.append(
                 Rejected(
                     ref=chunk.ref(i),
                     stage="expectation",
@@ -197,9 +206,9 @@ class SuiteRunner:
                     values=dict(values),
                 )
             )
-        if rejects:
-            logger.debug("%s: %d of %d rows failed expectations", chunk.file, len(rejects), n)
-        return ChunkValidation(keep, rejects)
+        if out:
+            logger.debug("%s: %d of %d rows failed expectations", chunk.file, len(out), n)
+        return ChunkValidation(keep, out)
 
     def _results(self, chunk: Chunk, frames: _Frames) -> list[_Result]:
         """Every map expectation's unexpected rows on this chunk, in suite order; GX table checks recorded."""

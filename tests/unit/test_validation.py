@@ -198,6 +198,37 @@ def test_multi_chunk_stream_maps_each_chunk_to_its_own_rows() -> None:
     assert check(checks, "expect_column_max_to_be_between").observed == "2026-11-22T07:30:00+00:00"
 
 
+def test_the_table_pass_reports_what_validate_reports_without_building_rejects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stages.py's first pass for the table checks (table_pass): the same table checks as validate (row
+    count, max, `mostly` ratios of map expectations), the same errors, and no Rejected built (it discards them)."""
+    import connector.validation as validation
+
+    chunks = [
+        chunk({**USERS, "updated_at": ["2026-11-21T12:00:00Z"] * 6}, USER_ROWS),
+        chunk({"user_id": ["u7", None], "age": ["20", "20"], "plan": ["pro", "gold"], "email": ["k@l.com", "x"],
+               "updated_at": ["2026-11-22T07:30:00Z", None]}, [11, 12]),
+    ]  # fmt: skip
+    mostly = exp("expect_column_values_to_not_be_null", column="user_id", mostly=0.9)
+    write_suite(tmp_path, "mostly", [mostly])
+    built: list[object] = []
+    real = validation.Rejected
+    monkeypatch.setattr(validation, "Rejected", lambda *a, **k: built.append(1) or real(*a, **k))
+    for names, folder in (["rows", "table"], FIXTURES), (["mostly"], tmp_path):
+        full = SuiteRunner(names, folder, now=lambda: NOW)
+        rejected = sum(len(full.validate(c).rejects) for c in chunks)
+        assert rejected > 0 and len(built) == rejected
+        built.clear()
+        first = SuiteRunner(names, folder, now=lambda: NOW)
+        for c in chunks:
+            first.table_pass(c)
+        assert built == []
+        assert first.finish() == full.finish()
+    with pytest.raises(SuiteError, match="needs column 'plan'"):
+        SuiteRunner(["rows"], FIXTURES).table_pass(chunk({"user_id": ["u1"], "age": ["1"], "email": ["a@b.c"]}))
+
+
 def test_row_count_across_chunks(tmp_path: Path) -> None:
     r = runner(
         tmp_path,

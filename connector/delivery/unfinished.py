@@ -154,8 +154,11 @@ def _what_this_run_sends(pipeline: Pipeline, touched: set[str]) -> str:
     row again, those the killed run delivered included. Named: such streams of which that run delivered or
     sent rows (`touched`); one it sent nothing of loses nothing."""
     forgetful = [s.name for s in pipeline.streams if not s.delta and s.incremental is None and s.name in touched]
+    stateful = [s for s in pipeline.streams if (s.delta or s.incremental is not None) and s.name in touched]
+    twice = ("(events, purchases and inc may count twice)" if not all(is_idempotent(s) for s in stateful) else
+             "(attribute sets only: applying one again changes nothing)")  # fmt: skip
     remembered = ("This run sends again whatever that run did not confirm and does not count those rows, which "
-                  "Braze may already have applied (events, purchases and inc may count twice)")  # fmt: skip
+                  f"Braze may already have applied {twice}")  # fmt: skip
     if not forgetful:
         return remembered
     names = ", ".join(forgetful)

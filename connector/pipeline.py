@@ -325,6 +325,7 @@ def _note_retry(report: RunReport, retry: readers.RetrySet, plans: list[Plan]) -
     pipeline reads, and those of outcome unknown without --include-unknown. Returns how many it leaves."""
     report.retry = retry.describe()
     orphans = retry.orphans({(p.stream.name, str(f)) for p in plans for f in p.files})
+    report.retry["no_stream"] = sum(orphans.values())
     for (stream, f), n in sorted(orphans.items()):
         of = f" (stream {stream})" if stream else ""
         report.add_warning(f"retry: {n:,} failed row(s) of {f}{of} belong to no stream of this pipeline; not sent")

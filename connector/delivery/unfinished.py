@@ -29,6 +29,7 @@ from connector.config import Pipeline
 from connector.delivery.journal import JOURNAL_FILE, decode
 from connector.delivery.writer import is_idempotent
 from connector.errors import ConfigError, JournalError
+from connector.report.paths import resume_command
 
 _TAIL = 64 * 1024  # the last bytes read: the end record is the journal's last line
 
@@ -71,8 +72,8 @@ class Unfinished:
             f"{pipeline.origin}: the last run of this pipeline, {self.run_id} ({self.run_dir}), {how}, and a plain "
             f"re-run would send the same rows of {streams} again: those streams keep no state (no delta, no "
             "incremental) and their objects add up in Braze (events and purchases count twice, inc adds twice). "
-            f"Finish that run instead, sending only what it did not deliver: braze-connector run {pipeline.origin} "
-            f"--resume {self.run_dir}. To send every row again anyway, add --ignore-unfinished."
+            f"Finish that run instead, sending only what it did not deliver: {resume_command(pipeline, self.run_dir)}. "
+            "To send every row again anyway, add --ignore-unfinished."
         )
 
 
@@ -125,7 +126,7 @@ def check_unfinished(pipeline: Pipeline, report_dir: str | Path | None, partitio
     else:
         text += (
             f". To finish that run instead, sending only what it did not deliver and counting the rows in flight in "
-            f"possibly_duplicated, stop this one and run: braze-connector run {pipeline.origin} --resume {run_dir}"
+            f"possibly_duplicated, stop this one and run: {resume_command(pipeline, run_dir)}"
         )
     return Unfinished(run_id, run_dir, killed, text, twice)
 

@@ -269,9 +269,11 @@ def _execute(pipeline: "Path | Callable[[], Pipeline]", *, mode: str | None, rep
              full: bool = False, log_level: str | None = None, log_format: str = "text",
              overwrite: bool = False, resume: bool = False, run_dir: Path | None = None,
              partition: str | None = None, allow_deletes: int | None = None, ignore_unfinished: bool = False,
-             after: "Callable[[RunReport], list[str]] | None" = None) -> None:  # fmt: skip
+             after: "Callable[[RunReport], list[str]] | None" = None,
+             on_report_dir: "Callable[[Path], None] | None" = None) -> None:  # fmt: skip
     """Run a pipeline file (or the pipeline a function builds: upload) and print its summary; `after`
-    gives the summary's last lines (upload: the pipeline file it wrote)."""
+    gives the summary's last lines (upload: the pipeline file it wrote); `on_report_dir` is called with the
+    run's report folder before it reads a row (upload: writes its pipeline file there)."""
     console = _setup_logging(quiet, log_level, log_format)
     from connector.config import load_pipeline
     from connector.delivery import spare
@@ -322,6 +324,7 @@ def _execute(pipeline: "Path | Callable[[], Pipeline]", *, mode: str | None, rep
                 partition=part,
                 allow_deletes=allow_deletes,
                 ignore_unfinished=ignore_unfinished,
+                on_report_dir=on_report_dir,
                 stop=stop,
                 raise_on_failure=False,
             )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -71,6 +71,7 @@ def run_pipeline(
     partition: Partition | None = None,
     allow_deletes: int | None = None,
     ignore_unfinished: bool = False,
+    on_report_dir: Callable[[Path], None] | None = None,
 ) -> RunReport:
     """Run every stream of the pipeline and return the finished, written RunReport.
 
@@ -82,6 +83,8 @@ def run_pipeline(
     (from any thread) stops the run gracefully, a second request at once. A delivering run keeps a
     journal (delivery.journal); `resume` continues an interrupted run from its journal, in its folder.
     `allow_deletes`: mirror streams may delete up to that many users past `max_delete_fraction`.
+    `on_report_dir`: called with a new run's report folder once it is chosen, before any row is read (upload
+    writes its pipeline file there, so that even a killed upload can be resumed).
 
     Raises:
         RunFailed: the report's exit code is not 0 (`.report` holds it), unless raise_on_failure=False.
@@ -96,7 +99,7 @@ def run_pipeline(
         with shared_databases():  # the run's PostgreSQL connections share the driver's catalogue (dbscope.py)
             report = _run_pipeline(pipeline, mode, report_dir, dry_run, validate_only, env, progress, retry, full,
                                    stop or StopToken(), locks, overwrite, resume, partition, allow_deletes,
-                                   ignore_unfinished)  # fmt: skip
+                                   ignore_unfinished, on_report_dir)  # fmt: skip
     except ConnectorError as e:  # before the first row (no report): still alert and update the metrics
         from connector.report.publish import publish_failure  # (alerts, metrics: not before a first request)
 
@@ -115,7 +118,8 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
                   retry: readers.RetrySet | None, full: bool, stop: StopToken, locks: RunLocks,
                   overwrite: bool = False, resume: ResumeSet | None = None,
                   partition: Partition | None = None, allow_deletes: int | None = None,
-                  ignore_unfinished: bool = False) -> RunReport:  # fmt: skip
+                  ignore_unfinished: bool = False,
+                  on_report_dir: Callable[[Path], None] | None = None) -> RunReport:  # fmt: skip
     env = os.environ if env is None else env
     if resume is not None:
         if validate_only or dry_run or retry is not None:
@@ -147,6 +151,8 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
     if resume is None:
         run_id = f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}" + (f"-{label}" if label else "")
         out = report_dir_for(pipeline, report_dir, run_id, overwrite=overwrite, partition=label)
+        if on_report_dir is not None:
+            on_report_dir(out)
     else:
         run_id, out = resume.run_id, resume.run_dir
     resume_warnings = resume.check(pipeline, {p.stream.name: p.files for p in plans}, label, report_dir) \
@@ -326,6 +332,7 @@ def _note_retry(report: RunReport, retry: readers.RetrySet, plans: list[Plan]) -
     pipeline reads, and those of outcome unknown without --include-unknown. Returns how many it leaves."""
     report.retry = retry.describe()
     orphans = retry.orphans({(p.stream.name, str(f)) for p in plans for f in p.files})
+    report.retry["no_stream"] = sum(orphans.values())
     for (stream, f), n in sorted(orphans.items()):
         of = f" (stream {stream})" if stream else ""
         report.add_warning(f"retry: {n:,} failed row(s) of {f}{of} belong to no stream of this pipeline; not sent")

@@ -43,6 +43,7 @@ from connector.progress import Progress
 from connector.readers.failed import SQL_RUN_AGAIN
 from connector.records import Chunk, Rejected
 from connector.report import ReportInvariantError, RunReport
+from connector.report.paths import resume_command
 from connector.stop import StopToken
 
 if TYPE_CHECKING:
@@ -317,7 +318,7 @@ class Run:
         if self.stop.immediate:  # the rows never read are listed nowhere but in the journal
             self.report.add_warning(
                 f"stopped: the run was {self.stop.reason}, {how} (exit code {code}); the rows it had not read are "
-                f"not in failed.csv: finish the run with --resume {r.report_dir} (it sends every row not "
+                f"not in failed.csv: finish the run with {resume_command(self.pipeline, r.report_dir)} (it sends every row not "
                 "confirmed, read or not); not with --retry-failed, which sends only the rows listed"
             )
             return
@@ -325,7 +326,7 @@ class Run:
                   f"(counted as failed) are listed in {r.failed.path}: " if r.failed.file is not None else "")  # fmt: skip
         self.report.add_warning(
             f"stopped: the run was {self.stop.reason}, {how} (exit code {code}); {listed}finish the run with "
-            f"--resume {r.report_dir}" + (f" (or send the listed rows with --retry-failed {r.report_dir}{unknown})"
+            f"{resume_command(self.pipeline, r.report_dir)}" + (f" (or send the listed rows with --retry-failed {r.report_dir}{unknown})"
                                           if listed else "")
         )
 

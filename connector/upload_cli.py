@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from connector.config.upload import UploadSpec
     from connector.report import RunReport
 
-PIPELINE_FILE = "pipeline.yaml"
 
 
 class Kind(enum.StrEnum):
@@ -104,11 +103,16 @@ def upload_command(execute: Callable[..., None]) -> Callable[..., None]:
             built.append(build_pipeline(spec))
             return built[0]
 
+        def written(folder: Path) -> None:  # before the first row: a killed upload can still be resumed
+            write_pipeline_file(built[0], folder, spec)
+
         def after(report: "RunReport") -> list[str]:
-            return next_step(report, write_pipeline_file(built[0], report.report_dir, spec), dry_run=dry_run)
+            from connector.report.paths import PIPELINE_FILE
+
+            return next_step(report, report.report_dir / PIPELINE_FILE, dry_run=dry_run)
 
         execute(build, mode=mode.value if mode else None, report_dir=report_dir, dry_run=dry_run,
-                validate_only=False, quiet=quiet, overwrite=overwrite, after=after,
+                validate_only=False, quiet=quiet, overwrite=overwrite, after=after, on_report_dir=written,
                 log_level=log_level.value if log_level else None, log_format=log_format.value)  # fmt: skip
 
     return upload
@@ -151,6 +155,13 @@ def write_pipeline_file(pipeline: "Pipeline", folder: Path, spec: "UploadSpec") 
     header = (f"Written by `braze-connector upload` of {spec.file} (--kind {spec.kind}): the same run as a "
               "pipeline file.\nRun it again with: braze-connector run <this file>  (the API key is read from "
               f"${spec.api_key_env} for a real endpoint)")  # fmt: skip
+    from connector.errors import ConfigError
+    from connector.report.paths import PIPELINE_FILE
+
     path = folder / PIPELINE_FILE
-    path.write_text(dump_pipeline(pipeline, header), encoding="utf-8")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(dump_pipeline(pipeline, header), encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot write the upload's pipeline file ({e.strerror or e}); nothing was sent") from None
     return path

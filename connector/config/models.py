@@ -312,6 +312,11 @@ class Pipeline(_Model):
     _file: str | None = PrivateAttr(default=None)
 
     @property
+    def file(self) -> str | None:
+        """The pipeline file this pipeline was loaded from (None when built in code, e.g. by upload)."""
+        return self._file
+
+    @property
     def origin(self) -> str:
         """The pipeline file for messages, or `pipeline <name>` when built in code."""
         return self._file or f"pipeline {self.name}"

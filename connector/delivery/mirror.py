@@ -121,7 +121,9 @@ class Mirror:
         why = self._undecided(stream)
         if why is not None:
             entry["reason"] = why
-            if stream.on_removed is not None or stream.name in self.presence:
+            # Warned where the pipeline asked for removals, or where this stream's own read kept them undecided;
+            # the default report mode is not repeated on every stopped, aborted or partial run (its report says).
+            if stream.on_removed is not None or (stream.name in self.presence and not self.undecided):
                 self.report.add_warning(f"removed users: stream {stream.name}: not decided: {why}")
             return entry, 0
         if stream.name in self.fresh or self.delta.found_count(stream.name) == self.start.get(stream.name, -1):

@@ -266,7 +266,7 @@ class ResumeSet:
         rejected = sum(fr.states.count(REFUSED) + fr.states.count(REJECTED)
                        for (name, _), fr in self.journal.rows.items() if name == stream)  # fmt: skip
         unlisted = (f"; its {rejected:,} rejected row(s) are listed in the rejects file without their values (the "
-                    "file no longer holds them)" if rejected else "")  # fmt: skip
+                    "file changed, so its values are not read from it again)" if rejected else "")  # fmt: skip
         return (f"resume: {file} (stream {stream}) changed since run {self.run_id} was interrupted, but every row "
                 f"of stream {stream} already had its outcome ({final - rejected:,} delivered, {rejected:,} rejected): "
                 f"the stream is not read again and its outcomes are carried over{unlisted}")

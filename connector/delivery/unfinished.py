@@ -29,6 +29,7 @@ from connector.config import Pipeline
 from connector.delivery.journal import JOURNAL_FILE, decode
 from connector.delivery.writer import is_idempotent
 from connector.errors import ConfigError, JournalError
+from connector.report.paths import resume_command
 
 _TAIL = 64 * 1024  # the last bytes read: the end record is the journal's last line
 
@@ -71,8 +72,8 @@ class Unfinished:
             f"{pipeline.origin}: the last run of this pipeline, {self.run_id} ({self.run_dir}), {how}, and a plain "
             f"re-run would send the same rows of {streams} again: those streams keep no state (no delta, no "
             "incremental) and their objects add up in Braze (events and purchases count twice, inc adds twice). "
-            f"Finish that run instead, sending only what it did not deliver: braze-connector run {pipeline.origin} "
-            f"--resume {self.run_dir}. To send every row again anyway, add --ignore-unfinished."
+            f"Finish that run instead, sending only what it did not deliver: {resume_command(pipeline, self.run_dir)}. "
+            "To send every row again anyway, add --ignore-unfinished."
         )
 
 
@@ -125,7 +126,7 @@ def check_unfinished(pipeline: Pipeline, report_dir: str | Path | None, partitio
     else:
         text += (
             f". To finish that run instead, sending only what it did not deliver and counting the rows in flight in "
-            f"possibly_duplicated, stop this one and run: braze-connector run {pipeline.origin} --resume {run_dir}"
+            f"possibly_duplicated, stop this one and run: {resume_command(pipeline, run_dir)}"
         )
     return Unfinished(run_id, run_dir, killed, text, twice)
 
@@ -154,8 +155,11 @@ def _what_this_run_sends(pipeline: Pipeline, touched: set[str]) -> str:
     row again, those the killed run delivered included. Named: such streams of which that run delivered or
     sent rows (`touched`); one it sent nothing of loses nothing."""
     forgetful = [s.name for s in pipeline.streams if not s.delta and s.incremental is None and s.name in touched]
+    stateful = [s for s in pipeline.streams if (s.delta or s.incremental is not None) and s.name in touched]
+    twice = ("(events, purchases and inc may count twice)" if not all(is_idempotent(s) for s in stateful) else
+             "(attribute sets only: applying one again changes nothing)")  # fmt: skip
     remembered = ("This run sends again whatever that run did not confirm and does not count those rows, which "
-                  "Braze may already have applied (events, purchases and inc may count twice)")  # fmt: skip
+                  f"Braze may already have applied {twice}")  # fmt: skip
     if not forgetful:
         return remembered
     names = ", ".join(forgetful)

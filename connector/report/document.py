@@ -53,8 +53,24 @@ def exit_meaning(code: int, removed: dict[str, Any] | None, rows_failed: bool | 
 def report_meaning(r: ReportCounters, exit_code: int | None = None) -> str:
     """exit_meaning() of a run's report (its exit code unless another is given)."""
     code = r.exit_code if exit_code is None else exit_code
-    rows = rows_cause(r.rows, r.max_reject_fraction) if r.compute_exit_code() == 1 else False
+    rows: bool | str = rows_cause(r.rows, r.max_reject_fraction) if r.compute_exit_code() == 1 else False
+    left = left_out_cause(r.retry)
+    if left:
+        rows = f"{rows}; {left}" if rows else left
     return exit_meaning(code, r.removed, rows, r.table_checks)
+
+
+def left_out_cause(retry: dict[str, Any] | None) -> str:
+    """Why a retry run exits 1 although all it sent was delivered: failed rows it did not send (outcome unknown
+    without --include-unknown, or of no stream of this pipeline); "" when none were left out."""
+    if not retry:
+        return ""
+    unknown, orphans = int(retry.get("unknown_outcome_excluded") or 0), int(retry.get("no_stream") or 0)
+    parts = ([f"{unknown:,} of outcome unknown (add --include-unknown to send them)"] if unknown else []) + (
+        [f"{orphans:,} of no stream of this pipeline"] if orphans else [])  # fmt: skip
+    if not parts:
+        return ""
+    return f"{unknown + orphans:,} failed row(s) of {retry.get('failed_file')} left out of this retry: {', '.join(parts)}"
 
 
 def rows_cause(rows: dict[str, int], max_reject_fraction: float) -> str:

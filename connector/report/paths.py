@@ -22,6 +22,16 @@ log = logging.getLogger(__name__)
 RUN_FILES = ("report.json", "report.html", "rejects.csv", "rejects.parquet", "failed.csv", "confirmed.jsonl",
              "removed.csv")
 RUN_DIRS = ("sample_requests",)
+# The pipeline file an upload writes into its report folder as it starts (upload_cli.py): the file a
+# `--resume` of that folder runs, even after a kill -9.
+PIPELINE_FILE = "pipeline.yaml"
+
+
+def resume_command(pipeline: Pipeline, run_dir: str | Path) -> str:
+    """The command that finishes the run of `run_dir`: its pipeline file, or, for a pipeline built without
+    one (an upload), the pipeline file in the run's folder."""
+    file = pipeline.file or str(Path(run_dir) / PIPELINE_FILE)
+    return f"braze-connector run {file} --resume {run_dir}"
 
 
 def report_dir_for(pipeline: Pipeline, override: str | Path | None, run_id: str, *, overwrite: bool = False,

@@ -410,6 +410,29 @@ def test_partition_and_retry_runs_never_decide_removals(emulator: EmulatorServer
     assert emulator.user("external_id", "user_C") is not None
 
 
+def test_the_default_report_mode_does_not_warn_on_every_partial_run(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """A delta stream that did not ask for removals (on_removed unset: report) is not warned about on every run
+    that cannot decide them (a partition, a retry, a stopped run: each says so itself); the report keeps why."""
+    from connector.readers.partition import Partition
+
+    p = mirror_project(tmp_path, None, state="state/{pipeline}.{partition}.sqlite")
+    part = run(p, emulator, tmp_path / "{partition}", partition=Partition(1, 2))
+    m = part["removed"]["users"]
+    assert m["decided"] is False and "--partition" in m["reason"]
+    assert not [w for w in part["warnings"] if w.startswith("removed users:")], part["warnings"]
+    run(p.model_copy(update={"state": p.state.model_copy(update={"path": "state/m.sqlite"})}), emulator, tmp_path / "r1")
+    token = StopToken()
+    token.request("a test stops it")  # before the first row: the run reads nothing and says it was stopped
+    stopped = run(p.model_copy(update={"state": p.state.model_copy(update={"path": "state/m.sqlite"})}), emulator,
+                  tmp_path / "r2", stop=token)  # fmt: skip
+    assert stopped["exit_code"] == 4 and stopped["removed"]["users"]["decided"] is False
+    assert not [w for w in stopped["warnings"] if w.startswith("removed users:")], stopped["warnings"]
+    # asked for: warned (test_partition_and_retry_runs_never_decide_removals, on_removed: delete)
+    asked = mirror_project(tmp_path, "report", state="state/{pipeline}.{partition}.sqlite")
+    doc = run(asked, emulator, tmp_path / "{partition}-b", partition=Partition(1, 2))
+    assert any(w.startswith("removed users: stream users: not decided: a --partition run") for w in doc["warnings"])
+
+
 @pytest.mark.parametrize("action", ["fail", "warn"])
 def test_a_failed_table_check_leaves_removals_undecided(action: str, emulator: EmulatorServer, tmp_path: Path) -> None:
     (tmp_path / "expectations").mkdir()

@@ -110,6 +110,8 @@ def test_unknown_outcomes_are_resent_only_when_asked(emulator_factory: Any, tmp_
     doc = report_json(cautious)
     assert doc["rows"]["read"] == 0 and doc["retry"]["unknown_outcome_excluded"] == 60
     assert doc["exit_code"] == 1  # it sent nothing and left 60 rows behind: not a success
+    assert doc["exit_meaning"] == (f"60 failed row(s) of {first.failed.path} left out of this retry: 60 of outcome "
+                                   "unknown (add --include-unknown to send them)")  # fmt: skip
     assert any("--include-unknown" in w for w in doc["warnings"])
     assert not up.ledger()
 

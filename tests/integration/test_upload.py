@@ -308,6 +308,8 @@ def test_sigterm_stops_an_upload_gracefully_with_every_row_counted(tmp_path: Pat
                 if json.loads(resp.read())["objects_applied"]["events"] >= 300:
                     break
             time.sleep(0.05)
+        # written as the upload began, not when it ends: a kill -9 would leave it too, for --resume
+        assert (tmp_path / "out" / "pipeline.yaml").is_file()
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 4, stderr
@@ -320,3 +322,5 @@ def test_sigterm_stops_an_upload_gracefully_with_every_row_counted(tmp_path: Pat
     assert doc["stop"] == {"reason": "stopped by SIGTERM", "how": "gracefully", "exit_code": 4}
     assert (tmp_path / "out" / "pipeline.yaml").is_file() and "pipeline file: out/pipeline.yaml" in stdout
     assert "braze-connector run out/pipeline.yaml --resume out   # finishes this upload" in stdout
+    # the stop warning names the same command (upload has no --resume of its own)
+    assert any("finish the run with braze-connector run out/pipeline.yaml --resume out" in w for w in doc["warnings"])

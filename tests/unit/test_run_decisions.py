@@ -257,3 +257,21 @@ def test_the_killed_run_warning_says_which_streams_send_every_row_again() -> Non
     assert only.startswith(f"Stream(s) {names[1]} keep no state") and "for the other streams" in only
     remembered = pipeline.model_copy(update={"streams": [s.model_copy(update={"delta": True}) for s in pipeline.streams]})
     assert _what_this_run_sends(remembered, every).startswith("This run sends again whatever that run did not confirm")
+
+
+def test_the_killed_run_warning_says_count_twice_only_for_objects_that_add_up() -> None:
+    """A kill -9 of a run whose stateful streams only set attributes: resending what it did not confirm sets
+    the same values again, so the warning must not say events or inc may count twice; with an events stream
+    among them it must."""
+    from connector.config import load_pipeline
+    from connector.delivery.unfinished import _what_this_run_sends
+
+    pipeline = load_pipeline(Path(__file__).resolve().parents[2] / "pipelines" / "quickstart.yaml")
+    stateful = pipeline.model_copy(update={"streams": [s.model_copy(update={"delta": True}) for s in pipeline.streams]})
+    attrs = [s for s in stateful.streams if s.kind == "attributes" and all(f.op != "inc" for f in s.attributes)]
+    adds = [s for s in stateful.streams if s.kind in ("events", "purchases")]
+    assert attrs and adds
+    only_attrs = _what_this_run_sends(stateful, {attrs[0].name})
+    assert "count twice" not in only_attrs and "applying one again changes nothing" in only_attrs
+    with_events = _what_this_run_sends(stateful, {attrs[0].name, adds[0].name})
+    assert "(events, purchases and inc may count twice)" in with_events

@@ -90,10 +90,18 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     c0, w0 = _meter.cpu(), time.monotonic()
     yield
     _meter.rows.append({"nodeid": item.nodeid, "cpu": _meter.cpu() - c0, "wall": time.monotonic() - w0,
-                        **phases})  # fmt: skip
+                        "failed": item.stash.get(_FAILED, False), **phases})  # fmt: skip
 
 
 _PHASES = pytest.StashKey[dict[str, float]]()
+_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Generator[None, Any, None]:
+    outcome = yield
+    if outcome.get_result().failed:
+        item.stash[_FAILED] = True
 
 
 def _phase(item: pytest.Item, name: str) -> Generator[None, Any, None]:
@@ -160,8 +168,11 @@ def _by_file(tests: list[dict[str, Any]]) -> dict[str, float]:
 def report(folder: Path, top: int) -> None:
     total, tests, fixtures = _load(folder)
     in_tests = sum(r["cpu"] for r in tests)
+    failed = [r["nodeid"] for r in tests if r.get("failed")]
     print(f"{folder}: {len(tests)} tests, suite CPU {total:.1f} s (in tests {in_tests:.1f} s, "
           f"outside any test {total - in_tests:.1f} s)")  # fmt: skip
+    for nodeid in failed:
+        print(f"failed: {nodeid}")
     print(f"\ntop {top} tests by CPU (s: total = setup + call + teardown; wall s)")
     for r in sorted(tests, key=lambda r: -r["cpu"])[:top]:
         print(f"{r['cpu']:7.2f} = {r.get('setup', 0):6.2f} + {r.get('call', 0):6.2f} + {r.get('teardown', 0):6.2f}"
@@ -193,6 +204,9 @@ def compare(before: Path, after: Path) -> None:
 
 
 if __name__ == "__main__":
+    import signal
+
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # | head
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     n = int(sys.argv[sys.argv.index("--top") + 1]) if "--top" in sys.argv else 30
     args = [a for a in args if a != str(n)] if "--top" in sys.argv else args

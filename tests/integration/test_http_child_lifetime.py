@@ -299,7 +299,10 @@ def exec_done(pid: int) -> bytes:
 
 # Run in a `braze-connector run` process: print the spare's pid, then block where the test says.
 _START_UP = """
-import sys, time
+import signal, sys, time
+# Python makes SIGINT a KeyboardInterrupt only if it was not ignored at start: a suite started in the
+# background of a non-interactive shell (`./script &`) inherits it ignored, and this test timed out there.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from connector.delivery import spare
 real = spare.start
 def start(*a, **k):

@@ -153,6 +153,9 @@ def measure(tree: Path, pipeline: Path, report_dir: Path, pycache: Path | None, 
         env["BENCH_NO_SPARE"] = "1"
     if pycache is None:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
+        # An empty prefix: bytecode is read only from there, so a __pycache__/ beside the sources (the test
+        # suite writes connector's, tests/conftest.py) cannot turn "compiled anew" into cached.
+        env["PYTHONPYCACHEPREFIX"] = tempfile.mkdtemp(prefix="bench-no-pycache-")
     else:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(pycache)

@@ -3,7 +3,9 @@ PostgreSQL server on loopback for the session (SQL sources); a throwaway redis-s
 
 from __future__ import annotations
 
+import compileall
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +31,26 @@ TEST_WORKSPACE: dict[str, Any] = {
     "sync_beta": True,
     "canvases": ("cv-1", "9b1d2c3e-4f5a-4b6c-8d7e-0f1a2b3c4d5e"),
 }
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Bytecode for connector/ and bench/ written once, before the workers start, and the tests' own kept.
+
+    Where PYTHONDONTWRITEBYTECODE=1 (this environment and CI set it) every CLI, emulator or bench process the
+    tests start compiled each connector module it imported again (~0.1 s of CPU a process, a few hundred
+    processes), and each worker rewrote every test module's asserts again (~3 s of CPU a worker). compileall
+    writes what is missing or stale (a stat per file when nothing is); with sys.dont_write_bytecode off in this
+    process pytest caches its rewritten test modules for the next run. The started processes keep the
+    variable: they read the bytecode, they write none. Everything lands in __pycache__/ (.gitignore).
+    """
+    sys.dont_write_bytecode = False
+    for folder, depth in ((ROOT / "connector", 10), (ROOT / "bench", 0), (ROOT / "tests", 1)):
+        # test modules are left to pytest: it imports its own rewritten bytecode, not compileall's
+        compileall.compile_dir(folder, maxlevels=depth, quiet=2, rx=re.compile(r"(^|/)test_[^/]*\.py$"))
 
 
 @pytest.hookimpl(trylast=True)  # after xdist's own hook has suffixed the grouped items' node ids

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from cli_invoke import invoke
 
 from connector.emulator import EmulatorProcess, start_subprocess
 
@@ -271,7 +272,7 @@ def test_a_second_concurrent_run_is_refused_naming_the_running_pid_and_the_lock(
 
 
 def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_warning(
-    project: Path, slow_emulator: EmulatorProcess, tmp_path: Path
+    project: Path, slow_emulator: EmulatorProcess, tmp_path: Path, emulator: Any
 ) -> None:
     out = tmp_path / "out"
     killed = subprocess.Popen(command(project, out, "--quiet"), env=env_for(slow_emulator),
@@ -280,11 +281,10 @@ def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_warning(
     assert [(r["status"], r["pid"]) for r in history(project)] == [("running", killed.pid)]
     killed.kill()  # kill -9: no handler runs, the lock file keeps its pid
     killed.wait()  # (its HTTP child finishes its few requests in flight within a latency, then exits)
-    with start_subprocess() as fast:
-        # The killed run sent events and purchases of these very files: a plain re-run is refused (exit 2,
-        # test_crash_resume.py); this one says it means to send them again.
-        again = subprocess.run(command(project, out, "--quiet", "--ignore-unfinished"), env=env_for(fast),
-                               capture_output=True, text=True, timeout=150)  # fmt: skip
+    # The killed run sent events and purchases of these very files: a plain re-run is refused (exit 2,
+    # test_crash_resume.py); this one says it means to send them again. A fast emulator: conftest's, in-process.
+    again = subprocess.run(command(project, out, "--quiet", "--ignore-unfinished"), env=env_for(emulator),
+                           capture_output=True, text=True, timeout=150)  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert f"warning: lock file {out / '.sig.lock'} was left by a run (pid {killed.pid}" in again.stdout
     assert "no longer running (killed?); taken over" in again.stdout
@@ -292,14 +292,19 @@ def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_warning(
     runs = history(project)
     assert [(r["status"], r["pid"], r.get("exit_code")) for r in runs] == [
         ("interrupted", killed.pid, None), ("finished", runs[1]["pid"], 0)]  # fmt: skip
-    table = subprocess.run([sys.executable, "-m", "connector", "history", str(project / "pipelines" / "sig.yaml")],
-                           env=os.environ, capture_output=True, text=True, timeout=60).stdout.splitlines()  # fmt: skip
+    table = history_cli(project).stdout.splitlines()
     assert f"interrupted (pid {killed.pid} gone, no report)" in table[1] and table[2].split()[4] == "0"
 
 
+def history_cli(project: Path, *args: str) -> Any:
+    """`braze-connector history` of the pipeline (the test's history file, BRAZE_CONNECTOR_HISTORY), by the CLI
+    in-process (tests/cli_invoke.py): reading the history needs no process of its own."""
+    res = invoke("history", str(project / "pipelines" / "sig.yaml"), *args, cwd=project,
+                 env={"BRAZE_CONNECTOR_HISTORY": os.environ["BRAZE_CONNECTOR_HISTORY"]})  # fmt: skip
+    assert res.exit_code == 0, res.stdout + res.stderr
+    return res
+
+
 def history(project: Path) -> list[dict[str, Any]]:
-    """`braze-connector history --json` of the pipeline (the test's history file, BRAZE_CONNECTOR_HISTORY)."""
-    res = subprocess.run([sys.executable, "-m", "connector", "history", str(project / "pipelines" / "sig.yaml"),
-                          "--json"], env=os.environ, capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    return [json.loads(line) for line in res.stdout.splitlines()]
+    """`braze-connector history --json` of the pipeline."""
+    return [json.loads(line) for line in history_cli(project, "--json").stdout.splitlines()]

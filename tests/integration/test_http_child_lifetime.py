@@ -136,19 +136,14 @@ def test_a_bulk_run_leaves_the_http_libraries_to_the_child(emulator: EmulatorSer
     assert len(emulator.ledger()) > 0  # it did send, through the child
 
 
-def test_the_sample_users_run_sends_its_first_request_without_pandas(
-    emulator: EmulatorServer, tmp_path: Path
-) -> None:
+def test_the_sample_users_run_sends_its_first_request_without_pandas(sample_users_probe: dict[str, Any]) -> None:
     """pandas costs ~0.25 s of CPU to import, and pyarrow imports it at its first conversion of Python values
     (connector/arrow_values.py). pipelines/users.yaml as shipped (the sample CSV, users_suite, a time cell
     Arrow's ISO cast refuses) sends its first request before anything imports it."""
-    out = _first_request_probe(
-        emulator, tmp_path, prelude="import sys\n", seen="'pandas' in sys.modules", entry="connector.cli"
-    )
-    assert out.splitlines()[-1] == "0 [False]"  # exit code 0; pandas not imported when the first request left
-    assert len(emulator.ledger()) > 0
-    rejects = (tmp_path / "r" / "rejects.csv").read_text(encoding="utf-8")
-    assert ",cast.time,signup_at," in rejects  # the refused time cell was read (and rejected) without pandas
+    assert sample_users_probe["exit_code"] == "0"
+    assert sample_users_probe["pandas"] is False  # pandas not imported when the first request left
+    assert sample_users_probe["sent"] > 0
+    assert ",cast.time,signup_at," in sample_users_probe["rejects"]  # the refused time cell was read without pandas
 
 
 # --------------------------------------------------------------------------- the spare (delivery/spare.py)
@@ -304,7 +299,10 @@ def exec_done(pid: int) -> bytes:
 
 # Run in a `braze-connector run` process: print the spare's pid, then block where the test says.
 _START_UP = """
-import sys, time
+import signal, sys, time
+# Python makes SIGINT a KeyboardInterrupt only if it was not ignored at start: a suite started in the
+# background of a non-interactive shell (`./script &`) inherits it ignored, and this test timed out there.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from connector.delivery import spare
 real = spare.start
 def start(*a, **k):
@@ -417,28 +415,40 @@ LAZY_MODULES = {"pyarrow.parquet", "connector.readers.parquet_reader", "connecto
                 "html.entities", "connector.config.upload", "connector.readers.infer"}  # fmt: skip
 
 
-def test_the_sample_users_run_starts_without_the_modules_it_does_not_use(
-    emulator: EmulatorServer, tmp_path: Path
-) -> None:
-    """`python -m connector run pipelines/users.yaml --mode bulk` (the command's entry point, __main__.main):
-    when its first request leaves, none of LAZY_MODULES is imported, and the cyclic garbage collector, paused
-    from the command's start until the run streams rows (quiet_gc.py), has made no full collection and only
-    young ones once the run streams rows (it made ~130, 3 of them full, before the pause existed)."""
+@pytest.fixture(scope="module")
+def sample_users_probe(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One run of pipelines/users.yaml through the command's entry point (__main__.main, which calls cli.main)
+    in a fresh interpreter, against an emulator of its own, recording at its first request what the two tests
+    below check: whether pandas, and which of LAZY_MODULES, were imported, and the cyclic collections made
+    since the command started. One fresh process for both (a CLI start-up and a run, ~0.8 s of CPU, each)."""
+    tmp_path = tmp_path_factory.mktemp("sample_users_probe")
     prelude = (
         "import gc, sys\n"
         "collections = []\n"
         "gc.callbacks.append(lambda phase, info: phase == 'stop' and collections.append(info['generation']))\n"
         f"lazy = {sorted(LAZY_MODULES)!r}\n"
     )
-    seen = "(sorted(set(lazy) & set(sys.modules)), len(collections), max(collections, default=0))"
-    out = _first_request_probe(emulator, tmp_path, prelude=prelude, seen=seen, entry="connector.__main__",
-                               before_main="collections.clear()  # those of the imports above, the test's own\n")  # fmt: skip
-    exit_code, seen = out.splitlines()[-1].split(" ", 1)
-    assert exit_code == "0"
-    imported, collected, oldest = eval(seen)[0]  # noqa: S307 (our own repr)
-    assert imported == []
+    seen = "(sorted(set(lazy) & set(sys.modules)), len(collections), max(collections, default=0), 'pandas' in sys.modules)"
+    with EmulatorServer(api_keys=("test-key",)) as emulator:
+        out = _first_request_probe(emulator, tmp_path, prelude=prelude, seen=seen, entry="connector.__main__",
+                                   before_main="collections.clear()  # those of the imports above, the test's own\n")  # fmt: skip
+        sent = len(emulator.ledger())
+    exit_code, got = out.splitlines()[-1].split(" ", 1)
+    imported, collected, oldest, pandas = eval(got)[0]  # noqa: S307 (our own repr)
+    return {"exit_code": exit_code, "imported": imported, "collected": collected, "oldest": oldest,
+            "pandas": pandas, "sent": sent, "rejects": (tmp_path / "r" / "rejects.csv").read_text(encoding="utf-8")}  # fmt: skip
+
+
+def test_the_sample_users_run_starts_without_the_modules_it_does_not_use(sample_users_probe: dict[str, Any]) -> None:
+    """`python -m connector run pipelines/users.yaml --mode bulk` (the command's entry point, __main__.main):
+    when its first request leaves, none of LAZY_MODULES is imported, and the cyclic garbage collector, paused
+    from the command's start until the run streams rows (quiet_gc.py), has made no full collection and only
+    young ones once the run streams rows (it made ~130, 3 of them full, before the pause existed)."""
+    assert sample_users_probe["exit_code"] == "0"
+    assert sample_users_probe["imported"] == []
+    collected, oldest = sample_users_probe["collected"], sample_users_probe["oldest"]
     assert oldest < 2 and collected < 5, (collected, oldest)
-    assert len(emulator.ledger()) > 0
+    assert sample_users_probe["sent"] > 0
 
 
 # The probe patches the transport when the run imports it (importing it first would import pydantic and the

@@ -83,6 +83,19 @@ def run_together(pipeline: Path, n: int = 2, **env_vars: str) -> list[dict[str, 
     return [json.loads(f.read_text()) for f in reports[-n:]]
 
 
+def run_in_turn(pipeline: Path, n: int = 2, **env_vars: str) -> list[dict[str, Any]]:
+    """`run --partition K/n` for every K, one after another, by the CLI in-process (tests/cli_invoke.py); their
+    reports. For the rounds after the first: what they check is each partition's own state (a re-run skips, a
+    changed row goes), which one run at a time exercises as well; run_together's first round keeps the
+    processes at once (the state lock, PostgreSQL's concurrent writes), without an interpreter start per run."""
+    for k in range(1, n + 1):
+        res = invoke("run", str(pipeline), "--partition", f"{k}/{n}", "--quiet", cwd=pipeline.parent,
+                     env={"TEST_BRAZE_KEY": "test-key", **env_vars})  # fmt: skip
+        assert res.exit_code == 0, res.stdout + res.stderr[-3000:]
+    reports = sorted((pipeline.parent / "reports").glob("*/report.json"), key=lambda f: f.stat().st_mtime)
+    return [json.loads(f.read_text()) for f in reports[-n:]]
+
+
 def rows(reports: list[dict[str, Any]], key: str) -> int:
     return sum(int(r["rows"][key]) for r in reports)
 
@@ -121,7 +134,7 @@ def test_delta_and_incremental_partitions_run_together_with_a_state_file_each(em
 
     # A re-run sends nothing: delta skips the profiles, the watermarks skip the scores.
     seq = last_seq(emulator)
-    again = run_together(pipeline)
+    again = run_in_turn(pipeline)
     assert applied(emulator, seq) == Counter()
     assert rows(again, "delivered") == 0 and rows(again, "read") == rows(again, "skipped")
 
@@ -129,7 +142,7 @@ def test_delta_and_incremental_partitions_run_together_with_a_state_file_each(em
     changed = frozenset({3, 77, 150, 299})
     write_sources(tmp_path, changed)
     seq = last_seq(emulator)
-    third = run_together(pipeline)
+    third = run_in_turn(pipeline)
     assert applied(emulator, seq) == Counter({f"{p}{i:04d}": 1 for i in changed for p in "us"})
     assert rows(third, "delivered") == 2 * len(changed)
 
@@ -144,12 +157,12 @@ def test_partitions_share_a_postgresql_state_with_a_watermark_each(emulator: Any
     assert set(applied(emulator).values()) == {1} and len(applied(emulator)) == 2 * USERS
     assert not list(tmp_path.rglob("*.sqlite"))
     seq = last_seq(emulator)
-    again = run_together(pipeline, STATE_PG_URL=postgres_url)
+    again = run_in_turn(pipeline, STATE_PG_URL=postgres_url)
     assert applied(emulator, seq) == Counter() and rows(again, "delivered") == 0
     changed = frozenset({3, 77, 150, 299})
     write_sources(tmp_path, changed)
     seq = last_seq(emulator)
-    run_together(pipeline, STATE_PG_URL=postgres_url)
+    run_in_turn(pipeline, STATE_PG_URL=postgres_url)
     assert applied(emulator, seq) == Counter({f"{p}{i:04d}": 1 for i in changed for p in "us"})
     assert all(r["invariant_ok"] for r in first)
 

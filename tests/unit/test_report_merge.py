@@ -18,6 +18,8 @@ from connector.report.merge import load_report, merge_reports, write_merged
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "pipelines" / "quickstart.yaml"
+# One worker for the module (--dist loadgroup): the `runs` fixture's four runs once, not once per worker.
+pytestmark = pytest.mark.xdist_group("report_merge")
 
 
 @pytest.fixture(scope="module")

@@ -225,3 +225,21 @@ def test_a_full_state_disk_changes_no_outcome_and_the_next_run_sends_what_was_lo
     assert by_name["events"] == {"added": lost["events"], "changed": 0, "unchanged": n_events - lost["events"]}
     played = sum(emulator.user("external_id", u)["custom_events"]["played"]["count"] for u in users[:40])
     assert played == n_events + lost["events"]
+
+
+@pytest.mark.parametrize("chunk_rows", [2, 1000])  # the two rows in other chunks, and in one
+def test_a_user_on_two_rows_ends_with_the_last_rows_values_on_every_run(chunk_rows: int, emulator: Any,
+                                                                       tmp_path: Path) -> None:  # fmt: skip
+    """Two rows of one user with different values: Braze must hold the later row's, on the first run and on
+    every re-run (each run sends both again, as README says: the earlier row differs from what the later one
+    left), never the earlier row's."""
+    stream = {**users_stream(), "delta": True, "source": {"path": "data/users.csv", "chunk_rows": chunk_rows}}
+    pipeline = project(tmp_path, [stream])
+    (tmp_path / "data" / "users.csv").write_text(
+        "user_id,email,first_name,age\nu1,a@example.com,Ann,31\nu2,b@example.com,Bob,40\n"
+        "u3,c@example.com,Cid,50\nu1,a@example.com,Ann,32\n", encoding="utf-8")  # fmt: skip
+    for run in ("r1", "r2", "r3"):
+        doc = report_json(run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / run, env=env_for(emulator)))
+        assert doc["exit_code"] == 0 and emulator.user("external_id", "u1")["attributes"]["age"] == 32, run
+        if run != "r1":  # both rows of u1 again (the first differs from the state the second left); u2, u3 not
+            assert doc["rows"]["delivered"] == 2 and doc["rows"]["skipped"] == 2, (run, doc["rows"])

@@ -173,7 +173,9 @@ def _summary(report: "RunReport", paths: dict[str, Path]) -> list[str]:
     for name, st in report.streams.items():
         if "delta" in st:
             d = st["delta"]
-            lines.append(f"  delta {name}: {d['added']:,} added, {d['changed']:,} changed, {d['unchanged']:,} unchanged")
+            full = " (--full: known users are sent whole and counted as changed)" if (report.delta or {}).get("full") else ""
+            lines.append(f"  delta {name}: {d['added']:,} added, {d['changed']:,} changed, {d['unchanged']:,} unchanged"
+                         + full)
     if report.by_rule:
         lines.append("  top reject rules:")
         examples = {s["rule"]: s for s in reversed(report.sample)}

@@ -10,8 +10,10 @@ safeguards, so that no run fails or loses a row over it:
   probe is refused (403/404). The probe posts `{"attributes": []}`: an empty array holds no object, so nothing can be written whatever
   Braze answers (side-effect free), and it costs one request of the 500/minute sync budget. Braze checks the
   key's permission before it reads the body (a key-level refusal, as the emulator does), so 403/404 means no
-  access, and 400 (nothing to process) or a 2xx means access. Any other outcome (401, still 429/5xx after the
-  retries, no answer) proves nothing: bulk, which needs only `users.track`. Should Braze ever validate the
+  access, and 400 (nothing to process) or a 2xx means access. A 401 refuses the key itself (errors.md: an
+  invalid key, or one of another instance, on any endpoint): the run ends there (exit 3), before it reads a
+  row. Any other outcome (still 429/5xx after the retries, no answer) proves nothing: bulk, which needs only
+  `users.track`. Should Braze ever validate the
   body first (a 400 without access), the switch below still catches the first real request.
 - `SyncRefusal`: whatever the mode came from (auto, `mode: sync`, `sync_endpoint: enabled`), a 403/404 from
   the sync endpoint switches the rest of the run to /users/track; the refused rows are resent in bulk, with a
@@ -66,8 +68,11 @@ def probe_mode(pipeline: Pipeline, url: str, api_key: str, report: RunReport, *,
     try:
         resp = client.post("users_track_sync", PROBE_BODY, idempotent=True)
         status, access, seen = resp.status, True, f"HTTP {resp.status}"
-    except AuthError as e:  # 401: the key itself is refused; the run's first request says so (exit 3)
-        status, access, seen = e.status, False, f"HTTP {e.status}, inconclusive"
+    except AuthError as e:  # 401: the key itself is refused (every endpoint): the run ends here, exit 3, so that
+        # one with nothing to send (an unchanged delta run) does not exit 0 with a revoked key
+        report.record_probe("users_track_sync", e.status, (time.perf_counter() - t0) * 1000.0,
+                            purpose="sync access", answer=f"HTTP {e.status}: the key was refused", decided="none")
+        raise
     except PermanentApiError as e:
         status, access = e.status, e.status not in REFUSED_STATUSES
         seen = outcomes.request_reason(e.status, outcomes.parse_body(e.body))

@@ -81,6 +81,20 @@ def test_auto_mode_keeps_sync_when_the_probe_shows_access(emulator_factory: Fact
     assert em.stats()["objects_applied"]["attributes"] == 9  # the probe wrote nothing
 
 
+def test_a_probe_answered_401_ends_the_run_before_a_row_is_read(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """A revoked key: the probe's 401 refuses the key on every endpoint, so the run ends there with exit 3, even
+    one that would send nothing at all (an unchanged delta run used to exit 0 with a revoked key)."""
+    p = _pipeline(tmp_path, 10)
+    report = run_pipeline(p, report_dir=tmp_path / "out", env={"BRAZE_REST_ENDPOINT": emulator.url,
+                                                               "BRAZE_API_KEY": "revoked-key"}, raise_on_failure=False)  # fmt: skip
+    doc = json.loads((report.report_dir / "report.json").read_text(encoding="utf-8"))
+    assert doc["exit_code"] == 3 and doc["rows"]["read"] == 0 and doc["invariant_ok"] is True
+    [probe] = doc["requests"]["probes"]
+    assert probe["status"] == 401 and probe["decided"] == "none"
+    assert any("HTTP 401" in w for w in doc["warnings"]) and "revoked-key" not in json.dumps(doc)
+    assert emulator.stats()["requests"].get("/users/track") is None  # nothing else was sent
+
+
 def test_a_probe_answered_404_means_no_sync(emulator: EmulatorServer, tmp_path: Path) -> None:
     p = _pipeline(tmp_path, 2)
     report = RunReport("t", report_dir=tmp_path / "r")

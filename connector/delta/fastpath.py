@@ -66,4 +66,4 @@ class FastPath:
         if self.incremental is not None:
             self.incremental.skipped(self.stream, [chunk.ref(i) for i in np.flatnonzero(skip).tolist()])
         keep = ~skip
-        return chunk.filter(keep.tolist()), prints[keep], n
+        return chunk.filter(keep), prints[keep], n

@@ -17,11 +17,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connector.arrow_values import scalar, to_numpy
 from connector.config import Stream
 from connector.delta.keyindex import hashes, key_hashes
 from connector.mapping import identifier_keys
 from connector.mapping.objects import identifier_text
 from connector.records import Chunk
+
+_EMPTY_TEXT = scalar("")
 
 
 class ChunkUsers:
@@ -65,11 +68,13 @@ class ChunkUsers:
             return None
         prefix, values = found
         if values.null_count:
-            valid = np.asarray(pc.is_valid(values), dtype=bool)
-            at = np.flatnonzero(valid)
-            values = values.filter(pa.array(valid))
+            valid = pc.is_valid(values)
+            at = np.flatnonzero(to_numpy(valid))
+            values = values.filter(valid)
         else:
             at = np.arange(len(values), dtype=np.int64)
-        # The key's UTF-8 is the prefix's then the value's: one join, then one C loop of XXH3 calls.
-        joined = pc.binary_join_element_wise(prefix, values, "").cast(pa.large_binary())
-        return at.astype(np.int64, copy=False), hashes(joined.to_numpy(zero_copy_only=False))
+        # The key's UTF-8 is the prefix's then the value's: one join, then one C loop of XXH3 calls. Arrow
+        # scalars and to_pylist: a Python value given to pyarrow, or to_numpy() of text, imports pandas
+        # (arrow_values.py), 0.13-0.25 s of an unchanged re-run that otherwise never needs it.
+        joined = pc.binary_join_element_wise(scalar(prefix), values, _EMPTY_TEXT).cast(pa.large_binary())
+        return at.astype(np.int64, copy=False), hashes(joined.to_pylist())

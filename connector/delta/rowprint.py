@@ -100,6 +100,11 @@ class RowPrint:
         self._seed = seed
         self._text_times = list(text_times)
 
+    @property
+    def seed(self) -> bytes:
+        """What every print is seeded with (the stream's configuration, the suite, FORMAT, the versions)."""
+        return self._seed
+
     def prints(self, table: pa.Table) -> np.ndarray | None:
         """One int64 per row, never 0; None when a column is missing or of a type without a print, or a
         time column without a format is text (module doc)."""

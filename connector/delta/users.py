@@ -53,6 +53,14 @@ class ChunkUsers:
             self._hashed = self._from_arrow() or self._from_keys()
         return self._hashed
 
+    def made(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """hashed(), if it was made (or preset) already; else None (nothing is made)."""
+        return self._hashed
+
+    def preset(self, at: np.ndarray, hashes: np.ndarray) -> None:
+        """What hashed() returns, known already (memo.py: the same chunk's users, remembered)."""
+        self._hashed = (at, hashes)
+
     def _from_keys(self) -> tuple[np.ndarray, np.ndarray]:
         keys = self.keys
         if None in keys:

@@ -10,7 +10,7 @@ versions: rowprint.row_print). A chunk read again with the same digest gets them
 nothing else changes: the state's index still decides each row (state.unchanged_rows), mirror mode still
 notes each row's user. A chunk whose digest differs (any cell, type or column changed, or the chunk's rows
 cut elsewhere) makes them as before. Columns whose buffers this module does not read (dictionaries, lists,
-structs, arrays not starting at 0) are never remembered.
+structs, views) are never remembered.
 
 The file (`<state file>.prints/<stream hash>`) is written whole at the end of a stream's read, under a
 temporary name then renamed, with the chunks this run read; each entry carries the XXH3 checksum of its
@@ -52,25 +52,26 @@ def content(table: pa.Table, seed: bytes) -> str | None:
 
 
 def _buffers(arr: pa.Array, h: Any) -> bool:
-    """Feed `h` the bytes `arr`'s values use (validity, offsets, data); False: a layout not read here."""
-    t, n = arr.type, len(arr)
-    if arr.offset != 0:
-        return False
+    """Feed `h` the bytes `arr`'s values use (validity, offsets relative to the first, data), the same for the
+    same values wherever the array starts in its buffers (a slice: SQL sources cut batches into chunks);
+    False: a layout not read here."""
+    t, n, start = arr.type, len(arr), arr.offset
     bufs = arr.buffers()
     h.update(n.to_bytes(8, "little") + arr.null_count.to_bytes(8, "little"))
     if pa.types.is_null(t):
         return len(bufs) <= 1
     if bufs[0] is not None and arr.null_count:
-        h.update(_bits(bufs[0], n))
+        h.update(_bits(bufs[0], start, n))
     if pa.types.is_boolean(t):
-        h.update(_bits(bufs[1], n))
+        h.update(_bits(bufs[1], start, n))
         return True
     if pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) or pa.types.is_large_binary(t):
-        width = 8 if pa.types.is_large_string(t) or pa.types.is_large_binary(t) else 4
-        offsets = np.frombuffer(bufs[1], "<i8" if width == 8 else "<i4", n + 1)
-        h.update(memoryview(bufs[1])[: width * (n + 1)])
+        large = pa.types.is_large_string(t) or pa.types.is_large_binary(t)
+        offsets = np.frombuffer(bufs[1], "<i8" if large else "<i4", start + n + 1)[start:]
+        first, last = int(offsets[0]), int(offsets[-1])
+        h.update(memoryview(offsets - offsets[0]) if first else memoryview(bufs[1])[: offsets.nbytes])
         if n and bufs[2] is not None:
-            h.update(memoryview(bufs[2])[int(offsets[0]) : int(offsets[-1])])
+            h.update(memoryview(bufs[2])[first:last])
         return True
     if len(bufs) == 2 and bufs[1] is not None and not pa.types.is_dictionary(t):
         try:
@@ -79,14 +80,17 @@ def _buffers(arr: pa.Array, h: Any) -> bool:
             return False
         if width % 8:
             return False
-        h.update(memoryview(bufs[1])[: n * width // 8])
+        h.update(memoryview(bufs[1])[start * width // 8 : (start + n) * width // 8])
         return True
     return False
 
 
-def _bits(buf: pa.Buffer, n: int) -> bytes:
-    """The first n bits of a bitmap, the bits past n cleared (Arrow leaves them as they were)."""
-    data = bytearray(memoryview(buf)[: (n + 7) // 8])
+def _bits(buf: pa.Buffer, start: int, n: int) -> bytes:
+    """Bits start .. start + n of a bitmap, from bit 0, the bits past n cleared (Arrow leaves them as they were)."""
+    if start % 8:
+        bits = np.unpackbits(np.frombuffer(buf, np.uint8), count=start + n, bitorder="little")[start:]
+        return np.packbits(bits, bitorder="little").tobytes()
+    data = bytearray(memoryview(buf)[start // 8 : start // 8 + (n + 7) // 8])
     if n % 8:
         data[-1] &= (1 << (n % 8)) - 1
     return bytes(data)
@@ -212,6 +216,7 @@ class Memo:
                     out.write(head + len(head).to_bytes(8, "little") + _MAGIC[:8])
                     out.close()
                     self._out = None
+                    self._unmap()  # before the file it maps is replaced (which some systems refuse)
                     os.replace(self._tmp, self.path)
         except OSError as e:
             self._fail(e)
@@ -221,6 +226,9 @@ class Memo:
                 self._out = None
                 with contextlib.suppress(OSError):
                     self._tmp.unlink(missing_ok=True)
-            if self._map is not None:
-                self._map.close()
-                self._map = None
+            self._unmap()
+
+    def _unmap(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None

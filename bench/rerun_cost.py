@@ -1,7 +1,7 @@
 """An unchanged delta re-run as a user starts it: `braze-connector run PIPELINE`, process start to exit.
 
     python bench/rerun_cost.py [--rows 1000000] [--state sqlite|postgresql] [--source parquet|postgresql]
-                               [--trees DIR[,DIR...]] [--rounds 3] [--profile FILE]
+                               [--keys seq|uuid] [--trees DIR[,DIR...]] [--rounds 3] [--profile FILE]
 
 Per source tree (`--trees`, default this checkout; each is the PYTHONPATH of its CLI processes, so two trees
 compare code before and after a change in the same minutes): a pipeline file of its own (the users table
@@ -105,14 +105,15 @@ def _uptime() -> str:
 
 
 def bench(a: argparse.Namespace, trees: list[Path], pg_url: str, server: Callable[[], float]) -> list[str]:
-    out = [f"# bench/rerun_cost.py --rows {a.rows} --state {a.state} --source {a.source} --rounds {a.rounds} "
+    out = [f"# bench/rerun_cost.py --rows {a.rows} --state {a.state} --source {a.source} --keys {a.keys} --rounds {a.rounds} "
            f"(python {sys.version.split()[0]}, {os.cpu_count()} cores)",
            f"trees: {', '.join(map(str, trees))}",
            f"before: calibration loop {calibration_s():.2f} s CPU; load average {_uptime()}"]  # fmt: skip
     env = {**os.environ, "BENCH_BRAZE_KEY": KEY, "BENCH_PG_URL": pg_url}
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # the CLI's modules compiled once, as an installed package has them
     if a.source == "parquet":
-        source: dict[str, Any] = {"path": str(write_parquet("users", a.rows)), "chunk_rows": 50_000}
+        kind = "users" if a.keys == "seq" else "users_uuid"
+        source: dict[str, Any] = {"path": str(write_parquet(kind, a.rows)), "chunk_rows": 50_000}
     else:
         from warehouse_delta import TABLE, make_table
 
@@ -167,6 +168,8 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--state", choices=("sqlite", "postgresql"), default="sqlite")
     ap.add_argument("--source", choices=("parquet", "postgresql"), default="parquet")
+    ap.add_argument("--keys", choices=("seq", "uuid"), default="seq",
+                    help="parquet: the users' ids, u0, u1, ... (seq) or random UUIDs (uuid; bench/data.py)")  # fmt: skip
     ap.add_argument("--trees", default=str(HERE.parent), help="comma-separated source trees (PYTHONPATH of the CLI)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--profile", type=Path, default=None, help="pstats file of one more re-run of the last tree")

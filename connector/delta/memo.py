@@ -139,7 +139,7 @@ class Memo:
             logger.debug("prints memo %s: entry %s damaged, not used", self.path, digest)
             del self._old[digest]  # made again, and the file written again
             return None
-        body = np.frombuffer(self._map[off : off + size], _I8)  # a copy: the map is closed at the end
+        body = np.frombuffer(self._map, _I8, size // 8, off).copy()  # writable, and the map is closed at the end
         if users < 0:
             return None, None, body[:rows]
         return body[:users], body[users : 2 * users], body[2 * users :]

@@ -95,8 +95,8 @@ class FastPath:
             if made is None and users is not None and got is None:
                 # Not made by this run (a first run: no lookup, no mirror listing), made for the next one, which
                 # would otherwise hash every key again (about 0.07 s a million rows, on a run bound by the rate
-                # limit here, against one bound by CPU next).
-                made = users.hashed()
+                # limit here, against one bound by CPU next); not where the keys are made in Python (aliases).
+                made = users.hashed_from_arrow()
             if got is not None and got[0] is not None and made is not None and made[1] is got[1]:
                 self.memo.again(read[1])  # as the memo has it: nothing to hash or copy
             else:

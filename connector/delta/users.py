@@ -53,6 +53,13 @@ class ChunkUsers:
             self._hashed = self._from_arrow() or self._from_keys()
         return self._hashed
 
+    def hashed_from_arrow(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """hashed() where the identifier is one Arrow text column (a C loop, no Python string per row); else
+        None, and nothing is made."""
+        if self._hashed is None:
+            self._hashed = self._from_arrow()
+        return self._hashed
+
     def made(self) -> tuple[np.ndarray, np.ndarray] | None:
         """hashed(), if it was made (or preset) already; else None (nothing is made)."""
         return self._hashed

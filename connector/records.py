@@ -115,15 +115,21 @@ class Chunk:
         return dict(self.table.slice(i, 1).to_pylist()[0])
 
     def filter(self, keep: Any) -> Chunk:
-        """The rows where `keep` (a sequence of bools, one per row) is true; parse rejects are not carried."""
+        """The rows where `keep` (a sequence of bools, or a numpy bool array, one per row) is true; parse
+        rejects are not carried."""
         import pyarrow as pa
 
         from connector import arrow_values
 
         if len(keep) != len(self.row_numbers):
             raise ValueError(f"filter: {len(keep)} flags for {len(self.row_numbers)} rows")
-        mask = arrow_values.array(keep, pa.bool_())
-        kept = list(compress(self.row_numbers, keep))  # in C: a chunk's fast path may drop 50,000 rows at once
+        if hasattr(keep, "dtype"):  # numpy (delta's fast path): no Python bool per row, nothing to copy when none stay
+            mask = arrow_values.from_numpy(keep)
+            rows = self.row_numbers
+            kept = list(map(rows.__getitem__, keep.nonzero()[0].tolist())) if keep.any() else []
+        else:
+            mask = arrow_values.array(keep, pa.bool_())
+            kept = list(compress(self.row_numbers, keep))  # in C: a chunk's fast path may drop 50,000 rows at once
         keys: Sequence[str] | None = None
         if isinstance(self.keys, RowKeys):
             keys = self.keys.select(mask, kept)

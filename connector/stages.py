@@ -356,13 +356,20 @@ class Run:
             fast = fast_path(self.delta, stream, suite, self.incremental)
         chunks = self._chunks(plan)
         complete = True
-        for chunk in chunks:
-            self._chunk(stream, suite, chunk, deliver=deliver, skip_reason=skip_reason, fast=fast)
-            self._show()
-            if self.halted():
-                complete = False
-                self._list_unsent(plan, chunks)
-                break
+        try:
+            for chunk in chunks:
+                self._chunk(stream, suite, chunk, deliver=deliver, skip_reason=skip_reason, fast=fast)
+                self._show()
+                if self.halted():
+                    complete = False
+                    self._list_unsent(plan, chunks)
+                    break
+        except BaseException:
+            complete = False
+            raise
+        finally:
+            if fast is not None:
+                fast.close(complete)
         if complete and not self.halted() and self.journal is not None:  # a resumed run may not need to read it
             self.journal.read(stream.name, self.report.streams[stream.name]["read"])
         if self.incremental is not None:
@@ -387,8 +394,10 @@ class Run:
         done = 0
         users: ChunkUsers | None = None
         try:
+            if fast is not None and len(chunk) and (self.resume is None):
+                users = fast.users(chunk)  # the rows' users (remembered, where this chunk was read before)
             if self.mirror is not None:
-                users = self.mirror.see(stream, chunk)  # every row read names its user, whatever becomes of it
+                users = self.mirror.see(stream, chunk, users)  # every row read names its user, whatever becomes of it
             self._rejected(stream, chunk, chunk.rejects)
             done += len(chunk.rejects)
             carried = self._carry(stream, chunk, sending=deliver and self.writer is not None)

@@ -70,18 +70,18 @@ class Mirror:
         self.complete: set[str] = set()
         self.sink: CsvSink | None = None
 
-    def see(self, stream: Stream, chunk: Chunk) -> ChunkUsers | None:
+    def see(self, stream: Stream, chunk: Chunk, users: ChunkUsers | None = None) -> ChunkUsers | None:
         """Record the users of a chunk as read (rows that did not parse name nobody: counted apart); returns
-        the users of its rows when it read them (delta sync's fast path needs them too), else None."""
+        the users of its rows when it read them (delta sync's fast path needs them too), else `users` (the
+        chunk's, when the fast path has them: delta/fastpath.py)."""
         presence = self.presence.get(stream.name)
         if presence is None:
-            return None
+            return users
         presence.unreadable += len(chunk.rejects)
         if len(chunk) and stream.name not in self.fresh:
-            users = ChunkUsers(stream, chunk)
+            users = users if users is not None else ChunkUsers(stream, chunk)
             presence.see_hashes(users.hashed()[1])
-            return users
-        return None
+        return users
 
     def finish(self, stream: Stream, complete: bool) -> None:
         """The stream's read ended; `complete`: every row of its source was read (no stop, no abort)."""

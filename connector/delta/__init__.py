@@ -138,7 +138,18 @@ def open_state(pipeline: Pipeline, *, read_only: bool, full: bool, env: Mapping[
         return None
     from connector.delta.state import DeltaState
 
-    return DeltaState(open_store(pipeline, read_only=read_only, env=env, partition=partition), read_only=read_only, full=full)
+    return DeltaState(open_store(pipeline, read_only=read_only, env=env, partition=partition), read_only=read_only, full=full,
+                      memo=prints_memo(pipeline, partition))  # fmt: skip
+
+
+def prints_memo(pipeline: Pipeline, partition: str | None = None) -> Path | None:
+    """The folder of the fast path's prints memo (memo.py): where the state file would be, plus `.prints`; None
+    (no memo) where `state.path` cannot be filled in."""
+    try:
+        path = state_path(pipeline, partition)
+    except ConfigError:
+        return None
+    return path.with_name(path.name + ".prints")
 
 
 def open_incremental(pipeline: Pipeline, *, read_only: bool, full: bool, partition: str | None = None,

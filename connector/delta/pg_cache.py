@@ -164,7 +164,7 @@ class IndexCache:
         out: Arrays = {}
         pos = 0
         for name, n in head["streams"]:
-            h, d, s = (np.frombuffer(body, "<i8", n, pos + 8 * n * i) for i in range(3))
+            h, d, s = (_aligned(np.frombuffer(body, "<i8", n, pos + 8 * n * i)) for i in range(3))
             out[str(name)] = (h, d, s)
             pos += 24 * n
         return out
@@ -175,6 +175,7 @@ class IndexCache:
         body = b"".join(np.ascontiguousarray(a, "<i8").tobytes() for h, d, s in arrays.values() for a in (h, d, s))
         head = json.dumps({"pipeline": self.pipeline, "stamp": list(stamp), "checksum": xxhash.xxh3_64_intdigest(body),
                            "streams": [[k, len(v[0])] for k, v in arrays.items()]}).encode()  # fmt: skip
+        head += b" " * (-(len(_MAGIC) + 8 + len(head)) % 8)  # the arrays 8-byte aligned in the file (and as read)
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -186,6 +187,12 @@ class IndexCache:
                         self.path, e.strerror or e)  # fmt: skip
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
+
+
+def _aligned(a: np.ndarray) -> np.ndarray:
+    """`a`, copied if it is not 8-byte aligned (a copy written before the header was padded): numpy searches
+    and gathers misaligned arrays through a copy of their own, a chunk at a time."""
+    return a if a.flags.aligned else a.copy()
 
 
 def _stamp_from_json(value: list[Any]) -> Stamp:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
 import numpy as np
 import orjson
@@ -44,6 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
+from connector.arrow_values import scalar, to_numpy
 from connector.config import Stream
 from connector.delta.keyindex import hashes
 from connector.version import __version__
@@ -98,6 +100,11 @@ class RowPrint:
         self._seed = seed
         self._text_times = list(text_times)
 
+    @property
+    def seed(self) -> bytes:
+        """What every print is seeded with (the stream's configuration, the suite, FORMAT, the versions)."""
+        return self._seed
+
     def prints(self, table: pa.Table) -> np.ndarray | None:
         """One int64 per row, never 0; None when a column is missing or of a type without a print, or a
         time column without a format is text (module doc)."""
@@ -118,7 +125,7 @@ class RowPrint:
             if kind is None:
                 return None
             if col.null_count:  # a null cell flips its column's own constant: other rows are not touched
-                nulls ^= np.asarray(col.is_null(), dtype=np.uint64) * self._constants[i]
+                nulls ^= to_numpy(col.is_null()).astype(np.uint64) * self._constants[i]
             if kind == "text":
                 data = (
                     col
@@ -136,7 +143,7 @@ class RowPrint:
             n, xxhash.xxh3_64_intdigest(kinds, seed=xxhash.xxh3_64_intdigest(self._seed)), np.uint64
         )
         if texts:
-            out ^= hashes(_joined(texts).to_numpy(zero_copy_only=False)).view(np.uint64)
+            out ^= hashes(_joined(texts).to_pylist()).view(np.uint64)
         with np.errstate(over="ignore"):
             for i, v in enumerate(numbers):
                 out += self._constants[i]
@@ -155,13 +162,21 @@ def _joined(texts: list[pa.ChunkedArray]) -> pa.ChunkedArray:
     if not any(t.null_count for t in texts) and sum(t.nbytes for t in texts) < _SMALL:
         small = [t if pa.types.is_binary(t.type) else t.cast(pa.binary()) for t in texts]
         if all(pa.types.is_binary(t.type) for t in small):
-            return pc.binary_join_element_wise(*small, pa.scalar(b"", pa.binary()))
+            return pc.binary_join_element_wise(*small, _empty(pa.binary()))
     large = [t.cast(pa.large_binary()) for t in texts]
-    return pc.binary_join_element_wise(*large, pa.scalar(b"", pa.large_binary()), null_handling="replace",
+    return pc.binary_join_element_wise(*large, _empty(pa.large_binary()), null_handling="replace",
                                        null_replacement=b"")  # fmt: skip
 
 
 _SMALL = 1 << 30  # bytes of text a chunk joins with 32-bit offsets
+
+
+@lru_cache(maxsize=4)
+def _empty(t: pa.DataType) -> pa.Scalar:
+    """The empty byte string as a scalar of `t` (binary or large_binary), made from buffers: pa.scalar of a
+    Python value imports pandas (arrow_values.py), which an unchanged re-run otherwise never needs."""
+    offsets = np.zeros(2, np.int64 if pa.types.is_large_binary(t) else np.int32)
+    return pa.Array.from_buffers(t, 1, [None, pa.py_buffer(offsets), pa.py_buffer(b"")])[0]
 
 
 def _kind(t: pa.DataType) -> str | None:
@@ -185,8 +200,8 @@ def _filled(col: pa.ChunkedArray) -> np.ndarray:
     """An integer column as uint64 (nulls as 0: the null bits tell them apart)."""
     col = col.cast(pa.int64(), safe=False)
     if col.null_count:
-        col = pc.fill_null(col, 0)
-    return np.asarray(col, dtype=np.int64).view(np.uint64)
+        col = pc.fill_null(col, scalar(0))
+    return to_numpy(col).view(np.uint64)
 
 
 def _number(col: pa.ChunkedArray) -> np.ndarray:
@@ -198,8 +213,8 @@ def _number(col: pa.ChunkedArray) -> np.ndarray:
     if pa.types.is_floating(t):
         floats = col.cast(pa.float64())
         if floats.null_count:
-            floats = pc.fill_null(floats, 0.0)
-        return np.asarray(floats, dtype=np.float64).view(np.uint64)
+            floats = pc.fill_null(floats, scalar(0.0))
+        return to_numpy(floats).view(np.uint64)
     if pa.types.is_boolean(t):
         col = col.cast(pa.int8())
     elif pa.types.is_date32(t) or pa.types.is_time32(t):  # stored as 32 bits: Arrow casts them to int32 only

@@ -57,6 +57,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain, compress, repeat
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -153,9 +154,11 @@ class Counts:
 class DeltaState:
     """The delta state of one run; thread-safe (the writer's workers settle outcomes concurrently)."""
 
-    def __init__(self, store: Store, *, read_only: bool = False, full: bool = False) -> None:
-        """`read_only`: compare but never write (validate, dry run). `full`: send everything, still record."""
+    def __init__(self, store: Store, *, read_only: bool = False, full: bool = False, memo: Path | None = None) -> None:
+        """`read_only`: compare but never write (validate, dry run). `full`: send everything, still record.
+        `memo`: the folder of the fast path's prints memo (memo.py; None: none)."""
         self.store = store
+        self.memo = memo
         self.label = store.label
         self.read_only = read_only
         self.full = full

@@ -17,11 +17,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connector.arrow_values import scalar, to_numpy
 from connector.config import Stream
 from connector.delta.keyindex import hashes, key_hashes
 from connector.mapping import identifier_keys
 from connector.mapping.objects import identifier_text
 from connector.records import Chunk
+
+_EMPTY_TEXT = scalar("")
 
 
 class ChunkUsers:
@@ -50,6 +53,21 @@ class ChunkUsers:
             self._hashed = self._from_arrow() or self._from_keys()
         return self._hashed
 
+    def hashed_from_arrow(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """hashed() where the identifier is one Arrow text column (a C loop, no Python string per row); else
+        None, and nothing is made."""
+        if self._hashed is None:
+            self._hashed = self._from_arrow()
+        return self._hashed
+
+    def made(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """hashed(), if it was made (or preset) already; else None (nothing is made)."""
+        return self._hashed
+
+    def preset(self, at: np.ndarray, hashes: np.ndarray) -> None:
+        """What hashed() returns, known already (memo.py: the same chunk's users, remembered)."""
+        self._hashed = (at, hashes)
+
     def _from_keys(self) -> tuple[np.ndarray, np.ndarray]:
         keys = self.keys
         if None in keys:
@@ -65,11 +83,13 @@ class ChunkUsers:
             return None
         prefix, values = found
         if values.null_count:
-            valid = np.asarray(pc.is_valid(values), dtype=bool)
-            at = np.flatnonzero(valid)
-            values = values.filter(pa.array(valid))
+            valid = pc.is_valid(values)
+            at = np.flatnonzero(to_numpy(valid))
+            values = values.filter(valid)
         else:
             at = np.arange(len(values), dtype=np.int64)
-        # The key's UTF-8 is the prefix's then the value's: one join, then one C loop of XXH3 calls.
-        joined = pc.binary_join_element_wise(prefix, values, "").cast(pa.large_binary())
-        return at.astype(np.int64, copy=False), hashes(joined.to_numpy(zero_copy_only=False))
+        # The key's UTF-8 is the prefix's then the value's: one join, then one C loop of XXH3 calls. Arrow
+        # scalars and to_pylist: a Python value given to pyarrow, or to_numpy() of text, imports pandas
+        # (arrow_values.py), 0.13-0.25 s of an unchanged re-run that otherwise never needs it.
+        joined = pc.binary_join_element_wise(scalar(prefix), values, _EMPTY_TEXT).cast(pa.large_binary())
+        return at.astype(np.int64, copy=False), hashes(joined.to_pylist())

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from connector.config import MAX_COLUMNS
 from connector.errors import SourceError
+from connector.readers.ahead import read_ahead
 from connector.readers.files import open_file
 from connector.records import Chunk, Rejected, RowRef
 
@@ -44,7 +45,8 @@ def read_parquet(path: Path, chunk_rows: int, max_columns: int = MAX_COLUMNS) ->
             )
         start = 1
         try:
-            for batch in pf.iter_batches(batch_size=chunk_rows):
+            # The next batch decoded on a thread (Arrow, without the GIL) while the run works on this one.
+            for batch in read_ahead(pf.iter_batches(batch_size=chunk_rows), name="parquet-read-ahead"):
                 n = batch.num_rows
                 yield _checked(str(path), pa.Table.from_batches([batch]), range(start, start + n))
                 start += n

@@ -259,3 +259,45 @@ def test_mirror_mode_sees_the_rows_the_fast_path_takes(
     spy.update(fast=0, mapped=0)
     gone = mirror_run(p, emulator, tmp_path / "r3")
     assert spy["fast"] == len(USERS) - 2 and gone["removed"]["users"]["removed"] == 2
+
+
+def test_the_prints_memo_spares_the_hashing_and_never_decides(
+    emulator: Any, tmp_path: Path, spy: dict[str, int], backend: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """delta/memo.py: an unchanged chunk's prints come back from the memo (no row hashed again); a damaged memo
+    is made again; a memo whose state was emptied meanwhile decides nothing (the state does)."""
+    from connector.delta import rowprint
+
+    made = {"prints": 0}
+    prints = rowprint.RowPrint.prints
+
+    def counting(self: rowprint.RowPrint, table: Any) -> Any:
+        made["prints"] += 1
+        return prints(self, table)
+
+    monkeypatch.setattr(rowprint.RowPrint, "prints", counting)
+    path = write(tmp_path, file_stream(), backend=backend)
+    (tmp_path / "data" / "users.csv").write_text(CSV, encoding="utf-8")
+    env = {**env_for(emulator), **backend}
+    run(path, env, tmp_path / "r1", spy)
+    assert made["prints"] == 1
+    memo = [p for p in tmp_path.rglob("*.prints") if p.is_dir()]
+    assert len(memo) == 1 and len(list(memo[0].iterdir())) == 1
+    for i in (2, 3):
+        again = run(path, env, tmp_path / f"r{i}", spy)
+        assert again["streams"][0]["delta"] == {"added": 0, "changed": 0, "unchanged": 8} and spy["fast"] == 8
+    assert made["prints"] == 1  # the first run's prints, remembered
+    (entry,) = memo[0].iterdir()
+    data = bytearray(entry.read_bytes())
+    data[20] ^= 0xFF
+    entry.write_bytes(bytes(data))
+    damaged = run(path, env, tmp_path / "r4", spy)
+    assert damaged["streams"][0]["delta"] == {"added": 0, "changed": 0, "unchanged": 8} and made["prints"] == 2
+    if backend:
+        pg_exec(backend["STATE_PG_URL"], f"DELETE FROM braze_connector_delta WHERE pipeline = '{load_pipeline(path).name}'")
+    else:
+        for f in tmp_path.rglob("*.sqlite*"):
+            if f.is_file():  # the state file and its WAL; not the memo beside them
+                f.unlink()
+    emptied = run(path, env, tmp_path / "r5", spy)  # the memo still knows every chunk; the state knows nobody
+    assert emptied["rows"]["delivered"] == 8 and emptied["streams"][0]["delta"] == {"added": 8, "changed": 0, "unchanged": 0}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import pytest
 import yaml
 from cli_invoke import invoke
 from test_pipeline_run import (
+    FAST_RETRY,
     USERS_CSV,
     env_for,
     events_stream,
@@ -30,6 +32,7 @@ from test_pipeline_run import (
 
 from connector.delta.stores import PAGE_SIZE
 from connector.pipeline import run_pipeline
+from connector.report import RunFailed
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -72,6 +75,31 @@ def test_a_rerun_sends_only_the_changed_attributes(emulator: Any, tmp_path: Path
     assert full["streams"][0]["delta"] == {"added": 0, "changed": 3, "unchanged": 0}  # known users, sent again
     assert "  delta users: 0 added, 3 changed, 0 unchanged (--full: known users are sent whole and counted as " \
            "changed)" in _summary(full_run, {})  # fmt: skip
+
+
+def test_an_unchanged_rerun_sends_nothing_so_it_does_not_check_the_key_or_the_endpoint(
+    emulator: Any, tmp_path: Path
+) -> None:
+    """What an unchanged re-run says about its destination, pinned: it sends no request, so a key revoked or an
+    endpoint gone since the last run is not noticed (exit 0, every row unchanged, the destination named as
+    configured); the first run with a row to send reports it (exit 3, the row not sent). BENCHMARKS.md, "An
+    unchanged re-run without pandas"."""
+    pipeline = project(tmp_path, [{**users_stream(), "delta": True}], write={"retry": FAST_RETRY})
+    assert report_json(run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r1", env=env_for(emulator)))["rows"]["delivered"] == 3
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        gone = f"http://127.0.0.1:{s.getsockname()[1]}"
+    sent = len(emulator.ledger())
+    for i, env in enumerate([env_for(emulator, "revoked-key"), {"BRAZE_REST_ENDPOINT": gone, "BRAZE_API_KEY": "k"}]):
+        doc = report_json(run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / f"same{i}", env=env))
+        assert doc["exit_code"] == 0 and doc["requests"]["total"] == 0 and doc["rows"]["skipped"] == 3
+        assert doc["streams"][0]["delta"] == {"added": 0, "changed": 0, "unchanged": 3}
+    assert len(emulator.ledger()) == sent  # not one request reached the emulator
+    (tmp_path / "data" / "users.csv").write_text(USERS_CSV.replace("Ann,31", "Ann,32"), encoding="utf-8")
+    with pytest.raises(RunFailed, match="exit code 3") as info:
+        run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "changed", env=env_for(emulator, "revoked-key"))
+    doc = report_json(info.value.report)
+    assert doc["rows"]["delivered"] == 0 and any("401" in reason for reason in doc["skipped"]["by_reason"])
 
 
 def test_rerunning_an_events_file_never_counts_an_event_twice(emulator: Any, tmp_path: Path) -> None:

@@ -70,7 +70,7 @@ def probe_mode(pipeline: Pipeline, url: str, api_key: str, report: RunReport, *,
         status, access, seen = resp.status, True, f"HTTP {resp.status}"
     except AuthError as e:  # 401: the key itself is refused (every endpoint): the run ends here, exit 3, so that
         # one with nothing to send (an unchanged delta run) does not exit 0 with a revoked key
-        report.record_probe("users_track_sync", e.status, (time.perf_counter() - t0) * 1000.0,
+        report.record_probe("users_track_sync", e.status or 401, (time.perf_counter() - t0) * 1000.0,
                             purpose="sync access", answer=f"HTTP {e.status}: the key was refused", decided="none")
         raise
     except PermanentApiError as e:

@@ -353,7 +353,7 @@ class RowLog:
 def _rows(mapped: MappedChunk, tokens: Sequence[int]) -> list[int]:
     """The source row numbers of a chunk's objects (tokens are positions in `mapped`)."""
     numbers, indices = mapped.chunk.row_numbers, mapped.indices
-    return [numbers[indices[j]] for j in tokens]
+    return list(map(numbers.__getitem__, map(indices.__getitem__, tokens)))  # in C: no Python step per row
 
 
 def _sync_dir(folder: Path) -> None:

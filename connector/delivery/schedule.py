@@ -80,13 +80,13 @@ class OrderedQueue:
             self._unfinished += 1
             self._waiting[job] = None
             tails = self._tails
-            for key in job.keys:
-                prev = tails.get(key)
-                tails[key] = job
+            for key in tails.keys() & job.keys:  # the users an unfinished earlier job has (in C; usually none)
+                prev = tails[key]
                 # one edge per earlier job, however many users the two share
-                if prev is not None and (not prev.successors or prev.successors[-1] is not job):
+                if not prev.successors or prev.successors[-1] is not job:
                     prev.successors.append(job)
                     job.waiting_on += 1
+            tails.update(dict.fromkeys(job.keys, job))
             if job.waiting_on == 0:
                 self._ready.append(job)
                 self._ready_cv.notify()
@@ -125,9 +125,12 @@ class OrderedQueue:
         with self._lock:
             self._unfinished -= 1
             tails = self._tails
-            for key in job.keys:
-                if tails.get(key) is job:
-                    del tails[key]
+            if job.successors:  # a later job took over some of its users: only the others are its own
+                for key in job.keys:
+                    if tails.get(key) is job:
+                        del tails[key]
+            else:  # no later job shares a user with it, so every one of its users is still its own
+                deque(map(tails.__delitem__, job.keys), 0)  # deleted in C, no Python step per user
             released = 0
             for nxt in job.successors:
                 nxt.waiting_on -= 1

@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pyarrow as pa
 import pytest
 
-from connector.delivery.journal import JOURNAL_FILE, Journal, decode, encode, read_journal
+from connector.delivery.journal import JOURNAL_FILE, Journal, _rows, decode, encode, read_journal
 from connector.errors import JournalError
 from connector.records import Chunk, MappedChunk
 
@@ -126,3 +128,15 @@ def test_a_write_failure_stops_sending_and_outcomes_are_dropped_quietly(tmp_path
 def test_a_journal_that_cannot_be_created_is_a_journal_error(tmp_path: Path) -> None:
     with pytest.raises(JournalError, match="cannot be written"):
         Journal(tmp_path / "missing-folder" / JOURNAL_FILE, HEADER)
+
+
+@pytest.mark.parametrize("numbers", [range(1, 1001), range(5, 2005, 2), list(range(7, 1007)), [9, 3] * 500])
+@pytest.mark.parametrize("indices", [range(1000), range(10, 1000), range(0, 1000, 3), list(range(0, 1000, 2))])
+def test_request_rows_are_the_objects_source_rows_whatever_their_shape(numbers: Any, indices: Any) -> None:
+    """The row numbers a request record names: a slice when positions and rows are consecutive ranges,
+    else one lookup per object; the same numbers either way."""
+    mapped: Any = SimpleNamespace(chunk=SimpleNamespace(row_numbers=numbers), indices=indices)
+    n = len(indices)
+    for tokens in ([], [0], list(range(min(75, n))), list(range(n - 5, n)), list(range(3, 40, 2)), [5, 4, 6],
+                   [2, 3, 3], range(2, 50)):  # fmt: skip
+        assert _rows(mapped, tokens) == [numbers[indices[j]] for j in tokens]

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from connector.delivery import schedule
 from connector.delivery.schedule import OrderedQueue
 
 
@@ -191,3 +192,28 @@ def test_drained_queue_is_exhausted_with_jobs_still_running() -> None:
     running = q.take()
     assert running is not None
     assert q.drain() == ["b"] and q.exhausted
+
+
+def test_finished_jobs_users_no_longer_count_and_the_table_stays_bounded() -> None:
+    """A finished job's users are emptied, not deleted: a later job sharing them is ready at once, a job
+    sharing a user with a job still unfinished waits for it across the table's rebuilds, and the table holds
+    at most about twice the unfinished jobs' users (plus a fixed slack) as they are added."""
+    q = OrderedQueue(50)
+    q.put("old", ["keep", "x0"])  # stays unfinished throughout
+    old = q.take()
+    assert old is not None
+    for i in range(2_000):
+        q.put(i, [f"u{i}-{k}" for k in range(20)] + (["shared"] if i % 2 else []))
+        job = q.take()
+        assert job is not None and job.payload == i  # users of finished jobs (and "shared") never hold it
+        q.done(job)
+        assert len(q._tails) <= 2 * (2 + 21) + schedule.PRUNE_SLACK  # checked as a job is added
+    q.put("later", ["u5-3", "keep"])  # u5-3's job is finished; "keep" belongs to "old", still unfinished
+    assert q.take() is None
+    q.done(old)
+    later = q.take()
+    assert later is not None and later.payload == "later"
+    q.put("after", ["keep"])
+    assert q.take() is None  # waits for "later", the last job with "keep"
+    q.done(later)
+    assert _drain_ready(q) == ["after"]

@@ -43,7 +43,7 @@ from operator import itemgetter
 
 import numpy as np
 
-from connector.delta.flights import Flight, gather
+from connector.delta.flights import Flight, end_timer, gather
 from connector.delta.stores import Store, keeps_sources
 
 Change = tuple[str, bytes | None]  # (key, record to confirm, or None: forget the key)
@@ -177,10 +177,7 @@ class GroupCommit:
         with self._lock:
             self._stopped = True
             timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.cancel()
-            if timer is not threading.current_thread():
-                timer.join()
+        end_timer(timer)
 
     def everything(self) -> int:
         """The ticket covering every change put so far (under the state's lock)."""

@@ -86,6 +86,14 @@ class Flight:
         return map(self.keys.__getitem__, positions.tolist())
 
 
+def end_timer(timer: threading.Timer | None) -> None:
+    """Cancel a batching timer taken out of its owner (under the owner's lock) and wait for a run of it already
+    under way, unless this is that run."""
+    if timer is not None:
+        timer.cancel()
+        if timer is not threading.current_thread():
+            timer.join()
+
 @dataclass(frozen=True, slots=True)
 class Positions:
     """One answer's objects of a flight: its request's positions (the writer's tokens)."""
@@ -201,7 +209,4 @@ class Answers:
         with self._lock:
             self._stopped = True
             timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.cancel()
-            if timer is not threading.current_thread():
-                timer.join()
+        end_timer(timer)

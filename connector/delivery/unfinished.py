@@ -10,7 +10,10 @@ A stream with neither delta nor incremental state remembers nothing, so a plain 
 rows again, those the killed or stopped run delivered included. When its objects add up in Braze (events,
 purchases, `inc`, a Canvas trigger: not idempotent) and the source files are the same, unchanged, that
 applies them twice: such a re-run is refused (exit 2) unless `--ignore-unfinished` says it is meant,
-and the message names the `--resume` command that finishes the run instead. New files (tonight's export)
+and the message names the `--resume` command that finishes the run instead. A stream with delta or
+incremental state sends again only what its state never recorded: the rows that run sent without seeing an
+answer, which Braze may have applied; of such a stream whose objects add up, those rows make the same
+refusal (a scheduler's retry after a kill would otherwise count events twice, uncounted). New files (tonight's export)
 are a new run's business and are not refused.
 
 A run that finished, whatever its exit code (a stop by SIGTERM or Ctrl-C included), ends its journal with
@@ -68,12 +71,19 @@ class Unfinished:
         """Why a plain re-run is refused, and the two ways on."""
         streams = ", ".join(f"{name} ({n:,} row(s))" for name, n in self.twice.items())
         how = "did not finish (killed, or its machine stopped)" if self.killed else "was stopped before it finished"
+        kept = [s.name for s in pipeline.streams if s.name in self.twice and (s.delta or s.incremental is not None)]
+        why = []
+        if len(kept) < len(self.twice):
+            why.append("stream(s) with no delta or incremental state send every row again")
+        if kept:
+            why.append(f"the state of {', '.join(kept)} never recorded the rows that run sent without seeing "
+                       "Braze's answer, so they are sent again")  # fmt: skip
         return (
             f"{pipeline.origin}: the last run of this pipeline, {self.run_id} ({self.run_dir}), {how}, and a plain "
-            f"re-run would send the same rows of {streams} again: those streams keep no state (no delta, no "
-            "incremental) and their objects add up in Braze (events and purchases count twice, inc adds twice). "
+            f"re-run would send the same rows of {streams} again ({'; '.join(why)}), and their objects add up in "
+            "Braze (events and purchases count twice, inc adds twice). "
             f"Finish that run instead, sending only what it did not deliver: {resume_command(pipeline, self.run_dir)}. "
-            "To send every row again anyway, add --ignore-unfinished."
+            "To send those rows again anyway, add --ignore-unfinished."
         )
 
 
@@ -133,17 +143,21 @@ def check_unfinished(pipeline: Pipeline, report_dir: str | Path | None, partitio
 
 def _sent_again(pipeline: Pipeline, last: Any, now: dict[str, dict[str, list[int]]] | None, states: set[int]
                 ) -> dict[str, int]:  # fmt: skip
-    """Per stream that keeps no state and whose objects add up in Braze: the rows of `last` (a RunJournal) in
-    `states`, counted only in files this run reads again unchanged (same size and modification time), or, with
-    `now` None, in any file or query (those a re-run may send again: a changed file may hold the same rows)."""
+    """Per stream whose objects add up in Braze: the rows of `last` (a RunJournal) in `states` that a plain
+    re-run sends again (a stream with delta or incremental state: only those sent without an answer, which
+    its state never recorded), counted only in files this run reads again unchanged (same size and
+    modification time), or, with `now` None, in any file or query (a changed file may hold the same rows)."""
+    from connector.delivery.journal_rows import SENT
+
     before: dict[str, dict[str, list[int]]] = last.header.get("sources") or {}
     out: dict[str, int] = {}
     for s in pipeline.streams:
-        if s.delta or s.incremental is not None or is_idempotent(s) or (now is not None and s.source.is_sql):
+        if is_idempotent(s) or (now is not None and s.source.is_sql):
             continue
+        again = states & {SENT} if s.delta or s.incremental is not None else states
         same = None if now is None else {f for f, fp in before.get(s.name, {}).items()
                                          if now.get(s.name, {}).get(f) == list(fp)}  # fmt: skip
-        n = sum(sum(fr.states.count(st) for st in states) for (name, f), fr in last.rows.items()
+        n = sum(sum(fr.states.count(st) for st in again) for (name, f), fr in last.rows.items()
                 if name == s.name and (same is None or f in same))  # fmt: skip
         if n:
             out[s.name] = n

@@ -247,8 +247,9 @@ def test_a_new_run_is_told_when_the_last_one_did_not_finish(tmp_path: Path) -> N
 
 def test_a_plain_rerun_over_the_same_files_is_refused_only_for_streams_that_add_up(tmp_path: Path) -> None:
     """check_unfinished: the killed run's delivered and unanswered rows of a stateless events stream would be
-    applied again by a plain re-run over the same, unchanged file (refused); attribute sets (idempotent),
-    delta streams and a changed file are not (warned at most)."""
+    applied again by a plain re-run over the same, unchanged file (refused); of an events stream with state,
+    only its unanswered rows (its state never recorded them: refused too); attribute sets (idempotent) and a
+    changed file are not (warned at most)."""
     from connector.delivery.resume import fingerprints
     from connector.delivery.unfinished import check_unfinished
 
@@ -275,8 +276,12 @@ def test_a_plain_rerun_over_the_same_files_is_refused_only_for_streams_that_add_
     assert found is not None and found.killed and found.twice == {"ev": 3}  # 2 delivered + 1 in flight
     refusal = found.refusal(pipeline(EVENTS))
     assert f"--resume {run}" in refusal and "ev (3 row(s))" in refusal and "--ignore-unfinished" in refusal
-    delta = check_unfinished(pipeline({**EVENTS, "incremental": {"cursor": "user_id"}}), None, None, {"ev": [src]})
-    assert delta is not None and delta.twice == {} and "did not finish" in delta.warning  # warned, not refused
+    for state in ({"incremental": {"cursor": "user_id"}}, {"delta": True}):
+        kept = pipeline({**EVENTS, **state})
+        found = check_unfinished(kept, None, None, {"ev": [src]})
+        assert found is not None and found.twice == {"ev": 1} and "did not finish" in found.warning  # in flight
+        said = found.refusal(kept)
+        assert "ev (1 row(s))" in said and "the state of ev never recorded the rows that run sent" in said
     os.utime(src, ns=(time.time_ns(), time.time_ns() + 10**9))  # tonight's export: another file
     changed = check_unfinished(pipeline(EVENTS), None, None, {"ev": [src]})
     assert changed is not None and changed.twice == {}  # warned, not refused, and not sent to a --resume

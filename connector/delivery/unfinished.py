@@ -32,7 +32,7 @@ from connector.config import Pipeline
 from connector.delivery.journal import JOURNAL_FILE, decode
 from connector.delivery.writer import is_idempotent
 from connector.errors import ConfigError, JournalError
-from connector.report.paths import resume_command
+from connector.report.paths import resume_command, run_command
 
 _TAIL = 64 * 1024  # the last bytes read: the end record is the journal's last line
 
@@ -83,7 +83,7 @@ class Unfinished:
             f"re-run would send the same rows of {streams} again ({'; '.join(why)}), and their objects add up in "
             "Braze (events and purchases count twice, inc adds twice). "
             f"Finish that run instead, sending only what it did not deliver: {resume_command(pipeline, self.run_dir)}. "
-            "To send those rows again anyway, add --ignore-unfinished."
+            f"To send those rows again anyway: {run_command(pipeline, self.run_dir, '--ignore-unfinished')}."
         )
 
 

@@ -249,7 +249,7 @@ def test_a_plain_run_after_a_kill_9_is_refused_unless_told_and_names_the_resume_
         assert finish(forkserver, args, env, log) == 2
         said = Path(log).read_text(encoding="utf-8")
         assert f"the last run of this pipeline, {killed.name} ({killed}), did not finish" in said
-        assert f"--resume {killed}" in said and "add --ignore-unfinished" in said and "events (" in said
+        assert f"--resume {killed}" in said and f"To send those rows again anyway: braze-connector run {pipeline} --ignore-unfinished." in said and "events (" in said
         assert [d for d in runs.iterdir() if d.is_dir()] == [killed], "a refused run writes no report folder"
         assert sum(applied(em).values()) == before, "a refused run sends nothing"
         assert finish(forkserver, [*args, "--ignore-unfinished"], env, log) == 0

@@ -86,8 +86,8 @@ def test_a_stopped_run_lists_every_unprocessed_row_and_either_advised_command_co
     assert f"failed: {report.failed.path} (0 failed, {n:,} skipped as not_sent)" in summary
     html = (report.report_dir / "report.html").read_text(encoding="utf-8")
     assert f"{n:,} of them not sent: listed in failed.csv as not_sent" in html
-    assert f"finish the run with braze-connector run {p.file} --resume {report.report_dir} (or send the listed rows with --retry-failed " \
-           f"{report.report_dir})" in said  # fmt: skip
+    assert f"finish the run with braze-connector run {p.file} --resume {report.report_dir} (or send the listed rows " \
+           f"with braze-connector run {p.file} --retry-failed {report.report_dir})" in said  # fmt: skip
     assert Counter(a["identifier"]["external_id"] for e in emu.ledger() for a in e["applied"]
                    if a["array"] == "events").total() == doc["streams"][0]["delivered"]  # fmt: skip
     # The listed rows are exactly the rest: a retry run, or the resumed run, sends them, each event once.

@@ -420,6 +420,35 @@ def validate(pipeline: PipelineArg, report_dir: ReportDirOpt = None, quiet: Quie
              log_format=log_format.value)  # fmt: skip
 
 
+_UNSET = "unset-variable.invalid"
+
+
+class _Unset(dict):  # type: ignore[type-arg]
+    """The environment, with a placeholder for a variable it lacks (history reads no destination or source)."""
+
+    def get(self, name: str, default: object = None) -> str:  # type: ignore[override]
+        return os.environ.get(name) or f"http://{_UNSET}/{name}"
+
+
+def _load_for_history(pipeline: Path) -> "Pipeline":
+    """The pipeline for `history`, which needs only its name and report settings: a ${VAR} the environment lacks
+    elsewhere (a destination URL, a source's connection) is not needed; one in those settings still is."""
+    from connector.config import load_pipeline
+
+    try:
+        return load_pipeline(pipeline)
+    except ConfigError as first:
+        if "environment variable" not in str(first):
+            raise
+        try:
+            p = load_pipeline(pipeline, env=_Unset())
+        except ConfigError:
+            raise first from None
+        if _UNSET in p.name or _UNSET in str(p.report.history) or _UNSET in str(p.report.dir):
+            raise first from None
+        return p
+
+
 @app.command()
 def history(
     pipeline: PipelineArg,
@@ -428,13 +457,12 @@ def history(
 ) -> None:
     """List a pipeline's last runs (report.history): when, kind, partition, exit code, rows, 429s, duration;
     a run with no end line is running, or interrupted once its process is gone (kill -9)."""
-    from connector.config import load_pipeline
     from connector.report.history import history_lines, history_path, read_history
 
     end_startup_pause()  # (MODEL_COMMANDS)
 
     try:
-        path = history_path(load_pipeline(pipeline))
+        path = history_path(_load_for_history(pipeline))
     except ConnectorError as e:
         _fail(e)
     if path is None:

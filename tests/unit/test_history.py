@@ -183,3 +183,17 @@ def test_the_history_command(tmp_path: Path, project: Callable[..., Path]) -> No
     assert " validate " in lines[1] and lines[3].startswith("(2 run(s) from ")
     docs = [json.loads(x) for x in cli("history", str(path), "--json").stdout.splitlines()]
     assert len(docs) == 3 and all(d["pipeline"] == "hist" for d in docs)
+
+
+def test_the_history_command_does_not_need_the_destinations_variables(tmp_path: Path,
+                                                                      project: Callable[..., Path]) -> None:  # fmt: skip
+    """Listing runs reads no destination: a ${VAR} the environment lacks there is not needed (the trial's
+    `destination.url: ${EMU_URL}` made `history` fail); one in the pipeline's name still is, and says so."""
+    path = project()
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text + "destination: {url: '${HISTORY_TEST_UNSET_URL}'}\n", encoding="utf-8")
+    res = invoke("history", str(path), cwd=tmp_path)
+    assert res.exit_code == 0 and res.stdout.startswith("no runs recorded yet in "), res.stderr
+    path.write_text(text.replace("name: hist", "name: ${HISTORY_TEST_UNSET_NAME}"), encoding="utf-8")
+    res = invoke("history", str(path), cwd=tmp_path)
+    assert res.exit_code == 2 and "environment variable HISTORY_TEST_UNSET_NAME is not set" in res.stderr

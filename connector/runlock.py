@@ -176,11 +176,9 @@ class RunLocks:
             return fd  # held by several partitions at once: the file names none of them
         left = _read(fd)
         if left.get("pid") or left.get("unreadable"):
-            self.warnings.append(
-                f"lock file {path} was left by {_describe(left)}; taken over (if that run was delivering, "
-                "`braze-connector run PIPELINE --resume RUN_DIR` finishes it from its journal; a pipeline reading SQL "
-                "is run again instead)"
-            )
+            # Only that: a delivering run it interrupted is named, with what to do, by the unfinished-run check
+            # (unfinished.py), and --resume is that run being finished.
+            self.warnings.append(f"lock file {path} was left by {_describe(left)}; taken over")
         me = {"pid": os.getpid(), "host": socket.gethostname(), "pipeline": pipeline,
               "started_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")}  # fmt: skip
         os.ftruncate(fd, 0)

@@ -214,7 +214,7 @@ def _unknown_lines(report: "RunReport") -> list[str]:
 
         how = f"a new run sends them again (events, purchases and inc may count twice): {SQL_RUN_AGAIN}"
     else:
-        how = (f"then send them again with --retry-failed {report.failed.path} --include-unknown (events, purchases "
+        how = (f"then send them again with {report.rerun} --retry-failed {report.failed.path} --include-unknown (events, purchases "
                "and inc may count twice; a --resume keeps their outcome and does not resend them)")  # fmt: skip
     return [
         f"  unknown: {n:,} failed row(s) may or may not have been applied by Braze (sent, but no answer came: "

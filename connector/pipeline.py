@@ -37,7 +37,7 @@ from connector.readers.failed import SQL_RUN_AGAIN
 from connector.report import RunFailed, RunReport
 from connector.report.history import append_history, history_path, recent_runs, record_error, start_entry
 from connector.report.masking import columns_to_mask
-from connector.report.paths import report_dir_for
+from connector.report.paths import report_dir_for, run_command
 from connector.runlock import RunLocks, lock_files, shared_lock_files
 from connector.stages import Plan, Run, suite_for
 from connector.stop import StopToken
@@ -191,6 +191,7 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
         report.add_warning(w)
     report.resume = resume.summary if resume is not None else None
     report.reads_sql = any(p.stream.source.is_sql for p in plans)
+    report.rerun = run_command(pipeline, report.report_dir, "").rstrip()
     chosen, reason = choose_mode(pipeline, mode, [(p.stream, p.rows, p.exact) for p in plans])
     if resume is not None and mode == resume.mode:
         reason = f"resumed run {resume.run_id}: the mode of its first attempt"

@@ -91,6 +91,7 @@ class ReportCounters:
         self.duplicated: CsvSink | None = None
         (self.report_dir / DUPLICATED_FILE).unlink(missing_ok=True)  # a reused folder's is not this run's
         self.reads_sql = False  # a stream reads SQL: its rows are sent again by a new run, never by row number
+        self.rerun = "braze-connector run PIPELINE"  # the command that runs this pipeline again (report.paths)
         self.resume: dict[str, Any] | None = None  # a resumed run: its journal and what it carried over
         self.alerts: dict[str, Any] | None = None  # `alerts:` in the pipeline: what fired, whether it was posted
         self.recent_runs: list[dict[str, Any]] = []  # the history's last runs before this one (report.html trend)

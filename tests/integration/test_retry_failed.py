@@ -103,6 +103,11 @@ def test_unknown_outcomes_are_resent_only_when_asked(emulator_factory: Any, tmp_
     first = run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r1", env=env_for(flaky))
     outcomes = Counter(r["_outcome"] for r in failed_rows(first.failed.path))
     assert outcomes == {"unknown": 60}
+    from connector.cli import _summary
+
+    said = "\n".join(_summary(first, {}))  # the whole command (an upload's points at its folder's pipeline.yaml)
+    assert f"then send them again with braze-connector run {pipeline.file} --retry-failed {first.failed.path} " \
+           "--include-unknown" in said  # fmt: skip
 
     up = emulator_factory()
     cautious = run_pipeline(pipeline, mode="bulk", report_dir=tmp_path / "r2", env=env_for(up),

@@ -86,8 +86,16 @@ class RunLocks:
 
     def __init__(self) -> None:
         self.held: list[tuple[Path, int]] = []
-        self.warnings: list[str] = []
+        self._taken: dict[str, list[Path]] = {}  # who left them -> lock files taken over
         self.database: PgRunLock | None = None
+
+    @property
+    def warnings(self) -> list[str]:
+        """One warning per run whose lock files were taken over (a killed run leaves its report's and its
+        state's): only that; a delivering run it interrupted is named, with what to do, by the unfinished-run
+        check (unfinished.py), and a --resume is that run being finished."""
+        return [f"lock file{'s' if len(paths) > 1 else ''} {', '.join(map(str, paths))} "
+                f"{'were' if len(paths) > 1 else 'was'} left by {who}; taken over" for who, paths in self._taken.items()]
 
     def acquire_database(self, pipeline: Pipeline, env: Mapping[str, str], partition: str | None = None) -> None:
         """With state in PostgreSQL and a stream keeping state: the run's lock in that database.
@@ -176,9 +184,7 @@ class RunLocks:
             return fd  # held by several partitions at once: the file names none of them
         left = _read(fd)
         if left.get("pid") or left.get("unreadable"):
-            # Only that: a delivering run it interrupted is named, with what to do, by the unfinished-run check
-            # (unfinished.py), and --resume is that run being finished.
-            self.warnings.append(f"lock file {path} was left by {_describe(left)}; taken over")
+            self._taken.setdefault(_describe(left), []).append(path)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "pipeline": pipeline,
               "started_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")}  # fmt: skip
         os.ftruncate(fd, 0)

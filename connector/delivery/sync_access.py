@@ -90,7 +90,8 @@ def probe_mode(pipeline: Pipeline, url: str, api_key: str, report: RunReport, *,
     else:
         mode, reason = "bulk", (
             f"{reason}, but the key cannot use /users/track/sync, a Braze beta (probe: {seen}), so bulk; "
-            "set write.sync_endpoint: disabled to use bulk from the start"
+            + ("set write.sync_endpoint: disabled" if pipeline.file else "pass --mode bulk")  # an upload: no file
+            + " to use bulk from the start"
         )
         if asked:
             report.add_warning(

@@ -324,3 +324,18 @@ def test_sigterm_stops_an_upload_gracefully_with_every_row_counted(tmp_path: Pat
     assert "braze-connector run out/pipeline.yaml --resume out   # finishes this upload" in stdout
     # the stop warning names the same command (upload has no --resume of its own)
     assert any("finish the run with braze-connector run out/pipeline.yaml --resume out" in w for w in doc["warnings"])
+
+
+def test_a_key_without_the_sync_beta_is_told_the_upload_flag_that_skips_the_probe(emulator_factory: Any,
+                                                                                  tmp_path: Path) -> None:  # fmt: skip
+    """Mode auto probes /users/track/sync for a small file; an upload has no pipeline file to set
+    write.sync_endpoint in, so its mode line names its own flag (the written pipeline's run names the setting)."""
+    em = emulator_factory(sync_beta=False)
+    (tmp_path / "users.csv").write_text(USERS, encoding="utf-8")
+    res = invoke("upload", "users.csv", "--kind", "attributes", "--id", "user_id", "--endpoint", em.url, "-q",
+                 cwd=tmp_path, env={"BRAZE_API_KEY": em.api_key})  # fmt: skip
+    doc = report_of(res.output)
+    assert doc["mode"] == "bulk" and doc["mode_reason"].endswith("so bulk; pass --mode bulk to use bulk from the start")
+    again = invoke("run", str(pipeline_file(res.output)), "-q", cwd=tmp_path, env={"BRAZE_API_KEY": em.api_key})
+    said = report_of(again.output)["mode_reason"]
+    assert said.endswith("so bulk; set write.sync_endpoint: disabled to use bulk from the start"), said

@@ -62,7 +62,7 @@ OFFLINE_MEANINGS = {
 # Warnings the summary repeats (the others are in the report): retry notes, empty sources, a stop, alerts, dates
 # read as day/month or month/day with nothing to tell which (mapping/dates.py), removed users (mirror mode), a
 # delta state that could not be written (delta/unrecorded.py).
-SUMMARY_WARNINGS = ("retry:", "empty source:", "stopped:", "lock file ", "lock files ", "ambiguous dates:", "alert ",
+SUMMARY_WARNINGS = ("retry:", "empty source:", "stopped:", "lock file", "ambiguous dates:", "alert ",
                     "removed users:", "delta state", "incremental state", "the last run of this pipeline")
 
 

@@ -191,7 +191,7 @@ def _run_pipeline(pipeline: Pipeline, mode: str | None, report_dir: str | Path |
         report.add_warning(w)
     report.resume = resume.summary if resume is not None else None
     report.reads_sql = any(p.stream.source.is_sql for p in plans)
-    report.rerun = run_command(pipeline, report.report_dir, "").rstrip()
+    report.rerun = run_command(pipeline, report.report_dir)
     chosen, reason = choose_mode(pipeline, mode, [(p.stream, p.rows, p.exact) for p in plans])
     if resume is not None and mode == resume.mode:
         reason = f"resumed run {resume.run_id}: the mode of its first attempt"

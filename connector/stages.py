@@ -43,7 +43,7 @@ from connector.progress import Progress
 from connector.readers.failed import SQL_RUN_AGAIN
 from connector.records import Chunk, Rejected
 from connector.report import ReportInvariantError, RunReport
-from connector.report.paths import resume_command, run_command
+from connector.report.paths import resume_command, retry_command
 from connector.stop import StopToken
 
 if TYPE_CHECKING:
@@ -300,7 +300,7 @@ class Run:
         if err.exit_code != 3 or r.failed.file is None:
             return ""
         how = SQL_RUN_AGAIN if r.reads_sql else (f"send the rows listed in {r.failed.file} with "
-                                                  f"{run_command(self.pipeline, r.report_dir, f'--retry-failed {r.report_dir}')}")
+                                                  f"{retry_command(self.pipeline, r.report_dir)}")
         return f"; once the cause is fixed, {how}"
 
     def _note_stop(self) -> None:
@@ -327,7 +327,7 @@ class Run:
                   f"(counted as failed) are listed in {r.failed.path}: " if r.failed.file is not None else "")  # fmt: skip
         self.report.add_warning(
             f"stopped: the run was {self.stop.reason}, {how} (exit code {code}); {listed}finish the run with "
-            f"{resume_command(self.pipeline, r.report_dir)}" + (f" (or send the listed rows with {run_command(self.pipeline, r.report_dir, f'--retry-failed {r.report_dir}')}{unknown})"
+            f"{resume_command(self.pipeline, r.report_dir)}" + (f" (or send the listed rows with {retry_command(self.pipeline, r.report_dir)}{unknown})"
                                           if listed else "")
         )
 

@@ -27,17 +27,22 @@ RUN_DIRS = ("sample_requests",)
 PIPELINE_FILE = "pipeline.yaml"
 
 
-def run_command(pipeline: Pipeline, run_dir: str | Path, args: str) -> str:
+def run_command(pipeline: Pipeline, run_dir: str | Path, args: str = "") -> str:
     """`braze-connector run` of the pipeline of the run in `run_dir`, with `args`: its pipeline file, or, for a
     pipeline built without one (an upload, which has no --resume, --retry-failed or --ignore-unfinished of
     its own), the pipeline file in the run's folder."""
     file = pipeline.file or str(Path(run_dir) / PIPELINE_FILE)
-    return f"braze-connector run {file} {args}"
+    return f"braze-connector run {file}" + (f" {args}" if args else "")
 
 
 def resume_command(pipeline: Pipeline, run_dir: str | Path) -> str:
     """The command that finishes the run of `run_dir`."""
     return run_command(pipeline, run_dir, f"--resume {run_dir}")
+
+
+def retry_command(pipeline: Pipeline, run_dir: str | Path) -> str:
+    """The command that sends the rows listed in the failed file of the run in `run_dir` again."""
+    return run_command(pipeline, run_dir, f"--retry-failed {run_dir}")
 
 
 def report_dir_for(pipeline: Pipeline, override: str | Path | None, run_id: str, *, overwrite: bool = False,

@@ -197,6 +197,20 @@ class Journal:
             flush = self._flush
         return rid, partial(self._wait, flush)
 
+    def leaving_many(self, requests: Sequence[tuple[str, MappedChunk, Sequence[int]]]) -> tuple[list[int], Callable[[], None]]:
+        """leaving() for requests that leave together (a group): their ids, and one gate (their records share
+        one flush: one wake-up of the flusher and one fdatasync for the group)."""
+        rows = [_rows(mapped, tokens) for _, mapped, tokens in requests]
+        rids: list[int] = []
+        with self._lock:
+            for (stream, mapped, _), numbers in zip(requests, rows, strict=True):
+                n = self._file(stream, mapped.chunk.file)
+                self._next_id += 1
+                rids.append(self._next_id)
+                self._add(encode(["s", self._next_id, n, numbers]), urgent=True)
+            flush = self._flush
+        return rids, partial(self._wait, flush)
+
     def delivered(self, rid: int, mapped: MappedChunk, refused: Sequence[int] = (), *, dup: bool = False) -> None:
         """Request `rid` got a 2xx: its rows are delivered, except the `refused` objects (recorded apart)."""
         self._quietly(["d", rid, int(dup), _rows(mapped, refused)])
@@ -331,6 +345,13 @@ class RowLog:
     def sending(self, stream: str, mapped: MappedChunk, tokens: list[int]) -> tuple[int, Callable[[], None] | None]:
         """The request's id (0 without a journal) and the gate the transport calls before it leaves."""
         return self.journal.leaving(stream, mapped, tokens) if self.journal is not None else (0, None)
+
+    def sending_many(self, requests: Sequence[tuple[str, MappedChunk, Sequence[int]]]
+                     ) -> tuple[list[int], Callable[[], None] | None]:  # fmt: skip
+        """sending() for requests that leave together: their ids and one gate for them all."""
+        if self.journal is None:
+            return [0] * len(requests), None
+        return self.journal.leaving_many(requests)
 
     def delivered(self, stream: str, mapped: MappedChunk, rid: int, tokens: list[int], refused: list[int], *,
                   dup: bool) -> None:  # fmt: skip

@@ -215,6 +215,14 @@ class Journal:
         """Request `rid` got a 2xx: its rows are delivered, except the `refused` objects (recorded apart)."""
         self._quietly(["d", rid, int(dup), _rows(mapped, refused)])
 
+    def delivered_many(self, rids: Sequence[int]) -> None:
+        """delivered() for requests answered together, every row of each delivered (none refused, no dup)."""
+        lines = [encode(["d", rid, 0, []]) for rid in rids]
+        with self._lock:
+            if self._error is not None or self._closing:
+                return
+            self._buf += lines
+
     def outcome(self, stream: str, mapped: MappedChunk, tokens: Sequence[int], code: str, a: Any = None,
                 b: Any = None, *, dup: bool = False) -> None:  # fmt: skip
         """Final outcome `code` (R, F, U or N) of these objects; a, b: rule and reason, or status and error."""
@@ -361,6 +369,11 @@ class RowLog:
         if dup:
             no = set(refused)
             self.report.add_possibly_duplicated([mapped.ref(j) for j in tokens if j not in no], DUP_DROPPED, stream)
+
+    def delivered_many(self, rids: Sequence[int]) -> None:
+        """A 2xx for each of these requests, every object delivered, none sent again after a dropped attempt."""
+        if self.journal is not None:
+            self.journal.delivered_many(rids)
 
     def outcome(self, stream: str, mapped: MappedChunk, tokens: list[int], code: str, a: Any = None,
                 b: Any = None, *, dup: bool = False) -> None:  # fmt: skip

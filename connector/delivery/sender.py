@@ -43,6 +43,7 @@ class Sender:
         self._poked = False  # a wake-up is scheduled and has not run yet
         self._tasks: set[asyncio.Task[None]] = set()
         self._running = 0  # jobs started and not finished (as tasks or not)
+        self._passing = False  # finished_many is marking jobs done, then runs a pass itself
         self._peak = 0
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._loop_thread: int | None = None
@@ -57,11 +58,17 @@ class Sender:
         return self._loop
 
     def poke(self) -> None:
-        """A job became ready, or the queue closed (any thread; quick: called under the queue's lock)."""
+        """A job became ready, or the queue closed (any thread; quick: called under the queue's lock).
+
+        From another thread while `concurrency` jobs run, no wake-up is sent: the loop takes the next ready
+        job when one of those finishes (the job is in the queue before this is called), and looks at the
+        queue's end once none runs. That is most pokes of a run at the rate limit (a wake-up of the loop and
+        a write to its self-pipe from the submitting thread, each)."""
         if threading.get_ident() == self._loop_thread:
-            self._wake.set()
+            if not self._passing:  # a pass runs right after (finished_many): no wake-up needed
+                self._wake.set()
             return
-        if self._poked:
+        if self._poked or self._running >= self._concurrency:
             return
         self._poked = True
         try:
@@ -90,6 +97,19 @@ class Sender:
         self._queue.done(job)
         self._wake.set()
 
+    def finished_many(self, jobs: list[Job]) -> None:
+        """Jobs started without a task are done (on the loop's thread, answers read together): mark them done
+        in one go and start the jobs that are ready now, in the same step (no wake-up of the loop for it)."""
+        self._running -= len(jobs)
+        self._passing = True
+        try:
+            self._queue.done_many(jobs)
+        finally:
+            self._passing = False
+        self._pass()
+        if not self._running:  # the dispatch loop looks at the queue's end
+            self._wake.set()
+
     def adopt(self, job: Job, run: Coroutine[Any, Any, None]) -> None:
         """A job started without a task goes on as the task running `run` (on the loop's thread)."""
         task = self._loop.create_task(self._one(job, run))
@@ -114,32 +134,36 @@ class Sender:
             finally:
                 self._loop.close()
 
-    async def _dispatch(self) -> None:
+    def _pass(self) -> None:
+        """Start ready jobs while fewer than `concurrency` run."""
         queue = self._queue
+        started = False
+        while self._running < self._concurrency:
+            job = queue.take()
+            if job is None:
+                break
+            started = True
+            self._running += 1
+            try:
+                run = self._start(job)
+            except Exception:  # the writer records a job's rows itself; this is a bug, not a row outcome
+                logger.exception("unexpected error in the writer's event loop")
+                self.finished(job)
+                continue
+            if run is not None:
+                self.adopt(job, run)
+        if started and self.after_pass is not None:
+            try:
+                self.after_pass()
+            except Exception:
+                logger.exception("unexpected error in the writer's event loop")
+        self._peak = max(self._peak, self._running)
+
+    async def _dispatch(self) -> None:
         while True:
             self._wake.clear()
-            started = False
-            while self._running < self._concurrency:
-                job = queue.take()
-                if job is None:
-                    break
-                started = True
-                self._running += 1
-                try:
-                    run = self._start(job)
-                except Exception:  # the writer records a job's rows itself; this is a bug, not a row outcome
-                    logger.exception("unexpected error in the writer's event loop")
-                    self.finished(job)
-                    continue
-                if run is not None:
-                    self.adopt(job, run)
-            if started and self.after_pass is not None:
-                try:
-                    self.after_pass()
-                except Exception:
-                    logger.exception("unexpected error in the writer's event loop")
-            self._peak = max(self._peak, self._running)
-            if queue.exhausted:
+            self._pass()
+            if self._queue.exhausted:
                 break
             await self._wake.wait()
         # Drained by a stopped run: the jobs still running wait for answers nobody records any more (their

@@ -34,7 +34,7 @@ from connector.errors import ApiError, JournalError
 
 if TYPE_CHECKING:
     from connector.delivery.batching import Request
-    from connector.delivery.client import BrazeClient, Outcome
+    from connector.delivery.client import ApiResponse, BrazeClient, Outcome
     from connector.delivery.schedule import Job
     from connector.delivery.sender import Sender
     from connector.delivery.transport import Gate
@@ -168,8 +168,12 @@ class Volleys:
         self._client.launch([(f.call, f) for f in go], gate, self._answered)
 
     def _answered(self, items: list[tuple[_Flight, Outcome]]) -> None:
-        """Outcomes of first attempts (on the loop, as the transport read them): each 2xx recorded at once."""
-        w, finished = self._w, self._sender.finished
+        """Outcomes of first attempts (on the loop, as the transport read them): the 2xx ones recorded
+        together (Writer._delivered_all), their jobs finished together (and the next ones started)."""
+        w = self._w
+        ok: list[_Flight] = []
+        answers: list[tuple[_Batch, Request, int, ApiResponse]] = []
+        done: list[Job] = []
         for f, outcome in items:
             try:
                 resp = self._client.conclude(f.call, outcome)
@@ -177,19 +181,27 @@ class Volleys:
                 self._resume(f, sys.exc_info())
                 continue
             if not w._inflight.end(f.ticket):
-                finished(f.job)  # the stopped run gave up waiting for this answer and recorded its rows
+                done.append(f.job)  # the stopped run gave up waiting for this answer and recorded its rows
                 continue
             assert f.rid is not None
+            ok.append(f)
+            answers.append((f.batch, f.req, f.rid, resp))
+        waits: dict[int, tuple[Any, ...]] = {}
+        if answers:
             try:
-                wait = w._delivered(f.batch, f.req, f.rid, resp)
+                waits = w._delivered_all(answers)
             except Exception:  # a bug must not lose rows: count them failed, keep the run going
-                logger.exception("unexpected error while delivering a %s request", f.req.endpoint)
-                w._fail(f.batch, f.req.items, "internal error while delivering (see the log)", None)
-                wait = None
+                logger.exception("unexpected error while delivering %d request(s)", len(answers))
+                for f in ok:
+                    w._fail(f.batch, f.req.items, "internal error while delivering (see the log)", None)
+        for i, f in enumerate(ok):
+            wait = waits.get(i)
             if wait is None:
-                finished(f.job)
+                done.append(f.job)
             else:  # the delta state commits first: wait for it off the loop, as the coroutine path does
                 self._sender.adopt(f.job, w._settled_later(wait))
+        if done:
+            self._sender.finished_many(done)
 
     def _resume(self, f: _Flight, failed: Any) -> None:
         """The first attempt failed (or never left): the job goes on as a coroutine from there."""

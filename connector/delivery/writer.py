@@ -76,6 +76,8 @@ SETTLE_THREADS = 32  # delta answers committing at once (threads waiting on one 
 SPLIT_STATUSES = (400, 413)
 
 Packed = batching.Request
+# Endpoints whose 2xx answers need nothing beyond counting (not sync's confirmed profiles, not Canvas replies).
+_PLAIN_ENDPOINTS = frozenset({"users_track", "live_activity_update"})
 Outcome = Literal["delivered", "rejected", "failed"]
 
 
@@ -421,6 +423,41 @@ class Writer:
     async def _settled_later(self, wait: tuple[Any, ...]) -> None:
         """Wait off the loop for the delta state to settle (and commit) an answer: _delivered's `wait`."""
         await asyncio.get_running_loop().run_in_executor(self._settling, self._settle_delta, *wait)
+
+    def _delivered_all(self, answers: list[tuple[_Batch, Packed, int, Any]]) -> dict[int, tuple[Any, ...]]:
+        """_delivered() for 2xx answers read together: the plain ones (no object named in errors[], not sent
+        again after a dropped attempt, nothing else to tell: no cursor, no delta state, a bulk endpoint) are
+        counted and journaled in one go; the others one by one. Returns the positions in `answers` whose
+        delta answer must be waited for off the loop, with _delivered's `wait`."""
+        waits: dict[int, tuple[Any, ...]] = {}
+        plain: list[tuple[_Batch, Packed, int, Any]] = []
+        simple = self.settled is None
+        for i, (batch, req, rid, resp) in enumerate(answers):
+            if (
+                simple
+                and not resp.resent_after_drop
+                and (self.delta is None or batch.mapped.delta_keys is None)
+                and req.endpoint in _PLAIN_ENDPOINTS
+                and not outcomes.object_errors(outcomes.parse_body(resp.body))
+            ):
+                plain.append((batch, req, rid, resp))
+                continue
+            wait = self._delivered(batch, req, rid, resp)
+            if wait is not None:
+                waits[i] = wait
+        if plain:
+            self._reachable()
+            # Retries and the 429s they answered were counted as they happened (client on_retry).
+            self.report.record_requests(
+                [(req.endpoint, resp.status, float(resp.http_ms or resp.elapsed_ms), req.count) for _, req, _, resp in plain]
+            )
+            self._log.delivered_many([rid for _, _, rid, _ in plain])
+            by_stream: dict[str, int] = {}
+            for batch, req, _, _ in plain:
+                by_stream[batch.stream] = by_stream.get(batch.stream, 0) + req.count
+            for stream, n in by_stream.items():
+                self.report.add_delivered(n, stream)
+        return waits
 
     def _delivered(self, batch: _Batch, req: Packed, rid: int, resp: Any) -> tuple[Any, ...] | None:
         """A 2xx: record its rows' outcomes (the per-object errors it names rejected). Returns the arguments of

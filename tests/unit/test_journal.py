@@ -140,3 +140,23 @@ def test_request_rows_are_the_objects_source_rows_whatever_their_shape(numbers: 
     for tokens in ([], [0], list(range(min(75, n))), list(range(n - 5, n)), list(range(3, 40, 2)), [5, 4, 6],
                    [2, 3, 3], range(2, 50)):  # fmt: skip
         assert _rows(mapped, tokens) == [numbers[indices[j]] for j in tokens]
+
+
+def test_requests_leaving_together_share_one_flush_and_their_answers_one_append(tmp_path: Path) -> None:
+    """leaving_many (a group of first attempts, delivery/volleys.py): one record per request, in order, with
+    one gate that passes once they are all on disk; delivered_many: the 'd' records delivered() would write."""
+    path = tmp_path / JOURNAL_FILE
+    a, b = mapped("a.csv", [2, 3, 4, 5]), mapped("b.csv", [7, 8])
+    j = Journal(path, HEADER)
+    first = j.sending("events", a, [0])
+    rids, gate = j.leaving_many([("events", a, [1, 2]), ("events", b, [0, 1]), ("events", a, [3])])
+    assert rids == [first + 1, first + 2, first + 3]
+    gate()  # returns once the three records are durable (they share one flush)
+    on_disk = read_journal(path).records
+    assert ["s", rids[0], 0, [3, 4]] in on_disk and ["s", rids[1], 1, [7, 8]] in on_disk
+    assert ["s", rids[2], 0, [5]] in on_disk
+    j.delivered_many(rids[:2])
+    j.delivered(rids[2], a)
+    j.close()
+    recs = read_journal(path).records
+    assert recs[-3:] == [["d", rids[0], 0, []], ["d", rids[1], 0, []], ["d", rids[2], 0, []]]

@@ -38,7 +38,6 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -133,6 +132,23 @@ class _Flush:
         self.ok = False
 
 
+class _Gate:
+    """A request's gate: calling it returns once its record is on disk (raises JournalError if it cannot be);
+    `passed()` tells without waiting (the transport then need not hand the request to its writer thread)."""
+
+    __slots__ = ("_journal", "_flush")
+
+    def __init__(self, journal: Journal, flush: _Flush) -> None:
+        self._journal = journal
+        self._flush = flush
+
+    def __call__(self) -> None:
+        self._journal._wait(self._flush)
+
+    def passed(self) -> bool:
+        return self._flush.done.is_set() and self._flush.ok
+
+
 class Journal:
     """Appends a run's records to journal.log; thread-safe. `sending()` returns once its record is durable.
 
@@ -195,7 +211,7 @@ class Journal:
             rid = self._next_id
             self._add(encode(["s", rid, n, rows]), urgent=True)
             flush = self._flush
-        return rid, partial(self._wait, flush)
+        return rid, _Gate(self, flush)
 
     def leaving_many(self, requests: Sequence[tuple[str, MappedChunk, Sequence[int]]]) -> tuple[list[int], Callable[[], None]]:
         """leaving() for requests that leave together (a group): their ids, and one gate (their records share
@@ -209,7 +225,7 @@ class Journal:
                 rids.append(self._next_id)
                 self._add(encode(["s", self._next_id, n, numbers]), urgent=True)
             flush = self._flush
-        return rids, partial(self._wait, flush)
+        return rids, _Gate(self, flush)
 
     def delivered(self, rid: int, mapped: MappedChunk, refused: Sequence[int] = (), *, dup: bool = False) -> None:
         """Request `rid` got a 2xx: its rows are delivered, except the `refused` objects (recorded apart)."""

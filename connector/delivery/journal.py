@@ -59,6 +59,10 @@ OUTCOME_FLUSH_S = 0.5
 # At most one fdatasync per this many seconds: the requests that arrive meanwhile share the next one (an
 # fdatasync costs ~0.1 ms of CPU whatever it carries; waiting a few ms costs a request nothing at 100 ms).
 SYNC_GAP_S = 0.005
+# Records of requests that leave later (a group waiting for its rate-limit slot: leaving_many) are synced
+# within this; a sender that comes to wait for one first hurries its flush. At 1,000 requests/s their slots
+# are mostly tens of ms ahead, so one fdatasync carries two or three passes of the sender, not one.
+SOON_S = 0.02
 FORMAT_VERSION = 1
 
 
@@ -143,6 +147,8 @@ class _Gate:
         self._flush = flush
 
     def __call__(self) -> None:
+        if not self._flush.done.is_set():
+            self._journal._hurry(self._flush)
         self._journal._wait(self._flush)
 
     def passed(self) -> bool:
@@ -174,6 +180,7 @@ class Journal:
         self._buf: list[bytes] = []
         self._flush = _Flush()  # the flush that will carry the records now in _buf
         self._urgent = False  # a record in _buf has a sender waiting for it
+        self._soon_at: float | None = None  # a request record in _buf must be on disk by then (leaving_many)
         self._synced_at = 0.0  # time.monotonic() of the last fdatasync
         self._files: dict[tuple[str, str], int] = {}
         self._next_id = 0
@@ -223,7 +230,7 @@ class Journal:
                 n = self._file(stream, mapped.chunk.file)
                 self._next_id += 1
                 rids.append(self._next_id)
-                self._add(encode(["s", self._next_id, n, numbers]), urgent=True)
+                self._add(encode(["s", self._next_id, n, numbers]), soon=True)
             flush = self._flush
         return rids, _Gate(self, flush)
 
@@ -302,9 +309,10 @@ class Journal:
                 record[1] = self._file(*record[1])
             self._add(encode(record))
 
-    def _add(self, line: bytes, *, urgent: bool = False) -> None:
-        """Buffer a line (caller holds the lock). Only an urgent one (someone waits for it) wakes the
-        flusher; outcome records ride along with the next flush, or go within OUTCOME_FLUSH_S."""
+    def _add(self, line: bytes, *, urgent: bool = False, soon: bool = False) -> None:
+        """Buffer a line (caller holds the lock). An urgent one (someone waits for it) wakes the flusher; a
+        `soon` one (requests that leave later: leaving_many) is synced within SOON_S, sooner if someone comes
+        to wait for it (_Gate); outcome records ride along with the next flush, or go within OUTCOME_FLUSH_S."""
         if self._error is not None:
             raise JournalError(self._error)
         if self._closing:
@@ -313,6 +321,16 @@ class Journal:
         if urgent and not self._urgent:
             self._urgent = True
             self._work.notify()
+        elif soon and self._soon_at is None and not self._urgent:
+            self._soon_at = time.monotonic() + SOON_S
+            self._work.notify()
+
+    def _hurry(self, flush: _Flush) -> None:
+        """Someone waits for `flush` (a gate): make it urgent if it is still gathering records."""
+        with self._lock:
+            if self._flush is flush and self._buf and not self._urgent:
+                self._urgent = True
+                self._work.notify()
 
     def _wait(self, flush: _Flush) -> None:
         """Until `flush` is on disk; each waiter wakes once, when its own flush is done (group commit)."""
@@ -324,19 +342,26 @@ class Journal:
         while True:
             with self._lock:
                 while not self._urgent and not self._closing:
-                    if not self._work.wait(timeout=OUTCOME_FLUSH_S if self._buf else None):
+                    if self._soon_at is not None:
+                        left = self._soon_at - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._work.wait(timeout=left)  # more records join this flush, or someone waits
+                    elif not self._work.wait(timeout=OUTCOME_FLUSH_S if self._buf else None):
                         break  # only outcome records, waiting for a while: write them (no sync needed)
                 if not self._buf:
                     if self._closing:
                         return
                     continue
                 gap = self._synced_at + SYNC_GAP_S - time.monotonic()
-                if gap > 0 and self._urgent and not self._closing:
+                soon = self._soon_at is not None
+                if gap > 0 and (self._urgent or soon) and not self._closing:
                     self._work.wait(timeout=gap)  # let more requests join this flush
                 data = b"".join(self._buf)
                 self._buf.clear()
-                sync = self._sync and (self._urgent or self._closing)
+                sync = self._sync and (self._urgent or soon or self._closing)
                 self._urgent = False
+                self._soon_at = None
                 flush, self._flush = self._flush, _Flush()
             try:
                 view = memoryview(data)

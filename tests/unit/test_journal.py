@@ -160,3 +160,29 @@ def test_requests_leaving_together_share_one_flush_and_their_answers_one_append(
     j.close()
     recs = read_journal(path).records
     assert recs[-3:] == [["d", rids[0], 0, []], ["d", rids[1], 0, []], ["d", rids[2], 0, []]]
+
+
+def test_a_groups_records_are_synced_soon_and_at_once_when_someone_waits(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """leaving_many's records need not be on disk before their slot comes (SOON_S), so several passes share
+    one fdatasync; a gate called before that hurries the flush: it returns once the record is durable."""
+    from connector.delivery import journal
+
+    monkeypatch.setattr(journal, "SOON_S", 600.0)  # only the waiting gate can bring the flush forward
+    path = tmp_path / JOURNAL_FILE
+    m = mapped("a.csv", [2, 3, 4, 5])
+    j = Journal(path, HEADER)
+    synced: list[int] = []
+    real = os.fdatasync
+    try:
+        os.fdatasync = lambda fd: (synced.append(fd), real(fd))[1]  # type: ignore[assignment]
+        rids, gate = j.leaving_many([("events", m, [0, 1]), ("events", m, [2])])
+        more, gate2 = j.leaving_many([("events", m, [3])])
+        gate2()  # waits: hurried, not SOON_S later
+        assert gate.passed() and gate2.passed()  # type: ignore[attr-defined]
+        on_disk = read_journal(path).records
+        assert ["s", rids[0], 0, [2, 3]] in on_disk and ["s", more[0], 0, [5]] in on_disk
+        assert len(synced) == 1  # the two groups' records in one flush
+    finally:
+        os.fdatasync = real  # type: ignore[assignment]
+        j.close()

@@ -4,8 +4,10 @@ Interface:
 - `writer.Writer(pipeline, client, report, mode="bulk"|"sync", dry_run=False, delta=None, settled=None,
   stop=None, journal=None)`:
   `submit(stream, mapped)`, `close()`, `aborted`, `abort_reason`. Requests go out in source order per
-  user (schedule.OrderedQueue), up to `write.concurrency` in flight as coroutines on one event-loop thread
-  (sender.Sender), not a thread each; Braze's per-object errors come back to the rows (outcomes.py). Once the
+  user (schedule.OrderedQueue), up to `write.concurrency` in flight on one event-loop thread (sender.Sender),
+  not a thread each: first attempts leave a 10 ms rate-limit group at a time and their answers are recorded
+  a read at a time (volleys.py); the rest of a job (retries, splits) runs as a coroutine. Braze's
+  per-object errors come back to the rows (outcomes.py). Once the
   stop token (connector.stop) is requested nothing new is sent, and close() waits `write.stop_grace_s`
   for the answers in flight before giving up on them as "unknown" (inflight.py).
 - `batching`: request bodies (75 objects per /users/track array or combined, 50 combined on MAU contracts,
@@ -18,7 +20,7 @@ Interface:
   (tenacity), Braze's status table (statuses.py), over a transport (transport/: requests, aiohttp, or
   aiohttp in a child process); no attempt or retry after a stop (`RunStopped` when nothing was sent).
   `post()` blocks a thread; `post_async()` (the writer) waits for slots, backoff and answers without one
-  (waits.py).
+  (waits.py); `prepare`/`slot`/`launch`/`conclude`/`resume_async`: a first attempt sent in a group.
 - `spare.start(pipeline, mode, offline=, resume=)` / `take(secrets)` / `discard()`: the HTTP child started
   at the CLI's start for a bulk run, handed to the transport (`mode.early_mode`, `mode.transport_kind`).
 - `mode.choose_mode(pipeline, override, streams) -> (mode, reason)`: bulk or sync for a run;

@@ -213,14 +213,7 @@ class BrazeClient:
         """post() for a coroutine (the writer's event loop): the same retry policy, status table and errors;
         the rate-limit waits, the backoff and the wait for the answer hold no thread."""
         call = _Call(endpoint, self._url(endpoint), body, idempotent, self._clock(), gate=gate)
-        try:
-            response: ApiResponse = await self._retried_async(call)
-        except ApiError as e:
-            final = self._final(call, e)
-            if final is e:
-                raise
-            raise final from None
-        return response
+        return await self.resume_async(call, None)
 
     # ---- first attempts in groups (the writer's event loop: delivery/volleys.py) ----------------------
     @property
@@ -299,9 +292,9 @@ class BrazeClient:
             raise outcome
         return self._answer(call, outcome, call.sent)
 
-    async def resume_async(self, call: _Call, failed: tuple[Any, Any, Any]) -> ApiResponse:
+    async def resume_async(self, call: _Call, failed: tuple[Any, Any, Any] | None) -> ApiResponse:
         """post_async() after its first attempt failed with `failed` (sys.exc_info()): the retry policy from
-        there, the same final errors."""
+        there, the same final errors (None: from the first attempt, as post_async)."""
         try:
             response: ApiResponse = await self._retried_async(call, failed)
         except ApiError as e:

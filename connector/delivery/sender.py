@@ -6,10 +6,12 @@ handful of threads (this loop, the transport's pipe threads) instead of one thre
 submitting thread no longer fights 160 others for the GIL.
 
 The loop takes ready jobs from the writer's OrderedQueue (schedule.py: a user's next request becomes ready
-only once the previous one has its final outcome) and runs each as a task, at most `concurrency` at once;
-a job's requests are sent one after another (splits, resends), so requests in flight never exceed it.
-The queue calls `poke()` when a job becomes ready; pokes from other threads are coalesced into one
-wake-up of the loop.
+only once the previous one has its final outcome) and starts each, at most `concurrency` at once: the
+usual one without a task (volleys.py: its first attempt waits in its rate-limit group and its answer is
+recorded with the others of one read, which then start the next ready jobs in the same step), the others
+as a task. A job's requests are sent one after another (splits, resends), so requests in flight never
+exceed `concurrency`. The queue calls `poke()` when a job becomes ready; pokes from other threads are
+coalesced into one wake-up of the loop, and none is sent while `concurrency` jobs run.
 """
 
 from __future__ import annotations

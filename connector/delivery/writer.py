@@ -2,8 +2,9 @@
 
 The submitting thread packs requests (batching) and puts them on a bounded queue that releases a request
 only after every earlier request touching one of its users has its final outcome (delivery.schedule).
-One event-loop thread (delivery.sender) keeps up to `write.concurrency` of them in flight as coroutines
-through the client (which rate-limits and retries, holding no thread while it waits) and turns each reply
+One event-loop thread (delivery.sender) keeps up to `write.concurrency` of them in flight through the client
+(which rate-limits and retries, holding no thread while it waits): a first attempt with the others of its
+10 ms rate-limit step (delivery.volleys), the rest of a job as a coroutine. It turns each reply
 into row outcomes: delivered; rejected by Braze (per-object errors, or a request-level 400/413 isolated by
 splitting); failed after the retries (outcome "unknown" when the connection dropped after sending); or
 skipped (dry run, aborted run). Every object submitted gets exactly one of these.

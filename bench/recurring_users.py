@@ -2,6 +2,7 @@
 
     python bench/recurring_users.py --before /tmp/base-packer [--reps 2] [--rows 100000] [--zipf 1.0]
     python bench/recurring_users.py --pack-only --before /tmp/base-packer   # packing CPU, nothing sent
+    python bench/recurring_users.py --shapes   # request counts and chains of a chunk per shape, no timing
 
 Four tables, each delivered by this tree and by the `--before` tree (e.g. `git archive 97c12be | tar -x -C
 /tmp/base-packer`), interleaved (before/after order alternating per repetition), each run in a fresh
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -175,6 +177,56 @@ print(json.dumps(res))
     return out
 
 
+def _chain(reqs: list[list[int]], keys: list[str]) -> tuple[int, int]:
+    """(the longest run of requests that must go one after another through shared users, users in more than
+    one request)."""
+    last: dict[str, int] = {}
+    depth: list[int] = []
+    spread: dict[str, int] = {}
+    for i, r in enumerate(reqs):
+        users = {keys[p] for p in r}
+        depth.append(1 + max((depth[last[u]] for u in users if u in last), default=0))
+        last.update(dict.fromkeys(users, i))
+        for u in users:
+            spread[u] = spread.get(u, 0) + 1
+    return max(depth, default=0), sum(1 for v in spread.values() if v > 1)
+
+
+def _shapes() -> list[str]:
+    """Request counts and chains of one 50,000-object chunk per shape: source order against the plan at each
+    chain bound (delivery/bins.py MAX_CHAIN), deterministic (no timing)."""
+    import random
+
+    from connector.delivery.bins import plan_bins
+
+    rng = random.Random(5)
+
+    def shuffled(sizes: list[int]) -> list[str]:
+        keys = [f"u{u}" for u, s in enumerate(sizes) for _ in range(s)]
+        rng.shuffle(keys)
+        return keys[:50_000]
+
+    zipf = [1.0 / k for k in range(1, USERS + 1)]
+    shapes = {
+        "events over 60k users (uniform)": ([f"u{rng.randrange(USERS)}" for _ in range(50_000)], 75),
+        "1-10 objects a user, shuffled": (shuffled([rng.randint(1, 10) for _ in range(10_000)]), 75),
+        "20-60 objects a user, shuffled": (shuffled([rng.randint(20, 60) for _ in range(1_500)]), 75),
+        "Zipf 1.0 over 60k users": ([f"u{k}" for k in rng.choices(range(USERS), weights=zipf, k=50_000)], 75),
+        "README trial: 750 of 50 users, 25 a request": ([f"u{i % 50}" for i in range(750)], 25),
+    }
+    out = ["", "## plans of one chunk: requests (minimum), longest chain of requests one after another, users split",
+           "| shape | minimum | source order | max_chain 1 | 2 | 3 (default) | 4 |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, (keys, cap) in shapes.items():
+        n = len(keys)
+        cells = []
+        source = [list(range(i, min(i + cap, n))) for i in range(0, n, cap)]
+        for plan in [source] + [plan_bins(keys, range(n), cap, mc) or source for mc in (1, 2, 3, 4)]:
+            chain, split = _chain(plan, keys)
+            cells.append(f"{len(plan):,} / chain {chain} / {split:,} split")
+        out.append(f"| {name} | {math.ceil(n / cap):,} | " + " | ".join(cells) + " |")
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--before", help="a tree of the code to compare with (e.g. /tmp/base-packer)")
@@ -185,6 +237,7 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=160)
     ap.add_argument("--only", default="", help="run only the tables whose name contains this")
     ap.add_argument("--pack-only", action="store_true")
+    ap.add_argument("--shapes", action="store_true", help="request counts and chains per shape, no timing")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--tree", help=argparse.SUPPRESS)
     ap.add_argument("--kind", help=argparse.SUPPRESS)
@@ -194,6 +247,10 @@ def main() -> int:
     if a.child:
         return _child(a)
     sys.path.insert(0, str(HERE))
+    if a.shapes:
+        sys.path.insert(0, str(ROOT))
+        print("\n".join(_shapes()))
+        return 0
     from calibration import calibration_s
     from sink import NginxSink, nginx_available
 
@@ -208,8 +265,8 @@ def main() -> int:
         lines += _pack_only(tables, trees)
         print("\n".join(lines))
         return 0
-    if not nginx_available():
-        raise SystemExit("needs nginx with the echo module (bench/sink.py)")
+    if (why := nginx_available()) is not None:
+        raise SystemExit(why)
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     with NginxSink(latency_ms=a.latency, limit_rps=1000, burst=100) as sink:
         for rep in range(a.reps):

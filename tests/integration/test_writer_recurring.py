@@ -158,3 +158,46 @@ def test_a_recurring_user_events_file_ends_with_each_users_events_in_order(
     ((_, states),) = [(k, fr) for k, fr in journal.rows.items() if k[0] == "events"]
     for i in range(n):  # CSV line i + 2
         assert states.state(i + 2) == (REJECTED if i in bad else DELIVERED), i
+
+
+def test_attributes_and_purchases_of_recurring_users_in_one_run_keep_each_users_order(
+    emulator_factory: Callable[..., EmulatorServer], tmp_path: Path
+) -> None:
+    """Two streams over one file of recurring users (an attributes stream, then a purchases stream): each
+    user's plan ends at its last row's, each user's purchases are applied in source order, in the minimum
+    number of requests per stream."""
+    server = emulator_factory(**JITTER)
+    n, users = 900, 60
+    lines = ["uid,plan,sku,price,ts"]
+    for i in range(n):
+        lines.append(f"u{(i * 7) % users},v{i},sku-{i},{i % 50 + 0.5},2024-02-01T00:{i // 60 % 60:02d}:{i % 60:02d}Z")
+    (tmp_path / "rows.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    doc = {
+        "name": "mixed",
+        "write": {"mode": "bulk", "concurrency": 8},
+        "streams": [
+            {"name": "plans", "source": {"path": "rows.csv"}, "kind": "attributes",
+             "identifier": {"external_id": "uid"}, "attributes": [{"column": "plan"}]},
+            {"name": "buys", "source": {"path": "rows.csv"}, "kind": "purchases", "identifier": {"external_id": "uid"},
+             "purchase": {"product_id": "sku", "currency": {"value": "USD"}, "price": "price", "time": "ts"}},
+        ],
+    }  # fmt: skip
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+    env = {"BRAZE_REST_ENDPOINT": server.url, "BRAZE_API_KEY": "test-key"}
+    report = run_pipeline(load_pipeline(tmp_path / "p.yaml"), report_dir=tmp_path / "out", env=env)
+    out = json.loads((report.report_dir / "report.json").read_text(encoding="utf-8"))
+    assert out["rows"]["delivered"] == 2 * n and out["exit_code"] == 0
+    assert server.stats()["requests"]["/users/track"] == {"201": 2 * math.ceil(n / 75)}
+    skus: dict[str, list[str]] = {}
+    in_requests: dict[str, int] = {}
+    for e in server.ledger():
+        for u in {a["identifier"]["external_id"] for a in e["applied"] if a["array"] == "purchases"}:
+            in_requests[u] = in_requests.get(u, 0) + 1
+        for a in e["applied"]:
+            if a["array"] == "purchases":
+                skus.setdefault(a["identifier"]["external_id"], []).append(a["object"]["product_id"])
+    for u in range(users):
+        mine = [i for i in range(n) if (i * 7) % users == u]
+        assert skus[f"u{u}"] == [f"sku-{i}" for i in mine]
+        assert server.user("external_id", f"u{u}")["attributes"]["plan"] == f"v{mine[-1]}"
+    assert set(in_requests.values()) == {1}  # 15 purchases a user, 5 users a request: each user in one

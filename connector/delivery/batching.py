@@ -6,6 +6,10 @@ memory stays bounded whatever the input size. No Python object is created per pa
 come already encoded (records.EncodedObjects) are not serialised again: encoded.py slices their bodies. Every request records, for each object, the array
 it sits in and its index within that array, which is how Braze reports per-object errors
 (`input_array`, `index`).
+
+The writer's /users/track requests (pack_track_array with `group_users`) are planned per chunk when a user
+recurs in it (bins.py: each user's objects together, requests filled to the cap), which reads the chunk's
+user keys first; the chunk is in memory already, so memory stays bounded by the chunk.
 """
 
 from __future__ import annotations

@@ -139,19 +139,25 @@ def _pack(runs: list[list[int]], ones: list[int], cap: int, max_chain: int) -> l
                 mask &= ~(1 << s)
             room -= take * s
         if room and carry is None and depth < max_chain:
-            # No whole run fits the room: the next run's first objects fill it, its rest opens the next request.
+            # No whole run fits the room: the first objects of the oldest run left fill it, its rest opens the
+            # next request. A run longer than a request is split so only when that costs its user no extra
+            # request; else the oldest run left that fits a request is split instead.
             while nxt < len(runs) and placed[nxt]:
                 nxt += 1
-            if nxt < len(runs):
-                placed[nxt] = 1
-                run = runs[nxt]
-                if len(run) < cap:
-                    bucket = buckets[len(run)]
-                    bucket.popleft()
+            r = nxt
+            if r < len(runs) and len(runs[r]) >= cap and -(-(len(runs[r]) - room) // cap) == -(-len(runs[r]) // cap):
+                heads = [buckets[b][0] for b in range(room + 1, cap) if mask >> b & 1]
+                r = min(heads) if heads else len(runs)
+            if r < len(runs):
+                split = runs[r]
+                placed[r] = 1
+                if len(split) < cap:
+                    bucket = buckets[len(split)]
+                    bucket.popleft()  # the oldest of its size
                     if not bucket:
-                        mask &= ~(1 << len(run))
-                current += run[:room]
-                carry = run[room:]
+                        mask &= ~(1 << len(split))
+                current += split[:room]
+                carry = split[room:]
         current.sort()  # source order within the request: each user's order, and consecutive runs stay ranges
         bins.append(current)
     bins.extend(ones[i : i + cap] for i in range(taken, len(ones), cap))

@@ -138,6 +138,21 @@ def test_a_user_longer_than_a_request_opens_one_then_fills_its_own() -> None:
     assert plan[0] == list(range(0, 72)) + [203, 204, 205] and plan[1] == list(range(72, 128))
 
 
+def test_a_user_longer_than_a_request_is_split_to_fill_a_room_only_when_that_costs_it_no_request() -> None:
+    # 150 objects take 2 requests; filling a's room of 65 with 65 of them would leave 85: 3 requests.
+    keys = ["a"] * 10 + ["big"] * 150
+    plan = plan_bins(keys, range(len(keys)), 75)
+    assert plan is not None
+    check_plan(plan, keys, list(range(len(keys))), 75)
+    assert [len(b) for b in plan] == [10, 75, 75] and requests_per_user(plan, keys)["big"] == 2
+    # with a small run left, that one fills the room instead
+    keys = ["a"] * 10 + ["big"] * 150 + ["c"] * 70
+    plan = plan_bins(keys, range(len(keys)), 75)
+    assert plan is not None
+    check_plan(plan, keys, list(range(len(keys))), 75)
+    assert requests_per_user(plan, keys) == {"a": 1, "big": 2, "c": 2} and len(plan) == 4
+
+
 def test_positions_are_tokens_and_bodies_follow_the_plan() -> None:
     """A per-object error names (array, index): find() gives back the token of the object at that index."""
     keys = shuffled([3, 1, 7, 2, 1, 5] * 30, 8)

@@ -9,8 +9,9 @@ order) and packs these runs into requests of `cap` objects like a bin-packing:
   appearance; users with one object only fill rooms, and what is left of them closes the chunk);
 - its room is filled with whole runs taken from anywhere later in the chunk, the largest that fits first
   (runs are kept in buckets by size, so each choice costs a few integer operations, not a scan);
-- when no run left fits the room whole, the next run is split: its first objects fill the room and the
-  rest opens the next request, which then depends on this one (the queue sends it after). Such a chain of
+- when no run left fits the room whole, the oldest run left is split: its first objects fill the room and
+  the rest opens the next request, which then depends on this one (the queue sends it after); a run longer
+  than a request only when that costs its user no extra request (else the oldest shorter one). A chain of
   requests linked by split users is at most `max_chain` long (beyond that the request closes with room
   left), so a chunk of medium runs that fit no gap (15 objects a user at 25 a request) does not become one
   long chain sent one request at a time;

@@ -11,7 +11,8 @@ Interface:
   stop token (connector.stop) is requested nothing new is sent, and close() waits `write.stop_grace_s`
   for the answers in flight before giving up on them as "unknown" (inflight.py).
 - `batching`: request bodies (75 objects per /users/track array or combined, 50 combined on MAU contracts,
-  one per sync request, 50 Canvas recipients, one Live Activity update), `split` of a refused request.
+  one per sync request, 50 Canvas recipients, one Live Activity update), `split` of a refused request;
+  `bins.plan_bins`: a chunk's /users/track requests with each user's objects together, filled to the cap.
 - `ratelimit.RateLimiter`: a token bucket per endpoint that learns from X-RateLimit-* headers.
 - `shared_limits.SharedRateLimiter`: the same interface (`ratelimit.Limiter`), one budget per endpoint
   shared through Redis by every process of a namespace (`write.shared_limits`), a local share without it.

@@ -25,7 +25,8 @@ A dry run takes no lock: it sees the state as it was when it began (tests/integr
 
 A write is one transaction: keys the index does not know are appended by COPY (binary, ADBC's ingest of
 Arrow arrays: PostgreSQL inserts them in batches, about 30 % less server CPU a row than `INSERT ... SELECT
-FROM unnest(...)` at the 2,000-2,500 rows a group commit writes); the others are upserts binding arrays
+FROM unnest(...)` at the 2,000-2,500 rows a group commit writes; a first run's new users come as the
+flights' blobs, pg_rows.py, and transactions hold up to `group_rows`); the others are upserts binding arrays
 (`unnest($3::text[], ...)`, `INSERT ... ON CONFLICT DO UPDATE`). Should a key new to the index be there
 after all (another process wrote it), the COPY fails and the write is done again as upserts, so two
 processes writing the same table (two pipelines, or the partitions of one) never fail or lose each other's

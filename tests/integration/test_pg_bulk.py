@@ -6,13 +6,17 @@ snapshot) fall back to (key, record) pairs. A real server on loopback (the `post
 from __future__ import annotations
 
 import numpy as np
+import orjson
+import pyarrow as pa
 import pytest
 from sql_helpers import pg_rows as rows
 from test_pg_index import GEN, counted
 
-from connector.delta.flights import Flight, gather
+from connector.delta import DeltaState
+from connector.delta.flights import Flight, Positions, gather
 from connector.delta.keyindex import digests, key_hashes
 from connector.delta.pg_store import TABLE, PgStore
+from connector.records import Chunk, MappedChunk
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -21,6 +25,18 @@ def bulk(keys: list[str], records: list[bytes], prints: list[int] | None = None,
     """The Bulk a group commit hands over for these users (positions `at` of their chunk; None: all)."""
     f = Flight(keys, records, None if prints is None else np.array(prints, np.int64), slice(None))
     return gather([(f, np.arange(len(keys)) if at is None else np.array(at, np.int64))])
+
+
+def users(*rows: tuple[str, dict[str, object]]) -> MappedChunk:
+    objects = [{"external_id": u, **attrs} for u, attrs in rows]
+    chunk = Chunk("users", pa.table({"i": list(range(len(objects)))}), list(range(len(objects))))
+    return MappedChunk("attributes", chunk, objects, list(range(len(objects))), [f"external_id:{u}" for u, _ in rows])
+
+
+def answer(state: DeltaState, sent: MappedChunk, at: range | list[int], ok: bool) -> None:
+    positions = sent.delta_rows(list(at))
+    assert isinstance(positions, Positions)  # as the writer passes them
+    state.settle("users", positions, ok)
 
 
 def table(url: str, pipeline: str) -> list[tuple[object, ...]]:
@@ -103,3 +119,62 @@ def test_a_bulk_key_written_by_another_store_since_the_snapshot_falls_back_to_up
     assert fresh.lookup("users", ["k1", "k2"]) == [b'{"v":10}', b'{"v":2}']
     assert fresh.sources("users", ["k1", "k2"]).tolist() == [5, 6]
     fresh.close()
+
+
+def recorded(url: str, pipeline: str, names: list[str]) -> list[bytes | None]:
+    """The records a store of its own reads (the next run's view)."""
+    s = store(url, pipeline, read_only=True)
+    try:
+        return s.lookup("users", [f"external_id:{u}" for u in names])
+    finally:
+        s.close()
+
+
+def test_a_first_run_by_position_records_exactly_the_confirmed_users_with_their_prints(postgres_url: str) -> None:
+    """The flights path end to end on the PostgreSQL state: confirmed positions written (one COPY a commit, no
+    upsert), a failed request's users and unanswered ones not recorded."""
+    s = store(postgres_url, "bulk-run")
+    seen = counted(s)
+    given: list[tuple[int, int]] = []  # (pairs, Bulk users) of each write
+    write = s.write
+
+    def spy(stream: str, confirm: list[tuple[str, bytes]], forget: list[str], sources: object = None,
+            bulk: object = None) -> None:  # fmt: skip
+        given.append((len(confirm), len(bulk) if bulk is not None else 0))  # type: ignore[arg-type]
+        write(stream, confirm, forget, sources, bulk)  # type: ignore[arg-type]
+
+    s.write = spy  # type: ignore[method-assign]
+    state = DeltaState(s)
+    names = [f"u{i}" for i in range(300)]
+    sent, _ = state.changed("users", "attributes", users(*((u, {"plan": "pro"}) for u in names)),
+                            prints=np.arange(1, 301, dtype=np.int64))  # fmt: skip
+    assert sent.delta_flight is not None
+    answer(state, sent, range(0, 100), True)
+    answer(state, sent, range(200, 300), True)
+    answer(state, sent, range(100, 175), False)
+    state.close()  # 175..199 never answered
+    assert not any(q.startswith("INSERT") for q in seen.statements)
+    assert {p for p, _ in given} == {0} and sum(n for _, n in given) == 200  # as blobs, none as pairs
+    got = recorded(postgres_url, "bulk-run", names)
+    assert [u for u, r in zip(names, got, strict=True) if r is not None] == names[:100] + names[200:]
+    again = store(postgres_url, "bulk-run", read_only=True)
+    keys = [f"external_id:{u}" for u in names]
+    want = np.arange(1, 301)
+    want[100:200] = 0
+    assert again.sources("users", keys).tolist() == want.tolist()
+    again.close()
+
+
+def test_a_user_seen_again_while_in_flight_ends_with_what_was_sent_last(postgres_url: str) -> None:
+    """A user moved to the bookkeeping by key while its first row's position is in flight: its positions and
+    the chunk's other new users reach the store in one commit, the change by key last."""
+    state = DeltaState(store(postgres_url, "bulk-moved"))
+    first, _ = state.changed("users", "attributes", users(("u1", {"plan": "pro", "age": 1}), ("u2", {"plan": "pro"})))
+    second, _ = state.changed("users", "attributes", users(("u1", {"plan": "pro", "age": 2}), ("u3", {"plan": "free"})))
+    answer(state, first, [0, 1], True)
+    answer(state, second, [0, 1], True)
+    state.close()
+    got = recorded(postgres_url, "bulk-moved", ["u1", "u2", "u3"])
+    assert [orjson.loads(r or b"null") for r in got] == [{"external_id": "u1", "plan": "pro", "age": 2},
+                                                        {"external_id": "u2", "plan": "pro"},
+                                                        {"external_id": "u3", "plan": "free"}]  # fmt: skip

@@ -72,6 +72,18 @@ def test_a_bulk_is_one_copy_and_reads_back_as_pairs_would(postgres_url: str) -> 
     again.close()
 
 
+def test_new_keys_by_key_and_a_bulk_share_one_copy(postgres_url: str) -> None:
+    s = store(postgres_url, "bulk-both")
+    seen = counted(s)
+    s.write("users", [("k9", b'{"v":9}')], [], {"k9": 3}, bulk=bulk(["k1", "k2"], [b'{"v":1}', b'{"v":2}'], [0, 4]))  # type: ignore[arg-type]
+    assert [q.split()[0] for q in seen.statements] == [*GEN, TABLE]
+    s.close()
+    again = store(postgres_url, "bulk-both", read_only=True)
+    assert again.lookup("users", ["k1", "k2", "k9"]) == [b'{"v":1}', b'{"v":2}', b'{"v":9}']
+    assert again.sources("users", ["k1", "k2", "k9"]).tolist() == [0, 4, 3]
+    again.close()
+
+
 def test_only_the_confirmed_positions_of_a_flight_are_written(postgres_url: str) -> None:
     s = store(postgres_url, "bulk-some")
     s.write("users", [], [], bulk=bulk(["k0", "k1", "k2", "k3"], [b"0", b"1", b"2", b"3"], at=[3, 1]))  # type: ignore[arg-type]

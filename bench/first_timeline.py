@@ -84,7 +84,7 @@ def popen(self, args, *a, **k):
         mark("child spawned")
 subprocess.Popen.__init__ = popen
 
-def on_stages(m):
+def on_objects(m):  # where map_chunk is defined (stages.py imports it from connector.mapping as it maps)
     real = m.map_chunk
     def map_chunk(*a, **k):
         out = real(*a, **k)
@@ -107,7 +107,7 @@ def on_process(m):
     m._Child.send = before("first request left", m._Child.send)
 
 PATCHES = {"connector.cli": lambda m: mark("CLI imported"), "connector.pipeline": lambda m: mark("imports done"),
-           "connector.stages": on_stages,
+           "connector.mapping.objects": on_objects,
            "connector.delivery.sender": on_sender, "connector.delivery.transport.process": on_process}
 
 class Watch(importlib.abc.MetaPathFinder):

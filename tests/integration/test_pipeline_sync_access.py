@@ -138,6 +138,7 @@ def test_a_403_from_sync_mid_run_sends_the_rest_in_bulk_losing_no_row(
     assert doc["exit_code"] == 0 and doc["mode"] == "bulk" and doc["mode_reason"].startswith("switched from sync")
     [warning] = doc["warnings"]
     assert "/users/track/sync refused the key (HTTP 403: Access Denied)" in warning and "no row" in warning
+    assert warning.endswith("set write.sync_endpoint: disabled to use bulk from the start"), warning
     stats = em.stats()["requests"]
     assert "201" not in stats["/users/track/sync"] and set(stats["/users/track"]) == {"201"}
     # Every valid row applied exactly once, and each user's rows in source order (the later plan wins).

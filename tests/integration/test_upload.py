@@ -339,3 +339,22 @@ def test_a_key_without_the_sync_beta_is_told_the_upload_flag_that_skips_the_prob
     again = invoke("run", str(pipeline_file(res.output)), "-q", cwd=tmp_path, env={"BRAZE_API_KEY": em.api_key})
     said = report_of(again.output)["mode_reason"]
     assert said.endswith("so bulk; set write.sync_endpoint: disabled to use bulk from the start"), said
+
+
+def test_an_upload_refused_by_sync_mid_run_is_told_its_flag_not_a_pipeline_setting(
+    emulator_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sync permission lost after the probe (simulated: no probe): the run's warning names the upload's
+    --mode bulk, since an upload has no pipeline file in which to set write.sync_endpoint."""
+    import connector.pipeline
+
+    monkeypatch.setattr(connector.pipeline, "needs_probe", lambda *a: False)
+    em = emulator_factory(sync_beta=False)
+    (tmp_path / "users.csv").write_text(USERS, encoding="utf-8")
+    res = invoke("upload", "users.csv", "--kind", "attributes", "--id", "user_id", "--endpoint", em.url,
+                 "--mode", "sync", "-q", cwd=tmp_path, env={"BRAZE_API_KEY": em.api_key})  # fmt: skip
+    doc = report_of(res.output)
+    assert doc["exit_code"] == 0 and doc["mode"] == "bulk" and doc["mode_reason"].startswith("switched from sync")
+    [warning] = doc["warnings"]
+    assert "/users/track/sync refused the key" in warning
+    assert warning.endswith("pass --mode bulk to use bulk from the start"), warning

@@ -72,6 +72,8 @@ def probe_mode(pipeline: Pipeline, url: str, api_key: str, report: RunReport, *,
         # one with nothing to send (an unchanged delta run) does not exit 0 with a revoked key
         report.record_probe("users_track_sync", e.status or 401, (time.perf_counter() - t0) * 1000.0,
                             purpose="sync access", answer=f"HTTP {e.status}: the key was refused", decided="none")
+        report.set_mode(report.mode or "sync", f"{report.mode_reason}; the sync probe's HTTP {e.status or 401} "
+                        "refused the key, so no row was read or sent")  # fmt: skip
         raise
     except PermanentApiError as e:
         status, access = e.status, e.status not in REFUSED_STATUSES

@@ -91,6 +91,8 @@ def test_a_probe_answered_401_ends_the_run_before_a_row_is_read(emulator: Emulat
     assert doc["exit_code"] == 3 and doc["rows"]["read"] == 0 and doc["invariant_ok"] is True
     [probe] = doc["requests"]["probes"]
     assert probe["status"] == 401 and probe["decided"] == "none"
+    # the mode chosen is kept, and its reason says nothing went that way
+    assert doc["mode_reason"].endswith("the sync probe's HTTP 401 refused the key, so no row was read or sent")
     assert any("HTTP 401" in w for w in doc["warnings"]) and "revoked-key" not in json.dumps(doc)
     assert emulator.stats()["requests"].get("/users/track") is None  # nothing else was sent
 

@@ -358,3 +358,19 @@ def test_an_upload_refused_by_sync_mid_run_is_told_its_flag_not_a_pipeline_setti
     [warning] = doc["warnings"]
     assert "/users/track/sync refused the key" in warning
     assert warning.endswith("pass --mode bulk to use bulk from the start"), warning
+
+
+def test_the_summary_shows_a_reject_example_by_the_path_it_was_given_and_the_rejects_file_keeps_it_whole(
+    emulator_factory: Any, tmp_path: Path
+) -> None:
+    """The top reject rules' examples name the file relative to the working directory (as README shows them);
+    rejects.csv keeps the absolute path, which --retry-failed reads back."""
+    em = emulator_factory()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "people.csv").write_text("user_id,plan\nu1,gold\n,silver\n", encoding="utf-8")
+    res = invoke("upload", "data/people.csv", "--kind", "attributes", "--id", "user_id", "--endpoint", em.url,
+                 "--mode", "bulk", "--report-dir", "out", cwd=tmp_path, env={"BRAZE_API_KEY": em.api_key})  # fmt: skip
+    assert ("      e.g. data/people.csv, row 3, column 'user_id': [identifier.missing] the identifier external_id "
+            "is empty") in res.output, res.output
+    rejects = (tmp_path / "out" / "rejects.csv").read_text(encoding="utf-8")
+    assert f",{tmp_path / 'data' / 'people.csv'},3,contract,identifier.missing," in rejects, rejects

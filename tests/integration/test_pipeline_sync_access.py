@@ -89,6 +89,7 @@ def test_a_probe_answered_401_ends_the_run_before_a_row_is_read(emulator: Emulat
                                                                "BRAZE_API_KEY": "revoked-key"}, raise_on_failure=False)  # fmt: skip
     doc = json.loads((report.report_dir / "report.json").read_text(encoding="utf-8"))
     assert doc["exit_code"] == 3 and doc["rows"]["read"] == 0 and doc["invariant_ok"] is True
+    assert doc["exit_meaning"] == "destination fatal: API key refused (HTTP 401) by the sync probe, before a row was read"
     [probe] = doc["requests"]["probes"]
     assert probe["status"] == 401 and probe["decided"] == "none"
     # the mode chosen is kept, and its reason says nothing went that way

@@ -183,7 +183,7 @@ def _summary(report: "RunReport", paths: dict[str, Path]) -> list[str]:
             lines.append(f"    {rule}: {n:,}")
             ex = examples.get(rule)
             if ex is not None:
-                where = f"{ex['file']}, row {ex['row']}" + (
+                where = f"{_shown(ex['file'])}, row {ex['row']}" + (
                     f", column '{ex['column']}'" if ex.get("column") else ""
                 )
                 lines.append(f"      e.g. {where}: [{rule}] {ex['reason']}")
@@ -202,6 +202,15 @@ def _summary(report: "RunReport", paths: dict[str, Path]) -> list[str]:
     if report.sample_files:
         lines.append(f"  sample request bodies: {report.sample_files[0].parent}")
     return lines
+
+
+def _shown(file: str) -> str:
+    """A source file as the summary shows it: relative to the working directory when it lies inside it (the
+    reports keep the absolute path, which --retry-failed reads back); SQL sources and other places as given."""
+    if not os.path.isabs(file):
+        return file
+    rel = os.path.relpath(file)
+    return file if rel.startswith("..") else rel
 
 
 def _unknown_lines(report: "RunReport") -> list[str]:

@@ -158,6 +158,8 @@ class Run:
                         client = client_for(self.pipeline, url, dest.api_key, mode, self.stop,
                                             on_retry=report.record_retry,
                                             limiter=self._shared_limiter())
+                        if self.probe_sync and report.probes and report.probes[-1]["status"]:
+                            client.key_answered()  # the probe's HTTP answer accepted the key
                         self.writer = self._writer(client, mode, dry_run=False)
                     for plan in plans:
                         with stream_context(plan.stream.name):

@@ -36,7 +36,7 @@ from connector.delivery.statuses import (
 )
 from connector.delivery.transport import Answer, Gate, NotSent, SentLost, make_transport
 from connector.delivery.urls import check_base_url
-from connector.delivery.waits import Acquirer, Sleeper
+from connector.delivery.waits import Acquirer, FirstAnswer, Sleeper
 from connector.errors import (
     AmbiguousApiError,
     ApiError,
@@ -157,6 +157,7 @@ class BrazeClient:
         self._wait_ready: Callable[[], None] | None = getattr(self._transport, "wait_ready", None)
         self._sleeper = Sleeper(stop)  # post_async's waits: the backoff and the limiter's
         self._acquirer = Acquirer(limiter, self._sleeper)
+        self._first = FirstAnswer(stop)  # post_async: one request on the wire until the key is answered
         self._max_attempts = retry.max_attempts
         self._max_elapsed_s = retry.max_elapsed_s
 
@@ -170,6 +171,17 @@ class BrazeClient:
         if "this process" in engine:
             return engine
         return f"{engine} (HTTP process)" if engine else "HTTP process, not started"
+
+    @property
+    def key_accepted(self) -> bool:
+        """The server has answered this key once, not with a 401 (FirstAnswer): requests go at full
+        concurrency; until then the coroutine path sends one and holds the others."""
+        return self._first.open
+
+    def key_answered(self) -> None:
+        """The server answered this key already (the sync probe, same server): post_async need not wait for
+        a first answer before sending at full concurrency (FirstAnswer)."""
+        self._first.answered_elsewhere()
 
     def close(self, wait_s: float | None = None) -> None:
         """Close the pooled connections (and log the retries not yet summed up); `wait_s` bounds the wait
@@ -382,8 +394,10 @@ class BrazeClient:
             raise self._lost(call, exc) from None
         return self._answer(call, resp, sent)
 
-    async def _attempt_async(self, call: _Call) -> ApiResponse:
-        """_attempt() on an event loop: only the waits differ."""
+    async def _attempt_async(self, call: _Call, admitted: bool = False) -> ApiResponse:
+        """_attempt() on an event loop: only the waits differ (and the first answer's gate, FirstAnswer)."""
+        if not (admitted or self._first.open):
+            return await self._first_attempt_async(call)
         self._check_stop(call)
         try:
             await self._acquirer.acquire(call.endpoint, self._max_elapsed_s)
@@ -395,6 +409,18 @@ class BrazeClient:
         except (NotSent, SentLost) as exc:
             raise self._lost(call, exc) from None
         return self._answer(call, resp, sent)
+
+    async def _first_attempt_async(self, call: _Call) -> ApiResponse:
+        """An attempt before the server has answered one: it waits for the first (FirstAnswer), or leads."""
+        await self._first.wait(call)
+        refused = None
+        try:
+            return await self._attempt_async(call, True)
+        except AuthError as e:
+            refused = f"HTTP {e.status}"
+            raise
+        finally:
+            self._first.ended(call, refused)
 
     def _leaving(self, call: _Call) -> float:
         """An attempt is about to leave (the limiter let it through): count it; returns when it left."""

@@ -72,6 +72,8 @@ def probe_mode(pipeline: Pipeline, url: str, api_key: str, report: RunReport, *,
         # one with nothing to send (an unchanged delta run) does not exit 0 with a revoked key
         report.record_probe("users_track_sync", e.status or 401, (time.perf_counter() - t0) * 1000.0,
                             purpose="sync access", answer=f"HTTP {e.status}: the key was refused", decided="none")
+        report.set_mode(report.mode or "sync", f"{report.mode_reason}; the sync probe's HTTP {e.status or 401} "
+                        "refused the key, so no row was read or sent")  # fmt: skip
         raise
     except PermanentApiError as e:
         status, access = e.status, e.status not in REFUSED_STATUSES
@@ -90,8 +92,7 @@ def probe_mode(pipeline: Pipeline, url: str, api_key: str, report: RunReport, *,
     else:
         mode, reason = "bulk", (
             f"{reason}, but the key cannot use /users/track/sync, a Braze beta (probe: {seen}), so bulk; "
-            + ("set write.sync_endpoint: disabled" if pipeline.file else "pass --mode bulk")  # an upload: no file
-            + " to use bulk from the start"
+            + f"{bulk_from_start(pipeline.file is not None)} to use bulk from the start"
         )
         if asked:
             report.add_warning(
@@ -107,12 +108,18 @@ def probe_mode(pipeline: Pipeline, url: str, api_key: str, report: RunReport, *,
     return mode
 
 
+def bulk_from_start(from_file: bool) -> str:
+    """How to skip sync from the start: a pipeline file's setting, or an upload's flag (it has no file)."""
+    return "set write.sync_endpoint: disabled" if from_file else "pass --mode bulk"
+
+
 class SyncRefusal:
     """Remembers (thread-safe) that Braze refused /users/track/sync in this run; `refuse` records it once."""
 
-    def __init__(self, report: RunReport, *, confirm_profiles: bool = False) -> None:
+    def __init__(self, report: RunReport, *, confirm_profiles: bool = False, from_file: bool = True) -> None:
         self._report = report
         self._confirm = confirm_profiles
+        self._from_file = from_file  # an upload has no pipeline file to change: its advice is a flag
         self._lock = threading.Lock()
         self.refused = False
 
@@ -128,7 +135,7 @@ class SyncRefusal:
         report.add_warning(
             f"/users/track/sync refused the key ({why}): it needs the users.track.sync permission of Braze's "
             "sync beta. The refused rows and the rest of the run went through /users/track (bulk), so no row "
-            f"was lost{unconfirmed}; set write.sync_endpoint: disabled to use bulk from the start"
+            f"was lost{unconfirmed}; {bulk_from_start(self._from_file)} to use bulk from the start"
         )
         report.set_mode("bulk", f"switched from sync after /users/track/sync refused the key ({why}); sync had "
                         f"been chosen because {report.mode_reason}")  # fmt: skip

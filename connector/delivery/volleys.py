@@ -84,6 +84,7 @@ class Volleys:
         batch, req = job.payload
         if (
             req.oversize
+            or not self._client.key_accepted  # until the first answer: one request alone (waits.FirstAnswer)
             or w._halted()
             or (req.endpoint == "users_track_sync" and w._sync.refused)
             or (req.endpoint == "canvas_trigger_send" and w._canvases.refused(batch.canvas_id))

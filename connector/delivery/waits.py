@@ -7,7 +7,8 @@ limiter reserves it at once and the coroutine sleeps until it is due (rounded up
 requests leave in small groups); a limiter without `reserve` (the
 shared Redis limiter, which talks to Redis and sleeps in acquire()) runs on a few threads of its own.
 A coroutine that wakes well after its slot (the machine was busy) takes a fresh slot rather than leave
-in a burst with every other late one.
+in a burst with every other late one. `FirstAnswer` holds every attempt but the first until the server has
+answered it once, so a refused key costs one request, not one per request in flight.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from connector.delivery.ratelimit import Limiter
 from connector.delivery.transport.base import DaemonPool, awaitable
+from connector.errors import RunStopped
 
 if TYPE_CHECKING:
     from connector.stop import StopToken
@@ -217,3 +219,71 @@ def _on_running_loop(delay: float, fn: Callable[[int | None], None], key: int | 
         loop.call_soon(fn, key)
     else:
         loop.call_later(delay, fn, key)
+class FirstAnswer:
+    """Until the server has answered one attempt, that attempt is the only one on the wire.
+
+    A refused key (401) is refused on every request: with `write.concurrency` requests sent at once, a revoked
+    key used to cost that many 401s before the run ended. The first attempt to come leads; the others wait
+    here (holding no thread) until it ends. Any HTTP answer but a 401, or none at all (a connection error:
+    the retry policy and the unreachable-destination check deal with it as before), opens the gate for
+    good; a 401 closes it for good, and the waiting attempts raise RunStopped (not sent: their rows are
+    not_sent, the run ends with the leader's AuthError). A stop wakes them too (the client's stop check then
+    says not sent). The cost of an accepted key: the other requests start one round trip later.
+    """
+
+    def __init__(self, stop: StopToken | None) -> None:
+        self.open = False
+        self._refused: str | None = None
+        self._leader: object | None = None
+        self._lock = threading.Lock()
+        self._waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        if stop is not None:
+            stop.on_stop(self._wake)
+
+    async def wait(self, call: object) -> None:
+        """Return when `call` (one post's state, the same object across its retries) may leave.
+
+        Raises:
+            RunStopped: the first answer refused the key; `call` was not sent.
+        """
+        with self._lock:
+            if self.open:
+                return
+            if self._refused is None and self._leader in (None, call):
+                self._leader = call
+                return
+            if self._refused is None:
+                loop = asyncio.get_running_loop()
+                woken: asyncio.Future[None] = loop.create_future()
+                self._waiting.append((loop, woken))
+        if self._refused is None:
+            await woken
+        if self._refused is not None:
+            raise RunStopped(f"not sent: {self._refused}")
+
+    def ended(self, call: object, refused: str | None = None) -> None:
+        """`call`'s attempt ended: `refused` says why when it was a 401 (the leader's only; others: no-op)."""
+        with self._lock:
+            if call is not self._leader or self.open or self._refused is not None:
+                return
+            if refused is None:
+                self.open = True
+            else:
+                self._refused = f"an earlier request's answer refused the key ({refused})"
+        self._wake()
+
+    def answered_elsewhere(self) -> None:
+        """The key was answered already (the sync probe's answer, with the same key and server): open."""
+        with self._lock:
+            if self._refused is None:
+                self.open = True
+        self._wake()
+
+    def _wake(self) -> None:
+        with self._lock:
+            waiting, self._waiting = self._waiting, []
+        for loop, woken in waiting:
+            try:
+                loop.call_soon_threadsafe(_resolve, woken)
+            except RuntimeError:
+                pass  # that loop is closed: nothing waits on it

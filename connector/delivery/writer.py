@@ -150,7 +150,8 @@ class Writer:
         self._stop = threading.Event()
         self._unreachable_run = 0
         self._canvases = CanvasReplies(report)
-        self._sync = SyncRefusal(report, confirm_profiles=self.write.confirm_profiles)
+        self._sync = SyncRefusal(report, confirm_profiles=self.write.confirm_profiles,
+                                 from_file=pipeline.file is not None)
         self._closed = False
         self._settle_errors = 0  # answers the delta state failed to record (a bug: _settle_delta)
         self._token = stop

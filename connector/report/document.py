@@ -57,7 +57,20 @@ def report_meaning(r: ReportCounters, exit_code: int | None = None) -> str:
     left = left_out_cause(r.retry)
     if left:
         rows = f"{rows}; {left}" if rows else left
+    if code == 3 and (cause := fatal_cause(r)):
+        return f"destination fatal: {cause}"
     return exit_meaning(code, r.removed, rows, r.table_checks)
+
+
+def fatal_cause(r: ReportCounters) -> str:
+    """Which of exit code 3's causes ended the run: the writer's abort reason its unsent rows were skipped
+    with, or the sync probe's refusal of the key; "" when neither says (the generic meaning stands)."""
+    for reason in r.skipped_by_reason:
+        if reason.startswith("run aborted: "):
+            return reason.removeprefix("run aborted: ")
+    if any(p["status"] == 401 for p in r.probes):
+        return "API key refused (HTTP 401) by the sync probe, before a row was read"
+    return ""
 
 
 def left_out_cause(retry: dict[str, Any] | None) -> str:

@@ -198,7 +198,7 @@ def test_bad_key_exits_3_and_writes_the_report(emulator: EmulatorServer, tmp_pat
     report = info.value.report  # the library raises for a failed run, with the written report
     assert info.value.exit_code == 3
     doc = report_json(report)
-    assert doc["exit_code"] == 3
+    assert doc["exit_code"] == 3 and doc["exit_meaning"] == "destination fatal: API key refused (HTTP 401)"
     assert doc["invariant_ok"] is True
     assert doc["rows"]["delivered"] == 0 and doc["rows"]["skipped"] > 0
     assert any("401" in reason for reason in doc["skipped"]["by_reason"])

@@ -89,8 +89,11 @@ def test_a_probe_answered_401_ends_the_run_before_a_row_is_read(emulator: Emulat
                                                                "BRAZE_API_KEY": "revoked-key"}, raise_on_failure=False)  # fmt: skip
     doc = json.loads((report.report_dir / "report.json").read_text(encoding="utf-8"))
     assert doc["exit_code"] == 3 and doc["rows"]["read"] == 0 and doc["invariant_ok"] is True
+    assert doc["exit_meaning"] == "destination fatal: API key refused (HTTP 401) by the sync probe, before a row was read"
     [probe] = doc["requests"]["probes"]
     assert probe["status"] == 401 and probe["decided"] == "none"
+    # the mode chosen is kept, and its reason says nothing went that way
+    assert doc["mode_reason"].endswith("the sync probe's HTTP 401 refused the key, so no row was read or sent")
     assert any("HTTP 401" in w for w in doc["warnings"]) and "revoked-key" not in json.dumps(doc)
     assert emulator.stats()["requests"].get("/users/track") is None  # nothing else was sent
 
@@ -138,6 +141,7 @@ def test_a_403_from_sync_mid_run_sends_the_rest_in_bulk_losing_no_row(
     assert doc["exit_code"] == 0 and doc["mode"] == "bulk" and doc["mode_reason"].startswith("switched from sync")
     [warning] = doc["warnings"]
     assert "/users/track/sync refused the key (HTTP 403: Access Denied)" in warning and "no row" in warning
+    assert warning.endswith("set write.sync_endpoint: disabled to use bulk from the start"), warning
     stats = em.stats()["requests"]
     assert "201" not in stats["/users/track/sync"] and set(stats["/users/track"]) == {"201"}
     # Every valid row applied exactly once, and each user's rows in source order (the later plan wins).

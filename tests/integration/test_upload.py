@@ -285,10 +285,11 @@ def test_report_dir_gets_the_pipeline_file_and_a_second_upload_a_folder_of_its_o
 
 def test_sigterm_stops_an_upload_gracefully_with_every_row_counted(tmp_path: Path) -> None:
     """The same stop as `run`: exit 4, the invariant holds, the report and the pipeline file are written."""
-    n = 20_000
-    pq.write_table(pa.table({"user_id": [f"u{i % 400}" for i in range(n)], "ts": ["2026-01-02T10:00:00Z"] * n,
+    n = 20_000  # 40 users of 500 events: each user's requests go one after another (7 rounds of answers),
+    # so the run is still sending when the first round's answers are in, whatever the packing
+    pq.write_table(pa.table({"user_id": [f"u{i % 40}" for i in range(n)], "ts": ["2026-01-02T10:00:00Z"] * n,
                              "score": list(range(n))}), tmp_path / "ev.parquet")  # fmt: skip
-    with start_subprocess("--latency-ms", "200") as emu:
+    with start_subprocess("--latency-ms", "500") as emu:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BRAZE_")} | {
             "BRAZE_API_KEY": "test-key"
         }
@@ -339,3 +340,38 @@ def test_a_key_without_the_sync_beta_is_told_the_upload_flag_that_skips_the_prob
     again = invoke("run", str(pipeline_file(res.output)), "-q", cwd=tmp_path, env={"BRAZE_API_KEY": em.api_key})
     said = report_of(again.output)["mode_reason"]
     assert said.endswith("so bulk; set write.sync_endpoint: disabled to use bulk from the start"), said
+
+
+def test_an_upload_refused_by_sync_mid_run_is_told_its_flag_not_a_pipeline_setting(
+    emulator_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sync permission lost after the probe (simulated: no probe): the run's warning names the upload's
+    --mode bulk, since an upload has no pipeline file in which to set write.sync_endpoint."""
+    import connector.pipeline
+
+    monkeypatch.setattr(connector.pipeline, "needs_probe", lambda *a: False)
+    em = emulator_factory(sync_beta=False)
+    (tmp_path / "users.csv").write_text(USERS, encoding="utf-8")
+    res = invoke("upload", "users.csv", "--kind", "attributes", "--id", "user_id", "--endpoint", em.url,
+                 "--mode", "sync", "-q", cwd=tmp_path, env={"BRAZE_API_KEY": em.api_key})  # fmt: skip
+    doc = report_of(res.output)
+    assert doc["exit_code"] == 0 and doc["mode"] == "bulk" and doc["mode_reason"].startswith("switched from sync")
+    [warning] = doc["warnings"]
+    assert "/users/track/sync refused the key" in warning
+    assert warning.endswith("pass --mode bulk to use bulk from the start"), warning
+
+
+def test_the_summary_shows_a_reject_example_by_the_path_it_was_given_and_the_rejects_file_keeps_it_whole(
+    emulator_factory: Any, tmp_path: Path
+) -> None:
+    """The top reject rules' examples name the file relative to the working directory (as README shows them);
+    rejects.csv keeps the absolute path, which --retry-failed reads back."""
+    em = emulator_factory()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "people.csv").write_text("user_id,plan\nu1,gold\n,silver\n", encoding="utf-8")
+    res = invoke("upload", "data/people.csv", "--kind", "attributes", "--id", "user_id", "--endpoint", em.url,
+                 "--mode", "bulk", "--report-dir", "out", cwd=tmp_path, env={"BRAZE_API_KEY": em.api_key})  # fmt: skip
+    assert ("      e.g. data/people.csv, row 3, column 'user_id': [identifier.missing] the identifier external_id "
+            "is empty") in res.output, res.output
+    rejects = (tmp_path / "out" / "rejects.csv").read_text(encoding="utf-8")
+    assert f",{tmp_path / 'data' / 'people.csv'},3,contract,identifier.missing," in rejects, rejects

@@ -39,8 +39,13 @@ def new_report(tmp_path: Path) -> Iterator[Callable[[], RunReport]]:
             report.finish()
 
 
-def stopping_writer(pipeline: config.Pipeline, url: str, report: RunReport, token: StopToken) -> Writer:
+def stopping_writer(pipeline: config.Pipeline, url: str, report: RunReport, token: StopToken,
+                    answered: bool = True) -> Writer:  # fmt: skip
+    """A bulk writer with a stop token; `answered`: as if a probe had accepted the key already, so the first
+    requests leave together (else one leaves alone until its answer: FirstAnswer)."""
     client = client_for(pipeline, url, "test-key", "bulk", token)
+    if answered:
+        client.key_answered()
     return Writer(pipeline, client, report, mode="bulk", stop=token)
 
 
@@ -124,6 +129,30 @@ def test_past_the_grace_period_requests_in_flight_are_unknown_and_recorded_once(
     time.sleep(0.5)
     assert set(applied_ids(emu)) == outcomes["unknown"]
     assert dict(report.rows) == counts
+    writer.client.close(1.0)  # type: ignore[union-attr]
+
+
+def test_a_stop_while_the_first_request_awaits_its_answer_sends_none_of_the_waiting_ones(
+    emulator_factory: Any, new_report: Callable[[], RunReport]
+) -> None:
+    """Before the key has been answered one request is on the wire and the others wait for its answer
+    (FirstAnswer): a stop then leaves them unsent (not_sent), and only the first one's rows are unknown."""
+    emu: EmulatorServer = emulator_factory(latency_ms=4000)
+    pipeline = make_pipeline(max_objects_per_request=5, concurrency=4, stop_grace_s=0.3)
+    token, report = StopToken(), new_report()
+    writer = stopping_writer(pipeline, emu.url, report, token, answered=False)
+    n = 60
+    when(lambda: len(writer._inflight) == 4, token.request)  # the 4 jobs begun: 1 sent, 3 waiting
+    writer.submit(stream_of(pipeline), mapped_chunk("attributes", objects(n)))
+    writer.close()
+    outcomes = by_outcome(report)
+    assert accounted(report) == n and report.rows["delivered"] == 0
+    assert len(outcomes["unknown"]) == 5 and len(outcomes["not_sent"]) == 55
+    end = time.monotonic() + 30
+    while not applied_ids(emu) and time.monotonic() < end:
+        time.sleep(0.1)
+    time.sleep(0.3)
+    assert set(applied_ids(emu)) == outcomes["unknown"]  # the one request that left, applied later
     writer.client.close(1.0)  # type: ignore[union-attr]
 
 

@@ -105,7 +105,13 @@ def test_exit_code_threshold_and_raise_on_failures(tmp_path: Path) -> None:
     claimed.add_failed([Failed(RowRef("f.csv", 2), "timeout")])
     claimed.finish(0)  # the counts contradict success
     assert claimed.exit_code == 1
-    assert fatal.to_dict()["exit_meaning"].startswith("destination fatal")
+    assert fatal.to_dict()["exit_meaning"].startswith("destination fatal: bad API key, unreachable")
+    # the cause, when the report knows it: the abort reason the unsent rows were skipped with
+    refused = RunReport("p", report_dir=tmp_path / "f")
+    refused.add_read(2)
+    refused.add_skipped(2, "run aborted: API key refused (HTTP 401)")
+    refused.finish(3)
+    assert refused.to_dict()["exit_meaning"] == "destination fatal: API key refused (HTTP 401)"
 
 
 def test_rejects_csv_columns_values_and_late_columns(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ import pytest
 
 from connector.config import RateLimit
 from connector.delivery.ratelimit import RateLimiter
-from connector.delivery.waits import GROUP_S, LATE_S, Acquirer, Sleeper, SlotGroups
+from connector.delivery.waits import GROUP_S, LATE_S, Acquirer, FirstAnswer, Sleeper, SlotGroups
+from connector.errors import RunStopped
 from connector.stop import StopToken
 
 
@@ -209,3 +210,68 @@ def test_slot_groups_say_when_a_step_came_late_and_release_everything_at_a_stop(
     assert released[1:] == [(["r"], False), (["q"], False), (["p"], False)]
     steps.run_until(110.0)
     assert len(released) == 4 and len(groups) == 0
+# ---- FirstAnswer: one attempt on the wire until the server has answered the key once
+
+
+async def _passed(gate: FirstAnswer, call: object) -> str:
+    try:
+        await gate.wait(call)
+    except RunStopped as e:
+        return f"stopped: {e}"
+    return "sent"
+
+
+def test_the_first_attempt_leads_and_the_others_wait_for_its_answer() -> None:
+    async def main() -> list[str]:
+        gate = FirstAnswer(None)
+        leader = object()
+        await gate.wait(leader)  # the first to come leads, at once
+        await gate.wait(leader)  # its retry too
+        waiting = [asyncio.create_task(_passed(gate, object())) for _ in range(5)]
+        await asyncio.sleep(0)
+        assert not any(t.done() for t in waiting)
+        gate.ended(object())  # another call's end says nothing
+        await asyncio.sleep(0)
+        assert not any(t.done() for t in waiting) and not gate.open
+        gate.ended(leader)  # an answer other than a 401: open for good
+        assert gate.open
+        return [await t for t in waiting] + [await _passed(gate, object())]
+
+    assert asyncio.run(main()) == ["sent"] * 6
+
+
+def test_a_refused_first_answer_leaves_the_waiting_attempts_unsent() -> None:
+    async def main() -> list[str]:
+        gate = FirstAnswer(None)
+        leader = object()
+        await gate.wait(leader)
+        waiting = [asyncio.create_task(_passed(gate, object())) for _ in range(3)]
+        await asyncio.sleep(0)
+        gate.ended(leader, "HTTP 401")
+        gate.ended(leader)  # no second verdict
+        return [await t for t in waiting] + [await _passed(gate, object()), await _passed(gate, leader)]
+
+    said = "stopped: not sent: an earlier request's answer refused the key (HTTP 401)"
+    assert asyncio.run(main()) == [said] * 5
+
+
+def test_a_stop_wakes_the_attempts_waiting_for_the_first_answer() -> None:
+    token = StopToken()
+
+    async def main() -> list[str]:
+        gate = FirstAnswer(token)
+        await gate.wait(object())
+        waiting = [asyncio.create_task(_passed(gate, object())) for _ in range(3)]
+        await asyncio.sleep(0)
+        threading.Thread(target=token.request).start()  # from another thread, as a signal handler's stop
+        return list(await asyncio.wait_for(asyncio.gather(*waiting), 30))
+
+    # woken without a verdict: they go on, and the client's stop check then says not sent
+    assert asyncio.run(main()) == ["sent"] * 3
+
+
+def test_a_key_answered_elsewhere_opens_the_gate_before_any_attempt() -> None:
+    gate = FirstAnswer(None)
+    gate.answered_elsewhere()
+    assert gate.open
+    assert asyncio.run(_passed(gate, object())) == "sent"

@@ -39,7 +39,9 @@ def values(path: Path) -> dict[tuple[str, str | None], float]:
 
 
 def test_the_metrics_file_holds_report_json_s_counts(emulator_factory: Any, tmp_path: Path) -> None:
-    server = emulator_factory(rate_limits={"users_track": (5, 1.0)})  # the first burst draws 429s
+    # 429s drawn by the emulator (seeded): a rate limit alone draws none once the client has learnt it from
+    # the first answer's X-RateLimit headers, which it now waits for before sending more (FirstAnswer)
+    server = emulator_factory(faults={"429": 0.3}, seed=7)
     env = {"BRAZE_REST_ENDPOINT": server.url, "BRAZE_API_KEY": "test-key"}
     report = run_pipeline(load_pipeline(project(tmp_path)), mode="bulk", env=env)
     doc = json.loads((report.report_dir / "report.json").read_text(encoding="utf-8"))

@@ -2,17 +2,21 @@
 
     python bench/rerun_cost.py [--rows 1000000] [--state sqlite|postgresql] [--source parquet|postgresql]
                                [--keys seq|uuid] [--trees DIR[,DIR...]] [--rounds 3] [--profile FILE]
+                               [--bytecode cached|compiled]
 
 Per source tree (`--trees`, default this checkout; each is the PYTHONPATH of its CLI processes, so two trees
 compare code before and after a change in the same minutes): a pipeline file of its own (the users table
 with its 5-expectation suite and `delta: true`, bulk, 1,000 requests/s, the nginx sink at 100 ms; with
 `--source postgresql` bench/warehouse_delta.py's table, read through ADBC), a first delta run, then
-`--rounds` unchanged re-runs, the trees alternated round by round. Wall is the CLI process's, start to exit;
+`--rounds` unchanged re-runs, the trees alternated round by round (which tree runs first alternates too: the
+process run first in a round came out slower in A/A runs, BENCHMARKS.md `startup3`). Wall is the CLI process's, start to exit;
 CPU is its user + system time and its children's (the HTTP child, when one is started), from
 getrusage(RUSAGE_CHILDREN). With `--state postgresql` each tree's state is a database of its own in the
 throwaway server (bench/pg_server.py), whose CPU is shown apart. `--profile FILE` runs one more re-run of the
 last tree under cProfile on the main thread's CPU clock (time.thread_time) and writes its statistics to FILE
-(pstats).
+(pstats). `--bytecode compiled` runs each tree's CLI from a copy of its `connector/` without `__pycache__` and
+with PYTHONDONTWRITEBYTECODE=1, so every start compiles the connector's modules again (a source checkout in an
+environment that sets it); by default (`cached`) they are compiled once, as an installed package has them.
 The calibration loop and `uptime`'s load average are printed before and after.
 """
 
@@ -22,6 +26,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -100,17 +105,26 @@ def _counts(pipeline: Path) -> str:
             f"{d.get('unchanged', 0):,} unchanged")  # fmt: skip
 
 
+def _bare_copy(tree: Path, into: Path) -> Path:
+    """A copy of the tree's `connector` package without `__pycache__` folders (the CLI's PYTHONPATH)."""
+    shutil.copytree(tree / "connector", into / "connector", ignore=shutil.ignore_patterns("__pycache__"))
+    return into
+
+
 def _uptime() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def bench(a: argparse.Namespace, trees: list[Path], pg_url: str, server: Callable[[], float]) -> list[str]:
     out = [f"# bench/rerun_cost.py --rows {a.rows} --state {a.state} --source {a.source} --keys {a.keys} --rounds {a.rounds} "
+           f"--bytecode {a.bytecode} "
            f"(python {sys.version.split()[0]}, {os.cpu_count()} cores)",
            f"trees: {', '.join(map(str, trees))}",
            f"before: calibration loop {calibration_s():.2f} s CPU; load average {_uptime()}"]  # fmt: skip
     env = {**os.environ, "BENCH_BRAZE_KEY": KEY, "BENCH_PG_URL": pg_url}
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # the CLI's modules compiled once, as an installed package has them
+    if a.bytecode == "compiled":
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
     if a.source == "parquet":
         kind = "users" if a.keys == "seq" else "users_uuid"
         source: dict[str, Any] = {"path": str(write_parquet(kind, a.rows)), "chunk_rows": 50_000}
@@ -120,6 +134,9 @@ def bench(a: argparse.Namespace, trees: list[Path], pg_url: str, server: Callabl
         make_table(pg_url, a.rows)
         source = {"table": f"public.{TABLE}", "connection": {"url_env": "BENCH_PG_URL"}, "chunk_rows": 50_000}
     with tempfile.TemporaryDirectory() as tmp, NginxSink(latency_ms=100, limit_rps=1000, burst=100) as sink:
+        names = list(map(str, trees))
+        if a.bytecode == "compiled":  # each tree's package without its bytecode, which nothing writes then
+            trees = [_bare_copy(tree, Path(tmp) / f"src{i}") for i, tree in enumerate(trees)]
         files = []
         for i, tree in enumerate(trees):
             folder = Path(tmp) / f"tree{i}"
@@ -145,7 +162,8 @@ def bench(a: argparse.Namespace, trees: list[Path], pg_url: str, server: Callabl
                 pg_exec(env[f"BENCH_STATE_PG_URL{i}"], "VACUUM ANALYZE")
         results: dict[int, list[tuple[float, float, float]]] = {i: [] for i in range(len(trees))}
         for r in range(a.rounds):
-            for i, (tree, pipe) in enumerate(zip(trees, files, strict=True)):
+            order = list(enumerate(zip(trees, files, strict=True)))
+            for i, (tree, pipe) in order if r % 2 == 0 else order[::-1]:
                 s0 = server()
                 wall, cpu, counts = _cli(tree, pipe, env)
                 srv = server() - s0
@@ -154,7 +172,7 @@ def bench(a: argparse.Namespace, trees: list[Path], pg_url: str, server: Callabl
                            f"server {srv:4.2f} s; {counts}")  # fmt: skip
         for i in results:
             walls, cpus = sorted(w for w, _c, _s in results[i]), sorted(c for _w, c, _s in results[i])
-            out.append(f"tree {i} ({trees[i]}): unchanged re-run median wall {walls[len(walls) // 2]:.2f} s "
+            out.append(f"tree {i} ({names[i]}): unchanged re-run median wall {walls[len(walls) // 2]:.2f} s "
                        f"(min {walls[0]:.2f}), CPU {cpus[len(cpus) // 2]:.2f} s (min {cpus[0]:.2f})")  # fmt: skip
         if a.profile:
             _cli(trees[-1], files[-1], env, profile=a.profile)
@@ -173,6 +191,8 @@ def main() -> int:
     ap.add_argument("--trees", default=str(HERE.parent), help="comma-separated source trees (PYTHONPATH of the CLI)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--profile", type=Path, default=None, help="pstats file of one more re-run of the last tree")
+    ap.add_argument("--bytecode", choices=("cached", "compiled"), default="cached",
+                    help="compiled: every start compiles the connector's modules (PYTHONDONTWRITEBYTECODE=1)")  # fmt: skip
     a = ap.parse_args()
     if reason := nginx_available():
         print(f"cannot run: {reason}", file=sys.stderr)

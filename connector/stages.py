@@ -38,7 +38,7 @@ from connector.delivery.resume import SQL_NO_RESUME, uncarried
 from connector.delivery.shared_budget import SharedTarget
 from connector.errors import ConnectorError
 from connector.logs import stream_context
-from connector.mapping import DateReadings, map_chunk
+from connector.mapping import DateReadings
 from connector.progress import Progress
 from connector.readers.failed import SQL_RUN_AGAIN
 from connector.records import Chunk, Rejected
@@ -427,6 +427,8 @@ class Run:
             elif carried:
                 chunk = chunk.filter([not c for c in carried])
             if len(chunk):
+                from connector.mapping import map_chunk  # (not imported by a re-run that maps no row)
+
                 dates = self.dates.setdefault(stream.name, DateReadings(stream.name))
                 mapped = map_chunk(stream, chunk, self.now, dates=dates)
                 self._rejected(stream, chunk, mapped.rejects)

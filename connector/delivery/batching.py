@@ -6,6 +6,10 @@ memory stays bounded whatever the input size. No Python object is created per pa
 come already encoded (records.EncodedObjects) are not serialised again: encoded.py slices their bodies. Every request records, for each object, the array
 it sits in and its index within that array, which is how Braze reports per-object errors
 (`input_array`, `index`).
+
+The writer's /users/track requests (pack_track_array with `group_users`) are planned per chunk when a user
+recurs in it (bins.py: each user's objects together, requests filled to the cap), which reads the chunk's
+user keys first; the chunk is in memory already, so memory stays bounded by the chunk.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any, Literal
 
 import orjson
 
+from connector.delivery.bins import plan_bins
 from connector.delivery.encoded import pack_encoded
 from connector.delivery.request import PackedItem, Request, user_cut, windows
 from connector.records import EncodedObjects
@@ -186,11 +191,28 @@ def pack_track_array(
     max_objects: int = MAX_OBJECTS,
     max_bytes: int = MAX_BYTES,
     endpoint: str = "users_track",
+    group_users: bool = True,
 ) -> Iterator[Request]:
     """pack_track for objects that all sit in `array` (both batching modes are the same then), taken from
     parallel columns at `positions`: each request's tokens are those positions. Serialises each window of
     up to `max_objects` objects with one orjson call, or, for EncodedObjects, slices the bodies out of their
-    JSON (encoded.py)."""
+    JSON (encoded.py).
+
+    `group_users` (the writer's /users/track requests): when a user has several objects among `positions`,
+    they are packed together and the requests filled to the cap (bins.plan_bins: a user's objects keep
+    their order, within and across requests), so requests do not wait on one another for users that recur
+    in the chunk; the requests follow that plan instead of source order. Positions whose users are all
+    distinct are packed in source order either way; False packs in source order always (pack_track's way).
+    """
+    if group_users:
+        plan = plan_bins(user_keys, positions, max_objects)
+        if plan is not None:
+            for part in plan:
+                yield from pack_track_array(
+                    array, objects, user_keys, _as_range(part), max_objects=max_objects, max_bytes=max_bytes,
+                    endpoint=endpoint, group_users=False,
+                )  # fmt: skip
+            return
     if isinstance(objects, EncodedObjects):
         yield from pack_encoded(
             array, objects, user_keys, positions, max_objects=max_objects, max_bytes=max_bytes, endpoint=endpoint
@@ -206,6 +228,14 @@ def pack_track_array(
         return _next_request(endpoint, array, objs, keys, toks, next_key, caps)
 
     yield from windows(user_keys, positions, max_objects, build)
+
+
+def _as_range(part: list[int]) -> Sequence[int]:
+    """`part` as a range when it is consecutive ascending positions (the packers then slice their columns)."""
+    lo = part[0]
+    if part[-1] - lo == len(part) - 1 and part == list(range(lo, lo + len(part))):
+        return range(lo, lo + len(part))
+    return part
 
 
 def pack_canvas(

@@ -10,6 +10,7 @@ The API key never appears in a log line or exception message.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import sys
@@ -90,6 +91,11 @@ class _Call:
     maybe_applied: bool = False  # an attempt's connection dropped after sending
     last_error: ApiError | None = None  # the failure of the previous attempt
     resent_after_drop: bool = False  # an attempt went out after one that may have been applied
+    sent: float = 0.0  # when the current attempt left (its round trip is timed from here)
+
+
+# A grouped first attempt's outcome: the transport's Answer, or what it raised (NotSent, SentLost, a gate's error).
+Outcome = Answer | BaseException
 
 
 class BrazeClient:
@@ -207,8 +213,90 @@ class BrazeClient:
         """post() for a coroutine (the writer's event loop): the same retry policy, status table and errors;
         the rate-limit waits, the backoff and the wait for the answer hold no thread."""
         call = _Call(endpoint, self._url(endpoint), body, idempotent, self._clock(), gate=gate)
+        return await self.resume_async(call, None)
+
+    # ---- first attempts in groups (the writer's event loop: delivery/volleys.py) ----------------------
+    @property
+    def groups_first_attempts(self) -> bool:
+        """Whether first attempts can be sent in groups (`prepare` .. `conclude`): the limiter reserves slots
+        without blocking (not the shared Redis limiter, whose acquire() sleeps)."""
+        return self._acquirer.reserves
+
+    def wait_ready(self) -> None:
+        """Wait for a transport that starts in the background (the HTTP child), once: before a first attempt
+        starts its clock (its start is not the server's latency)."""
+        if self._wait_ready is not None:
+            wait_ready, self._wait_ready = self._wait_ready, None
+            try:
+                wait_ready()
+            except (NotSent, SentLost):
+                pass  # the send raises it again, where an attempt's failures are handled
+
+    def prepare(self, endpoint: str, body: bytes, *, idempotent: bool) -> _Call:
+        """The state of one post, for a first attempt sent in a group (then `slot`, `launch`, `conclude`,
+        and `resume_async` when that attempt failed)."""
+        return _Call(endpoint, self._url(endpoint), body, idempotent, self._clock())
+
+    def slot(self, call: _Call) -> float:
+        """Reserve the attempt's rate-limit slot without waiting: the seconds until it is due.
+
+        Raises:
+            RateLimitSpent: as post() (the server's window resets beyond the retry budget).
+        """
         try:
-            response: ApiResponse = await self._retried_async(call)
+            return self._acquirer.reserve(call.endpoint, self._max_elapsed_s)
+        except LimitBeyondWait as exc:
+            raise self._spent(call.endpoint, exc.seconds) from None
+
+    def launch(self, calls: list[tuple[_Call, Any]], gate: Gate | None,
+               answered: Callable[[list[tuple[Any, Outcome]]], None]) -> None:  # fmt: skip
+        """Send the first attempts of `calls` (each with its caller's token), their slots due, on the running
+        loop: `answered([(token, outcome), ...])` is called on the loop with their outcomes, several at once
+        where the transport can (one call per batch of answers, not per request); `conclude` turns each into
+        the ApiResponse or the error. `gate` runs once before the bodies leave (their journal records on disk)."""
+        out: list[tuple[_Call, Any]] = []
+        stopped: list[tuple[Any, Outcome]] = []
+        for call, token in calls:
+            try:
+                call.sent = self._leaving(call)
+            except RunStopped as exc:
+                stopped.append((token, exc))
+            else:
+                call.gate = gate
+                out.append((call, token))
+        loop = asyncio.get_running_loop()
+        if stopped:
+            loop.call_soon(answered, stopped)
+        if not out:
+            return
+        start_many = getattr(self._transport, "start_many", None)
+        if start_many is not None and start_many([(c.url, c.body, token) for c, token in out], gate, answered):
+            return
+        for call, token in out:  # a transport without groups: one task per request
+            loop.create_task(self._send_one(call, token, answered))
+
+    async def _send_one(self, call: _Call, token: Any, answered: Callable[[list[tuple[Any, Outcome]]], None]) -> None:
+        outcome: Outcome
+        try:
+            outcome = await self._transport.send_async(call.url, call.body, call.gate)
+        except Exception as exc:
+            outcome = exc
+        answered([(token, outcome)])
+
+    def conclude(self, call: _Call, outcome: Outcome) -> ApiResponse:
+        """A launched first attempt's outcome: the delivered response, or the error the attempt raises (which
+        `resume_async` then takes through the retry policy)."""
+        if isinstance(outcome, NotSent | SentLost):
+            raise self._lost(call, outcome)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return self._answer(call, outcome, call.sent)
+
+    async def resume_async(self, call: _Call, failed: tuple[Any, Any, Any] | None) -> ApiResponse:
+        """post_async() after its first attempt failed with `failed` (sys.exc_info()): the retry policy from
+        there, the same final errors (None: from the first attempt, as post_async)."""
+        try:
+            response: ApiResponse = await self._retried_async(call, failed)
         except ApiError as e:
             final = self._final(call, e)
             if final is e:
@@ -216,7 +304,7 @@ class BrazeClient:
             raise final from None
         return response
 
-    async def _retried_async(self, call: _Call) -> ApiResponse:
+    async def _retried_async(self, call: _Call, first: Any = None) -> ApiResponse:
         """The retry loop of tenacity.AsyncRetrying, driven by the very Retrying object post() uses (one
         policy): its iter() decides (the callbacks are plain functions, so it never awaits and no other
         coroutine can interleave with it); only the attempt and the backoff are awaited. Cheaper than
@@ -224,11 +312,13 @@ class BrazeClient:
 
         The first attempt needs no decision (the policy has no `before` hook, and a result is never retried:
         `_should_retry` retries transient errors only), so it runs before the policy is consulted; nearly
-        every request ends there, and only a failed one pays for the retry state."""
-        try:
-            return await self._attempt_async(call)
-        except BaseException:
-            first = sys.exc_info()
+        every request ends there, and only a failed one pays for the retry state. `first`: that attempt was
+        made already (a grouped one), and failed so."""
+        if first is None:
+            try:
+                return await self._attempt_async(call)
+            except BaseException:
+                first = sys.exc_info()
         self._retrying.begin()  # its statistics (informational, per thread) must exist for iter()
         state = tenacity.RetryCallState(self._retrying, fn=None, args=(call,), kwargs={})
         state.set_exception(first)  # type: ignore[arg-type]
@@ -309,11 +399,7 @@ class BrazeClient:
     def _leaving(self, call: _Call) -> float:
         """An attempt is about to leave (the limiter let it through): count it; returns when it left."""
         if self._wait_ready is not None:
-            wait_ready, self._wait_ready = self._wait_ready, None
-            try:
-                wait_ready()
-            except (NotSent, SentLost):
-                pass  # the send raises it again, where an attempt's failures are handled
+            self.wait_ready()
         self._check_stop(call)  # the limiter's wait ends early when the run is stopped
         call.attempts += 1
         if call.maybe_applied:

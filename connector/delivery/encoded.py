@@ -17,7 +17,7 @@ def _body(head: bytes, objects: EncodedObjects, tokens: Sequence[int], contiguou
     if contiguous:
         inner = objects.encoded_run(tokens[0], tokens[-1] + 1) if tokens else b""
     else:
-        inner = b",".join([objects.encoded(j) for j in tokens])
+        inner = objects.encoded_at(tokens)
     return head + inner + b"]}"
 
 

@@ -38,7 +38,6 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +59,10 @@ OUTCOME_FLUSH_S = 0.5
 # At most one fdatasync per this many seconds: the requests that arrive meanwhile share the next one (an
 # fdatasync costs ~0.1 ms of CPU whatever it carries; waiting a few ms costs a request nothing at 100 ms).
 SYNC_GAP_S = 0.005
+# Records of requests that leave later (a group waiting for its rate-limit slot: leaving_many) are synced
+# within this; a sender that comes to wait for one first hurries its flush. At 1,000 requests/s their slots
+# are mostly tens of ms ahead, so one fdatasync carries two or three passes of the sender, not one.
+SOON_S = 0.02
 FORMAT_VERSION = 1
 
 
@@ -133,6 +136,25 @@ class _Flush:
         self.ok = False
 
 
+class _Gate:
+    """A request's gate: calling it returns once its record is on disk (raises JournalError if it cannot be);
+    `passed()` tells without waiting (the transport then need not hand the request to its writer thread)."""
+
+    __slots__ = ("_journal", "_flush")
+
+    def __init__(self, journal: Journal, flush: _Flush) -> None:
+        self._journal = journal
+        self._flush = flush
+
+    def __call__(self) -> None:
+        if not self._flush.done.is_set():
+            self._journal._hurry(self._flush)
+        self._journal._wait(self._flush)
+
+    def passed(self) -> bool:
+        return self._flush.done.is_set() and self._flush.ok
+
+
 class Journal:
     """Appends a run's records to journal.log; thread-safe. `sending()` returns once its record is durable.
 
@@ -158,6 +180,7 @@ class Journal:
         self._buf: list[bytes] = []
         self._flush = _Flush()  # the flush that will carry the records now in _buf
         self._urgent = False  # a record in _buf has a sender waiting for it
+        self._soon_at: float | None = None  # a request record in _buf must be on disk by then (leaving_many)
         self._synced_at = 0.0  # time.monotonic() of the last fdatasync
         self._files: dict[tuple[str, str], int] = {}
         self._next_id = 0
@@ -195,11 +218,33 @@ class Journal:
             rid = self._next_id
             self._add(encode(["s", rid, n, rows]), urgent=True)
             flush = self._flush
-        return rid, partial(self._wait, flush)
+        return rid, _Gate(self, flush)
+
+    def leaving_many(self, requests: Sequence[tuple[str, MappedChunk, Sequence[int]]]) -> tuple[list[int], Callable[[], None]]:
+        """leaving() for requests that leave together (a group): their ids, and one gate (their records share
+        one flush: one wake-up of the flusher and one fdatasync for the group)."""
+        rows = [_rows(mapped, tokens) for _, mapped, tokens in requests]
+        rids: list[int] = []
+        with self._lock:
+            for (stream, mapped, _), numbers in zip(requests, rows, strict=True):
+                n = self._file(stream, mapped.chunk.file)
+                self._next_id += 1
+                rids.append(self._next_id)
+                self._add(encode(["s", self._next_id, n, numbers]), soon=True)
+            flush = self._flush
+        return rids, _Gate(self, flush)
 
     def delivered(self, rid: int, mapped: MappedChunk, refused: Sequence[int] = (), *, dup: bool = False) -> None:
         """Request `rid` got a 2xx: its rows are delivered, except the `refused` objects (recorded apart)."""
         self._quietly(["d", rid, int(dup), _rows(mapped, refused)])
+
+    def delivered_many(self, rids: Sequence[int]) -> None:
+        """delivered() for requests answered together, every row of each delivered (none refused, no dup)."""
+        lines = [encode(["d", rid, 0, []]) for rid in rids]
+        with self._lock:
+            if self._error is not None or self._closing:
+                return
+            self._buf += lines
 
     def outcome(self, stream: str, mapped: MappedChunk, tokens: Sequence[int], code: str, a: Any = None,
                 b: Any = None, *, dup: bool = False) -> None:  # fmt: skip
@@ -264,9 +309,10 @@ class Journal:
                 record[1] = self._file(*record[1])
             self._add(encode(record))
 
-    def _add(self, line: bytes, *, urgent: bool = False) -> None:
-        """Buffer a line (caller holds the lock). Only an urgent one (someone waits for it) wakes the
-        flusher; outcome records ride along with the next flush, or go within OUTCOME_FLUSH_S."""
+    def _add(self, line: bytes, *, urgent: bool = False, soon: bool = False) -> None:
+        """Buffer a line (caller holds the lock). An urgent one (someone waits for it) wakes the flusher; a
+        `soon` one (requests that leave later: leaving_many) is synced within SOON_S, sooner if someone comes
+        to wait for it (_Gate); outcome records ride along with the next flush, or go within OUTCOME_FLUSH_S."""
         if self._error is not None:
             raise JournalError(self._error)
         if self._closing:
@@ -275,6 +321,16 @@ class Journal:
         if urgent and not self._urgent:
             self._urgent = True
             self._work.notify()
+        elif soon and self._soon_at is None and not self._urgent:
+            self._soon_at = time.monotonic() + SOON_S
+            self._work.notify()
+
+    def _hurry(self, flush: _Flush) -> None:
+        """Someone waits for `flush` (a gate): make it urgent if it is still gathering records."""
+        with self._lock:
+            if self._flush is flush and self._buf and not self._urgent:
+                self._urgent = True
+                self._work.notify()
 
     def _wait(self, flush: _Flush) -> None:
         """Until `flush` is on disk; each waiter wakes once, when its own flush is done (group commit)."""
@@ -286,19 +342,26 @@ class Journal:
         while True:
             with self._lock:
                 while not self._urgent and not self._closing:
-                    if not self._work.wait(timeout=OUTCOME_FLUSH_S if self._buf else None):
+                    if self._soon_at is not None:
+                        left = self._soon_at - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._work.wait(timeout=left)  # more records join this flush, or someone waits
+                    elif not self._work.wait(timeout=OUTCOME_FLUSH_S if self._buf else None):
                         break  # only outcome records, waiting for a while: write them (no sync needed)
                 if not self._buf:
                     if self._closing:
                         return
                     continue
                 gap = self._synced_at + SYNC_GAP_S - time.monotonic()
-                if gap > 0 and self._urgent and not self._closing:
+                soon = self._soon_at is not None
+                if gap > 0 and (self._urgent or soon) and not self._closing:
                     self._work.wait(timeout=gap)  # let more requests join this flush
                 data = b"".join(self._buf)
                 self._buf.clear()
-                sync = self._sync and (self._urgent or self._closing)
+                sync = self._sync and (self._urgent or soon or self._closing)
                 self._urgent = False
+                self._soon_at = None
                 flush, self._flush = self._flush, _Flush()
             try:
                 view = memoryview(data)
@@ -332,6 +395,13 @@ class RowLog:
         """The request's id (0 without a journal) and the gate the transport calls before it leaves."""
         return self.journal.leaving(stream, mapped, tokens) if self.journal is not None else (0, None)
 
+    def sending_many(self, requests: Sequence[tuple[str, MappedChunk, Sequence[int]]]
+                     ) -> tuple[list[int], Callable[[], None] | None]:  # fmt: skip
+        """sending() for requests that leave together: their ids and one gate for them all."""
+        if self.journal is None:
+            return [0] * len(requests), None
+        return self.journal.leaving_many(requests)
+
     def delivered(self, stream: str, mapped: MappedChunk, rid: int, tokens: list[int], refused: list[int], *,
                   dup: bool) -> None:  # fmt: skip
         """A 2xx for request `rid`: its objects are delivered but the `refused` ones."""
@@ -340,6 +410,11 @@ class RowLog:
         if dup:
             no = set(refused)
             self.report.add_possibly_duplicated([mapped.ref(j) for j in tokens if j not in no], DUP_DROPPED, stream)
+
+    def delivered_many(self, rids: Sequence[int]) -> None:
+        """A 2xx for each of these requests, every object delivered, none sent again after a dropped attempt."""
+        if self.journal is not None:
+            self.journal.delivered_many(rids)
 
     def outcome(self, stream: str, mapped: MappedChunk, tokens: list[int], code: str, a: Any = None,
                 b: Any = None, *, dup: bool = False) -> None:  # fmt: skip

@@ -250,6 +250,10 @@ class RateLimiter:
 
 def rate_headers(headers: Mapping[str, str]) -> tuple[float | None, float | None, float | None]:
     """X-RateLimit-Limit, -Remaining and -Reset as numbers (any header case; None when absent or blank)."""
+    get = headers.get
+    limit, remaining, reset = get("x-ratelimit-limit"), get("x-ratelimit-remaining"), get("x-ratelimit-reset")
+    if limit is not None and remaining is not None and reset is not None:  # the transports' lower-case names
+        return _number(limit), _number(remaining), _number(reset)
     found: dict[str, float | None] = {}
     for key, value in headers.items():
         k = key.lower()

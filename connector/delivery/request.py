@@ -153,7 +153,7 @@ def windows(user_keys: Sequence[str], positions: Sequence[int], max_objects: int
             keys = list(user_keys[lo : lo + end - start])
         else:
             tokens = pos[start:end]
-            keys = [user_keys[j] for j in tokens]
+            keys = list(map(user_keys.__getitem__, tokens))
         req = build(tokens, keys, user_keys[pos[end]] if end < n else None)
         yield req
         start += req.count

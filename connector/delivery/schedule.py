@@ -149,16 +149,21 @@ class OrderedQueue:
 
     def done(self, job: Job) -> None:
         """Mark a job finished (its final outcome recorded): release the jobs that waited on it."""
+        self.done_many((job,))
+
+    def done_many(self, jobs: Iterable[Job]) -> None:
+        """done() for several jobs, under one hold of the lock (answers read together)."""
         with self._lock:
-            self._unfinished -= 1
-            self._forget(job)
             released = 0
-            for nxt in job.successors:
-                nxt.waiting_on -= 1
-                if nxt.waiting_on == 0 and not nxt.dropped:
-                    self._ready.append(nxt)
-                    released += 1
-            job.successors = []
+            for job in jobs:
+                self._unfinished -= 1
+                self._forget(job)
+                for nxt in job.successors:
+                    nxt.waiting_on -= 1
+                    if nxt.waiting_on == 0 and not nxt.dropped:
+                        self._ready.append(nxt)
+                        released += 1
+                job.successors = []
             if released:
                 self._ready_cv.notify(released)
             if self._on_ready is not None and (released or (self._closed and self._unfinished == 0)):

@@ -19,13 +19,15 @@ import time
 import weakref
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from connector.delivery.ratelimit import Limiter
 from connector.delivery.transport.base import DaemonPool, awaitable
 
 if TYPE_CHECKING:
     from connector.stop import StopToken
+
+T = TypeVar("T")
 
 # Threads for limiters that block in acquire(): each holds one reservation while it waits for its slot, so
 # a few keep the rate whatever the requests in flight (slots are granted in order, 1 ms apart at 1,000/s).
@@ -106,6 +108,21 @@ class Acquirer:
         self._pool: DaemonPool | None = None
         self._lock = threading.Lock()
 
+    @property
+    def reserves(self) -> bool:
+        """Whether the limiter reserves slots without blocking (`reserve`)."""
+        return self._reserve is not None
+
+    def reserve(self, endpoint: str, max_wait: float) -> float:
+        """Reserve a slot at once: the seconds until it is due (the limiter must reserve: `reserves`).
+
+        Raises:
+            LimitBeyondWait: as the limiter does.
+        """
+        assert self._reserve is not None
+        wait: float = self._reserve(endpoint, max_wait=max_wait)
+        return wait
+
     async def acquire(self, endpoint: str, max_wait: float) -> None:
         """Raises LimitBeyondWait as the limiter does."""
         if self._reserve is not None:
@@ -133,3 +150,70 @@ class Acquirer:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
+
+
+class SlotGroups(Generic[T]):
+    """Items waiting for their rate-limit slots, released in GROUP_S steps: one timer per step, not per item.
+
+    `add(item, wait)` (on the loop's thread) files an item whose slot is due in `wait` seconds under the step
+    that slot falls in (rounded up on `clock`, as Acquirer.acquire sleeps); when the step comes, `release`
+    gets all of that step's items in one call, with `late` True when the step came more than LATE_S after
+    its time (a busy machine): those items should take fresh slots rather than leave in one burst with every
+    other late one. Items due at once (wait <= 0) are released together at the loop's next turn.
+    `release_all()` releases every item at once (the run was stopped: nothing waits for its slot).
+
+    `schedule(delay, fn, key)` runs fn(key) `delay` seconds later (at the next turn for delay <= 0); the
+    default uses the running event loop; tests pass their own.
+    """
+
+    def __init__(self, release: Callable[[list[T], bool], None], clock: Callable[[], float] = time.monotonic,
+                 schedule: Callable[[float, Callable[[int | None], None], int | None], Any] | None = None,
+                 step: float = GROUP_S) -> None:  # fmt: skip
+        self._release = release
+        self._clock = clock
+        self._schedule = schedule or _on_running_loop
+        self._step = step
+        self._due: dict[int | None, list[T]] = {}  # step number (None: at once) -> its items, in order added
+
+    def add(self, item: T, wait: float) -> None:
+        if wait <= 0:
+            key: int | None = None
+            delay = 0.0
+        else:
+            now = self._clock()
+            key = math.ceil((now + wait) / self._step)
+            delay = key * self._step - now
+        items = self._due.get(key)
+        if items is None:
+            self._due[key] = [item]
+            self._schedule(delay, self._come, key)
+        else:
+            items.append(item)
+
+    def __len__(self) -> int:
+        return sum(map(len, self._due.values()))
+
+    def release_now(self) -> None:
+        """Release the items due at once now rather than at the loop's next turn."""
+        self._come(None)
+
+    def release_all(self) -> None:
+        """Release every item now, the earliest steps first."""
+        for key in sorted(self._due, key=lambda k: -1 if k is None else k):
+            self._come(key, late=False)
+
+    def _come(self, key: int | None, late: bool | None = None) -> None:
+        items = self._due.pop(key, None)
+        if not items:
+            return  # released already (release_all)
+        if late is None:
+            late = key is not None and self._clock() - key * self._step > LATE_S
+        self._release(items, late)
+
+
+def _on_running_loop(delay: float, fn: Callable[[int | None], None], key: int | None) -> None:
+    loop = asyncio.get_running_loop()
+    if delay <= 0:
+        loop.call_soon(fn, key)
+    else:
+        loop.call_later(delay, fn, key)

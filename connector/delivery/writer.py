@@ -2,8 +2,9 @@
 
 The submitting thread packs requests (batching) and puts them on a bounded queue that releases a request
 only after every earlier request touching one of its users has its final outcome (delivery.schedule).
-One event-loop thread (delivery.sender) keeps up to `write.concurrency` of them in flight as coroutines
-through the client (which rate-limits and retries, holding no thread while it waits) and turns each reply
+One event-loop thread (delivery.sender) keeps up to `write.concurrency` of them in flight through the client
+(which rate-limits and retries, holding no thread while it waits): a first attempt with the others of its
+10 ms rate-limit step (delivery.volleys), the rest of a job as a coroutine. It turns each reply
 into row outcomes: delivered; rejected by Braze (per-object errors, or a request-level 400/413 isolated by
 splitting); failed after the retries (outcome "unknown" when the connection dropped after sending); or
 skipped (dry run, aborted run). Every object submitted gets exactly one of these.
@@ -19,7 +20,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Coroutine, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -33,6 +34,7 @@ from connector.delivery.outcomes import ObjectError
 from connector.delivery.schedule import Job, OrderedQueue
 from connector.delivery.sender import Sender
 from connector.delivery.sync_access import REFUSED_STATUSES, SyncRefusal
+from connector.delivery.volleys import Volleys
 from connector.errors import (
     AmbiguousApiError,
     ApiError,
@@ -75,6 +77,8 @@ SETTLE_THREADS = 32  # delta answers committing at once (threads waiting on one 
 SPLIT_STATUSES = (400, 413)
 
 Packed = batching.Request
+# Endpoints whose 2xx answers need nothing beyond counting (not sync's confirmed profiles, not Canvas replies).
+_PLAIN_ENDPOINTS = frozenset({"users_track", "live_activity_update"})
 Outcome = Literal["delivered", "rejected", "failed"]
 
 
@@ -155,7 +159,10 @@ class Writer:
         self._queue = OrderedQueue(max(1, workers) * QUEUE_PER_WORKER)
         if stop is not None:
             stop.on_stop(self._queue.refuse_new)  # a submit blocked on a full queue returns at once
-        self._sender = Sender(self._queue, self._run, workers) if workers else None
+        self._volleys: Volleys | None = None
+        self._sender = Sender(self._queue, self._start, workers) if workers else None
+        if self._sender is not None and client is not None and getattr(client, "groups_first_attempts", False):
+            self._volleys = Volleys(self, client, self._sender, stop)
         # Delta answers that must wait (the state busy deciding a chunk, or a transaction to commit) settle on
         # these threads, off the event loop (_send; the others settle on the loop, DeltaState.settle_nowait);
         # answers settled at once share the state's transaction (delta/commit.py).
@@ -283,11 +290,20 @@ class Writer:
         else:
             yield from batching.pack_single(batch.endpoint, items, max_bytes=w.max_request_bytes)
 
-    # ---- sending (the event loop of sender.py; one coroutine per job) ------------------------------
+    # ---- sending (the event loop of sender.py: first attempts in groups, the rest one coroutine per job) --
+    def _start(self, job: Job) -> Coroutine[Any, Any, None] | None:
+        """Start a job on the loop: its request waits for its rate-limit group (volleys.py), or, when it
+        cannot go as is, the job runs as a coroutine (returned)."""
+        if self._volleys is not None and self._volleys.start(job):
+            return None
+        return self._run(job)
+
     async def _run(self, job: Job) -> None:
         batch, req = job.payload
-        # Requests still to send for this job in source order; a split puts its halves in front.
-        todo: list[Packed] = [req]
+        await self._run_todo(batch, [req])
+
+    async def _run_todo(self, batch: _Batch, todo: list[Packed]) -> None:
+        """Send a job's requests (`todo`, in source order; a split puts its halves in front)."""
         while todo:
             current = todo.pop(0)
             if self._halted():
@@ -311,28 +327,60 @@ class Writer:
 
     async def _send(self, batch: _Batch, req: Packed, ticket: int) -> list[Packed]:
         """Send one request and record its rows' outcomes; returns the requests still to send (split parts)."""
-        n = req.count
-        tokens = list(req.tokens)
         t0 = time.perf_counter()
         try:
-            rid, gate = self._log.sending(batch.stream, batch.mapped, tokens)
+            rid, gate = self._log.sending(batch.stream, batch.mapped, list(req.tokens))
             resp = await self._post(batch, req, ticket, gate)
-        except JournalError as e:  # the request's record is not on disk: it was not sent
+        except (JournalError, RunStopped, ApiError) as e:
+            return self._failed(batch, req, e, t0)
+        return await self._answered(batch, req, rid, resp)
+
+    async def _resume(self, batch: _Batch, req: Packed, ticket: int, call: Any, failed: Any, rid: int | None,
+                      t0: float) -> None:  # fmt: skip
+        """The rest of a job whose first attempt, sent in a group (volleys.py), failed with `failed`
+        (sys.exc_info()): the retry policy from there (client.resume_async), then as _send and _run would go
+        on. `rid` is None when the request's journal record is not written yet (it failed before its group
+        left): written first, as _send does."""
+        assert self.client is not None
+        try:
+            try:
+                if rid is None:
+                    rid, call.gate = self._log.sending(batch.stream, batch.mapped, list(req.tokens))
+                resp = await self.client.resume_async(call, failed)
+            except BaseException:
+                if not self._inflight.end(ticket):
+                    return  # the stopped run gave up waiting for this answer and recorded the job's rows
+                raise
+            if not self._inflight.end(ticket):
+                return
+            todo = await self._answered(batch, req, rid, resp)
+        except (JournalError, RunStopped, ApiError) as e:
+            todo = self._failed(batch, req, e, t0)
+        except Exception:  # a bug must not lose rows: count them failed, keep the run going
+            logger.exception("unexpected error while delivering a %s request", req.endpoint)
+            self._fail(batch, req.items, "internal error while delivering (see the log)", None)
+            return
+        await self._run_todo(batch, todo)
+
+    def _failed(self, batch: _Batch, req: Packed, e: ConnectorError, t0: float) -> list[Packed]:
+        """A request's final error (after the retries): record its rows' outcomes; returns the requests still
+        to send (split parts, or a refused sync request resent in bulk). Re-raises an error it does not know."""
+        if isinstance(e, JournalError):  # the request's record is not on disk: it was not sent
             self._abort(e, outcomes.ABORT_JOURNAL)
-            self._not_sent(batch, tokens)
+            self._not_sent(batch, list(req.tokens))
             return []
-        except RunStopped:
-            self._not_sent(batch, tokens)
+        if isinstance(e, RunStopped):
+            self._not_sent(batch, list(req.tokens))
             return []
-        except RateLimitSpent as e:
+        if isinstance(e, RateLimitSpent):
             self._limit_spent(batch, req, e, t0)
             return []
-        except AuthError as e:
+        if isinstance(e, AuthError):
             self._record_error(req, e, t0)
             self._abort(e, outcomes.ABORT_AUTH)
             self._not_sent(batch, list(req.tokens))
             return []
-        except PermanentApiError as e:
+        if isinstance(e, PermanentApiError):
             self._record_error(req, e, t0)
             self._reachable()
             if req.endpoint == "users_track_sync" and e.status in REFUSED_STATUSES:
@@ -351,12 +399,12 @@ class Writer:
             # 404 and the like mean a wrong URL or endpoint, not a bad row: fail the rows (retryable later).
             self._fail(batch, req.items, outcomes.error_text(e), e.status)
             return []
-        except AmbiguousApiError as e:
+        if isinstance(e, AmbiguousApiError):
             self._record_error(req, e, t0)
             self._fail(batch, req.items, outcomes.error_text(e), e.status, outcome="unknown",
                        dup=e.resent_after_drop)  # fmt: skip
             return []
-        except TransientApiError as e:
+        if isinstance(e, TransientApiError):
             self._record_error(req, e, t0)
             self._fail(batch, req.items, outcomes.error_text(e), e.status, dup=e.resent_after_drop)
             if e.status is None and not isinstance(e, RateLimitedError):
@@ -364,6 +412,59 @@ class Writer:
             else:
                 self._reachable()
             return []
+        raise e
+
+    async def _answered(self, batch: _Batch, req: Packed, rid: int, resp: Any) -> list[Packed]:
+        """_delivered, then the wait for the delta state's commit when it needs one (off the loop)."""
+        wait = self._delivered(batch, req, rid, resp)
+        if wait is not None:
+            await self._settled_later(wait)
+        return []
+
+    async def _settled_later(self, wait: tuple[Any, ...]) -> None:
+        """Wait off the loop for the delta state to settle (and commit) an answer: _delivered's `wait`."""
+        await asyncio.get_running_loop().run_in_executor(self._settling, self._settle_delta, *wait)
+
+    def _delivered_all(self, answers: list[tuple[_Batch, Packed, int, Any]]) -> dict[int, tuple[Any, ...]]:
+        """_delivered() for 2xx answers read together: the plain ones (no object named in errors[], not sent
+        again after a dropped attempt, nothing else to tell: no cursor, no delta state, a bulk endpoint) are
+        counted and journaled in one go; the others one by one. Returns the positions in `answers` whose
+        delta answer must be waited for off the loop, with _delivered's `wait`."""
+        waits: dict[int, tuple[Any, ...]] = {}
+        plain: list[tuple[_Batch, Packed, int, Any]] = []
+        simple = self.settled is None
+        for i, (batch, req, rid, resp) in enumerate(answers):
+            if (
+                simple
+                and not resp.resent_after_drop
+                and (self.delta is None or batch.mapped.delta_keys is None)
+                and req.endpoint in _PLAIN_ENDPOINTS
+                and not outcomes.object_errors(outcomes.parse_body(resp.body))
+            ):
+                plain.append((batch, req, rid, resp))
+                continue
+            wait = self._delivered(batch, req, rid, resp)
+            if wait is not None:
+                waits[i] = wait
+        if plain:
+            self._reachable()
+            # Retries and the 429s they answered were counted as they happened (client on_retry).
+            self.report.record_requests(
+                [(req.endpoint, resp.status, float(resp.http_ms or resp.elapsed_ms), req.count) for _, req, _, resp in plain]
+            )
+            self._log.delivered_many([rid for _, _, rid, _ in plain])
+            by_stream: dict[str, int] = {}
+            for batch, req, _, _ in plain:
+                by_stream[batch.stream] = by_stream.get(batch.stream, 0) + req.count
+            for stream, n in by_stream.items():
+                self.report.add_delivered(n, stream)
+        return waits
+
+    def _delivered(self, batch: _Batch, req: Packed, rid: int, resp: Any) -> tuple[Any, ...] | None:
+        """A 2xx: record its rows' outcomes (the per-object errors it names rejected). Returns the arguments of
+        the _settle_delta call to wait for off the loop, when the delta state must commit first, else None."""
+        n = req.count
+        tokens = list(req.tokens)
         self._reachable()
         # Retries and the 429s they answered were counted as they happened (client on_retry).
         self.report.record_request(req.endpoint, resp.status, float(resp.http_ms or resp.elapsed_ms), n)
@@ -393,9 +494,8 @@ class Writer:
             done = batch.mapped.delta_rows(kept)  # positions of a flight, or keys (delta/flights.py)
             commit = self._settle_delta(batch.stream, done, True, wait=False)
             if commit != 0:  # None: the state was busy, settle there; a ticket: wait there for its commit
-                await asyncio.get_running_loop().run_in_executor(self._settling, self._settle_delta, batch.stream,
-                                                                 done, True, True, commit or 0)  # fmt: skip
-        return []
+                return (batch.stream, done, True, True, commit or 0)
+        return None
 
     async def _post(self, batch: _Batch, req: Packed, ticket: int, gate: Gate | None = None) -> Any:
         """client.post_async, then claim the outcome: _GivenUp when the stopped run no longer waits for it.

@@ -13,7 +13,7 @@ to wait for with `committed`, off the loop, 0 for none);
 in progress on other threads. `SKIP_UNCHANGED` is the skip
 reason of unchanged rows. The semantics are in state.py; the records compared in fingerprints.py; the
 backends (a local SQLite file, or PostgreSQL with `state.url_env`) in stores.py (the file's tables in
-logfile.py) and pg_store.py; the writes of several threads grouped in few transactions in commit.py; the
+logfile.py) and pg_store.py (the rows a write sends in pg_rows.py); the writes of several threads grouped in few transactions in commit.py; the
 keys a run has decided, for a run begun on an empty state, in seen.py. The fast path for unchanged rows,
 before validation and mapping: each source row's print in rowprint.py (`row_print`, `RowPrint.prints`),
 `DeltaState.unchanged_rows(stream, keys, prints)` takes the rows whose print is the one stored with their

@@ -48,7 +48,8 @@ from connector.delta.stores import Store, keeps_sources
 
 Change = tuple[str, bytes | None]  # (key, record to confirm, or None: forget the key)
 # A caller that may wait (state.py: attributes' confirmations) leaves its changes to a later transaction
-# until this many are waiting, or the first of them waited this long.
+# until this many are waiting, or the first of them waited this long. A store may ask for larger
+# transactions (`group_rows`: PostgreSQL's, where a transaction costs the server more than a row).
 DEFER_CHANGES = 2000
 DEFER_SECONDS = 0.1
 
@@ -82,6 +83,7 @@ class GroupCommit:
         self._bulk: dict[str, Parts] = {}  # stream -> confirmed positions of flights, unwritten
         self._bulk_writing: dict[str, Parts] = {}  # ... being written, still shown
         self._writes_bulk = bool(getattr(store, "writes_bulk", False))
+        self._group_rows: int | None = getattr(store, "group_rows", None)
         self._prints = keeps_sources(store)
         self._sources: dict[str, dict[str, int]] = {}  # stream -> key -> source print of its unwritten record
         self._marks: dict[str, dict[str, tuple[int, int]]] = {}  # stream -> key -> (print, record digest)
@@ -153,8 +155,12 @@ class GroupCommit:
         so those may leave theirs to it (and to the timer, `defer`) instead of each waiting for a commit."""
         if self._asked:
             return False
-        self._asked = self._waiting >= DEFER_CHANGES or time.monotonic() - self._since >= DEFER_SECONDS
+        self._asked = self._waiting >= self.group_rows() or time.monotonic() - self._since >= DEFER_SECONDS
         return self._asked
+
+    def group_rows(self) -> int:
+        """How many changes may wait for a transaction (the store's `group_rows`, else DEFER_CHANGES)."""
+        return self._group_rows or DEFER_CHANGES
 
     def defer(self) -> None:
         """The caller leaves its changes to a later transaction (under the state's lock): make sure one comes

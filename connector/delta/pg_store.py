@@ -25,7 +25,8 @@ A dry run takes no lock: it sees the state as it was when it began (tests/integr
 
 A write is one transaction: keys the index does not know are appended by COPY (binary, ADBC's ingest of
 Arrow arrays: PostgreSQL inserts them in batches, about 30 % less server CPU a row than `INSERT ... SELECT
-FROM unnest(...)` at the 2,000-2,500 rows a group commit writes); the others are upserts binding arrays
+FROM unnest(...)` at the 2,000-2,500 rows a group commit writes; a first run's new users come as the
+flights' blobs, pg_rows.py, and transactions hold up to `group_rows`); the others are upserts binding arrays
 (`unnest($3::text[], ...)`, `INSERT ... ON CONFLICT DO UPDATE`). Should a key new to the index be there
 after all (another process wrote it), the COPY fails and the write is done again as upserts, so two
 processes writing the same table (two pipelines, or the partitions of one) never fail or lose each other's
@@ -51,9 +52,8 @@ import logging
 import secrets
 import threading
 from collections.abc import Mapping, Sequence
-from itertools import repeat
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -63,8 +63,12 @@ from connector.delta import pg_cache
 from connector.delta.keyindex import KeyIndex, digests, key_hashes
 from connector.delta.pg import connect
 from connector.delta.pg_cache import IndexCache, Stamp
+from connector.delta.pg_rows import Rows, bound, bulk_pairs, bulk_table, fits
 from connector.errors import SourceError
 from connector.readers.sql.drivers import Database, Params
+
+if TYPE_CHECKING:
+    from connector.delta.flights import Bulk
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +173,10 @@ class PgStore:
     thread-safe (one connection, one lock); keeps source prints (stores.keeps_sources)."""
 
     keeps_sources = True
+    writes_bulk = True  # write(..., bulk=): flights.py's confirmed new users as arrays
+    # Confirmations a transaction may wait for (commit.py; DEFER_SECONDS still bounds the wait): measured at 1M
+    # new keys, groups of 8,000 cost the server about 15 % less CPU a row than 2,000 (bench/pg_state_cost.py).
+    group_rows = 8000
 
     def __init__(self, url_env: str, pipeline: str, env: Mapping[str, str], *, read_only: bool,
                  cache: Path | None = None, part: str = "all") -> None:  # fmt: skip
@@ -310,44 +318,69 @@ class PgStore:
             return index is None or index.count() == 0
 
     def write(self, stream: str, confirm: list[tuple[str, bytes]], forget: list[str],
-              sources: Mapping[str, int] | None = None) -> None:  # fmt: skip
+              sources: Mapping[str, int] | None = None, bulk: Bulk | None = None) -> None:  # fmt: skip
         """Forget then confirm, in one transaction; the index takes them once it committed. `sources`: the
         source prints of confirmed keys that have one, written with their records (a record confirmed
-        without one drops its key's print). Keys the index does not know are appended by COPY (binary),
-        without ON CONFLICT (less than half an upsert's server CPU a row): no other run writes this run's
-        keys. Should one be there after all (two runs sharing users), the transaction is rolled back and
-        done again as upserts, so two writers still never fail."""
-        if self._db is None or not (confirm or forget):
+        without one drops its key's print). `bulk`: new users confirmed by position (flights.py), older than
+        the changes by key. Keys the index does not know are appended by COPY (binary; a Bulk's as the
+        blobs it holds, pg_rows.py), without ON CONFLICT (less than half an upsert's server CPU a row): no
+        other run writes this run's keys. Should one be there after all (two runs sharing users), the
+        transaction is rolled back and done again as upserts, so two writers still never fail."""
+        if bulk is not None and not len(bulk):
+            bulk = None
+        if self._db is None or not (confirm or forget or bulk):
             return
-        last = dict(confirm)  # one row per key (ON CONFLICT may touch a row once)
-        keys, records = list(last), list(last.values())
-        h, d = key_hashes(keys), digests(records)
-        s = np.fromiter(map(sources.get, keys, repeat(0)), np.int64, len(keys)) if sources else np.zeros(len(keys), np.int64)
-        rows = _Rows(keys, records, h, d, _bound(s, d))
         gone = key_hashes(forget)
         with self._lock:
             index = self._index.setdefault(stream, _Index())
-            new = ~index.find(h)[1]
+            if bulk is not None and not self._apart(index, bulk, confirm, gone):
+                confirm, sources = bulk_pairs(bulk, confirm, forget, sources)
+                bulk = None
+            rows = Rows.of(confirm, sources)
+            new = ~index.find(rows.h)[1]
             if forget:  # forgotten in this transaction: inserted afresh
-                new |= np.isin(h, gone)
+                new |= np.isin(rows.h, gone)
             try:
-                self._commit(self._statements(stream, forget, rows, new))
+                self._commit(self._statements(stream, forget, rows, new, bulk))
             except SourceError as e:
-                if "SQLSTATE: 23505" not in str(e) or not new.any():
+                if "SQLSTATE: 23505" not in str(e) or not (new.any() or bulk is not None):
                     raise
-                self._commit(self._statements(stream, forget, rows, np.zeros(len(keys), bool)))
+                if bulk is not None:
+                    confirm, sources = bulk_pairs(bulk, confirm, forget, sources)
+                    rows, bulk = Rows.of(confirm, sources), None
+                self._commit(self._statements(stream, forget, rows, np.zeros(len(rows.keys), bool), None))
             index.put(gone, np.zeros(len(gone), np.int64))
-            index.put(h, d, s)
+            if bulk is not None:  # none of its keys among the others (_apart)
+                index.put(*(np.concatenate([a, b]) for a, b in ((bulk.h, rows.h), (bulk.d, rows.d), (bulk.s, rows.s))))
+            else:
+                index.put(rows.h, rows.d, rows.s)
 
-    def _statements(self, stream: str, forget: list[str], rows: _Rows, new: np.ndarray) -> list[tuple[str, Params]]:
-        """The statements of one write: delete `forget`, upsert the known keys, append the `new` ones. The
-        COPY goes last: ADBC's driver forgets the open transaction after an ingest and begins it again at
-        the next statement (harmless, but a WARNING in the server's log each time)."""
+    def _apart(self, index: _Index, bulk: Bulk, confirm: list[tuple[str, bytes]], gone: np.ndarray) -> bool:
+        """Whether a Bulk can be appended by COPY as it is: none of its keys known to the index, nor changed
+        by key in the same write (a hash shared with such a key counts as one), and its blobs fit an Arrow
+        string array. Else (rare: a user moved to the bookkeeping by key) the write goes as pairs."""
+        if index.find(bulk.h)[1].any():
+            return False
+        if confirm or len(gone):
+            other = np.concatenate([key_hashes([k for k, _ in confirm]), gone])
+            if np.isin(bulk.h, other).any():
+                return False
+        return fits(bulk)
+
+    def _statements(self, stream: str, forget: list[str], rows: Rows, new: np.ndarray,
+                    bulk: Bulk | None) -> list[tuple[str, Params]]:  # fmt: skip
+        """The statements of one write: delete `forget`, upsert the known keys, append the `new` ones and the
+        Bulk's. The COPY goes last, and there is one: ADBC's driver forgets the open transaction after an
+        ingest and begins it again at the next statement (harmless, but a WARNING in the server's log each
+        time)."""
         out: list[tuple[str, Params]] = [(_FORGET, [self.pipeline, stream, forget])] if forget else []
         if not new.all():
             out.append((_CONFIRM, [self.pipeline, stream, *rows.lists(np.flatnonzero(~new))]))
-        if new.any():
-            out.append((TABLE, rows.table(self.pipeline, stream, None if new.all() else np.flatnonzero(new))))
+        tables = [rows.table(self.pipeline, stream, None if new.all() else np.flatnonzero(new))] if new.any() else []
+        if bulk is not None:
+            tables.append(bulk_table(self.pipeline, stream, bulk))
+        if tables:
+            out.append((TABLE, tables[0] if len(tables) == 1 else pa.concat_tables(tables)))
         return out
 
     def mark(self, stream: str, marks: Mapping[str, tuple[int, int]]) -> None:
@@ -370,7 +403,7 @@ class PgStore:
                 return
             at = np.flatnonzero(ok).tolist()
             self._commit([(_MARK, [self.pipeline, stream, [keys[j] for j in at], want[ok].tolist(),
-                                           _bound(prints[ok], want[ok]).tolist()])])  # fmt: skip
+                                           bound(prints[ok], want[ok]).tolist()])])  # fmt: skip
             index.put(h[ok], want[ok], prints[ok])
 
     def sources(self, stream: str, keys: list[str]) -> np.ndarray:
@@ -427,41 +460,6 @@ class PgStore:
                 finally:
                     self._db.close()
                     self._db = None
-
-
-class _Rows(NamedTuple):
-    """The confirmations of one write: keys, records (JSON), key hashes, digests, bound prints (0: none)."""
-
-    keys: list[str]
-    records: list[bytes]
-    h: np.ndarray
-    d: np.ndarray
-    p: np.ndarray
-
-    def table(self, pipeline: str, stream: str, at: np.ndarray | None) -> pa.Table:
-        """The rows `at` (None: all) as the table's columns, for COPY: Arrow arrays built in C, no str per
-        record (the JSON is checked as UTF-8 by the cast)."""
-        keys, records = pa.array(self.keys, pa.string()), pa.array(self.records, pa.binary()).cast(pa.string())
-        h, d, p = self.h, self.d, self.p
-        if at is not None:
-            keys, records, h, d, p = keys.take(at), records.take(at), h[at], d[at], p[at]
-        n = len(h)
-        return pa.table({"pipeline": pa.array([pipeline] * n, pa.string()), "stream": pa.array([stream] * n, pa.string()),
-                         "key": keys, "record": records, "key_hash": h, "digest": d,
-                         "print": pa.array(p, pa.int64(), mask=p == 0)})  # fmt: skip
-
-    def lists(self, at: np.ndarray) -> list[Any]:
-        """The rows `at` as the arrays _CONFIRM binds: keys, records, hashes, digests, prints."""
-        j = at.tolist()
-        return [[self.keys[i] for i in j], [self.records[i].decode() for i in j],
-                *(a[at].tolist() for a in (self.h, self.d, self.p))]  # fmt: skip
-
-
-def _bound(s: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """Prints as stored: XOR their record's digest (0: none, NULL on the server). A process of an earlier
-    version that replaces a record leaves its print in place; bound to the digest it no longer has, that
-    print reads back as a number no row's print is, never as a skip."""
-    return np.where(s != 0, s ^ d, 0)
 
 
 def _with_digests(rows: pa.Table) -> pa.Table:

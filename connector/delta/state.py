@@ -34,7 +34,7 @@ the same run compare against what was just sent (source order, as the writer del
 to the store as *confirmed* when the last request in flight for that user gets a 2xx (several threads'
 confirmations share a transaction: commit.py). An event's confirmation is committed before settle()
 returns, so a run killed after Braze confirmed it never sends it again; an attribute's may wait for a
-later transaction (up to commit.DEFER_CHANGES changes or DEFER_SECONDS), so a run killed meanwhile sends
+later transaction (up to commit.DEFER_CHANGES changes, or the store's group_rows, or DEFER_SECONDS), so a run killed meanwhile sends
 those users' attributes again next time: the same values, which Braze sets again (idempotent). Any other outcome (rejected, failed, unknown, not sent)
 forgets the user's confirmed record, so the next run sends all of the user's attributes again (safe:
 attribute sets are idempotent). Before a changed user is sent, its confirmed record is deleted from the
@@ -179,7 +179,7 @@ class DeltaState:
         self._lost: Unrecorded | None = None  # once the store failed: what it could not record
         self._prints = InFlight(store, self._commit)  # source prints of what is in flight (rowprint.py)
         self._flights: dict[str, list[Flight]] = {}  # stream -> chunks with new users in flight by position
-        self._answers = Answers(group_commit.DEFER_CHANGES, group_commit.DEFER_SECONDS, self._answers_due)  # not applied yet
+        self._answers = Answers(self._commit.group_rows(), group_commit.DEFER_SECONDS, self._answers_due)  # not applied yet
         self._told = False  # finish() handed the warning to the caller
 
     @property

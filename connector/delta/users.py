@@ -20,8 +20,6 @@ import pyarrow.compute as pc
 from connector.arrow_values import scalar, to_numpy
 from connector.config import Stream
 from connector.delta.keyindex import hashes, key_hashes
-from connector.mapping import identifier_keys
-from connector.mapping.objects import identifier_text
 from connector.records import Chunk
 
 _EMPTY_TEXT = scalar("")
@@ -44,6 +42,9 @@ class ChunkUsers:
         """Each row's key (identifier_keys)."""
         if self._keys is None:
             assert self._stream is not None and self._chunk is not None
+            # mapping's objects.py, imported here: a chunk the memo knew (delta/memo.py) never needs it
+            from connector.mapping import identifier_keys
+
             self._keys = identifier_keys(self._stream, self._chunk)
         return self._keys
 
@@ -78,6 +79,8 @@ class ChunkUsers:
     def _from_arrow(self) -> tuple[np.ndarray, np.ndarray] | None:
         if self._keys is not None or self._stream is None or self._chunk is None:
             return None
+        from connector.mapping.objects import identifier_text
+
         found = identifier_text(self._stream, self._chunk)
         if found is None:
             return None

@@ -13,7 +13,6 @@ from pydantic import BaseModel
 from connector.arrow_values import array
 from connector.config import AttributeField, Properties, Stream, Value
 from connector.errors import ConfigError
-from connector.mapping.casts import cast_array, zone
 from connector.mapping.dates import DateReadings
 
 # row index -> (rule, reason, source column)
@@ -78,6 +77,10 @@ class Resolver:
 
     def value(self, v: Value, key: str, default_type: str = "auto") -> Column:
         """Cast one Value; empty cells with on_empty=reject become `value.required` row errors."""
+        # casts.py (and what it imports) is loaded when the first row is mapped, not with columns_read: a delta
+        # re-run whose rows are all unchanged maps none (mapping/__init__.py).
+        from connector.mapping.casts import cast_array, zone
+
         kind = v.type if v.type != "auto" else default_type
         if kind == "array" and v.type == "auto" and default_type == "auto":
             kind = "auto"
@@ -128,6 +131,8 @@ class Resolver:
             col.prefetch(rows)
 
     def _constant(self, v: Value, key: str, kind: str, tz: str) -> Column:
+        from connector.mapping.casts import cast_array
+
         cast = cast_array(pa.array([v.value]), kind, fmt=v.format, tz=tz, split=v.split)
         if cast.errors:
             reason = next(iter(cast.errors.values()))[1]

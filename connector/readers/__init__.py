@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from connector import config
-from connector.readers.csv_reader import read_csv
 from connector.readers.failed import RetrySet, load_failed
 from connector.readers.files import format_of, list_files
 from connector.readers.preflight import check_files
 from connector.records import Chunk
 
 if TYPE_CHECKING:
+    from connector.readers.csv_reader import read_csv
     from connector.readers.parquet_reader import read_parquet
     from connector.readers.sql import Since, count_sql, read_sql
 
@@ -45,8 +45,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Imported on first use: a run reading CSV files needs neither pyarrow.parquet (and the pyarrow.fs and ssl
-# it loads) nor the SQL readers before its first request (tests/integration/test_http_child_lifetime.py).
-_LAZY = {"read_parquet": "connector.readers.parquet_reader", "Since": "connector.readers.sql",
+# it loads) nor the SQL readers before its first request (tests/integration/test_http_child_lifetime.py), and
+# one reading Parquet files or a database needs no CSV reader.
+_LAZY = {"read_csv": "connector.readers.csv_reader", "read_parquet": "connector.readers.parquet_reader",
+         "Since": "connector.readers.sql",
          "count_sql": "connector.readers.sql", "read_sql": "connector.readers.sql"}  # fmt: skip
 
 
@@ -89,4 +91,6 @@ def read_source(
 
             yield from read_parquet(path, source.chunk_rows, source.max_columns)
         else:
+            from connector.readers.csv_reader import read_csv
+
             yield from read_csv(path, source.csv, source.chunk_rows, source.max_columns)

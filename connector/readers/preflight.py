@@ -13,7 +13,6 @@ from pathlib import Path
 
 from connector import config
 from connector.errors import SourceError
-from connector.readers.csv_reader import csv_columns
 from connector.readers.files import format_of, open_file
 
 
@@ -58,6 +57,8 @@ def check_columns(label: str, stream: str, needed: Mapping[str, str], names: Seq
 def columns_of(source: config.Source, path: Path) -> list[str] | None:
     """A file's column names (CSV header or Parquet schema); None for a zero-byte CSV."""
     if format_of(path, source.format) == "csv":
+        from connector.readers.csv_reader import csv_columns  # (not for a run reading only Parquet files)
+
         return csv_columns(path, source.csv, source.max_columns)
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -203,34 +203,46 @@ class RunReport(ReportCounters):
     ) -> None:
         """Record one completed request (its final status) with its latency and object count."""
         now = max(0.0, self.elapsed())
-        sec = int(now)
         with self._lock:
-            started = max(0.0, now - latency_ms / 1000)
-            if self.first_sent_s is None or started < self.first_sent_s:
-                self.first_sent_s = started
-            if self.last_answer_s is None or now > self.last_answer_s:
-                self.last_answer_s = now
-            ep = self.requests.get(endpoint)
-            if ep is None:  # not built per call: a Counter per request was most of this method's cost
-                ep = self.requests[endpoint] = {
-                    "requests": 0, "objects": 0, "by_status": Counter(), "retries": 0, "rate_limited": 0,
-                }  # fmt: skip
-            code = str(status)
-            ep["requests"] += 1
-            ep["objects"] += objects
-            ep["by_status"][code] += 1
-            ep["retries"] += retried
-            ep["rate_limited"] += rate_limited + (status == 429)
-            self.by_status[code] += 1
-            self.retries += retried
-            self.rate_limited += rate_limited + (status == 429)
-            self.latency.add(latency_ms)
-            slot = self.timeline.setdefault(sec, [0, 0])
-            ok = objects if 200 <= status < 300 else 0
-            self.objects_ok += ok
-            slot[0] += ok
-            slot[1] += 1
-            self.per_second_by_endpoint.setdefault(endpoint, Counter())[sec] += 1
+            self._record_request(now, endpoint, status, latency_ms, objects, retried, rate_limited)
+
+    def record_requests(self, answered: list[tuple[str, int, float, int]]) -> None:
+        """record_request() for requests answered together: (endpoint, status, latency_ms, objects) each."""
+        now = max(0.0, self.elapsed())
+        with self._lock:
+            for endpoint, status, latency_ms, objects in answered:
+                self._record_request(now, endpoint, status, latency_ms, objects, 0, 0)
+
+    def _record_request(self, now: float, endpoint: str, status: int, latency_ms: float, objects: int,
+                        retried: int, rate_limited: int) -> None:  # fmt: skip
+        """record_request's counting (the caller holds the lock)."""
+        sec = int(now)
+        started = max(0.0, now - latency_ms / 1000)
+        if self.first_sent_s is None or started < self.first_sent_s:
+            self.first_sent_s = started
+        if self.last_answer_s is None or now > self.last_answer_s:
+            self.last_answer_s = now
+        ep = self.requests.get(endpoint)
+        if ep is None:  # not built per call: a Counter per request was most of this method's cost
+            ep = self.requests[endpoint] = {
+                "requests": 0, "objects": 0, "by_status": Counter(), "retries": 0, "rate_limited": 0,
+            }  # fmt: skip
+        code = str(status)
+        ep["requests"] += 1
+        ep["objects"] += objects
+        ep["by_status"][code] += 1
+        ep["retries"] += retried
+        ep["rate_limited"] += rate_limited + (status == 429)
+        self.by_status[code] += 1
+        self.retries += retried
+        self.rate_limited += rate_limited + (status == 429)
+        self.latency.add(latency_ms)
+        slot = self.timeline.setdefault(sec, [0, 0])
+        ok = objects if 200 <= status < 300 else 0
+        self.objects_ok += ok
+        slot[0] += ok
+        slot[1] += 1
+        self.per_second_by_endpoint.setdefault(endpoint, Counter())[sec] += 1
 
     def record_probe(self, endpoint: str, status: int, latency_ms: float, *, purpose: str, answer: str,
                      decided: str) -> None:  # fmt: skip

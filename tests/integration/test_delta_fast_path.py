@@ -20,7 +20,7 @@ import yaml
 from sql_helpers import pg_exec, pg_rows
 from test_pipeline_run import env_for, report_json
 
-from connector import stages
+from connector import mapping
 from connector.config import load_pipeline
 from connector.delta import DeltaState
 from connector.pipeline import run_pipeline
@@ -41,7 +41,7 @@ SUITE = {"name": "rows", "expectations": [
 def spy(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
     """Counts rows taken by the fast path and rows that reached mapping."""
     seen = {"fast": 0, "mapped": 0}
-    unchanged_rows, map_chunk = DeltaState.unchanged_rows, stages.map_chunk
+    unchanged_rows, map_chunk = DeltaState.unchanged_rows, mapping.map_chunk
 
     def counting_fast(self: DeltaState, *a: Any, **kw: Any) -> Any:
         out = unchanged_rows(self, *a, **kw)
@@ -53,7 +53,7 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
         return map_chunk(stream, chunk, *a, **kw)
 
     monkeypatch.setattr(DeltaState, "unchanged_rows", counting_fast)
-    monkeypatch.setattr(stages, "map_chunk", counting_map)
+    monkeypatch.setattr(mapping, "map_chunk", counting_map)  # stages.py imports it from there as it maps
     yield seen
 
 

@@ -496,6 +496,7 @@ def _first_request_probe(emulator: EmulatorServer, tmp_path: Path, *, prelude: s
         "    return call\n"
         "def patch(p):\n"
         "    p._Child.start, p._Child.send = first(p._Child.start), first(p._Child.send)\n"
+        "    p._Child.start_many = first(p._Child.start_many)  # a group of first attempts (volleys.py)\n"
         + _WHEN_IMPORTED + f"from {entry} import main\n"
         f"sys.argv = ['braze-connector', 'run', {str(pipeline)!r}, '--mode', 'bulk', '--quiet',\n"
         f"            '--report-dir', {str(tmp_path / 'r')!r}]\n"

@@ -436,3 +436,65 @@ def test_a_child_never_sent_anything_is_stopped_without_waiting_for_its_exit(emu
     assert used.send(emulator.url + "/users/track", attrs("u1")).status == 201
     used.close()
     assert used._child.proc.returncode == 0  # answered what it held, then exited by itself
+
+
+def group_answers(t: ProcessTransport, url: str, bodies: list[bytes], gate: Any = None) -> list[Any]:
+    """start_many on a fresh event loop: each request's outcome (Answer or error), in order."""
+    import asyncio
+
+    async def go() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        got: dict[int, Any] = {}
+        done = loop.create_future()
+
+        def answered(items: list[tuple[Any, Any]]) -> None:
+            got.update(items)
+            if len(got) == len(bodies) and not done.done():
+                done.set_result(None)
+
+        assert t.start_many([(url, b, i) for i, b in enumerate(bodies)], gate, answered)
+        await asyncio.wait_for(done, 60)
+        return [got[i] for i in range(len(bodies))]
+
+    return asyncio.run(go())
+
+
+def test_a_group_whose_gate_passed_is_written_by_the_sender_itself(emulator: EmulatorServer) -> None:
+    """start_many: a group without a gate (its journal records on disk) goes to the pipe from the calling
+    thread when the pipe has room (no hand-off to the writer thread); with a gate, through the writer thread,
+    which calls the gate once for the group. Each request gets its own answer either way."""
+    t = ProcessTransport(emulator.url, HEADERS, concurrency=16, timeout_s=10)
+    try:
+        t.wait_ready()
+        child = t._child
+        direct: list[bool] = []
+        write_direct = child._direct
+        child._direct = lambda requests: direct.append(write_direct(requests)) or direct[-1]  # type: ignore[method-assign]
+        url = emulator.url + "/users/track"
+        answers = group_answers(t, url, [attrs(f"g{i}") for i in range(10)])
+        assert [a.status for a in answers] == [201] * 10
+        if child.pipe_size is not None:  # Linux: the room in the pipe can be read
+            assert direct == [True]
+        direct.clear()
+        gates: list[int] = []
+        answers = group_answers(t, url, [attrs(f"h{i}") for i in range(5)], gate=lambda: gates.append(1))
+        assert [a.status for a in answers] == [201] * 5 and gates == [1] and direct == []
+        assert all(emulator.user("external_id", f"{p}{i}") for p, n in (("g", 10), ("h", 5)) for i in range(n))
+    finally:
+        t.close()
+
+
+def test_a_group_waiting_on_a_stopped_child_gives_up_at_the_deadline(emulator: EmulatorServer) -> None:
+    """start_many's deadlines (one entry per group): every request of a group sent to a SIGSTOPped child gets
+    NotSent or SentLost once the deadline passes, and the next send gets a new child."""
+    t = ProcessTransport(emulator.url, HEADERS, concurrency=8, timeout_s=1)
+    t._wait_s = 1.5
+    t.wait_ready()
+    url = emulator.url + "/users/track"
+    try:
+        os.kill(t.pid, signal.SIGSTOP)
+        results = group_answers(t, url, [attrs(f"d{i}") for i in range(6)])
+        assert all(isinstance(r, (NotSent, SentLost)) for r in results), results
+        assert t.send(url, attrs("d9")).status == 201
+    finally:
+        t.close()

@@ -328,7 +328,8 @@ def test_bulk_keeps_one_users_updates_in_order(
 def test_bulk_input_sorted_by_user_packs_runs_whole_and_keeps_order(
     emulator_factory: Callable[..., EmulatorServer], tmp_path: Path
 ) -> None:
-    """Runs of 4 objects per user: requests close at 72 (not mid-run at 75), so no request waits on another."""
+    """Runs of 4 objects per user: grouped requests of 75, 75, 74 (a run split to fill a request, chains of at
+    most 3 requests, delivery/bins.py), 9 in all; each user's last value wins."""
     server = emulator_factory(**JITTER)
     objects = [{"external_id": f"u{i // 4}", "plan": f"v{i}"} for i in range(600)]
     pipeline = make_pipeline(concurrency=8)
@@ -336,7 +337,7 @@ def test_bulk_input_sorted_by_user_packs_runs_whole_and_keeps_order(
     writer.submit(stream_of(pipeline), mapped_chunk("attributes", objects))
     writer.close()
     assert rows(report) == {"delivered": 600, "rejected": 0, "failed": 0, "skipped": 0}
-    assert server.stats()["requests"]["/users/track"] == {"201": 9}  # ceil(600 / 72)
+    assert server.stats()["requests"]["/users/track"] == {"201": 9}  # 2 x (75 + 75 + 74) + 75 + 75 + 2
     assert applied_ids(server) == Counter({f"u{u}": 4 for u in range(150)})
     for u in range(150):
         assert server.user("external_id", f"u{u}")["attributes"]["plan"] == f"v{4 * u + 3}"

@@ -194,3 +194,60 @@ def test_a_stop_mid_flight_at_concurrency_160_accounts_every_row(
     assert not set(applied) & not_sent and set(applied) <= {f"u{i}" for i in range(n)} - not_sent
     assert len(applied) >= counts["delivered"]
     assert dict(report.rows) == counts  # the late answers recorded nothing more
+
+
+def grouped_writer(pipeline: config.Pipeline, url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                   ) -> tuple[Writer, RunReport, BrazeClient, list[int]]:  # fmt: skip
+    """A bulk writer over the HTTP child (its own transport), and the size of each group handed to it."""
+    from connector.delivery.transport import process
+
+    sizes: list[int] = []
+    start_many = process._Child.start_many
+
+    def recorded(self: Any, requests: list[Any], gate: Any) -> list[int]:
+        sizes.append(len(requests))
+        return start_many(self, requests, gate)
+
+    monkeypatch.setattr(process._Child, "start_many", recorded)
+    report = opened(RunReport("t", report_dir=tmp_path / "report"))
+    client = client_for(pipeline, url, "test-key", "bulk", on_retry=report.record_retry)
+    assert client.transport == "aiohttp-process" and client.groups_first_attempts
+    return Writer(pipeline, client, report, mode="bulk"), report, client, sizes
+
+
+def test_first_attempts_leave_in_rate_limit_groups_through_the_http_child(
+    emulator_factory: Callable[..., EmulatorServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 1,000 requests/s the requests whose slots fall in one 10 ms step reach the HTTP child in one hand-off
+    (delivery/volleys.py); every request goes that way once, every row is delivered once."""
+    emu = emulator_factory(latency_ms=20)
+    limits = {e: {"requests": 1000, "per_seconds": 1} for e in config.DEFAULT_RATE_LIMITS}
+    pipeline = make_pipeline(concurrency=160, max_objects_per_request=5, rate_limits=limits)
+    writer, report, client, sizes = grouped_writer(pipeline, emu.url, tmp_path, monkeypatch)
+    writer.submit(stream_of(pipeline), mapped_chunk("attributes", objects(2000)))
+    writer.close()
+    client.close()
+    assert report.rows["delivered"] == 2000 and accounted(report) == 2000
+    assert sum(sizes) == 400  # each request's one attempt, all through groups
+    assert len(sizes) < 400 and max(sizes) > 1
+    assert set(applied_ids(emu).values()) == {1} and len(applied_ids(emu)) == 2000
+
+
+def test_failed_first_attempts_of_a_group_go_on_through_the_retry_policy(
+    emulator_factory: Callable[..., EmulatorServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 503 or a 429 to a grouped first attempt: the job goes on as a coroutine (Writer._resume) through the
+    same retries; each row ends delivered or failed once, and the retries are counted."""
+    emu = emulator_factory(faults={"503": 0.2, "429": 0.1}, seed=5)
+    pipeline = make_pipeline(concurrency=40, max_objects_per_request=5)
+    writer, report, client, sizes = grouped_writer(pipeline, emu.url, tmp_path, monkeypatch)
+    writer.submit(stream_of(pipeline), mapped_chunk("attributes", objects(1000)))
+    writer.close()
+    client.close()
+    assert accounted(report) == 1000 and report.rows["delivered"] + report.rows["failed"] == 1000
+    assert report.rows["delivered"] > 900
+    retries = report.to_dict()["requests"]["retries"]
+    assert retries > 0
+    assert sum(sizes) == 200 + retries  # 200 first attempts in groups, then each retry on its own, as before
+    applied = applied_ids(emu)
+    assert len(applied) >= report.rows["delivered"]

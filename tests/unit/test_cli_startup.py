@@ -9,9 +9,12 @@ imports the pipeline models (pydantic, PyYAML) and the data libraries when it ru
 from __future__ import annotations
 
 import inspect
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -96,3 +99,53 @@ def test_the_commands_that_run_no_pipeline_turn_the_collector_back_on(tmp_path: 
         res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
         assert res.returncode == 0, res.stderr
         assert "ENABLED True" in res.stderr.splitlines(), (args, res.stderr)
+
+
+# What a run maps rows with, and the CSV reader: an unchanged delta re-run of a Parquet file (every row taken by
+# the fast path) calls none of them (BENCHMARKS.md, `cmdstart`).
+NOT_FOR_AN_UNCHANGED_RERUN = {"connector.mapping.objects", "connector.mapping.casts", "connector.mapping.fast",
+                              "connector.mapping.encode", "connector.contract", "connector.contract.objects",
+                              "connector.readers.csv_reader"}  # fmt: skip
+
+
+def test_an_unchanged_delta_rerun_of_a_parquet_file_loads_neither_the_mapping_nor_the_csv_reader(
+    emulator: Any, tmp_path: Path
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = 40
+    pq.write_table(pa.table({"user_id": [f"u{i}" for i in range(n)], "plan": ["pro", "free"] * (n // 2),
+                             "age": list(range(n))}), tmp_path / "users.parquet")  # fmt: skip
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(json.dumps({
+        "name": "rerun_imports",
+        "destination": {"url": emulator.url, "api_key_env": "BRAZE_API_KEY"},
+        "write": {"mode": "bulk"},
+        "report": {"dir": str(tmp_path / "reports" / "{run_id}")},
+        "state": {"path": str(tmp_path / "state.sqlite")},
+        "streams": [{"name": "users", "source": {"path": str(tmp_path / "users.parquet")}, "kind": "attributes",
+                     "identifier": {"external_id": "user_id"}, "delta": True,
+                     "attributes": [{"column": "plan"}, {"column": "age", "type": "integer"}]}],
+    }), encoding="utf-8")  # fmt: skip
+    env = {**os.environ, "BRAZE_API_KEY": emulator.api_key}
+    probe = (
+        "import atexit, sys\n"
+        f"watch = {sorted(NOT_FOR_AN_UNCHANGED_RERUN)!r}\n"
+        "atexit.register(lambda: sys.stderr.write('LOADED ' + repr(sorted(set(watch) & set(sys.modules))) + '\\n'))\n"
+        f"sys.argv = ['braze-connector', 'run', {str(pipeline)!r}, '--quiet']\n"
+        "from connector.__main__ import main\n"
+        "main()\n"
+    )
+    loaded = []
+    for _ in range(2):
+        res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=env)
+        assert res.returncode == 0, res.stdout + res.stderr
+        line = next(ln for ln in res.stderr.splitlines() if ln.startswith("LOADED "))
+        loaded.append(set(eval(line[len("LOADED ") :])))  # noqa: S307 (our own repr)
+    reports = sorted((tmp_path / "reports").glob("*/report.json"), key=lambda p: p.stat().st_mtime)
+    first, rerun = (json.loads(p.read_text(encoding="utf-8")) for p in reports)
+    assert first["rows"]["delivered"] == n and loaded[0] >= NOT_FOR_AN_UNCHANGED_RERUN - {"connector.readers.csv_reader"}
+    assert rerun["rows"]["skipped"] == n and rerun["requests"]["total"] == 0
+    assert rerun["streams"][0]["delta"] == {"added": 0, "changed": 0, "unchanged": n}
+    assert loaded[1] == set()

@@ -140,3 +140,49 @@ def test_request_rows_are_the_objects_source_rows_whatever_their_shape(numbers: 
     for tokens in ([], [0], list(range(min(75, n))), list(range(n - 5, n)), list(range(3, 40, 2)), [5, 4, 6],
                    [2, 3, 3], range(2, 50)):  # fmt: skip
         assert _rows(mapped, tokens) == [numbers[indices[j]] for j in tokens]
+
+
+def test_requests_leaving_together_share_one_flush_and_their_answers_one_append(tmp_path: Path) -> None:
+    """leaving_many (a group of first attempts, delivery/volleys.py): one record per request, in order, with
+    one gate that passes once they are all on disk; delivered_many: the 'd' records delivered() would write."""
+    path = tmp_path / JOURNAL_FILE
+    a, b = mapped("a.csv", [2, 3, 4, 5]), mapped("b.csv", [7, 8])
+    j = Journal(path, HEADER)
+    first = j.sending("events", a, [0])
+    rids, gate = j.leaving_many([("events", a, [1, 2]), ("events", b, [0, 1]), ("events", a, [3])])
+    assert rids == [first + 1, first + 2, first + 3]
+    gate()  # returns once the three records are durable (they share one flush)
+    on_disk = read_journal(path).records
+    assert ["s", rids[0], 0, [3, 4]] in on_disk and ["s", rids[1], 1, [7, 8]] in on_disk
+    assert ["s", rids[2], 0, [5]] in on_disk
+    j.delivered_many(rids[:2])
+    j.delivered(rids[2], a)
+    j.close()
+    recs = read_journal(path).records
+    assert recs[-3:] == [["d", rids[0], 0, []], ["d", rids[1], 0, []], ["d", rids[2], 0, []]]
+
+
+def test_a_groups_records_are_synced_soon_and_at_once_when_someone_waits(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """leaving_many's records need not be on disk before their slot comes (SOON_S), so several passes share
+    one fdatasync; a gate called before that hurries the flush: it returns once the record is durable."""
+    from connector.delivery import journal
+
+    monkeypatch.setattr(journal, "SOON_S", 600.0)  # only the waiting gate can bring the flush forward
+    path = tmp_path / JOURNAL_FILE
+    m = mapped("a.csv", [2, 3, 4, 5])
+    j = Journal(path, HEADER)
+    synced: list[int] = []
+    real = os.fdatasync
+    try:
+        os.fdatasync = lambda fd: (synced.append(fd), real(fd))[1]  # type: ignore[assignment]
+        rids, gate = j.leaving_many([("events", m, [0, 1]), ("events", m, [2])])
+        more, gate2 = j.leaving_many([("events", m, [3])])
+        gate2()  # waits: hurried, not SOON_S later
+        assert gate.passed() and gate2.passed()  # type: ignore[attr-defined]
+        on_disk = read_journal(path).records
+        assert ["s", rids[0], 0, [2, 3]] in on_disk and ["s", more[0], 0, [5]] in on_disk
+        assert len(synced) == 1  # the two groups' records in one flush
+    finally:
+        os.fdatasync = real  # type: ignore[assignment]
+        j.close()

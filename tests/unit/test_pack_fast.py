@@ -101,7 +101,7 @@ def test_input_sorted_by_user_gives_requests_without_shared_users(max_bytes: int
     for reqs in (
         list(pack_track(src, max_bytes=max_bytes)),
         list(pack_track(src, batching="per_array", max_bytes=max_bytes)),
-        list(pack_track_array("attributes", objs, keys, range(len(src)), max_bytes=max_bytes)),
+        list(pack_track_array("attributes", objs, keys, range(len(src)), max_bytes=max_bytes, group_users=False)),
     ):
         assert [t for r in reqs for t in r.tokens] == list(range(len(src)))
         assert all(r.count <= 75 and len(r.body) <= max_bytes and not r.oversize for r in reqs)

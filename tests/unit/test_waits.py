@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Any
 
 import pytest
 
 from connector.config import RateLimit
 from connector.delivery.ratelimit import RateLimiter
-from connector.delivery.waits import GROUP_S, Acquirer, Sleeper
+from connector.delivery.waits import GROUP_S, LATE_S, Acquirer, Sleeper, SlotGroups
 from connector.stop import StopToken
 
 
@@ -147,3 +148,64 @@ def test_a_coroutine_woken_late_takes_a_fresh_slot_instead_of_bursting() -> None
     asyncio.run(Acquirer(limiter, late, clock=lambda: now[0]).acquire("users_track", 10.0))
     assert len(reservations) == 2  # woken 0.2 s after its slot: a second, fresh slot
     assert late.asked[0] > 0 and (len(late.asked) == 1 or late.asked[1] <= late.asked[0])
+
+
+class Steps:
+    """SlotGroups' scheduler in a test: records (delay, key) and fires on demand, on a fake clock."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.timers: list[tuple[float, Any, int | None]] = []  # (due, fn, key)
+
+    def schedule(self, delay: float, fn: Any, key: int | None) -> None:
+        self.timers.append((self.now + max(delay, 0.0), fn, key))
+
+    def run_until(self, t: float) -> None:
+        """Advance the clock to `t`, firing every timer due by then in order (each at its own time)."""
+        while True:
+            due = sorted((d, i) for i, (d, _, _) in enumerate(self.timers) if d <= t)
+            if not due:
+                break
+            d, i = due[0]
+            _, fn, key = self.timers.pop(i)
+            self.now = max(self.now, d)
+            fn(key)
+        self.now = t
+
+
+def test_slot_groups_release_the_items_of_one_step_together_with_one_timer() -> None:
+    steps = Steps()
+    released: list[tuple[list[str], bool]] = []
+    groups: SlotGroups[str] = SlotGroups(lambda items, late: released.append((items, late)),
+                                         clock=lambda: steps.now, schedule=steps.schedule)  # fmt: skip
+    # slots 1, 4 and 9 ms ahead fall in one 10 ms step; 12 and 19 ms in the next; 0 is due at once
+    for name, wait in [("a", 0.001), ("b", 0.004), ("c", 0.009), ("d", 0.012), ("e", 0.019), ("now", 0.0)]:
+        groups.add(name, wait)
+    assert len(steps.timers) == 3  # one per step (and one for the items due at once), not one per item
+    assert len(groups) == 6
+    groups.release_now()
+    assert released == [(["now"], False)]
+    steps.run_until(100.0099)
+    assert len(released) == 1  # never before the slot: at the end of its step
+    steps.run_until(100.0101)
+    assert released[-1] == (["a", "b", "c"], False)
+    steps.run_until(100.05)
+    assert released[-1] == (["d", "e"], False) and len(released) == 3 and len(groups) == 0
+
+
+def test_slot_groups_say_when_a_step_came_late_and_release_everything_at_a_stop() -> None:
+    steps = Steps()
+    released: list[tuple[list[str], bool]] = []
+    groups: SlotGroups[str] = SlotGroups(lambda items, late: released.append((items, late)),
+                                         clock=lambda: steps.now, schedule=steps.schedule)  # fmt: skip
+    groups.add("x", 0.005)
+    steps.timers[0] = (steps.timers[0][0] + LATE_S + 0.01, *steps.timers[0][1:])  # the loop was held up
+    steps.run_until(101.0)
+    assert released == [(["x"], True)]
+    groups.add("p", 0.5)
+    groups.add("q", 0.03)
+    groups.add("r", 0.0)
+    groups.release_all()  # a stop: every item now, the earliest step first; the timers find nothing later
+    assert released[1:] == [(["r"], False), (["q"], False), (["p"], False)]
+    steps.run_until(110.0)
+    assert len(released) == 4 and len(groups) == 0

@@ -217,3 +217,17 @@ def test_finished_jobs_users_no_longer_count_and_the_table_stays_bounded() -> No
     assert q.take() is None  # waits for "later", the last job with "keep"
     q.done(later)
     assert _drain_ready(q) == ["after"]
+
+
+def test_done_many_releases_what_each_job_held_back_and_tells_once() -> None:
+    told: list[int] = []
+    q = OrderedQueue(16, on_ready=lambda: told.append(1))
+    for payload, keys in [("a", ["u1"]), ("b", ["u2"]), ("a2", ["u1"]), ("b2", ["u2", "u3"]), ("c", ["u3"])]:
+        q.put(payload, keys)
+    first = [q.take(), q.take()]
+    assert [j.payload for j in first if j] == ["a", "b"] and q.take() is None
+    told.clear()
+    q.done_many([j for j in first if j])
+    assert len(told) == 1  # one call for the two jobs released
+    assert [q.take().payload for _ in range(2)] == ["a2", "b2"]  # type: ignore[union-attr]
+    assert q.take() is None and q.unfinished == 3  # c still waits for b2 (u3)

@@ -33,6 +33,11 @@ import pycurl
 
 from connector.delivery.transport.frames import ANSWER, NOT_SENT, SENT_LOST, Frames
 
+# Answers are written to the parent at most this long after the first of them completed: the answers of a
+# group of requests (sent together, answered within a millisecond or two) then cross the pipe in one write,
+# and the parent's reader thread and event loop wake once for them, not three or four times (issue 12).
+HOLD_S = 0.002
+
 
 class _Exchange:
     """One easy handle and the request it carries; reused for request after request (its connection
@@ -131,6 +136,7 @@ class _Engine:
         self.out_fd = out_fd
         self.frame = answer_frame
         self.outgoing: list[bytes] = []
+        self.held_since = 0.0  # when the oldest answer in `outgoing` was gathered
 
     def _on_socket(self, what: int, fd: int, multi: Any, data: Any) -> None:
         if what == pycurl.POLL_REMOVE:
@@ -173,7 +179,15 @@ class _Engine:
         self.multi.add_handle(ex.curl)
 
     def answer(self, rid: int, status: int, headers: bytes, content: bytes) -> None:
+        if not self.outgoing:
+            self.held_since = time.monotonic()
         self.outgoing += (self.frame(rid, status, len(headers), len(content)), headers, content)
+
+    def hold_s(self) -> float:
+        """How much longer the gathered answers may wait for others (0: write them now); see HOLD_S."""
+        if not self.outgoing:
+            return -1
+        return max(0.0, self.held_since + HOLD_S - time.monotonic())
 
     def flush(self) -> None:
         """Write the answers gathered in this turn of the loop at once (one wake-up of the parent's reader)."""
@@ -256,10 +270,16 @@ def serve(in_fd: int, out_fd: int) -> None:
         engine.poll.register(in_fd, select.EPOLLIN)
         engine.answer(0, 0, b"{}", b"curl")
         frames.cut(engine.start)  # requests that came with the config frame
+        engine.flush()
         reading = True
         while reading or engine.busy:
-            engine.flush()
-            for fd, events in engine.poll.poll(engine.timeout_s()):
+            timeout = engine.timeout_s()
+            hold = engine.hold_s()
+            if hold == 0:
+                engine.flush()
+            elif hold > 0:
+                timeout = hold if timeout < 0 else min(timeout, hold)
+            for fd, events in engine.poll.poll(timeout):
                 if fd == in_fd:
                     data = os.read(in_fd, 1 << 16)
                     if data:

@@ -33,11 +33,14 @@ import logging
 import os
 import queue
 import subprocess
+import sys
 import threading
 import weakref
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import IO
+from typing import IO, Any
 
 import orjson
 
@@ -95,7 +98,10 @@ class _Child:
         self.written: set[int] = set()  # requests whose frame may have reached the child, even partly
         self.used = False  # a request was ever queued for the child
         self.lock = threading.Lock()  # guards pending, written and alive
-        self.outbox: queue.SimpleQueue[tuple[int, bytes, bytes, Gate | None] | None] = queue.SimpleQueue()
+        # (gate, requests): the requests sent together (a group) pass one gate, leave in one write
+        self.outbox: queue.SimpleQueue[tuple[Gate | None, list[tuple[int, bytes, bytes]]] | None] = queue.SimpleQueue()
+        self.wlock = threading.Lock()  # one thread writes to the pipe at a time (the writer, or a sender: _direct)
+        self.pipe_size = _pipe_size(self.stdin.fileno())  # None: the room left in the pipe cannot be known
         self.alive = True
         self.engine = ""  # "curl" or "aiohttp", once ready
         ready: Future[None] = Future()
@@ -204,17 +210,22 @@ class _Child:
                 if item is None:
                     stop = True
                     break
-                rid, url, body, gate = item
-                if gate is not None and not self._passes(rid, gate):
+                gate, requests = item
+                if gate is not None and not self._passes(requests, gate):
                     continue
                 with self.lock:
-                    if rid not in self.pending:  # its sender gave up already
-                        continue
-                    self.written.add(rid)  # from here on the child may have it: outcome unknown if lost
-                frames += (_REQUEST.pack(rid, len(url), len(body)), url, body)
-                sizes.append((rid, _REQUEST.size + len(url) + len(body)))
-            if frames and not self._send_frames(fd, b"".join(frames), sizes):
-                return
+                    pending, written = self.pending, self.written
+                    for rid, url, body in requests:
+                        if rid not in pending:  # its sender gave up already
+                            continue
+                        written.add(rid)  # from here on the child may have it: outcome unknown if lost
+                        frames += (_REQUEST.pack(rid, len(url), len(body)), url, body)
+                        sizes.append((rid, _REQUEST.size + len(url) + len(body)))
+            if frames:
+                with self.wlock:
+                    sent = self._send_frames(fd, b"".join(frames), sizes)
+                if not sent:
+                    return
             if stop:
                 return
 
@@ -238,31 +249,72 @@ class _Child:
             self.kill()
             return False
 
-    def _passes(self, rid: int, gate: Gate) -> bool:
-        """Wait for the request's gate (its journal record on disk); if it raises, the sender gets that error."""
+    def _passes(self, requests: list[tuple[int, bytes, bytes]], gate: Gate) -> bool:
+        """Wait for the requests' gate (their journal records on disk); if it raises, their senders get that
+        error."""
         try:
             gate()
             return True
         except Exception as exc:
+            out = _Outcomes()
             with self.lock:
-                entry = self.pending.pop(rid, None)
-            if entry is not None:
-                out = _Outcomes()
-                out.add(entry, exc)
-                out.flush()
+                for rid, _, _ in requests:
+                    entry = self.pending.pop(rid, None)
+                    if entry is not None:
+                        out.add(entry, exc)
+            out.flush()
             return False
 
     def start(self, url: bytes, body: bytes, gate: Gate | None, entry: _Entry) -> int:
         """Queue a request for the child: its id. Its answer resolves `entry`: a Future (on the reader
-        thread) or a coroutine's (loop, future) pair (on that loop)."""
+        thread), or goes to a callback on an event loop (_Entry)."""
+        return self.start_many([(url, body, entry)], gate)[0]
+
+    def start_many(self, requests: list[tuple[bytes, bytes, _Entry]], gate: Gate | None) -> list[int]:
+        """Queue requests that leave together (one gate, one write): their ids, in order."""
+        out: list[tuple[int, bytes, bytes]] = []
         with self.lock:
             if not self.alive:
                 raise NotSent("the HTTP process has exited")
-            rid = next(_IDS)
-            self.pending[rid] = entry
+            pending = self.pending
+            for url, body, entry in requests:
+                rid = next(_IDS)
+                pending[rid] = entry
+                out.append((rid, url, body))
             self.used = True
-        self.outbox.put((rid, url, body, gate))
-        return rid
+        if gate is not None or not self._direct(out):
+            self.outbox.put((gate, out))
+        return [rid for rid, _, _ in out]
+
+    def _direct(self, requests: list[tuple[int, bytes, bytes]]) -> bool:
+        """Write requests (whose gate has passed) to the pipe from the calling thread when that cannot block:
+        nothing is queued for the writer thread, which is not writing either, and the pipe has room for them
+        all. False: queue them for the writer thread. Saves that thread a wake-up (and the GIL's hand-offs)
+        per group of requests; a child that stops reading still never blocks a sender (the room is checked)."""
+        if self.pipe_size is None or not self.outbox.empty() or not self.wlock.acquire(blocking=False):
+            return False
+        try:
+            fd = self.stdin.fileno()
+            size = sum(_REQUEST.size + len(url) + len(body) for _, url, body in requests)
+            if self.pipe_size - _unread(fd) < size:
+                return False
+            frames: list[bytes] = []
+            sizes: list[tuple[int, int]] = []
+            with self.lock:
+                pending, written = self.pending, self.written
+                for rid, url, body in requests:
+                    if rid not in pending:
+                        continue
+                    written.add(rid)  # from here on the child may have it: outcome unknown if lost
+                    frames += (_REQUEST.pack(rid, len(url), len(body)), url, body)
+                    sizes.append((rid, _REQUEST.size + len(url) + len(body)))
+            if frames:
+                self._send_frames(fd, b"".join(frames), sizes)
+            return True
+        except OSError:
+            return False  # the room could not be read: the writer thread takes them (and sees the pipe's state)
+        finally:
+            self.wlock.release()
 
     def send(self, url: bytes, body: bytes, wait_s: float, gate: Gate | None = None) -> Answer:
         future: Future[Answer] = Future()
@@ -281,6 +333,21 @@ class _Child:
         logger.warning("the HTTP process did not answer within %.0f s; stopping it", wait_s)
         self.kill()
         return SentLost("no answer from the HTTP process in time")
+
+    def expire_many(self, rids: list[int], wait_s: float) -> list[_Entry]:
+        """expire() for the requests of `rids` still unanswered (a group): their entries, which the caller
+        fails with SentLost; the child is killed when any was left."""
+        late: list[_Entry] = []
+        with self.lock:
+            for rid in rids:
+                entry = self.pending.pop(rid, None)
+                self.written.discard(rid)
+                if entry is not None:
+                    late.append(entry)
+        if late:
+            logger.warning("the HTTP process did not answer within %.0f s; stopping it", wait_s)
+            self.kill()
+        return late
 
     def close(self, timeout_s: float) -> None:
         self.outbox.put(None)  # the writer finishes what is queued, then stops
@@ -319,20 +386,48 @@ class _Child:
             pass
 
 
+def _pipe_size(fd: int) -> int | None:
+    """The capacity of pipe `fd` (Linux), else None; raised to PIPE_BYTES where the system allows."""
+    try:
+        import fcntl
+
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        except OSError:
+            pass  # above /proc/sys/fs/pipe-max-size: the default (64 KB) stays, groups go through the writer
+        return int(fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ))
+    except (ImportError, AttributeError, OSError):
+        return None
+
+
+def _unread(fd: int) -> int:
+    """Bytes written to pipe `fd` that its reader has not read yet (Linux: FIONREAD works on either end)."""
+    import fcntl
+    import termios
+
+    return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder, signed=True)
+
+
 _IDS = itertools.count(1)
 _READ_SIZE = 1 << 16  # below malloc's mmap threshold: a bigger read buffer costs an mmap per read
 _WRITE_BATCH = 64  # requests per write at most
+# The requests pipe's capacity where Linux allows it (its default is 64 KB): a group of ten 12 KB bodies
+# fits, so a group whose journal records are on disk is written by the sender itself (_Child._direct).
+PIPE_BYTES = 1 << 20
 
-# A request's answer goes to a Future (a thread waits) or to a coroutine's future on its event loop.
-_Entry = Future[Answer] | tuple[asyncio.AbstractEventLoop, "asyncio.Future[Answer]"]
+# Where a request's answer goes: a Future (a thread waits), or (loop, answered, token): answered([(token,
+# outcome), ...]) is called on that loop with the answers of one read that go to it (a coroutine's future
+# through _settle, or the requests of a group: start_many).
+_Answered = Callable[[list[tuple[Any, "Answer | BaseException"]]], None]
+_Entry = Future[Answer] | tuple[asyncio.AbstractEventLoop, _Answered, Any]
 
 
 class _Outcomes:
-    """Answers (or errors) for pending entries: Futures are resolved at once; coroutines' futures are
-    handed to their loop in one call per flush."""
+    """Answers (or errors) for pending entries: Futures are resolved at once; the others are handed to
+    their loop in one call per (loop, callback) and flush."""
 
     def __init__(self) -> None:
-        self._by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Answer], Answer | BaseException]]] = {}
+        self._by_target: dict[tuple[asyncio.AbstractEventLoop, _Answered], list[tuple[Any, Answer | BaseException]]] = {}
 
     def add(self, entry: _Entry, outcome: Answer | BaseException) -> None:
         if isinstance(entry, Future):
@@ -341,19 +436,19 @@ class _Outcomes:
             else:
                 entry.set_result(outcome)
             return
-        loop, waiter = entry
-        items = self._by_loop.get(loop)
+        loop, answered, token = entry
+        items = self._by_target.get((loop, answered))
         if items is None:
-            items = self._by_loop[loop] = []
-        items.append((waiter, outcome))
+            items = self._by_target[(loop, answered)] = []
+        items.append((token, outcome))
 
     def flush(self) -> None:
-        for loop, items in self._by_loop.items():
+        for (loop, answered), items in self._by_target.items():
             try:
-                loop.call_soon_threadsafe(_settle, items)
+                loop.call_soon_threadsafe(answered, items)
             except RuntimeError:
                 pass  # the loop is closed: nobody awaits these answers any more
-        self._by_loop = {}
+        self._by_target = {}
 
 
 def _settle(items: list[tuple[asyncio.Future[Answer], Answer | BaseException]]) -> None:
@@ -414,6 +509,41 @@ class _Deadlines:
             self._timer = loop.call_at(next(iter(self._due.values())), self._check)
 
 
+class _GroupDeadlines:
+    """_Deadlines for the groups of one event loop (start_many): a group's requests still unanswered past the
+    transport's wait fail with SentLost. Checked at most once a second (the wait is over 40 s): one timer,
+    and one entry per group, not per request."""
+
+    def __init__(self, wait_s: float) -> None:
+        self._wait_s = wait_s
+        self._groups: deque[tuple[float, _Child, list[int]]] = deque()  # deadline order
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, child: _Child, rids: list[int]) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self._wait_s
+        self._groups.append((due, child, rids))
+        if self._timer is None:
+            self._timer = loop.call_at(due, self._check)
+
+    def _check(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        groups = self._groups
+        out = _Outcomes()
+        while groups and groups[0][0] <= now:
+            _, child, rids = groups.popleft()
+            with child.lock:
+                left = [rid for rid in rids if rid in child.pending]
+            if left:
+                for entry in child.expire_many(left, self._wait_s):
+                    out.add(entry, SentLost("no answer from the HTTP process in time"))
+        out.flush()
+        if groups:
+            self._timer = loop.call_at(max(groups[0][0], now + 1.0), self._check)
+
+
 def _secrets_of(headers: dict[str, str]) -> tuple[str, ...]:
     auth = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
     key = auth.partition(" ")[2].strip()
@@ -440,6 +570,9 @@ class ProcessTransport:
         self._deadlines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = (
             weakref.WeakKeyDictionary()
         )  # per event loop that sends (weakly: a loop that is gone takes its waiters with it)
+        self._groups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _GroupDeadlines] = (
+            weakref.WeakKeyDictionary()
+        )  # the same for the groups of start_many
         self._close_s = timeout_s + CONNECT_TIMEOUT_S
         self._lock = threading.Lock()
         self._closed = False
@@ -506,7 +639,7 @@ class ProcessTransport:
             return await child.send_async(url, body, gate)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Answer] = loop.create_future()
-        rid = child.start(url.encode(), body, gate, (loop, waiter))
+        rid = child.start(url.encode(), body, gate, (loop, _settle, waiter))
         deadlines = self._deadlines.get(loop)
         if deadlines is None:
             deadlines = self._deadlines[loop] = _Deadlines(self._wait_s)
@@ -518,6 +651,28 @@ class ProcessTransport:
             raise child.expire(rid, self._wait_s) from None
         finally:
             deadlines.discard(waiter)
+
+    def start_many(self, requests: list[tuple[str, bytes, Any]], gate: Gate | None, answered: _Answered) -> bool:
+        """Send requests together (a group: one gate, one hand-off to the pipe), on the running loop:
+        answered([(token, outcome), ...]) is called there with their outcomes (an Answer, NotSent or SentLost,
+        or what the gate raised), those of one read in one call. False when this transport sends from this
+        process now (the child never got ready): the caller sends them one by one."""
+        loop = asyncio.get_running_loop()
+        try:
+            child = self._current()
+            if not isinstance(child, _Child):
+                return False
+            rids = child.start_many([(url.encode(), body, (loop, answered, token)) for url, body, token in requests],
+                                    gate)  # fmt: skip
+        except NotSent as exc:
+            failed: list[tuple[Any, Answer | BaseException]] = [(token, exc) for _, _, token in requests]
+            loop.call_soon(answered, failed)
+            return True
+        groups = self._groups.get(loop)
+        if groups is None:
+            groups = self._groups[loop] = _GroupDeadlines(self._wait_s)
+        groups.add(child, rids)
+        return True
 
     def close(self, wait_s: float | None = None) -> None:
         """Close the child's stdin (it answers what it holds, then exits); kill it past `wait_s`."""

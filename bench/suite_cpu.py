@@ -87,10 +87,10 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         return
     phases: dict[str, float] = {}
     item.stash[_PHASES] = phases
-    c0, w0 = _meter.cpu(), time.monotonic()
+    c0, w0, t0 = _meter.cpu(), time.monotonic(), time.time()
     yield
     _meter.rows.append({"nodeid": item.nodeid, "cpu": _meter.cpu() - c0, "wall": time.monotonic() - w0,
-                        "failed": item.stash.get(_FAILED, False), **phases})  # fmt: skip
+                        "start": t0, "failed": item.stash.get(_FAILED, False), **phases})  # fmt: skip
 
 
 _PHASES = pytest.StashKey[dict[str, float]]()

@@ -107,7 +107,7 @@ LATENCY_MS = 500
 LIVE = {"app_id": "a", "activity_id": "b", "content_state": {}}
 
 
-def _mixed_request(server: EmulatorServer, i: int) -> tuple[int, float]:
+def _mixed_request(server: EmulatorServer, i: int, timeout: float = 10) -> tuple[int, float]:
     """One of the four endpoints (by i); returns its status and its own wall time."""
     path, body = [
         ("/users/track", {"attributes": [{"external_id": f"lat{i}", "n": i}]}),
@@ -119,20 +119,49 @@ def _mixed_request(server: EmulatorServer, i: int) -> tuple[int, float]:
         ("/messages/live_activity/update", LIVE),
     ][i % 4]
     start = time.monotonic()
-    status = requests.post(server.url + path, json=body, headers=H, timeout=10).status_code
+    status = requests.post(server.url + path, json=body, headers=H, timeout=timeout).status_code
     return status, time.monotonic() - start
 
 
-def test_latency_ms_does_not_serialise_concurrent_requests(emulator_factory: Any) -> None:
+def test_latency_ms_does_not_serialise_concurrent_requests(
+    emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every request is delayed by the latency, and the delays overlap: all n requests are held in their
+    latency at once. No clock bound (a loaded machine may take seconds to send them): the emulator's latency
+    sleep is wrapped to count the requests held and to keep each one held, after its latency, until all n
+    have been held together. A server that serialised its requests (a blocking sleep, a lock) would never
+    hold two at once: the count stays below n and the clients' requests time out."""
+    import asyncio
+    import types
+
+    from connector.emulator import app as emulator_app
+
     s = emulator_factory(latency_ms=LATENCY_MS, canvases=("c",))
     n = 20
-    start = time.monotonic()
+    held = {"now": 0, "most": 0}
+    real_sleep = asyncio.sleep
+
+    async def latency(delay: float) -> None:
+        held["now"] += 1  # the emulator's event loop only: no lock needed
+        held["most"] = max(held["most"], held["now"])
+        try:
+            await real_sleep(delay)
+            # a hang detector only: the clients' timeouts fail the test first
+            give_up = time.monotonic() + 120
+            while held["most"] < n and time.monotonic() < give_up:
+                await real_sleep(0.01)
+        finally:
+            held["now"] -= 1
+
+    shim = types.ModuleType("asyncio")
+    shim.__dict__.update(vars(asyncio))
+    shim.sleep = latency  # type: ignore[attr-defined]
+    monkeypatch.setattr(emulator_app, "asyncio", shim)
     with ThreadPoolExecutor(max_workers=n) as pool:
-        results = list(pool.map(lambda i: _mixed_request(s, i), range(n)))
-    wall = time.monotonic() - start
+        results = list(pool.map(lambda i: _mixed_request(s, i, timeout=90), range(n)))
     assert [status for status, _ in results] == [201] * n
     assert min(elapsed for _, elapsed in results) >= LATENCY_MS / 1000  # every request was delayed...
-    assert wall < n * LATENCY_MS / 1000 / 2  # ...concurrently: serialised would take n x latency (10 s)
+    assert held["most"] == n  # ...concurrently: all n were in their latency at once
     stats = s.stats()
     assert sum(sum(codes.values()) for codes in stats["requests"].values()) == n
     assert stats["objects_applied"]["attributes"] == stats["objects_applied"]["events"] == n // 4

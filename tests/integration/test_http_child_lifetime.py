@@ -136,6 +136,7 @@ def test_a_bulk_run_leaves_the_http_libraries_to_the_child(emulator: EmulatorSer
     assert len(emulator.ledger()) > 0  # it did send, through the child
 
 
+@pytest.mark.xdist_group("sample_users_probe")  # one worker: its module fixture runs once, not once a worker
 def test_the_sample_users_run_sends_its_first_request_without_pandas(sample_users_probe: dict[str, Any]) -> None:
     """pandas costs ~0.25 s of CPU to import, and pyarrow imports it at its first conversion of Python values
     (connector/arrow_values.py). pipelines/users.yaml as shipped (the sample CSV, users_suite, a time cell
@@ -439,6 +440,7 @@ def sample_users_probe(tmp_path_factory: pytest.TempPathFactory) -> dict[str, An
             "pandas": pandas, "sent": sent, "rejects": (tmp_path / "r" / "rejects.csv").read_text(encoding="utf-8")}  # fmt: skip
 
 
+@pytest.mark.xdist_group("sample_users_probe")  # one worker: its module fixture runs once, not once a worker
 def test_the_sample_users_run_starts_without_the_modules_it_does_not_use(sample_users_probe: dict[str, Any]) -> None:
     """`python -m connector run pipelines/users.yaml --mode bulk` (the command's entry point, __main__.main):
     when its first request leaves, none of LAZY_MODULES is imported, and the cyclic garbage collector, paused

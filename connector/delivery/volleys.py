@@ -27,21 +27,48 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 from connector.delivery.waits import SlotGroups
 from connector.errors import ApiError, JournalError
 
 if TYPE_CHECKING:
-    from connector.delivery.batching import Request
+    from connector.delivery.batching import PackedItem, Request
+    from connector.delivery.canvases import CanvasReplies
     from connector.delivery.client import ApiResponse, BrazeClient, Outcome
+    from connector.delivery.inflight import InFlight
+    from connector.delivery.journal import RowLog
     from connector.delivery.schedule import Job
     from connector.delivery.sender import Sender
+    from connector.delivery.sync_access import SyncRefusal
     from connector.delivery.transport import Gate
-    from connector.delivery.writer import Writer, _Batch
     from connector.stop import StopToken
 
 logger = logging.getLogger(__name__)
+
+_Batch = Any  # the writer's _Batch (stream, mapped, idempotent, canvas_id): writer.py imports this module
+
+
+class Writer(Protocol):
+    """What the volleys use of their writer (delivery/writer.py's Writer, which imports this module): its
+    records, its stop and refusal state, and how it settles a job's rows."""
+
+    _log: RowLog
+    _inflight: InFlight
+    _sync: SyncRefusal
+    _canvases: CanvasReplies
+
+    def _halted(self) -> bool: ...
+
+    def _fail(self, batch: _Batch, items: list[PackedItem], error: str, status: int | None) -> None: ...
+
+    def _delivered_all(self, answers: list[tuple[_Batch, Request, int, Any]]) -> dict[int, tuple[Any, ...]]: ...
+
+    def _settled_later(self, wait: tuple[Any, ...]) -> Coroutine[Any, Any, None]: ...
+
+    def _resume(self, batch: _Batch, req: Request, ticket: int, call: Any, failed: Any, rid: int | None,
+                t0: float) -> Coroutine[Any, Any, None]: ...  # fmt: skip
 
 
 class _Flight:

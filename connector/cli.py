@@ -156,7 +156,7 @@ def _summary(report: "RunReport", paths: dict[str, Path]) -> list[str]:
         f"failed {r['failed']:,}, skipped {r['skipped']:,}",
     ]
     if report.retry:
-        lines.append(f"  retry of {report.retry['failed_file']}: {report.retry['rows']:,} failed row(s) sent again")
+        lines.append(f"  retry of {report.retry['failed_file']}: {report.retry['rows']:,} row(s) listed there (failed or not sent) sent")
     lines.extend(_unknown_lines(report))
     lines.extend(_resume_lines(report))
     for w in report.warnings:
@@ -202,6 +202,20 @@ def _summary(report: "RunReport", paths: dict[str, Path]) -> list[str]:
     if report.sample_files:
         lines.append(f"  sample request bodies: {report.sample_files[0].parent}")
     return lines
+
+
+def _refuse_retry_of_unfinished(p: "Pipeline", given: Path) -> None:
+    """--retry-failed of a run that never wrote its report (killed: kill -9, a crash, a power cut) has no
+    failed file to read; its journal knows every row's outcome, and --resume finishes it. Say so."""
+    from connector.delivery.journal import JOURNAL_FILE
+    from connector.report.paths import resume_command
+
+    run_dir = given if given.is_dir() else given.parent
+    if (run_dir / JOURNAL_FILE).is_file() and not (run_dir / "report.json").is_file():
+        raise ConfigError(
+            f"--retry-failed {given}: that run did not finish (killed before it wrote its report, so it has no "
+            f"failed file); its journal knows every row's outcome: finish it with {resume_command(p, run_dir)}"
+        )
 
 
 def _shown(file: str) -> str:
@@ -302,6 +316,7 @@ def _execute(pipeline: "Path | Callable[[], Pipeline]", *, mode: str | None, rep
         if retry_failed is not None:
             from connector.readers import load_failed
 
+            _refuse_retry_of_unfinished(p, retry_failed)
             retry = load_failed(retry_failed, include_unknown=include_unknown)
             if not (dry_run or validate_only):
                 from datetime import UTC, datetime

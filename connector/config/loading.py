@@ -228,6 +228,19 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
+def _placeholder_hint(text: str, mark: Any) -> str:
+    """A path placeholder ({pipeline}, {run_id}, {partition}) unquoted inside a {...} flow mapping is read
+    as a nested mapping: say to quote it, when the line the parser stopped at holds one."""
+    if mark is None:
+        return ""
+    lines = text.splitlines()
+    line = lines[mark.line] if mark.line < len(lines) else ""
+    if "{" in line.split("#", 1)[0] and any(f"{{{name}}}" in line for name in ("pipeline", "run_id", "partition")):
+        return ("; a placeholder such as {pipeline} inside a {...} mapping must be quoted, e.g. "
+                'state: {path: "state/{pipeline}.sqlite"}')
+    return ""
+
+
 def load_pipeline(path: str | Path, env: Mapping[str, str] | None = None) -> Pipeline:
     """Read and validate a pipeline YAML file; `${VAR}` and `${VAR:-default}` are filled from `env`
     (default: the process environment).
@@ -252,7 +265,7 @@ def load_pipeline(path: str | Path, env: Mapping[str, str] | None = None) -> Pip
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(e, 'problem', e)}{_placeholder_hint(text, mark)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: a pipeline file must be a YAML mapping with 'name' and 'streams'")
     data = interpolate(data, os.environ if env is None else env, p)

@@ -21,6 +21,8 @@ EXIT_MEANINGS = {
     130: "stopped at once by a second SIGINT; rows in flight listed as unknown, rows not read not listed",
     143: "stopped at once by a second SIGTERM; rows in flight listed as unknown, rows not read not listed",
 }
+# Exit code 0 of a dry run or validate: nothing was sent, so "delivered" does not apply.
+OFFLINE_SUCCESS = "success: nothing sent (dry run or validate), rejects under the threshold"
 # Exit code 1 when a mirror stream's deletions were refused (delivery/mirror.py): no row was lost, so the
 # meaning above would send the reader looking for rejects that are not there.
 REFUSED_MEANING = ("deletion of users gone from the source refused by the max_delete_fraction guard (its warning "
@@ -59,6 +61,8 @@ def report_meaning(r: ReportCounters, exit_code: int | None = None) -> str:
         rows = f"{rows}; {left}" if rows else left
     if code == 3 and (cause := fatal_cause(r)):
         return f"destination fatal: {cause}"
+    if code == 0 and r.dry_run:
+        return OFFLINE_SUCCESS
     return exit_meaning(code, r.removed, rows, r.table_checks)
 
 

@@ -157,10 +157,24 @@ def test_cli_retry_failed(emulator_factory: Any, tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", **env_for(up)}
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr
-    assert f"retry of {first.failed.path}: 3 failed row(s) sent again" in res.stdout
+    assert f"retry of {first.failed.path}: 3 row(s) listed there (failed or not sent) sent" in res.stdout
     bad = invoke(*cmd[3:5], "--include-unknown", cwd=tmp_path)  # a usage error: in-process (tests/cli_invoke.py)
     assert bad.exit_code == 2 and "--include-unknown goes with --retry-failed" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_retry_failed_of_a_killed_run_points_to_resume(tmp_path: Path) -> None:
+    """A killed run (kill -9) wrote its journal but no report nor failed file: --retry-failed of it says so
+    and gives the --resume command that finishes it, instead of "no failed file here"."""
+    project(tmp_path, [users_stream()])
+    killed = tmp_path / "reports" / "killed"
+    killed.mkdir(parents=True)
+    (killed / "journal.log").write_text("", encoding="utf-8")
+    for given in ("reports/killed", "reports/killed/failed.csv"):
+        res = invoke("run", "pipelines/t.yaml", "--retry-failed", given, cwd=tmp_path)
+        assert res.exit_code == 2, res.output
+        assert "that run did not finish" in res.stderr and "Traceback" not in res.stderr
+        assert "finish it with braze-connector run pipelines/t.yaml --resume reports/killed" in res.stderr
 
 
 def test_resume_after_an_outage_applies_every_row_once(emulator_factory: Any, tmp_path: Path) -> None:

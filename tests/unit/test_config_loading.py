@@ -143,3 +143,21 @@ def test_schema_errors_name_the_line_of_the_key(tmp_path: Path) -> None:
     assert "line 2: extra: unknown key" in text
     assert "line 7: streams.0.source.chunk_rows:" in text
     assert "line 13: streams.0.attributes.0.colour: unknown key" in text
+
+
+def test_an_unquoted_placeholder_in_a_flow_mapping_is_told_to_be_quoted(tmp_path: Path) -> None:
+    """`state: {path: state/{pipeline}.sqlite}` is YAML's nested mapping, not a path: the parser's error gets
+    a hint; the same quoted loads."""
+    f = tmp_path / "p.yaml"
+    f.write_text("name: q\n" + STREAM + "state: {path: state/{pipeline}.sqlite}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_pipeline(f)
+    said = str(err.value)
+    assert said.startswith(f"{f}: not valid YAML at line 10") and "must be quoted" in said, said
+    valid = STREAM.replace("value:\n", "value: 1\n")
+    f.write_text("name: q\n" + valid + 'state: {path: "state/{pipeline}.sqlite"}\n', encoding="utf-8")
+    assert load_pipeline(f).state.path == "state/{pipeline}.sqlite"
+    f.write_text("name: q\n" + STREAM.replace("kind: attributes", "kind: [attributes"), encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_pipeline(f)
+    assert "not valid YAML" in str(err.value) and "must be quoted" not in str(err.value)

@@ -112,6 +112,12 @@ def test_exit_code_threshold_and_raise_on_failures(tmp_path: Path) -> None:
     refused.add_skipped(2, "run aborted: API key refused (HTTP 401)")
     refused.finish(3)
     assert refused.to_dict()["exit_meaning"] == "destination fatal: API key refused (HTTP 401)"
+    # a dry run (or validate) that succeeds delivered nothing: its meaning does not say it did
+    dry = RunReport("p", report_dir=tmp_path / "g", dry_run=True)
+    dry.add_read(1)
+    dry.add_skipped(1, "dry run")
+    dry.finish(0)
+    assert dry.to_dict()["exit_meaning"] == "success: nothing sent (dry run or validate), rejects under the threshold"
 
 
 def test_rejects_csv_columns_values_and_late_columns(tmp_path: Path) -> None:

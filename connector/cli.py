@@ -176,6 +176,9 @@ def _summary(report: "RunReport", paths: dict[str, Path]) -> list[str]:
             full = " (--full: known users are sent whole and counted as changed)" if (report.delta or {}).get("full") else ""
             lines.append(f"  delta {name}: {d['added']:,} added, {d['changed']:,} changed, {d['unchanged']:,} unchanged"
                          + full)
+            if d.get("repeated"):
+                lines.append(f"    {d['repeated']:,} row(s) repeat the user of an earlier row in their chunk: a user whose "
+                             "rows differ is sent again on every run (one row per user avoids it)")
     if report.by_rule:
         lines.append("  top reject rules:")
         examples = {s["rule"]: s for s in reversed(report.sample)}

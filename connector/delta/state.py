@@ -149,6 +149,7 @@ class Counts:
     added: int = 0
     changed: int = 0
     unchanged: int = 0
+    repeated: int = 0  # attributes: rows whose user has an earlier row in the same chunk (never unchanged)
 
 
 class DeltaState:
@@ -227,6 +228,7 @@ class DeltaState:
         if attributes:
             keys = list(mapped.user_keys)
             rows = fp.encodings(mapped.objects)  # slices of the JSON built by mapping: nothing decoded
+            self.last.repeated = n - len(set(keys))
         else:
             objs = mapped.objects if isinstance(mapped.objects, list) else list(mapped.objects)
             keys = fp.object_keys(objs)

@@ -96,11 +96,15 @@ class RunReport(ReportCounters):
 
     def add_delta(self, stream: str, counts: Any) -> None:
         """Delta sync's decision on a chunk: rows `added` (a key the state did not know), `changed` (sent
-        with what differs) and `unchanged` (skipped), kept per stream under `delta`."""
+        with what differs) and `unchanged` (skipped), kept per stream under `delta`; `repeated`: rows whose
+        user has an earlier row in the same chunk (attributes), when there are any."""
         with self._lock:
             kept = self._stream(stream).setdefault("delta", {"added": 0, "changed": 0, "unchanged": 0})
             for k in ("added", "changed", "unchanged"):
                 kept[k] += getattr(counts, k)
+            repeated = getattr(counts, "repeated", 0)
+            if repeated:  # listed only when some user recurs (the summary explains what it costs)
+                kept["repeated"] = kept.get("repeated", 0) + repeated
 
     def add_rejects(self, rejects: list[Rejected], stream: str | None = None) -> None:
         """Stream rejected rows to the rejects file and count them by stage and rule."""

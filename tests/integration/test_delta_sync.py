@@ -272,3 +272,25 @@ def test_a_user_on_two_rows_ends_with_the_last_rows_values_on_every_run(chunk_ro
         assert doc["exit_code"] == 0 and emulator.user("external_id", "u1")["attributes"]["age"] == 32, run
         if run != "r1":  # both rows of u1 again (the first differs from the state the second left); u2, u3 not
             assert doc["rows"]["delivered"] == 2 and doc["rows"]["skipped"] == 2, (run, doc["rows"])
+        # the repeat is counted when both rows are in one chunk (the summary then says what it costs)
+        [st] = doc["streams"]
+        assert st["delta"].get("repeated", 0) == (1 if chunk_rows == 1000 else 0), st["delta"]
+
+
+def test_the_summary_counts_rows_that_repeat_a_user_in_a_delta_stream(emulator: Any, tmp_path: Path) -> None:
+    """Users on several rows make a delta stream send them again on every run: the summary says how many
+    rows repeat a user, and nothing when none does."""
+    stream = {**users_stream(), "delta": True}
+    project(tmp_path, [stream])
+    (tmp_path / "data" / "users.csv").write_text(
+        "user_id,email,first_name,age\nu1,a@example.com,Ann,31\nu2,b@example.com,Bob,40\n"
+        "u1,a@example.com,Ann,32\nu1,a@example.com,Ann,33\n", encoding="utf-8")  # fmt: skip
+    env = {"BRAZE_REST_ENDPOINT": emulator.url, "BRAZE_API_KEY": emulator.api_key}
+    res = invoke("run", "pipelines/t.yaml", "--mode", "bulk", "--report-dir", "r1", cwd=tmp_path, env=env)
+    assert res.exit_code == 0, res.output
+    assert ("    2 row(s) repeat the user of an earlier row in their chunk: a user whose rows differ is sent again "
+            "on every run") in res.output, res.output
+    (tmp_path / "data" / "users.csv").write_text(
+        "user_id,email,first_name,age\nu1,a@example.com,Ann,31\nu2,b@example.com,Bob,40\n", encoding="utf-8")
+    res = invoke("run", "pipelines/t.yaml", "--mode", "bulk", "--report-dir", "r2", cwd=tmp_path, env=env)
+    assert res.exit_code == 0 and "repeat the user" not in res.output, res.output

@@ -52,6 +52,11 @@ from connector.version import __version__
 if TYPE_CHECKING:
     from connector.stop import StopToken
 
+# Endpoints whose 403 refuses one feature, not the run (the sync beta: the run goes on in bulk; a Canvas: its
+# rows are rejected; deletes: reported, tried again next run): there, the first answer's 403 opens
+# FirstAnswer's gate like any other answer. Elsewhere the writer ends the run on a 403, as on a 401.
+PERMISSION_REFUSALS = ("users_track_sync", "canvas_trigger_send", "users_delete")
+
 logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
@@ -418,6 +423,10 @@ class BrazeClient:
             return await self._attempt_async(call, True)
         except AuthError as e:
             refused = f"HTTP {e.status}"
+            raise
+        except PermanentApiError as e:
+            if e.status == 403 and call.endpoint not in PERMISSION_REFUSALS:
+                refused = "HTTP 403: access denied"  # the key lacks the permission: every request would be
             raise
         finally:
             self._first.ended(call, refused)

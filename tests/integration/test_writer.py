@@ -488,13 +488,15 @@ def test_401_aborts_and_accounts_for_every_row(emulator: EmulatorServer, tmp_pat
 
 def test_403_access_denied_aborts(emulator_factory: Callable[..., EmulatorServer], tmp_path: Path) -> None:
     server = emulator_factory(api_keys=("test-key", "synconly:users.track.sync"))
-    pipeline = make_pipeline(concurrency=2)
+    pipeline = make_pipeline(concurrency=16)
     writer, report = make_writer(pipeline, server.url, tmp_path, key="synconly")
     writer.submit(stream_of(pipeline), mapped_chunk("attributes", attrs(300)))
     with pytest.raises(AuthError):
         writer.close()
     assert rows(report) == {"delivered": 0, "rejected": 0, "failed": 0, "skipped": 300}
     assert set(report.skipped_by_reason) == {"run aborted: access denied (HTTP 403)"}
+    # like a 401, the key's first answer refused it: the other requests waited for it and were not sent
+    assert server.stats()["requests"]["/users/track"] == {"403": 1}
 
 
 def test_unreachable_destination_aborts(tmp_path: Path) -> None:

@@ -18,15 +18,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
+from needs_nginx import require_nginx  # noqa: E402
 from sink import nginx_available  # noqa: E402
 
 
 def test_quick_bench_runs_every_section() -> None:
-    reason = nginx_available()
-    if reason:
-        if os.environ.get("BENCH_REQUIRE_NGINX") == "1":
-            pytest.fail(f"nginx is required here: {reason}")
-        pytest.skip(reason)
+    require_nginx()
     res = subprocess.run(
         # --quick's sections at smaller sizes still (the smoke run of the test suite, at about 1/2 of its CPU);
         # memory at one size (3 fresh processes, not 6): two sizes and their ratio are test_issue12_table.py's

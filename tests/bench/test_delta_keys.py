@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import data  # noqa: E402
-from sink import nginx_available  # noqa: E402
+from needs_nginx import require_nginx  # noqa: E402
 
 
 @pytest.fixture
@@ -78,11 +78,7 @@ def test_unknown_table_kind_is_refused(data_dir: Path) -> None:
 
 
 def _need_nginx() -> None:
-    reason = nginx_available()
-    if reason:
-        if os.environ.get("BENCH_REQUIRE_NGINX") == "1":
-            pytest.fail(f"nginx is required here: {reason}")
-        pytest.skip(reason)
+    require_nginx()
 
 
 _LINE = re.compile(r"^(seq|uuid) keys, (.+?): [\d,]+ rows/s end to end in [\d.]+ s \(CPU [\d.]+ s\); "

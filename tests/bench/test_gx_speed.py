@@ -23,7 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from sink import nginx_available  # noqa: E402
+from needs_nginx import require_nginx  # noqa: E402
 
 SOAK = os.environ.get("BRAZE_CONNECTOR_SOAK") == "1"
 
@@ -74,11 +74,7 @@ def test_cpu_section_prints_both_plans_with_the_same_rejects(bench_out: str) -> 
 
 
 def test_first_section_sees_the_first_request(bench_out: str) -> None:
-    reason = nginx_available()
-    if reason:
-        if os.environ.get("BENCH_REQUIRE_NGINX") == "1":
-            pytest.fail(f"nginx is required here: {reason}")
-        pytest.skip(reason)
+    require_nginx()
     firsts = re.findall(r": first request ([\d.]+|nan) s after process start", bench_out)
     assert len(firsts) == 2 and "nan" not in firsts, bench_out
     figures = r"fresh-process CPU beyond a bare interpreter \([\d.]+ s\): `import great_expectations` [\d.]+ s"
@@ -87,11 +83,7 @@ def test_first_section_sees_the_first_request(bench_out: str) -> None:
 
 def _bench_script(name: str) -> subprocess.CompletedProcess[str]:
     """bench/NAME --repeat 1 against the nginx sink (skipped without nginx, except where it is required)."""
-    reason = nginx_available()
-    if reason:
-        if os.environ.get("BENCH_REQUIRE_NGINX") == "1":
-            pytest.fail(f"nginx is required here: {reason}")
-        pytest.skip(reason)
+    require_nginx()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     res = subprocess.run([sys.executable, str(ROOT / "bench" / name), "--repeat", "1"],
                          capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)  # fmt: skip

@@ -7,26 +7,19 @@ request, local stages, delta, memory) running. Needs nginx with the echo module,
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from sink import nginx_available  # noqa: E402
+from needs_nginx import require_nginx  # noqa: E402
 
 
 def test_issue12_table_has_six_goals_each_met_or_missed_by_both_scalings() -> None:
-    reason = nginx_available()
-    if reason:
-        if os.environ.get("BENCH_REQUIRE_NGINX") == "1":
-            pytest.fail(f"nginx is required here: {reason}")
-        pytest.skip(reason)
+    require_nginx()
     # smaller than --quick (20,000 rows, memory at 20,000 and 60,000): the smoke run at about half its CPU
     res = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "issue12", "--rows", "5000",
                           "--sizes", "5000,10000", "--workload-k", "2.5"],

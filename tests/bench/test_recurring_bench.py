@@ -3,26 +3,19 @@ BENCHMARKS.md has them). Needs nginx with the echo module, like test_bench_quick
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from sink import nginx_available  # noqa: E402
+from needs_nginx import require_nginx  # noqa: E402
 
 
 def test_recurring_users_bench_delivers_and_packs() -> None:
-    reason = nginx_available()
-    if reason:
-        if os.environ.get("BENCH_REQUIRE_NGINX") == "1":
-            pytest.fail(f"nginx is required here: {reason}")
-        pytest.skip(reason)
+    require_nginx()
     bench = [sys.executable, str(ROOT / "bench" / "recurring_users.py"), "--rows", "3000", "--only", "a."]
     res = subprocess.run([*bench, "--reps", "1"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-3000:]

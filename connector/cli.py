@@ -210,11 +210,11 @@ def _summary(report: "RunReport", paths: dict[str, Path]) -> list[str]:
 def _refuse_retry_of_unfinished(p: "Pipeline", given: Path) -> None:
     """--retry-failed of a run that never wrote its report (killed: kill -9, a crash, a power cut) has no
     failed file to read; its journal knows every row's outcome, and --resume finishes it. Say so."""
-    from connector.delivery.journal import JOURNAL_FILE
+    from connector.delivery.unfinished import was_killed
     from connector.report.paths import resume_command
 
     run_dir = given if given.is_dir() else given.parent
-    if (run_dir / JOURNAL_FILE).is_file() and not (run_dir / "report.json").is_file():
+    if was_killed(run_dir):
         raise ConfigError(
             f"--retry-failed {given}: that run did not finish (killed before it wrote its report, so it has no "
             f"failed file); its journal knows every row's outcome: finish it with {resume_command(p, run_dir)}"

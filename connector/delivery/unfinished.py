@@ -54,6 +54,12 @@ def _end_record(journal: Path) -> dict[str, Any] | bool | None:
     return False  # nothing whole at the end: cut off while writing
 
 
+def was_killed(run_dir: Path) -> bool:
+    """Whether the run of `run_dir` was killed (kill -9, a crash): its journal has no end record."""
+    journal = run_dir / JOURNAL_FILE
+    return journal.is_file() and _end_record(journal) is False
+
+
 STOPPED = (4, 130, 143)  # exit codes of a run stopped by SIGTERM / SIGINT: its rows were not all sent
 
 

@@ -228,7 +228,6 @@ class DeltaState:
         if attributes:
             keys = list(mapped.user_keys)
             rows = fp.encodings(mapped.objects)  # slices of the JSON built by mapping: nothing decoded
-            self.last.repeated = n - len(set(keys))
         else:
             objs = mapped.objects if isinstance(mapped.objects, list) else list(mapped.objects)
             keys = fp.object_keys(objs)
@@ -409,6 +408,7 @@ class DeltaState:
         # sent whole as mapping encoded them, and kept in flight as their JSON.
         added: list[int] = []
         unique = set(keys)
+        counts.repeated = n - len(unique)  # rows whose user has an earlier row in the chunk
         if todo and len(unique) == n:
             busy = (unique & pending.keys()) | (unique & new.keys())
             added = [j for j in todo if stored[j] is None] if known else todo

@@ -331,12 +331,12 @@ class PgStore:
         if self._db is None or not (confirm or forget or bulk):
             return
         gone = key_hashes(forget)
+        rows = Rows.of(confirm, sources)  # hashed before the lock: lookups wait on it
         with self._lock:
             index = self._index.setdefault(stream, _Index())
-            if bulk is not None and not self._apart(index, bulk, confirm, gone):
+            if bulk is not None and not self._apart(index, bulk, rows.h, gone):
                 confirm, sources = bulk_pairs(bulk, confirm, forget, sources)
-                bulk = None
-            rows = Rows.of(confirm, sources)
+                rows, bulk = Rows.of(confirm, sources), None
             new = ~index.find(rows.h)[1]
             if forget:  # forgotten in this transaction: inserted afresh
                 new |= np.isin(rows.h, gone)
@@ -355,14 +355,14 @@ class PgStore:
             else:
                 index.put(rows.h, rows.d, rows.s)
 
-    def _apart(self, index: _Index, bulk: Bulk, confirm: list[tuple[str, bytes]], gone: np.ndarray) -> bool:
+    def _apart(self, index: _Index, bulk: Bulk, changed: np.ndarray, gone: np.ndarray) -> bool:
         """Whether a Bulk can be appended by COPY as it is: none of its keys known to the index, nor changed
         by key in the same write (a hash shared with such a key counts as one), and its blobs fit an Arrow
         string array. Else (rare: a user moved to the bookkeeping by key) the write goes as pairs."""
         if index.find(bulk.h)[1].any():
             return False
-        if confirm or len(gone):
-            other = np.concatenate([key_hashes([k for k, _ in confirm]), gone])
+        if len(changed) or len(gone):  # `changed`: the key hashes confirmed by key in the same write
+            other = np.concatenate([changed, gone])
             if np.isin(bulk.h, other).any():
                 return False
         return fits(bulk)

@@ -432,7 +432,7 @@ def _rows(mapped: MappedChunk, tokens: Sequence[int]) -> list[int]:
         # The usual request: consecutive positions of a chunk whose rows are consecutive and all mapped. Its
         # rows are then a slice of `numbers`: no int made twice per row (a request record's main cost).
         first = tokens[0]
-        if 0 <= first and first + len(tokens) <= len(indices) and list(tokens) == list(range(first, first + len(tokens))):
+        if 0 <= first and first + len(tokens) <= len(indices) and (tokens if type(tokens) is list else list(tokens)) == list(range(first, first + len(tokens))):
             at = indices[first : first + len(tokens)]
             if at.step > 0 and 0 <= at[0] and at[-1] < len(numbers):
                 return list(numbers[at.start : at.stop : at.step])

@@ -151,7 +151,7 @@ class Volleys:
             pass  # each is recorded (or failed) again at its release
 
     def _write_records(self, flights: list[_Flight]) -> None:
-        rids, gate = self._w._log.sending_many([(f.batch.stream, f.batch.mapped, list(f.req.tokens)) for f in flights])
+        rids, gate = self._w._log.sending_many([(f.batch.stream, f.batch.mapped, f.req.tokens) for f in flights])
         for f, rid in zip(flights, rids, strict=True):
             f.rid, f.gate = rid, gate
 

@@ -128,7 +128,7 @@ class Acquirer:
     async def acquire(self, endpoint: str, max_wait: float) -> None:
         """Raises LimitBeyondWait as the limiter does."""
         if self._reserve is not None:
-            wait: float = self._reserve(endpoint, max_wait=max_wait)
+            wait = self.reserve(endpoint, max_wait)
             if wait > 0:
                 now = self._clock()
                 due = math.ceil((now + wait) / GROUP_S) * GROUP_S
@@ -137,7 +137,7 @@ class Acquirer:
                     # Held up past its slot (a busy machine kept this thread or process off a core): the
                     # requests whose slots fell due meanwhile would leave in one burst with it, more than the
                     # server's window allows. Take a fresh slot instead, once (the missed one stays unused).
-                    wait = self._reserve(endpoint, max_wait=max_wait)
+                    wait = self.reserve(endpoint, max_wait)
                     if wait > 0:
                         await self._sleeper.sleep(wait)
             return

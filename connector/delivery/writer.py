@@ -330,7 +330,7 @@ class Writer:
         """Send one request and record its rows' outcomes; returns the requests still to send (split parts)."""
         t0 = time.perf_counter()
         try:
-            rid, gate = self._log.sending(batch.stream, batch.mapped, list(req.tokens))
+            rid, gate = self._log.sending(batch.stream, batch.mapped, req.tokens)
             resp = await self._post(batch, req, ticket, gate)
         except (JournalError, RunStopped, ApiError) as e:
             return self._failed(batch, req, e, t0)
@@ -346,7 +346,7 @@ class Writer:
         try:
             try:
                 if rid is None:
-                    rid, call.gate = self._log.sending(batch.stream, batch.mapped, list(req.tokens))
+                    rid, call.gate = self._log.sending(batch.stream, batch.mapped, req.tokens)
                 resp = await self.client.resume_async(call, failed)
             except BaseException:
                 if not self._inflight.end(ticket):
@@ -444,7 +444,12 @@ class Writer:
             ):
                 plain.append((batch, req, rid, resp))
                 continue
-            wait = self._delivered(batch, req, rid, resp)
+            try:
+                wait = self._delivered(batch, req, rid, resp)
+            except Exception:  # a bug must not lose rows: this request's rows failed (as _run does), the rest go on
+                logger.exception("unexpected error while delivering a %s request", req.endpoint)
+                self._fail(batch, req.items, "internal error while delivering (see the log)", None)
+                continue
             if wait is not None:
                 waits[i] = wait
         if plain:

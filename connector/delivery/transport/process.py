@@ -213,14 +213,7 @@ class _Child:
                 gate, requests = item
                 if gate is not None and not self._passes(requests, gate):
                     continue
-                with self.lock:
-                    pending, written = self.pending, self.written
-                    for rid, url, body in requests:
-                        if rid not in pending:  # its sender gave up already
-                            continue
-                        written.add(rid)  # from here on the child may have it: outcome unknown if lost
-                        frames += (_REQUEST.pack(rid, len(url), len(body)), url, body)
-                        sizes.append((rid, _REQUEST.size + len(url) + len(body)))
+                self._frames(requests, frames, sizes)
             if frames:
                 with self.wlock:
                     sent = self._send_frames(fd, b"".join(frames), sizes)
@@ -286,6 +279,20 @@ class _Child:
             self.outbox.put((gate, out))
         return [rid for rid, _, _ in out]
 
+    def _frames(self, requests: list[tuple[int, bytes, bytes]], frames: list[bytes],
+                sizes: list[tuple[int, int]]) -> None:  # fmt: skip
+        """Add the pipe frames of `requests` still pending (a sender may have given up on one) to `frames`, and
+        (request id, frame length) to `sizes`; each is marked written: from here on the child may have it, so
+        its outcome is unknown if lost."""
+        with self.lock:
+            pending, written = self.pending, self.written
+            for rid, url, body in requests:
+                if rid not in pending:
+                    continue
+                written.add(rid)
+                frames += (_REQUEST.pack(rid, len(url), len(body)), url, body)
+                sizes.append((rid, _REQUEST.size + len(url) + len(body)))
+
     def _direct(self, requests: list[tuple[int, bytes, bytes]]) -> bool:
         """Write requests (whose gate has passed) to the pipe from the calling thread when that cannot block:
         nothing is queued for the writer thread, which is not writing either, and the pipe has room for them
@@ -300,14 +307,7 @@ class _Child:
                 return False
             frames: list[bytes] = []
             sizes: list[tuple[int, int]] = []
-            with self.lock:
-                pending, written = self.pending, self.written
-                for rid, url, body in requests:
-                    if rid not in pending:
-                        continue
-                    written.add(rid)  # from here on the child may have it: outcome unknown if lost
-                    frames += (_REQUEST.pack(rid, len(url), len(body)), url, body)
-                    sizes.append((rid, _REQUEST.size + len(url) + len(body)))
+            self._frames(requests, frames, sizes)
             if frames:
                 self._send_frames(fd, b"".join(frames), sizes)
             return True
@@ -534,11 +534,8 @@ class _GroupDeadlines:
         out = _Outcomes()
         while groups and groups[0][0] <= now:
             _, child, rids = groups.popleft()
-            with child.lock:
-                left = [rid for rid in rids if rid in child.pending]
-            if left:
-                for entry in child.expire_many(left, self._wait_s):
-                    out.add(entry, SentLost("no answer from the HTTP process in time"))
+            for entry in child.expire_many(rids, self._wait_s):  # the ones still unanswered
+                out.add(entry, SentLost("no answer from the HTTP process in time"))
         out.flush()
         if groups:
             self._timer = loop.call_at(max(groups[0][0], now + 1.0), self._check)

@@ -103,13 +103,13 @@ def upload_command(execute: Callable[..., None]) -> Callable[..., None]:
             built.append(build_pipeline(spec))
             return built[0]
 
+        files: list[Path] = []
+
         def written(folder: Path) -> None:  # before the first row: a killed upload can still be resumed
-            write_pipeline_file(built[0], folder, spec)
+            files.append(write_pipeline_file(built[0], folder, spec))
 
         def after(report: "RunReport") -> list[str]:
-            from connector.report.paths import PIPELINE_FILE
-
-            return next_step(report, report.report_dir / PIPELINE_FILE, dry_run=dry_run)
+            return next_step(report, files[0], dry_run=dry_run)
 
         execute(build, mode=mode.value if mode else None, report_dir=report_dir, dry_run=dry_run,
                 validate_only=False, quiet=quiet, overwrite=overwrite, after=after, on_report_dir=written,

@@ -450,13 +450,6 @@ def validate(pipeline: PipelineArg, report_dir: ReportDirOpt = None, quiet: Quie
 _UNSET = "unset-variable.invalid"
 
 
-class _Unset(dict):  # type: ignore[type-arg]
-    """The environment, with a placeholder for a variable it lacks (history reads no destination or source)."""
-
-    def get(self, name: str, default: object = None) -> str:  # type: ignore[override]
-        return os.environ.get(name) or f"http://{_UNSET}/{name}"
-
-
 def _load_for_history(pipeline: Path) -> "Pipeline":
     """The pipeline for `history`, which needs only its name and report settings: a ${VAR} the environment lacks
     elsewhere (a destination URL, a source's connection) is not needed; one in those settings still is."""
@@ -468,7 +461,7 @@ def _load_for_history(pipeline: Path) -> "Pipeline":
         if "environment variable" not in str(first):
             raise
         try:
-            p = load_pipeline(pipeline, env=_Unset())
+            p = load_pipeline(pipeline, missing=lambda name: f"http://{_UNSET}/{name}")
         except ConfigError:
             raise first from None
         if _UNSET in p.name or _UNSET in str(p.report.history) or _UNSET in str(p.report.dir):

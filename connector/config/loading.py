@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import codecs
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -241,9 +241,11 @@ def _placeholder_hint(text: str, mark: Any) -> str:
     return ""
 
 
-def load_pipeline(path: str | Path, env: Mapping[str, str] | None = None) -> Pipeline:
+def load_pipeline(path: str | Path, env: Mapping[str, str] | None = None,
+                  missing: Callable[[str], str] | None = None) -> Pipeline:  # fmt: skip
     """Read and validate a pipeline YAML file; `${VAR}` and `${VAR:-default}` are filled from `env`
-    (default: the process environment).
+    (default: the process environment); `missing` gives an unset variable without a default its value
+    (default: that is an error).
 
     Raises:
         ConfigError: the file is missing, not YAML, or breaks the schema; the message names the file,
@@ -268,7 +270,7 @@ def load_pipeline(path: str | Path, env: Mapping[str, str] | None = None) -> Pip
         raise ConfigError(f"{p}: not valid YAML{where}: {getattr(e, 'problem', e)}{_placeholder_hint(text, mark)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: a pipeline file must be a YAML mapping with 'name' and 'streams'")
-    data = interpolate(data, os.environ if env is None else env, p)
+    data = interpolate(data, os.environ if env is None else env, p, missing=missing)
     if "base_dir" in data:
         raise ConfigError(f"{p}: 'base_dir' is set by the loader, remove it from the file")
     data["base_dir"] = str(_project_root_for(p))

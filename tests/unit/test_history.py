@@ -194,6 +194,13 @@ def test_the_history_command_does_not_need_the_destinations_variables(tmp_path: 
     path.write_text(text + "destination: {url: '${HISTORY_TEST_UNSET_URL}'}\n", encoding="utf-8")
     res = invoke("history", str(path), cwd=tmp_path)
     assert res.exit_code == 0 and res.stdout.startswith("no runs recorded yet in "), res.stderr
+    # a default elsewhere in the file still counts (${VAR:-default} is not taken for unset)
+    defaulted = project(dir="${HISTORY_TEST_UNSET_DIR:-runs}")
+    defaulted.write_text(defaulted.read_text(encoding="utf-8") + "destination: {url: '${HISTORY_TEST_UNSET_URL}'}\n",
+                         encoding="utf-8")  # fmt: skip
+    res = invoke("history", str(defaulted), cwd=tmp_path)
+    assert res.exit_code == 0 and res.stdout.startswith("no runs recorded yet in "), res.stderr
+    assert "runs" in res.stdout and "unset-variable" not in res.stdout, res.stdout
     path.write_text(text.replace("name: hist", "name: ${HISTORY_TEST_UNSET_NAME}"), encoding="utf-8")
     res = invoke("history", str(path), cwd=tmp_path)
     assert res.exit_code == 2 and "environment variable HISTORY_TEST_UNSET_NAME is not set" in res.stderr

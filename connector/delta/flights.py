@@ -123,7 +123,8 @@ class Bulk:
         return len(self.h)
 
     def pairs(self) -> list[tuple[str, bytes]]:
-        """(key, record) of each user, for a store without bulk writes (PostgreSQL, tests' stores)."""
+        """(key, record) of each user, for a store without bulk writes (tests' stores), or a Bulk the PostgreSQL
+        store cannot append by COPY (pg_rows.bulk_pairs)."""
         return [(k, r) for f, p in self.parts for k, r in f.changes(p).items() if r is not None]
 
     def sources(self) -> dict[str, int]:
